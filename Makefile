@@ -1,0 +1,42 @@
+# modelport: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+DEMO   := demo-out
+
+.PHONY: install demo test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (modelport needs Python 3.11)"; exit 1; }
+	@echo "==> creating $(VENV) and installing modelport[all,dev] (CPU runtime; pinned by constraints.txt)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip wheel
+	@$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	@$(PIP) check
+	@touch $(STAMP)
+	@echo "==> installed"
+
+demo: install
+	@$(PY) examples/digits/demo.py --out $(DEMO)
+
+lint: install
+	@echo "==> ruff check"; $(VENV)/bin/ruff check .
+	@echo "==> ruff format --check"; $(VENV)/bin/ruff format --check .
+	@echo "==> mypy --strict modelport"; $(VENV)/bin/mypy
+
+format: install
+	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+test: lint
+	@echo "==> pytest (the whole suite)"
+	@$(PY) -m pytest
+
+bench: install
+	@$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts

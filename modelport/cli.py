@@ -1,0 +1,167 @@
+"""``modelport`` command line: parse flags into one options object, make one library call."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from modelport import __version__
+from modelport.errors import InvalidArgumentError, ModelportError
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG_EXPORT = """\
+examples:
+  modelport export examples.digits.torch_model:cnn --weights digits.pt \\
+      --input image:float32:-1x1x8x8 --format all --repository repo --name digits
+  modelport export digits.keras --format savedmodel,tflite,onnx --quantize float16,full-int8 \\
+      --eval-data digits_eval.npz --repository repo --name digits-keras
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="modelport", description="Export, serve and ship ML models.")
+    parser.add_argument("--version", action="version", version=f"modelport {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log converter and runtime details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_export(commands)
+    _add_inspect(commands)
+    return parser
+
+
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "export",
+        help="convert a model to deployable formats with parity gates",
+        epilog=_EPILOG_EXPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", help="package.module:factory | file.py:factory | model.pt | model.pt2 | model.keras | SavedModel dir"
+    )
+    p.add_argument(
+        "--format", default="all", help="comma list of onnx,torchscript,pt2,savedmodel,tflite,ort or 'all' (default)"
+    )
+    p.add_argument("--repository", required=True, type=Path, help="model repository root")
+    p.add_argument("--name", required=True, help="model family name; each variant is served as NAME-VARIANT")
+    p.add_argument("--version", dest="model_version", type=int, help="version number (default: next free)")
+    p.add_argument("--weights", type=Path, help="state_dict for a PyTorch factory (loaded with weights_only=True)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE:SHAPE[:LOW..HIGH]",
+        help="input spec, repeatable, e.g. image:float32:-1x1x8x8 (-1 = dynamic)",
+    )
+    p.add_argument("--output", default="", help="comma list of output names (default: from the model, or output_N)")
+    p.add_argument(
+        "--quantize",
+        default="",
+        help="comma list of float16,dynamic-int8,full-int8 (tflite), dynamic-int8,static-int8 (onnx)",
+    )
+    p.add_argument("--calibration-data", type=Path, help=".npz of inputs (keyed by input name) for int8 calibration")
+    p.add_argument("--eval-data", type=Path, help=".npz of inputs and 'labels': accuracy per artifact")
+    p.add_argument(
+        "--batch-sizes", default="1,3", help="golden batch sizes when the batch dim is dynamic (default 1,3)"
+    )
+    p.add_argument("--atol", type=float, help="absolute tolerance (default per format, see README)")
+    p.add_argument("--rtol", type=float, help="relative tolerance (default per format)")
+    p.add_argument(
+        "--min-agreement", type=float, default=0.99, help="top-1 agreement gate for fp16/int8 (default 0.99)"
+    )
+    p.add_argument("--allow-mismatch", action="store_true", help="publish artifacts that fail their gate (recorded)")
+    p.add_argument("--legacy-onnx", action="store_true", help="TorchScript-based torch.onnx exporter instead of dynamo")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
+    p.add_argument(
+        "--name-template", default="{name}-{variant}", help="repository model name (default {name}-{variant})"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=_run_export)
+
+
+def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("inspect", help="list models, versions, formats, tensors and parity")
+    p.add_argument("path", type=Path, help="REPO, REPO/NAME or REPO/NAME/VERSION")
+    p.set_defaults(run=_run_inspect)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv(text))
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} takes a comma list of integers, got {text!r}") from None
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from modelport.export import ExportOptions, export
+    from modelport.export.options import parse_formats, parse_quantizations
+    from modelport.export.report import render_table
+    from modelport.manifest import TensorSpec
+
+    options = ExportOptions(
+        source=args.source,
+        repository=args.repository,
+        name=args.name,
+        formats=parse_formats(args.format),
+        version=args.model_version,
+        weights=args.weights,
+        inputs=tuple(TensorSpec.parse(s) for s in args.input),
+        output_names=_csv(args.output),
+        quantize=parse_quantizations(args.quantize),
+        calibration_data=args.calibration_data,
+        eval_data=args.eval_data,
+        batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+        atol=args.atol,
+        rtol=args.rtol,
+        min_agreement=args.min_agreement,
+        allow_mismatch=args.allow_mismatch,
+        legacy_onnx=args.legacy_onnx,
+        opset=args.opset,
+        max_batch_size=args.max_batch_size,
+        name_template=args.name_template,
+        quiet=args.quiet,
+        quiet_converters=not args.verbose,
+    )
+    report = export(options)
+    print(render_table(report))
+    print(f"report: {options.repository / '.reports' / (options.name + '.json')}")
+    return 0 if report.ok else 1
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from modelport.inspection import find_versions, render_inspection
+
+    print(render_inspection(find_versions(args.path)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; errors print one line and exit 2 (bad arguments) or 1 (failures)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except InvalidArgumentError as exc:
+        print(f"modelport {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except ModelportError as exc:
+        print(f"modelport {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The one error hierarchy of modelport.
+
+Every error raised on purpose derives from :class:`ModelportError` and carries a
+stable ``code``. Transports map codes to statuses in one place each
+(``serving/errors.py`` for HTTP and gRPC); the CLI prints ``message`` on one line.
+
+    ModelportError                 code "internal"
+    ├── InvalidArgumentError       code "invalid_argument"   bad flags, specs, requests
+    │   └── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
+    ├── NotFoundError              code "not_found"          missing file, model or version
+    ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
+    ├── SourceError                code "source_error"       a source model that cannot be loaded or run
+    ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
+    ├── ParityError                code "parity_failed"      an artifact does not reproduce the source
+    ├── ManifestError              code "invalid_manifest"   unreadable or inconsistent modelport.json
+    └── DependencyError            code "missing_dependency" an optional framework is not installed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConversionError",
+    "DependencyError",
+    "InvalidArgumentError",
+    "ManifestError",
+    "ModelportError",
+    "NotFoundError",
+    "ParityError",
+    "SourceError",
+    "SpecError",
+    "UnsupportedError",
+    "summarize",
+]
+
+
+class ModelportError(Exception):
+    """Base of every error modelport raises on purpose; ``code`` is stable."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(ModelportError):
+    """A flag, option or request that cannot be accepted as given."""
+
+    code = "invalid_argument"
+
+
+class SpecError(InvalidArgumentError):
+    """A tensor spec that does not parse, or does not match the model."""
+
+    code = "invalid_spec"
+
+
+class NotFoundError(ModelportError):
+    """A file, model or version that does not exist."""
+
+    code = "not_found"
+
+
+class UnsupportedError(ModelportError):
+    """A combination modelport does not support (format for a framework, dtype...)."""
+
+    code = "unsupported"
+
+
+class SourceError(ModelportError):
+    """A source model that cannot be loaded, built or run."""
+
+    code = "source_error"
+
+
+class ConversionError(ModelportError):
+    """A converter failed; the message names the converter and, when known, the op."""
+
+    code = "conversion_failed"
+
+
+class ParityError(ModelportError):
+    """An artifact whose outputs do not match the source within tolerance."""
+
+    code = "parity_failed"
+
+
+class ManifestError(ModelportError):
+    """A ``modelport.json`` that cannot be read or contradicts its files."""
+
+    code = "invalid_manifest"
+
+
+class DependencyError(ModelportError):
+    """An optional dependency (framework, converter) is not installed."""
+
+    code = "missing_dependency"
+
+
+def summarize(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, for one-line messages about third-party errors."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")

@@ -1,0 +1,115 @@
+"""Golden inputs and the source's outputs on them: made at export, re-checked everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import InvalidArgumentError, NotFoundError, SpecError
+from modelport.manifest import TensorSpec
+from modelport.runtimes.base import Arrays
+from modelport.tensors import lookup_dtype, shape_matches
+
+__all__ = [
+    "GOLDEN_FILE",
+    "GoldenCase",
+    "concrete_shape",
+    "load_golden",
+    "load_npz_inputs",
+    "random_inputs",
+    "save_golden",
+    "take_rows",
+]
+
+GOLDEN_FILE = "golden.npz"
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One golden batch: inputs and the source model's outputs on them."""
+
+    inputs: Arrays
+    outputs: Arrays
+
+    @property
+    def batch_size(self) -> int:
+        first = next(iter(self.inputs.values()))
+        return int(first.shape[0]) if first.ndim else 1
+
+
+def concrete_shape(spec: TensorSpec, batch: int, dynamic: int) -> tuple[int, ...]:
+    """Fill dynamic dims: the first with ``batch``, the others with ``dynamic``."""
+    return tuple((batch if i == 0 else dynamic) if d == -1 else d for i, d in enumerate(spec.shape))
+
+
+def random_inputs(specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: np.random.Generator) -> Arrays:
+    """Valid random inputs for ``specs`` (ints within the spec's value range, floats ~N(0,1))."""
+    arrays: Arrays = {}
+    for spec in specs:
+        shape = concrete_shape(spec, batch, dynamic)
+        dtype = lookup_dtype(spec.dtype)
+        low, high = spec.value_range or ((0.0, 1.0) if dtype.is_float else (0.0, 10.0))
+        if dtype.name == "bool":
+            arrays[spec.name] = rng.random(shape) < 0.5
+        elif dtype.name == "string":
+            arrays[spec.name] = np.array(
+                [f"s{v}".encode() for v in rng.integers(0, 100, shape).ravel()], dtype=object
+            ).reshape(shape)
+        elif dtype.is_integer:
+            arrays[spec.name] = rng.integers(int(low), int(high), shape).astype(dtype.np_dtype())
+        elif spec.value_range:
+            arrays[spec.name] = rng.uniform(low, high, shape).astype(dtype.np_dtype())
+        else:
+            arrays[spec.name] = rng.standard_normal(shape).astype(dtype.np_dtype())
+    return arrays
+
+
+def take_rows(arrays: Arrays, start: int, stop: int) -> Arrays:
+    """Rows ``start:stop`` of every array (the batch dimension)."""
+    return {k: v[start:stop] for k, v in arrays.items()}
+
+
+def load_npz_inputs(
+    path: Path, specs: tuple[TensorSpec, ...], purpose: str
+) -> tuple[Arrays, np.ndarray[Any, Any] | None]:
+    """Read inputs keyed by input name (and optional ``labels``) from ``path``, checked against ``specs``."""
+    if not path.exists():
+        raise NotFoundError(f"{purpose} file {path} not found")
+    try:
+        data = dict(np.load(path, allow_pickle=False))
+    except Exception as exc:
+        raise InvalidArgumentError(f"{purpose} file {path} is not a readable .npz: {exc}") from None
+    arrays: Arrays = {}
+    for spec in specs:
+        if spec.name not in data:
+            raise SpecError(f"{purpose} file {path} has no array {spec.name!r} (has: {sorted(data)})")
+        array = data[spec.name].astype(lookup_dtype(spec.dtype).np_dtype(), copy=False)
+        if not shape_matches(tuple(-1 if i == 0 else d for i, d in enumerate(spec.shape)), array.shape):
+            raise SpecError(f"{purpose} array {spec.name!r} has shape {list(array.shape)}, expected {spec.describe()}")
+        arrays[spec.name] = array
+    labels = data.get("labels")
+    return arrays, labels
+
+
+def save_golden(path: Path, cases: list[GoldenCase]) -> None:
+    """Write cases as ``case{i}/inputs/{name}`` and ``case{i}/outputs/{name}``."""
+    flat: dict[str, np.ndarray[Any, Any]] = {}
+    for i, case in enumerate(cases):
+        flat.update({f"case{i}/inputs/{k}": v for k, v in case.inputs.items()})
+        flat.update({f"case{i}/outputs/{k}": v for k, v in case.outputs.items()})
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **flat)  # type: ignore[arg-type]
+
+
+def load_golden(path: Path) -> list[GoldenCase]:
+    """Read the cases written by :func:`save_golden`."""
+    cases: dict[int, tuple[Arrays, Arrays]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            case, kind, name = key.split("/", 2)
+            slot = cases.setdefault(int(case.removeprefix("case")), ({}, {}))
+            slot[0 if kind == "inputs" else 1][name] = data[key]
+    return [GoldenCase(*cases[i]) for i in sorted(cases)]

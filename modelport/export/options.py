@@ -1,0 +1,100 @@
+"""Options of one export run, parsed once from flags or given through the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import InvalidArgumentError, UnsupportedError
+from modelport.manifest import TensorSpec
+
+__all__ = [
+    "FORMATS",
+    "QUANTIZATIONS",
+    "ExportOptions",
+    "Variant",
+    "parse_formats",
+    "parse_quantizations",
+]
+
+FORMATS = ("onnx", "torchscript", "pt2", "savedmodel", "tflite", "ort")
+QUANTIZATIONS = {
+    "float16": ("tflite",),
+    "dynamic-int8": ("tflite", "onnx"),
+    "full-int8": ("tflite",),
+    "static-int8": ("onnx",),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One artifact an export produces: a format, optionally quantized."""
+
+    format: str
+    quantization: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.format}-{self.quantization}" if self.quantization else self.format
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything one export needs; ``source`` is a path/``module:factory`` or a model object."""
+
+    source: Any
+    repository: Path
+    name: str
+    formats: tuple[str, ...] = ("all",)
+    version: int | None = None
+    weights: Path | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    output_names: tuple[str, ...] = ()
+    quantize: tuple[str, ...] = ()
+    calibration_data: Path | None = None
+    eval_data: Path | None = None
+    batch_sizes: tuple[int, ...] = (1, 3)
+    dynamic_sizes: tuple[int, ...] = (8, 5)
+    atol: float | None = None
+    rtol: float | None = None
+    min_agreement: float = 0.99
+    allow_mismatch: bool = False
+    legacy_onnx: bool = False
+    opset: int = 18
+    max_batch_size: int = 64
+    name_template: str = "{name}-{variant}"
+    seed: int = 0
+    quiet: bool = False
+    quiet_converters: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise InvalidArgumentError(f"model name {self.name!r} is not a valid repository name")
+        if self.version is not None and self.version < 1:
+            raise InvalidArgumentError(f"version must be a positive integer, got {self.version}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise InvalidArgumentError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise InvalidArgumentError(f"min agreement must be in [0, 1], got {self.min_agreement}")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """Parse ``onnx,tflite`` (or ``all``), rejecting unknown names."""
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    if not names:
+        raise InvalidArgumentError("no format given; use --format with any of: " + ", ".join(FORMATS))
+    unknown = [n for n in names if n not in (*FORMATS, "all")]
+    if unknown:
+        raise UnsupportedError(f"unknown format {unknown[0]!r}; expected any of: all, {', '.join(FORMATS)}")
+    return names
+
+
+def parse_quantizations(text: str) -> tuple[str, ...]:
+    """Parse ``float16,dynamic-int8``, rejecting unknown methods."""
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in QUANTIZATIONS]
+    if unknown:
+        raise UnsupportedError(f"unknown quantization {unknown[0]!r}; expected any of: {', '.join(QUANTIZATIONS)}")
+    return names

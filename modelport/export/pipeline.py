@@ -1,0 +1,257 @@
+"""The export pipeline: load the source, make golden data, convert -> validate -> publish each variant."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
+from modelport.export.artifact import ConvertContext, convert_variant, supported_formats
+from modelport.export.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
+from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
+from modelport.export.publish import Staged, next_version, publish, stage
+from modelport.export.report import ExportReport, ReportRow
+from modelport.export.source import SourceModel, load_source
+from modelport.export.validate import accuracy, compare, gate_for, is_classifier
+from modelport.manifest import ParityRecord, TensorSpec
+from modelport.runtimes import open_runtime
+from modelport.runtimes.base import Arrays
+from modelport.tensors import dtype_of_array, shape_matches
+
+__all__ = ["export", "plan_variants"]
+
+_CHUNK = 64
+_AGREEMENT_SAMPLES = 64
+
+
+@dataclass
+class _Reference:
+    """Source outputs on the golden cases and on the eval/agreement set."""
+
+    cases: list[GoldenCase]
+    outputs: tuple[TensorSpec, ...]
+    eval_inputs: Arrays | None
+    eval_expected: Arrays | None
+    labels: np.ndarray[Any, Any] | None
+
+
+def export(options: ExportOptions) -> ExportReport:
+    """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
+    source = load_source(options)
+    variants = plan_variants(options, source.framework)
+    reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
+    report = ExportReport(options.name, source.location, source.framework, str(options.repository))
+    if reference.labels is not None and reference.eval_expected is not None:
+        report.source_accuracy = accuracy(_first_classifier(reference), reference.labels)
+    version = options.version or next_version(options, variants)
+    with tempfile.TemporaryDirectory(prefix="modelport-export-") as work:
+        ctx = ConvertContext(source, options, Path(work), _calibration(reference, options))
+        for index, variant in enumerate(variants, 1):
+            _progress(options, f"[{index}/{len(variants)}] {variant.name}: converting and validating ...")
+            row = _export_variant(ctx, variant, version, reference)
+            _progress(options, f"[{index}/{len(variants)}] {variant.name}: {row.status} ({row.seconds:.1f}s)")
+            report.rows.append(row)
+    report.write(options.repository / ".reports" / f"{options.name}.json")
+    return report
+
+
+def plan_variants(options: ExportOptions, framework: str) -> list[Variant]:
+    """The variants to build, refusing formats/quantizations that do not apply to the framework."""
+    available = supported_formats(framework)
+    wanted = (
+        [f for f in FORMATS if f in available] if "all" in options.formats else list(dict.fromkeys(options.formats))
+    )
+    for fmt in wanted:
+        if fmt not in available:
+            raise UnsupportedError(
+                f"format {fmt!r} does not apply to a {_FRAMEWORK_NAMES[framework]} source "
+                f"(it exports to: {', '.join(available)})"
+            )
+    variants = [Variant(f) for f in wanted]
+    for method in options.quantize:
+        targets = [f for f in QUANTIZATIONS[method] if f in wanted]
+        if not targets:
+            raise InvalidArgumentError(
+                f"--quantize {method} applies to {'/'.join(QUANTIZATIONS[method])}, none of which is in --format"
+            )
+        if framework == "torch" and targets == ["tflite"]:
+            raise UnsupportedError(
+                f"--quantize {method} for tflite needs a TensorFlow/Keras source; PyTorch sources get int8 through onnx"
+            )
+        variants += [Variant(f, method) for f in targets if not (framework == "torch" and f == "tflite")]
+    return variants
+
+
+_FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow/Keras"}
+
+
+def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:
+    started = time.perf_counter()
+    model = ctx.options.name_template.format(name=ctx.options.name, variant=variant.name)
+    try:
+        artifact = convert_variant(ctx, variant)
+        cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)]
+        staged = stage(ctx, variant, artifact, model, version, reference.outputs, cases)
+        parity = _validate(staged, variant, ctx.options, reference, cases)
+        row_path = publish(staged, parity, ctx.options)
+    except ModelportError as exc:
+        return ReportRow(
+            variant.name, model, version, "ERROR", seconds=time.perf_counter() - started, message=exc.message
+        )
+    except Exception as exc:  # a converter bug must not lose the other variants
+        return ReportRow(
+            variant.name,
+            model,
+            version,
+            "ERROR",
+            seconds=time.perf_counter() - started,
+            message=f"unexpected failure: {summarize(exc)}",
+        )
+    status = "pass" if parity.passed else ("allowed" if ctx.options.allow_mismatch else "FAIL")
+    failing = [o for o in parity.outputs if not o.passed]
+    message = "; ".join(f"output {o.name!r} {o.detail or _miss(o, parity)}" for o in failing)
+    agreement = [o.top1_agreement for o in parity.outputs if o.top1_agreement is not None]
+    return ReportRow(
+        variant.name,
+        model,
+        version,
+        status,
+        size_bytes=staged.size_bytes,
+        max_abs_error=max(o.max_abs_error for o in parity.outputs) if parity.outputs else None,
+        top1_agreement=min(agreement) if agreement else None,
+        accuracy=parity.accuracy,
+        seconds=time.perf_counter() - started,
+        path=str(row_path),
+        message=message,
+    )
+
+
+def _miss(output: Any, parity: ParityRecord) -> str:
+    if parity.gate == "agreement" and output.top1_agreement is not None:
+        return f"top-1 agreement {100 * output.top1_agreement:.1f}% < {100 * (parity.min_agreement or 0):.1f}%"
+    return (
+        f"max abs error {output.max_abs_error:.3g} (rel {output.max_rel_error:.3g}) "
+        f"exceeds atol={parity.atol:g} rtol={parity.rtol:g}"
+    )
+
+
+def _validate(
+    staged: Staged, variant: Variant, options: ExportOptions, ref: _Reference, cases: list[GoldenCase]
+) -> ParityRecord:
+    runtime = open_runtime(staged.directory, staged.manifest)
+    try:
+        expected = [c.outputs for c in cases]
+        actual = [runtime.predict(c.inputs) for c in cases]
+        eval_actual: Arrays | None = None
+        if ref.eval_inputs is not None and ref.eval_expected is not None:
+            eval_actual = _run_chunked(runtime.predict, ref.eval_inputs, staged.manifest.inputs)
+            expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
+    finally:
+        runtime.unload()
+    record = compare(ref.outputs, expected, actual, gate_for(variant, options), tuple(c.batch_size for c in cases))
+    if not cases:
+        record = record.model_copy(update={"passed": False})
+    if ref.labels is not None and eval_actual is not None:
+        name = next(s.name for s in ref.outputs if is_classifier(s))
+        source_acc = accuracy(_first_classifier(ref), ref.labels)
+        record = record.model_copy(
+            update={"accuracy": accuracy(eval_actual[name], ref.labels), "source_accuracy": source_acc}
+        )
+    return record.model_copy(update={"allow_mismatch": options.allow_mismatch})
+
+
+def _reference(source: SourceModel, options: ExportOptions, needs_agreement: bool) -> _Reference:
+    rng = np.random.default_rng(options.seed)
+    eval_inputs, labels = (None, None)
+    if options.eval_data is not None:
+        eval_inputs, labels = load_npz_inputs(options.eval_data, source.inputs, "--eval-data")
+    elif needs_agreement:
+        eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng)
+    batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
+    sizes = options.batch_sizes if batch_dynamic else (None,)
+    cases = []
+    offset = 0
+    for i, batch in enumerate(dict.fromkeys(sizes)):
+        dynamic = options.dynamic_sizes[i % len(options.dynamic_sizes)]
+        rows = batch or 1
+        if (
+            eval_inputs is not None
+            and batch
+            and _fits_rows(source.inputs, eval_inputs, dynamic)
+            and offset + rows <= _rows(eval_inputs)
+        ):
+            inputs = take_rows(eval_inputs, offset, offset + rows)
+            offset += rows
+        else:
+            inputs = random_inputs(source.inputs, rows, dynamic, rng)
+        cases.append(GoldenCase(inputs, source.predict(inputs)))
+    eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
+    return _Reference(cases, _output_specs(source, cases), eval_inputs, eval_expected, labels)
+
+
+def _output_specs(source: SourceModel, cases: list[GoldenCase]) -> tuple[TensorSpec, ...]:
+    """Output specs from the source's outputs: dims that vary across golden cases are dynamic."""
+    specs = []
+    for name, first in cases[0].outputs.items():
+        shapes = [c.outputs[name].shape for c in cases]
+        dims = tuple(-1 if len({s[i] for s in shapes}) > 1 else d for i, d in enumerate(first.shape))
+        if len(cases) > 1 and dims and all(s.shape and s.shape[0] == -1 for s in source.inputs):
+            dims = (-1, *dims[1:])
+        specs.append(TensorSpec(name=name, dtype=dtype_of_array(first).name, shape=dims))
+    return tuple(specs)
+
+
+def _run_chunked(predict: Any, inputs: Arrays, specs: tuple[TensorSpec, ...]) -> Arrays:
+    """Run ``predict`` over all rows in chunks the model accepts (its fixed batch, else 64)."""
+    fixed = {s.shape[0] for s in specs if s.shape and s.shape[0] != -1}
+    chunk = fixed.pop() if fixed else _CHUNK
+    parts = [predict(take_rows(inputs, i, i + chunk)) for i in range(0, _rows(inputs), chunk)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _calibration(ref: _Reference, options: ExportOptions) -> list[Arrays]:
+    """Calibration batches: the user's file, else the eval/agreement inputs, else the golden inputs."""
+    if options.calibration_data is not None:
+        data, _ = load_npz_inputs(options.calibration_data, tuple(_input_specs(ref)), "--calibration-data")
+    elif ref.eval_inputs is not None:
+        data = ref.eval_inputs
+    else:
+        return [c.inputs for c in ref.cases]
+    return [take_rows(data, i, i + 16) for i in range(0, min(_rows(data), 256), 16)]
+
+
+def _input_specs(ref: _Reference) -> list[TensorSpec]:
+    first = ref.cases[0].inputs
+    return [TensorSpec(name=k, dtype=dtype_of_array(v).name, shape=(-1, *v.shape[1:])) for k, v in first.items()]
+
+
+def _first_classifier(ref: _Reference) -> np.ndarray[Any, Any]:
+    spec = next((s for s in ref.outputs if is_classifier(s)), None)
+    if spec is None or ref.eval_expected is None:
+        raise InvalidArgumentError("--eval-data has labels but the model has no classifier output ([batch, classes])")
+    return ref.eval_expected[spec.name]
+
+
+def _fits(specs: tuple[TensorSpec, ...], inputs: Arrays) -> bool:
+    return all(shape_matches(s.shape, inputs[s.name].shape) for s in specs)
+
+
+def _fits_rows(specs: tuple[TensorSpec, ...], inputs: Arrays, dynamic: int) -> bool:
+    return all(
+        all(d == -1 or d == a for d, a in zip(s.shape[1:], inputs[s.name].shape[1:], strict=False)) for s in specs
+    )
+
+
+def _rows(arrays: Arrays) -> int:
+    return int(next(iter(arrays.values())).shape[0])
+
+
+def _progress(options: ExportOptions, text: str) -> None:
+    if not options.quiet:
+        print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,142 @@
+"""Staging, publishing and rejecting artifacts in the model repository.
+
+A variant is assembled in ``REPO/.staging/<model>/<version>/`` and, once its gate
+is decided, renamed atomically into ``REPO/<model>/<version>/`` (servable) or
+``REPO/.rejected/<model>/<version>/`` (kept for inspection, never served).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.errors import InvalidArgumentError
+from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext
+from modelport.export.golden import GOLDEN_FILE, GoldenCase, save_golden
+from modelport.export.options import ExportOptions, Variant
+from modelport.manifest import (
+    MANIFEST_FILE,
+    ModelManifest,
+    ParityRecord,
+    Quantization,
+    SourceInfo,
+    TensorSpec,
+    file_sha256,
+    write_manifest,
+)
+
+__all__ = ["Staged", "next_version", "publish", "stage"]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A variant assembled in the staging area, not yet servable."""
+
+    directory: Path
+    manifest: ModelManifest
+    repository: Path
+    size_bytes: int
+
+
+def next_version(options: ExportOptions, variants: list[Variant]) -> int:
+    """One more than the highest version any of this export's models has (1 for new models)."""
+    highest = 0
+    for variant in variants:
+        folder = options.repository / options.name_template.format(name=options.name, variant=variant.name)
+        if folder.is_dir():
+            highest = max([highest, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())])
+    return highest + 1
+
+
+def stage(
+    ctx: ConvertContext,
+    variant: Variant,
+    artifact: Artifact,
+    model: str,
+    version: int,
+    outputs: tuple[TensorSpec, ...],
+    cases: list[GoldenCase],
+) -> Staged:
+    """Copy the artifact, golden vectors and a manifest into the staging directory."""
+    repository = ctx.options.repository
+    final = repository / model / str(version)
+    if final.exists():
+        raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it to take the next one")
+    directory = repository / ".staging" / model / str(version)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    if artifact.path.is_dir():
+        shutil.copytree(artifact.path, directory, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(artifact.path, directory / ARTIFACT_FILES[variant.format])
+    save_golden(directory / GOLDEN_FILE, cases)
+    manifest = _manifest(ctx, variant, artifact, model, version, outputs)
+    write_manifest(manifest, directory)
+    size = sum(
+        p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name not in (MANIFEST_FILE, GOLDEN_FILE)
+    )
+    return Staged(directory, manifest, repository, size)
+
+
+def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Path:
+    """Record parity and checksums, then move the version to the repository or aside."""
+    files = {
+        str(p.relative_to(staged.directory)): file_sha256(p)
+        for p in sorted(staged.directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    manifest = staged.manifest.model_copy(update={"parity": parity, "files": files})
+    write_manifest(manifest, staged.directory)
+    servable = parity.passed or options.allow_mismatch
+    root = staged.repository if servable else staged.repository / ".rejected"
+    target = root / manifest.name / str(manifest.version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staged.directory, target)
+    _remove_empty(staged.directory.parent, staged.repository)
+    return target
+
+
+def _manifest(
+    ctx: ConvertContext, variant: Variant, artifact: Artifact, model: str, version: int, outputs: tuple[TensorSpec, ...]
+) -> ModelManifest:
+    from modelport import __version__
+
+    source = ctx.source
+    batchable = all(s.shape and s.shape[0] == -1 for s in artifact.inputs)
+    quantization = None
+    if variant.quantization:
+        calibrated = variant.quantization in ("full-int8", "static-int8")
+        quantization = Quantization(
+            method=variant.quantization,
+            calibration=(str(ctx.options.calibration_data or "eval/golden inputs") if calibrated else None),
+            calibration_samples=sum(len(next(iter(b.values()))) for b in ctx.calibration) if calibrated else None,
+        )
+    return ModelManifest(
+        name=model,
+        version=version,
+        family=ctx.options.name,
+        variant=variant.name,
+        format=variant.format,
+        artifact=ARTIFACT_FILES[variant.format],
+        platform=artifact.platform,
+        inputs=artifact.inputs,
+        outputs=outputs,
+        native_names=artifact.native_names,
+        max_batch_size=ctx.options.max_batch_size if batchable else 0,
+        source=SourceInfo(framework=source.framework, kind=source.kind, location=source.location, sha256=source.sha256),
+        quantization=quantization,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        modelport_version=__version__,
+    )
+
+
+def _remove_empty(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

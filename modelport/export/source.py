@@ -1,0 +1,105 @@
+"""Source models: what an export converts, and the reference its artifacts must match."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from modelport.errors import NotFoundError, SourceError, SpecError
+from modelport.export.options import ExportOptions
+from modelport.manifest import TensorSpec
+from modelport.runtimes.base import Arrays
+
+__all__ = ["SourceModel", "check_input_specs", "load_source", "path_sha256"]
+
+
+class SourceModel(Protocol):
+    """A loaded source model: its framework, tensors, and a reference ``predict``."""
+
+    framework: Literal["torch", "tf"]
+    kind: str
+    location: str
+    sha256: str | None
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    model: Any
+
+    def predict(self, inputs: Arrays) -> Arrays: ...
+
+
+def load_source(options: ExportOptions) -> SourceModel:
+    """Load the source named by ``options.source`` (a path, ``module:factory`` or object)."""
+    source = options.source
+    if not isinstance(source, str | Path):
+        return _load_object(source, options)
+    text = str(source)
+    path = Path(text)
+    if path.is_dir():
+        from modelport.export.tf_source import load_tf_path
+
+        return load_tf_path(path, options)
+    if path.is_file():
+        if path.suffix in (".keras", ".h5"):
+            from modelport.export.tf_source import load_tf_path
+
+            return load_tf_path(path, options)
+        from modelport.export.torch_source import load_torch_file
+
+        return load_torch_file(path, options)
+    module, sep, attr = text.rpartition(":")
+    if sep and attr.isidentifier() and (module.endswith(".py") or all(p.isidentifier() for p in module.split("."))):
+        from modelport.export.torch_source import load_torch_factory
+
+        return load_torch_factory(text, options)
+    raise NotFoundError(
+        f"source {text!r} not found: give a .keras file, a SavedModel directory, a TorchScript .pt, "
+        "a torch.export .pt2, or a PyTorch package.module:factory"
+    )
+
+
+def _load_object(obj: Any, options: ExportOptions) -> SourceModel:
+    module = type(obj).__module__.split(".")[0]
+    if module == "torch" or any(c.__module__.startswith("torch.") for c in type(obj).__mro__):
+        from modelport.export.torch_source import wrap_torch_module
+
+        return wrap_torch_module(obj, options, kind="module", location=type(obj).__qualname__)
+    if module in ("keras", "tensorflow", "tf_keras") or hasattr(obj, "signatures") or hasattr(obj, "_tf_api_names"):
+        from modelport.export.tf_source import wrap_tf_object
+
+        return wrap_tf_object(obj, options)
+    raise SourceError(
+        f"source object of type {type(obj).__qualname__} is neither a torch.nn.Module nor a Keras/TF model"
+    )
+
+
+def check_input_specs(
+    given: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...], where: str
+) -> tuple[TensorSpec, ...]:
+    """Reconcile flag specs with the specs a source carries; flags must agree with the model."""
+    if not given:
+        return found
+    if not found:
+        return given
+    if [s.name for s in given] != [s.name for s in found]:
+        raise SpecError(
+            f"--input names {[s.name for s in given]} do not match the inputs of {where}: {[s.name for s in found]}"
+        )
+    for spec, model_spec in zip(given, found, strict=True):
+        if len(spec.shape) != len(model_spec.shape) or any(
+            m != -1 and g != m for g, m in zip(spec.shape, model_spec.shape, strict=True)
+        ):
+            raise SpecError(f"--input {spec.describe()} does not match {where}, which takes {model_spec.describe()}")
+    return given
+
+
+def path_sha256(path: Path) -> str:
+    """sha256 over a file, or over every file of a directory in sorted order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,130 @@
+"""TensorFlow sources: Keras models (``.keras``/objects), SavedModel directories, ``tf.Module``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from modelport.errors import SourceError, SpecError, summarize
+from modelport.export.options import ExportOptions
+from modelport.export.source import check_input_specs, path_sha256
+from modelport.manifest import TensorSpec
+from modelport.runtimes.base import Arrays, import_framework
+from modelport.runtimes.savedmodel import SERVING_SIGNATURE
+
+__all__ = ["TFSource", "load_tf_path", "natural_key", "wrap_tf_object"]
+
+
+@dataclass
+class TFSource:
+    """A Keras model or a SavedModel signature, called with inputs keyed by name."""
+
+    model: Any
+    kind: str
+    location: str
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    sha256: str | None = None
+    framework: Literal["torch", "tf"] = "tf"
+    signature: Any = None
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        tf = import_framework("tensorflow", "tf")
+        try:
+            if self.signature is not None:
+                result = self.signature(**{s.name: tf.constant(inputs[s.name]) for s in self.inputs})
+                values = [result[k] for k in sorted(result, key=natural_key)]
+            else:
+                args = [inputs[s.name] for s in self.inputs]
+                out = self.model(args if len(args) > 1 else args[0], training=False)
+                values = (
+                    list(out.values())
+                    if isinstance(out, dict)
+                    else list(out)
+                    if isinstance(out, list | tuple)
+                    else [out]
+                )
+        except Exception as exc:
+            raise SourceError(f"the source model failed on its inputs: {summarize(exc)}") from exc
+        arrays = [np.asarray(v) for v in values]
+        if len(arrays) != len(self.output_names):
+            raise SpecError(f"the model returns {len(arrays)} outputs but {len(self.output_names)} names are known")
+        return dict(zip(self.output_names, arrays, strict=True))
+
+
+def load_tf_path(path: Path, options: ExportOptions) -> TFSource:
+    """Load a ``.keras``/``.h5`` file or a SavedModel directory."""
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise SourceError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+        tf = import_framework("tensorflow", "tf")
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise SourceError(f"cannot load SavedModel {path}: {summarize(exc)}") from exc
+        source = _from_signature(loaded, options, "savedmodel", str(path))
+    else:
+        keras = import_framework("keras", "tf")
+        try:
+            model = keras.models.load_model(str(path), compile=False)
+        except Exception as exc:
+            raise SourceError(f"cannot load Keras model {path}: {summarize(exc)}") from exc
+        source = _from_keras(model, options, str(path))
+    source.sha256 = path_sha256(path)
+    return source
+
+
+def wrap_tf_object(obj: Any, options: ExportOptions) -> TFSource:
+    """Wrap a Keras model, a loaded SavedModel or a ``tf.Module`` given through the API."""
+    keras = import_framework("keras", "tf")
+    if isinstance(obj, keras.Model):
+        return _from_keras(obj, options, type(obj).__qualname__)
+    if SERVING_SIGNATURE not in getattr(obj, "signatures", {}):
+        call = getattr(obj, "__call__", None)  # noqa: B004 (a tf.function, not any callable)
+        if call is None or not hasattr(call, "get_concrete_function") or not getattr(call, "input_signature", None):
+            raise SourceError(
+                "a tf.Module source needs a serving_default signature or a tf.function __call__ with input_signature"
+            )
+    return _from_signature(obj, options, "module", type(obj).__qualname__)
+
+
+def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
+    found = tuple(
+        TensorSpec(name=_clean(t.name), dtype=str(t.dtype), shape=tuple(-1 if d is None else int(d) for d in t.shape))
+        for t in model.inputs
+    )
+    inputs = check_input_specs(options.inputs, found, location)
+    names = options.output_names or tuple(model.output_names)
+    return TFSource(model, "keras", location, inputs, tuple(names))
+
+
+def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) -> TFSource:
+    signatures = getattr(obj, "signatures", {})
+    signature = signatures.get(SERVING_SIGNATURE) if signatures else None
+    if signature is None:
+        signature = obj.__call__.get_concrete_function()
+    specs = signature.structured_input_signature[1]
+    if not specs:
+        args = signature.structured_input_signature[0]
+        specs = {s.name: s for s in args}
+    found = tuple(
+        TensorSpec(name=name, dtype=spec.dtype.name, shape=tuple(-1 if d is None else int(d) for d in spec.shape))
+        for name, spec in sorted(specs.items())
+    )
+    inputs = check_input_specs(options.inputs, found, location)
+    outputs = sorted(signature.structured_outputs, key=natural_key)
+    names = options.output_names or tuple(outputs)
+    return TFSource(obj, kind, location, inputs, tuple(names), signature=signature)
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort ``output_2`` before ``output_10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _clean(name: str) -> str:
+    return name.split(":")[0]

@@ -1,0 +1,108 @@
+"""PyTorch converters: ONNX (torch.export-based or legacy), TorchScript, torch.export, TFLite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import ConversionError
+from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
+from modelport.export.golden import random_inputs
+from modelport.runtimes.base import import_framework
+
+__all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
+
+
+def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
+    inputs = ctx.example_inputs(batch)
+    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in ctx.source.inputs)
+
+
+def _dynamic_shapes(ctx: ConvertContext, torch: Any) -> tuple[dict[int, Any], ...]:
+    auto = torch.export.Dim.AUTO
+    return tuple({i: auto for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs)
+
+
+def _output_names(ctx: ConvertContext) -> list[str]:
+    inputs = ctx.example_inputs(1)
+    return list(ctx.source.predict(inputs))
+
+
+def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
+    """torch.onnx export; dynamo (torch.export + onnxscript) unless ``legacy_onnx``."""
+    torch = import_framework("torch", "torch")
+    path = ctx.subdir("onnx") / ARTIFACT_FILES["onnx"]
+    input_names = [s.name for s in ctx.source.inputs]
+    output_names = _output_names(ctx)
+    common: dict[str, Any] = {
+        "input_names": input_names,
+        "output_names": output_names,
+        "opset_version": ctx.options.opset,
+    }
+    if ctx.options.legacy_onnx:
+        axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
+        torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+    else:
+        program = torch.onnx.export(
+            ctx.source.model,
+            _args(ctx, torch),
+            dynamo=True,
+            dynamic_shapes=_dynamic_shapes(ctx, torch),
+            verbose=False,
+            **common,
+        )
+        if program is None:
+            raise ConversionError("torch.onnx.export returned no program")
+        program.save(str(path))
+    onnx = import_framework("onnx", "torch")
+    return Artifact(
+        path,
+        ctx.source.inputs,
+        {},
+        {
+            **frameworks("torch", "onnx"),
+            "opset": str(ctx.options.opset),
+            "exporter": "legacy" if ctx.options.legacy_onnx else "dynamo",
+            "ir_version": str(onnx.load(str(path), load_external_data=False).ir_version),
+        },
+    )
+
+
+def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
+    """``torch.jit.trace``, falling back to ``torch.jit.script`` for data-dependent control flow."""
+    torch = import_framework("torch", "torch")
+    path = ctx.subdir("torchscript") / ARTIFACT_FILES["torchscript"]
+    try:
+        module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False)
+    except Exception:
+        module = torch.jit.script(ctx.source.model)
+    torch.jit.save(module, str(path))
+    return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
+    """``torch.export.export`` with every ``-1`` dim dynamic, saved as ``.pt2``."""
+    torch = import_framework("torch", "torch")
+    path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
+    program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=_dynamic_shapes(ctx, torch))
+    torch.export.save(program, str(path))
+    return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
+    """litert-torch conversion with static shapes (its dynamic batch bakes reshape targets)."""
+    torch = import_framework("torch", "torch")
+    litert_torch = import_framework("litert_torch", "torch-tflite")
+    batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
+    rng = np.random.default_rng(ctx.options.seed)
+    inputs = random_inputs(ctx.source.inputs, batch, dynamic, rng)
+    args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
+    edge = litert_torch.convert(ctx.source.model.eval(), args)
+    path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
+    edge.export(str(path))
+    static = tuple(s.model_copy(update={"shape": tuple(inputs[s.name].shape)}) for s in ctx.source.inputs)
+    litert = import_framework("ai_edge_litert.interpreter", "tflite")
+    signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
+    native = {**map_native(static, signature["inputs"]), **map_native(tuple(_output_names(ctx)), signature["outputs"])}
+    return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"})

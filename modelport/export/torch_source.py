@@ -1,0 +1,157 @@
+"""PyTorch sources: ``module:factory`` (+ weights), TorchScript files, ``.pt2`` programs."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from modelport.errors import SourceError, SpecError, summarize
+from modelport.export.options import ExportOptions
+from modelport.export.source import check_input_specs, path_sha256
+from modelport.manifest import TensorSpec
+from modelport.runtimes.base import Arrays, import_framework
+from modelport.runtimes.torch import flatten_outputs
+from modelport.tensors import dtype_of_array
+
+__all__ = ["TorchSource", "load_torch_factory", "load_torch_file", "wrap_torch_module"]
+
+
+@dataclass
+class TorchSource:
+    """A PyTorch model in eval mode, called positionally in the order of ``inputs``."""
+
+    model: Any
+    kind: str
+    location: str
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    sha256: str | None = None
+    framework: Literal["torch", "tf"] = "torch"
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        torch = import_framework("torch", "torch")
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in self.inputs]
+        try:
+            with torch.inference_mode():
+                values = flatten_outputs(self.model(*args))
+        except Exception as exc:
+            shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in self.inputs)
+            raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}") from exc
+        return _name_outputs([v.detach().numpy() for v in values], self.output_names)
+
+
+def load_torch_factory(target: str, options: ExportOptions) -> TorchSource:
+    """Build a model from ``package.module:factory`` (or ``file.py:factory``), then load weights."""
+    torch = import_framework("torch", "torch")
+    factory = _resolve_factory(target)
+    try:
+        model = factory()
+    except Exception as exc:
+        raise SourceError(f"factory {target} raised: {summarize(exc)}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise SourceError(f"factory {target} returned {type(model).__qualname__}, not a torch.nn.Module")
+    sha = None
+    if options.weights is not None:
+        sha = path_sha256(options.weights)
+        _load_weights(torch, model, options.weights)
+    source = wrap_torch_module(model, options, kind="factory", location=target)
+    source.sha256 = sha
+    return source
+
+
+def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
+    """Load a TorchScript archive or a torch.export ``.pt2`` program as the source."""
+    torch = import_framework("torch", "torch")
+    found: tuple[TensorSpec, ...] = ()
+    try:
+        if path.suffix == ".pt2":
+            program = torch.export.load(str(path))
+            found = _specs_from_examples(program.example_inputs)
+            model, kind = program.module(), "pt2"
+        else:
+            model, kind = torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
+    except Exception as exc:
+        raise SourceError(f"cannot load {path} as TorchScript or torch.export program: {summarize(exc)}") from exc
+    inputs = check_input_specs(options.inputs, found, str(path))
+    return _make_source(model, options, kind, str(path), inputs, path_sha256(path))
+
+
+def wrap_torch_module(model: Any, options: ExportOptions, kind: str, location: str) -> TorchSource:
+    """Wrap an ``nn.Module``; input specs come from flags or a ``input_specs`` attribute."""
+    declared = getattr(model, "input_specs", None)
+    found = tuple(s if isinstance(s, TensorSpec) else TensorSpec.parse(str(s)) for s in declared or ())
+    inputs = check_input_specs(options.inputs, found, location)
+    return _make_source(model.eval(), options, kind, location, inputs, None)
+
+
+def _make_source(
+    model: Any, options: ExportOptions, kind: str, location: str, inputs: tuple[TensorSpec, ...], sha: str | None
+) -> TorchSource:
+    if not inputs:
+        raise SpecError(
+            f"{location}: PyTorch models do not carry input specs; pass --input NAME:DTYPE:SHAPE "
+            "(e.g. --input image:float32:-1x1x8x8) or give the module an input_specs attribute"
+        )
+    declared = getattr(model, "output_names", None)
+    outputs = options.output_names or tuple(declared or ())
+    return TorchSource(model, kind, location, inputs, tuple(outputs), sha)
+
+
+def _resolve_factory(target: str) -> Any:
+    module_name, _, attr = target.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path:
+                sys.path.insert(0, "")
+            module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise SourceError(f"cannot import {module_name!r} for factory {target}: {summarize(exc)}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SourceError(f"{module_name!r} has no callable {attr!r} (from {target})")
+    return factory
+
+
+def _load_weights(torch: Any, model: Any, path: Path) -> None:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SourceError(f"weights file {path} not found") from None
+    except Exception as exc:
+        raise SourceError(f"cannot load weights {path} (weights_only=True): {summarize(exc)}") from exc
+    if not isinstance(state, dict):
+        raise SourceError(f"weights {path} hold a {type(state).__qualname__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SourceError(f"weights {path} do not fit the model: {summarize(exc)}") from exc
+
+
+def _specs_from_examples(examples: Any) -> tuple[TensorSpec, ...]:
+    if not examples:
+        return ()
+    args = examples[0] if isinstance(examples, tuple) and len(examples) == 2 else examples
+    specs = []
+    for i, tensor in enumerate(args):
+        array = tensor.detach().numpy()
+        specs.append(TensorSpec(name=f"input_{i}", dtype=dtype_of_array(array).name, shape=tuple(array.shape)))
+    return tuple(specs)
+
+
+def _name_outputs(values: list[np.ndarray[Any, Any]], names: tuple[str, ...]) -> Arrays:
+    if names and len(names) != len(values):
+        raise SpecError(f"the model returns {len(values)} outputs but {len(names)} output names were given")
+    keys = names or tuple(f"output_{i}" for i in range(len(values)))
+    return dict(zip(keys, values, strict=True))

@@ -1,0 +1,97 @@
+"""The runtime protocol, its options, and lazy lookup by format name."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelport.errors import DependencyError, ModelportError, SourceError, UnsupportedError
+from modelport.manifest import ModelManifest
+
+__all__ = [
+    "Arrays",
+    "Runtime",
+    "RuntimeOptions",
+    "import_framework",
+    "map_outputs",
+    "open_runtime",
+    "runtime_class",
+]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+_RUNTIMES = {
+    "onnx": "modelport.runtimes.onnx:OnnxRuntime",
+    "ort": "modelport.runtimes.onnx:OnnxRuntime",
+    "torchscript": "modelport.runtimes.torch:TorchScriptRuntime",
+    "pt2": "modelport.runtimes.torch:ExportedProgramRuntime",
+    "savedmodel": "modelport.runtimes.savedmodel:SavedModelRuntime",
+    "tflite": "modelport.runtimes.tflite:TFLiteRuntime",
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a runtime should execute: device, threads, ONNX execution providers."""
+
+    device: str = "cpu"
+    intra_op_threads: int = 0
+    providers: tuple[str, ...] = ()
+
+
+class Runtime(Protocol):
+    """Load one model version, predict on numpy arrays, unload."""
+
+    def load(self) -> None: ...
+
+    def predict(self, inputs: Arrays) -> Arrays: ...
+
+    def unload(self) -> None: ...
+
+
+class _RuntimeFactory(Protocol):
+    def __call__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> Runtime: ...
+
+
+def runtime_class(fmt: str) -> _RuntimeFactory:
+    """The runtime class for artifact format ``fmt``, imported on first use."""
+    target = _RUNTIMES.get(fmt)
+    if target is None:
+        raise UnsupportedError(f"no runtime for format {fmt!r}; known: {', '.join(_RUNTIMES)}")
+    module_name, _, attr = target.partition(":")
+    factory: _RuntimeFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+def open_runtime(directory: Path, manifest: ModelManifest, options: RuntimeOptions | None = None) -> Runtime:
+    """Create and load the runtime for the model version in ``directory``."""
+    runtime = runtime_class(manifest.format)(directory, manifest, options or RuntimeOptions())
+    try:
+        runtime.load()
+    except ModelportError:
+        raise
+    except Exception as exc:  # a framework's own loader error: say which artifact
+        raise SourceError(f"{manifest.format} runtime cannot load {directory / manifest.artifact}: {exc}") from exc
+    return runtime
+
+
+def import_framework(module: str, extra: str) -> Any:
+    """Import an optional framework, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DependencyError(f"{module} is not installed: pip install 'modelport[{extra}]' ({exc})") from None
+
+
+def map_outputs(manifest: ModelManifest, values: list[np.ndarray[Any, Any]]) -> Arrays:
+    """Name positional outputs with the manifest's output names."""
+    if len(values) != len(manifest.outputs):
+        raise SourceError(
+            f"{manifest.name}: the artifact returned {len(values)} outputs, the manifest declares "
+            f"{len(manifest.outputs)} ({', '.join(o.name for o in manifest.outputs)})"
+        )
+    return {spec.name: value for spec, value in zip(manifest.outputs, values, strict=True)}

@@ -1,0 +1,67 @@
+"""PyTorch runtimes: TorchScript (``model.pt``) and torch.export (``model.pt2``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.manifest import ModelManifest
+from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, map_outputs
+
+__all__ = ["ExportedProgramRuntime", "TorchScriptRuntime", "flatten_outputs"]
+
+
+def flatten_outputs(result: Any) -> list[Any]:
+    """Flatten a module's result (tensor, tuple/list, dict) into positional tensors."""
+    if isinstance(result, dict):
+        return [v for item in result.values() for v in flatten_outputs(item)]
+    if isinstance(result, tuple | list):
+        return [v for item in result for v in flatten_outputs(item)]
+    return [result]
+
+
+class _TorchRuntime:
+    def __init__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> None:
+        self.path = directory / manifest.artifact
+        self.manifest = manifest
+        self.options = options
+        self.module: Any = None
+        self.torch: Any = None
+
+    def load(self) -> None:
+        self.torch = import_framework("torch", "torch")
+        if self.options.intra_op_threads:
+            self.torch.set_num_threads(self.options.intra_op_threads)
+        self.module = self._load_module()
+
+    def _load_module(self) -> Any:
+        raise NotImplementedError
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        torch = self.torch
+        device = self.options.device
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(device) for s in self.manifest.inputs]
+        with torch.inference_mode():
+            result = self.module(*args)
+        return map_outputs(self.manifest, [t.detach().cpu().numpy() for t in flatten_outputs(result)])
+
+    def unload(self) -> None:
+        self.module = None
+
+
+class TorchScriptRuntime(_TorchRuntime):
+    """Runs a TorchScript archive with ``torch.jit.load``."""
+
+    def _load_module(self) -> Any:
+        module = self.torch.jit.load(str(self.path), map_location=self.options.device)
+        return module.eval()
+
+
+class ExportedProgramRuntime(_TorchRuntime):
+    """Runs a torch.export ``.pt2`` program."""
+
+    def _load_module(self) -> Any:
+        program = self.torch.export.load(str(self.path))
+        return program.module().to(self.options.device)

@@ -1,0 +1,152 @@
+"""Data types, shapes and spec parsing shared by every part of modelport.
+
+One table maps each tensor data type to its names in numpy, the KServe v2
+protocol, ONNX, TensorFlow and PyTorch. Shapes are tuples of ints where ``-1``
+marks a dynamic dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import SpecError, UnsupportedError
+
+__all__ = [
+    "DTYPES",
+    "DataType",
+    "Shape",
+    "dtype_of_array",
+    "format_shape",
+    "lookup_dtype",
+    "parse_shape",
+    "shape_matches",
+]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DataType:
+    """One tensor data type and its name in every system modelport talks to."""
+
+    name: str
+    v2: str
+    numpy: str
+    onnx: str
+    tf: str
+    torch: str | None
+
+    def np_dtype(self) -> np.dtype[Any]:
+        """The numpy dtype; bfloat16 comes from ``ml_dtypes``, strings are objects."""
+        if self.name == "bfloat16":
+            import ml_dtypes
+
+            bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+            return bfloat16
+        return np.dtype(self.numpy)
+
+    @property
+    def is_float(self) -> bool:
+        return self.name in ("float16", "bfloat16", "float32", "float64")
+
+    @property
+    def is_integer(self) -> bool:
+        return self.name.startswith(("int", "uint"))
+
+
+_TABLE = [
+    DataType("bool", "BOOL", "bool", "tensor(bool)", "bool", "bool"),
+    DataType("int8", "INT8", "int8", "tensor(int8)", "int8", "int8"),
+    DataType("int16", "INT16", "int16", "tensor(int16)", "int16", "int16"),
+    DataType("int32", "INT32", "int32", "tensor(int32)", "int32", "int32"),
+    DataType("int64", "INT64", "int64", "tensor(int64)", "int64", "int64"),
+    DataType("uint8", "UINT8", "uint8", "tensor(uint8)", "uint8", "uint8"),
+    DataType("uint16", "UINT16", "uint16", "tensor(uint16)", "uint16", "uint16"),
+    DataType("uint32", "UINT32", "uint32", "tensor(uint32)", "uint32", "uint32"),
+    DataType("uint64", "UINT64", "uint64", "tensor(uint64)", "uint64", "uint64"),
+    DataType("float16", "FP16", "float16", "tensor(float16)", "float16", "float16"),
+    DataType("bfloat16", "BF16", "bfloat16", "tensor(bfloat16)", "bfloat16", "bfloat16"),
+    DataType("float32", "FP32", "float32", "tensor(float)", "float32", "float32"),
+    DataType("float64", "FP64", "float64", "tensor(double)", "float64", "float64"),
+    DataType("string", "BYTES", "object", "tensor(string)", "string", None),
+]
+
+DTYPES: dict[str, DataType] = {d.name: d for d in _TABLE}
+
+_ALIASES: dict[str, str] = {}
+for _d in _TABLE:
+    for _alias in (_d.name, _d.v2, _d.onnx, _d.tf, _d.numpy):
+        _ALIASES.setdefault(_alias.lower(), _d.name)
+_ALIASES.update(
+    {
+        "float": "float32",
+        "double": "float64",
+        "half": "float16",
+        "bytes": "string",
+        "str": "string",
+        "fp32": "float32",
+        "fp16": "float16",
+        "fp64": "float64",
+        "long": "int64",
+        "int": "int32",
+    }
+)
+
+
+def lookup_dtype(name: str) -> DataType:
+    """Find a data type by any of its names (``float32``, ``FP32``, ``tensor(float)``...)."""
+    key = _ALIASES.get(name.strip().lower())
+    if key is None:
+        known = ", ".join(DTYPES)
+        raise SpecError(f"unknown data type {name!r}; expected one of: {known}")
+    return DTYPES[key]
+
+
+def dtype_of_array(array: np.ndarray[Any, Any]) -> DataType:
+    """The data type of a numpy array (object and bytes arrays are strings)."""
+    kind = array.dtype
+    if kind.kind in ("O", "S", "U"):
+        return DTYPES["string"]
+    if kind.name == "bfloat16":
+        return DTYPES["bfloat16"]
+    for dtype in _TABLE:
+        if dtype.numpy == kind.name:
+            return dtype
+    raise UnsupportedError(f"numpy dtype {kind} has no tensor data type")
+
+
+def parse_shape(text: str) -> Shape:
+    """Parse ``-1x1x8x8`` (or ``[-1,1,8,8]``, ``?`` for dynamic) into a shape tuple."""
+    body = text.strip().strip("[]()")
+    if body in ("", "scalar"):
+        return ()
+    parts = body.replace(",", "x").split("x")
+    dims: list[int] = []
+    for part in parts:
+        part = part.strip()
+        if part in ("?", "-1", "None", "none"):
+            dims.append(-1)
+            continue
+        try:
+            dim = int(part)
+        except ValueError:
+            raise SpecError(f"shape {text!r}: {part!r} is not a dimension (use an int or -1)") from None
+        if dim < 0:
+            raise SpecError(f"shape {text!r}: negative dimension {dim} (use -1 for dynamic)")
+        dims.append(dim)
+    return tuple(dims)
+
+
+def format_shape(shape: Shape) -> str:
+    """Render a shape the way flags take it: ``-1x1x8x8`` (``scalar`` for ``()``)."""
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def shape_matches(spec: Shape, actual: Shape) -> bool:
+    """True when ``actual`` fits ``spec``: same rank, equal dims except where spec has -1."""
+    if len(spec) != len(actual):
+        return False
+    return all(s == -1 or s == a for s, a in zip(spec, actual, strict=True))
