@@ -18,6 +18,8 @@ stable ``code``. Transports map codes to statuses in one place each
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ConversionError",
     "DependencyError",
@@ -99,5 +101,6 @@ class DependencyError(ModelportError):
 
 def summarize(exc: BaseException) -> str:
     """``Type: first line`` of an exception, for one-line messages about third-party errors."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # converters colour their messages
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")

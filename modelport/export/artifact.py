@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from modelport.errors import ConversionError, ModelportError, UnsupportedError, summarize
-from modelport.export.golden import random_inputs
 from modelport.export.options import ExportOptions, Variant
 from modelport.export.source import SourceModel
+from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
 

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
-from modelport.export.artifact import ConvertContext, convert_variant, supported_formats
-from modelport.export.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
+from modelport.export.artifact import ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.export.publish import Staged, next_version, publish, stage
+from modelport.export.publish import Staged, check_free, next_version, publish, stage
 from modelport.export.report import ExportReport, ReportRow
 from modelport.export.source import SourceModel, load_source
-from modelport.export.validate import accuracy, compare, gate_for, is_classifier
+from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
+from modelport.parity import accuracy, compare, default_gate, is_classifier
 from modelport.runtimes import open_runtime
 from modelport.runtimes.base import Arrays
 from modelport.tensors import dtype_of_array, shape_matches
@@ -45,11 +45,12 @@ def export(options: ExportOptions) -> ExportReport:
     """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
     source = load_source(options)
     variants = plan_variants(options, source.framework)
+    version = options.version or next_version(options, variants)
+    check_free(options, variants, version)
     reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
     report = ExportReport(options.name, source.location, source.framework, str(options.repository))
     if reference.labels is not None and reference.eval_expected is not None:
         report.source_accuracy = accuracy(_first_classifier(reference), reference.labels)
-    version = options.version or next_version(options, variants)
     with tempfile.TemporaryDirectory(prefix="modelport-export-") as work:
         ctx = ConvertContext(source, options, Path(work), _calibration(reference, options))
         for index, variant in enumerate(variants, 1):
@@ -144,7 +145,8 @@ def _miss(output: Any, parity: ParityRecord) -> str:
 def _validate(
     staged: Staged, variant: Variant, options: ExportOptions, ref: _Reference, cases: list[GoldenCase]
 ) -> ParityRecord:
-    runtime = open_runtime(staged.directory, staged.manifest)
+    with quiet_output(enabled=options.quiet_converters):
+        runtime = open_runtime(staged.directory, staged.manifest)
     try:
         expected = [c.outputs for c in cases]
         actual = [runtime.predict(c.inputs) for c in cases]
@@ -154,7 +156,13 @@ def _validate(
             expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
     finally:
         runtime.unload()
-    record = compare(ref.outputs, expected, actual, gate_for(variant, options), tuple(c.batch_size for c in cases))
+    record = compare(
+        ref.outputs,
+        expected,
+        actual,
+        default_gate(variant.format, variant.quantization, options.atol, options.rtol, options.min_agreement),
+        tuple(c.batch_size for c in cases),
+    )
     if not cases:
         record = record.model_copy(update={"passed": False})
     if ref.labels is not None and eval_actual is not None:

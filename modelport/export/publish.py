@@ -15,8 +15,8 @@ from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext
-from modelport.export.golden import GOLDEN_FILE, GoldenCase, save_golden
 from modelport.export.options import ExportOptions, Variant
+from modelport.golden import GOLDEN_FILE, GoldenCase, save_golden
 from modelport.manifest import (
     MANIFEST_FILE,
     ModelManifest,
@@ -28,7 +28,7 @@ from modelport.manifest import (
     write_manifest,
 )
 
-__all__ = ["Staged", "next_version", "publish", "stage"]
+__all__ = ["Staged", "check_free", "next_version", "publish", "stage"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,14 @@ def next_version(options: ExportOptions, variants: list[Variant]) -> int:
         if folder.is_dir():
             highest = max([highest, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())])
     return highest + 1
+
+
+def check_free(options: ExportOptions, variants: list[Variant], version: int) -> None:
+    """Refuse, before any conversion, to overwrite a version that is already published."""
+    for variant in variants:
+        final = options.repository / options.name_template.format(name=options.name, variant=variant.name) / str(version)
+        if final.exists():
+            raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it to take the next one")
 
 
 def stage(
@@ -74,6 +82,10 @@ def stage(
     else:
         shutil.copyfile(artifact.path, directory / ARTIFACT_FILES[variant.format])
     save_golden(directory / GOLDEN_FILE, cases)
+    fixed = {s.shape[0] for s in artifact.inputs if s.shape and s.shape[0] != -1}
+    if len(fixed) == 1:  # a static-batch artifact returns that batch
+        batch = fixed.pop()
+        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
     write_manifest(manifest, directory)
     size = sum(

@@ -86,7 +86,7 @@ def render_table(report: ExportReport) -> str:
                 err,
                 _pct(r.top1_agreement),
                 _pct(r.accuracy),
-                f"{r.seconds:.1f}s",
+                f"{r.seconds:.2f}s",
                 r.status,
             )
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
-from modelport.export.golden import random_inputs
+from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
 __all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
@@ -22,6 +24,35 @@ def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
 def _dynamic_shapes(ctx: ConvertContext, torch: Any) -> tuple[dict[int, Any], ...]:
     auto = torch.export.Dim.AUTO
     return tuple({i: auto for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs)
+
+
+@contextlib.contextmanager
+def _rnn_loops(torch: Any, shapes: tuple[dict[int, Any], ...]) -> Iterator[None]:
+    """Trace LSTM/GRU as ``while_loop`` (as ``torch.onnx`` does) so a dynamic sequence length stays dynamic.
+
+    The default decomposition unrolls over the example's length and bakes it in. The patches swap the
+    ops' Python kernels but not the ops' dispatch caches, which an earlier export may have filled with
+    the unrolling kernel: the caches are cleared around the swap.
+    """
+    if not any(shapes):
+        yield
+        return
+    from torch.export._patches import register_gru_while_loop_decomposition, register_lstm_while_loop_decomposition
+
+    ops = (torch.ops.aten.lstm.input, torch.ops.aten.gru.input)
+    try:
+        with register_lstm_while_loop_decomposition(), register_gru_while_loop_decomposition():
+            _clear_dispatch_caches(ops)
+            yield
+    finally:
+        _clear_dispatch_caches(ops)
+
+
+def _clear_dispatch_caches(ops: tuple[Any, ...]) -> None:
+    for op in ops:
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
 
 
 def _output_names(ctx: ConvertContext) -> list[str]:
@@ -40,18 +71,16 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
         "output_names": output_names,
         "opset_version": ctx.options.opset,
     }
-    if ctx.options.legacy_onnx:
+    legacy = ctx.options.legacy_onnx or ctx.source.kind == "torchscript"  # torch.export cannot take ScriptModules
+    if legacy:
         axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
         torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
     else:
-        program = torch.onnx.export(
-            ctx.source.model,
-            _args(ctx, torch),
-            dynamo=True,
-            dynamic_shapes=_dynamic_shapes(ctx, torch),
-            verbose=False,
-            **common,
-        )
+        shapes = _dynamic_shapes(ctx, torch)
+        with _rnn_loops(torch, shapes):
+            program = torch.onnx.export(
+                ctx.source.model, _args(ctx, torch), dynamo=True, dynamic_shapes=shapes, verbose=False, **common
+            )
         if program is None:
             raise ConversionError("torch.onnx.export returned no program")
         program.save(str(path))
@@ -63,7 +92,7 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
         {
             **frameworks("torch", "onnx"),
             "opset": str(ctx.options.opset),
-            "exporter": "legacy" if ctx.options.legacy_onnx else "dynamo",
+            "exporter": "legacy" if legacy else "dynamo",
             "ir_version": str(onnx.load(str(path), load_external_data=False).ir_version),
         },
     )
@@ -85,7 +114,9 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     """``torch.export.export`` with every ``-1`` dim dynamic, saved as ``.pt2``."""
     torch = import_framework("torch", "torch")
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
-    program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=_dynamic_shapes(ctx, torch))
+    shapes = _dynamic_shapes(ctx, torch)
+    with _rnn_loops(torch, shapes):
+        program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
 
@@ -98,7 +129,9 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     rng = np.random.default_rng(ctx.options.seed)
     inputs = random_inputs(ctx.source.inputs, batch, dynamic, rng)
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
-    edge = litert_torch.convert(ctx.source.model.eval(), args)
+    # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
+    wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
+    edge = litert_torch.convert(ctx.source.model.eval(), args, enable_x64=wide)
     path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
     edge.export(str(path))
     static = tuple(s.model_copy(update={"shape": tuple(inputs[s.name].shape)}) for s in ctx.source.inputs)

@@ -8,16 +8,29 @@ more than one class), a loose tolerance for the other outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelport.export.options import ExportOptions, Variant
-from modelport.manifest import OutputParity, ParityRecord, TensorSpec
+from modelport.errors import ManifestError
+from modelport.golden import GOLDEN_FILE, load_golden
+from modelport.manifest import ModelManifest, OutputParity, ParityRecord, TensorSpec
 from modelport.runtimes.base import Arrays
 
-__all__ = ["DEFAULT_TOLERANCES", "Gate", "accuracy", "compare", "gate_for", "is_classifier", "top1"]
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "Gate",
+    "accuracy",
+    "compare",
+    "default_gate",
+    "gate_of",
+    "is_classifier",
+    "top1",
+    "verify_golden",
+]
 
 # (atol, rtol) per format for float32 artifacts, and per quantization for non-classifier outputs.
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -44,15 +57,38 @@ class Gate:
     min_agreement: float | None = None
 
 
-def gate_for(variant: Variant, options: ExportOptions) -> Gate:
-    """The documented default gate of a variant, with the user's overrides applied."""
-    key = variant.quantization or variant.format
-    atol, rtol = DEFAULT_TOLERANCES[key]
-    atol = options.atol if options.atol is not None else atol
-    rtol = options.rtol if options.rtol is not None else rtol
-    if variant.quantization:
-        return Gate("agreement", atol, rtol, options.min_agreement)
+def default_gate(
+    fmt: str,
+    quantization: str | None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_agreement: float = 0.99,
+) -> Gate:
+    """The documented default gate of a format/quantization, with explicit tolerances applied."""
+    default_atol, default_rtol = DEFAULT_TOLERANCES[quantization or fmt]
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    if quantization:
+        return Gate("agreement", atol, rtol, min_agreement)
     return Gate("tolerance", atol, rtol)
+
+
+def gate_of(record: ParityRecord) -> Gate:
+    """The gate a parity record was decided with, to re-check an artifact the same way."""
+    return Gate(record.gate, record.atol, record.rtol, record.min_agreement)
+
+
+def verify_golden(predict: Callable[[Arrays], Arrays], directory: Path, manifest: ModelManifest) -> ParityRecord:
+    """Run a version's golden inputs through ``predict`` and judge them with the manifest's own gate."""
+    if manifest.parity is None:
+        raise ManifestError(f"{directory}: the manifest has no parity record to check golden vectors against")
+    path = directory / GOLDEN_FILE
+    if not path.exists():
+        raise ManifestError(f"{directory}: {GOLDEN_FILE} is missing")
+    cases = load_golden(path)
+    actual = [predict(case.inputs) for case in cases]
+    batches = tuple(case.batch_size for case in cases)
+    return compare(manifest.outputs, [c.outputs for c in cases], actual, gate_of(manifest.parity), batches)
 
 
 def is_classifier(spec: TensorSpec) -> bool:
