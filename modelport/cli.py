@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modelport import __version__
-from modelport.errors import InvalidArgumentError, ModelportError
+from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
 
 __all__ = ["build_parser", "main"]
 
@@ -145,7 +145,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; errors print one line and exit 2 (bad arguments) or 1 (failures)."""
+    """Run the CLI; errors print one line and exit 2 (bad or unsupported arguments) or 1 (failures)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except InvalidArgumentError as exc:
+    except (InvalidArgumentError, UnsupportedError) as exc:
         print(f"modelport {args.command}: error: {exc.message}", file=sys.stderr)
         return 2
     except ModelportError as exc:

@@ -167,13 +167,17 @@ _OP_PATTERNS = (
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line naming the failing op when the converter's message reveals it."""
-    text = str(exc)
-    for pattern in _OP_PATTERNS:
-        match = re.search(pattern, text)
-        if match:
-            return f"unsupported operator {match.group(1).strip()} ({summarize(exc)})"
-    return summarize(exc)
+    """One line: the error, its root cause when wrapped, and the failing op when a message reveals it."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    text = summarize(exc) + (f" (cause: {summarize(chain[-1])})" if len(chain) > 1 else "")
+    for error in chain:
+        for pattern in _OP_PATTERNS:
+            match = re.search(pattern, str(error))
+            if match:
+                return f"unsupported operator {match.group(1).strip()}: {text}"
+    return text
 
 
 def map_native(specs: tuple[TensorSpec, ...] | tuple[str, ...], native: list[str]) -> dict[str, str]:

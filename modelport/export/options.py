@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError, UnsupportedError
+from modelport.errors import InvalidArgumentError
 from modelport.manifest import TensorSpec
 
 __all__ = [
@@ -70,6 +70,15 @@ class ExportOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # the Python API takes str paths and comma lists too; normalise them once here
+        for name in ("repository", "weights", "calibration_data", "eval_data"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+        if isinstance(self.formats, str):
+            object.__setattr__(self, "formats", parse_formats(self.formats))
+        if isinstance(self.quantize, str):
+            object.__setattr__(self, "quantize", parse_quantizations(self.quantize))
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise InvalidArgumentError(f"model name {self.name!r} is not a valid repository name")
         if self.version is not None and self.version < 1:
@@ -87,7 +96,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
         raise InvalidArgumentError("no format given; use --format with any of: " + ", ".join(FORMATS))
     unknown = [n for n in names if n not in (*FORMATS, "all")]
     if unknown:
-        raise UnsupportedError(f"unknown format {unknown[0]!r}; expected any of: all, {', '.join(FORMATS)}")
+        raise InvalidArgumentError(f"unknown format {unknown[0]!r}; expected any of: all, {', '.join(FORMATS)}")
     return names
 
 
@@ -96,5 +105,5 @@ def parse_quantizations(text: str) -> tuple[str, ...]:
     names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in QUANTIZATIONS]
     if unknown:
-        raise UnsupportedError(f"unknown quantization {unknown[0]!r}; expected any of: {', '.join(QUANTIZATIONS)}")
+        raise InvalidArgumentError(f"unknown quantization {unknown[0]!r}; expected any of: {', '.join(QUANTIZATIONS)}")
     return names

@@ -1,0 +1,57 @@
+"""Test models whose artifacts legitimately differ from the source, to prove the gates fail."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SignBranch(nn.Module):
+    """Data-dependent control flow: tracing bakes in one branch (the classic TorchScript trap)."""
+
+    input_specs = ("x:float32:-1x4",)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            return x * 2.0
+        return x * -3.0
+
+
+def sign_branch() -> SignBranch:
+    return SignBranch()
+
+
+def not_a_module() -> dict[str, int]:
+    return {"not": 1}
+
+
+def broken_factory() -> nn.Module:
+    raise RuntimeError("the factory itself fails")
+
+
+class Small(nn.Module):
+    input_specs = ("x:float32:-1x4",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def small() -> Small:
+    return Small()
+
+
+class UniqueOp(nn.Module):
+    """torch.unique has a data-dependent output shape: torch.export-based converters refuse it."""
+
+    input_specs = ("x:int64:-1x6:0..5",)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.unique(x)
+
+
+def unique_op() -> UniqueOp:
+    return UniqueOp()

@@ -1,0 +1,122 @@
+"""The parity gate must be able to fail: perturbed and mis-converted artifacts are caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelport
+from modelport.manifest import OutputParity, TensorSpec, read_manifest
+from modelport.parity import Gate, compare, default_gate, verify_golden
+from modelport.runtimes import open_runtime
+
+LOGITS = (TensorSpec(name="logits", dtype="float32", shape=(-1, 3)),)
+
+
+def test_compare_catches_a_perturbed_output():
+    expected = [{"logits": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}]
+    actual = [{"logits": np.array([[1.0, 2.0, 3.01]], dtype=np.float32)}]
+    record = compare(LOGITS, expected, actual, default_gate("onnx", None), (1,))
+    assert not record.passed
+    assert record.outputs[0].max_abs_error == pytest.approx(0.01, rel=1e-3)
+    assert compare(LOGITS, expected, expected, default_gate("onnx", None), (1,)).passed
+
+
+def test_agreement_gate_counts_top1_flips():
+    rng = np.random.default_rng(0)
+    expected = rng.standard_normal((100, 3)).astype(np.float32)
+    flipped = expected.copy()
+    flipped[:2] = -flipped[:2]  # at least one row changes its top-1 class
+    gate = Gate("agreement", atol=10.0, rtol=0.0, min_agreement=0.99)
+    record = compare(LOGITS, [{"logits": expected}], [{"logits": flipped}], gate, (100,))
+    assert record.outputs[0].top1_agreement is not None and record.outputs[0].top1_agreement < 0.99
+    assert not record.passed
+
+
+def test_shape_mismatch_fails_with_detail():
+    expected = [{"logits": np.zeros((2, 3), np.float32)}]
+    record = compare(LOGITS, expected, [{"logits": np.zeros((2, 4), np.float32)}], default_gate("onnx", None), (2,))
+    assert not record.passed and "expected shape [2, 3], got shape [2, 4]" in (record.outputs[0].detail or "")
+
+
+def test_nan_where_the_source_has_a_number_fails():
+    expected = [{"logits": np.ones((1, 3), np.float32)}]
+    actual = [{"logits": np.array([[1.0, np.nan, 1.0]], np.float32)}]
+    assert not compare(LOGITS, expected, actual, default_gate("onnx", None), (1,)).passed
+
+
+@pytest.mark.torch
+def test_traced_branch_fails_torchscript_and_is_kept_aside(tmp_path):
+    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="branchy",
+                              formats=("torchscript",), quiet=True)
+    (row,) = report.rows
+    assert row.status == "FAIL" and not report.ok
+    assert "output 'output_0' max abs error" in row.message
+    assert not (tmp_path / "branchy-torchscript").exists(), "a failing artifact must not be servable"
+    rejected = tmp_path / ".rejected" / "branchy-torchscript" / "1"
+    manifest = read_manifest(rejected)
+    assert manifest.parity is not None and not manifest.parity.passed
+
+
+@pytest.mark.torch
+def test_allow_mismatch_publishes_and_records_it(tmp_path):
+    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="branchy",
+                              formats=("torchscript",), allow_mismatch=True, quiet=True)
+    assert report.rows[0].status == "allowed"
+    manifest = read_manifest(tmp_path / "branchy-torchscript" / "1")
+    assert manifest.parity is not None and manifest.parity.allow_mismatch and not manifest.parity.passed
+
+
+@pytest.mark.torch
+@pytest.mark.tflite
+def test_tolerance_override_can_fail_a_float_artifact(tmp_path):
+    report = modelport.export(source="tests.export.branchy:small", repository=tmp_path, name="s",
+                              formats=("onnx", "tflite"), atol=0.0, rtol=0.0, quiet=True)
+    statuses = {r.variant: r.status for r in report.rows}
+    # bit-exact is too strict for at least one of the converted graphs; each is judged on its own
+    assert "FAIL" in statuses.values(), statuses
+    assert all(s in ("pass", "FAIL") for s in statuses.values())
+
+
+@pytest.mark.torch
+def test_one_failing_converter_does_not_lose_the_others(tmp_path):
+    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="b",
+                              formats=("onnx", "torchscript", "pt2"), quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert {v: r.status for v, r in rows.items()} == {"onnx": "ERROR", "torchscript": "FAIL", "pt2": "ERROR"}
+    assert rows["pt2"].message.startswith("torch_convert.to_pt2: GuardOnDataDependentSymNode")
+    assert rows["onnx"].message.startswith("torch_convert.to_onnx: TorchExportError")
+    assert "cause: GuardOnDataDependentSymNode" in rows["onnx"].message
+    assert all("\x1b[" not in r.message and "\n" not in r.message for r in rows.values())
+
+
+@pytest.mark.torch
+@pytest.mark.tflite
+def test_unsupported_operator_names_converter_and_op(tmp_path):
+    report = modelport.export(source="tests.export.branchy:unique_op", repository=tmp_path, name="u",
+                              formats=("torchscript", "tflite"), quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert rows["torchscript"].status == "pass"
+    assert rows["tflite"].status == "ERROR"
+    assert rows["tflite"].message.startswith("torch_convert.to_tflite: unsupported operator aten._unique2")
+
+
+@pytest.mark.torch
+def test_a_perturbed_published_artifact_fails_its_golden_check(digits, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    report = modelport.export(source="examples.digits.torch_model:cnn", weights=digits.torch_weights,
+                              repository=tmp_path, name="d", formats=("onnx",), quiet=True)
+    directory = Path(report.rows[0].path)
+    manifest = read_manifest(directory)
+    model = onnx.load(str(directory / "model.onnx"))
+    weights = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    perturbed = numpy_helper.to_array(weights) * 1.01
+    weights.CopyFrom(numpy_helper.from_array(perturbed, weights.name))
+    onnx.save(model, str(directory / "model.onnx"))
+    record = verify_golden(open_runtime(directory, manifest).predict, directory, manifest)
+    assert not record.passed
+    assert isinstance(record.outputs[0], OutputParity) and record.outputs[0].max_abs_error > manifest.parity.atol

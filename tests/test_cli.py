@@ -1,0 +1,116 @@
+"""The CLI: one-line errors with the right exit code, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from modelport.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _export(tmp_path, source: str, *extra: str) -> list[str]:
+    return ["export", source, "--repository", str(tmp_path / "repo"), "--name", "m", "--quiet", *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--format", "caffe"], 2, "unknown format 'caffe'"),
+        (["--format", "savedmodel"], 2, "format 'savedmodel' does not apply to a PyTorch source"),
+        (["--quantize", "int4"], 2, "unknown quantization 'int4'"),
+        (["--format", "onnx", "--quantize", "float16"], 2, "--quantize float16 applies to tflite"),
+        (["--input", "x:float32"], 2, "does not parse"),
+        (["--input", "x:complex:1x4"], 2, "unknown data type 'complex'"),
+        (["--input", "y:float32:-1x4"], 2, "--input names ['y'] do not match"),
+        (["--batch-sizes", "1,a"], 2, "--batch-sizes takes a comma list of integers"),
+        (["--eval-data", "missing.npz"], 1, "--eval-data file missing.npz not found"),
+    ],
+)
+@pytest.mark.torch
+def test_export_argument_errors(capsys, tmp_path, extra, code, message):
+    got, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--format", "onnx", *extra))
+    assert got == code, err
+    assert message in err
+    assert err.startswith("modelport export: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nowhere/model.keras", "source 'nowhere/model.keras' not found"),
+        ("tests.export.branchy:not_a_module", "returned dict, not a torch.nn.Module"),
+        ("tests.export.branchy:broken_factory", "raised: RuntimeError: the factory itself fails"),
+        ("tests.export.branchy:missing", "has no callable 'missing'"),
+        ("tests.export.no_such_module:f", "cannot import 'tests.export.no_such_module'"),
+    ],
+)
+@pytest.mark.torch
+def test_source_errors(capsys, tmp_path, source, message):
+    code, _, err = _run(capsys, *_export(tmp_path, source))
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.torch
+def test_torch_source_without_specs_asks_for_them(capsys, tmp_path):
+    code, _, err = _run(capsys, *_export(tmp_path, "torch.nn:Identity"))
+    assert code == 2 and "PyTorch models do not carry input specs; pass --input" in err
+
+
+@pytest.mark.torch
+def test_weights_that_do_not_fit(capsys, tmp_path, digits):
+    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(digits.torch_weights)))
+    assert code == 1 and "do not fit the model" in err
+
+
+@pytest.mark.tf
+def test_keras_input_spec_must_match_the_model(capsys, tmp_path, digits):
+    args = _export(tmp_path, str(digits.keras_model), "--format", "tflite", "--input", "image:float32:-1x1x8x8")
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "--input image:float32:-1x1x8x8 does not match" in err and "-1x8x8x1" in err
+
+
+@pytest.mark.torch
+def test_export_then_inspect(capsys, tmp_path):
+    code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--format", "onnx,torchscript"))
+    assert code == 0
+    assert "onnx" in out and "pass" in out and "report:" in out
+    code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["model", "ver", "format", "variant"]
+    assert any(line.startswith("m-onnx ") and "x:float32:-1x4" in line and "pass" in line for line in lines)
+    code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo" / "m-torchscript" / "1"))
+    assert code == 0 and "parity gate: tolerance" in out and "source: torch factory" in out
+
+
+@pytest.mark.torch
+def test_failed_gate_exits_non_zero(capsys, tmp_path):
+    code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:sign_branch", "--format", "torchscript"))
+    assert code == 1 and "FAIL" in out and "max abs error" in out
+
+
+def test_inspect_errors(capsys, tmp_path):
+    code, _, err = _run(capsys, "inspect", str(tmp_path / "nope"))
+    assert code == 1 and "does not exist" in err
+    code, _, err = _run(capsys, "inspect", str(tmp_path))
+    assert code == 1 and "holds no model versions" in err
+
+
+def test_inspect_reports_a_broken_manifest(capsys, tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "modelport.json").write_text("{}")
+    code, out, _ = _run(capsys, "inspect", str(tmp_path))
+    assert code == 0 and "invalid manifest" in out
+
+
+def test_console_script_runs():
+    done = subprocess.run([sys.executable, "-m", "modelport.cli", "export", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
