@@ -66,7 +66,9 @@ def test_torch_source_without_specs_asks_for_them(capsys, tmp_path):
 
 @pytest.mark.torch
 def test_weights_that_do_not_fit(capsys, tmp_path, digits):
-    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(digits.torch_weights)))
+    code, _, err = _run(
+        capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(digits.torch_weights))
+    )
     assert code == 1 and "do not fit the model" in err
 
 

@@ -16,7 +16,9 @@ HEAVY = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "ai_edge_litert"
 
 def test_import_loads_no_ml_framework():
     code = "import sys, modelport, modelport.cli, modelport.export; print(','.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split(","))
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split(",")
+    )
     assert not loaded & set(HEAVY), f"import modelport loaded {sorted(loaded & set(HEAVY))}"
 
 
@@ -34,7 +36,7 @@ def test_all_lists_only_existing_public_names(name):
 
 
 def test_export_is_the_function():
-    import modelport.export.pipeline  # noqa: F401  (importing submodules must not shadow it)
+    import modelport.export.pipeline
 
     assert callable(modelport.export)
     assert modelport.export.__doc__ and "Export" in modelport.export.__doc__

@@ -32,7 +32,7 @@ def test_strings_are_object_arrays():
 
 
 def test_unknown_dtype_names_the_choices():
-    with pytest.raises(SpecError, match="unknown data type 'complex64'.*float32"):
+    with pytest.raises(SpecError, match=r"unknown data type 'complex64'.*float32"):
         lookup_dtype("complex64")
 
 

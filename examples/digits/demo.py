@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.digits import train  # noqa: E402
-from modelport.cli import main as modelport  # noqa: E402
+from examples.digits import train
+from modelport.cli import main as modelport
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,13 +31,41 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     status = 0
     print("\n==> modelport export: PyTorch CNN -> every format", flush=True)
-    status |= modelport(["export", "examples.digits.torch_model:cnn", "--weights", str(models / "digits_torch.pt"),
-                         "--format", "all", "--quantize", "dynamic-int8,static-int8",
-                         "--eval-data", str(models / "eval_nchw.npz"), "--repository", str(repo), "--name", "digits-torch"])
+    status |= modelport(
+        [
+            "export",
+            "examples.digits.torch_model:cnn",
+            "--weights",
+            str(models / "digits_torch.pt"),
+            "--format",
+            "all",
+            "--quantize",
+            "dynamic-int8,static-int8",
+            "--eval-data",
+            str(models / "eval_nchw.npz"),
+            "--repository",
+            str(repo),
+            "--name",
+            "digits-torch",
+        ]
+    )
     print("\n==> modelport export: Keras CNN -> every format", flush=True)
-    status |= modelport(["export", str(models / "digits.keras"), "--format", "all",
-                         "--quantize", "float16,dynamic-int8,full-int8,static-int8",
-                         "--eval-data", str(models / "eval_nhwc.npz"), "--repository", str(repo), "--name", "digits-keras"])
+    status |= modelport(
+        [
+            "export",
+            str(models / "digits.keras"),
+            "--format",
+            "all",
+            "--quantize",
+            "float16,dynamic-int8,full-int8,static-int8",
+            "--eval-data",
+            str(models / "eval_nhwc.npz"),
+            "--repository",
+            str(repo),
+            "--name",
+            "digits-keras",
+        ]
+    )
     print("\n==> modelport inspect", flush=True)
     status |= modelport(["inspect", str(repo)])
     return status

@@ -15,16 +15,30 @@ from modelport.parity import verify_golden
 from modelport.runtimes import open_runtime
 
 TORCH_VARIANTS = {"onnx", "torchscript", "pt2", "tflite", "ort", "onnx-dynamic-int8", "onnx-static-int8"}
-KERAS_VARIANTS = {"savedmodel", "tflite", "onnx", "ort", "tflite-float16", "tflite-dynamic-int8",
-                  "tflite-full-int8", "onnx-dynamic-int8", "onnx-static-int8"}
+KERAS_VARIANTS = {
+    "savedmodel",
+    "tflite",
+    "onnx",
+    "ort",
+    "tflite-float16",
+    "tflite-dynamic-int8",
+    "tflite-full-int8",
+    "onnx-dynamic-int8",
+    "onnx-static-int8",
+}
 
 
 @pytest.fixture(scope="module")
 def torch_export(digits, tmp_path_factory) -> tuple[ExportReport, Path]:
     repo = tmp_path_factory.mktemp("repo-torch")
     report = modelport.export(
-        source="examples.digits.torch_model:cnn", weights=digits.torch_weights, repository=repo, name="digits",
-        quantize=("dynamic-int8", "static-int8"), eval_data=digits.eval_nchw, quiet=True,
+        source="examples.digits.torch_model:cnn",
+        weights=digits.torch_weights,
+        repository=repo,
+        name="digits",
+        quantize=("dynamic-int8", "static-int8"),
+        eval_data=digits.eval_nchw,
+        quiet=True,
     )
     return report, repo
 
@@ -33,7 +47,11 @@ def torch_export(digits, tmp_path_factory) -> tuple[ExportReport, Path]:
 def keras_export(digits, tmp_path_factory) -> tuple[ExportReport, Path]:
     repo = tmp_path_factory.mktemp("repo-keras")
     options = ExportOptions(
-        source=str(digits.keras_model), repository=repo, name="kdigits", eval_data=digits.eval_nhwc, quiet=True,
+        source=str(digits.keras_model),
+        repository=repo,
+        name="kdigits",
+        eval_data=digits.eval_nhwc,
+        quiet=True,
         quantize=("float16", "dynamic-int8", "full-int8", "static-int8"),
     )
     return modelport.export(options), repo
@@ -125,8 +143,14 @@ def test_artifacts_are_sources_too(torch_export, tmp_path):
     paths = _published(report)
     for variant, spec in (("torchscript", "image:float32:-1x1x8x8"), ("pt2", None)):
         source = paths[variant] / read_manifest(paths[variant]).artifact
-        options = ExportOptions(source=str(source), repository=tmp_path, name=f"from-{variant}", formats=("onnx",),
-                                inputs=(modelport.TensorSpec.parse(spec),) if spec else (), quiet=True)
+        options = ExportOptions(
+            source=str(source),
+            repository=tmp_path,
+            name=f"from-{variant}",
+            formats=("onnx",),
+            inputs=(modelport.TensorSpec.parse(spec),) if spec else (),
+            quiet=True,
+        )
         result = modelport.export(options)
         assert [(r.variant, r.status) for r in result.rows] == [("onnx", "pass")], result.rows
 
@@ -135,21 +159,31 @@ def test_artifacts_are_sources_too(torch_export, tmp_path):
 def test_savedmodel_directory_and_keras_object_sources(keras_export, digits, tmp_path):
     report, _ = keras_export
     saved = _published(report)["savedmodel"]
-    result = modelport.export(source=str(saved), repository=tmp_path, name="from-saved", formats=("tflite",), quiet=True)
+    result = modelport.export(
+        source=str(saved), repository=tmp_path, name="from-saved", formats=("tflite",), quiet=True
+    )
     assert [(r.variant, r.status) for r in result.rows] == [("tflite", "pass")]
     assert read_manifest(Path(result.rows[0].path)).inputs[0].describe() == "image:float32:-1x8x8x1"
 
     import keras
 
     model = keras.models.load_model(digits.keras_model)
-    result = modelport.export(source=model, repository=tmp_path, name="from-object", formats=("savedmodel",), quiet=True)
+    result = modelport.export(
+        source=model, repository=tmp_path, name="from-object", formats=("savedmodel",), quiet=True
+    )
     assert [(r.variant, r.status) for r in result.rows] == [("savedmodel", "pass")]
 
 
 @pytest.mark.torch
 def test_next_export_takes_the_next_version(digits, tmp_path):
-    common = {"source": "examples.digits.torch_model:cnn", "weights": digits.torch_weights, "repository": tmp_path,
-              "name": "d", "formats": ("torchscript",), "quiet": True}
+    common = {
+        "source": "examples.digits.torch_model:cnn",
+        "weights": digits.torch_weights,
+        "repository": tmp_path,
+        "name": "d",
+        "formats": ("torchscript",),
+        "quiet": True,
+    }
     assert modelport.export(**common).rows[0].version == 1
     assert modelport.export(**common).rows[0].version == 2
     assert sorted(p.name for p in (tmp_path / "d-torchscript").iterdir()) == ["1", "2"]

@@ -49,8 +49,13 @@ def test_nan_where_the_source_has_a_number_fails():
 
 @pytest.mark.torch
 def test_traced_branch_fails_torchscript_and_is_kept_aside(tmp_path):
-    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="branchy",
-                              formats=("torchscript",), quiet=True)
+    report = modelport.export(
+        source="tests.export.branchy:sign_branch",
+        repository=tmp_path,
+        name="branchy",
+        formats=("torchscript",),
+        quiet=True,
+    )
     (row,) = report.rows
     assert row.status == "FAIL" and not report.ok
     assert "output 'output_0' max abs error" in row.message
@@ -62,8 +67,14 @@ def test_traced_branch_fails_torchscript_and_is_kept_aside(tmp_path):
 
 @pytest.mark.torch
 def test_allow_mismatch_publishes_and_records_it(tmp_path):
-    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="branchy",
-                              formats=("torchscript",), allow_mismatch=True, quiet=True)
+    report = modelport.export(
+        source="tests.export.branchy:sign_branch",
+        repository=tmp_path,
+        name="branchy",
+        formats=("torchscript",),
+        allow_mismatch=True,
+        quiet=True,
+    )
     assert report.rows[0].status == "allowed"
     manifest = read_manifest(tmp_path / "branchy-torchscript" / "1")
     assert manifest.parity is not None and manifest.parity.allow_mismatch and not manifest.parity.passed
@@ -72,8 +83,15 @@ def test_allow_mismatch_publishes_and_records_it(tmp_path):
 @pytest.mark.torch
 @pytest.mark.tflite
 def test_tolerance_override_can_fail_a_float_artifact(tmp_path):
-    report = modelport.export(source="tests.export.branchy:small", repository=tmp_path, name="s",
-                              formats=("onnx", "tflite"), atol=0.0, rtol=0.0, quiet=True)
+    report = modelport.export(
+        source="tests.export.branchy:small",
+        repository=tmp_path,
+        name="s",
+        formats=("onnx", "tflite"),
+        atol=0.0,
+        rtol=0.0,
+        quiet=True,
+    )
     statuses = {r.variant: r.status for r in report.rows}
     # bit-exact is too strict for at least one of the converted graphs; each is judged on its own
     assert "FAIL" in statuses.values(), statuses
@@ -82,8 +100,13 @@ def test_tolerance_override_can_fail_a_float_artifact(tmp_path):
 
 @pytest.mark.torch
 def test_one_failing_converter_does_not_lose_the_others(tmp_path):
-    report = modelport.export(source="tests.export.branchy:sign_branch", repository=tmp_path, name="b",
-                              formats=("onnx", "torchscript", "pt2"), quiet=True)
+    report = modelport.export(
+        source="tests.export.branchy:sign_branch",
+        repository=tmp_path,
+        name="b",
+        formats=("onnx", "torchscript", "pt2"),
+        quiet=True,
+    )
     rows = {r.variant: r for r in report.rows}
     assert {v: r.status for v, r in rows.items()} == {"onnx": "ERROR", "torchscript": "FAIL", "pt2": "ERROR"}
     assert rows["pt2"].message.startswith("torch_convert.to_pt2: GuardOnDataDependentSymNode")
@@ -95,8 +118,13 @@ def test_one_failing_converter_does_not_lose_the_others(tmp_path):
 @pytest.mark.torch
 @pytest.mark.tflite
 def test_unsupported_operator_names_converter_and_op(tmp_path):
-    report = modelport.export(source="tests.export.branchy:unique_op", repository=tmp_path, name="u",
-                              formats=("torchscript", "tflite"), quiet=True)
+    report = modelport.export(
+        source="tests.export.branchy:unique_op",
+        repository=tmp_path,
+        name="u",
+        formats=("torchscript", "tflite"),
+        quiet=True,
+    )
     rows = {r.variant: r for r in report.rows}
     assert rows["torchscript"].status == "pass"
     assert rows["tflite"].status == "ERROR"
@@ -108,8 +136,14 @@ def test_a_perturbed_published_artifact_fails_its_golden_check(digits, tmp_path)
     import onnx
     from onnx import numpy_helper
 
-    report = modelport.export(source="examples.digits.torch_model:cnn", weights=digits.torch_weights,
-                              repository=tmp_path, name="d", formats=("onnx",), quiet=True)
+    report = modelport.export(
+        source="examples.digits.torch_model:cnn",
+        weights=digits.torch_weights,
+        repository=tmp_path,
+        name="d",
+        formats=("onnx",),
+        quiet=True,
+    )
     directory = Path(report.rows[0].path)
     manifest = read_manifest(directory)
     model = onnx.load(str(directory / "model.onnx"))

@@ -1,0 +1,89 @@
+"""Every README example is a file under examples/, and each one runs here."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelport.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+@pytest.mark.slow
+def test_export_cli_example(tmp_path):
+    done = subprocess.run(
+        ["bash", "examples/export_cli.sh", str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tflite-full-int8" in done.stdout and "FAIL" not in done.stdout
+    assert read_manifest(tmp_path / "repo" / "digits-keras-tflite-full-int8" / "1").quantization is not None
+    assert (tmp_path / "repo" / "digits-torch-pt2" / "1" / "model.pt2").exists()
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_export_api_example(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "examples/export_api.py", str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "repo").iterdir() if not p.name.startswith("."))
+    assert names == [
+        "api-keras-savedmodel",
+        "api-keras-tflite",
+        "api-keras-tflite-float16",
+        "api-torch-onnx",
+        "api-torch-pt2",
+    ]
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+@pytest.mark.slow
+def test_demo_script_exports_both_models(tmp_path):
+    """examples/digits/demo.py is what `make demo` runs (it trains with examples/digits/train.py)."""
+    done = subprocess.run(
+        [sys.executable, "examples/digits/demo.py", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(" pass") >= 16 and "FAIL" not in done.stdout and "ERROR" not in done.stdout
+    assert "test accuracy" in done.stdout
+
+
+def test_readme_examples_are_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    referenced = set(re.findall(r"examples/[\w/.-]+\.(?:py|sh)", readme))
+    assert referenced, "the README shows no example files"
+    missing = [p for p in referenced if not (ROOT / p).exists()]
+    assert not missing, missing
+    tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
+    untested = [p for p in referenced if p not in tests and Path(p).stem not in tests]
+    assert not untested, f"README examples without a test: {untested}"
