@@ -98,8 +98,8 @@ def save_golden(path: Path, cases: list[GoldenCase]) -> None:
     """Write cases as ``case{i}/inputs/{name}`` and ``case{i}/outputs/{name}``."""
     flat: dict[str, np.ndarray[Any, Any]] = {}
     for i, case in enumerate(cases):
-        flat.update({f"case{i}/inputs/{k}": v for k, v in case.inputs.items()})
-        flat.update({f"case{i}/outputs/{k}": v for k, v in case.outputs.items()})
+        flat.update({f"case{i}/inputs/{k}": _storable(v) for k, v in case.inputs.items()})
+        flat.update({f"case{i}/outputs/{k}": _storable(v) for k, v in case.outputs.items()})
     with path.open("wb") as handle:
         np.savez_compressed(handle, **flat)  # type: ignore[arg-type]
 
@@ -111,5 +111,15 @@ def load_golden(path: Path) -> list[GoldenCase]:
         for key in data.files:
             case, kind, name = key.split("/", 2)
             slot = cases.setdefault(int(case.removeprefix("case")), ({}, {}))
-            slot[0 if kind == "inputs" else 1][name] = data[key]
+            value = data[key]
+            slot[0 if kind == "inputs" else 1][name] = value.astype(object) if value.dtype.kind == "S" else value
     return [GoldenCase(*cases[i]) for i in sorted(cases)]
+
+
+def _storable(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """String tensors are stored as fixed-width bytes: golden files never need pickle."""
+    if array.dtype.kind in ("O", "U"):
+        return np.asarray(
+            [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()], dtype=np.bytes_
+        ).reshape(array.shape)
+    return array

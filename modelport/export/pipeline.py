@@ -179,6 +179,8 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     eval_inputs, labels = (None, None)
     if options.eval_data is not None:
         eval_inputs, labels = load_npz_inputs(options.eval_data, source.inputs, "--eval-data")
+    elif needs_agreement and options.calibration_data is not None:  # agreement on the data the model will see
+        eval_inputs, _ = load_npz_inputs(options.calibration_data, source.inputs, "--calibration-data")
     elif needs_agreement:
         eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng)
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
