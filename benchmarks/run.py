@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import modelport  # noqa: E402
-from examples.digits import train  # noqa: E402
-from modelport.runtimes import open_runtime  # noqa: E402
+import modelport
+from examples.digits import train
+from modelport.runtimes import open_runtime
 
 Predict = Callable[[dict[str, Any]], Any]
 

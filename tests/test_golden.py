@@ -33,6 +33,6 @@ def test_random_inputs_respect_specs_and_ranges():
     arrays = random_inputs(specs, batch=4, dynamic=5, rng=np.random.default_rng(0))
     assert arrays["ids"].shape == (4, 5) and arrays["ids"].dtype == np.int64
     assert arrays["ids"].min() >= 3 and arrays["ids"].max() < 7
-    assert arrays["image"].shape == (4, 1, 8, 8) and 0 <= arrays["image"].min() and arrays["image"].max() <= 1
+    assert arrays["image"].shape == (4, 1, 8, 8) and arrays["image"].min() >= 0 and arrays["image"].max() <= 1
     assert arrays["flag"].dtype == np.bool_
     assert concrete_shape(specs[0], 2, 9) == (2, 9)

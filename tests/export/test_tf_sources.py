@@ -22,7 +22,7 @@ class Affine(tf.Module):
         self.b = tf.Variable(np.array([0.5, -0.5], dtype=np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-    def __call__(self, x):  # noqa: D102
+    def __call__(self, x):
         return {"y": tf.matmul(x, self.w) + self.b, "norm": tf.norm(x, axis=1)}
 
 
