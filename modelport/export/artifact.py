@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modelport.errors import ConversionError, ModelportError, UnsupportedError, summarize
 from modelport.export.options import ExportOptions, Variant
 from modelport.export.source import SourceModel
@@ -86,7 +88,7 @@ class ConvertContext:
 
     def example_inputs(self, batch: int = 2, dynamic: int | None = None) -> Arrays:
         """Inputs to trace with: random, batch 2 (so the batch dim is not specialised to 1)."""
-        rng = __import__("numpy").random.default_rng(self.options.seed)
+        rng = np.random.default_rng(self.options.seed)
         return random_inputs(self.source.inputs, batch, dynamic or self.options.dynamic_sizes[0], rng)
 
     def base(self, fmt: str) -> Artifact:
