@@ -36,7 +36,8 @@ Format = Literal["onnx", "ort", "torchscript", "pt2", "savedmodel", "tflite"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # "constants": an infinite error (a missing output) is written as Infinity, not null
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
 
 class TensorSpec(_Frozen):

@@ -91,3 +91,11 @@ def test_tensor_spec_parsing():
 def test_bad_tensor_specs(text):
     with pytest.raises(SpecError):
         TensorSpec.parse(text)
+
+
+def test_infinite_and_nan_errors_round_trip(tmp_path):
+    failed = OutputParity(name="logits", max_abs_error=float("inf"), max_rel_error=float("nan"), passed=False)
+    manifest = _manifest().model_copy(update={"parity": _manifest().parity.model_copy(update={"outputs": (failed,)})})
+    write_manifest(manifest, tmp_path)
+    loaded = read_manifest(tmp_path).parity.outputs[0]
+    assert loaded.max_abs_error == float("inf") and loaded.max_rel_error != loaded.max_rel_error

@@ -14,7 +14,7 @@ import numpy as np
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
 from modelport.export.artifact import ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.export.publish import Staged, check_free, next_version, publish, stage
+from modelport.export.publish import Staged, check_free, model_name, next_version, publish, stage
 from modelport.export.report import ExportReport, ReportRow
 from modelport.export.source import SourceModel, load_source
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
@@ -94,7 +94,7 @@ _FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow/Keras"}
 
 def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:
     started = time.perf_counter()
-    model = ctx.options.name_template.format(name=ctx.options.name, variant=variant.name)
+    model = model_name(ctx.options, variant)
     try:
         artifact = convert_variant(ctx, variant)
         cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)]

@@ -28,7 +28,7 @@ from modelport.manifest import (
     write_manifest,
 )
 
-__all__ = ["Staged", "check_free", "next_version", "publish", "stage"]
+__all__ = ["Staged", "check_free", "model_name", "next_version", "publish", "stage"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,16 @@ class Staged:
     size_bytes: int
 
 
+def model_name(options: ExportOptions, variant: Variant) -> str:
+    """The repository name of one variant (``--name-template``, default ``{name}-{variant}``)."""
+    return options.name_template.format(name=options.name, variant=variant.name)
+
+
 def next_version(options: ExportOptions, variants: list[Variant]) -> int:
     """One more than the highest version any of this export's models has (1 for new models)."""
     highest = 0
     for variant in variants:
-        folder = options.repository / options.name_template.format(name=options.name, variant=variant.name)
+        folder = options.repository / model_name(options, variant)
         if folder.is_dir():
             highest = max([highest, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())])
     return highest + 1
@@ -54,9 +59,9 @@ def next_version(options: ExportOptions, variants: list[Variant]) -> int:
 def check_free(options: ExportOptions, variants: list[Variant], version: int) -> None:
     """Refuse, before any conversion, to overwrite a version that is already published."""
     for variant in variants:
-        final = options.repository / options.name_template.format(name=options.name, variant=variant.name) / str(version)
+        final = options.repository / model_name(options, variant) / str(version)
         if final.exists():
-            raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it to take the next one")
+            raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it for the next one")
 
 
 def stage(
@@ -72,7 +77,7 @@ def stage(
     repository = ctx.options.repository
     final = repository / model / str(version)
     if final.exists():
-        raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it to take the next one")
+        raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it for the next one")
     directory = repository / ".staging" / model / str(version)
     if directory.exists():
         shutil.rmtree(directory)

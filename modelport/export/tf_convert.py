@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
+from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
 
@@ -47,16 +49,55 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
 
 
 def tflite_artifact(ctx: ConvertContext, name: str, configure: Any) -> Artifact:
-    """Convert the SavedModel with ``configure(converter)`` applied, into ``workdir/name``."""
+    """Convert the SavedModel with ``configure(converter)`` applied, into ``workdir/name``.
+
+    TFLite lowers a recurrent layer's while loop (its TensorLists) only when the per-step element
+    shape ``[batch, units]`` is static; for such a Keras model the batch is fixed to the first
+    ``--batch-sizes`` value (the other dims stay dynamic), as the PyTorch TFLite export does.
+    """
     tf = import_framework("tensorflow", "tf")
-    saved = ctx.base("savedmodel")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved.path), signature_keys=[SERVING_SIGNATURE])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    configure(converter)
-    flatbuffer = converter.convert()
+    inputs, platform = ctx.source.inputs, frameworks("tensorflow")
+    try:
+        flatbuffer = _convert_tflite(tf, ctx.base("savedmodel").path, configure)
+    except Exception as exc:
+        if _STATIC_ELEMENT_SHAPE not in str(exc) or ctx.source.kind != "keras":
+            raise
+        batch = ctx.options.batch_sizes[0]
+        flatbuffer = _convert_tflite(tf, _static_batch_savedmodel(ctx, batch), configure)
+        inputs = tuple(_with_batch(s, batch) for s in inputs)
+        platform = {**platform, "static_batch": str(batch)}
     path = ctx.subdir(name) / ARTIFACT_FILES["tflite"]
     path.write_bytes(flatbuffer)
-    return Artifact(path, ctx.source.inputs, tflite_native_names(ctx, path), frameworks("tensorflow"))
+    return Artifact(path, inputs, tflite_native_names(ctx, path), platform)
+
+
+_STATIC_ELEMENT_SHAPE = "requires element_shape to be static"
+
+
+def _convert_tflite(tf: Any, saved: Path, configure: Any) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVING_SIGNATURE])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    configure(converter)
+    flatbuffer: bytes = converter.convert()
+    return flatbuffer
+
+
+def _static_batch_savedmodel(ctx: ConvertContext, batch: int) -> Path:
+    """The Keras source re-exported with its batch dim fixed to ``batch`` (once per export)."""
+    tf = import_framework("tensorflow", "tf")
+    from keras.src.export.export_utils import get_input_signature
+
+    path = ctx.workdir / f"savedmodel-batch{batch}"
+    if not path.exists():
+        signature = tf.nest.map_structure(
+            lambda s: tf.TensorSpec((batch, *s.shape[1:]), s.dtype, name=s.name), get_input_signature(ctx.source.model)
+        )
+        ctx.source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
+    return path
+
+
+def _with_batch(spec: TensorSpec, batch: int) -> TensorSpec:
+    return spec.model_copy(update={"shape": (batch, *spec.shape[1:])}) if spec.shape[:1] == (-1,) else spec
 
 
 def tflite_native_names(ctx: ConvertContext, path: Path) -> dict[str, str]:
@@ -87,6 +128,7 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
     ]
     run_tool(args, "tf2onnx")
     onnx = import_framework("onnx", "tf")
+    _repair_tf2onnx_graph(onnx, path)
     graph = onnx.load(str(path), load_external_data=False).graph
     native = {
         **map_native(ctx.source.inputs, [i.name for i in graph.input]),
@@ -94,3 +136,57 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
     }
     versions = {**frameworks("tensorflow"), "opset": str(min(ctx.options.opset, 18)), "converter": "tf2onnx"}
     return Artifact(path, ctx.source.inputs, native, versions)
+
+
+def _repair_tf2onnx_graph(onnx: Any, path: Path) -> None:
+    """Translate ops tf2onnx copies into the ONNX graph untranslated; refuse any other unknown op.
+
+    tf2onnx has no handler for ``Erfc`` (Keras' exact GELU) and, like for every op it cannot
+    convert, still writes the model and exits 0: the model then fails to load in onnxruntime.
+    """
+    model = onnx.load(str(path))
+    graphs = _graphs(model.graph)
+    changed = False
+    for graph in graphs:
+        changed = _rewrite_erfc(onnx, graph) or changed
+    unknown = sorted(
+        {n.op_type for g in graphs for n in g.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)}
+    )
+    if unknown:
+        raise ConversionError(
+            f"tf2onnx: unsupported operator {', '.join(unknown)} (left untranslated in the ONNX graph)"
+        )
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _graphs(graph: Any) -> list[Any]:
+    """``graph`` and every subgraph (loop and branch bodies) nested in it."""
+    found = [graph]
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                found += _graphs(sub)
+    return found
+
+
+def _rewrite_erfc(onnx: Any, graph: Any) -> bool:
+    """``Erfc(x)`` -> ``CastLike(1, x) - Erf(x)`` in place; True when any node was rewritten."""
+    nodes, rewrote = [], False
+    for node in graph.node:
+        if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        x, y, base = node.input[0], node.output[0], node.output[0] + "/erfc"
+        one = onnx.helper.make_tensor(base + "/one", onnx.TensorProto.FLOAT, [], [1.0])
+        nodes += [
+            onnx.helper.make_node("Erf", [x], [base + "/erf"], name=base + "/Erf"),
+            onnx.helper.make_node("Constant", [], [base + "/one"], name=base + "/One", value=one),
+            onnx.helper.make_node("CastLike", [base + "/one", x], [base + "/one_cast"], name=base + "/CastLike"),
+            onnx.helper.make_node("Sub", [base + "/one_cast", base + "/erf"], [y], name=base + "/Sub"),
+        ]
+        rewrote = True
+    if rewrote:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewrote

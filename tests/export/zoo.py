@@ -64,6 +64,29 @@ def torch_rnn() -> Any:
     return RNNClassifier().eval()
 
 
+def torch_gru() -> Any:
+    """Embedding + two-layer bidirectional GRU over int64 ids -> ``logits`` from the last step's output."""
+    import torch
+    from torch import nn
+
+    class GRUClassifier(nn.Module):
+        input_specs = RNN_INPUTS
+        output_names = ("logits",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, WIDTH)
+            self.gru = nn.GRU(WIDTH, WIDTH, num_layers=2, batch_first=True, bidirectional=True)
+            self.head = nn.Linear(2 * WIDTH, CLASSES)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            output, _ = self.gru(self.embed(ids))
+            return self.head(output[:, -1])
+
+    torch.manual_seed(0)
+    return GRUClassifier().eval()
+
+
 def torch_encoder() -> Any:
     """A transformer encoder layer over ids + padding mask -> ``logits`` (masked mean pool) and ``hidden``."""
     import torch
