@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(commands)
     _add_inspect(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -88,6 +89,54 @@ def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = commands.add_parser("inspect", help="list models, versions, formats, tensors and parity")
     p.add_argument("path", type=Path, help="REPO, REPO/NAME or REPO/NAME/VERSION")
     p.set_defaults(run=_run_inspect)
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from modelport.serving.settings import ServerSettings
+
+    p = commands.add_parser(
+        "serve",
+        help="serve a model repository over KServe v2 HTTP",
+        description="Every flag is also an environment variable MODELPORT_<FLAG> (e.g. MODELPORT_HTTP_PORT=9000); "
+        "per-model settings live in REPO/<model>/config.yaml.",
+    )
+    p.add_argument("repository", type=Path, help="model repository root")
+    for name, field in ServerSettings.model_fields.items():
+        if name == "repository":
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        if isinstance(default, bool):
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{field.description} (default {default})",
+            )
+        elif name == "providers":
+            p.add_argument(flag, type=_csv, default=argparse.SUPPRESS, help=f"{field.description}, comma list")
+        else:
+            p.add_argument(
+                flag, type=type(default), default=argparse.SUPPRESS, help=f"{field.description} (default {default})"
+            )
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from modelport.serving.server import serve
+    from modelport.serving.settings import ServerSettings
+
+    given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
+    if not args.repository.is_dir():
+        raise InvalidArgumentError(f"model repository {args.repository} is not a directory")
+    try:
+        settings = ServerSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidArgumentError(f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    return serve(settings)
 
 
 def _csv(text: str) -> tuple[str, ...]:

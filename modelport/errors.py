@@ -13,7 +13,13 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
     ├── ParityError                code "parity_failed"      an artifact does not reproduce the source
     ├── ManifestError              code "invalid_manifest"   unreadable or inconsistent modelport.json
-    └── DependencyError            code "missing_dependency" an optional framework is not installed
+    ├── DependencyError            code "missing_dependency" an optional framework is not installed
+    ├── ModelNotReadyError         code "not_ready"          a known model that is loading or failed to load
+    ├── UnavailableError           code "unavailable"        overloaded (queue full) or shutting down
+    ├── DeadlineExceededError      code "deadline_exceeded"  a request that timed out in the queue or model
+    ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
+    ├── InferenceError             code "inference_failed"   the model raised while predicting
+    └── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ import re
 
 __all__ = [
     "ConversionError",
+    "DeadlineExceededError",
     "DependencyError",
+    "InferenceError",
     "InvalidArgumentError",
     "ManifestError",
+    "ModelNotReadyError",
     "ModelportError",
     "NotFoundError",
     "ParityError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
     "SourceError",
     "SpecError",
+    "UnavailableError",
     "UnsupportedError",
     "summarize",
 ]
@@ -97,6 +109,46 @@ class DependencyError(ModelportError):
     """An optional dependency (framework, converter) is not installed."""
 
     code = "missing_dependency"
+
+
+class ModelNotReadyError(ModelportError):
+    """A model that exists but is loading, unloaded, or failed its load checks."""
+
+    code = "not_ready"
+
+
+class UnavailableError(ModelportError):
+    """The server cannot take the request now: queue full or draining; retry after ``retry_after`` s."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(ModelportError):
+    """A request that did not complete within its timeout."""
+
+    code = "deadline_exceeded"
+
+
+class PayloadTooLargeError(InvalidArgumentError):
+    """A request body larger than the server accepts."""
+
+    code = "payload_too_large"
+
+
+class InferenceError(ModelportError):
+    """The model raised while predicting; the message is generic, the traceback is logged."""
+
+    code = "inference_failed"
+
+
+class PermissionDeniedError(ModelportError):
+    """An operation the server is configured not to allow (e.g. model control when disabled)."""
+
+    code = "permission_denied"
 
 
 def summarize(exc: BaseException) -> str:

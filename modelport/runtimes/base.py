@@ -57,19 +57,24 @@ class _RuntimeFactory(Protocol):
     def __call__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> Runtime: ...
 
 
-def runtime_class(fmt: str) -> _RuntimeFactory:
-    """The runtime class for artifact format ``fmt``, imported on first use."""
-    target = _RUNTIMES.get(fmt)
+def runtime_class(fmt: str, custom: str | None = None) -> _RuntimeFactory:
+    """The runtime class for artifact format ``fmt`` (or a custom ``module:Class``), imported on first use."""
+    target = custom or _RUNTIMES.get(fmt)
     if target is None:
         raise UnsupportedError(f"no runtime for format {fmt!r}; known: {', '.join(_RUNTIMES)}")
     module_name, _, attr = target.partition(":")
-    factory: _RuntimeFactory = getattr(importlib.import_module(module_name), attr)
+    try:
+        factory: _RuntimeFactory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnsupportedError(f"runtime {target!r} cannot be imported: {exc}") from None
     return factory
 
 
-def open_runtime(directory: Path, manifest: ModelManifest, options: RuntimeOptions | None = None) -> Runtime:
+def open_runtime(
+    directory: Path, manifest: ModelManifest, options: RuntimeOptions | None = None, custom: str | None = None
+) -> Runtime:
     """Create and load the runtime for the model version in ``directory``."""
-    runtime = runtime_class(manifest.format)(directory, manifest, options or RuntimeOptions())
+    runtime = runtime_class(manifest.format, custom)(directory, manifest, options or RuntimeOptions())
     try:
         runtime.load()
     except ModelportError:

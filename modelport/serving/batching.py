@@ -1,0 +1,219 @@
+"""Dynamic batching: requests (already validated) are grouped up to a size or a delay.
+
+One loop per model version takes a free runtime instance, gathers pending requests
+with the same non-batch shapes until ``max_batch_size`` rows are reached or the first
+request has waited ``max_queue_delay``, runs the batch on a worker thread, and splits
+the outputs back by rows. A model without a batch dimension gets batches of one
+request: the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import DeadlineExceededError, InferenceError, ModelportError, UnavailableError
+from modelport.runtimes.base import Arrays
+
+__all__ = ["BatchPolicy", "BatchStats", "Batcher"]
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[Arrays], Arrays]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one model version batches: rows per batch (0 = no batch dim), delay, queue bound."""
+
+    max_batch_size: int
+    max_queue_delay_s: float
+    max_queue_size: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one executed batch looked like, for metrics."""
+
+    rows: int
+    requests: int
+    queue_seconds: tuple[float, ...]
+    compute_seconds: float
+    failed: bool
+
+
+@dataclass
+class _Pending:
+    inputs: Arrays
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[Arrays]
+    enqueued: float
+
+
+class Batcher:
+    """Queue, batch and run requests on ``len(instances)`` runtime instances."""
+
+    def __init__(
+        self, instances: list[Predict], policy: BatchPolicy, observe: Callable[[BatchStats], None] | None = None
+    ) -> None:
+        self.policy = policy
+        self._observe = observe
+        self._instances = instances
+        self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix="modelport-infer")
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._carry: deque[_Pending] = deque()
+        self._free: asyncio.Queue[Predict] = asyncio.Queue()
+        for instance in instances:
+            self._free.put_nowait(instance)
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for a batch."""
+        return self._queue.qsize() + len(self._carry)
+
+    @property
+    def in_flight(self) -> int:
+        """Batches executing now."""
+        return len(self._running)
+
+    async def submit(self, inputs: Arrays, timeout: float) -> Arrays:
+        """Queue a validated request and wait for its outputs (at most ``timeout`` seconds)."""
+        if self._closed:
+            raise UnavailableError("the model version is being unloaded", retry_after=1.0)
+        if self.depth >= self.policy.max_queue_size:
+            raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
+        pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
+        self._queue.put_nowait(pending)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except TimeoutError:
+            pending.future.cancel()
+            raise DeadlineExceededError(f"the request did not complete within {timeout:g}s") from None
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Refuse new requests, let queued and running ones finish (up to ``timeout``), then stop."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while (self.depth or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self) -> None:
+        while True:
+            first = self._carry.popleft() if self._carry else await self._queue.get()
+            if first.future.done():
+                continue
+            instance = await self._free.get()
+            batch = await self._gather(first)
+            task = asyncio.get_running_loop().create_task(self._execute(instance, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _gather(self, first: _Pending) -> list[_Pending]:
+        """Add compatible requests to ``first`` until full, or until its delay runs out."""
+        batch, rows = [first], first.rows
+        limit = self.policy.max_batch_size
+        if limit == 0:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = first.enqueued + self.policy.max_queue_delay_s
+        skipped: list[_Pending] = []
+        while rows < limit:
+            item = await self._next(deadline - loop.time())
+            if item is None:
+                if rows in self.policy.preferred_batch_sizes or loop.time() >= deadline:
+                    break
+                continue
+            if item.future.done():
+                continue
+            if item.key != first.key or rows + item.rows > limit:
+                skipped.append(item)
+                if rows + item.rows > limit:
+                    break
+                continue
+            batch.append(item)
+            rows += item.rows
+        self._carry.extendleft(reversed(skipped))
+        return batch
+
+    async def _next(self, wait: float) -> _Pending | None:
+        if self._carry:
+            return self._carry.popleft()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if wait <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait)
+        except TimeoutError:
+            return None
+
+    async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
+        failed = False
+        try:
+            outputs = await loop.run_in_executor(self._executor, instance, inputs)
+            _deliver(batch, outputs, self.policy)
+        except Exception as exc:
+            failed = True
+            log.exception("inference failed for a batch of %d request(s)", len(batch))
+            error = exc if isinstance(exc, ModelportError) else InferenceError("the model failed while predicting")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        finally:
+            self._free.put_nowait(instance)
+        if self._observe is not None:
+            rows = sum(p.rows for p in batch)
+            waits = tuple(started - p.enqueued for p in batch)
+            self._observe(BatchStats(rows, len(batch), waits, loop.time() - started, failed))
+
+
+def _rows(inputs: Arrays, policy: BatchPolicy) -> int:
+    if policy.max_batch_size == 0:
+        return 1
+    return int(next(iter(inputs.values())).shape[0])
+
+
+def _key(inputs: Arrays, policy: BatchPolicy) -> tuple[Any, ...]:
+    """Requests can share a batch when every input has the same dtype and non-batch shape."""
+    skip = 0 if policy.max_batch_size == 0 else 1
+    return tuple((name, value.dtype.str, value.shape[skip:]) for name, value in sorted(inputs.items()))
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _deliver(batch: list[_Pending], outputs: Arrays, policy: BatchPolicy) -> None:
+    if len(batch) == 1:
+        if not batch[0].future.done():
+            batch[0].future.set_result(outputs)
+        return
+    start = 0
+    for pending in batch:
+        stop = start + pending.rows
+        if not pending.future.done():
+            pending.future.set_result({name: value[start:stop] for name, value in outputs.items()})
+        start = stop

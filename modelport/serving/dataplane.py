@@ -1,0 +1,124 @@
+"""The one data plane: every transport calls these methods; they know nothing of HTTP or gRPC."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from modelport import __version__
+from modelport.errors import InvalidArgumentError, ModelNotReadyError, ModelportError, UnavailableError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.serving.manager import ModelManager
+from modelport.serving.metrics import Metrics
+from modelport.serving.model import ServedVersion, VersionState
+from modelport.serving.settings import ServerSettings
+from modelport.serving.v2 import InferRequest, InferResponse
+from modelport.tensors import lookup_dtype
+
+__all__ = ["EXTENSIONS", "DataPlane"]
+
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "parameters")
+
+
+class DataPlane:
+    """Health, metadata, inference and repository control, transport-agnostic."""
+
+    def __init__(self, manager: ModelManager, settings: ServerSettings, metrics: Metrics) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.metrics = metrics
+        self.started = False
+        self.draining = False
+        self.in_flight = 0
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once the repository is loaded and until shutdown starts."""
+        return self.started and not self.draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "modelport", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
+        served = self.manager.get(name, version)
+        return served.state is VersionState.READY, served.reason
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        served = self.manager.get(name, version)
+        entry = self.manager.models[name]
+        data: dict[str, Any] = {"name": name, "versions": [str(v) for v in sorted(entry.versions)]}
+        manifest = served.manifest
+        if manifest is not None:
+            data["platform"] = f"modelport_{manifest.format}"
+            data["inputs"] = [_tensor_metadata(s) for s in manifest.inputs]
+            data["outputs"] = [_tensor_metadata(s) for s in manifest.outputs]
+        data["parameters"] = _parameters(served, manifest)
+        return data
+
+    async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
+        """Validate against the manifest, batch, run, and keep the requested outputs."""
+        started = time.perf_counter()
+        labels = [name, version or "default", protocol]
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            if self.draining:
+                raise UnavailableError("the server is shutting down", retry_after=5.0)
+            served = self.manager.get(name, version)
+            labels[1] = str(served.version)
+            served.validate(request.inputs)
+            wanted = _requested_names(served, request)
+            batcher = served.batcher
+            if batcher is None:
+                raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
+            outputs = await batcher.submit(request.inputs, served.timeout_s)
+            result = {k: outputs[k] for k in wanted}
+            self.metrics.requests.labels(*labels, "success").inc()
+            return InferResponse(name, str(served.version), result, id=request.id)
+        except ModelportError as exc:
+            self.metrics.requests.labels(*labels, exc.code).inc()
+            raise
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        rows = self.manager.index()
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    async def load(self, name: str) -> None:
+        await self.manager.load(name)
+
+    async def unload(self, name: str) -> None:
+        await self.manager.unload(name)
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": lookup_dtype(spec.dtype).v2, "shape": list(spec.shape)}
+
+
+def _parameters(served: ServedVersion, manifest: ModelManifest | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"state": served.state.value, "version": str(served.version)}
+    if served.reason:
+        params["reason"] = served.reason
+    if served.providers:
+        params["providers"] = served.providers
+    if manifest is not None:
+        params.update(format=manifest.format, variant=manifest.variant, max_batch_size=manifest.max_batch_size)
+        if manifest.parity is not None:
+            params["parity_passed"] = manifest.parity.passed
+    return params
+
+
+def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
+    manifest = served.require_ready()
+    names = [s.name for s in manifest.outputs]
+    if not request.outputs:
+        return names
+    unknown = [o.name for o in request.outputs if o.name not in names]
+    if unknown:
+        raise InvalidArgumentError(f"model {served.name!r} has no outputs {unknown}; it has {names}")
+    return [o.name for o in request.outputs]

@@ -1,0 +1,33 @@
+"""The one mapping from error codes to HTTP statuses (and, later, gRPC status codes)."""
+
+from __future__ import annotations
+
+from modelport.errors import ModelportError
+
+__all__ = ["GENERIC_MESSAGE", "http_status", "public_message"]
+
+GENERIC_MESSAGE = "internal server error"
+
+_HTTP = {
+    "invalid_argument": 400,
+    "invalid_spec": 400,
+    "unsupported": 400,
+    "not_found": 404,
+    "not_ready": 503,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+    "payload_too_large": 413,
+    "unauthenticated": 401,
+    "permission_denied": 403,
+}
+
+
+def http_status(error: ModelportError) -> int:
+    """HTTP status for an error; anything not listed is a 500."""
+    return _HTTP.get(error.code, 500)
+
+
+def public_message(error: ModelportError) -> str:
+    """The message a client may see: 5xx never leaks internals."""
+    visible = http_status(error) < 500 or error.code in ("not_ready", "unavailable", "deadline_exceeded")
+    return error.message if visible else GENERIC_MESSAGE

@@ -1,0 +1,181 @@
+"""The model repository as the server holds it: discovery, version policies, load/unload, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
+from modelport.manifest import MANIFEST_FILE
+from modelport.serving.batching import BatchStats
+from modelport.serving.model import ServedVersion, VersionState, fingerprint, load_version, make_batcher
+from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
+
+__all__ = ["ModelEntry", "ModelManager"]
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+Observer = Callable[[ServedVersion, BatchStats], None]
+
+
+@dataclass
+class ModelEntry:
+    """One model: its config and served versions (ascending)."""
+
+    name: str
+    config: ModelConfig
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    error: str = ""
+
+    def default(self) -> ServedVersion:
+        """The configured default version, else the highest READY one, else the highest."""
+        if self.config.default_version in self.versions:
+            return self.versions[self.config.default_version]
+        ready = [v for v in self.versions.values() if v.state is VersionState.READY]
+        pool = ready or list(self.versions.values())
+        if not pool:
+            raise NotFoundError(f"model {self.name!r} has no versions to serve")
+        return max(pool, key=lambda v: v.version)
+
+
+class ModelManager:
+    """Loads what the repository holds and keeps it in step with the files."""
+
+    def __init__(self, settings: ServerSettings, observe: Observer) -> None:
+        self.settings = settings
+        self.root = settings.repository
+        self.models: dict[str, ModelEntry] = {}
+        self._observe = observe
+        self._lock = asyncio.Lock()
+
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The version a request targets; unknown names/versions are NotFound."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFoundError(f"unknown model {name!r}")
+        if version is None or version == "":
+            return entry.default()
+        if not version.isdigit() or int(version) not in entry.versions:
+            raise NotFoundError(f"model {name!r} has no served version {version!r} (has: {sorted(entry.versions)})")
+        return entry.versions[int(version)]
+
+    async def load_all(self) -> None:
+        """Load every model the repository holds (models that fail are recorded, not fatal)."""
+        async with self._lock:
+            for name in self._model_names():
+                await self._sync_model(name)
+
+    async def reload(self) -> None:
+        """One polling pass: load new/changed versions, unload removed ones; never drops in-flight work."""
+        async with self._lock:
+            names = set(self._model_names())
+            for name in sorted(names | set(self.models)):
+                if name in names:
+                    await self._sync_model(name)
+                else:
+                    await self._drop(name)
+
+    async def poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.reload()
+            except Exception:  # a bad file must not stop polling
+                log.exception("repository poll failed")
+
+    async def load(self, name: str) -> ModelEntry:
+        """Load (or reload) one model by name (model control API)."""
+        self._check_name(name)
+        if not (self.root / name).is_dir():
+            raise NotFoundError(f"model {name!r} is not in the repository")
+        async with self._lock:
+            await self._sync_model(name)
+        return self.models[name]
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of one model, letting in-flight requests finish."""
+        self._check_name(name)
+        if name not in self.models:
+            raise NotFoundError(f"model {name!r} is not loaded")
+        async with self._lock:
+            await self._drop(name)
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self._drop(name)
+
+    def index(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in sorted(set(self._model_names()) | set(self.models)):
+            entry = self.models.get(name)
+            if entry is None:
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+                continue
+            if entry.error:
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": entry.error})
+            for v in entry.versions.values():
+                rows.append({"name": name, "version": str(v.version), "state": v.state.value, "reason": v.reason})
+        return rows
+
+    def _check_name(self, name: str) -> None:
+        if not _NAME.match(name) or ".." in name:
+            raise InvalidArgumentError(f"invalid model name {name!r}")
+
+    def _model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and ".." not in p.name)
+
+    async def _sync_model(self, name: str) -> None:
+        folder = self.root / name
+        entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
+        try:
+            entry.config, entry.error = read_model_config(folder), ""
+        except ModelportError as exc:
+            entry.error = exc.message
+            log.error("model %s: %s", name, exc.message)
+            return
+        available = [int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists()]
+        wanted = set(entry.config.version_policy.select(available))
+        for number in sorted(set(entry.versions) - wanted):
+            await self._close(entry.versions.pop(number))
+        for number in sorted(wanted):
+            directory = folder / str(number)
+            current = entry.versions.get(number)
+            stamp = fingerprint(directory)
+            if current is not None and current.fingerprint == stamp:
+                continue
+            fresh = await self._load(name, number, directory, stamp, entry.config)
+            entry.versions[number] = fresh  # swap first, then let the old one drain
+            if current is not None:
+                await self._close(current)
+        if not entry.versions and not entry.error:
+            entry.error = "no versions with a manifest match the version policy"
+
+    async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
+        version = ServedVersion(name, number, directory, None, stamp)
+        await asyncio.to_thread(load_version, version, self.settings, config)
+        if version.state is VersionState.READY:
+            version.batcher = make_batcher(version, self.settings, config, self._observe)
+        log.info("model %s version %s: %s in %.2fs", name, number, version.state.value, version.load_seconds)
+        return version
+
+    async def _close(self, version: ServedVersion) -> None:
+        version.state = VersionState.UNLOADING
+        if version.batcher is not None:
+            await version.batcher.close(self.settings.drain_timeout_s)
+        for runtime in version.runtimes:
+            await asyncio.to_thread(runtime.unload)
+        version.runtimes = []
+
+    async def _drop(self, name: str) -> None:
+        entry = self.models.pop(name, None)
+        if entry is not None:
+            for version in entry.versions.values():
+                await self._close(version)

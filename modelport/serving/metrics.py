@@ -1,0 +1,90 @@
+"""Prometheus metrics of one server: requests, latencies, batching, queues, models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from modelport.serving.batching import BatchStats
+
+if TYPE_CHECKING:
+    from modelport.serving.manager import ModelManager
+    from modelport.serving.model import ServedVersion
+
+__all__ = ["Metrics"]
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """All metrics live in this object's own registry (several servers can share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = ("model", "version")
+        self.requests = Counter(
+            "modelport_requests", "Inference requests", (*labels, "protocol", "outcome"), registry=r
+        )
+        self.request_seconds = Histogram(
+            "modelport_request_duration_seconds",
+            "End-to-end request latency",
+            (*labels, "protocol"),
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "modelport_queue_duration_seconds",
+            "Time a request waited for its batch",
+            labels,
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "modelport_compute_duration_seconds", "Model execution time per batch", labels, buckets=_LATENCY, registry=r
+        )
+        self.batch_size = Histogram(
+            "modelport_batch_size", "Rows per executed batch", labels, buckets=_BATCH, registry=r
+        )
+        self.batch_requests = Histogram(
+            "modelport_batch_requests", "Requests per executed batch", labels, buckets=_BATCH, registry=r
+        )
+        self.in_flight = Gauge("modelport_inflight_requests", "Requests being handled", registry=r)
+        ProcessCollector(registry=r)
+
+    def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
+        """Batcher callback: batch size, per-request queue time, compute time."""
+        key = (version.name, str(version.version))
+        self.batch_size.labels(*key).observe(stats.rows)
+        self.batch_requests.labels(*key).observe(stats.requests)
+        self.compute_seconds.labels(*key).observe(stats.compute_seconds)
+        for wait in stats.queue_seconds:
+            self.queue_seconds.labels(*key).observe(wait)
+
+    def watch(self, manager: ModelManager) -> None:
+        """Queue depth, readiness and load time, read from the manager at scrape time."""
+        self.registry.register(_ModelCollector(lambda: manager))
+
+
+class _ModelCollector(Collector):
+    def __init__(self, manager: Callable[[], ModelManager]) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("modelport_queue_depth", "Requests waiting for a batch", labels=["model", "version"])
+        ready = GaugeMetricFamily("modelport_model_ready", "1 when the version serves", labels=["model", "version"])
+        load = GaugeMetricFamily(
+            "modelport_model_load_seconds", "Load + golden check time", labels=["model", "version"]
+        )
+        for entry in self._manager().models.values():
+            for v in entry.versions.values():
+                key = [entry.name, str(v.version)]
+                depth.add_metric(key, v.batcher.depth if v.batcher else 0)
+                ready.add_metric(key, 1.0 if v.state.value == "READY" else 0.0)
+                load.add_metric(key, v.load_seconds)
+        yield from (depth, ready, load)

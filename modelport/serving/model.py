@@ -1,0 +1,167 @@
+"""One served model version: its runtimes, golden check at load, request validation, batcher."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import InvalidArgumentError, ModelNotReadyError, ModelportError, SpecError, summarize
+from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.parity import verify_golden
+from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
+from modelport.runtimes.base import Arrays
+from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
+from modelport.serving.settings import ModelConfig, ServerSettings
+from modelport.tensors import dtype_of_array, lookup_dtype, shape_matches
+
+__all__ = ["ServedVersion", "VersionState", "fingerprint", "load_version", "make_batcher"]
+
+log = logging.getLogger(__name__)
+
+
+class VersionState(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+def fingerprint(directory: Path) -> str:
+    """Changes when the version's manifest (which lists every file's sha256) changes."""
+    path = directory / MANIFEST_FILE
+    stat = path.stat()
+    return hashlib.sha256(path.read_bytes() + str(stat.st_mtime_ns).encode()).hexdigest()
+
+
+@dataclass
+class ServedVersion:
+    """A model version as the server holds it; only READY versions take requests."""
+
+    name: str
+    version: int
+    directory: Path
+    manifest: ModelManifest | None
+    fingerprint: str
+    state: VersionState = VersionState.LOADING
+    reason: str = ""
+    runtimes: list[Runtime] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    load_seconds: float = 0.0
+    batcher: Batcher | None = None
+    policy: BatchPolicy | None = None
+    timeout_s: float = 30.0
+
+    def require_ready(self) -> ModelManifest:
+        if self.state is not VersionState.READY or self.manifest is None or self.batcher is None:
+            hint = f"; GET /v2/models/{self.name}/versions/{self.version}/ready says why" if self.reason else ""
+            raise ModelNotReadyError(f"model {self.name!r} version {self.version} is {self.state.value.lower()}{hint}")
+        return self.manifest
+
+    def validate(self, inputs: Arrays) -> None:
+        """Check a request against the manifest before it may join a batch."""
+        manifest = self.require_ready()
+        expected = {s.name: s for s in manifest.inputs}
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            raise InvalidArgumentError(
+                f"model {self.name!r} takes inputs {list(expected)}; missing {missing}, unexpected {extra}"
+            )
+        batch_sizes = set()
+        for name, value in inputs.items():
+            spec = expected[name]
+            got = dtype_of_array(value)
+            if got.name != spec.dtype:
+                want = lookup_dtype(spec.dtype).v2
+                raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
+            if not shape_matches(spec.shape, value.shape):
+                raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
+            if manifest.max_batch_size and value.ndim:
+                batch_sizes.add(value.shape[0])
+        if len(batch_sizes) > 1:
+            raise SpecError(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
+        if batch_sizes and max(batch_sizes) > manifest.max_batch_size:
+            raise SpecError(
+                f"batch size {max(batch_sizes)} exceeds the model's max_batch_size {manifest.max_batch_size}"
+            )
+        if batch_sizes and min(batch_sizes) < 1:
+            raise SpecError("the batch is empty")
+
+
+def load_version(version: ServedVersion, settings: ServerSettings, config: ModelConfig) -> None:
+    """Blocking: read the manifest, open the runtimes and run the golden check; sets the state."""
+    started = time.perf_counter()
+    try:
+        manifest = version.manifest or read_manifest(version.directory)
+        version.manifest = manifest
+        options = RuntimeOptions(
+            device=config.device or settings.device,
+            intra_op_threads=config.intra_op_threads
+            if config.intra_op_threads is not None
+            else settings.intra_op_threads,
+            providers=settings.providers,
+        )
+        count = config.instances or settings.instances
+        version.runtimes = [open_runtime(version.directory, manifest, options, config.runtime) for _ in range(count)]
+        version.providers = list(getattr(version.runtimes[0], "providers", []))
+        if settings.golden_check:
+            _check_golden(version, manifest)
+        version.state, version.reason = VersionState.READY, ""
+    except ModelportError as exc:
+        _fail(version, exc.message)
+    except Exception as exc:  # a corrupt artifact must not take the server down
+        _fail(version, f"cannot load: {summarize(exc)}")
+    version.load_seconds = time.perf_counter() - started
+
+
+def _check_golden(version: ServedVersion, manifest: ModelManifest) -> None:
+    record = verify_golden(version.runtimes[0].predict, version.directory, manifest)
+    if not record.passed:
+        failing = [o for o in record.outputs if not o.passed]
+        details = ", ".join(
+            f"{o.name} max abs error {o.max_abs_error:.3g}"
+            + (f" top-1 agreement {100 * o.top1_agreement:.1f}%" if o.top1_agreement is not None else "")
+            for o in failing
+        )
+        raise ModelNotReadyError(f"golden check failed ({record.gate} gate atol={record.atol:g}): {details}")
+
+
+def _fail(version: ServedVersion, reason: str) -> None:
+    version.state, version.reason = VersionState.FAILED, reason
+    for runtime in version.runtimes:
+        runtime.unload()
+    version.runtimes = []
+    log.error("model %s version %s is not ready: %s", version.name, version.version, reason)
+
+
+def make_batcher(version: ServedVersion, settings: ServerSettings, config: ModelConfig, observe: Any) -> Batcher:
+    """The version's batcher; call from the event loop once the version is READY."""
+    manifest = version.manifest
+    if manifest is None:
+        raise ModelNotReadyError(f"model {version.name!r} version {version.version} has no manifest")
+    limit = (
+        manifest.max_batch_size
+        if config.max_batch_size is None
+        else min(config.max_batch_size, manifest.max_batch_size)
+    )
+    policy = BatchPolicy(
+        max_batch_size=limit,
+        max_queue_delay_s=(
+            config.max_queue_delay_ms if config.max_queue_delay_ms is not None else settings.max_queue_delay_ms
+        )
+        / 1000,
+        max_queue_size=config.max_queue_size or settings.max_queue_size,
+        preferred_batch_sizes=config.preferred_batch_sizes,
+    )
+    version.policy = policy
+    version.timeout_s = (config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s
+
+    def observer(stats: BatchStats) -> None:
+        observe(version, stats)
+
+    return Batcher([r.predict for r in version.runtimes], policy, observer)

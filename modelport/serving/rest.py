@@ -1,0 +1,167 @@
+"""HTTP adapter: KServe v2 REST routes that only translate to and from the data plane."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelport import __version__
+from modelport.errors import (
+    InvalidArgumentError,
+    ModelportError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
+from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
+
+__all__ = ["create_app", "json_response", "read_body"]
+
+log = logging.getLogger(__name__)
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """orjson-encoded JSON response."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body ({declared} bytes) exceeds the limit of {limit} bytes")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLargeError(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_length(request: Request) -> int | None:
+    value = request.headers.get(HEADER_LENGTH)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidArgumentError(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def create_app(plane: DataPlane) -> FastAPI:
+    """The HTTP application over one data plane."""
+    app = FastAPI(title="modelport", version=__version__, docs_url=None, redoc_url=None)
+    _add_errors(app)
+    _add_health(app, plane)
+    _add_infer(app, plane)
+    _add_repository(app, plane)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(plane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _add_errors(app: FastAPI) -> None:
+    @app.exception_handler(ModelportError)
+    async def modelport_error(_: Request, exc: ModelportError) -> Response:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, UnavailableError) else None
+        return json_response({"error": public_message(exc)}, http_status(exc), headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return json_response({"error": GENERIC_MESSAGE}, 500)
+
+
+def _add_health(app: FastAPI, plane: DataPlane) -> None:
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response({"live": plane.live()}, 200 if plane.live() else 503)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return json_response({"ready": plane.ready()}, 200 if plane.ready() else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        return json_response(plane.server_metadata())
+
+    @app.get("/v2/models/{model}")
+    @app.get("/v2/models/{model}/versions/{version}")
+    async def model_metadata(model: str, version: str | None = None) -> Response:
+        return json_response(plane.model_metadata(model, version))
+
+    @app.get("/v2/models/{model}/ready")
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    async def model_ready(model: str, version: str | None = None) -> Response:
+        ready, reason = plane.model_ready(model, version)
+        body: dict[str, Any] = {"name": model, "ready": ready}
+        if reason:
+            body["reason"] = reason
+        return json_response(body, 200 if ready else 503)
+
+
+def _add_infer(app: FastAPI, plane: DataPlane) -> None:
+    @app.post("/v2/models/{model}/infer", openapi_extra=_INFER_BODY)
+    @app.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_BODY)
+    async def infer(model: str, request: Request, version: str | None = None) -> Response:
+        body = await read_body(request, plane.settings.max_body_bytes)
+        decoded = decode_request(body, _header_length(request))
+        protocol = "v2-binary" if request.headers.get(HEADER_LENGTH) is not None else "v2"
+        response = await plane.infer(model, version, decoded, protocol)
+        content, header_length = encode_response(response, decoded)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )
+
+
+def _add_repository(app: FastAPI, plane: DataPlane) -> None:
+    @app.get("/v2/repository/index")
+    @app.post("/v2/repository/index")
+    async def index(request: Request) -> Response:
+        ready_only = False
+        if request.method == "POST":
+            body = await read_body(request, 64 * 1024)
+            options = orjson.loads(body) if body.strip() else {}
+            ready_only = bool(options.get("ready", False)) if isinstance(options, dict) else False
+        return json_response(plane.repository_index(ready_only))
+
+    @app.post("/v2/repository/models/{model}/load")
+    async def load(model: str) -> Response:
+        _require_control(plane)
+        await plane.load(model)
+        return json_response({"name": model, "loaded": True})
+
+    @app.post("/v2/repository/models/{model}/unload")
+    async def unload(model: str) -> Response:
+        _require_control(plane)
+        await plane.unload(model)
+        return json_response({"name": model, "unloaded": True})
+
+
+def _require_control(plane: DataPlane) -> None:
+    if not plane.settings.model_control:
+        raise PermissionDeniedError("model control is disabled; start the server with --model-control")

@@ -1,0 +1,124 @@
+"""Run the server: HTTP (uvicorn) over the data plane, repository loading, hot reload, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+import uvicorn
+
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.manager import ModelManager
+from modelport.serving.metrics import Metrics
+from modelport.serving.rest import create_app
+from modelport.serving.settings import ServerSettings
+
+__all__ = ["build", "configure_logging", "serve"]
+
+log = logging.getLogger("modelport.server")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_logging(settings: ServerSettings) -> None:
+    """Plain or JSON logs on stderr at the configured level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if settings.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def build(settings: ServerSettings) -> DataPlane:
+    """The data plane with its manager and metrics (not yet loaded)."""
+    metrics = Metrics()
+    manager = ModelManager(settings, metrics.observe_batch)
+    metrics.watch(manager)
+    return DataPlane(manager, settings, metrics)
+
+
+def serve(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT, then drain and exit 0."""
+    configure_logging(settings)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ServerSettings) -> int:
+    plane = build(settings)
+    config = uvicorn.Config(
+        create_app(plane),
+        host=settings.host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            return 1
+        await asyncio.sleep(0.01)
+    _install_drain(server, plane)
+    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
+    log.info("HTTP listening on http://%s:%s", settings.host, port)
+    started = time.perf_counter()
+    await plane.manager.load_all()
+    plane.started = True
+    log.info(
+        "repository %s loaded in %.2fs: %s",
+        settings.repository,
+        time.perf_counter() - started,
+        ", ".join(f"{r['name']}/{r.get('version', '-')}={r['state']}" for r in plane.manager.index()) or "empty",
+    )
+    poller = asyncio.create_task(plane.manager.poll_forever()) if settings.poll_interval_s > 0 else None
+    await task
+    if poller is not None:
+        poller.cancel()
+    await plane.manager.close()
+    log.info("stopped")
+    return 0
+
+
+def _install_drain(server: uvicorn.Server, plane: DataPlane) -> None:
+    """SIGTERM/SIGINT: readiness goes false, new requests get 503, in-flight ones finish, then exit."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+
+    def start_drain() -> None:
+        if plane.draining:
+            server.force_exit = True
+            return
+        log.info("draining: readiness is now false")
+        plane.draining = True
+        tasks.append(loop.create_task(_drain(server, plane)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, start_drain)
+
+
+async def _drain(server: uvicorn.Server, plane: DataPlane) -> None:
+    deadline = time.monotonic() + plane.settings.drain_timeout_s
+    while plane.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if plane.in_flight:
+        log.warning("drain timeout: %d request(s) still in flight", plane.in_flight)
+    server.should_exit = True

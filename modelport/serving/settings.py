@@ -1,0 +1,99 @@
+"""Server settings (flags and ``MODELPORT_*`` env) and per-model ``config.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelport.errors import InvalidArgumentError
+
+__all__ = ["CONFIG_FILE", "ModelConfig", "ServerSettings", "VersionPolicy", "read_model_config"]
+
+CONFIG_FILE = "config.yaml"
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``modelport serve`` can be told; every field is also ``MODELPORT_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", frozen=True, extra="forbid")
+
+    repository: Path = Field(description="model repository root")
+    host: str = Field("127.0.0.1", description="address to bind")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
+    device: str = Field("cpu", description="default device: cpu or cuda[:N]")
+    intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")
+    instances: int = Field(1, ge=1, description="default runtime instances per model version")
+    providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
+    max_queue_delay_ms: float = Field(2.0, ge=0, description="default longest wait to fill a batch")
+    max_queue_size: int = Field(512, ge=1, description="default bound of each model's request queue")
+    request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
+    model_control: bool = Field(False, description="enable the load/unload repository API")
+    golden_check: bool = Field(True, description="run each version's golden vectors when it loads")
+    log_json: bool = Field(False, description="structured JSON logs")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+
+class VersionPolicy(BaseModel):
+    """Which versions of a model are served: the latest N, all, or specific ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    latest: int | None = Field(None, ge=1)
+    all: bool = False
+    specific: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VersionPolicy:
+        if sum((self.latest is not None, self.all, bool(self.specific))) > 1:
+            raise ValueError("choose one of latest, all, specific")
+        return self
+
+    def select(self, versions: list[int]) -> list[int]:
+        """The served subset of the available versions, ascending."""
+        ordered = sorted(versions)
+        if self.all:
+            return ordered
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+class ModelConfig(BaseModel):
+    """Per-model serving config from ``REPO/<model>/config.yaml``; unset fields use server defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=0)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int | None = Field(None, ge=1)
+    timeout_ms: float | None = Field(None, gt=0)
+    instances: int | None = Field(None, ge=1)
+    version_policy: VersionPolicy = VersionPolicy()
+    default_version: int | None = Field(None, ge=1)
+    device: str | None = None
+    intra_op_threads: int | None = Field(None, ge=0)
+    runtime: str | None = Field(None, description="custom runtime class as package.module:Class")
+
+
+def read_model_config(model_dir: Path) -> ModelConfig:
+    """Read ``config.yaml`` beside the version directories (absent = defaults)."""
+    path = model_dir / CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        data: Any = yaml.safe_load(path.read_text()) or {}
+        return ModelConfig.model_validate(data)
+    except (yaml.YAMLError, OSError) as exc:
+        raise InvalidArgumentError(f"{path}: cannot read: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InvalidArgumentError(f"{path}: invalid at {where}: {first['msg']}") from None

@@ -1,0 +1,301 @@
+"""KServe v2 / Open Inference Protocol codecs: JSON and the binary tensor extension.
+
+Requests are decoded with orjson straight into numpy (no per-tensor pydantic models);
+binary tensors are read with ``np.frombuffer``. Element counts are checked against the
+declared shape before anything is allocated, so a small body cannot claim a huge tensor.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelport.errors import InvalidArgumentError, SpecError
+from modelport.runtimes.base import Arrays
+from modelport.tensors import DTYPES, DataType
+
+__all__ = [
+    "HEADER_LENGTH",
+    "InferRequest",
+    "InferResponse",
+    "RequestedOutput",
+    "decode_request",
+    "encode_response",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+_BY_V2 = {d.v2: d for d in DTYPES.values()}
+_MAX_DIMS = 16
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output the client asked for, and whether it wants it as binary data."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request: numpy inputs plus the protocol's metadata."""
+
+    inputs: Arrays
+    id: str | None = None
+    outputs: tuple[RequestedOutput, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    binary_output: bool = False
+
+
+@dataclass
+class InferResponse:
+    """Model outputs to encode back."""
+
+    model_name: str
+    model_version: str
+    outputs: Arrays
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode a v2 infer body (JSON, optionally followed by binary tensor data)."""
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise InvalidArgumentError(
+            f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)"
+        )
+    header_bytes = body if header_length is None else body[:header_length]
+    try:
+        header = orjson.loads(header_bytes)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+        raise InvalidArgumentError("the request must be a JSON object with a non-empty 'inputs' list")
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    inputs: Arrays = {}
+    offset = 0
+    for item in header["inputs"]:
+        name, array, used = _decode_input(item, binary, offset)
+        if name in inputs:
+            raise InvalidArgumentError(f"input {name!r} is given twice")
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InvalidArgumentError(f"the binary data is {len(binary)} bytes but the inputs declare {offset}")
+    parameters = _object(header.get("parameters", {}), "parameters")
+    return InferRequest(
+        inputs=inputs,
+        id=_optional_str(header.get("id"), "id"),
+        outputs=tuple(_requested(o) for o in _list(header.get("outputs", []), "outputs")),
+        parameters=parameters,
+        binary_output=bool(parameters.get("binary_data_output", False)),
+    )
+
+
+def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray[Any, Any], int]:
+    if not isinstance(item, dict):
+        raise InvalidArgumentError("each input must be an object with name, shape, datatype and data")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError("an input has no 'name'")
+    dtype = _datatype(name, item.get("datatype"))
+    shape = _shape(name, item.get("shape"))
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    params = _object(item.get("parameters", {}), f"input {name!r} parameters")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidArgumentError(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
+        return name, _from_binary(name, dtype, shape, count, binary[offset : offset + size]), size
+    if "data" not in item:
+        raise InvalidArgumentError(f"input {name!r} has neither 'data' nor binary_data_size")
+    return name, _from_json(name, dtype, shape, count, item["data"]), 0
+
+
+def _datatype(name: str, value: Any) -> DataType:
+    dtype = _BY_V2.get(value) if isinstance(value, str) else None
+    if dtype is None:
+        raise InvalidArgumentError(f"input {name!r}: unknown datatype {value!r}; expected one of {sorted(_BY_V2)}")
+    return dtype
+
+
+def _shape(name: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > _MAX_DIMS:
+        raise InvalidArgumentError(f"input {name!r}: 'shape' must be a list of at most {_MAX_DIMS} non-negative ints")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in value):
+        raise InvalidArgumentError(f"input {name!r}: shape {value} must hold non-negative integers")
+    return tuple(value)
+
+
+def _flatten(data: Any) -> list[Any]:
+    """Row-major flattening of nested lists, iteratively (deep nesting cannot overflow the stack)."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, list):
+                stack.append(iter(x))
+                break
+            flat.append(x)
+        else:
+            stack.pop()
+    return flat
+
+
+def _from_json(name: str, dtype: DataType, shape: tuple[int, ...], count: int, data: Any) -> np.ndarray[Any, Any]:
+    flat = _flatten(data)
+    if len(flat) != count:
+        raise SpecError(f"input {name!r}: shape {list(shape)} needs {count} elements, the data has {len(flat)}")
+    if dtype.name == "string":
+        return np.array([_to_bytes(name, x) for x in flat], dtype=object).reshape(shape)
+    raw = np.array(flat)
+    if raw.dtype.kind not in ("b" if dtype.name == "bool" else "iuf"):
+        raise SpecError(
+            f"input {name!r}: {dtype.v2} data must be {'true/false' if dtype.name == 'bool' else 'numbers'}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = raw.astype(dtype.np_dtype())
+    if dtype.is_integer and not np.array_equal(array, raw):
+        raise SpecError(f"input {name!r}: {dtype.v2} data must be integers within the type's range")
+    return array.reshape(shape)
+
+
+def _to_bytes(name: str, value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict) and isinstance(value.get("b64"), str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise SpecError(f"input {name!r}: invalid base64") from None
+    raise SpecError(f"input {name!r}: BYTES data must be strings")
+
+
+def _from_binary(
+    name: str, dtype: DataType, shape: tuple[int, ...], count: int, raw: memoryview
+) -> np.ndarray[Any, Any]:
+    if dtype.name == "string":
+        return np.array(_split_bytes(name, raw, count), dtype=object).reshape(shape)
+    expected = count * dtype.np_dtype().itemsize
+    if len(raw) != expected:
+        raise SpecError(f"input {name!r}: shape {list(shape)} of {dtype.v2} needs {expected} bytes, got {len(raw)}")
+    return np.frombuffer(raw, dtype=dtype.np_dtype().newbyteorder("<")).reshape(shape)
+
+
+def _split_bytes(name: str, raw: memoryview, count: int) -> list[bytes]:
+    """BYTES elements in binary form: each is a 4-byte little-endian length, then the bytes."""
+    items, position = [], 0
+    while position < len(raw):
+        if position + 4 > len(raw):
+            raise SpecError(f"input {name!r}: truncated BYTES length prefix")
+        (length,) = struct.unpack_from("<I", raw, position)
+        position += 4
+        if position + length > len(raw):
+            raise SpecError(f"input {name!r}: a BYTES element runs past the data")
+        items.append(bytes(raw[position : position + length]))
+        position += length
+    if len(items) != count:
+        raise SpecError(f"input {name!r}: the shape needs {count} BYTES elements, the data has {len(items)}")
+    return items
+
+
+def _requested(value: Any) -> RequestedOutput:
+    item = _object(value, "outputs entry")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgumentError("each requested output needs a 'name'")
+    params = _object(item.get("parameters", {}), f"output {name!r} parameters")
+    binary = params.get("binary_data")
+    return RequestedOutput(name, bool(binary) if binary is not None else None)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{what} must be a JSON object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidArgumentError(f"{what} must be a JSON list")
+    return value
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a string")
+    return value
+
+
+def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    """Encode outputs as JSON, or JSON + binary data; returns the body and the header length (if binary)."""
+    wanted = {o.name: o for o in request.outputs}
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, value in response.outputs.items():
+        choice = wanted[name].binary if name in wanted else None
+        as_binary = request.binary_output if choice is None else choice
+        entry, chunk = _encode_output(name, value, as_binary)
+        entries.append(entry)
+        if chunk is not None:
+            chunks.append(chunk)
+    head: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": entries,
+    }
+    if response.id is not None:
+        head["id"] = response.id
+    if response.parameters:
+        head["parameters"] = response.parameters
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tuple[dict[str, Any], bytes | None]:
+    dtype = _dtype_of(value)
+    entry: dict[str, Any] = {"name": name, "datatype": dtype.v2, "shape": list(value.shape)}
+    if binary:
+        raw = _binary_bytes(value, dtype)
+        entry["parameters"] = {"binary_data_size": len(raw)}
+        return entry, raw
+    if dtype.name == "string":
+        entry["data"] = [_text(x) for x in value.ravel()]
+    elif dtype.name in ("float16", "bfloat16"):
+        entry["data"] = value.astype(np.float32).ravel()
+    else:
+        entry["data"] = np.ascontiguousarray(value).ravel()
+    return entry, None
+
+
+def _binary_bytes(value: np.ndarray[Any, Any], dtype: DataType) -> bytes:
+    if dtype.name == "string":
+        items = [x if isinstance(x, bytes) else str(x).encode() for x in value.ravel()]
+        return b"".join(struct.pack("<I", len(x)) + x for x in items)
+    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+
+
+def _dtype_of(value: np.ndarray[Any, Any]) -> DataType:
+    from modelport.tensors import dtype_of_array
+
+    return dtype_of_array(value)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode()}
+    return str(value)

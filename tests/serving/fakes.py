@@ -1,0 +1,101 @@
+"""Fake runtimes and a toy repository: serving tests without any ML framework."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from modelport.golden import GoldenCase, save_golden
+from modelport.manifest import ModelManifest, OutputParity, ParityRecord, SourceInfo, TensorSpec, write_manifest
+from modelport.runtimes.base import Arrays, RuntimeOptions
+
+BATCH_LOG: list[int] = []
+GATE = threading.Event()
+GATE.set()
+
+
+class EchoRuntime:
+    """y = 2 * x and n = row sums of y, for a [batch, 3] input x; records each batch's rows."""
+
+    def __init__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> None:
+        self.manifest = manifest
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        GATE.wait(10)
+        x = inputs["x"]
+        BATCH_LOG.append(int(x.shape[0]) if x.ndim else 1)
+        return {"y": x * 2, "n": (x * 2).sum(axis=1, dtype=x.dtype)}
+
+    def unload(self) -> None:
+        pass
+
+
+class WrongRuntime(EchoRuntime):
+    """Returns 3 * x: it can never pass a golden check recorded for 2 * x."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        out = super().predict(inputs)
+        return {k: v * 1.5 for k, v in out.items()}
+
+
+class FailingRuntime(EchoRuntime):
+    def predict(self, inputs: Arrays) -> Arrays:
+        raise RuntimeError("secret internal detail: GPU fell over")
+
+
+class BrokenLoadRuntime(EchoRuntime):
+    def load(self) -> None:
+        raise ValueError("model file is corrupt")
+
+
+def write_model(
+    repo: Path,
+    name: str,
+    version: int = 1,
+    runtime: str = "EchoRuntime",
+    dtype: str = "float32",
+    max_batch_size: int = 8,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """A model version served by a fake runtime, with golden vectors for 2 * x."""
+    directory = repo / name / str(version)
+    directory.mkdir(parents=True)
+    np_dtype = np.dtype(dtype)
+    x = (np.arange(6).reshape(2, 3) % 5).astype(np_dtype)
+    expected = {"y": x * 2, "n": (x * 2).sum(axis=1, dtype=x.dtype)}
+    save_golden(directory / "golden.npz", [GoldenCase({"x": x}, expected)])
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        family=name,
+        variant="onnx",
+        format="onnx",
+        artifact="model.onnx",
+        inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 3)),),
+        outputs=(TensorSpec(name="y", dtype=dtype, shape=(-1, 3)), TensorSpec(name="n", dtype=dtype, shape=(-1,))),
+        max_batch_size=max_batch_size,
+        source=SourceInfo(framework="torch", kind="factory", location="fake"),
+        parity=ParityRecord(
+            gate="tolerance",
+            atol=1e-5,
+            rtol=1e-4,
+            batch_sizes=(2,),
+            passed=True,
+            outputs=(
+                OutputParity(name="y", max_abs_error=0, max_rel_error=0, passed=True),
+                OutputParity(name="n", max_abs_error=0, max_rel_error=0, passed=True),
+            ),
+        ),
+    )
+    write_manifest(manifest, directory)
+    settings = {"runtime": f"tests.serving.fakes:{runtime}", **(config or {})}
+    if config is not None or not (repo / name / "config.yaml").exists():
+        (repo / name / "config.yaml").write_text(yaml.safe_dump(settings))
+    return directory
