@@ -29,32 +29,13 @@ KERAS_VARIANTS = {
 
 
 @pytest.fixture(scope="module")
-def torch_export(digits, tmp_path_factory) -> tuple[ExportReport, Path]:
-    repo = tmp_path_factory.mktemp("repo-torch")
-    report = modelport.export(
-        source="examples.digits.torch_model:cnn",
-        weights=digits.torch_weights,
-        repository=repo,
-        name="digits",
-        quantize=("dynamic-int8", "static-int8"),
-        eval_data=digits.eval_nchw,
-        quiet=True,
-    )
-    return report, repo
+def torch_export(digits_repo) -> tuple[ExportReport, Path]:
+    return digits_repo.torch, digits_repo.root
 
 
 @pytest.fixture(scope="module")
-def keras_export(digits, tmp_path_factory) -> tuple[ExportReport, Path]:
-    repo = tmp_path_factory.mktemp("repo-keras")
-    options = ExportOptions(
-        source=str(digits.keras_model),
-        repository=repo,
-        name="kdigits",
-        eval_data=digits.eval_nhwc,
-        quiet=True,
-        quantize=("float16", "dynamic-int8", "full-int8", "static-int8"),
-    )
-    return modelport.export(options), repo
+def keras_export(digits_repo) -> tuple[ExportReport, Path]:
+    return digits_repo.keras, digits_repo.root
 
 
 def _published(report: ExportReport) -> dict[str, Path]:

@@ -1,0 +1,143 @@
+"""The real server process on ephemeral ports: every format of both example models over v2 JSON and binary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from modelport.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def running_server(digits_repo, tmp_path_factory) -> Iterator[str]:
+    """``modelport serve`` as a subprocess; ready when /v2/health/ready answers 200 (polled, no sleeps)."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_MAX_QUEUE_DELAY_MS": "5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport.cli", "serve", str(digits_repo.root), "--http-port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}; see {log.name}"
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("server did not become ready")
+    yield url
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, "SIGTERM must drain and exit 0"
+    log.close()
+
+
+def _models(digits_repo) -> list[Path]:
+    return sorted(p / "1" for p in digits_repo.root.iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_every_format_serves_golden_outputs_over_json_and_binary(running_server, digits_repo):
+    served = []
+    with httpx.Client(base_url=running_server, timeout=30) as http:
+        for directory in _models(digits_repo):
+            manifest = read_manifest(directory)
+            golden = np.load(directory / "golden.npz")
+            image = golden["case0/inputs/image"]
+            expected = golden["case0/outputs/logits"]
+            atol = 0.5 if manifest.quantization else 1e-3  # quantized variants: agreement-gated at export
+            body = {
+                "inputs": [
+                    {"name": "image", "shape": list(image.shape), "datatype": "FP32", "data": image.ravel().tolist()}
+                ]
+            }
+            response = http.post(f"/v2/models/{manifest.name}/infer", json=body)
+            assert response.status_code == 200, (manifest.name, response.text)
+            output = response.json()["outputs"][0]
+            got = np.array(output["data"], np.float32).reshape(output["shape"])
+            assert np.allclose(got, expected, atol=atol * max(1, np.abs(expected).max())), manifest.name
+            assert np.argmax(got, 1).tolist() == np.argmax(expected, 1).tolist(), manifest.name
+
+            header = orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "shape": list(image.shape),
+                            "datatype": "FP32",
+                            "parameters": {"binary_data_size": image.nbytes},
+                        }
+                    ],
+                    "parameters": {"binary_data_output": True},
+                }
+            )
+            raw = http.post(
+                f"/v2/models/{manifest.name}/infer",
+                content=header + image.astype("<f4").tobytes(),
+                headers={"Inference-Header-Content-Length": str(len(header))},
+            )
+            assert raw.status_code == 200, (manifest.name, raw.text)
+            length = int(raw.headers["inference-header-content-length"])
+            binary = np.frombuffer(raw.content[length:], np.float32).reshape(expected.shape)
+            assert np.array_equal(binary, got), f"{manifest.name}: binary and JSON answers differ"
+            served.append(manifest.variant)
+    assert len(served) == 16, served
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_concurrent_load_really_batches(running_server, digits_repo):
+    """32 concurrent clients against one model: the batch-size histogram shows batches above 1."""
+    import asyncio
+
+    image = np.load(digits_repo.root / "digits-onnx" / "1" / "golden.npz")["case0/inputs/image"]
+    body = orjson.dumps(
+        {"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": image.ravel().tolist()}]}
+    )
+
+    async def load() -> list[int]:
+        async with httpx.AsyncClient(base_url=running_server, timeout=30) as http:
+
+            async def one() -> int:
+                return (await http.post("/v2/models/digits-torchscript/infer", content=body)).status_code
+
+            return await asyncio.gather(*(one() for _ in range(256)))
+
+    statuses = asyncio.run(load())
+    assert statuses.count(200) == 256
+    metrics = httpx.get(f"{running_server}/metrics").text
+    buckets = {}
+    for line in metrics.splitlines():
+        if line.startswith("modelport_batch_size_bucket{") and 'model="digits-torchscript"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    assert buckets["+Inf"] < 256, f"every request ran alone: {buckets}"
+    assert buckets["+Inf"] - buckets["1.0"] > 0, buckets
