@@ -1,0 +1,125 @@
+"""Repository discovery, version policies, config errors and hot reload, on fake runtimes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from modelport.errors import NotFoundError
+from modelport.serving.server import build
+from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy, read_model_config
+from tests.serving import fakes
+from tests.serving.test_rest import _infer_body
+
+
+def test_version_policies():
+    versions = [3, 1, 7, 5]
+    assert VersionPolicy().select(versions) == [7]
+    assert VersionPolicy(latest=2).select(versions) == [5, 7]
+    assert VersionPolicy(all=True).select(versions) == [1, 3, 5, 7]
+    assert VersionPolicy(specific=(1, 5, 9)).select(versions) == [1, 5]
+    with pytest.raises(ValueError, match="choose one"):
+        VersionPolicy(latest=1, all=True)
+
+
+def test_bad_config_yaml_names_the_field(tmp_path):
+    (tmp_path / "config.yaml").write_text("max_batch_size: -3\n")
+    with pytest.raises(Exception, match="invalid at max_batch_size"):
+        read_model_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("version_policy: {latest: 2}\ninstances: 2\n")
+    assert read_model_config(tmp_path) == ModelConfig(version_policy=VersionPolicy(latest=2), instances=2)
+
+
+async def _plane(repo, **settings):
+    plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0, **settings))
+    await plane.manager.load_all()
+    plane.started = True
+    return plane
+
+
+async def test_hot_reload_adds_changes_and_removes_versions(tmp_path):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "m", config={"version_policy": {"latest": 2}})
+    plane = await _plane(repo)
+    try:
+        assert plane.manager.get("m").version == 1
+        fakes.write_model(repo, "m", version=2)
+        fakes.write_model(repo, "late")
+        await plane.manager.reload()
+        assert plane.manager.get("m").version == 2, "the new version becomes the default"
+        assert plane.manager.get("late").state.value == "READY"
+        fakes.write_model(repo, "m", version=3)
+        await plane.manager.reload()
+        assert sorted(plane.manager.models["m"].versions) == [2, 3], "latest 2: version 1 is unloaded"
+        shutil.rmtree(repo / "late")
+        await plane.manager.reload()
+        with pytest.raises(NotFoundError):
+            plane.manager.get("late")
+        before = plane.manager.get("m", "3")
+        (repo / "m" / "3" / "modelport.json").touch()
+        await plane.manager.reload()
+        assert plane.manager.get("m", "3") is not before, "a changed version is reloaded"
+    finally:
+        await plane.manager.close()
+
+
+async def test_reload_swaps_without_dropping_in_flight_requests(tmp_path):
+    import orjson
+
+    from modelport.serving.v2 import decode_request
+
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "m")
+    plane = await _plane(repo)
+    try:
+        fakes.GATE.clear()
+        request = decode_request(orjson.dumps(_infer_body()), None)
+        in_flight = asyncio.create_task(plane.infer("m", None, request, "v2"))
+        while plane.manager.get("m").batcher.in_flight == 0:
+            await asyncio.sleep(0)
+        (repo / "m" / "1" / "modelport.json").touch()  # the version changes while a request runs
+        reload = asyncio.create_task(plane.manager.reload())
+        while plane.manager.get("m").batcher.in_flight:  # the new version is swapped in first
+            await asyncio.sleep(0)
+        fakes.GATE.set()
+        response = await in_flight
+        await reload
+        assert response.outputs["y"].shape == (2, 3)
+        again = await plane.infer("m", None, request, "v2")
+        assert again.outputs["n"].tolist() == [12.0, 30.0]
+    finally:
+        fakes.GATE.set()
+        await plane.manager.close()
+
+
+async def test_polling_picks_up_a_new_model(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    plane = await _plane(repo, poll_interval_s=0.01)
+    poller = asyncio.create_task(plane.manager.poll_forever())
+    try:
+        fakes.write_model(repo, "new")
+        for _ in range(2000):
+            if "new" in plane.manager.models and plane.manager.models["new"].versions:
+                break
+            await asyncio.sleep(0.01)
+        assert plane.manager.get("new").state.value == "READY"
+    finally:
+        poller.cancel()
+        await plane.manager.close()
+
+
+async def test_a_model_with_a_broken_config_is_reported_not_fatal(tmp_path):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "good")
+    fakes.write_model(repo, "bad")
+    (repo / "bad" / "config.yaml").write_text("instances: zero\n")
+    plane = await _plane(repo)
+    try:
+        rows = {r["name"]: r for r in plane.repository_index()}
+        assert rows["good"]["state"] == "READY"
+        assert rows["bad"]["state"] == "UNAVAILABLE" and "invalid at instances" in rows["bad"]["reason"]
+    finally:
+        await plane.manager.close()
