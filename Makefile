@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (modelport needs Python 3.11)"; exit 1; }
 	@echo "==> creating $(VENV) and installing modelport[all,dev] (CPU runtime; pinned by constraints.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PIP) install -q --upgrade pip wheel
-	@$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	@$(PIP) install -q --upgrade pip wheel > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@$(PIP) install -c constraints.txt -e '.[all,dev]' >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@$(PIP) check
 	@touch $(STAMP)
 	@echo "==> installed"

@@ -87,3 +87,19 @@ def test_readme_examples_are_files_that_exist():
     tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
     untested = [p for p in referenced if p not in tests and Path(p).stem not in tests]
     assert not untested, f"README examples without a test: {untested}"
+
+
+@pytest.mark.torch
+def test_serve_and_infer_example(digits_repo):
+    done = subprocess.run(
+        [sys.executable, "examples/serve_and_infer.py", str(digits_repo.root), "digits-onnx"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    json_line, binary_line = done.stdout.splitlines()[-2:]
+    assert json_line.startswith("JSON  : logits") and binary_line.startswith("binary:")
+    assert json_line.split("[")[1] == binary_line.split("[")[1], "both encodings give the same numbers"
