@@ -8,6 +8,7 @@ declared shape before anything is allocated, so a small body cannot claim a huge
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +106,7 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
         raise InvalidArgumentError("an input has no 'name'")
     dtype = _datatype(name, item.get("datatype"))
     shape = _shape(name, item.get("shape"))
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a claimed shape cannot overflow into a small count
     params = _object(item.get("parameters", {}), f"input {name!r} parameters")
     size = params.get("binary_data_size")
     if size is not None:
@@ -162,10 +163,18 @@ def _from_json(name: str, dtype: DataType, shape: tuple[int, ...], count: int, d
         raise SpecError(
             f"input {name!r}: {dtype.v2} data must be {'true/false' if dtype.name == 'bool' else 'numbers'}"
         )
-    with np.errstate(over="ignore", invalid="ignore"):
-        array = raw.astype(dtype.np_dtype())
-    if dtype.is_integer and not np.array_equal(array, raw):
+    if not dtype.is_integer:
+        return raw.astype(dtype.np_dtype()).reshape(shape)
+    if raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
         raise SpecError(f"input {name!r}: {dtype.v2} data must be integers within the type's range")
+    try:  # from the Python ints themselves: float64 would round values beyond 2**53
+        array = (
+            np.array(flat, dtype=dtype.np_dtype())
+            if raw.dtype.kind == "f" or raw.dtype.str != dtype.np_dtype().str
+            else raw
+        )
+    except (OverflowError, ValueError):
+        raise SpecError(f"input {name!r}: {dtype.v2} data must be integers within the type's range") from None
     return array.reshape(shape)
 
 

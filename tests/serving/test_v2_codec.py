@@ -1,0 +1,105 @@
+"""The v2 codecs for every datatype of the protocol, JSON and binary, both directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from modelport.errors import InvalidArgumentError, SpecError
+from modelport.serving.v2 import InferRequest, InferResponse, RequestedOutput, decode_request, encode_response
+from modelport.tensors import DTYPES
+
+NUMERIC = [d for d in DTYPES.values() if d.name not in ("string", "bfloat16")]
+
+
+def _sample(dtype) -> np.ndarray:
+    if dtype.name == "bool":
+        return np.array([[True, False, True], [False, False, True]])
+    info = np.iinfo(dtype.np_dtype()) if dtype.is_integer else None
+    values = [info.min, 0, info.max, 1, 2, 3] if info is not None else [-1.5, 0.0, 2.25, 1e-3, 65504.0, -7.0]
+    return np.array(values, dtype=dtype.np_dtype()).reshape(2, 3)
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=[d.v2 for d in NUMERIC])
+def test_json_round_trip(dtype):
+    x = _sample(dtype)
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": dtype.v2, "data": x.tolist()}]})
+    request = decode_request(body, None)
+    assert request.inputs["x"].dtype == x.dtype and np.array_equal(request.inputs["x"], x)
+    encoded, length = encode_response(InferResponse("m", "1", {"y": x}), request)
+    assert length is None
+    output = orjson.loads(encoded)["outputs"][0]
+    assert output["datatype"] == dtype.v2 and output["shape"] == [2, 3]
+    assert np.array_equal(np.array(output["data"], dtype=x.dtype).reshape(2, 3), x)
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=[d.v2 for d in NUMERIC])
+def test_binary_round_trip(dtype):
+    x = _sample(dtype)
+    raw = x.astype(x.dtype.newbyteorder("<")).tobytes()
+    header = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [2, 3], "datatype": dtype.v2, "parameters": {"binary_data_size": len(raw)}}]}
+    )
+    request = decode_request(header + raw, len(header))
+    assert np.array_equal(request.inputs["x"], x)
+    wanted = InferRequest({}, outputs=(RequestedOutput("y", binary=True),))
+    encoded, length = encode_response(InferResponse("m", "1", {"y": x}), wanted)
+    assert length is not None and encoded[length:] == raw
+
+
+def test_strings_json_with_b64():
+    body = orjson.dumps({"inputs": [{"name": "s", "shape": [2], "datatype": "BYTES", "data": ["hé", {"b64": "AP8="}]}]})
+    request = decode_request(body, None)
+    assert list(request.inputs["s"]) == ["hé".encode(), b"\x00\xff"]
+    encoded, _ = encode_response(InferResponse("m", "1", {"s": request.inputs["s"]}), request)
+    assert orjson.loads(encoded)["outputs"][0]["data"] == ["hé", {"b64": "AP8="}]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("INT8", [1, 2, 300], "integers within the type's range"),
+        ("UINT8", [1, 2, -1], "integers within the type's range"),
+        ("INT32", [1, 2, 3.5], "integers within the type's range"),
+        ("BOOL", [1, 0, 1], "BOOL data must be true/false"),
+        ("BYTES", [1, 2, 3], "BYTES data must be strings"),
+    ],
+)
+def test_values_that_do_not_fit_the_datatype(datatype, data, message):
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": datatype, "data": data}]})
+    with pytest.raises(SpecError, match=message):
+        decode_request(body, None)
+
+
+@pytest.mark.parametrize(
+    ("header", "length", "message"),
+    [
+        (
+            {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]},
+            4,
+            "needs 8 bytes, got 4",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]},
+            8,
+            "the binary data is 8 bytes but the inputs declare 4",
+        ),
+    ],
+)
+def test_binary_sizes_must_agree(header, length, message):
+    head = orjson.dumps(header)
+    with pytest.raises((SpecError, InvalidArgumentError), match=message):
+        decode_request(head + b"\0" * length, len(head))
+
+
+def test_header_length_outside_the_body():
+    with pytest.raises(InvalidArgumentError, match="outside the body"):
+        decode_request(b"{}", 10)
+
+
+def test_absurd_shapes_do_not_overflow_into_a_small_count():
+    dims = [2**39] * 4 + [2**4]  # int64 product wraps to 0; the real count is 2**160
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": dims, "datatype": "FP32", "data": []}]})
+    with pytest.raises(SpecError, match="elements, the data has 0"):
+        decode_request(body, None)

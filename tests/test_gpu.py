@@ -1,0 +1,51 @@
+"""CUDA paths: the ONNX Runtime CUDA/TensorRT providers and torch on cuda. They skip without a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelport.manifest import read_manifest
+from modelport.parity import verify_golden
+from modelport.runtimes import RuntimeOptions, open_runtime
+
+
+def _cuda_torch() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _cuda_onnxruntime() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_onnxruntime(), reason="onnxruntime has no CUDA provider here (install modelport[gpu])")
+def test_onnx_on_cuda_reproduces_golden_vectors(digits_repo):
+    directory = Path(digits_repo.root) / "digits-onnx" / "1"
+    manifest = read_manifest(directory)
+    runtime = open_runtime(directory, manifest, RuntimeOptions(device="cuda"))
+    assert runtime.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider"), runtime.providers
+    assert verify_golden(runtime.predict, directory, manifest).passed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_torch(), reason="torch sees no CUDA device")
+@pytest.mark.parametrize("variant", ["torchscript", "pt2"])
+def test_torch_on_cuda_reproduces_golden_vectors(digits_repo, variant):
+    directory = Path(digits_repo.root) / f"digits-{variant}" / "1"
+    manifest = read_manifest(directory)
+    runtime = open_runtime(directory, manifest, RuntimeOptions(device="cuda"))
+    record = verify_golden(runtime.predict, directory, manifest)
+    assert record.passed, record
+    out = runtime.predict({"image": np.zeros((2, 1, 8, 8), np.float32)})
+    assert out["logits"].shape == (2, 10)
