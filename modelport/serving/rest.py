@@ -20,6 +20,7 @@ from modelport.errors import (
 )
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
+from modelport.serving.requestid import RequestIdMiddleware
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
 
 __all__ = ["create_app", "json_response", "read_body"]
@@ -68,6 +69,7 @@ def _header_length(request: Request) -> int | None:
 def create_app(plane: DataPlane) -> FastAPI:
     """The HTTP application over one data plane."""
     app = FastAPI(title="modelport", version=__version__, docs_url=None, redoc_url=None)
+    app.add_middleware(RequestIdMiddleware)
     _add_errors(app)
     _add_health(app, plane)
     _add_infer(app, plane)

@@ -14,6 +14,7 @@ import uvicorn
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
+from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
 from modelport.serving.settings import ServerSettings
 
@@ -28,6 +29,7 @@ class _JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -38,8 +40,11 @@ class _JsonFormatter(logging.Formatter):
 def configure_logging(settings: ServerSettings) -> None:
     """Plain or JSON logs on stderr at the configured level."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        _JsonFormatter() if settings.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _JsonFormatter()
+        if settings.log_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

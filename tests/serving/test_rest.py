@@ -213,3 +213,29 @@ async def test_bytes_tensors_round_trip_in_binary_form():
     )
     assert length is not None and body[length:] == raw
     assert fakes is not None
+
+
+async def test_request_ids_are_echoed_or_made(client):
+    given = await client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = await client.get("/v2/health/live", headers={"X-Request-ID": "bad id!" * 20})
+    assert len(made.headers["x-request-id"]) == 32 and made.headers["x-request-id"] != "abc-123"
+
+
+def test_json_logs_carry_the_request_id(capsys):
+    import json
+    import logging
+
+    from modelport.serving.requestid import REQUEST_ID
+    from modelport.serving.server import configure_logging
+    from modelport.serving.settings import ServerSettings
+
+    configure_logging(ServerSettings(repository=".", log_json=True))
+    token = REQUEST_ID.set("rid-1")
+    try:
+        logging.getLogger("modelport.test").warning("hello %s", "there")
+    finally:
+        REQUEST_ID.reset(token)
+        logging.getLogger().handlers.clear()
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["request_id"] == "rid-1" and record["message"] == "hello there" and record["level"] == "warning"
