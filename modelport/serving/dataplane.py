@@ -63,6 +63,7 @@ class DataPlane:
         labels = [name, version or "default", protocol]
         self.in_flight += 1
         self.metrics.in_flight.inc()
+        self.metrics.worker_requests.inc()
         try:
             if self.draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)

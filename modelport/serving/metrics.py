@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from modelport.serving.batching import BatchStats
@@ -22,7 +24,11 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Metrics:
-    """All metrics live in this object's own registry (several servers can share a process)."""
+    """All metrics live in this object's own registry (several servers can share a process).
+
+    With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set) counters and histograms are
+    summed across workers; model readiness and queue depth are the answering worker's own.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -54,8 +60,27 @@ class Metrics:
         self.batch_requests = Histogram(
             "modelport_batch_requests", "Requests per executed batch", labels, buckets=_BATCH, registry=r
         )
-        self.in_flight = Gauge("modelport_inflight_requests", "Requests being handled", registry=r)
-        ProcessCollector(registry=r)
+        self.in_flight = Gauge(
+            "modelport_inflight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum"
+        )
+        self.worker_requests = Gauge(
+            "modelport_worker_requests",
+            "Inference requests this worker process handled (per pid with --workers)",
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.exposition = self._exposition()
+
+    def _exposition(self) -> CollectorRegistry:
+        """What /metrics shows: this registry, or every worker's metrics when there are several."""
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            ProcessCollector(registry=self.registry)
+            return self.registry
+        exposition = CollectorRegistry()
+        MultiProcessCollector(exposition, path=shared)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=exposition)
+        return exposition
 
     def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
         """Batcher callback: batch size, per-request queue time, compute time."""
@@ -68,7 +93,7 @@ class Metrics:
 
     def watch(self, manager: ModelManager) -> None:
         """Queue depth, readiness and load time, read from the manager at scrape time."""
-        self.registry.register(_ModelCollector(lambda: manager))
+        self.exposition.register(_ModelCollector(lambda: manager))
 
 
 class _ModelCollector(Collector):

@@ -77,7 +77,7 @@ def create_app(plane: DataPlane) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(plane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 
@@ -60,8 +61,12 @@ def build(settings: ServerSettings) -> DataPlane:
 
 
 def serve(settings: ServerSettings) -> int:
-    """Serve until SIGTERM/SIGINT, then drain and exit 0."""
+    """Serve until SIGTERM/SIGINT, then drain and exit 0 (``--workers N``: N supervised processes)."""
     configure_logging(settings)
+    if settings.workers > 1:
+        from modelport.serving.workers import run_workers
+
+        return run_workers(settings)
     return asyncio.run(_serve(settings))
 
 
@@ -77,7 +82,8 @@ async def _serve(settings: ServerSettings) -> int:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets = [_reuse_port_socket(settings)] if settings.reuse_port else None
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if task.done():
             return 1
@@ -101,6 +107,18 @@ async def _serve(settings: ServerSettings) -> int:
     await plane.manager.close()
     log.info("stopped")
     return 0
+
+
+def _reuse_port_socket(settings: ServerSettings) -> socket.socket:
+    """A listening socket several worker processes can bind together."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.http_port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 def _install_drain(server: uvicorn.Server, plane: DataPlane) -> None:

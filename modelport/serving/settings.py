@@ -24,6 +24,7 @@ class ServerSettings(BaseSettings):
     repository: Path = Field(description="model repository root")
     host: str = Field("127.0.0.1", description="address to bind")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
+    workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports (SO_REUSEPORT)")
     device: str = Field("cpu", description="default device: cpu or cuda[:N]")
     intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
@@ -38,6 +39,7 @@ class ServerSettings(BaseSettings):
     golden_check: bool = Field(True, description="run each version's golden vectors when it loads")
     log_json: bool = Field(False, description="structured JSON logs")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")
 
 
 class VersionPolicy(BaseModel):

@@ -1,0 +1,98 @@
+"""``--workers N``: N server processes on the same port (SO_REUSEPORT), supervised together.
+
+Each worker is a full server (its own runtimes and batchers) started as ``modelport serve``
+with ``--workers 1 --reuse-port``; the kernel spreads connections across them. Prometheus
+metrics are aggregated through the client's multiprocess mode. SIGTERM/SIGINT are forwarded
+to every worker, each drains, and the supervisor exits 0 when all of them did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from modelport.errors import InvalidArgumentError
+from modelport.serving.settings import ServerSettings
+
+__all__ = ["METRICS_DIR_ENV", "run_workers", "worker_env"]
+
+log = logging.getLogger("modelport.workers")
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def worker_env(settings: ServerSettings, metrics_dir: str) -> dict[str, str]:
+    """The environment that makes ``modelport serve`` one worker of ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+    for name, value in settings.model_dump(mode="json").items():
+        env[f"MODELPORT_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env.update(MODELPORT_WORKERS="1", MODELPORT_REUSE_PORT="true", **{METRICS_DIR_ENV: metrics_dir})
+    return env
+
+
+def run_workers(settings: ServerSettings) -> int:
+    """Start ``settings.workers`` processes and supervise them until a signal or a crash."""
+    if settings.http_port == 0:
+        raise InvalidArgumentError("--workers needs a fixed --http-port: every worker must bind the same port")
+    with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
+        env = worker_env(settings, os.environ.get(METRICS_DIR_ENV, metrics_dir))
+        command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
+        workers = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+        log.info("started %d workers: %s", len(workers), [w.pid for w in workers])
+        stopping = {"signal": False}
+
+        def forward(signum: int, _: object) -> None:
+            stopping["signal"] = True
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return _supervise(workers, stopping, settings.drain_timeout_s)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+
+
+def _supervise(workers: list[subprocess.Popen[bytes]], stopping: dict[str, bool], drain: float) -> int:
+    while not stopping["signal"]:
+        dead = [w for w in workers if w.poll() is not None]
+        if dead:
+            log.error("worker %d exited with %s; stopping the others", dead[0].pid, dead[0].returncode)
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
+            _wait_all(workers, drain + 10)
+            return 1
+        time.sleep(0.2)
+    codes = _wait_all(workers, drain + 10)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def _wait_all(workers: list[subprocess.Popen[bytes]], timeout: float) -> list[int | None]:
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        try:
+            worker.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return [w.returncode for w in workers]
+
+
+def metrics_dir() -> Path | None:
+    """The shared metrics directory when this process is one of several workers."""
+    value = os.environ.get(METRICS_DIR_ENV)
+    return Path(value) if value else None
