@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,8 @@ def run_tool(args: list[str], what: str, timeout: float = 900) -> str:
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{what} timed out after {timeout:.0f}s") from None
+    if done.returncode < 0:
+        raise ConversionError(f"{what} crashed ({signal.Signals(-done.returncode).name}); other variants go on")
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip().splitlines()
         tail = ([ln for ln in output if "error" in ln.lower()] or output or ["no output"])[-1]

@@ -8,6 +8,7 @@ from typing import Any
 
 from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
+from modelport.export.tflite_recipe import TFLiteRecipe, convert, convert_isolated
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
@@ -45,41 +46,37 @@ def savedmodel_native_names(ctx: ConvertContext, path: Path) -> dict[str, str]:
 
 def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     """Float32 TFLite from the SavedModel, builtin ops only (what LiteRT runs everywhere)."""
-    return tflite_artifact(ctx, "tflite", lambda converter: None)
+    return tflite_artifact(ctx, "tflite", TFLiteRecipe())
 
 
-def tflite_artifact(ctx: ConvertContext, name: str, configure: Any) -> Artifact:
-    """Convert the SavedModel with ``configure(converter)`` applied, into ``workdir/name``.
+def tflite_artifact(ctx: ConvertContext, name: str, recipe: TFLiteRecipe) -> Artifact:
+    """Convert the SavedModel following ``recipe``, into ``workdir/name``.
 
     TFLite lowers a recurrent layer's while loop (its TensorLists) only when the per-step element
     shape ``[batch, units]`` is static; for such a Keras model the batch is fixed to the first
     ``--batch-sizes`` value (the other dims stay dynamic), as the PyTorch TFLite export does.
     """
-    tf = import_framework("tensorflow", "tf")
+    import_framework("tensorflow", "tf")
     inputs, platform = ctx.source.inputs, frameworks("tensorflow")
+    out = ctx.subdir(name) / ARTIFACT_FILES["tflite"]
     try:
-        flatbuffer = _convert_tflite(tf, ctx.base("savedmodel").path, configure)
+        flatbuffer = _convert_tflite(ctx.base("savedmodel").path, recipe, out)
     except Exception as exc:
         if _STATIC_ELEMENT_SHAPE not in str(exc) or ctx.source.kind != "keras":
             raise
         batch = ctx.options.batch_sizes[0]
-        flatbuffer = _convert_tflite(tf, _static_batch_savedmodel(ctx, batch), configure)
+        flatbuffer = _convert_tflite(_static_batch_savedmodel(ctx, batch), recipe, out)
         inputs = tuple(_with_batch(s, batch) for s in inputs)
         platform = {**platform, "static_batch": str(batch)}
-    path = ctx.subdir(name) / ARTIFACT_FILES["tflite"]
-    path.write_bytes(flatbuffer)
-    return Artifact(path, inputs, tflite_native_names(ctx, path), platform)
+    out.write_bytes(flatbuffer)
+    return Artifact(out, inputs, tflite_native_names(ctx, out), platform)
 
 
 _STATIC_ELEMENT_SHAPE = "requires element_shape to be static"
 
 
-def _convert_tflite(tf: Any, saved: Path, configure: Any) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVING_SIGNATURE])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    configure(converter)
-    flatbuffer: bytes = converter.convert()
-    return flatbuffer
+def _convert_tflite(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
+    return convert_isolated(saved, recipe, out) if recipe.isolated else convert(saved, recipe)
 
 
 def _static_batch_savedmodel(ctx: ConvertContext, batch: int) -> Path:

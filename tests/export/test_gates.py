@@ -154,3 +154,31 @@ def test_a_perturbed_published_artifact_fails_its_golden_check(digits, tmp_path)
     record = verify_golden(open_runtime(directory, manifest).predict, directory, manifest)
     assert not record.passed
     assert isinstance(record.outputs[0], OutputParity) and record.outputs[0].max_abs_error > manifest.parity.atol
+
+
+def test_a_crashing_converter_process_becomes_a_conversion_error():
+    from modelport.errors import ConversionError
+    from modelport.export.artifact import run_tool
+
+    with pytest.raises(ConversionError, match=r"crashed \(SIGSEGV\)"):
+        run_tool(["-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], "test converter")
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_full_int8_calibration_cannot_take_the_export_down(tmp_path):
+    """TF's calibrator segfaults on some graphs (Keras LSTM here); it runs in a child process."""
+    from tests.export import zoo
+
+    report = modelport.export(
+        source=zoo.keras_rnn(),
+        repository=tmp_path,
+        name="r",
+        formats=("tflite",),
+        quantize=("float16", "full-int8"),
+        quiet=True,
+    )
+    rows = {r.variant: r for r in report.rows}
+    assert rows["tflite"].status == "pass" and rows["tflite-float16"].status == "pass"
+    assert rows["tflite-full-int8"].status in ("pass", "FAIL", "ERROR"), rows["tflite-full-int8"]
+    assert (tmp_path / ".reports" / "r.json").exists(), "the report is written whatever happened"
