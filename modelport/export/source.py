@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -11,7 +12,7 @@ from modelport.export.options import ExportOptions
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
 
-__all__ = ["SourceModel", "check_input_specs", "load_source", "path_sha256"]
+__all__ = ["LoadedModel", "SourceModel", "check_input_specs", "load_source", "path_sha256"]
 
 
 class SourceModel(Protocol):
@@ -26,6 +27,18 @@ class SourceModel(Protocol):
     model: Any
 
     def predict(self, inputs: Arrays) -> Arrays: ...
+
+
+@dataclass
+class LoadedModel:
+    """The fields every framework's source shares; subclasses add ``framework`` and ``predict``."""
+
+    model: Any
+    kind: str
+    location: str
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    sha256: str | None = None
 
 
 def load_source(options: ExportOptions) -> SourceModel:

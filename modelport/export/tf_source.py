@@ -11,7 +11,7 @@ import numpy as np
 
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.export.options import ExportOptions
-from modelport.export.source import check_input_specs, path_sha256
+from modelport.export.source import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
@@ -20,15 +20,9 @@ __all__ = ["TFSource", "load_tf_path", "natural_key", "wrap_tf_object"]
 
 
 @dataclass
-class TFSource:
+class TFSource(LoadedModel):
     """A Keras model or a SavedModel signature, called with inputs keyed by name."""
 
-    model: Any
-    kind: str
-    location: str
-    inputs: tuple[TensorSpec, ...]
-    output_names: tuple[str, ...]
-    sha256: str | None = None
     framework: Literal["torch", "tf"] = "tf"
     signature: Any = None
 

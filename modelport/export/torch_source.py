@@ -13,7 +13,7 @@ import numpy as np
 
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.export.options import ExportOptions
-from modelport.export.source import check_input_specs, path_sha256
+from modelport.export.source import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs
@@ -23,15 +23,9 @@ __all__ = ["TorchSource", "load_torch_factory", "load_torch_file", "wrap_torch_m
 
 
 @dataclass
-class TorchSource:
+class TorchSource(LoadedModel):
     """A PyTorch model in eval mode, called positionally in the order of ``inputs``."""
 
-    model: Any
-    kind: str
-    location: str
-    inputs: tuple[TensorSpec, ...]
-    output_names: tuple[str, ...]
-    sha256: str | None = None
     framework: Literal["torch", "tf"] = "torch"
 
     def predict(self, inputs: Arrays) -> Arrays:
