@@ -141,3 +141,25 @@ def test_concurrent_load_really_batches(running_server, digits_repo):
             buckets[le] = float(line.rsplit(" ", 1)[1])
     assert buckets["+Inf"] < 256, f"every request ran alone: {buckets}"
     assert buckets["+Inf"] - buckets["1.0"] > 0, buckets
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_works_unchanged(running_server, digits_repo, binary):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=running_server.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("kdigits-tflite-full-int8")
+    metadata = client.get_model_metadata("digits-onnx")
+    assert metadata["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+    golden = np.load(digits_repo.root / "digits-onnx" / "1" / "golden.npz")
+    image, expected = golden["case1/inputs/image"], golden["case1/outputs/logits"]
+    inputs = [triton.InferInput("image", list(image.shape), "FP32")]
+    inputs[0].set_data_from_numpy(image, binary_data=binary)
+    outputs = [triton.InferRequestedOutput("logits", binary_data=binary)]
+    result = client.infer("digits-onnx", inputs, outputs=outputs, request_id="triton-1")
+    assert result.get_response()["id"] == "triton-1"
+    assert np.allclose(result.as_numpy("logits"), expected, atol=1e-4)
+    client.close()
