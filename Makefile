@@ -36,7 +36,8 @@ test: lint
 	@$(PY) -m pytest
 
 bench: install
-	@$(PY) benchmarks/run.py
+	@$(PY) benchmarks/formats.py
+	@$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts

@@ -75,6 +75,7 @@ def test_demo_script_exports_both_models(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count(" pass") >= 16 and "FAIL" not in done.stdout and "ERROR" not in done.stdout
+    assert done.stdout.count("JSON == binary: True") == 16
     assert "test accuracy" in done.stdout
 
 

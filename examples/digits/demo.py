@@ -1,4 +1,4 @@
-"""`make demo`: train both digits CNNs, export each to every format it supports, show the reports.
+"""`make demo`: train both digits CNNs, export each to every format, show the reports, serve them all.
 
     python examples/digits/demo.py --out demo-out
 
@@ -68,7 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n==> modelport inspect", flush=True)
     status |= modelport(["inspect", str(repo)])
+    print("\n==> modelport serve: every variant answers its golden input over KServe v2 (JSON and binary)", flush=True)
+    status |= _serve_all(repo)
     return status
+
+
+def _serve_all(repo: Path) -> int:
+    import numpy as np
+
+    from examples.serve_and_infer import golden_request, infer_binary, infer_json, running_server
+
+    failures = 0
+    with running_server(repo) as url:
+        for model in sorted(p.name for p in repo.iterdir() if not p.name.startswith(".")):
+            spec, x = golden_request(repo, url, model)
+            output = infer_json(url, model, spec, x)
+            same = np.array_equal(np.asarray(output["data"], np.float32), infer_binary(url, model, spec, x))
+            top1 = int(np.argmax(output["data"]))
+            failures += not same
+            print(f"  {model:34s} top-1 class {top1}  JSON == binary: {same}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

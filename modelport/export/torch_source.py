@@ -30,7 +30,7 @@ class TorchSource(LoadedModel):
 
     def predict(self, inputs: Arrays) -> Arrays:
         torch = import_framework("torch", "torch")
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in self.inputs]
+        args = [torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in self.inputs]
         try:
             with torch.inference_mode():
                 values = flatten_outputs(self.model(*args))

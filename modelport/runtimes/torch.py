@@ -42,7 +42,10 @@ class _TorchRuntime:
     def predict(self, inputs: Arrays) -> Arrays:
         torch = self.torch
         device = self.options.device
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(device) for s in self.manifest.inputs]
+        args = [
+            torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))).to(device)
+            for s in self.manifest.inputs
+        ]
         with torch.inference_mode():
             result = self.module(*args)
         return map_outputs(self.manifest, [t.detach().cpu().numpy() for t in flatten_outputs(result)])

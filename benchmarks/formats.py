@@ -1,6 +1,6 @@
 """Format latency shoot-out: every exported variant of the digits CNNs, side by side in one run.
 
-    python benchmarks/run.py [--rounds 7] [--batch 1,32] [--out benchmarks/results/formats.json]
+    python benchmarks/formats.py [--rounds 7] [--batch 1,32] [--out benchmarks/results/formats.json]
 
 Trains the example models, exports them to every format, then measures the median latency of
 each variant through modelport's own runtimes (what the server will run). Variants are timed in

@@ -1,0 +1,42 @@
+"""Smoke test of the serving benchmark: every system starts, answers correctly and carries load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = {"floor", "v2-json", "v2-binary", "torchserve"}
+
+
+@pytest.mark.slow
+@pytest.mark.torchserve
+@pytest.mark.timeout(180)
+def test_serving_benchmark_quick(tmp_path: Path) -> None:
+    if shutil.which("java") is None or not (Path(sys.executable).parent / "torchserve").exists():
+        pytest.skip("TorchServe (java + torchserve) is not installed")
+    out = tmp_path / "serving.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--quick", "--models", "mlp"]
+    cmd += ["--concurrency", "8", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["meta"]["loadgen"] in {"wrk", "python"}
+    result = report["models"]["mlp"]
+    assert result["raw"]["1"]["items_per_s"] > 0
+    assert result["raw"]["32"]["items_per_s"] > 0
+    cells = {cell["system"]: cell for cell in result["cells"]}
+    assert set(cells) == SYSTEMS
+    for system, cell in cells.items():
+        assert not cell.get("error"), f"{system}: {cell.get('error')}"
+        assert cell["errors"] == 0, f"{system}: {cell}"
+        assert cell["rps"] > 0, f"{system}: {cell}"
+    for name, server in result["servers"].items():
+        assert server["error"] is None, f"{name}: {server['error']}"
+        assert server["startup_s"] > 0
+        assert server["peak_rss_mb"] > 0
