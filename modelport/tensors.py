@@ -105,16 +105,24 @@ def lookup_dtype(name: str) -> DataType:
     return DTYPES[key]
 
 
+_BY_NUMPY: dict[np.dtype[Any], DataType] = {
+    np.dtype(d.numpy): d for d in _TABLE if d.numpy not in ("object", "bfloat16")
+}
+
+
 def dtype_of_array(array: np.ndarray[Any, Any]) -> DataType:
-    """The data type of a numpy array (object and bytes arrays are strings)."""
+    """The data type of a numpy array (object and bytes arrays are strings); O(1), it is on the hot path."""
+    found = _BY_NUMPY.get(array.dtype)
+    if found is not None:
+        return found
     kind = array.dtype
     if kind.kind in ("O", "S", "U"):
         return DTYPES["string"]
     if kind.name == "bfloat16":
         return DTYPES["bfloat16"]
-    for dtype in _TABLE:
-        if dtype.numpy == kind.name:
-            return dtype
+    found = _BY_NUMPY.get(kind.newbyteorder("="))
+    if found is not None:
+        return found
     raise UnsupportedError(f"numpy dtype {kind} has no tensor data type")
 
 
@@ -149,4 +157,7 @@ def shape_matches(spec: Shape, actual: Shape) -> bool:
     """True when ``actual`` fits ``spec``: same rank, equal dims except where spec has -1."""
     if len(spec) != len(actual):
         return False
-    return all(s == -1 or s == a for s, a in zip(spec, actual, strict=True))
+    for want, got in zip(spec, actual, strict=True):  # noqa: SIM110 (a plain loop: it runs for every request)
+        if want != -1 and want != got:
+            return False
+    return True

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 Predict = Callable[[Arrays], Arrays]
 
+# A batch whose compute (moving average) is shorter than this runs on the event loop itself: the
+# round trip to a worker thread and back costs more than that (benchmarks/serving.py, MLP).
+INLINE_BELOW_S = 0.0002
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
@@ -78,6 +82,7 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._compute_ewma = INLINE_BELOW_S  # start on the worker thread until a batch is timed
 
     @property
     def depth(self) -> int:
@@ -101,11 +106,11 @@ class Batcher:
         rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
         pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
         self._queue.put_nowait(pending)
+        timer = loop.call_later(timeout, _expire, pending.future, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        except TimeoutError:
-            pending.future.cancel()
-            raise DeadlineExceededError(f"the request did not complete within {timeout:g}s") from None
+            return await pending.future
+        finally:
+            timer.cancel()
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (up to ``timeout``), then stop."""
@@ -173,7 +178,10 @@ class Batcher:
         inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
         failed = False
         try:
-            outputs = await loop.run_in_executor(self._executor, instance, inputs)
+            if self._compute_ewma < INLINE_BELOW_S and len(self._instances) == 1:
+                outputs = instance(inputs)  # cheaper than the hop to a worker thread and back
+            else:
+                outputs = await loop.run_in_executor(self._executor, instance, inputs)
             _deliver(batch, outputs, self.policy)
         except Exception as exc:
             failed = True
@@ -184,10 +192,17 @@ class Batcher:
                     pending.future.set_exception(error)
         finally:
             self._free.put_nowait(instance)
+        elapsed = loop.time() - started
+        self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
             waits = tuple(started - p.enqueued for p in batch)
-            self._observe(BatchStats(rows, len(batch), waits, loop.time() - started, failed))
+            self._observe(BatchStats(rows, len(batch), waits, elapsed, failed))
+
+
+def _expire(future: asyncio.Future[Arrays], timeout: float) -> None:
+    if not future.done():  # a queued request is then skipped; a running one's result is dropped
+        future.set_exception(DeadlineExceededError(f"the request did not complete within {timeout:g}s"))
 
 
 def _rows(inputs: Arrays, policy: BatchPolicy) -> int:

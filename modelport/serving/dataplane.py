@@ -60,7 +60,7 @@ class DataPlane:
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs."""
         started = time.perf_counter()
-        labels = [name, version or "default", protocol]
+        label = (name, version or "default", protocol)
         self.in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.worker_requests.inc()
@@ -68,23 +68,22 @@ class DataPlane:
             if self.draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
             served = self.manager.get(name, version)
-            labels[1] = str(served.version)
+            label = (name, str(served.version), protocol)
             served.validate(request.inputs)
             wanted = _requested_names(served, request)
             batcher = served.batcher
             if batcher is None:
                 raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
             outputs = await batcher.submit(request.inputs, served.timeout_s)
-            result = {k: outputs[k] for k in wanted}
-            self.metrics.requests.labels(*labels, "success").inc()
-            return InferResponse(name, str(served.version), result, id=request.id)
+            self.metrics.outcome(label, "success").inc()
+            return InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
         except ModelportError as exc:
-            self.metrics.requests.labels(*labels, exc.code).inc()
+            self.metrics.outcome(label, exc.code).inc()
             raise
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
-            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+            self.metrics.latency(label).observe(time.perf_counter() - started)
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         rows = self.manager.index()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
@@ -69,6 +69,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self._outcomes: dict[tuple[str, ...], Any] = {}
+        self._latencies: dict[tuple[str, ...], Any] = {}
         self.exposition = self._exposition()
 
     def _exposition(self) -> CollectorRegistry:
@@ -81,6 +83,21 @@ class Metrics:
         MultiProcessCollector(exposition, path=shared)  # type: ignore[no-untyped-call]
         ProcessCollector(registry=exposition)
         return exposition
+
+    def outcome(self, label: tuple[str, str, str], outcome: str) -> Any:
+        """The request counter of (model, version, protocol) and an outcome, cached: it is per request."""
+        key = (*label, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._outcomes[key] = self.requests.labels(*key)
+        return child
+
+    def latency(self, label: tuple[str, str, str]) -> Any:
+        """The end-to-end latency histogram of (model, version, protocol), cached."""
+        child = self._latencies.get(label)
+        if child is None:
+            child = self._latencies[label] = self.request_seconds.labels(*label)
+        return child
 
     def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
         """Batcher callback: batch size, per-request queue time, compute time."""

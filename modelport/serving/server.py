@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -67,7 +70,16 @@ def serve(settings: ServerSettings) -> int:
         from modelport.serving.workers import run_workers
 
         return run_workers(settings)
-    return asyncio.run(_serve(settings))
+    return _run(_serve(settings))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _serve(settings: ServerSettings) -> int:
@@ -93,6 +105,8 @@ async def _serve(settings: ServerSettings) -> int:
     log.info("HTTP listening on http://%s:%s", settings.host, port)
     started = time.perf_counter()
     await plane.manager.load_all()
+    gc.collect()
+    gc.freeze()  # frameworks and models are long-lived: keep full collections from rescanning them
     plane.started = True
     log.info(
         "repository %s loaded in %.2fs: %s",

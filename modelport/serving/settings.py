@@ -29,7 +29,9 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
     providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
-    max_queue_delay_ms: float = Field(2.0, ge=0, description="default longest wait to fill a batch")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, description="default longest wait to fill a batch (0 = greedy: run what is queued at once)"
+    )
     max_queue_size: int = Field(512, ge=1, description="default bound of each model's request queue")
     request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
