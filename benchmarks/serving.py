@@ -258,6 +258,7 @@ class Config:
     startup_timeout: float
     out: Path
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    workers_scaling: bool = False
 
 
 def launch(name: str, cmd: list[str], env: dict[str, str], work: Path, url: str, cwd: Path | None = None) -> Server:
@@ -286,8 +287,10 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Serve
     return launch("floor", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
 
 
-def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
-    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export (defaults otherwise)."""
+def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Server:
+    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export (defaults otherwise).
+
+    ``workers`` > 0: that many ``--workers``, unpinned (the workers-scaling cells)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     link = served / f"{model.name}-onnx"
@@ -297,7 +300,30 @@ def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path) -> S
     cmd = [str(Path(PY).parent / "modelport"), "serve", str(served), "--http-port", str(port)]
     cmd += ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}/v2/models/{model.name}-onnx/infer"
+    if workers:
+        cmd += ["--workers", str(workers)]
+        return launch(f"modelport-w{workers}", cmd, base_env(cfg), work, url)
     return launch("modelport", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+
+
+def workers_scaling(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
+) -> dict[str, Any]:
+    """v2 binary at the highest concurrency with ``--workers 1`` and ``--workers 2``, servers unpinned.
+
+    On a 2-core machine the load generator shares the cores with the workers, so this understates
+    what a second worker gives on a bigger host; it shows that the workers really share the load."""
+    concurrency = max(cfg.concurrency)
+    rps: dict[str, float] = {}
+    for workers in (1, 2):
+        server = start_modelport(cfg, model, repo, work, workers=workers)
+        try:
+            wait_valid(server, payloads["binary"], model.output_width, cfg.startup_timeout)
+            rps[str(workers)] = float(run_load(cfg, server.url, payloads["binary"], concurrency)["rps"])
+        finally:
+            stop(server)
+    print(f"  workers 1 -> 2 (v2 binary, c={concurrency}): {rps['1']:.0f} -> {rps['2']:.0f} req/s")
+    return {"concurrency": concurrency, "rps": rps, "scaling": rps["2"] / rps["1"] if rps["1"] else None}
 
 
 def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
@@ -485,6 +511,8 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
         for concurrency in cfg.concurrency:
             for system in systems:
                 result["cells"].append(run_cell(cfg, model, system, concurrency, running, payloads))
+    if cfg.workers_scaling:
+        result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
     for name, server in running.items():
         result["servers"][name] = {
             "startup_s": server.startup_s,
@@ -643,6 +671,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--ts-max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
+    parser.add_argument(
+        "--workers-scaling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure modelport --workers 1 vs 2 (default: on, off with --quick)",
+    )
     args = parser.parse_args(argv)
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     pin = not args.no_pin and shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
@@ -664,6 +698,7 @@ def parse_args(argv: list[str] | None) -> Config:
         startup_timeout=args.startup_timeout,
         out=args.out,
         systems=args.systems.split(","),
+        workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
     )
 
 
@@ -721,6 +756,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table(results) + "\n\n" + server_table(results) + "\n\n" + target_lines(verdicts))
+    for name, result in results.items():
+        if result.get("workers"):
+            w = result["workers"]
+            print(f"{name}: --workers 2 / --workers 1 (v2 binary, c={w['concurrency']}): x{w['scaling']:.2f}")
     print(f"\nload generator: {cfg.loadgen}; results: {cfg.out}")
     failed = any(c.get("error") for r in results.values() for c in r["cells"])
     return 2 if failed else 0
