@@ -103,3 +103,40 @@ def test_absurd_shapes_do_not_overflow_into_a_small_count():
     body = orjson.dumps({"inputs": [{"name": "x", "shape": dims, "datatype": "FP32", "data": []}]})
     with pytest.raises(SpecError, match="elements, the data has 0"):
         decode_request(body, None)
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=[d.v2 for d in NUMERIC])
+def test_large_json_bodies_decode_exactly_like_small_ones(dtype):
+    """Bodies over 64 KiB take the simdjson path; values, errors and nesting must not change."""
+    x = np.resize(_sample(dtype), (3000, 30))
+    for data in (x.tolist(), x.ravel().tolist()):
+        body = orjson.dumps(
+            {
+                "id": "big",
+                "inputs": [{"name": "x", "shape": [3000, 30], "datatype": dtype.v2, "data": data}],
+                "parameters": {"p": 1},
+            }
+        )
+        assert len(body) > 64 * 1024
+        request = decode_request(body, None)
+        assert request.id == "big" and request.parameters == {"p": 1}
+        assert request.inputs["x"].dtype == x.dtype and np.array_equal(request.inputs["x"], x)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "message"),
+    [
+        ("INT8", [1, 300], "integers within the type's range"),
+        ("INT32", [1, 2.5], "integers within the type's range"),
+        ("FP32", [1.0, "x"], "FP32 data must be numbers"),
+    ],
+)
+def test_large_json_bodies_keep_their_errors(datatype, values, message):
+    data = values * 20000
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [len(data)], "datatype": datatype, "data": data}]})
+    assert len(body) > 64 * 1024
+    with pytest.raises(SpecError, match=message):
+        decode_request(body, None)
+    short = orjson.dumps({"inputs": [{"name": "x", "shape": [7], "datatype": "FP32", "data": [0.5] * 30000}]})
+    with pytest.raises(SpecError, match="needs 7 elements, the data has 30000"):
+        decode_request(short, None)
