@@ -297,7 +297,7 @@ def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path, work
     if not link.exists():
         shutil.copytree(repo / f"{model.name}-onnx", link)
     port = free_port()
-    cmd = [str(Path(PY).parent / "modelport"), "serve", str(served), "--http-port", str(port)]
+    cmd = [str(Path(PY).parent / "modelport"), "serve", str(served), "--http-port", str(port), "--grpc-port", "-1"]
     cmd += ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}/v2/models/{model.name}-onnx/infer"
     if workers:

@@ -30,7 +30,19 @@ def running_server(repo: Path) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelport.cli", "serve", str(repo), "--http-port", str(port), "--log-level", "warning"]
+        [
+            sys.executable,
+            "-m",
+            "modelport.cli",
+            "serve",
+            str(repo),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--log-level",
+            "warning",
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -6,7 +6,13 @@ import time
 from typing import Any
 
 from modelport import __version__
-from modelport.errors import InvalidArgumentError, ModelNotReadyError, ModelportError, UnavailableError
+from modelport.errors import (
+    InvalidArgumentError,
+    ModelNotReadyError,
+    ModelportError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
@@ -88,6 +94,11 @@ class DataPlane:
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         rows = self.manager.index()
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    def require_control(self) -> None:
+        """Model control (load/unload) is off unless the server was started with it."""
+        if not self.settings.model_control:
+            raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
     async def load(self, name: str) -> None:
         await self.manager.load(name)

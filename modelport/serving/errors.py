@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelport.errors import ModelportError
 
-__all__ = ["GENERIC_MESSAGE", "http_status", "public_message"]
+__all__ = ["GENERIC_MESSAGE", "grpc_status", "http_status", "public_message"]
 
 GENERIC_MESSAGE = "internal server error"
 
@@ -20,6 +20,25 @@ _HTTP = {
     "unauthenticated": 401,
     "permission_denied": 403,
 }
+
+
+_GRPC = {
+    "invalid_argument": "INVALID_ARGUMENT",
+    "invalid_spec": "INVALID_ARGUMENT",
+    "unsupported": "INVALID_ARGUMENT",
+    "not_found": "NOT_FOUND",
+    "not_ready": "UNAVAILABLE",
+    "unavailable": "UNAVAILABLE",
+    "deadline_exceeded": "DEADLINE_EXCEEDED",
+    "payload_too_large": "RESOURCE_EXHAUSTED",
+    "unauthenticated": "UNAUTHENTICATED",
+    "permission_denied": "PERMISSION_DENIED",
+}
+
+
+def grpc_status(error: ModelportError) -> str:
+    """gRPC status code name for an error (``grpc.StatusCode[name]``); anything not listed is INTERNAL."""
+    return _GRPC.get(error.code, "INTERNAL")
 
 
 def http_status(error: ModelportError) -> int:

@@ -18,7 +18,6 @@ from modelport.errors import (
     InvalidArgumentError,
     ModelportError,
     PayloadTooLargeError,
-    PermissionDeniedError,
     UnavailableError,
 )
 from modelport.serving.dataplane import DataPlane
@@ -163,17 +162,12 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
 
     @app.post("/v2/repository/models/{model}/load")
     async def load(model: str) -> Response:
-        _require_control(plane)
+        plane.require_control()
         await plane.load(model)
         return json_response({"name": model, "loaded": True})
 
     @app.post("/v2/repository/models/{model}/unload")
     async def unload(model: str) -> Response:
-        _require_control(plane)
+        plane.require_control()
         await plane.unload(model)
         return json_response({"name": model, "unloaded": True})
-
-
-def _require_control(plane: DataPlane) -> None:
-    if not plane.settings.model_control:
-        raise PermissionDeniedError("model control is disabled; start the server with --model-control")

@@ -84,7 +84,33 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 async def _serve(settings: ServerSettings) -> int:
     plane = build(settings)
-    config = uvicorn.Config(
+    server = uvicorn.Server(_uvicorn_config(settings, plane))
+    sockets = [_reuse_port_socket(settings)] if settings.reuse_port else None
+    task = asyncio.create_task(server.serve(sockets=sockets))
+    while not server.started:
+        if task.done():
+            return 1
+        await asyncio.sleep(0.01)
+    grpc = await _start_grpc(settings, plane)
+    _install_drain(server, plane)
+    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
+    log.info("HTTP listening on http://%s:%s", settings.host, port)
+    await _load(settings, plane)
+    background = [asyncio.create_task(_refresh_health(plane, grpc))] if grpc else []
+    if settings.poll_interval_s > 0:
+        background.append(asyncio.create_task(plane.manager.poll_forever()))
+    await task
+    for job in background:
+        job.cancel()
+    if grpc is not None:
+        await grpc[0].stop(grace=5)
+    await plane.manager.close()
+    log.info("stopped")
+    return 0
+
+
+def _uvicorn_config(settings: ServerSettings, plane: DataPlane) -> uvicorn.Config:
+    return uvicorn.Config(
         create_app(plane),
         host=settings.host,
         port=settings.http_port,
@@ -93,16 +119,22 @@ async def _serve(settings: ServerSettings) -> int:
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    server = uvicorn.Server(config)
-    sockets = [_reuse_port_socket(settings)] if settings.reuse_port else None
-    task = asyncio.create_task(server.serve(sockets=sockets))
-    while not server.started:
-        if task.done():
-            return 1
-        await asyncio.sleep(0.01)
-    _install_drain(server, plane)
-    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
-    log.info("HTTP listening on http://%s:%s", settings.host, port)
+
+
+async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, Any] | None:
+    """The KServe v2 gRPC server on ``grpc_port`` (-1: none), same process and data plane."""
+    if settings.grpc_port < 0:
+        return None
+    from modelport.serving.grpc_v2 import build_grpc_server
+
+    server, health = build_grpc_server(plane)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    log.info("gRPC listening on %s:%s", settings.host, port)
+    return server, health
+
+
+async def _load(settings: ServerSettings, plane: DataPlane) -> None:
     started = time.perf_counter()
     await plane.manager.load_all()
     gc.collect()
@@ -114,13 +146,15 @@ async def _serve(settings: ServerSettings) -> int:
         time.perf_counter() - started,
         ", ".join(f"{r['name']}/{r.get('version', '-')}={r['state']}" for r in plane.manager.index()) or "empty",
     )
-    poller = asyncio.create_task(plane.manager.poll_forever()) if settings.poll_interval_s > 0 else None
-    await task
-    if poller is not None:
-        poller.cancel()
-    await plane.manager.close()
-    log.info("stopped")
-    return 0
+
+
+async def _refresh_health(plane: DataPlane, grpc: tuple[Any, Any]) -> None:
+    """Keep grpc.health.v1 in step with readiness (server and per model), once a second."""
+    from modelport.serving.grpc_v2 import publish_health
+
+    while True:
+        await publish_health(plane, grpc[1])
+        await asyncio.sleep(0.2 if plane.draining else 1.0)
 
 
 def _reuse_port_socket(settings: ServerSettings) -> socket.socket:

@@ -25,7 +25,10 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
+    "decode_raw_tensor",
     "decode_request",
+    "decode_typed_tensor",
+    "encode_raw_tensor",
     "encode_response",
 ]
 
@@ -119,8 +122,8 @@ def _parse_large(data: bytes) -> dict[str, Any] | None:
         return None
     try:
         document = simdjson.Parser().parse(data)
-    except ValueError:
-        return None  # let orjson produce the error message
+    except (ValueError, RuntimeError):  # invalid, too deep...: orjson's path gives the error message
+        return None
     inputs = document.get("inputs") if isinstance(document, simdjson.Object) else None
     if not isinstance(document, simdjson.Object) or not isinstance(inputs, simdjson.Array):
         return None
@@ -314,6 +317,26 @@ def _split_bytes(name: str, raw: memoryview, count: int) -> list[bytes]:
     if len(items) != count:
         raise SpecError(f"input {name!r}: the shape needs {count} BYTES elements, the data has {len(items)}")
     return items
+
+
+def decode_raw_tensor(name: str, datatype: Any, shape: Any, raw: bytes | memoryview) -> np.ndarray[Any, Any]:
+    """A tensor sent as raw little-endian bytes (the binary extension, gRPC ``raw_input_contents``)."""
+    dtype = _datatype(name, datatype)
+    dims = _shape(name, shape)
+    return _from_binary(name, dtype, dims, math.prod(dims), memoryview(raw))
+
+
+def decode_typed_tensor(name: str, datatype: Any, shape: Any, values: Any) -> np.ndarray[Any, Any]:
+    """A tensor sent as a flat list of values (JSON ``data``, gRPC typed ``contents``)."""
+    dtype = _datatype(name, datatype)
+    dims = _shape(name, shape)
+    return _from_json(name, dtype, dims, math.prod(dims), values)
+
+
+def encode_raw_tensor(value: np.ndarray[Any, Any]) -> tuple[str, list[int], bytes]:
+    """(datatype, shape, raw little-endian bytes) of an output tensor."""
+    dtype = dtype_of_array(value)
+    return dtype.v2, list(value.shape), _binary_bytes(value, dtype)
 
 
 def _requested(value: Any) -> RequestedOutput:

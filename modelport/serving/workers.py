@@ -39,8 +39,10 @@ def worker_env(settings: ServerSettings, metrics_dir: str) -> dict[str, str]:
 
 def run_workers(settings: ServerSettings) -> int:
     """Start ``settings.workers`` processes and supervise them until a signal or a crash."""
-    if settings.http_port == 0:
-        raise InvalidArgumentError("--workers needs a fixed --http-port: every worker must bind the same port")
+    if settings.http_port == 0 or settings.grpc_port == 0:
+        raise InvalidArgumentError(
+            "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
+        )
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
         env = worker_env(settings, os.environ.get(METRICS_DIR_ENV, metrics_dir))
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]

@@ -28,13 +28,28 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def running_server(digits_repo, tmp_path_factory) -> Iterator[str]:
+def grpc_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def running_server(digits_repo, grpc_port, tmp_path_factory) -> Iterator[str]:
     """``modelport serve`` as a subprocess; ready when /v2/health/ready answers 200 (polled, no sleeps)."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_MAX_QUEUE_DELAY_MS": "5"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelport.cli", "serve", str(digits_repo.root), "--http-port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "modelport.cli",
+            "serve",
+            str(digits_repo.root),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -163,3 +178,55 @@ def test_tritonclient_works_unchanged(running_server, digits_repo, binary):
     assert result.get_response()["id"] == "triton-1"
     assert np.allclose(result.as_numpy("logits"), expected, atol=1e-4)
     client.close()
+
+
+@pytest.mark.torch
+@pytest.mark.tf
+def test_tritonclient_grpc_works_unchanged(running_server, digits_repo, grpc_port):
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits-pt2") and client.is_model_ready("digits-pt2", "1")
+    meta = client.get_model_metadata("kdigits-savedmodel", as_json=True)
+    assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": ["-1", "8", "8", "1"]}
+    assert client.get_server_metadata().name == "modelport"
+    for model in ("digits-onnx", "kdigits-tflite-full-int8", "digits-torchscript"):
+        directory = digits_repo.root / model / "1"
+        golden = np.load(directory / "golden.npz")
+        image, expected = golden["case0/inputs/image"], golden["case0/outputs/logits"]
+        inputs = [triton.InferInput("image", list(image.shape), "FP32")]
+        inputs[0].set_data_from_numpy(image)
+        result = client.infer(model, inputs, outputs=[triton.InferRequestedOutput("logits")], request_id="g-1")
+        assert result.get_response().id == "g-1"
+        got = result.as_numpy("logits")
+        assert got.shape == expected.shape and np.argmax(got) == np.argmax(expected), model
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.infer(
+            "digits-onnx",
+            [triton.InferInput("image", [1, 8, 8, 1], "FP32").set_data_from_numpy(np.zeros((1, 8, 8, 1), np.float32))],
+        )
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "does not match" in info.value.message()
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.get_model_metadata("no-such-model")
+    assert info.value.status() == "StatusCode.NOT_FOUND"
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {"name": "digits-onnx", "version": "1", "state": "READY"} in index
+    client.close()
+
+
+@pytest.mark.torch
+def test_grpc_health_and_reflection(running_server, grpc_port):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == serving
+        assert health.Check(health_pb2.HealthCheckRequest(service="digits-onnx")).status == serving
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        names = {s.name for r in stub.ServerReflectionInfo(iter([request])) for s in r.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names

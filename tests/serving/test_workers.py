@@ -26,7 +26,19 @@ def test_two_workers_share_a_port_and_their_metrics(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "modelport.cli", "serve", str(repo), "--http-port", str(port), "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "modelport.cli",
+            "serve",
+            str(repo),
+            "--http-port",
+            str(port),
+            "--workers",
+            "2",
+            "--grpc-port",
+            str(_free_port()),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

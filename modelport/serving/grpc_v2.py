@@ -1,0 +1,199 @@
+"""gRPC adapter: KServe v2 ``inference.GRPCInferenceService`` over the data plane.
+
+The message and servicer classes are the ones the ``tritonclient[grpc]`` package ships (the
+service Triton implements), so Triton's gRPC clients work unchanged. Outputs always travel as
+``raw_output_contents``, as Triton sends them. Standard health checking (``""`` for the server,
+one service name per model) and server reflection are registered on the same server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from modelport import __version__
+from modelport.errors import InvalidArgumentError, ModelportError
+from modelport.serving.dataplane import EXTENSIONS, DataPlane
+from modelport.serving.errors import GENERIC_MESSAGE, grpc_status, public_message
+from modelport.serving.v2 import (
+    InferRequest,
+    RequestedOutput,
+    decode_raw_tensor,
+    decode_typed_tensor,
+    encode_raw_tensor,
+)
+
+__all__ = ["KServeServicer", "build_grpc_server", "publish_health"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+async def _guard(context: Any, call: Callable[[], Awaitable[T]]) -> T:
+    """Run one RPC; errors become their gRPC status once, here."""
+    try:
+        return await call()
+    except ModelportError as exc:
+        await context.abort(grpc.StatusCode[grpc_status(exc)], public_message(exc))
+    except Exception:
+        log.exception("unhandled error in a gRPC call")
+        await context.abort(grpc.StatusCode.INTERNAL, GENERIC_MESSAGE)
+    raise AssertionError("unreachable: abort raises")
+
+
+class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """Translates KServe v2 gRPC messages to data plane calls and back."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
+        return service_pb2.ServerLiveResponse(live=self.plane.live())
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return service_pb2.ServerReadyResponse(ready=self.plane.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            ready, _ = self.plane.model_ready(request.name, request.version or None)
+            return service_pb2.ModelReadyResponse(ready=ready)
+
+        return await _guard(context, call)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return service_pb2.ServerMetadataResponse(name="modelport", version=__version__, extensions=list(EXTENSIONS))
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            meta = self.plane.model_metadata(request.name, request.version or None)
+            tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+            return service_pb2.ModelMetadataResponse(
+                name=meta["name"],
+                versions=meta["versions"],
+                platform=meta.get("platform", ""),
+                inputs=[
+                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta.get("inputs", [])
+                ],
+                outputs=[
+                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta.get("outputs", [])
+                ],
+            )
+
+        return await _guard(context, call)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            decoded = decode_grpc_request(request)
+            response = await self.plane.infer(request.model_name, request.model_version or None, decoded, "v2-grpc")
+            reply = service_pb2.ModelInferResponse(
+                model_name=response.model_name, model_version=response.model_version, id=request.id
+            )
+            for name, value in response.outputs.items():
+                datatype, shape, raw = encode_raw_tensor(value)
+                reply.outputs.add(name=name, datatype=datatype, shape=shape)
+                reply.raw_output_contents.append(raw)
+            return reply
+
+        return await _guard(context, call)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        rows = self.plane.repository_index(ready_only=request.ready)
+        index = service_pb2.RepositoryIndexResponse.ModelIndex
+        return service_pb2.RepositoryIndexResponse(
+            models=[
+                index(name=r["name"], version=r.get("version", ""), state=r["state"], reason=r["reason"]) for r in rows
+            ]
+        )
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            self.plane.require_control()
+            await self.plane.load(request.model_name)
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return await _guard(context, call)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            self.plane.require_control()
+            await self.plane.unload(request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return await _guard(context, call)
+
+
+def decode_grpc_request(request: Any) -> InferRequest:
+    """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgumentError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    inputs = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidArgumentError(f"input {tensor.name!r} is given twice")
+        shape = list(tensor.shape)
+        if raw:
+            inputs[tensor.name] = decode_raw_tensor(tensor.name, tensor.datatype, shape, raw[index])
+        else:
+            field = _CONTENTS.get(tensor.datatype)
+            values = list(getattr(tensor.contents, field)) if field else None
+            inputs[tensor.name] = decode_typed_tensor(tensor.name, tensor.datatype, shape, values)
+    if not inputs:
+        raise InvalidArgumentError("the request has no inputs")
+    outputs = tuple(RequestedOutput(o.name) for o in request.outputs)
+    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+
+
+def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
+    """The grpc.aio server with the KServe v2 service, health and reflection; and the health servicer."""
+    limit = plane.settings.max_body_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    return server, health_servicer
+
+
+async def publish_health(plane: DataPlane, servicer: Any) -> None:
+    """Server health under ``""``, each model's under its name (SERVING when its default version is ready)."""
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    await servicer.set("", serving if plane.ready() else not_serving)
+    for name in list(plane.manager.models):
+        try:
+            ready, _ = plane.model_ready(name)
+        except ModelportError:
+            ready = False
+        await servicer.set(name, serving if ready else not_serving)
