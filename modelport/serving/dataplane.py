@@ -10,6 +10,7 @@ from modelport.errors import (
     InvalidArgumentError,
     ModelNotReadyError,
     ModelportError,
+    NotFoundError,
     PermissionDeniedError,
     UnavailableError,
 )
@@ -90,6 +91,18 @@ class DataPlane:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
             self.metrics.latency(label).observe(time.perf_counter() - started)
+
+    def model_manifest(self, name: str, version: str | None = None) -> tuple[ModelManifest, int]:
+        """The manifest and version number of a READY model version (for protocol adapters)."""
+        served = self.manager.get(name, version)
+        return served.require_ready(), served.version
+
+    def model_versions(self, name: str) -> list[tuple[int, str, str]]:
+        """(version, state, reason) of every served version of a model."""
+        entry = self.manager.models.get(name)
+        if entry is None:
+            raise NotFoundError(f"unknown model {name!r}")
+        return [(v.version, v.state.value, v.reason) for v in sorted(entry.versions.values(), key=lambda v: v.version)]
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         rows = self.manager.index()

@@ -17,36 +17,19 @@ from modelport import __version__
 from modelport.errors import (
     InvalidArgumentError,
     ModelportError,
-    PayloadTooLargeError,
     UnavailableError,
 )
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
+from modelport.serving.httputil import json_response, read_body
 from modelport.serving.requestid import RequestIdMiddleware
+from modelport.serving.tfserving_rest import tfserving_routes
+from modelport.serving.torchserve_api import torchserve_routes
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
 
-__all__ = ["create_app", "json_response", "read_body"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """orjson-encoded JSON response."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the request body ({declared} bytes) exceeds the limit of {limit} bytes")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLargeError(f"the request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _header_length(request: Request) -> int | None:
@@ -74,7 +57,7 @@ def create_app(plane: DataPlane) -> Starlette:
     async def metrics() -> Response:
         return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [*_infer_routes(plane), Mount("", app=api)]
+    routes = [*_infer_routes(plane), *tfserving_routes(plane), *torchserve_routes(plane), Mount("", app=api)]
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware)],

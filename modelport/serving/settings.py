@@ -83,6 +83,7 @@ class ModelConfig(BaseModel):
     instances: int | None = Field(None, ge=1)
     version_policy: VersionPolicy = VersionPolicy()
     default_version: int | None = Field(None, ge=1)
+    version_labels: dict[str, int] = Field(default_factory=dict, description="TF Serving labels, e.g. stable: 3")
     device: str | None = None
     intra_op_threads: int | None = Field(None, ge=0)
     runtime: str | None = Field(None, description="custom runtime class as package.module:Class")

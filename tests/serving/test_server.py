@@ -230,3 +230,25 @@ def test_grpc_health_and_reflection(running_server, grpc_port):
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         names = {s.name for r in stub.ServerReflectionInfo(iter([request])) for s in r.list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_tfserving_rest_and_torchserve_api_on_real_models(running_server, digits_repo):
+    golden = np.load(digits_repo.root / "kdigits-savedmodel" / "1" / "golden.npz")
+    image, expected = golden["case1/inputs/image"], golden["case1/outputs/logits"]
+    with httpx.Client(base_url=running_server, timeout=30) as http:
+        rows = http.post("/v1/models/kdigits-savedmodel:predict", json={"instances": image.tolist()}).json()
+        assert np.allclose(rows["predictions"], expected, atol=1e-4)
+        columns = http.post(
+            "/v1/models/kdigits-savedmodel/versions/1:predict", json={"inputs": {"image": image.tolist()}}
+        ).json()
+        assert np.allclose(columns["outputs"], expected, atol=1e-4)
+        status = http.get("/v1/models/kdigits-savedmodel").json()["model_version_status"]
+        assert status[0]["state"] == "AVAILABLE"
+
+        torch_golden = np.load(digits_repo.root / "digits-torchscript" / "1" / "golden.npz")
+        one = torch_golden["case0/inputs/image"][0]
+        answer = http.post("/predictions/digits-torchscript", json=one.tolist()).json()
+        assert np.allclose(answer, torch_golden["case0/outputs/logits"][0], atol=1e-4)
+        assert http.get("/ping").json() == {"status": "Healthy"}

@@ -1,0 +1,232 @@
+"""TF Serving REST API over the data plane: model status, metadata and ``:predict``.
+
+Row (``instances``) and columnar (``inputs``) requests, named or unnamed single inputs,
+``{"b64": ...}`` strings, ``signature_name``, responses shaped as TF Serving shapes them
+(``predictions`` / ``outputs``) and its error body ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelport.errors import InvalidArgumentError, NotFoundError, SpecError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.runtimes.base import Arrays
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.httputil import read_body
+from modelport.serving.v2 import InferRequest
+from modelport.tensors import lookup_dtype
+
+__all__ = ["TF_DTYPES", "tensor_info", "tfserving_routes", "version_for"]
+
+TF_DTYPES = {
+    "bool": "DT_BOOL",
+    "int8": "DT_INT8",
+    "int16": "DT_INT16",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "uint8": "DT_UINT8",
+    "uint16": "DT_UINT16",
+    "uint32": "DT_UINT32",
+    "uint64": "DT_UINT64",
+    "float16": "DT_HALF",
+    "bfloat16": "DT_BFLOAT16",
+    "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE",
+    "string": "DT_STRING",
+}
+SIGNATURE = "serving_default"
+_STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
+    """The version a TF Serving path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none."""
+    if "label" in params:
+        entry = plane.manager.models.get(model)
+        if entry is None:
+            raise NotFoundError(f"Servable not found for request: Specific(name: {model})")
+        labels = entry.config.version_labels
+        if params["label"] not in labels:
+            raise NotFoundError(f"Unrecognized servable version label: {params['label']}")
+        return str(labels[params["label"]])
+    return params.get("version")
+
+
+def tensor_info(spec: TensorSpec, manifest: ModelManifest) -> dict[str, Any]:
+    """A TensorInfo as TF Serving's metadata JSON writes it."""
+    dims = [{"size": str(d), "name": ""} for d in spec.shape]
+    return {
+        "dtype": TF_DTYPES[spec.dtype],
+        "tensor_shape": {"dim": dims, "unknown_rank": False},
+        "name": f"{manifest.native(spec.name)}:0",
+    }
+
+
+def tfserving_routes(plane: DataPlane) -> list[Route]:
+    """GET status/metadata and POST :predict, with ``/versions/{v}`` and ``/labels/{l}`` forms."""
+
+    async def status(request: Request) -> Response:
+        model = request.path_params["model"]
+        wanted = version_for(plane, model, request.path_params)
+        versions = plane.model_versions(model)
+        if wanted is not None:
+            versions = [v for v in versions if str(v[0]) == wanted]
+            if not versions:
+                raise NotFoundError(f"Servable not found for request: Specific({model}, {wanted})")
+        return _json({"model_version_status": [_status(*v) for v in versions]})
+
+    async def metadata(request: Request) -> Response:
+        model = request.path_params["model"]
+        manifest, version = plane.model_manifest(model, version_for(plane, model, request.path_params))
+        signature = {
+            "inputs": {s.name: tensor_info(s, manifest) for s in manifest.inputs},
+            "outputs": {s.name: tensor_info(s, manifest) for s in manifest.outputs},
+            "method_name": "tensorflow/serving/predict",
+        }
+        return _json(
+            {
+                "model_spec": {"name": model, "signature_name": "", "version": str(version)},
+                "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
+            }
+        )
+
+    async def predict(request: Request) -> Response:
+        model = request.path_params["model"]
+        version = version_for(plane, model, request.path_params)
+        manifest, _ = plane.model_manifest(model, version)
+        raw = await read_body(request, plane.settings.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgumentError(f"JSON Parse error: {exc}") from None
+        inputs, row_format = parse_predict(body, manifest)
+        response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
+        return _json(predict_response(response.outputs, row_format))
+
+    routes = []
+    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}"):
+        routes += [
+            Route(prefix, status, methods=["GET"]),
+            Route(prefix + "/metadata", metadata, methods=["GET"]),
+            Route(prefix + ":predict", predict, methods=["POST"]),
+        ]
+    return routes
+
+
+def _status(version: int, state: str, reason: str) -> dict[str, Any]:
+    error = (
+        {"error_code": "OK", "error_message": ""}
+        if state != "FAILED"
+        else {"error_code": "UNKNOWN", "error_message": reason}
+    )
+    return {"version": str(version), "state": _STATES.get(state, "UNKNOWN"), "status": error}
+
+
+def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
+    """Inputs of a predict request, and whether it used the row format."""
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("JSON Value: the request must be a JSON object with 'instances' or 'inputs'")
+    signature = body.get("signature_name", SIGNATURE) or SIGNATURE
+    if signature != SIGNATURE:
+        raise InvalidArgumentError(f'Serving signature name: "{signature}" not found in signature def')
+    if ("instances" in body) == ("inputs" in body):
+        raise InvalidArgumentError(
+            "Missing 'inputs' or 'instances' key"
+            if "instances" not in body
+            else "Both 'inputs' and 'instances' keys are present; use one"
+        )
+    specs = {s.name: s for s in manifest.inputs}
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise InvalidArgumentError("'instances' must be a non-empty list")
+        if all(isinstance(r, dict) and not _is_b64(r) for r in rows):
+            return {n: _array([_field(r, n) for r in rows], s) for n, s in specs.items()}, True
+        return {_single(specs): _array(rows, next(iter(specs.values())))}, True
+    columns = body["inputs"]
+    if isinstance(columns, dict) and not _is_b64(columns):
+        missing = [n for n in specs if n not in columns]
+        if missing:
+            raise InvalidArgumentError(f"inputs {missing} are missing (the model takes {list(specs)})")
+        return {n: _array(columns[n], s) for n, s in specs.items()}, False
+    return {_single(specs): _array(columns, next(iter(specs.values())))}, False
+
+
+def _single(specs: dict[str, TensorSpec]) -> str:
+    if len(specs) != 1:
+        raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: name them")
+    return next(iter(specs))
+
+
+def _field(row: dict[str, Any], name: str) -> Any:
+    if name not in row:
+        raise InvalidArgumentError(f"an instance has no input {name!r}")
+    return row[name]
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _array(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+    dtype = lookup_dtype(spec.dtype)
+    try:
+        if dtype.name == "string":
+            return np.array(_strings(value), dtype=object)
+        array = np.asarray(value)
+        if array.dtype.kind not in ("b" if dtype.name == "bool" else "iufb"):
+            raise ValueError
+        return array.astype(dtype.np_dtype())
+    except (ValueError, TypeError, OverflowError):
+        raise SpecError(f"input {spec.name!r}: the values do not form a {spec.dtype} tensor") from None
+
+
+def _strings(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strings(v) for v in value]
+    if _is_b64(value):
+        return base64.b64decode(value["b64"], validate=True)
+    if isinstance(value, str):
+        return value.encode()
+    raise ValueError("not a string")
+
+
+def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:
+    """``predictions`` (rows) or ``outputs`` (columns), one output unnamed, several named."""
+    plain = {name: _plain(value) for name, value in outputs.items()}
+    if not row_format:
+        return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
+    if len(plain) == 1:
+        return {"predictions": next(iter(plain.values()))}
+    rows = len(next(iter(outputs.values())))
+    return {"predictions": [{name: value[i] for name, value in plain.items()} for i in range(rows)]}
+
+
+def _plain(value: np.ndarray[Any, Any]) -> Any:
+    if value.dtype.kind in ("O", "S"):
+        return _text(value.tolist())
+    if value.dtype.name in ("float16", "bfloat16"):
+        return value.astype(np.float32).tolist()
+    return value.tolist()
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode()}
+    return value

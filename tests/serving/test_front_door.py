@@ -1,0 +1,111 @@
+"""TF Serving REST and TorchServe APIs on the same HTTP port, over fake runtimes."""
+
+from __future__ import annotations
+
+import pytest
+
+X = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+async def test_tfserving_status_and_metadata(client):
+    status = (await client.get("/v1/models/echo")).json()
+    assert status == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+            {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+        ]
+    }
+    one = (await client.get("/v1/models/echo/versions/1")).json()
+    assert [v["version"] for v in one["model_version_status"]] == ["1"]
+    failed = (await client.get("/v1/models/wrong")).json()["model_version_status"][0]
+    assert failed["state"] == "END" and failed["status"]["error_message"].startswith("golden check failed")
+    meta = (await client.get("/v1/models/echo/metadata")).json()
+    assert meta["model_spec"] == {"name": "echo", "signature_name": "", "version": "2"}
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["x"]["dtype"] == "DT_FLOAT"
+    assert signature["inputs"]["x"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}, {"size": "3", "name": ""}]
+    assert set(signature["outputs"]) == {"y", "n"}
+
+
+async def test_tfserving_row_and_columnar_predict(client):
+    rows = (await client.post("/v1/models/echo:predict", json={"instances": X})).json()
+    assert rows == {"predictions": [{"y": [2, 4, 6], "n": 12}, {"y": [8, 10, 12], "n": 30}]}
+    named = (await client.post("/v1/models/echo/versions/1:predict", json={"instances": [{"x": r} for r in X]})).json()
+    assert named == rows
+    columns = (await client.post("/v1/models/echo:predict", json={"inputs": {"x": X}})).json()
+    assert columns == {"outputs": {"y": [[2, 4, 6], [8, 10, 12]], "n": [12, 30]}}
+    unnamed = await client.post("/v1/models/echo:predict", json={"inputs": X, "signature_name": "serving_default"})
+    assert unnamed.json() == columns
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v1/models/echo:predict", {"instances": X, "inputs": X}, 400, "Both 'inputs' and 'instances'"),
+        ("/v1/models/echo:predict", {"nothing": 1}, 400, "Missing 'inputs' or 'instances'"),
+        ("/v1/models/echo:predict", {"instances": X, "signature_name": "other"}, 400, '"other" not found'),
+        ("/v1/models/echo:predict", {"instances": [[1, 2], [3, 4]]}, 400, "does not match"),
+        ("/v1/models/echo:predict", {"instances": [["a", "b", "c"]]}, 400, "do not form a float32 tensor"),
+        ("/v1/models/nope:predict", {"instances": X}, 404, "unknown model 'nope'"),
+        ("/v1/models/echo/labels/stable:predict", {"instances": X}, 404, "Unrecognized servable version label"),
+    ],
+)
+async def test_tfserving_errors_use_its_error_body(client, path, body, status, message):
+    response = await client.post(path, json=body)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"} and message in response.json()["error"]
+
+
+async def test_tfserving_version_labels(repo, tmp_path):
+    import httpx
+
+    from modelport.serving.rest import create_app
+    from modelport.serving.server import build
+    from modelport.serving.settings import ServerSettings
+    from tests.serving import fakes
+
+    fakes.write_model(tmp_path / "r", "m", config={"version_policy": {"all": True}, "version_labels": {"stable": 1}})
+    fakes.write_model(tmp_path / "r", "m", version=2)
+    plane = build(ServerSettings(repository=tmp_path / "r"))
+    await plane.manager.load_all()
+    plane.started = True
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(plane)), base_url="http://t") as http:
+            status = (await http.get("/v1/models/m/labels/stable")).json()["model_version_status"]
+            assert [s["version"] for s in status] == ["1"]
+            meta = (await http.get("/v1/models/m/labels/stable/metadata")).json()
+            assert meta["model_spec"]["version"] == "1"
+    finally:
+        await plane.manager.close()
+
+
+async def test_torchserve_ping_predictions_and_models(client):
+    assert (await client.get("/ping")).json() == {"status": "Healthy"}
+    single = await client.post("/predictions/echo", json=[1.0, 2.0, 3.0])
+    assert single.status_code == 200 and single.json() == {"y": [2, 4, 6], "n": 12}
+    batch = await client.post("/predictions/echo/1", json=X)
+    assert batch.json() == [{"y": [2, 4, 6], "n": 12}, {"y": [8, 10, 12], "n": 30}]
+    wrapped = await client.post("/predictions/echo", json={"data": [1.0, 1.0, 1.0]})
+    assert wrapped.json() == {"y": [2, 2, 2], "n": 6}
+    models = (await client.get("/models")).json()["models"]
+    assert {"modelName": "echo", "modelUrl": "echo"} in models
+    described = (await client.get("/models/echo")).json()
+    assert [d["modelVersion"] for d in described] == ["1", "2"] and described[0]["workers"][0]["status"] == "READY"
+    assert [d["modelVersion"] for d in (await client.get("/models/echo/2")).json()] == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "kind"),
+    [
+        ("/predictions/nope", [1.0, 2.0, 3.0], 404, "ModelNotFoundException"),
+        ("/predictions/echo", [1.0, 2.0], 400, "BadRequestException"),
+        ("/predictions/echo", {"a": 1, "b": 2}, 400, "BadRequestException"),
+        ("/predictions/wrong", [1.0, 2.0, 3.0], 503, "ServiceUnavailableException"),
+    ],
+)
+async def test_torchserve_errors_use_its_error_shape(client, path, body, status, kind):
+    response = await client.post(path, json=body)
+    assert response.status_code == status
+    data = response.json()
+    assert set(data) == {"code", "type", "message"} and data["code"] == status and data["type"] == kind
+    assert (await client.get("/models/nope")).json()["type"] == "ModelNotFoundException"
