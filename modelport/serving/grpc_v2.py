@@ -29,7 +29,7 @@ from modelport.serving.v2 import (
     encode_raw_tensor,
 )
 
-__all__ = ["KServeServicer", "build_grpc_server", "publish_health"]
+__all__ = ["KServeServicer", "build_grpc_server", "guard", "publish_health"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +50,7 @@ _CONTENTS = {
 }
 
 
-async def _guard(context: Any, call: Callable[[], Awaitable[T]]) -> T:
+async def guard(context: Any, call: Callable[[], Awaitable[T]]) -> T:
     """Run one RPC; errors become their gRPC status once, here."""
     try:
         return await call()
@@ -79,7 +79,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             ready, _ = self.plane.model_ready(request.name, request.version or None)
             return service_pb2.ModelReadyResponse(ready=ready)
 
-        return await _guard(context, call)
+        return await guard(context, call)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return service_pb2.ServerMetadataResponse(name="modelport", version=__version__, extensions=list(EXTENSIONS))
@@ -100,7 +100,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                 ],
             )
 
-        return await _guard(context, call)
+        return await guard(context, call)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -115,7 +115,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                 reply.raw_output_contents.append(raw)
             return reply
 
-        return await _guard(context, call)
+        return await guard(context, call)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         rows = self.plane.repository_index(ready_only=request.ready)
@@ -132,7 +132,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             await self.plane.load(request.model_name)
             return service_pb2.RepositoryModelLoadResponse()
 
-        return await _guard(context, call)
+        return await guard(context, call)
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -140,7 +140,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             await self.plane.unload(request.model_name)
             return service_pb2.RepositoryModelUnloadResponse()
 
-        return await _guard(context, call)
+        return await guard(context, call)
 
 
 def decode_grpc_request(request: Any) -> InferRequest:
@@ -178,11 +178,15 @@ def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (
+    names = [
         service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
-    )
+    ]
+    if plane.settings.tfserving_grpc:
+        from modelport.serving.tfserving_grpc import add_tfserving_services
+
+        names += add_tfserving_services(server, plane)
     reflection.enable_server_reflection(names, server)
     return server, health_servicer
 

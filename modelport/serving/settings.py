@@ -25,6 +25,7 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(8001, ge=-1, le=65535, description="gRPC port (0 = any free port, -1 = no gRPC)")
+    tfserving_grpc: bool = Field(False, description="also serve TF Serving's gRPC API (imports TensorFlow)")
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports (SO_REUSEPORT)")
     device: str = Field("cpu", description="default device: cpu or cuda[:N]")
     intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")

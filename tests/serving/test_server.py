@@ -37,7 +37,12 @@ def running_server(digits_repo, grpc_port, tmp_path_factory) -> Iterator[str]:
     """``modelport serve`` as a subprocess; ready when /v2/health/ready answers 200 (polled, no sleeps)."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_MAX_QUEUE_DELAY_MS": "5"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MODELPORT_MAX_QUEUE_DELAY_MS": "5",
+        "MODELPORT_TFSERVING_GRPC": "true",
+    }
     process = subprocess.Popen(
         [
             sys.executable,
@@ -252,3 +257,58 @@ def test_tfserving_rest_and_torchserve_api_on_real_models(running_server, digits
         answer = http.post("/predictions/digits-torchscript", json=one.tolist()).json()
         assert np.allclose(answer, torch_golden["case0/outputs/logits"][0], atol=1e-4)
         assert http.get("/ping").json() == {"status": "Healthy"}
+
+
+@pytest.mark.tf
+@pytest.mark.torch
+def test_official_tfserving_grpc_stubs(running_server, digits_repo, grpc_port):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    golden = np.load(digits_repo.root / "kdigits-savedmodel" / "1" / "golden.npz")
+    image, expected = golden["case1/inputs/image"], golden["case1/outputs/logits"]
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "kdigits-savedmodel"
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["image"].CopyFrom(tf.make_tensor_proto(image))
+        request.output_filter.append("logits")
+        reply = predict.Predict(request, timeout=30)
+        assert reply.model_spec.version.value == 1
+        assert np.allclose(tf.make_ndarray(reply.outputs["logits"]), expected, atol=1e-4)
+
+        request.model_spec.version.value = 1
+        request.model_spec.name = "kdigits-tflite-full-int8"
+        agreement = np.argmax(tf.make_ndarray(predict.Predict(request).outputs["logits"]), 1)
+        assert agreement.tolist() == np.argmax(expected, 1).tolist()
+
+        meta_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        meta_request.model_spec.name = "digits-onnx"
+        meta = predict.GetModelMetadata(meta_request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        meta.metadata["signature_def"].Unpack(signatures)
+        signature = signatures.signature_def["serving_default"]
+        assert [d.size for d in signature.inputs["image"].tensor_shape.dim] == [-1, 1, 8, 8]
+
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "digits-pt2"
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request)
+        assert [(s.version, s.state) for s in status.model_version_status] == [(1, 30)]  # AVAILABLE
+
+        request.model_spec.name = "missing"
+        with pytest.raises(grpc.RpcError) as info:
+            predict.Predict(request)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        request.model_spec.name = "kdigits-savedmodel"
+        request.inputs["image"].CopyFrom(tf.make_tensor_proto(image[:, :4]))
+        with pytest.raises(grpc.RpcError) as info:
+            predict.Predict(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in info.value.details()

@@ -1,0 +1,128 @@
+"""TF Serving gRPC: ``PredictionService`` (Predict, GetModelMetadata) and ``ModelService.GetModelStatus``.
+
+Built on the message and servicer classes of ``tensorflow-serving-api``, with tensors converted by
+``tf.make_ndarray`` / ``tf.make_tensor_proto`` (every dtype, strings included). Those classes
+import TensorFlow, so this service is enabled with ``--tfserving-grpc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelport.errors import InvalidArgumentError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.runtimes.base import import_framework
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.grpc_v2 import guard
+from modelport.serving.tfserving_rest import SIGNATURE, TF_DTYPES
+from modelport.serving.v2 import InferRequest, RequestedOutput
+
+__all__ = ["add_tfserving_services"]
+
+_STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
+
+
+def add_tfserving_services(server: Any, plane: DataPlane) -> list[str]:
+    """Register both services on ``server``; returns their full names (for reflection)."""
+    apis = import_framework("tensorflow_serving.apis.prediction_service_pb2_grpc", "tfserving")
+    models = import_framework("tensorflow_serving.apis.model_service_pb2_grpc", "tfserving")
+    prediction, model = _servicers(plane, apis, models)
+    apis.add_PredictionServiceServicer_to_server(prediction, server)
+    models.add_ModelServiceServicer_to_server(model, server)
+    return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+
+
+def _version(plane: DataPlane, spec: Any) -> str | None:
+    if spec.HasField("version"):
+        return str(spec.version.value)
+    if spec.version_label:
+        entry = plane.manager.models.get(spec.name)
+        labels = entry.config.version_labels if entry else {}
+        if spec.version_label not in labels:
+            raise InvalidArgumentError(f"Unrecognized servable version label: {spec.version_label}")
+        return str(labels[spec.version_label])
+    return None
+
+
+def _check_signature(name: str) -> None:
+    if name not in ("", SIGNATURE):
+        raise InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
+
+
+def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
+    tf = import_framework("tensorflow", "tf")
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+    class PredictionServicer(apis.PredictionServiceServicer):  # type: ignore[misc]
+        async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
+            async def call() -> Any:
+                _check_signature(request.model_spec.signature_name)
+                version = _version(plane, request.model_spec)
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                wanted = tuple(RequestedOutput(n) for n in request.output_filter)
+                answer = await plane.infer(
+                    request.model_spec.name, version, InferRequest(inputs, outputs=wanted), "tfserving-grpc"
+                )
+                reply = predict_pb2.PredictResponse()
+                reply.model_spec.name = answer.model_name
+                reply.model_spec.version.value = int(answer.model_version)
+                reply.model_spec.signature_name = SIGNATURE
+                for name, value in answer.outputs.items():
+                    reply.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+                return reply
+
+            return await guard(context, call)
+
+        async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def call() -> Any:
+                if list(request.metadata_field) != ["signature_def"]:
+                    raise InvalidArgumentError("Metadata field signature_def is the only one supported")
+                manifest, number = plane.model_manifest(request.model_spec.name, _version(plane, request.model_spec))
+                reply = get_model_metadata_pb2.GetModelMetadataResponse()
+                reply.model_spec.name = request.model_spec.name
+                reply.model_spec.version.value = number
+                reply.metadata["signature_def"].Pack(_signature_map(manifest))
+                return reply
+
+            return await guard(context, call)
+
+    class ModelServicer(models.ModelServiceServicer):  # type: ignore[misc]
+        async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def call() -> Any:
+                wanted = _version(plane, request.model_spec)
+                reply = get_model_status_pb2.GetModelStatusResponse()
+                for number, state, reason in plane.model_versions(request.model_spec.name):
+                    if wanted is None or wanted == str(number):
+                        status = reply.model_version_status.add(version=number)
+                        status.state = get_model_status_pb2.ModelVersionStatus.State.Value(_STATES[state])
+                        status.status.error_code = 0 if state != "FAILED" else 2
+                        status.status.error_message = reason
+                return reply
+
+            return await guard(context, call)
+
+    return PredictionServicer(), ModelServicer()
+
+
+def _signature_map(manifest: ModelManifest) -> Any:
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    def info(spec: TensorSpec) -> Any:
+        tensor = meta_graph_pb2.TensorInfo(
+            name=f"{manifest.native(spec.name)}:0", dtype=types_pb2.DataType.Value(TF_DTYPES[spec.dtype])
+        )
+        for dim in spec.shape:
+            tensor.tensor_shape.dim.add(size=dim)
+        return tensor
+
+    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for spec in manifest.inputs:
+        signature.inputs[spec.name].CopyFrom(info(spec))
+    for spec in manifest.outputs:
+        signature.outputs[spec.name].CopyFrom(info(spec))
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    signature_map.signature_def[SIGNATURE].CopyFrom(signature)
+    return signature_map
