@@ -99,3 +99,42 @@ def write_model(
     if config is not None or not (repo / name / "config.yaml").exists():
         (repo / name / "config.yaml").write_text(yaml.safe_dump(settings))
     return directory
+
+
+class IdentityRuntime:
+    """Returns every input as ``out_<name>``: exercises every dtype and several inputs/outputs."""
+
+    def __init__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> None:
+        self.manifest = manifest
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        return {f"out_{name}": value for name, value in inputs.items()}
+
+    def unload(self) -> None:
+        pass
+
+
+def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
+    """A model taking one [batch, 3] input per dtype and returning each as ``out_<input>``."""
+    directory = repo / name / "1"
+    directory.mkdir(parents=True)
+    specs = tuple(TensorSpec(name=f"in_{d}", dtype=d, shape=(-1, 3)) for d in dtypes)
+    outputs = tuple(TensorSpec(name=f"out_in_{d}", dtype=d, shape=(-1, 3)) for d in dtypes)
+    manifest = ModelManifest(
+        name=name,
+        version=1,
+        family=name,
+        variant="onnx",
+        format="onnx",
+        artifact="model.onnx",
+        inputs=specs,
+        outputs=outputs,
+        max_batch_size=8,
+        source=SourceInfo(framework="torch", kind="factory", location="fake"),
+    )
+    write_manifest(manifest, directory)
+    (repo / name / "config.yaml").write_text(yaml.safe_dump({"runtime": "tests.serving.fakes:IdentityRuntime"}))
+    return directory

@@ -1,0 +1,125 @@
+"""Triton's own clients (HTTP JSON, HTTP binary, gRPC) against modelport: every dtype, several inputs/outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from modelport.tensors import DTYPES
+from tests.serving import fakes
+from tests.serving.test_server import _free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DTYPE_NAMES = [d for d in DTYPES if d not in ("bfloat16", "string")]
+
+
+@pytest.fixture(scope="module")
+def identity_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    repo = tmp_path_factory.mktemp("identity")
+    fakes.write_identity_model(repo, "identity", [*DTYPE_NAMES, "string"])
+    http_port, grpc_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_GOLDEN_CHECK": "false"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelport.cli",
+            "serve",
+            str(repo),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+
+def _inputs(module, binary: bool | None):
+    rng = np.random.default_rng(0)
+    tensors = []
+    for name in DTYPE_NAMES:
+        dtype = DTYPES[name]
+        info = np.iinfo(dtype.np_dtype()) if dtype.is_integer else None
+        if name == "bool":
+            value = rng.random((2, 3)) < 0.5
+        elif info is not None:
+            value = np.array([[info.min, 0, info.max], [1, 2, 3]], dtype=dtype.np_dtype())
+        else:
+            value = rng.standard_normal((2, 3)).astype(dtype.np_dtype())
+        tensors.append((f"in_{name}", value, dtype.v2))
+    tensors.append(("in_string", np.array([[b"a", b"", b"\xc3\xa9"], [b"x", b"yy", b"zzz"]], dtype=object), "BYTES"))
+    inputs = []
+    for name, value, datatype in tensors:
+        tensor = module.InferInput(name, list(value.shape), datatype)
+        if binary is None:
+            tensor.set_data_from_numpy(value)
+        else:
+            tensor.set_data_from_numpy(value, binary_data=binary)
+        inputs.append(tensor)
+    return inputs, {name: value for name, value, _ in tensors}
+
+
+@pytest.mark.parametrize("transport", ["http-json", "http-binary", "grpc"])
+def test_every_dtype_and_several_inputs_round_trip(identity_server, transport):
+    if transport == "grpc":
+        import tritonclient.grpc as triton
+
+        client = triton.InferenceServerClient(url=identity_server[1])
+        inputs, sent = _inputs(triton, None)
+        result = client.infer("identity", inputs)
+    else:
+        import tritonclient.http as triton
+
+        binary = transport == "http-binary"
+        client = triton.InferenceServerClient(url=identity_server[0])
+        inputs, sent = _inputs(triton, binary)
+        outputs = [triton.InferRequestedOutput(f"out_{n}", binary_data=binary) for n in sent]
+        result = client.infer("identity", inputs, outputs=outputs)
+    for name, value in sent.items():
+        got = result.as_numpy(f"out_{name}")
+        assert got is not None and got.shape == value.shape, name
+        if value.dtype == object:
+            assert [x.encode() if isinstance(x, str) else bytes(x) for x in got.ravel()] == list(value.ravel()), name
+        else:
+            assert got.dtype == value.dtype and np.array_equal(got, value), name
+    client.close()
+
+
+def test_grpc_errors_carry_status_codes(identity_server):
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(url=identity_server[1])
+    inputs, _ = _inputs(triton, None)
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.infer("identity", inputs[:2])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "missing" in info.value.message()
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.infer("identity", inputs, model_version="7")
+    assert info.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.load_model("identity")
+    assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+    client.close()
