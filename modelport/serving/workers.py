@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
 from modelport.serving.settings import ServerSettings
@@ -44,7 +43,7 @@ def run_workers(settings: ServerSettings) -> int:
             "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
         )
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
-        env = worker_env(settings, os.environ.get(METRICS_DIR_ENV, metrics_dir))
+        env = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
         workers = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
         log.info("started %d workers: %s", len(workers), [w.pid for w in workers])
@@ -92,9 +91,3 @@ def _wait_all(workers: list[subprocess.Popen[bytes]], timeout: float) -> list[in
             worker.kill()
             worker.wait()
     return [w.returncode for w in workers]
-
-
-def metrics_dir() -> Path | None:
-    """The shared metrics directory when this process is one of several workers."""
-    value = os.environ.get(METRICS_DIR_ENV)
-    return Path(value) if value else None

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,65 +11,26 @@ import orjson
 import pytest
 
 from modelport.manifest import read_manifest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.serving.processes import Served, serving
 
 
 @pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return _free_port()
+def served(digits_repo, tmp_path_factory) -> Iterator[Served]:
+    """``modelport serve`` over both digits models, TF Serving gRPC on, batching with a 5 ms window."""
+    env = {"MODELPORT_MAX_QUEUE_DELAY_MS": "5", "MODELPORT_TFSERVING_GRPC": "true"}
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with serving(digits_repo.root, env=env, log=log) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def running_server(digits_repo, grpc_port, tmp_path_factory) -> Iterator[str]:
-    """``modelport serve`` as a subprocess; ready when /v2/health/ready answers 200 (polled, no sleeps)."""
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MODELPORT_MAX_QUEUE_DELAY_MS": "5",
-        "MODELPORT_TFSERVING_GRPC": "true",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            str(digits_repo.root),
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"server exited with {process.returncode}; see {log.name}"
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("server did not become ready")
-    yield url
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(60) == 0, "SIGTERM must drain and exit 0"
-    log.close()
+def running_server(served) -> str:
+    return served.url
+
+
+@pytest.fixture(scope="module")
+def grpc_port(served) -> int:
+    return int(served.grpc.rsplit(":", 1)[1])
 
 
 def _models(digits_repo) -> list[Path]:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from modelport.tensors import DTYPES
 from tests.serving import fakes
-from tests.serving.test_server import _free_port
+from tests.serving.processes import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DTYPE_NAMES = [d for d in DTYPES if d not in ("bfloat16", "string")]
@@ -26,35 +20,8 @@ DTYPE_NAMES = [d for d in DTYPES if d not in ("bfloat16", "string")]
 def identity_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
     repo = tmp_path_factory.mktemp("identity")
     fakes.write_identity_model(repo, "identity", [*DTYPE_NAMES, "string"])
-    http_port, grpc_port = _free_port(), _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_GOLDEN_CHECK": "false"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            str(repo),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-        try:
-            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0
+    with serving(repo, env={"MODELPORT_GOLDEN_CHECK": "false"}, timeout=60) as server:
+        yield server.url.removeprefix("http://"), server.grpc
 
 
 def _inputs(module, binary: bool | None):
