@@ -15,24 +15,20 @@ from modelport.manifest import read_manifest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env() -> dict[str, str]:
+def _run(*command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run an example from the repository root with this venv's tools on PATH; it must exit 0."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.mark.torch
 @pytest.mark.tf
 @pytest.mark.slow
 def test_export_cli_example(tmp_path):
-    done = subprocess.run(
-        ["bash", "examples/export_cli.sh", str(tmp_path)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run("bash", "examples/export_cli.sh", str(tmp_path))
     assert "tflite-full-int8" in done.stdout and "FAIL" not in done.stdout
     assert read_manifest(tmp_path / "repo" / "digits-keras-tflite-full-int8" / "1").quantization is not None
     assert (tmp_path / "repo" / "digits-torch-pt2" / "1" / "model.pt2").exists()
@@ -41,15 +37,7 @@ def test_export_cli_example(tmp_path):
 @pytest.mark.torch
 @pytest.mark.tf
 def test_export_api_example(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "examples/export_api.py", str(tmp_path)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run(sys.executable, "examples/export_api.py", str(tmp_path))
     names = sorted(p.name for p in (tmp_path / "repo").iterdir() if not p.name.startswith("."))
     assert names == [
         "api-keras-savedmodel",
@@ -65,15 +53,7 @@ def test_export_api_example(tmp_path):
 @pytest.mark.slow
 def test_demo_script_exports_both_models(tmp_path):
     """examples/digits/demo.py is what `make demo` runs (it trains with examples/digits/train.py)."""
-    done = subprocess.run(
-        [sys.executable, "examples/digits/demo.py", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run(sys.executable, "examples/digits/demo.py", "--out", str(tmp_path))
     assert done.stdout.count(" pass") >= 16 and "FAIL" not in done.stdout and "ERROR" not in done.stdout
     assert done.stdout.count("JSON == binary: True") == 16
     assert "test accuracy" in done.stdout
@@ -92,15 +72,7 @@ def test_readme_examples_are_files_that_exist():
 
 @pytest.mark.torch
 def test_serve_and_infer_example(digits_repo):
-    done = subprocess.run(
-        [sys.executable, "examples/serve_and_infer.py", str(digits_repo.root), "digits-onnx"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run(sys.executable, "examples/serve_and_infer.py", str(digits_repo.root), "digits-onnx", timeout=300)
     json_line, binary_line = done.stdout.splitlines()[-2:]
     assert json_line.startswith("JSON  : logits") and binary_line.startswith("binary:")
     assert json_line.split("[")[1] == binary_line.split("[")[1], "both encodings give the same numbers"

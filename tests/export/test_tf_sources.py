@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import modelport
 from modelport.manifest import read_manifest
-
-tf = pytest.importorskip("tensorflow")  # CI installs every extra; this only guards local partial installs
 
 
 class Affine(tf.Module):
