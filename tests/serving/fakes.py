@@ -101,20 +101,11 @@ def write_model(
     return directory
 
 
-class IdentityRuntime:
+class IdentityRuntime(EchoRuntime):
     """Returns every input as ``out_<name>``: exercises every dtype and several inputs/outputs."""
-
-    def __init__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> None:
-        self.manifest = manifest
-
-    def load(self) -> None:
-        pass
 
     def predict(self, inputs: Arrays) -> Arrays:
         return {f"out_{name}": value for name, value in inputs.items()}
-
-    def unload(self) -> None:
-        pass
 
 
 def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
