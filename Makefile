@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean k8s-check
 
 install: $(STAMP)
 
@@ -31,7 +31,13 @@ lint: install
 format: install
 	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-test: lint
+# k8s/ rendered with kubectl kustomize and validated (kubernetes-validate --strict, JSON schemas for the
+# KServe and Prometheus Operator resources), Dockerfiles linted with hadolint, both checked against the code
+k8s-check: install
+	@echo "==> k8s-check (kustomize, kubernetes-validate --strict, hadolint, manifests vs code)"
+	@$(PY) -m pytest tests/k8s -q -p no:cacheprovider
+
+test: lint k8s-check
 	@echo "==> pytest (the whole suite)"
 	@$(PY) -m pytest
 
