@@ -14,12 +14,14 @@ from modelport.manifest import ModelManifest
 
 __all__ = [
     "Arrays",
+    "RemoteTarget",
     "Runtime",
     "RuntimeOptions",
     "import_framework",
     "map_outputs",
     "open_runtime",
     "runtime_class",
+    "runtime_health",
 ]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -33,14 +35,33 @@ _RUNTIMES = {
     "tflite": "modelport.runtimes.tflite:TFLiteRuntime",
 }
 
+# runtimes that forward to an existing server instead of loading an artifact
+_REMOTE_RUNTIMES = {
+    "torchserve": "modelport.runtimes.torchserve:TorchServeRuntime",
+    "tfserving": "modelport.runtimes.tfserving:TFServingRuntime",
+}
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """Where a remote runtime sends requests: server address, model name and version, limits."""
+
+    address: str
+    model: str
+    version: str | None = None
+    signature_name: str = "serving_default"
+    timeout_s: float = 30.0
+    health_interval_s: float = 2.0
+
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a runtime should execute: device, threads, ONNX execution providers."""
+    """How a runtime should execute: device, threads, ONNX execution providers, or a remote server."""
 
     device: str = "cpu"
     intra_op_threads: int = 0
     providers: tuple[str, ...] = ()
+    remote: RemoteTarget | None = None
 
 
 class Runtime(Protocol):
@@ -59,7 +80,7 @@ class _RuntimeFactory(Protocol):
 
 def runtime_class(fmt: str, custom: str | None = None) -> _RuntimeFactory:
     """The runtime class for artifact format ``fmt`` (or a custom ``module:Class``), imported on first use."""
-    target = custom or _RUNTIMES.get(fmt)
+    target = _REMOTE_RUNTIMES.get(custom, custom) if custom else _RUNTIMES.get(fmt)
     if target is None:
         raise UnsupportedError(f"no runtime for format {fmt!r}; known: {', '.join(_RUNTIMES)}")
     module_name, _, attr = target.partition(":")
@@ -82,6 +103,15 @@ def open_runtime(
     except Exception as exc:  # a framework's own loader error: say which artifact
         raise SourceError(f"{manifest.format} runtime cannot load {directory / manifest.artifact}: {exc}") from exc
     return runtime
+
+
+def runtime_health(runtime: Runtime) -> tuple[bool, str]:
+    """A runtime's own view of whether it can serve (remote runtimes probe their server), and why not."""
+    probe = getattr(runtime, "health", None)
+    if probe is None:
+        return True, ""
+    healthy, reason = probe()
+    return bool(healthy), str(reason)
 
 
 def import_framework(module: str, extra: str) -> Any:

@@ -17,7 +17,7 @@ from modelport.errors import (
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
-from modelport.serving.model import ServedVersion, VersionState
+from modelport.serving.model import ServedVersion
 from modelport.serving.settings import ServerSettings
 from modelport.serving.v2 import InferRequest, InferResponse
 from modelport.tensors import lookup_dtype
@@ -49,8 +49,7 @@ class DataPlane:
         return {"name": "modelport", "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
-        served = self.manager.get(name, version)
-        return served.state is VersionState.READY, served.reason
+        return self.manager.get(name, version).readiness()
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         served = self.manager.get(name, version)

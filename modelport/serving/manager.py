@@ -149,7 +149,7 @@ class ModelManager:
             directory = folder / str(number)
             current = entry.versions.get(number)
             stamp = fingerprint(directory)
-            if current is not None and current.fingerprint == stamp:
+            if current is not None and current.fingerprint == stamp and not current.retry:
                 continue
             fresh = await self._load(name, number, directory, stamp, entry.config)
             entry.versions[number] = fresh  # swap first, then let the old one drain

@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError, ModelNotReadyError, ModelportError, SpecError, summarize
+from modelport.errors import (
+    InvalidArgumentError,
+    ModelNotReadyError,
+    ModelportError,
+    SpecError,
+    UnavailableError,
+    summarize,
+)
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
-from modelport.runtimes.base import Arrays
+from modelport.runtimes.base import Arrays, runtime_health
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
 from modelport.serving.settings import ModelConfig, ServerSettings
 from modelport.tensors import dtype_of_array, lookup_dtype, shape_matches
@@ -55,12 +62,22 @@ class ServedVersion:
     batcher: Batcher | None = None
     policy: BatchPolicy | None = None
     timeout_s: float = 30.0
+    retry: bool = False  # failed because something it needs was unavailable: the next sync tries again
 
     def require_ready(self) -> ModelManifest:
         if self.state is not VersionState.READY or self.manifest is None or self.batcher is None:
             hint = f"; GET /v2/models/{self.name}/versions/{self.version}/ready says why" if self.reason else ""
             raise ModelNotReadyError(f"model {self.name!r} version {self.version} is {self.state.value.lower()}{hint}")
+        healthy, reason = runtime_health(self.runtimes[0])
+        if not healthy:
+            raise UnavailableError(f"model {self.name!r} version {self.version}: {reason}", retry_after=2.0)
         return self.manifest
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this version takes requests now, and why not."""
+        if self.state is not VersionState.READY or not self.runtimes:
+            return False, self.reason
+        return runtime_health(self.runtimes[0])
 
     def validate(self, inputs: Arrays) -> None:
         """Check a request against the manifest before it may join a batch."""
@@ -105,6 +122,7 @@ def load_version(version: ServedVersion, settings: ServerSettings, config: Model
             if config.intra_op_threads is not None
             else settings.intra_op_threads,
             providers=settings.providers,
+            remote=config.remote.target(version.name) if config.remote else None,
         )
         count = config.instances or settings.instances
         version.runtimes = [open_runtime(version.directory, manifest, options, config.runtime) for _ in range(count)]
@@ -114,6 +132,7 @@ def load_version(version: ServedVersion, settings: ServerSettings, config: Model
         version.state, version.reason = VersionState.READY, ""
     except ModelportError as exc:
         _fail(version, exc.message)
+        version.retry = isinstance(exc, UnavailableError)
     except Exception as exc:  # a corrupt artifact must not take the server down
         _fail(version, f"cannot load: {summarize(exc)}")
     version.load_seconds = time.perf_counter() - started

@@ -10,8 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
+from modelport.runtimes.base import RemoteTarget
 
-__all__ = ["CONFIG_FILE", "ModelConfig", "ServerSettings", "VersionPolicy", "read_model_config"]
+__all__ = [
+    "CONFIG_FILE",
+    "REMOTE_RUNTIMES",
+    "ModelConfig",
+    "RemoteConfig",
+    "ServerSettings",
+    "VersionPolicy",
+    "read_model_config",
+]
+
+REMOTE_RUNTIMES = ("torchserve", "tfserving")
 
 CONFIG_FILE = "config.yaml"
 
@@ -71,6 +82,30 @@ class VersionPolicy(BaseModel):
         return ordered[-(self.latest or 1) :]
 
 
+class RemoteConfig(BaseModel):
+    """An existing server that runs the model (``runtime: torchserve`` or ``runtime: tfserving``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str = Field(description="TorchServe: inference URL http://host:8080; TF Serving: gRPC host:8500")
+    model: str | None = Field(None, description="the model's name on the remote (default: this model's name)")
+    version: str | None = Field(None, description="remote model version (default: the remote's default)")
+    signature_name: str = Field("serving_default", description="TF Serving signature")
+    timeout_ms: float = Field(30_000, gt=0, description="per-call timeout")
+    health_interval_s: float = Field(2.0, gt=0, description="how often the remote's health is probed")
+
+    def target(self, name: str) -> RemoteTarget:
+        """The runtime-side description of this remote for model ``name``."""
+        return RemoteTarget(
+            address=self.address,
+            model=self.model or name,
+            version=self.version,
+            signature_name=self.signature_name,
+            timeout_s=self.timeout_ms / 1000,
+            health_interval_s=self.health_interval_s,
+        )
+
+
 class ModelConfig(BaseModel):
     """Per-model serving config from ``REPO/<model>/config.yaml``; unset fields use server defaults."""
 
@@ -87,7 +122,17 @@ class ModelConfig(BaseModel):
     version_labels: dict[str, int] = Field(default_factory=dict, description="TF Serving labels, e.g. stable: 3")
     device: str | None = None
     intra_op_threads: int | None = Field(None, ge=0)
-    runtime: str | None = Field(None, description="custom runtime class as package.module:Class")
+    finite_inputs: bool = Field(False, description="refuse NaN/Inf in float inputs with a 400")
+    runtime: str | None = Field(
+        None, description="torchserve | tfserving (with remote:) or a custom runtime class as package.module:Class"
+    )
+    remote: RemoteConfig | None = None
+
+    @model_validator(mode="after")
+    def _remote_needs_runtime(self) -> ModelConfig:
+        if (self.runtime in REMOTE_RUNTIMES) != (self.remote is not None):
+            raise ValueError(f"runtime: {' or '.join(REMOTE_RUNTIMES)} and a remote: section go together")
+        return self
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:

@@ -35,11 +35,16 @@ class Served:
 
 @contextlib.contextmanager
 def serving(
-    repo: Path, *flags: str, env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 180
+    repo: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    timeout: float = 180,
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[Served]:
-    """Start ``modelport serve REPO`` on free ports, yield once /v2/health/ready is 200, then SIGTERM it
-    and require exit code 0 (a graceful drain)."""
-    http_port, grpc_port = free_port(), free_port()
+    """Start ``modelport serve REPO`` on free ports (or the given HTTP and gRPC ports), yield once
+    /v2/health/ready is 200, then SIGTERM it and require exit code 0 (a graceful drain)."""
+    http_port, grpc_port = ports or (free_port(), free_port())
     command = [
         sys.executable,
         "-m",
