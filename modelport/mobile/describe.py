@@ -1,0 +1,125 @@
+"""What a bundle says about its tensors: layout, normalization, labels, and their TFLite Metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import InvalidArgumentError, NotFoundError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.mobile.options import BundleOptions
+from modelport.mobile.tflite_metadata import AssociatedFile, ModelMetadata, TensorMetadata
+from modelport.parity import is_classifier
+
+__all__ = ["LABELS_FILE", "bundle_inputs", "bundle_outputs", "model_metadata", "read_labels"]
+
+LABELS_FILE = "labels.txt"
+_CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
+
+
+def bundle_inputs(manifest: ModelManifest, options: BundleOptions) -> list[dict[str, Any]]:
+    """Input specs for bundle.json: layout (the manifest's, else the framework's for 4-D) and mean/std."""
+    specs = []
+    for spec in manifest.inputs:
+        layout = spec.layout or _default_layout(spec, manifest.source.framework)
+        mean, std = (options.mean, options.std) if options.mean is not None else (spec.mean, spec.std)
+        entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "layout": layout}
+        if mean is not None and std is not None:
+            _check_channels(spec, layout, len(mean))
+            entry.update(mean=list(mean), std=list(std))
+        if spec.value_range is not None:
+            entry["value_range"] = list(spec.value_range)
+        specs.append(entry)
+    return specs
+
+
+def _default_layout(spec: TensorSpec, framework: str) -> str | None:
+    if len(spec.shape) == 4 and spec.dtype.startswith("float"):
+        return "NCHW" if framework == "torch" else "NHWC"
+    return None
+
+
+def _check_channels(spec: TensorSpec, layout: str | None, count: int) -> None:
+    if count == 1:
+        return
+    axis = _CHANNEL_AXIS.get(layout or "", -1)
+    channels = spec.shape[axis] if spec.shape else 0
+    if channels != count:
+        raise InvalidArgumentError(
+            f"--mean/--std give {count} values but input {spec.name!r} ({spec.describe()}, layout {layout}) "
+            f"has {channels} channels; give 1 value or one per channel"
+        )
+
+
+def bundle_outputs(manifest: ModelManifest, labels: list[str]) -> list[dict[str, Any]]:
+    """Output specs for bundle.json; the first classifier output carries the labels file."""
+    specs, labelled = [], False
+    for spec in manifest.outputs:
+        entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+        if is_classifier(spec):
+            entry["classifier"] = True
+            if labels and not labelled:
+                entry["labels"] = LABELS_FILE
+                labelled = True
+        specs.append(entry)
+    return specs
+
+
+def read_labels(options: BundleOptions, manifest: ModelManifest, directory: Path) -> list[str]:
+    """``--labels FILE``, else the manifest's labels file, else class indices; checked against the classes."""
+    classifier = next((s for s in manifest.outputs if is_classifier(s)), None)
+    path = options.labels or (directory / classifier.labels if classifier and classifier.labels else None)
+    if path is None:
+        return [str(i) for i in range(classifier.shape[1])] if classifier and classifier.shape[1] > 0 else []
+    if not path.is_file():
+        raise NotFoundError(f"labels file {path} not found")
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if classifier is None:
+        raise InvalidArgumentError(f"--labels given but {manifest.name} has no classifier output ([batch, classes])")
+    if classifier.shape[1] > 0 and len(labels) != classifier.shape[1]:
+        raise InvalidArgumentError(
+            f"labels file {path} has {len(labels)} labels but output {classifier.name!r} "
+            f"has {classifier.shape[1]} classes"
+        )
+    return labels
+
+
+def model_metadata(
+    manifest: ModelManifest,
+    variant: str,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    order: tuple[list[str], list[str]],
+) -> ModelMetadata:
+    """TFLite Metadata for one variant; tensors in the model's own input/output order (``order``)."""
+    by_name = {s["name"]: s for s in (*inputs, *outputs)}
+    source = manifest.source
+    return ModelMetadata(
+        name=manifest.family,
+        description=(
+            f"{manifest.family} ({variant}), exported by modelport from a {source.framework} {source.kind} "
+            f"({source.location}); golden vectors and checksums in bundle.json"
+        ),
+        version=f"{manifest.version} ({variant})",
+        inputs=tuple(_tensor(by_name[n], is_input=True) for n in order[0]),
+        outputs=tuple(_tensor(by_name[n], is_input=False) for n in order[1]),
+        author="modelport",
+    )
+
+
+def _tensor(spec: dict[str, Any], is_input: bool) -> TensorMetadata:
+    shape, layout = spec["shape"], spec.get("layout")
+    image = is_input and layout == "NHWC" and len(shape) == 4 and shape[3] in (1, 3)
+    described = f"{spec['dtype']} {shape}" + (f" {layout}" if layout else "")
+    value_range = spec.get("value_range")
+    return TensorMetadata(
+        name=spec["name"],
+        description=("class scores, " if spec.get("classifier") else "") + described,
+        content="image" if image else "feature",
+        color_space=("GRAYSCALE" if shape[3] == 1 else "RGB") if image else None,
+        mean=tuple(spec["mean"]) if "mean" in spec else None,
+        std=tuple(spec["std"]) if "std" in spec else None,
+        min=(value_range[0],) if value_range else None,
+        max=(value_range[1],) if value_range else None,
+        files=(AssociatedFile(LABELS_FILE, "one label per class, in output order"),) if "labels" in spec else (),
+    )

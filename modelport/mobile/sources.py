@@ -1,0 +1,88 @@
+"""Find the repository versions a bundle is built from: ``REPO/NAME[/VERSION]`` -> one per variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.errors import NotFoundError
+from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.mobile.options import BUNDLE_VARIANTS, BundleOptions
+
+__all__ = ["VariantSource", "find_sources"]
+
+
+@dataclass(frozen=True)
+class VariantSource:
+    """One bundle variant: its name and the published repository version it comes from."""
+
+    name: str
+    directory: Path
+    manifest: ModelManifest
+
+
+def find_sources(options: BundleOptions) -> tuple[str, list[VariantSource]]:
+    """The model family and the version directories of every requested (or available) variant."""
+    repository, family, version = _parse_target(options.target)
+    published = _family_versions(repository, family)
+    if not published:
+        raise NotFoundError(
+            f"{repository} holds no TFLite model of {family!r} (looked for {family}-tflite*/<version>/); "
+            f"export one first: modelport export SOURCE --format tflite --repository {repository} --name {family}"
+        )
+    version = version or max(v for _, v in published)
+    wanted = list(options.variants) or [b for b, r in BUNDLE_VARIANTS.items() if (r, version) in published]
+    if options.ort:
+        wanted.append("ort")
+    sources = []
+    for name in wanted:
+        repo_variant = BUNDLE_VARIANTS.get(name, name)
+        entry = published.get((repo_variant, version))
+        if entry is None:
+            raise NotFoundError(_missing(repository, family, name, version, published))
+        sources.append(VariantSource(name, entry.parent, read_manifest(entry.parent)))
+    if not sources:
+        raise NotFoundError(f"{family} version {version} has no TFLite variant in {repository}")
+    return family, sources
+
+
+def _parse_target(target: Path) -> tuple[Path, str, int | None]:
+    """``REPO/NAME``, ``REPO/NAME/VERSION`` (NAME: a family or one of its model names) or a version dir."""
+    if (target / MANIFEST_FILE).is_file():
+        manifest = read_manifest(target)
+        return target.parents[1], manifest.family, manifest.version
+    if target.is_dir() and any((p / MANIFEST_FILE).is_file() for p in target.iterdir() if p.is_dir()):
+        manifest = read_manifest(next(p for p in sorted(target.iterdir()) if (p / MANIFEST_FILE).is_file()))
+        return target.parent, manifest.family, None
+    if target.name.isdigit() and not target.parent.is_dir():
+        return target.parents[1], target.parent.name, int(target.name)
+    if not target.parent.is_dir():
+        raise NotFoundError(f"{target.parent} is not a model repository directory")
+    return target.parent, target.name, None
+
+
+def _family_versions(repository: Path, family: str) -> dict[tuple[str, int], Path]:
+    """(repository variant, version) -> manifest path, for the family's tflite and ort versions."""
+    found = {}
+    for manifest_path in sorted(repository.glob(f"*/*/{MANIFEST_FILE}")):
+        if manifest_path.parts[-3].startswith(".") or not manifest_path.parent.name.isdigit():
+            continue
+        manifest = read_manifest(manifest_path.parent)
+        if manifest.family == family and manifest.format in ("tflite", "ort"):
+            found[(manifest.variant, manifest.version)] = manifest_path
+    return found
+
+
+def _missing(repository: Path, family: str, name: str, version: int, published: dict[tuple[str, int], Path]) -> str:
+    have = sorted(b for b, r in BUNDLE_VARIANTS.items() if (r, version) in published)
+    quantize = "" if name in ("float32", "ort") else f" --quantize {name}"
+    fmt = "ort" if name == "ort" else "tflite"
+    hint = f"modelport export SOURCE --format {fmt}{quantize} --repository {repository} --name {family}"
+    if name in ("float16", "dynamic-int8", "full-int8"):
+        hint += (
+            " (TFLite quantization needs a TensorFlow/Keras source; PyTorch sources bundle float32 via litert-torch)"
+        )
+    return (
+        f"{family} version {version} has no {name} variant in {repository} "
+        f"(it has: {', '.join(have) or 'none'}); to make it: {hint}"
+    )
