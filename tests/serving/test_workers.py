@@ -37,3 +37,32 @@ def test_two_workers_share_a_port_and_their_metrics(tmp_path):
         ]
         assert len(per_worker) == 2 and sum(per_worker) == 40 and min(per_worker) > 0, per_worker
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_two_workers_share_the_grpc_port(tmp_path):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60) as server:
+        workers = psutil.Process(server.process.pid).children()
+        grpc_port = int(server.grpc.rsplit(":", 1)[1])
+        for worker in workers:  # each worker listens on the HTTP and the gRPC port
+            deadline = time.monotonic() + 30
+            while grpc_port not in {c.laddr.port for c in worker.net_connections() if c.status == "LISTEN"}:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        for _ in range(30):  # a new connection each time, so the kernel spreads them over both workers
+            client = grpcclient.InferenceServerClient(server.grpc)
+            tensor = grpcclient.InferInput("x", [2, 3], "FP32")
+            tensor.set_data_from_numpy(x)
+            result = client.infer("echo", [tensor])
+            np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
+            client.close()
+        metrics = httpx.get(f"{server.url}/metrics").text
+        per_worker = [
+            float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln.startswith("modelport_worker_requests{")
+        ]
+        assert len(per_worker) == 2 and sum(per_worker) == 30 and min(per_worker) > 0, per_worker
