@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 
-.PHONY: install demo test lint format bench clean k8s-check
+.PHONY: install demo test lint format bench clean k8s-check edge-arm64
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	@$(PY) examples/digits/demo.py --out $(DEMO)
+
+# the demo's edge bundles, verified and benchmarked in an emulated aarch64 Debian (root; ~10 min the first time)
+edge-arm64: install
+	@test -f $(DEMO)/bundles/digits-keras/bundle.json -a -f $(DEMO)/bundles/digits-torch/bundle.json || $(MAKE) demo
+	@scripts/edge_arm64.sh $(DEMO)/bundles/digits-torch $(DEMO)/bundles/digits-keras
 
 lint: install
 	@echo "==> ruff check"; $(VENV)/bin/ruff check .

@@ -68,8 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n==> modelport inspect", flush=True)
     status |= modelport(["inspect", str(repo)])
+    print("\n==> modelport bundle: edge bundles of both models, verified by their own modelport_edge.py", flush=True)
+    status |= _bundle_all(repo, models, args.out / "bundles")
     print("\n==> modelport serve: every variant answers its golden input over KServe v2 (JSON and binary)", flush=True)
     status |= _serve_all(repo)
+    return status
+
+
+def _bundle_all(repo: Path, models: Path, out: Path) -> int:
+    import subprocess
+
+    status = 0
+    for name, eval_data in (("digits-torch", "eval_nchw.npz"), ("digits-keras", "eval_nhwc.npz")):
+        bundle = out / name
+        args = ["bundle", str(repo / name), "--out", str(bundle), "--eval-data", str(models / eval_data), "--quiet"]
+        status |= modelport(args)
+        sys.stdout.flush()
+        verify = [sys.executable, str(bundle / "modelport_edge.py"), "verify", str(bundle)]
+        status |= subprocess.run(verify, check=False).returncode
     return status
 
 
