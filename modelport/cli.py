@@ -10,6 +10,7 @@ from pathlib import Path
 
 from modelport import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
+from modelport.mobile.command import add_bundle_command
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_inspect(commands)
     _add_serve(commands)
+    add_bundle_command(commands)
     return parser
 
 
