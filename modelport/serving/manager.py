@@ -143,8 +143,6 @@ class ModelManager:
             return
         available = [int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists()]
         wanted = set(entry.config.version_policy.select(available))
-        for number in sorted(set(entry.versions) - wanted):
-            await self._close(entry.versions.pop(number))
         for number in sorted(wanted):
             directory = folder / str(number)
             current = entry.versions.get(number)
@@ -155,8 +153,21 @@ class ModelManager:
             entry.versions[number] = fresh  # swap first, then let the old one drain
             if current is not None:
                 await self._close(current)
+        await self._retire(entry, wanted)
         if not entry.versions and not entry.error:
             entry.error = "no versions with a manifest match the version policy"
+
+    async def _retire(self, entry: ModelEntry, wanted: set[int]) -> None:
+        """Unload versions the policy no longer wants, once a wanted one is READY (until then they serve)."""
+        retired = sorted(set(entry.versions) - wanted)
+        if not retired:
+            return
+        ready = any(entry.versions[n].state is VersionState.READY for n in wanted if n in entry.versions)
+        if wanted and not ready:
+            log.warning("model %s: versions %s serve until a newer version is ready", entry.name, retired)
+            return
+        for number in retired:
+            await self._close(entry.versions.pop(number))
 
     async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
         version = ServedVersion(name, number, directory, None, stamp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from modelport.manifest import ModelManifest, OutputParity, ParityRecord, Source
 from modelport.runtimes.base import Arrays, RuntimeOptions
 
 BATCH_LOG: list[int] = []
+SLOW_SECONDS = 0.3
 GATE = threading.Event()
 GATE.set()
 
@@ -48,6 +50,23 @@ class WrongRuntime(EchoRuntime):
 class FailingRuntime(EchoRuntime):
     def predict(self, inputs: Arrays) -> Arrays:
         raise RuntimeError("secret internal detail: GPU fell over")
+
+
+class SlowRuntime(EchoRuntime):
+    """EchoRuntime taking ``SLOW_SECONDS`` per batch (the golden check at load included)."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        time.sleep(SLOW_SECONDS)
+        return super().predict(inputs)
+
+
+class PoisonRuntime(EchoRuntime):
+    """EchoRuntime that raises on any batch holding the value 13 (it passes its golden check)."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        if (inputs["x"] == 13).any():
+            raise RuntimeError("secret internal detail: poisoned batch")
+        return super().predict(inputs)
 
 
 class BrokenLoadRuntime(EchoRuntime):

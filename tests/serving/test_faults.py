@@ -1,0 +1,162 @@
+"""Faults against real servers: broken models, raising and slow models, hot reload and SIGTERM under load.
+
+Each test counts outcomes of real concurrent requests; nothing may be lost, hang or crash the server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.golden import load_golden, save_golden
+from tests.serving import fakes
+from tests.serving.processes import serving
+
+X = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def _body(data: Any = X) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": data}]}
+
+
+def _post(url: str, model: str, data: Any = X, timeout: float = 30) -> httpx.Response:
+    return httpx.post(f"{url}/v2/models/{model}/infer", json=_body(data), timeout=timeout)
+
+
+def _ready(url: str, model: str) -> httpx.Response:
+    return httpx.get(f"{url}/v2/models/{model}/ready", timeout=5)
+
+
+@pytest.mark.torch
+def test_corrupt_or_drifted_models_are_not_ready_and_say_why_while_others_serve(tmp_path: Path, digits_repo: Any):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    corrupt, drifted = repo / "corrupt" / "1", repo / "drifted" / "1"
+    shutil.copytree(digits_repo.root / "digits-onnx" / "1", corrupt)
+    shutil.copytree(digits_repo.root / "digits-onnx" / "1", drifted)
+    model = corrupt / "model.onnx"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    cases = load_golden(drifted / "golden.npz")
+    for case in cases:  # the model no longer reproduces what its source computed
+        for name in case.outputs:
+            case.outputs[name] = case.outputs[name] + 1.0
+    save_golden(drifted / "golden.npz", cases)
+    with serving(repo) as server:
+        assert _post(server.url, "echo").status_code == 200
+        broken = _ready(server.url, "corrupt")
+        assert broken.status_code == 503
+        assert "model.onnx" in broken.json()["reason"] or "cannot load" in broken.json()["reason"]
+        wrong = _ready(server.url, "drifted")
+        assert wrong.status_code == 503
+        assert "golden check failed" in wrong.json()["reason"]
+        for name in ("corrupt", "drifted"):
+            assert _post(server.url, name).status_code == 503
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+
+
+def test_a_raising_model_fails_its_batch_only_and_the_server_goes_on(tmp_path: Path):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    fakes.write_model(repo, "poison", runtime="PoisonRuntime")
+    poison = [[13.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    with serving(repo) as server, ThreadPoolExecutor(16) as pool:
+        jobs = [pool.submit(_post, server.url, "poison", poison) for _ in range(20)]
+        jobs += [pool.submit(_post, server.url, "echo") for _ in range(20)]
+        results = [job.result() for job in jobs]
+        assert [r.status_code for r in results[:20]] == [500] * 20
+        assert all("secret" not in r.text for r in results[:20]), "a 5xx never leaks internals"
+        assert [r.status_code for r in results[20:]] == [200] * 20
+        assert _post(server.url, "poison").status_code == 200, "the next batch of the same model is fine"
+        assert server.process.poll() is None
+
+
+def test_a_slow_model_sheds_load_with_503_and_retry_after_instead_of_piling_up(tmp_path: Path):
+    repo = tmp_path / "repo"
+    config = {"max_batch_size": 1, "max_queue_size": 3, "timeout_ms": 1500}
+    fakes.write_model(repo, "slow", runtime="SlowRuntime", config=config)
+    with serving(repo) as server, ThreadPoolExecutor(30) as pool:
+        started = time.monotonic()
+        results = list(pool.map(lambda _: _post(server.url, "slow"), range(30)))
+        elapsed = time.monotonic() - started
+    statuses = Counter(r.status_code for r in results)
+    assert set(statuses) <= {200, 503, 504}, statuses
+    assert statuses[200] >= 1 and statuses[503] >= 10, statuses
+    assert all(int(r.headers["retry-after"]) >= 1 for r in results if r.status_code == 503)
+    assert elapsed < 10, f"30 requests took {elapsed:.1f}s: the queue is not bounded"
+
+
+def _hammer(url: str, model: str, stop: threading.Event, results: list[tuple[int, str]]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            response = client.post(f"/v2/models/{model}/infer", json=_body())
+            version = response.json().get("model_version", "") if response.status_code == 200 else response.text
+            results.append((response.status_code, version))
+
+
+def test_hot_reload_under_load_loses_no_request(tmp_path: Path):
+    """A new version dropped in while 6 clients send requests replaces the old one (latest: 1); the old
+    version's in-flight requests finish. Zero failures, and both versions answered."""
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "slow", runtime="SlowRuntime", config={"max_batch_size": 2})
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+    with serving(repo, "--poll-interval-s", "0.2") as server:
+        clients = [threading.Thread(target=_hammer, args=(server.url, "slow", stop, results)) for _ in range(6)]
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        fakes.write_model(repo, "slow", version=2, runtime="SlowRuntime")
+        deadline = time.monotonic() + 20
+        while (meta := httpx.get(f"{server.url}/v2/models/slow", timeout=5).json()).get("versions") != ["2"]:
+            assert time.monotonic() < deadline, "version 2 was not picked up"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        stop.set()
+        for client in clients:
+            client.join(30)
+    statuses = Counter(status for status, _ in results)
+    assert statuses == Counter({200: len(results)}), [r for r in results if r[0] != 200][:5]
+    assert {version for _, version in results} == {"1", "2"}
+
+
+def test_sigterm_under_load_drains_in_flight_requests_and_refuses_new_ones(tmp_path: Path):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "slow", runtime="SlowRuntime", config={"max_batch_size": 1})
+    with serving(repo, "--drain-timeout-s", "20") as server, ThreadPoolExecutor(8) as pool:
+        in_flight = [pool.submit(_post, server.url, "slow") for _ in range(6)]  # ~1.8 s of work, one at a time
+        time.sleep(0.4)
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        deadline = signalled + 5
+        while _ready_status(server.url) == 200:
+            assert time.monotonic() < deadline, "readiness did not turn false"
+            time.sleep(0.02)
+        late = _post_or_refused(server.url)
+        assert late in (503, "refused"), late
+        assert [job.result().status_code for job in in_flight] == [200] * 6
+        code = server.process.wait(25)
+        assert code == 0
+        assert time.monotonic() - signalled < 20
+
+
+def _ready_status(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def _post_or_refused(url: str) -> int | str:
+    try:
+        return _post(url, "slow", timeout=5).status_code
+    except httpx.TransportError:
+        return "refused"
