@@ -110,6 +110,7 @@ def test_extras_are_real_and_exclusive(name: str, runtime: str, other: str) -> N
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras <= set(declared)
     assert runtime in extras and other not in extras and "all" not in extras  # onnxruntime vs onnxruntime-gpu
+    assert ("tf-cuda" in extras) == (runtime == "gpu")  # TensorFlow's CUDA libraries: GPU image only
     for artifact_format, needs in FRAMEWORK_EXTRAS.items():
         assert set(needs.split("|")) & extras, f"{name} cannot serve {artifact_format}"
 
