@@ -1,0 +1,215 @@
+"""``modelport compare REPO/NAME``: serve every variant of one model, run the same sweep on each, compare.
+
+The variants' latest versions are staged (hard links, else copies) into a repository of their
+own, served by one ``modelport serve`` subprocess, and load-tested one after another with the
+same requests. Parity, accuracy and sizes come from each variant's manifest; load time from the
+server's metrics; latencies and throughput from the load tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import ModelportError, NotFoundError
+from modelport.loadtest.options import CompareOptions, LoadTestOptions
+from modelport.loadtest.report import LoadTestReport
+from modelport.loadtest.results import LevelResult
+from modelport.loadtest.runner import run_loadtest
+from modelport.loadtest.serve_process import RunningServer, running_server
+from modelport.loadtest.server_metrics import scrape
+from modelport.loadtest.wire import http_call, reply_json
+from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+
+__all__ = ["CompareResult", "Variant", "VariantResult", "find_variants", "run_compare"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One exported variant: its model directory, latest version and manifest."""
+
+    directory: Path
+    version: int
+    manifest: ModelManifest
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def version_dir(self) -> Path:
+        return self.directory / str(self.version)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.version_dir.rglob("*") if p.is_file())
+
+
+@dataclass
+class VariantResult:
+    """A variant's row of the shoot-out: its manifest facts, load time and load test (or why none)."""
+
+    variant: Variant
+    load_seconds: float | None = None
+    report: LoadTestReport | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.variant.manifest
+        parity = m.parity
+        return {
+            "model": self.variant.name,
+            "variant": m.variant,
+            "format": m.format,
+            "quantization": m.quantization.method if m.quantization else None,
+            "size_bytes": self.variant.size_bytes,
+            "load_seconds": self.load_seconds,
+            "parity_max_abs_error": max((o.max_abs_error for o in parity.outputs), default=None) if parity else None,
+            "parity_passed": parity.passed if parity else None,
+            "top1_agreement": _agreement(m),
+            "accuracy": parity.accuracy if parity else None,
+            "source_accuracy": parity.source_accuracy if parity else None,
+            "max_rps": max((lv.rps for lv in self.report.levels), default=None) if self.report else None,
+            "max_rps_under_slo": self.report.max_rps_under_slo if self.report else None,
+            "levels": [_level_row(lv) for lv in (self.report.levels if self.report else [])],
+            "report": str(self.report.out / "report.html") if self.report else None,
+            "error": self.error,
+        }
+
+
+def _level_row(level: LevelResult) -> dict[str, Any]:
+    return {
+        "users": level.level.users,
+        "rps": level.rps,
+        "p50": level.latency_ms["p50"],
+        "p99": level.latency_ms["p99"],
+        "error_rate": level.error_rate,
+        "slo_passed": level.passed,
+    }
+
+
+def _agreement(manifest: ModelManifest) -> float | None:
+    values = (
+        [o.top1_agreement for o in manifest.parity.outputs if o.top1_agreement is not None] if manifest.parity else []
+    )
+    return min(values) if values else None
+
+
+@dataclass
+class CompareResult:
+    """Every variant's row, plus where the reports went."""
+
+    options: CompareOptions
+    rows: list[VariantResult] = field(default_factory=list)
+    html: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every selected variant served and was load-tested."""
+        return all(row.report is not None for row in self.rows)
+
+
+def find_variants(repository: Path, family: str, wanted: tuple[str, ...] = ()) -> list[Variant]:
+    """The latest version of every model in ``repository`` exported from ``family`` (optionally only ``wanted``)."""
+    if not repository.is_dir():
+        raise NotFoundError(f"model repository {repository} is not a directory")
+    found, families = [], set()
+    for directory in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = sorted(int(v.name) for v in directory.iterdir() if v.name.isdigit() and (v / MANIFEST_FILE).exists())
+        if not versions:
+            continue
+        manifest = read_manifest(directory / str(versions[-1]))
+        families.add(manifest.family)
+        if manifest.family == family:
+            found.append(Variant(directory, versions[-1], manifest))
+    if not found:
+        raise NotFoundError(f"no model of family {family!r} in {repository} (families there: {sorted(families)})")
+    if wanted:
+        known = {v.manifest.variant: v for v in found}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise NotFoundError(f"--formats {unknown} not exported for {family!r}; it has {sorted(known)}")
+        found = [known[w] for w in wanted]
+    return found
+
+
+def _stage(variants: list[Variant], staging: Path) -> Path:
+    """A repository of only these variants' latest versions (hard links where the filesystem allows)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for variant in variants:
+        target = staging / variant.name
+        shutil.copytree(variant.version_dir, target / str(variant.version), copy_function=_link_or_copy)
+        config = variant.directory / "config.yaml"
+        if config.exists():
+            shutil.copy2(config, target / "config.yaml")
+    return staging
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
+    """Serve, load-test and compare every selected variant; prints the table, writes compare.{json,csv,html}."""
+    from modelport.loadtest.compare_report import render_table, write_compare
+
+    variants = find_variants(options.repository, options.family, options.variants)
+    options.out.mkdir(parents=True, exist_ok=True)
+    staging = _stage(variants, options.out / "repository")
+    flags = (*options.serve_args, *(("--tfserving-grpc",) if options.protocol == "tfserving-grpc" else ()))
+    result = CompareResult(options)
+    say(f"compare: {len(variants)} variant(s) of {options.family!r}: {', '.join(v.manifest.variant for v in variants)}")
+    with running_server(staging, flags, options.out / "server.log") as server:
+        for variant in variants:
+            say(f"\n==> {variant.name} ({variant.manifest.format})")
+            result.rows.append(_test_variant(options, server, variant, say))
+    shutil.rmtree(staging, ignore_errors=True)
+    write_compare(result)
+    say("\n" + render_table(result))
+    say(f"\ncompare report: {result.html} (also compare.json, compare.csv; one report.html per variant)")
+    return result
+
+
+def _test_variant(options: CompareOptions, server: RunningServer, variant: Variant, say: Any) -> VariantResult:
+    row = VariantResult(variant, load_seconds=_load_seconds(server, variant.name))
+    ready = http_call(f"{server.url}/v2/models/{variant.name}/ready")
+    if ready.status != 200:
+        row.error = "not ready: " + str((reply_json(ready) or {}).get("reason", ready.text()))
+        say(f"  {row.error}")
+        return row
+    data = str(variant.version_dir / "golden.npz") if options.data == "golden" else options.data
+    grpc = options.protocol.endswith("grpc")
+    test = LoadTestOptions(
+        url=server.grpc if grpc else server.url,
+        model=variant.name,
+        protocol=options.protocol,
+        levels=options.levels,
+        duration_s=options.duration_s,
+        batch_size=options.batch_size,
+        data=data,
+        slos=options.slos,
+        metrics_url=server.url + "/metrics",
+        out=options.out / variant.name,
+        quiet=options.quiet,
+        title=f"{variant.name}: {variant.manifest.format} over {options.protocol}",
+    )
+    try:
+        row.report = run_loadtest(test, say)
+    except ModelportError as exc:
+        row.error = exc.message
+        say(f"  failed: {exc.message}")
+    return row
+
+
+def _load_seconds(server: RunningServer, model: str) -> float | None:
+    try:
+        values = scrape(server.url + "/metrics").select("modelport_model_load_seconds", model, None)
+    except ModelportError:
+        return None
+    return max(values.values()) if values else None

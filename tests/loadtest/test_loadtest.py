@@ -1,0 +1,239 @@
+"""Short real locust runs against a real server: every protocol, a sweep, SLO gates, clear early errors."""
+
+from __future__ import annotations
+
+import base64
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.loadtest.conftest import ROOT, modelport
+from tests.serving import fakes
+from tests.serving.processes import free_port, serving
+
+HTTP_PROTOCOLS = ["v2", "v2-binary", "tfserving", "torchserve"]
+
+
+def _address(server, protocol: str) -> list[str]:
+    if protocol.endswith("grpc"):
+        return [server.grpc, "--metrics-url", f"{server.url}/metrics"]
+    return [server.url]
+
+
+@pytest.mark.parametrize("protocol", [*HTTP_PROTOCOLS, "v2-grpc"])
+def test_each_protocol_sends_real_load(echo_server, tmp_path, protocol):
+    run = modelport(
+        tmp_path,
+        "loadtest",
+        *_address(echo_server, protocol),
+        "--model",
+        "echo",
+        "--protocol",
+        protocol,
+        "--users",
+        "2",
+        "--duration",
+        "2s",
+        "--batch-size",
+        "2",
+    )
+    assert run.code == 0, run.stderr
+    level = run.report()["levels"][0]
+    assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
+    assert level["latency_source"] == "exact"
+    assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p99"] <= level["latency_ms"]["max"]
+    server = level["server"]
+    assert server["batch_size"]["count"] > 0 and server["batch_size"]["mean"] >= 2, "every request carried 2 rows"
+    assert sum(server["requests_by_outcome"].values()) >= level["requests"]
+    assert run.report()["target"]["inputs"] == ["x:float32:2x3"]
+
+
+@pytest.mark.tf
+def test_tfserving_grpc_protocol(tmp_path):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    with serving(repo, "--tfserving-grpc", "--log-level", "warning", timeout=120) as server:
+        run = modelport(
+            tmp_path / "out",
+            "loadtest",
+            *_address(server, "tfserving-grpc"),
+            "--model",
+            "echo",
+            "--protocol",
+            "tfserving-grpc",
+            "--users",
+            "2",
+            "--duration",
+            "2s",
+        )
+    assert run.code == 0, run.stderr
+    level = run.report()["levels"][0]
+    assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
+    assert level["server"]["requests_by_outcome"]
+
+
+def test_sweep_with_slos_that_hold_writes_every_report(echo_server, tmp_path):
+    run = modelport(
+        tmp_path,
+        "loadtest",
+        echo_server.url,
+        "--model",
+        "echo",
+        "--users",
+        "1,4",
+        "--duration",
+        "2s",
+        "--slo",
+        "error_rate<1%",
+        "--slo",
+        "p99<2s",
+    )
+    assert run.code == 0, run.stderr
+    assert "SLOs: all held" in run.stdout and "report.html" in run.stdout
+    report = run.report()
+    assert [lv["users"] for lv in report["levels"]] == [1, 4] and report["passed"]
+    assert report["max_rps_under_slo"] == max(lv["rps"] for lv in report["levels"])
+    assert all(lv["timeline"]["rps"] and lv["server"]["queue_ms"] for lv in report["levels"])
+    csv_lines = (tmp_path / "report.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("users,target_rps")
+    html = (tmp_path / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 4, "timeline, sweep curve, queue/compute and batch-size plots"
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "All SLOs held" in html
+
+
+def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
+    """A paced run (2 users, 40 req/s in all) cannot reach rps>1000: exit 1, the failure named with its gap."""
+    run = modelport(
+        tmp_path,
+        "loadtest",
+        echo_server.url,
+        "--model",
+        "echo",
+        "--users",
+        "2",
+        "--rps",
+        "40",
+        "--duration",
+        "3s",
+        "--slo",
+        "rps>1000",
+        "--slo",
+        "p99<5s",
+    )
+    assert run.code == 1, run.stderr
+    report = run.report()
+    level = report["levels"][0]
+    assert 20 < level["rps"] < 60, "constant throughput per user paces the load"
+    assert not report["passed"] and len(report["failed_slos"]) == 1
+    assert re.match(
+        r"rps>1000 at users=2 rps=40: rps \d+\.\d req/s, objective > 1000\.0 req/s: 9\d\.\d% under",
+        report["failed_slos"][0],
+    )
+    assert "SLOs FAILED" in run.stdout and "rps>1000" in run.stdout
+    assert [s["passed"] for s in level["slos"]] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "code", "message"),
+    [
+        ("bad-url", [], 1, "cannot reach http://127.0.0.1:"),
+        ("server", ["--model", "nope"], 1, "model 'nope' not found at http://127.0.0.1:"),
+        ("server", ["--model", "echo", "--input", "x:float32:-1x4"], 2, "no load was sent: HTTP 400"),
+        ("server", ["--model", "failing"], 1, "model 'failing' at http://127.0.0.1:"),
+        ("server", ["--model", "echo", "--protocol", "v2-grpc"], 2, "give the gRPC address as host:port"),
+        ("server", ["--model", "echo", "--slo", "p99 fast"], 2, "--slo 'p99 fast' does not parse"),
+        (
+            "server",
+            ["--model", "echo", "--metrics-url", "http://127.0.0.1:9/metrics"],
+            2,
+            "--metrics-url: cannot reach",
+        ),
+    ],
+)
+def test_errors_are_clear_and_come_before_any_load(echo_server, tmp_path, target, extra, code, message):
+    url = f"http://127.0.0.1:{free_port()}" if target == "bad-url" else echo_server.url
+    run = modelport(tmp_path, "loadtest", url, *(extra or ["--model", "echo"]))
+    assert run.code == code, run.stderr
+    assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not list(tmp_path.glob("level*")), "no locust run was started"
+
+
+def test_own_locustfile_is_run_and_its_errors_reported(echo_server, tmp_path):
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text(
+        "from locust import FastHttpUser, constant, task\n\n"
+        "class Mine(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def calls(self):\n"
+        "        self.client.post('/v2/models/echo/infer', json={'inputs': [{'name': 'x', 'shape': [1, 3],"
+        " 'datatype': 'FP32', 'data': [1, 2, 3]}]})\n"
+        "        self.client.get('/v2/models/missing')\n"
+    )
+    run = modelport(
+        tmp_path / "out",
+        "loadtest",
+        echo_server.url,
+        "--model",
+        "echo",
+        "--locustfile",
+        str(locustfile),
+        "--users",
+        "2",
+        "--duration",
+        "2s",
+        "--slo",
+        "error_rate<10%",
+    )
+    assert run.code == 1, run.stderr
+    level = run.report()["levels"][0]
+    assert level["failures"] > 10 and 0.3 < level["error_rate"] < 0.7
+    assert any("404" in error for error in level["errors"]), level["errors"]
+    assert level["server"]["requests_by_outcome"], "the server side is still scraped for --model"
+
+
+def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_path):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "modelport.cli",
+        "loadtest",
+        echo_server.url,
+        "--model",
+        "echo",
+        "--ui",
+        "--ui-port",
+        str(port),
+        "--out",
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "locust" in page.text.lower()
+        started = httpx.post(f"http://127.0.0.1:{port}/swarm", data={"user_count": 2, "spawn_rate": 2}, timeout=5)
+        assert started.status_code == 200, started.text
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"http://127.0.0.1:{port}" in out and (tmp_path / "report.html").exists()
+    assert (tmp_path / "report.json").exists()
