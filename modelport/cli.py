@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     _add_serve(commands)
     add_bundle_command(commands)
+    _add_import_mar(commands)
     return parser
 
 
@@ -85,6 +86,38 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_run_export)
+
+
+def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "import-mar",
+        help="import a TorchServe .mar (TorchScript or ONNX inside) with manifest and golden vectors",
+        epilog="example:\n  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8\n"
+        "  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8 "
+        "--remote http://127.0.0.1:8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("mar", type=Path, help="model archive: .mar, .tar.gz, or a no-archive directory")
+    p.add_argument("--repository", required=True, type=Path, help="model repository root")
+    p.add_argument("--name", help="repository model name (default: the archive's modelName)")
+    p.add_argument("--version", dest="model_version", type=int, help="version number (default: next free)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE:SHAPE[:LOW..HIGH]",
+        help="input spec, repeatable (archives do not record them; ONNX files do)",
+    )
+    p.add_argument("--output", default="", help="comma list of output names (TorchScript; default output_N)")
+    p.add_argument("--format", default="all", help="formats to export the archive's model to (default: its own format)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
+    p.add_argument(
+        "--remote",
+        help="serve through this TorchServe inference URL (writes runtime: torchserve to config.yaml) "
+        "instead of running the model locally",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=_run_import_mar)
 
 
 def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -185,6 +218,32 @@ def _run_export(args: argparse.Namespace) -> int:
     report = export(options)
     print(render_table(report))
     print(f"report: {options.repository / '.reports' / (options.name + '.json')}")
+    return 0 if report.ok else 1
+
+
+def _run_import_mar(args: argparse.Namespace) -> int:
+    from modelport.export import ExportOptions
+    from modelport.export.mar import check_remote, import_mar, read_mar
+    from modelport.export.options import parse_formats
+    from modelport.export.report import render_table
+    from modelport.manifest import TensorSpec
+
+    remote = check_remote(args.remote) if args.remote else None
+    archive, _ = read_mar(args.mar)
+    options = ExportOptions(
+        source=str(args.mar),
+        repository=args.repository,
+        name=args.name or archive.name,
+        formats=parse_formats(args.format),
+        version=args.model_version,
+        inputs=tuple(TensorSpec.parse(s) for s in args.input),
+        output_names=_csv(args.output),
+        max_batch_size=args.max_batch_size,
+        quiet=args.quiet,
+        quiet_converters=not args.verbose,
+    )
+    report = import_mar(args.mar, options, remote)
+    print(render_table(report))
     return 0 if report.ok else 1
 
 

@@ -129,7 +129,7 @@ class Quantization(_Frozen):
 class SourceInfo(_Frozen):
     """Where the artifact came from."""
 
-    framework: Literal["torch", "tf"]
+    framework: Literal["torch", "tf", "onnx"]
     kind: str
     location: str
     sha256: str | None = None

@@ -57,6 +57,8 @@ _CONVERTERS = {
     ("tf", "tflite"): "modelport.export.tf_convert:to_tflite",
     ("tf", "onnx"): "modelport.export.tf_convert:to_onnx",
     ("tf", "ort"): "modelport.export.onnx_tools:to_ort",
+    ("onnx", "onnx"): "modelport.export.onnx_source:copy_onnx",
+    ("onnx", "ort"): "modelport.export.onnx_tools:to_ort",
 }
 _QUANTIZERS = {
     ("onnx", "dynamic-int8"): "modelport.export.onnx_tools:quantize_onnx",

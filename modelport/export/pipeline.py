@@ -89,7 +89,7 @@ def plan_variants(options: ExportOptions, framework: str) -> list[Variant]:
     return variants
 
 
-_FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow/Keras"}
+_FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow/Keras", "onnx": "ONNX"}
 
 
 def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:

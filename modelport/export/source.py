@@ -18,7 +18,7 @@ __all__ = ["LoadedModel", "SourceModel", "check_input_specs", "load_source", "pa
 class SourceModel(Protocol):
     """A loaded source model: its framework, tensors, and a reference ``predict``."""
 
-    framework: Literal["torch", "tf"]
+    framework: Literal["torch", "tf", "onnx"]
     kind: str
     location: str
     sha256: str | None
@@ -53,6 +53,10 @@ def load_source(options: ExportOptions) -> SourceModel:
 
         return load_tf_path(path, options)
     if path.is_file():
+        if path.suffix == ".onnx":
+            from modelport.export.onnx_source import load_onnx_file
+
+            return load_onnx_file(path, options)
         if path.suffix in (".keras", ".h5"):
             from modelport.export.tf_source import load_tf_path
 
@@ -67,7 +71,7 @@ def load_source(options: ExportOptions) -> SourceModel:
         return load_torch_factory(text, options)
     raise NotFoundError(
         f"source {text!r} not found: give a .keras file, a SavedModel directory, a TorchScript .pt, "
-        "a torch.export .pt2, or a PyTorch package.module:factory"
+        "a torch.export .pt2, an .onnx file, or a PyTorch package.module:factory"
     )
 
 

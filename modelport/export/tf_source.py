@@ -23,7 +23,7 @@ __all__ = ["TFSource", "load_tf_path", "natural_key", "wrap_tf_object"]
 class TFSource(LoadedModel):
     """A Keras model or a SavedModel signature, called with inputs keyed by name."""
 
-    framework: Literal["torch", "tf"] = "tf"
+    framework: Literal["torch", "tf", "onnx"] = "tf"
     signature: Any = None
 
     def predict(self, inputs: Arrays) -> Arrays:

@@ -26,7 +26,7 @@ __all__ = ["TorchSource", "load_torch_factory", "load_torch_file", "wrap_torch_m
 class TorchSource(LoadedModel):
     """A PyTorch model in eval mode, called positionally in the order of ``inputs``."""
 
-    framework: Literal["torch", "tf"] = "torch"
+    framework: Literal["torch", "tf", "onnx"] = "torch"
 
     def predict(self, inputs: Arrays) -> Arrays:
         torch = import_framework("torch", "torch")

@@ -116,7 +116,7 @@ def test_hot_reload_under_load_loses_no_request(tmp_path: Path):
         time.sleep(1.0)
         fakes.write_model(repo, "slow", version=2, runtime="SlowRuntime")
         deadline = time.monotonic() + 20
-        while (meta := httpx.get(f"{server.url}/v2/models/slow", timeout=5).json()).get("versions") != ["2"]:
+        while httpx.get(f"{server.url}/v2/models/slow", timeout=5).json().get("versions") != ["2"]:
             assert time.monotonic() < deadline, "version 2 was not picked up"
             time.sleep(0.1)
         time.sleep(1.0)

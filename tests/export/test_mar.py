@@ -1,0 +1,103 @@
+"""``modelport import-mar``: TorchServe archives (TorchScript or ONNX inside) become repository models."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from modelport.cli import main
+from modelport.golden import load_golden
+from modelport.manifest import read_manifest
+
+SPEC = "image:float32:-1x1x8x8"
+
+
+def _mar(path: Path, files: dict[str, bytes], model: dict[str, Any] | None = None) -> Path:
+    manifest = {"model": {"modelName": "digits", "modelVersion": "1.0", "handler": "h.py", **(model or {})}}
+    with zipfile.ZipFile(path, "w") as archive:
+        if model is not None:
+            archive.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("files", "model", "message"),
+    [
+        ({}, {"serializedFile": "model.pt"}, "is not in the archive"),
+        ({"weights.pt": b"PK..", "model.py": b""}, {"serializedFile": "weights.pt", "modelFile": "model.py"}, "eager"),
+        ({"model.bin": b"\x00\x01"}, {"serializedFile": "model.bin"}, "neither TorchScript nor ONNX"),
+        ({"model.pt": b"PK"}, {}, "names no serializedFile"),
+        ({"../evil.pt": b"PK"}, {"serializedFile": "../evil.pt"}, "escapes the archive"),
+        ({"x.txt": b""}, None, "MANIFEST.json is missing"),
+    ],
+)
+def test_bad_archives_are_refused(capsys, tmp_path, files, model, message):
+    mar = _mar(tmp_path / "m.mar", files, model)
+    code = main(["import-mar", str(mar), "--repository", str(tmp_path / "repo"), "--input", SPEC])
+    assert code in (1, 2)
+    assert message in capsys.readouterr().err
+
+
+def test_not_an_archive(capsys, tmp_path):
+    (tmp_path / "x.mar").write_bytes(b"hello")
+    assert main(["import-mar", str(tmp_path / "x.mar"), "--repository", str(tmp_path / "r")]) == 1
+    assert "neither a .mar" in capsys.readouterr().err
+    assert main(["import-mar", str(tmp_path / "missing.mar"), "--repository", str(tmp_path / "r")]) == 1
+    assert "no such model archive" in capsys.readouterr().err
+
+
+def test_remote_must_be_a_url(capsys, tmp_path):
+    mar = _mar(tmp_path / "m.mar", {"model.pt": b"PK"}, {"serializedFile": "model.pt"})
+    assert main(["import-mar", str(mar), "--repository", str(tmp_path / "r"), "--remote", "localhost:8080"]) == 2
+    assert "inference URL" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_torchscript_archive_imports_with_golden_vectors(tmp_path, digits_repo):
+    served = digits_repo.root / "digits-torchscript" / "1"
+    mar = _mar(tmp_path / "d.mar", {"model.pt": (served / "model.pt").read_bytes()}, {"serializedFile": "model.pt"})
+    repo = tmp_path / "repo"
+    assert main(["import-mar", str(mar), "--repository", str(repo), "--input", SPEC, "--quiet"]) == 0
+    manifest = read_manifest(repo / "digits" / "1")
+    assert manifest.format == "torchscript"
+    assert manifest.parity is not None
+    assert manifest.parity.passed
+    assert [s.describe() for s in manifest.inputs] == ["image:float32:-1x1x8x8"]
+    golden = load_golden(repo / "digits" / "1" / "golden.npz")
+    reference = load_golden(served / "golden.npz")
+    assert golden[0].inputs["image"].shape == reference[0].inputs["image"].shape
+    assert not (repo / "digits" / "config.yaml").exists(), "no remote: the model runs locally"
+
+
+@pytest.mark.torch
+def test_onnx_archive_in_tgz_format_imports_and_records_remote(tmp_path, digits_repo):
+    onnx = (digits_repo.root / "digits-onnx" / "1" / "model.onnx").read_bytes()
+    manifest = {"model": {"modelName": "digits", "modelVersion": "2.0", "serializedFile": "model.onnx"}}
+    path = tmp_path / "digits.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in {
+            "digits/MAR-INF/MANIFEST.json": json.dumps(manifest).encode(),
+            "digits/model.onnx": onnx,
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    repo = tmp_path / "repo"
+    command = ["import-mar", str(path), "--repository", str(repo), "--name", "onnx-digits", "--quiet"]
+    assert main([*command, "--remote", "http://127.0.0.1:8080/"]) == 0
+    version = repo / "onnx-digits" / "1"
+    assert read_manifest(version).format == "onnx"
+    config = yaml.safe_load((repo / "onnx-digits" / "config.yaml").read_text())
+    assert config == {"runtime": "torchserve", "remote": {"address": "http://127.0.0.1:8080", "model": "digits"}}
+    case = load_golden(version / "golden.npz")[0]
+    assert np.isfinite(case.outputs[read_manifest(version).outputs[0].name]).all()
