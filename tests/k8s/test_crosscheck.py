@@ -203,6 +203,7 @@ def test_kserve_runtimes_run_the_server(kserve_docs: list[Doc]) -> None:
 def test_kserve_formats_are_served(kserve_docs: list[Doc]) -> None:
     for runtime in all_of(kserve_docs, "ClusterServingRuntime"):
         for model_format in runtime["spec"]["supportedModelFormats"]:
+            assert model_format["name"] in KSERVE_FORMATS, f"modelport serves no {model_format['name']!r} models"
             for artifact_format in KSERVE_FORMATS[model_format["name"]]:
                 assert runtime_class(artifact_format) is not None
 
