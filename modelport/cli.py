@@ -10,6 +10,7 @@ from pathlib import Path
 
 from modelport import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
+from modelport.loadtest.command import add_loadtest_commands
 from modelport.mobile.command import add_bundle_command
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     add_bundle_command(commands)
     _add_import_mar(commands)
+    add_loadtest_commands(commands)
     return parser
 
 

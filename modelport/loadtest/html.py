@@ -120,7 +120,7 @@ def _levels_table(report: LoadTestReport) -> str:
                 f"{lv.rps:.1f}",
                 *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p95", "p99", "max")),
                 *(_mean(server.get(k)) for k in ("queue_ms", "compute_ms", "batch_size")),
-                ("ok" if lv.passed else "FAIL") if lv.slos else "-",
+                ("met" if lv.passed else "missed") if lv.slos else "-",
             ]
         )
         classes.append("" if not lv.slos else ("ok" if lv.passed else "fail"))

@@ -106,6 +106,8 @@ class LoadTestOptions:
             raise InvalidArgumentError(f"--duration must be at least 1s, got {self.duration_s:g}s")
         if self.batch_size < 1 or self.samples < 1:
             raise InvalidArgumentError("--batch-size and --samples must be positive")
+        if self.ui and len(self.levels) > 1:
+            raise InvalidArgumentError("--ui runs one interactive level: give a single --users value")
         if self.spawn_rate is not None and self.spawn_rate <= 0:
             raise InvalidArgumentError(f"--spawn-rate must be positive, got {self.spawn_rate:g}")
 

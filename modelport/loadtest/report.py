@@ -119,7 +119,7 @@ def render_levels(report: LoadTestReport) -> str:
     for level in report.levels:
         lat, server = level.latency_ms, level.server or {}
         queue, compute, batch = (server.get(k) for k in ("queue_ms", "compute_ms", "batch_size"))
-        verdict = ("ok" if level.passed else "FAIL") if level.slos else "-"
+        verdict = ("met" if level.passed else "missed") if level.slos else "-"
         lines.append(
             f"{level.level.label:<18} {level.requests:>9} {100 * level.error_rate:>6.2f} {level.rps:>8.1f}"
             f" {lat['p50']:>7.2f} {lat['p90']:>7.2f} {lat['p99']:>7.2f} {lat['max']:>7.1f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ def run_loadtest(options: LoadTestOptions, say: Printer = print) -> LoadTestRepo
 
     slos = [parse_slo(text) for text in options.slos]
     options.out.mkdir(parents=True, exist_ok=True)
+    for stale in options.out.glob("level*-users*"):  # a previous run's levels would read as this run's
+        shutil.rmtree(stale)
     prepared = prepare(options)
     metrics_url = _metrics_url(options)
     target = _describe(options, prepared, metrics_url)
@@ -163,7 +166,7 @@ def _progress(level: Level, duration: float, say: Printer) -> Callable[[float, d
     def show(elapsed: float, state: dict[str, Any]) -> None:
         requests, failures = state.get("requests", 0), state.get("failures", 0)
         line = (
-            f"  {level.label}: {min(elapsed, duration):4.0f}/{duration:.0f} s, {requests} requests, {failures} failures"
+            f"  {level.label}: {elapsed:4.0f} s ({duration:g} s at full load), {requests} requests, {failures} failures"
         )
         if tty:
             sys.stdout.write("\r" + line.ljust(78))

@@ -183,3 +183,14 @@ def test_results_fall_back_to_locust_histogram_without_samples(tmp_path):
     assert exact.latency_source == "exact" and exact.latency_ms["max"] == 10.0
     assert exact.timeline["t"] == [0.0, 1.0, 3.0] and exact.timeline["rps"] == [66.0, 33.0, 1.0]
     assert exact.errors == {"HTTP 503": 2}
+
+
+def test_options_reject_what_cannot_run():
+    from modelport.loadtest.options import LoadTestOptions
+
+    with pytest.raises(InvalidArgumentError, match="--ui runs one interactive level"):
+        LoadTestOptions(url="http://h:1", model="m", ui=True, levels=(Level(1), Level(2)))
+    with pytest.raises(InvalidArgumentError, match="--protocol must be one of"):
+        LoadTestOptions(url="http://h:1", model="m", protocol="soap")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="--duration must be at least 1s"):
+        LoadTestOptions(url="http://h:1", model="m", duration_s=0.5)
