@@ -41,3 +41,21 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert server["error"] is None, f"{name}: {server['error']}"
         assert server["startup_s"] > 0
         assert server["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_soak_benchmark_smoke(tmp_path: Path) -> None:
+    """A 12-second soak: every protocol answers, windows are sampled, the verdict is computed."""
+    out = tmp_path / "soak.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--duration", "12", "--warmup", "4", "--window", "2"]
+    done = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=200, check=False)
+    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    verdict = report["verdict"]
+    assert verdict["errors"] == 0, report["windows"]
+    assert verdict["server_exit_code"] == 0
+    assert len(report["windows"]) == 6
+    served = set().union(*(w["by_protocol"] for w in report["windows"]))
+    assert served == {"v2-json", "v2-binary", "v2-grpc", "tfserving", "torchserve"}
+    assert verdict["rss_last_mib"] > 0 and verdict["fd_last"] > 0
