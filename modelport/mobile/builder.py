@@ -47,7 +47,7 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     if labels:
         (out / LABELS_FILE).write_text("\n".join(labels) + "\n")
     eval_data = _eval_data(options, first)
-    report = BundleReport(family, str(out), str(out.with_suffix(".zip")))
+    report = BundleReport(family, str(out), str(_archive(out)))
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")
@@ -102,7 +102,7 @@ def _add_variant(
     entry["tolerance"] = {"atol": atol, "rtol": rtol, "top1": True}
     entry["golden"] = []
     probe = {"format": "modelport-edge-bundle", "variants": {source.name: entry}, "inputs": inputs, "outputs": outputs}
-    runner = edge.EdgeModel(out, probe, source.name, _session(out / file, entry))
+    runner = edge.EdgeModel(out, probe, source.name, edge.open_session(out / file, entry, None, None))
     cases = load_golden(source.directory / GOLDEN_FILE)
     expected = [runner.run(dict(case.inputs)) for case in cases]
     entry["golden"] = [
@@ -116,12 +116,6 @@ def _add_variant(
     row = _row(source, file, len(model), entry, runner, eval_data, options)
     entry.update(accuracy=row.accuracy, eval_samples=row.eval_samples, latency_p50_ms=row.latency_p50_ms)
     return entry, row
-
-
-def _session(path: Path, entry: dict[str, Any]) -> Any:
-    if entry["runtime"] == "onnxruntime":
-        return edge._OrtSession(path, None)
-    return edge._TFLiteSession(path, entry, None, None)
 
 
 def _interface(model: bytes, native_names: dict[str, str]) -> tuple[tuple[list[str], list[str]], str, dict[str, Any]]:
@@ -247,9 +241,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _archive(out: Path) -> Path:
+    return out.parent / f"{out.name}.zip"
+
+
 def _zip(out: Path) -> Path:
-    archive = out.with_suffix(".zip")
-    archive.unlink(missing_ok=True)
+    _archive(out).unlink(missing_ok=True)
     return Path(shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name))
 
 

@@ -11,7 +11,9 @@ One file that needs only numpy and a LiteRT interpreter (``ai_edge_litert``, els
     model.top_k(image)                                    # [[("3", 0.98), ...]]
 
 ``open`` refuses a bundle whose files do not match their sha256 or whose model does not
-reproduce the expected outputs recorded in ``bundle.json`` on this device.
+reproduce the expected outputs recorded in ``bundle.json`` on this device. ``bench`` runs each
+variant in a fresh process: cold start (spawn -> first inference done: Python, numpy and LiteRT
+imports, load, first run), golden check time, batch-1 latency p50/p90/p99, peak RSS and file size.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUNDLE_FILE", "BundleError", "EdgeInputError", "EdgeModel", "load_bundle", "main", "verify_files"]
+__all__ = [
+    "BUNDLE_FILE",
+    "BundleError",
+    "EdgeInputError",
+    "EdgeModel",
+    "decode_array",
+    "load_bundle",
+    "main",
+    "open_session",
+    "verify_files",
+]
 
 BUNDLE_FILE = "bundle.json"
 Array = np.ndarray[Any, Any]
@@ -169,6 +181,13 @@ class _OrtSession:
         return dict(zip(names, self.session.run(names, feed), strict=True))
 
 
+def open_session(path: Path, variant: dict[str, Any], num_threads: int | None, delegate: str | None) -> Any:
+    """The interpreter of one variant entry of bundle.json (LiteRT, or onnxruntime for .ort files)."""
+    if variant["runtime"] == "onnxruntime":
+        return _OrtSession(path, num_threads)
+    return _TFLiteSession(path, variant, num_threads, delegate)
+
+
 class EdgeModel:
     """One variant of a bundle, opened on this device after its checksum and golden checks."""
 
@@ -199,11 +218,7 @@ class EdgeModel:
         if verify:
             shared = [f for f in bundle["files"] if f not in {v["file"] for v in bundle["variants"].values()}]
             verify_files(directory, bundle, [spec["file"], *shared])
-        path = directory / spec["file"]
-        if spec["runtime"] == "onnxruntime":
-            session: Any = _OrtSession(path, num_threads)
-        else:
-            session = _TFLiteSession(path, spec, num_threads, delegate)
+        session = open_session(directory / spec["file"], spec, num_threads, delegate)
         model = cls(directory, bundle, name, session)
         if verify:
             model.check_golden()
@@ -426,7 +441,7 @@ def _peak_rss_mb() -> float:
 def _bench(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     verify_files(args.bundle, bundle)
-    results = []
+    results, failed = [], False
     for name in _variants(bundle, args.variant):
         if _unavailable(bundle, name):
             print(f"{name}: not benchmarked: {_unavailable(bundle, name)}", file=sys.stderr)
@@ -436,8 +451,11 @@ def _bench(args: argparse.Namespace) -> int:
         spawned = time.time()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            print(f"{name}: bench failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-            return 1
+            print(
+                f"{name}: not benchmarked: {(done.stderr.strip().splitlines() or ['no output'])[-1]}", file=sys.stderr
+            )
+            failed = True
+            continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
         # cold start: process spawn -> first inference done (python, numpy and LiteRT imports, load, first run)
         result["cold_start_ms"] = (result.pop("ready_at") - spawned) * 1e3
@@ -457,7 +475,7 @@ def _bench(args: argparse.Namespace) -> int:
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    return 0
+    return 1 if failed else 0
 
 
 def _bench_table(report: dict[str, Any]) -> str:
