@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     status |= _bundle_all(repo, models, args.out / "bundles")
     print("\n==> modelport serve: every variant answers its golden input over KServe v2 (JSON and binary)", flush=True)
     status |= _serve_all(repo)
+    print("\n==> modelport compare: every format of the PyTorch model under the same load", flush=True)
+    status |= _compare(repo, args.out)
     return status
 
 
@@ -103,7 +105,23 @@ def _serve_all(repo: Path) -> int:
             top1 = int(np.argmax(output["data"]))
             failures += not same
             print(f"  {model:34s} top-1 class {top1}  JSON == binary: {same}")
+        failures += _sweep(url, repo.parent / "loadtest")
     return 1 if failures else 0
+
+
+def _sweep(url: str, out: Path) -> int:
+    """A short locust sweep (1, then 8 concurrent users) against the demo server."""
+    print("\n==> modelport loadtest: a short sweep against the same server (KServe v2 binary)", flush=True)
+    args = ["loadtest", url, "--model", "digits-torch-onnx", "--protocol", "v2-binary", "--users", "1,8"]
+    return modelport([*args, "--duration", "3s", "--out", str(out), "--quiet"])
+
+
+def _compare(repo: Path, out: Path) -> int:
+    """The format shoot-out of the PyTorch model; prints where both HTML reports are."""
+    args = ["compare", str(repo / "digits-torch"), "--users", "1,8", "--duration", "2s"]
+    status = modelport([*args, "--out", str(out / "compare"), "--quiet"])
+    print(f"\nHTML reports: {out / 'compare' / 'compare.html'} and {out / 'loadtest' / 'report.html'}")
+    return status
 
 
 if __name__ == "__main__":

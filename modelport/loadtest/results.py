@@ -114,11 +114,15 @@ def _from_histogram(stats: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _timeline(samples: dict[str, np.ndarray[Any, Any]], start: float) -> dict[str, list[float]]:
-    """Per-second throughput and latency percentiles (seconds since the level started)."""
-    second = np.floor(samples["end"] - start).astype(np.int64)
+    """Per-second throughput and latency percentiles, in seconds since the level started.
+
+    The last second is cut short by the end of the run; it is left out when there are others.
+    """
+    second = np.floor(samples["end"] - min(start, float(samples["end"].min()))).astype(np.int64)
     latency, failed = samples["latency_ms"], samples["failed"]
     timeline: dict[str, list[float]] = {"t": [], "rps": [], "p50": [], "p90": [], "p99": [], "failures": []}
-    for s in np.unique(second):
+    seconds = np.unique(second)
+    for s in seconds[:-1] if len(seconds) > 2 else seconds:
         chosen = second == s
         timeline["t"].append(float(s))
         timeline["rps"].append(float(chosen.sum()))
