@@ -19,7 +19,8 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── DeadlineExceededError      code "deadline_exceeded"  a request that timed out in the queue or model
     ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
     ├── InferenceError             code "inference_failed"   the model raised while predicting
-    └── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
+    ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
+    └── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "PermissionDeniedError",
     "SourceError",
     "SpecError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
     "summarize",
@@ -149,6 +151,12 @@ class PermissionDeniedError(ModelportError):
     """An operation the server is configured not to allow (e.g. model control when disabled)."""
 
     code = "permission_denied"
+
+
+class UnauthenticatedError(ModelportError):
+    """A request that lacks the API key / bearer token its operation needs, or presents a wrong one."""
+
+    code = "unauthenticated"
 
 
 def summarize(exc: BaseException) -> str:

@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelport import __version__
-from modelport.errors import InvalidArgumentError, ModelportError
+from modelport.errors import InvalidArgumentError, ModelportError, summarize
+from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import EXTENSIONS, DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, grpc_status, public_message
 from modelport.serving.v2 import (
@@ -29,7 +30,7 @@ from modelport.serving.v2 import (
     encode_raw_tensor,
 )
 
-__all__ = ["KServeServicer", "build_grpc_server", "guard", "publish_health"]
+__all__ = ["DecodeGuard", "KServeServicer", "build_grpc_server", "guard", "publish_health"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +158,10 @@ def decode_grpc_request(request: Any) -> InferRequest:
             inputs[tensor.name] = decode_raw_tensor(tensor.name, tensor.datatype, shape, raw[index])
         else:
             field = _CONTENTS.get(tensor.datatype)
+            if field is None and tensor.datatype in ("FP16", "BF16"):
+                raise InvalidArgumentError(
+                    f"input {tensor.name!r}: {tensor.datatype} has no typed contents field; send raw_input_contents"
+                )
             values = list(getattr(tensor.contents, field)) if field else None
             inputs[tensor.name] = decode_typed_tensor(tensor.name, tensor.datatype, shape, values)
     if not inputs:
@@ -165,15 +170,56 @@ def decode_grpc_request(request: Any) -> InferRequest:
     return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
 
 
+class _Undecodable:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Bytes that do not parse as the method's request message are INVALID_ARGUMENT, not gRPC's UNKNOWN."""
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, Any] = {}
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        if details.method not in self._guarded:
+            self._guarded[details.method] = _guard_decoding(handler, details.method)
+        return self._guarded[details.method]
+
+
+def _guard_decoding(handler: Any, method: str) -> Any:
+    parse, behaviour = handler.request_deserializer, handler.unary_unary
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data) if parse else data
+        except Exception as exc:
+            return _Undecodable(summarize(exc))
+
+    async def call(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: undecodable request ({request.error})")
+        return await behaviour(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=deserialize, response_serializer=handler.response_serializer
+    )
+
+
 def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
     """The grpc.aio server with the KServe v2 service, health and reflection; and the health servicer."""
     limit = plane.settings.max_body_bytes
+    tokens = Tokens.from_settings(plane.settings)
     server = grpc.aio.server(
+        interceptors=[*([AuthInterceptor(tokens)] if tokens.enabled else []), DecodeGuard()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 1),
-        ]
+        ],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)
     health_servicer = health.aio.HealthServicer()

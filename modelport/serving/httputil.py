@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import PayloadTooLargeError
+from modelport.errors import PayloadTooLargeError, SpecError
+from modelport.tensors import DataType
 
-__all__ = ["json_response", "read_body"]
+__all__ = ["json_response", "json_tensor", "read_body"]
+
+_MAX_DEPTH = 32  # numpy allows 64 dimensions; no model input has more than a handful
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -20,8 +25,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLargeError(f"the request body ({declared} bytes) exceeds the limit of {limit} bytes")
     chunks, total = [], 0
     async for chunk in request.stream():
@@ -30,3 +35,50 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLargeError(f"the request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_tensor(name: str, value: Any, dtype: DataType) -> np.ndarray[Any, Any]:
+    """Nested JSON lists (TF Serving, TorchServe bodies) as a tensor of ``dtype``: numbers that fit the type
+    (integers in range, no fractions), or strings / ``{"b64": ...}`` for string tensors."""
+    try:
+        if dtype.name == "string":
+            strings = np.array(_strings(value, 0), dtype=object)
+            if not all(isinstance(x, bytes) for x in strings.flat):  # ragged rows become lists of lists
+                raise ValueError("ragged")
+            return strings
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise SpecError(_not_a_tensor(name, dtype)) from None
+    if array.dtype.kind not in ("b" if dtype.name == "bool" else "iufb"):
+        raise SpecError(_not_a_tensor(name, dtype))
+    if array.ndim > _MAX_DEPTH:
+        raise SpecError(f"input {name!r}: {array.ndim} dimensions; at most {_MAX_DEPTH}")
+    if dtype.is_integer and array.size and not _fits(array, dtype):
+        info = np.iinfo(dtype.np_dtype())
+        raise SpecError(f"input {name!r}: {dtype.name} values must be integers in [{info.min}, {info.max}]")
+    return array.astype(dtype.np_dtype())
+
+
+def _not_a_tensor(name: str, dtype: DataType) -> str:
+    what = {"string": 'strings or {"b64": ...}', "bool": "true/false"}.get(dtype.name, "numbers")
+    return f"input {name!r}: the values do not form a {dtype.name} tensor (expected a rectangular list of {what})"
+
+
+def _fits(array: np.ndarray[Any, Any], dtype: DataType) -> bool:
+    info = np.iinfo(dtype.np_dtype())
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (np.mod(array, 1) == 0).all()):
+        return False
+    return bool(array.min() >= info.min and array.max() <= info.max)
+
+
+def _strings(value: Any, depth: int) -> Any:
+    """Strings as bytes, at any nesting up to ``_MAX_DEPTH`` (deeper input is refused, not recursed into)."""
+    if isinstance(value, list):
+        if depth >= _MAX_DEPTH:
+            raise ValueError("nested too deeply")
+        return [_strings(v, depth + 1) for v in value]
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        return base64.b64decode(value["b64"], validate=True)
+    if isinstance(value, str):
+        return value.encode()
+    raise ValueError("not a string")

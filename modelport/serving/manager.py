@@ -21,6 +21,7 @@ __all__ = ["ModelEntry", "ModelManager"]
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VERSION = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only ("²".isdigit() is True), no 5000-digit int()
 Observer = Callable[[ServedVersion, BatchStats], None]
 
 
@@ -44,6 +45,14 @@ class ModelEntry:
         return max(pool, key=lambda v: v.version)
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside ``root``: a repository entry cannot lead elsewhere."""
+    inside = path.resolve().is_relative_to(root.resolve())
+    if not inside:
+        log.warning("%s resolves outside the repository %s: ignored", path, root)
+    return inside
+
+
 class ModelManager:
     """Loads what the repository holds and keeps it in step with the files."""
 
@@ -61,7 +70,7 @@ class ModelManager:
             raise NotFoundError(f"unknown model {name!r}")
         if version is None or version == "":
             return entry.default()
-        if not version.isdigit() or int(version) not in entry.versions:
+        if not _VERSION.match(version) or int(version) not in entry.versions:
             raise NotFoundError(f"model {name!r} has no served version {version!r} (has: {sorted(entry.versions)})")
         return entry.versions[int(version)]
 
@@ -92,7 +101,7 @@ class ModelManager:
     async def load(self, name: str) -> ModelEntry:
         """Load (or reload) one model by name (model control API)."""
         self._check_name(name)
-        if not (self.root / name).is_dir():
+        if not (self.root / name).is_dir() or not _inside(self.root / name, self.root):
             raise NotFoundError(f"model {name!r} is not in the repository")
         async with self._lock:
             await self._sync_model(name)
@@ -130,7 +139,11 @@ class ModelManager:
     def _model_names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and ".." not in p.name)
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and _NAME.match(p.name) and ".." not in p.name and _inside(p, self.root)
+        )
 
     async def _sync_model(self, name: str) -> None:
         folder = self.root / name
@@ -141,7 +154,11 @@ class ModelManager:
             entry.error = exc.message
             log.error("model %s: %s", name, exc.message)
             return
-        available = [int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).exists()]
+        available = [
+            int(p.name)
+            for p in folder.iterdir()
+            if _VERSION.match(p.name) and (p / MANIFEST_FILE).exists() and _inside(p, self.root)
+        ]
         wanted = set(entry.config.version_policy.select(available))
         for number in sorted(wanted):
             directory = folder / str(number)

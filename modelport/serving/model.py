@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modelport.errors import (
     InvalidArgumentError,
     ModelNotReadyError,
@@ -62,6 +64,7 @@ class ServedVersion:
     batcher: Batcher | None = None
     policy: BatchPolicy | None = None
     timeout_s: float = 30.0
+    finite_only: bool = False  # config.yaml finite_inputs: NaN/Inf in a float input is a 400
     retry: bool = False  # failed because something it needs was unavailable: the next sync tries again
 
     def require_ready(self) -> ModelManifest:
@@ -98,6 +101,8 @@ class ServedVersion:
                 raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
             if not shape_matches(spec.shape, value.shape):
                 raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
+            if self.finite_only and got.is_float and not np.isfinite(value).all():
+                raise SpecError(f"input {name!r}: NaN or Inf values; the model accepts only finite numbers")
             if manifest.max_batch_size and value.ndim:
                 batch_sizes.add(value.shape[0])
         if len(batch_sizes) > 1:
@@ -115,6 +120,7 @@ def load_version(version: ServedVersion, settings: ServerSettings, config: Model
     started = time.perf_counter()
     try:
         manifest = version.manifest or read_manifest(version.directory)
+        _check_inside(version.directory, manifest)
         version.manifest = manifest
         options = RuntimeOptions(
             device=config.device or settings.device,
@@ -136,6 +142,14 @@ def load_version(version: ServedVersion, settings: ServerSettings, config: Model
     except Exception as exc:  # a corrupt artifact must not take the server down
         _fail(version, f"cannot load: {summarize(exc)}")
     version.load_seconds = time.perf_counter() - started
+
+
+def _check_inside(directory: Path, manifest: ModelManifest) -> None:
+    """Every file the manifest names lies inside the version directory (symlinks resolved)."""
+    root = directory.resolve()
+    for name in (manifest.artifact, "golden.npz", *manifest.files):
+        if not (directory / name).resolve().is_relative_to(root):
+            raise ModelNotReadyError(f"{name!r} lies outside the version directory {directory}: refused")
 
 
 def _check_golden(version: ServedVersion, manifest: ModelManifest) -> None:
@@ -179,6 +193,7 @@ def make_batcher(version: ServedVersion, settings: ServerSettings, config: Model
     )
     version.policy = policy
     version.timeout_s = (config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s
+    version.finite_only = config.finite_inputs
 
     def observer(stats: BatchStats) -> None:
         observe(version, stats)

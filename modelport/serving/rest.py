@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
@@ -17,11 +18,14 @@ from modelport import __version__
 from modelport.errors import (
     InvalidArgumentError,
     ModelportError,
+    PayloadTooLargeError,
     UnavailableError,
 )
+from modelport.serving.auth import AuthMiddleware, Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
 from modelport.serving.httputil import json_response, read_body
+from modelport.serving.openapi import install_openapi
 from modelport.serving.requestid import RequestIdMiddleware
 from modelport.serving.tfserving_rest import tfserving_routes
 from modelport.serving.torchserve_api import torchserve_routes
@@ -36,7 +40,7 @@ def _header_length(request: Request) -> int | None:
     value = request.headers.get(HEADER_LENGTH)
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidArgumentError(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
     return int(value)
 
@@ -52,16 +56,24 @@ def create_app(plane: DataPlane) -> Starlette:
     _add_errors(api)
     _add_health(api, plane)
     _add_repository(api, plane)
+    install_openapi(api)
 
     @api.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
     routes = [*_infer_routes(plane), *tfserving_routes(plane), *torchserve_routes(plane), Mount("", app=api)]
+    tokens = Tokens.from_settings(plane.settings)
+    auth = [Middleware(AuthMiddleware, tokens=tokens)] if tokens.enabled else []
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
-        exception_handlers={ModelportError: _modelport_error, Exception: _unexpected},
+        middleware=[Middleware(RequestIdMiddleware), *auth],
+        exception_handlers={
+            PayloadTooLargeError: _too_large,
+            ModelportError: _modelport_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
     )
 
 
@@ -72,13 +84,29 @@ async def _modelport_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": public_message(exc)}, http_status(exc), headers)
 
 
+async def _too_large(request: Request, exc: Exception) -> Response:
+    """413, then close the connection: the rest of an oversized body is not read to keep it alive."""
+    response = await _modelport_error(request, exc)
+    response.headers["Connection"] = "close"
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (a path no route matches, a wrong method) in the same JSON error body as the rest."""
+    if not isinstance(exc, HTTPException):
+        return await _unexpected(request, exc)
+    return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
+
+
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error")
     return json_response({"error": GENERIC_MESSAGE}, 500)
 
 
 def _add_errors(app: FastAPI) -> None:
+    app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(ModelportError, _modelport_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -132,6 +160,13 @@ def _infer_routes(plane: DataPlane) -> list[Route]:
     return [Route(path, infer, methods=["POST"]) for path in paths]
 
 
+def _json_options(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"the request body is not valid JSON: {exc}") from None
+
+
 def _add_repository(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2/repository/index")
     @app.post("/v2/repository/index")
@@ -139,8 +174,10 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
         ready_only = False
         if request.method == "POST":
             body = await read_body(request, 64 * 1024)
-            options = orjson.loads(body) if body.strip() else {}
-            ready_only = bool(options.get("ready", False)) if isinstance(options, dict) else False
+            options = _json_options(body)
+            if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+                raise InvalidArgumentError('the body must be a JSON object like {"ready": true}')
+            ready_only = options.get("ready", False)
         return json_response(plane.repository_index(ready_only))
 
     @app.post("/v2/repository/models/{model}/load")

@@ -21,6 +21,7 @@ from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
 from modelport.serving.settings import ServerSettings
+from modelport.serving.tls import grpc_credentials, uvicorn_ssl
 
 __all__ = ["build", "configure_logging", "serve"]
 
@@ -94,7 +95,7 @@ async def _serve(settings: ServerSettings) -> int:
     grpc = await _start_grpc(settings, plane)
     _install_drain(server, plane)
     port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
-    log.info("HTTP listening on http://%s:%s", settings.host, port)
+    log.info("HTTP listening on %s://%s:%s", "https" if settings.tls_certfile else "http", settings.host, port)
     await _load(settings, plane)
     background = [asyncio.create_task(_refresh_health(plane, grpc))] if grpc else []
     if settings.poll_interval_s > 0:
@@ -118,6 +119,7 @@ def _uvicorn_config(settings: ServerSettings, plane: DataPlane) -> uvicorn.Confi
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        **uvicorn_ssl(settings),
     )
 
 
@@ -128,9 +130,10 @@ async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, 
     from modelport.serving.grpc_v2 import build_grpc_server
 
     server, health = build_grpc_server(plane)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address, credentials = f"{settings.host}:{settings.grpc_port}", grpc_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
-    log.info("gRPC listening on %s:%s", settings.host, port)
+    log.info("gRPC listening on %s:%s%s", settings.host, port, " (TLS)" if credentials else "")
     return server, health
 
 

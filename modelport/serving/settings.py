@@ -55,6 +55,23 @@ class ServerSettings(BaseSettings):
     log_json: bool = Field(False, description="structured JSON logs")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")
+    api_key: str = Field("", repr=False, description="token for inference and metadata (empty = no authentication)")
+    api_key_file: str = Field("", description="read --api-key from this file (e.g. a mounted Kubernetes secret)")
+    control_key: str = Field("", repr=False, description="separate token for model control (load/unload)")
+    control_key_file: str = Field("", description="read --control-key from this file")
+    tls_certfile: str = Field("", description="PEM certificate (chain): serve HTTP and gRPC over TLS")
+    tls_keyfile: str = Field("", description="PEM private key of --tls-certfile")
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> ServerSettings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("--tls-certfile and --tls-keyfile go together")
+        if (self.api_key and self.api_key_file) or (self.control_key and self.control_key_file):
+            raise ValueError("give a key or a key file, not both")
+        protected = self.api_key or self.api_key_file
+        if self.model_control and protected and not (self.control_key or self.control_key_file):
+            raise ValueError("--model-control with an --api-key needs its own --control-key")
+        return self
 
 
 class VersionPolicy(BaseModel):

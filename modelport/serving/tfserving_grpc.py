@@ -7,9 +7,12 @@ import TensorFlow, so this service is enabled with ``--tfserving-grpc``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from modelport.errors import InvalidArgumentError
+import numpy as np
+
+from modelport.errors import InvalidArgumentError, SpecError, summarize
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
@@ -44,6 +47,30 @@ def _version(plane: DataPlane, spec: Any) -> str | None:
     return None
 
 
+def _to_array(tf: Any, name: str, proto: Any, limit: int) -> np.ndarray[Any, Any]:
+    """``tf.make_ndarray``, after checking the claimed shape: it fills a tensor whose values are missing (or
+    fewer than its shape) by repeating the last one, so a tiny message could otherwise claim terabytes."""
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or len(dims) > 32 or any(d < 0 for d in dims):
+        raise SpecError(f"input {name!r}: tensor_shape {dims} must be a known shape of non-negative sizes")
+    try:
+        itemsize = np.dtype(tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype).itemsize
+    except (TypeError, ValueError, KeyError):  # KeyError: DT_VARIANT, DT_RESOURCE... have no numpy type
+        raise SpecError(f"input {name!r}: unsupported dtype {proto.dtype}") from None
+    count = math.prod(dims)
+    if count * itemsize > limit:
+        raise SpecError(f"input {name!r}: tensor_shape {dims} is larger than the server accepts ({limit} bytes)")
+    if proto.tensor_content and len(proto.tensor_content) != count * itemsize:
+        raise SpecError(
+            f"input {name!r}: tensor_shape {dims} needs {count * itemsize} bytes of tensor_content, "
+            f"got {len(proto.tensor_content)}"
+        )
+    try:
+        return np.asarray(tf.make_ndarray(proto))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"input {name!r}: {summarize(exc)}") from None
+
+
 def _check_signature(name: str) -> None:
     if name not in ("", SIGNATURE):
         raise InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
@@ -58,7 +85,8 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
             async def call() -> Any:
                 _check_signature(request.model_spec.signature_name)
                 version = _version(plane, request.model_spec)
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                limit = plane.settings.max_body_bytes
+                inputs = {k: _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
                 wanted = tuple(RequestedOutput(n) for n in request.output_filter)
                 answer = await plane.infer(
                     request.model_spec.name, version, InferRequest(inputs, outputs=wanted), "tfserving-grpc"

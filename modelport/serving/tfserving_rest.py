@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidArgumentError, NotFoundError, SpecError
+from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.httputil import read_body
+from modelport.serving.httputil import json_tensor, read_body
 from modelport.serving.v2 import InferRequest
 from modelport.tensors import lookup_dtype
 
@@ -152,6 +152,8 @@ def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
         if not isinstance(rows, list) or not rows:
             raise InvalidArgumentError("'instances' must be a non-empty list")
         if all(isinstance(r, dict) and not _is_b64(r) for r in rows):
+            for row in rows:
+                _no_extra(row, specs)
             return {n: _array([_field(r, n) for r in rows], s) for n, s in specs.items()}, True
         return {_single(specs): _array(rows, next(iter(specs.values())))}, True
     columns = body["inputs"]
@@ -159,6 +161,7 @@ def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
         missing = [n for n in specs if n not in columns]
         if missing:
             raise InvalidArgumentError(f"inputs {missing} are missing (the model takes {list(specs)})")
+        _no_extra(columns, specs)
         return {n: _array(columns[n], s) for n, s in specs.items()}, False
     return {_single(specs): _array(columns, next(iter(specs.values())))}, False
 
@@ -167,6 +170,12 @@ def _single(specs: dict[str, TensorSpec]) -> str:
     if len(specs) != 1:
         raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: name them")
     return next(iter(specs))
+
+
+def _no_extra(given: dict[str, Any], specs: dict[str, TensorSpec]) -> None:
+    extra = sorted(set(given) - set(specs))
+    if extra:
+        raise InvalidArgumentError(f"unexpected inputs {extra} (the model takes {list(specs)})")
 
 
 def _field(row: dict[str, Any], name: str) -> Any:
@@ -180,26 +189,7 @@ def _is_b64(value: Any) -> bool:
 
 
 def _array(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
-    dtype = lookup_dtype(spec.dtype)
-    try:
-        if dtype.name == "string":
-            return np.array(_strings(value), dtype=object)
-        array = np.asarray(value)
-        if array.dtype.kind not in ("b" if dtype.name == "bool" else "iufb"):
-            raise ValueError
-        return array.astype(dtype.np_dtype())
-    except (ValueError, TypeError, OverflowError):
-        raise SpecError(f"input {spec.name!r}: the values do not form a {spec.dtype} tensor") from None
-
-
-def _strings(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_strings(v) for v in value]
-    if _is_b64(value):
-        return base64.b64decode(value["b64"], validate=True)
-    if isinstance(value, str):
-        return value.encode()
-    raise ValueError("not a string")
+    return json_tensor(spec.name, value, lookup_dtype(spec.dtype))
 
 
 def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:

@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidArgumentError, ModelportError, SpecError
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import http_status, public_message
-from modelport.serving.httputil import json_response, read_body
+from modelport.serving.httputil import json_response, json_tensor, read_body
 from modelport.serving.tfserving_rest import predict_response
 from modelport.serving.v2 import InferRequest
 from modelport.tensors import lookup_dtype
@@ -41,7 +41,8 @@ _TYPES = {
 def _error(exc: ModelportError) -> Response:
     status = http_status(exc)
     kind = _TYPES.get(status, "InternalServerException")
-    return json_response({"code": status, "type": kind, "message": public_message(exc)}, status)
+    close = {"Connection": "close"} if status == 413 else None  # the rest of the body is not read
+    return json_response({"code": status, "type": kind, "message": public_message(exc)}, status, close)
 
 
 def torchserve_routes(plane: DataPlane) -> list[Route]:
@@ -74,6 +75,8 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
         model, wanted = request.path_params["model"], request.path_params.get("version")
         try:
             versions = [v for v in plane.model_versions(model) if wanted in (None, "all", str(v[0]))]
+            if not versions:
+                raise NotFoundError(f"model {model!r} has no version {wanted!r}")
         except ModelportError as exc:
             return _error(exc)
         return json_response([_describe(plane, model, *v) for v in versions])
@@ -141,12 +144,6 @@ def _only(specs: dict[str, TensorSpec]) -> str:
 
 def _tensor(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
     dtype = lookup_dtype(spec.dtype)
-    try:
-        if dtype.name == "string":
-            return np.array(value if isinstance(value, list) else [value], dtype=object)
-        array = np.asarray(value)
-        if array.dtype.kind not in "iufb":
-            raise ValueError
-        return array.astype(dtype.np_dtype())
-    except (ValueError, TypeError, OverflowError):
-        raise SpecError(f"input {spec.name!r}: the body does not form a {spec.dtype} tensor") from None
+    if dtype.name == "string" and not isinstance(value, list):
+        value = [value]
+    return json_tensor(spec.name, value, dtype)

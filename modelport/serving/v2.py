@@ -199,7 +199,7 @@ def _shape(name: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) > _MAX_DIMS:
         raise InvalidArgumentError(f"input {name!r}: 'shape' must be a list of at most {_MAX_DIMS} non-negative ints")
     if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in value):
-        raise InvalidArgumentError(f"input {name!r}: shape {value} must hold non-negative integers")
+        raise InvalidArgumentError(f"input {name!r}: shape {value} must hold non-negative integers below 2**40")
     return tuple(value)
 
 
@@ -231,6 +231,8 @@ def _from_json(name: str, dtype: DataType, shape: tuple[int, ...], count: int, d
     flat = _flatten(data)
     if len(flat) != count:
         raise SpecError(f"input {name!r}: shape {list(shape)} needs {count} elements, the data has {len(flat)}")
+    if not flat:  # an empty tensor: np.array([]) would be float64, which BOOL and BYTES refuse
+        return np.empty(shape, dtype=dtype.np_dtype())
     if dtype.name == "string":
         return np.array([_to_bytes(name, x) for x in flat], dtype=object).reshape(shape)
     raw = np.array(flat)
@@ -283,6 +285,8 @@ def _numeric_fast_path(
 def _to_bytes(name: str, value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
+    if isinstance(value, bytes):  # gRPC bytes_contents
+        return value
     if isinstance(value, dict) and isinstance(value.get("b64"), str):
         try:
             return base64.b64decode(value["b64"], validate=True)

@@ -1,0 +1,188 @@
+"""Optional authentication: one token for inference, a separate one for model control.
+
+A request presents its token as ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``
+(HTTP headers, or the same keys in gRPC metadata). Tokens are compared as SHA-256 digests with
+``hmac.compare_digest``: constant time, and the comparison does not reveal the token's length.
+Health probes (HTTP live/ready, ``/ping``, gRPC health, KServe ServerLive/ServerReady),
+``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
+inference token, and load/unload need the control token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+import orjson
+
+from modelport.errors import InvalidArgumentError, UnauthenticatedError
+from modelport.serving.settings import ServerSettings
+
+__all__ = ["AuthInterceptor", "AuthMiddleware", "Scope", "Tokens", "grpc_scope", "http_scope", "presented_token"]
+
+Scope = Literal["inference", "control"]
+
+OPEN_HTTP = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"})
+_OPEN_GRPC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
+_OPEN_GRPC_METHODS = frozenset(
+    {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
+)
+_CONTROL_GRPC = frozenset(
+    {"/inference.GRPCInferenceService/RepositoryModelLoad", "/inference.GRPCInferenceService/RepositoryModelUnload"}
+)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _read_key(value: str, file: str, flag: str) -> bytes | None:
+    if file:
+        try:
+            value = Path(file).read_text().strip()
+        except OSError as exc:
+            raise InvalidArgumentError(f"--{flag}-file {file}: cannot read: {exc.strerror}") from None
+        if not value:
+            raise InvalidArgumentError(f"--{flag}-file {file} is empty")
+    return _digest(value) if value else None
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The SHA-256 digests of the configured tokens (None: that scope is open)."""
+
+    inference: bytes | None = None
+    control: bytes | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Tokens:
+        """Tokens from ``--api-key`` / ``--control-key`` or their ``-file`` variants (read once, at start)."""
+        return cls(
+            inference=_read_key(settings.api_key, settings.api_key_file, "api-key"),
+            control=_read_key(settings.control_key, settings.control_key_file, "control-key"),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.inference is not None or self.control is not None
+
+    def check(self, scope: Scope, presented: str | None) -> None:
+        """Raise :class:`UnauthenticatedError` unless ``presented`` is the token ``scope`` needs."""
+        expected = self.inference if scope == "inference" else self.control
+        if expected is None:
+            return
+        what = "the API key" if scope == "inference" else "the model-control key"
+        if not presented:
+            raise UnauthenticatedError(f"this server needs {what}: send 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(_digest(presented), expected):
+            raise UnauthenticatedError(f"the token is not {what}")
+
+
+def presented_token(authorization: str | None, api_key: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, else of ``X-API-Key``."""
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return api_key.strip() if api_key else None
+
+
+def http_scope(path: str) -> Scope | None:
+    """Which token an HTTP request needs (None: open). Unknown paths need the inference token."""
+    if path in OPEN_HTTP:
+        return None
+    if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):
+        return "control"
+    return "inference"
+
+
+def grpc_scope(method: str) -> Scope | None:
+    """Which token a gRPC method (``/package.Service/Method``) needs (None: open)."""
+    if method in _OPEN_GRPC_METHODS or method.startswith(_OPEN_GRPC_SERVICES):
+        return None
+    return "control" if method in _CONTROL_GRPC else "inference"
+
+
+class AuthMiddleware:
+    """Pure ASGI middleware: 401 with ``WWW-Authenticate: Bearer`` before the app sees the request."""
+
+    def __init__(self, app: Any, tokens: Tokens) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        needed = http_scope(scope["path"]) if scope["type"] == "http" else None
+        if needed is None or not self.tokens.enabled:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in (b"authorization", b"x-api-key")}
+        token = presented_token(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")))
+        try:
+            self.tokens.check(needed, token)
+        except UnauthenticatedError as exc:
+            await _reject(send, exc.message)
+            return
+        await self.app(scope, receive, send)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+async def _reject(send: Any, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b'Bearer realm="modelport"'),
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks ``authorization`` / ``x-api-key`` metadata; a refused call ends with UNAUTHENTICATED."""
+
+    def __init__(self, tokens: Tokens) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        needed = grpc_scope(details.method)
+        handler = await continuation(details)
+        if needed is None or handler is None or not self.tokens.enabled:
+            return handler
+        metadata: Iterable[tuple[str, Any]] = details.invocation_metadata or ()
+        values = {k.lower(): v for k, v in metadata if isinstance(v, str)}
+        try:
+            self.tokens.check(needed, presented_token(values.get("authorization"), values.get("x-api-key")))
+        except UnauthenticatedError as exc:
+            return _refusal(handler, exc.message)
+        return handler
+
+
+def _refusal(handler: Any, message: str) -> Any:
+    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
+
+    async def unary(_: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def streaming(_: Any, context: Any) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield None  # pragma: no cover (abort raises)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        streaming if handler.response_streaming else unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

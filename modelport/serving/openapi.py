@@ -1,0 +1,328 @@
+"""The OpenAPI document of the whole HTTP port.
+
+Inference (KServe v2 infer, TF Serving REST, TorchServe) is routed by Starlette in front of the
+FastAPI app, so FastAPI cannot see those routes: their path items are written here by hand, with
+schemas for the request and response bodies, and merged into FastAPI's generated document along
+with the error responses of FastAPI's own routes. ``tests/serving/test_fuzz.py`` fuzzes the
+server from this document with schemathesis, so it has to stay exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from modelport.tensors import DTYPES
+
+__all__ = ["install_openapi"]
+
+JSON = "application/json"
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF + name}
+
+
+def _body(schema: dict[str, Any], description: str = "", media: str = JSON) -> dict[str, Any]:
+    return {"description": description or "OK", "content": {media: {"schema": schema}}}
+
+
+def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
+    reasons = {
+        400: "bad request: the message names the tensor and what was expected",
+        401: "missing or wrong token (when authentication is on)",
+        403: "model control is disabled",
+        404: "unknown model or version",
+        413: "body over --max-body-bytes",
+        503: "model not ready, queue full or server draining (Retry-After)",
+        504: "request timed out",
+    }
+    return {str(c): _body(_ref(schema), reasons[c]) for c in codes}
+
+
+def _path(name: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+VERSION = "^[0-9]+$"
+_DIM = {"type": "integer", "minimum": 0, "maximum": 2**40 - 1}
+_INFER_ERRORS = (400, 401, 404, 413, 503, 504)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "TorchServeError": {
+        "type": "object",
+        "required": ["code", "type", "message"],
+        "properties": {"code": {"type": "integer"}, "type": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "V2InputTensor": {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "shape": {"type": "array", "maxItems": 16, "items": _DIM},
+            "datatype": {"type": "string", "enum": sorted(d.v2 for d in DTYPES.values())},
+            "data": {"description": "row-major values, flat or nested; BYTES as strings or {b64: ...}"},
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            },
+        },
+    },
+    "V2InferRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "inputs": {"type": "array", "minItems": 1, "items": _ref("V2InputTensor")},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+                    },
+                },
+            },
+        },
+    },
+    "V2InferResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "datatype": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "data": {"type": "array"},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+    "TFPredictRequest": {
+        "type": "object",
+        "properties": {
+            "signature_name": {"type": "string"},
+            "instances": {"type": "array", "minItems": 1, "description": "row format"},
+            "inputs": {"description": "columnar format: a tensor, or an object of named tensors"},
+        },
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+    },
+    "TFPredictResponse": {
+        "type": "object",
+        "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
+        "properties": {"predictions": {"type": "array"}, "outputs": {}},
+    },
+    "TFModelStatus": {
+        "type": "object",
+        "required": ["model_version_status"],
+        "properties": {
+            "model_version_status": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["version", "state", "status"],
+                    "properties": {"version": {"type": "string"}, "state": {"type": "string"}, "status": {}},
+                },
+            }
+        },
+    },
+    "TFModelMetadata": {
+        "type": "object",
+        "required": ["model_spec", "metadata"],
+        "properties": {"model_spec": {"type": "object"}, "metadata": {"type": "object"}},
+    },
+}
+
+
+def _v2_infer(versioned: bool) -> dict[str, Any]:
+    params = [_path("model")] + ([_path("version", VERSION)] if versioned else [])
+    params.append(
+        {
+            "name": "Inference-Header-Content-Length",
+            "in": "header",
+            "required": False,
+            "description": "binary tensor extension: length of the JSON header that precedes the tensor bytes",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    )
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "post": {
+            "operationId": "v2_infer_version" if versioned else "v2_infer",
+            "tags": ["KServe v2"],
+            "summary": "Run inference (JSON, or JSON + binary tensor data)",
+            "parameters": params,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("V2InferRequest")}, "application/octet-stream": {"schema": binary}},
+            },
+            "responses": {
+                "200": {
+                    "description": "outputs",
+                    "content": {JSON: {"schema": _ref("V2InferResponse")}, "application/octet-stream": {}},
+                },
+                **_errors(*_INFER_ERRORS),
+            },
+        }
+    }
+
+
+def _tf_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    variants = {"": [], "/versions/{version}": [_path("version", VERSION)], "/labels/{label}": [_path("label")]}
+    for suffix, extra in variants.items():
+        base = "/v1/models/{model}" + suffix
+        params = [_path("model"), *extra]
+        key = suffix.split("/")[1] if suffix else "default"
+        paths[base] = {
+            "get": {
+                "operationId": f"tfserving_status_{key}",
+                "tags": ["TF Serving"],
+                "summary": "Model version status",
+                "parameters": params,
+                "responses": {"200": _body(_ref("TFModelStatus")), **_errors(401, 404)},
+            }
+        }
+        paths[base + "/metadata"] = {
+            "get": {
+                "operationId": f"tfserving_metadata_{key}",
+                "tags": ["TF Serving"],
+                "summary": "Signature metadata",
+                "parameters": params,
+                "responses": {"200": _body(_ref("TFModelMetadata")), **_errors(401, 404, 503)},
+            }
+        }
+        paths[base + ":predict"] = {
+            "post": {
+                "operationId": f"tfserving_predict_{key}",
+                "tags": ["TF Serving"],
+                "summary": "Predict (row or columnar format)",
+                "parameters": params,
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("TFPredictRequest")}}},
+                "responses": {"200": _body(_ref("TFPredictResponse")), **_errors(*_INFER_ERRORS)},
+            }
+        }
+    return paths
+
+
+def _torchserve_paths() -> dict[str, Any]:
+    errors = _errors(401, 400, 404, 413, 503, 504, schema="TorchServeError")
+    predictions = {
+        "tags": ["TorchServe"],
+        "summary": "One instance (or a batch) as a JSON tensor or a dict of named inputs; raw bytes for a string input",
+        "requestBody": {"required": True, "content": {JSON: {"schema": {}}, "application/octet-stream": {}}},
+        "responses": {"200": _body({}), **errors},
+    }
+    models = {
+        "type": "object",
+        "required": ["models"],
+        "properties": {"models": {"type": "array", "items": {"type": "object"}}},
+    }
+    describe = {"responses": {"200": _body({"type": "array", "items": {"type": "object"}}), **errors}}
+    return {
+        "/ping": {
+            "get": {
+                "operationId": "torchserve_ping",
+                "tags": ["TorchServe"],
+                "responses": {"200": _body({"type": "object", "required": ["status"]})},
+            }
+        },
+        "/predictions/{model}": {
+            "post": {**predictions, "operationId": "torchserve_predict", "parameters": [_path("model")]}
+        },
+        "/predictions/{model}/{version}": {
+            "post": {
+                **predictions,
+                "operationId": "torchserve_predict_version",
+                "parameters": [_path("model"), _path("version")],
+            }
+        },
+        "/models": {
+            "get": {"operationId": "torchserve_models", "tags": ["TorchServe"], "responses": {"200": _body(models)}}
+        },
+        "/models/{model}": {
+            "get": {
+                **describe,
+                "operationId": "torchserve_describe",
+                "tags": ["TorchServe"],
+                "parameters": [_path("model")],
+            }
+        },
+        "/models/{model}/{version}": {
+            "get": {
+                **describe,
+                "operationId": "torchserve_describe_version",
+                "tags": ["TorchServe"],
+                "parameters": [_path("model"), _path("version")],
+            }
+        },
+    }
+
+
+# error responses of the FastAPI routes, which return them through the exception handlers
+_FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("get", "/v2/health/ready"): (503,),
+    ("get", "/v2/models/{model}"): (401, 404),
+    ("get", "/v2/models/{model}/versions/{version}"): (401, 404),
+    ("get", "/v2/models/{model}/ready"): (401, 404, 503),
+    ("get", "/v2/models/{model}/versions/{version}/ready"): (401, 404, 503),
+    ("get", "/v2"): (401,),
+    ("get", "/v2/repository/index"): (401,),
+    ("post", "/v2/repository/index"): (400, 401, 413),
+    ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404),
+    ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
+}
+
+
+def _merge_fastapi_errors(document: dict[str, Any]) -> None:
+    for (method, path), codes in _FASTAPI_ERRORS.items():
+        operation = document["paths"][path][method]
+        operation["responses"].update(_errors(*codes))
+        operation["responses"].pop("422", None)  # path parameters are plain strings: FastAPI never answers 422
+    index = document["paths"]["/v2/repository/index"]["post"]
+    index["requestBody"] = {
+        "required": False,
+        "content": {JSON: {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
+    }
+
+
+def install_openapi(api: FastAPI) -> None:
+    """Make ``api.openapi()`` (served at ``/openapi.json``) describe every route of the HTTP port."""
+
+    def document() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            generated = FastAPI.openapi(api)
+            _merge_fastapi_errors(generated)
+            generated["paths"].update(
+                {
+                    "/v2/models/{model}/infer": _v2_infer(versioned=False),
+                    "/v2/models/{model}/versions/{version}/infer": _v2_infer(versioned=True),
+                    **_tf_paths(),
+                    **_torchserve_paths(),
+                }
+            )
+            generated.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+            api.openapi_schema = generated
+        return api.openapi_schema
+
+    api.openapi = document  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
