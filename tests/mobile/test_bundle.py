@@ -1,0 +1,104 @@
+"""``modelport bundle``: files, bundle.json, the zip, the report, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from modelport.cli import main
+from modelport.manifest import file_sha256
+from modelport.mobile.options import parse_variants
+from modelport.mobile.report import render_bundle_table
+
+pytestmark = [pytest.mark.tflite, pytest.mark.tf, pytest.mark.torch]
+
+
+def test_keras_bundle_holds_every_variant_with_its_checks(bundles, digits_repo):
+    bundle = json.loads((bundles.keras / "bundle.json").read_text())
+    assert list(bundle["variants"]) == ["float32", "float16", "dynamic-int8", "full-int8", "ort"]
+    assert bundle["inputs"] == [
+        {"name": "image", "dtype": "float32", "shape": [-1, 8, 8, 1], "layout": "NHWC", "mean": [0.0], "std": [16.0]}
+    ]
+    assert bundle["outputs"] == [
+        {"name": "logits", "dtype": "float32", "shape": [-1, 10], "classifier": True, "labels": "labels.txt"}
+    ]
+    assert bundle["labels"] == [str(i) for i in range(10)]
+    assert bundle["source"]["framework"] == "tf" and len(bundle["source"]["sha256"]) == 64
+    assert {"modelport", "ai-edge-litert", "numpy", "flatbuffers"} <= set(bundle["tools"])
+    files = {p.name for p in bundles.keras.iterdir()} - {"bundle.json"}
+    assert set(bundle["files"]) == files
+    assert all(file_sha256(bundles.keras / name) == sha for name, sha in bundle["files"].items())
+    full = bundle["variants"]["full-int8"]
+    for kind in ("inputs", "outputs"):
+        (q,) = full["quantization"][kind].values()
+        assert q["dtype"] == "int8" and q["scale"] > 0 and -128 <= q["zero_point"] <= 127
+    assert not bundle["variants"]["float32"]["quantization"]["inputs"]
+    for name, variant in bundle["variants"].items():
+        assert [len(c["inputs"]["image"]["data"]) for c in variant["golden"]] == [64, 192], name
+        assert variant["tolerance"]["atol"] > 0 and variant["accuracy"] > 0.9 and variant["eval_samples"] == 450
+    with zipfile.ZipFile(bundles.keras.with_suffix(".zip")) as archive:
+        names = {n for n in archive.namelist() if not n.endswith("/")}
+        assert {f"kdigits/{name}" for name in [*files, "bundle.json"]} == names
+
+
+def test_report_rows_and_table(bundles):
+    rows = {r.variant: r for r in bundles.keras_report.rows}
+    assert list(rows) == ["float32", "float16", "dynamic-int8", "full-int8", "ort"]
+    assert rows["float32"].source_max_abs_error < 1e-4
+    assert rows["full-int8"].size_bytes < rows["float32"].size_bytes / 2
+    assert all(r.accuracy and r.accuracy > 0.9 and r.latency_p50_ms > 0 for r in rows.values())
+    assert all(r.top1_agreement is None or r.top1_agreement >= 0.99 for r in rows.values())
+    table = render_bundle_table(bundles.keras_report)
+    assert "full-int8.tflite" in table and "(n=450)" in table and "kdigits.zip" in table
+
+
+def test_torch_bundle_has_the_litert_torch_float32_variant(bundles):
+    bundle = json.loads((bundles.torch / "bundle.json").read_text())
+    assert list(bundle["variants"]) == ["float32"]
+    variant = bundle["variants"]["float32"]
+    assert variant["inputs"][0]["shape"] == [1, 1, 8, 8] and variant["inputs"][0]["layout"] == "NCHW"
+    assert "litert_torch" in variant["converter"]
+    assert [r.variant for r in bundles.torch_report.rows] == ["float32"]
+
+
+def test_cli_bundles_one_version_and_prints_the_table(digits_repo, tmp_path, capsys):
+    out = tmp_path / "b.zip"
+    code = main(["bundle", str(digits_repo.root / "kdigits-tflite-float16" / "1"), "--out", str(out)])
+    code |= main(["bundle", str(digits_repo.root / "kdigits" / "1"), "--out", str(out), "--variants", "int8"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "float16.tflite" in printed and "dynamic-int8.tflite" in printed
+    assert json.loads((tmp_path / "b" / "bundle.json").read_text())["default_variant"] == "dynamic-int8"
+    assert (tmp_path / "b.zip").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["{repo}/kdigits", "--variants", "float64"], 2, "unknown bundle variant 'float64'"),
+        (["{repo}/digits", "--variants", "float16"], 1, "PyTorch sources bundle float32"),
+        (["{repo}/nothing"], 1, "holds no TFLite model of 'nothing'"),
+        (["{repo}/kdigits", "--mean", "0"], 2, "--mean and --std go together"),
+        (["{repo}/kdigits", "--mean", "0,0", "--std", "1,1"], 2, "has 1 channels"),
+        (["{repo}/kdigits", "--labels", "{tmp}/missing.txt"], 1, "labels file"),
+        (["{repo}/kdigits", "--labels", "{tmp}/three.txt"], 2, "has 3 labels but output 'logits' has 10 classes"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(digits_repo, tmp_path, capsys, args, code, message):
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    argv = [a.format(repo=digits_repo.root, tmp=tmp_path) for a in args]
+    assert main(["bundle", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == code
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_out_must_not_be_an_unrelated_directory(digits_repo, tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["bundle", str(digits_repo.root / "kdigits"), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "not a bundle" in capsys.readouterr().err and (tmp_path / "keep.txt").exists()
+
+
+def test_variant_names_and_aliases():
+    assert parse_variants("fp32, int8,float16,int8") == ("float32", "dynamic-int8", "float16")

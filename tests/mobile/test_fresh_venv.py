@@ -1,0 +1,75 @@
+"""The proof: a virtualenv holding only numpy and ai-edge-litert verifies and benchmarks both bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED = {"numpy", "ai-edge-litert", "pip", "setuptools"}
+# ai-edge-litert's own dependencies
+LITERT_DEPS = {
+    "backports-strenum",
+    "backports.strenum",
+    "flatbuffers",
+    "ml-dtypes",
+    "protobuf",
+    "tqdm",
+    "typing-extensions",
+}
+
+
+def _run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"{command[:3]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """numpy + ai-edge-litert (pinned like the project), nothing else; wheels from the registry or pip's cache."""
+    venv = tmp_path_factory.mktemp("edge-venv") / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    python = venv / "bin" / "python"
+    pins = [f"-c{ROOT / 'constraints.txt'}", "numpy", "ai-edge-litert"]
+    _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], venv.parent, timeout=600)
+    return python
+
+
+@pytest.mark.tflite
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.slow
+def test_bundles_verify_and_bench_with_only_numpy_and_litert(bundles, edge_venv, tmp_path):
+    listed = _run([str(edge_venv), "-m", "pip", "list", "--format=json"], tmp_path).stdout
+    installed = {re.sub(r"[-_.]+", "-", p["name"]).lower() for p in json.loads(listed)}
+    assert installed - ALLOWED <= LITERT_DEPS, f"the edge venv holds more than numpy + LiteRT: {sorted(installed)}"
+    missing = subprocess.run([str(edge_venv), "-c", "import modelport"], cwd=tmp_path, capture_output=True, check=False)
+    assert missing.returncode != 0, "modelport must not be importable on the device"
+    for source in (bundles.keras, bundles.torch):
+        bundle = shutil.copytree(source, tmp_path / source.name)
+        runtime = str(bundle / "modelport_edge.py")
+        verified = _run([str(edge_venv), "-I", runtime, "verify", str(bundle)], tmp_path).stdout
+        assert f"verified: {source.name} reproduces its expected outputs on this device" in verified
+        report = tmp_path / f"{source.name}.bench.json"
+        done = _run(
+            [str(edge_venv), "-I", runtime, "bench", str(bundle), "--runs", "50", "--json", str(report)], tmp_path
+        )
+        print(done.stdout.split("\n{")[0])  # the table, for the test log
+        results = json.loads(report.read_text())
+        variants = json.loads((bundle / "bundle.json").read_text())["variants"]
+        litert = [name for name, v in variants.items() if v["runtime"] == "tflite"]
+        assert [r["variant"] for r in results["variants"]] == litert
+        if "ort" in variants:
+            assert "ort            not run: onnxruntime is not installed" in verified
+        for r in results["variants"]:
+            assert r["runtime"] in ("ai_edge_litert", "onnxruntime") and r["p50_ms"] > 0 and r["peak_rss_mb"] > 10
+            assert r["cold_start_ms"] >= r["import_ms"] > 0
