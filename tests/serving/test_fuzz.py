@@ -64,6 +64,12 @@ def _real_models_too(context, path_parameters):
     return st.sampled_from([path_parameters, known])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts() -> Iterator[None]:
+    yield
+    print(f"\nfuzz examples run: {dict(sorted(COUNTS.items()))}")
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory) -> Iterator[str]:
     repo = tmp_path_factory.mktemp("fuzz")
