@@ -79,6 +79,9 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--ui", action="store_true", help="open locust's web UI on 127.0.0.1 instead of running headless")
     p.add_argument("--ui-port", type=int, default=8089, help="web UI port (default 8089)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", default="", help="token sent as 'Authorization: Bearer' (HTTP and gRPC)")
+    key.add_argument("--api-key-file", type=Path, help="read --api-key from this file (keeps it out of `ps`)")
     p.set_defaults(run=_run_loadtest)
 
 
@@ -137,12 +140,22 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         ui_port=args.ui_port,
         timeout_s=args.timeout,
         quiet=args.quiet,
+        api_key=_api_key(args),
     )
     report = run_loadtest(options)
     print(f"report: {options.out / 'report.html'} (also report.json, report.csv)")
     if report.slos:
         print("SLOs: all held" if report.passed else "SLOs FAILED:\n  " + "\n  ".join(report.failed_slos()))
     return 0 if report.passed else 1
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    if args.api_key_file is None:
+        return str(args.api_key)
+    try:
+        return str(args.api_key_file.read_text().strip())
+    except OSError as exc:
+        raise InvalidArgumentError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
 
 
 def _run_compare(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ class LocustRun:
     duration_s: float
     workdir: Path
     user_classes: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     ui_port: int | None = None
 
 

@@ -74,7 +74,8 @@ class LoadTestOptions:
 
     ``url`` is ``http://host:port`` for the HTTP protocols and ``host:port`` (or ``grpc://host:port``)
     for the gRPC ones. ``inputs`` override or complete the served model's metadata. ``data`` is
-    ``random`` or an ``.npz`` (inputs keyed by name, or a ``golden.npz``).
+    ``random`` or an ``.npz`` (inputs keyed by name, or a ``golden.npz``). ``api_key`` is sent as
+    ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request.
     """
 
     url: str
@@ -98,6 +99,7 @@ class LoadTestOptions:
     timeout_s: float = 30.0
     quiet: bool = False
     title: str = ""
+    api_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -7,7 +7,7 @@ locust process only replays them (so TensorFlow or tritonclient never load next 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -15,7 +15,7 @@ import orjson
 
 from modelport.errors import InvalidArgumentError, ModelNotReadyError, NotFoundError, UnavailableError
 from modelport.loadtest.options import Protocol
-from modelport.loadtest.wire import grpc_call, http_call, reply_json
+from modelport.loadtest.wire import HttpReply, grpc_call, http_call, reply_json
 from modelport.manifest import TensorSpec
 from modelport.tensors import DTYPES, lookup_dtype
 
@@ -34,10 +34,22 @@ class Target:
     model: str
     version: str | None = None
     timeout_s: float = 30.0
+    token: str = field(default="", repr=False)
 
     @property
     def grpc_address(self) -> str:
         return self.url.removeprefix("grpc://")
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <token>`` when the server wants a token."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, url: str) -> HttpReply:
+        return http_call(url, headers=self.auth_headers(), timeout=self.timeout_s)
+
+    def grpc(self, method: str, request: bytes) -> bytes:
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return grpc_call(self.grpc_address, method, request, self.timeout_s, metadata)
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,7 @@ class Codec:
         """The model's inputs from its v2 metadata, after checking it is ready."""
         base = self.target.url + self._version_path("/v2/models")
         meta = _get_json(base, self.target)
-        ready = http_call(base + "/ready", timeout=self.target.timeout_s)
+        ready = self.target.get(base + "/ready")
         if ready.status != 200:
             reason = (reply_json(ready) or {}).get("reason", ready.text())
             raise ModelNotReadyError(f"model {self._who()} is not ready: {reason}")
@@ -99,7 +111,7 @@ class Codec:
     def check(self, payload: Payload) -> str:
         """Send ``payload`` once; returns '' when the reply is a success, else why not."""
         endpoint = self.endpoint()
-        headers = {**endpoint.headers, **payload.headers}
+        headers = {**endpoint.headers, **payload.headers, **self.target.auth_headers()}
         reply = http_call(endpoint.host + endpoint.path, payload.body, headers, self.target.timeout_s)
         return "" if reply.status == 200 else f"HTTP {reply.status}: {reply.text()}"
 
@@ -143,20 +155,10 @@ class GrpcCodec(Codec):
 
         request = service_pb2.ModelMetadataRequest(name=self.target.model, version=self.target.version or "")
         try:
-            raw = grpc_call(
-                self.target.grpc_address,
-                "/inference.GRPCInferenceService/ModelMetadata",
-                request.SerializeToString(),
-                self.target.timeout_s,
-            )
+            raw = self.target.grpc("/inference.GRPCInferenceService/ModelMetadata", request.SerializeToString())
             ready = service_pb2.ModelReadyRequest(name=self.target.model, version=self.target.version or "")
             answer = service_pb2.ModelReadyResponse.FromString(
-                grpc_call(
-                    self.target.grpc_address,
-                    "/inference.GRPCInferenceService/ModelReady",
-                    ready.SerializeToString(),
-                    self.target.timeout_s,
-                )
+                self.target.grpc("/inference.GRPCInferenceService/ModelReady", ready.SerializeToString())
             )
         except grpc.RpcError as exc:
             raise _grpc_error(exc, self._who()) from None
@@ -181,7 +183,7 @@ class GrpcCodec(Codec):
         import grpc
 
         try:
-            grpc_call(self.target.grpc_address, self.method, payload.body, self.target.timeout_s)
+            self.target.grpc(self.method, payload.body)
         except grpc.RpcError as exc:
             return f"gRPC {exc.code().name}: {exc.details()}"
         return ""
@@ -231,12 +233,8 @@ class TfServingGrpcCodec(GrpcCodec):
         if self.target.version:
             request.model_spec.version.value = int(self.target.version)
         try:
-            raw = grpc_call(
-                self.target.grpc_address,
-                "/tensorflow.serving.PredictionService/GetModelMetadata",
-                request.SerializeToString(),
-                self.target.timeout_s,
-            )
+            method = "/tensorflow.serving.PredictionService/GetModelMetadata"
+            raw = self.target.grpc(method, request.SerializeToString())
         except grpc.RpcError as exc:
             raise _grpc_error(exc, self._who()) from None
         signatures = get_model_metadata_pb2.SignatureDefMap()
@@ -320,7 +318,7 @@ def codec_for(protocol: Protocol, target: Target) -> Codec:
 
 
 def _get_json(url: str, target: Target) -> Any:
-    reply = http_call(url, timeout=target.timeout_s)
+    reply = target.get(url)
     body = reply_json(reply)
     version = f" version {target.version}" if target.version else ""
     if reply.status == 404:

@@ -75,7 +75,7 @@ def prepare(options: LoadTestOptions) -> Prepared:
         if not options.locustfile.is_file():
             raise NotFoundError(f"--locustfile {options.locustfile} not found")
         return Prepared(Endpoint("http", options.url, "", {}, ""), options.inputs, None, 0)
-    target = Target(options.url.rstrip("/"), options.model, options.version, options.timeout_s)
+    target = Target(options.url.rstrip("/"), options.model, options.version, options.timeout_s, options.api_key)
     codec = codec_for(options.protocol, target)
     served = None if options.protocol == "torchserve" and options.inputs else codec.specs()
     specs = resolve_specs(merge_specs(served, options.inputs), options.batch_size)
@@ -137,7 +137,7 @@ def _run_level(
         duration_s=options.duration_s,
         workdir=workdir,
         user_classes=user_class,
-        env={"MODELPORT_LOADTEST_PLAN": str(plan.resolve())} if plan else {},
+        env=_locust_env(plan, options.api_key),
         ui_port=options.ui_port if options.ui else None,
     )
     if options.ui:
@@ -156,6 +156,12 @@ def _run_level(
             f" p99 {latency['p99']:.2f} ms, {result.failures} failures"
         )
     return result
+
+
+def _locust_env(plan: Path | None, api_key: str) -> dict[str, str]:
+    """The plan's path and the token (kept out of the plan file on disk) for the users."""
+    env = {"MODELPORT_LOADTEST_PLAN": str(plan.resolve())} if plan else {}
+    return {**env, "MODELPORT_LOADTEST_TOKEN": api_key} if api_key else env
 
 
 def _progress(level: Level, duration: float, say: Printer) -> Callable[[float, dict[str, Any]], None]:

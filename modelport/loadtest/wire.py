@@ -51,11 +51,13 @@ def reply_json(reply: HttpReply) -> Any:
         return None
 
 
-def grpc_call(target: str, method: str, request: bytes, timeout: float = 30) -> bytes:
+def grpc_call(
+    target: str, method: str, request: bytes, timeout: float = 30, metadata: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """One unary call with pre-serialized bytes; ``grpc.RpcError`` propagates to the caller."""
     import grpc
 
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(method)
-        reply: bytes = call(request, timeout=timeout)
+        reply: bytes = call(request, timeout=timeout, metadata=metadata or None)
         return reply

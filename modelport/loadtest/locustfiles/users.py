@@ -1,9 +1,10 @@
 """Locust users that replay pre-encoded inference requests (run by locust, never imported by modelport).
 
 The driver writes a plan (``MODELPORT_LOADTEST_PLAN``): the transport, host, HTTP path or gRPC
-method, headers, and the request bodies. ``ModelportHttpUser`` posts them with locust's fast
-HTTP client; ``ModelportGrpcUser`` calls the gRPC method with raw bytes and reports every call
-to locust's ``request`` event, as any custom locust client does.
+method, headers, and the request bodies; a token comes in ``MODELPORT_LOADTEST_TOKEN``.
+``ModelportHttpUser`` posts the bodies with locust's fast HTTP client; ``ModelportGrpcUser`` calls
+the gRPC method with raw bytes and reports every call to locust's ``request`` event, as any custom
+locust client does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ grpc.experimental.gevent.init_gevent()  # gRPC's event loop must yield to gevent
 PLAN: dict[str, Any] = json.loads(open(os.environ["MODELPORT_LOADTEST_PLAN"]).read())  # noqa: SIM115
 with np.load(PLAN["payloads"]) as _stored:
     BODIES = [_stored[f"body{i}"].tobytes() for i in range(len(PLAN["payload_headers"]))]
-HEADERS = [{**PLAN["headers"], **extra} for extra in PLAN["payload_headers"]]
+TOKEN = os.environ.get("MODELPORT_LOADTEST_TOKEN", "")
+AUTH = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
+HEADERS = [{**PLAN["headers"], **extra, **AUTH} for extra in PLAN["payload_headers"]]
+METADATA = (("authorization", f"Bearer {TOKEN}"),) if TOKEN else None
 WAIT = constant_throughput(PLAN["rps_per_user"]) if PLAN["rps_per_user"] else constant(0)
 
 
@@ -70,7 +74,7 @@ class ModelportGrpcUser(User):
         start = time.perf_counter()
         length, error = 0, None
         try:
-            length = len(self.call(body, timeout=PLAN["timeout_s"]))
+            length = len(self.call(body, timeout=PLAN["timeout_s"], metadata=METADATA))
         except grpc.RpcError as exc:
             error = GrpcError(f"gRPC {exc.code().name}: {exc.details()}")
         self.environment.events.request.fire(
