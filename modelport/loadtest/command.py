@@ -35,13 +35,13 @@ def add_loadtest_commands(commands: argparse._SubParsersAction[argparse.Argument
     _add_compare(commands)
 
 
-def _add_load_shape(p: argparse.ArgumentParser, users: str, duration: str) -> None:
+def _add_load_shape(p: argparse.ArgumentParser, users: str, duration: str, data: str) -> None:
     p.add_argument("--users", default=users, help=f"concurrent users; a comma list sweeps levels (default {users})")
     p.add_argument("--rps", default="", help="target total req/s per level (constant throughput per user); comma list")
-    p.add_argument("--duration", default=duration, help=f"time per level, e.g. 30s, 2m (default {duration})")
+    p.add_argument("--duration", default=duration, help=f"time at full load per level, e.g. 30s (default {duration})")
     p.add_argument("--protocol", choices=PROTOCOLS, default="v2", help="wire protocol (default v2: KServe v2 JSON)")
     p.add_argument("--batch-size", type=int, default=1, help="rows per request for a dynamic batch dim (default 1)")
-    p.add_argument("--data", default="random", help="'random' (default), or an .npz: inputs by name, or a golden.npz")
+    p.add_argument("--data", default="random", help=data)
     p.add_argument(
         "--slo",
         action="append",
@@ -62,7 +62,7 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("url", help="http://host:port (HTTP protocols) or host:port (gRPC protocols)")
     p.add_argument("--model", default="", help="served model name (required unless --locustfile)")
     p.add_argument("--version", dest="model_version", help="model version (default: the server's default)")
-    _add_load_shape(p, "1", "10s")
+    _add_load_shape(p, "1", "10s", "'random' (default), or an .npz: inputs by name, or a golden.npz")
     p.add_argument("--spawn-rate", type=float, help="users started per second (default: all within a second)")
     p.add_argument(
         "--input",
@@ -89,12 +89,19 @@ def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = commands.add_parser(
         "compare",
         help="serve every format of one model, load-test each, print the format shoot-out",
+        description="Serves every exported variant of one model, runs the same sweep against each and prints the "
+        "shoot-out. Default SLOs: p99<50ms and error_rate<1% (any --slo replaces them).",
         epilog=_EPILOG_COMPARE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, help="REPO/NAME: the export family NAME in repository REPO")
     p.add_argument("--formats", default="all", help="comma list of variants (onnx, onnx-dynamic-int8, ...) or 'all'")
-    _add_load_shape(p, "1,8,32", "10s")
+    _add_load_shape(
+        p,
+        "1,8,32",
+        "10s",
+        "'random' (default; the same requests for every variant), 'golden' (each variant's own) or an .npz",
+    )
     p.add_argument("--out", type=Path, default=Path("compare-out"), help="report directory (default compare-out)")
     p.add_argument("--serve-args", default="", help="extra flags for `modelport serve`, e.g. '--instances 2'")
     p.set_defaults(run=_run_compare)
