@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from modelport import __version__
 from modelport.errors import (
@@ -62,10 +62,10 @@ def create_app(plane: DataPlane) -> Starlette:
     async def metrics() -> Response:
         return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [*_infer_routes(plane), *tfserving_routes(plane), *torchserve_routes(plane), Mount("", app=api)]
+    routes = [*_infer_routes(plane), *tfserving_routes(plane), *torchserve_routes(plane)]
     tokens = Tokens.from_settings(plane.settings)
     auth = [Middleware(AuthMiddleware, tokens=tokens)] if tokens.enabled else []
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware), *auth],
         exception_handlers={
@@ -75,6 +75,10 @@ def create_app(plane: DataPlane) -> Starlette:
             Exception: _unexpected,
         },
     )
+    # FastAPI answers what no inference route matches; unlike a catch-all Mount, a path an inference route
+    # knows with another method stays a 405 (Allow: ...) instead of falling through to a 404
+    app.router.default = api
+    return app
 
 
 async def _modelport_error(request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from modelport.serving.rest import create_app
@@ -29,10 +30,10 @@ from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
 from tests.serving.processes import serving
 
-# Not checked: positive_data_acceptance (a schema-valid tensor of the wrong shape is rightly a 400) and
-# unsupported_method (a wrong method on an inference route reaches the FastAPI mount: 404, not 405).
+# Not checked: positive_data_acceptance (a schema-valid tensor of the wrong shape is rightly a 400).
 CHECKS = [
     not_a_server_error,
+    unsupported_method,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
@@ -44,8 +45,10 @@ COUNTS: collections.Counter[str] = collections.Counter()
 
 
 def _document() -> dict:
-    api = create_app(build(ServerSettings(repository=Path("."))))
-    return api.routes[-1].app.openapi()  # the mounted FastAPI app serves /openapi.json
+    from starlette.testclient import TestClient
+
+    app = create_app(build(ServerSettings(repository=Path("."))))
+    return TestClient(app).get("/openapi.json").json()
 
 
 schema = schemathesis.openapi.from_dict(_document())
