@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +85,13 @@ def _wait_ready(served: Served, timeout: float, log: Path | None) -> None:
         time.sleep(0.1)
     served.process.kill()
     raise AssertionError(f"server did not become ready in {timeout:g}s; log: {log}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout:g}s")

@@ -7,7 +7,6 @@ TorchServe and the TF Serving test below uses modelport's own TF Serving gRPC en
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from modelport.errors import InvalidArgumentError
 from modelport.serving.settings import read_model_config
 from tests.serving import fakes
-from tests.serving.processes import free_port, serving
+from tests.serving.processes import free_port, serving, wait_until
 
 X = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
@@ -30,15 +29,6 @@ def _remote(kind: str, address: str, model: str) -> dict[str, Any]:
 def _infer(url: str, model: str) -> httpx.Response:
     body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": X}]}
     return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=30)
-
-
-def _wait(predicate: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def _ready(url: str, model: str) -> int:
@@ -84,11 +74,11 @@ def test_torchserve_runtime_forwards_reports_health_and_recovers(tmp_path: Path)
         assert down.status_code == 503, down.text
         assert "unreachable" in down.json()["error"]
         assert int(down.headers["retry-after"]) >= 1
-        _wait(lambda: _ready(front.url, "fwd") == 503)
+        wait_until(lambda: _ready(front.url, "fwd") == 503)
         health = httpx.get(f"{front.url}/v2/health/ready", timeout=5)
         assert health.status_code == 200, "one remote being down must not make the whole server unready"
         with serving(backend_repo, ports=ports):
-            _wait(lambda: _ready(front.url, "fwd") == 200)
+            wait_until(lambda: _ready(front.url, "fwd") == 200)
             again = _infer(front.url, "fwd")
             assert again.status_code == 200, again.text
             assert np.allclose(again.json()["outputs"][0]["data"], np.asarray(X).ravel() * 2)
@@ -104,7 +94,7 @@ def test_remote_down_at_start_is_not_ready_then_recovers_by_polling(tmp_path: Pa
         index = httpx.post(f"{front.url}/v2/repository/index", json={}, timeout=5).json()
         assert "unreachable" in index[0]["reason"]
         with serving(backend_repo, ports=ports):
-            _wait(lambda: _ready(front.url, "fwd") == 200)
+            wait_until(lambda: _ready(front.url, "fwd") == 200)
             assert _infer(front.url, "fwd").status_code == 200
 
 
@@ -165,8 +155,8 @@ def test_tfserving_runtime_forwards_to_a_tfserving_grpc_endpoint(tmp_path: Path,
         backend.process.wait(60)
         down = httpx.post(f"{front.url}/v2/models/remote-digits/infer", json=body, timeout=30)
         assert down.status_code == 503, down.text
-        _wait(lambda: _ready(front.url, "remote-digits") == 503)
+        wait_until(lambda: _ready(front.url, "remote-digits") == 503)
         with serving(digits_repo.root, "--tfserving-grpc", ports=ports):
-            _wait(lambda: _ready(front.url, "remote-digits") == 200, timeout=60)
+            wait_until(lambda: _ready(front.url, "remote-digits") == 200, timeout=60)
             again = httpx.post(f"{front.url}/v2/models/remote-digits/infer", json=body, timeout=30)
             assert again.status_code == 200, again.text

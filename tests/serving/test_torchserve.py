@@ -9,7 +9,6 @@ Then TorchServe stops (modelport answers 503) and starts again on the same ports
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from modelport.cli import main
-from tests.serving.processes import ROOT, free_port, serving
+from tests.serving.processes import ROOT, free_port, serving, wait_until
 from tests.serving.torchserve import archive, stop, torchserve
 
 pytestmark = [pytest.mark.torchserve, pytest.mark.torch, pytest.mark.slow]
@@ -29,15 +28,6 @@ SPEC = "image:float32:-1x1x8x8"
 
 def _predict(base: str, image: np.ndarray[Any, Any], model: str = "digits") -> httpx.Response:
     return httpx.post(f"{base}/predictions/{model}", json=image.tolist(), timeout=60)
-
-
-def _wait(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def test_torchserve_and_modelport_answer_alike_and_remote_recovers(tmp_path: Path, digits_repo: Any) -> None:
@@ -75,10 +65,10 @@ def test_torchserve_and_modelport_answer_alike_and_remote_recovers(tmp_path: Pat
         assert down.status_code == 503, down.text
         assert down.json()["type"] == "ServiceUnavailableException"
         assert _predict(local.url, images[0]).status_code == 200, "the local copy does not depend on TorchServe"
-        _wait(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 503)
+        wait_until(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 503)
 
         stack.enter_context(torchserve(store, "digits", tmp_path / "ts-again", ports))
-        _wait(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 200)
+        wait_until(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 200)
         again = _predict(remote.url, images[0])
         assert again.status_code == 200, again.text
         np.testing.assert_allclose(again.json(), expected[0], atol=1e-5)
