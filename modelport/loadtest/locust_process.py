@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,9 +74,18 @@ def run_locust(run: LocustRun, progress: Callable[[float, dict[str, Any]], None]
     env = {**os.environ, **run.env, "MODELPORT_LOADTEST_RECORD": str(run.workdir.resolve()), "PYTHONUNBUFFERED": "1"}
     if run.ui_port is None:
         env["MODELPORT_LOADTEST_DURATION"] = f"{run.duration_s:g}"
+    if run.ui_port is not None:
+        _interruptible()
     started = time.monotonic()
     with log.open("wb") as sink:
-        process = subprocess.Popen(_command(run), stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=run.workdir)
+        process = subprocess.Popen(
+            _command(run),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=run.workdir,
+            preexec_fn=_default_sigint,  # started from a background job, SIGINT would be ignored
+        )
         code = _wait(process, run, started, progress)
     wall = time.monotonic() - started
     stats_file = run.workdir / "locust.json"
@@ -104,8 +114,21 @@ def _wait(
             time.sleep(0.5)
     except KeyboardInterrupt:  # --ui: the interrupt reached locust too; it saves its results and exits
         process.send_signal(signal.SIGINT)
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
     return int(process.wait())
+
+
+def _interruptible() -> None:
+    """Ctrl-C ends a ``--ui`` run even when this process was started with SIGINT ignored (a background job)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _read_progress(workdir: Path) -> dict[str, Any]:
