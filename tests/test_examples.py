@@ -57,6 +57,9 @@ def test_demo_script_exports_both_models(tmp_path):
     assert done.stdout.count(" pass") >= 16 and "FAIL" not in done.stdout and "ERROR" not in done.stdout
     assert done.stdout.count("JSON == binary: True") == 16
     assert "test accuracy" in done.stdout
+    verified = [line for line in done.stdout.splitlines() if "golden cases" in line and line.rstrip().endswith("OK")]
+    assert len(verified) >= 5, "the edge bundles of both models verify with the standalone runtime"
+    assert "compare report:" in done.stdout and "failed:" not in done.stdout, "the demo ends with a clean shoot-out"
 
 
 def test_readme_examples_are_files_that_exist():
