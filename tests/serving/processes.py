@@ -41,9 +41,11 @@ def serving(
     log: Path | None = None,
     timeout: float = 180,
     ports: tuple[int, int] | None = None,
+    tls_ca: Path | None = None,
 ) -> Iterator[Served]:
     """Start ``modelport serve REPO`` on free ports (or the given HTTP and gRPC ports), yield once
-    /v2/health/ready is 200, then SIGTERM it and require exit code 0 (a graceful drain)."""
+    /v2/health/ready is 200, then SIGTERM it and require exit code 0 (a graceful drain). With
+    ``tls_ca`` (the server was given ``--tls-certfile``), the URL is https://localhost, checked against it."""
     http_port, grpc_port = ports or (free_port(), free_port())
     command = [
         sys.executable,
@@ -60,9 +62,11 @@ def serving(
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     sink = log.open("wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(command, env=environment, stdout=sink, stderr=subprocess.STDOUT)
-    served = Served(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process)
+    host = "localhost" if tls_ca else "127.0.0.1"
+    scheme = "https" if tls_ca else "http"
+    served = Served(f"{scheme}://{host}:{http_port}", f"{host}:{grpc_port}", process)
     try:
-        _wait_ready(served, timeout, log)
+        _wait_ready(served, timeout, log, tls_ca)
         yield served
     finally:
         if process.poll() is None:
@@ -73,12 +77,13 @@ def serving(
     assert code == 0, f"the server exited with {code} (SIGTERM must drain and exit 0)"
 
 
-def _wait_ready(served: Served, timeout: float, log: Path | None) -> None:
+def _wait_ready(served: Served, timeout: float, log: Path | None, tls_ca: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert served.process.poll() is None, f"server exited with {served.process.returncode}; log: {log}"
         try:
-            if httpx.get(f"{served.url}/v2/health/ready", timeout=1).status_code == 200:
+            ready = httpx.get(f"{served.url}/v2/health/ready", timeout=1, verify=str(tls_ca) if tls_ca else True)
+            if ready.status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -24,7 +24,7 @@ from modelport.serving.rest import create_app
 from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
-from tests.serving.processes import ROOT, free_port
+from tests.serving.processes import ROOT, free_port, serving
 
 INFERENCE_KEY = "inference-key-0123456789"
 CONTROL_KEY = "control-key-9876543210"
@@ -177,55 +177,13 @@ def tls_server(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
     cert, key = _certificate(folder)
     repo = folder / "repo"
     fakes.write_model(repo, "echo")
-    http_port, grpc_port = free_port(), free_port()
     control_file = folder / "control-key"
     control_file.write_text(CONTROL_KEY)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_API_KEY": INFERENCE_KEY}
-    command = [
-        sys.executable,
-        "-m",
-        "modelport.cli",
-        "serve",
-        str(repo),
-        "--http-port",
-        str(http_port),
-        "--grpc-port",
-        str(grpc_port),
-        "--tls-certfile",
-        str(cert),
-        "--tls-keyfile",
-        str(key),
-        "--control-key-file",
-        str(control_file),
-        "--model-control",
-        "--tfserving-grpc",
-    ]
-    log = folder / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        url = f"https://localhost:{http_port}"
-        try:
-            _wait_ready(url, cert, process, log)
-            yield url, f"localhost:{grpc_port}", cert
-        finally:
-            process.terminate()
-            code = process.wait(60)
-    assert code == 0, log.read_text()[-2000:]
-
-
-def _wait_ready(url: str, cert: Path, process: subprocess.Popen[bytes], log: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/v2/health/ready", verify=str(cert), timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the TLS server did not become ready: {log.read_text()[-2000:]}")
+    flags = ["--tls-certfile", str(cert), "--tls-keyfile", str(key), "--control-key-file", str(control_file)]
+    flags += ["--model-control", "--tfserving-grpc"]
+    env = {"MODELPORT_API_KEY": INFERENCE_KEY}
+    with serving(repo, *flags, env=env, log=folder / "server.log", tls_ca=cert) as server:
+        yield server.url, server.grpc, cert
 
 
 @pytest.mark.tf
