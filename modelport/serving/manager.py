@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
 from modelport.serving.model import ServedVersion, VersionState, fingerprint, load_version, make_batcher
@@ -62,11 +62,14 @@ class ModelManager:
         self.models: dict[str, ModelEntry] = {}
         self._observe = observe
         self._lock = asyncio.Lock()
+        self.loaded = False  # the first load_all has finished
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The version a request targets; unknown names/versions are NotFound."""
         entry = self.models.get(name)
         if entry is None:
+            if not self.loaded:  # the port is open (liveness) before the first load finishes
+                raise UnavailableError("the server is still loading its models", retry_after=1.0)
             raise NotFoundError(f"unknown model {name!r}")
         if version is None or version == "":
             return entry.default()
@@ -79,6 +82,7 @@ class ModelManager:
         async with self._lock:
             for name in self._model_names():
                 await self._sync_model(name)
+        self.loaded = True
 
     async def reload(self) -> None:
         """One polling pass: load new/changed versions, unload removed ones; never drops in-flight work."""

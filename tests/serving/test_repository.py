@@ -123,3 +123,21 @@ async def test_a_model_with_a_broken_config_is_reported_not_fatal(tmp_path):
         assert rows["bad"]["state"] == "UNAVAILABLE" and "invalid at instances" in rows["bad"]["reason"]
     finally:
         await plane.manager.close()
+
+
+async def test_requests_before_the_first_load_are_unavailable_not_unknown(tmp_path):
+    """The port opens before the models load (liveness): a request then gets 503, never a 404."""
+    from modelport.errors import UnavailableError
+
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    plane = build(ServerSettings(repository=repo))
+    with pytest.raises(UnavailableError, match="still loading"):
+        plane.manager.get("echo")
+    await plane.manager.load_all()
+    try:
+        assert plane.manager.get("echo").version == 1
+        with pytest.raises(NotFoundError):
+            plane.manager.get("nope")
+    finally:
+        await plane.manager.close()
