@@ -12,6 +12,16 @@ from tests.serving.processes import serving
 from tests.serving.test_rest import _infer_body
 
 
+def _until_every_worker_is_ready(url: str) -> None:
+    """Workers listen before their models load (liveness); new connections land on a random worker, so
+    20 ready answers in a row on fresh connections mean both have loaded (a miss chance of 2**-20)."""
+    streak, deadline = 0, time.monotonic() + 60
+    while streak < 20:
+        assert time.monotonic() < deadline, "the workers did not all become ready"
+        ready = httpx.get(f"{url}/v2/health/ready", headers={"Connection": "close"}, timeout=5).status_code == 200
+        streak = streak + 1 if ready else 0
+
+
 def test_two_workers_share_a_port_and_their_metrics(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
@@ -23,6 +33,7 @@ def test_two_workers_share_a_port_and_their_metrics(tmp_path):
             while not any(c.status == "LISTEN" for c in worker.net_connections()):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        _until_every_worker_is_ready(server.url)
         with httpx.Client(base_url=server.url) as http:
             statuses = [
                 http.post("/v2/models/echo/infer", json=_infer_body(), headers={"Connection": "close"}).status_code
@@ -53,6 +64,7 @@ def test_two_workers_share_the_grpc_port(tmp_path):
             while grpc_port not in {c.laddr.port for c in worker.net_connections() if c.status == "LISTEN"}:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        _until_every_worker_is_ready(server.url)
         x = np.arange(6, dtype=np.float32).reshape(2, 3)
         for _ in range(30):  # a new connection each time, so the kernel spreads them over both workers
             client = grpcclient.InferenceServerClient(server.grpc)
