@@ -218,7 +218,8 @@ def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 1),
+            # a busy port must fail, not split the traffic: reuse it only beside the other --workers
+            ("grpc.so_reuseport", 1 if plane.settings.reuse_port else 0),
         ],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from modelport.errors import ModelportError, UnavailableError
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
@@ -86,13 +87,17 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 async def _serve(settings: ServerSettings) -> int:
     plane = build(settings)
     server = uvicorn.Server(_uvicorn_config(settings, plane))
-    sockets = [_reuse_port_socket(settings)] if settings.reuse_port else None
-    task = asyncio.create_task(server.serve(sockets=sockets))
+    task = asyncio.create_task(server.serve(sockets=[_listen(settings)]))
     while not server.started:
         if task.done():
             return 1
         await asyncio.sleep(0.01)
-    grpc = await _start_grpc(settings, plane)
+    try:
+        grpc = await _start_grpc(settings, plane)
+    except ModelportError:
+        server.should_exit = True
+        await task
+        raise
     _install_drain(server, plane)
     port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
     log.info("HTTP listening on %s://%s:%s", "https" if settings.tls_certfile else "http", settings.host, port)
@@ -129,6 +134,8 @@ async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, 
         return None
     from modelport.serving.grpc_v2 import build_grpc_server
 
+    if not settings.reuse_port:
+        _bind(settings.host, settings.grpc_port, "--grpc-port; -1 = no gRPC").close()  # grpc's own error is a log line
     server, health = build_grpc_server(plane)
     address, credentials = f"{settings.host}:{settings.grpc_port}", grpc_credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -160,15 +167,25 @@ async def _refresh_health(plane: DataPlane, grpc: tuple[Any, Any]) -> None:
         await asyncio.sleep(0.2 if plane.draining else 1.0)
 
 
-def _reuse_port_socket(settings: ServerSettings) -> socket.socket:
-    """A listening socket several worker processes can bind together."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.http_port))
+def _listen(settings: ServerSettings) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one clear error (SO_REUSEPORT with --workers)."""
+    sock = _bind(settings.host, settings.http_port, "--http-port; 0 = any free port", settings.reuse_port)
     sock.listen(2048)
     sock.setblocking(False)
+    return sock
+
+
+def _bind(host: str, port: int, hint: str, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``host:port``; a port in use (or not allowed) is an UnavailableError naming the flag."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror} ({hint})") from exc
     return sock
 
 
