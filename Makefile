@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
+SHELL  := /bin/bash
 
 .PHONY: install demo test lint format bench clean k8s-check edge-arm64
 
@@ -15,7 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelport[all,dev] (CPU runtime; pinned by constraints.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip wheel > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
-	@$(PIP) install -c constraints.txt -e '.[all,dev]' >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@echo "    resolving and downloading (a fresh machine fetches ~2 GB: TensorFlow, PyTorch CPU, onnxruntime, LiteRT, ...); log: $(VENV)/install.log"
+	@set -o pipefail; $(PIP) install -c constraints.txt -e '.[all,dev]' 2>&1 | tee -a $(VENV)/install.log | \
+		awk '/^Collecting /{n++; if (n % 25 == 0) {printf "    %d packages resolved\n", n; fflush()}} \
+		     /^Installing collected packages/{printf "    %d packages resolved; installing them (about a minute)\n", n; fflush()}' \
+		|| { tail -40 $(VENV)/install.log; exit 1; }
+	@echo "    checking dependencies (pip check)"
 	@$(PIP) check
 	@touch $(STAMP)
 	@echo "==> installed"
