@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_models import build  # noqa: E402
 from serving import free_port  # noqa: E402
+
+from modelport.launcher import LaunchOptions, launched  # noqa: E402
 
 PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "tfserving", "torchserve")
 TARGETS = {"rss_growth_pct": 5.0, "fd_growth": 2, "errors": 0}
@@ -84,27 +86,14 @@ def export_model(repo: Path) -> None:
     )
 
 
-def start_server(repo: Path, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    http_port, grpc_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "modelport.cli", "serve", str(repo), "--http-port", str(http_port)]
-    cmd += ["--grpc-port", str(grpc_port), "--workers", str(workers), "--log-level", "warning"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
-        )
-    url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url, f"127.0.0.1:{grpc_port}"
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"the server did not get ready; see {log}")
+@contextlib.contextmanager
+def start_server(repo: Path, workers: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """``modelport serve`` with ``workers`` processes (fixed ports, which --workers needs) until the block ends."""
+    options = LaunchOptions(
+        http_port=free_port(), grpc_port=free_port(), env={"OMP_NUM_THREADS": "1"}, log=log, timeout_s=120
+    )
+    with launched(repo, "--workers", str(workers), "--log-level", "warning", options=options) as server:
+        yield server.process, server.url, server.grpc or ""
 
 
 class Clients:
@@ -255,13 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelport-soak-") as work:
         repo = Path(work) / "repo"
         export_model(repo)
-        process, url, grpc_address = start_server(repo, args.workers, Path(work) / "server.log")
-        print(f"soak: {args.duration:g}s, {args.concurrency} clients over {', '.join(PROTOCOLS)}; pid {process.pid}")
-        try:
+        with start_server(repo, args.workers, Path(work) / "server.log") as (process, url, grpc_address):
+            print(
+                f"soak: {args.duration:g}s, {args.concurrency} clients over {', '.join(PROTOCOLS)}; pid {process.pid}"
+            )
             samples = asyncio.run(run_load(args, process.pid, url, grpc_address))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(60)
+        code = process.returncode
     verdict = judge(samples, args.warmup)
     verdict["requests"] = int(sum(s["rps"] * args.window for s in samples))
     verdict["server_exit_code"] = code

@@ -2,19 +2,14 @@
 
     python examples/serve_and_infer.py REPO MODEL
 
-Starts `modelport serve REPO` on a free port, waits for readiness, sends the model's golden
-input both ways, prints the answers, then stops the server with SIGTERM (a graceful drain).
+Starts `modelport serve REPO` on free ports through `modelport.launcher` (which reads the ports back
+from `--port-file` and waits for readiness), sends the model's golden input both ways, prints the
+answers, then stops the server with SIGTERM (a graceful drain).
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +17,7 @@ import httpx
 import numpy as np
 import orjson
 
-
-@contextlib.contextmanager
-def running_server(repo: Path) -> Iterator[str]:
-    """`modelport serve REPO` on a free port; yields its URL once ready, then SIGTERMs it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            str(repo),
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-            time.sleep(0.2)
-        yield url
-    finally:
-        server.send_signal(signal.SIGTERM)
-        if server.wait(60) != 0:
-            raise RuntimeError(f"the server exited with {server.returncode}")
+from modelport.launcher import LaunchOptions, launched
 
 
 def golden_request(repo: Path, url: str, model: str) -> tuple[dict[str, Any], np.ndarray[Any, Any]]:
@@ -104,11 +62,14 @@ def infer_binary(url: str, model: str, spec: dict[str, Any], x: np.ndarray[Any, 
 
 
 def main(repo: Path, model: str) -> int:
-    with running_server(repo) as url:
+    with launched(repo, "--log-level", "warning", options=LaunchOptions(timeout_s=120)) as server:
+        url = server.url
         spec, x = golden_request(repo, url, model)
         output = infer_json(url, model, spec, x)
         print("JSON  :", output["name"], np.round(output["data"][:5], 3))
         print("binary:", np.round(infer_binary(url, model, spec, x)[:5], 3))
+    if server.process.returncode != 0:
+        raise RuntimeError(f"the server exited with {server.process.returncode}")
     return 0
 
 

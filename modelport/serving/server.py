@@ -11,11 +11,13 @@ import socket
 import sys
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from modelport.errors import ModelportError, UnavailableError
+from modelport.launcher import write_port_file
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
@@ -101,6 +103,8 @@ async def _serve(settings: ServerSettings) -> int:
     _install_drain(server, plane)
     port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.http_port
     log.info("HTTP listening on %s://%s:%s", "https" if settings.tls_certfile else "http", settings.host, port)
+    if settings.port_file:
+        write_port_file(Path(settings.port_file), {"http": port, "grpc": grpc[2] if grpc else None})
     await _load(settings, plane)
     background = [asyncio.create_task(_refresh_health(plane, grpc))] if grpc else []
     if settings.poll_interval_s > 0:
@@ -111,6 +115,8 @@ async def _serve(settings: ServerSettings) -> int:
     if grpc is not None:
         await grpc[0].stop(grace=5)
     await plane.manager.close()
+    if settings.port_file:
+        Path(settings.port_file).unlink(missing_ok=True)
     log.info("stopped")
     return 0
 
@@ -128,8 +134,8 @@ def _uvicorn_config(settings: ServerSettings, plane: DataPlane) -> uvicorn.Confi
     )
 
 
-async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, Any] | None:
-    """The KServe v2 gRPC server on ``grpc_port`` (-1: none), same process and data plane."""
+async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, Any, int] | None:
+    """The KServe v2 gRPC server on ``grpc_port`` (-1: none), same process and data plane: server, health, port."""
     if settings.grpc_port < 0:
         return None
     from modelport.serving.grpc_v2 import build_grpc_server
@@ -141,7 +147,7 @@ async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, 
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     log.info("gRPC listening on %s:%s%s", settings.host, port, " (TLS)" if credentials else "")
-    return server, health
+    return server, health, port
 
 
 async def _load(settings: ServerSettings, plane: DataPlane) -> None:
@@ -158,7 +164,7 @@ async def _load(settings: ServerSettings, plane: DataPlane) -> None:
     )
 
 
-async def _refresh_health(plane: DataPlane, grpc: tuple[Any, Any]) -> None:
+async def _refresh_health(plane: DataPlane, grpc: tuple[Any, Any, int]) -> None:
     """Keep grpc.health.v1 in step with readiness (server and per model), once a second."""
     from modelport.serving.grpc_v2 import publish_health
 

@@ -55,6 +55,9 @@ class ServerSettings(BaseSettings):
     log_json: bool = Field(False, description="structured JSON logs")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")
+    port_file: str = Field(
+        "", description='write {"http": PORT, "grpc": PORT|null, "pid": PID} here once both ports are bound'
+    )
     api_key: str = Field("", repr=False, description="token for inference and metadata (empty = no authentication)")
     api_key_file: str = Field("", description="read --api-key from this file (e.g. a mounted Kubernetes secret)")
     control_key: str = Field("", repr=False, description="separate token for model control (load/unload)")

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
+from modelport.launcher import write_port_file
 from modelport.serving.settings import ServerSettings
 
 __all__ = ["METRICS_DIR_ENV", "run_workers", "worker_env"]
@@ -45,9 +47,11 @@ def run_workers(settings: ServerSettings) -> int:
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
         env = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
-        workers = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+        bound = [Path(metrics_dir) / f"ports-{i}.json" for i in range(settings.workers)]
+        workers = [subprocess.Popen(command, env={**env, "MODELPORT_PORT_FILE": str(b)}) for b in bound]
         log.info("started %d workers: %s", len(workers), [w.pid for w in workers])
         stopping = {"signal": False}
+        ports = _PortFile(settings, bound)
 
         def forward(signum: int, _: object) -> None:
             stopping["signal"] = True
@@ -57,8 +61,9 @@ def run_workers(settings: ServerSettings) -> int:
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            return _supervise(workers, stopping, settings.drain_timeout_s)
+            return _supervise(workers, stopping, settings.drain_timeout_s, ports)
         finally:
+            ports.remove()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             for worker in workers:
@@ -67,8 +72,33 @@ def run_workers(settings: ServerSettings) -> int:
                     worker.wait()
 
 
-def _supervise(workers: list[subprocess.Popen[bytes]], stopping: dict[str, bool], drain: float) -> int:
+class _PortFile:
+    """The supervisor's ``--port-file``: written once every worker has written its own (all bound)."""
+
+    def __init__(self, settings: ServerSettings, bound: list[Path]) -> None:
+        self.path = Path(settings.port_file) if settings.port_file else None
+        self.ports: dict[str, int | None] = {
+            "http": settings.http_port,
+            "grpc": settings.grpc_port if settings.grpc_port >= 0 else None,
+        }
+        self.bound = bound
+        self.written = False
+
+    def update(self) -> None:
+        if self.path and not self.written and all(b.exists() for b in self.bound):
+            write_port_file(self.path, self.ports)
+            self.written = True
+
+    def remove(self) -> None:
+        if self.path and self.written:
+            self.path.unlink(missing_ok=True)
+
+
+def _supervise(
+    workers: list[subprocess.Popen[bytes]], stopping: dict[str, bool], drain: float, ports: _PortFile
+) -> int:
     while not stopping["signal"]:
+        ports.update()
         dead = [w for w in workers if w.poll() is not None]
         if dead:
             log.error("worker %d exited with %s; stopping the others", dead[0].pid, dead[0].returncode)

@@ -8,8 +8,13 @@ import httpx
 import psutil
 
 from tests.serving import fakes
-from tests.serving.processes import serving
+from tests.serving.processes import free_port, serving
 from tests.serving.test_rest import _infer_body
+
+
+def _ports() -> tuple[int, int]:
+    """Workers share fixed ports (--workers refuses 0)."""
+    return free_port(), free_port()
 
 
 def _until_every_worker_is_ready(url: str) -> None:
@@ -25,7 +30,7 @@ def _until_every_worker_is_ready(url: str) -> None:
 def test_two_workers_share_a_port_and_their_metrics(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
-    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60) as server:
+    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60, ports=_ports()) as server:
         workers = psutil.Process(server.process.pid).children()
         assert len(workers) == 2
         for worker in workers:  # both workers must be listening before we count
@@ -56,7 +61,7 @@ def test_two_workers_share_the_grpc_port(tmp_path):
 
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
-    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60) as server:
+    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60, ports=_ports()) as server:
         workers = psutil.Process(server.process.pid).children()
         grpc_port = int(server.grpc.rsplit(":", 1)[1])
         for worker in workers:  # each worker listens on the HTTP and the gRPC port
