@@ -19,7 +19,7 @@ import pytest
 
 from modelport.golden import load_golden, save_golden
 from tests.serving import fakes
-from tests.serving.processes import serving
+from tests.serving.processes import serving, wait_until
 
 X = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
@@ -113,13 +113,14 @@ def test_hot_reload_under_load_loses_no_request(tmp_path: Path):
         clients = [threading.Thread(target=_hammer, args=(server.url, "slow", stop, results)) for _ in range(6)]
         for client in clients:
             client.start()
-        time.sleep(1.0)
+        wait_until(lambda: _answered(results, "1") >= 6, timeout=30, what="six answers from version 1")
         fakes.write_model(repo, "slow", version=2, runtime="SlowRuntime")
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{server.url}/v2/models/slow", timeout=5).json().get("versions") != ["2"]:
-            assert time.monotonic() < deadline, "version 2 was not picked up"
-            time.sleep(0.1)
-        time.sleep(1.0)
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/slow", timeout=5).json().get("versions") == ["2"],
+            timeout=20,
+            what="version 2 picked up",
+        )
+        wait_until(lambda: _answered(results, "2") >= 6, timeout=30, what="six answers from version 2")
         stop.set()
         for client in clients:
             client.join(30)
@@ -133,19 +134,29 @@ def test_sigterm_under_load_drains_in_flight_requests_and_refuses_new_ones(tmp_p
     fakes.write_model(repo, "slow", runtime="SlowRuntime", config={"max_batch_size": 1})
     with serving(repo, "--drain-timeout-s", "20") as server, ThreadPoolExecutor(8) as pool:
         in_flight = [pool.submit(_post, server.url, "slow") for _ in range(6)]  # ~1.8 s of work, one at a time
-        time.sleep(0.4)
+        # every request has reached the server (in flight or done) before the signal
+        wait_until(lambda: _reached(server.url) >= 6, timeout=10, what="six requests at the server")
+        assert not all(job.done() for job in in_flight), "the signal must come while requests are in flight"
         server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        deadline = signalled + 5
-        while _ready_status(server.url) == 200:
-            assert time.monotonic() < deadline, "readiness did not turn false"
-            time.sleep(0.02)
+        wait_until(lambda: _ready_status(server.url) != 200, timeout=5, what="readiness false")
         late = _post_or_refused(server.url)
         assert late in (503, "refused"), late
         assert [job.result().status_code for job in in_flight] == [200] * 6
         code = server.process.wait(25)
         assert code == 0
         assert time.monotonic() - signalled < 20
+
+
+def _answered(results: list[tuple[int, str]], version: str) -> int:
+    return sum(1 for status, answered in list(results) if status == 200 and answered == version)
+
+
+def _reached(url: str) -> float:
+    """Requests the server holds or has answered, from its own /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    wanted = ("modelport_inflight_requests", "modelport_requests_total")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
 
 
 def _ready_status(url: str) -> int:
