@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ import yaml
 
 from modelport.golden import GoldenCase, save_golden
 from modelport.manifest import ModelManifest, OutputParity, ParityRecord, SourceInfo, TensorSpec, write_manifest
-from modelport.runtimes.base import Arrays, RuntimeOptions
+from modelport.runtimes.base import Arrays, RuntimeOptions, rejected_input
 
 BATCH_LOG: list[int] = []
 SLOW_SECONDS = 0.3
+REJECTED = "idx=13 must be within the inclusive range [-13,12]"  # what RejectingRuntime's framework says
 GATE = threading.Event()
 GATE.set()
 
@@ -67,6 +69,21 @@ class PoisonRuntime(EchoRuntime):
         if (inputs["x"] == 13).any():
             raise RuntimeError("secret internal detail: poisoned batch")
         return super().predict(inputs)
+
+
+class RejectingRuntime(EchoRuntime):
+    """EchoRuntime that refuses any batch holding the value 13, as onnxruntime refuses a token id past its
+    embedding table: the runtime classifies that as the request's fault (``RejectedInputError``)."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        if (inputs["x"] == 13).any():
+            raise rejected_input(REJECTED)
+        return super().predict(inputs)
+
+
+def predictor(runtime: type[EchoRuntime]) -> Callable[[Arrays], Arrays]:
+    """A fake runtime's ``predict``, to drive a ``Batcher`` without a repository."""
+    return runtime(Path("."), None, RuntimeOptions()).predict  # the fakes never read their manifest
 
 
 class BrokenLoadRuntime(EchoRuntime):
