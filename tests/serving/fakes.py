@@ -99,8 +99,9 @@ def write_model(
     dtype: str = "float32",
     max_batch_size: int = 8,
     config: dict[str, Any] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Path:
-    """A model version served by a fake runtime, with golden vectors for 2 * x."""
+    """A model version served by a fake runtime, with golden vectors for 2 * x (x in 0..4)."""
     directory = repo / name / str(version)
     directory.mkdir(parents=True)
     np_dtype = np.dtype(dtype)
@@ -114,7 +115,7 @@ def write_model(
         variant="onnx",
         format="onnx",
         artifact="model.onnx",
-        inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 3)),),
+        inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 3), value_range=value_range),),
         outputs=(TensorSpec(name="y", dtype=dtype, shape=(-1, 3)), TensorSpec(name="n", dtype=dtype, shape=(-1,))),
         max_batch_size=max_batch_size,
         source=SourceInfo(framework="torch", kind="factory", location="fake"),
