@@ -6,7 +6,8 @@ stable ``code``. Transports map codes to statuses in one place each
 
     ModelportError                 code "internal"
     ├── InvalidArgumentError       code "invalid_argument"   bad flags, specs, requests
-    │   └── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
+    │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
+    │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
     ├── NotFoundError              code "not_found"          missing file, model or version
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
     ├── SourceError                code "source_error"       a source model that cannot be loaded or run
@@ -40,6 +41,7 @@ __all__ = [
     "ParityError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RejectedInputError",
     "SourceError",
     "SpecError",
     "UnauthenticatedError",
@@ -69,6 +71,15 @@ class SpecError(InvalidArgumentError):
     """A tensor spec that does not parse, or does not match the model."""
 
     code = "invalid_spec"
+
+
+class RejectedInputError(InvalidArgumentError):
+    """Values that passed validation but that the runtime refused (a token id past the vocabulary).
+
+    Raised by a runtime for one request's inputs; the message says what was wrong without the
+    framework's internals (node names, file paths)."""
+
+    code = "rejected_input"
 
 
 class NotFoundError(ModelportError):

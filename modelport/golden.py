@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ def random_inputs(specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: 
                 [f"s{v}".encode() for v in rng.integers(0, 100, shape).ravel()], dtype=object
             ).reshape(shape)
         elif dtype.is_integer:
-            arrays[spec.name] = rng.integers(int(low), int(high), shape).astype(dtype.np_dtype())
+            # the server's reading of LOW..HIGH for integers: LOW <= v < HIGH (tensors.value_outside)
+            arrays[spec.name] = rng.integers(math.ceil(low), math.ceil(high), shape).astype(dtype.np_dtype())
         elif spec.value_range:
             arrays[spec.name] = rng.uniform(low, high, shape).astype(dtype.np_dtype())
         else:

@@ -50,6 +50,8 @@ class TensorSpec(_Frozen):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     labels: str | None = None
+    # LOW..HIGH, enforced by the server before batching: integers LOW <= v < HIGH (``0..1000`` holds
+    # 1000 token ids), floats LOW <= v <= HIGH (``0..1`` holds 1.0); golden inputs are drawn from it
     value_range: tuple[float, float] | None = None
 
     @field_validator("dtype")

@@ -7,6 +7,7 @@ marks a dynamic dimension.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,12 @@ __all__ = [
     "DataType",
     "Shape",
     "dtype_of_array",
+    "format_range",
     "format_shape",
     "lookup_dtype",
     "parse_shape",
     "shape_matches",
+    "value_outside",
 ]
 
 Shape = tuple[int, ...]
@@ -161,3 +164,38 @@ def shape_matches(spec: Shape, actual: Shape) -> bool:
         if want != -1 and want != got:
             return False
     return True
+
+
+def _bounds(low: float, high: float, integer: bool) -> tuple[float, float]:
+    """Integer bounds as exact ints (``0.5..10`` holds 1 to 9); infinite bounds stay floats."""
+    return (_ceil(low), _ceil(high)) if integer else (low, high)
+
+
+def _ceil(bound: float) -> float:
+    return math.ceil(bound) if math.isfinite(bound) else bound
+
+
+def _number(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def value_outside(values: np.ndarray[Any, Any], low: float, high: float) -> tuple[tuple[int, ...], Any] | None:
+    """The index and value of the first element outside the range ``low..high``, or None.
+
+    Integers must satisfy ``low <= v < high`` (``0..1000`` holds the ids of a 1000-row table,
+    like Python's ``range``); floats ``low <= v <= high`` (``0..1`` holds a pixel of exactly 1.0).
+    NaN is outside every range.
+    """
+    integer = values.dtype.kind in "iu"
+    start, stop = _bounds(low, high, integer)
+    inside = (values >= start) & ((values < stop) if integer else (values <= stop))
+    if inside.all():
+        return None
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmin(inside)), values.shape))
+    return index, values[index].item()
+
+
+def format_range(low: float, high: float, integer: bool) -> str:
+    """The range ``low..high`` as the inequality :func:`value_outside` checks: ``0 <= value < 1000``."""
+    start, stop = _bounds(low, high, integer)
+    return f"{_number(start)} <= value {'<' if integer else '<='} {_number(stop)}"

@@ -4,6 +4,7 @@ import numpy as np
 
 from modelport.golden import GoldenCase, concrete_shape, load_golden, random_inputs, save_golden
 from modelport.manifest import TensorSpec
+from modelport.tensors import value_outside
 
 
 def test_round_trip_keeps_every_dtype_without_pickle(tmp_path):
@@ -36,3 +37,17 @@ def test_random_inputs_respect_specs_and_ranges():
     assert arrays["image"].shape == (4, 1, 8, 8) and arrays["image"].min() >= 0 and arrays["image"].max() <= 1
     assert arrays["flag"].dtype == np.bool_
     assert concrete_shape(specs[0], 2, 9) == (2, 9)
+
+
+def test_golden_inputs_always_pass_the_server_s_range_check():
+    """Export draws golden inputs from the range the server enforces: the two readings of LOW..HIGH agree."""
+    specs = tuple(
+        TensorSpec.parse(text)
+        for text in ("a:int64:-1x64:0..2", "b:int32:-1x64:0.5..3.5", "c:float32:-1x64:-1..1", "d:uint8:-1x64:0..256")
+    )
+    for seed in range(20):
+        arrays = random_inputs(specs, batch=8, dynamic=1, rng=np.random.default_rng(seed))
+        for spec in specs:
+            assert spec.value_range is not None
+            assert value_outside(arrays[spec.name], *spec.value_range) is None, (spec.name, seed)
+    assert set(np.unique(arrays["b"])) == {1, 2, 3}, "0.5..3.5 holds the integers 1, 2 and 3"

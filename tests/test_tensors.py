@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from modelport.errors import SpecError
-from modelport.tensors import DTYPES, dtype_of_array, format_shape, lookup_dtype, parse_shape, shape_matches
+from modelport.tensors import (
+    DTYPES,
+    dtype_of_array,
+    format_range,
+    format_shape,
+    lookup_dtype,
+    parse_shape,
+    shape_matches,
+    value_outside,
+)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
@@ -56,3 +65,30 @@ def test_shape_matching():
     assert not shape_matches((-1, 1, 8, 8), (5, 8, 8, 1))
     assert not shape_matches((-1, 10), (5, 10, 1))
     assert shape_matches((), ())
+
+
+def test_an_integer_range_excludes_its_end_like_python_range():
+    ids = np.array([[0, 1, 999], [5, 1000, 2000]], dtype=np.int64)
+    assert value_outside(ids[:1], 0, 1000) is None
+    assert value_outside(ids, 0, 1000) == ((1, 1), 1000), "the first offending element, in row-major order"
+    assert value_outside(np.array([-1], dtype=np.int32), 0, 1000) == ((0,), -1)
+    assert format_range(0, 1000, integer=True) == "0 <= value < 1000"
+
+
+def test_a_float_range_includes_its_end_and_nan_is_outside_every_range():
+    pixels = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+    assert value_outside(pixels, 0, 1) is None
+    assert value_outside(np.array([0.5, 1.5], dtype=np.float16), 0, 1) == ((1,), 1.5)
+    found = value_outside(np.array([0.5, np.nan]), 0, 1)
+    assert found is not None and found[0] == (1,) and np.isnan(found[1])
+    assert format_range(0, 1, integer=False) == "0 <= value <= 1"
+
+
+def test_ranges_with_fractional_infinite_or_foreign_bounds():
+    assert value_outside(np.array([1, 9], dtype=np.int64), 0.5, 9.5) is None  # integers 1 to 9
+    assert value_outside(np.array([0], dtype=np.int64), 0.5, 9.5) == ((0,), 0)
+    assert format_range(0.5, 9.5, integer=True) == "1 <= value < 10"
+    assert value_outside(np.array([2**62], dtype=np.int64), 0, float("inf")) is None
+    assert value_outside(np.array([0, 255], dtype=np.uint8), -5, 300) is None
+    assert value_outside(np.array(7, dtype=np.int64), 0, 5) == ((), 7), "a scalar has the empty index"
+    assert value_outside(np.zeros((0, 4), dtype=np.int64), 0, 5) is None

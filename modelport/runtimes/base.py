@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from modelport.errors import DependencyError, ModelportError, SourceError, UnsupportedError
+from modelport.errors import DependencyError, ModelportError, RejectedInputError, SourceError, UnsupportedError
 from modelport.manifest import ModelManifest
 
 __all__ = [
+    "INDEX_FAULT",
     "Arrays",
     "RemoteTarget",
     "Runtime",
@@ -20,11 +22,15 @@ __all__ = [
     "import_framework",
     "map_outputs",
     "open_runtime",
+    "rejected_input",
     "runtime_class",
     "runtime_health",
 ]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+
+# How frameworks word an index past a table (an embedding's token id, a gather): the request's fault.
+INDEX_FAULT = re.compile(r"\bindex\b.*\bout of (range|bounds)\b|\bout of bounds\b", re.IGNORECASE)
 
 _RUNTIMES = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
@@ -130,3 +136,14 @@ def map_outputs(manifest: ModelManifest, values: list[np.ndarray[Any, Any]]) -> 
             f"{len(manifest.outputs)} ({', '.join(o.name for o in manifest.outputs)})"
         )
     return {spec.name: value for spec, value in zip(manifest.outputs, values, strict=True)}
+
+
+def rejected_input(detail: str) -> RejectedInputError:
+    """The error a runtime raises when its framework refused one request's values.
+
+    ``detail`` is the framework's own words with its internals (node names, paths) already
+    cut by the runtime; it is folded to one line of at most 200 characters.
+    """
+    text = " ".join(detail.split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return RejectedInputError(f"the model rejected the input values: {text or 'invalid values'}")

@@ -8,9 +8,9 @@ from typing import Any
 
 from modelport.errors import UnsupportedError
 from modelport.manifest import ModelManifest
-from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
+from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, rejected_input
 
-__all__ = ["OnnxRuntime", "choose_providers"]
+__all__ = ["OnnxRuntime", "choose_providers", "status_message"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class OnnxRuntime:
         self.options = options
         self.session: Any = None
         self.providers: list[str] = []
+        self._invalid_argument: tuple[type[Exception], ...] = ()  # set by load()
 
     def load(self) -> None:
         ort = import_framework("onnxruntime", "cpu")
@@ -52,13 +53,28 @@ class OnnxRuntime:
         wanted = choose_providers(self.options.providers, self.options.device, ort.get_available_providers())
         self.session = ort.InferenceSession(str(self.path), session_options, providers=wanted)
         self.providers = list(self.session.get_providers())
+        state = import_framework("onnxruntime.capi.onnxruntime_pybind11_state", "cpu")
+        self._invalid_argument = (state.InvalidArgument,)  # a Gather index out of bounds, among others
         log.info("%s: onnxruntime providers in use: %s", self.manifest.name, self.providers)
 
     def predict(self, inputs: Arrays) -> Arrays:
         feed = {self.manifest.native(spec.name): inputs[spec.name] for spec in self.manifest.inputs}
         names = [self.manifest.native(spec.name) for spec in self.manifest.outputs]
-        values = self.session.run(names, feed)
+        try:
+            values = self.session.run(names, feed)
+        except self._invalid_argument as exc:
+            raise rejected_input(status_message(str(exc))) from exc
         return {spec.name: value for spec, value in zip(self.manifest.outputs, values, strict=True)}
 
     def unload(self) -> None:
         self.session = None
+
+
+def status_message(text: str) -> str:
+    """What an onnxruntime error says about the values, without its prefix and node name.
+
+    ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running Gather
+    node. Name:'/embed/Gather' Status Message: indices element out of data bounds, idx=5000 ...``
+    """
+    _, found, status = text.rpartition("Status Message:")
+    return status if found else text.rpartition("INVALID_ARGUMENT :")[2]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import SourceError
 from modelport.manifest import ModelManifest
-from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
+from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, rejected_input
 
-__all__ = ["SavedModelRuntime"]
+__all__ = ["SavedModelRuntime", "op_message"]
 
 SERVING_SIGNATURE = "serving_default"
 
@@ -37,9 +38,25 @@ class SavedModelRuntime:
 
     def predict(self, inputs: Arrays) -> Arrays:
         feed = {self.manifest.native(s.name): self.tf.constant(inputs[s.name]) for s in self.manifest.inputs}
-        result = self.signature(**feed)
+        try:
+            result = self.signature(**feed)
+        except self.tf.errors.InvalidArgumentError as exc:  # a gather index out of range, among others
+            raise rejected_input(op_message(exc.message)) from exc
         return {s.name: result[self.manifest.native(s.name)].numpy() for s in self.manifest.outputs}
 
     def unload(self) -> None:
         self.loaded = None
         self.signature = None
+
+
+def op_message(text: str) -> str:
+    """What a TensorFlow op error says about the values, without boilerplate and node names.
+
+    From ``Graph execution error:`` / ``Detected at node Gather ...`` / ``indices[0,3] = 5000 is not
+    in [0, 1000)`` / ``[[{{node Gather}}]] [Op:...]`` (one per line) it keeps the third.
+    """
+    for line in text.splitlines():
+        if not line.strip() or line[0].isspace() or line.startswith(("Graph execution error", "Detected at", "<")):
+            continue
+        return re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*", "", line).strip()
+    return ""

@@ -15,7 +15,7 @@ import numpy as np
 
 from modelport.errors import SourceError
 from modelport.manifest import ModelManifest
-from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
+from modelport.runtimes.base import INDEX_FAULT, Arrays, RuntimeOptions, import_framework, rejected_input
 
 __all__ = ["TFLiteRuntime", "dequantize", "quantize"]
 
@@ -71,7 +71,13 @@ class TFLiteRuntime:
             value, detail = np.ascontiguousarray(inputs[spec.name]), self.in_details[native]
             feed[native] = quantize(value, detail) if _integer_for_float(value.dtype, detail) else value
         with self._lock:  # an interpreter is not re-entrant
-            result = self.runner(**feed)
+            try:
+                result = self.runner(**feed)
+            except RuntimeError as exc:  # LiteRT: "gather index out of boundsNode number 0 (GATHER) failed to invoke."
+                detail = str(exc).partition("Node number")[0]
+                if not INDEX_FAULT.search(detail):
+                    raise
+                raise rejected_input(detail) from exc
         outputs: Arrays = {}
         for spec in self.manifest.outputs:
             native = self.manifest.native(spec.name)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelport.manifest import ModelManifest
-from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, map_outputs
+from modelport.runtimes.base import INDEX_FAULT, Arrays, RuntimeOptions, import_framework, map_outputs, rejected_input
 
-__all__ = ["ExportedProgramRuntime", "TorchScriptRuntime", "flatten_outputs"]
+__all__ = ["ExportedProgramRuntime", "TorchScriptRuntime", "flatten_outputs", "index_fault"]
 
 
 def flatten_outputs(result: Any) -> list[Any]:
@@ -20,6 +21,19 @@ def flatten_outputs(result: Any) -> list[Any]:
     if isinstance(result, tuple | list):
         return [v for item in result for v in flatten_outputs(item)]
     return [result]
+
+
+def index_fault(exc: IndexError | RuntimeError) -> str | None:
+    """What an index error says (an embedding's id past its table), or None for any other fault.
+
+    TorchScript wraps the op's error in a RuntimeError whose last line is the original one,
+    after a traceback of the serialized code: only that line is kept.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = re.sub(r"^\w+(Error|Exception): ", "", lines[-1] if lines else "")
+    if isinstance(exc, IndexError) or INDEX_FAULT.search(last):
+        return last or "index out of range"
+    return None
 
 
 class _TorchRuntime:
@@ -47,7 +61,13 @@ class _TorchRuntime:
             for s in self.manifest.inputs
         ]
         with torch.inference_mode():
-            result = self.module(*args)
+            try:
+                result = self.module(*args)
+            except (IndexError, RuntimeError) as exc:
+                detail = index_fault(exc)
+                if detail is None:
+                    raise
+                raise rejected_input(detail) from exc
         return map_outputs(self.manifest, [t.detach().cpu().numpy() for t in flatten_outputs(result)])
 
     def unload(self) -> None:

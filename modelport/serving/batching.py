@@ -5,6 +5,13 @@ with the same non-batch shapes until ``max_batch_size`` rows are reached or the 
 request has waited ``max_queue_delay``, runs the batch on a worker thread, and splits
 the outputs back by rows. A model without a batch dimension gets batches of one
 request: the same code path.
+
+A batch that fails is re-run in halves until every failure is one request's own, so one bad
+request never fails its batch-mates: for n requests that costs at most 2n - 2 more runtime
+calls, each request in at most ceil(log2 n) of them (a model that fails on everything costs
+about twice its calls, not n^2). Which failure is the client's (a 400) is the runtime's call
+(``RejectedInputError``); the batcher only splits. Failures that say nothing about the inputs
+(unavailable, deadline exceeded) are not re-run, nor are requests that timed out meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import DeadlineExceededError, InferenceError, ModelportError, UnavailableError
+from modelport.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    InvalidArgumentError,
+    ModelportError,
+    UnavailableError,
+    summarize,
+)
 from modelport.runtimes.base import Arrays
 
 __all__ = ["BatchPolicy", "BatchStats", "Batcher"]
@@ -28,6 +42,9 @@ __all__ = ["BatchPolicy", "BatchStats", "Batcher"]
 log = logging.getLogger(__name__)
 
 Predict = Callable[[Arrays], Arrays]
+
+# Failures that say nothing about any request's values: re-running parts of the batch cannot help.
+_NOT_ISOLATED = (UnavailableError, DeadlineExceededError)
 
 # A batch whose compute (moving average) is shorter than this runs on the event loop itself: the
 # round trip to a worker thread and back costs more than that (benchmarks/serving.py, MLP).
@@ -46,13 +63,18 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class BatchStats:
-    """What one executed batch looked like, for metrics."""
+    """What one executed batch looked like, for metrics.
+
+    ``failed``: at least one of its requests failed; ``runs``: runtime calls it took (more than
+    one when a failure was isolated by re-running halves), all counted in ``compute_seconds``.
+    """
 
     rows: int
     requests: int
     queue_seconds: tuple[float, ...]
     compute_seconds: float
     failed: bool
+    runs: int = 1
 
 
 @dataclass
@@ -62,6 +84,16 @@ class _Pending:
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
     enqueued: float
+
+
+@dataclass
+class _Run:
+    """One gathered batch on its runtime instance, with the re-runs that isolate its failures."""
+
+    instance: Predict
+    calls: int = 0
+    failed: int = 0
+    traced: bool = False  # a fault's traceback is logged once per batch, not once per request
 
 
 class Batcher:
@@ -175,29 +207,59 @@ class Batcher:
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
-        failed = False
+        run = _Run(instance)
         try:
-            if self._compute_ewma < INLINE_BELOW_S and len(self._instances) == 1:
-                outputs = instance(inputs)  # cheaper than the hop to a worker thread and back
-            else:
-                outputs = await loop.run_in_executor(self._executor, instance, inputs)
-            _deliver(batch, outputs, self.policy)
-        except Exception as exc:
-            failed = True
-            log.exception("inference failed for a batch of %d request(s)", len(batch))
-            error = exc if isinstance(exc, ModelportError) else InferenceError("the model failed while predicting")
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            await self._run(run, batch)
         finally:
             self._free.put_nowait(instance)
         elapsed = loop.time() - started
-        self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed
+        self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed / max(run.calls, 1)
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
             waits = tuple(started - p.enqueued for p in batch)
-            self._observe(BatchStats(rows, len(batch), waits, elapsed, failed))
+            self._observe(BatchStats(rows, len(batch), waits, elapsed, run.failed > 0, run.calls))
+
+    async def _run(self, run: _Run, batch: list[_Pending]) -> None:
+        """Run ``batch`` and deliver its outputs; on failure, isolate the request(s) that caused it."""
+        run.calls += 1
+        try:
+            inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
+            if self._compute_ewma < INLINE_BELOW_S and len(self._instances) == 1:
+                outputs = run.instance(inputs)  # cheaper than the hop to a worker thread and back
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run.instance, inputs)
+            _deliver(batch, outputs, self.policy)
+        except Exception as exc:
+            await self._isolate(run, batch, exc)
+
+    async def _isolate(self, run: _Run, batch: list[_Pending], exc: Exception) -> None:
+        """A failure of one request is its own; a batch's is bisected over the requests still waiting."""
+        live = [p for p in batch if not p.future.done()]
+        if len(batch) == 1 or isinstance(exc, _NOT_ISOLATED):
+            _fail(run, live, exc)
+            return
+        if run.calls == 1:
+            log.info("a batch of %d requests failed (%s): re-running it in halves", len(batch), summarize(exc))
+        middle = (len(live) + 1) // 2
+        for part in (live[:middle], live[middle:]):
+            if part:
+                await self._run(run, part)
+
+
+def _fail(run: _Run, requests: list[_Pending], exc: Exception) -> None:
+    """Fail ``requests`` with ``exc`` if it is one of ours, else with a generic error (traceback logged)."""
+    error = exc if isinstance(exc, ModelportError) else InferenceError("the model failed while predicting")
+    run.failed += len(requests)
+    if isinstance(error, InvalidArgumentError):
+        log.info("the model rejected a request: %s", error.message)
+    elif run.traced:
+        log.error("inference failed for %d more request(s) of the batch: %s", len(requests), summarize(exc))
+    else:
+        run.traced = True
+        log.error("inference failed for %d request(s)", len(requests), exc_info=exc)
+    for pending in requests:
+        if not pending.future.done():
+            pending.future.set_exception(error)
 
 
 def _expire(future: asyncio.Future[Arrays], timeout: float) -> None:

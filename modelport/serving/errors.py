@@ -11,6 +11,7 @@ GENERIC_MESSAGE = "internal server error"
 _HTTP = {
     "invalid_argument": 400,
     "invalid_spec": 400,
+    "rejected_input": 400,
     "unsupported": 400,
     "not_found": 404,
     "not_ready": 503,
@@ -25,6 +26,7 @@ _HTTP = {
 _GRPC = {
     "invalid_argument": "INVALID_ARGUMENT",
     "invalid_spec": "INVALID_ARGUMENT",
+    "rejected_input": "INVALID_ARGUMENT",
     "unsupported": "INVALID_ARGUMENT",
     "not_found": "NOT_FOUND",
     "not_ready": "UNAVAILABLE",

@@ -20,13 +20,13 @@ from modelport.errors import (
     UnavailableError,
     summarize,
 )
-from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.manifest import MANIFEST_FILE, ModelManifest, TensorSpec, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
 from modelport.serving.settings import ModelConfig, ServerSettings
-from modelport.tensors import dtype_of_array, lookup_dtype, shape_matches
+from modelport.tensors import DataType, dtype_of_array, format_range, lookup_dtype, shape_matches, value_outside
 
 __all__ = ["ServedVersion", "VersionState", "fingerprint", "load_version", "make_batcher"]
 
@@ -101,8 +101,7 @@ class ServedVersion:
                 raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
             if not shape_matches(spec.shape, value.shape):
                 raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
-            if self.finite_only and got.is_float and not np.isfinite(value).all():
-                raise SpecError(f"input {name!r}: NaN or Inf values; the model accepts only finite numbers")
+            self._check_values(spec, got, value)
             if manifest.max_batch_size and value.ndim:
                 batch_sizes.add(value.shape[0])
         if len(batch_sizes) > 1:
@@ -113,6 +112,19 @@ class ServedVersion:
             )
         if batch_sizes and min(batch_sizes) < 1:
             raise SpecError("the batch is empty")
+
+    def _check_values(self, spec: TensorSpec, dtype: DataType, value: np.ndarray[Any, Any]) -> None:
+        """NaN/Inf when the config forbids them, and values outside the manifest's range."""
+        if self.finite_only and dtype.is_float and not np.isfinite(value).all():
+            raise SpecError(f"input {spec.name!r}: NaN or Inf values; the model accepts only finite numbers")
+        if spec.value_range is None or not (dtype.is_integer or dtype.is_float):
+            return
+        outside = value_outside(value, *spec.value_range)
+        if outside is not None:
+            index, found = outside
+            allowed = format_range(*spec.value_range, integer=dtype.is_integer)
+            where = f"input {spec.name!r}: value {found} at index {list(index)}"
+            raise SpecError(f"{where} is outside the model's value range ({allowed})")
 
 
 def load_version(version: ServedVersion, settings: ServerSettings, config: ModelConfig) -> None:

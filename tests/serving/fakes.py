@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ import yaml
 
 from modelport.golden import GoldenCase, save_golden
 from modelport.manifest import ModelManifest, OutputParity, ParityRecord, SourceInfo, TensorSpec, write_manifest
-from modelport.runtimes.base import Arrays, RuntimeOptions
+from modelport.runtimes.base import Arrays, RuntimeOptions, rejected_input
 
 BATCH_LOG: list[int] = []
 SLOW_SECONDS = 0.3
+REJECTED = "idx=13 must be within the inclusive range [-13,12]"  # what RejectingRuntime's framework says
 GATE = threading.Event()
 GATE.set()
 
@@ -69,6 +71,21 @@ class PoisonRuntime(EchoRuntime):
         return super().predict(inputs)
 
 
+class RejectingRuntime(EchoRuntime):
+    """EchoRuntime that refuses any batch holding the value 13, as onnxruntime refuses a token id past its
+    embedding table: the runtime classifies that as the request's fault (``RejectedInputError``)."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        if (inputs["x"] == 13).any():
+            raise rejected_input(REJECTED)
+        return super().predict(inputs)
+
+
+def predictor(runtime: type[EchoRuntime]) -> Callable[[Arrays], Arrays]:
+    """A fake runtime's ``predict``, to drive a ``Batcher`` without a repository."""
+    return runtime(Path("."), None, RuntimeOptions()).predict  # the fakes never read their manifest
+
+
 class BrokenLoadRuntime(EchoRuntime):
     def load(self) -> None:
         raise ValueError("model file is corrupt")
@@ -82,8 +99,9 @@ def write_model(
     dtype: str = "float32",
     max_batch_size: int = 8,
     config: dict[str, Any] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Path:
-    """A model version served by a fake runtime, with golden vectors for 2 * x."""
+    """A model version served by a fake runtime, with golden vectors for 2 * x (x in 0..4)."""
     directory = repo / name / str(version)
     directory.mkdir(parents=True)
     np_dtype = np.dtype(dtype)
@@ -97,7 +115,7 @@ def write_model(
         variant="onnx",
         format="onnx",
         artifact="model.onnx",
-        inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 3)),),
+        inputs=(TensorSpec(name="x", dtype=dtype, shape=(-1, 3), value_range=value_range),),
         outputs=(TensorSpec(name="y", dtype=dtype, shape=(-1, 3)), TensorSpec(name="n", dtype=dtype, shape=(-1,))),
         max_batch_size=max_batch_size,
         source=SourceInfo(framework="torch", kind="factory", location="fake"),

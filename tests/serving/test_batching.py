@@ -8,24 +8,29 @@ import threading
 import numpy as np
 import pytest
 
-from modelport.errors import DeadlineExceededError, InferenceError, UnavailableError
+from modelport.errors import DeadlineExceededError, InferenceError, RejectedInputError, UnavailableError
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
+from tests.serving import fakes
 
 
 class Model:
-    """Blocks each call until released; records batch sizes."""
+    """Blocks each call until released; records batch sizes and each row's first value; then answers
+    ``y = 2x`` or runs ``predict`` (a fake runtime's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, predict=None) -> None:
         self.release = threading.Event()
         self.batches: list[int] = []
+        self.values: list[list[float]] = []
         self.calls = threading.Semaphore(0)
+        self.predict = predict
 
     def __call__(self, inputs):
         self.calls.release()
         assert self.release.wait(10), "test never released the model"
         x = inputs["x"]
         self.batches.append(x.shape[0])
-        return {"y": x * 2}
+        self.values.append(x[:, 0].tolist())
+        return self.predict(inputs) if self.predict else {"y": x * 2}
 
 
 def _x(rows: int, value: float = 1.0, width: int = 3) -> dict[str, np.ndarray]:
@@ -169,3 +174,105 @@ async def test_closed_batcher_refuses_new_requests_after_finishing_queued_ones()
 
 def test_stats_type_is_exported():
     assert BatchStats(1, 1, (0.0,), 0.0, False).rows == 1
+
+
+# --- a failing batch is split until each failure is one request's own ------------------------------------------
+
+
+async def _one_batch(model: Model, values: list[float], stats: list[BatchStats] | None = None) -> list:
+    """Submit one single-row request per value; they run as one batch of ``len(values)``; gather the outcomes."""
+    policy = BatchPolicy(max_batch_size=len(values), max_queue_delay_s=10.0, max_queue_size=100)
+    batcher = Batcher([model], policy, None if stats is None else stats.append)
+    tasks = [asyncio.create_task(batcher.submit(_x(1, v), timeout=10)) for v in values]
+    await _started(model)
+    model.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await batcher.close()
+    return results
+
+
+@pytest.mark.parametrize(
+    ("runtime", "error", "says"),
+    [
+        (fakes.RejectingRuntime, RejectedInputError, f"the model rejected the input values: {fakes.REJECTED}"),
+        (fakes.PoisonRuntime, InferenceError, "the model failed while predicting"),
+    ],
+)
+async def test_a_request_that_fails_the_runtime_fails_alone_and_its_batch_mates_get_their_outputs(runtime, error, says):
+    model, stats = Model(fakes.predictor(runtime)), []
+    values = [1.0, 2.0, 3.0, 13.0, 5.0, 6.0, 7.0, 8.0]
+    results = await _one_batch(model, values, stats)
+    for value, result in zip(values, results, strict=True):
+        if value == 13:
+            assert isinstance(result, error) and result.message == says, result
+            assert "secret" not in result.message
+        else:
+            assert np.array_equal(result["y"], _x(1, value)["x"] * 2), value
+    # bisection: the batch, then halves of the half that holds the bad request, down to that request alone
+    assert model.values == [values, values[:4], [1.0, 2.0], [3.0, 13.0], [3.0], [13.0], values[4:]]
+    assert [(s.rows, s.requests, s.failed, s.runs) for s in stats] == [(8, 8, True, 7)]
+
+
+async def test_a_model_that_fails_every_request_costs_2n_calls_and_log2_n_runs_per_request_not_n_squared(caplog):
+    model, stats = Model(fakes.predictor(fakes.FailingRuntime)), []
+    with caplog.at_level("INFO", logger="modelport.serving.batching"):
+        results = await _one_batch(model, [float(v) for v in range(8)], stats)
+    assert all(isinstance(r, InferenceError) and "secret" not in r.message for r in results)
+    assert len(model.batches) == 2 * 8 - 1, "each split level runs every request once: 1 + 2 + 4 + 8 calls"
+    assert sum(model.batches) == 8 * 4, "each request runs log2(8) + 1 times"
+    assert stats[0].runs == 15 and stats[0].failed
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1, "the traceback is logged once per batch, not once per request"
+
+
+async def test_unavailable_and_deadline_errors_are_not_re_run():
+    def unavailable(inputs):
+        raise UnavailableError("the remote server is down", retry_after=2.0)
+
+    model = Model(unavailable)
+    results = await _one_batch(model, [1.0, 2.0, 3.0])
+    assert all(isinstance(r, UnavailableError) for r in results)
+    assert model.batches == [3], "a failure that says nothing about the inputs is not split"
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_requests_that_time_out_or_are_cancelled_during_a_failed_batch_are_not_re_run(how):
+    model = Model(fakes.predictor(fakes.RejectingRuntime))
+    batcher = Batcher([model], BatchPolicy(max_batch_size=3, max_queue_delay_s=10.0, max_queue_size=10))
+    bad = asyncio.create_task(batcher.submit(_x(1, 13), timeout=10))
+    gone = asyncio.create_task(batcher.submit(_x(1, 2), timeout=0.2 if how == "timeout" else 10))
+    good = asyncio.create_task(batcher.submit(_x(1, 3), timeout=10))
+    await _started(model)  # the batch of three is running
+    if how == "cancel":
+        gone.cancel()
+    with pytest.raises(DeadlineExceededError if how == "timeout" else asyncio.CancelledError):
+        await gone
+    model.release.set()
+    with pytest.raises(RejectedInputError):
+        await bad
+    assert (await good)["y"].shape == (1, 3)
+    assert model.values == [[13.0, 2.0, 3.0], [13.0], [3.0]], "the request that is gone never runs again"
+    await batcher.close()
+
+
+async def test_one_request_alone_in_a_failed_batch_is_re_run_before_it_is_blamed():
+    """A batch of two whose other request timed out: the failure may be the gone one's, so run it alone."""
+    calls = {"n": 0}
+
+    def fails_once(inputs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the gone request's fault")
+        return {"y": inputs["x"] * 2}
+
+    model = Model(fails_once)
+    batcher = Batcher([model], BatchPolicy(max_batch_size=2, max_queue_delay_s=10.0, max_queue_size=10))
+    gone = asyncio.create_task(batcher.submit(_x(1, 1), timeout=0.2))
+    kept = asyncio.create_task(batcher.submit(_x(1, 2), timeout=10))
+    await _started(model)
+    with pytest.raises(DeadlineExceededError):
+        await gone
+    model.release.set()
+    assert (await kept)["y"].tolist() == [[4.0, 4.0, 4.0]]
+    assert model.values == [[1.0, 2.0], [2.0]]
+    await batcher.close()
