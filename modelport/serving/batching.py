@@ -174,7 +174,7 @@ class Batcher:
 
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, clock = loop.time(), time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
         failed = False
         try:
@@ -192,7 +192,7 @@ class Batcher:
                     pending.future.set_exception(error)
         finally:
             self._free.put_nowait(instance)
-        elapsed = loop.time() - started
+        elapsed = time.perf_counter() - clock
         self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
