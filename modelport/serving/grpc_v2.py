@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from modelport import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, summarize
 from modelport.serving.auth import AuthInterceptor, Tokens
-from modelport.serving.dataplane import EXTENSIONS, DataPlane
+from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, grpc_status, public_message
+from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import (
     InferRequest,
     RequestedOutput,
@@ -83,7 +83,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         return await guard(context, call)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return service_pb2.ServerMetadataResponse(name="modelport", version=__version__, extensions=list(EXTENSIONS))
+        meta = self.plane.server_metadata()
+        return service_pb2.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -115,6 +118,20 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                 reply.outputs.add(name=name, datatype=datatype, shape=shape)
                 reply.raw_output_contents.append(raw)
             return reply
+
+        return await guard(context, call)
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            config = config_json(self.plane.model_config(request.name, request.version or None))
+            return service_pb2.ModelConfigResponse(config=model_config_pb2.ModelConfig(**config))
+
+        return await guard(context, call)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            stats = statistics_json(self.plane.model_statistics(request.name, request.version))
+            return service_pb2.ModelStatisticsResponse(**stats)
 
         return await guard(context, call)
 
