@@ -1,17 +1,20 @@
-"""Triton's extensions through Triton's own clients, unchanged: model configuration, statistics and the
-advertised extension list (no traceback in the server log)."""
+"""Triton's extensions through Triton's own clients, unchanged: model configuration, statistics, streaming
+inference, the advertised extension list, and clean UNIMPLEMENTED answers for the rest (no traceback)."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from modelport.errors import InferenceError
@@ -186,3 +189,62 @@ def test_statistics_of_every_ready_model_and_errors(server, transport):
         with pytest.raises(InferenceServerException):
             client.get_inference_statistics(model, version)
     client.close()
+
+
+def test_streaming_inference_round_trip(server):
+    client = _client(server, "grpc")
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    sent = {str(i): np.full((1, 3), i, dtype=np.float32) for i in range(6)}
+    for request_id, x in [*sent.items(), ("bad", np.ones((1, 4), dtype=np.float32))]:
+        tensor = triton_grpc.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client.async_stream_infer("echo", [tensor], request_id=request_id)
+    got = [answers.get(timeout=30) for _ in range(len(sent) + 1)]
+    client.stop_stream()
+    results = {r.get_response().id: r for r, error in got if error is None}
+    errors = [error for _, error in got if error is not None]
+    assert set(results) == set(sent)
+    for request_id, x in sent.items():
+        assert np.array_equal(results[request_id].as_numpy("y"), 2 * x)
+    assert len(errors) == 1 and "'x'" in errors[0].message() and "shape" in errors[0].message()
+    client.close()
+
+
+def test_undecodable_stream_request_is_answered_in_the_stream(server):
+    with grpc.insecure_channel(server[0].grpc) as channel:
+        stream = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=lambda data: data,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+        )
+        answers = list(stream(iter([b"\xff\xff\xff"]), timeout=30))
+    assert len(answers) == 1 and "undecodable" in answers[0].error_message
+
+
+def _unimplemented_calls(client: Any) -> dict[str, Any]:
+    return {
+        "system shared memory status": lambda: client.get_system_shared_memory_status(),
+        "system shared memory register": lambda: client.register_system_shared_memory("r", "/key", 64),
+        "system shared memory unregister": lambda: client.unregister_system_shared_memory("r"),
+        "cuda shared memory status": lambda: client.get_cuda_shared_memory_status(),
+        "cuda shared memory register": lambda: client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 64),
+        "cuda shared memory unregister": lambda: client.unregister_cuda_shared_memory("r"),
+        "trace settings": lambda: client.get_trace_settings(),
+        "trace settings update": lambda: client.update_trace_settings(settings={"trace_level": ["OFF"]}),
+        "log settings": lambda: client.get_log_settings(),
+        "log settings update": lambda: client.update_log_settings({"log_info": True}),
+    }
+
+
+def test_unimplemented_grpc_methods_answer_cleanly(server):
+    client = _client(server, "grpc")
+    for what, call in _unimplemented_calls(client).items():
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert info.value.status() == "StatusCode.UNIMPLEMENTED", what
+        assert "modelport does not implement" in info.value.message(), what
+    assert client.is_server_live()  # answered after every refusal above: their log lines are written
+    client.close()
+    log = server[1].parent / "server.log"
+    assert "Traceback" not in log.read_text() and "NotImplementedError" not in log.read_text()
