@@ -206,13 +206,13 @@ class Batcher:
 
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, clock = loop.time(), time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         run = _Run(instance)
         try:
             await self._run(run, batch)
         finally:
             self._free.put_nowait(instance)
-        elapsed = loop.time() - started
+        elapsed = time.perf_counter() - clock
         self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed / max(run.calls, 1)
         if self._observe is not None:
             rows = sum(p.rows for p in batch)

@@ -17,14 +17,17 @@ from modelport.errors import (
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
-from modelport.serving.model import ServedVersion
+from modelport.serving.model import ServedVersion, VersionState
+from modelport.serving.modelconfig import ModelConfiguration, model_configuration
 from modelport.serving.settings import ServerSettings
+from modelport.serving.statistics import VersionStatistics
 from modelport.serving.v2 import InferRequest, InferResponse
 from modelport.tensors import lookup_dtype
 
 __all__ = ["EXTENSIONS", "DataPlane"]
 
-EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "parameters")
+# Triton's names for the protocol extensions this server implements (GET /v2, gRPC ServerMetadata)
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters")
 
 
 class DataPlane:
@@ -67,6 +70,8 @@ class DataPlane:
         """Validate against the manifest, batch, run, and keep the requested outputs."""
         started = time.perf_counter()
         label = (name, version or "default", protocol)
+        served: ServedVersion | None = None
+        succeeded = False
         self.in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.worker_requests.inc()
@@ -81,15 +86,20 @@ class DataPlane:
             if batcher is None:
                 raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
             outputs = await batcher.submit(request.inputs, served.timeout_s)
+            response = InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
             self.metrics.outcome(label, "success").inc()
-            return InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
+            succeeded = True
+            return response
         except ModelportError as exc:
             self.metrics.outcome(label, exc.code).inc()
             raise
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
-            self.metrics.latency(label).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.latency(label).observe(elapsed)
+            if served is not None:
+                self.metrics.statistics.request(name, served.version, elapsed, succeeded)
 
     def model_manifest(self, name: str, version: str | None = None) -> tuple[ModelManifest, int]:
         """The manifest and version number of a READY model version (for protocol adapters)."""
@@ -102,6 +112,27 @@ class DataPlane:
         if entry is None:
             raise NotFoundError(f"unknown model {name!r}")
         return [(v.version, v.state.value, v.reason) for v in sorted(entry.versions.values(), key=lambda v: v.version)]
+
+    def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
+        """How a loaded model version is served: tensors, batching, instances, version policy."""
+        served = self.manager.get(name, version)
+        return model_configuration(served, self.manager.models[name].config, self.settings)
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """Statistics of the ready versions of every model (``name`` empty), of one model, or of one version."""
+        if version and not name:
+            raise InvalidArgumentError("statistics of a version need the model's name")
+        if name:
+            served = self.manager.get(name, version or None)  # unknown: NotFound; still loading: Unavailable
+            targets = [served] if version else list(self.manager.models[name].versions.values())
+        else:
+            targets = [v for entry in self.manager.models.values() for v in entry.versions.values()]
+        ready = sorted((v for v in targets if v.state is VersionState.READY), key=lambda v: (v.name, v.version))
+        if name and not ready:
+            raise ModelNotReadyError(
+                f"model {name!r} " + (f"version {version} is not ready" if version else "has no ready version")
+            )
+        return [self.metrics.statistics.snapshot(v.name, v.version) for v in ready]
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         rows = self.manager.index()

@@ -8,22 +8,24 @@ one service name per model) and server reflection are registered on the same ser
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from modelport import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, summarize
 from modelport.serving.auth import AuthInterceptor, Tokens
-from modelport.serving.dataplane import EXTENSIONS, DataPlane
+from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, grpc_status, public_message
+from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import (
     InferRequest,
+    InferResponse,
     RequestedOutput,
     decode_raw_tensor,
     decode_typed_tensor,
@@ -63,7 +65,42 @@ async def guard(context: Any, call: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable: abort raises")
 
 
-class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+async def _unimplemented(context: Any, what: str) -> Any:
+    """A clean UNIMPLEMENTED (the generated base class raises NotImplementedError, which logs a traceback)."""
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED, f"modelport does not implement {what}; ServerMetadata lists its extensions"
+    )
+
+
+class _NotImplemented(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """The GRPCInferenceService methods of extensions modelport does not implement (nor advertise)."""
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "trace settings")
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _unimplemented(context, "log settings")
+
+
+class KServeServicer(_NotImplemented):
     """Translates KServe v2 gRPC messages to data plane calls and back."""
 
     def __init__(self, plane: DataPlane) -> None:
@@ -83,7 +120,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         return await guard(context, call)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return service_pb2.ServerMetadataResponse(name="modelport", version=__version__, extensions=list(EXTENSIONS))
+        meta = self.plane.server_metadata()
+        return service_pb2.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -104,17 +144,58 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         return await guard(context, call)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await guard(context, lambda: self._infer(request, "v2-grpc"))
+
+    async def _infer(self, request: Any, protocol: str) -> Any:
+        decoded = decode_grpc_request(request)
+        response = await self.plane.infer(request.model_name, request.model_version or None, decoded, protocol)
+        return encode_grpc_response(response, request.id)
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        """Each request of the stream answered as it completes (a stream's requests batch together); one that
+        fails is answered with an ``error_message`` and the stream goes on, as Triton does."""
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, answers))
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+
+    async def _read_stream(self, requests: Any, answers: asyncio.Queue[Any]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for request in requests:
+                    group.create_task(self._stream_answer(request, answers))
+        except Exception as exc:  # the client went away mid-stream: nobody is left to answer
+            log.debug("inference stream ended: %s", summarize(exc))
+        finally:
+            answers.put_nowait(None)
+
+    async def _stream_answer(self, request: Any, answers: asyncio.Queue[Any]) -> None:
+        if isinstance(request, _Undecodable):
+            answers.put_nowait(_stream_error(None, f"ModelStreamInfer: undecodable request ({request.error})"))
+            return
+        try:
+            reply = await self._infer(request, "v2-grpc-stream")
+            answers.put_nowait(service_pb2.ModelStreamInferResponse(infer_response=reply))
+        except ModelportError as exc:
+            answers.put_nowait(_stream_error(request, public_message(exc)))
+        except Exception:
+            log.exception("unhandled error in a gRPC stream request")
+            answers.put_nowait(_stream_error(request, GENERIC_MESSAGE))
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            decoded = decode_grpc_request(request)
-            response = await self.plane.infer(request.model_name, request.model_version or None, decoded, "v2-grpc")
-            reply = service_pb2.ModelInferResponse(
-                model_name=response.model_name, model_version=response.model_version, id=request.id
-            )
-            for name, value in response.outputs.items():
-                datatype, shape, raw = encode_raw_tensor(value)
-                reply.outputs.add(name=name, datatype=datatype, shape=shape)
-                reply.raw_output_contents.append(raw)
-            return reply
+            config = config_json(self.plane.model_config(request.name, request.version or None))
+            return service_pb2.ModelConfigResponse(config=model_config_pb2.ModelConfig(**config))
+
+        return await guard(context, call)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            stats = statistics_json(self.plane.model_statistics(request.name, request.version))
+            return service_pb2.ModelStatisticsResponse(**stats)
 
         return await guard(context, call)
 
@@ -142,6 +223,28 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             return service_pb2.RepositoryModelUnloadResponse()
 
         return await guard(context, call)
+
+
+def encode_grpc_response(response: InferResponse, request_id: str) -> Any:
+    """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them)."""
+    reply = service_pb2.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=request_id
+    )
+    for name, value in response.outputs.items():
+        datatype, shape, raw = encode_raw_tensor(value)
+        reply.outputs.add(name=name, datatype=datatype, shape=shape)
+        reply.raw_output_contents.append(raw)
+    return reply
+
+
+def _stream_error(request: Any, message: str) -> Any:
+    """A stream answer carrying an error, with the request's model and id so that a client can match it."""
+    reply = service_pb2.ModelInferResponse()
+    if request is not None:
+        reply = service_pb2.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        )
+    return service_pb2.ModelStreamInferResponse(error_message=message, infer_response=reply)
 
 
 def decode_grpc_request(request: Any) -> InferRequest:
@@ -175,23 +278,36 @@ class _Undecodable:
         self.error = error
 
 
+_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Bytes that do not parse as the method's request message are INVALID_ARGUMENT, not gRPC's UNKNOWN."""
+    """Bytes that do not parse as the method's request message are INVALID_ARGUMENT, not gRPC's UNKNOWN;
+    in an inference stream, an error answer in the stream (which goes on)."""
 
     def __init__(self) -> None:
         self._guarded: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
+        if handler is None:
             return handler
         if details.method not in self._guarded:
-            self._guarded[details.method] = _guard_decoding(handler, details.method)
+            if details.method == _STREAM_INFER:
+                self._guarded[details.method] = grpc.stream_stream_rpc_method_handler(
+                    handler.stream_stream,
+                    request_deserializer=_lenient(handler.request_deserializer),
+                    response_serializer=handler.response_serializer,
+                )
+            elif handler.request_streaming or handler.response_streaming:
+                return handler
+            else:
+                self._guarded[details.method] = _guard_decoding(handler, details.method)
         return self._guarded[details.method]
 
 
-def _guard_decoding(handler: Any, method: str) -> Any:
-    parse, behaviour = handler.request_deserializer, handler.unary_unary
+def _lenient(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """A deserializer that returns an ``_Undecodable`` instead of raising."""
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -199,13 +315,21 @@ def _guard_decoding(handler: Any, method: str) -> Any:
         except Exception as exc:
             return _Undecodable(summarize(exc))
 
+    return deserialize
+
+
+def _guard_decoding(handler: Any, method: str) -> Any:
+    behaviour = handler.unary_unary
+
     async def call(request: Any, context: Any) -> Any:
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: undecodable request ({request.error})")
         return await behaviour(request, context)
 
     return grpc.unary_unary_rpc_method_handler(
-        call, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        call,
+        request_deserializer=_lenient(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
     )
 
 

@@ -12,6 +12,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from modelport.serving.batching import BatchStats
+from modelport.serving.statistics import Statistics
 
 if TYPE_CHECKING:
     from modelport.serving.manager import ModelManager
@@ -69,6 +70,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self.statistics = Statistics()  # Triton's statistics extension, per process
         self._outcomes: dict[tuple[str, ...], Any] = {}
         self._latencies: dict[tuple[str, ...], Any] = {}
         self.exposition = self._exposition()
@@ -101,6 +103,7 @@ class Metrics:
 
     def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
         """Batcher callback: batch size, per-request queue time, compute time."""
+        self.statistics.batch(version.name, version.version, stats)
         key = (version.name, str(version.version))
         self.batch_size.labels(*key).observe(stats.rows)
         self.batch_requests.labels(*key).observe(stats.requests)

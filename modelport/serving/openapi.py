@@ -118,6 +118,55 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "TritonModelConfig": {
+        "type": "object",
+        "description": "Triton's model configuration (protobuf ModelConfig field names)",
+        "required": ["name", "platform", "backend", "max_batch_size", "input", "output", "version_policy"],
+        "properties": {
+            "name": {"type": "string"},
+            "platform": {"type": "string"},
+            "backend": {"type": "string"},
+            "max_batch_size": {"type": "integer", "minimum": 0},
+            "input": {"type": "array", "items": _ref("TritonTensorConfig")},
+            "output": {"type": "array", "items": _ref("TritonTensorConfig")},
+            "version_policy": {"type": "object"},
+            "dynamic_batching": {"type": "object"},
+            "instance_group": {"type": "array", "items": {"type": "object"}},
+            "default_model_filename": {"type": "string"},
+        },
+    },
+    "TritonTensorConfig": {
+        "type": "object",
+        "required": ["name", "data_type", "dims"],
+        "properties": {
+            "name": {"type": "string"},
+            "data_type": {"type": "string", "pattern": "^TYPE_"},
+            "dims": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        },
+    },
+    "TritonStatistics": {
+        "type": "object",
+        "description": "Triton's statistics extension: one entry per ready model version",
+        "required": ["model_stats"],
+        "properties": {
+            "model_stats": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "version", "inference_count", "execution_count", "inference_stats"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": "string"},
+                        "last_inference": {"type": "integer", "minimum": 0},
+                        "inference_count": {"type": "integer", "minimum": 0},
+                        "execution_count": {"type": "integer", "minimum": 0},
+                        "inference_stats": {"type": "object"},
+                        "batch_stats": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            }
+        },
+    },
     "TFPredictRequest": {
         "type": "object",
         "properties": {
@@ -287,10 +336,25 @@ _FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v2/models/{model}/ready"): (401, 404, 503),
     ("get", "/v2/models/{model}/versions/{version}/ready"): (401, 404, 503),
     ("get", "/v2"): (401,),
+    ("get", "/v2/models/stats"): (401, 503),
+    ("get", "/v2/models/{model}/stats"): (401, 404, 503),
+    ("get", "/v2/models/{model}/versions/{version}/stats"): (401, 404, 503),
+    ("get", "/v2/models/{model}/config"): (401, 404, 503),
+    ("get", "/v2/models/{model}/versions/{version}/config"): (401, 404, 503),
     ("get", "/v2/repository/index"): (401,),
     ("post", "/v2/repository/index"): (400, 401, 413),
     ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404),
     ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
+}
+
+
+# answers of FastAPI routes whose body has a schema (FastAPI only knows they return a Response)
+_FASTAPI_BODIES = {
+    "/v2/models/stats": "TritonStatistics",
+    "/v2/models/{model}/stats": "TritonStatistics",
+    "/v2/models/{model}/versions/{version}/stats": "TritonStatistics",
+    "/v2/models/{model}/config": "TritonModelConfig",
+    "/v2/models/{model}/versions/{version}/config": "TritonModelConfig",
 }
 
 
@@ -299,6 +363,8 @@ def _merge_fastapi_errors(document: dict[str, Any]) -> None:
         operation = document["paths"][path][method]
         operation["responses"].update(_errors(*codes))
         operation["responses"].pop("422", None)  # path parameters are plain strings: FastAPI never answers 422
+    for path, schema in _FASTAPI_BODIES.items():
+        document["paths"][path]["get"]["responses"]["200"] = _body(_ref(schema))
     index = document["paths"]["/v2/repository/index"]["post"]
     index["requestBody"] = {
         "required": False,

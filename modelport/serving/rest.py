@@ -29,6 +29,7 @@ from modelport.serving.openapi import install_openapi
 from modelport.serving.requestid import RequestIdMiddleware
 from modelport.serving.tfserving_rest import tfserving_routes
 from modelport.serving.torchserve_api import torchserve_routes
+from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
 
 __all__ = ["create_app"]
@@ -54,6 +55,7 @@ def create_app(plane: DataPlane) -> Starlette:
     """
     api = FastAPI(title="modelport", version=__version__, docs_url=None, redoc_url=None)
     _add_errors(api)
+    _add_triton_extensions(api, plane)  # before the model metadata route, which would take /v2/models/stats
     _add_health(api, plane)
     _add_repository(api, plane)
     install_openapi(api)
@@ -140,6 +142,24 @@ def _add_health(app: FastAPI, plane: DataPlane) -> None:
         if reason:
             body["reason"] = reason
         return json_response(body, 200 if ready else 503)
+
+
+def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
+    """Triton's model configuration and statistics extensions."""
+
+    @app.get("/v2/models/stats")
+    async def all_model_statistics() -> Response:
+        return json_response(statistics_json(plane.model_statistics()))
+
+    @app.get("/v2/models/{model}/stats")
+    @app.get("/v2/models/{model}/versions/{version}/stats")
+    async def model_statistics(model: str, version: str = "") -> Response:
+        return json_response(statistics_json(plane.model_statistics(model, version)))
+
+    @app.get("/v2/models/{model}/config")
+    @app.get("/v2/models/{model}/versions/{version}/config")
+    async def model_config(model: str, version: str | None = None) -> Response:
+        return json_response(config_json(plane.model_config(model, version)))
 
 
 def _infer_routes(plane: DataPlane) -> list[Route]:

@@ -1,0 +1,67 @@
+"""The configuration a model version is served with (Triton's model configuration extension), as one value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelport.errors import ModelNotReadyError
+from modelport.manifest import TensorSpec
+from modelport.serving.model import ServedVersion
+from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy
+
+__all__ = ["ModelConfiguration", "model_configuration"]
+
+
+@dataclass(frozen=True)
+class ModelConfiguration:
+    """What one served model version is and how it is batched and run (no wire shapes).
+
+    Tensors keep the manifest's full shapes (batch dimension included); ``max_batch_size`` is the
+    limit the batcher applies (the manifest's, capped by ``config.yaml``; 0 = no batch dimension).
+    ``device`` is ``cpu``, ``cuda[:N]``, or ``remote`` for a model another server runs.
+    """
+
+    name: str
+    version: int
+    format: str
+    artifact: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    max_queue_size: int
+    instances: int
+    device: str
+    version_policy: VersionPolicy
+
+
+def model_configuration(served: ServedVersion, config: ModelConfig, settings: ServerSettings) -> ModelConfiguration:
+    """The configuration of a version that has loaded (its batch policy is set once it is READY)."""
+    manifest, policy = served.manifest, served.policy
+    if manifest is None or policy is None:
+        raise ModelNotReadyError(f"model {served.name!r} version {served.version} is {served.state.value.lower()}")
+    return ModelConfiguration(
+        name=served.name,
+        version=served.version,
+        format=manifest.format,
+        artifact=manifest.artifact,
+        max_batch_size=policy.max_batch_size,
+        inputs=manifest.inputs,
+        outputs=manifest.outputs,
+        preferred_batch_sizes=policy.preferred_batch_sizes,
+        max_queue_delay_us=round(policy.max_queue_delay_s * 1e6),
+        max_queue_size=policy.max_queue_size,
+        instances=len(served.runtimes) or config.instances or settings.instances,
+        device=_device(served, config, settings),
+        version_policy=config.version_policy,
+    )
+
+
+def _device(served: ServedVersion, config: ModelConfig, settings: ServerSettings) -> str:
+    if config.remote is not None:
+        return "remote"
+    device = config.device or settings.device
+    if device.startswith("cuda") and served.providers and served.providers[0] == "CPUExecutionProvider":
+        return "cpu"  # onnxruntime-gpu without its CUDA libraries runs on the CPU
+    return device
