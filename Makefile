@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 SHELL  := /bin/bash
 
-.PHONY: install demo test lint format bench clean k8s-check edge-arm64
+.PHONY: install demo test lint format bench clean k8s-check edge-arm64 gpu-check
 
 install: $(STAMP)
 
@@ -56,5 +56,12 @@ bench: install
 	@$(PY) benchmarks/formats.py
 	@$(PY) benchmarks/serving.py
 
+# the GPU check: downloads the wheels it needs into .gpu-wheels/ (no venv; needs PyPI), then says how to run it
+# on the GPU machine (Python 3.12 with CUDA torch, no network), where .gpu-wheels/ is carried with the tree
+gpu-check:
+	@PYTHON=$(PYTHON) bash scripts/gpu_wheels.sh
+	@echo "==> on the GPU machine, from a copy of this tree with .gpu-wheels/ carried (< 6 minutes):"
+	@echo "    bash scripts/gpu_check.sh OUTDIR      # then read OUTDIR/gpu_check.json, pytest.txt, summary.txt"
+
 clean:
-	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts
+	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts .gpu-wheels

@@ -59,3 +59,34 @@ def test_soak_benchmark_smoke(tmp_path: Path) -> None:
     served = set().union(*(w["by_protocol"] for w in report["windows"]))
     assert served == {"v2-json", "v2-binary", "v2-grpc", "tfserving", "torchserve"}
     assert verdict["rss_last_mib"] > 0 and verdict["fd_last"] > 0
+
+
+# the GPU machine has no TensorFlow and no scikit-learn: the dry run proves the check does not need them
+WITHOUT_TF = (
+    "import runpy, sys; sys.modules.update(dict.fromkeys(('tensorflow', 'keras', 'sklearn')));"
+    " sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+@pytest.mark.torch
+@pytest.mark.timeout(180)
+def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu.py --device cpu --quick: export, in-process timings, served answers and load, all on the CPU."""
+    cmd = [sys.executable, "-c", WITHOUT_TF, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--quick"]
+    done = subprocess.run(
+        [*cmd, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=150, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["problems"] == [] and report["errors"] == {}
+    assert set(report["export"]["variants"]) == {"torchscript", "pt2"}
+    for fmt in ("torchscript", "pt2"):
+        timed = report["inprocess"][fmt]
+        assert timed["golden"]["passed"], timed["golden"]
+        assert all(timed[mode][b]["items_per_s"] > 0 for mode in ("module", "predict") for b in ("1", "2", "4"))
+        assert report["serve"]["check"][fmt]["ok"], report["serve"]["check"]
+        levels = report["serve"]["levels"][fmt]
+        assert set(levels) == {"1", "2", "4"}
+        assert all(c["errors"] == 0 and c["items_per_s"] > 0 and c["vs_inprocess"] > 0 for c in levels.values())
+    assert report["serve"]["golden_check"] and report["serve"]["exit_code"] == 0
+    assert "PASS: gpu check on cpu" in done.stdout

@@ -1,7 +1,12 @@
-"""CUDA paths: the ONNX Runtime CUDA/TensorRT providers and torch on cuda. They skip without a GPU."""
+"""CUDA paths: the ONNX Runtime CUDA/TensorRT providers and torch on cuda. They skip without a GPU.
+
+They need only torch (and onnx/onnxruntime for the ONNX case): the digits CNN is exported untrained, with
+seeded weights, so the borrowed GPU machine (no TensorFlow, no scikit-learn; ``scripts/gpu_check.sh``) runs them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +33,31 @@ def _cuda_onnxruntime() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
+@pytest.fixture(scope="module")
+def torch_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``export(fmt)``: the version directory of the untrained digits CNN exported to ``fmt`` (once per format)."""
+    import torch
+
+    import modelport
+
+    root = tmp_path_factory.mktemp("gpu-repo")
+
+    def export(fmt: str) -> Path:
+        directory = root / f"digits-{fmt}" / "1"
+        if not directory.exists():
+            torch.manual_seed(0)
+            modelport.export(
+                source="examples.digits.torch_model:cnn", repository=root, name="digits", formats=(fmt,), quiet=True
+            )
+        return directory
+
+    return export
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_onnxruntime(), reason="onnxruntime has no CUDA provider here (install modelport[gpu])")
-def test_onnx_on_cuda_reproduces_golden_vectors(digits_repo):
-    directory = Path(digits_repo.root) / "digits-onnx" / "1"
+def test_onnx_on_cuda_reproduces_golden_vectors(torch_digits):
+    directory = torch_digits("onnx")
     manifest = read_manifest(directory)
     runtime = open_runtime(directory, manifest, RuntimeOptions(device="cuda"))
     assert runtime.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider"), runtime.providers
@@ -41,8 +67,8 @@ def test_onnx_on_cuda_reproduces_golden_vectors(digits_repo):
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_torch(), reason="torch sees no CUDA device")
 @pytest.mark.parametrize("variant", ["torchscript", "pt2"])
-def test_torch_on_cuda_reproduces_golden_vectors(digits_repo, variant):
-    directory = Path(digits_repo.root) / f"digits-{variant}" / "1"
+def test_torch_on_cuda_reproduces_golden_vectors(torch_digits, variant):
+    directory = torch_digits(variant)
     manifest = read_manifest(directory)
     runtime = open_runtime(directory, manifest, RuntimeOptions(device="cuda"))
     record = verify_golden(runtime.predict, directory, manifest)

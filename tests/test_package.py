@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
 import modelport
 
+ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "ai_edge_litert", "litert_torch", "locust", "tf2onnx")
 
 
@@ -40,3 +44,23 @@ def test_export_is_the_function():
 
     assert callable(modelport.export)
     assert modelport.export.__doc__ and "Export" in modelport.export.__doc__
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """Normalised name -> version of every ``name==version`` line (comments and blanks skipped)."""
+    lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+    pairs = [ln.split("==") for ln in lines if ln]
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pairs}
+
+
+# what the borrowed GPU machine has installed (scripts/gpu_check.sh); the wheels bring the rest
+ON_GPU_MACHINE = {"numpy", "ml-dtypes", "pyyaml", "prometheus-client", "httpx"}
+
+
+def test_gpu_wheels_cover_the_core_dependencies_at_the_constrained_versions():
+    wheels = _pins(ROOT / "scripts" / "gpu_wheels.txt")
+    constraints = _pins(ROOT / "constraints.txt")
+    assert {name: v for name, v in wheels.items() if constraints.get(name) != v} == {}, "pins differ from constraints"
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=;\s]", dep, maxsplit=1)[0]).lower() for dep in core}
+    assert names - ON_GPU_MACHINE - set(wheels) == set(), "core dependencies the GPU check would lack"
