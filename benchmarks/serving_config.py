@@ -1,0 +1,55 @@
+"""The serving benchmark's shared pieces: what the run was told, the systems, their labels, pinning."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+SYSTEMS = ("floor", "v2-json", "v2-binary", "torchserve")
+LABELS = {
+    "raw-b1": "(a) ort b1",
+    "raw-b32": "(a) ort b32",
+    "floor": "(b) floor",
+    "v2-json": "(c) v2 json",
+    "v2-binary": "(d) v2 bin",
+    "torchserve": "(e) torchserve",
+}
+PY = sys.executable
+
+
+@dataclass
+class Config:
+    """Everything the run was told."""
+
+    models: list[str]
+    concurrency: list[int]
+    duration: float
+    raw_duration: float
+    threads: int
+    server_cpu: int | None
+    client_cpu: int | None
+    loadgen: str
+    ts_batch_size: int
+    ts_max_batch_delay_ms: int
+    startup_timeout: float
+    out: Path
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    workers_scaling: bool = False
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """``cmd`` under ``taskset -c cpu`` (unchanged when pinning is off)."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def base_env(cfg: Config) -> dict[str, str]:
+    """The environment every server gets: one compute thread each (they share one core)."""
+    env = dict(os.environ)
+    threads = str(cfg.threads or "")
+    env.update({"OMP_NUM_THREADS": threads or "1", "MODELPORT_BENCH_THREADS": str(cfg.threads)})
+    return env

@@ -1,0 +1,242 @@
+"""The serving benchmark's server processes: start, first valid response, peak RSS, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_models import BenchModel
+from serving_config import HERE, PY, Config, base_env, pinned
+from serving_load import Payload, request_once
+
+
+@dataclass
+class Server:
+    """A server subprocess the benchmark started (and must stop)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    started_at: float
+    startup_s: float | None = None
+    peak_rss_mb: float | None = None
+    error: str | None = None
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc), children first in breadth order."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of ``pid`` plus all its descendants, in MiB."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def stop(server: Server, grace: float = 10.0) -> None:
+    """SIGTERM the server's process tree by PID, then SIGKILL whatever is left after ``grace`` seconds."""
+    pids = [*reversed(descendants(server.proc.pid)), server.proc.pid]
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    with suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=grace)
+    for pid in pids:
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and not _zombie(pid):
+            time.sleep(0.05)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=5)
+
+
+def _zombie(pid: int) -> bool:
+    with suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def wait_valid(server: Server, payload: Payload, width: int, timeout: float) -> None:
+    """Poll until the first valid inference (sets ``startup_s``) or fail (sets ``error``)."""
+    deadline = time.monotonic() + timeout
+    problem: str | None = "not started"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            server.error = f"exited with {server.proc.returncode}; see {server.log}"
+            return
+        problem = request_once(server.url, payload, width, timeout=10.0)
+        if problem is None:
+            server.startup_s = time.perf_counter() - server.started_at
+            return
+        time.sleep(0.05)
+    server.error = f"no valid response within {timeout:.0f}s ({problem}); log tail: {_tail(server.log)}"
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    with suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def launch(name: str, cmd: list[str], env: dict[str, str], work: Path, url: str, cwd: Path | None = None) -> Server:
+    """Start one server subprocess, logging to ``work/<name>.log``."""
+    log = work / f"{name}.log"
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd or work)
+    return Server(name, proc, url, log, started)
+
+
+def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
+    """(b) The FastAPI floor over the ONNX export."""
+    port = free_port()
+    cmd = [PY, str(HERE / "floor_server.py"), "--model", str(repo / f"{model.name}-onnx/1/model.onnx")]
+    cmd += ["--port", str(port), "--threads", str(cfg.threads)]
+    url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
+    return launch("floor", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+
+
+def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Server:
+    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export (defaults otherwise).
+
+    ``workers`` > 0: that many ``--workers``, unpinned (the workers-scaling cells)."""
+    served = work / "modelport-repo"
+    served.mkdir(exist_ok=True)
+    link = served / f"{model.name}-onnx"
+    if not link.exists():
+        shutil.copytree(repo / f"{model.name}-onnx", link)
+    port = free_port()
+    cmd = [str(Path(PY).parent / "modelport"), "serve", str(served), "--http-port", str(port), "--grpc-port", "-1"]
+    cmd += ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
+    url = f"http://127.0.0.1:{port}/v2/models/{model.name}-onnx/infer"
+    if workers:
+        cmd += ["--workers", str(workers)]
+        return launch(f"modelport-w{workers}", cmd, base_env(cfg), work, url)
+    return launch("modelport", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+
+
+def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
+    """(e) TorchServe in the foreground with its own TMPDIR/TEMP, logs, model store and config."""
+    home = work / "torchserve"
+    tmp, store, logs = home / "tmp", home / "store", home / "logs"
+    for folder in (tmp, store, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    archive(model, repo, store)
+    ports = [free_port() for _ in range(3)]
+    models = {
+        model.name: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": model.name,
+                "minWorkers": 1,
+                "maxWorkers": 1,
+                "batchSize": cfg.ts_batch_size,
+                "maxBatchDelay": cfg.ts_max_batch_delay_ms,
+                "responseTimeout": 120,
+            }
+        }
+    }
+    properties = {
+        "inference_address": f"http://127.0.0.1:{ports[0]}",
+        "management_address": f"http://127.0.0.1:{ports[1]}",
+        "metrics_address": f"http://127.0.0.1:{ports[2]}",
+        "model_store": str(store),
+        "load_models": model.name,
+        "models": json.dumps(models),
+        "default_workers_per_model": "1",
+        "disable_token_authorization": "true",
+        "disable_system_metrics": "true",
+        "install_py_dep_per_model": "false",
+        "max_request_size": str(64 * 1024 * 1024),
+        "max_response_size": str(64 * 1024 * 1024),
+    }
+    config = home / "config.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    env = base_env(cfg)
+    env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
+    cmd = [str(Path(PY).parent / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth"]
+    cmd += ["--ts-config", str(config), "--model-store", str(store)]
+    url = f"http://127.0.0.1:{ports[0]}/predictions/{model.name}"
+    return launch("torchserve", pinned(cmd, cfg.server_cpu), env, work, url, cwd=home)
+
+
+def archive(model: BenchModel, repo: Path, store: Path) -> None:
+    """``torch-model-archiver`` (no-archive layout) of the TorchScript export with our handler."""
+    cmd = [str(Path(PY).parent / "torch-model-archiver"), "--model-name", model.name, "--version", "1.0"]
+    cmd += ["--serialized-file", str(repo / f"{model.name}-torchscript/1/model.pt")]
+    cmd += ["--handler", str(HERE / "torchserve_handler.py"), "--export-path", str(store)]
+    cmd += ["--archive-format", "no-archive", "--force"]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def torchserve_missing() -> str | None:
+    """Why TorchServe cannot run here, or None."""
+    if shutil.which("java") is None:
+        return "java is not installed"
+    for tool in ("torchserve", "torch-model-archiver"):
+        if not (Path(PY).parent / tool).exists():
+            return f"{tool} is not installed in the virtualenv"
+    return None
+
+
+@contextmanager
+def servers(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
+) -> Iterator[dict[str, Server]]:
+    """Start the servers one at a time (each startup timed alone); stop them all on exit."""
+    started: dict[str, Server] = {}
+    starters = {"floor": start_floor, "modelport": start_modelport, "torchserve": start_torchserve}
+    wanted = {"floor": "floor" in cfg.systems, "torchserve": "torchserve" in cfg.systems}
+    wanted["modelport"] = bool({"v2-json", "v2-binary"} & set(cfg.systems))
+    try:
+        for name, starter in starters.items():
+            if not wanted[name]:
+                continue
+            server = starter(cfg, model, repo, work)
+            started[name] = server
+            wait_valid(server, payloads["json"], model.output_width, cfg.startup_timeout)
+            print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
+        yield started
+    finally:
+        for server in started.values():
+            if server.proc.poll() is None:
+                server.peak_rss_mb = peak_rss_mb(server.proc.pid)
+            stop(server)

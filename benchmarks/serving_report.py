@@ -1,0 +1,108 @@
+"""The serving benchmark's report: ratios, the printed tables and the project's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving_config import LABELS
+
+
+def add_ratios(result: dict[str, Any]) -> None:
+    """Each cell's items/s as a ratio to (a) batch-32 (and batch-1) and to (b) at the same concurrency."""
+    raw = result["raw"]
+    floor = {c["concurrency"]: c["rps"] for c in result["cells"] if c["system"] == "floor" and c["rps"] > 0}
+    for cell in result["cells"]:
+        items = cell["rps"]  # one item per request
+        cell["items_per_s"] = items
+        cell["ratio_to_raw_b32"] = items / raw["32"]["items_per_s"] if "32" in raw else None
+        cell["ratio_to_raw_b1"] = items / raw["1"]["items_per_s"] if "1" in raw else None
+        cell["ratio_to_floor"] = items / floor[cell["concurrency"]] if cell["concurrency"] in floor else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def table(results: dict[str, Any]) -> str:
+    """The printed table: one row per (model, concurrency, system), with (a) rows first."""
+    head = f"{'model':9s} {'conc':>4s} {'system':15s} {'req/s':>9s} {'items/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s}"
+    lines = [head, "-" * len(head)]
+    for name, result in results.items():
+        b32 = result["raw"].get("32", {}).get("items_per_s")
+        for batch, raw in result["raw"].items():
+            lines.append(
+                f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['calls'] / raw['seconds']:9.1f}"
+                f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
+                f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s}"
+            )
+        for cell in result["cells"]:
+            lines.append(
+                f"{name:9s} {cell['concurrency']:4d} {LABELS[cell['system']]:15s} {_fmt(cell['rps'], '9.1f')}"
+                f" {_fmt(cell.get('items_per_s'), '9.1f')} {_fmt(cell.get('p50_ms'), '8.2f')}"
+                f" {_fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
+                f" {_fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {_fmt(cell.get('ratio_to_floor'), '6.2f')}"
+                + (f"  ! {cell['error']}" if cell.get("error") else "")
+            )
+    return "\n".join(lines)
+
+
+def server_table(results: dict[str, Any]) -> str:
+    """Startup (process start -> first valid response) and peak RSS per server."""
+    lines = [f"{'model':9s} {'server':11s} {'startup s':>9s} {'peak RSS MiB':>12s}"]
+    for name, result in results.items():
+        for server, info in result["servers"].items():
+            lines.append(
+                f"{name:9s} {server:11s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
+                + (f"  ! {info['error']}" if info.get("error") else "")
+            )
+    return "\n".join(lines)
+
+
+TARGETS = (
+    # (model, concurrency, system, baseline, threshold)
+    ("mlp", 32, "v2-json", "floor", 1.0),
+    ("mlp", 32, "v2-json", "torchserve", 1.3),
+    ("mlp", 32, "v2-binary", "floor", 1.3),
+    ("resnet18", 32, "v2-binary", "raw-b32", 0.9),
+    ("resnet18", 32, "v2-json", "raw-b32", 0.8),
+)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The project's tracked targets, evaluated where this run measured both sides."""
+    out = []
+    for model, concurrency, system, baseline, threshold in TARGETS:
+        entry: dict[str, Any] = {"model": model, "concurrency": concurrency, "system": system}
+        entry.update(baseline=baseline, threshold=threshold, ratio=None, passed=None)
+        result = results.get(model)
+        if result is not None:
+            entry["ratio"] = _ratio(result, concurrency, system, baseline)
+            entry["passed"] = None if entry["ratio"] is None else entry["ratio"] >= threshold
+        out.append(entry)
+    return out
+
+
+def _ratio(result: dict[str, Any], concurrency: int, system: str, baseline: str) -> float | None:
+    rps = {c["system"]: c["rps"] for c in result["cells"] if c["concurrency"] == concurrency and not c.get("error")}
+    if baseline == "raw-b32":
+        base = result["raw"].get("32", {}).get("items_per_s")
+    else:
+        base = rps.get(baseline)
+    if system not in rps or not base:
+        return None
+    return float(rps[system] / base)
+
+
+def target_lines(entries: list[dict[str, Any]]) -> str:
+    """PASS/FAIL/SKIP lines."""
+    lines = []
+    for t in entries:
+        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[t["passed"]]
+        measured = "not measured" if t["ratio"] is None else f"{t['ratio']:.3f}x"
+        base = "(a) batch-32 items/s" if t["baseline"] == "raw-b32" else LABELS[t["baseline"]]
+        lines.append(
+            f"{verdict}  {t['model']} c={t['concurrency']}: {LABELS[t['system']]} >= {t['threshold']}x {base}:"
+            f" {measured}"
+        )
+    return "\n".join(lines)
