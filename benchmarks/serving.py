@@ -1,4 +1,4 @@
-"""Serving shoot-out: modelport's KServe v2 server against the raw runtime, a minimal FastAPI floor and TorchServe.
+"""Serving shoot-out: modelport's server against the raw runtime, a minimal Starlette floor and TorchServe.
 
     python benchmarks/serving.py [--models mlp,resnet18] [--concurrency 1,8,32] [--duration 10] [--quick]
                                  [--out benchmarks/results/serving.json]
@@ -6,7 +6,9 @@
 Systems, measured side by side in one run (servers pinned to one core, the load generator to another):
 
 * (a) ``raw``: onnxruntime ``session.run`` in-process at batch 1 and 32 -- the limit;
-* (b) ``floor``: a minimal FastAPI/uvicorn handler (orjson in, onnxruntime, orjson out) -- the Python floor;
+* (b) ``floor``: the leanest honest handler, bare Starlette on uvicorn (httptools, uvloop), orjson in,
+  onnxruntime, orjson out, no batching -- the Python floor every ``x(b)`` ratio and target is against;
+* (b2) ``floor-fastapi``: the same handler as a FastAPI route (what the framework costs);
 * (c) ``v2-json``: ``modelport serve`` over the ONNX export, KServe v2 JSON;
 * (d) ``v2-binary``: the same server, KServe v2 binary tensor extension (binary in and out);
 * (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on.
@@ -38,7 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, BenchModel, build  # noqa: E402
-from serving_config import SYSTEMS, Config  # noqa: E402
+from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_procs import Server, servers, start_modelport, stop, torchserve_missing, wait_valid  # noqa: E402
 from serving_report import add_ratios, server_table, table, target_lines, targets  # noqa: E402
@@ -66,9 +68,7 @@ def workers_scaling(
 
 def endpoint(system: str, running: dict[str, Server], payloads: dict[str, Payload]) -> tuple[Server, Payload]:
     """The server and payload a system is measured with."""
-    if system in ("v2-json", "v2-binary"):
-        return running["modelport"], payloads["binary" if system == "v2-binary" else "json"]
-    return running[system], payloads["json"]
+    return running[SERVER_OF[system]], payloads["binary" if system == "v2-binary" else "json"]
 
 
 def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:

@@ -10,14 +10,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SYSTEMS = ("floor", "v2-json", "v2-binary", "torchserve")
+SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve")
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
     "floor": "(b) floor",
+    "floor-fastapi": "(b2) fastapi",
     "v2-json": "(c) v2 json",
     "v2-binary": "(d) v2 bin",
     "torchserve": "(e) torchserve",
+}
+# the server process each system is measured on (several systems share one modelport server)
+SERVER_OF = {
+    "floor": "floor",
+    "floor-fastapi": "floor-fastapi",
+    "v2-json": "modelport",
+    "v2-binary": "modelport",
+    "torchserve": "torchserve",
 }
 PY = sys.executable
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_models import BenchModel
-from serving_config import HERE, PY, Config, base_env, pinned
+from serving_config import HERE, PY, SERVER_OF, Config, base_env, pinned
 from serving_load import Payload, request_once
 
 
@@ -125,13 +125,19 @@ def launch(name: str, cmd: list[str], env: dict[str, str], work: Path, url: str,
     return Server(name, proc, url, log, started)
 
 
-def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
-    """(b) The FastAPI floor over the ONNX export."""
+def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framework: str = "starlette") -> Server:
+    """(b) The floor over the ONNX export: bare Starlette (``floor``) or FastAPI (``floor-fastapi``)."""
     port = free_port()
     cmd = [PY, str(HERE / "floor_server.py"), "--model", str(repo / f"{model.name}-onnx/1/model.onnx")]
-    cmd += ["--port", str(port), "--threads", str(cfg.threads)]
+    cmd += ["--framework", framework, "--port", str(port), "--threads", str(cfg.threads)]
     url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
-    return launch("floor", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+    name = "floor" if framework == "starlette" else f"floor-{framework}"
+    return launch(name, pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+
+
+def start_floor_fastapi(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
+    """(b2) The same floor handler on FastAPI."""
+    return start_floor(cfg, model, repo, work, framework="fastapi")
 
 
 def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Server:
@@ -223,12 +229,16 @@ def servers(
 ) -> Iterator[dict[str, Server]]:
     """Start the servers one at a time (each startup timed alone); stop them all on exit."""
     started: dict[str, Server] = {}
-    starters = {"floor": start_floor, "modelport": start_modelport, "torchserve": start_torchserve}
-    wanted = {"floor": "floor" in cfg.systems, "torchserve": "torchserve" in cfg.systems}
-    wanted["modelport"] = bool({"v2-json", "v2-binary"} & set(cfg.systems))
+    starters = {
+        "floor": start_floor,
+        "floor-fastapi": start_floor_fastapi,
+        "modelport": start_modelport,
+        "torchserve": start_torchserve,
+    }
+    wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
     try:
         for name, starter in starters.items():
-            if not wanted[name]:
+            if name not in wanted:
                 continue
             server = starter(cfg, model, repo, work)
             started[name] = server

@@ -49,11 +49,11 @@ def table(results: dict[str, Any]) -> str:
 
 def server_table(results: dict[str, Any]) -> str:
     """Startup (process start -> first valid response) and peak RSS per server."""
-    lines = [f"{'model':9s} {'server':11s} {'startup s':>9s} {'peak RSS MiB':>12s}"]
+    lines = [f"{'model':9s} {'server':13s} {'startup s':>9s} {'peak RSS MiB':>12s}"]
     for name, result in results.items():
         for server, info in result["servers"].items():
             lines.append(
-                f"{name:9s} {server:11s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
+                f"{name:9s} {server:13s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
                 + (f"  ! {info['error']}" if info.get("error") else "")
             )
     return "\n".join(lines)
