@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
-from serving_procs import Server, servers, start_modelport, stop, torchserve_missing, wait_valid  # noqa: E402
+from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
 from serving_report import add_ratios, server_table, table, target_lines, targets  # noqa: E402
 
 
@@ -56,12 +56,12 @@ def workers_scaling(
     concurrency = max(cfg.concurrency)
     rps: dict[str, float] = {}
     for workers in (1, 2):
-        server = start_modelport(cfg, model, repo, work, workers=workers)
-        try:
+        with modelport_server(cfg, model, repo, work, workers=workers) as server:
             wait_valid(server, payloads["binary"], model.output_width, cfg.startup_timeout)
+            if server.error is not None:
+                print(f"  modelport --workers {workers}: {server.error}")
+                return {"concurrency": concurrency, "rps": rps, "scaling": None, "error": server.error}
             rps[str(workers)] = float(run_load(cfg, server.url, payloads["binary"], concurrency)["rps"])
-        finally:
-            stop(server)
     print(f"  workers 1 -> 2 (v2 binary, c={concurrency}): {rps['1']:.0f} -> {rps['2']:.0f} req/s")
     return {"concurrency": concurrency, "rps": rps, "scaling": rps["2"] / rps["1"] if rps["1"] else None}
 
@@ -237,9 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in results.items():
         if result.get("workers"):
             w = result["workers"]
-            print(f"{name}: --workers 2 / --workers 1 (v2 binary, c={w['concurrency']}): x{w['scaling']:.2f}")
+            scaling = f"x{w['scaling']:.2f}" if w["scaling"] else f"not measured ({w.get('error', 'no load')})"
+            print(f"{name}: --workers 2 / --workers 1 (v2 binary, c={w['concurrency']}): {scaling}")
     print(f"\nload generator: {cfg.loadgen}; results: {cfg.out}")
     failed = any(c.get("error") for r in results.values() for c in r["cells"])
+    failed |= any(r.get("workers", {}).get("error") for r in results.values())
     return 2 if failed else 0
 
 

@@ -56,9 +56,11 @@ def pinned(cmd: list[str], cpu: int | None) -> list[str]:
     return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
 
 
+def thread_env(cfg: Config) -> dict[str, str]:
+    """What every server adds to the environment: its compute threads (one each: they share one core)."""
+    return {"OMP_NUM_THREADS": str(cfg.threads or 1), "MODELPORT_BENCH_THREADS": str(cfg.threads)}
+
+
 def base_env(cfg: Config) -> dict[str, str]:
-    """The environment every server gets: one compute thread each (they share one core)."""
-    env = dict(os.environ)
-    threads = str(cfg.threads or "")
-    env.update({"OMP_NUM_THREADS": threads or "1", "MODELPORT_BENCH_THREADS": str(cfg.threads)})
-    return env
+    """The environment every server gets: this one with :func:`thread_env`."""
+    return {**os.environ, **thread_env(cfg)}

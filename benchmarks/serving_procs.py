@@ -8,22 +8,25 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_models import BenchModel
-from serving_config import HERE, PY, SERVER_OF, Config, base_env, pinned
+from serving_config import HERE, PY, ROOT, SERVER_OF, Config, base_env, pinned, thread_env
 from serving_load import Payload, request_once
+
+from modelport.errors import ModelportError
+from modelport.launcher import LaunchOptions, launched
 
 
 @dataclass
 class Server:
-    """A server subprocess the benchmark started (and must stop)."""
+    """A server subprocess the benchmark started (``proc`` None: it did not start, see ``error``)."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None
     url: str
     log: Path
     started_at: float
@@ -72,6 +75,8 @@ def peak_rss_mb(pid: int) -> float:
 
 def stop(server: Server, grace: float = 10.0) -> None:
     """SIGTERM the server's process tree by PID, then SIGKILL whatever is left after ``grace`` seconds."""
+    if server.proc is None:
+        return
     pids = [*reversed(descendants(server.proc.pid)), server.proc.pid]
     for pid in pids:
         with suppress(ProcessLookupError):
@@ -98,7 +103,7 @@ def wait_valid(server: Server, payload: Payload, width: int, timeout: float) -> 
     """Poll until the first valid inference (sets ``startup_s``) or fail (sets ``error``)."""
     deadline = time.monotonic() + timeout
     problem: str | None = "not started"
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.error is None and server.proc is not None:
         if server.proc.poll() is not None:
             server.error = f"exited with {server.proc.returncode}; see {server.log}"
             return
@@ -107,7 +112,8 @@ def wait_valid(server: Server, payload: Payload, width: int, timeout: float) -> 
             server.startup_s = time.perf_counter() - server.started_at
             return
         time.sleep(0.05)
-    server.error = f"no valid response within {timeout:.0f}s ({problem}); log tail: {_tail(server.log)}"
+    if server.error is None:
+        server.error = f"no valid response within {timeout:.0f}s ({problem}); log tail: {_tail(server.log)}"
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -135,28 +141,38 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framewor
     return launch(name, pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
 
 
-def start_floor_fastapi(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
-    """(b2) The same floor handler on FastAPI."""
-    return start_floor(cfg, model, repo, work, framework="fastapi")
+@contextmanager
+def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Iterator[Server]:
+    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
-
-def start_modelport(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Server:
-    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export (defaults otherwise).
-
-    ``workers`` > 0: that many ``--workers``, unpinned (the workers-scaling cells)."""
+    Pinned to the server core, defaults otherwise. ``workers`` > 0: that many ``--workers`` on fixed ports,
+    unpinned (the workers-scaling cells). Stopped by the launcher (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
-    link = served / f"{model.name}-onnx"
-    if not link.exists():
-        shutil.copytree(repo / f"{model.name}-onnx", link)
-    port = free_port()
-    cmd = [str(Path(PY).parent / "modelport"), "serve", str(served), "--http-port", str(port), "--grpc-port", "-1"]
-    cmd += ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
-    url = f"http://127.0.0.1:{port}/v2/models/{model.name}-onnx/infer"
+    if not (served / f"{model.name}-onnx").exists():
+        shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
+    name = f"modelport-w{workers}" if workers else "modelport"
+    flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
+    # this checkout's modelport, whatever the venv has installed
+    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    options = LaunchOptions(
+        http_port=free_port() if workers else 0,
+        grpc_port=-1,
+        env=env,
+        log=work / f"{name}.log",
+        timeout_s=cfg.startup_timeout,
+        command_prefix=() if workers else tuple(pinned([], cfg.server_cpu)),
+    )
     if workers:
-        cmd += ["--workers", str(workers)]
-        return launch(f"modelport-w{workers}", cmd, base_env(cfg), work, url)
-    return launch("modelport", pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+        flags += ["--workers", str(workers)]
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        try:
+            up = stack.enter_context(launched(served, *flags, options=options))
+        except ModelportError as exc:
+            yield Server(name, None, "", work / f"{name}.log", started, error=str(exc))
+            return
+        yield Server(name, up.process, f"{up.url}/v2/models/{model.name}-onnx/infer", work / f"{name}.log", started)
 
 
 def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
@@ -224,29 +240,35 @@ def torchserve_missing() -> str | None:
 
 
 @contextmanager
+def spawned(server: Server) -> Iterator[Server]:
+    """``server`` until the block ends, then :func:`stop`."""
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+@contextmanager
 def servers(
     cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
 ) -> Iterator[dict[str, Server]]:
-    """Start the servers one at a time (each startup timed alone); stop them all on exit."""
-    started: dict[str, Server] = {}
-    starters = {
-        "floor": start_floor,
-        "floor-fastapi": start_floor_fastapi,
-        "modelport": start_modelport,
-        "torchserve": start_torchserve,
+    """Start the servers one at a time (each startup timed alone); peak RSS, then stop them all on exit."""
+    starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
+        "floor": lambda: spawned(start_floor(cfg, model, repo, work)),
+        "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
+        "modelport": lambda: modelport_server(cfg, model, repo, work),
+        "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
     }
     wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
-    try:
-        for name, starter in starters.items():
-            if name not in wanted:
-                continue
-            server = starter(cfg, model, repo, work)
-            started[name] = server
-            wait_valid(server, payloads["json"], model.output_width, cfg.startup_timeout)
-            print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
-        yield started
-    finally:
-        for server in started.values():
-            if server.proc.poll() is None:
-                server.peak_rss_mb = peak_rss_mb(server.proc.pid)
-            stop(server)
+    started: dict[str, Server] = {}
+    with ExitStack() as stack:
+        try:
+            for name in (name for name in starters if name in wanted):
+                server = started[name] = stack.enter_context(starters[name]())
+                wait_valid(server, payloads["json"], model.output_width, cfg.startup_timeout)
+                print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
+            yield started
+        finally:
+            for server in started.values():
+                if server.proc is not None and server.proc.poll() is None:
+                    server.peak_rss_mb = peak_rss_mb(server.proc.pid)

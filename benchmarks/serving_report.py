@@ -21,7 +21,9 @@ def add_ratios(result: dict[str, Any]) -> None:
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or value != value else format(value, spec)
+    """``value`` formatted by ``spec``, or a dash as wide (missing or NaN)."""
+    missing = value is None or value != value
+    return format("-", ">" + spec.split(".")[0]) if missing else format(value, spec)
 
 
 def table(results: dict[str, Any]) -> str:
