@@ -11,14 +11,18 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 * (b2) ``floor-fastapi``: the same handler as a FastAPI route (what the framework costs);
 * (c) ``v2-json``: ``modelport serve`` over the ONNX export, KServe v2 JSON;
 * (d) ``v2-binary``: the same server, KServe v2 binary tensor extension (binary in and out);
-* (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on.
+* (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on;
+* (f) ``tfserving``: the modelport server, TF Serving REST ``POST /v1/models/{m}:predict`` (``instances``);
+* (g) ``v2-grpc``: the modelport server, KServe v2 gRPC ``ModelInfer`` (raw_input_contents), loaded by
+  ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators).
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells are interleaved (for each concurrency, every system in turn) so machine
-noise hits them alike. Load comes from ``wrk`` (``-t1 --latency`` with ``post.lua``) or, when wrk is not
-installed, from the built-in asyncio generator ``loadgen.py``; the JSON says which. Results are printed as a
-table and written as JSON; the project's targets are printed as PASS/FAIL lines (informational: the exit
-status is non-zero only when a system could not be started or answered wrongly).
+noise hits them alike. HTTP load comes from ``wrk`` (``-t1 --latency`` with ``post.lua``) or, when wrk is
+not installed, from the built-in asyncio generator ``loadgen.py``; every cell's JSON says which
+(``loadgen``). Results are printed as a table and written as JSON; the project's targets are printed as
+PASS/FAIL lines (informational: the exit status is non-zero only when a system could not be started or
+answered wrongly).
 """
 
 from __future__ import annotations
@@ -57,18 +61,18 @@ def workers_scaling(
     rps: dict[str, float] = {}
     for workers in (1, 2):
         with modelport_server(cfg, model, repo, work, workers=workers) as server:
-            wait_valid(server, payloads["binary"], model.output_width, cfg.startup_timeout)
+            wait_valid(server, payloads["v2-binary"], cfg.startup_timeout)
             if server.error is not None:
                 print(f"  modelport --workers {workers}: {server.error}")
                 return {"concurrency": concurrency, "rps": rps, "scaling": None, "error": server.error}
-            rps[str(workers)] = float(run_load(cfg, server.url, payloads["binary"], concurrency)["rps"])
+            rps[str(workers)] = float(run_load(cfg, server.url, None, payloads["v2-binary"], concurrency)["rps"])
     print(f"  workers 1 -> 2 (v2 binary, c={concurrency}): {rps['1']:.0f} -> {rps['2']:.0f} req/s")
     return {"concurrency": concurrency, "rps": rps, "scaling": rps["2"] / rps["1"] if rps["1"] else None}
 
 
 def endpoint(system: str, running: dict[str, Server], payloads: dict[str, Payload]) -> tuple[Server, Payload]:
     """The server and payload a system is measured with."""
-    return running[SERVER_OF[system]], payloads["binary" if system == "v2-binary" else "json"]
+    return running[SERVER_OF[system]], payloads[system]
 
 
 def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
@@ -95,7 +99,7 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     with servers(cfg, model, repo, work, payloads) as running:
         for concurrency in cfg.concurrency:
             for system in systems:
-                result["cells"].append(run_cell(cfg, model, system, concurrency, running, payloads))
+                result["cells"].append(run_cell(cfg, system, concurrency, running, payloads))
     if cfg.workers_scaling:
         result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
     for name, server in running.items():
@@ -108,24 +112,21 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
 
 
 def run_cell(
-    cfg: Config,
-    model: BenchModel,
-    system: str,
-    concurrency: int,
-    running: dict[str, Server],
-    payloads: dict[str, Payload],
+    cfg: Config, system: str, concurrency: int, running: dict[str, Server], payloads: dict[str, Payload]
 ) -> dict[str, Any]:
     """Verify one request, then load one system at one concurrency."""
     server, payload = endpoint(system, running, payloads)
     cell: dict[str, Any] = {"system": system, "concurrency": concurrency}
     if server.error is not None:
         return {**cell, "error": f"server failed: {server.error}", "rps": 0.0, "errors": -1}
-    problem = request_once(server.url, payload, model.output_width)
+    problem = request_once(server.url, server.grpc, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
     try:
-        load = run_load(cfg, server.url, payload, concurrency)
-    except (subprocess.CalledProcessError, ValueError) as exc:
+        load = run_load(cfg, server.url, server.grpc, payload, concurrency)
+    except subprocess.CalledProcessError as exc:
+        return {**cell, "error": f"load generator failed: {exc}: {exc.stderr[-500:]}", "rps": 0.0, "errors": -1}
+    except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
     cell.update(load, errors=load["non_2xx"] + load["socket_errors"])
     print(f"  c={concurrency:<3d} {system:11s} {load['rps']:9.1f} req/s", end="")

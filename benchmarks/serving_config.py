@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve")
+SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve")
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
@@ -19,6 +19,8 @@ LABELS = {
     "v2-json": "(c) v2 json",
     "v2-binary": "(d) v2 bin",
     "torchserve": "(e) torchserve",
+    "tfserving": "(f) tfs rest",
+    "v2-grpc": "(g) v2 grpc",
 }
 # the server process each system is measured on (several systems share one modelport server)
 SERVER_OF = {
@@ -26,6 +28,8 @@ SERVER_OF = {
     "floor-fastapi": "floor-fastapi",
     "v2-json": "modelport",
     "v2-binary": "modelport",
+    "tfserving": "modelport",
+    "v2-grpc": "modelport",
     "torchserve": "torchserve",
 }
 PY = sys.executable

@@ -1,4 +1,4 @@
-"""The serving benchmark's load: request bodies, response checks, the raw runtime, wrk or loadgen.py."""
+"""The serving benchmark's load: request bodies, response checks, the raw runtime, wrk, loadgen.py, gRPC."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ from serving_config import HERE, PY, Config, base_env, pinned
 
 @dataclass(frozen=True)
 class Payload:
-    """One request body and the headers it needs."""
+    """One system's request: its protocol, where it goes on its server, its body and the headers it needs."""
 
-    body_file: Path
-    content_type: str
+    protocol: str  # v2 (JSON or binary), tfserving or grpc (KServe v2 ModelInfer)
+    path: str  # the HTTP path on the server; for grpc, the model name
+    body_file: Path  # for grpc, one serialized ModelInferRequest
+    width: int  # the answer: one output of shape [1, width]
+    content_type: str = "application/json"
     header_length: int | None = None
 
     def headers(self) -> dict[str, str]:
@@ -34,7 +37,7 @@ class Payload:
 
 
 def write_payloads(model: BenchModel, folder: Path) -> dict[str, Payload]:
-    """The v2 JSON body (floor, v2-json, torchserve) and the v2 binary body, for one item."""
+    """Every system's request for one item: v2 JSON (floors, v2-json, torchserve), v2 binary, TF Serving, gRPC."""
     x = np.random.default_rng(0).standard_normal((1, *model.input_shape), dtype=np.float32)
     item = {"name": "x", "shape": list(x.shape), "datatype": "FP32"}
     json_body = orjson.dumps({"inputs": [{**item, "data": x.ravel()}]}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -44,18 +47,40 @@ def write_payloads(model: BenchModel, folder: Path) -> dict[str, Payload]:
             "parameters": {"binary_data_output": True},
         }
     )
+    served = f"{model.name}-onnx"  # modelport's name for the ONNX export
     (folder / "body.json").write_bytes(json_body)
     (folder / "body.bin").write_bytes(header + x.astype("<f4").tobytes())
+    (folder / "body.tfs.json").write_bytes(orjson.dumps({"instances": x}, option=orjson.OPT_SERIALIZE_NUMPY))
+    (folder / "body.grpc.bin").write_bytes(grpc_request(served, x))
+    v2, width = f"/v2/models/{served}/infer", model.output_width
     return {
-        "json": Payload(folder / "body.json", "application/json"),
-        "binary": Payload(folder / "body.bin", "application/octet-stream", len(header)),
+        "floor": Payload("v2", f"/v2/models/{model.name}/infer", folder / "body.json", width),
+        "floor-fastapi": Payload("v2", f"/v2/models/{model.name}/infer", folder / "body.json", width),
+        "v2-json": Payload("v2", v2, folder / "body.json", width),
+        "v2-binary": Payload("v2", v2, folder / "body.bin", width, "application/octet-stream", len(header)),
+        "tfserving": Payload("tfserving", f"/v1/models/{served}:predict", folder / "body.tfs.json", width),
+        "v2-grpc": Payload("grpc", served, folder / "body.grpc.bin", width, "application/grpc"),
+        "torchserve": Payload("v2", f"/predictions/{model.name}", folder / "body.json", width),
     }
 
 
-def check_response(status: int, headers: Any, body: bytes, width: int) -> str | None:
+def grpc_request(model: str, x: np.ndarray[Any, Any]) -> bytes:
+    """A serialized KServe v2 ``ModelInferRequest`` carrying ``x`` as input ``x`` in raw_input_contents."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.astype("<f4").tobytes())
+    return bytes(request.SerializeToString())
+
+
+def check_response(payload: Payload, status: int, headers: Any, body: bytes) -> str | None:
     """None if the response is a 200 carrying one output of shape [1, width]; else what is wrong."""
+    width = payload.width
     if status != 200:
         return f"HTTP {status}: {body[:200]!r}"
+    if payload.protocol == "tfserving":
+        return _check_tfserving(body, width)
     length = headers.get("Inference-Header-Content-Length")
     try:
         header = orjson.loads(body if length is None else body[: int(length)])
@@ -73,16 +98,46 @@ def check_response(status: int, headers: Any, body: bytes, width: int) -> str | 
     return None
 
 
-def request_once(url: str, payload: Payload, width: int, timeout: float = 30.0) -> str | None:
-    """Send one request; None if it came back 200 with the right output shape, else the problem."""
-    request = urllib.request.Request(url, data=payload.body_file.read_bytes(), headers=payload.headers())
+def _check_tfserving(body: bytes, width: int) -> str | None:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return check_response(response.status, response.headers, response.read(), width)
+        predictions = orjson.loads(body)["predictions"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"not a TF Serving predict response: {body[:200]!r}"
+    if not isinstance(predictions, list) or len(predictions) != 1 or len(predictions[0]) != width:
+        return f"predictions are not one row of {width} values: {body[:200]!r}"
+    return None
+
+
+def request_once(base_url: str, grpc_address: str | None, payload: Payload) -> str | None:
+    """Send one request; None if it came back OK with the right output shape, else the problem."""
+    if payload.protocol == "grpc":
+        return _grpc_once(grpc_address, payload)
+    body = payload.body_file.read_bytes()
+    request = urllib.request.Request(base_url + payload.path, data=body, headers=payload.headers())
+    try:
+        with urllib.request.urlopen(request, timeout=10.0) as response:
+            return check_response(payload, response.status, response.headers, response.read())
     except urllib.error.HTTPError as exc:
-        return check_response(exc.code, exc.headers, exc.read(), width)
+        return check_response(payload, exc.code, exc.headers, exc.read())
     except (OSError, urllib.error.URLError) as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+def _grpc_once(address: str | None, payload: Payload) -> str | None:
+    import grpc
+    from grpc_loadgen import well_formed
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    if address is None:
+        return "the server has no gRPC port"
+    request = service_pb2.ModelInferRequest.FromString(payload.body_file.read_bytes())
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10.0)
+        except grpc.RpcError as exc:
+            return f"gRPC {exc.code().name}: {exc.details()}"
+    width = payload.width
+    return None if well_formed(reply, width) else f"not one [1, {width}] FP32 output: {str(reply)[:200]!r}"
 
 
 def run_raw(cfg: Config, model: BenchModel, repo: Path) -> dict[str, Any]:
@@ -125,8 +180,15 @@ def parse_wrk(output: str) -> dict[str, Any]:
     }
 
 
-def run_load(cfg: Config, url: str, payload: Payload, concurrency: int) -> dict[str, Any]:
-    """One cell: ``concurrency`` keep-alive connections for ``cfg.duration`` seconds."""
+def run_load(
+    cfg: Config, base_url: str, grpc_address: str | None, payload: Payload, concurrency: int
+) -> dict[str, Any]:
+    """One cell: ``concurrency`` keep-alive connections (gRPC: calls in flight) for ``cfg.duration`` seconds."""
+    if payload.protocol == "grpc":
+        cmd = [PY, str(HERE / "grpc_loadgen.py"), "--target", str(grpc_address), "--request", str(payload.body_file)]
+        cmd += ["--concurrency", str(concurrency), "--duration", str(cfg.duration), "--width", str(payload.width)]
+        return _json_from(pinned(cmd, cfg.client_cpu), loadgen="grpc")
+    url = base_url + payload.path
     if cfg.loadgen == "wrk":
         seconds = max(1, round(cfg.duration))
         cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "60s", "--latency"]
@@ -134,10 +196,14 @@ def run_load(cfg: Config, url: str, payload: Payload, concurrency: int) -> dict[
         env = dict(os.environ, WRK_BODY_FILE=str(payload.body_file), WRK_CONTENT_TYPE=payload.content_type)
         env["WRK_HEADER_LENGTH"] = "" if payload.header_length is None else str(payload.header_length)
         done = subprocess.run(pinned(cmd, cfg.client_cpu), capture_output=True, text=True, env=env, check=True)
-        return parse_wrk(done.stdout)
+        return {**parse_wrk(done.stdout), "loadgen": "wrk"}
     cmd = [PY, str(HERE / "loadgen.py"), "--url", url, "--body", str(payload.body_file)]
     cmd += ["--concurrency", str(concurrency), "--duration", str(cfg.duration)]
     cmd += [arg for k, v in payload.headers().items() for arg in ("--header", f"{k}: {v}")]
-    done = subprocess.run(pinned(cmd, cfg.client_cpu), capture_output=True, text=True, check=True)
+    return _json_from(pinned(cmd, cfg.client_cpu), loadgen="python")
+
+
+def _json_from(cmd: list[str], loadgen: str) -> dict[str, Any]:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return {**result, "loadgen": loadgen}

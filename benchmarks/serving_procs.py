@@ -27,9 +27,10 @@ class Server:
 
     name: str
     proc: subprocess.Popen[bytes] | None
-    url: str
+    url: str  # http://host:port
     log: Path
     started_at: float
+    grpc: str | None = None  # host:port of its KServe v2 gRPC service
     startup_s: float | None = None
     peak_rss_mb: float | None = None
     error: str | None = None
@@ -99,7 +100,7 @@ def _zombie(pid: int) -> bool:
     return True
 
 
-def wait_valid(server: Server, payload: Payload, width: int, timeout: float) -> None:
+def wait_valid(server: Server, payload: Payload, timeout: float) -> None:
     """Poll until the first valid inference (sets ``startup_s``) or fail (sets ``error``)."""
     deadline = time.monotonic() + timeout
     problem: str | None = "not started"
@@ -107,7 +108,7 @@ def wait_valid(server: Server, payload: Payload, width: int, timeout: float) -> 
         if server.proc.poll() is not None:
             server.error = f"exited with {server.proc.returncode}; see {server.log}"
             return
-        problem = request_once(server.url, payload, width, timeout=10.0)
+        problem = request_once(server.url, server.grpc, payload)
         if problem is None:
             server.startup_s = time.perf_counter() - server.started_at
             return
@@ -136,17 +137,18 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framewor
     port = free_port()
     cmd = [PY, str(HERE / "floor_server.py"), "--model", str(repo / f"{model.name}-onnx/1/model.onnx")]
     cmd += ["--framework", framework, "--port", str(port), "--threads", str(cfg.threads)]
-    url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
+    url = f"http://127.0.0.1:{port}"
     name = "floor" if framework == "starlette" else f"floor-{framework}"
     return launch(name, pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
 
 
 @contextmanager
 def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Iterator[Server]:
-    """(c)/(d) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
+    """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
-    Pinned to the server core, defaults otherwise. ``workers`` > 0: that many ``--workers`` on fixed ports,
-    unpinned (the workers-scaling cells). Stopped by the launcher (SIGTERM, a graceful drain)."""
+    Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
+    ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). Stopped by the launcher
+    (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
@@ -157,7 +159,7 @@ def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, wor
     env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     options = LaunchOptions(
         http_port=free_port() if workers else 0,
-        grpc_port=-1,
+        grpc_port=-1 if workers else 0,
         env=env,
         log=work / f"{name}.log",
         timeout_s=cfg.startup_timeout,
@@ -172,7 +174,7 @@ def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, wor
         except ModelportError as exc:
             yield Server(name, None, "", work / f"{name}.log", started, error=str(exc))
             return
-        yield Server(name, up.process, f"{up.url}/v2/models/{model.name}-onnx/infer", work / f"{name}.log", started)
+        yield Server(name, up.process, up.url, work / f"{name}.log", started, grpc=up.grpc)
 
 
 def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
@@ -216,7 +218,7 @@ def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> 
     env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
     cmd = [str(Path(PY).parent / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth"]
     cmd += ["--ts-config", str(config), "--model-store", str(store)]
-    url = f"http://127.0.0.1:{ports[0]}/predictions/{model.name}"
+    url = f"http://127.0.0.1:{ports[0]}"
     return launch("torchserve", pinned(cmd, cfg.server_cpu), env, work, url, cwd=home)
 
 
@@ -248,6 +250,15 @@ def spawned(server: Server) -> Iterator[Server]:
         stop(server)
 
 
+# the request a server's startup is timed to (the first valid answer)
+STARTUP_SYSTEM = {
+    "floor": "floor",
+    "floor-fastapi": "floor-fastapi",
+    "modelport": "v2-json",
+    "torchserve": "torchserve",
+}
+
+
 @contextmanager
 def servers(
     cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
@@ -265,7 +276,7 @@ def servers(
         try:
             for name in (name for name in starters if name in wanted):
                 server = started[name] = stack.enter_context(starters[name]())
-                wait_valid(server, payloads["json"], model.output_width, cfg.startup_timeout)
+                wait_valid(server, payloads[STARTUP_SYSTEM[name]], cfg.startup_timeout)
                 print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
             yield started
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = {"floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve"}
+SYSTEMS = {"floor", "floor-fastapi", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve"}
 
 
 @pytest.mark.slow
