@@ -1,7 +1,7 @@
 """Serving shoot-out: modelport's server against the raw runtime, a minimal Starlette floor and TorchServe.
 
-    python benchmarks/serving.py [--models mlp,resnet18] [--concurrency 1,8,32] [--duration 10] [--quick]
-                                 [--out benchmarks/results/serving.json]
+    python benchmarks/serving.py [--models mlp,resnet18] [--concurrency 1,8,32] [--duration 10] [--rounds 3]
+                                 [--quick] [--out benchmarks/results/serving.json]
 
 Systems, measured side by side in one run (servers pinned to one core, the load generator to another):
 
@@ -17,12 +17,13 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
   ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators).
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
-before any load, then the cells are interleaved (for each concurrency, every system in turn) so machine
-noise hits them alike. HTTP load comes from ``wrk`` (``-t1 --latency`` with ``post.lua``) or, when wrk is
-not installed, from the built-in asyncio generator ``loadgen.py``; every cell's JSON says which
-(``loadgen``). Results are printed as a table and written as JSON; the project's targets are printed as
-PASS/FAIL lines (informational: the exit status is non-zero only when a system could not be started or
-answered wrongly).
+before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
+concurrency, every system in turn) so machine noise hits them alike; each cell reports its median req/s,
+p50 and p99 over the rounds, and keeps every round. HTTP load comes from ``wrk`` (``-t1 --latency`` with
+``post.lua``) or, when wrk is not installed, from the built-in asyncio generator ``loadgen.py``; every
+cell's JSON says which (``loadgen``). Results are printed as a table and written as JSON; the project's
+targets are printed as PASS/FAIL lines (informational: the exit status is non-zero only when a system
+could not be started or answered wrongly).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
-from serving_report import add_ratios, server_table, table, target_lines, targets  # noqa: E402
+from serving_report import add_ratios, median_cell, median_raw, server_table, table, target_lines, targets  # noqa: E402
 
 
 def workers_scaling(
@@ -93,13 +94,18 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     payloads = write_payloads(model, work)
     result: dict[str, Any] = {"raw": {}, "servers": {}, "cells": []}
     if "raw" in cfg.systems:
-        print(f"  raw onnxruntime, {cfg.raw_duration:g}s per batch size")
-        result["raw"] = run_raw(cfg, model, repo)
+        print(f"  raw onnxruntime, {cfg.raw_duration:g}s per batch size, {cfg.rounds} round(s)")
+        result["raw"] = median_raw([run_raw(cfg, model, repo) for _ in range(cfg.rounds)])
     systems = [s for s in SYSTEMS if s in cfg.systems]
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with servers(cfg, model, repo, work, payloads) as running:
-        for concurrency in cfg.concurrency:
-            for system in systems:
-                result["cells"].append(run_cell(cfg, system, concurrency, running, payloads))
+        for round_ in range(1, cfg.rounds + 1):
+            print(f"  round {round_} of {cfg.rounds}")
+            for concurrency in cfg.concurrency:
+                for system in systems:
+                    cell = run_cell(cfg, system, concurrency, running, payloads)
+                    runs.setdefault((concurrency, system), []).append(cell)
+    result["cells"] = [median_cell(runs[(c, s)]) for c in cfg.concurrency for s in systems]
     if cfg.workers_scaling:
         result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
     for name, server in running.items():
@@ -139,7 +145,10 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--models", default="mlp,resnet18", help=f"comma list of {sorted(MODELS)}")
     parser.add_argument("--concurrency", default="1,8,32", help="comma list of connection counts")
     parser.add_argument("--duration", type=float, default=None, help="seconds per cell (default 10, --quick 2)")
-    parser.add_argument("--quick", action="store_true", help="CI smoke: ~2 s cells")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: ~2 s cells, one round")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds; report the median per cell (default 3, --quick 1)"
+    )
     parser.add_argument("--systems", default="raw," + ",".join(SYSTEMS), help="comma list of systems to run")
     parser.add_argument("--threads", type=int, default=1, help="compute threads per runtime (every system alike)")
     parser.add_argument("--server-cpu", type=int, default=0, help="core the servers and (a) are pinned to")
@@ -178,6 +187,7 @@ def parse_args(argv: list[str] | None) -> Config:
         out=args.out,
         systems=args.systems.split(","),
         workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
+        rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
     )
 
 
@@ -197,6 +207,7 @@ def meta(cfg: Config, argv: list[str] | None) -> dict[str, Any]:
         "server_cpu": cfg.server_cpu,
         "client_cpu": cfg.client_cpu,
         "duration_s": cfg.duration,
+        "rounds": cfg.rounds,
         "concurrency": cfg.concurrency,
         "threads": cfg.threads,
         "torchserve": {"batch_size": cfg.ts_batch_size, "max_batch_delay_ms": cfg.ts_max_batch_delay_ms},

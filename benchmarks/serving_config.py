@@ -53,6 +53,7 @@ class Config:
     out: Path
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
     workers_scaling: bool = False
+    rounds: int = 1  # the cells run this many times, interleaved; the report holds the median per cell
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from serving_config import LABELS
+
+_MEDIAN = ("rps", "p50_ms", "p99_ms")
+_SUMMED = ("requests", "seconds", "non_2xx", "socket_errors")
+
+
+def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its interleaved rounds: the median req/s, p50 and p99 of the rounds that ran, counts
+    summed, every round kept under ``rounds``. A round that could not run makes the cell's ``error``
+    (and ``errors`` -1); the medians are then over the other rounds."""
+    ran = [run for run in runs if not run.get("error")]
+    cell: dict[str, Any] = {"system": runs[0]["system"], "concurrency": runs[0]["concurrency"]}
+    for key in _MEDIAN:
+        cell[key] = float(statistics.median(run[key] for run in ran)) if ran else (0.0 if key == "rps" else None)
+    cell.update({key: sum(run[key] for run in ran) for key in _SUMMED if ran})
+    cell["errors"] = sum(run["errors"] for run in ran) if len(ran) == len(runs) else -1
+    if ran:
+        cell["loadgen"] = ran[0]["loadgen"]
+    failed = [f"round {i}: {run['error']}" for i, run in enumerate(runs, 1) if run.get("error")]
+    if failed:
+        cell["error"] = "; ".join(failed)
+    cell["rounds"] = [{k: v for k, v in run.items() if k not in ("system", "concurrency")} for run in runs]
+    return cell
+
+
+def median_raw(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """(a) from its rounds: per batch size, the median items/s, p50 and p99; calls and seconds summed."""
+    merged: dict[str, Any] = {}
+    for batch in runs[0]:
+        each = [run[batch] for run in runs]
+        merged[batch] = {
+            key: float(statistics.median(r[key] for r in each)) for key in ("items_per_s", "p50_ms", "p99_ms")
+        }
+        merged[batch].update(calls=sum(r["calls"] for r in each), seconds=sum(r["seconds"] for r in each))
+        merged[batch]["rounds"] = each
+    return merged
 
 
 def add_ratios(result: dict[str, Any]) -> None:
@@ -27,7 +63,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The printed table: one row per (model, concurrency, system), with (a) rows first."""
+    """The printed table: one row per (model, concurrency, system), with (a) rows first (medians over rounds)."""
     head = f"{'model':9s} {'conc':>4s} {'system':15s} {'req/s':>9s} {'items/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
     head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s}"
     lines = [head, "-" * len(head)]
@@ -35,7 +71,7 @@ def table(results: dict[str, Any]) -> str:
         b32 = result["raw"].get("32", {}).get("items_per_s")
         for batch, raw in result["raw"].items():
             lines.append(
-                f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['calls'] / raw['seconds']:9.1f}"
+                f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['items_per_s'] / int(batch):9.1f}"
                 f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
                 f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s}"
             )
