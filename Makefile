@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 SHELL  := /bin/bash
 
-.PHONY: install demo test lint format bench clean k8s-check edge-arm64
+.PHONY: install demo test lint format bench profile clean k8s-check edge-arm64
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ test: lint k8s-check
 bench: install
 	@$(PY) benchmarks/formats.py
 	@$(PY) benchmarks/serving.py
+
+# py-spy profiles (speedscope + flamegraph SVG) of the server under the MLP at c=32, KServe v2 JSON
+profile: install
+	@$(PY) benchmarks/serving.py --models mlp --concurrency 32 --systems v2-json --rounds 1 --no-workers-scaling \
+		--profile benchmarks/results/profile --out benchmarks/results/profile/serving.json
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts

@@ -48,7 +48,17 @@ from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
-from serving_report import add_ratios, median_cell, median_raw, server_table, table, target_lines, targets  # noqa: E402
+from serving_profile import profile_model  # noqa: E402
+from serving_report import (  # noqa: E402
+    add_ratios,
+    median_cell,
+    median_raw,
+    profile_lines,
+    server_table,
+    table,
+    target_lines,
+    targets,
+)
 
 
 def workers_scaling(
@@ -105,6 +115,8 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
                 for system in systems:
                     cell = run_cell(cfg, system, concurrency, running, payloads)
                     runs.setdefault((concurrency, system), []).append(cell)
+        if cfg.profile is not None:
+            result["profile"] = profile_model(cfg, model, repo, work, running, payloads)
     result["cells"] = [median_cell(runs[(c, s)]) for c in cfg.concurrency for s in systems]
     if cfg.workers_scaling:
         result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
@@ -159,6 +171,13 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--ts-max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy profiles of the server")
+    parser.add_argument(
+        "--profile-mode",
+        choices=("auto", "attach", "launch"),
+        default="auto",
+        help="attach to the running server, or start one under py-spy (auto: attach when py-spy can)",
+    )
     parser.add_argument(
         "--workers-scaling",
         action=argparse.BooleanOptionalAction,
@@ -188,6 +207,8 @@ def parse_args(argv: list[str] | None) -> Config:
         systems=args.systems.split(","),
         workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
         rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
+        profile=args.profile,
+        profile_mode=args.profile_mode,
     )
 
 
@@ -251,10 +272,17 @@ def main(argv: list[str] | None = None) -> int:
             w = result["workers"]
             scaling = f"x{w['scaling']:.2f}" if w["scaling"] else f"not measured ({w.get('error', 'no load')})"
             print(f"{name}: --workers 2 / --workers 1 (v2 binary, c={w['concurrency']}): {scaling}")
+    if profiles := profile_lines(results):
+        print("\n" + profiles)
     print(f"\nload generator: {cfg.loadgen}; results: {cfg.out}")
     failed = any(c.get("error") for r in results.values() for c in r["cells"])
     failed |= any(r.get("workers", {}).get("error") for r in results.values())
+    failed |= any(_profile_failed(r.get("profile")) for r in results.values())
     return 2 if failed else 0
+
+
+def _profile_failed(profile: dict[str, Any] | None) -> bool:
+    return profile is not None and bool(profile.get("error") or any(f.get("error") for f in profile["files"]))
 
 
 if __name__ == "__main__":

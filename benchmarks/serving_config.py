@@ -54,6 +54,8 @@ class Config:
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
     workers_scaling: bool = False
     rounds: int = 1  # the cells run this many times, interleaved; the report holds the median per cell
+    profile: Path | None = None  # py-spy profiles of the modelport server go here
+    profile_mode: str = "auto"  # attach (py-spy --pid), launch (server started under py-spy), auto
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:

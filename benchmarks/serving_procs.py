@@ -143,17 +143,19 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framewor
 
 
 @contextmanager
-def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0) -> Iterator[Server]:
+def modelport_server(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0, wrapper: tuple[str, ...] = ()
+) -> Iterator[Server]:
     """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
     Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
-    ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). Stopped by the launcher
-    (SIGTERM, a graceful drain)."""
+    ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
+    the (pinned) server runs under, e.g. py-spy's. Stopped by the launcher (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
         shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
-    name = f"modelport-w{workers}" if workers else "modelport"
+    name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
     flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
     # this checkout's modelport, whatever the venv has installed
     env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -163,7 +165,7 @@ def modelport_server(cfg: Config, model: BenchModel, repo: Path, work: Path, wor
         env=env,
         log=work / f"{name}.log",
         timeout_s=cfg.startup_timeout,
-        command_prefix=() if workers else tuple(pinned([], cfg.server_cpu)),
+        command_prefix=() if workers else (*wrapper, *pinned([], cfg.server_cpu)),
     )
     if workers:
         flags += ["--workers", str(workers)]

@@ -167,3 +167,21 @@ def target_lines(entries: list[dict[str, Any]]) -> str:
             f" {t['threshold']}x {base}: {measured}"
         )
     return "\n".join(lines)
+
+
+def profile_lines(results: dict[str, Any]) -> str:
+    """Where the py-spy profiles went and how they were recorded ("" without --profile)."""
+    lines = []
+    for name, result in results.items():
+        profile = result.get("profile")
+        if profile is None:
+            continue
+        if profile.get("error"):
+            lines.append(f"{name}: no profile: {profile['error']}")
+            continue
+        how = "py-spy attached to the running server (--pid)"
+        if profile["method"] == "launch":
+            how = f"server started under py-spy record (not attached: {profile['why_not_attach']})"
+        lines.append(f"{name} profiles, {how}:")
+        lines += [f"  {f['file']}" + (f"  ! {f['error']}" if f.get("error") else "") for f in profile["files"]]
+    return "\n".join(lines)
