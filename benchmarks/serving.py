@@ -147,7 +147,7 @@ def run_cell(
     except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
     cell.update(load, errors=load["non_2xx"] + load["socket_errors"])
-    print(f"  c={concurrency:<3d} {system:11s} {load['rps']:9.1f} req/s", end="")
+    print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s", end="")
     print(f"  p50 {load['p50_ms']:8.2f} ms  errors {cell['errors']}")
     return cell
 

@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve")
+SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve", "tfserving", "v2-grpc")
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
