@@ -24,6 +24,9 @@ p50 and p99 over the rounds, and keeps every round. HTTP load comes from ``wrk``
 cell's JSON says which (``loadgen``). Results are printed as a table and written as JSON; the project's
 targets are printed as PASS/FAIL lines (informational: the exit status is non-zero only when a system
 could not be started or answered wrongly).
+
+``--profile DIR`` also records py-spy profiles of the modelport server under load (``serving_profile.py``;
+``make profile`` does it for the MLP at c=32, v2 JSON).
 """
 
 from __future__ import annotations
@@ -171,7 +174,9 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--ts-max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy profiles of the server")
+    parser.add_argument(
+        "--profile", type=Path, default=None, metavar="DIR", help="py-spy profiles of the modelport server"
+    )
     parser.add_argument(
         "--profile-mode",
         choices=("auto", "attach", "launch"),
