@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 SHELL  := /bin/bash
 
-.PHONY: install demo test lint format bench clean k8s-check edge-arm64 gpu-check
+.PHONY: install demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ gpu-check:
 	@PYTHON=$(PYTHON) bash scripts/gpu_wheels.sh
 	@echo "==> on the GPU machine, from a copy of this tree with .gpu-wheels/ carried (< 6 minutes):"
 	@echo "    bash scripts/gpu_check.sh OUTDIR      # then read OUTDIR/gpu_check.json, pytest.txt, summary.txt"
+
+# py-spy profiles (speedscope + flamegraph SVG) of the server under the MLP at c=32, KServe v2 JSON
+profile: install
+	@$(PY) benchmarks/serving.py --models mlp --concurrency 32 --systems v2-json --rounds 1 --no-workers-scaling \
+		--profile benchmarks/results/profile --out benchmarks/results/profile/serving.json
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache examples/digits/artifacts .gpu-wheels

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_models import build  # noqa: E402
-from serving import free_port  # noqa: E402
+from serving_procs import free_port  # noqa: E402
 
 from modelport.launcher import LaunchOptions, launched  # noqa: E402
 

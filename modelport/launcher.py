@@ -41,11 +41,12 @@ class LaunchOptions:
     stop_timeout_s: float = 60.0  # SIGTERM, then kill
     tls_ca: Path | None = None  # the server serves TLS: connect by https://localhost, checked against this CA
     wait_ready: bool = True  # False: return once the ports are bound
+    command_prefix: tuple[str, ...] = ()  # runs the server under it, e.g. ("taskset", "-c", "0")
 
 
 @dataclass(frozen=True)
 class Launched:
-    """A started server: where it listens and its process."""
+    """A started server: where it listens and its process (the prefix's, when there is a command prefix)."""
 
     url: str
     grpc: str | None
@@ -78,7 +79,8 @@ def launched(repository: Path, *flags: str, options: LaunchOptions | None = None
     opts = options or LaunchOptions()
     with tempfile.TemporaryDirectory(prefix="modelport-launch-") as scratch:
         port_file = Path(scratch) / "ports.json"
-        command = [sys.executable, "-m", "modelport.cli", "serve", str(repository), "--host", opts.host]
+        command = [*opts.command_prefix, sys.executable, "-m", "modelport.cli", "serve", str(repository)]
+        command += ["--host", opts.host]
         command += ["--http-port", str(opts.http_port), "--grpc-port", str(opts.grpc_port)]
         command += ["--port-file", str(port_file), *flags]
         with _sink(opts.log) as sink:

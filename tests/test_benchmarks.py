@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = {"floor", "v2-json", "v2-binary", "torchserve"}
+SYSTEMS = {"floor", "floor-fastapi", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve"}
 
 
 @pytest.mark.slow
@@ -37,10 +37,41 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert not cell.get("error"), f"{system}: {cell.get('error')}"
         assert cell["errors"] == 0, f"{system}: {cell}"
         assert cell["rps"] > 0, f"{system}: {cell}"
+        assert len(cell["rounds"]) == report["meta"]["rounds"] == 1
+    assert cells["v2-grpc"]["loadgen"] == "grpc"
+    assert cells["floor"]["ratio_to_floor"] == 1.0
+    assert set(result["servers"]) == {"floor", "floor-fastapi", "modelport", "torchserve"}
     for name, server in result["servers"].items():
         assert server["error"] is None, f"{name}: {server['error']}"
         assert server["startup_s"] > 0
         assert server["peak_rss_mb"] > 0
+
+
+def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Medians per cell over interleaved rounds; a throughput target is >=, a p99 target is <=."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from serving_report import add_ratios, median_cell, targets
+
+    def run(system: str, rps: float, p99: float) -> dict[str, object]:
+        load = {"requests": int(rps), "seconds": 1.0, "rps": rps, "p50_ms": p99 / 2, "p99_ms": p99}
+        counts = {"non_2xx": 0, "socket_errors": 0, "errors": 0, "loadgen": "wrk"}
+        return {"system": system, "concurrency": 32, **load, **counts}
+
+    floor = median_cell([run("floor", 100, 9.0), run("floor", 300, 1.0), run("floor", 200, 5.0)])
+    json_cell = median_cell([run("v2-json", 310, 4.0), run("v2-json", 290, 6.0), run("v2-json", 900, 2.0)])
+    binary = median_cell([run("v2-binary", 350, 2.0), {"system": "v2-binary", "concurrency": 32, "error": "boom"}])
+    assert (floor["rps"], floor["p99_ms"], floor["requests"], floor["errors"]) == (200, 5.0, 600, 0)
+    assert len(floor["rounds"]) == 3
+    assert binary["rps"] == 350 and binary["errors"] == -1 and "round 2: boom" in binary["error"]
+    result = {"raw": {}, "cells": [floor, json_cell, binary]}
+    add_ratios(result)
+    assert json_cell["ratio_to_floor"] == 310 / 200
+    judged = targets({"mlp": result})
+    verdicts = {(t["system"], t["metric"]): t for t in judged if t["model"] == "mlp" and t["concurrency"] == 32}
+    assert verdicts["v2-json", "items_per_s"]["passed"] is True  # 1.55 >= 1.5
+    assert verdicts["v2-json", "p99_ms"]["ratio"] == 4.0 / 5.0
+    assert verdicts["v2-json", "p99_ms"]["passed"] is True  # 0.8 <= 1.0
+    assert verdicts["v2-binary", "items_per_s"]["passed"] is None  # a cell with a failed round is not judged
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelport.launcher import read_port_file
+from modelport.launcher import LaunchOptions, launched, read_port_file
 from tests.serving.processes import ROOT, free_port, serving, wait_until
 
 
@@ -59,3 +59,13 @@ def test_port_file_holds_the_bound_ports_and_goes_with_the_server(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     assert not (tmp_path / "ports.json").exists()
+
+
+def test_the_launcher_runs_the_server_under_its_command_prefix(tmp_path):
+    """``command_prefix`` goes before the server command: here ``taskset`` pins the server to one core."""
+    cpu = min(os.sched_getaffinity(0))
+    options = LaunchOptions(command_prefix=("taskset", "-c", str(cpu)), env={"PYTHONPATH": str(ROOT)})
+    with launched(tmp_path, options=options) as server:
+        assert os.sched_getaffinity(server.process.pid) == {cpu}
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+    assert server.process.returncode == 0

@@ -1,0 +1,287 @@
+"""The serving benchmark's server processes: start, first valid response, peak RSS, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_models import BenchModel
+from serving_config import HERE, PY, ROOT, SERVER_OF, Config, base_env, pinned, thread_env
+from serving_load import Payload, request_once
+
+from modelport.errors import ModelportError
+from modelport.launcher import LaunchOptions, launched
+
+
+@dataclass
+class Server:
+    """A server subprocess the benchmark started (``proc`` None: it did not start, see ``error``)."""
+
+    name: str
+    proc: subprocess.Popen[bytes] | None
+    url: str  # http://host:port
+    log: Path
+    started_at: float
+    grpc: str | None = None  # host:port of its KServe v2 gRPC service
+    startup_s: float | None = None
+    peak_rss_mb: float | None = None
+    error: str | None = None
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc), children first in breadth order."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of ``pid`` plus all its descendants, in MiB."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def stop(server: Server, grace: float = 10.0) -> None:
+    """SIGTERM the server's process tree by PID, then SIGKILL whatever is left after ``grace`` seconds."""
+    if server.proc is None:
+        return
+    pids = [*reversed(descendants(server.proc.pid)), server.proc.pid]
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    with suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=grace)
+    for pid in pids:
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and not _zombie(pid):
+            time.sleep(0.05)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=5)
+
+
+def _zombie(pid: int) -> bool:
+    with suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def wait_valid(server: Server, payload: Payload, timeout: float) -> None:
+    """Poll until the first valid inference (sets ``startup_s``) or fail (sets ``error``)."""
+    deadline = time.monotonic() + timeout
+    problem: str | None = "not started"
+    while time.monotonic() < deadline and server.error is None and server.proc is not None:
+        if server.proc.poll() is not None:
+            server.error = f"exited with {server.proc.returncode}; see {server.log}"
+            return
+        problem = request_once(server.url, server.grpc, payload)
+        if problem is None:
+            server.startup_s = time.perf_counter() - server.started_at
+            return
+        time.sleep(0.05)
+    if server.error is None:
+        server.error = f"no valid response within {timeout:.0f}s ({problem}); log tail: {_tail(server.log)}"
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    with suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def launch(name: str, cmd: list[str], env: dict[str, str], work: Path, url: str, cwd: Path | None = None) -> Server:
+    """Start one server subprocess, logging to ``work/<name>.log``."""
+    log = work / f"{name}.log"
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd or work)
+    return Server(name, proc, url, log, started)
+
+
+def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framework: str = "starlette") -> Server:
+    """(b) The floor over the ONNX export: bare Starlette (``floor``) or FastAPI (``floor-fastapi``)."""
+    port = free_port()
+    cmd = [PY, str(HERE / "floor_server.py"), "--model", str(repo / f"{model.name}-onnx/1/model.onnx")]
+    cmd += ["--framework", framework, "--port", str(port), "--threads", str(cfg.threads)]
+    url = f"http://127.0.0.1:{port}"
+    name = "floor" if framework == "starlette" else f"floor-{framework}"
+    return launch(name, pinned(cmd, cfg.server_cpu), base_env(cfg), work, url)
+
+
+@contextmanager
+def modelport_server(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0, wrapper: tuple[str, ...] = ()
+) -> Iterator[Server]:
+    """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
+
+    Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
+    ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
+    the (pinned) server runs under, e.g. py-spy's. Stopped by the launcher (SIGTERM, a graceful drain)."""
+    served = work / "modelport-repo"
+    served.mkdir(exist_ok=True)
+    if not (served / f"{model.name}-onnx").exists():
+        shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
+    name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
+    flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
+    # this checkout's modelport, whatever the venv has installed
+    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    options = LaunchOptions(
+        http_port=free_port() if workers else 0,
+        grpc_port=-1 if workers else 0,
+        env=env,
+        log=work / f"{name}.log",
+        timeout_s=cfg.startup_timeout,
+        command_prefix=() if workers else (*wrapper, *pinned([], cfg.server_cpu)),
+    )
+    if workers:
+        flags += ["--workers", str(workers)]
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        try:
+            up = stack.enter_context(launched(served, *flags, options=options))
+        except ModelportError as exc:
+            yield Server(name, None, "", work / f"{name}.log", started, error=str(exc))
+            return
+        yield Server(name, up.process, up.url, work / f"{name}.log", started, grpc=up.grpc)
+
+
+def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
+    """(e) TorchServe in the foreground with its own TMPDIR/TEMP, logs, model store and config."""
+    home = work / "torchserve"
+    tmp, store, logs = home / "tmp", home / "store", home / "logs"
+    for folder in (tmp, store, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    archive(model, repo, store)
+    ports = [free_port() for _ in range(3)]
+    models = {
+        model.name: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": model.name,
+                "minWorkers": 1,
+                "maxWorkers": 1,
+                "batchSize": cfg.ts_batch_size,
+                "maxBatchDelay": cfg.ts_max_batch_delay_ms,
+                "responseTimeout": 120,
+            }
+        }
+    }
+    properties = {
+        "inference_address": f"http://127.0.0.1:{ports[0]}",
+        "management_address": f"http://127.0.0.1:{ports[1]}",
+        "metrics_address": f"http://127.0.0.1:{ports[2]}",
+        "model_store": str(store),
+        "load_models": model.name,
+        "models": json.dumps(models),
+        "default_workers_per_model": "1",
+        "disable_token_authorization": "true",
+        "disable_system_metrics": "true",
+        "install_py_dep_per_model": "false",
+        "max_request_size": str(64 * 1024 * 1024),
+        "max_response_size": str(64 * 1024 * 1024),
+    }
+    config = home / "config.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    env = base_env(cfg)
+    env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
+    cmd = [str(Path(PY).parent / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth"]
+    cmd += ["--ts-config", str(config), "--model-store", str(store)]
+    url = f"http://127.0.0.1:{ports[0]}"
+    return launch("torchserve", pinned(cmd, cfg.server_cpu), env, work, url, cwd=home)
+
+
+def archive(model: BenchModel, repo: Path, store: Path) -> None:
+    """``torch-model-archiver`` (no-archive layout) of the TorchScript export with our handler."""
+    cmd = [str(Path(PY).parent / "torch-model-archiver"), "--model-name", model.name, "--version", "1.0"]
+    cmd += ["--serialized-file", str(repo / f"{model.name}-torchscript/1/model.pt")]
+    cmd += ["--handler", str(HERE / "torchserve_handler.py"), "--export-path", str(store)]
+    cmd += ["--archive-format", "no-archive", "--force"]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def torchserve_missing() -> str | None:
+    """Why TorchServe cannot run here, or None."""
+    if shutil.which("java") is None:
+        return "java is not installed"
+    for tool in ("torchserve", "torch-model-archiver"):
+        if not (Path(PY).parent / tool).exists():
+            return f"{tool} is not installed in the virtualenv"
+    return None
+
+
+@contextmanager
+def spawned(server: Server) -> Iterator[Server]:
+    """``server`` until the block ends, then :func:`stop`."""
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+# the request a server's startup is timed to (the first valid answer)
+STARTUP_SYSTEM = {
+    "floor": "floor",
+    "floor-fastapi": "floor-fastapi",
+    "modelport": "v2-json",
+    "torchserve": "torchserve",
+}
+
+
+@contextmanager
+def servers(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
+) -> Iterator[dict[str, Server]]:
+    """Start the servers one at a time (each startup timed alone); peak RSS, then stop them all on exit."""
+    starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
+        "floor": lambda: spawned(start_floor(cfg, model, repo, work)),
+        "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
+        "modelport": lambda: modelport_server(cfg, model, repo, work),
+        "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
+    }
+    wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
+    started: dict[str, Server] = {}
+    with ExitStack() as stack:
+        try:
+            for name in (name for name in starters if name in wanted):
+                server = started[name] = stack.enter_context(starters[name]())
+                wait_valid(server, payloads[STARTUP_SYSTEM[name]], cfg.startup_timeout)
+                print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
+            yield started
+        finally:
+            for server in started.values():
+                if server.proc is not None and server.proc.poll() is None:
+                    server.peak_rss_mb = peak_rss_mb(server.proc.pid)

@@ -1,0 +1,187 @@
+"""The serving benchmark's report: ratios, the printed tables and the project's targets."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from serving_config import LABELS
+
+_MEDIAN = ("rps", "p50_ms", "p99_ms")
+_SUMMED = ("requests", "seconds", "non_2xx", "socket_errors")
+
+
+def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its interleaved rounds: the median req/s, p50 and p99 of the rounds that ran, counts
+    summed, every round kept under ``rounds``. A round that could not run makes the cell's ``error``
+    (and ``errors`` -1); the medians are then over the other rounds."""
+    ran = [run for run in runs if not run.get("error")]
+    cell: dict[str, Any] = {"system": runs[0]["system"], "concurrency": runs[0]["concurrency"]}
+    for key in _MEDIAN:
+        cell[key] = float(statistics.median(run[key] for run in ran)) if ran else (0.0 if key == "rps" else None)
+    cell.update({key: sum(run[key] for run in ran) for key in _SUMMED if ran})
+    cell["errors"] = sum(run["errors"] for run in ran) if len(ran) == len(runs) else -1
+    if ran:
+        cell["loadgen"] = ran[0]["loadgen"]
+    failed = [f"round {i}: {run['error']}" for i, run in enumerate(runs, 1) if run.get("error")]
+    if failed:
+        cell["error"] = "; ".join(failed)
+    cell["rounds"] = [{k: v for k, v in run.items() if k not in ("system", "concurrency")} for run in runs]
+    return cell
+
+
+def median_raw(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """(a) from its rounds: per batch size, the median items/s, p50 and p99; calls and seconds summed."""
+    merged: dict[str, Any] = {}
+    for batch in runs[0]:
+        each = [run[batch] for run in runs]
+        merged[batch] = {
+            key: float(statistics.median(r[key] for r in each)) for key in ("items_per_s", "p50_ms", "p99_ms")
+        }
+        merged[batch].update(calls=sum(r["calls"] for r in each), seconds=sum(r["seconds"] for r in each))
+        merged[batch]["rounds"] = each
+    return merged
+
+
+def add_ratios(result: dict[str, Any]) -> None:
+    """Each cell's items/s as a ratio to (a) batch-32 (and batch-1) and to (b) at the same concurrency."""
+    raw = result["raw"]
+    floor = {c["concurrency"]: c["rps"] for c in result["cells"] if c["system"] == "floor" and c["rps"] > 0}
+    for cell in result["cells"]:
+        items = cell["rps"]  # one item per request
+        cell["items_per_s"] = items
+        cell["ratio_to_raw_b32"] = items / raw["32"]["items_per_s"] if "32" in raw else None
+        cell["ratio_to_raw_b1"] = items / raw["1"]["items_per_s"] if "1" in raw else None
+        cell["ratio_to_floor"] = items / floor[cell["concurrency"]] if cell["concurrency"] in floor else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or a dash as wide (missing or NaN)."""
+    missing = value is None or value != value
+    return format("-", ">" + spec.split(".")[0]) if missing else format(value, spec)
+
+
+def table(results: dict[str, Any]) -> str:
+    """The printed table: one row per (model, concurrency, system), with (a) rows first (medians over rounds)."""
+    head = f"{'model':9s} {'conc':>4s} {'system':15s} {'req/s':>9s} {'items/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s}"
+    lines = [head, "-" * len(head)]
+    for name, result in results.items():
+        b32 = result["raw"].get("32", {}).get("items_per_s")
+        for batch, raw in result["raw"].items():
+            lines.append(
+                f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['items_per_s'] / int(batch):9.1f}"
+                f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
+                f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s}"
+            )
+        for cell in result["cells"]:
+            lines.append(
+                f"{name:9s} {cell['concurrency']:4d} {LABELS[cell['system']]:15s} {_fmt(cell['rps'], '9.1f')}"
+                f" {_fmt(cell.get('items_per_s'), '9.1f')} {_fmt(cell.get('p50_ms'), '8.2f')}"
+                f" {_fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
+                f" {_fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {_fmt(cell.get('ratio_to_floor'), '6.2f')}"
+                + (f"  ! {cell['error']}" if cell.get("error") else "")
+            )
+    return "\n".join(lines)
+
+
+def server_table(results: dict[str, Any]) -> str:
+    """Startup (process start -> first valid response) and peak RSS per server."""
+    lines = [f"{'model':9s} {'server':13s} {'startup s':>9s} {'peak RSS MiB':>12s}"]
+    for name, result in results.items():
+        for server, info in result["servers"].items():
+            lines.append(
+                f"{name:9s} {server:13s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
+                + (f"  ! {info['error']}" if info.get("error") else "")
+            )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``system``'s metric over ``baseline``'s at one concurrency: at least (items/s) or at most (p99) ``threshold``."""
+
+    model: str
+    concurrency: int
+    system: str
+    baseline: str  # a system, or raw-b32: (a) at batch 32, items/s
+    threshold: float
+    metric: str = "items_per_s"  # or p99_ms: lower is better, so the ratio must stay <= threshold
+
+    @property
+    def comparison(self) -> str:
+        return "<=" if self.metric == "p99_ms" else ">="
+
+
+# issue 14's targets (every request carries one item, so a cell's items/s is its req/s)
+TARGETS = (
+    Target("mlp", 32, "v2-json", "floor", 1.5),
+    Target("mlp", 32, "v2-binary", "floor", 1.8),
+    Target("mlp", 32, "v2-json", "floor", 1.0, metric="p99_ms"),
+    Target("mlp", 1, "v2-json", "floor", 1.0),
+    Target("resnet18", 32, "v2-json", "raw-b32", 0.9),
+    Target("resnet18", 32, "v2-binary", "raw-b32", 0.95),
+)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The project's tracked targets, evaluated where this run measured both sides."""
+    out = []
+    for t in TARGETS:
+        entry: dict[str, Any] = {"model": t.model, "concurrency": t.concurrency, "system": t.system}
+        entry.update(baseline=t.baseline, metric=t.metric, comparison=t.comparison, threshold=t.threshold)
+        entry.update(ratio=None, passed=None)
+        result = results.get(t.model)
+        if result is not None:
+            entry["ratio"] = _ratio(result, t)
+        if entry["ratio"] is not None:
+            entry["passed"] = entry["ratio"] <= t.threshold if t.comparison == "<=" else entry["ratio"] >= t.threshold
+        out.append(entry)
+    return out
+
+
+def _ratio(result: dict[str, Any], target: Target) -> float | None:
+    cells = {c["system"]: c for c in result["cells"] if c["concurrency"] == target.concurrency and not c.get("error")}
+    metric = "rps" if target.metric == "items_per_s" else target.metric
+    if target.baseline == "raw-b32":
+        base = result["raw"].get("32", {}).get(target.metric)
+    else:
+        base = cells.get(target.baseline, {}).get(metric)
+    value = cells.get(target.system, {}).get(metric)
+    if value is None or not base or value != value or base != base:
+        return None
+    return float(value / base)
+
+
+def target_lines(entries: list[dict[str, Any]]) -> str:
+    """PASS/FAIL/SKIP lines."""
+    lines = []
+    for t in entries:
+        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[t["passed"]]
+        measured = "not measured" if t["ratio"] is None else f"{t['ratio']:.3f}x"
+        base = "(a) batch-32" if t["baseline"] == "raw-b32" else LABELS[t["baseline"]]
+        what = "p99" if t["metric"] == "p99_ms" else "items/s"
+        lines.append(
+            f"{verdict}  {t['model']} c={t['concurrency']}: {LABELS[t['system']]} {what} {t['comparison']}"
+            f" {t['threshold']}x {base}: {measured}"
+        )
+    return "\n".join(lines)
+
+
+def profile_lines(results: dict[str, Any]) -> str:
+    """Where the py-spy profiles went and how they were recorded ("" without --profile)."""
+    lines = []
+    for name, result in results.items():
+        profile = result.get("profile")
+        if profile is None:
+            continue
+        if profile.get("error"):
+            lines.append(f"{name}: no profile: {profile['error']}")
+            continue
+        how = "py-spy attached to the running server (--pid)"
+        if profile["method"] == "launch":
+            how = f"server started under py-spy record (not attached: {profile['why_not_attach']})"
+        lines.append(f"{name} profiles, {how}:")
+        lines += [f"  {f['file']}" + (f"  ! {f['error']}" if f.get("error") else "") for f in profile["files"]]
+    return "\n".join(lines)
