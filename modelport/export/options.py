@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, SpecError
 from modelport.manifest import TensorSpec
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ExportOptions",
     "Variant",
     "parse_formats",
+    "parse_input_specs",
     "parse_quantizations",
 ]
 
@@ -79,6 +80,8 @@ class ExportOptions:
             object.__setattr__(self, "formats", parse_formats(self.formats))
         if isinstance(self.quantize, str):
             object.__setattr__(self, "quantize", parse_quantizations(self.quantize))
+        object.__setattr__(self, "inputs", parse_input_specs(self.inputs))
+        object.__setattr__(self, "output_names", _names(self.output_names))
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise InvalidArgumentError(f"model name {self.name!r} is not a valid repository name")
         if self.version is not None and self.version < 1:
@@ -106,4 +109,33 @@ def parse_quantizations(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in QUANTIZATIONS]
     if unknown:
         raise InvalidArgumentError(f"unknown quantization {unknown[0]!r}; expected any of: {', '.join(QUANTIZATIONS)}")
+    return names
+
+
+def parse_input_specs(value: Any) -> tuple[TensorSpec, ...]:
+    """Input specs given as ``TensorSpec`` objects or the CLI's spec strings (``image:float32:-1x1x8x8``)."""
+    items = (value,) if isinstance(value, str | TensorSpec) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (value,)
+    specs = []
+    for item in items:
+        if isinstance(item, TensorSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            specs.append(TensorSpec.parse(item))
+        else:
+            raise SpecError(
+                f"inputs takes spec strings like 'image:float32:-1x1x8x8' or modelport.TensorSpec objects, "
+                f"got {type(item).__module__}.{type(item).__qualname__}: {item!r}"
+            )
+    return tuple(specs)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Output names as a tuple or a comma list."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidArgumentError(f"output_names takes names (strings), got {list(names)!r}")
     return names
