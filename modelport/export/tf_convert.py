@@ -8,12 +8,21 @@ from typing import Any
 
 from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
+from modelport.export.source import SourceModel
+from modelport.export.tf_source import recorded_inputs
 from modelport.export.tflite_recipe import TFLiteRecipe, convert, convert_isolated
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
 
-__all__ = ["savedmodel_native_names", "tflite_artifact", "to_onnx", "to_savedmodel", "to_tflite"]
+__all__ = [
+    "keras_input_signature",
+    "savedmodel_native_names",
+    "tflite_artifact",
+    "to_onnx",
+    "to_savedmodel",
+    "to_tflite",
+]
 
 
 def to_savedmodel(ctx: ConvertContext, _: str) -> Artifact:
@@ -27,7 +36,8 @@ def to_savedmodel(ctx: ConvertContext, _: str) -> Artifact:
     if source.kind == "savedmodel":
         shutil.copytree(source.location, path)
     elif isinstance(source.model, keras.Model):
-        source.model.export(str(path), format="tf_saved_model", verbose=False)
+        signature = keras_input_signature(source)
+        source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
     else:
         signature = getattr(source, "signature", None)
         tf.saved_model.save(source.model, str(path), signatures={SERVING_SIGNATURE: signature})
@@ -81,16 +91,31 @@ def _convert_tflite(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
 
 def _static_batch_savedmodel(ctx: ConvertContext, batch: int) -> Path:
     """The Keras source re-exported with its batch dim fixed to ``batch`` (once per export)."""
-    tf = import_framework("tensorflow", "tf")
-    from keras.src.export.export_utils import get_input_signature
-
     path = ctx.workdir / f"savedmodel-batch{batch}"
     if not path.exists():
-        signature = tf.nest.map_structure(
-            lambda s: tf.TensorSpec((batch, *s.shape[1:]), s.dtype, name=s.name), get_input_signature(ctx.source.model)
-        )
+        signature = keras_input_signature(ctx.source, batch=batch)
         ctx.source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
     return path
+
+
+def keras_input_signature(source: SourceModel, batch: int | None = None) -> Any:
+    """The signature a Keras model is exported with, its batch dim optionally fixed.
+
+    Functional and Sequential models keep their own input structure (Keras' own signature);
+    a subclassed model records none, so its signature comes from the source's input specs,
+    shaped like its calls: one tensor, or a list of them.
+    """
+    tf = import_framework("tensorflow", "tf")
+    if recorded_inputs(source.model):
+        from keras.src.export.export_utils import get_input_signature
+
+        structure = get_input_signature(source.model)
+    else:
+        specs = [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name) for s in source.inputs]
+        structure = [specs[0]] if len(specs) == 1 else [specs]
+    return tf.nest.map_structure(
+        lambda s: tf.TensorSpec((batch, *s.shape[1:]) if batch else s.shape, s.dtype, name=s.name), structure
+    )
 
 
 def _with_batch(spec: TensorSpec, batch: int) -> TensorSpec:
