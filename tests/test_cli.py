@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from modelport.cli import main
+from tests.export.user_cli import run_modelport
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -116,3 +117,14 @@ def test_inspect_reports_a_broken_manifest(capsys, tmp_path):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "modelport.cli", "export", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
+
+
+def test_python_file_without_factory_names_the_factory(tmp_path):
+    (tmp_path / "net.py").write_text("import torch\n\n\ndef make_model():\n    return torch.nn.Linear(4, 2)\n")
+    done = run_modelport("export", "net.py", "--repository", "repo", "--name", "net", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "modelport export: error: SOURCE 'net.py' looks like a Python file: name the factory that returns the model, "
+        "net.py:make_model (it defines: make_model)"
+    )
+    assert "checkpoint" not in done.stderr and "Traceback" not in done.stderr

@@ -6,15 +6,16 @@ The factory imports its own framework and returns a ``torch.nn.Module`` or a Ker
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import SourceError, summarize
+from modelport.errors import InvalidArgumentError, SourceError, summarize
 
-__all__ = ["call_factory", "is_factory"]
+__all__ = ["call_factory", "is_factory", "python_file_error"]
 
 
 def is_factory(text: str) -> bool:
@@ -30,6 +31,16 @@ def call_factory(target: str) -> Any:
         return factory()
     except Exception as exc:
         raise SourceError(f"factory {target} raised: {summarize(exc)}") from exc
+
+
+def python_file_error(path: Path) -> InvalidArgumentError:
+    """The error for a ``.py`` SOURCE without ``:factory``, naming the functions the file defines."""
+    names = _top_level_functions(path)
+    defines = f" (it defines: {', '.join(names)})" if names else ""
+    return InvalidArgumentError(
+        f"SOURCE {str(path)!r} looks like a Python file: name the factory that returns the model, "
+        f"{path}:{names[0] if names else 'make_model'}{defines}"
+    )
 
 
 def _is_dotted(module: str) -> bool:
@@ -61,3 +72,12 @@ def _import_module(name: str) -> Any:
     if "" not in sys.path:  # `python -m` semantics: modules in the working directory are importable
         sys.path.insert(0, "")
     return importlib.import_module(name)
+
+
+def _top_level_functions(path: Path) -> list[str]:
+    """Public top-level functions of a Python file, read without running it."""
+    try:
+        tree = ast.parse(path.read_text(errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]

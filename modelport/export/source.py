@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, SpecError
-from modelport.export.factory import call_factory, is_factory
+from modelport.export.factory import call_factory, is_factory, python_file_error
 from modelport.export.options import ExportOptions
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
@@ -54,6 +54,8 @@ def load_source(options: ExportOptions) -> SourceModel:
 
         return load_tf_path(path, options)
     if path.is_file():
+        if path.suffix == ".py":
+            raise python_file_error(path)
         if path.suffix == ".onnx":
             from modelport.export.onnx_source import load_onnx_file
 
