@@ -80,6 +80,14 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--min-agreement", type=float, default=0.99, help="top-1 agreement gate for fp16/int8 (default 0.99)"
     )
     p.add_argument("--allow-mismatch", action="store_true", help="publish artifacts that fail their gate (recorded)")
+    p.add_argument(
+        "--tflite-shape",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE",
+        help="static shape of an input in the TFLite variants, repeatable, e.g. ids:1x128 (PyTorch sources "
+        "otherwise convert at the first --batch-sizes value with other dynamic dims at 8)",
+    )
     p.add_argument("--legacy-onnx", action="store_true", help="TorchScript-based torch.onnx exporter instead of dynamo")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
@@ -189,7 +197,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def _run_export(args: argparse.Namespace) -> int:
     from modelport.export import ExportOptions, export
-    from modelport.export.options import parse_formats, parse_quantizations
+    from modelport.export.options import parse_formats, parse_quantizations, parse_tflite_shapes
     from modelport.export.report import render_table
     from modelport.manifest import TensorSpec
 
@@ -216,6 +224,7 @@ def _run_export(args: argparse.Namespace) -> int:
         name_template=args.name_template,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
+        tflite_shapes=parse_tflite_shapes(args.tflite_shape),
     )
     report = export(options)
     print(render_table(report))

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
-from modelport.export.artifact import ConvertContext, convert_variant, quiet_output, supported_formats
+from modelport.export.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.export.publish import Staged, check_free, model_name, next_version, publish, stage
 from modelport.export.report import ExportReport, ReportRow
 from modelport.export.source import SourceModel, load_source
+from modelport.export.tflite_shapes import check_tflite_shapes
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
 from modelport.parity import accuracy, compare, default_gate, is_classifier
@@ -45,6 +46,7 @@ def export(options: ExportOptions) -> ExportReport:
     """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
     source = load_source(options)
     variants = plan_variants(options, source.framework)
+    check_tflite_shapes(source.inputs, options.tflite_shapes, {v.format for v in variants})
     version = options.version or next_version(options, variants)
     check_free(options, variants, version)
     reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
@@ -97,7 +99,7 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
     model = model_name(ctx.options, variant)
     try:
         artifact = convert_variant(ctx, variant)
-        cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)]
+        cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)] or [_case_for(ctx, artifact)]
         staged = stage(ctx, variant, artifact, model, version, reference.outputs, cases)
         parity = _validate(staged, variant, ctx.options, reference, cases)
         row_path = publish(staged, parity, ctx.options)
@@ -130,7 +132,16 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         seconds=time.perf_counter() - started,
         path=str(row_path),
         message=message,
+        notes=artifact.notes,
     )
+
+
+def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
+    """A golden case shaped for an artifact none of the common cases fit (a static shape the user chose)."""
+    options = ctx.options
+    rng = np.random.default_rng(options.seed)
+    inputs = random_inputs(artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng)
+    return GoldenCase(inputs, ctx.source.predict(inputs))
 
 
 def _miss(output: Any, parity: ParityRecord) -> str:
