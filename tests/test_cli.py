@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from modelport.cli import main
+from tests.export import keras_kinds
 from tests.export.user_cli import run_modelport
 
 
@@ -128,3 +130,35 @@ def test_python_file_without_factory_names_the_factory(tmp_path):
         "net.py:make_model (it defines: make_model)"
     )
     assert "checkpoint" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_rejected_variant_says_where_it_is_and_how_to_publish_it(tmp_path):
+    keras_kinds.tied_logits().save(tmp_path / "tied.keras")
+    args = ["export", "tied.keras", "--format", "tflite", "--quantize", "full-int8", "--repository", "repo"]
+    done = run_modelport(*args, "--name", "tied", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("tflite-full-int8: ")]
+    assert re.fullmatch(
+        r"tflite-full-int8: output 'logits' top-1 agreement \d+\.\d% < 99\.0%; "
+        r"kept in repo/\.rejected/tied-tflite-full-int8/1, not served; "
+        r"to publish it, export again with --min-agreement 0\.\d\d \(it reached \d+\.\d%\) or --allow-mismatch",
+        line,
+    ), line
+
+    for target in ("repo", "repo/tied"):  # the repository, and the family name bundle and compare take
+        done = run_modelport("inspect", target, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        table = done.stdout.split("\n\n")[0].splitlines()[2:]
+        rows = {ln.split()[0]: ln for ln in table}
+        assert set(rows) == {"tied-tflite", "tied-tflite-full-int8"}, done.stdout
+        assert " pass " in rows["tied-tflite"] and "REJECTED FAIL" in rows["tied-tflite-full-int8"]
+        assert "tied-tflite-full-int8/1 rejected: output 'logits' top-1 agreement" in done.stdout
+        assert "kept in repo/.rejected/tied-tflite-full-int8/1, not served" in done.stdout
+
+
+def test_inspect_unknown_family(capsys, tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    code, _, err = _run(capsys, "inspect", str(tmp_path / "digits"))
+    assert code == 1 and "holds no model or family named 'digits'" in err

@@ -15,6 +15,7 @@ from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedEr
 from modelport.export.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.export.publish import Staged, check_free, model_name, next_version, publish, stage
+from modelport.export.rejection import failing_outputs, publish_hint
 from modelport.export.report import ExportReport, ReportRow
 from modelport.export.source import SourceModel, load_source
 from modelport.export.tflite_shapes import check_tflite_shapes
@@ -117,8 +118,9 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
             message=f"unexpected failure: {summarize(exc)}",
         )
     status = "pass" if parity.passed else ("allowed" if ctx.options.allow_mismatch else "FAIL")
-    failing = [o for o in parity.outputs if not o.passed]
-    message = "; ".join(f"output {o.name!r} {o.detail or _miss(o, parity)}" for o in failing)
+    message = failing_outputs(parity)
+    if status == "FAIL":
+        message += f"; {publish_hint(parity, row_path)}"
     agreement = [o.top1_agreement for o in parity.outputs if o.top1_agreement is not None]
     return ReportRow(
         variant.name,
@@ -142,15 +144,6 @@ def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
     rng = np.random.default_rng(options.seed)
     inputs = random_inputs(artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng)
     return GoldenCase(inputs, ctx.source.predict(inputs))
-
-
-def _miss(output: Any, parity: ParityRecord) -> str:
-    if parity.gate == "agreement" and output.top1_agreement is not None:
-        return f"top-1 agreement {100 * output.top1_agreement:.1f}% < {100 * (parity.min_agreement or 0):.1f}%"
-    return (
-        f"max abs error {output.max_abs_error:.3g} (rel {output.max_rel_error:.3g}) "
-        f"exceeds atol={parity.atol:g} rtol={parity.rtol:g}"
-    )
 
 
 def _validate(

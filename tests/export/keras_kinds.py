@@ -81,3 +81,22 @@ def make_model():
     keras.utils.set_random_seed(0)
     return Classifier()
 """
+
+
+def tied_logits() -> Any:
+    """A classifier whose logits differ by ~1e-3 on a common 100: full int8 rounds them to a tie.
+
+    TFLite's int8 range always holds 0, so the output scale is ~100/255 and the three logits
+    quantize to one value; top-1 agreement with the source falls to about a third.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((FEATURES,), name="x")
+    dense = keras.layers.Dense(
+        CLASSES,
+        name="logits",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        bias_initializer=keras.initializers.Constant(100.0),
+    )
+    return keras.Model(x, dense(x))
