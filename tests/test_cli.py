@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from modelport.cli import main
 from tests.export import keras_kinds
-from tests.export.user_cli import run_modelport
+from tests.export.user_cli import FRAMEWORK_LOG_VARIABLES, ROOT, run_modelport
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -162,3 +163,72 @@ def test_inspect_unknown_family(capsys, tmp_path):
     (tmp_path / "m" / "1").mkdir(parents=True)
     code, _, err = _run(capsys, "inspect", str(tmp_path / "digits"))
     assert code == 1 and "holds no model or family named 'digits'" in err
+
+
+_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|oneDNN|XNNPACK|cpu_feature_guard|os\.fork\(\)", re.M)
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_quiet_export_keeps_framework_noise_off_stderr(tmp_path):
+    keras_kinds.functional().save(tmp_path / "model.keras")
+    args = ["export", "model.keras", "--format", "savedmodel,tflite", "--repository", "repo", "--name", "k"]
+    done = run_modelport(*args, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not _NOISE.search(done.stderr), done.stderr
+    assert done.stderr == ""
+    done = run_modelport("-v", *args, "--version", "2", cwd=tmp_path)  # -v shows everything, LiteRT's C++ lines too
+    assert done.returncode == 0, done.stderr
+    assert "XNNPACK" in done.stderr
+
+
+_SHOW_ENV = """\
+import os, subprocess, sys
+from modelport.cli import main
+main(sys.argv[1:])
+child = "import os; print([os.environ.get(k) for k in ('TF_CPP_MIN_LOG_LEVEL', 'GRPC_VERBOSITY')])"
+subprocess.run([sys.executable, "-c", child], check=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "seen"),
+    [
+        (["inspect", "."], {}, "['3', 'ERROR']"),
+        (["inspect", "."], {"TF_CPP_MIN_LOG_LEVEL": "1"}, "['1', 'ERROR']"),  # the user's own setting wins
+        (["-v", "inspect", "."], {}, "[None, None]"),
+    ],
+)
+def test_framework_log_settings_are_set_early_and_inherited(tmp_path, argv, env, seen):
+    clean = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", _SHOW_ENV, *argv],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == seen
+
+
+@pytest.mark.torch  # JAX comes with litert-torch
+def test_jax_fork_warning_is_silenced(tmp_path):
+    script = (
+        "import subprocess, sys\nimport jax\njax.devices()\nfrom modelport.cli import main\n"
+        "main(['inspect', '.'])\nsubprocess.run([sys.executable, '-c', 'pass'], preexec_fn=lambda: None, check=True)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "os.fork() was called" not in done.stderr

@@ -45,12 +45,14 @@ class _Reference:
 
 def export(options: ExportOptions) -> ExportReport:
     """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
-    source = load_source(options)
+    with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
+        source = load_source(options)
     variants = plan_variants(options, source.framework)
     check_tflite_shapes(source.inputs, options.tflite_shapes, {v.format for v in variants})
     version = options.version or next_version(options, variants)
     check_free(options, variants, version)
-    reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
+    with quiet_output(enabled=options.quiet_converters):
+        reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
     report = ExportReport(options.name, source.location, source.framework, str(options.repository))
     if reference.labels is not None and reference.eval_expected is not None:
         report.source_accuracy = accuracy(_first_classifier(reference), reference.labels)
@@ -149,17 +151,18 @@ def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
 def _validate(
     staged: Staged, variant: Variant, options: ExportOptions, ref: _Reference, cases: list[GoldenCase]
 ) -> ParityRecord:
+    # runtimes log from C++ on first use too (LiteRT: "Created TensorFlow Lite XNNPACK delegate", no setting)
     with quiet_output(enabled=options.quiet_converters):
         runtime = open_runtime(staged.directory, staged.manifest)
-    try:
-        expected = [c.outputs for c in cases]
-        actual = [runtime.predict(c.inputs) for c in cases]
-        eval_actual: Arrays | None = None
-        if ref.eval_inputs is not None and ref.eval_expected is not None:
-            eval_actual = _run_chunked(runtime.predict, ref.eval_inputs, staged.manifest.inputs)
-            expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
-    finally:
-        runtime.unload()
+        try:
+            expected = [c.outputs for c in cases]
+            actual = [runtime.predict(c.inputs) for c in cases]
+            eval_actual: Arrays | None = None
+            if ref.eval_inputs is not None and ref.eval_expected is not None:
+                eval_actual = _run_chunked(runtime.predict, ref.eval_inputs, staged.manifest.inputs)
+                expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
+        finally:
+            runtime.unload()
     record = compare(
         ref.outputs,
         expected,

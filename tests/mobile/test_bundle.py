@@ -122,3 +122,4 @@ def test_bundle_of_a_rejected_variant_says_it_was_rejected(tmp_path):
     assert "--quantize full-int8" not in error  # not the very export that was just rejected
     done = run_modelport("bundle", "repo/tied", "--out", "b", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr  # the published float32 variant still bundles
+    assert done.stderr == ""  # --quiet: not even LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
