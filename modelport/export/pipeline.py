@@ -48,7 +48,7 @@ def export(options: ExportOptions) -> ExportReport:
     with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
         source = load_source(options)
     variants = plan_variants(options, source.framework)
-    check_tflite_shapes(source.inputs, options.tflite_shapes, {v.format for v in variants})
+    check_tflite_shapes(source, options.tflite_shapes, {v.format for v in variants})
     version = options.version or next_version(options, variants)
     check_free(options, variants, version)
     with quiet_output(enabled=options.quiet_converters):

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import ConversionError, UnsupportedError
+from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
 from modelport.export.source import SourceModel
 from modelport.export.tf_source import recorded_inputs
 from modelport.export.tflite_recipe import TFLiteRecipe, convert, convert_isolated
-from modelport.export.tflite_shapes import FLAG, chosen_shapes, pinned_notes
+from modelport.export.tflite_shapes import chosen_shapes, pinned_notes
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
@@ -99,11 +99,6 @@ def _convert_tflite(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
 
 def _static_savedmodel(ctx: ConvertContext, batch: int | None) -> Path:
     """The Keras source re-exported with the chosen input shapes and/or a fixed batch (once per export)."""
-    if ctx.source.kind != "keras":
-        raise UnsupportedError(
-            f"{FLAG} and static-batch TFLite need a Keras (or PyTorch) source; "
-            f"a {ctx.source.kind} source's TFLite shapes are those of its own signature"
-        )
     path = ctx.workdir / ("savedmodel-static" + (f"-batch{batch}" if batch else ""))
     if not path.exists():
         signature = keras_input_signature(ctx.source, ctx.options.tflite_shapes, batch)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from modelport.errors import InvalidArgumentError, SpecError
+from modelport.errors import InvalidArgumentError, SpecError, UnsupportedError
+from modelport.export.source import SourceModel
 from modelport.golden import concrete_shape
 from modelport.manifest import TensorSpec
 from modelport.tensors import Shape, format_shape, shape_matches
@@ -20,11 +21,18 @@ __all__ = ["FLAG", "check_tflite_shapes", "chosen_shapes", "filled_shapes", "pin
 FLAG = "--tflite-shape"
 
 
-def check_tflite_shapes(specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape], formats: set[str]) -> None:
+def check_tflite_shapes(source: SourceModel, chosen: Mapping[str, Shape], formats: set[str]) -> None:
     """Refuse, before any conversion, chosen shapes that no tflite variant uses or that do not fit the model."""
-    if chosen and "tflite" not in formats:
+    if not chosen:
+        return
+    if "tflite" not in formats:
         raise InvalidArgumentError(f"{FLAG} applies to the tflite format, which is not in --format")
-    chosen_shapes(specs, chosen)
+    if source.framework == "tf" and source.kind != "keras":
+        raise UnsupportedError(
+            f"{FLAG} needs a PyTorch or Keras source: a {source.kind} source converts to TFLite "
+            "with the shapes of its own signature"
+        )
+    chosen_shapes(source.inputs, chosen)
 
 
 def chosen_shapes(specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape]) -> tuple[TensorSpec, ...]:

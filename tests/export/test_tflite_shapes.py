@@ -124,3 +124,18 @@ def test_tflite_shapes_option_forms(given, expected):
 def test_tflite_shapes_option_errors(given, message):
     with pytest.raises(SpecError, match=message):
         ExportOptions(source="m.keras", repository=Path("r"), name="m", tflite_shapes=given)
+
+
+@pytest.mark.tf
+def test_chosen_shapes_need_a_keras_or_torch_source(tmp_path):
+    import tensorflow as tf
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": 2.0 * x}
+
+    with pytest.raises(modelport.ModelportError, match="--tflite-shape needs a PyTorch or Keras source: a module"):
+        modelport.export(
+            source=Double(), repository=tmp_path, name="d", formats=("tflite",), tflite_shapes=["x:1x3"], quiet=True
+        )
