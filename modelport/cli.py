@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -80,6 +82,14 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--min-agreement", type=float, default=0.99, help="top-1 agreement gate for fp16/int8 (default 0.99)"
     )
     p.add_argument("--allow-mismatch", action="store_true", help="publish artifacts that fail their gate (recorded)")
+    p.add_argument(
+        "--tflite-shape",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE",
+        help="static shape of an input in the TFLite variants, repeatable, e.g. ids:1x128 (PyTorch sources "
+        "otherwise convert at the first --batch-sizes value with other dynamic dims at 8)",
+    )
     p.add_argument("--legacy-onnx", action="store_true", help="TorchScript-based torch.onnx exporter instead of dynamo")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
@@ -189,7 +199,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def _run_export(args: argparse.Namespace) -> int:
     from modelport.export import ExportOptions, export
-    from modelport.export.options import parse_formats, parse_quantizations
+    from modelport.export.options import parse_formats, parse_quantizations, parse_tflite_shapes
     from modelport.export.report import render_table
     from modelport.manifest import TensorSpec
 
@@ -216,6 +226,7 @@ def _run_export(args: argparse.Namespace) -> int:
         name_template=args.name_template,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
+        tflite_shapes=parse_tflite_shapes(args.tflite_shape),
     )
     report = export(options)
     print(render_table(report))
@@ -256,9 +267,31 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# The ML frameworks' own log settings, in the environment before any of them is imported (converter
+# subprocesses inherit them). A user's own values win; -v sets none of them.
+_FRAMEWORK_LOG_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow C++: also its ERROR lines, e.g. "failed call to cuInit" without a GPU
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "2",
+}
+_FRAMEWORK_LOGGERS = ("tensorflow", "absl", "jax", "keras", "tf2onnx", "h5py")
+
+
+def _quiet_frameworks() -> None:
+    """Keep the frameworks' INFO/WARNING chatter (and CUDA probing errors on CPU machines) off stderr."""
+    for name, value in _FRAMEWORK_LOG_ENV.items():
+        os.environ.setdefault(name, value)
+    for name in _FRAMEWORK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # JAX (imported by litert-torch) warns at every fork; modelport forks only to exec a tool right away
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; errors print one line and exit 2 (bad or unsupported arguments) or 1 (failures)."""
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_frameworks()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.errors import ModelportError, NotFoundError
+from modelport.export.rejection import REJECTED_DIR, failing_outputs, publish_hint
 from modelport.export.report import format_bytes
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
 
@@ -24,21 +25,54 @@ class VersionEntry:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
 
+    @property
+    def rejected(self) -> bool:
+        """Kept in ``REPO/.rejected/`` after failing its parity gate: never served."""
+        return self.directory.parent.parent.name == REJECTED_DIR
+
 
 def find_versions(path: Path) -> list[VersionEntry]:
-    """Version directories under ``path``: a repository, a model directory, or one version."""
+    """Versions under ``path``: a repository, a model, one version, or a family (``REPO/NAME`` of an export).
+
+    Rejected versions (``REPO/.rejected/``) are listed with the published ones, marked.
+    """
     if not path.exists():
-        raise NotFoundError(f"{path} does not exist")
+        return _family(path)
     if (path / MANIFEST_FILE).exists():
         return [_entry(path)]
-    models = (
-        [path]
-        if _is_model_dir(path)
-        else sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    )
-    entries = [_entry(v) for m in models for v in sorted(_versions(m), key=lambda p: int(p.name))]
+    if _is_model_dir(path):
+        rejected = path.parent / REJECTED_DIR / path.name
+        entries = _model_entries(path) + (_model_entries(rejected) if rejected.is_dir() else [])
+    else:
+        entries = _repository_entries(path)
     if not entries:
         raise NotFoundError(f"{path} holds no model versions (expected <model>/<version>/{MANIFEST_FILE})")
+    return entries
+
+
+def _repository_entries(repository: Path) -> list[VersionEntry]:
+    entries = []
+    for root in (repository, repository / REJECTED_DIR):
+        models = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        entries += [e for m in models for e in _model_entries(m)]
+    return entries
+
+
+def _model_entries(model: Path) -> list[VersionEntry]:
+    return [_entry(v) for v in sorted(_versions(model), key=lambda p: int(p.name))]
+
+
+def _family(path: Path) -> list[VersionEntry]:
+    """``REPO/NAME`` where NAME is an export's family (``--name``): every model of it, rejected ones too."""
+    if not path.parent.is_dir():
+        raise NotFoundError(f"{path} does not exist")
+    entries = [
+        e
+        for e in _repository_entries(path.parent)
+        if e.manifest is not None and path.name in (e.manifest.family, e.manifest.name)
+    ]
+    if not entries:
+        raise NotFoundError(f"{path} does not exist, and {path.parent} holds no model or family named {path.name!r}")
     return entries
 
 
@@ -91,7 +125,7 @@ def render_inspection(entries: list[VersionEntry]) -> str:
                 format_bytes(e.size_bytes),
                 " ".join(s.describe() for s in m.inputs),
                 " ".join(s.describe() for s in m.outputs),
-                _parity(m),
+                ("REJECTED " if e.rejected else "") + _parity(m),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -99,7 +133,20 @@ def render_inspection(entries: list[VersionEntry]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     if len(entries) == 1 and entries[0].manifest is not None:
         lines += _details(entries[0].manifest)
-    return "\n".join(lines)
+    return "\n".join(lines + _rejections(entries))
+
+
+def _rejections(entries: list[VersionEntry]) -> list[str]:
+    """Why each rejected version was rejected, where it is kept, and how to publish it."""
+    lines = []
+    for e in entries:
+        if e.rejected and e.manifest is not None and e.manifest.parity is not None:
+            parity = e.manifest.parity
+            lines.append(
+                f"{e.manifest.name}/{e.manifest.version} rejected: {failing_outputs(parity)}; "
+                f"{publish_hint(parity, e.directory)}"
+            )
+    return ["", *lines] if lines else []
 
 
 def _details(m: ModelManifest) -> list[str]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from modelport.cli import main
+from tests.export import keras_kinds
+from tests.export.user_cli import FRAMEWORK_LOG_VARIABLES, ROOT, run_modelport
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -116,3 +120,115 @@ def test_inspect_reports_a_broken_manifest(capsys, tmp_path):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "modelport.cli", "export", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
+
+
+def test_python_file_without_factory_names_the_factory(tmp_path):
+    (tmp_path / "net.py").write_text("import torch\n\n\ndef make_model():\n    return torch.nn.Linear(4, 2)\n")
+    done = run_modelport("export", "net.py", "--repository", "repo", "--name", "net", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "modelport export: error: SOURCE 'net.py' looks like a Python file: name the factory that returns the model, "
+        "net.py:make_model (it defines: make_model)"
+    )
+    assert "checkpoint" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_rejected_variant_says_where_it_is_and_how_to_publish_it(tmp_path):
+    keras_kinds.tied_logits().save(tmp_path / "tied.keras")
+    args = ["export", "tied.keras", "--format", "tflite", "--quantize", "full-int8", "--repository", "repo"]
+    done = run_modelport(*args, "--name", "tied", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("tflite-full-int8: ")]
+    assert re.fullmatch(
+        r"tflite-full-int8: output 'logits' top-1 agreement \d+\.\d% < 99\.0%; "
+        r"kept in repo/\.rejected/tied-tflite-full-int8/1, not served; "
+        r"to publish it, export again with --min-agreement 0\.\d\d \(it reached \d+\.\d%\) or --allow-mismatch",
+        line,
+    ), line
+
+    for target in ("repo", "repo/tied"):  # the repository, and the family name bundle and compare take
+        done = run_modelport("inspect", target, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        table = done.stdout.split("\n\n")[0].splitlines()[2:]
+        rows = {ln.split()[0]: ln for ln in table}
+        assert set(rows) == {"tied-tflite", "tied-tflite-full-int8"}, done.stdout
+        assert " pass " in rows["tied-tflite"] and "REJECTED FAIL" in rows["tied-tflite-full-int8"]
+        assert "tied-tflite-full-int8/1 rejected: output 'logits' top-1 agreement" in done.stdout
+        assert "kept in repo/.rejected/tied-tflite-full-int8/1, not served" in done.stdout
+
+
+def test_inspect_unknown_family(capsys, tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    code, _, err = _run(capsys, "inspect", str(tmp_path / "digits"))
+    assert code == 1 and "holds no model or family named 'digits'" in err
+
+
+_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|oneDNN|XNNPACK|cpu_feature_guard|os\.fork\(\)", re.M)
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_quiet_export_keeps_framework_noise_off_stderr(tmp_path):
+    keras_kinds.functional().save(tmp_path / "model.keras")
+    args = ["export", "model.keras", "--format", "savedmodel,tflite", "--repository", "repo", "--name", "k"]
+    done = run_modelport(*args, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not _NOISE.search(done.stderr), done.stderr
+    assert done.stderr == ""
+    done = run_modelport("-v", *args, "--version", "2", cwd=tmp_path)  # -v shows everything, LiteRT's C++ lines too
+    assert done.returncode == 0, done.stderr
+    assert "XNNPACK" in done.stderr
+
+
+_SHOW_ENV = """\
+import os, subprocess, sys
+from modelport.cli import main
+main(sys.argv[1:])
+child = "import os; print([os.environ.get(k) for k in ('TF_CPP_MIN_LOG_LEVEL', 'GRPC_VERBOSITY')])"
+subprocess.run([sys.executable, "-c", child], check=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "seen"),
+    [
+        (["inspect", "."], {}, "['3', 'ERROR']"),
+        (["inspect", "."], {"TF_CPP_MIN_LOG_LEVEL": "1"}, "['1', 'ERROR']"),  # the user's own setting wins
+        (["-v", "inspect", "."], {}, "[None, None]"),
+    ],
+)
+def test_framework_log_settings_are_set_early_and_inherited(tmp_path, argv, env, seen):
+    clean = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", _SHOW_ENV, *argv],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == seen
+
+
+@pytest.mark.torch  # JAX comes with litert-torch
+def test_jax_fork_warning_is_silenced(tmp_path):
+    script = (
+        "import subprocess, sys\nimport jax\njax.devices()\nfrom modelport.cli import main\n"
+        "main(['inspect', '.'])\nsubprocess.run([sys.executable, '-c', 'pass'], preexec_fn=lambda: None, check=True)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "os.fork() was called" not in done.stderr

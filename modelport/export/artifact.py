@@ -77,6 +77,7 @@ class Artifact:
     inputs: tuple[TensorSpec, ...]
     native_names: dict[str, str] = field(default_factory=dict)
     platform: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the user should know about this artifact (e.g. a pinned input shape)
 
 
 @dataclass

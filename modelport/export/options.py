@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, SpecError
 from modelport.manifest import TensorSpec
+from modelport.tensors import parse_shape
 
 __all__ = [
     "FORMATS",
@@ -15,7 +18,9 @@ __all__ = [
     "ExportOptions",
     "Variant",
     "parse_formats",
+    "parse_input_specs",
     "parse_quantizations",
+    "parse_tflite_shapes",
 ]
 
 FORMATS = ("onnx", "torchscript", "pt2", "savedmodel", "tflite", "ort")
@@ -67,6 +72,7 @@ class ExportOptions:
     seed: int = 0
     quiet: bool = False
     quiet_converters: bool = True
+    tflite_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +85,9 @@ class ExportOptions:
             object.__setattr__(self, "formats", parse_formats(self.formats))
         if isinstance(self.quantize, str):
             object.__setattr__(self, "quantize", parse_quantizations(self.quantize))
+        object.__setattr__(self, "inputs", parse_input_specs(self.inputs))
+        object.__setattr__(self, "output_names", _names(self.output_names))
+        object.__setattr__(self, "tflite_shapes", parse_tflite_shapes(self.tflite_shapes))
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise InvalidArgumentError(f"model name {self.name!r} is not a valid repository name")
         if self.version is not None and self.version < 1:
@@ -107,3 +116,65 @@ def parse_quantizations(text: str) -> tuple[str, ...]:
     if unknown:
         raise InvalidArgumentError(f"unknown quantization {unknown[0]!r}; expected any of: {', '.join(QUANTIZATIONS)}")
     return names
+
+
+def parse_input_specs(value: Any) -> tuple[TensorSpec, ...]:
+    """Input specs given as ``TensorSpec`` objects or the CLI's spec strings (``image:float32:-1x1x8x8``)."""
+    items = (value,) if isinstance(value, str | TensorSpec) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (value,)
+    specs = []
+    for item in items:
+        if isinstance(item, TensorSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            specs.append(TensorSpec.parse(item))
+        else:
+            raise SpecError(
+                f"inputs takes spec strings like 'image:float32:-1x1x8x8' or modelport.TensorSpec objects, "
+                f"got {type(item).__module__}.{type(item).__qualname__}: {item!r}"
+            )
+    return tuple(specs)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Output names as a tuple or a comma list."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidArgumentError(f"output_names takes names (strings), got {list(names)!r}")
+    return names
+
+
+def parse_tflite_shapes(value: Any) -> dict[str, tuple[int, ...]]:
+    """Chosen static TFLite input shapes: ``["ids:1x128"]`` (the flag's form) or ``{"ids": (1, 128)}``."""
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        pairs = [_split(value)]
+    elif isinstance(value, list | tuple | set):
+        pairs = [_split(v) for v in value]
+    else:
+        raise SpecError(f"tflite_shapes takes ['ids:1x128', ...] or {{'ids': (1, 128)}}, got {value!r}")
+    return {str(name): _static_dims(str(name), shape) for name, shape in pairs}
+
+
+def _split(text: Any) -> tuple[str, str]:
+    name, sep, shape = str(text).partition(":")
+    if not sep or not name or not shape:
+        raise SpecError(f"--tflite-shape takes NAME:SHAPE, e.g. ids:1x128; got {text!r}")
+    return name, shape
+
+
+def _static_dims(name: str, shape: Any) -> tuple[int, ...]:
+    try:
+        dims = parse_shape(shape) if isinstance(shape, str) else tuple(operator.index(d) for d in shape)
+    except TypeError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise SpecError(
+            f"--tflite-shape {name}:{shape if isinstance(shape, str) else repr(shape)}: "
+            "give every dim as a positive integer (a TFLite shape is static), e.g. ids:1x128"
+        )
+    return dims

@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
-from modelport.export.artifact import ConvertContext, convert_variant, quiet_output, supported_formats
+from modelport.export.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.export.publish import Staged, check_free, model_name, next_version, publish, stage
+from modelport.export.rejection import failing_outputs, publish_hint
 from modelport.export.report import ExportReport, ReportRow
 from modelport.export.source import SourceModel, load_source
+from modelport.export.tflite_shapes import check_tflite_shapes
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
 from modelport.parity import accuracy, compare, default_gate, is_classifier
@@ -43,11 +45,14 @@ class _Reference:
 
 def export(options: ExportOptions) -> ExportReport:
     """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
-    source = load_source(options)
+    with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
+        source = load_source(options)
     variants = plan_variants(options, source.framework)
+    check_tflite_shapes(source, options.tflite_shapes, {v.format for v in variants})
     version = options.version or next_version(options, variants)
     check_free(options, variants, version)
-    reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
+    with quiet_output(enabled=options.quiet_converters):
+        reference = _reference(source, options, needs_agreement=any(v.quantization for v in variants))
     report = ExportReport(options.name, source.location, source.framework, str(options.repository))
     if reference.labels is not None and reference.eval_expected is not None:
         report.source_accuracy = accuracy(_first_classifier(reference), reference.labels)
@@ -97,7 +102,7 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
     model = model_name(ctx.options, variant)
     try:
         artifact = convert_variant(ctx, variant)
-        cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)]
+        cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)] or [_case_for(ctx, artifact)]
         staged = stage(ctx, variant, artifact, model, version, reference.outputs, cases)
         parity = _validate(staged, variant, ctx.options, reference, cases)
         row_path = publish(staged, parity, ctx.options)
@@ -115,8 +120,9 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
             message=f"unexpected failure: {summarize(exc)}",
         )
     status = "pass" if parity.passed else ("allowed" if ctx.options.allow_mismatch else "FAIL")
-    failing = [o for o in parity.outputs if not o.passed]
-    message = "; ".join(f"output {o.name!r} {o.detail or _miss(o, parity)}" for o in failing)
+    message = failing_outputs(parity)
+    if status == "FAIL":
+        message += f"; {publish_hint(parity, row_path)}"
     agreement = [o.top1_agreement for o in parity.outputs if o.top1_agreement is not None]
     return ReportRow(
         variant.name,
@@ -130,32 +136,33 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         seconds=time.perf_counter() - started,
         path=str(row_path),
         message=message,
+        notes=artifact.notes,
     )
 
 
-def _miss(output: Any, parity: ParityRecord) -> str:
-    if parity.gate == "agreement" and output.top1_agreement is not None:
-        return f"top-1 agreement {100 * output.top1_agreement:.1f}% < {100 * (parity.min_agreement or 0):.1f}%"
-    return (
-        f"max abs error {output.max_abs_error:.3g} (rel {output.max_rel_error:.3g}) "
-        f"exceeds atol={parity.atol:g} rtol={parity.rtol:g}"
-    )
+def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
+    """A golden case shaped for an artifact none of the common cases fit (a static shape the user chose)."""
+    options = ctx.options
+    rng = np.random.default_rng(options.seed)
+    inputs = random_inputs(artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng)
+    return GoldenCase(inputs, ctx.source.predict(inputs))
 
 
 def _validate(
     staged: Staged, variant: Variant, options: ExportOptions, ref: _Reference, cases: list[GoldenCase]
 ) -> ParityRecord:
+    # runtimes log from C++ on first use too (LiteRT: "Created TensorFlow Lite XNNPACK delegate", no setting)
     with quiet_output(enabled=options.quiet_converters):
         runtime = open_runtime(staged.directory, staged.manifest)
-    try:
-        expected = [c.outputs for c in cases]
-        actual = [runtime.predict(c.inputs) for c in cases]
-        eval_actual: Arrays | None = None
-        if ref.eval_inputs is not None and ref.eval_expected is not None:
-            eval_actual = _run_chunked(runtime.predict, ref.eval_inputs, staged.manifest.inputs)
-            expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
-    finally:
-        runtime.unload()
+        try:
+            expected = [c.outputs for c in cases]
+            actual = [runtime.predict(c.inputs) for c in cases]
+            eval_actual: Arrays | None = None
+            if ref.eval_inputs is not None and ref.eval_expected is not None:
+                eval_actual = _run_chunked(runtime.predict, ref.eval_inputs, staged.manifest.inputs)
+                expected, actual = [*expected, ref.eval_expected], [*actual, eval_actual]
+        finally:
+            runtime.unload()
     record = compare(
         ref.outputs,
         expected,

@@ -16,6 +16,7 @@ from pathlib import Path
 from modelport.errors import InvalidArgumentError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext
 from modelport.export.options import ExportOptions, Variant
+from modelport.export.rejection import REJECTED_DIR
 from modelport.golden import GOLDEN_FILE, GoldenCase, save_golden
 from modelport.manifest import (
     MANIFEST_FILE,
@@ -109,7 +110,7 @@ def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Pat
     manifest = staged.manifest.model_copy(update={"parity": parity, "files": files})
     write_manifest(manifest, staged.directory)
     servable = parity.passed or options.allow_mismatch
-    root = staged.repository if servable else staged.repository / ".rejected"
+    root = staged.repository if servable else staged.repository / REJECTED_DIR
     target = root / manifest.name / str(manifest.version)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():

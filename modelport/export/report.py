@@ -24,6 +24,7 @@ class ReportRow:
     seconds: float = 0.0
     path: str = ""
     message: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def published(self) -> bool:
@@ -96,4 +97,5 @@ def render_table(report: ExportReport) -> str:
     if report.source_accuracy is not None:
         lines.append(f"source ({report.framework}) accuracy on eval data: {_pct(report.source_accuracy)}")
     lines += [f"{r.variant}: {r.message}" for r in report.rows if r.message]
+    lines += [f"{r.variant}: note: {note}" for r in report.rows for note in r.notes]
     return "\n".join(lines)

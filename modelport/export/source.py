@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from modelport.errors import NotFoundError, SourceError, SpecError
+from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, SpecError
+from modelport.export.factory import call_factory, is_factory, python_file_error
 from modelport.export.options import ExportOptions
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
@@ -53,6 +54,8 @@ def load_source(options: ExportOptions) -> SourceModel:
 
         return load_tf_path(path, options)
     if path.is_file():
+        if path.suffix == ".py":
+            raise python_file_error(path)
         if path.suffix == ".onnx":
             from modelport.export.onnx_source import load_onnx_file
 
@@ -64,11 +67,8 @@ def load_source(options: ExportOptions) -> SourceModel:
         from modelport.export.torch_source import load_torch_file
 
         return load_torch_file(path, options)
-    module, sep, attr = text.rpartition(":")
-    if sep and attr.isidentifier() and (module.endswith(".py") or all(p.isidentifier() for p in module.split("."))):
-        from modelport.export.torch_source import load_torch_factory
-
-        return load_torch_factory(text, options)
+    if is_factory(text):
+        return _load_factory(text, options)
     raise NotFoundError(
         f"source {text!r} not found: give a .keras file, a SavedModel directory, a TorchScript .pt, "
         "a torch.export .pt2, an .onnx file, or a PyTorch package.module:factory"
@@ -76,18 +76,49 @@ def load_source(options: ExportOptions) -> SourceModel:
 
 
 def _load_object(obj: Any, options: ExportOptions) -> SourceModel:
-    module = type(obj).__module__.split(".")[0]
-    if module == "torch" or any(c.__module__.startswith("torch.") for c in type(obj).__mro__):
+    if _framework_of(obj) == "torch":
         from modelport.export.torch_source import wrap_torch_module
 
         return wrap_torch_module(obj, options, kind="module", location=type(obj).__qualname__)
-    if module in ("keras", "tensorflow", "tf_keras") or hasattr(obj, "signatures") or hasattr(obj, "_tf_api_names"):
+    if _framework_of(obj) == "tf":
         from modelport.export.tf_source import wrap_tf_object
 
-        return wrap_tf_object(obj, options)
+        return wrap_tf_object(obj, options, type(obj).__qualname__)
     raise SourceError(
         f"source object of type {type(obj).__qualname__} is neither a torch.nn.Module nor a Keras/TF model"
     )
+
+
+def _load_factory(target: str, options: ExportOptions) -> SourceModel:
+    """A ``module:factory`` source: the factory's model, wrapped by its framework (torch: + ``--weights``)."""
+    model = call_factory(target)
+    framework = _framework_of(model)
+    if framework == "torch":
+        from modelport.export.torch_source import wrap_torch_factory
+
+        return wrap_torch_factory(model, target, options)
+    if framework == "tf":
+        if options.weights is not None:
+            raise InvalidArgumentError(
+                f"--weights loads a PyTorch state_dict; {target} returned a Keras/TF model, "
+                "whose factory loads its own weights (model.load_weights(...))"
+            )
+        from modelport.export.tf_source import wrap_tf_object
+
+        return wrap_tf_object(model, options, target)
+    raise SourceError(
+        f"factory {target} returned {type(model).__qualname__}, not a torch.nn.Module or a Keras/TF model"
+    )
+
+
+def _framework_of(obj: Any) -> str | None:
+    """The framework of a model object, by the packages its classes come from (user subclasses included)."""
+    packages = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    if "torch" in packages:
+        return "torch"
+    if packages & {"keras", "tensorflow", "tf_keras"} or hasattr(obj, "signatures") or hasattr(obj, "_tf_api_names"):
+        return "tf"
+    return None
 
 
 def check_input_specs(

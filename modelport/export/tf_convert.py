@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
+from modelport.export.source import SourceModel
+from modelport.export.tf_source import recorded_inputs
 from modelport.export.tflite_recipe import TFLiteRecipe, convert, convert_isolated
+from modelport.export.tflite_shapes import chosen_shapes, pinned_notes
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
+from modelport.tensors import Shape
 
-__all__ = ["savedmodel_native_names", "tflite_artifact", "to_onnx", "to_savedmodel", "to_tflite"]
+__all__ = [
+    "keras_input_signature",
+    "savedmodel_native_names",
+    "tflite_artifact",
+    "to_onnx",
+    "to_savedmodel",
+    "to_tflite",
+]
 
 
 def to_savedmodel(ctx: ConvertContext, _: str) -> Artifact:
@@ -27,7 +39,8 @@ def to_savedmodel(ctx: ConvertContext, _: str) -> Artifact:
     if source.kind == "savedmodel":
         shutil.copytree(source.location, path)
     elif isinstance(source.model, keras.Model):
-        source.model.export(str(path), format="tf_saved_model", verbose=False)
+        signature = keras_input_signature(source)
+        source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
     else:
         signature = getattr(source, "signature", None)
         tf.saved_model.save(source.model, str(path), signatures={SERVING_SIGNATURE: signature})
@@ -52,24 +65,29 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
 def tflite_artifact(ctx: ConvertContext, name: str, recipe: TFLiteRecipe) -> Artifact:
     """Convert the SavedModel following ``recipe``, into ``workdir/name``.
 
-    TFLite lowers a recurrent layer's while loop (its TensorLists) only when the per-step element
-    shape ``[batch, units]`` is static; for such a Keras model the batch is fixed to the first
-    ``--batch-sizes`` value (the other dims stay dynamic), as the PyTorch TFLite export does.
+    Inputs keep their dynamic dims unless the user chose static shapes (``--tflite-shape``): the
+    Keras source is then re-exported with them. TFLite lowers a recurrent layer's while loop (its
+    TensorLists) only when the per-step element shape ``[batch, units]`` is static; for such a
+    Keras model the batch is fixed to the first ``--batch-sizes`` value (the other dims stay
+    dynamic), as the PyTorch TFLite export does, and the report row says so.
     """
     import_framework("tensorflow", "tf")
-    inputs, platform = ctx.source.inputs, frameworks("tensorflow")
+    chosen = ctx.options.tflite_shapes
+    inputs, platform = chosen_shapes(ctx.source.inputs, chosen), frameworks("tensorflow")
     out = ctx.subdir(name) / ARTIFACT_FILES["tflite"]
+    saved = _static_savedmodel(ctx, None) if chosen else ctx.base("savedmodel").path
     try:
-        flatbuffer = _convert_tflite(ctx.base("savedmodel").path, recipe, out)
+        flatbuffer = _convert_tflite(saved, recipe, out)
     except Exception as exc:
         if _STATIC_ELEMENT_SHAPE not in str(exc) or ctx.source.kind != "keras":
             raise
         batch = ctx.options.batch_sizes[0]
-        flatbuffer = _convert_tflite(_static_batch_savedmodel(ctx, batch), recipe, out)
+        flatbuffer = _convert_tflite(_static_savedmodel(ctx, batch), recipe, out)
         inputs = tuple(_with_batch(s, batch) for s in inputs)
         platform = {**platform, "static_batch": str(batch)}
     out.write_bytes(flatbuffer)
-    return Artifact(out, inputs, tflite_native_names(ctx, out), platform)
+    notes = pinned_notes(ctx.source.inputs, inputs, chosen)
+    return Artifact(out, inputs, tflite_native_names(ctx, out), platform, notes)
 
 
 _STATIC_ELEMENT_SHAPE = "requires element_shape to be static"
@@ -79,18 +97,40 @@ def _convert_tflite(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
     return convert_isolated(saved, recipe, out) if recipe.isolated else convert(saved, recipe)
 
 
-def _static_batch_savedmodel(ctx: ConvertContext, batch: int) -> Path:
-    """The Keras source re-exported with its batch dim fixed to ``batch`` (once per export)."""
-    tf = import_framework("tensorflow", "tf")
-    from keras.src.export.export_utils import get_input_signature
-
-    path = ctx.workdir / f"savedmodel-batch{batch}"
+def _static_savedmodel(ctx: ConvertContext, batch: int | None) -> Path:
+    """The Keras source re-exported with the chosen input shapes and/or a fixed batch (once per export)."""
+    path = ctx.workdir / ("savedmodel-static" + (f"-batch{batch}" if batch else ""))
     if not path.exists():
-        signature = tf.nest.map_structure(
-            lambda s: tf.TensorSpec((batch, *s.shape[1:]), s.dtype, name=s.name), get_input_signature(ctx.source.model)
-        )
+        signature = keras_input_signature(ctx.source, ctx.options.tflite_shapes, batch)
         ctx.source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
     return path
+
+
+def keras_input_signature(
+    source: SourceModel, fixed: Mapping[str, Shape] | None = None, batch: int | None = None
+) -> Any:
+    """The signature a Keras model is exported with: some inputs' shapes or the batch dim optionally fixed.
+
+    Functional and Sequential models keep their own input structure (Keras' own signature);
+    a subclassed model records none, so its signature comes from the source's input specs,
+    shaped like its calls: one tensor, or a list of them.
+    """
+    tf = import_framework("tensorflow", "tf")
+    if recorded_inputs(source.model):
+        from keras.src.export.export_utils import get_input_signature
+
+        structure = get_input_signature(source.model)
+    else:
+        specs = [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name) for s in source.inputs]
+        structure = [specs[0]] if len(specs) == 1 else [specs]
+    fixed = fixed or {}
+
+    def shape(spec: Any) -> Any:
+        if spec.name in fixed:
+            return fixed[spec.name]
+        return (batch, *spec.shape[1:]) if batch else spec.shape
+
+    return tf.nest.map_structure(lambda s: tf.TensorSpec(shape(s), s.dtype, name=s.name), structure)
 
 
 def _with_batch(spec: TensorSpec, batch: int) -> TensorSpec:

@@ -12,11 +12,12 @@ import numpy as np
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.export.options import ExportOptions
 from modelport.export.source import LoadedModel, check_input_specs, path_sha256
+from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
 
-__all__ = ["TFSource", "load_tf_path", "natural_key", "wrap_tf_object"]
+__all__ = ["TFSource", "load_tf_path", "natural_key", "recorded_inputs", "wrap_tf_object"]
 
 
 @dataclass
@@ -33,21 +34,22 @@ class TFSource(LoadedModel):
                 result = self.signature(**{s.name: tf.constant(inputs[s.name]) for s in self.inputs})
                 values = [result[k] for k in sorted(result, key=natural_key)]
             else:
-                args = [inputs[s.name] for s in self.inputs]
-                out = self.model(args if len(args) > 1 else args[0], training=False)
-                values = (
-                    list(out.values())
-                    if isinstance(out, dict)
-                    else list(out)
-                    if isinstance(out, list | tuple)
-                    else [out]
-                )
+                out = self.call_keras(inputs)
+                values = list(out.values()) if isinstance(out, dict) else out
         except Exception as exc:
             raise SourceError(f"the source model failed on its inputs: {summarize(exc)}") from exc
         arrays = [np.asarray(v) for v in values]
         if len(arrays) != len(self.output_names):
             raise SpecError(f"the model returns {len(arrays)} outputs but {len(self.output_names)} names are known")
         return dict(zip(self.output_names, arrays, strict=True))
+
+    def call_keras(self, inputs: Arrays) -> dict[str, Any] | list[Any]:
+        """Call the Keras model (one input: the tensor; several: a list); a dict result keeps its keys."""
+        args = [inputs[s.name] for s in self.inputs]
+        out = self.model(args if len(args) > 1 else args[0], training=False)
+        if isinstance(out, dict):
+            return dict(out)
+        return list(out) if isinstance(out, list | tuple) else [out]
 
 
 def load_tf_path(path: Path, options: ExportOptions) -> TFSource:
@@ -66,34 +68,66 @@ def load_tf_path(path: Path, options: ExportOptions) -> TFSource:
         try:
             model = keras.models.load_model(str(path), compile=False)
         except Exception as exc:
-            raise SourceError(f"cannot load Keras model {path}: {summarize(exc)}") from exc
+            raise SourceError(f"cannot load Keras model {path}: {summarize(exc)}{_custom_hint(exc)}") from exc
         source = _from_keras(model, options, str(path))
     source.sha256 = path_sha256(path)
     return source
 
 
-def wrap_tf_object(obj: Any, options: ExportOptions) -> TFSource:
-    """Wrap a Keras model, a loaded SavedModel or a ``tf.Module`` given through the API."""
+def wrap_tf_object(obj: Any, options: ExportOptions, location: str) -> TFSource:
+    """Wrap a Keras model (functional, Sequential or subclassed), a loaded SavedModel or a ``tf.Module``."""
     keras = import_framework("keras", "tf")
     if isinstance(obj, keras.Model):
-        return _from_keras(obj, options, type(obj).__qualname__)
+        return _from_keras(obj, options, location)
     if SERVING_SIGNATURE not in getattr(obj, "signatures", {}):
         call = getattr(obj, "__call__", None)  # noqa: B004 (a tf.function, not any callable)
         if call is None or not hasattr(call, "get_concrete_function") or not getattr(call, "input_signature", None):
             raise SourceError(
                 "a tf.Module source needs a serving_default signature or a tf.function __call__ with input_signature"
             )
-    return _from_signature(obj, options, "module", type(obj).__qualname__)
+    return _from_signature(obj, options, "module", location)
+
+
+def recorded_inputs(model: Any) -> list[Any]:
+    """The symbolic inputs a Keras model records: a functional or built Sequential model's, else none."""
+    try:
+        return list(model.inputs or ())
+    except AttributeError:  # subclassed models, and Sequential models built without an Input
+        return []
 
 
 def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
+    # the batch dim is dynamic, as in the SavedModel Keras exports (a Sequential built by a call records its batch)
     found = tuple(
-        TensorSpec(name=_clean(t.name), dtype=str(t.dtype), shape=tuple(-1 if d is None else int(d) for d in t.shape))
-        for t in model.inputs
+        TensorSpec(name=_clean(t.name), dtype=str(t.dtype), shape=(-1, *(_dim(d) for d in t.shape[1:])))
+        for t in recorded_inputs(model)
     )
     inputs = check_input_specs(options.inputs, found, location)
-    names = options.output_names or tuple(model.output_names)
+    if not inputs:
+        raise SpecError(
+            f"{location}: this Keras model ({type(model).__qualname__}) records no input shapes (a subclassed model, "
+            "or a Sequential without keras.Input); pass --input NAME:DTYPE:SHAPE, e.g. --input x:float32:-1x4 "
+            "(inputs=[...] in the Python API)"
+        )
+    names = options.output_names or _keras_output_names(model, inputs, options)
     return TFSource(model, "keras", location, inputs, tuple(names))
+
+
+def _keras_output_names(model: Any, inputs: tuple[TensorSpec, ...], options: ExportOptions) -> tuple[str, ...]:
+    """Functional: its output layers' names; Sequential: its last layer's; subclassed: what a call returns."""
+    keras = import_framework("keras", "tf")
+    names = getattr(model, "output_names", None)
+    if names:
+        return tuple(names)
+    if isinstance(model, keras.Sequential) and model.layers:
+        return (model.layers[-1].name,)
+    probe = TFSource(model, "keras", "", inputs, ())
+    sample = random_inputs(inputs, 1, options.dynamic_sizes[0], np.random.default_rng(options.seed))
+    try:
+        values = probe.call_keras(sample)
+    except Exception as exc:
+        raise SourceError(f"the source model failed on inputs {_describe(inputs)}: {summarize(exc)}") from exc
+    return tuple(values) if isinstance(values, dict) else tuple(f"output_{i}" for i in range(len(values)))
 
 
 def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) -> TFSource:
@@ -122,3 +156,20 @@ def natural_key(name: str) -> tuple[Any, ...]:
 
 def _clean(name: str) -> str:
     return name.split(":")[0]
+
+
+def _describe(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(s.describe() for s in specs)
+
+
+def _custom_hint(exc: Exception) -> str:
+    if "Could not locate" not in str(exc):
+        return ""
+    return (
+        "; a custom (subclassed) model or layer is rebuilt from its Python code: export it from a factory "
+        "that returns the model instead, e.g. SOURCE net.py:make_model"
+    )
+
+
+def _dim(d: Any) -> int:
+    return -1 if d is None else int(d)

@@ -10,6 +10,7 @@ import numpy as np
 
 from modelport.errors import ConversionError
 from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
+from modelport.export.tflite_shapes import filled_shapes, pinned_notes
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
@@ -122,20 +123,24 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
 
 
 def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
-    """litert-torch conversion with static shapes (its dynamic batch bakes reshape targets)."""
+    """litert-torch conversion at static shapes (its dynamic batch bakes reshape targets).
+
+    The shapes are the user's (``--tflite-shape``), else the first ``--batch-sizes`` value and
+    the first dynamic size; a shape chosen for the user is a note on the report row.
+    """
     torch = import_framework("torch", "torch")
     litert_torch = import_framework("litert_torch", "torch-tflite")
     batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
-    rng = np.random.default_rng(ctx.options.seed)
-    inputs = random_inputs(ctx.source.inputs, batch, dynamic, rng)
+    static = filled_shapes(ctx.source.inputs, ctx.options.tflite_shapes, batch, dynamic)
+    inputs = random_inputs(static, batch, dynamic, np.random.default_rng(ctx.options.seed))
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
     # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
     wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
     edge = litert_torch.convert(ctx.source.model.eval(), args, enable_x64=wide)
     path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
     edge.export(str(path))
-    static = tuple(s.model_copy(update={"shape": tuple(inputs[s.name].shape)}) for s in ctx.source.inputs)
     litert = import_framework("ai_edge_litert.interpreter", "tflite")
     signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
     native = {**map_native(static, signature["inputs"]), **map_native(tuple(_output_names(ctx)), signature["outputs"])}
-    return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"})
+    notes = pinned_notes(ctx.source.inputs, static, ctx.options.tflite_shapes)
+    return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"}, notes)

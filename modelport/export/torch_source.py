@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +16,7 @@ from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs
 from modelport.tensors import dtype_of_array
 
-__all__ = ["TorchSource", "load_torch_factory", "load_torch_file", "wrap_torch_module"]
+__all__ = ["TorchSource", "load_torch_file", "wrap_torch_factory", "wrap_torch_module"]
 
 
 @dataclass
@@ -40,20 +37,13 @@ class TorchSource(LoadedModel):
         return _name_outputs([v.detach().numpy() for v in values], self.output_names)
 
 
-def load_torch_factory(target: str, options: ExportOptions) -> TorchSource:
-    """Build a model from ``package.module:factory`` (or ``file.py:factory``), then load weights."""
+def wrap_torch_factory(model: Any, target: str, options: ExportOptions) -> TorchSource:
+    """Wrap the module a ``module:factory`` returned, after loading ``--weights`` into it."""
     torch = import_framework("torch", "torch")
-    factory = _resolve_factory(target)
-    try:
-        model = factory()
-    except Exception as exc:
-        raise SourceError(f"factory {target} raised: {summarize(exc)}") from exc
-    if not isinstance(model, torch.nn.Module):
-        raise SourceError(f"factory {target} returned {type(model).__qualname__}, not a torch.nn.Module")
     sha = None
     if options.weights is not None:
-        sha = path_sha256(options.weights)
         _load_weights(torch, model, options.weights)
+        sha = path_sha256(options.weights)
     source = wrap_torch_module(model, options, kind="factory", location=target)
     source.sha256 = sha
     return source
@@ -95,27 +85,6 @@ def _make_source(
     declared = getattr(model, "output_names", None)
     outputs = options.output_names or tuple(declared or ())
     return TorchSource(model, kind, location, inputs, tuple(outputs), sha)
-
-
-def _resolve_factory(target: str) -> Any:
-    module_name, _, attr = target.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot import {module_name}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path:
-                sys.path.insert(0, "")
-            module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise SourceError(f"cannot import {module_name!r} for factory {target}: {summarize(exc)}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise SourceError(f"{module_name!r} has no callable {attr!r} (from {target})")
-    return factory
 
 
 def _load_weights(torch: Any, model: Any, path: Path) -> None:

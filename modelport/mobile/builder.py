@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError
+from modelport.export.artifact import quiet_output
 from modelport.golden import GOLDEN_FILE, load_golden, load_npz_inputs
 from modelport.manifest import file_sha256
 from modelport.mobile import modelport_edge as edge
@@ -51,7 +52,9 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")
-        entry, row = _add_variant(out, source, inputs, outputs, labels, eval_data, options)
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++, which no setting silences
+        with quiet_output(enabled=options.quiet):
+            entry, row = _add_variant(out, source, inputs, outputs, labels, eval_data, options)
         variants[source.name] = entry
         report.rows.append(row)
     shutil.copyfile(Path(edge.__file__), out / "modelport_edge.py")

@@ -12,6 +12,7 @@ Every variant passes. Two shapes are static by design and pinned below:
   while loop (TensorList ops) only with a static per-step shape [batch, units]
   ("'tf.TensorListReserve' op requires element_shape to be static"), and Flex ops are
   not available in LiteRT, so the Keras model is re-exported with the batch fixed.
+Each pinned input is a note on the variant's report row (``--tflite-shape`` chooses it).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def test_published_manifests_declare_the_interface(exported):
         ], variant
         assert tuple(o.name for o in manifest.outputs) == case.outputs, variant
         assert manifest.parity is not None and manifest.parity.passed, variant
+        pinned = [n for n in exported.rows[variant].notes if "--tflite-shape" in n]  # the report says so
+        assert len(pinned) == (sum(s.shape != p for s, p in zip(specs, shapes, strict=True))), (variant, pinned)
 
 
 def test_dynamic_sequence_length_beyond_the_golden_cases(exported):

@@ -11,6 +11,8 @@ from modelport.cli import main
 from modelport.manifest import file_sha256
 from modelport.mobile.options import parse_variants
 from modelport.mobile.report import render_bundle_table
+from tests.export import keras_kinds
+from tests.export.user_cli import run_modelport
 
 pytestmark = [pytest.mark.tflite, pytest.mark.tf, pytest.mark.torch]
 
@@ -102,3 +104,22 @@ def test_out_must_not_be_an_unrelated_directory(digits_repo, tmp_path, capsys):
 
 def test_variant_names_and_aliases():
     assert parse_variants("fp32, int8,float16,int8") == ("float32", "dynamic-int8", "float16")
+
+
+def test_bundle_of_a_rejected_variant_says_it_was_rejected(tmp_path):
+    keras_kinds.tied_logits().save(tmp_path / "tied.keras")
+    args = ["export", "tied.keras", "--format", "tflite", "--quantize", "full-int8", "--repository", "repo"]
+    assert run_modelport(*args, "--name", "tied", "--quiet", cwd=tmp_path).returncode == 1
+    done = run_modelport("bundle", "repo/tied", "--variants", "full-int8", "--out", "b", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    error = done.stderr.splitlines()[-1]
+    assert error.startswith(
+        "modelport bundle: error: tied version 1 has no full-int8 variant in repo (it has: float32): "
+        "tied-tflite-full-int8 version 1 was rejected by its parity gate: output 'logits' top-1 agreement "
+    ), error
+    assert "kept in repo/.rejected/tied-tflite-full-int8/1, not served" in error
+    assert "--min-agreement 0." in error and error.endswith("or --allow-mismatch")
+    assert "--quantize full-int8" not in error  # not the very export that was just rejected
+    done = run_modelport("bundle", "repo/tied", "--out", "b", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # the published float32 variant still bundles
+    assert done.stderr == ""  # --quiet: not even LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"

@@ -1,0 +1,71 @@
+"""``ExportOptions`` takes what a Python user naturally passes, and says what it expects otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import modelport
+from modelport.errors import SpecError
+from modelport.export.options import ExportOptions
+from modelport.manifest import TensorSpec, read_manifest
+
+IMAGE = TensorSpec(name="image", dtype="float32", shape=(-1, 1, 8, 8))
+
+
+def _options(**fields: object) -> ExportOptions:
+    return ExportOptions(source="m.keras", repository=Path("repo"), name="m", **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["image:float32:-1x1x8x8"],
+        ("image:float32:-1x1x8x8",),
+        "image:float32:-1x1x8x8",
+        [IMAGE],
+        IMAGE,
+    ],
+    ids=["list-of-strings", "tuple-of-strings", "one-string", "list-of-specs", "one-spec"],
+)
+def test_inputs_take_spec_strings_or_tensor_specs(given):
+    assert _options(inputs=given).inputs == (IMAGE,)
+
+
+def test_inputs_keep_the_value_range_of_a_spec_string():
+    (spec,) = _options(inputs=["ids:int64:-1x-1:0..1000"]).inputs
+    assert spec.shape == (-1, -1) and spec.value_range == (0.0, 1000.0)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ([(1, 8, 8)], r"takes spec strings like 'image:float32:-1x1x8x8' or modelport.TensorSpec .* got builtins"),
+        ([{"name": "x"}], r"got builtins.dict"),
+        (3, r"got builtins.int: 3"),
+        (["image:float32"], r"input spec 'image:float32' does not parse"),
+    ],
+)
+def test_other_inputs_say_what_is_expected(given, message):
+    with pytest.raises(SpecError, match=message):
+        _options(inputs=given)
+
+
+def test_output_names_take_a_comma_list():
+    assert _options(output_names="logits, probs").output_names == ("logits", "probs")
+    assert _options(output_names=["logits"]).output_names == ("logits",)
+
+
+@pytest.mark.torch
+def test_api_export_with_spec_strings(tmp_path):
+    report = modelport.export(
+        source="tests.export.branchy:small",
+        repository=tmp_path,
+        name="small",
+        formats=("onnx",),
+        inputs=["x:float32:-1x4"],
+        quiet=True,
+    )
+    assert report.ok, report.rows
+    assert [s.describe() for s in read_manifest(Path(report.rows[0].path)).inputs] == ["x:float32:-1x4"]

@@ -1,0 +1,141 @@
+"""TFLite input shapes: a pinned dynamic dim is a note on the report row, and the user can choose the shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import modelport
+from modelport.errors import InvalidArgumentError, SpecError
+from modelport.export.options import ExportOptions
+from modelport.manifest import read_manifest
+from tests.export import keras_kinds
+from tests.export.user_cli import run_modelport
+
+TEXT_MODEL = """\
+import torch
+
+
+class Bag(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.head(self.embed(ids).mean(dim=1))
+
+
+def make_model():
+    torch.manual_seed(0)
+    return Bag().eval()
+"""
+
+
+def _export_text(cwd: Path, *extra: str) -> tuple[int, str, str]:
+    args = ["export", "text.py:make_model", "--input", "ids:int64:-1x-1:0..50", "--format", "tflite"]
+    done = run_modelport(*args, "--repository", "repo", "--name", "text", "--quiet", *extra, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.torch
+@pytest.mark.tflite
+def test_torch_tflite_pins_dynamic_dims_with_a_note_and_takes_a_chosen_shape(tmp_path):
+    (tmp_path / "text.py").write_text(TEXT_MODEL)
+    code, out, err = _export_text(tmp_path)
+    assert code == 0, err
+    assert (
+        "tflite: note: input 'ids' has the fixed shape 1x8 in this artifact (the source takes -1x-1): "
+        "other shapes are refused; choose it with --tflite-shape ids:SHAPE"
+    ) in out.splitlines()
+    code, out, err = _export_text(tmp_path, "--tflite-shape", "ids:1x128")
+    assert code == 0, err
+    assert "note:" not in out
+    manifest = read_manifest(tmp_path / "repo" / "text-tflite" / "2")
+    assert [s.describe() for s in manifest.inputs] == ["ids:int64:1x128"]
+    assert manifest.parity is not None and manifest.parity.passed and manifest.parity.batch_sizes == (1,)
+
+
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_keras_tflite_takes_a_chosen_shape(tmp_path):
+    report = modelport.export(
+        source=keras_kinds.functional(),
+        repository=tmp_path,
+        name="k",
+        formats=("savedmodel", "tflite"),
+        tflite_shapes={"x": (2, keras_kinds.FEATURES)},
+        quiet=True,
+    )
+    rows = {r.variant: r for r in report.rows}
+    assert rows["tflite"].status == "pass" and rows["savedmodel"].status == "pass", report.rows
+    assert rows["tflite"].notes == () and rows["savedmodel"].notes == ()
+    tflite = read_manifest(Path(rows["tflite"].path))
+    assert [s.describe() for s in tflite.inputs] == ["x:float32:2x6"]
+    assert [s.describe() for s in read_manifest(Path(rows["savedmodel"].path)).inputs] == ["x:float32:-1x6"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    ("formats", "shape", "error", "message"),
+    [
+        (("onnx",), "x:1x4", InvalidArgumentError, "--tflite-shape applies to the tflite format, which is not in"),
+        (("tflite",), "y:1x4", SpecError, r"--tflite-shape y: the model has no such input \(its inputs: x\)"),
+        (("tflite",), "x:1x5", SpecError, "--tflite-shape x:1x5 does not fit the input x:float32:-1x4"),
+        (("tflite",), "x:1x4x1", SpecError, "does not fit the input"),
+    ],
+)
+def test_chosen_shapes_that_do_not_apply_fail_before_converting(tmp_path, formats, shape, error, message):
+    with pytest.raises(error, match=message):
+        modelport.export(
+            source="tests.export.branchy:small",
+            repository=tmp_path,
+            name="s",
+            formats=formats,
+            tflite_shapes=[shape],
+            quiet=True,
+        )
+    assert not (tmp_path / "s-tflite").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["ids:1x128"], {"ids": (1, 128)}),
+        ("ids:1x128", {"ids": (1, 128)}),
+        ({"ids": (1, 128), "mask": "1x128"}, {"ids": (1, 128), "mask": (1, 128)}),
+    ],
+)
+def test_tflite_shapes_option_forms(given, expected):
+    options = ExportOptions(source="m.keras", repository=Path("r"), name="m", tflite_shapes=given)
+    assert options.tflite_shapes == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["ids"], "--tflite-shape takes NAME:SHAPE, e.g. ids:1x128; got 'ids'"),
+        (["ids:1x-1"], "--tflite-shape ids:1x-1: give every dim as a positive integer"),
+        ({"ids": (0, 4)}, r"--tflite-shape ids:\(0, 4\): give every dim"),
+        (7, "tflite_shapes takes"),
+    ],
+)
+def test_tflite_shapes_option_errors(given, message):
+    with pytest.raises(SpecError, match=message):
+        ExportOptions(source="m.keras", repository=Path("r"), name="m", tflite_shapes=given)
+
+
+@pytest.mark.tf
+def test_chosen_shapes_need_a_keras_or_torch_source(tmp_path):
+    import tensorflow as tf
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": 2.0 * x}
+
+    with pytest.raises(modelport.ModelportError, match="--tflite-shape needs a PyTorch or Keras source: a module"):
+        modelport.export(
+            source=Double(), repository=tmp_path, name="d", formats=("tflite",), tflite_shapes=["x:1x3"], quiet=True
+        )
