@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import modelport
 from examples.digits import keras_model, torch_model
 from examples.digits.data import load_split
-from modelport.export.report import render_table
+from modelport.exporters.report import render_table
 
 
 def main(out: Path) -> int:

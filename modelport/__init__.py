@@ -1,21 +1,20 @@
 """modelport: export, serve, bundle and load-test PyTorch and TensorFlow models.
 
-Importing this package loads no ML framework; each exporter and runtime imports
-its framework when first used.
+Importing this package loads no ML framework and none of its parts: ``modelport.export`` (the
+function), ``ExportOptions`` and ``ExportReport`` import the exporters on first use. The
+exporters themselves live in the package ``modelport.exporters``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-# The subpackage is imported before the function of the same name is defined, so
-# ``modelport.export`` stays the function (a package attribute is set only on first import).
-from modelport import export as _export_package
+from modelport._version import __version__
 from modelport.errors import ModelportError
-from modelport.export import ExportOptions, ExportReport
 from modelport.manifest import ModelManifest, TensorSpec, read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from modelport.exporters import ExportOptions, ExportReport
 
 __all__ = [
     "ExportOptions",
@@ -35,4 +34,15 @@ def export(options: ExportOptions | None = None, /, **kwargs: Any) -> ExportRepo
 
     >>> modelport.export(source=keras_model, repository=Path("repo"), name="digits", formats=("onnx",))
     """
-    return _export_package.export(options if options is not None else ExportOptions(**kwargs))
+    from modelport import exporters
+
+    return exporters.export(options if options is not None else exporters.ExportOptions(**kwargs))
+
+
+def __getattr__(name: str) -> Any:
+    """``ExportOptions`` and ``ExportReport``, imported from the exporters when first asked for."""
+    if name in ("ExportOptions", "ExportReport"):
+        from modelport import exporters
+
+        return getattr(exporters, name)
+    raise AttributeError(f"module 'modelport' has no attribute {name!r}")

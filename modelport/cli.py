@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from modelport import __version__
+from modelport._version import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
 from modelport.loadtest.command import add_loadtest_commands
 from modelport.mobile.command import add_bundle_command
@@ -198,9 +198,9 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from modelport.export import ExportOptions, export
-    from modelport.export.options import parse_formats, parse_quantizations, parse_tflite_shapes
-    from modelport.export.report import render_table
+    from modelport.exporters import ExportOptions, export
+    from modelport.exporters.options import parse_formats, parse_quantizations, parse_tflite_shapes
+    from modelport.exporters.report import render_table
     from modelport.manifest import TensorSpec
 
     options = ExportOptions(
@@ -235,10 +235,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_import_mar(args: argparse.Namespace) -> int:
-    from modelport.export import ExportOptions
-    from modelport.export.mar import check_remote, import_mar, read_mar
-    from modelport.export.options import parse_formats
-    from modelport.export.report import render_table
+    from modelport.exporters import ExportOptions
+    from modelport.exporters.mar import check_remote, import_mar, read_mar
+    from modelport.exporters.options import parse_formats
+    from modelport.exporters.report import render_table
     from modelport.manifest import TensorSpec
 
     remote = check_remote(args.remote) if args.remote else None

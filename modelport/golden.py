@@ -11,8 +11,7 @@ import numpy as np
 
 from modelport.errors import InvalidArgumentError, NotFoundError, SpecError
 from modelport.manifest import TensorSpec
-from modelport.runtimes.base import Arrays
-from modelport.tensors import lookup_dtype, shape_matches
+from modelport.tensors import Arrays, lookup_dtype, shape_matches
 
 __all__ = [
     "GOLDEN_FILE",

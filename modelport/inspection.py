@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.errors import ModelportError, NotFoundError
-from modelport.export.rejection import REJECTED_DIR, failing_outputs, publish_hint
-from modelport.export.report import format_bytes
+from modelport.exporters.rejection import REJECTED_DIR, failing_outputs, publish_hint
+from modelport.exporters.report import format_bytes
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
 
 __all__ = ["VersionEntry", "find_versions", "render_inspection"]

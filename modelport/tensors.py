@@ -17,6 +17,7 @@ from modelport.errors import SpecError, UnsupportedError
 
 __all__ = [
     "DTYPES",
+    "Arrays",
     "DataType",
     "Shape",
     "dtype_of_array",
@@ -27,6 +28,9 @@ __all__ = [
     "shape_matches",
     "value_outside",
 ]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+"""Named tensors: what runtimes take and return, and what every protocol decodes to."""
 
 Shape = tuple[int, ...]
 

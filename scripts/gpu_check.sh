@@ -76,7 +76,7 @@ export PYTHONPATH="$site:$PWD"
 
 step imports 40 "$python" -c '
 import fastapi, grpc, pydantic, torch, uvicorn
-import modelport.serving.grpc_v2, modelport.serving.server, modelport.runtimes.torch, modelport.export.torch_convert
+import modelport.serving.grpc_v2, modelport.serving.server, modelport.runtimes.torch, modelport.exporters.torch_convert
 print(f"    serving stack: fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, grpcio {grpc.__version__},",
       f"pydantic {pydantic.VERSION}; modelport imports on torch {torch.__version__}")
 '

@@ -19,7 +19,7 @@ HEAVY = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "ai_edge_litert"
 
 
 def test_import_loads_no_ml_framework():
-    code = "import sys, modelport, modelport.cli, modelport.export; print(','.join(sorted(sys.modules)))"
+    code = "import sys, modelport, modelport.cli, modelport.exporters; print(','.join(sorted(sys.modules)))"
     loaded = set(
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split(",")
     )
@@ -39,11 +39,19 @@ def test_all_lists_only_existing_public_names(name):
     assert not missing, f"{name}.__all__ names missing attributes: {missing}"
 
 
-def test_export_is_the_function():
-    import modelport.export.pipeline
+def test_export_is_the_function_and_exporters_the_package():
+    import modelport.exporters.pipeline
 
-    assert callable(modelport.export)
-    assert modelport.export.__doc__ and "Export" in modelport.export.__doc__
+    assert callable(modelport.export) and not hasattr(modelport.export, "__path__")
+    assert modelport.exporters.__doc__ and "Export" in modelport.exporters.__doc__
+    assert modelport.ExportOptions is modelport.exporters.ExportOptions
+
+
+def test_serving_imports_none_of_the_exporters():
+    """The server loads its own parts only (it used to load seven export modules through the package root)."""
+    code = "import sys, modelport.serving.server; print(','.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert not [m for m in loaded.split(",") if m.startswith(("modelport.exporters", "modelport.loadtest"))]
 
 
 def _pins(path: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError
-from modelport.export.artifact import quiet_output
+from modelport.exporters.artifact import quiet_output
 from modelport.golden import GOLDEN_FILE, load_golden, load_npz_inputs
 from modelport.manifest import file_sha256
 from modelport.mobile import modelport_edge as edge
@@ -216,7 +216,7 @@ def _manifest(
     variants: dict[str, dict[str, Any]],
     out: Path,
 ) -> dict[str, Any]:
-    from modelport import __version__
+    from modelport._version import __version__
 
     source = first.manifest.source
     files = {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != edge.BUNDLE_FILE}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.errors import NotFoundError
-from modelport.export.rejection import failing_outputs, publish_hint, rejected_versions
+from modelport.exporters.rejection import failing_outputs, publish_hint, rejected_versions
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
 from modelport.mobile.options import BUNDLE_VARIANTS, BundleOptions
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from modelport.errors import DependencyError, ModelportError, RejectedInputError, SourceError, UnsupportedError
 from modelport.manifest import ModelManifest
+from modelport.tensors import Arrays
 
 __all__ = [
     "INDEX_FAULT",
@@ -27,7 +28,6 @@ __all__ = [
     "runtime_health",
 ]
 
-Arrays = dict[str, np.ndarray[Any, Any]]
 
 # How frameworks word an index past a table (an embedding's token id, a gather): the request's fault.
 INDEX_FAULT = re.compile(r"\bindex\b.*\bout of (range|bounds)\b|\bout of bounds\b", re.IGNORECASE)

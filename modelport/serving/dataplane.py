@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from modelport import __version__
+from modelport._version import __version__
 from modelport.errors import (
     InvalidArgumentError,
     ModelNotReadyError,

@@ -21,7 +21,8 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from modelport.errors import InvalidArgumentError, ModelportError, summarize
 from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.errors import GENERIC_MESSAGE, grpc_status, public_message
+from modelport.serving.errors import GENERIC_MESSAGE, public_message
+from modelport.serving.grpc_status import guard
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import (
     InferRequest,
@@ -32,7 +33,7 @@ from modelport.serving.v2 import (
     encode_raw_tensor,
 )
 
-__all__ = ["DecodeGuard", "KServeServicer", "build_grpc_server", "guard", "publish_health"]
+__all__ = ["DecodeGuard", "KServeServicer", "build_grpc_server", "publish_health"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,18 +52,6 @@ _CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-
-
-async def guard(context: Any, call: Callable[[], Awaitable[T]]) -> T:
-    """Run one RPC; errors become their gRPC status once, here."""
-    try:
-        return await call()
-    except ModelportError as exc:
-        await context.abort(grpc.StatusCode[grpc_status(exc)], public_message(exc))
-    except Exception:
-        log.exception("unhandled error in a gRPC call")
-        await context.abort(grpc.StatusCode.INTERNAL, GENERIC_MESSAGE)
-    raise AssertionError("unreachable: abort raises")
 
 
 async def _unimplemented(context: Any, what: str) -> Any:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from modelport import __version__
+from modelport._version import __version__
 from modelport.errors import (
     InvalidArgumentError,
     ModelportError,

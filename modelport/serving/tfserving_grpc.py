@@ -16,7 +16,7 @@ from modelport.errors import InvalidArgumentError, SpecError, summarize
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.grpc_v2 import guard
+from modelport.serving.grpc_status import guard
 from modelport.serving.tfserving_rest import SIGNATURE, TF_DTYPES
 from modelport.serving.v2 import InferRequest, RequestedOutput
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import modelport
-from modelport.export import ExportOptions, ExportReport
+from modelport.exporters import ExportOptions, ExportReport
 from modelport.manifest import file_sha256, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import open_runtime

@@ -158,7 +158,7 @@ def test_a_perturbed_published_artifact_fails_its_golden_check(digits, tmp_path)
 
 def test_a_crashing_converter_process_becomes_a_conversion_error():
     from modelport.errors import ConversionError
-    from modelport.export.artifact import run_tool
+    from modelport.exporters.artifact import run_tool
 
     with pytest.raises(ConversionError, match=r"crashed \(SIGSEGV\)"):
         run_tool(["-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], "test converter")

@@ -8,7 +8,7 @@ import pytest
 
 import modelport
 from modelport.errors import SpecError
-from modelport.export.options import ExportOptions
+from modelport.exporters.options import ExportOptions
 from modelport.manifest import TensorSpec, read_manifest
 
 IMAGE = TensorSpec(name="image", dtype="float32", shape=(-1, 1, 8, 8))

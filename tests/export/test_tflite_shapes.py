@@ -8,7 +8,7 @@ import pytest
 
 import modelport
 from modelport.errors import InvalidArgumentError, SpecError
-from modelport.export.options import ExportOptions
+from modelport.exporters.options import ExportOptions
 from modelport.manifest import read_manifest
 from tests.export import keras_kinds
 from tests.export.user_cli import run_modelport

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 import modelport
-from modelport.export.options import ExportOptions
-from modelport.export.report import ExportReport
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.report import ExportReport
 from modelport.manifest import TensorSpec, read_manifest
 from modelport.runtimes import open_runtime
 from tests.export import zoo

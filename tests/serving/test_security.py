@@ -341,7 +341,7 @@ def test_torch_weights_are_loaded_with_weights_only(tmp_path):
     import torch
 
     from modelport.errors import SourceError
-    from modelport.export.torch_source import _load_weights
+    from modelport.exporters.torch_source import _load_weights
 
     marker = tmp_path / "marker"
     _Boom.marker = str(marker)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelport.errors import SourceError, summarize
-from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks
-from modelport.export.options import ExportOptions
-from modelport.export.source import LoadedModel, check_input_specs, path_sha256
+from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.tensors import lookup_dtype

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
-from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext
-from modelport.export.options import ExportOptions, Variant
-from modelport.export.rejection import REJECTED_DIR
+from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext
+from modelport.exporters.options import ExportOptions, Variant
+from modelport.exporters.rejection import REJECTED_DIR
 from modelport.golden import GOLDEN_FILE, GoldenCase, save_golden
 from modelport.manifest import (
     MANIFEST_FILE,
@@ -123,7 +123,7 @@ def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Pat
 def _manifest(
     ctx: ConvertContext, variant: Variant, artifact: Artifact, model: str, version: int, outputs: tuple[TensorSpec, ...]
 ) -> ModelManifest:
-    from modelport import __version__
+    from modelport._version import __version__
 
     source = ctx.source
     batchable = all(s.shape and s.shape[0] == -1 for s in artifact.inputs)

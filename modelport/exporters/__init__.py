@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.export.pipeline import export
-from modelport.export.report import ExportReport, ReportRow
+from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
+from modelport.exporters.pipeline import export
+from modelport.exporters.report import ExportReport, ReportRow
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "ExportOptions", "ExportReport", "ReportRow", "Variant", "export"]

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
-from modelport.export.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
-from modelport.export.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.export.publish import Staged, check_free, model_name, next_version, publish, stage
-from modelport.export.rejection import failing_outputs, publish_hint
-from modelport.export.report import ExportReport, ReportRow
-from modelport.export.source import SourceModel, load_source
-from modelport.export.tflite_shapes import check_tflite_shapes
+from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
+from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
+from modelport.exporters.publish import Staged, check_free, model_name, next_version, publish, stage
+from modelport.exporters.rejection import failing_outputs, publish_hint
+from modelport.exporters.report import ExportReport, ReportRow
+from modelport.exporters.source import load_source
+from modelport.exporters.source_model import SourceModel
+from modelport.exporters.tflite_shapes import check_tflite_shapes
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
 from modelport.parity import accuracy, compare, default_gate, is_classifier

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import numpy as np
 
 from modelport.errors import SourceError, SpecError, summarize
-from modelport.export.options import ExportOptions
-from modelport.export.source import LoadedModel, check_input_specs, path_sha256
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, UnsupportedError
-from modelport.export.options import ExportOptions
-from modelport.export.pipeline import export
-from modelport.export.report import ExportReport
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.pipeline import export
+from modelport.exporters.report import ExportReport
 
 __all__ = ["MarArchive", "import_mar", "read_mar"]
 

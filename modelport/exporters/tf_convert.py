@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from modelport.errors import ConversionError
-from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
-from modelport.export.source import SourceModel
-from modelport.export.tf_source import recorded_inputs
-from modelport.export.tflite_recipe import TFLiteRecipe, convert, convert_isolated
-from modelport.export.tflite_shapes import chosen_shapes, pinned_notes
+from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
+from modelport.exporters.source_model import SourceModel
+from modelport.exporters.tf_source import recorded_inputs
+from modelport.exporters.tflite_recipe import TFLiteRecipe, convert, convert_isolated
+from modelport.exporters.tflite_shapes import chosen_shapes, pinned_notes
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, run_tool
+from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, run_tool
 from modelport.runtimes.base import import_framework
 
 __all__ = ["quantize_onnx", "to_ort"]

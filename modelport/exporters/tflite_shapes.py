@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from modelport.errors import InvalidArgumentError, SpecError, UnsupportedError
-from modelport.export.source import SourceModel
+from modelport.exporters.source_model import SourceModel
 from modelport.golden import concrete_shape
 from modelport.manifest import TensorSpec
 from modelport.tensors import Shape, format_shape, shape_matches

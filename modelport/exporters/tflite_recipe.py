@@ -4,7 +4,7 @@ Full-int8 calibration runs TensorFlow's calibrator, which can crash the whole pr
 on some graphs (seen: Keras LSTM). It therefore runs in a child process, so a crash
 becomes one failed variant instead of a lost export.
 
-    python -m modelport.export.tflite_recipe SAVED_MODEL OUT.tflite METHOD [CALIBRATION.npz] [--float-io]
+    python -m modelport.exporters.tflite_recipe SAVED_MODEL OUT.tflite METHOD [CALIBRATION.npz] [--float-io]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.export.artifact import run_tool
+from modelport.exporters.artifact import run_tool
 from modelport.runtimes.base import import_framework
 
 __all__ = ["TFLiteRecipe", "convert", "convert_isolated", "main"]
@@ -62,7 +62,7 @@ def convert(saved: Path, recipe: TFLiteRecipe) -> bytes:
 
 def convert_isolated(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
     """Convert in a child process; a crash there is a ``ConversionError`` here."""
-    args = ["-m", "modelport.export.tflite_recipe", str(saved), str(out), recipe.method or "float32"]
+    args = ["-m", "modelport.exporters.tflite_recipe", str(saved), str(out), recipe.method or "float32"]
     if recipe.calibration is not None:
         args.append(str(recipe.calibration))
     if not recipe.int8_inputs:

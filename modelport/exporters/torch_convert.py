@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ConversionError
-from modelport.export.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
-from modelport.export.tflite_shapes import filled_shapes, pinned_notes
+from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
+from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import UnsupportedError
-from modelport.export.artifact import Artifact, ConvertContext
-from modelport.export.tf_convert import tflite_artifact
-from modelport.export.tflite_recipe import TFLiteRecipe
+from modelport.exporters.artifact import Artifact, ConvertContext
+from modelport.exporters.tf_convert import tflite_artifact
+from modelport.exporters.tflite_recipe import TFLiteRecipe
 from modelport.tensors import lookup_dtype
 
 __all__ = ["quantize_tflite"]

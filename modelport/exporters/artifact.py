@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ConversionError, ModelportError, UnsupportedError, summarize
-from modelport.export.options import ExportOptions, Variant
-from modelport.export.source import SourceModel
+from modelport.exporters.options import ExportOptions, Variant
+from modelport.exporters.source_model import SourceModel
 from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
@@ -48,24 +48,24 @@ ARTIFACT_FILES = {
 }
 
 _CONVERTERS = {
-    ("torch", "onnx"): "modelport.export.torch_convert:to_onnx",
-    ("torch", "torchscript"): "modelport.export.torch_convert:to_torchscript",
-    ("torch", "pt2"): "modelport.export.torch_convert:to_pt2",
-    ("torch", "tflite"): "modelport.export.torch_convert:to_tflite",
-    ("torch", "ort"): "modelport.export.onnx_tools:to_ort",
-    ("tf", "savedmodel"): "modelport.export.tf_convert:to_savedmodel",
-    ("tf", "tflite"): "modelport.export.tf_convert:to_tflite",
-    ("tf", "onnx"): "modelport.export.tf_convert:to_onnx",
-    ("tf", "ort"): "modelport.export.onnx_tools:to_ort",
-    ("onnx", "onnx"): "modelport.export.onnx_source:copy_onnx",
-    ("onnx", "ort"): "modelport.export.onnx_tools:to_ort",
+    ("torch", "onnx"): "modelport.exporters.torch_convert:to_onnx",
+    ("torch", "torchscript"): "modelport.exporters.torch_convert:to_torchscript",
+    ("torch", "pt2"): "modelport.exporters.torch_convert:to_pt2",
+    ("torch", "tflite"): "modelport.exporters.torch_convert:to_tflite",
+    ("torch", "ort"): "modelport.exporters.onnx_tools:to_ort",
+    ("tf", "savedmodel"): "modelport.exporters.tf_convert:to_savedmodel",
+    ("tf", "tflite"): "modelport.exporters.tf_convert:to_tflite",
+    ("tf", "onnx"): "modelport.exporters.tf_convert:to_onnx",
+    ("tf", "ort"): "modelport.exporters.onnx_tools:to_ort",
+    ("onnx", "onnx"): "modelport.exporters.onnx_source:copy_onnx",
+    ("onnx", "ort"): "modelport.exporters.onnx_tools:to_ort",
 }
 _QUANTIZERS = {
-    ("onnx", "dynamic-int8"): "modelport.export.onnx_tools:quantize_onnx",
-    ("onnx", "static-int8"): "modelport.export.onnx_tools:quantize_onnx",
-    ("tflite", "float16"): "modelport.export.tflite_quantize:quantize_tflite",
-    ("tflite", "dynamic-int8"): "modelport.export.tflite_quantize:quantize_tflite",
-    ("tflite", "full-int8"): "modelport.export.tflite_quantize:quantize_tflite",
+    ("onnx", "dynamic-int8"): "modelport.exporters.onnx_tools:quantize_onnx",
+    ("onnx", "static-int8"): "modelport.exporters.onnx_tools:quantize_onnx",
+    ("tflite", "float16"): "modelport.exporters.tflite_quantize:quantize_tflite",
+    ("tflite", "dynamic-int8"): "modelport.exporters.tflite_quantize:quantize_tflite",
+    ("tflite", "full-int8"): "modelport.exporters.tflite_quantize:quantize_tflite",
 }
 
 
@@ -193,7 +193,7 @@ def map_native(specs: tuple[TensorSpec, ...] | tuple[str, ...], native: list[str
         return {}
     if len(names) != len(native):
         raise ConversionError(f"the artifact has tensors {native}, expected {len(names)}: {names}")
-    from modelport.export.tf_source import natural_key
+    from modelport.exporters.tf_source import natural_key
 
     return dict(zip(names, sorted(native, key=natural_key), strict=True))
 
