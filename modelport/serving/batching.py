@@ -48,6 +48,7 @@ _NOT_ISOLATED = (UnavailableError, DeadlineExceededError)
 
 # A batch whose compute (moving average) is shorter than this runs on the event loop itself: the
 # round trip to a worker thread and back costs more than that (benchmarks/serving.py, MLP).
+# ``BatchPolicy.inline_below_s`` (``--inline-below-ms``, config.yaml ``inline_below_ms``) overrides it.
 INLINE_BELOW_S = 0.0002
 
 
@@ -59,6 +60,8 @@ class BatchPolicy:
     max_queue_delay_s: float
     max_queue_size: int
     preferred_batch_sizes: tuple[int, ...] = ()
+    # batches averaging less compute than this run on the event loop (one instance only; 0 = never)
+    inline_below_s: float = INLINE_BELOW_S
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class BatchStats:
     """What one executed batch looked like, for metrics.
 
     ``failed``: at least one of its requests failed; ``runs``: runtime calls it took (more than
-    one when a failure was isolated by re-running halves), all counted in ``compute_seconds``.
+    one when a failure was isolated by re-running halves), all counted in ``compute_seconds``;
+    ``inline``: it ran on the event loop, not on a worker thread (``BatchPolicy.inline_below_s``).
     """
 
     rows: int
@@ -75,6 +79,7 @@ class BatchStats:
     compute_seconds: float
     failed: bool
     runs: int = 1
+    inline: bool = False
 
 
 @dataclass
@@ -94,6 +99,7 @@ class _Run:
     calls: int = 0
     failed: int = 0
     traced: bool = False  # a fault's traceback is logged once per batch, not once per request
+    inline: bool = False
 
 
 class Batcher:
@@ -114,7 +120,7 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
-        self._compute_ewma = INLINE_BELOW_S  # start on the worker thread until a batch is timed
+        self._compute_ewma = policy.inline_below_s  # start on the worker thread until a batch is timed
 
     @property
     def depth(self) -> int:
@@ -175,11 +181,14 @@ class Batcher:
         deadline = first.enqueued + self.policy.max_queue_delay_s
         skipped: list[_Pending] = []
         while rows < limit:
+            if self.policy.preferred_batch_sizes and not (self._carry or self._queue.qsize()):
+                cut = _preferred_cut(batch, self.policy.preferred_batch_sizes)
+                if cut:  # nothing more queued: the largest preferred size runs now, not after the delay
+                    skipped, batch = [*batch[cut:], *skipped], batch[:cut]
+                    break
             item = await self._next(deadline - loop.time())
             if item is None:
-                if rows in self.policy.preferred_batch_sizes or loop.time() >= deadline:
-                    break
-                continue
+                break
             if item.future.done():
                 continue
             if item.key != first.key or rows + item.rows > limit:
@@ -189,7 +198,7 @@ class Batcher:
                 continue
             batch.append(item)
             rows += item.rows
-        self._carry.extendleft(reversed(skipped))
+        self._carry.extendleft(sorted(skipped, key=lambda p: p.enqueued, reverse=True))
         return batch
 
     async def _next(self, wait: float) -> _Pending | None:
@@ -207,7 +216,7 @@ class Batcher:
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started, clock = loop.time(), time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
-        run = _Run(instance)
+        run = _Run(instance, inline=self._compute_ewma < self.policy.inline_below_s and len(self._instances) == 1)
         try:
             await self._run(run, batch)
         finally:
@@ -217,14 +226,14 @@ class Batcher:
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
             waits = tuple(started - p.enqueued for p in batch)
-            self._observe(BatchStats(rows, len(batch), waits, elapsed, run.failed > 0, run.calls))
+            self._observe(BatchStats(rows, len(batch), waits, elapsed, run.failed > 0, run.calls, run.inline))
 
     async def _run(self, run: _Run, batch: list[_Pending]) -> None:
         """Run ``batch`` and deliver its outputs; on failure, isolate the request(s) that caused it."""
         run.calls += 1
         try:
             inputs = batch[0].inputs if len(batch) == 1 else _concat([p.inputs for p in batch])
-            if self._compute_ewma < INLINE_BELOW_S and len(self._instances) == 1:
+            if run.inline:
                 outputs = run.instance(inputs)  # cheaper than the hop to a worker thread and back
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run.instance, inputs)
@@ -260,6 +269,16 @@ def _fail(run: _Run, requests: list[_Pending], exc: Exception) -> None:
     for pending in requests:
         if not pending.future.done():
             pending.future.set_exception(error)
+
+
+def _preferred_cut(batch: list[_Pending], preferred: tuple[int, ...]) -> int:
+    """How many of ``batch``'s requests make up its largest preferred size (Triton's rule), or 0."""
+    cut, rows = 0, 0
+    for count, pending in enumerate(batch, start=1):
+        rows += pending.rows
+        if rows in preferred:
+            cut = count
+    return cut
 
 
 def _expire(future: asyncio.Future[Arrays], timeout: float) -> None:

@@ -61,6 +61,12 @@ class Metrics:
         self.batch_requests = Histogram(
             "modelport_batch_requests", "Requests per executed batch", labels, buckets=_BATCH, registry=r
         )
+        self.inline_batches = Counter(
+            "modelport_inline_batches",
+            "Batches run on the event loop instead of a worker thread (compute below inline_below_ms)",
+            labels,
+            registry=r,
+        )
         self.in_flight = Gauge(
             "modelport_inflight_requests", "Requests being handled", registry=r, multiprocess_mode="livesum"
         )
@@ -108,6 +114,8 @@ class Metrics:
         self.batch_size.labels(*key).observe(stats.rows)
         self.batch_requests.labels(*key).observe(stats.requests)
         self.compute_seconds.labels(*key).observe(stats.compute_seconds)
+        if stats.inline:
+            self.inline_batches.labels(*key).inc()
         for wait in stats.queue_seconds:
             self.queue_seconds.labels(*key).observe(wait)
 

@@ -202,6 +202,8 @@ def make_batcher(version: ServedVersion, settings: ServerSettings, config: Model
         / 1000,
         max_queue_size=config.max_queue_size or settings.max_queue_size,
         preferred_batch_sizes=config.preferred_batch_sizes,
+        inline_below_s=(config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms)
+        / 1000,
     )
     version.policy = policy
     version.timeout_s = (config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s

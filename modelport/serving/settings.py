@@ -46,6 +46,9 @@ class ServerSettings(BaseSettings):
         0.0, ge=0, description="default longest wait to fill a batch (0 = greedy: run what is queued at once)"
     )
     max_queue_size: int = Field(512, ge=1, description="default bound of each model's request queue")
+    inline_below_ms: float = Field(
+        0.2, ge=0, description="batches averaging less compute run on the event loop, not a thread (0 = never)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
@@ -135,6 +138,7 @@ class ModelConfig(BaseModel):
     max_queue_delay_ms: float | None = Field(None, ge=0)
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int | None = Field(None, ge=1)
+    inline_below_ms: float | None = Field(None, ge=0)
     timeout_ms: float | None = Field(None, gt=0)
     instances: int | None = Field(None, ge=1)
     version_policy: VersionPolicy = VersionPolicy()

@@ -276,3 +276,94 @@ async def test_one_request_alone_in_a_failed_batch_is_re_run_before_it_is_blamed
     assert (await kept)["y"].tolist() == [[4.0, 4.0, 4.0]]
     assert model.values == [[1.0, 2.0], [2.0]]
     await batcher.close()
+
+
+async def _taken(batcher: Batcher) -> None:
+    """Until the batcher's loop has taken everything queued (it is gathering or running)."""
+    await asyncio.sleep(0)
+    while batcher.depth:
+        await asyncio.sleep(0)
+
+
+async def test_a_queue_delay_holds_the_batch_open_until_it_fills():
+    model = Model()
+    model.release.set()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=4, max_queue_delay_s=30.0, max_queue_size=100))
+    first = asyncio.create_task(batcher.submit(_x(1, 0), timeout=60))
+    await _taken(batcher)  # the first request waits in the batch being gathered
+    rest = [asyncio.create_task(batcher.submit(_x(1, i), timeout=60)) for i in range(1, 4)]
+    await asyncio.wait_for(asyncio.gather(first, *rest), 10)  # full at 4 rows: no waiting out the 30 s
+    assert model.batches == [4]
+    await batcher.close()
+
+
+async def test_a_lone_request_runs_once_its_queue_delay_runs_out():
+    model, stats = Model(), []
+    model.release.set()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=4, max_queue_delay_s=0.05, max_queue_size=100), stats.append)
+    await batcher.submit(_x(1), timeout=10)
+    assert model.batches == [1]
+    assert stats[0].queue_seconds[0] >= 0.05 - 1e-3, "it may not run before its delay is over"
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("queued", "preferred", "batches"), [(2, (2,), [2, 2]), (4, (2,), [2, 2, 2]), (4, (2, 4), [2, 4])]
+)
+async def test_a_preferred_batch_size_runs_at_once_when_nothing_more_is_queued(queued, preferred, batches):
+    """max_queue_delay 30 s: once the queue is drained, the largest preferred size that the gathered requests
+    make runs at once (Triton's rule); the rest go back to the front of the queue."""
+    model = Model()
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=30.0, max_queue_size=100, preferred_batch_sizes=preferred)
+    batcher = Batcher([model], policy)
+    busy = asyncio.create_task(batcher.submit(_x(2), timeout=60))  # a preferred size: it runs at once
+    await asyncio.wait_for(_started(model), 10)
+    waiting = [asyncio.create_task(batcher.submit(_x(1, i), timeout=60)) for i in range(queued)]
+    await _queued(batcher, queued - 1)  # the loop holds the first of them, waiting for the model
+    model.release.set()
+    await asyncio.wait_for(asyncio.gather(busy, *waiting), 10)
+    assert model.batches == batches
+    await batcher.close()
+
+
+class Recorder:
+    """An instant model that records the thread each batch ran on."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __call__(self, inputs):
+        self.threads.append(threading.get_ident())
+        return {"y": inputs["x"] * 2}
+
+
+@pytest.mark.parametrize(
+    ("inline_below_s", "instances", "inline"),
+    [(1.0, 1, [False, True, True]), (0.0, 1, [False, False, False]), (1.0, 2, [False, False, False])],
+)
+async def test_fast_batches_run_inline_on_the_event_loop_and_say_so(inline_below_s, instances, inline):
+    """The first batch runs on a worker thread; once the compute average is under ``inline_below_s`` the
+    next ones run on the event loop's own thread (never with 0, nor with several instances)."""
+    models = [Recorder() for _ in range(instances)]
+    stats: list[BatchStats] = []
+    policy = BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=10, inline_below_s=inline_below_s)
+    batcher = Batcher(models, policy, stats.append)
+    for _ in range(3):
+        await batcher.submit(_x(1), timeout=10)
+    loop_thread = threading.get_ident()
+    threads = [t for model in models for t in model.threads]
+    assert [t == loop_thread for t in threads] == inline
+    assert [s.inline for s in stats] == inline
+    await batcher.close()
+
+
+def test_inline_batches_are_counted_in_metrics():
+    from types import SimpleNamespace
+
+    from modelport.serving.metrics import Metrics
+
+    metrics = Metrics()
+    version = SimpleNamespace(name="m", version=1)
+    for inline in (False, True, True):
+        metrics.observe_batch(version, BatchStats(1, 1, (0.0,), 0.0001, False, 1, inline))  # type: ignore[arg-type]
+    assert metrics.registry.get_sample_value("modelport_inline_batches_total", {"model": "m", "version": "1"}) == 2
