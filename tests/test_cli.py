@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import zipfile
 
+import httpx
 import pytest
 
 from modelport.cli import main
+from tests.loadtest.conftest import ROOT, modelport_in
+from tests.serving.processes import free_port, wait_until
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -116,3 +122,40 @@ def test_inspect_reports_a_broken_manifest(capsys, tmp_path):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "modelport.cli", "export", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
+
+
+@pytest.mark.torch
+def test_paths_are_relative_to_the_users_directory(tmp_path):
+    """export, import-mar, inspect and serve as typed in the user's directory, every path relative."""
+    export = ["export", "tests.export.branchy:small", "--format", "onnx", "--repository", "repo", "--name", "m"]
+    done = modelport_in(tmp_path, *export, "--quiet", timeout=300)
+    assert done.returncode == 0 and "report: repo/.reports/m.json" in done.stdout, done.stderr
+    archive_manifest = {"model": {"modelName": "mar", "serializedFile": "m.onnx"}}
+    with zipfile.ZipFile(tmp_path / "m.mar", "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(archive_manifest))
+        archive.write(tmp_path / "repo" / "m-onnx" / "1" / "model.onnx", "m.onnx")
+    done = modelport_in(tmp_path, "import-mar", "m.mar", "--repository", "repo", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = modelport_in(tmp_path, "inspect", "repo")
+    assert done.returncode == 0 and [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["m-onnx", "mar"]
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "modelport.cli", "serve", "repo", "--http-port", url.split(":")[-1]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen([*command, "--grpc-port", "0"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _ready(server, url), what="`modelport serve repo` ready")
+        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        reply = httpx.post(f"{url}/v2/models/mar/infer", json=body, timeout=10)
+        assert reply.status_code == 200 and len(reply.json()["outputs"][0]["data"]) == 3, reply.text
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def _ready(server: subprocess.Popen[bytes], url: str) -> bool:
+    assert server.poll() is None, f"modelport serve exited with {server.returncode}"
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -35,16 +35,15 @@ class Run:
 
 def modelport(out: Path, *argv: str, timeout: float = 120) -> Run:
     """Run ``modelport ARGV --out OUT`` in its own process (locust must never share ours)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "modelport.cli", *argv, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
+    done = modelport_in(ROOT, *argv, "--out", str(out), timeout=timeout)
     return Run(done.returncode, done.stdout, done.stderr, out)
+
+
+def modelport_in(cwd: Path, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``modelport ARGV`` as a user types it in ``cwd``: relative paths and defaults are the user's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "modelport.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
 
 
 @pytest.fixture(scope="module")

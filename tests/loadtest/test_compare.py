@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.loadtest.conftest import modelport
+from modelport.manifest import read_manifest, write_manifest
+from tests.loadtest.conftest import modelport, modelport_in
+from tests.serving import fakes
+
+
+def _toy_family(repo: Path, variants: tuple[str, ...]) -> None:
+    """Echo models (no ML framework) exported as the family 'toy', one per variant."""
+    for variant in variants:
+        directory = fakes.write_model(repo, f"toy-{variant}")
+        manifest = read_manifest(directory).model_copy(update={"family": "toy", "variant": variant})
+        write_manifest(manifest, directory)
+
+
+def test_compare_from_the_users_directory_with_relative_paths(tmp_path):
+    """`modelport compare repo/toy` as typed in the user's directory, into the default compare-out."""
+    _toy_family(tmp_path / "repo", ("onnx", "torchscript"))
+    done = modelport_in(tmp_path, "compare", "repo/toy", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "compare-out"
+    rows = json.loads((out / "compare.json").read_text())["variants"]
+    assert [(r["model"], r["error"]) for r in rows] == [("toy-onnx", ""), ("toy-torchscript", "")]
+    assert all(r["levels"][0]["rps"] > 0 for r in rows)
+    assert (out / "compare.html").is_file() and (out / "toy-onnx" / "report.html").is_file()
 
 
 @pytest.mark.torch
