@@ -236,6 +236,11 @@ class TfServingGrpcCodec(GrpcCodec):
             method = "/tensorflow.serving.PredictionService/GetModelMetadata"
             raw = self.target.grpc(method, request.SerializeToString())
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a modelport server without TF Serving's gRPC API
+                raise InvalidArgumentError(
+                    f"{self.target.grpc_address} does not serve TF Serving's gRPC API ({exc.details()}): "
+                    "start the server with --tfserving-grpc"
+                ) from None
             raise _grpc_error(exc, self._who()) from None
         signatures = get_model_metadata_pb2.SignatureDefMap()
         get_model_metadata_pb2.GetModelMetadataResponse.FromString(raw).metadata["signature_def"].Unpack(signatures)

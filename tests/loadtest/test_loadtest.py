@@ -150,6 +150,13 @@ def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
         ("server", ["--model", "echo", "--input", "x:float32:-1x4"], 2, "no load was sent: HTTP 400"),
         ("server", ["--model", "failing"], 1, "model 'failing' at http://127.0.0.1:"),
         ("server", ["--model", "echo", "--protocol", "v2-grpc"], 2, "give the gRPC address as host:port"),
+        pytest.param(
+            "grpc",
+            ["--model", "echo", "--protocol", "tfserving-grpc"],
+            2,
+            "does not serve TF Serving's gRPC API (Method not found!): start the server with --tfserving-grpc",
+            marks=pytest.mark.tf,
+        ),
         ("server", ["--model", "echo", "--slo", "p99 fast"], 2, "--slo 'p99 fast' does not parse"),
         (
             "server",
@@ -160,7 +167,7 @@ def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
     ],
 )
 def test_errors_are_clear_and_come_before_any_load(echo_server, tmp_path, target, extra, code, message):
-    url = f"http://127.0.0.1:{free_port()}" if target == "bad-url" else echo_server.url
+    url = {"bad-url": f"http://127.0.0.1:{free_port()}", "grpc": echo_server.grpc}.get(target, echo_server.url)
     run = modelport(tmp_path, "loadtest", url, *(extra or ["--model", "echo"]))
     assert run.code == code, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
