@@ -8,6 +8,7 @@ from pathlib import Path
 from modelport.errors import ModelportError, NotFoundError
 from modelport.export.report import format_bytes
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.sizes import artifact_bytes
 
 __all__ = ["VersionEntry", "find_versions", "render_inspection"]
 
@@ -22,7 +23,7 @@ class VersionEntry:
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return artifact_bytes(self.directory)
 
 
 def find_versions(path: Path) -> list[VersionEntry]:

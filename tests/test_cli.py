@@ -90,11 +90,14 @@ def test_export_then_inspect(capsys, tmp_path):
     code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--format", "onnx,torchscript"))
     assert code == 0
     assert "onnx" in out and "pass" in out and "report:" in out
+    exported = {line.split()[1]: line.split()[3:5] for line in out.splitlines() if line.startswith(("onnx ", "torch"))}
     code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo"))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["model", "ver", "format", "variant"]
     assert any(line.startswith("m-onnx ") and "x:float32:-1x4" in line and "pass" in line for line in lines)
+    inspected = {line.split()[0]: line.split()[4:6] for line in lines[2:]}
+    assert inspected == exported and exported["m-onnx"][1] == "KB", "one size: the artifact's, in one format"
     code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo" / "m-torchscript" / "1"))
     assert code == 0 and "parity gate: tolerance" in out and "source: torch factory" in out
 

@@ -2,8 +2,8 @@
 
 The variants' latest versions are staged (hard links, else copies) into a repository of their
 own, served by one ``modelport serve`` subprocess, and load-tested one after another with the
-same requests. Parity, accuracy and sizes come from each variant's manifest; load time from the
-server's metrics; latencies and throughput from the load tests.
+same requests. Parity and accuracy come from each variant's manifest, its size from its artifact
+(``modelport.sizes``), load time from the server's metrics, latencies and throughput from the load tests.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from modelport.loadtest.serve_process import RunningServer, running_server
 from modelport.loadtest.server_metrics import scrape
 from modelport.loadtest.wire import http_call, reply_json
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.sizes import artifact_bytes
 
 __all__ = ["CompareResult", "Variant", "VariantResult", "find_variants", "run_compare"]
 
@@ -45,7 +46,7 @@ class Variant:
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.version_dir.rglob("*") if p.is_file())
+        return artifact_bytes(self.version_dir)
 
 
 @dataclass

@@ -125,6 +125,6 @@ def throughput_bars(names: list[str], values: list[float], sizes: list[float], t
     left.set_xlabel("req/s")
     left.set_title(title, fontsize=10)
     right.barh(names, sizes, color="C1")
-    right.set_xlabel("artifact size (KiB)")
+    right.set_xlabel("artifact size (KB)")
     left.invert_yaxis()
     return _png(figure)

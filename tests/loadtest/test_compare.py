@@ -19,6 +19,7 @@ def _toy_family(repo: Path, variants: tuple[str, ...]) -> None:
         directory = fakes.write_model(repo, f"toy-{variant}")
         manifest = read_manifest(directory).model_copy(update={"family": "toy", "variant": variant})
         write_manifest(manifest, directory)
+        (directory / "model.onnx").write_bytes(bytes(3000))  # the artifact's size, as the export measured it
 
 
 def test_compare_from_the_users_directory_with_relative_paths(tmp_path):
@@ -31,6 +32,19 @@ def test_compare_from_the_users_directory_with_relative_paths(tmp_path):
     assert [(r["model"], r["error"]) for r in rows] == [("toy-onnx", ""), ("toy-torchscript", "")]
     assert all(r["levels"][0]["rps"] > 0 for r in rows)
     assert (out / "compare.html").is_file() and (out / "toy-onnx" / "report.html").is_file()
+
+
+def test_sizes_are_the_artifacts_in_compare_and_inspect(tmp_path):
+    """compare and inspect show one size: the artifact's bytes (no manifest, no golden vectors), one format."""
+    _toy_family(tmp_path / "repo", ("onnx",))
+    done = modelport_in(tmp_path, "compare", "repo/toy", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "compare-out" / "compare.json").read_text())["variants"][0]["size_bytes"] == 3000
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("toy-onnx ")]
+    assert " 2.9 KB " in row, row
+    inspected = modelport_in(tmp_path, "inspect", "repo")
+    (row,) = [line for line in inspected.stdout.splitlines() if line.startswith("toy-onnx ")]
+    assert " 2.9 KB " in row, row
 
 
 @pytest.mark.torch
@@ -53,7 +67,7 @@ def test_compare_serves_each_variant_and_prints_the_shoot_out(digits_repo, tmp_p
     assert run.code == 0, run.stderr
     table = run.stdout[run.stdout.index("variant ") :]
     for name in ("digits-onnx ", "digits-torchscript ", "digits-onnx-dynamic-int8 "):
-        assert re.search(rf"^{name}.*KiB", table, re.M), table
+        assert re.search(rf"^{name}.* \d+\.\d KB ", table, re.M), table
     assert "u=1 p50/p99 ms" in table and "u=4 p50/p99 ms" in table and "source model accuracy" in table
     data = json.loads((tmp_path / "compare.json").read_text())
     rows = {row["variant"]: row for row in data["variants"]}
