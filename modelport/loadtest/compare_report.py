@@ -16,6 +16,22 @@ from modelport.sizes import format_bytes
 __all__ = ["notes", "render_table", "table_rows", "write_compare"]
 
 
+_ERROR_WIDTH = 72
+
+
+def _error_cell(error: str) -> str:
+    """An error's first line, its middle cut to fit the table: the start says what, the end why.
+
+    compare.json keeps the whole text.
+    """
+    lines = error.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) <= _ERROR_WIDTH:
+        return first
+    head = (_ERROR_WIDTH - 3) // 2
+    return first[:head] + "..." + first[-(_ERROR_WIDTH - 3 - head) :]
+
+
 def _opt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
@@ -41,7 +57,8 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
         for u in users:
             lv = levels.get(u)
             cells.append(f"{lv['p50']:.2f}/{lv['p99']:.2f}" + ("" if lv["slo_passed"] else "*") if lv else "-")
-        cells += [_opt(data["max_rps"], ".0f"), _opt(data["max_rps_under_slo"], ".0f") if not row.error else row.error]
+        under_slo = _error_cell(row.error) if row.error else _opt(data["max_rps_under_slo"], ".0f")
+        cells += [_opt(data["max_rps"], ".0f"), under_slo]
         rows.append(cells)
     return header, rows
 
