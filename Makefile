@@ -38,6 +38,7 @@ lint: install
 	@echo "==> ruff check"; $(VENV)/bin/ruff check .
 	@echo "==> ruff format --check"; $(VENV)/bin/ruff format --check .
 	@echo "==> mypy --strict modelport"; $(VENV)/bin/mypy
+	@echo "==> lint-imports (layers, no cycles; contracts in pyproject.toml)"; $(VENV)/bin/lint-imports --no-cache
 
 format: install
 	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

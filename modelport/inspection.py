@@ -9,6 +9,7 @@ from modelport.errors import ModelportError, NotFoundError
 from modelport.exporters.rejection import REJECTED_DIR, failing_outputs, publish_hint
 from modelport.exporters.report import format_bytes
 from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.sizes import artifact_bytes
 
 __all__ = ["VersionEntry", "find_versions", "render_inspection"]
 
@@ -23,7 +24,7 @@ class VersionEntry:
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return artifact_bytes(self.directory)
 
     @property
     def rejected(self) -> bool:

@@ -8,6 +8,7 @@ marks a dynamic dimension.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from modelport.errors import SpecError, UnsupportedError
 
 __all__ = [
     "DTYPES",
+    "TF_DTYPES",
     "Arrays",
     "DataType",
     "Shape",
@@ -25,6 +27,7 @@ __all__ = [
     "format_shape",
     "lookup_dtype",
     "parse_shape",
+    "raw_bytes",
     "shape_matches",
     "value_outside",
 ]
@@ -203,3 +206,31 @@ def format_range(low: float, high: float, integer: bool) -> str:
     """The range ``low..high`` as the inequality :func:`value_outside` checks: ``0 <= value < 1000``."""
     start, stop = _bounds(low, high, integer)
     return f"{_number(start)} <= value {'<' if integer else '<='} {_number(stop)}"
+
+
+# modelport dtype name -> TF Serving's DataType enum name (REST metadata, gRPC TensorProto)
+TF_DTYPES = {
+    "bool": "DT_BOOL",
+    "int8": "DT_INT8",
+    "int16": "DT_INT16",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "uint8": "DT_UINT8",
+    "uint16": "DT_UINT16",
+    "uint32": "DT_UINT32",
+    "uint64": "DT_UINT64",
+    "float16": "DT_HALF",
+    "bfloat16": "DT_BFLOAT16",
+    "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE",
+    "string": "DT_STRING",
+}
+
+
+def raw_bytes(array: np.ndarray[Any, Any]) -> bytes:
+    """A tensor as raw little-endian bytes (KServe binary extension, gRPC raw contents); BYTES
+    elements (object, bytes or str arrays) each behind a 4-byte little-endian length."""
+    if array.dtype.kind in ("O", "S", "U"):
+        items = [x if isinstance(x, bytes) else str(x).encode() for x in array.ravel()]
+        return b"".join(struct.pack("<I", len(x)) + x for x in items)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

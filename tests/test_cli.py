@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 
+import httpx
 import pytest
 
 from modelport.cli import main
 from tests.export import keras_kinds
-from tests.export.user_cli import FRAMEWORK_LOG_VARIABLES, ROOT, run_modelport
+from tests.loadtest.conftest import modelport_in
+from tests.serving.processes import free_port, wait_until
+from tests.user_cli import FRAMEWORK_LOG_VARIABLES, ROOT, run_modelport
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -88,11 +93,14 @@ def test_export_then_inspect(capsys, tmp_path):
     code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--format", "onnx,torchscript"))
     assert code == 0
     assert "onnx" in out and "pass" in out and "report:" in out
+    exported = {line.split()[1]: line.split()[3:5] for line in out.splitlines() if line.startswith(("onnx ", "torch"))}
     code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo"))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["model", "ver", "format", "variant"]
     assert any(line.startswith("m-onnx ") and "x:float32:-1x4" in line and "pass" in line for line in lines)
+    inspected = {line.split()[0]: line.split()[4:6] for line in lines[2:]}
+    assert inspected == exported and exported["m-onnx"][1] == "KB", "one size: the artifact's, in one format"
     code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo" / "m-torchscript" / "1"))
     assert code == 0 and "parity gate: tolerance" in out and "source: torch factory" in out
 
@@ -232,3 +240,40 @@ def test_jax_fork_warning_is_silenced(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "os.fork() was called" not in done.stderr
+
+
+@pytest.mark.torch
+def test_paths_are_relative_to_the_users_directory(tmp_path):
+    """export, import-mar, inspect and serve as typed in the user's directory, every path relative."""
+    export = ["export", "tests.export.branchy:small", "--format", "onnx", "--repository", "repo", "--name", "m"]
+    done = modelport_in(tmp_path, *export, "--quiet", timeout=300)
+    assert done.returncode == 0 and "report: repo/.reports/m.json" in done.stdout, done.stderr
+    archive_manifest = {"model": {"modelName": "mar", "serializedFile": "m.onnx"}}
+    with zipfile.ZipFile(tmp_path / "m.mar", "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(archive_manifest))
+        archive.write(tmp_path / "repo" / "m-onnx" / "1" / "model.onnx", "m.onnx")
+    done = modelport_in(tmp_path, "import-mar", "m.mar", "--repository", "repo", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = modelport_in(tmp_path, "inspect", "repo")
+    assert done.returncode == 0 and [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["m-onnx", "mar"]
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "modelport.cli", "serve", "repo", "--http-port", url.split(":")[-1]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen([*command, "--grpc-port", "0"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _ready(server, url), what="`modelport serve repo` ready")
+        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        reply = httpx.post(f"{url}/v2/models/mar/infer", json=body, timeout=10)
+        assert reply.status_code == 200 and len(reply.json()["outputs"][0]["data"]) == 3, reply.text
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def _ready(server: subprocess.Popen[bytes], url: str) -> bool:
+    assert server.poll() is None, f"modelport serve exited with {server.returncode}"
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -15,11 +15,11 @@ from modelport.manifest import read_manifest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run an example from the repository root with this venv's tools on PATH; it must exit 0."""
+def _run(*command: str, timeout: float = 900, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run an example (from the repository root unless ``cwd``) with this venv's tools on PATH; it must exit 0."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -52,14 +52,17 @@ def test_export_api_example(tmp_path):
 @pytest.mark.tf
 @pytest.mark.slow
 def test_demo_script_exports_both_models(tmp_path):
-    """examples/digits/demo.py is what `make demo` runs (it trains with examples/digits/train.py)."""
-    done = _run(sys.executable, "examples/digits/demo.py", "--out", str(tmp_path))
+    """examples/digits/demo.py is what `make demo` runs (it trains with examples/digits/train.py), with a
+    relative --out as `make demo` gives it (here relative to a fresh directory, not the checkout)."""
+    done = _run(sys.executable, str(ROOT / "examples/digits/demo.py"), "--out", "demo-out", cwd=tmp_path)
     assert done.stdout.count(" pass") >= 16 and "FAIL" not in done.stdout and "ERROR" not in done.stdout
     assert done.stdout.count("JSON == binary: True") == 16
     assert "test accuracy" in done.stdout
     verified = [line for line in done.stdout.splitlines() if "golden cases" in line and line.rstrip().endswith("OK")]
     assert len(verified) >= 5, "the edge bundles of both models verify with the standalone runtime"
     assert "compare report:" in done.stdout and "failed:" not in done.stdout, "the demo ends with a clean shoot-out"
+    assert (tmp_path / "demo-out" / "compare" / "compare.html").is_file()
+    assert (tmp_path / "demo-out" / "loadtest" / "report.html").is_file()
 
 
 def test_readme_examples_are_files_that_exist():

@@ -28,6 +28,7 @@ from modelport.manifest import (
     file_sha256,
     write_manifest,
 )
+from modelport.sizes import artifact_bytes
 
 __all__ = ["Staged", "check_free", "model_name", "next_version", "publish", "stage"]
 
@@ -94,10 +95,7 @@ def stage(
         outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
     write_manifest(manifest, directory)
-    size = sum(
-        p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name not in (MANIFEST_FILE, GOLDEN_FILE)
-    )
-    return Staged(directory, manifest, repository, size)
+    return Staged(directory, manifest, repository, artifact_bytes(directory))
 
 
 def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Path:

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from modelport.sizes import format_bytes
+
 __all__ = ["ExportReport", "ReportRow", "format_bytes", "render_table"]
 
 
@@ -55,16 +57,6 @@ class ExportReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json() + "\n")
         return path
-
-
-def format_bytes(size: int) -> str:
-    """``1.2 MB``-style sizes."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def _pct(value: float | None) -> str:

@@ -2,114 +2,28 @@
 
 The variants' latest versions are staged (hard links, else copies) into a repository of their
 own, served by one ``modelport serve`` subprocess, and load-tested one after another with the
-same requests. Parity, accuracy and sizes come from each variant's manifest; load time from the
-server's metrics; latencies and throughput from the load tests.
+same requests. Parity and accuracy come from each variant's manifest, its size from its artifact
+(``modelport.sizes``), load time from the server's metrics, latencies and throughput from the load tests.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelportError, NotFoundError
+from modelport.loadtest.compare_report import render_table, write_compare
+from modelport.loadtest.compare_result import CompareResult, Variant, VariantResult
 from modelport.loadtest.options import CompareOptions, LoadTestOptions
-from modelport.loadtest.report import LoadTestReport
-from modelport.loadtest.results import LevelResult
 from modelport.loadtest.runner import run_loadtest
 from modelport.loadtest.serve_process import RunningServer, running_server
 from modelport.loadtest.server_metrics import scrape
 from modelport.loadtest.wire import http_call, reply_json
-from modelport.manifest import MANIFEST_FILE, ModelManifest, read_manifest
+from modelport.manifest import MANIFEST_FILE, read_manifest
 
 __all__ = ["CompareResult", "Variant", "VariantResult", "find_variants", "run_compare"]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One exported variant: its model directory, latest version and manifest."""
-
-    directory: Path
-    version: int
-    manifest: ModelManifest
-
-    @property
-    def name(self) -> str:
-        return self.directory.name
-
-    @property
-    def version_dir(self) -> Path:
-        return self.directory / str(self.version)
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.version_dir.rglob("*") if p.is_file())
-
-
-@dataclass
-class VariantResult:
-    """A variant's row of the shoot-out: its manifest facts, load time and load test (or why none)."""
-
-    variant: Variant
-    load_seconds: float | None = None
-    report: LoadTestReport | None = None
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        m = self.variant.manifest
-        parity = m.parity
-        return {
-            "model": self.variant.name,
-            "variant": m.variant,
-            "format": m.format,
-            "quantization": m.quantization.method if m.quantization else None,
-            "size_bytes": self.variant.size_bytes,
-            "load_seconds": self.load_seconds,
-            "parity_max_abs_error": max((o.max_abs_error for o in parity.outputs), default=None) if parity else None,
-            "parity_passed": parity.passed if parity else None,
-            "top1_agreement": _agreement(m),
-            "accuracy": parity.accuracy if parity else None,
-            "source_accuracy": parity.source_accuracy if parity else None,
-            "max_rps": max((lv.rps for lv in self.report.levels), default=None) if self.report else None,
-            "max_rps_under_slo": self.report.max_rps_under_slo if self.report else None,
-            "levels": [_level_row(lv) for lv in (self.report.levels if self.report else [])],
-            "report": str(self.report.out / "report.html") if self.report else None,
-            "error": self.error,
-        }
-
-
-def _level_row(level: LevelResult) -> dict[str, Any]:
-    return {
-        "users": level.level.users,
-        "rps": level.rps,
-        "p50": level.latency_ms["p50"],
-        "p99": level.latency_ms["p99"],
-        "error_rate": level.error_rate,
-        "slo_passed": level.passed,
-    }
-
-
-def _agreement(manifest: ModelManifest) -> float | None:
-    values = (
-        [o.top1_agreement for o in manifest.parity.outputs if o.top1_agreement is not None] if manifest.parity else []
-    )
-    return min(values) if values else None
-
-
-@dataclass
-class CompareResult:
-    """Every variant's row, plus where the reports went."""
-
-    options: CompareOptions
-    rows: list[VariantResult] = field(default_factory=list)
-    html: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Every selected variant served and was load-tested."""
-        return all(row.report is not None for row in self.rows)
 
 
 def find_variants(repository: Path, family: str, wanted: tuple[str, ...] = ()) -> list[Variant]:
@@ -157,8 +71,6 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
     """Serve, load-test and compare every selected variant; prints the table, writes compare.{json,csv,html}."""
-    from modelport.loadtest.compare_report import render_table, write_compare
-
     variants = find_variants(options.repository, options.family, options.variants)
     options.out.mkdir(parents=True, exist_ok=True)
     staging = _stage(variants, options.out / "repository")

@@ -8,15 +8,28 @@ import json
 from typing import Any
 
 from modelport.loadtest import plots
-from modelport.loadtest.compare import CompareResult
+from modelport.loadtest.compare_result import CompareResult
 from modelport.loadtest.html import figure, page, table
 from modelport.loadtest.report import LoadTestReport
+from modelport.sizes import format_bytes
 
 __all__ = ["notes", "render_table", "table_rows", "write_compare"]
 
 
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+_ERROR_WIDTH = 72
+
+
+def _error_cell(error: str) -> str:
+    """An error's first line, its middle cut to fit the table: the start says what, the end why.
+
+    compare.json keeps the whole text.
+    """
+    lines = error.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) <= _ERROR_WIDTH:
+        return first
+    head = (_ERROR_WIDTH - 3) // 2
+    return first[:head] + "..." + first[-(_ERROR_WIDTH - 3 - head) :]
 
 
 def _opt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -34,7 +47,7 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
         cells = [
             row.variant.name,
             data["format"] + (f" {data['quantization']}" if data["quantization"] else ""),
-            _size(data["size_bytes"]),
+            format_bytes(data["size_bytes"]),
             _opt(data["load_seconds"], ".2f"),
             _opt(data["parity_max_abs_error"], ".1e"),
             _opt(None if data["top1_agreement"] is None else 100 * data["top1_agreement"], ".1f", "%"),
@@ -44,7 +57,8 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
         for u in users:
             lv = levels.get(u)
             cells.append(f"{lv['p50']:.2f}/{lv['p99']:.2f}" + ("" if lv["slo_passed"] else "*") if lv else "-")
-        cells += [_opt(data["max_rps"], ".0f"), _opt(data["max_rps_under_slo"], ".0f") if not row.error else row.error]
+        under_slo = _error_cell(row.error) if row.error else _opt(data["max_rps_under_slo"], ".0f")
+        cells += [_opt(data["max_rps"], ".0f"), under_slo]
         rows.append(cells)
     return header, rows
 
@@ -121,7 +135,7 @@ def _html(result: CompareResult, header: list[str], rows: list[list[str]]) -> st
     tested = [r for r in result.rows if r.report is not None]
     series = [_series(r.variant.name, r.report) for r in tested if r.report is not None]
     under = [(r.report.max_rps_under_slo or 0.0) if r.report else 0.0 for r in result.rows]
-    sizes = [r.variant.size_bytes / 1024 for r in result.rows]
+    sizes = [r.variant.size_bytes / 1024 for r in result.rows]  # KB, as format_bytes counts them
     links = "".join(
         f'<li><a href="{html.escape(r.variant.name)}/report.html">{html.escape(r.variant.name)}</a></li>'
         for r in tested

@@ -1,4 +1,8 @@
-"""Options of ``modelport loadtest`` and ``modelport compare``: frozen dataclasses the CLI fills."""
+"""Options of ``modelport loadtest`` and ``modelport compare``: frozen dataclasses the CLI fills.
+
+Their paths are made absolute once, here, where they enter: locust runs with each level's folder as
+its working directory, so a path relative to the user's directory would be read from the wrong place.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +79,8 @@ class LoadTestOptions:
     ``url`` is ``http://host:port`` for the HTTP protocols and ``host:port`` (or ``grpc://host:port``)
     for the gRPC ones. ``inputs`` override or complete the served model's metadata. ``data`` is
     ``random`` or an ``.npz`` (inputs keyed by name, or a ``golden.npz``). ``api_key`` is sent as
-    ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request.
+    ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request. ``out`` and
+    ``locustfile`` are made absolute (relative to the current directory) on construction.
     """
 
     url: str
@@ -112,11 +117,15 @@ class LoadTestOptions:
             raise InvalidArgumentError("--ui runs one interactive level: give a single --users value")
         if self.spawn_rate is not None and self.spawn_rate <= 0:
             raise InvalidArgumentError(f"--spawn-rate must be positive, got {self.spawn_rate:g}")
+        _absolute(self, "out", "locustfile")
 
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """``modelport compare REPO/NAME``: the same load against every served variant of one model."""
+    """``modelport compare REPO/NAME``: the same load against every served variant of one model.
+
+    ``repository`` and ``out`` are made absolute (relative to the current directory) on construction.
+    """
 
     repository: Path
     family: str
@@ -130,3 +139,14 @@ class CompareOptions:
     out: Path = Path("compare-out")
     serve_args: tuple[str, ...] = field(default=())
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _absolute(self, "repository", "out")
+
+
+def _absolute(options: object, *names: str) -> None:
+    """Make the path fields ``names`` of a frozen ``options`` absolute, relative to the current directory."""
+    for name in names:
+        path = getattr(options, name)
+        if path is not None:
+            object.__setattr__(options, name, Path(path).absolute())

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.golden import load_golden, load_npz_inputs, random_inputs
 from modelport.manifest import TensorSpec
-from modelport.tensors import format_shape
+from modelport.tensors import Arrays, format_shape
 
 __all__ = ["merge_specs", "resolve_specs", "sample_inputs"]
-
-Arrays = dict[str, np.ndarray[Any, Any]]
 
 
 def merge_specs(served: tuple[TensorSpec, ...] | None, given: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:

@@ -1,8 +1,9 @@
-"""matplotlib figures of the reports, rendered headless to PNG bytes."""
+"""matplotlib figures of the reports, rendered headless (Agg) to PNG bytes, without warnings on stderr."""
 
 from __future__ import annotations
 
 import io
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from modelport.errors import DependencyError
@@ -28,8 +29,10 @@ def _pyplot() -> Any:
 
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=90)
+    with warnings.catch_warnings():  # e.g. "Tight layout not applied" for long names: the figure is still right
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
+        figure.savefig(buffer, format="png", dpi=90)
     _pyplot().close(figure)
     return buffer.getvalue()
 
@@ -71,10 +74,12 @@ def curves(series: list[Curve], title: str) -> bytes:
             axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axis.set_xlabel("throughput (req/s)")
     axis.set_ylabel("p99 latency (ms)")
-    axis.set_yscale("log")
+    if any(y > 0 for _, _, p99, _ in series for y in p99):
+        axis.set_yscale("log")
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, ncol=2)
+    if series:  # none when no variant could be load-tested
+        axis.legend(fontsize=8, ncol=2)
     return _png(figure)
 
 
@@ -125,6 +130,6 @@ def throughput_bars(names: list[str], values: list[float], sizes: list[float], t
     left.set_xlabel("req/s")
     left.set_title(title, fontsize=10)
     right.barh(names, sizes, color="C1")
-    right.set_xlabel("artifact size (KiB)")
+    right.set_xlabel("artifact size (KB)")
     left.invert_yaxis()
     return _png(figure)

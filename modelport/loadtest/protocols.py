@@ -6,7 +6,6 @@ locust process only replays them (so TensorFlow or tritonclient never load next 
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,13 +16,11 @@ from modelport.errors import InvalidArgumentError, ModelNotReadyError, NotFoundE
 from modelport.loadtest.options import Protocol
 from modelport.loadtest.wire import HttpReply, grpc_call, http_call, reply_json
 from modelport.manifest import TensorSpec
-from modelport.tensors import DTYPES, lookup_dtype
+from modelport.tensors import TF_DTYPES, Arrays, lookup_dtype, raw_bytes
 
 __all__ = ["Codec", "Endpoint", "Payload", "Target", "codec_for"]
 
-Arrays = dict[str, np.ndarray[Any, Any]]
-_TF_NAMES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF"}
-_BY_TF = {_TF_NAMES.get(d.name, "DT_" + d.name.upper()): d.name for d in DTYPES.values()}
+_BY_TF = {tf: name for name, tf in TF_DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ class BinaryCodec(Codec):
         return Endpoint("http", base.host, base.path, {"Content-Type": "application/octet-stream"}, base.name)
 
     def encode(self, arrays: Arrays) -> Payload:
-        raws = {n: _raw(a) for n, a in arrays.items()}
+        raws = {n: raw_bytes(a) for n, a in arrays.items()}
         tensors = [
             {"name": n, "shape": list(a.shape), "datatype": _v2(a), "parameters": {"binary_data_size": len(raws[n])}}
             for n, a in arrays.items()
@@ -176,7 +173,7 @@ class GrpcCodec(Codec):
         request = service_pb2.ModelInferRequest(model_name=self.target.model, model_version=self.target.version or "")
         for name, array in arrays.items():
             request.inputs.add(name=name, datatype=_v2(array), shape=list(array.shape))
-            request.raw_input_contents.append(_raw(array))
+            request.raw_input_contents.append(raw_bytes(array))
         return Payload(bytes(request.SerializeToString()), {})
 
     def check(self, payload: Payload) -> str:
@@ -236,6 +233,11 @@ class TfServingGrpcCodec(GrpcCodec):
             method = "/tensorflow.serving.PredictionService/GetModelMetadata"
             raw = self.target.grpc(method, request.SerializeToString())
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a modelport server without TF Serving's gRPC API
+                raise InvalidArgumentError(
+                    f"{self.target.grpc_address} does not serve TF Serving's gRPC API ({exc.details()}): "
+                    "start the server with --tfserving-grpc"
+                ) from None
             raise _grpc_error(exc, self._who()) from None
         signatures = get_model_metadata_pb2.SignatureDefMap()
         get_model_metadata_pb2.GetModelMetadataResponse.FromString(raw).metadata["signature_def"].Unpack(signatures)
@@ -342,14 +344,6 @@ def _v2(array: np.ndarray[Any, Any]) -> str:
     if array.dtype.kind in ("O", "S", "U"):
         return "BYTES"
     return lookup_dtype(array.dtype.name).v2
-
-
-def _raw(array: np.ndarray[Any, Any]) -> bytes:
-    """Little-endian raw tensor bytes; BYTES elements each behind a 4-byte length."""
-    if array.dtype.kind in ("O", "S", "U"):
-        items = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
-        return b"".join(struct.pack("<I", len(v)) + v for v in items)
-    return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
 
 
 def _json_list(array: np.ndarray[Any, Any]) -> Any:

@@ -5,7 +5,7 @@ One file that needs only numpy and a LiteRT interpreter (``ai_edge_litert``, els
 
     python modelport_edge.py verify BUNDLE [--variant V]
     python modelport_edge.py predict BUNDLE --input x.npy [--variant V] [--top-k 5]
-    python modelport_edge.py bench BUNDLE [--runs 200] [--threads N] [--json out.json]
+    python modelport_edge.py bench BUNDLE [--runs 200] [--threads N] [--json [out.json]]
 
     model = EdgeModel.open("bundle", variant="float16")   # checks sha256 + golden vectors
     model.top_k(image)                                    # [[("3", 0.98), ...]]
@@ -470,10 +470,9 @@ def _bench(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "variants": results,
     }
-    print(_bench_table(report))
     text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
+    print(text if args.json == "-" else _bench_table(report))  # --json alone: JSON only, for a pipe
+    if args.json not in (None, "-"):
         Path(args.json).write_text(text + "\n")
     return 1 if failed else 0
 
@@ -535,7 +534,13 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("bench", "_bench-child"):
             p.add_argument("--runs", type=int, default=200, help="timed runs per variant (default 200)")
         if name == "bench":
-            p.add_argument("--json", type=Path, help="also write the results to this file")
+            p.add_argument(
+                "--json",
+                nargs="?",
+                const="-",
+                metavar="FILE",
+                help="print the results as JSON instead of the table; with FILE, write them there beside the table",
+            )
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from modelport.exporters.report import format_bytes
+from modelport.sizes import format_bytes
 
 __all__ = ["BundleReport", "BundleRow", "render_bundle_table"]
 

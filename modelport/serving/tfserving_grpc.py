@@ -17,8 +17,9 @@ from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
-from modelport.serving.tfserving_rest import SIGNATURE, TF_DTYPES
+from modelport.serving.tfserving_rest import SIGNATURE
 from modelport.serving.v2 import InferRequest, RequestedOutput
+from modelport.tensors import TF_DTYPES
 
 __all__ = ["add_tfserving_services"]
 

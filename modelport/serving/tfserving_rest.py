@@ -22,26 +22,10 @@ from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.httputil import json_tensor, read_body
 from modelport.serving.v2 import InferRequest
-from modelport.tensors import lookup_dtype
+from modelport.tensors import TF_DTYPES, lookup_dtype
 
 __all__ = ["TF_DTYPES", "tensor_info", "tfserving_routes", "version_for"]
 
-TF_DTYPES = {
-    "bool": "DT_BOOL",
-    "int8": "DT_INT8",
-    "int16": "DT_INT16",
-    "int32": "DT_INT32",
-    "int64": "DT_INT64",
-    "uint8": "DT_UINT8",
-    "uint16": "DT_UINT16",
-    "uint32": "DT_UINT32",
-    "uint64": "DT_UINT64",
-    "float16": "DT_HALF",
-    "bfloat16": "DT_BFLOAT16",
-    "float32": "DT_FLOAT",
-    "float64": "DT_DOUBLE",
-    "string": "DT_STRING",
-}
 SIGNATURE = "serving_default"
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
 

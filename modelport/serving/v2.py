@@ -18,7 +18,7 @@ import orjson
 
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.runtimes.base import Arrays
-from modelport.tensors import DTYPES, DataType, dtype_of_array
+from modelport.tensors import DTYPES, DataType, dtype_of_array, raw_bytes
 
 __all__ = [
     "HEADER_LENGTH",
@@ -340,7 +340,7 @@ def decode_typed_tensor(name: str, datatype: Any, shape: Any, values: Any) -> np
 def encode_raw_tensor(value: np.ndarray[Any, Any]) -> tuple[str, list[int], bytes]:
     """(datatype, shape, raw little-endian bytes) of an output tensor."""
     dtype = dtype_of_array(value)
-    return dtype.v2, list(value.shape), _binary_bytes(value, dtype)
+    return dtype.v2, list(value.shape), raw_bytes(value)
 
 
 def _requested(value: Any) -> RequestedOutput:
@@ -402,7 +402,7 @@ def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tupl
     dtype = dtype_of_array(value)
     entry: dict[str, Any] = {"name": name, "datatype": dtype.v2, "shape": list(value.shape)}
     if binary:
-        raw = _binary_bytes(value, dtype)
+        raw = raw_bytes(value)
         entry["parameters"] = {"binary_data_size": len(raw)}
         return entry, raw
     if dtype.name == "string":
@@ -412,13 +412,6 @@ def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tupl
     else:
         entry["data"] = np.ascontiguousarray(value).ravel()
     return entry, None
-
-
-def _binary_bytes(value: np.ndarray[Any, Any], dtype: DataType) -> bytes:
-    if dtype.name == "string":
-        items = [x if isinstance(x, bytes) else str(x).encode() for x in value.ravel()]
-        return b"".join(struct.pack("<I", len(x)) + x for x in items)
-    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
 
 
 def _text(value: Any) -> Any:

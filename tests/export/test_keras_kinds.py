@@ -11,7 +11,7 @@ import pytest
 import modelport
 from modelport.manifest import read_manifest
 from tests.export import keras_kinds
-from tests.export.user_cli import run_modelport
+from tests.user_cli import run_modelport
 
 pytestmark = [pytest.mark.tf, pytest.mark.tflite]
 

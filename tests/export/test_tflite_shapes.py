@@ -11,7 +11,7 @@ from modelport.errors import InvalidArgumentError, SpecError
 from modelport.exporters.options import ExportOptions
 from modelport.manifest import read_manifest
 from tests.export import keras_kinds
-from tests.export.user_cli import run_modelport
+from tests.user_cli import run_modelport
 
 TEXT_MODEL = """\
 import torch

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from tests.serving import fakes
 from tests.serving.processes import Served, serving
+from tests.user_cli import run_modelport
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,16 +34,13 @@ class Run:
 
 def modelport(out: Path, *argv: str, timeout: float = 120) -> Run:
     """Run ``modelport ARGV --out OUT`` in its own process (locust must never share ours)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "modelport.cli", *argv, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
+    done = modelport_in(ROOT, *argv, "--out", str(out), timeout=timeout)
     return Run(done.returncode, done.stdout, done.stderr, out)
+
+
+def modelport_in(cwd: Path, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``modelport ARGV`` as a user types it in ``cwd``: relative paths and defaults are the user's."""
+    return run_modelport(*argv, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

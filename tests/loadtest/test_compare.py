@@ -4,10 +4,67 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.loadtest.conftest import modelport
+from modelport.manifest import read_manifest, write_manifest
+from tests.loadtest.conftest import modelport, modelport_in
+from tests.serving import fakes
+
+
+def _toy_family(repo: Path, variants: tuple[str, ...], runtimes: dict[str, str] | None = None) -> None:
+    """Fake models (no ML framework; echo unless ``runtimes`` names another) of the family 'toy', one per variant."""
+    for variant in variants:
+        directory = fakes.write_model(repo, f"toy-{variant}")
+        if runtimes and variant in runtimes:
+            (directory.parent / "config.yaml").write_text(yaml.safe_dump({"runtime": runtimes[variant]}))
+        manifest = read_manifest(directory).model_copy(update={"family": "toy", "variant": variant})
+        write_manifest(manifest, directory)
+        (directory / "model.onnx").write_bytes(bytes(3000))  # the artifact's size, as the export measured it
+
+
+def test_compare_from_the_users_directory_with_relative_paths(tmp_path):
+    """`modelport compare repo/toy` as typed in the user's directory, into the default compare-out."""
+    _toy_family(tmp_path / "repo", ("onnx", "torchscript"))
+    done = modelport_in(tmp_path, "compare", "repo/toy", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "compare-out"
+    rows = json.loads((out / "compare.json").read_text())["variants"]
+    assert [(r["model"], r["error"]) for r in rows] == [("toy-onnx", ""), ("toy-torchscript", "")]
+    assert all(r["levels"][0]["rps"] > 0 for r in rows)
+    assert (out / "compare.html").is_file() and (out / "toy-onnx" / "report.html").is_file()
+
+
+def test_variants_that_fail_leave_a_clean_table_and_a_silent_stderr(tmp_path):
+    """No variant can be load-tested: one line per variant (an error's first line), no plotting warnings."""
+    runtimes = {"onnx": "tests.loadtest.fake_runtimes:WordyLoadFailure", "tflite": "tests.serving.fakes:FailingRuntime"}
+    _toy_family(tmp_path / "repo", ("onnx", "tflite"), runtimes)
+    done = modelport_in(tmp_path, "compare", "repo/toy", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 1 and done.stderr == "", done.stderr
+    table = done.stdout[done.stdout.index("variant ") :].splitlines()
+    assert [line.split()[0] for line in table[2:4]] == ["toy-onnx", "toy-tflite"] and table[4].startswith("protocol")
+    error = table[2][table[2].index("not ready: ") :]
+    assert len(error) == 72 and "..." in error, "the first line, its middle cut"
+    assert error.startswith("not ready: onnx runtime cannot") and error.endswith("the model file is corrupt"), error
+    assert len(table[2]) == len(table[0]) == len(table[3]), "every row as wide as the header"
+    rows = json.loads((tmp_path / "compare-out" / "compare.json").read_text())["variants"]
+    assert rows[0]["error"].endswith("corrupt\n  at byte 1234 of model.onnx\n  (the export was interrupted?)")
+    assert (tmp_path / "compare-out" / "compare.html").is_file()
+
+
+def test_sizes_are_the_artifacts_in_compare_and_inspect(tmp_path):
+    """compare and inspect show one size: the artifact's bytes (no manifest, no golden vectors), one format."""
+    _toy_family(tmp_path / "repo", ("onnx",))
+    done = modelport_in(tmp_path, "compare", "repo/toy", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "compare-out" / "compare.json").read_text())["variants"][0]["size_bytes"] == 3000
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("toy-onnx ")]
+    assert " 2.9 KB " in row, row
+    inspected = modelport_in(tmp_path, "inspect", "repo")
+    (row,) = [line for line in inspected.stdout.splitlines() if line.startswith("toy-onnx ")]
+    assert " 2.9 KB " in row, row
 
 
 @pytest.mark.torch
@@ -30,7 +87,7 @@ def test_compare_serves_each_variant_and_prints_the_shoot_out(digits_repo, tmp_p
     assert run.code == 0, run.stderr
     table = run.stdout[run.stdout.index("variant ") :]
     for name in ("digits-onnx ", "digits-torchscript ", "digits-onnx-dynamic-int8 "):
-        assert re.search(rf"^{name}.*KiB", table, re.M), table
+        assert re.search(rf"^{name}.* \d+\.\d KB ", table, re.M), table
     assert "u=1 p50/p99 ms" in table and "u=4 p50/p99 ms" in table and "source model accuracy" in table
     data = json.loads((tmp_path / "compare.json").read_text())
     rows = {row["variant"]: row for row in data["variants"]}

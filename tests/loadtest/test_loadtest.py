@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import signal
 import subprocess
@@ -10,9 +11,10 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.loadtest.conftest import ROOT, modelport
+from tests.loadtest.conftest import ROOT, modelport, modelport_in
 from tests.serving import fakes
 from tests.serving.processes import free_port, serving
 
@@ -148,6 +150,13 @@ def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
         ("server", ["--model", "echo", "--input", "x:float32:-1x4"], 2, "no load was sent: HTTP 400"),
         ("server", ["--model", "failing"], 1, "model 'failing' at http://127.0.0.1:"),
         ("server", ["--model", "echo", "--protocol", "v2-grpc"], 2, "give the gRPC address as host:port"),
+        pytest.param(
+            "grpc",
+            ["--model", "echo", "--protocol", "tfserving-grpc"],
+            2,
+            "does not serve TF Serving's gRPC API (Method not found!): start the server with --tfserving-grpc",
+            marks=pytest.mark.tf,
+        ),
         ("server", ["--model", "echo", "--slo", "p99 fast"], 2, "--slo 'p99 fast' does not parse"),
         (
             "server",
@@ -158,7 +167,7 @@ def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
     ],
 )
 def test_errors_are_clear_and_come_before_any_load(echo_server, tmp_path, target, extra, code, message):
-    url = f"http://127.0.0.1:{free_port()}" if target == "bad-url" else echo_server.url
+    url = {"bad-url": f"http://127.0.0.1:{free_port()}", "grpc": echo_server.grpc}.get(target, echo_server.url)
     run = modelport(tmp_path, "loadtest", url, *(extra or ["--model", "echo"]))
     assert run.code == code, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
@@ -197,6 +206,32 @@ def test_own_locustfile_is_run_and_its_errors_reported(echo_server, tmp_path):
     assert level["failures"] > 10 and 0.3 < level["error_rate"] < 0.7
     assert any("404" in error for error in level["errors"]), level["errors"]
     assert level["server"]["requests_by_outcome"], "the server side is still scraped for --model"
+
+
+def test_paths_are_relative_to_the_users_directory(echo_server, tmp_path):
+    """The default --out, and relative --data, --api-key-file, --out and --locustfile, as a user types them."""
+    np.savez(tmp_path / "rows.npz", x=np.arange(12, dtype=np.float32).reshape(4, 3))
+    (tmp_path / "key.txt").write_text("any token: this server asks for none\n")
+    args = ["loadtest", echo_server.url, "--model", "echo", "--duration", "1s", "--quiet"]
+    done = modelport_in(tmp_path, *args, "--data", "rows.npz", "--api-key-file", "key.txt")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "loadtest-out"
+    report = json.loads((out / "report.json").read_text())
+    assert report["levels"][0]["requests"] > 10 and report["target"]["distinct_requests"] == 4, "the 4 rows of --data"
+    assert (out / "level1-users1" / "locust.json").is_file() and (out / "report.html").is_file()
+    assert not (out / "level1-users1" / "loadtest-out").exists(), "nothing nested under the level's folder"
+    (tmp_path / "mine.py").write_text(
+        "from locust import FastHttpUser, constant, task\n\n"
+        "class Mine(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def ready(self):\n"
+        "        self.client.get('/v2/models/echo/ready')\n"
+    )
+    done = modelport_in(tmp_path, *args, "--locustfile", "mine.py", "--out", "runs/mine")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "runs" / "mine" / "report.json").read_text())
+    assert report["levels"][0]["requests"] > 10 and report["levels"][0]["failures"] == 0
 
 
 def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -196,3 +198,31 @@ def test_options_reject_what_cannot_run():
         LoadTestOptions(url="http://h:1", model="m", protocol="soap")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="--duration must be at least 1s"):
         LoadTestOptions(url="http://h:1", model="m", duration_s=0.5)
+
+
+def test_options_paths_are_absolute_from_the_start(tmp_path, monkeypatch):
+    """locust runs in each level's folder: a relative path must not reach it."""
+    from modelport.loadtest.options import CompareOptions, LoadTestOptions
+
+    monkeypatch.chdir(tmp_path)
+    options = LoadTestOptions(url="http://h:1", model="m", locustfile=Path("mine.py"))
+    assert (options.out, options.locustfile) == (tmp_path / "loadtest-out", tmp_path / "mine.py")
+    assert LoadTestOptions(url="http://h:1", model="m", out=Path("/abs/out")).out == Path("/abs/out")
+    compare = CompareOptions(repository=Path("repo"), family="toy")
+    assert (compare.repository, compare.out) == (tmp_path / "repo", tmp_path / "compare-out")
+
+
+def test_plots_draw_edge_cases_without_warnings():
+    """Nothing load-tested, nothing measured, names too long for the layout: a figure, and no warning."""
+    import warnings
+
+    from modelport.loadtest import plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures = [
+            plots.curves([], "no variant could be load-tested"),
+            plots.curves([("a", [0.0], [0.0], ["u=1"])], "all failed"),
+            plots.throughput_bars(["a" * 300], [0.0], [0.0], "a very long variant name"),
+        ]
+    assert all(png.startswith(b"\x89PNG") for png in figures)

@@ -12,7 +12,7 @@ from modelport.manifest import file_sha256
 from modelport.mobile.options import parse_variants
 from modelport.mobile.report import render_bundle_table
 from tests.export import keras_kinds
-from tests.export.user_cli import run_modelport
+from tests.user_cli import run_modelport
 
 pytestmark = [pytest.mark.tflite, pytest.mark.tf, pytest.mark.torch]
 

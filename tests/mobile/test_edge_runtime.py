@@ -106,3 +106,17 @@ def test_predict_command_prints_top_k_with_labels(bundles, digits, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("0: ") and lines[0].count("(") == 2
+
+
+def test_bench_prints_its_table_and_json_only_when_asked(bundles, tmp_path):
+    args = ["bench", str(bundles.keras), "--variant", "float32", "--runs", "5"]
+    done = _edge(bundles.keras, *args)
+    assert done.returncode == 0, done.stderr
+    title, header, rule, row = done.stdout.splitlines()  # nothing after the table
+    assert header.startswith("variant ") and set(rule) == {"-", " "} and row.startswith("float32 ")
+    piped = _edge(bundles.keras, *args, "--json")
+    assert piped.returncode == 0, piped.stderr
+    assert [r["variant"] for r in json.loads(piped.stdout)["variants"]] == ["float32"], "JSON only, for a pipe"
+    saved = _edge(bundles.keras, *args, "--json", str(tmp_path / "bench.json"))
+    assert saved.returncode == 0 and saved.stdout.splitlines()[:2] == [title, header], saved.stderr
+    assert json.loads((tmp_path / "bench.json").read_text())["variants"][0]["runs"] == 5

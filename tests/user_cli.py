@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # the log settings `modelport` chooses (a test that ran `main()` in this process left them set):
 # a user's shell does not have them, so neither does the child

@@ -1,0 +1,100 @@
+"""What ``compare`` produces: the variants it found and each one's row (read by the report writers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.loadtest.options import CompareOptions
+from modelport.loadtest.report import LoadTestReport
+from modelport.loadtest.results import LevelResult
+from modelport.manifest import ModelManifest
+from modelport.sizes import artifact_bytes
+
+__all__ = ["CompareResult", "Variant", "VariantResult"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One exported variant: its model directory, latest version and manifest."""
+
+    directory: Path
+    version: int
+    manifest: ModelManifest
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def version_dir(self) -> Path:
+        return self.directory / str(self.version)
+
+    @property
+    def size_bytes(self) -> int:
+        return artifact_bytes(self.version_dir)
+
+
+@dataclass
+class VariantResult:
+    """A variant's row of the shoot-out: its manifest facts, load time and load test (or why none)."""
+
+    variant: Variant
+    load_seconds: float | None = None
+    report: LoadTestReport | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.variant.manifest
+        parity = m.parity
+        return {
+            "model": self.variant.name,
+            "variant": m.variant,
+            "format": m.format,
+            "quantization": m.quantization.method if m.quantization else None,
+            "size_bytes": self.variant.size_bytes,
+            "load_seconds": self.load_seconds,
+            "parity_max_abs_error": max((o.max_abs_error for o in parity.outputs), default=None) if parity else None,
+            "parity_passed": parity.passed if parity else None,
+            "top1_agreement": _agreement(m),
+            "accuracy": parity.accuracy if parity else None,
+            "source_accuracy": parity.source_accuracy if parity else None,
+            "max_rps": max((lv.rps for lv in self.report.levels), default=None) if self.report else None,
+            "max_rps_under_slo": self.report.max_rps_under_slo if self.report else None,
+            "levels": [_level_row(lv) for lv in (self.report.levels if self.report else [])],
+            "report": str(self.report.out / "report.html") if self.report else None,
+            "error": self.error,
+        }
+
+
+def _level_row(level: LevelResult) -> dict[str, Any]:
+    return {
+        "users": level.level.users,
+        "rps": level.rps,
+        "p50": level.latency_ms["p50"],
+        "p99": level.latency_ms["p99"],
+        "error_rate": level.error_rate,
+        "slo_passed": level.passed,
+    }
+
+
+def _agreement(manifest: ModelManifest) -> float | None:
+    values = (
+        [o.top1_agreement for o in manifest.parity.outputs if o.top1_agreement is not None] if manifest.parity else []
+    )
+    return min(values) if values else None
+
+
+@dataclass
+class CompareResult:
+    """Every variant's row, plus where the reports went."""
+
+    options: CompareOptions
+    rows: list[VariantResult] = field(default_factory=list)
+    html: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every selected variant served and was load-tested."""
+        return all(row.report is not None for row in self.rows)
