@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from modelport._version import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
 from modelport.loadtest.command import add_loadtest_commands
 from modelport.mobile.command import add_bundle_command
+from modelport.quiet import quiet_frameworks
 
 __all__ = ["build_parser", "main"]
 
@@ -267,31 +266,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-# The ML frameworks' own log settings, in the environment before any of them is imported (converter
-# subprocesses inherit them). A user's own values win; -v sets none of them.
-_FRAMEWORK_LOG_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow C++: also its ERROR lines, e.g. "failed call to cuInit" without a GPU
-    "GRPC_VERBOSITY": "ERROR",
-    "GLOG_minloglevel": "2",
-}
-_FRAMEWORK_LOGGERS = ("tensorflow", "absl", "jax", "keras", "tf2onnx", "h5py")
-
-
-def _quiet_frameworks() -> None:
-    """Keep the frameworks' INFO/WARNING chatter (and CUDA probing errors on CPU machines) off stderr."""
-    for name, value in _FRAMEWORK_LOG_ENV.items():
-        os.environ.setdefault(name, value)
-    for name in _FRAMEWORK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # JAX (imported by litert-torch) warns at every fork; modelport forks only to exec a tool right away
-    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; errors print one line and exit 2 (bad or unsupported arguments) or 1 (failures)."""
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        _quiet_frameworks()
+        quiet_frameworks()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

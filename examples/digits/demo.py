@@ -18,12 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.digits import train
 from modelport.cli import main as modelport
+from modelport.quiet import quiet_frameworks
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     args = parser.parse_args(argv)
+    quiet_frameworks()  # training imports TensorFlow before the first modelport command would
     models, repo = args.out / "models", args.out / "repo"
     shutil.rmtree(repo, ignore_errors=True)
     print("==> training the digits CNNs (PyTorch and Keras) on scikit-learn's bundled digits", flush=True)
