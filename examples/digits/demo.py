@@ -96,10 +96,12 @@ def _bundle_all(repo: Path, models: Path, out: Path) -> int:
 def _serve_all(repo: Path) -> int:
     import numpy as np
 
-    from examples.serve_and_infer import golden_request, infer_binary, infer_json, running_server
+    from examples.serve_and_infer import golden_request, infer_binary, infer_json
+    from modelport.launcher import LaunchOptions, launched
 
     failures = 0
-    with running_server(repo) as url:
+    with launched(repo, "--log-level", "warning", options=LaunchOptions(timeout_s=300)) as server:
+        url = server.url
         for model in sorted(p.name for p in repo.iterdir() if not p.name.startswith(".")):
             spec, x = golden_request(repo, url, model)
             output = infer_json(url, model, spec, x)
@@ -108,6 +110,7 @@ def _serve_all(repo: Path) -> int:
             failures += not same
             print(f"  {model:34s} top-1 class {top1}  JSON == binary: {same}")
         failures += _sweep(url, repo.parent / "loadtest")
+    failures += server.process.returncode != 0
     return 1 if failures else 0
 
 

@@ -70,6 +70,8 @@ def test_torchserve_runtime_forwards_reports_health_and_recovers(tmp_path: Path)
         assert meta["parameters"]["providers"] == [f"torchserve:{address}"]
         backend.process.terminate()
         backend.process.wait(30)
+        # while it drained, the backend's /ping said 500; once it is gone the front says unreachable
+        wait_until(lambda: "unreachable" in _infer(front.url, "fwd").text, timeout=15, what="backend unreachable")
         down = _infer(front.url, "fwd")
         assert down.status_code == 503, down.text
         assert "unreachable" in down.json()["error"]
