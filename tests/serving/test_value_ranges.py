@@ -1,6 +1,6 @@
-"""The manifest's value ranges are enforced before batching: a value outside is a 400 naming the input, the first
-offending index and value, and the range; the runtime never sees it. Integer ranges exclude their end, float
-ranges include it (the README's reading of ``--input NAME:DTYPE:SHAPE:LOW..HIGH``)."""
+"""The manifest's integer value ranges are enforced before batching: a value outside is a 400 naming the input,
+the first offending index and value, and the range; the runtime never sees it. Integer ranges exclude their end
+(the README's reading of ``--input NAME:DTYPE:SHAPE:LOW..HIGH``); float ranges are not enforced."""
 
 from __future__ import annotations
 
@@ -40,11 +40,10 @@ async def test_an_integer_at_or_past_the_end_of_its_range_is_a_400_before_batchi
     assert (await _infer(client, "ids", [[0, 1, 4]], "INT64")).json()["outputs"][0]["data"] == [0, 2, 8]
 
 
-async def test_a_float_may_equal_the_end_of_its_range(client):
-    assert (await _infer(client, "pixels", [[0.0, 2.5, 4.0]], "FP32")).status_code == 200
-    response = await _infer(client, "pixels", [[0.0, 4.5, 1.0]], "FP32")
-    assert response.status_code == 400
-    assert (
-        response.json()["error"]
-        == "input 'x': value 4.5 at index [0, 1] is outside the model's value range (0 <= value <= 4)"
-    )
+async def test_a_float_range_only_shapes_golden_inputs_and_is_not_enforced(client):
+    """A float range describes typical inputs (normalised pixels may stray a little past it): only an integer
+    range is a domain the server enforces."""
+    for data in ([[0.0, 2.5, 4.0]], [[0.0, 4.5, -1.0]]):
+        response = await _infer(client, "pixels", data, "FP32")
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"][0]["data"] == [2 * v for v in data[0]]
