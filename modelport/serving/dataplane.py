@@ -82,10 +82,10 @@ class DataPlane:
             label = (name, str(served.version), protocol)
             served.validate(request.inputs)
             wanted = _requested_names(served, request)
-            batcher = served.batcher
-            if batcher is None:
+            batcher, execution = served.batcher, served.execution
+            if batcher is None or execution is None:
                 raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
-            outputs = await batcher.submit(request.inputs, served.timeout_s)
+            outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
             response = InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
             self.metrics.outcome(label, "success").inc()
             succeeded = True
@@ -158,8 +158,8 @@ def _parameters(served: ServedVersion, manifest: ModelManifest | None) -> dict[s
     params: dict[str, Any] = {"state": served.state.value, "version": str(served.version)}
     if served.reason:
         params["reason"] = served.reason
-    if served.providers:
-        params["providers"] = served.providers
+    if served.execution is not None and served.execution.providers:
+        params["providers"] = list(served.execution.providers)
     if manifest is not None:
         params.update(format=manifest.format, variant=manifest.variant, max_batch_size=manifest.max_batch_size)
         if manifest.parity is not None:

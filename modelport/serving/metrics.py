@@ -16,7 +16,6 @@ from modelport.serving.statistics import Statistics
 
 if TYPE_CHECKING:
     from modelport.serving.manager import ModelManager
-    from modelport.serving.model import ServedVersion
 
 __all__ = ["Metrics"]
 
@@ -101,10 +100,10 @@ class Metrics:
             child = self._latencies[label] = self.request_seconds.labels(*label)
         return child
 
-    def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
+    def observe_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Batcher callback: batch size, per-request queue time, compute time."""
-        self.statistics.batch(version.name, version.version, stats)
-        key = (version.name, str(version.version))
+        self.statistics.batch(model, version, stats)
+        key = (model, str(version))
         self.batch_size.labels(*key).observe(stats.rows)
         self.batch_requests.labels(*key).observe(stats.requests)
         self.compute_seconds.labels(*key).observe(stats.compute_seconds)
@@ -131,5 +130,5 @@ class _ModelCollector(Collector):
                 key = [entry.name, str(v.version)]
                 depth.add_metric(key, v.batcher.depth if v.batcher else 0)
                 ready.add_metric(key, 1.0 if v.state.value == "READY" else 0.0)
-                load.add_metric(key, v.load_seconds)
+                load.add_metric(key, v.loaded.load_seconds)
         yield from (depth, ready, load)

@@ -93,14 +93,16 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
 
 def _describe(plane: DataPlane, model: str, version: int, state: str, reason: str) -> dict[str, Any]:
     served = plane.manager.get(model, str(version))
-    policy = served.policy
+    execution = served.execution
+    policy = execution.policy if execution else None
+    instances = len(execution.runtimes) if execution else 0
     return {
         "modelName": model,
         "modelVersion": str(version),
         "modelUrl": str(served.directory),
         "runtime": served.manifest.format if served.manifest else "unknown",
-        "minWorkers": len(served.runtimes),
-        "maxWorkers": len(served.runtimes),
+        "minWorkers": instances,
+        "maxWorkers": instances,
         "batchSize": policy.max_batch_size if policy else 0,
         "maxBatchDelay": round(1000 * policy.max_queue_delay_s) if policy else 0,
         "loadedAtStartup": True,
@@ -110,7 +112,7 @@ def _describe(plane: DataPlane, model: str, version: int, state: str, reason: st
                 "status": "READY" if state == "READY" else "UNLOADING" if state == "UNLOADING" else "FAILED",
                 "gpu": plane.settings.device.startswith("cuda"),
             }
-            for i in range(max(1, len(served.runtimes)))
+            for i in range(max(1, instances))
         ],
         **({"reason": reason} if reason else {}),
     }
