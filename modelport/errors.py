@@ -9,6 +9,7 @@ stable ``code``. Transports map codes to statuses in one place each
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
     │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
     ├── NotFoundError              code "not_found"          missing file, model or version
+    │   └── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
     ├── SourceError                code "source_error"       a source model that cannot be loaded or run
     ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
@@ -47,6 +48,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
+    "VersionLabelError",
     "summarize",
 ]
 
@@ -86,6 +88,12 @@ class NotFoundError(ModelportError):
     """A file, model or version that does not exist."""
 
     code = "not_found"
+
+
+class VersionLabelError(NotFoundError):
+    """A version label (TF Serving's ``/labels/{l}`` or ``version_label``) the model's config.yaml does not define."""
+
+    code = "unknown_label"
 
 
 class UnsupportedError(ModelportError):

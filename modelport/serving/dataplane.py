@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -13,16 +12,26 @@ from modelport.errors import (
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
+    VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
-from modelport.serving.model import ServedVersion, VersionState
+from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
 from modelport.serving.settings import ServerSettings
 from modelport.serving.statistics import VersionStatistics
-from modelport.serving.v2 import InferRequest, InferResponse
-from modelport.tensors import lookup_dtype
+from modelport.serving.types import (
+    InferRequest,
+    InferResponse,
+    ModelDetails,
+    ModelMetadata,
+    RepositoryRow,
+    ServerMetadata,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 
 __all__ = ["EXTENSIONS", "DataPlane"]
 
@@ -48,23 +57,44 @@ class DataPlane:
         """Ready once the repository is loaded and until shutdown starts."""
         return self.started and not self.draining
 
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": "modelport", "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata("modelport", __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
+        """Whether a model version (default: the model's default version) takes requests now, and why not."""
         return self.manager.get(name, version).readiness()
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+    def models_ready(self) -> dict[str, bool]:
+        """Each loaded model's readiness (its default version's), for health services."""
+        ready = {}
+        for name in self.model_names():
+            try:
+                ready[name] = self.model_ready(name)[0]
+            except ModelportError:
+                ready[name] = False
+        return ready
+
+    def model_names(self) -> list[str]:
+        """The names of the models the server holds (loaded or failed), sorted."""
+        return sorted(self.manager.models)
+
+    def resolve_version(self, name: str, version: str | None = None, label: str | None = None) -> str | None:
+        """The version a request names: ``version`` as given, else the one ``label`` stands for (config.yaml's
+        ``version_labels``, TF Serving's labels), else None (the default version)."""
+        if version is not None or label is None:
+            return version
+        entry = self.manager.models.get(name)
+        labels = entry.config.version_labels if entry is not None else {}
+        if label not in labels:
+            raise VersionLabelError(f"Unrecognized servable version label: {label}")
+        return str(labels[label])
+
+    def model_metadata(self, name: str, version: str | None = None, ready_only: bool = False) -> ModelMetadata:
+        """What a model version is and how it is served; ``ready_only``: only a version that takes requests now."""
         served = self.manager.get(name, version)
-        entry = self.manager.models[name]
-        data: dict[str, Any] = {"name": name, "versions": [str(v) for v in sorted(entry.versions)]}
-        manifest = served.manifest
-        if manifest is not None:
-            data["platform"] = f"modelport_{manifest.format}"
-            data["inputs"] = [_tensor_metadata(s) for s in manifest.inputs]
-            data["outputs"] = [_tensor_metadata(s) for s in manifest.outputs]
-        data["parameters"] = _parameters(served, manifest)
-        return data
+        if ready_only:
+            served.require_ready()
+        return _metadata(served, tuple(sorted(self.manager.models[name].versions)))
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs."""
@@ -101,17 +131,20 @@ class DataPlane:
             if served is not None:
                 self.metrics.statistics.request(name, served.version, elapsed, succeeded)
 
-    def model_manifest(self, name: str, version: str | None = None) -> tuple[ModelManifest, int]:
-        """The manifest and version number of a READY model version (for protocol adapters)."""
-        served = self.manager.get(name, version)
-        return served.require_ready(), served.version
+    def model_versions(self, name: str) -> list[VersionStatus]:
+        """The state of every served version of a model, ascending."""
+        return [_status(v) for v in self._versions(name)]
 
-    def model_versions(self, name: str) -> list[tuple[int, str, str]]:
-        """(version, state, reason) of every served version of a model."""
+    def model_details(self, name: str) -> list[ModelDetails]:
+        """How every served version of a model runs, ascending."""
+        gpu = self.settings.device.startswith("cuda")
+        return [_details(v, gpu) for v in self._versions(name)]
+
+    def _versions(self, name: str) -> list[ServedVersion]:
         entry = self.manager.models.get(name)
         if entry is None:
             raise NotFoundError(f"unknown model {name!r}")
-        return [(v.version, v.state.value, v.reason) for v in sorted(entry.versions.values(), key=lambda v: v.version)]
+        return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
         """How a loaded model version is served: tensors, batching, instances, version policy."""
@@ -134,9 +167,10 @@ class DataPlane:
             )
         return [self.metrics.statistics.snapshot(v.name, v.version) for v in ready]
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryRow]:
+        """Every model of the repository with each of its versions (``ready_only``: the READY versions)."""
         rows = self.manager.index()
-        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+        return [r for r in rows if r.state == VersionState.READY.value] if ready_only else rows
 
     def require_control(self) -> None:
         """Model control (load/unload) is off unless the server was started with it."""
@@ -150,21 +184,45 @@ class DataPlane:
         await self.manager.unload(name)
 
 
-def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": lookup_dtype(spec.dtype).v2, "shape": list(spec.shape)}
+def _status(served: ServedVersion) -> VersionStatus:
+    return VersionStatus(served.version, served.state, served.reason)
 
 
-def _parameters(served: ServedVersion, manifest: ModelManifest | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"state": served.state.value, "version": str(served.version)}
-    if served.reason:
-        params["reason"] = served.reason
-    if served.execution is not None and served.execution.providers:
-        params["providers"] = list(served.execution.providers)
-    if manifest is not None:
-        params.update(format=manifest.format, variant=manifest.variant, max_batch_size=manifest.max_batch_size)
-        if manifest.parity is not None:
-            params["parity_passed"] = manifest.parity.passed
-    return params
+def _tensors(manifest: ModelManifest, specs: tuple[TensorSpec, ...]) -> tuple[TensorMetadata, ...]:
+    return tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in specs)
+
+
+def _metadata(served: ServedVersion, versions: tuple[int, ...]) -> ModelMetadata:
+    manifest, execution = served.manifest, served.execution
+    providers = execution.providers if execution is not None else ()
+    if manifest is None:
+        return ModelMetadata(served.name, versions, _status(served), providers)
+    return ModelMetadata(
+        served.name,
+        versions,
+        _status(served),
+        providers,
+        format=manifest.format,
+        variant=manifest.variant,
+        max_batch_size=manifest.max_batch_size,
+        parity_passed=manifest.parity.passed if manifest.parity is not None else None,
+        inputs=_tensors(manifest, manifest.inputs),
+        outputs=_tensors(manifest, manifest.outputs),
+    )
+
+
+def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
+    execution, manifest = served.execution, served.manifest
+    return ModelDetails(
+        name=served.name,
+        status=_status(served),
+        directory=served.directory,
+        format=manifest.format if manifest is not None else None,
+        instances=len(execution.runtimes) if execution is not None else 0,
+        max_batch_size=execution.policy.max_batch_size if execution is not None else 0,
+        max_queue_delay_s=execution.policy.max_queue_delay_s if execution is not None else 0.0,
+        gpu=gpu,
+    )
 
 
 def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:

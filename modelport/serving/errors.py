@@ -1,4 +1,4 @@
-"""The one mapping from error codes to HTTP statuses (and, later, gRPC status codes)."""
+"""The one mapping from error codes to HTTP statuses, and the one to gRPC status codes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ _HTTP = {
     "rejected_input": 400,
     "unsupported": 400,
     "not_found": 404,
+    "unknown_label": 404,
     "not_ready": 503,
     "unavailable": 503,
     "deadline_exceeded": 504,
@@ -29,6 +30,7 @@ _GRPC = {
     "rejected_input": "INVALID_ARGUMENT",
     "unsupported": "INVALID_ARGUMENT",
     "not_found": "NOT_FOUND",
+    "unknown_label": "INVALID_ARGUMENT",  # TF Serving's gRPC answer; over REST the label is a path that names nothing
     "not_ready": "UNAVAILABLE",
     "unavailable": "UNAVAILABLE",
     "deadline_exceeded": "DEADLINE_EXCEEDED",

@@ -24,14 +24,9 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
 from modelport.serving.grpc_status import guard
 from modelport.serving.triton import config_json, statistics_json
-from modelport.serving.v2 import (
-    InferRequest,
-    InferResponse,
-    RequestedOutput,
-    decode_raw_tensor,
-    decode_typed_tensor,
-    encode_raw_tensor,
-)
+from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
+from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
+from modelport.serving.v2_metadata import model_metadata_json, repository_index_json
 
 __all__ = ["DecodeGuard", "KServeServicer", "build_grpc_server", "publish_health"]
 
@@ -110,13 +105,11 @@ class KServeServicer(_NotImplemented):
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         meta = self.plane.server_metadata()
-        return service_pb2.ServerMetadataResponse(
-            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
-        )
+        return service_pb2.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            meta = self.plane.model_metadata(request.name, request.version or None)
+            meta = model_metadata_json(self.plane.model_metadata(request.name, request.version or None))
             tensor = service_pb2.ModelMetadataResponse.TensorMetadata
             return service_pb2.ModelMetadataResponse(
                 name=meta["name"],
@@ -189,13 +182,9 @@ class KServeServicer(_NotImplemented):
         return await guard(context, call)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
-        rows = self.plane.repository_index(ready_only=request.ready)
+        rows = repository_index_json(self.plane.repository_index(ready_only=request.ready))
         index = service_pb2.RepositoryIndexResponse.ModelIndex
-        return service_pb2.RepositoryIndexResponse(
-            models=[
-                index(name=r["name"], version=r.get("version", ""), state=r["state"], reason=r["reason"]) for r in rows
-            ]
-        )
+        return service_pb2.RepositoryIndexResponse(models=[index(**row) for row in rows])
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -355,9 +344,5 @@ async def publish_health(plane: DataPlane, servicer: Any) -> None:
     """Server health under ``""``, each model's under its name (SERVING when its default version is ready)."""
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     await servicer.set("", serving if plane.ready() else not_serving)
-    for name in list(plane.manager.models):
-        try:
-            ready, _ = plane.model_ready(name)
-        except ModelportError:
-            ready = False
+    for name, ready in plane.models_ready().items():
         await servicer.set(name, serving if ready else not_serving)

@@ -8,14 +8,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
 from modelport.serving.model import ServedVersion, fingerprint, load_version
 from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
-from modelport.serving.types import VersionState
+from modelport.serving.types import RepositoryRow, VersionState
 
 __all__ = ["ModelEntry", "ModelManager"]
 
@@ -124,17 +123,17 @@ class ModelManager:
         for name in list(self.models):
             await self._drop(name)
 
-    def index(self) -> list[dict[str, Any]]:
+    def index(self) -> list[RepositoryRow]:
+        """Every model of the repository (loaded or not) with each of its versions."""
         rows = []
         for name in sorted(set(self._model_names()) | set(self.models)):
             entry = self.models.get(name)
             if entry is None:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+                rows.append(RepositoryRow(name, "UNAVAILABLE", "unloaded"))
                 continue
             if entry.error:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": entry.error})
-            for v in entry.versions.values():
-                rows.append({"name": name, "version": str(v.version), "state": v.state.value, "reason": v.reason})
+                rows.append(RepositoryRow(name, "UNAVAILABLE", entry.error))
+            rows += [RepositoryRow(name, v.state.value, v.reason, v.version) for v in entry.versions.values()]
         return rows
 
     def _check_name(self, name: str) -> None:

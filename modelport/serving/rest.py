@@ -31,6 +31,7 @@ from modelport.serving.tfserving_rest import tfserving_routes
 from modelport.serving.torchserve_api import torchserve_routes
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.serving.v2_metadata import model_metadata_json, repository_index_json, server_metadata_json
 
 __all__ = ["create_app"]
 
@@ -127,12 +128,12 @@ def _add_health(app: FastAPI, plane: DataPlane) -> None:
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        return json_response(plane.server_metadata())
+        return json_response(server_metadata_json(plane.server_metadata()))
 
     @app.get("/v2/models/{model}")
     @app.get("/v2/models/{model}/versions/{version}")
     async def model_metadata(model: str, version: str | None = None) -> Response:
-        return json_response(plane.model_metadata(model, version))
+        return json_response(model_metadata_json(plane.model_metadata(model, version)))
 
     @app.get("/v2/models/{model}/ready")
     @app.get("/v2/models/{model}/versions/{version}/ready")
@@ -202,7 +203,7 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
             if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
                 raise InvalidArgumentError('the body must be a JSON object like {"ready": true}')
             ready_only = options.get("ready", False)
-        return json_response(plane.repository_index(ready_only))
+        return json_response(repository_index_json(plane.repository_index(ready_only)))
 
     @app.post("/v2/repository/models/{model}/load")
     async def load(model: str) -> Response:

@@ -160,7 +160,7 @@ async def _load(settings: ServerSettings, plane: DataPlane) -> None:
         "repository %s loaded in %.2fs: %s",
         settings.repository,
         time.perf_counter() - started,
-        ", ".join(f"{r['name']}/{r.get('version', '-')}={r['state']}" for r in plane.manager.index()) or "empty",
+        ", ".join(f"{r.name}/{r.version or '-'}={r.state}" for r in plane.repository_index()) or "empty",
     )
 
 

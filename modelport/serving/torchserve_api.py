@@ -18,13 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
-from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import http_status, public_message
 from modelport.serving.httputil import json_response, json_tensor, read_body
 from modelport.serving.tfserving_rest import predict_response
-from modelport.serving.v2 import InferRequest
+from modelport.serving.types import InferRequest, ModelDetails, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
 __all__ = ["torchserve_routes"]
@@ -55,9 +54,9 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
     async def predictions(request: Request) -> Response:
         model, version = request.path_params["model"], request.path_params.get("version")
         try:
-            manifest, _ = plane.model_manifest(model, version)
+            meta = plane.model_metadata(model, version, ready_only=True)
             body = await read_body(request, plane.settings.max_body_bytes)
-            inputs, batched = parse_instance(body, request.headers.get("content-type", ""), manifest)
+            inputs, batched = parse_instance(body, request.headers.get("content-type", ""), meta.inputs)
             response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
         except ModelportError as exc:
             return _error(exc)
@@ -68,18 +67,17 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
         return json_response(plain)
 
     async def models(_: Request) -> Response:
-        names = sorted(plane.manager.models)
-        return json_response({"models": [{"modelName": n, "modelUrl": n} for n in names]})
+        return json_response({"models": [{"modelName": n, "modelUrl": n} for n in plane.model_names()]})
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
         try:
-            versions = [v for v in plane.model_versions(model) if wanted in (None, "all", str(v[0]))]
+            versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
             if not versions:
                 raise NotFoundError(f"model {model!r} has no version {wanted!r}")
         except ModelportError as exc:
             return _error(exc)
-        return json_response([_describe(plane, model, *v) for v in versions])
+        return json_response([_describe(d) for d in versions])
 
     return [
         Route("/ping", ping, methods=["GET"]),
@@ -91,36 +89,34 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
     ]
 
 
-def _describe(plane: DataPlane, model: str, version: int, state: str, reason: str) -> dict[str, Any]:
-    served = plane.manager.get(model, str(version))
-    execution = served.execution
-    policy = execution.policy if execution else None
-    instances = len(execution.runtimes) if execution else 0
+def _describe(details: ModelDetails) -> dict[str, Any]:
+    """One version as TorchServe's describe API shows a model: workers are runtime instances."""
+    state = details.status.state
     return {
-        "modelName": model,
-        "modelVersion": str(version),
-        "modelUrl": str(served.directory),
-        "runtime": served.manifest.format if served.manifest else "unknown",
-        "minWorkers": instances,
-        "maxWorkers": instances,
-        "batchSize": policy.max_batch_size if policy else 0,
-        "maxBatchDelay": round(1000 * policy.max_queue_delay_s) if policy else 0,
+        "modelName": details.name,
+        "modelVersion": str(details.status.version),
+        "modelUrl": str(details.directory),
+        "runtime": details.format or "unknown",
+        "minWorkers": details.instances,
+        "maxWorkers": details.instances,
+        "batchSize": details.max_batch_size,
+        "maxBatchDelay": round(1000 * details.max_queue_delay_s),
         "loadedAtStartup": True,
         "workers": [
             {
                 "id": str(i),
-                "status": "READY" if state == "READY" else "UNLOADING" if state == "UNLOADING" else "FAILED",
-                "gpu": plane.settings.device.startswith("cuda"),
+                "status": state.value if state in (VersionState.READY, VersionState.UNLOADING) else "FAILED",
+                "gpu": details.gpu,
             }
-            for i in range(max(1, instances))
+            for i in range(max(1, details.instances))
         ],
-        **({"reason": reason} if reason else {}),
+        **({"reason": details.status.reason} if details.status.reason else {}),
     }
 
 
-def parse_instance(body: bytes, content_type: str, manifest: ModelManifest) -> tuple[Arrays, bool]:
+def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
     """One instance (a batch of one) or, when the body has the batch dimension, a batch."""
-    specs = {s.name: s for s in manifest.inputs}
+    specs = {t.name: t for t in tensors}
     if "json" not in content_type and len(specs) == 1 and next(iter(specs.values())).dtype == "string":
         return {next(iter(specs)): np.array([body], dtype=object)}, False
     try:
@@ -138,13 +134,13 @@ def parse_instance(body: bytes, content_type: str, manifest: ModelManifest) -> t
     return (arrays if batched else {n: a[None] for n, a in arrays.items()}), batched
 
 
-def _only(specs: dict[str, TensorSpec]) -> str:
+def _only(specs: dict[str, TensorMetadata]) -> str:
     if len(specs) != 1:
         raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: send a dict of them")
     return next(iter(specs))
 
 
-def _tensor(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+def _tensor(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
     dtype = lookup_dtype(spec.dtype)
     if dtype.name == "string" and not isinstance(value, list):
         value = [value]

@@ -118,9 +118,9 @@ async def test_a_model_with_a_broken_config_is_reported_not_fatal(tmp_path):
     (repo / "bad" / "config.yaml").write_text("instances: zero\n")
     plane = await _plane(repo)
     try:
-        rows = {r["name"]: r for r in plane.repository_index()}
-        assert rows["good"]["state"] == "READY"
-        assert rows["bad"]["state"] == "UNAVAILABLE" and "invalid at instances" in rows["bad"]["reason"]
+        rows = {r.name: r for r in plane.repository_index()}
+        assert rows["good"].state == "READY"
+        assert rows["bad"].state == "UNAVAILABLE" and "invalid at instances" in rows["bad"].reason
     finally:
         await plane.manager.close()
 
