@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from modelport._version import __version__
@@ -16,7 +18,7 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
-from modelport.serving.metrics import Metrics
+from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
 from modelport.serving.settings import ServerSettings
@@ -40,22 +42,57 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "
 
 
 class DataPlane:
-    """Health, metadata, inference and repository control, transport-agnostic."""
+    """Health, metadata, inference and repository control, transport-agnostic.
 
-    def __init__(self, manager: ModelManager, settings: ServerSettings, metrics: Metrics) -> None:
-        self.manager = manager
+    The one door to the served models: adapters call these methods and get the values of
+    ``serving/types.py`` back; only the plane talks to its :class:`ModelManager` (``manager``).
+    Lifecycle: :meth:`start` loads the repository, :meth:`drain` stops taking requests and waits
+    for the ones in flight, :meth:`close` unloads everything.
+    """
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics
-        self.started = False
-        self.draining = False
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.manager = ModelManager(settings, self.metrics.observe_batch)
+        self.metrics.watch(self._gauges)
         self.in_flight = 0
+        self._started = False
+        self._draining = False
+        self._idle = asyncio.Event()  # set when the last request in flight finishes while draining
+
+    async def start(self) -> None:
+        """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
+        await self.manager.load_all()
+        self._started = True
+
+    async def watch_repository(self) -> None:
+        """Hot reload: sync with the repository every ``poll_interval_s`` until cancelled."""
+        await self.manager.poll_forever()
+
+    async def drain(self) -> int:
+        """Stop being ready and refuse new requests (503), then wait up to ``drain_timeout_s`` for the
+        requests in flight; returns how many are still running."""
+        self._draining = True
+        if self.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
+        return self.in_flight
+
+    async def close(self) -> None:
+        """Unload every model; each batcher finishes its queued requests first."""
+        await self.manager.close()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun."""
+        return self._draining
 
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        """Ready once the repository is loaded and until shutdown starts."""
-        return self.started and not self.draining
+        """Ready once the repository is loaded and until draining starts."""
+        return self._started and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("modelport", __version__, EXTENSIONS)
@@ -106,7 +143,7 @@ class DataPlane:
         self.metrics.in_flight.inc()
         self.metrics.worker_requests.inc()
         try:
-            if self.draining:
+            if self._draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
             served = self.manager.get(name, version)
             label = (name, str(served.version), protocol)
@@ -125,6 +162,8 @@ class DataPlane:
             raise
         finally:
             self.in_flight -= 1
+            if self._draining and not self.in_flight:
+                self._idle.set()
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             self.metrics.latency(label).observe(elapsed)
@@ -178,10 +217,26 @@ class DataPlane:
             raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
     async def load(self, name: str) -> None:
+        """Load (or reload) one model of the repository (model control)."""
         await self.manager.load(name)
 
     async def unload(self, name: str) -> None:
+        """Unload every version of one model, letting its requests in flight finish (model control)."""
         await self.manager.unload(name)
+
+    def _gauges(self) -> list[VersionGauges]:
+        """What /metrics reports of each served version at scrape time."""
+        return [
+            VersionGauges(
+                name,
+                v.version,
+                v.batcher.depth if v.batcher else 0,
+                v.state is VersionState.READY,
+                v.loaded.load_seconds,
+            )
+            for name, entry in self.manager.models.items()
+            for v in entry.versions.values()
+        ]
 
 
 def _status(served: ServedVersion) -> VersionStatus:
