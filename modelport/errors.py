@@ -22,7 +22,8 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
     ├── InferenceError             code "inference_failed"   the model raised while predicting
     ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
-    └── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    ├── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    └── UnimplementedError         code "unimplemented"      a protocol method the server does not implement
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "SpecError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
     "UnsupportedError",
     "VersionLabelError",
     "summarize",
@@ -176,6 +178,12 @@ class UnauthenticatedError(ModelportError):
     """A request that lacks the API key / bearer token its operation needs, or presents a wrong one."""
 
     code = "unauthenticated"
+
+
+class UnimplementedError(ModelportError):
+    """A protocol method the server does not implement (a Triton extension it does not advertise)."""
+
+    code = "unimplemented"
 
 
 def summarize(exc: BaseException) -> str:

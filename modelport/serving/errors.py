@@ -21,6 +21,7 @@ _HTTP = {
     "payload_too_large": 413,
     "unauthenticated": 401,
     "permission_denied": 403,
+    "unimplemented": 501,
 }
 
 
@@ -37,7 +38,12 @@ _GRPC = {
     "payload_too_large": "RESOURCE_EXHAUSTED",
     "unauthenticated": "UNAUTHENTICATED",
     "permission_denied": "PERMISSION_DENIED",
+    "unimplemented": "UNIMPLEMENTED",
 }
+
+
+# 5xx codes whose message tells the client about the server's state, never its internals
+_STATE_5XX = frozenset({"not_ready", "unavailable", "deadline_exceeded", "unimplemented"})
 
 
 def grpc_status(error: ModelportError) -> str:
@@ -52,5 +58,5 @@ def http_status(error: ModelportError) -> int:
 
 def public_message(error: ModelportError) -> str:
     """The message a client may see: 5xx never leaks internals."""
-    visible = http_status(error) < 500 or error.code in ("not_ready", "unavailable", "deadline_exceeded")
+    visible = http_status(error) < 500 or error.code in _STATE_5XX
     return error.message if visible else GENERIC_MESSAGE

@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.errors import http_status, public_message
+from modelport.serving.errors import public_message
+from modelport.serving.httperrors import ProtocolRoute
 from modelport.serving.httputil import json_response, json_tensor, read_body
 from modelport.serving.tfserving_rest import predict_response
 from modelport.serving.types import InferRequest, ModelDetails, TensorMetadata, VersionState
@@ -37,14 +37,13 @@ _TYPES = {
 }
 
 
-def _error(exc: ModelportError) -> Response:
-    status = http_status(exc)
+def _error_body(error: ModelportError, status: int) -> Response:
+    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503."""
     kind = _TYPES.get(status, "InternalServerException")
-    close = {"Connection": "close"} if status == 413 else None  # the rest of the body is not read
-    return json_response({"code": status, "type": kind, "message": public_message(exc)}, status, close)
+    return json_response({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
-def torchserve_routes(plane: DataPlane) -> list[Route]:
+def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
     """/ping, /predictions/{m}[/{v}], /models, /models/{m}[/{v}]."""
 
     async def ping(_: Request) -> Response:
@@ -53,13 +52,10 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
 
     async def predictions(request: Request) -> Response:
         model, version = request.path_params["model"], request.path_params.get("version")
-        try:
-            meta = plane.model_metadata(model, version, ready_only=True)
-            body = await read_body(request, plane.settings.max_body_bytes)
-            inputs, batched = parse_instance(body, request.headers.get("content-type", ""), meta.inputs)
-            response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
-        except ModelportError as exc:
-            return _error(exc)
+        meta = plane.model_metadata(model, version, ready_only=True)
+        body = await read_body(request, plane.settings.max_body_bytes)
+        inputs, batched = parse_instance(body, request.headers.get("content-type", ""), meta.inputs)
+        response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
         outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
         if batched:
             return json_response(predict_response(outputs, row_format=True)["predictions"])
@@ -71,21 +67,18 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
-        try:
-            versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
-            if not versions:
-                raise NotFoundError(f"model {model!r} has no version {wanted!r}")
-        except ModelportError as exc:
-            return _error(exc)
+        versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
+        if not versions:
+            raise NotFoundError(f"model {model!r} has no version {wanted!r}")
         return json_response([_describe(d) for d in versions])
 
     return [
-        Route("/ping", ping, methods=["GET"]),
-        Route("/predictions/{model}", predictions, methods=["POST", "PUT"]),
-        Route("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"]),
-        Route("/models", models, methods=["GET"]),
-        Route("/models/{model}", describe, methods=["GET"]),
-        Route("/models/{model}/{version}", describe, methods=["GET"]),
+        ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
+        ProtocolRoute("/predictions/{model}", predictions, methods=["POST", "PUT"], render=_error_body),
+        ProtocolRoute("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"], render=_error_body),
+        ProtocolRoute("/models", models, methods=["GET"], render=_error_body),
+        ProtocolRoute("/models/{model}", describe, methods=["GET"], render=_error_body),
+        ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
     ]
 
 
