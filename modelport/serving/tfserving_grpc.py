@@ -17,7 +17,14 @@ from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
 from modelport.serving.tfserving_rest import SIGNATURE, TF_DTYPES
-from modelport.serving.types import InferRequest, ModelMetadata, RequestedOutput, TensorMetadata, VersionState
+from modelport.serving.types import (
+    InferRequest,
+    ModelMetadata,
+    RequestedOutput,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 
 __all__ = ["add_tfserving_services"]
 
@@ -72,7 +79,7 @@ def _check_signature(name: str) -> None:
 
 def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
     tf = import_framework("tensorflow", "tf")
-    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
     class PredictionServicer(apis.PredictionServiceServicer):  # type: ignore[misc]
         async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
@@ -113,19 +120,25 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
         async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
             async def call() -> Any:
                 wanted = _version(plane, request.model_spec)
-                reply = get_model_status_pb2.GetModelStatusResponse()
-                for version in plane.model_versions(request.model_spec.name):
-                    if wanted is None or wanted == str(version.version):
-                        status = reply.model_version_status.add(version=version.version)
-                        state = get_model_status_pb2.ModelVersionStatus.State.Value(_STATES[version.state.value])
-                        status.state = state
-                        status.status.error_code = 0 if version.state is not VersionState.FAILED else 2
-                        status.status.error_message = version.reason
-                return reply
+                versions = plane.model_versions(request.model_spec.name)
+                return _status_reply([v for v in versions if wanted in (None, str(v.version))])
 
             return await guard(context, call)
 
     return PredictionServicer(), ModelServicer()
+
+
+def _status_reply(versions: list[VersionStatus]) -> Any:
+    """A GetModelStatusResponse: AVAILABLE, LOADING, UNLOADING or END, with the reason of a failed load."""
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    reply = get_model_status_pb2.GetModelStatusResponse()
+    for version in versions:
+        status = reply.model_version_status.add(version=version.version)
+        status.state = get_model_status_pb2.ModelVersionStatus.State.Value(_STATES[version.state.value])
+        status.status.error_code = 0 if version.state is not VersionState.FAILED else 2  # OK, UNKNOWN
+        status.status.error_message = version.reason
+    return reply
 
 
 def _signature_map(meta: ModelMetadata) -> Any:

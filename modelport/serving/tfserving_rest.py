@@ -59,16 +59,17 @@ def tensor_info(tensor: TensorMetadata) -> dict[str, Any]:
     }
 
 
+def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
+    """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
+    return plane.resolve_version(model, params.get("version"), params.get("label"))
+
+
 def tfserving_routes(plane: DataPlane) -> list[Route]:
     """GET status/metadata and POST :predict, with ``/versions/{v}`` and ``/labels/{l}`` forms."""
 
-    def version_for(model: str, params: dict[str, str]) -> str | None:
-        """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
-        return plane.resolve_version(model, params.get("version"), params.get("label"))
-
     async def status(request: Request) -> Response:
         model = request.path_params["model"]
-        wanted = version_for(model, request.path_params)
+        wanted = _version_for(plane, model, request.path_params)
         versions = plane.model_versions(model)
         if wanted is not None:
             versions = [v for v in versions if str(v.version) == wanted]
@@ -78,7 +79,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
-        meta = plane.model_metadata(model, version_for(model, request.path_params), ready_only=True)
+        meta = plane.model_metadata(model, _version_for(plane, model, request.path_params), ready_only=True)
         signature = {
             "inputs": {t.name: tensor_info(t) for t in meta.inputs},
             "outputs": {t.name: tensor_info(t) for t in meta.outputs},
@@ -93,7 +94,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def predict(request: Request) -> Response:
         model = request.path_params["model"]
-        version = version_for(model, request.path_params)
+        version = _version_for(plane, model, request.path_params)
         meta = plane.model_metadata(model, version, ready_only=True)
         raw = await read_body(request, plane.settings.max_body_bytes)
         try:
