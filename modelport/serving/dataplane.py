@@ -88,6 +88,7 @@ class DataPlane:
         return self._draining
 
     def live(self) -> bool:
+        """The process answers (liveness never depends on the models)."""
         return True
 
     def ready(self) -> bool:
@@ -95,6 +96,7 @@ class DataPlane:
         return self._started and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
+        """The server's name, version and protocol extensions."""
         return ServerMetadata("modelport", __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
