@@ -9,6 +9,7 @@ stable ``code``. Transports map codes to statuses in one place each
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
     │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
     ├── NotFoundError              code "not_found"          missing file, model or version
+    │   └── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
     ├── SourceError                code "source_error"       a source model that cannot be loaded or run
     ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
@@ -21,7 +22,8 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
     ├── InferenceError             code "inference_failed"   the model raised while predicting
     ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
-    └── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    ├── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    └── UnimplementedError         code "unimplemented"      a protocol method the server does not implement
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ __all__ = [
     "SpecError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
     "UnsupportedError",
+    "VersionLabelError",
     "summarize",
 ]
 
@@ -86,6 +90,12 @@ class NotFoundError(ModelportError):
     """A file, model or version that does not exist."""
 
     code = "not_found"
+
+
+class VersionLabelError(NotFoundError):
+    """A version label (TF Serving's ``/labels/{l}`` or ``version_label``) the model's config.yaml does not define."""
+
+    code = "unknown_label"
 
 
 class UnsupportedError(ModelportError):
@@ -168,6 +178,12 @@ class UnauthenticatedError(ModelportError):
     """A request that lacks the API key / bearer token its operation needs, or presents a wrong one."""
 
     code = "unauthenticated"
+
+
+class UnimplementedError(ModelportError):
+    """A protocol method the server does not implement (a Triton extension it does not advertise)."""
+
+    code = "unimplemented"
 
 
 def summarize(exc: BaseException) -> str:

@@ -82,3 +82,13 @@ def test_serve_and_infer_example(digits_repo):
     json_line, binary_line = done.stdout.splitlines()[-2:]
     assert json_line.startswith("JSON  : logits") and binary_line.startswith("binary:")
     assert json_line.split("[")[1] == binary_line.split("[")[1], "both encodings give the same numbers"
+
+
+def test_custom_runtime_example(tmp_path):
+    """A runtime class named by config.yaml serves a model end to end (load, golden check, HTTP inference)."""
+    done = _run(sys.executable, "examples/custom_runtime.py", str(tmp_path), timeout=300)
+    lines = done.stdout.splitlines()
+    assert "providers    : ['onnx.reference']" in lines, "the custom runtime, not onnxruntime, served the model"
+    assert "matches numpy: True" in lines
+    config = (tmp_path / "repo" / "softmax" / "config.yaml").read_text()
+    assert "runtime: examples.custom_runtime:ReferenceRuntime" in config

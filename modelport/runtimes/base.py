@@ -71,16 +71,47 @@ class RuntimeOptions:
 
 
 class Runtime(Protocol):
-    """Load one model version, predict on numpy arrays, unload."""
+    """Runs one model version: all a server (and export's validation) knows of a framework.
 
-    def load(self) -> None: ...
+    Built as ``Class(directory, manifest, options)`` (cheap: nothing loaded yet); a model's ``config.yaml``
+    names a custom class as ``runtime: package.module:Class``. The server calls ``load`` once, ``predict``
+    many times, ``unload`` once, and builds one object per instance (``instances: N``). Optional members,
+    looked up with ``getattr``: ``providers: list[str]``, what executes the model (shown in the model's
+    metadata), and ``health() -> tuple[bool, str]``, whether it can serve now and why not, called on the
+    event loop for each request, so it must not block (a remote runtime returns what a background probe
+    last saw); without it a loaded runtime is healthy.
+    """
 
-    def predict(self, inputs: Arrays) -> Arrays: ...
+    def load(self) -> None:
+        """Open the artifact, importing the framework here (``import_framework``), on a worker thread.
 
-    def unload(self) -> None: ...
+        A failure leaves the version FAILED with the message as its reason, and the server goes on:
+        raise a ModelportError (``DependencyError``; ``UnavailableError`` when something it needs is
+        down, which the next repository sync retries) or let the framework's own error out.
+        """
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        """One batch: numpy arrays by manifest input name, already checked against the manifest (dtype,
+        shape, batch size); with ``max_batch_size > 0`` the first dimension is the batch, several requests'
+        rows concatenated. Treat them as read-only (binary requests arrive as views of the body). Return an
+        array for every manifest output, by name, batch first with the same rows: the server splits them.
+
+        Each runtime object runs at most one batch at a time (from a worker thread, or the event loop for
+        very fast models); parallelism is ``instances: N``, so no lock is needed for the server's sake.
+        Values the model refuses (an index past a table) are the request's fault: raise
+        ``rejected_input(detail)``, a 400 for that request alone (its batch-mates are re-run without it).
+        ``UnavailableError``: the backend cannot be reached (503). Anything else is a fault: the client
+        gets a generic 500 and the traceback is logged.
+        """
+
+    def unload(self) -> None:
+        """Release the model, on a worker thread: after the last ``predict`` (queued requests finish
+        first), or when another instance or the golden check fails at load. Not called if ``load`` raised."""
 
 
 class _RuntimeFactory(Protocol):
+    """A runtime class: ``Class(directory, manifest, options)``."""
+
     def __call__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> Runtime: ...
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import grpc
-import orjson
+from starlette.requests import Request
 
 from modelport.errors import InvalidArgumentError, UnauthenticatedError
+from modelport.serving.grpc_status import abort
+from modelport.serving.httperrors import error_response
 from modelport.serving.settings import ServerSettings
 
 __all__ = ["AuthInterceptor", "AuthMiddleware", "Scope", "Tokens", "grpc_scope", "http_scope", "presented_token"]
@@ -109,7 +111,7 @@ def grpc_scope(method: str) -> Scope | None:
 
 
 class AuthMiddleware:
-    """Pure ASGI middleware: 401 with ``WWW-Authenticate: Bearer`` before the app sees the request."""
+    """Pure ASGI middleware: 401 (``WWW-Authenticate: Bearer``) before the app sees the request."""
 
     def __init__(self, app: Any, tokens: Tokens) -> None:
         self.app = app
@@ -124,8 +126,9 @@ class AuthMiddleware:
         token = presented_token(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")))
         try:
             self.tokens.check(needed, token)
-        except UnauthenticatedError as exc:
-            await _reject(send, exc.message)
+        except UnauthenticatedError as exc:  # refused before routing: the one error handler answers
+            response = await error_response(Request(scope), exc)
+            await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -134,19 +137,8 @@ def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-async def _reject(send: Any, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="modelport"'),
-    ]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Checks ``authorization`` / ``x-api-key`` metadata; a refused call ends with UNAUTHENTICATED."""
+    """Checks ``authorization`` / ``x-api-key`` metadata; a refused call ends with its UnauthenticatedError."""
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
@@ -161,18 +153,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self.tokens.check(needed, presented_token(values.get("authorization"), values.get("x-api-key")))
         except UnauthenticatedError as exc:
-            return _refusal(handler, exc.message)
+            return _refusal(handler, exc)
         return handler
 
 
-def _refusal(handler: Any, message: str) -> Any:
-    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
+def _refusal(handler: Any, error: UnauthenticatedError) -> Any:
+    """A handler of the same kind as ``handler`` that ends the call with ``error``."""
 
     async def unary(_: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, error)
 
     async def streaming(_: Any, context: Any) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, error)
         yield None  # pragma: no cover (abort raises)
 
     make = {

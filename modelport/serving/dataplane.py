@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -13,16 +14,26 @@ from modelport.errors import (
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
+    VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.serving.manager import ModelManager
-from modelport.serving.metrics import Metrics
-from modelport.serving.model import ServedVersion, VersionState
+from modelport.serving.metrics import Metrics, VersionGauges
+from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
 from modelport.serving.settings import ServerSettings
 from modelport.serving.statistics import VersionStatistics
-from modelport.serving.v2 import InferRequest, InferResponse
-from modelport.tensors import lookup_dtype
+from modelport.serving.types import (
+    InferRequest,
+    InferResponse,
+    ModelDetails,
+    ModelMetadata,
+    RepositoryRow,
+    ServerMetadata,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 
 __all__ = ["EXTENSIONS", "DataPlane"]
 
@@ -31,40 +42,98 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "
 
 
 class DataPlane:
-    """Health, metadata, inference and repository control, transport-agnostic."""
+    """Health, metadata, inference and repository control, transport-agnostic.
 
-    def __init__(self, manager: ModelManager, settings: ServerSettings, metrics: Metrics) -> None:
-        self.manager = manager
+    The one door to the served models: adapters call these methods and get the values of
+    ``serving/types.py`` back; only the plane talks to its :class:`ModelManager` (``manager``).
+    Lifecycle: :meth:`start` loads the repository, :meth:`drain` stops taking requests and waits
+    for the ones in flight, :meth:`close` unloads everything.
+    """
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics
-        self.started = False
-        self.draining = False
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.manager = ModelManager(settings, self.metrics.observe_batch)
+        self.metrics.watch(self._gauges)
         self.in_flight = 0
+        self._started = False
+        self._draining = False
+        self._idle = asyncio.Event()  # set when the last request in flight finishes while draining
+
+    async def start(self) -> None:
+        """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
+        await self.manager.load_all()
+        self._started = True
+
+    async def watch_repository(self) -> None:
+        """Hot reload: sync with the repository every ``poll_interval_s`` until cancelled."""
+        await self.manager.poll_forever()
+
+    async def drain(self) -> int:
+        """Stop being ready and refuse new requests (503), then wait up to ``drain_timeout_s`` for the
+        requests in flight; returns how many are still running."""
+        self._draining = True
+        if self.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
+        return self.in_flight
+
+    async def close(self) -> None:
+        """Unload every model; each batcher finishes its queued requests first."""
+        await self.manager.close()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun."""
+        return self._draining
 
     def live(self) -> bool:
+        """The process answers (liveness never depends on the models)."""
         return True
 
     def ready(self) -> bool:
-        """Ready once the repository is loaded and until shutdown starts."""
-        return self.started and not self.draining
+        """Ready once the repository is loaded and until draining starts."""
+        return self._started and not self._draining
 
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": "modelport", "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self) -> ServerMetadata:
+        """The server's name, version and protocol extensions."""
+        return ServerMetadata("modelport", __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
+        """Whether a model version (default: the model's default version) takes requests now, and why not."""
         return self.manager.get(name, version).readiness()
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+    def models_ready(self) -> dict[str, bool]:
+        """Each loaded model's readiness (its default version's), for health services."""
+        ready = {}
+        for name in self.model_names():
+            try:
+                ready[name] = self.model_ready(name)[0]
+            except ModelportError:
+                ready[name] = False
+        return ready
+
+    def model_names(self) -> list[str]:
+        """The names of the models the server holds (loaded or failed), sorted."""
+        return sorted(self.manager.models)
+
+    def resolve_version(self, name: str, version: str | None = None, label: str | None = None) -> str | None:
+        """The version a request names: ``version`` as given, else the one ``label`` stands for (config.yaml's
+        ``version_labels``, TF Serving's labels), else None (the default version)."""
+        if version is not None or label is None:
+            return version
+        entry = self.manager.models.get(name)
+        labels = entry.config.version_labels if entry is not None else {}
+        if label not in labels:
+            raise VersionLabelError(f"Unrecognized servable version label: {label}")
+        return str(labels[label])
+
+    def model_metadata(self, name: str, version: str | None = None, ready_only: bool = False) -> ModelMetadata:
+        """What a model version is and how it is served; ``ready_only``: only a version that takes requests now."""
         served = self.manager.get(name, version)
-        entry = self.manager.models[name]
-        data: dict[str, Any] = {"name": name, "versions": [str(v) for v in sorted(entry.versions)]}
-        manifest = served.manifest
-        if manifest is not None:
-            data["platform"] = f"modelport_{manifest.format}"
-            data["inputs"] = [_tensor_metadata(s) for s in manifest.inputs]
-            data["outputs"] = [_tensor_metadata(s) for s in manifest.outputs]
-        data["parameters"] = _parameters(served, manifest)
-        return data
+        if ready_only:
+            served.require_ready()
+        return _metadata(served, tuple(sorted(self.manager.models[name].versions)))
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs."""
@@ -76,16 +145,16 @@ class DataPlane:
         self.metrics.in_flight.inc()
         self.metrics.worker_requests.inc()
         try:
-            if self.draining:
+            if self._draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
             served = self.manager.get(name, version)
             label = (name, str(served.version), protocol)
             served.validate(request.inputs)
             wanted = _requested_names(served, request)
-            batcher = served.batcher
-            if batcher is None:
+            batcher, execution = served.batcher, served.execution
+            if batcher is None or execution is None:
                 raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
-            outputs = await batcher.submit(request.inputs, served.timeout_s)
+            outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
             response = InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
             self.metrics.outcome(label, "success").inc()
             succeeded = True
@@ -95,23 +164,28 @@ class DataPlane:
             raise
         finally:
             self.in_flight -= 1
+            if self._draining and not self.in_flight:
+                self._idle.set()
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             self.metrics.latency(label).observe(elapsed)
             if served is not None:
                 self.metrics.statistics.request(name, served.version, elapsed, succeeded)
 
-    def model_manifest(self, name: str, version: str | None = None) -> tuple[ModelManifest, int]:
-        """The manifest and version number of a READY model version (for protocol adapters)."""
-        served = self.manager.get(name, version)
-        return served.require_ready(), served.version
+    def model_versions(self, name: str) -> list[VersionStatus]:
+        """The state of every served version of a model, ascending."""
+        return [_status(v) for v in self._versions(name)]
 
-    def model_versions(self, name: str) -> list[tuple[int, str, str]]:
-        """(version, state, reason) of every served version of a model."""
+    def model_details(self, name: str) -> list[ModelDetails]:
+        """How every served version of a model runs, ascending."""
+        gpu = self.settings.device.startswith("cuda")
+        return [_details(v, gpu) for v in self._versions(name)]
+
+    def _versions(self, name: str) -> list[ServedVersion]:
         entry = self.manager.models.get(name)
         if entry is None:
             raise NotFoundError(f"unknown model {name!r}")
-        return [(v.version, v.state.value, v.reason) for v in sorted(entry.versions.values(), key=lambda v: v.version)]
+        return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
         """How a loaded model version is served: tensors, batching, instances, version policy."""
@@ -134,9 +208,10 @@ class DataPlane:
             )
         return [self.metrics.statistics.snapshot(v.name, v.version) for v in ready]
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryRow]:
+        """Every model of the repository with each of its versions (``ready_only``: the READY versions)."""
         rows = self.manager.index()
-        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+        return [r for r in rows if r.state == VersionState.READY.value] if ready_only else rows
 
     def require_control(self) -> None:
         """Model control (load/unload) is off unless the server was started with it."""
@@ -144,27 +219,67 @@ class DataPlane:
             raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
     async def load(self, name: str) -> None:
+        """Load (or reload) one model of the repository (model control)."""
         await self.manager.load(name)
 
     async def unload(self, name: str) -> None:
+        """Unload every version of one model, letting its requests in flight finish (model control)."""
         await self.manager.unload(name)
 
+    def _gauges(self) -> list[VersionGauges]:
+        """What /metrics reports of each served version at scrape time."""
+        return [
+            VersionGauges(
+                name,
+                v.version,
+                v.batcher.depth if v.batcher else 0,
+                v.state is VersionState.READY,
+                v.loaded.load_seconds,
+            )
+            for name, entry in self.manager.models.items()
+            for v in entry.versions.values()
+        ]
 
-def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": lookup_dtype(spec.dtype).v2, "shape": list(spec.shape)}
+
+def _status(served: ServedVersion) -> VersionStatus:
+    return VersionStatus(served.version, served.state, served.reason)
 
 
-def _parameters(served: ServedVersion, manifest: ModelManifest | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"state": served.state.value, "version": str(served.version)}
-    if served.reason:
-        params["reason"] = served.reason
-    if served.providers:
-        params["providers"] = served.providers
-    if manifest is not None:
-        params.update(format=manifest.format, variant=manifest.variant, max_batch_size=manifest.max_batch_size)
-        if manifest.parity is not None:
-            params["parity_passed"] = manifest.parity.passed
-    return params
+def _tensors(manifest: ModelManifest, specs: tuple[TensorSpec, ...]) -> tuple[TensorMetadata, ...]:
+    return tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in specs)
+
+
+def _metadata(served: ServedVersion, versions: tuple[int, ...]) -> ModelMetadata:
+    manifest, execution = served.manifest, served.execution
+    providers = execution.providers if execution is not None else ()
+    if manifest is None:
+        return ModelMetadata(served.name, versions, _status(served), providers)
+    return ModelMetadata(
+        served.name,
+        versions,
+        _status(served),
+        providers,
+        format=manifest.format,
+        variant=manifest.variant,
+        max_batch_size=manifest.max_batch_size,
+        parity_passed=manifest.parity.passed if manifest.parity is not None else None,
+        inputs=_tensors(manifest, manifest.inputs),
+        outputs=_tensors(manifest, manifest.outputs),
+    )
+
+
+def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
+    execution, manifest = served.execution, served.manifest
+    return ModelDetails(
+        name=served.name,
+        status=_status(served),
+        directory=served.directory,
+        format=manifest.format if manifest is not None else None,
+        instances=len(execution.runtimes) if execution is not None else 0,
+        max_batch_size=execution.policy.max_batch_size if execution is not None else 0,
+        max_queue_delay_s=execution.policy.max_queue_delay_s if execution is not None else 0.0,
+        gpu=gpu,
+    )
 
 
 def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:

@@ -10,33 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from modelport.errors import InvalidArgumentError, ModelportError, summarize
+from modelport.errors import InvalidArgumentError, ModelportError, UnimplementedError, summarize
 from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
-from modelport.serving.grpc_status import guard
+from modelport.serving.grpc_status import DecodeGuard, Undecodable, abort, guard
 from modelport.serving.triton import config_json, statistics_json
-from modelport.serving.v2 import (
-    InferRequest,
-    InferResponse,
-    RequestedOutput,
-    decode_raw_tensor,
-    decode_typed_tensor,
-    encode_raw_tensor,
-)
+from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
+from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
+from modelport.serving.v2_metadata import model_metadata_json, repository_index_json
 
-__all__ = ["DecodeGuard", "KServeServicer", "build_grpc_server", "publish_health"]
+__all__ = ["KServeServicer", "build_grpc_server", "decode_grpc_request", "encode_grpc_response", "publish_health"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -54,10 +48,13 @@ _CONTENTS = {
 }
 
 
+_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
 async def _unimplemented(context: Any, what: str) -> Any:
     """A clean UNIMPLEMENTED (the generated base class raises NotImplementedError, which logs a traceback)."""
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED, f"modelport does not implement {what}; ServerMetadata lists its extensions"
+    await abort(
+        context, UnimplementedError(f"modelport does not implement {what}; ServerMetadata lists its extensions")
     )
 
 
@@ -110,13 +107,11 @@ class KServeServicer(_NotImplemented):
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         meta = self.plane.server_metadata()
-        return service_pb2.ServerMetadataResponse(
-            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
-        )
+        return service_pb2.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            meta = self.plane.model_metadata(request.name, request.version or None)
+            meta = model_metadata_json(self.plane.model_metadata(request.name, request.version or None))
             tensor = service_pb2.ModelMetadataResponse.TensorMetadata
             return service_pb2.ModelMetadataResponse(
                 name=meta["name"],
@@ -162,7 +157,7 @@ class KServeServicer(_NotImplemented):
             answers.put_nowait(None)
 
     async def _stream_answer(self, request: Any, answers: asyncio.Queue[Any]) -> None:
-        if isinstance(request, _Undecodable):
+        if isinstance(request, Undecodable):
             answers.put_nowait(_stream_error(None, f"ModelStreamInfer: undecodable request ({request.error})"))
             return
         try:
@@ -189,13 +184,9 @@ class KServeServicer(_NotImplemented):
         return await guard(context, call)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
-        rows = self.plane.repository_index(ready_only=request.ready)
+        rows = repository_index_json(self.plane.repository_index(ready_only=request.ready))
         index = service_pb2.RepositoryIndexResponse.ModelIndex
-        return service_pb2.RepositoryIndexResponse(
-            models=[
-                index(name=r["name"], version=r.get("version", ""), state=r["state"], reason=r["reason"]) for r in rows
-            ]
-        )
+        return service_pb2.RepositoryIndexResponse(models=[index(**row) for row in rows])
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -262,72 +253,12 @@ def decode_grpc_request(request: Any) -> InferRequest:
     return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
 
 
-class _Undecodable:
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
-
-
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Bytes that do not parse as the method's request message are INVALID_ARGUMENT, not gRPC's UNKNOWN;
-    in an inference stream, an error answer in the stream (which goes on)."""
-
-    def __init__(self) -> None:
-        self._guarded: dict[str, Any] = {}
-
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        if details.method not in self._guarded:
-            if details.method == _STREAM_INFER:
-                self._guarded[details.method] = grpc.stream_stream_rpc_method_handler(
-                    handler.stream_stream,
-                    request_deserializer=_lenient(handler.request_deserializer),
-                    response_serializer=handler.response_serializer,
-                )
-            elif handler.request_streaming or handler.response_streaming:
-                return handler
-            else:
-                self._guarded[details.method] = _guard_decoding(handler, details.method)
-        return self._guarded[details.method]
-
-
-def _lenient(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
-    """A deserializer that returns an ``_Undecodable`` instead of raising."""
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data) if parse else data
-        except Exception as exc:
-            return _Undecodable(summarize(exc))
-
-    return deserialize
-
-
-def _guard_decoding(handler: Any, method: str) -> Any:
-    behaviour = handler.unary_unary
-
-    async def call(request: Any, context: Any) -> Any:
-        if isinstance(request, _Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method}: undecodable request ({request.error})")
-        return await behaviour(request, context)
-
-    return grpc.unary_unary_rpc_method_handler(
-        call,
-        request_deserializer=_lenient(handler.request_deserializer),
-        response_serializer=handler.response_serializer,
-    )
-
-
 def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
     """The grpc.aio server with the KServe v2 service, health and reflection; and the health servicer."""
     limit = plane.settings.max_body_bytes
     tokens = Tokens.from_settings(plane.settings)
     server = grpc.aio.server(
-        interceptors=[*([AuthInterceptor(tokens)] if tokens.enabled else []), DecodeGuard()],
+        interceptors=[*([AuthInterceptor(tokens)] if tokens.enabled else []), DecodeGuard(frozenset({_STREAM_INFER}))],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -355,9 +286,5 @@ async def publish_health(plane: DataPlane, servicer: Any) -> None:
     """Server health under ``""``, each model's under its name (SERVING when its default version is ready)."""
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     await servicer.set("", serving if plane.ready() else not_serving)
-    for name in list(plane.manager.models):
-        try:
-            ready, _ = plane.model_ready(name)
-        except ModelportError:
-            ready = False
+    for name, ready in plane.models_ready().items():
         await servicer.set(name, serving if ready else not_serving)

@@ -8,13 +8,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
-from modelport.serving.model import ServedVersion, VersionState, fingerprint, load_version, make_batcher
+from modelport.serving.model import ServedVersion, fingerprint, load_version
 from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
+from modelport.serving.types import RepositoryRow, VersionState
 
 __all__ = ["ModelEntry", "ModelManager"]
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only ("²".isdigit() is True), no 5000-digit int()
-Observer = Callable[[ServedVersion, BatchStats], None]
+Observer = Callable[[str, int, BatchStats], None]  # (model, version, what one batch looked like)
 
 
 @dataclass
@@ -123,17 +123,17 @@ class ModelManager:
         for name in list(self.models):
             await self._drop(name)
 
-    def index(self) -> list[dict[str, Any]]:
+    def index(self) -> list[RepositoryRow]:
+        """Every model of the repository (loaded or not) with each of its versions."""
         rows = []
         for name in sorted(set(self._model_names()) | set(self.models)):
             entry = self.models.get(name)
             if entry is None:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+                rows.append(RepositoryRow(name, "UNAVAILABLE", "unloaded"))
                 continue
             if entry.error:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": entry.error})
-            for v in entry.versions.values():
-                rows.append({"name": name, "version": str(v.version), "state": v.state.value, "reason": v.reason})
+                rows.append(RepositoryRow(name, "UNAVAILABLE", entry.error))
+            rows += [RepositoryRow(name, v.state.value, v.reason, v.version) for v in entry.versions.values()]
         return rows
 
     def _check_name(self, name: str) -> None:
@@ -168,7 +168,7 @@ class ModelManager:
             directory = folder / str(number)
             current = entry.versions.get(number)
             stamp = fingerprint(directory)
-            if current is not None and current.fingerprint == stamp and not current.retry:
+            if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry:
                 continue
             fresh = await self._load(name, number, directory, stamp, entry.config)
             entry.versions[number] = fresh  # swap first, then let the old one drain
@@ -191,20 +191,22 @@ class ModelManager:
             await self._close(entry.versions.pop(number))
 
     async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
-        version = ServedVersion(name, number, directory, None, stamp)
-        await asyncio.to_thread(load_version, version, self.settings, config)
-        if version.state is VersionState.READY:
-            version.batcher = make_batcher(version, self.settings, config, self._observe)
-        log.info("model %s version %s: %s in %.2fs", name, number, version.state.value, version.load_seconds)
+        loaded = await asyncio.to_thread(load_version, name, number, directory, stamp, self.settings, config)
+
+        def observe(stats: BatchStats) -> None:
+            self._observe(name, number, stats)
+
+        version = ServedVersion(loaded, observe)
+        log.info("model %s version %s: %s in %.2fs", name, number, version.state.value, loaded.load_seconds)
         return version
 
     async def _close(self, version: ServedVersion) -> None:
         version.state = VersionState.UNLOADING
         if version.batcher is not None:
             await version.batcher.close(self.settings.drain_timeout_s)
-        for runtime in version.runtimes:
-            await asyncio.to_thread(runtime.unload)
-        version.runtimes = []
+        if version.execution is not None:
+            for runtime in version.execution.runtimes:
+                await asyncio.to_thread(runtime.unload)
 
     async def _drop(self, name: str) -> None:
         entry = self.models.pop(name, None)

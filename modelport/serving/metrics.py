@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
@@ -14,11 +15,7 @@ from prometheus_client.registry import Collector
 from modelport.serving.batching import BatchStats
 from modelport.serving.statistics import Statistics
 
-if TYPE_CHECKING:
-    from modelport.serving.manager import ModelManager
-    from modelport.serving.model import ServedVersion
-
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "VersionGauges"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -107,10 +104,10 @@ class Metrics:
             child = self._latencies[label] = self.request_seconds.labels(*label)
         return child
 
-    def observe_batch(self, version: ServedVersion, stats: BatchStats) -> None:
+    def observe_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Batcher callback: batch size, per-request queue time, compute time."""
-        self.statistics.batch(version.name, version.version, stats)
-        key = (version.name, str(version.version))
+        self.statistics.batch(model, version, stats)
+        key = (model, str(version))
         self.batch_size.labels(*key).observe(stats.rows)
         self.batch_requests.labels(*key).observe(stats.requests)
         self.compute_seconds.labels(*key).observe(stats.compute_seconds)
@@ -119,14 +116,25 @@ class Metrics:
         for wait in stats.queue_seconds:
             self.queue_seconds.labels(*key).observe(wait)
 
-    def watch(self, manager: ModelManager) -> None:
-        """Queue depth, readiness and load time, read from the manager at scrape time."""
-        self.exposition.register(_ModelCollector(lambda: manager))
+    def watch(self, versions: Callable[[], Iterable[VersionGauges]]) -> None:
+        """Queue depth, readiness and load time of every served version, read at scrape time."""
+        self.exposition.register(_ModelCollector(versions))
+
+
+@dataclass(frozen=True)
+class VersionGauges:
+    """What /metrics says of one served version: its queue depth, readiness and load time."""
+
+    model: str
+    version: int
+    queue_depth: int
+    ready: bool
+    load_seconds: float
 
 
 class _ModelCollector(Collector):
-    def __init__(self, manager: Callable[[], ModelManager]) -> None:
-        self._manager = manager
+    def __init__(self, versions: Callable[[], Iterable[VersionGauges]]) -> None:
+        self._versions = versions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("modelport_queue_depth", "Requests waiting for a batch", labels=["model", "version"])
@@ -134,10 +142,9 @@ class _ModelCollector(Collector):
         load = GaugeMetricFamily(
             "modelport_model_load_seconds", "Load + golden check time", labels=["model", "version"]
         )
-        for entry in self._manager().models.values():
-            for v in entry.versions.values():
-                key = [entry.name, str(v.version)]
-                depth.add_metric(key, v.batcher.depth if v.batcher else 0)
-                ready.add_metric(key, 1.0 if v.state.value == "READY" else 0.0)
-                load.add_metric(key, v.load_seconds)
+        for v in self._versions():
+            key = [v.model, str(v.version)]
+            depth.add_metric(key, v.queue_depth)
+            ready.add_metric(key, 1.0 if v.ready else 0.0)
+            load.add_metric(key, v.load_seconds)
         yield from (depth, ready, load)

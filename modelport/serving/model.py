@@ -1,12 +1,12 @@
-"""One served model version: its runtimes, golden check at load, request validation, batcher."""
+"""One served model version: loading it (runtimes, golden check) in one go, request validation, its batcher."""
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,21 @@ from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
 from modelport.serving.settings import ModelConfig, ServerSettings
+from modelport.serving.types import VersionState
 from modelport.tensors import DataType, dtype_of_array, format_range, lookup_dtype, shape_matches, value_outside
 
-__all__ = ["ServedVersion", "VersionState", "fingerprint", "load_version", "make_batcher"]
+__all__ = [
+    "Execution",
+    "LoadedVersion",
+    "RequestLimits",
+    "ServedVersion",
+    "VersionState",
+    "fingerprint",
+    "load_version",
+    "make_batcher",
+]
 
 log = logging.getLogger(__name__)
-
-
-class VersionState(enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    FAILED = "FAILED"
-    UNLOADING = "UNLOADING"
 
 
 def fingerprint(directory: Path) -> str:
@@ -47,40 +50,92 @@ def fingerprint(directory: Path) -> str:
     return hashlib.sha256(path.read_bytes() + str(stat.st_mtime_ns).encode()).hexdigest()
 
 
-@dataclass
-class ServedVersion:
-    """A model version as the server holds it; only READY versions take requests."""
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request to a version may take: its timeout, and whether NaN/Inf float inputs are refused."""
+
+    timeout_s: float
+    finite_only: bool = False
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a READY version runs requests: its open runtime instances, the providers in use, batching, limits."""
+
+    runtimes: tuple[Runtime, ...]
+    providers: tuple[str, ...]
+    policy: BatchPolicy
+    limits: RequestLimits
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """What loading one version left: READY with its ``execution``, or FAILED with a ``reason``.
+
+    ``manifest`` is kept for a version whose runtimes then failed (its metadata still says what it is);
+    ``retry`` marks a failure caused by something unavailable, which the next repository sync retries.
+    """
 
     name: str
     version: int
     directory: Path
-    manifest: ModelManifest | None
     fingerprint: str
-    state: VersionState = VersionState.LOADING
+    manifest: ModelManifest | None = None
+    execution: Execution | None = None
     reason: str = ""
-    runtimes: list[Runtime] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
+    retry: bool = False
     load_seconds: float = 0.0
-    batcher: Batcher | None = None
-    policy: BatchPolicy | None = None
-    timeout_s: float = 30.0
-    finite_only: bool = False  # config.yaml finite_inputs: NaN/Inf in a float input is a 400
-    retry: bool = False  # failed because something it needs was unavailable: the next sync tries again
+
+
+class ServedVersion:
+    """A loaded version in service: what loading produced (immutable), its batcher, and its state.
+
+    Built once, on the event loop, from a :class:`LoadedVersion`; only ``state`` and ``reason`` change
+    afterwards (a version being unloaded). Only READY versions take requests.
+    """
+
+    def __init__(self, loaded: LoadedVersion, observe: Callable[[BatchStats], None] | None = None) -> None:
+        self.loaded = loaded
+        self.batcher = make_batcher(loaded.execution, observe) if loaded.execution is not None else None
+        self.state = VersionState.READY if loaded.execution is not None else VersionState.FAILED
+        self.reason = loaded.reason
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def version(self) -> int:
+        return self.loaded.version
+
+    @property
+    def directory(self) -> Path:
+        return self.loaded.directory
+
+    @property
+    def manifest(self) -> ModelManifest | None:
+        return self.loaded.manifest
+
+    @property
+    def execution(self) -> Execution | None:
+        return self.loaded.execution
 
     def require_ready(self) -> ModelManifest:
-        if self.state is not VersionState.READY or self.manifest is None or self.batcher is None:
+        """The manifest of a version that takes requests now; NotReady or Unavailable otherwise."""
+        execution, manifest = self.loaded.execution, self.loaded.manifest
+        if self.state is not VersionState.READY or execution is None or manifest is None or self.batcher is None:
             hint = f"; GET /v2/models/{self.name}/versions/{self.version}/ready says why" if self.reason else ""
             raise ModelNotReadyError(f"model {self.name!r} version {self.version} is {self.state.value.lower()}{hint}")
-        healthy, reason = runtime_health(self.runtimes[0])
+        healthy, reason = runtime_health(execution.runtimes[0])
         if not healthy:
             raise UnavailableError(f"model {self.name!r} version {self.version}: {reason}", retry_after=2.0)
-        return self.manifest
+        return manifest
 
     def readiness(self) -> tuple[bool, str]:
         """Whether this version takes requests now, and why not."""
-        if self.state is not VersionState.READY or not self.runtimes:
+        if self.state is not VersionState.READY or self.loaded.execution is None:
             return False, self.reason
-        return runtime_health(self.runtimes[0])
+        return runtime_health(self.loaded.execution.runtimes[0])
 
     def validate(self, inputs: Arrays) -> None:
         """Check a request against the manifest before it may join a batch."""
@@ -118,7 +173,8 @@ class ServedVersion:
 
         An integer range is a domain (token ids, class indices: out of it, a model fails or reads the
         wrong row); a float range only shapes the golden inputs, so float values are not refused."""
-        if self.finite_only and dtype.is_float and not np.isfinite(value).all():
+        finite_only = self.loaded.execution is not None and self.loaded.execution.limits.finite_only
+        if finite_only and dtype.is_float and not np.isfinite(value).all():
             raise SpecError(f"input {spec.name!r}: NaN or Inf values; the model accepts only finite numbers")
         if spec.value_range is None or not dtype.is_integer:
             return
@@ -130,33 +186,59 @@ class ServedVersion:
             raise SpecError(f"{where} is outside the model's value range ({allowed})")
 
 
-def load_version(version: ServedVersion, settings: ServerSettings, config: ModelConfig) -> None:
-    """Blocking: read the manifest, open the runtimes and run the golden check; sets the state."""
+def load_version(
+    name: str, number: int, directory: Path, stamp: str, settings: ServerSettings, config: ModelConfig
+) -> LoadedVersion:
+    """Blocking: read the manifest, open the runtimes and run the golden check. Never raises: a version
+    that cannot load comes back FAILED with its reason (a corrupt artifact must not take the server down)."""
     started = time.perf_counter()
+    manifest: ModelManifest | None = None
+    execution: Execution | None = None
+    reason, retry = "", False
     try:
-        manifest = version.manifest or read_manifest(version.directory)
-        _check_inside(version.directory, manifest)
-        version.manifest = manifest
-        options = RuntimeOptions(
-            device=config.device or settings.device,
-            intra_op_threads=config.intra_op_threads
-            if config.intra_op_threads is not None
-            else settings.intra_op_threads,
-            providers=settings.providers,
-            remote=config.remote.target(version.name) if config.remote else None,
-        )
-        count = config.instances or settings.instances
-        version.runtimes = [open_runtime(version.directory, manifest, options, config.runtime) for _ in range(count)]
-        version.providers = list(getattr(version.runtimes[0], "providers", []))
-        if settings.golden_check:
-            _check_golden(version, manifest)
-        version.state, version.reason = VersionState.READY, ""
+        read = read_manifest(directory)
+        _check_inside(directory, read)
+        manifest = read
+        execution = _open(name, directory, manifest, settings, config)
     except ModelportError as exc:
-        _fail(version, exc.message)
-        version.retry = isinstance(exc, UnavailableError)
-    except Exception as exc:  # a corrupt artifact must not take the server down
-        _fail(version, f"cannot load: {summarize(exc)}")
-    version.load_seconds = time.perf_counter() - started
+        reason, retry = exc.message, isinstance(exc, UnavailableError)
+    except Exception as exc:
+        reason = f"cannot load: {summarize(exc)}"
+    if execution is None:
+        log.error("model %s version %s is not ready: %s", name, number, reason)
+    seconds = time.perf_counter() - started
+    return LoadedVersion(name, number, directory, stamp, manifest, execution, reason, retry, seconds)
+
+
+def _open(
+    name: str, directory: Path, manifest: ModelManifest, settings: ServerSettings, config: ModelConfig
+) -> Execution:
+    """The version's runtime instances, golden-checked; the opened ones are unloaded again if that fails."""
+    options = RuntimeOptions(
+        device=config.device or settings.device,
+        intra_op_threads=config.intra_op_threads if config.intra_op_threads is not None else settings.intra_op_threads,
+        providers=settings.providers,
+        remote=config.remote.target(name) if config.remote else None,
+    )
+    runtimes: list[Runtime] = []
+    try:
+        for _ in range(config.instances or settings.instances):
+            runtimes.append(open_runtime(directory, manifest, options, config.runtime))
+        if settings.golden_check:
+            _check_golden(runtimes[0], directory, manifest)
+    except BaseException:
+        for runtime in runtimes:
+            runtime.unload()
+        raise
+    return Execution(
+        runtimes=tuple(runtimes),
+        providers=tuple(getattr(runtimes[0], "providers", ())),
+        policy=_policy(manifest, settings, config),
+        limits=RequestLimits(
+            timeout_s=(config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s,
+            finite_only=config.finite_inputs,
+        ),
+    )
 
 
 def _check_inside(directory: Path, manifest: ModelManifest) -> None:
@@ -167,8 +249,8 @@ def _check_inside(directory: Path, manifest: ModelManifest) -> None:
             raise ModelNotReadyError(f"{name!r} lies outside the version directory {directory}: refused")
 
 
-def _check_golden(version: ServedVersion, manifest: ModelManifest) -> None:
-    record = verify_golden(version.runtimes[0].predict, version.directory, manifest)
+def _check_golden(runtime: Runtime, directory: Path, manifest: ModelManifest) -> None:
+    record = verify_golden(runtime.predict, directory, manifest)
     if not record.passed:
         failing = [o for o in record.outputs if not o.passed]
         details = ", ".join(
@@ -179,40 +261,24 @@ def _check_golden(version: ServedVersion, manifest: ModelManifest) -> None:
         raise ModelNotReadyError(f"golden check failed ({record.gate} gate atol={record.atol:g}): {details}")
 
 
-def _fail(version: ServedVersion, reason: str) -> None:
-    version.state, version.reason = VersionState.FAILED, reason
-    for runtime in version.runtimes:
-        runtime.unload()
-    version.runtimes = []
-    log.error("model %s version %s is not ready: %s", version.name, version.version, reason)
-
-
-def make_batcher(version: ServedVersion, settings: ServerSettings, config: ModelConfig, observe: Any) -> Batcher:
-    """The version's batcher; call from the event loop once the version is READY."""
-    manifest = version.manifest
-    if manifest is None:
-        raise ModelNotReadyError(f"model {version.name!r} version {version.version} has no manifest")
+def _policy(manifest: ModelManifest, settings: ServerSettings, config: ModelConfig) -> BatchPolicy:
+    """The version's batching: the manifest's max batch size capped by config.yaml, else the server defaults."""
     limit = (
         manifest.max_batch_size
         if config.max_batch_size is None
         else min(config.max_batch_size, manifest.max_batch_size)
     )
-    policy = BatchPolicy(
+    delay_ms = config.max_queue_delay_ms if config.max_queue_delay_ms is not None else settings.max_queue_delay_ms
+    return BatchPolicy(
         max_batch_size=limit,
-        max_queue_delay_s=(
-            config.max_queue_delay_ms if config.max_queue_delay_ms is not None else settings.max_queue_delay_ms
-        )
-        / 1000,
+        max_queue_delay_s=delay_ms / 1000,
         max_queue_size=config.max_queue_size or settings.max_queue_size,
         preferred_batch_sizes=config.preferred_batch_sizes,
         inline_below_s=(config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms)
         / 1000,
     )
-    version.policy = policy
-    version.timeout_s = (config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s
-    version.finite_only = config.finite_inputs
 
-    def observer(stats: BatchStats) -> None:
-        observe(version, stats)
 
-    return Batcher([r.predict for r in version.runtimes], policy, observer)
+def make_batcher(execution: Execution, observe: Callable[[BatchStats], None] | None = None) -> Batcher:
+    """The batcher over a READY version's runtime instances; call it from the event loop."""
+    return Batcher([r.predict for r in execution.runtimes], execution.policy, observe)

@@ -37,31 +37,31 @@ class ModelConfiguration:
 
 
 def model_configuration(served: ServedVersion, config: ModelConfig, settings: ServerSettings) -> ModelConfiguration:
-    """The configuration of a version that has loaded (its batch policy is set once it is READY)."""
-    manifest, policy = served.manifest, served.policy
-    if manifest is None or policy is None:
+    """The configuration of a version that has loaded (a version that failed to load has none)."""
+    manifest, execution = served.manifest, served.execution
+    if manifest is None or execution is None:
         raise ModelNotReadyError(f"model {served.name!r} version {served.version} is {served.state.value.lower()}")
     return ModelConfiguration(
         name=served.name,
         version=served.version,
         format=manifest.format,
         artifact=manifest.artifact,
-        max_batch_size=policy.max_batch_size,
+        max_batch_size=execution.policy.max_batch_size,
         inputs=manifest.inputs,
         outputs=manifest.outputs,
-        preferred_batch_sizes=policy.preferred_batch_sizes,
-        max_queue_delay_us=round(policy.max_queue_delay_s * 1e6),
-        max_queue_size=policy.max_queue_size,
-        instances=len(served.runtimes) or config.instances or settings.instances,
-        device=_device(served, config, settings),
+        preferred_batch_sizes=execution.policy.preferred_batch_sizes,
+        max_queue_delay_us=round(execution.policy.max_queue_delay_s * 1e6),
+        max_queue_size=execution.policy.max_queue_size,
+        instances=len(execution.runtimes),
+        device=_device(execution.providers, config, settings),
         version_policy=config.version_policy,
     )
 
 
-def _device(served: ServedVersion, config: ModelConfig, settings: ServerSettings) -> str:
+def _device(providers: tuple[str, ...], config: ModelConfig, settings: ServerSettings) -> str:
     if config.remote is not None:
         return "remote"
     device = config.device or settings.device
-    if device.startswith("cuda") and served.providers and served.providers[0] == "CPUExecutionProvider":
+    if device.startswith("cuda") and providers and providers[0] == "CPUExecutionProvider":
         return "cpu"  # onnxruntime-gpu without its CUDA libraries runs on the CPU
     return device

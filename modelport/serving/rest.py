@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -10,20 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from modelport._version import __version__
-from modelport.errors import (
-    InvalidArgumentError,
-    ModelportError,
-    PayloadTooLargeError,
-    UnavailableError,
-)
+from modelport.errors import InvalidArgumentError
 from modelport.serving.auth import AuthMiddleware, Tokens
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
+from modelport.serving.httperrors import ERROR_HANDLERS
 from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
 from modelport.serving.requestid import RequestIdMiddleware
@@ -31,10 +24,9 @@ from modelport.serving.tfserving_rest import tfserving_routes
 from modelport.serving.torchserve_api import torchserve_routes
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.serving.v2_metadata import model_metadata_json, repository_index_json, server_metadata_json
 
 __all__ = ["create_app"]
-
-log = logging.getLogger(__name__)
 
 
 def _header_length(request: Request) -> int | None:
@@ -51,10 +43,12 @@ def create_app(plane: DataPlane) -> Starlette:
 
     Inference is routed by a thin Starlette app in front; everything else is a FastAPI app mounted
     behind it. FastAPI's per-request parameter solving and middleware layers cost about as much as
-    the rest of a small inference request (measured with benchmarks/serving.py).
+    the rest of a small inference request (measured with benchmarks/serving.py). Each app catches
+    what its own routes raise, so both take the one error table of ``serving/httperrors.py``.
     """
-    api = FastAPI(title="modelport", version=__version__, docs_url=None, redoc_url=None)
-    _add_errors(api)
+    api = FastAPI(
+        title="modelport", version=__version__, docs_url=None, redoc_url=None, exception_handlers=ERROR_HANDLERS
+    )
     _add_triton_extensions(api, plane)  # before the model metadata route, which would take /v2/models/stats
     _add_health(api, plane)
     _add_repository(api, plane)
@@ -70,50 +64,12 @@ def create_app(plane: DataPlane) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware), *auth],
-        exception_handlers={
-            PayloadTooLargeError: _too_large,
-            ModelportError: _modelport_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=ERROR_HANDLERS,
     )
     # FastAPI answers what no inference route matches; unlike a catch-all Mount, a path an inference route
     # knows with another method stays a 405 (Allow: ...) instead of falling through to a 404
     app.router.default = api
     return app
-
-
-async def _modelport_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, ModelportError):
-        return await _unexpected(request, exc)
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, UnavailableError) else None
-    return json_response({"error": public_message(exc)}, http_status(exc), headers)
-
-
-async def _too_large(request: Request, exc: Exception) -> Response:
-    """413, then close the connection: the rest of an oversized body is not read to keep it alive."""
-    response = await _modelport_error(request, exc)
-    response.headers["Connection"] = "close"
-    return response
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Routing errors (a path no route matches, a wrong method) in the same JSON error body as the rest."""
-    if not isinstance(exc, HTTPException):
-        return await _unexpected(request, exc)
-    return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
-
-
-async def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error")
-    return json_response({"error": GENERIC_MESSAGE}, 500)
-
-
-def _add_errors(app: FastAPI) -> None:
-    app.add_exception_handler(PayloadTooLargeError, _too_large)
-    app.add_exception_handler(ModelportError, _modelport_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
 
 
 def _add_health(app: FastAPI, plane: DataPlane) -> None:
@@ -127,12 +83,12 @@ def _add_health(app: FastAPI, plane: DataPlane) -> None:
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        return json_response(plane.server_metadata())
+        return json_response(server_metadata_json(plane.server_metadata()))
 
     @app.get("/v2/models/{model}")
     @app.get("/v2/models/{model}/versions/{version}")
     async def model_metadata(model: str, version: str | None = None) -> Response:
-        return json_response(plane.model_metadata(model, version))
+        return json_response(model_metadata_json(plane.model_metadata(model, version)))
 
     @app.get("/v2/models/{model}/ready")
     @app.get("/v2/models/{model}/versions/{version}/ready")
@@ -202,7 +158,7 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
             if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
                 raise InvalidArgumentError('the body must be a JSON object like {"ready": true}')
             ready_only = options.get("ready", False)
-        return json_response(plane.repository_index(ready_only))
+        return json_response(repository_index_json(plane.repository_index(ready_only)))
 
     @app.post("/v2/repository/models/{model}/load")
     async def load(model: str) -> Response:

@@ -19,7 +19,6 @@ import uvicorn
 from modelport.errors import ModelportError, UnavailableError
 from modelport.launcher import write_port_file
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
@@ -60,11 +59,8 @@ def configure_logging(settings: ServerSettings) -> None:
 
 
 def build(settings: ServerSettings) -> DataPlane:
-    """The data plane with its manager and metrics (not yet loaded)."""
-    metrics = Metrics()
-    manager = ModelManager(settings, metrics.observe_batch)
-    metrics.watch(manager)
-    return DataPlane(manager, settings, metrics)
+    """The data plane over ``settings.repository``, with its own metrics (not yet started)."""
+    return DataPlane(settings, Metrics())
 
 
 def serve(settings: ServerSettings) -> int:
@@ -108,13 +104,13 @@ async def _serve(settings: ServerSettings) -> int:
     await _load(settings, plane)
     background = [asyncio.create_task(_refresh_health(plane, grpc))] if grpc else []
     if settings.poll_interval_s > 0:
-        background.append(asyncio.create_task(plane.manager.poll_forever()))
+        background.append(asyncio.create_task(plane.watch_repository()))
     await task
     for job in background:
         job.cancel()
     if grpc is not None:
         await grpc[0].stop(grace=5)
-    await plane.manager.close()
+    await plane.close()
     if settings.port_file:
         Path(settings.port_file).unlink(missing_ok=True)
     log.info("stopped")
@@ -152,15 +148,14 @@ async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, 
 
 async def _load(settings: ServerSettings, plane: DataPlane) -> None:
     started = time.perf_counter()
-    await plane.manager.load_all()
+    await plane.start()
     gc.collect()
     gc.freeze()  # frameworks and models are long-lived: keep full collections from rescanning them
-    plane.started = True
     log.info(
         "repository %s loaded in %.2fs: %s",
         settings.repository,
         time.perf_counter() - started,
-        ", ".join(f"{r['name']}/{r.get('version', '-')}={r['state']}" for r in plane.manager.index()) or "empty",
+        ", ".join(f"{r.name}/{r.version or '-'}={r.state}" for r in plane.repository_index()) or "empty",
     )
 
 
@@ -196,16 +191,16 @@ def _bind(host: str, port: int, hint: str, reuse_port: bool = False) -> socket.s
 
 
 def _install_drain(server: uvicorn.Server, plane: DataPlane) -> None:
-    """SIGTERM/SIGINT: readiness goes false, new requests get 503, in-flight ones finish, then exit."""
+    """SIGTERM/SIGINT: readiness goes false, new requests get 503, in-flight ones finish, then exit.
+    A second signal exits at once."""
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
 
     def start_drain() -> None:
-        if plane.draining:
+        if tasks:
             server.force_exit = True
             return
         log.info("draining: readiness is now false")
-        plane.draining = True
         tasks.append(loop.create_task(_drain(server, plane)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -213,9 +208,7 @@ def _install_drain(server: uvicorn.Server, plane: DataPlane) -> None:
 
 
 async def _drain(server: uvicorn.Server, plane: DataPlane) -> None:
-    deadline = time.monotonic() + plane.settings.drain_timeout_s
-    while plane.in_flight and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    if plane.in_flight:
-        log.warning("drain timeout: %d request(s) still in flight", plane.in_flight)
+    still_running = await plane.drain()
+    if still_running:
+        log.warning("drain timeout: %d request(s) still in flight", still_running)
     server.should_exit = True

@@ -13,12 +13,18 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, SpecError, summarize
-from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
 from modelport.serving.tfserving_rest import SIGNATURE
-from modelport.serving.v2 import InferRequest, RequestedOutput
+from modelport.serving.types import (
+    InferRequest,
+    ModelMetadata,
+    RequestedOutput,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 from modelport.tensors import TF_DTYPES
 
 __all__ = ["add_tfserving_services"]
@@ -37,15 +43,10 @@ def add_tfserving_services(server: Any, plane: DataPlane) -> list[str]:
 
 
 def _version(plane: DataPlane, spec: Any) -> str | None:
+    """The version a ModelSpec names: ``version``, ``version_label`` (config.yaml) or neither (the default)."""
     if spec.HasField("version"):
         return str(spec.version.value)
-    if spec.version_label:
-        entry = plane.manager.models.get(spec.name)
-        labels = entry.config.version_labels if entry else {}
-        if spec.version_label not in labels:
-            raise InvalidArgumentError(f"Unrecognized servable version label: {spec.version_label}")
-        return str(labels[spec.version_label])
-    return None
+    return plane.resolve_version(spec.name, label=spec.version_label or None)
 
 
 def _to_array(tf: Any, name: str, proto: Any, limit: int) -> np.ndarray[Any, Any]:
@@ -79,7 +80,7 @@ def _check_signature(name: str) -> None:
 
 def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
     tf = import_framework("tensorflow", "tf")
-    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
     class PredictionServicer(apis.PredictionServiceServicer):  # type: ignore[misc]
         async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
@@ -106,11 +107,12 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
             async def call() -> Any:
                 if list(request.metadata_field) != ["signature_def"]:
                     raise InvalidArgumentError("Metadata field signature_def is the only one supported")
-                manifest, number = plane.model_manifest(request.model_spec.name, _version(plane, request.model_spec))
+                spec = request.model_spec
+                meta = plane.model_metadata(spec.name, _version(plane, spec), ready_only=True)
                 reply = get_model_metadata_pb2.GetModelMetadataResponse()
-                reply.model_spec.name = request.model_spec.name
-                reply.model_spec.version.value = number
-                reply.metadata["signature_def"].Pack(_signature_map(manifest))
+                reply.model_spec.name = spec.name
+                reply.model_spec.version.value = meta.status.version
+                reply.metadata["signature_def"].Pack(_signature_map(meta))
                 return reply
 
             return await guard(context, call)
@@ -119,37 +121,44 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
         async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
             async def call() -> Any:
                 wanted = _version(plane, request.model_spec)
-                reply = get_model_status_pb2.GetModelStatusResponse()
-                for number, state, reason in plane.model_versions(request.model_spec.name):
-                    if wanted is None or wanted == str(number):
-                        status = reply.model_version_status.add(version=number)
-                        status.state = get_model_status_pb2.ModelVersionStatus.State.Value(_STATES[state])
-                        status.status.error_code = 0 if state != "FAILED" else 2
-                        status.status.error_message = reason
-                return reply
+                versions = plane.model_versions(request.model_spec.name)
+                return _status_reply([v for v in versions if wanted in (None, str(v.version))])
 
             return await guard(context, call)
 
     return PredictionServicer(), ModelServicer()
 
 
-def _signature_map(manifest: ModelManifest) -> Any:
+def _status_reply(versions: list[VersionStatus]) -> Any:
+    """A GetModelStatusResponse: AVAILABLE, LOADING, UNLOADING or END, with the reason of a failed load."""
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    reply = get_model_status_pb2.GetModelStatusResponse()
+    for version in versions:
+        status = reply.model_version_status.add(version=version.version)
+        status.state = get_model_status_pb2.ModelVersionStatus.State.Value(_STATES[version.state.value])
+        status.status.error_code = 0 if version.state is not VersionState.FAILED else 2  # OK, UNKNOWN
+        status.status.error_message = version.reason
+    return reply
+
+
+def _signature_map(meta: ModelMetadata) -> Any:
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    def info(spec: TensorSpec) -> Any:
-        tensor = meta_graph_pb2.TensorInfo(
-            name=f"{manifest.native(spec.name)}:0", dtype=types_pb2.DataType.Value(TF_DTYPES[spec.dtype])
+    def info(tensor: TensorMetadata) -> Any:
+        message = meta_graph_pb2.TensorInfo(
+            name=f"{tensor.native_name}:0", dtype=types_pb2.DataType.Value(TF_DTYPES[tensor.dtype])
         )
-        for dim in spec.shape:
-            tensor.tensor_shape.dim.add(size=dim)
-        return tensor
+        for dim in tensor.shape:
+            message.tensor_shape.dim.add(size=dim)
+        return message
 
     signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    for spec in manifest.inputs:
-        signature.inputs[spec.name].CopyFrom(info(spec))
-    for spec in manifest.outputs:
-        signature.outputs[spec.name].CopyFrom(info(spec))
+    for tensor in meta.inputs:
+        signature.inputs[tensor.name].CopyFrom(info(tensor))
+    for tensor in meta.outputs:
+        signature.outputs[tensor.name].CopyFrom(info(tensor))
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     signature_map = get_model_metadata_pb2.SignatureDefMap()

@@ -17,14 +17,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.errors import InvalidArgumentError, NotFoundError
-from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.httputil import json_tensor, read_body
-from modelport.serving.v2 import InferRequest
+from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
-__all__ = ["TF_DTYPES", "tensor_info", "tfserving_routes", "version_for"]
+__all__ = ["SIGNATURE", "parse_predict", "predict_response", "tensor_info", "tfserving_routes"]
 
 SIGNATURE = "serving_default"
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
@@ -34,27 +33,19 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
-    """The version a TF Serving path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none."""
-    if "label" in params:
-        entry = plane.manager.models.get(model)
-        if entry is None:
-            raise NotFoundError(f"Servable not found for request: Specific(name: {model})")
-        labels = entry.config.version_labels
-        if params["label"] not in labels:
-            raise NotFoundError(f"Unrecognized servable version label: {params['label']}")
-        return str(labels[params["label"]])
-    return params.get("version")
-
-
-def tensor_info(spec: TensorSpec, manifest: ModelManifest) -> dict[str, Any]:
+def tensor_info(tensor: TensorMetadata) -> dict[str, Any]:
     """A TensorInfo as TF Serving's metadata JSON writes it."""
-    dims = [{"size": str(d), "name": ""} for d in spec.shape]
+    dims = [{"size": str(d), "name": ""} for d in tensor.shape]
     return {
-        "dtype": TF_DTYPES[spec.dtype],
+        "dtype": TF_DTYPES[tensor.dtype],
         "tensor_shape": {"dim": dims, "unknown_rank": False},
-        "name": f"{manifest.native(spec.name)}:0",
+        "name": f"{tensor.native_name}:0",
     }
+
+
+def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
+    """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
+    return plane.resolve_version(model, params.get("version"), params.get("label"))
 
 
 def tfserving_routes(plane: DataPlane) -> list[Route]:
@@ -62,39 +53,39 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def status(request: Request) -> Response:
         model = request.path_params["model"]
-        wanted = version_for(plane, model, request.path_params)
+        wanted = _version_for(plane, model, request.path_params)
         versions = plane.model_versions(model)
         if wanted is not None:
-            versions = [v for v in versions if str(v[0]) == wanted]
+            versions = [v for v in versions if str(v.version) == wanted]
             if not versions:
                 raise NotFoundError(f"Servable not found for request: Specific({model}, {wanted})")
-        return _json({"model_version_status": [_status(*v) for v in versions]})
+        return _json({"model_version_status": [_status(v) for v in versions]})
 
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
-        manifest, version = plane.model_manifest(model, version_for(plane, model, request.path_params))
+        meta = plane.model_metadata(model, _version_for(plane, model, request.path_params), ready_only=True)
         signature = {
-            "inputs": {s.name: tensor_info(s, manifest) for s in manifest.inputs},
-            "outputs": {s.name: tensor_info(s, manifest) for s in manifest.outputs},
+            "inputs": {t.name: tensor_info(t) for t in meta.inputs},
+            "outputs": {t.name: tensor_info(t) for t in meta.outputs},
             "method_name": "tensorflow/serving/predict",
         }
         return _json(
             {
-                "model_spec": {"name": model, "signature_name": "", "version": str(version)},
+                "model_spec": {"name": model, "signature_name": "", "version": str(meta.status.version)},
                 "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
             }
         )
 
     async def predict(request: Request) -> Response:
         model = request.path_params["model"]
-        version = version_for(plane, model, request.path_params)
-        manifest, _ = plane.model_manifest(model, version)
+        version = _version_for(plane, model, request.path_params)
+        meta = plane.model_metadata(model, version, ready_only=True)
         raw = await read_body(request, plane.settings.max_body_bytes)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidArgumentError(f"JSON Parse error: {exc}") from None
-        inputs, row_format = parse_predict(body, manifest)
+        inputs, row_format = parse_predict(body, meta.inputs)
         response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
         return _json(predict_response(response.outputs, row_format))
 
@@ -108,16 +99,16 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
     return routes
 
 
-def _status(version: int, state: str, reason: str) -> dict[str, Any]:
+def _status(status: VersionStatus) -> dict[str, Any]:
     error = (
         {"error_code": "OK", "error_message": ""}
-        if state != "FAILED"
-        else {"error_code": "UNKNOWN", "error_message": reason}
+        if status.state is not VersionState.FAILED
+        else {"error_code": "UNKNOWN", "error_message": status.reason}
     )
-    return {"version": str(version), "state": _STATES.get(state, "UNKNOWN"), "status": error}
+    return {"version": str(status.version), "state": _STATES.get(status.state.value, "UNKNOWN"), "status": error}
 
 
-def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
+def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
     """Inputs of a predict request, and whether it used the row format."""
     if not isinstance(body, dict):
         raise InvalidArgumentError("JSON Value: the request must be a JSON object with 'instances' or 'inputs'")
@@ -130,7 +121,7 @@ def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
             if "instances" not in body
             else "Both 'inputs' and 'instances' keys are present; use one"
         )
-    specs = {s.name: s for s in manifest.inputs}
+    specs = {t.name: t for t in tensors}
     if "instances" in body:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
@@ -150,13 +141,13 @@ def parse_predict(body: Any, manifest: ModelManifest) -> tuple[Arrays, bool]:
     return {_single(specs): _array(columns, next(iter(specs.values())))}, False
 
 
-def _single(specs: dict[str, TensorSpec]) -> str:
+def _single(specs: dict[str, TensorMetadata]) -> str:
     if len(specs) != 1:
         raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: name them")
     return next(iter(specs))
 
 
-def _no_extra(given: dict[str, Any], specs: dict[str, TensorSpec]) -> None:
+def _no_extra(given: dict[str, Any], specs: dict[str, TensorMetadata]) -> None:
     extra = sorted(set(given) - set(specs))
     if extra:
         raise InvalidArgumentError(f"unexpected inputs {extra} (the model takes {list(specs)})")
@@ -172,7 +163,7 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
-def _array(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+def _array(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
     return json_tensor(spec.name, value, lookup_dtype(spec.dtype))
 
 

@@ -15,16 +15,15 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
-from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.errors import http_status, public_message
+from modelport.serving.errors import public_message
+from modelport.serving.httperrors import ProtocolRoute
 from modelport.serving.httputil import json_response, json_tensor, read_body
 from modelport.serving.tfserving_rest import predict_response
-from modelport.serving.v2 import InferRequest
+from modelport.serving.types import InferRequest, ModelDetails, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
 __all__ = ["torchserve_routes"]
@@ -38,14 +37,13 @@ _TYPES = {
 }
 
 
-def _error(exc: ModelportError) -> Response:
-    status = http_status(exc)
+def _error_body(error: ModelportError, status: int) -> Response:
+    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503."""
     kind = _TYPES.get(status, "InternalServerException")
-    close = {"Connection": "close"} if status == 413 else None  # the rest of the body is not read
-    return json_response({"code": status, "type": kind, "message": public_message(exc)}, status, close)
+    return json_response({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
-def torchserve_routes(plane: DataPlane) -> list[Route]:
+def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
     """/ping, /predictions/{m}[/{v}], /models, /models/{m}[/{v}]."""
 
     async def ping(_: Request) -> Response:
@@ -54,13 +52,10 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
 
     async def predictions(request: Request) -> Response:
         model, version = request.path_params["model"], request.path_params.get("version")
-        try:
-            manifest, _ = plane.model_manifest(model, version)
-            body = await read_body(request, plane.settings.max_body_bytes)
-            inputs, batched = parse_instance(body, request.headers.get("content-type", ""), manifest)
-            response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
-        except ModelportError as exc:
-            return _error(exc)
+        meta = plane.model_metadata(model, version, ready_only=True)
+        body = await read_body(request, plane.settings.max_body_bytes)
+        inputs, batched = parse_instance(body, request.headers.get("content-type", ""), meta.inputs)
+        response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
         outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
         if batched:
             return json_response(predict_response(outputs, row_format=True)["predictions"])
@@ -68,57 +63,53 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
         return json_response(plain)
 
     async def models(_: Request) -> Response:
-        names = sorted(plane.manager.models)
-        return json_response({"models": [{"modelName": n, "modelUrl": n} for n in names]})
+        return json_response({"models": [{"modelName": n, "modelUrl": n} for n in plane.model_names()]})
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
-        try:
-            versions = [v for v in plane.model_versions(model) if wanted in (None, "all", str(v[0]))]
-            if not versions:
-                raise NotFoundError(f"model {model!r} has no version {wanted!r}")
-        except ModelportError as exc:
-            return _error(exc)
-        return json_response([_describe(plane, model, *v) for v in versions])
+        versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
+        if not versions:
+            raise NotFoundError(f"model {model!r} has no version {wanted!r}")
+        return json_response([_describe(d) for d in versions])
 
     return [
-        Route("/ping", ping, methods=["GET"]),
-        Route("/predictions/{model}", predictions, methods=["POST", "PUT"]),
-        Route("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"]),
-        Route("/models", models, methods=["GET"]),
-        Route("/models/{model}", describe, methods=["GET"]),
-        Route("/models/{model}/{version}", describe, methods=["GET"]),
+        ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
+        ProtocolRoute("/predictions/{model}", predictions, methods=["POST", "PUT"], render=_error_body),
+        ProtocolRoute("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"], render=_error_body),
+        ProtocolRoute("/models", models, methods=["GET"], render=_error_body),
+        ProtocolRoute("/models/{model}", describe, methods=["GET"], render=_error_body),
+        ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
     ]
 
 
-def _describe(plane: DataPlane, model: str, version: int, state: str, reason: str) -> dict[str, Any]:
-    served = plane.manager.get(model, str(version))
-    policy = served.policy
+def _describe(details: ModelDetails) -> dict[str, Any]:
+    """One version as TorchServe's describe API shows a model: workers are runtime instances."""
+    state = details.status.state
     return {
-        "modelName": model,
-        "modelVersion": str(version),
-        "modelUrl": str(served.directory),
-        "runtime": served.manifest.format if served.manifest else "unknown",
-        "minWorkers": len(served.runtimes),
-        "maxWorkers": len(served.runtimes),
-        "batchSize": policy.max_batch_size if policy else 0,
-        "maxBatchDelay": round(1000 * policy.max_queue_delay_s) if policy else 0,
+        "modelName": details.name,
+        "modelVersion": str(details.status.version),
+        "modelUrl": str(details.directory),
+        "runtime": details.format or "unknown",
+        "minWorkers": details.instances,
+        "maxWorkers": details.instances,
+        "batchSize": details.max_batch_size,
+        "maxBatchDelay": round(1000 * details.max_queue_delay_s),
         "loadedAtStartup": True,
         "workers": [
             {
                 "id": str(i),
-                "status": "READY" if state == "READY" else "UNLOADING" if state == "UNLOADING" else "FAILED",
-                "gpu": plane.settings.device.startswith("cuda"),
+                "status": state.value if state in (VersionState.READY, VersionState.UNLOADING) else "FAILED",
+                "gpu": details.gpu,
             }
-            for i in range(max(1, len(served.runtimes)))
+            for i in range(max(1, details.instances))
         ],
-        **({"reason": reason} if reason else {}),
+        **({"reason": details.status.reason} if details.status.reason else {}),
     }
 
 
-def parse_instance(body: bytes, content_type: str, manifest: ModelManifest) -> tuple[Arrays, bool]:
+def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
     """One instance (a batch of one) or, when the body has the batch dimension, a batch."""
-    specs = {s.name: s for s in manifest.inputs}
+    specs = {t.name: t for t in tensors}
     if "json" not in content_type and len(specs) == 1 and next(iter(specs.values())).dtype == "string":
         return {next(iter(specs)): np.array([body], dtype=object)}, False
     try:
@@ -136,13 +127,13 @@ def parse_instance(body: bytes, content_type: str, manifest: ModelManifest) -> t
     return (arrays if batched else {n: a[None] for n, a in arrays.items()}), batched
 
 
-def _only(specs: dict[str, TensorSpec]) -> str:
+def _only(specs: dict[str, TensorMetadata]) -> str:
     if len(specs) != 1:
         raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: send a dict of them")
     return next(iter(specs))
 
 
-def _tensor(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+def _tensor(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
     dtype = lookup_dtype(spec.dtype)
     if dtype.name == "string" and not isinstance(value, list):
         value = [value]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +17,7 @@ import orjson
 
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.runtimes.base import Arrays
+from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.tensors import DTYPES, DataType, dtype_of_array, raw_bytes
 
 __all__ = [
@@ -35,36 +35,6 @@ __all__ = [
 HEADER_LENGTH = "inference-header-content-length"
 _BY_V2 = {d.v2: d for d in DTYPES.values()}
 _MAX_DIMS = 16
-
-
-@dataclass(frozen=True)
-class RequestedOutput:
-    """An output the client asked for, and whether it wants it as binary data."""
-
-    name: str
-    binary: bool | None = None
-
-
-@dataclass
-class InferRequest:
-    """A decoded inference request: numpy inputs plus the protocol's metadata."""
-
-    inputs: Arrays
-    id: str | None = None
-    outputs: tuple[RequestedOutput, ...] = ()
-    parameters: dict[str, Any] = field(default_factory=dict)
-    binary_output: bool = False
-
-
-@dataclass
-class InferResponse:
-    """Model outputs to encode back."""
-
-    model_name: str
-    model_version: str
-    outputs: Arrays
-    id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:

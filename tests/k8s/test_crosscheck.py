@@ -133,7 +133,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[DataPlane]:
     fakes.write_model(repo, "echo")
     data_plane = build(ServerSettings(repository=repo))
     yield data_plane
-    await data_plane.manager.close()
+    await data_plane.close()
 
 
 async def test_probes_mean_what_the_kubelet_expects(docs: list[Doc], plane: DataPlane) -> None:
@@ -150,18 +150,16 @@ async def test_probes_mean_what_the_kubelet_expects(docs: list[Doc], plane: Data
             return {probe: (await http.get(path)).status_code for probe, path in paths.items()}
 
         assert await codes() == {"startupProbe": 503, "readinessProbe": 503, "livenessProbe": 200}
-        await plane.manager.load_all()
-        plane.started = True
+        await plane.start()
         assert await codes() == {"startupProbe": 200, "readinessProbe": 200, "livenessProbe": 200}
-        plane.draining = True
+        await plane.drain()
         assert (await codes())["readinessProbe"] == 503
         assert (await codes())["livenessProbe"] == 200
 
 
 async def test_scraped_metrics_exist(docs: list[Doc], plane: DataPlane) -> None:
     """The scrape paths are served and the HPA's custom metrics are names the server exports."""
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     transport = httpx.ASGITransport(app=create_app(plane))
     async with httpx.AsyncClient(transport=transport, base_url="http://pod") as http:
         annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]

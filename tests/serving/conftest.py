@@ -32,11 +32,10 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 async def plane(repo: Path) -> AsyncIterator[DataPlane]:
     data_plane = build(ServerSettings(repository=repo, model_control=True, max_queue_delay_ms=0))
-    await data_plane.manager.load_all()
-    data_plane.started = True
+    await data_plane.start()
     yield data_plane
     fakes.GATE.set()
-    await data_plane.manager.close()
+    await data_plane.close()
 
 
 @pytest.fixture

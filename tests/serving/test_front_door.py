@@ -67,8 +67,7 @@ async def test_tfserving_version_labels(repo, tmp_path):
     fakes.write_model(tmp_path / "r", "m", config={"version_policy": {"all": True}, "version_labels": {"stable": 1}})
     fakes.write_model(tmp_path / "r", "m", version=2)
     plane = build(ServerSettings(repository=tmp_path / "r"))
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(plane)), base_url="http://t") as http:
             status = (await http.get("/v1/models/m/labels/stable")).json()["model_version_status"]
@@ -76,7 +75,7 @@ async def test_tfserving_version_labels(repo, tmp_path):
             meta = (await http.get("/v1/models/m/labels/stable/metadata")).json()
             assert meta["model_spec"]["version"] == "1"
     finally:
-        await plane.manager.close()
+        await plane.close()
 
 
 async def test_torchserve_ping_predictions_and_models(client):

@@ -34,8 +34,7 @@ def test_bad_config_yaml_names_the_field(tmp_path):
 
 async def _plane(repo, **settings):
     plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0, **settings))
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     return plane
 
 
@@ -62,7 +61,7 @@ async def test_hot_reload_adds_changes_and_removes_versions(tmp_path):
         await plane.manager.reload()
         assert plane.manager.get("m", "3") is not before, "a changed version is reloaded"
     finally:
-        await plane.manager.close()
+        await plane.close()
 
 
 async def test_reload_swaps_without_dropping_in_flight_requests(tmp_path):
@@ -91,14 +90,14 @@ async def test_reload_swaps_without_dropping_in_flight_requests(tmp_path):
         assert again.outputs["n"].tolist() == [12.0, 30.0]
     finally:
         fakes.GATE.set()
-        await plane.manager.close()
+        await plane.close()
 
 
 async def test_polling_picks_up_a_new_model(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     plane = await _plane(repo, poll_interval_s=0.01)
-    poller = asyncio.create_task(plane.manager.poll_forever())
+    poller = asyncio.create_task(plane.watch_repository())
     try:
         fakes.write_model(repo, "new")
         for _ in range(2000):
@@ -108,7 +107,7 @@ async def test_polling_picks_up_a_new_model(tmp_path):
         assert plane.manager.get("new").state.value == "READY"
     finally:
         poller.cancel()
-        await plane.manager.close()
+        await plane.close()
 
 
 async def test_a_model_with_a_broken_config_is_reported_not_fatal(tmp_path):
@@ -118,11 +117,11 @@ async def test_a_model_with_a_broken_config_is_reported_not_fatal(tmp_path):
     (repo / "bad" / "config.yaml").write_text("instances: zero\n")
     plane = await _plane(repo)
     try:
-        rows = {r["name"]: r for r in plane.repository_index()}
-        assert rows["good"]["state"] == "READY"
-        assert rows["bad"]["state"] == "UNAVAILABLE" and "invalid at instances" in rows["bad"]["reason"]
+        rows = {r.name: r for r in plane.repository_index()}
+        assert rows["good"].state == "READY"
+        assert rows["bad"].state == "UNAVAILABLE" and "invalid at instances" in rows["bad"].reason
     finally:
-        await plane.manager.close()
+        await plane.close()
 
 
 async def test_requests_before_the_first_load_are_unavailable_not_unknown(tmp_path):
@@ -134,10 +133,10 @@ async def test_requests_before_the_first_load_are_unavailable_not_unknown(tmp_pa
     plane = build(ServerSettings(repository=repo))
     with pytest.raises(UnavailableError, match="still loading"):
         plane.manager.get("echo")
-    await plane.manager.load_all()
+    await plane.start()
     try:
         assert plane.manager.get("echo").version == 1
         with pytest.raises(NotFoundError):
             plane.manager.get("nope")
     finally:
-        await plane.manager.close()
+        await plane.close()

@@ -77,12 +77,11 @@ async def guarded(tmp_path) -> AsyncIterator[httpx.AsyncClient]:
     fakes.write_model(repo, "echo")
     settings = ServerSettings(repository=repo, api_key=INFERENCE_KEY, control_key=CONTROL_KEY, model_control=True)
     plane = build(settings)
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     transport = httpx.ASGITransport(app=create_app(plane))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
-    await plane.manager.close()
+    await plane.close()
 
 
 BEARER = {"Authorization": f"Bearer {INFERENCE_KEY}"}
@@ -329,9 +328,9 @@ async def test_a_pickled_golden_file_is_refused_not_unpickled(tmp_path):
     directory = fakes.write_model(tmp_path / "repo", "evil")
     np.savez(directory / "golden.npz", **{"case0/inputs/x": np.array([_Boom()], dtype=object)})
     plane = build(ServerSettings(repository=tmp_path / "repo"))
-    await plane.manager.load_all()
+    await plane.start()
     ready, reason = plane.model_ready("evil")
-    await plane.manager.close()
+    await plane.close()
     assert not ready and "pickle" in reason.lower(), reason
     assert not marker.exists(), "the golden file was unpickled"
 
@@ -382,8 +381,7 @@ def escape_repo(tmp_path) -> Path:
 async def test_repository_entries_cannot_lead_outside_the_root(escape_repo):
     settings = ServerSettings(repository=escape_repo, model_control=True)
     plane = build(settings)
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     transport = httpx.ASGITransport(app=create_app(plane))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -400,4 +398,4 @@ async def test_repository_entries_cannot_lead_outside_the_root(escape_repo):
             assert "evil" not in plane.manager.models and served
             assert all(d.resolve().is_relative_to(escape_repo.resolve()) for d in served), served
     finally:
-        await plane.manager.close()
+        await plane.close()

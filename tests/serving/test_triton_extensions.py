@@ -164,8 +164,7 @@ def test_statistics_count_every_request_exactly(server, transport):
 async def test_a_failed_execution_counts_as_a_failure_not_an_execution(tmp_path):
     fakes.write_model(tmp_path, "poison", runtime="PoisonRuntime")  # its failure logs a traceback: not in `server`
     plane = build(ServerSettings(repository=tmp_path, grpc_port=-1))
-    await plane.manager.load_all()
-    plane.started = True
+    await plane.start()
     try:
         with pytest.raises(InferenceError):
             await plane.infer("poison", None, InferRequest({"x": np.full((1, 3), 13, dtype=np.float32)}), "v2")
@@ -175,7 +174,7 @@ async def test_a_failed_execution_counts_as_a_failure_not_an_execution(tmp_path)
         assert (stats.queue.count, stats.compute.count) == (1, 1) and stats.fail.ns > 0
         assert [(b.batch_size, b.compute.count) for b in stats.batches] == [(2, 1)]
     finally:
-        await plane.manager.close()
+        await plane.close()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -1,0 +1,149 @@
+"""The data plane's typed requests, responses and metadata: what adapters translate to and from.
+
+None of these is a wire shape: each adapter (KServe v2 REST and gRPC, TF Serving REST and gRPC,
+TorchServe) maps them to its own format. Tensors are numpy arrays keyed by the manifest's names.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.tensors import Arrays
+
+__all__ = [
+    "InferRequest",
+    "InferResponse",
+    "ModelDetails",
+    "ModelMetadata",
+    "RepositoryRow",
+    "RequestedOutput",
+    "ServerMetadata",
+    "TensorMetadata",
+    "VersionState",
+    "VersionStatus",
+]
+
+
+class VersionState(enum.Enum):
+    """Where a served model version is in its life; only READY versions take requests."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output the client asked for, and whether it wants it as binary data."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request: numpy inputs plus the protocol's metadata."""
+
+    inputs: Arrays
+    id: str | None = None
+    outputs: tuple[RequestedOutput, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    binary_output: bool = False
+
+
+@dataclass
+class InferResponse:
+    """Model outputs to encode back."""
+
+    model_name: str
+    model_version: str
+    outputs: Arrays
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerMetadata:
+    """The server's name, version and the protocol extensions it implements (Triton's names)."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    """One input or output of a model: the manifest's name, dtype (``float32``...) and shape (-1 = dynamic).
+
+    ``native_name`` is the artifact's own name for the tensor (a SavedModel's signature key...).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    native_name: str
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One served version's state, and why it does not serve (empty when it does)."""
+
+    version: int
+    state: VersionState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What one model version is and how it is served now.
+
+    ``format`` is None when the version's manifest could not be read; it then has no tensors and
+    ``variant``, ``max_batch_size`` and ``parity_passed`` say nothing. ``versions`` lists every
+    served version of the model, ascending.
+    """
+
+    name: str
+    versions: tuple[int, ...]
+    status: VersionStatus
+    providers: tuple[str, ...] = ()
+    format: str | None = None
+    variant: str = ""
+    max_batch_size: int = 0
+    parity_passed: bool | None = None
+    inputs: tuple[TensorMetadata, ...] = ()
+    outputs: tuple[TensorMetadata, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """How one model version runs: where it was loaded from, its instances and batching (TorchServe's describe).
+
+    ``instances`` is 0 and the batching fields are 0 for a version that did not load; ``gpu`` says
+    whether the server's device is a GPU.
+    """
+
+    name: str
+    status: VersionStatus
+    directory: Path
+    format: str | None
+    instances: int
+    max_batch_size: int
+    max_queue_delay_s: float
+    gpu: bool
+
+
+@dataclass(frozen=True)
+class RepositoryRow:
+    """One row of the repository index: a model version, or a model with no version loaded (``version`` None).
+
+    ``state`` is a :class:`VersionState` value, or ``UNAVAILABLE`` for a model without a loaded version.
+    """
+
+    name: str
+    state: str
+    reason: str
+    version: int | None = None
