@@ -358,12 +358,9 @@ async def test_fast_batches_run_inline_on_the_event_loop_and_say_so(inline_below
 
 
 def test_inline_batches_are_counted_in_metrics():
-    from types import SimpleNamespace
-
     from modelport.serving.metrics import Metrics
 
     metrics = Metrics()
-    version = SimpleNamespace(name="m", version=1)
     for inline in (False, True, True):
-        metrics.observe_batch(version, BatchStats(1, 1, (0.0,), 0.0001, False, 1, inline))  # type: ignore[arg-type]
+        metrics.observe_batch("m", 1, BatchStats(1, 1, (0.0,), 0.0001, False, 1, inline))
     assert metrics.registry.get_sample_value("modelport_inline_batches_total", {"model": "m", "version": "1"}) == 2
