@@ -17,20 +17,11 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from loadgen import Tally, summary
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-
-@dataclass
-class Tally:
-    """What all calls observed."""
-
-    latencies: list[float] = field(default_factory=list)
-    non_2xx: int = 0
-    socket_errors: int = 0
 
 
 def well_formed(reply: Any, width: int) -> bool:
@@ -71,20 +62,7 @@ async def run(target: str, request: Any, concurrency: int, duration: float, widt
         deadline = start + duration
         await asyncio.gather(*(caller(stub, request, deadline, width, tally) for _ in range(concurrency)))
         seconds = time.perf_counter() - start
-    ordered = sorted(tally.latencies)
-
-    def pct(q: float) -> float:
-        return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-    return {
-        "requests": len(ordered),
-        "seconds": seconds,
-        "rps": len(ordered) / seconds,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "non_2xx": tally.non_2xx,
-        "socket_errors": tally.socket_errors,
-    }
+    return summary(tally, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,7 +89,11 @@ async def run(url: str, body: bytes, headers: list[str], concurrency: int, durat
     start = time.perf_counter()
     deadline = start + duration
     await asyncio.gather(*(connection(host, port, request, deadline, tally) for _ in range(concurrency)))
-    seconds = time.perf_counter() - start
+    return summary(tally, time.perf_counter() - start)
+
+
+def summary(tally: Tally, seconds: float) -> dict[str, Any]:
+    """req/s, p50/p99 (ms) and error counts: the shape every load generator of the benchmarks reports."""
     ordered = sorted(tally.latencies)
 
     def pct(q: float) -> float:
