@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelportError, NotFoundError
+from modelport.launcher import Launched, LaunchOptions, launched
 from modelport.loadtest.compare_report import render_table, write_compare
 from modelport.loadtest.compare_result import CompareResult, Variant, VariantResult
 from modelport.loadtest.options import CompareOptions, LoadTestOptions
 from modelport.loadtest.runner import run_loadtest
-from modelport.loadtest.serve_process import RunningServer, running_server
 from modelport.loadtest.server_metrics import scrape
 from modelport.loadtest.wire import http_call, reply_json
 from modelport.manifest import MANIFEST_FILE, read_manifest
@@ -77,7 +77,8 @@ def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
     flags = (*options.serve_args, *(("--tfserving-grpc",) if options.protocol == "tfserving-grpc" else ()))
     result = CompareResult(options)
     say(f"compare: {len(variants)} variant(s) of {options.family!r}: {', '.join(v.manifest.variant for v in variants)}")
-    with running_server(staging, flags, options.out / "server.log") as server:
+    serve = LaunchOptions(log=options.out / "server.log", timeout_s=600)
+    with launched(staging, "--log-level", "warning", *flags, options=serve) as server:
         for variant in variants:
             say(f"\n==> {variant.name} ({variant.manifest.format})")
             result.rows.append(_test_variant(options, server, variant, say))
@@ -88,7 +89,7 @@ def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
     return result
 
 
-def _test_variant(options: CompareOptions, server: RunningServer, variant: Variant, say: Any) -> VariantResult:
+def _test_variant(options: CompareOptions, server: Launched, variant: Variant, say: Any) -> VariantResult:
     row = VariantResult(variant, load_seconds=_load_seconds(server, variant.name))
     ready = http_call(f"{server.url}/v2/models/{variant.name}/ready")
     if ready.status != 200:
@@ -98,7 +99,7 @@ def _test_variant(options: CompareOptions, server: RunningServer, variant: Varia
     data = str(variant.version_dir / "golden.npz") if options.data == "golden" else options.data
     grpc = options.protocol.endswith("grpc")
     test = LoadTestOptions(
-        url=server.grpc if grpc else server.url,
+        url=(server.grpc or "") if grpc else server.url,
         model=variant.name,
         protocol=options.protocol,
         levels=options.levels,
@@ -119,7 +120,7 @@ def _test_variant(options: CompareOptions, server: RunningServer, variant: Varia
     return row
 
 
-def _load_seconds(server: RunningServer, model: str) -> float | None:
+def _load_seconds(server: Launched, model: str) -> float | None:
     try:
         values = scrape(server.url + "/metrics").select("modelport_model_load_seconds", model, None)
     except ModelportError:

@@ -95,8 +95,6 @@ def _param(name: str) -> Any:
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Exported:
     name = request.param
     case = CASES[name]
-    pytest.importorskip("torch" if case.framework == "torch" else "tensorflow")
-    pytest.importorskip("ai_edge_litert")
     model = case.builder()
     flags = tuple(TensorSpec.parse(s) for s in case.inputs) if case.framework == "tf" else ()
     options = ExportOptions(source=model, repository=tmp_path_factory.mktemp(name), name=name, inputs=flags, quiet=True)

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from tests.loadtest.conftest import ROOT, modelport, modelport_in
 from tests.serving import fakes
-from tests.serving.processes import free_port, serving
+from tests.serving.processes import free_port, serving, wait_until
 
 HTTP_PROTOCOLS = ["v2", "v2-binary", "tfserving", "torchserve"]
 
@@ -252,18 +251,12 @@ def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_p
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), timeout=60, what="locust's web UI")
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200 and "locust" in page.text.lower()
         started = httpx.post(f"http://127.0.0.1:{port}/swarm", data={"user_count": 2, "spawn_rate": 2}, timeout=5)
         assert started.status_code == 200, started.text
-        time.sleep(1.5)
+        wait_until(lambda: _locust_requests(port) >= 10, timeout=30, what="locust's users sending requests")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
@@ -272,3 +265,16 @@ def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_p
     assert process.returncode == 0, err
     assert f"http://127.0.0.1:{port}" in out and (tmp_path / "report.html").exists()
     assert (tmp_path / "report.json").exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _locust_requests(port: int) -> int:
+    """Requests locust's users have made so far, from its web UI's stats."""
+    stats = httpx.get(f"http://127.0.0.1:{port}/stats/requests", timeout=5).json()["stats"]
+    return sum(int(row["num_requests"]) for row in stats if row["name"] == "Aggregated")
