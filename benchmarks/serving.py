@@ -25,6 +25,12 @@ cell's JSON says which (``loadgen``). Results are printed as a table and written
 targets are printed as PASS/FAIL lines (informational: the exit status is non-zero only when a system
 could not be started or answered wrongly).
 
+Memory (``serving_memory.py``): during every cell the PSS of the server's process tree is sampled every 50 ms
+(``/proc/PID/smaps_rollup``); a cell reports the highest sample (the highest of its rounds) and its ratio to
+(b)'s, the server table each server's PSS once started (idle) and its peak over the cells, next to the peak
+RSS (VmHWM). Systems that share the modelport server share its memory: a cell's peak includes whatever an
+earlier cell left there. Servers run side by side, so shared library pages are split between them in PSS.
+
 ``--profile DIR`` also records py-spy profiles of the modelport server under load (``serving_profile.py``;
 ``make profile`` does it for the MLP at c=32, v2 JSON).
 """
@@ -50,6 +56,7 @@ sys.path.insert(0, str(HERE))
 from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
+from serving_memory import PssSampler  # noqa: E402
 from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
@@ -124,9 +131,12 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     if cfg.workers_scaling:
         result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
     for name, server in running.items():
+        measured = [c["peak_pss_mb"] for c in result["cells"] if SERVER_OF[c["system"]] == name and "peak_pss_mb" in c]
         result["servers"][name] = {
             "startup_s": server.startup_s,
             "peak_rss_mb": server.peak_rss_mb,
+            "idle_pss_mb": server.idle_pss_mb,
+            "peak_pss_mb": max(measured, default=None),
             "error": server.error,
         }
     return result
@@ -135,7 +145,7 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
 def run_cell(
     cfg: Config, system: str, concurrency: int, running: dict[str, Server], payloads: dict[str, Payload]
 ) -> dict[str, Any]:
-    """Verify one request, then load one system at one concurrency."""
+    """Verify one request, then load one system at one concurrency, sampling its server's PSS meanwhile."""
     server, payload = endpoint(system, running, payloads)
     cell: dict[str, Any] = {"system": system, "concurrency": concurrency}
     if server.error is not None:
@@ -144,14 +154,15 @@ def run_cell(
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
     try:
-        load = run_load(cfg, server.url, server.grpc, payload, concurrency)
+        with PssSampler(server.proc.pid) as memory:
+            load = run_load(cfg, server.url, server.grpc, payload, concurrency)
     except subprocess.CalledProcessError as exc:
         return {**cell, "error": f"load generator failed: {exc}: {exc.stderr[-500:]}", "rps": 0.0, "errors": -1}
     except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
-    cell.update(load, errors=load["non_2xx"] + load["socket_errors"])
+    cell.update(load, errors=load["non_2xx"] + load["socket_errors"], peak_pss_mb=memory.peak_mb)
     print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s", end="")
-    print(f"  p50 {load['p50_ms']:8.2f} ms  errors {cell['errors']}")
+    print(f"  p50 {load['p50_ms']:8.2f} ms  peak PSS {memory.peak_mb:6.1f} MiB  errors {cell['errors']}")
     return cell
 
 

@@ -1,4 +1,4 @@
-"""The serving benchmark's server processes: start, first valid response, peak RSS, stop."""
+"""The serving benchmark's server processes: start, first valid response, idle PSS, peak RSS, stop."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Server:
     grpc: str | None = None  # host:port of its KServe v2 gRPC service
     startup_s: float | None = None
     peak_rss_mb: float | None = None
+    idle_pss_mb: float | None = None  # PSS of its process tree once it first answered, before any load
     error: str | None = None
 
 
@@ -261,11 +262,17 @@ STARTUP_SYSTEM = {
 }
 
 
+def _idle_pss_mb(pid: int) -> float:
+    from serving_memory import pss_mb  # serving_memory imports this module
+
+    return pss_mb(pid)
+
+
 @contextmanager
 def servers(
     cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
 ) -> Iterator[dict[str, Server]]:
-    """Start the servers one at a time (each startup timed alone); peak RSS, then stop them all on exit."""
+    """Start the servers one at a time (each startup timed alone, then its idle PSS); peak RSS, then stop them all."""
     starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
         "floor": lambda: spawned(start_floor(cfg, model, repo, work)),
         "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
@@ -279,6 +286,8 @@ def servers(
             for name in (name for name in starters if name in wanted):
                 server = started[name] = stack.enter_context(starters[name]())
                 wait_valid(server, payloads[STARTUP_SYSTEM[name]], cfg.startup_timeout)
+                if server.error is None and server.proc is not None:
+                    server.idle_pss_mb = _idle_pss_mb(server.proc.pid)
                 print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
             yield started
         finally:
