@@ -56,8 +56,11 @@ def torchserve_routes(plane: DataPlane) -> list[Route]:
         model, version = request.path_params["model"], request.path_params.get("version")
         try:
             manifest, _ = plane.model_manifest(model, version)
-            body = await read_body(request, plane.settings.max_body_bytes)
-            inputs, batched = parse_instance(body, request.headers.get("content-type", ""), manifest)
+            content_type = request.headers.get("content-type", "")
+            # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
+            inputs, batched = parse_instance(
+                await read_body(request, plane.settings.max_body_bytes), content_type, manifest
+            )
             response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
         except ModelportError as exc:
             return _error(exc)
