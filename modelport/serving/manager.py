@@ -13,6 +13,7 @@ from typing import Any
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
+from modelport.serving.memory import release_freed_memory
 from modelport.serving.model import ServedVersion, VersionState, fingerprint, load_version, make_batcher
 from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
 
@@ -193,6 +194,7 @@ class ModelManager:
     async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
         version = ServedVersion(name, number, directory, None, stamp)
         await asyncio.to_thread(load_version, version, self.settings, config)
+        await asyncio.to_thread(release_freed_memory)  # what only loading needed
         if version.state is VersionState.READY:
             version.batcher = make_batcher(version, self.settings, config, self._observe)
         log.info("model %s version %s: %s in %.2fs", name, number, version.state.value, version.load_seconds)
@@ -205,6 +207,7 @@ class ModelManager:
         for runtime in version.runtimes:
             await asyncio.to_thread(runtime.unload)
         version.runtimes = []
+        await asyncio.to_thread(release_freed_memory)
 
     async def _drop(self, name: str) -> None:
         entry = self.models.pop(name, None)
