@@ -141,6 +141,7 @@ def load_version(version: ServedVersion, settings: ServerSettings, config: Model
             else settings.intra_op_threads,
             providers=settings.providers,
             remote=config.remote.target(version.name) if config.remote else None,
+            onnx_arena=config.onnx_arena or settings.onnx_arena,
         )
         count = config.instances or settings.instances
         version.runtimes = [open_runtime(version.directory, manifest, options, config.runtime) for _ in range(count)]

@@ -1,4 +1,4 @@
-"""Memory: what a request holds while it waits for its batch; freed heap pages go back to the OS."""
+"""Memory: what a request holds while it waits for its batch; freed heap pages go back to the OS; the ONNX arena."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 
 import modelport
+from modelport.errors import InvalidArgumentError
+from modelport.runtimes.base import OnnxArena, RuntimeOptions
+from modelport.runtimes.onnx import session_options
 from modelport.serving.dataplane import DataPlane
-from tests.serving import fakes
+from modelport.serving.server import build
+from modelport.serving.settings import ServerSettings, read_model_config
+from modelport.serving.v2 import InferRequest
+from tests.serving import embedding, fakes
 
 ROWS = [[float(i), i + 0.5, i + 0.25] for i in range(8)]
 V2 = {"inputs": [{"name": "x", "shape": [8, 3], "datatype": "FP32", "data": ROWS}]}
@@ -99,3 +107,57 @@ def test_release_freed_memory_hands_freed_heap_pages_back() -> None:
     released, freed, after = done.stdout.split()
     assert released == "True"
     assert float(after) < float(freed) - 60, done.stdout  # ~95 MB freed by Python, held by malloc until trimmed
+
+
+def _env_allocators(options: Any) -> bool:
+    try:
+        return bool(options.get_session_config_entry("session.use_env_allocators") == "1")
+    except RuntimeError:  # onnxruntime: no such entry
+        return False
+
+
+@pytest.mark.parametrize(
+    ("arena", "cpu_arena", "shared", "patterns"),
+    [("shared", True, True, False), ("session", True, False, True), ("none", False, False, True)],
+)
+def test_onnx_arena_choices_set_up_the_session(arena: OnnxArena, cpu_arena: bool, shared: bool, patterns: bool) -> None:
+    """shared: the process's arena (exact-size extensions), no memory patterns; session: onnxruntime's defaults."""
+    import onnxruntime as ort
+
+    options = session_options(ort, RuntimeOptions(intra_op_threads=1, onnx_arena=arena))
+    assert (options.enable_cpu_mem_arena, _env_allocators(options), options.enable_mem_pattern) == (
+        cpu_arena,
+        shared,
+        patterns,
+    )
+    assert options.intra_op_num_threads == 1
+
+
+async def test_the_server_default_and_config_yaml_choose_each_model_s_onnx_arena(tmp_path: Path) -> None:
+    """--onnx-arena is the default (shared unless told); a model's config.yaml onnx_arena overrides it; every
+    choice answers alike."""
+    repo = tmp_path / "repo"
+    names = {arena: embedding.export(repo, f"emb-{arena}") for arena in ("shared", "session", "none")}
+    for arena in ("session", "none"):
+        (repo / names[arena] / "config.yaml").write_text(f"onnx_arena: {arena}\n")
+    plane = build(ServerSettings(repository=repo, grpc_port=-1))
+    await plane.manager.load_all()
+    try:
+        ids = np.array([[1, 2, 3]], dtype=np.int64)
+        for arena, name in names.items():
+            served = plane.manager.get(name)
+            session = served.runtimes[0].session  # type: ignore[attr-defined]
+            assert served.runtimes[0].options.onnx_arena == arena  # type: ignore[attr-defined]
+            assert _env_allocators(session.get_session_options()) == (arena == "shared")
+            response = await plane.infer(name, None, InferRequest(inputs={"ids": ids}), "v2")
+            assert np.array_equal(response.outputs["emb"], embedding.table()[ids])
+    finally:
+        await plane.manager.close()
+
+
+def test_an_unknown_onnx_arena_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        ServerSettings(repository=tmp_path, onnx_arena="pooled")  # type: ignore[arg-type]
+    (tmp_path / "config.yaml").write_text("onnx_arena: pooled\n")
+    with pytest.raises(InvalidArgumentError, match="onnx_arena"):
+        read_model_config(tmp_path)
