@@ -14,7 +14,10 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 * (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on;
 * (f) ``tfserving``: the modelport server, TF Serving REST ``POST /v1/models/{m}:predict`` (``instances``);
 * (g) ``v2-grpc``: the modelport server, KServe v2 gRPC ``ModelInfer`` (raw_input_contents), loaded by
-  ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators).
+  ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators);
+* (c0)/(d0) ``v2-json-base``, ``v2-binary-base`` (with ``--baseline DIR``): (c) and (d) on a second modelport
+  server run from another checkout (``git worktree add DIR main``, or ``git archive main | tar -x -C DIR``),
+  measured in the same interleaved rounds: a change's before/after, printed as after/before ratios.
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
@@ -54,13 +57,14 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, BenchModel, build  # noqa: E402
-from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
+from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
 from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
     add_ratios,
+    baseline_lines,
     median_cell,
     median_raw,
     profile_lines,
@@ -116,7 +120,7 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     if "raw" in cfg.systems:
         print(f"  raw onnxruntime, {cfg.raw_duration:g}s per batch size, {cfg.rounds} round(s)")
         result["raw"] = median_raw([run_raw(cfg, model, repo) for _ in range(cfg.rounds)])
-    systems = [s for s in SYSTEMS if s in cfg.systems]
+    systems = [s for s in (*SYSTEMS, *BASELINE_SYSTEMS) if s in cfg.systems]
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with servers(cfg, model, repo, work, payloads) as running:
         for round_ in range(1, cfg.rounds + 1):
@@ -195,6 +199,13 @@ def parse_args(argv: list[str] | None) -> Config:
         help="attach to the running server, or start one under py-spy (auto: attach when py-spy can)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run v2-json-base and v2-binary-base on a modelport server from this checkout (before/after)",
+    )
+    parser.add_argument(
         "--workers-scaling",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -207,6 +218,13 @@ def parse_args(argv: list[str] | None) -> Config:
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}")
+    systems = args.systems.split(",")
+    if args.baseline is None:
+        systems = [s for s in systems if s not in BASELINE_SYSTEMS]
+    elif not (args.baseline / "modelport" / "__init__.py").exists():
+        parser.error(f"--baseline {args.baseline} is not a modelport checkout")
+    else:  # each of v2-json and v2-binary asked for is also measured on the baseline
+        systems += [f"{s}-base" for s in ("v2-json", "v2-binary") if s in systems and f"{s}-base" not in systems]
     return Config(
         models=args.models.split(","),
         concurrency=[int(c) for c in args.concurrency.split(",")],
@@ -220,11 +238,12 @@ def parse_args(argv: list[str] | None) -> Config:
         ts_max_batch_delay_ms=args.ts_max_batch_delay_ms,
         startup_timeout=args.startup_timeout,
         out=args.out,
-        systems=args.systems.split(","),
+        systems=systems,
         workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
         rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
         profile=args.profile,
         profile_mode=args.profile_mode,
+        baseline=args.baseline,
     )
 
 
@@ -283,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table(results) + "\n\n" + server_table(results) + "\n\n" + target_lines(verdicts))
+    if before_after := baseline_lines(results):
+        print("\n" + before_after)
     for name, result in results.items():
         if result.get("workers"):
             w = result["workers"]

@@ -145,21 +145,32 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framewor
 
 @contextmanager
 def modelport_server(
-    cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0, wrapper: tuple[str, ...] = ()
+    cfg: Config,
+    model: BenchModel,
+    repo: Path,
+    work: Path,
+    workers: int = 0,
+    wrapper: tuple[str, ...] = (),
+    checkout: Path | None = None,
 ) -> Iterator[Server]:
     """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
     Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
     ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
-    the (pinned) server runs under, e.g. py-spy's. Stopped by the launcher (SIGTERM, a graceful drain)."""
+    the (pinned) server runs under, e.g. py-spy's. ``checkout``: run that checkout's modelport (the baseline
+    server, ``modelport-base``) instead of this one's. Stopped by the launcher (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
         shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
     name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
+    name = "modelport-base" if checkout is not None else name
     flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
-    # this checkout's modelport, whatever the venv has installed
-    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # this checkout's modelport (or the baseline's), whatever the venv has installed or the working directory
+    # holds (PYTHONSAFEPATH: ``python -m`` puts no working directory ahead of PYTHONPATH)
+    root = str(checkout or ROOT)
+    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env["PYTHONSAFEPATH"] = "1"
     options = LaunchOptions(
         http_port=free_port() if workers else 0,
         grpc_port=-1 if workers else 0,
@@ -259,6 +270,7 @@ STARTUP_SYSTEM = {
     "floor-fastapi": "floor-fastapi",
     "modelport": "v2-json",
     "torchserve": "torchserve",
+    "modelport-base": "v2-json-base",
 }
 
 
@@ -278,6 +290,7 @@ def servers(
         "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
         "modelport": lambda: modelport_server(cfg, model, repo, work),
         "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
+        "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),
     }
     wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
     started: dict[str, Server] = {}

@@ -187,6 +187,24 @@ def target_lines(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def baseline_lines(results: dict[str, Any]) -> str:
+    """With ``--baseline``: each system's req/s and peak PSS over its baseline's, cell by cell ("" without)."""
+    lines = []
+    for name, result in results.items():
+        cells = {(c["concurrency"], c["system"]): c for c in result["cells"] if not c.get("error")}
+        for (concurrency, system), base in sorted(cells.items()):
+            after = cells.get((concurrency, system.removesuffix("-base")))
+            if not system.endswith("-base") or after is None:
+                continue
+            rps = after["rps"] / base["rps"] if base["rps"] else None
+            pss = after["peak_pss_mb"] / base["peak_pss_mb"] if base.get("peak_pss_mb") else None
+            lines.append(
+                f"{name} c={concurrency}: {LABELS[after['system']]} / {LABELS[system]}: req/s x{_fmt(rps, '.3f')},"
+                f" peak PSS x{_fmt(pss, '.3f')}"
+            )
+    return "\n".join(lines)
+
+
 def profile_lines(results: dict[str, Any]) -> str:
     """Where the py-spy profiles went and how they were recorded ("" without --profile)."""
     lines = []

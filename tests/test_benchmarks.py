@@ -101,6 +101,27 @@ def test_serving_report_keeps_the_highest_pss_of_the_rounds_and_judges_it_lower_
     assert judged["v2-binary", "peak_pss_mb"]["passed"] is True  # 1.25 <= 1.5
 
 
+def test_serving_benchmark_compares_a_baseline_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--baseline adds the -base twin of each v2 system asked for, and the report prints after/before ratios."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import serving
+    from serving_report import baseline_lines
+
+    cfg = serving.parse_args(["--systems", "floor,v2-json", "--baseline", str(ROOT), "--out", str(tmp_path / "x")])
+    assert cfg.systems == ["floor", "v2-json", "v2-json-base"]
+    assert "v2-json-base" not in serving.parse_args(["--systems", "v2-json"]).systems
+    with pytest.raises(SystemExit):
+        serving.parse_args(["--baseline", str(tmp_path)])  # not a checkout
+
+    def cell(system: str, rps: float, pss: float) -> dict[str, object]:
+        return {"system": system, "concurrency": 32, "rps": rps, "peak_pss_mb": pss}
+
+    result = {"cells": [cell("v2-json", 30.0, 300.0), cell("v2-json-base", 25.0, 400.0)]}
+    assert baseline_lines({"resnet18": result}) == (
+        "resnet18 c=32: (c) v2 json / (c0) json base: req/s x1.200, peak PSS x0.750"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_soak_benchmark_smoke(tmp_path: Path) -> None:
