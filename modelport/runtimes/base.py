@@ -61,8 +61,8 @@ class RemoteTarget:
     health_interval_s: float = 2.0
 
 
-# ONNX Runtime's CPU memory arena (runtimes/onnx.py): one for the process, extended by exactly what a run
-# asks for; onnxruntime's own (one per session, grown in powers of two, with memory patterns); or none
+# ONNX Runtime's CPU memory arena (runtimes/onnx.py): one for the process with one large first region;
+# onnxruntime's own (one per session, grown region by region); or none
 OnnxArena = Literal["shared", "session", "none"]  # not "off": YAML reads an unquoted off as false
 
 

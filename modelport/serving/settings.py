@@ -44,8 +44,8 @@ class ServerSettings(BaseSettings):
     providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
     onnx_arena: OnnxArena = Field(
         "shared",
-        description="ONNX Runtime's CPU memory arena: shared (one for the process, grown by exactly what a run "
-        "needs), session (onnxruntime's default: one per session, grown in powers of two) or none",
+        description="ONNX Runtime's CPU memory arena: shared (one for the process, its tensors packed in one "
+        "region), session (onnxruntime's default: one per session, grown region by region) or none",
     )
     max_queue_delay_ms: float = Field(
         0.0, ge=0, description="default longest wait to fill a batch (0 = greedy: run what is queued at once)"

@@ -117,19 +117,15 @@ def _env_allocators(options: Any) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("arena", "cpu_arena", "shared", "patterns"),
-    [("shared", True, True, False), ("session", True, False, True), ("none", False, False, True)],
+    ("arena", "cpu_arena", "shared"),
+    [("shared", True, True), ("session", True, False), ("none", False, False)],
 )
-def test_onnx_arena_choices_set_up_the_session(arena: OnnxArena, cpu_arena: bool, shared: bool, patterns: bool) -> None:
-    """shared: the process's arena (exact-size extensions), no memory patterns; session: onnxruntime's defaults."""
+def test_onnx_arena_choices_set_up_the_session(arena: OnnxArena, cpu_arena: bool, shared: bool) -> None:
+    """shared: the process's arena (registered once, used by every session that asks); session: onnxruntime's own."""
     import onnxruntime as ort
 
     options = session_options(ort, RuntimeOptions(intra_op_threads=1, onnx_arena=arena))
-    assert (options.enable_cpu_mem_arena, _env_allocators(options), options.enable_mem_pattern) == (
-        cpu_arena,
-        shared,
-        patterns,
-    )
+    assert (options.enable_cpu_mem_arena, _env_allocators(options)) == (cpu_arena, shared)
     assert options.intra_op_num_threads == 1
 
 
