@@ -60,7 +60,7 @@ from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
-from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
+from serving_procs import Server, modelport_server, servers, settle, torchserve_missing, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
     add_ratios,
@@ -149,11 +149,13 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
 def run_cell(
     cfg: Config, system: str, concurrency: int, running: dict[str, Server], payloads: dict[str, Payload]
 ) -> dict[str, Any]:
-    """Verify one request, then load one system at one concurrency, sampling its server's PSS meanwhile."""
+    """Once every server is idle, verify one request, then load one system at one concurrency, sampling its
+    server's PSS meanwhile."""
     server, payload = endpoint(system, running, payloads)
     cell: dict[str, Any] = {"system": system, "concurrency": concurrency}
     if server.error is not None:
         return {**cell, "error": f"server failed: {server.error}", "rps": 0.0, "errors": -1}
+    settle(running.values())
     problem = request_once(server.url, server.grpc, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,32 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1])
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and all its descendants, in seconds."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: Iterable[Server], window: float = 0.2, busy: float = 0.02, timeout: float = 30.0) -> None:
+    """Wait until no server still works off an earlier cell (requests its load generator left queued): all
+    together use at most ``busy`` CPU seconds over ``window`` seconds, or ``timeout`` has passed. Otherwise the
+    next cell shares the server core with that backlog: the floor, whose handler blocks its event loop, still
+    has up to a connection's worth of requests to run when its load generator stops."""
+    pids = [s.proc.pid for s in servers if s.proc is not None and s.proc.poll() is None]
+    deadline = time.monotonic() + timeout
+    before = sum(map(cpu_seconds, pids))
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        after = sum(map(cpu_seconds, pids))
+        if after - before <= busy:
+            return
+        before = after
 
 
 def stop(server: Server, grace: float = 10.0) -> None:
