@@ -61,9 +61,9 @@ class RemoteTarget:
     health_interval_s: float = 2.0
 
 
-# ONNX Runtime's CPU memory arena (runtimes/onnx.py): one for the process with one large first region;
-# onnxruntime's own (one per session, grown region by region); or none
-OnnxArena = Literal["shared", "session", "none"]  # not "off": YAML reads an unquoted off as false
+# ONNX Runtime's CPU memory arena (runtimes/onnx.py): onnxruntime's own (one per session, grown region by
+# region); one for the process with one large first region; or none
+OnnxArena = Literal["session", "shared", "none"]  # not "off": YAML reads an unquoted off as false
 
 
 @dataclass(frozen=True)

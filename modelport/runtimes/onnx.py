@@ -3,10 +3,14 @@
 Memory (``onnx_arena``): onnxruntime's CPU arena keeps what runs allocated and never gives it back. Measured
 on ResNet-18 (one thread) under batches of 1 to 32 rows in random order, above the loaded model:
 
-* ``session``, onnxruntime's default: an arena per session, grown region by region (each twice the last):
-  +190 to +260 MB, depending on the order of the batch sizes;
-* ``shared``, the server's default: one arena for the process whose first region (1 GiB of address space)
-  holds every run's tensors, packed: +110 to +140 MB, about the live tensors of a batch of 32, no slower;
+* ``session``, onnxruntime's default and the server's: an arena per session, grown region by region (each
+  twice the last), the tensors of later runs scattered over regions it cannot merge: +180 to +260 MB,
+  depending on the order of the batch sizes;
+* ``shared``: one arena for the process whose first region (256 MiB of address space: only the pages runs
+  touch become resident) holds a whole batch's tensors, packed: +110 to +140 MB, about the live tensors of
+  a batch of 32, at the same CPU per item. The region's index costs 8 MB up front (1/32 of its size), which
+  is why it is not the default: a small model's server would idle 8 MB higher. A model whose batches need more
+  grows it region by region like ``session``;
 * ``none``: every run allocates afresh from malloc: +280 MB at a run's peak as glibc keeps and scatters
   freed blocks; with ``MALLOC_MMAP_THRESHOLD_=1048576`` +130 to +160 MB and nothing kept between runs, but
   8% more compute per item (every run faults its tensors' pages in again).
@@ -31,10 +35,9 @@ __all__ = ["OnnxRuntime", "choose_providers", "session_options", "status_message
 
 log = logging.getLogger(__name__)
 
-# The shared arena's first region: address space, not memory (only the pages runs touch become resident). One
-# region this large holds every run's tensors, so best-fit keeps them packed at its start; an arena grown
-# region by region scatters them over regions it can never merge.
-_SHARED_REGION_BYTES = 1 << 30
+# The shared arena's first region. One region that holds a batch's tensors keeps them packed at its start
+# (best fit); 1 GiB held them as well but its index (1/32 of the region, resident) cost 32 MB up front.
+_SHARED_REGION_BYTES = 256 << 20
 _shared_arena_lock = threading.Lock()
 _shared_arena_registered = False
 

@@ -129,14 +129,18 @@ def test_onnx_arena_choices_set_up_the_session(arena: OnnxArena, cpu_arena: bool
     assert options.intra_op_num_threads == 1
 
 
-async def test_the_server_default_and_config_yaml_choose_each_model_s_onnx_arena(tmp_path: Path) -> None:
-    """--onnx-arena is the default (shared unless told); a model's config.yaml onnx_arena overrides it; every
-    choice answers alike."""
+@pytest.mark.parametrize("default", ["session", "shared"])
+async def test_the_server_default_and_config_yaml_choose_each_model_s_onnx_arena(
+    tmp_path: Path, default: OnnxArena
+) -> None:
+    """--onnx-arena is the default (onnxruntime's own unless told); a model's config.yaml onnx_arena overrides it;
+    every choice answers alike."""
     repo = tmp_path / "repo"
     names = {arena: embedding.export(repo, f"emb-{arena}") for arena in ("shared", "session", "none")}
-    for arena in ("session", "none"):
+    for arena in {"shared", "session", "none"} - {default}:
         (repo / names[arena] / "config.yaml").write_text(f"onnx_arena: {arena}\n")
-    plane = build(ServerSettings(repository=repo, grpc_port=-1))
+    assert ServerSettings(repository=repo).onnx_arena == "session"
+    plane = build(ServerSettings(repository=repo, grpc_port=-1, onnx_arena=default))
     await plane.manager.load_all()
     try:
         ids = np.array([[1, 2, 3]], dtype=np.int64)
