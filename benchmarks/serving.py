@@ -14,7 +14,10 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 * (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on;
 * (f) ``tfserving``: the modelport server, TF Serving REST ``POST /v1/models/{m}:predict`` (``instances``);
 * (g) ``v2-grpc``: the modelport server, KServe v2 gRPC ``ModelInfer`` (raw_input_contents), loaded by
-  ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators).
+  ``grpc_loadgen.py`` (grpc.aio, N calls in flight on one channel, pinned like the HTTP load generators);
+* (c0)/(d0) ``v2-json-base``, ``v2-binary-base`` (with ``--baseline DIR``): (c) and (d) on a second modelport
+  server run from another checkout (``git worktree add DIR main``, or ``git archive main | tar -x -C DIR``),
+  measured in the same interleaved rounds: a change's before/after, printed as after/before ratios.
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
@@ -24,6 +27,12 @@ p50 and p99 over the rounds, and keeps every round. HTTP load comes from ``wrk``
 cell's JSON says which (``loadgen``). Results are printed as a table and written as JSON; the project's
 targets are printed as PASS/FAIL lines (informational: the exit status is non-zero only when a system
 could not be started or answered wrongly).
+
+Memory (``serving_memory.py``): during every cell the PSS of the server's process tree is sampled every 50 ms
+(``/proc/PID/smaps_rollup``); a cell reports the highest sample (the highest of its rounds) and its ratio to
+(b)'s, the server table each server's PSS once started (idle) and its peak over the cells, next to the peak
+RSS (VmHWM). Systems that share the modelport server share its memory: a cell's peak includes whatever an
+earlier cell left there. Servers run side by side, so shared library pages are split between them in PSS.
 
 ``--profile DIR`` also records py-spy profiles of the modelport server under load (``serving_profile.py``;
 ``make profile`` does it for the MLP at c=32, v2 JSON).
@@ -48,12 +57,14 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, BenchModel, build  # noqa: E402
-from serving_config import SERVER_OF, SYSTEMS, Config  # noqa: E402
+from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
-from serving_procs import Server, modelport_server, servers, torchserve_missing, wait_valid  # noqa: E402
+from serving_memory import PssSampler  # noqa: E402
+from serving_procs import Server, modelport_server, servers, settle, torchserve_missing, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
     add_ratios,
+    baseline_lines,
     median_cell,
     median_raw,
     profile_lines,
@@ -109,7 +120,7 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     if "raw" in cfg.systems:
         print(f"  raw onnxruntime, {cfg.raw_duration:g}s per batch size, {cfg.rounds} round(s)")
         result["raw"] = median_raw([run_raw(cfg, model, repo) for _ in range(cfg.rounds)])
-    systems = [s for s in SYSTEMS if s in cfg.systems]
+    systems = [s for s in (*SYSTEMS, *BASELINE_SYSTEMS) if s in cfg.systems]
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with servers(cfg, model, repo, work, payloads) as running:
         for round_ in range(1, cfg.rounds + 1):
@@ -124,9 +135,14 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     if cfg.workers_scaling:
         result["workers"] = workers_scaling(cfg, model, repo, work, payloads)
     for name, server in running.items():
+        measured = [c["peak_pss_mb"] for c in result["cells"] if SERVER_OF[c["system"]] == name and "peak_pss_mb" in c]
+        if measured and server.idle_pss_mb is not None:  # PSS falls as other processes map the same pages
+            measured.append(server.idle_pss_mb)
         result["servers"][name] = {
             "startup_s": server.startup_s,
             "peak_rss_mb": server.peak_rss_mb,
+            "idle_pss_mb": server.idle_pss_mb,
+            "peak_pss_mb": max(measured, default=None),
             "error": server.error,
         }
     return result
@@ -135,23 +151,26 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
 def run_cell(
     cfg: Config, system: str, concurrency: int, running: dict[str, Server], payloads: dict[str, Payload]
 ) -> dict[str, Any]:
-    """Verify one request, then load one system at one concurrency."""
+    """Once every server is idle, verify one request, then load one system at one concurrency, sampling its
+    server's PSS meanwhile."""
     server, payload = endpoint(system, running, payloads)
     cell: dict[str, Any] = {"system": system, "concurrency": concurrency}
     if server.error is not None:
         return {**cell, "error": f"server failed: {server.error}", "rps": 0.0, "errors": -1}
+    settle(running.values())
     problem = request_once(server.url, server.grpc, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
     try:
-        load = run_load(cfg, server.url, server.grpc, payload, concurrency)
+        with PssSampler(server.proc.pid) as memory:
+            load = run_load(cfg, server.url, server.grpc, payload, concurrency)
     except subprocess.CalledProcessError as exc:
         return {**cell, "error": f"load generator failed: {exc}: {exc.stderr[-500:]}", "rps": 0.0, "errors": -1}
     except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
-    cell.update(load, errors=load["non_2xx"] + load["socket_errors"])
+    cell.update(load, errors=load["non_2xx"] + load["socket_errors"], peak_pss_mb=memory.peak_mb)
     print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s", end="")
-    print(f"  p50 {load['p50_ms']:8.2f} ms  errors {cell['errors']}")
+    print(f"  p50 {load['p50_ms']:8.2f} ms  peak PSS {memory.peak_mb:6.1f} MiB  errors {cell['errors']}")
     return cell
 
 
@@ -184,6 +203,13 @@ def parse_args(argv: list[str] | None) -> Config:
         help="attach to the running server, or start one under py-spy (auto: attach when py-spy can)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run v2-json-base and v2-binary-base on a modelport server from this checkout (before/after)",
+    )
+    parser.add_argument(
         "--workers-scaling",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -196,6 +222,13 @@ def parse_args(argv: list[str] | None) -> Config:
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}")
+    systems = args.systems.split(",")
+    if args.baseline is None:
+        systems = [s for s in systems if s not in BASELINE_SYSTEMS]
+    elif not (args.baseline / "modelport" / "__init__.py").exists():
+        parser.error(f"--baseline {args.baseline} is not a modelport checkout")
+    else:  # each of v2-json and v2-binary asked for is also measured on the baseline
+        systems += [f"{s}-base" for s in ("v2-json", "v2-binary") if s in systems and f"{s}-base" not in systems]
     return Config(
         models=args.models.split(","),
         concurrency=[int(c) for c in args.concurrency.split(",")],
@@ -209,11 +242,12 @@ def parse_args(argv: list[str] | None) -> Config:
         ts_max_batch_delay_ms=args.ts_max_batch_delay_ms,
         startup_timeout=args.startup_timeout,
         out=args.out,
-        systems=args.systems.split(","),
+        systems=systems,
         workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
         rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
         profile=args.profile,
         profile_mode=args.profile_mode,
+        baseline=args.baseline,
     )
 
 
@@ -272,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table(results) + "\n\n" + server_table(results) + "\n\n" + target_lines(verdicts))
+    if before_after := baseline_lines(results):
+        print("\n" + before_after)
     for name, result in results.items():
         if result.get("workers"):
             w = result["workers"]

@@ -11,6 +11,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve", "tfserving", "v2-grpc")
+# with --baseline DIR: v2 JSON and binary on a second modelport server run from DIR's checkout (before/after)
+BASELINE_SYSTEMS = ("v2-json-base", "v2-binary-base")
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
@@ -21,6 +23,8 @@ LABELS = {
     "torchserve": "(e) torchserve",
     "tfserving": "(f) tfs rest",
     "v2-grpc": "(g) v2 grpc",
+    "v2-json-base": "(c0) json base",
+    "v2-binary-base": "(d0) bin base",
 }
 # the server process each system is measured on (several systems share one modelport server)
 SERVER_OF = {
@@ -31,6 +35,8 @@ SERVER_OF = {
     "tfserving": "modelport",
     "v2-grpc": "modelport",
     "torchserve": "torchserve",
+    "v2-json-base": "modelport-base",
+    "v2-binary-base": "modelport-base",
 }
 PY = sys.executable
 
@@ -56,6 +62,7 @@ class Config:
     rounds: int = 1  # the cells run this many times, interleaved; the report holds the median per cell
     profile: Path | None = None  # py-spy profiles of the modelport server go here
     profile_mode: str = "auto"  # attach (py-spy --pid), launch (server started under py-spy), auto
+    baseline: Path | None = None  # a checkout whose modelport the *-base systems run (git worktree, archive)
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:

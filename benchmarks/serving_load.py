@@ -61,6 +61,8 @@ def write_payloads(model: BenchModel, folder: Path) -> dict[str, Payload]:
         "tfserving": Payload("tfserving", f"/v1/models/{served}:predict", folder / "body.tfs.json", width),
         "v2-grpc": Payload("grpc", served, folder / "body.grpc.bin", width, "application/grpc"),
         "torchserve": Payload("v2", f"/predictions/{model.name}", folder / "body.json", width),
+        "v2-json-base": Payload("v2", v2, folder / "body.json", width),
+        "v2-binary-base": Payload("v2", v2, folder / "body.bin", width, "application/octet-stream", len(header)),
     }
 
 

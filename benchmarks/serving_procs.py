@@ -1,4 +1,4 @@
-"""The serving benchmark's server processes: start, first valid response, peak RSS, stop."""
+"""The serving benchmark's server processes: start, first valid response, idle PSS, peak RSS, stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ class Server:
     grpc: str | None = None  # host:port of its KServe v2 gRPC service
     startup_s: float | None = None
     peak_rss_mb: float | None = None
+    idle_pss_mb: float | None = None  # PSS of its process tree once it first answered, before any load
     error: str | None = None
 
 
@@ -72,6 +73,32 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1])
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and all its descendants, in seconds."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: Iterable[Server], window: float = 0.2, busy: float = 0.02, timeout: float = 30.0) -> None:
+    """Wait until no server still works off an earlier cell (requests its load generator left queued): all
+    together use at most ``busy`` CPU seconds over ``window`` seconds, or ``timeout`` has passed. Otherwise the
+    next cell shares the server core with that backlog: the floor, whose handler blocks its event loop, still
+    has up to a connection's worth of requests to run when its load generator stops."""
+    pids = [s.proc.pid for s in servers if s.proc is not None and s.proc.poll() is None]
+    deadline = time.monotonic() + timeout
+    before = sum(map(cpu_seconds, pids))
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        after = sum(map(cpu_seconds, pids))
+        if after - before <= busy:
+            return
+        before = after
 
 
 def stop(server: Server, grace: float = 10.0) -> None:
@@ -144,21 +171,32 @@ def start_floor(cfg: Config, model: BenchModel, repo: Path, work: Path, framewor
 
 @contextmanager
 def modelport_server(
-    cfg: Config, model: BenchModel, repo: Path, work: Path, workers: int = 0, wrapper: tuple[str, ...] = ()
+    cfg: Config,
+    model: BenchModel,
+    repo: Path,
+    work: Path,
+    workers: int = 0,
+    wrapper: tuple[str, ...] = (),
+    checkout: Path | None = None,
 ) -> Iterator[Server]:
     """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
     Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
     ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
-    the (pinned) server runs under, e.g. py-spy's. Stopped by the launcher (SIGTERM, a graceful drain)."""
+    the (pinned) server runs under, e.g. py-spy's. ``checkout``: run that checkout's modelport (the baseline
+    server, ``modelport-base``) instead of this one's. Stopped by the launcher (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
         shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
     name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
+    name = "modelport-base" if checkout is not None else name
     flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
-    # this checkout's modelport, whatever the venv has installed
-    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # this checkout's modelport (or the baseline's), whatever the venv has installed or the working directory
+    # holds (PYTHONSAFEPATH: ``python -m`` puts no working directory ahead of PYTHONPATH)
+    root = str(checkout or ROOT)
+    env = {**thread_env(cfg), "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env["PYTHONSAFEPATH"] = "1"
     options = LaunchOptions(
         http_port=free_port() if workers else 0,
         grpc_port=-1 if workers else 0,
@@ -258,19 +296,27 @@ STARTUP_SYSTEM = {
     "floor-fastapi": "floor-fastapi",
     "modelport": "v2-json",
     "torchserve": "torchserve",
+    "modelport-base": "v2-json-base",
 }
+
+
+def _idle_pss_mb(pid: int) -> float:
+    from serving_memory import pss_mb  # serving_memory imports this module
+
+    return pss_mb(pid)
 
 
 @contextmanager
 def servers(
     cfg: Config, model: BenchModel, repo: Path, work: Path, payloads: dict[str, Payload]
 ) -> Iterator[dict[str, Server]]:
-    """Start the servers one at a time (each startup timed alone); peak RSS, then stop them all on exit."""
+    """Start the servers one at a time (each startup timed alone, then its idle PSS); peak RSS, then stop them all."""
     starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
         "floor": lambda: spawned(start_floor(cfg, model, repo, work)),
         "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
         "modelport": lambda: modelport_server(cfg, model, repo, work),
         "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
+        "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),
     }
     wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
     started: dict[str, Server] = {}
@@ -279,6 +325,8 @@ def servers(
             for name in (name for name in starters if name in wanted):
                 server = started[name] = stack.enter_context(starters[name]())
                 wait_valid(server, payloads[STARTUP_SYSTEM[name]], cfg.startup_timeout)
+                if server.error is None and server.proc is not None:
+                    server.idle_pss_mb = _idle_pss_mb(server.proc.pid)
                 print(f"  {name}: " + (f"ready in {server.startup_s:.2f}s" if server.error is None else server.error))
             yield started
         finally:

@@ -22,6 +22,8 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         cell[key] = float(statistics.median(run[key] for run in ran)) if ran else (0.0 if key == "rps" else None)
     cell.update({key: sum(run[key] for run in ran) for key in _SUMMED if ran})
     cell["errors"] = sum(run["errors"] for run in ran) if len(ran) == len(runs) else -1
+    if any("peak_pss_mb" in run for run in ran):  # memory: the highest of the rounds, not the median
+        cell["peak_pss_mb"] = max(run["peak_pss_mb"] for run in ran if "peak_pss_mb" in run)
     if ran:
         cell["loadgen"] = ran[0]["loadgen"]
     failed = [f"round {i}: {run['error']}" for i, run in enumerate(runs, 1) if run.get("error")]
@@ -45,15 +47,21 @@ def median_raw(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def add_ratios(result: dict[str, Any]) -> None:
-    """Each cell's items/s as a ratio to (a) batch-32 (and batch-1) and to (b) at the same concurrency."""
+    """Each cell's items/s as a ratio to (a) batch-32 (and batch-1) and to (b) at the same concurrency, and
+    its server's peak PSS during the cell as a ratio to (b)'s."""
     raw = result["raw"]
     floor = {c["concurrency"]: c["rps"] for c in result["cells"] if c["system"] == "floor" and c["rps"] > 0}
+    floor_pss = {
+        c["concurrency"]: c["peak_pss_mb"] for c in result["cells"] if c["system"] == "floor" and c.get("peak_pss_mb")
+    }
     for cell in result["cells"]:
         items = cell["rps"]  # one item per request
         cell["items_per_s"] = items
         cell["ratio_to_raw_b32"] = items / raw["32"]["items_per_s"] if "32" in raw else None
         cell["ratio_to_raw_b1"] = items / raw["1"]["items_per_s"] if "1" in raw else None
         cell["ratio_to_floor"] = items / floor[cell["concurrency"]] if cell["concurrency"] in floor else None
+        pss, base = cell.get("peak_pss_mb"), floor_pss.get(cell["concurrency"])
+        cell["pss_ratio_to_floor"] = pss / base if pss and base else None
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -65,7 +73,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(results: dict[str, Any]) -> str:
     """The printed table: one row per (model, concurrency, system), with (a) rows first (medians over rounds)."""
     head = f"{'model':9s} {'conc':>4s} {'system':15s} {'req/s':>9s} {'items/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
-    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s}"
+    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s} {'PSS MiB':>8s} {'xPSS(b)':>8s}"
     lines = [head, "-" * len(head)]
     for name, result in results.items():
         b32 = result["raw"].get("32", {}).get("items_per_s")
@@ -73,7 +81,7 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['items_per_s'] / int(batch):9.1f}"
                 f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
-                f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s}"
+                f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s} {'-':>8s} {'-':>8s}"
             )
         for cell in result["cells"]:
             lines.append(
@@ -81,37 +89,45 @@ def table(results: dict[str, Any]) -> str:
                 f" {_fmt(cell.get('items_per_s'), '9.1f')} {_fmt(cell.get('p50_ms'), '8.2f')}"
                 f" {_fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
                 f" {_fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {_fmt(cell.get('ratio_to_floor'), '6.2f')}"
+                f" {_fmt(cell.get('peak_pss_mb'), '8.1f')} {_fmt(cell.get('pss_ratio_to_floor'), '8.2f')}"
                 + (f"  ! {cell['error']}" if cell.get("error") else "")
             )
     return "\n".join(lines)
 
 
 def server_table(results: dict[str, Any]) -> str:
-    """Startup (process start -> first valid response) and peak RSS per server."""
-    lines = [f"{'model':9s} {'server':13s} {'startup s':>9s} {'peak RSS MiB':>12s}"]
+    """Startup (process start -> first valid response), PSS once started (idle) and at its highest under load
+    (sampled), and peak RSS (VmHWM, shared pages counted in full) per server."""
+    lines = [f"{'model':9s} {'server':13s} {'startup s':>9s} {'idle PSS MiB':>12s} {'peak PSS MiB':>12s}"]
+    lines[0] += f" {'peak RSS MiB':>12s}"
     for name, result in results.items():
         for server, info in result["servers"].items():
             lines.append(
-                f"{name:9s} {server:13s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
+                f"{name:9s} {server:13s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info.get('idle_pss_mb'), '12.1f')}"
+                f" {_fmt(info.get('peak_pss_mb'), '12.1f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
                 + (f"  ! {info['error']}" if info.get("error") else "")
             )
     return "\n".join(lines)
 
 
+_LOWER_IS_BETTER = {"p99_ms": "p99", "peak_pss_mb": "peak PSS"}
+
+
 @dataclass(frozen=True)
 class Target:
-    """``system``'s metric over ``baseline``'s at one concurrency: at least (items/s) or at most (p99) ``threshold``."""
+    """``system``'s metric over ``baseline``'s at one concurrency: at least (items/s) or at most (p99, peak PSS)
+    ``threshold``."""
 
     model: str
     concurrency: int
     system: str
     baseline: str  # a system, or raw-b32: (a) at batch 32, items/s
     threshold: float
-    metric: str = "items_per_s"  # or p99_ms: lower is better, so the ratio must stay <= threshold
+    metric: str = "items_per_s"  # or p99_ms, peak_pss_mb: lower is better, so the ratio must stay <= threshold
 
     @property
     def comparison(self) -> str:
-        return "<=" if self.metric == "p99_ms" else ">="
+        return "<=" if self.metric in _LOWER_IS_BETTER else ">="
 
 
 # issue 14's targets (every request carries one item, so a cell's items/s is its req/s)
@@ -122,6 +138,8 @@ TARGETS = (
     Target("mlp", 1, "v2-json", "floor", 1.0),
     Target("resnet18", 32, "v2-json", "raw-b32", 0.9),
     Target("resnet18", 32, "v2-binary", "raw-b32", 0.95),
+    Target("resnet18", 32, "v2-json", "floor", 1.5, metric="peak_pss_mb"),
+    Target("resnet18", 32, "v2-binary", "floor", 1.5, metric="peak_pss_mb"),
 )
 
 
@@ -161,11 +179,29 @@ def target_lines(entries: list[dict[str, Any]]) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[t["passed"]]
         measured = "not measured" if t["ratio"] is None else f"{t['ratio']:.3f}x"
         base = "(a) batch-32" if t["baseline"] == "raw-b32" else LABELS[t["baseline"]]
-        what = "p99" if t["metric"] == "p99_ms" else "items/s"
+        what = _LOWER_IS_BETTER.get(t["metric"], "items/s")
         lines.append(
             f"{verdict}  {t['model']} c={t['concurrency']}: {LABELS[t['system']]} {what} {t['comparison']}"
             f" {t['threshold']}x {base}: {measured}"
         )
+    return "\n".join(lines)
+
+
+def baseline_lines(results: dict[str, Any]) -> str:
+    """With ``--baseline``: each system's req/s and peak PSS over its baseline's, cell by cell ("" without)."""
+    lines = []
+    for name, result in results.items():
+        cells = {(c["concurrency"], c["system"]): c for c in result["cells"] if not c.get("error")}
+        for (concurrency, system), base in sorted(cells.items()):
+            after = cells.get((concurrency, system.removesuffix("-base")))
+            if not system.endswith("-base") or after is None:
+                continue
+            rps = after["rps"] / base["rps"] if base["rps"] else None
+            pss = after["peak_pss_mb"] / base["peak_pss_mb"] if base.get("peak_pss_mb") else None
+            lines.append(
+                f"{name} c={concurrency}: {LABELS[after['system']]} / {LABELS[system]}: req/s x{_fmt(rps, '.3f')},"
+                f" peak PSS x{_fmt(pss, '.3f')}"
+            )
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert cell["errors"] == 0, f"{system}: {cell}"
         assert cell["rps"] > 0, f"{system}: {cell}"
         assert len(cell["rounds"]) == report["meta"]["rounds"] == 1
+        assert cell["peak_pss_mb"] > 0, f"{system}: {cell}"
     assert cells["v2-grpc"]["loadgen"] == "grpc"
     assert cells["floor"]["ratio_to_floor"] == 1.0
     assert set(result["servers"]) == {"floor", "floor-fastapi", "modelport", "torchserve"}
@@ -45,6 +46,7 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert server["error"] is None, f"{name}: {server['error']}"
         assert server["startup_s"] > 0
         assert server["peak_rss_mb"] > 0
+        assert 0 < server["idle_pss_mb"] <= server["peak_pss_mb"]
 
 
 def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,6 +74,52 @@ def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(mon
     assert verdicts["v2-json", "p99_ms"]["ratio"] == 4.0 / 5.0
     assert verdicts["v2-json", "p99_ms"]["passed"] is True  # 0.8 <= 1.0
     assert verdicts["v2-binary", "items_per_s"]["passed"] is None  # a cell with a failed round is not judged
+
+
+def test_serving_report_keeps_the_highest_pss_of_the_rounds_and_judges_it_lower_is_better(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Peak PSS is the highest over the rounds (not the median), a ratio to (b)'s, and a target it must stay under."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from serving_report import add_ratios, median_cell, targets
+
+    def run(system: str, pss: float) -> dict[str, object]:
+        load = {"requests": 10, "seconds": 1.0, "rps": 10.0, "p50_ms": 1.0, "p99_ms": 2.0, "peak_pss_mb": pss}
+        counts = {"non_2xx": 0, "socket_errors": 0, "errors": 0, "loadgen": "wrk"}
+        return {"system": system, "concurrency": 32, **load, **counts}
+
+    floor = median_cell([run("floor", 200.0), run("floor", 190.0), run("floor", 180.0)])
+    json_cell = median_cell([run("v2-json", 280.0), run("v2-json", 320.0), run("v2-json", 300.0)])
+    binary = median_cell([run("v2-binary", 250.0)])
+    assert (floor["peak_pss_mb"], json_cell["peak_pss_mb"]) == (200.0, 320.0)
+    result = {"raw": {}, "cells": [floor, json_cell, binary]}
+    add_ratios(result)
+    assert json_cell["pss_ratio_to_floor"] == 1.6
+    judged = {(t["system"], t["metric"]): t for t in targets({"resnet18": result}) if t["model"] == "resnet18"}
+    assert judged["v2-json", "peak_pss_mb"]["comparison"] == "<="
+    assert judged["v2-json", "peak_pss_mb"]["passed"] is False  # 1.6 > 1.5
+    assert judged["v2-binary", "peak_pss_mb"]["passed"] is True  # 1.25 <= 1.5
+
+
+def test_serving_benchmark_compares_a_baseline_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--baseline adds the -base twin of each v2 system asked for, and the report prints after/before ratios."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import serving
+    from serving_report import baseline_lines
+
+    cfg = serving.parse_args(["--systems", "floor,v2-json", "--baseline", str(ROOT), "--out", str(tmp_path / "x")])
+    assert cfg.systems == ["floor", "v2-json", "v2-json-base"]
+    assert "v2-json-base" not in serving.parse_args(["--systems", "v2-json"]).systems
+    with pytest.raises(SystemExit):
+        serving.parse_args(["--baseline", str(tmp_path)])  # not a checkout
+
+    def cell(system: str, rps: float, pss: float) -> dict[str, object]:
+        return {"system": system, "concurrency": 32, "rps": rps, "peak_pss_mb": pss}
+
+    result = {"cells": [cell("v2-json", 30.0, 300.0), cell("v2-json-base", 25.0, 400.0)]}
+    assert baseline_lines({"resnet18": result}) == (
+        "resnet18 c=32: (c) v2 json / (c0) json base: req/s x1.200, peak PSS x0.750"
+    )
 
 
 @pytest.mark.slow

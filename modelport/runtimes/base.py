@@ -6,7 +6,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from modelport.tensors import Arrays
 __all__ = [
     "INDEX_FAULT",
     "Arrays",
+    "OnnxArena",
     "RemoteTarget",
     "Runtime",
     "RuntimeOptions",
@@ -60,14 +61,20 @@ class RemoteTarget:
     health_interval_s: float = 2.0
 
 
+# ONNX Runtime's CPU memory arena (runtimes/onnx.py): onnxruntime's own (one per session, grown region by
+# region); one for the process with one large first region; or none
+OnnxArena = Literal["session", "shared", "none"]  # not "off": YAML reads an unquoted off as false
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a runtime should execute: device, threads, ONNX execution providers, or a remote server."""
+    """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server."""
 
     device: str = "cpu"
     intra_op_threads: int = 0
     providers: tuple[str, ...] = ()
     remote: RemoteTarget | None = None
+    onnx_arena: OnnxArena = "session"
 
 
 class Runtime(Protocol):

@@ -12,6 +12,7 @@ from pathlib import Path
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
+from modelport.serving.memory import release_freed_memory
 from modelport.serving.model import ServedVersion, fingerprint, load_version
 from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
 from modelport.serving.types import RepositoryRow, VersionState
@@ -192,6 +193,7 @@ class ModelManager:
 
     async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
         loaded = await asyncio.to_thread(load_version, name, number, directory, stamp, self.settings, config)
+        await asyncio.to_thread(release_freed_memory)  # what only loading needed
 
         def observe(stats: BatchStats) -> None:
             self._observe(name, number, stats)
@@ -207,6 +209,7 @@ class ModelManager:
         if version.execution is not None:
             for runtime in version.execution.runtimes:
                 await asyncio.to_thread(runtime.unload)
+        await asyncio.to_thread(release_freed_memory)
 
     async def _drop(self, name: str) -> None:
         entry = self.models.pop(name, None)

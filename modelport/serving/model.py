@@ -219,6 +219,7 @@ def _open(
         intra_op_threads=config.intra_op_threads if config.intra_op_threads is not None else settings.intra_op_threads,
         providers=settings.providers,
         remote=config.remote.target(name) if config.remote else None,
+        onnx_arena=config.onnx_arena or settings.onnx_arena,
     )
     runtimes: list[Runtime] = []
     try:

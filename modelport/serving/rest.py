@@ -122,8 +122,9 @@ def _infer_routes(plane: DataPlane) -> list[Route]:
     """``POST /v2/models/{model}[/versions/{version}]/infer``: JSON or the binary tensor extension."""
 
     async def infer(request: Request) -> Response:
-        body = await read_body(request, plane.settings.max_body_bytes)
-        decoded = decode_request(body, _header_length(request))
+        # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
+        # while the request waits for its batch
+        decoded = decode_request(await read_body(request, plane.settings.max_body_bytes), _header_length(request))
         protocol = "v2-binary" if request.headers.get(HEADER_LENGTH) is not None else "v2"
         params = request.path_params
         response = await plane.infer(params["model"], params.get("version"), decoded, protocol)

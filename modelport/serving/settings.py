@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
-from modelport.runtimes.base import RemoteTarget
+from modelport.runtimes.base import OnnxArena, RemoteTarget
 
 __all__ = [
     "CONFIG_FILE",
@@ -42,6 +42,12 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
     providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
+    onnx_arena: OnnxArena = Field(
+        "session",
+        description="ONNX Runtime's CPU memory arena: session (onnxruntime's own, one per session), shared (one "
+        "for the process, a batch's tensors packed in one 256 MiB region: less memory under batching for models "
+        "with large activations, 8 MB more at idle) or none",
+    )
     max_queue_delay_ms: float = Field(
         0.0, ge=0, description="default longest wait to fill a batch (0 = greedy: run what is queued at once)"
     )
@@ -146,6 +152,7 @@ class ModelConfig(BaseModel):
     version_labels: dict[str, int] = Field(default_factory=dict, description="TF Serving labels, e.g. stable: 3")
     device: str | None = None
     intra_op_threads: int | None = Field(None, ge=0)
+    onnx_arena: OnnxArena | None = Field(None, description="session | shared | none (default: the server's)")
     finite_inputs: bool = Field(False, description="refuse NaN/Inf in float inputs with a 400")
     runtime: str | None = Field(
         None, description="torchserve | tfserving (with remote:) or a custom runtime class as package.module:Class"

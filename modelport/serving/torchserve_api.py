@@ -53,8 +53,11 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
     async def predictions(request: Request) -> Response:
         model, version = request.path_params["model"], request.path_params.get("version")
         meta = plane.model_metadata(model, version, ready_only=True)
-        body = await read_body(request, plane.settings.max_body_bytes)
-        inputs, batched = parse_instance(body, request.headers.get("content-type", ""), meta.inputs)
+        content_type = request.headers.get("content-type", "")
+        # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
+        inputs, batched = parse_instance(
+            await read_body(request, plane.settings.max_body_bytes), content_type, meta.inputs
+        )
         response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
         outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
         if batched:
