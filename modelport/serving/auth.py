@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import grpc
-from starlette.requests import Request
 
 from modelport.errors import InvalidArgumentError, UnauthenticatedError
 from modelport.serving.grpc_status import abort
-from modelport.serving.httperrors import error_response
 from modelport.serving.settings import ServerSettings
 
-__all__ = ["AuthInterceptor", "AuthMiddleware", "Scope", "Tokens", "grpc_scope", "http_scope", "presented_token"]
+__all__ = ["AuthInterceptor", "Scope", "Tokens", "grpc_scope", "http_scope", "presented_token"]
 
 Scope = Literal["inference", "control"]
 
@@ -108,33 +106,6 @@ def grpc_scope(method: str) -> Scope | None:
     if method in _OPEN_GRPC_METHODS or method.startswith(_OPEN_GRPC_SERVICES):
         return None
     return "control" if method in _CONTROL_GRPC else "inference"
-
-
-class AuthMiddleware:
-    """Pure ASGI middleware: 401 (``WWW-Authenticate: Bearer``) before the app sees the request."""
-
-    def __init__(self, app: Any, tokens: Tokens) -> None:
-        self.app = app
-        self.tokens = tokens
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        needed = http_scope(scope["path"]) if scope["type"] == "http" else None
-        if needed is None or not self.tokens.enabled:
-            await self.app(scope, receive, send)
-            return
-        headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in (b"authorization", b"x-api-key")}
-        token = presented_token(_text(headers.get(b"authorization")), _text(headers.get(b"x-api-key")))
-        try:
-            self.tokens.check(needed, token)
-        except UnauthenticatedError as exc:  # refused before routing: the one error handler answers
-            response = await error_response(Request(scope), exc)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -1,71 +1,125 @@
-"""The one HTTP error handler: every error of the HTTP port becomes a response here.
+"""The one HTTP error mapping: every error of the HTTP port becomes a :class:`Reply` here.
 
 The status comes from ``serving/errors.py``; the body is ``{"error": message}`` unless the route
-that failed belongs to a protocol with its own error body (TorchServe's), which its
-:class:`ProtocolRoute` names. Routing errors (404, 405) and unexpected exceptions (500, traceback
-logged, generic message) keep the common body.
+that failed belongs to a protocol with its own error body (TorchServe's), which the route names
+(a :class:`~modelport.serving.front.HotRoute`'s or a :class:`ProtocolRoute`'s ``render``). Routing
+errors (404, 405) and unexpected exceptions (500, traceback logged, generic message) keep the
+common body. The inference front sends replies itself; the routed FastAPI app registers
+:func:`error_response` once, for everything its routes raise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from modelport.errors import ModelportError, PayloadTooLargeError, UnauthenticatedError, UnavailableError
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
-from modelport.serving.httputil import json_response
 
-__all__ = ["ERROR_HANDLERS", "ErrorBody", "ProtocolRoute", "error_body", "error_response"]
+__all__ = [
+    "ERROR_HANDLERS",
+    "ErrorBody",
+    "ProtocolRoute",
+    "Reply",
+    "error_body",
+    "error_reply",
+    "error_response",
+    "json_reply",
+    "method_not_allowed",
+]
 
 log = logging.getLogger("modelport.serving.rest")
 
-ErrorBody = Callable[[ModelportError, int], Response]
+JSON = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP response before it is sent: status, encoded body, content type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def response(self) -> Response:
+        """The same reply as a Starlette response (for the routed app)."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers}
+        return Response(self.body, self.status, headers, media_type=self.content_type.decode())
+
+
+def json_reply(data: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    """orjson-encoded JSON reply."""
+    return Reply(status, orjson.dumps(data), JSON, headers)
+
+
+ErrorBody = Callable[[ModelportError, int], Reply]
 """Renders an error, given its HTTP status, in a protocol's error body."""
 
 
-def error_body(error: ModelportError, status: int) -> Response:
+def error_body(error: ModelportError, status: int) -> Reply:
     """``{"error": message}`` (KServe v2, TF Serving), with ``Retry-After`` when the server is busy."""
-    headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, UnavailableError) else None
-    return json_response({"error": public_message(error)}, status, headers)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if isinstance(error, UnavailableError):
+        headers = ((b"retry-after", str(max(1, round(error.retry_after))).encode()),)
+    return json_reply({"error": public_message(error)}, status, headers)
 
 
 class ProtocolRoute(Route):
-    """A route whose errors are answered in its protocol's own error body."""
+    """A route of the routed app whose errors are answered in its protocol's own error body."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, methods: list[str], render: ErrorBody) -> None:
         super().__init__(path, endpoint, methods=methods)
         self.render = render
 
+    def matches(self, scope: Any) -> tuple[Match, Any]:
+        """As a Route, naming itself in the scope (FastAPI's router names only its own APIRoutes)."""
+        match, child = super().matches(scope)
+        return match, ({**child, "route": self} if match is not Match.NONE else child)
+
+
+def method_not_allowed(allowed: list[str]) -> HTTPException:
+    """A 405 naming the methods the path takes."""
+    return HTTPException(405, headers={"Allow": ", ".join(allowed)})
+
+
+def error_reply(exc: BaseException, render: ErrorBody = error_body) -> Reply:
+    """The reply to any exception raised while answering a request (or refusing it, as auth does)."""
+    if isinstance(exc, ModelportError):
+        return _modelport_error(exc, render)
+    if isinstance(exc, HTTPException):  # routing: a path no route matches, a wrong method
+        extra = tuple((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items())
+        return json_reply({"error": exc.detail}, exc.status_code, extra)
+    log.error("unhandled error", exc_info=exc)
+    return json_reply({"error": GENERIC_MESSAGE}, 500)
+
+
+def _modelport_error(error: ModelportError, render: ErrorBody) -> Reply:
+    reply = render(error, http_status(error))
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+    if isinstance(error, PayloadTooLargeError):
+        extra = ((b"connection", b"close"),)  # the rest of an oversized body is not read to keep it alive
+    if isinstance(error, UnauthenticatedError):
+        extra = ((b"www-authenticate", b'Bearer realm="modelport"'),)
+    return Reply(reply.status, reply.body, reply.content_type, reply.headers + extra) if extra else reply
+
 
 async def error_response(request: Request, exc: Exception) -> Response:
-    """The response to any exception raised while answering ``request`` (or refusing it, as auth does)."""
-    if isinstance(exc, ModelportError):
-        return _modelport_error(request, exc)
-    if isinstance(exc, HTTPException):  # routing: a path no route matches, a wrong method
-        return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
-    log.exception("unhandled error")
-    return json_response({"error": GENERIC_MESSAGE}, 500)
-
-
-def _modelport_error(request: Request, error: ModelportError) -> Response:
+    """The routed app's handler: the route's protocol picks the error body."""
     route = request.scope.get("route")
-    render = route.render if isinstance(route, ProtocolRoute) else error_body
-    response = render(error, http_status(error))
-    if isinstance(error, PayloadTooLargeError):
-        response.headers["Connection"] = "close"  # the rest of an oversized body is not read to keep it alive
-    if isinstance(error, UnauthenticatedError):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="modelport"'
-    return response
+    return error_reply(exc, route.render if isinstance(route, ProtocolRoute) else error_body).response()
 
 
-# Both ASGI apps of the HTTP port (the Starlette front and FastAPI behind it) take this one table: each
-# app catches what its own routes raise. Exception goes to Starlette's outermost middleware (500s).
+# Registered once, on the routed FastAPI app (the inference front maps its own errors with error_reply).
+# Exception goes to Starlette's outermost middleware (500s).
 ERROR_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {
     ModelportError: error_response,
     HTTPException: error_response,

@@ -7,9 +7,8 @@ import itertools
 import logging
 import re
 import uuid
-from typing import Any
 
-__all__ = ["REQUEST_ID", "RequestIdFilter", "RequestIdMiddleware"]
+__all__ = ["REQUEST_ID", "RequestIdFilter", "request_id_of"]
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
@@ -18,29 +17,14 @@ _PREFIX = uuid.uuid4().hex[:12]
 _COUNTER = itertools.count(1)
 
 
-class RequestIdMiddleware:
-    """Pure ASGI middleware (no per-request task or body buffering)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        request_id = given.decode() if _VALID.match(given) else f"{_PREFIX}-{next(_COUNTER):x}"
-        token = REQUEST_ID.set(request_id)
-
-        async def send_with_id(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The request's ``X-Request-ID`` when it is a sane token (letters, digits, ``._:-``, 1-64), else a new id."""
+    for key, value in headers:
+        if key == b"x-request-id":
+            if _VALID.match(value):
+                return value.decode()
+            break
+    return f"{_PREFIX}-{next(_COUNTER):x}"
 
 
 class RequestIdFilter(logging.Filter):

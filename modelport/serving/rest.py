@@ -8,29 +8,28 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError
-from modelport.serving.auth import AuthMiddleware, Tokens
+from modelport.serving.auth import Tokens
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.httperrors import ERROR_HANDLERS
+from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
+from modelport.serving.httperrors import ERROR_HANDLERS, Reply
 from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
-from modelport.serving.requestid import RequestIdMiddleware
-from modelport.serving.tfserving_rest import tfserving_routes
-from modelport.serving.torchserve_api import torchserve_routes
+from modelport.serving.tfserving_rest import TFSERVING_HOT_ROUTES, tfserving_routes
+from modelport.serving.torchserve_api import TORCHSERVE_HOT_ROUTES, torchserve_routes
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
 from modelport.serving.v2_metadata import model_metadata_json, repository_index_json, server_metadata_json
 
 __all__ = ["create_app"]
 
+HEADER_LENGTH_KEY = HEADER_LENGTH.encode()
 
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(HEADER_LENGTH)
+
+def _header_length(head: RequestHead) -> int | None:
+    value = head.header(HEADER_LENGTH_KEY)
     if value is None:
         return None
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
@@ -38,13 +37,12 @@ def _header_length(request: Request) -> int | None:
     return int(value)
 
 
-def create_app(plane: DataPlane) -> Starlette:
+def create_app(plane: DataPlane) -> HttpFront:
     """The HTTP application over one data plane.
 
-    Inference is routed by a thin Starlette app in front; everything else is a FastAPI app mounted
-    behind it. FastAPI's per-request parameter solving and middleware layers cost about as much as
-    the rest of a small inference request (measured with benchmarks/serving.py). Each app catches
-    what its own routes raise, so both take the one error table of ``serving/httperrors.py``.
+    Inference (v2, TF Serving ``:predict``, TorchServe predictions) is answered by the lean front of
+    ``serving/front.py``; everything else by a FastAPI app behind it, whose per-request parameter
+    solving and middleware layers would cost about as much as a small model's inference.
     """
     api = FastAPI(
         title="modelport", version=__version__, docs_url=None, redoc_url=None, exception_handlers=ERROR_HANDLERS
@@ -58,18 +56,9 @@ def create_app(plane: DataPlane) -> Starlette:
     async def metrics() -> Response:
         return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [*_infer_routes(plane), *tfserving_routes(plane), *torchserve_routes(plane)]
-    tokens = Tokens.from_settings(plane.settings)
-    auth = [Middleware(AuthMiddleware, tokens=tokens)] if tokens.enabled else []
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(RequestIdMiddleware), *auth],
-        exception_handlers=ERROR_HANDLERS,
-    )
-    # FastAPI answers what no inference route matches; unlike a catch-all Mount, a path an inference route
-    # knows with another method stays a 405 (Allow: ...) instead of falling through to a 404
-    app.router.default = api
-    return app
+    api.router.routes.extend([*tfserving_routes(plane), *torchserve_routes(plane)])
+    hot = [*_INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES]
+    return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
 
 
 def _add_health(app: FastAPI, plane: DataPlane) -> None:
@@ -118,27 +107,24 @@ def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
         return json_response(config_json(plane.model_config(model, version)))
 
 
-def _infer_routes(plane: DataPlane) -> list[Route]:
+async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST /v2/models/{model}[/versions/{version}]/infer``: JSON or the binary tensor extension."""
+    header_length = _header_length(head)
+    # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
+    # while the request waits for its batch
+    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length)
+    protocol = "v2" if header_length is None else "v2-binary"
+    response = await plane.infer(head.params["model"], head.params.get("version"), decoded, protocol)
+    content, binary_header = encode_response(response, decoded)
+    if binary_header is None:
+        return Reply(200, content)
+    return Reply(200, content, b"application/octet-stream", ((HEADER_LENGTH_KEY, str(binary_header).encode()),))
 
-    async def infer(request: Request) -> Response:
-        # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
-        # while the request waits for its batch
-        decoded = decode_request(await read_body(request, plane.settings.max_body_bytes), _header_length(request))
-        protocol = "v2-binary" if request.headers.get(HEADER_LENGTH) is not None else "v2"
-        params = request.path_params
-        response = await plane.infer(params["model"], params.get("version"), decoded, protocol)
-        content, header_length = encode_response(response, decoded)
-        if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
 
-    paths = ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer")
-    return [Route(path, infer, methods=["POST"]) for path in paths]
+_INFER_ROUTES = [
+    HotRoute(path, frozenset({"POST"}), _infer)
+    for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer")
+]
 
 
 def _json_options(body: bytes) -> Any:

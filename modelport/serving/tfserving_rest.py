@@ -19,11 +19,13 @@ from starlette.routing import Route
 from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.httputil import json_tensor, read_body
+from modelport.serving.front import BodyReader, HotRoute, RequestHead
+from modelport.serving.httperrors import Reply, json_reply
+from modelport.serving.httputil import json_tensor
 from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
-__all__ = ["SIGNATURE", "parse_predict", "predict_response", "tensor_info", "tfserving_routes"]
+__all__ = ["SIGNATURE", "TFSERVING_HOT_ROUTES", "parse_predict", "predict_response", "tensor_info", "tfserving_routes"]
 
 SIGNATURE = "serving_default"
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
@@ -49,7 +51,7 @@ def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | 
 
 
 def tfserving_routes(plane: DataPlane) -> list[Route]:
-    """GET status/metadata and POST :predict, with ``/versions/{v}`` and ``/labels/{l}`` forms."""
+    """GET status and metadata, with ``/versions/{v}`` and ``/labels/{l}`` forms (``:predict`` is a hot route)."""
 
     async def status(request: Request) -> Response:
         model = request.path_params["model"]
@@ -76,22 +78,28 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
             }
         )
 
-    async def predict(request: Request) -> Response:
-        model = request.path_params["model"]
-        version = _version_for(plane, model, request.path_params)
-        meta = plane.model_metadata(model, version, ready_only=True)
-        inputs, row_format = _decode_predict(await read_body(request, plane.settings.max_body_bytes), meta.inputs)
-        response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
-        return _json(predict_response(response.outputs, row_format))
-
     routes = []
-    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}"):
+    for prefix in _PREFIXES:
         routes += [
             Route(prefix, status, methods=["GET"]),
             Route(prefix + "/metadata", metadata, methods=["GET"]),
-            Route(prefix + ":predict", predict, methods=["POST"]),
         ]
     return routes
+
+
+async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+    """``POST .../{model}[/versions/{v}|/labels/{l}]:predict``."""
+    model = head.params["model"]
+    version = _version_for(plane, model, head.params)
+    meta = plane.model_metadata(model, version, ready_only=True)
+    inputs, row_format = _decode_predict(await read(plane.settings.max_body_bytes), meta.inputs)
+    response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
+    return json_reply(predict_response(response.outputs, row_format))
+
+
+_PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
+TFSERVING_HOT_ROUTES = [HotRoute(prefix + ":predict", frozenset({"POST"}), _predict) for prefix in _PREFIXES]
+"""``:predict``, answered by the inference front."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:

@@ -20,13 +20,14 @@ from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
-from modelport.serving.httperrors import ProtocolRoute
-from modelport.serving.httputil import json_response, json_tensor, read_body
+from modelport.serving.front import BodyReader, HotRoute, RequestHead
+from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
+from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.tfserving_rest import predict_response
 from modelport.serving.types import InferRequest, ModelDetails, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
-__all__ = ["torchserve_routes"]
+__all__ = ["TORCHSERVE_HOT_ROUTES", "parse_instance", "torchserve_routes"]
 
 _TYPES = {
     404: "ModelNotFoundException",
@@ -37,33 +38,18 @@ _TYPES = {
 }
 
 
-def _error_body(error: ModelportError, status: int) -> Response:
+def _error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503."""
     kind = _TYPES.get(status, "InternalServerException")
-    return json_response({"code": status, "type": kind, "message": public_message(error)}, status)
+    return json_reply({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
 def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
-    """/ping, /predictions/{m}[/{v}], /models, /models/{m}[/{v}]."""
+    """/ping, /models, /models/{m}[/{v}] (predictions are hot routes)."""
 
     async def ping(_: Request) -> Response:
         healthy = plane.ready()
         return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 500)
-
-    async def predictions(request: Request) -> Response:
-        model, version = request.path_params["model"], request.path_params.get("version")
-        meta = plane.model_metadata(model, version, ready_only=True)
-        content_type = request.headers.get("content-type", "")
-        # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
-        inputs, batched = parse_instance(
-            await read_body(request, plane.settings.max_body_bytes), content_type, meta.inputs
-        )
-        response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
-        outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
-        if batched:
-            return json_response(predict_response(outputs, row_format=True)["predictions"])
-        plain = predict_response({k: v[None] for k, v in outputs.items()}, row_format=True)["predictions"][0]
-        return json_response(plain)
 
     async def models(_: Request) -> Response:
         return json_response({"models": [{"modelName": n, "modelUrl": n} for n in plane.model_names()]})
@@ -77,12 +63,31 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
     return [
         ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
-        ProtocolRoute("/predictions/{model}", predictions, methods=["POST", "PUT"], render=_error_body),
-        ProtocolRoute("/predictions/{model}/{version}", predictions, methods=["POST", "PUT"], render=_error_body),
         ProtocolRoute("/models", models, methods=["GET"], render=_error_body),
         ProtocolRoute("/models/{model}", describe, methods=["GET"], render=_error_body),
         ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
     ]
+
+
+async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+    """``POST|PUT /predictions/{model}[/{version}]``."""
+    model, version = head.params["model"], head.params.get("version")
+    meta = plane.model_metadata(model, version, ready_only=True)
+    content_type = head.header(b"content-type") or ""
+    # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
+    inputs, batched = parse_instance(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
+    response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
+    outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
+    if batched:
+        return json_reply(predict_response(outputs, row_format=True)["predictions"])
+    return json_reply(predict_response({k: v[None] for k, v in outputs.items()}, row_format=True)["predictions"][0])
+
+
+TORCHSERVE_HOT_ROUTES = [
+    HotRoute(path, frozenset({"POST", "PUT"}), _predictions, render=_error_body)
+    for path in ("/predictions/{model}", "/predictions/{model}/{version}")
+]
+"""Predictions, answered by the inference front in TorchServe's error body."""
 
 
 def _describe(details: ModelDetails) -> dict[str, Any]:

@@ -108,3 +108,62 @@ async def test_torchserve_errors_use_its_error_shape(client, path, body, status,
     data = response.json()
     assert set(data) == {"code", "type", "message"} and data["code"] == status and data["type"] == kind
     assert (await client.get("/models/nope")).json()["type"] == "ModelNotFoundException"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v2/models/echo/infer", "POST"),
+        ("PUT", "/v2/models/echo/versions/1/infer", "POST"),
+        ("GET", "/v1/models/echo:predict", "POST"),
+        ("GET", "/predictions/echo", "POST, PUT"),
+        ("DELETE", "/predictions/echo/1", "POST, PUT"),
+    ],
+)
+async def test_inference_paths_answer_a_wrong_method_with_405_and_allow(client, method, path, allow):
+    answer = await client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": "Method Not Allowed"}
+    assert answer.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v2/models/echo/infer", {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}),
+        ("/v1/models/echo:predict", {"instances": [[1.0, 2.0, 3.0]]}),
+        ("/predictions/echo", [1.0, 2.0, 3.0]),
+    ],
+)
+async def test_inference_routes_echo_request_ids_and_send_one_content_length(client, path, body):
+    answer = await client.post(path, json=body, headers={"X-Request-ID": "req-7"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-request-id"] == "req-7"
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+
+
+async def test_a_streamed_body_over_the_limit_is_refused_without_a_content_length(client, plane):
+    limit = plane.settings.max_body_bytes
+
+    async def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    answer = await client.post("/v2/models/echo/infer", content=chunks())
+    assert answer.status_code == 413
+    assert "exceeds the limit" in answer.json()["error"]
+    assert answer.headers["connection"] == "close"
+
+
+async def test_an_unexpected_fault_on_an_inference_route_is_a_generic_500(client, plane, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("modelport.serving.rest.decode_request", broken)
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    answer = await client.post("/v2/models/echo/infer", json=body)
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal server error"}
+    assert "secret internals" in caplog.text, "the traceback is logged"
