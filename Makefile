@@ -46,7 +46,7 @@ format: install
 # k8s/ rendered with kubectl kustomize and validated (kubernetes-validate --strict, JSON schemas for the
 # KServe and Prometheus Operator resources), Dockerfiles linted with hadolint, both checked against the code
 k8s-check: install
-	@echo "==> k8s-check (kustomize, kubernetes-validate --strict, hadolint, manifests vs code)"
+	@echo "==> k8s-check (kustomize, kubernetes-validate --strict, hadolint, manifests and PromQL vs code)"
 	@$(PY) -m pytest tests/k8s -q -p no:cacheprovider
 
 test: lint k8s-check

@@ -233,6 +233,7 @@ class DataPlane:
                 name,
                 v.version,
                 v.batcher.depth if v.batcher else 0,
+                v.batcher.policy.max_queue_size if v.batcher else 0,
                 v.state is VersionState.READY,
                 v.loaded.load_seconds,
             )

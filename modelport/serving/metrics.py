@@ -117,17 +117,18 @@ class Metrics:
             self.queue_seconds.labels(*key).observe(wait)
 
     def watch(self, versions: Callable[[], Iterable[VersionGauges]]) -> None:
-        """Queue depth, readiness and load time of every served version, read at scrape time."""
+        """Queue depth and capacity, readiness and load time of every served version, read at scrape time."""
         self.exposition.register(_ModelCollector(versions))
 
 
 @dataclass(frozen=True)
 class VersionGauges:
-    """What /metrics says of one served version: its queue depth, readiness and load time."""
+    """What /metrics says of one served version: its queue depth and bound, readiness and load time."""
 
     model: str
     version: int
     queue_depth: int
+    queue_capacity: int
     ready: bool
     load_seconds: float
 
@@ -138,6 +139,11 @@ class _ModelCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("modelport_queue_depth", "Requests waiting for a batch", labels=["model", "version"])
+        capacity = GaugeMetricFamily(
+            "modelport_queue_capacity",
+            "Queue bound: more waiting requests are refused (0: not loaded)",
+            labels=["model", "version"],
+        )
         ready = GaugeMetricFamily("modelport_model_ready", "1 when the version serves", labels=["model", "version"])
         load = GaugeMetricFamily(
             "modelport_model_load_seconds", "Load + golden check time", labels=["model", "version"]
@@ -145,6 +151,7 @@ class _ModelCollector(Collector):
         for v in self._versions():
             key = [v.model, str(v.version)]
             depth.add_metric(key, v.queue_depth)
+            capacity.add_metric(key, v.queue_capacity)
             ready.add_metric(key, 1.0 if v.ready else 0.0)
             load.add_metric(key, v.load_seconds)
-        yield from (depth, ready, load)
+        yield from (depth, capacity, ready, load)

@@ -11,7 +11,7 @@ import yaml
 from tests.k8s import dockerfiles, tools
 from tests.k8s.tools import K8S, ROOT, Doc
 
-COMPONENTS = ("servicemonitor", "queue-depth-hpa", "models-from-image")
+COMPONENTS = ("servicemonitor", "queue-depth-hpa", "models-from-image", "observability")
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,13 @@ def test_every_overlay_and_component_is_checked() -> None:
 def test_renders_and_validates_strictly(docs: list[Doc], variant: Variant, version: str) -> None:
     errors = [error for doc in docs for error in tools.validate(doc, version)]
     assert errors == []
-    expected = set(CORE_KINDS)
+    expected = sorted(CORE_KINDS)
     if "models-from-image" not in variant.components:
-        expected.add("PersistentVolumeClaim")
+        expected.append("PersistentVolumeClaim")
     if "servicemonitor" in variant.components:
-        expected.add("ServiceMonitor")
+        expected.append("ServiceMonitor")
+    if "observability" in variant.components:
+        expected += ["PrometheusRule", "ConfigMap"]  # the alerts and the Grafana dashboard
     assert sorted(doc["kind"] for doc in docs) == sorted(expected)
 
 

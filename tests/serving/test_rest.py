@@ -195,6 +195,8 @@ async def test_metrics_show_batches_and_requests(client):
     assert 'modelport_requests_total{model="echo",outcome="success",protocol="v2",version="2"} 1.0' in text
     assert 'modelport_batch_size_bucket{le="2.0",model="echo",version="2"} 1.0' in text
     assert 'modelport_model_ready{model="wrong",version="1"} 0.0' in text
+    assert 'modelport_queue_capacity{model="echo",version="2"} 512.0' in text  # ServerSettings.max_queue_size
+    assert 'modelport_queue_capacity{model="wrong",version="1"} 0.0' in text  # not loaded: no queue
     assert "process_resident_memory_bytes" in text and "modelport_queue_depth" in text
 
 
