@@ -30,7 +30,7 @@ def test_the_four_handlers_are_defined():
         torchserve_equivalent("densenet")
 
 
-def test_image_classifier_transforms_are_torchservs_own():
+def test_image_classifier_transforms_are_torchserves_own():
     [image] = torchserve_equivalent("image_classifier").pre
     assert isinstance(image, ImageStep)
     assert (image.resize, image.center_crop, image.interpolation) == (256, 224, "bilinear")
