@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
+from modelport.processing.config import expand_handler
+from modelport.processing.spec import ProcessingSpec
 from modelport.runtimes.base import OnnxArena, RemoteTarget
 
 __all__ = [
@@ -158,6 +160,14 @@ class ModelConfig(BaseModel):
         None, description="torchserve | tfserving (with remote:) or a custom runtime class as package.module:Class"
     )
     remote: RemoteConfig | None = None
+    processors: ProcessingSpec | None = Field(
+        None, description="pre/post steps (see modelport.processing.config), or {handler: image_classifier}"
+    )
+
+    @field_validator("processors", mode="before")
+    @classmethod
+    def _expand_handler(cls, value: object) -> object:
+        return expand_handler(value)
 
     @model_validator(mode="after")
     def _remote_needs_runtime(self) -> ModelConfig:
