@@ -65,6 +65,9 @@ class ServerSettings(BaseSettings):
     api_key_file: str = Field("", description="read --api-key from this file (e.g. a mounted Kubernetes secret)")
     control_key: str = Field("", repr=False, description="separate token for model control (load/unload)")
     control_key_file: str = Field("", description="read --control-key from this file")
+    token_grace_s: float = Field(
+        30.0, ge=0, description="when a key file changes, its previous token is still accepted this long (0 = not)"
+    )
     tls_certfile: str = Field("", description="PEM certificate (chain): serve HTTP and gRPC over TLS")
     tls_keyfile: str = Field("", description="PEM private key of --tls-certfile")
     tls_client_ca: str = Field(
