@@ -53,10 +53,10 @@ def run_workers(settings: ServerSettings) -> int:
             "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
         )
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
-        env = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir)
+        env, secrets = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir), _secrets(settings)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
         bound = [Path(metrics_dir) / f"ports-{i}.json" for i in range(settings.workers)]
-        workers = [_start(command, {**env, "MODELPORT_PORT_FILE": str(b)}, settings) for b in bound]
+        workers = [_start(command, {**env, "MODELPORT_PORT_FILE": str(b)}, secrets) for b in bound]
         log.info("started %d workers: %s", len(workers), [w.pid for w in workers])
         stopping = {"signal": False}
         ports = _PortFile(settings, bound)
@@ -80,18 +80,23 @@ def run_workers(settings: ServerSettings) -> int:
                     worker.wait()
 
 
-def _start(command: list[str], env: dict[str, str], settings: ServerSettings) -> subprocess.Popen[bytes]:
-    """One worker; its keys, if any, go through a pipe it inherits, never through its environment."""
+def _secrets(settings: ServerSettings) -> bytes | None:
+    """The keys the workers need, as the bytes each one's pipe carries (None: no key given as a value)."""
     secrets = {name: getattr(settings, name) for name in sorted(_SECRETS) if getattr(settings, name)}
-    if not secrets:
-        return subprocess.Popen(command, env=env)
-    data = json.dumps(secrets).encode()
-    if len(data) >= _PIPE_CAPACITY:
+    data = json.dumps(secrets).encode() if secrets else None
+    if data and len(data) >= _PIPE_CAPACITY:
         raise InvalidArgumentError("--api-key / --control-key are too long to pass to the workers")
+    return data
+
+
+def _start(command: list[str], env: dict[str, str], secrets: bytes | None) -> subprocess.Popen[bytes]:
+    """One worker; its keys, if any, go through a pipe it inherits, never through its environment."""
+    if secrets is None:
+        return subprocess.Popen(command, env=env)
     read, write = os.pipe()
     try:
         with os.fdopen(write, "wb") as sink:
-            sink.write(data)
+            sink.write(secrets)
         return subprocess.Popen(command, env={**env, SECRETS_FD_ENV: str(read)}, pass_fds=(read,))
     finally:
         os.close(read)
