@@ -40,6 +40,7 @@ class LaunchOptions:
     timeout_s: float = 180.0  # until ready
     stop_timeout_s: float = 60.0  # SIGTERM, then kill
     tls_ca: Path | None = None  # the server serves TLS: connect by https://localhost, checked against this CA
+    tls_client: tuple[Path, Path] | None = None  # client certificate and key for the readiness check (mTLS)
     wait_ready: bool = True  # False: return once the ports are bound
     command_prefix: tuple[str, ...] = ()  # runs the server under it, e.g. ("taskset", "-c", "0")
 
@@ -123,6 +124,8 @@ def _started(process: subprocess.Popen[bytes], port_file: Path, opts: LaunchOpti
 
 def _wait_ready(server: Launched, opts: LaunchOptions) -> None:
     context = ssl.create_default_context(cafile=str(opts.tls_ca)) if opts.tls_ca else None
+    if context and opts.tls_client:
+        context.load_cert_chain(*opts.tls_client)
     deadline = time.monotonic() + opts.timeout_s
     while time.monotonic() < deadline:
         _check_alive(server.process, opts.log)

@@ -5,23 +5,22 @@ A request presents its token as ``Authorization: Bearer <token>`` or ``X-API-Key
 ``hmac.compare_digest``: constant time, and the comparison does not reveal the token's length.
 Health probes (HTTP live/ready, ``/ping``, gRPC health, KServe ServerLive/ServerReady),
 ``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
-inference token, and load/unload need the control token.
+inference token, and load/unload need the control token. Key files are re-read when they change,
+so a token rotates without a restart (:mod:`modelport.serving.tokens`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 
-from modelport.errors import InvalidArgumentError, UnauthenticatedError
+from modelport.errors import UnauthenticatedError
 from modelport.serving.grpc_status import abort
 from modelport.serving.settings import ServerSettings
+from modelport.serving.tokens import FixedKey, Key, KeyFile, digest
 
 __all__ = ["AuthInterceptor", "Scope", "Tokens", "grpc_scope", "http_scope", "presented_token"]
 
@@ -37,38 +36,35 @@ _CONTROL_GRPC = frozenset(
 )
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def _read_key(value: str, file: str, flag: str) -> bytes | None:
+def _key(value: str, file: str, flag: str, grace_s: float) -> Key | None:
     if file:
-        try:
-            value = Path(file).read_text().strip()
-        except OSError as exc:
-            raise InvalidArgumentError(f"--{flag}-file {file}: cannot read: {exc.strerror}") from None
-        if not value:
-            raise InvalidArgumentError(f"--{flag}-file {file} is empty")
-    return _digest(value) if value else None
+        return KeyFile(file, f"{flag}-file", grace_s)
+    return FixedKey(digest(value)) if value else None
 
 
 @dataclass(frozen=True)
 class Tokens:
-    """The SHA-256 digests of the configured tokens (None: that scope is open)."""
+    """The token each scope needs (None: that scope is open).
 
-    inference: bytes | None = None
-    control: bytes | None = None
+    ``check`` and ``enabled`` run on every request and stay cheap: a fixed key is one digest compare,
+    a key file adds a clock read (the file is looked at about once a second, see :class:`KeyFile`).
+    """
+
+    inference: Key | None = None
+    control: Key | None = None
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> Tokens:
-        """Tokens from ``--api-key`` / ``--control-key`` or their ``-file`` variants (read once, at start)."""
+        """Tokens from ``--api-key`` / ``--control-key`` or their ``-file`` variants (files re-read on change)."""
+        grace = settings.token_grace_s
         return cls(
-            inference=_read_key(settings.api_key, settings.api_key_file, "api-key"),
-            control=_read_key(settings.control_key, settings.control_key_file, "control-key"),
+            inference=_key(settings.api_key, settings.api_key_file, "api-key", grace),
+            control=_key(settings.control_key, settings.control_key_file, "control-key", grace),
         )
 
     @property
     def enabled(self) -> bool:
+        """Whether any scope needs a token."""
         return self.inference is not None or self.control is not None
 
     def check(self, scope: Scope, presented: str | None) -> None:
@@ -79,7 +75,7 @@ class Tokens:
         what = "the API key" if scope == "inference" else "the model-control key"
         if not presented:
             raise UnauthenticatedError(f"this server needs {what}: send 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(_digest(presented), expected):
+        if not expected.matches(digest(presented)):
             raise UnauthenticatedError(f"the token is not {what}")
 
 

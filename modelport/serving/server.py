@@ -70,7 +70,9 @@ def serve(settings: ServerSettings) -> int:
         from modelport.serving.workers import run_workers
 
         return run_workers(settings)
-    return _run(_serve(settings))
+    from modelport.serving.workers import with_inherited_secrets
+
+    return _run(_serve(with_inherited_secrets(settings)))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

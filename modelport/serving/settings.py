@@ -73,13 +73,21 @@ class ServerSettings(BaseSettings):
     api_key_file: str = Field("", description="read --api-key from this file (e.g. a mounted Kubernetes secret)")
     control_key: str = Field("", repr=False, description="separate token for model control (load/unload)")
     control_key_file: str = Field("", description="read --control-key from this file")
+    token_grace_s: float = Field(
+        30.0, ge=0, description="when a key file changes, its previous token is still accepted this long (0 = not)"
+    )
     tls_certfile: str = Field("", description="PEM certificate (chain): serve HTTP and gRPC over TLS")
     tls_keyfile: str = Field("", description="PEM private key of --tls-certfile")
+    tls_client_ca: str = Field(
+        "", description="PEM CA certificate(s): both ports require a client certificate it signed (mTLS)"
+    )
 
     @model_validator(mode="after")
     def _consistent_security(self) -> ServerSettings:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("--tls-certfile and --tls-keyfile go together")
+        if self.tls_client_ca and not self.tls_certfile:
+            raise ValueError("--tls-client-ca needs --tls-certfile and --tls-keyfile (the server's own certificate)")
         if (self.api_key and self.api_key_file) or (self.control_key and self.control_key_file):
             raise ValueError("give a key or a key file, not both")
         protected = self.api_key or self.api_key_file

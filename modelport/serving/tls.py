@@ -1,7 +1,12 @@
-"""TLS for both transports from one PEM certificate (chain) and key: uvicorn's ssl options, gRPC credentials."""
+"""TLS for both transports from one PEM certificate (chain) and key: uvicorn's ssl options, gRPC credentials.
+
+With ``--tls-client-ca`` both ports also require a client certificate signed by that CA (mutual TLS):
+a client without one, with one from another CA or with an expired one fails the handshake.
+"""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +29,16 @@ def _read(path: str, flag: str) -> bytes:
 
 
 def uvicorn_ssl(settings: ServerSettings) -> dict[str, Any]:
-    """``ssl_certfile``/``ssl_keyfile`` for ``uvicorn.Config`` (empty without TLS); the files are checked first."""
+    """``ssl_*`` options for ``uvicorn.Config`` (empty without TLS); the files are checked first."""
     if not settings.tls_certfile:
         return {}
     _read(settings.tls_certfile, "tls-certfile")
     _read(settings.tls_keyfile, "tls-keyfile")
-    return {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}
+    options: dict[str, Any] = {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}
+    if settings.tls_client_ca:
+        _read(settings.tls_client_ca, "tls-client-ca")
+        options.update(ssl_ca_certs=settings.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
 
 
 def grpc_credentials(settings: ServerSettings) -> Any:
@@ -38,4 +47,7 @@ def grpc_credentials(settings: ServerSettings) -> Any:
         return None
     key = _read(settings.tls_keyfile, "tls-keyfile")
     chain = _read(settings.tls_certfile, "tls-certfile")
-    return grpc.ssl_server_credentials([(key, chain)])
+    if not settings.tls_client_ca:
+        return grpc.ssl_server_credentials([(key, chain)])
+    client_ca = _read(settings.tls_client_ca, "tls-client-ca")
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=True)

@@ -4,6 +4,11 @@ Each worker is a full server (its own runtimes and batchers) started as ``modelp
 with ``--workers 1 --reuse-port``; the kernel spreads connections across them. Prometheus
 metrics are aggregated through the client's multiprocess mode. SIGTERM/SIGINT are forwarded
 to every worker, each drains, and the supervisor exits 0 when all of them did.
+
+Settings reach the workers as ``MODELPORT_*`` environment variables, except the keys themselves
+(``--api-key``, ``--control-key``): each worker reads them from a pipe it inherits (its number in
+``MODELPORT_SECRETS_FD``), so no worker's ``/proc/<pid>/environ`` or command line holds a key.
+Key *files* are passed as paths, and every worker watches the file for rotation itself.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ from modelport.errors import InvalidArgumentError
 from modelport.launcher import write_port_file
 from modelport.serving.settings import ServerSettings
 
-__all__ = ["METRICS_DIR_ENV", "run_workers", "worker_env"]
+__all__ = ["METRICS_DIR_ENV", "SECRETS_FD_ENV", "run_workers", "with_inherited_secrets", "worker_env"]
 
 log = logging.getLogger("modelport.workers")
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SECRETS_FD_ENV = "MODELPORT_SECRETS_FD"
+_SECRETS = frozenset({"api_key", "control_key"})
+_PIPE_CAPACITY = 65536  # Linux's default: written before the worker starts, so it must fit at once
 
 
 def worker_env(settings: ServerSettings, metrics_dir: str) -> dict[str, str]:
-    """The environment that makes ``modelport serve`` one worker of ``settings``."""
+    """The environment that makes ``modelport serve`` one worker of ``settings``: every setting but the keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in settings.model_dump(mode="json", exclude=set(_SECRETS)).items():
         env[f"MODELPORT_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env.update(MODELPORT_WORKERS="1", MODELPORT_REUSE_PORT="true", **{METRICS_DIR_ENV: metrics_dir})
     return env
@@ -45,10 +53,10 @@ def run_workers(settings: ServerSettings) -> int:
             "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
         )
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
-        env = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir)
+        env, secrets = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir), _secrets(settings)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
         bound = [Path(metrics_dir) / f"ports-{i}.json" for i in range(settings.workers)]
-        workers = [subprocess.Popen(command, env={**env, "MODELPORT_PORT_FILE": str(b)}) for b in bound]
+        workers = [_start(command, {**env, "MODELPORT_PORT_FILE": str(b)}, secrets) for b in bound]
         log.info("started %d workers: %s", len(workers), [w.pid for w in workers])
         stopping = {"signal": False}
         ports = _PortFile(settings, bound)
@@ -70,6 +78,38 @@ def run_workers(settings: ServerSettings) -> int:
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
+
+
+def _secrets(settings: ServerSettings) -> bytes | None:
+    """The keys the workers need, as the bytes each one's pipe carries (None: no key given as a value)."""
+    secrets = {name: getattr(settings, name) for name in sorted(_SECRETS) if getattr(settings, name)}
+    data = json.dumps(secrets).encode() if secrets else None
+    if data and len(data) >= _PIPE_CAPACITY:
+        raise InvalidArgumentError("--api-key / --control-key are too long to pass to the workers")
+    return data
+
+
+def _start(command: list[str], env: dict[str, str], secrets: bytes | None) -> subprocess.Popen[bytes]:
+    """One worker; its keys, if any, go through a pipe it inherits, never through its environment."""
+    if secrets is None:
+        return subprocess.Popen(command, env=env)
+    read, write = os.pipe()
+    try:
+        with os.fdopen(write, "wb") as sink:
+            sink.write(secrets)
+        return subprocess.Popen(command, env={**env, SECRETS_FD_ENV: str(read)}, pass_fds=(read,))
+    finally:
+        os.close(read)
+
+
+def with_inherited_secrets(settings: ServerSettings) -> ServerSettings:
+    """In a worker: ``settings`` with the keys its supervisor wrote to the inherited pipe (else unchanged)."""
+    fd = os.environ.pop(SECRETS_FD_ENV, None)
+    if fd is None:
+        return settings
+    with os.fdopen(int(fd), "rb") as source:
+        secrets = json.loads(source.read())
+    return settings.model_copy(update={k: v for k, v in secrets.items() if k in _SECRETS})
 
 
 class _PortFile:

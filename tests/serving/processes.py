@@ -39,10 +39,12 @@ def serving(
     timeout: float = 180,
     ports: tuple[int, int] | None = None,
     tls_ca: Path | None = None,
+    tls_client: tuple[Path, Path] | None = None,
 ) -> Iterator[Served]:
     """Start ``modelport serve REPO`` through the one launcher (ports 0 unless given, read back from its
     --port-file), yield once /v2/health/ready is 200, then SIGTERM it and require exit code 0 (a graceful
-    drain). With ``tls_ca`` (the server was given ``--tls-certfile``), the URL is https://localhost."""
+    drain). With ``tls_ca`` (the server was given ``--tls-certfile``), the URL is https://localhost; ``tls_client``
+    (certificate, key) is what the readiness check presents to a server that requires one (``--tls-client-ca``)."""
     http_port, grpc_port = ports or (0, 0)
     options = LaunchOptions(
         http_port=http_port,
@@ -51,6 +53,7 @@ def serving(
         log=log,
         timeout_s=timeout,
         tls_ca=tls_ca,
+        tls_client=tls_client,
     )
     with launched(repo, *flags, options=options) as server:
         yield Served(server.url, server.grpc or "", server.process)

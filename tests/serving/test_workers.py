@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -77,3 +78,35 @@ def test_two_workers_share_the_grpc_port(tmp_path):
             float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln.startswith("modelport_worker_requests{")
         ]
         assert len(per_worker) == 2 and sum(per_worker) == 30 and min(per_worker) > 0, per_worker
+
+
+def test_worker_environments_hold_no_key(tmp_path):
+    """The keys reach the workers through an inherited pipe: no worker's environment or command line has one."""
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    api_key, control_key = "api-key-5b1e0c7d9a", "control-key-3f8a2e6b4c"
+    flags = ("--workers", "2", "--api-key", api_key, "--model-control")
+    env = {"PROMETHEUS_MULTIPROC_DIR": "", "MODELPORT_CONTROL_KEY": control_key}
+    with serving(repo, *flags, env=env, timeout=60, ports=_ports()) as server:
+        workers = psutil.Process(server.process.pid).children()
+        assert len(workers) == 2
+        for worker in workers:
+            exposed = (
+                Path(f"/proc/{worker.pid}/environ").read_bytes() + Path(f"/proc/{worker.pid}/cmdline").read_bytes()
+            )
+            assert b"MODELPORT_HTTP_PORT" in exposed, "the environment was read"
+            assert api_key.encode() not in exposed and control_key.encode() not in exposed
+        _until_every_worker_is_ready(server.url)
+        for _ in range(20):  # new connections, spread over both workers
+            close = {"Connection": "close"}
+            assert (
+                httpx.post(f"{server.url}/v2/models/echo/infer", json=_infer_body(), headers=close).status_code == 401
+            )
+            good = httpx.post(
+                f"{server.url}/v2/models/echo/infer", json=_infer_body(), headers={**close, "X-API-Key": api_key}
+            )
+            assert good.status_code == 200, good.text
+            unload = httpx.post(
+                f"{server.url}/v2/repository/models/nope/unload", headers={**close, "X-API-Key": control_key}
+            )
+            assert unload.status_code != 401, "the control key reached every worker"
