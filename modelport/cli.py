@@ -146,7 +146,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Every flag is also an environment variable MODELPORT_<FLAG> (e.g. MODELPORT_HTTP_PORT=9000); "
         "per-model settings live in REPO/<model>/config.yaml.",
     )
-    p.add_argument("repository", type=Path, help="model repository root")
+    p.add_argument("repository", help="model repository: a folder, or s3://bucket/prefix (gs://, az://, file://)")
     for name, field in ServerSettings.model_fields.items():
         if name == "repository":
             continue
@@ -173,9 +173,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from modelport.serving.server import serve
     from modelport.serving.settings import ServerSettings
+    from modelport.storage import is_url
 
     given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
-    if not args.repository.is_dir():
+    if not is_url(args.repository) and not Path(args.repository).is_dir():
         raise InvalidArgumentError(f"model repository {args.repository} is not a directory")
     try:
         settings = ServerSettings(**given)

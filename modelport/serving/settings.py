@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
 from modelport.runtimes.base import RemoteTarget
+from modelport.storage import CONFIG_FILE, is_url
 
 __all__ = [
     "CONFIG_FILE",
@@ -24,15 +25,19 @@ __all__ = [
 
 REMOTE_RUNTIMES = ("torchserve", "tfserving")
 
-CONFIG_FILE = "config.yaml"
-
 
 class ServerSettings(BaseSettings):
     """Everything ``modelport serve`` can be told; every field is also ``MODELPORT_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", frozen=True, extra="forbid")
 
-    repository: Path = Field(description="model repository root")
+    repository: Path | str = Field(
+        description="model repository: a folder, or a store URL (s3://bucket/prefix, gs://, az://, file://)"
+    )
+    cache_dir: str = Field(
+        "",
+        description="where versions from an object store are fetched (default ~/.cache/modelport, else the temp dir)",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(8001, ge=-1, le=65535, description="gRPC port (0 = any free port, -1 = no gRPC)")
@@ -67,6 +72,11 @@ class ServerSettings(BaseSettings):
     control_key_file: str = Field("", description="read --control-key from this file")
     tls_certfile: str = Field("", description="PEM certificate (chain): serve HTTP and gRPC over TLS")
     tls_keyfile: str = Field("", description="PEM private key of --tls-certfile")
+
+    @field_validator("repository", mode="before")
+    @classmethod
+    def _folder_or_url(cls, value: Any) -> Any:
+        return Path(value) if isinstance(value, str) and not is_url(value) else value
 
     @model_validator(mode="after")
     def _consistent_security(self) -> ServerSettings:
