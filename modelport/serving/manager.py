@@ -97,20 +97,28 @@ class ModelManager:
                 else:
                     await self._drop(name)
 
-    async def poll_forever(self) -> None:
-        """Reload every ``poll_interval_s``; while the store is unreachable, keep serving what is loaded."""
+    async def poll_forever(self, polled: Callable[[str], None] | None = None) -> None:
+        """Reload every ``poll_interval_s``; while the store is unreachable, keep serving what is loaded.
+        ``polled`` hears each pass's result: ok, unreachable or error."""
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
-            try:
-                await self.reload()
-            except UnavailableError as exc:
-                self._warn_unreachable(exc)
-                continue
-            except Exception:  # a bad file must not stop polling
-                log.exception("repository poll failed")
-            if self._unreachable:
-                log.warning("repository %s is reachable again", self.store.location)
-                self._unreachable = False
+            result = await self._poll()
+            if polled is not None:
+                polled(result)
+
+    async def _poll(self) -> str:
+        try:
+            await self.reload()
+        except UnavailableError as exc:
+            self._warn_unreachable(exc)
+            return "unreachable"
+        except Exception:  # a bad file must not stop polling
+            log.exception("repository poll failed")
+            return "error"
+        if self._unreachable:
+            log.warning("repository %s is reachable again", self.store.location)
+            self._unreachable = False
+        return "ok"
 
     def _warn_unreachable(self, exc: UnavailableError) -> None:
         if not self._unreachable:
