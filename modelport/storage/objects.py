@@ -43,7 +43,8 @@ def _filesystem(url: str) -> tuple[Any, str]:
     except ImportError:
         raise DependencyError("object-store repositories need fsspec: pip install 'modelport[s3]'") from None
     try:
-        fs, root = fsspec.core.url_to_fs(url, use_listings_cache=False, skip_instance_cache=True)
+        folders = {"auto_mkdir": True} if urlsplit(url).scheme == "file" else {}  # object stores have no folders
+        fs, root = fsspec.core.url_to_fs(url, use_listings_cache=False, skip_instance_cache=True, **folders)
     except ImportError as exc:
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
         name = extra.get(urlsplit(url).scheme, "s3")
