@@ -14,7 +14,7 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # the runtimes the image can serve: onnx/ort (cpu), torchscript/pt2 (torch), savedmodel (tf),
 # tflite, TF Serving gRPC (tfserving); never `gpu` here (onnxruntime and onnxruntime-gpu collide)
-ARG EXTRAS=cpu,torch,tf,tflite,tfserving
+ARG EXTRAS=cpu,torch,tf,tflite,tfserving,s3
 # PyTorch's CPU wheels: the PyPI torch wheel for Linux pulls several GB of CUDA libraries
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -53,7 +53,11 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--format", default="all", help="comma list of onnx,torchscript,pt2,savedmodel,tflite,ort or 'all' (default)"
     )
-    p.add_argument("--repository", required=True, type=Path, help="model repository root")
+    p.add_argument(
+        "--repository",
+        required=True,
+        help="model repository: a folder, or s3://bucket/prefix (uploaded, manifests last)",
+    )
     p.add_argument("--name", required=True, help="model family name; each variant is served as NAME-VARIANT")
     p.add_argument("--version", dest="model_version", type=int, help="version number (default: next free)")
     p.add_argument("--weights", type=Path, help="state_dict for a PyTorch factory (loaded with weights_only=True)")
@@ -109,7 +113,11 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("mar", type=Path, help="model archive: .mar, .tar.gz, or a no-archive directory")
-    p.add_argument("--repository", required=True, type=Path, help="model repository root")
+    p.add_argument(
+        "--repository",
+        required=True,
+        help="model repository: a folder, or s3://bucket/prefix (uploaded, manifests last)",
+    )
     p.add_argument("--name", help="repository model name (default: the archive's modelName)")
     p.add_argument("--version", dest="model_version", type=int, help="version number (default: next free)")
     p.add_argument(
@@ -146,7 +154,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Every flag is also an environment variable MODELPORT_<FLAG> (e.g. MODELPORT_HTTP_PORT=9000); "
         "per-model settings live in REPO/<model>/config.yaml.",
     )
-    p.add_argument("repository", type=Path, help="model repository root")
+    p.add_argument("repository", help="model repository: a folder, or s3://bucket/prefix (gs://, az://, file://)")
     for name, field in ServerSettings.model_fields.items():
         if name == "repository":
             continue
@@ -173,9 +181,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from modelport.serving.server import serve
     from modelport.serving.settings import ServerSettings
+    from modelport.storage import is_url
 
     given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
-    if not args.repository.is_dir():
+    if not is_url(args.repository) and not Path(args.repository).is_dir():
         raise InvalidArgumentError(f"model repository {args.repository} is not a directory")
     try:
         settings = ServerSettings(**given)
@@ -229,7 +238,7 @@ def _run_export(args: argparse.Namespace) -> int:
     )
     report = export(options)
     print(render_table(report))
-    print(f"report: {options.repository / '.reports' / (options.name + '.json')}")
+    print(f"report: {str(options.repository).rstrip('/')}/.reports/{options.name}.json")
     return 0 if report.ok else 1
 
 

@@ -24,6 +24,7 @@ from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, U
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.pipeline import export
 from modelport.exporters.report import ExportReport
+from modelport.exporters.upload import export_to_store
 
 __all__ = ["MarArchive", "import_mar", "read_mar"]
 
@@ -63,7 +64,10 @@ def read_mar(path: Path) -> tuple[MarArchive, dict[str, bytes]]:
 
 
 def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> ExportReport:
-    """Export the archive's serialized model into ``options.repository`` (name defaults to the archive's)."""
+    """Export the archive's serialized model into ``options.repository`` (name defaults to the archive's);
+    a store URL as the repository is written locally, then uploaded (manifests last)."""
+    if not isinstance(options.repository, Path):
+        return export_to_store(options, lambda local: import_mar(mar, local, remote))
     archive, files = read_mar(mar)
     if archive.model_file:
         raise UnsupportedError(
@@ -81,7 +85,7 @@ def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> 
     if remote:
         for row in report.rows:
             if row.published:
-                _write_remote_config(options.repository / row.model, remote, archive.name)
+                _write_remote_config(options.folder / row.model, remote, archive.name)
     return report
 
 

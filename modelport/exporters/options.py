@@ -10,6 +10,7 @@ from typing import Any
 
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.manifest import TensorSpec
+from modelport.storage import is_url
 from modelport.tensors import parse_shape
 
 __all__ = [
@@ -49,7 +50,7 @@ class ExportOptions:
     """Everything one export needs; ``source`` is a path/``module:factory`` or a model object."""
 
     source: Any
-    repository: Path
+    repository: Path | str  # a folder, or an object-store URL (s3://bucket/prefix): see :attr:`folder`
     name: str
     formats: tuple[str, ...] = ("all",)
     version: int | None = None
@@ -79,7 +80,7 @@ class ExportOptions:
         # the Python API takes str paths and comma lists too; normalise them once here
         for name in ("repository", "weights", "calibration_data", "eval_data"):
             value = getattr(self, name)
-            if isinstance(value, str):
+            if isinstance(value, str) and not (name == "repository" and is_url(value)):
                 object.__setattr__(self, name, Path(value))
         if isinstance(self.formats, str):
             object.__setattr__(self, "formats", parse_formats(self.formats))
@@ -96,6 +97,13 @@ class ExportOptions:
             raise InvalidArgumentError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise InvalidArgumentError(f"min agreement must be in [0, 1], got {self.min_agreement}")
+
+    @property
+    def folder(self) -> Path:
+        """The repository folder; an object-store URL is published through a local one (exporters.upload)."""
+        if not isinstance(self.repository, Path):
+            raise InvalidArgumentError(f"{self.repository} is a store URL, not a folder")
+        return self.repository
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

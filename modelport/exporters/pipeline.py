@@ -20,6 +20,7 @@ from modelport.exporters.report import ExportReport, ReportRow
 from modelport.exporters.source import load_source
 from modelport.exporters.source_model import SourceModel
 from modelport.exporters.tflite_shapes import check_tflite_shapes
+from modelport.exporters.upload import export_to_store
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
 from modelport.parity import accuracy, compare, default_gate, is_classifier
@@ -45,7 +46,11 @@ class _Reference:
 
 
 def export(options: ExportOptions) -> ExportReport:
-    """Export ``options.source`` to every requested variant; see ``modelport export --help``."""
+    """Export ``options.source`` to every requested variant; see ``modelport export --help``.
+
+    A store URL as the repository (``s3://bucket/prefix``) is exported locally, then uploaded."""
+    if not isinstance(options.repository, Path):
+        return export_to_store(options, export)
     with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
         source = load_source(options)
     variants = plan_variants(options, source.framework)
@@ -64,7 +69,7 @@ def export(options: ExportOptions) -> ExportReport:
             row = _export_variant(ctx, variant, version, reference)
             _progress(options, f"[{index}/{len(variants)}] {variant.name}: {row.status} ({row.seconds:.1f}s)")
             report.rows.append(row)
-    report.write(options.repository / ".reports" / f"{options.name}.json")
+    report.write(options.folder / ".reports" / f"{options.name}.json")
     return report
 
 

@@ -52,7 +52,7 @@ def next_version(options: ExportOptions, variants: list[Variant]) -> int:
     """One more than the highest version any of this export's models has (1 for new models)."""
     highest = 0
     for variant in variants:
-        folder = options.repository / model_name(options, variant)
+        folder = options.folder / model_name(options, variant)
         if folder.is_dir():
             highest = max([highest, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())])
     return highest + 1
@@ -61,7 +61,7 @@ def next_version(options: ExportOptions, variants: list[Variant]) -> int:
 def check_free(options: ExportOptions, variants: list[Variant], version: int) -> None:
     """Refuse, before any conversion, to overwrite a version that is already published."""
     for variant in variants:
-        final = options.repository / model_name(options, variant) / str(version)
+        final = options.folder / model_name(options, variant) / str(version)
         if final.exists():
             raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it for the next one")
 
@@ -76,7 +76,7 @@ def stage(
     cases: list[GoldenCase],
 ) -> Staged:
     """Copy the artifact, golden vectors and a manifest into the staging directory."""
-    repository = ctx.options.repository
+    repository = ctx.options.folder
     final = repository / model / str(version)
     if final.exists():
         raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it for the next one")

@@ -67,7 +67,7 @@ class DataPlane:
 
     async def watch_repository(self) -> None:
         """Hot reload: sync with the repository every ``poll_interval_s`` until cancelled."""
-        await self.manager.poll_forever()
+        await self.manager.poll_forever(lambda result: self.metrics.repository_polls.labels(result).inc())
 
     async def drain(self) -> int:
         """Stop being ready and refuse new requests (503), then wait up to ``drain_timeout_s`` for the

@@ -7,15 +7,14 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
-from modelport.manifest import MANIFEST_FILE
 from modelport.serving.batching import BatchStats
 from modelport.serving.memory import release_freed_memory
-from modelport.serving.model import ServedVersion, fingerprint, load_version
+from modelport.serving.model import LoadedVersion, ServedVersion, load_version
 from modelport.serving.settings import ModelConfig, ServerSettings, read_model_config
 from modelport.serving.types import RepositoryRow, VersionState
+from modelport.storage import Repository, open_repository
 
 __all__ = ["ModelEntry", "ModelManager"]
 
@@ -46,23 +45,24 @@ class ModelEntry:
         return max(pool, key=lambda v: v.version)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path``, symlinks resolved, lies inside ``root``: a repository entry cannot lead elsewhere."""
-    inside = path.resolve().is_relative_to(root.resolve())
-    if not inside:
-        log.warning("%s resolves outside the repository %s: ignored", path, root)
-    return inside
+@dataclass(frozen=True)
+class _Survey:
+    """What the repository holds for one model now: its config and the stamps of the versions it wants."""
+
+    config: ModelConfig
+    stamps: dict[int, str]
 
 
 class ModelManager:
-    """Loads what the repository holds and keeps it in step with the files."""
+    """Loads what the repository holds and keeps it in step with it (a folder or an object store)."""
 
     def __init__(self, settings: ServerSettings, observe: Observer) -> None:
         self.settings = settings
-        self.root = settings.repository
+        self.store: Repository = open_repository(settings.repository, settings.cache_dir or None)
         self.models: dict[str, ModelEntry] = {}
         self._observe = observe
         self._lock = asyncio.Lock()
+        self._unreachable = False  # the last poll could not reach the store (warned once per outage)
         self.loaded = False  # the first load_all has finished
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
@@ -79,34 +79,57 @@ class ModelManager:
         return entry.versions[int(version)]
 
     async def load_all(self) -> None:
-        """Load every model the repository holds (models that fail are recorded, not fatal)."""
-        async with self._lock:
-            for name in self._model_names():
-                await self._sync_model(name)
+        """Load every model the repository holds (models that fail are recorded, not fatal; so is a store
+        that cannot be reached yet: polling picks it up)."""
+        try:
+            await self.reload()
+        except UnavailableError as exc:
+            self._warn_unreachable(exc)
         self.loaded = True
 
     async def reload(self) -> None:
-        """One polling pass: load new/changed versions, unload removed ones; never drops in-flight work."""
+        """One pass over the repository: load new/changed versions, unload removed ones; never drops in-flight
+        work. A store that cannot be reached raises UnavailableError before anything is unloaded."""
         async with self._lock:
-            names = set(self._model_names())
+            names = set(await asyncio.to_thread(self.store.models))
             for name in sorted(names | set(self.models)):
                 if name in names:
                     await self._sync_model(name)
                 else:
                     await self._drop(name)
 
-    async def poll_forever(self) -> None:
+    async def poll_forever(self, polled: Callable[[str], None] | None = None) -> None:
+        """Reload every ``poll_interval_s``; while the store is unreachable, keep serving what is loaded.
+        ``polled`` hears each pass's result: ok, unreachable or error."""
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
-            try:
-                await self.reload()
-            except Exception:  # a bad file must not stop polling
-                log.exception("repository poll failed")
+            result = await self._poll()
+            if polled is not None:
+                polled(result)
+
+    async def _poll(self) -> str:
+        try:
+            await self.reload()
+        except UnavailableError as exc:
+            self._warn_unreachable(exc)
+            return "unreachable"
+        except Exception:  # a bad file must not stop polling
+            log.exception("repository poll failed")
+            return "error"
+        if self._unreachable:
+            log.warning("repository %s is reachable again", self.store.location)
+            self._unreachable = False
+        return "ok"
+
+    def _warn_unreachable(self, exc: UnavailableError) -> None:
+        if not self._unreachable:
+            log.warning("repository poll: %s; serving what is loaded until it is back", exc.message)
+        self._unreachable = True
 
     async def load(self, name: str) -> ModelEntry:
         """Load (or reload) one model by name (model control API)."""
         self._check_name(name)
-        if not (self.root / name).is_dir() or not _inside(self.root / name, self.root):
+        if name not in await asyncio.to_thread(self.store.models):
             raise NotFoundError(f"model {name!r} is not in the repository")
         async with self._lock:
             await self._sync_model(name)
@@ -125,9 +148,9 @@ class ModelManager:
             await self._drop(name)
 
     def index(self) -> list[RepositoryRow]:
-        """Every model of the repository (loaded or not) with each of its versions."""
+        """Every model of the repository (loaded or not; a store's as of its last listing) with its versions."""
         rows = []
-        for name in sorted(set(self._model_names()) | set(self.models)):
+        for name in sorted(set(self.store.models(refresh=False)) | set(self.models)):
             entry = self.models.get(name)
             if entry is None:
                 rows.append(RepositoryRow(name, "UNAVAILABLE", "unloaded"))
@@ -141,41 +164,34 @@ class ModelManager:
         if not _NAME.match(name) or ".." in name:
             raise InvalidArgumentError(f"invalid model name {name!r}")
 
-    def _model_names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and _NAME.match(p.name) and ".." not in p.name and _inside(p, self.root)
-        )
+    def _survey(self, name: str) -> _Survey:
+        """Blocking: the model's config, and the stamp of each version its policy wants."""
+        config = read_model_config(self.store.config_dir(name))
+        wanted = config.version_policy.select(self.store.versions(name))
+        return _Survey(config, {number: self.store.stamp(name, number) for number in wanted})
 
     async def _sync_model(self, name: str) -> None:
-        folder = self.root / name
         entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
         try:
-            entry.config, entry.error = read_model_config(folder), ""
+            survey = await asyncio.to_thread(self._survey, name)
+        except UnavailableError:
+            raise
         except ModelportError as exc:
             entry.error = exc.message
             log.error("model %s: %s", name, exc.message)
             return
-        available = [
-            int(p.name)
-            for p in folder.iterdir()
-            if _VERSION.match(p.name) and (p / MANIFEST_FILE).exists() and _inside(p, self.root)
-        ]
-        wanted = set(entry.config.version_policy.select(available))
-        for number in sorted(wanted):
-            directory = folder / str(number)
+        entry.config, entry.error = survey.config, ""
+        for number, stamp in sorted(survey.stamps.items()):
             current = entry.versions.get(number)
-            stamp = fingerprint(directory)
             if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry:
                 continue
-            fresh = await self._load(name, number, directory, stamp, entry.config)
+            fresh = await self._load(name, number, stamp, entry.config)
+            if fresh.loaded.retry and current is not None and current.state is VersionState.READY:
+                continue  # the store or a remote is unavailable: the version serving now goes on serving
             entry.versions[number] = fresh  # swap first, then let the old one drain
             if current is not None:
                 await self._close(current)
-        await self._retire(entry, wanted)
+        await self._retire(entry, set(survey.stamps))
         if not entry.versions and not entry.error:
             entry.error = "no versions with a manifest match the version policy"
 
@@ -191,8 +207,8 @@ class ModelManager:
         for number in retired:
             await self._close(entry.versions.pop(number))
 
-    async def _load(self, name: str, number: int, directory: Path, stamp: str, config: ModelConfig) -> ServedVersion:
-        loaded = await asyncio.to_thread(load_version, name, number, directory, stamp, self.settings, config)
+    async def _load(self, name: str, number: int, stamp: str, config: ModelConfig) -> ServedVersion:
+        loaded = await asyncio.to_thread(self._fetch_and_load, name, number, stamp, config)
         await asyncio.to_thread(release_freed_memory)  # what only loading needed
 
         def observe(stats: BatchStats) -> None:
@@ -202,6 +218,16 @@ class ModelManager:
         log.info("model %s version %s: %s in %.2fs", name, number, version.state.value, loaded.load_seconds)
         return version
 
+    def _fetch_and_load(self, name: str, number: int, stamp: str, config: ModelConfig) -> LoadedVersion:
+        """Blocking: the version's verified local copy (sha256 of every file), then its runtimes."""
+        try:
+            directory = self.store.fetch(name, number, stamp)
+        except ModelportError as exc:
+            log.error("model %s version %s is not ready: %s", name, number, exc.message)
+            retry = isinstance(exc, UnavailableError)
+            return LoadedVersion(name, number, self.store.path(name, number), stamp, reason=exc.message, retry=retry)
+        return load_version(name, number, directory, stamp, self.settings, config)
+
     async def _close(self, version: ServedVersion) -> None:
         version.state = VersionState.UNLOADING
         if version.batcher is not None:
@@ -209,6 +235,9 @@ class ModelManager:
         if version.execution is not None:
             for runtime in version.execution.runtimes:
                 await asyncio.to_thread(runtime.unload)
+        in_use = any(v.directory == version.directory for e in self.models.values() for v in e.versions.values())
+        if not in_use:
+            await asyncio.to_thread(self.store.release, version.directory)
         await asyncio.to_thread(release_freed_memory)
 
     async def _drop(self, name: str) -> None:

@@ -73,6 +73,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self.repository_polls = Counter(
+            "modelport_repository_polls",
+            "Repository polls by result: ok, unreachable (the store; what is loaded serves on), error",
+            ("result",),
+            registry=r,
+        )
         self.statistics = Statistics()  # Triton's statistics extension, per process
         self._outcomes: dict[tuple[str, ...], Any] = {}
         self._latencies: dict[tuple[str, ...], Any] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from modelport.errors import (
     UnavailableError,
     summarize,
 )
-from modelport.manifest import MANIFEST_FILE, ModelManifest, TensorSpec, read_manifest
+from modelport.manifest import ModelManifest, TensorSpec, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
@@ -35,19 +34,11 @@ __all__ = [
     "RequestLimits",
     "ServedVersion",
     "VersionState",
-    "fingerprint",
     "load_version",
     "make_batcher",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(directory: Path) -> str:
-    """Changes when the version's manifest (which lists every file's sha256) changes."""
-    path = directory / MANIFEST_FILE
-    stat = path.stat()
-    return hashlib.sha256(path.read_bytes() + str(stat.st_mtime_ns).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from modelport.errors import InvalidArgumentError
 from modelport.processing.config import expand_handler
 from modelport.processing.spec import ProcessingSpec
 from modelport.runtimes.base import OnnxArena, RemoteTarget
+from modelport.storage import CONFIG_FILE, is_url
 
 __all__ = [
     "CONFIG_FILE",
@@ -26,15 +27,19 @@ __all__ = [
 
 REMOTE_RUNTIMES = ("torchserve", "tfserving")
 
-CONFIG_FILE = "config.yaml"
-
 
 class ServerSettings(BaseSettings):
     """Everything ``modelport serve`` can be told; every field is also ``MODELPORT_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", frozen=True, extra="forbid")
 
-    repository: Path = Field(description="model repository root")
+    repository: Path | str = Field(
+        description="model repository: a folder, or a store URL (s3://bucket/prefix, gs://, az://, file://)"
+    )
+    cache_dir: str = Field(
+        "",
+        description="where versions from an object store are fetched (default ~/.cache/modelport, else the temp dir)",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(8001, ge=-1, le=65535, description="gRPC port (0 = any free port, -1 = no gRPC)")
@@ -81,6 +86,11 @@ class ServerSettings(BaseSettings):
     tls_client_ca: str = Field(
         "", description="PEM CA certificate(s): both ports require a client certificate it signed (mTLS)"
     )
+
+    @field_validator("repository", mode="before")
+    @classmethod
+    def _folder_or_url(cls, value: Any) -> Any:
+        return Path(value) if isinstance(value, str) and not is_url(value) else value
 
     @model_validator(mode="after")
     def _consistent_security(self) -> ServerSettings:

@@ -11,7 +11,8 @@ import yaml
 from tests.k8s import dockerfiles, tools
 from tests.k8s.tools import K8S, ROOT, Doc
 
-COMPONENTS = ("servicemonitor", "queue-depth-hpa", "models-from-image", "observability")
+COMPONENTS = ("servicemonitor", "queue-depth-hpa", "models-from-image", "observability", "models-from-s3")
+_TOGETHER = COMPONENTS[:4]  # the repository comes from an image or from S3, not both
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class Variant:
 VARIANTS = (
     Variant("cpu", "overlays/cpu", (), "Dockerfile"),
     Variant("gpu", "overlays/gpu", (), "Dockerfile.gpu"),
-    Variant("cpu+components", "overlays/cpu", COMPONENTS, "Dockerfile"),
-    Variant("gpu+components", "overlays/gpu", COMPONENTS, "Dockerfile.gpu"),
+    Variant("cpu+components", "overlays/cpu", _TOGETHER, "Dockerfile"),
+    Variant("gpu+components", "overlays/gpu", _TOGETHER, "Dockerfile.gpu"),
+    Variant("cpu+models-from-s3", "overlays/cpu", ("models-from-s3",), "Dockerfile"),
 )
 
 _RENDERED: dict[str, list[Doc]] = {}

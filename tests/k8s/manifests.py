@@ -37,7 +37,8 @@ def server_container(docs: list[Doc]) -> Doc:
 
 
 def container_env(container: Doc, docs: list[Doc], image_env: dict[str, str]) -> dict[str, str]:
-    """What the process sees: the image's ENV, then ``envFrom`` ConfigMaps, then ``env`` (later wins)."""
+    """What the process sees: the image's ENV, then ``envFrom`` ConfigMaps, then ``env`` (later wins);
+    a Secret's key stands as ``<secret NAME/KEY>``."""
     result = dict(image_env)
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in all_of(docs, "ConfigMap")}
     for source in container.get("envFrom", []):
@@ -46,9 +47,10 @@ def container_env(container: Doc, docs: list[Doc], image_env: dict[str, str]) ->
             raise AssertionError(f"envFrom names ConfigMap {name!r}, which the render does not contain")
         result.update(configmaps[name])
     for item in container.get("env", []):
-        if "value" not in item:
-            raise AssertionError(f"env {item['name']}: only literal values can be checked here")
-        result[item["name"]] = item["value"]
+        secret = item.get("valueFrom", {}).get("secretKeyRef")
+        if "value" not in item and secret is None:
+            raise AssertionError(f"env {item['name']}: only literal values and Secret keys can be checked here")
+        result[item["name"]] = item["value"] if secret is None else f"<secret {secret['name']}/{secret['key']}>"
     return result
 
 

@@ -78,7 +78,11 @@ def test_env_names_are_settings(docs: list[Doc], variant: Variant) -> None:
 def test_command_parses_with_the_cli(docs: list[Doc], variant: Variant) -> None:
     settings = _settings(docs, variant)  # parse errors and invalid env values raise here
     mounts = {m["name"]: m["mountPath"] for m in server_container(docs)["volumeMounts"]}
-    assert settings.repository == Path(mounts["models"])
+    if "models-from-s3" in variant.components:
+        assert str(settings.repository).startswith("s3://") and settings.cache_dir == mounts["cache"]
+        assert settings.poll_interval_s > 0, "new versions in the bucket are picked up"
+    else:
+        assert settings.repository == Path(mounts["models"])
     assert settings.host == "0.0.0.0"  # a pod is reached on its own IP, not on loopback
 
 

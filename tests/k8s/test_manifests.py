@@ -36,7 +36,7 @@ def test_renders_and_validates_strictly(docs: list[Doc], variant: Variant, versi
     errors = [error for doc in docs for error in tools.validate(doc, version)]
     assert errors == []
     expected = sorted(CORE_KINDS)
-    if "models-from-image" not in variant.components:
+    if not {"models-from-image", "models-from-s3"} & set(variant.components):
         expected.append("PersistentVolumeClaim")
     if "servicemonitor" in variant.components:
         expected.append("ServiceMonitor")
@@ -94,17 +94,20 @@ def test_pods_are_hardened(docs: list[Doc]) -> None:
 
 
 def test_writable_paths_are_empty_dirs(docs: list[Doc]) -> None:
-    """The root filesystem is read-only: HOME and TMPDIR must be on a mounted emptyDir."""
+    """The root filesystem is read-only: HOME, TMPDIR (and the object-store cache) must be on a mounted emptyDir."""
     pod = pod_spec(docs)
     container = server_container(docs)
     empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     writable = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty_dirs and not m.get("readOnly")}
-    env = {e["name"]: e["value"] for e in container["env"]}
-    for name in ("HOME", "TMPDIR"):
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for name in ("HOME", "TMPDIR", *(["MODELPORT_CACHE_DIR"] if "MODELPORT_CACHE_DIR" in env else [])):
         assert any(env[name] == path or env[name].startswith(path + "/") for path in writable), name
 
 
 def test_models_volume(docs: list[Doc], variant: Variant) -> None:
+    if "models-from-s3" in variant.components:
+        _models_from_s3(docs)
+        return
     pod = pod_spec(docs)
     volumes = {v["name"]: v for v in pod["volumes"]}
     mount = {m["name"]: m for m in server_container(docs)["volumeMounts"]}["models"]
@@ -119,6 +122,19 @@ def test_models_volume(docs: list[Doc], variant: Variant) -> None:
         claim = volumes["models"]["persistentVolumeClaim"]
         assert claim["readOnly"] is True
         assert claim["claimName"] == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
+
+
+def _models_from_s3(docs: list[Doc]) -> None:
+    """No volume for the repository: an emptyDir cache, and the credentials from a Secret by the SDK's names."""
+    pod, container = pod_spec(docs), server_container(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "models" not in volumes and "emptyDir" in volumes["cache"]
+    assert [m["name"] for m in container["volumeMounts"] if m["name"] in ("models", "cache")] == ["cache"]
+    assert all_of(docs, "PersistentVolumeClaim") == []
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == name and "value" not in env[name]
+    assert not any("AWS" in arg for arg in container["args"]), "no credentials on the command line"
 
 
 def test_resources_select_the_pods(docs: list[Doc]) -> None:

@@ -12,7 +12,17 @@ import numpy as np
 import yaml
 
 from modelport.golden import GoldenCase, save_golden
-from modelport.manifest import ModelManifest, OutputParity, ParityRecord, SourceInfo, TensorSpec, write_manifest
+from modelport.manifest import (
+    MANIFEST_FILE,
+    ModelManifest,
+    OutputParity,
+    ParityRecord,
+    SourceInfo,
+    TensorSpec,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
 from modelport.runtimes.base import Arrays, RuntimeOptions, rejected_input
 
 BATCH_LOG: list[int] = []
@@ -165,4 +175,17 @@ def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
     )
     write_manifest(manifest, directory)
     (repo / name / "config.yaml").write_text(yaml.safe_dump({"runtime": "tests.serving.fakes:IdentityRuntime"}))
+    return directory
+
+
+def seal(directory: Path, artifact: bytes = b"fake model bytes") -> Path:
+    """Give a fake version an artifact file and record every file's sha256 in its manifest, as export does."""
+    manifest = read_manifest(directory)
+    (directory / manifest.artifact).write_bytes(artifact)
+    files = {
+        p.relative_to(directory).as_posix(): file_sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    write_manifest(manifest.model_copy(update={"files": files}), directory)
     return directory

@@ -1,0 +1,104 @@
+"""What every repository backend shares: the interface, name rules, the cache folder and secret redaction."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+__all__ = [
+    "CACHE_ENV",
+    "CONFIG_FILE",
+    "MODEL_NAME",
+    "SECRET_ENV",
+    "VERSION_NAME",
+    "Repository",
+    "default_cache_dir",
+    "is_url",
+    "redact",
+]
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+VERSION_NAME = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only ("²".isdigit() is True), no 5000-digit int()
+CONFIG_FILE = "config.yaml"  # REPO/<model>/config.yaml, the model's serving config
+CACHE_ENV = "MODELPORT_CACHE_DIR"
+# the providers' standard variables whose values must never reach a log line or an error message
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class Repository(Protocol):
+    """Where a model repository is stored, as the server reads it: models, versions, and local copies.
+
+    ``models`` and ``versions`` list what is there now (a version is there once its manifest is);
+    ``fetch`` returns a local folder whose files match the manifest's sha256. Methods that reach a
+    remote store raise ``UnavailableError`` when it cannot be reached; call them off the event loop.
+    """
+
+    @property
+    def location(self) -> str:
+        """The repository as the user named it (no credentials)."""
+        ...
+
+    def models(self, refresh: bool = True) -> list[str]:
+        """Model names; ``refresh=False``: the names of the last listing, without I/O for a remote store."""
+        ...
+
+    def versions(self, model: str) -> list[int]:
+        """The model's version numbers that have a manifest."""
+        ...
+
+    def config_dir(self, model: str) -> Path:
+        """A local folder holding the model's current ``config.yaml`` (if it has one)."""
+        ...
+
+    def stamp(self, model: str, version: int) -> str:
+        """Changes when the version's manifest (which lists every file's sha256) changes."""
+        ...
+
+    def path(self, model: str, version: int) -> Path:
+        """Where the version's files are (or go) on this machine."""
+        ...
+
+    def fetch(self, model: str, version: int, stamp: str) -> Path:
+        """The version's verified local folder: every file the manifest lists has its sha256 (once per stamp)."""
+        ...
+
+    def release(self, directory: Path) -> None:
+        """A fetched folder no served version uses any more (a remote store's cache drops it)."""
+        ...
+
+
+def is_url(repository: str | Path) -> bool:
+    """Whether ``repository`` names a store by URL (``s3://``, ``gs://``, ``az://``, ``file://``...)."""
+    return isinstance(repository, str) and bool(_URL.match(repository))
+
+
+def default_cache_dir() -> Path:
+    """``$MODELPORT_CACHE_DIR``, else ``~/.cache/modelport`` when it can be created, else the system temp."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelport"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"modelport-cache-{os.getuid()}"
+    return home
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every credential variable in the environment replaced by ``***``."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
