@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from modelport.golden import load_golden, save_golden
+from modelport.manifest import file_sha256, read_manifest, write_manifest
 from tests.serving import fakes
 from tests.serving.processes import serving, wait_until
 
@@ -50,11 +51,16 @@ def test_corrupt_or_drifted_models_are_not_ready_and_say_why_while_others_serve(
         for name in case.outputs:
             case.outputs[name] = case.outputs[name] + 1.0
     save_golden(drifted / "golden.npz", cases)
+    manifest = read_manifest(drifted)  # consistent files (their checksums pass): only the golden check can tell
+    write_manifest(
+        manifest.model_copy(update={"files": {**manifest.files, "golden.npz": file_sha256(drifted / "golden.npz")}}),
+        drifted,
+    )
     with serving(repo) as server:
         assert _post(server.url, "echo").status_code == 200
         broken = _ready(server.url, "corrupt")
         assert broken.status_code == 503
-        assert "model.onnx" in broken.json()["reason"] or "cannot load" in broken.json()["reason"]
+        assert "'model.onnx' does not match its manifest" in broken.json()["reason"]
         wrong = _ready(server.url, "drifted")
         assert wrong.status_code == 503
         assert "golden check failed" in wrong.json()["reason"]
