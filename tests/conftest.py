@@ -66,7 +66,7 @@ def digits_repo(digits: Digits, tmp_path_factory: pytest.TempPathFactory) -> Dig
         weights=digits.torch_weights,
         repository=root,
         name="digits",
-        quantize=("dynamic-int8", "static-int8"),
+        quantize=("float16", "dynamic-int8", "full-int8", "static-int8"),
         eval_data=digits.eval_nchw,
         quiet=True,
     )

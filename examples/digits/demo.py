@@ -2,9 +2,9 @@
 
     python examples/digits/demo.py --out demo-out
 
-The PyTorch model goes to ONNX, TorchScript, torch.export, TFLite and ORT plus ONNX
-int8 variants; the Keras model to SavedModel, TFLite (float32, float16, int8), ONNX
-and ORT. Every artifact is checked against its source on the held-out digits.
+The PyTorch model goes to ONNX, TorchScript, torch.export, TFLite (float32, float16,
+int8) and ORT plus ONNX int8 variants; the Keras model to SavedModel, TFLite (float32,
+float16, int8), ONNX and ORT. Every artifact is checked against its source on the held-out digits.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             "--format",
             "all",
             "--quantize",
-            "dynamic-int8,static-int8",
+            "float16,dynamic-int8,full-int8,static-int8",
             "--eval-data",
             str(models / "eval_nchw.npz"),
             "--repository",

@@ -92,11 +92,7 @@ def plan_variants(options: ExportOptions, framework: str) -> list[Variant]:
             raise InvalidArgumentError(
                 f"--quantize {method} applies to {'/'.join(QUANTIZATIONS[method])}, none of which is in --format"
             )
-        if framework == "torch" and targets == ["tflite"]:
-            raise UnsupportedError(
-                f"--quantize {method} for tflite needs a TensorFlow/Keras source; PyTorch sources get int8 through onnx"
-            )
-        variants += [Variant(f, method) for f in targets if not (framework == "torch" and f == "tflite")]
+        variants += [Variant(f, method) for f in targets]
     return variants
 
 

@@ -1,4 +1,8 @@
-"""Reduced-precision TFLite variants: float16, dynamic-range int8, full int8."""
+"""Reduced-precision TFLite variants: float16, dynamic-range int8, full int8.
+
+A TensorFlow/Keras source goes through TFLiteConverter's post-training quantization; a
+PyTorch source through AI Edge Quantizer on litert-torch's float model (``litert_quantize``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import UnsupportedError
 from modelport.exporters.artifact import Artifact, ConvertContext
 from modelport.exporters.tf_convert import tflite_artifact
 from modelport.exporters.tflite_recipe import TFLiteRecipe
@@ -16,9 +19,11 @@ __all__ = ["quantize_tflite"]
 
 
 def quantize_tflite(ctx: ConvertContext, method: str) -> Artifact:
-    """TFLiteConverter post-training quantization; full int8 calibrates on ``ctx.calibration``."""
-    if ctx.source.framework != "tf":
-        raise UnsupportedError(f"tflite {method} quantization needs a TensorFlow/Keras source (this one is PyTorch)")
+    """Post-training quantization of the source's TFLite model; full int8 calibrates on ``ctx.calibration``."""
+    if ctx.source.framework == "torch":
+        from modelport.exporters.litert_quantize import quantize_litert
+
+        return quantize_litert(ctx, method)
     recipe = TFLiteRecipe(method=method)
     if method == "full-int8":
         recipe = TFLiteRecipe(

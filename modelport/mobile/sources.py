@@ -119,10 +119,6 @@ def _missing(
     quantize = "" if name in ("float32", "ort") else f" --quantize {name}"
     fmt = "ort" if name == "ort" else "tflite"
     hint = f"modelport export SOURCE --format {fmt}{quantize} --repository {repository} --name {family}"
-    if name in ("float16", "dynamic-int8", "full-int8"):
-        hint += (
-            " (TFLite quantization needs a TensorFlow/Keras source; PyTorch sources bundle float32 via litert-torch)"
-        )
     return (
         f"{family} version {version} has no {name} variant in {repository} "
         f"(it has: {', '.join(have) or 'none'}); to make it: {hint}"

@@ -14,7 +14,18 @@ from modelport.manifest import file_sha256, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import open_runtime
 
-TORCH_VARIANTS = {"onnx", "torchscript", "pt2", "tflite", "ort", "onnx-dynamic-int8", "onnx-static-int8"}
+TORCH_VARIANTS = {
+    "onnx",
+    "torchscript",
+    "pt2",
+    "tflite",
+    "ort",
+    "tflite-float16",
+    "tflite-dynamic-int8",
+    "tflite-full-int8",
+    "onnx-dynamic-int8",
+    "onnx-static-int8",
+}
 KERAS_VARIANTS = {
     "savedmodel",
     "tflite",
@@ -54,6 +65,26 @@ def test_torch_digits_every_format_passes(torch_export):
         assert row.accuracy is not None and row.accuracy >= 0.95, row
         assert row.top1_agreement is not None and row.top1_agreement >= 0.99, row
         assert row.path == str(repo / f"digits-{row.variant}" / "1")
+
+
+@pytest.mark.torch
+@pytest.mark.tflite
+def test_torch_tflite_quantized_digits_stay_within_a_point_of_float32(torch_export):
+    """AI Edge Quantizer's variants of the litert-torch model: smaller, and accurate to 1 point on eval data."""
+    report, _ = torch_export
+    rows = {r.variant: r for r in report.rows}
+    baseline = rows["tflite"].accuracy
+    assert baseline is not None and report.source_accuracy is not None
+    for variant in ("tflite-float16", "tflite-dynamic-int8", "tflite-full-int8"):
+        row = rows[variant]
+        assert row.accuracy is not None and abs(row.accuracy - baseline) <= 0.01, (variant, row.accuracy, baseline)
+        assert abs(row.accuracy - report.source_accuracy) <= 0.01, (variant, row.accuracy, report.source_accuracy)
+    sizes = {v: rows[v].size_bytes for v in ("tflite", "tflite-float16", "tflite-dynamic-int8", "tflite-full-int8")}
+    assert sizes["tflite-dynamic-int8"] < sizes["tflite-float16"] < sizes["tflite"], sizes
+    assert sizes["tflite-full-int8"] < sizes["tflite"] / 3, sizes
+    full = read_manifest(Path(rows["tflite-full-int8"].path))
+    assert full.platform["recipe"] == "static_wi8_ai8" and full.inputs[0].dtype == "float32"
+    assert full.quantization is not None and full.quantization.calibration_samples
 
 
 @pytest.mark.tf

@@ -56,13 +56,20 @@ def test_report_rows_and_table(bundles):
     assert "full-int8.tflite" in table and "(n=450)" in table and "kdigits.zip" in table
 
 
-def test_torch_bundle_has_the_litert_torch_float32_variant(bundles):
+def test_torch_bundle_has_the_litert_torch_variants(bundles):
+    """float32 from litert-torch and its AI Edge Quantizer variants, bundled like the Keras ones."""
     bundle = json.loads((bundles.torch / "bundle.json").read_text())
-    assert list(bundle["variants"]) == ["float32"]
-    variant = bundle["variants"]["float32"]
-    assert variant["inputs"][0]["shape"] == [1, 1, 8, 8] and variant["inputs"][0]["layout"] == "NCHW"
-    assert "litert_torch" in variant["converter"]
-    assert [r.variant for r in bundles.torch_report.rows] == ["float32"]
+    assert list(bundle["variants"]) == ["float32", "float16", "dynamic-int8", "full-int8"]
+    for name, variant in bundle["variants"].items():
+        assert variant["inputs"][0]["shape"] == [1, 1, 8, 8] and variant["inputs"][0]["layout"] == "NCHW", name
+        assert "litert_torch" in variant["converter"], name
+        assert variant["accuracy"] > 0.95 and variant["eval_samples"] == 450, name
+    for kind in ("inputs", "outputs"):
+        (q,) = bundle["variants"]["full-int8"]["quantization"][kind].values()
+        assert q["dtype"] == "int8" and q["scale"] > 0
+    rows = {r.variant: r for r in bundles.torch_report.rows}
+    assert list(rows) == ["float32", "float16", "dynamic-int8", "full-int8"]
+    assert all(r.top1_agreement is None or r.top1_agreement >= 0.99 for r in rows.values())
 
 
 def test_cli_bundles_one_version_and_prints_the_table(digits_repo, tmp_path, capsys):
@@ -80,7 +87,7 @@ def test_cli_bundles_one_version_and_prints_the_table(digits_repo, tmp_path, cap
     ("args", "code", "message"),
     [
         (["{repo}/kdigits", "--variants", "float64"], 2, "unknown bundle variant 'float64'"),
-        (["{repo}/digits", "--variants", "float16"], 1, "PyTorch sources bundle float32"),
+        (["{repo}/digits/2", "--variants", "float16"], 1, "--format tflite --quantize float16 --repository"),
         (["{repo}/nothing"], 1, "holds no TFLite model of 'nothing'"),
         (["{repo}/kdigits", "--mean", "0"], 2, "--mean and --std go together"),
         (["{repo}/kdigits", "--mean", "0,0", "--std", "1,1"], 2, "has 1 channels"),
