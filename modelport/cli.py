@@ -170,9 +170,8 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         elif name == "providers":
             p.add_argument(flag, type=_csv, default=argparse.SUPPRESS, help=f"{field.description}, comma list")
         else:
-            p.add_argument(
-                flag, type=type(default), default=argparse.SUPPRESS, help=f"{field.description} (default {default})"
-            )
+            kind = float if default is None else type(default)  # None: an optional number, chosen at start
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"{field.description} (default {default})")
     p.set_defaults(run=_run_serve)
 
 

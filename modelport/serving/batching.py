@@ -1,5 +1,10 @@
 """Dynamic batching: requests (already validated) are grouped up to a size or a delay.
 
+A request that finds the batcher idle (greedy batching, nothing queued or running, inline-cheap
+compute) runs at once in its own coroutine, as Triton's scheduler dispatches to an idle instance:
+at low concurrency that saves the hops through the queue and the batching loop. Requests that
+arrive together in one pass of the event loop still queue and batch.
+
 One loop per model version takes a free runtime instance, gathers pending requests
 with the same non-batch shapes until ``max_batch_size`` rows are reached or the first
 request has waited ``max_queue_delay``, runs the batch on a worker thread, and splits
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +43,7 @@ from modelport.errors import (
 )
 from modelport.runtimes.base import Arrays
 
-__all__ = ["BatchPolicy", "BatchStats", "Batcher"]
+__all__ = ["BatchPolicy", "BatchStats", "Batcher", "inline_threshold_s"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,16 @@ _NOT_ISOLATED = (UnavailableError, DeadlineExceededError)
 # round trip to a worker thread and back costs more than that (benchmarks/serving.py, MLP).
 # ``BatchPolicy.inline_below_s`` (``--inline-below-ms``, config.yaml ``inline_below_ms``) overrides it.
 INLINE_BELOW_S = 0.0002
+# With one CPU a worker thread cannot compute beside the event loop: the hop is pure cost (GIL hand-offs,
+# context switches) for anything short; the loop is still never blocked for longer than this.
+INLINE_BELOW_ONE_CPU_S = 0.002
+
+
+def inline_threshold_s(configured_ms: float | None) -> float:
+    """The inline threshold in seconds: as configured, else by the CPUs this process may run on."""
+    if configured_ms is not None:
+        return configured_ms / 1000
+    return INLINE_BELOW_ONE_CPU_S if len(os.sched_getaffinity(0)) == 1 else INLINE_BELOW_S
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
         self._compute_ewma = policy.inline_below_s  # start on the worker thread until a batch is timed
+        self._hot = False  # a request ran at once during this pass of the event loop (see _idle)
 
     @property
     def depth(self) -> int:
@@ -138,17 +155,39 @@ class Batcher:
             raise UnavailableError("the model version is being unloaded", retry_after=1.0)
         if self.depth >= self.policy.max_queue_size:
             raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
         loop = asyncio.get_running_loop()
         rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
         pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
+        if self._idle():  # nothing to batch with: run it now, without the hops through the queue and the loop
+            self._hot = True
+            loop.call_soon(self._cool)
+            await self._execute(self._free.get_nowait(), [pending])
+            return pending.future.result()
+        if self._loop_task is None:
+            self._loop_task = loop.create_task(self._loop())
         self._queue.put_nowait(pending)
         timer = loop.call_later(timeout, _expire, pending.future, timeout)
         try:
             return await pending.future
         finally:
             timer.cancel()
+
+    def _idle(self) -> bool:
+        """Whether a request may run at once, inline: greedy batching (no delay to wait out), one instance
+        and inline-cheap compute, nothing queued or running, and no request ran this way earlier in the
+        same pass of the event loop (requests that arrive together still batch: the loop gathers them)."""
+        return (
+            not self._hot
+            and self.policy.max_queue_delay_s == 0
+            and len(self._instances) == 1
+            and self._compute_ewma < self.policy.inline_below_s
+            and not self._running
+            and not self.depth
+            and not self._free.empty()
+        )
+
+    def _cool(self) -> None:
+        self._hot = False
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (up to ``timeout``), then stop."""

@@ -82,6 +82,7 @@ class Metrics:
         self.statistics = Statistics()  # Triton's statistics extension, per process
         self._outcomes: dict[tuple[str, ...], Any] = {}
         self._latencies: dict[tuple[str, ...], Any] = {}
+        self._batches: dict[tuple[str, str], _BatchChildren] = {}
         self.exposition = self._exposition()
 
     def _exposition(self) -> CollectorRegistry:
@@ -114,17 +115,37 @@ class Metrics:
         """Batcher callback: batch size, per-request queue time, compute time."""
         self.statistics.batch(model, version, stats)
         key = (model, str(version))
-        self.batch_size.labels(*key).observe(stats.rows)
-        self.batch_requests.labels(*key).observe(stats.requests)
-        self.compute_seconds.labels(*key).observe(stats.compute_seconds)
+        children = self._batches.get(key)
+        if children is None:  # label lookups cost more than the observations: once per version
+            children = self._batches[key] = _BatchChildren(
+                self.batch_size.labels(*key),
+                self.batch_requests.labels(*key),
+                self.compute_seconds.labels(*key),
+                self.queue_seconds.labels(*key),
+                self.inline_batches.labels(*key),
+            )
+        children.size.observe(stats.rows)
+        children.requests.observe(stats.requests)
+        children.compute.observe(stats.compute_seconds)
         if stats.inline:
-            self.inline_batches.labels(*key).inc()
+            children.inline.inc()
         for wait in stats.queue_seconds:
-            self.queue_seconds.labels(*key).observe(wait)
+            children.queue.observe(wait)
 
     def watch(self, versions: Callable[[], Iterable[VersionGauges]]) -> None:
         """Queue depth and capacity, readiness and load time of every served version, read at scrape time."""
         self.exposition.register(_ModelCollector(versions))
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchChildren:
+    """One version's batch metrics, labelled once."""
+
+    size: Any
+    requests: Any
+    compute: Any
+    queue: Any
+    inline: Any
 
 
 @dataclass(frozen=True)

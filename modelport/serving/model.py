@@ -23,7 +23,7 @@ from modelport.manifest import ModelManifest, TensorSpec, read_manifest
 from modelport.parity import verify_golden
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
-from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
+from modelport.serving.batching import Batcher, BatchPolicy, BatchStats, inline_threshold_s
 from modelport.serving.settings import ModelConfig, ServerSettings
 from modelport.serving.types import VersionState
 from modelport.tensors import DataType, dtype_of_array, format_range, lookup_dtype, shape_matches, value_outside
@@ -266,8 +266,9 @@ def _policy(manifest: ModelManifest, settings: ServerSettings, config: ModelConf
         max_queue_delay_s=delay_ms / 1000,
         max_queue_size=config.max_queue_size or settings.max_queue_size,
         preferred_batch_sizes=config.preferred_batch_sizes,
-        inline_below_s=(config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms)
-        / 1000,
+        inline_below_s=inline_threshold_s(
+            config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms
+        ),
     )
 
 

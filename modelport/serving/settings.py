@@ -59,8 +59,11 @@ class ServerSettings(BaseSettings):
         0.0, ge=0, description="default longest wait to fill a batch (0 = greedy: run what is queued at once)"
     )
     max_queue_size: int = Field(512, ge=1, description="default bound of each model's request queue")
-    inline_below_ms: float = Field(
-        0.2, ge=0, description="batches averaging less compute run on the event loop, not a thread (0 = never)"
+    inline_below_ms: float | None = Field(
+        None,
+        ge=0,
+        description="batches averaging less compute run on the event loop, not a thread (0 = never; default: "
+        "0.2 ms, or 2 ms when the process may use one CPU only, where a thread cannot run beside the loop)",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")

@@ -40,7 +40,7 @@ _PIPE_CAPACITY = 65536  # Linux's default: written before the worker starts, so 
 def worker_env(settings: ServerSettings, metrics_dir: str) -> dict[str, str]:
     """The environment that makes ``modelport serve`` one worker of ``settings``: every setting but the keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
-    for name, value in settings.model_dump(mode="json", exclude=set(_SECRETS)).items():
+    for name, value in settings.model_dump(mode="json", exclude=set(_SECRETS), exclude_none=True).items():
         env[f"MODELPORT_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env.update(MODELPORT_WORKERS="1", MODELPORT_REUSE_PORT="true", **{METRICS_DIR_ENV: metrics_dir})
     return env

@@ -364,3 +364,50 @@ def test_inline_batches_are_counted_in_metrics():
     for inline in (False, True, True):
         metrics.observe_batch("m", 1, BatchStats(1, 1, (0.0,), 0.0001, False, 1, inline))
     assert metrics.registry.get_sample_value("modelport_inline_batches_total", {"model": "m", "version": "1"}) == 2
+
+
+async def test_a_request_finding_the_batcher_idle_runs_at_once_and_a_burst_still_batches():
+    """Once batches are inline-cheap, a lone request runs in its own coroutine (the batching loop never
+    starts); requests that arrive in one pass of the event loop queue behind it and run as one batch."""
+    model, stats = Recorder(), []
+    policy = BatchPolicy(max_batch_size=16, max_queue_delay_s=0.0, max_queue_size=100, inline_below_s=1.0)
+    batcher = Batcher([model], policy, stats.append)
+    await batcher.submit(_x(1), timeout=10)  # timed on the worker thread: the loop runs it
+    assert batcher._loop_task is not None
+    batcher._loop_task.cancel()
+    batcher._loop_task = None
+    await asyncio.sleep(0)  # the pass that ran the first request is over
+    lone = await batcher.submit(_x(1, 7.0), timeout=10)
+    assert np.array_equal(lone["y"], _x(1, 14.0)["x"])
+    assert batcher._loop_task is None, "the lone request did not go through the queue"
+    assert stats[-1].inline and stats[-1].requests == 1
+    await asyncio.sleep(0)
+    burst = await asyncio.gather(*(batcher.submit(_x(1, float(i)), timeout=10) for i in range(8)))
+    assert [r["y"][0, 0] for r in burst] == [2.0 * i for i in range(8)]
+    assert [s.requests for s in stats[-2:]] == [1, 7], "the first runs at once, the other seven batch"
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("delay_s", "instances"),
+    [(0.001, 1), (0.0, 2)],
+)
+async def test_a_delay_or_several_instances_keep_every_request_on_the_batching_loop(delay_s, instances):
+    models = [Recorder() for _ in range(instances)]
+    policy = BatchPolicy(max_batch_size=16, max_queue_delay_s=delay_s, max_queue_size=100, inline_below_s=1.0)
+    batcher = Batcher(models, policy)
+    for _ in range(3):
+        await batcher.submit(_x(1), timeout=10)
+        await asyncio.sleep(0)
+    assert batcher._loop_task is not None
+    await batcher.close()
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [({0}, 0.002), ({0, 1}, 0.0002)])
+def test_the_inline_threshold_follows_the_cpus_unless_configured(monkeypatch, cpus, expected):
+    from modelport.serving.batching import inline_threshold_s
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: cpus)
+    assert inline_threshold_s(None) == expected
+    assert inline_threshold_s(0.5) == 0.0005
+    assert inline_threshold_s(0) == 0
