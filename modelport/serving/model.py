@@ -221,7 +221,8 @@ def _open(
         onnx_arena=config.onnx_arena or settings.onnx_arena,
     )
     context = ProcessingContext(directory, manifest)
-    processors = build_processors(config.processors, context) if config.processors is not None else None
+    spec = config.processors
+    processors = build_processors(spec, context) if spec is not None and (spec.pre or spec.post) else None
     runtimes: list[Runtime] = []
     try:
         for _ in range(config.instances or settings.instances):
