@@ -72,7 +72,8 @@ class Applications:
     """Runs the processors of every processed model in one bounded thread pool, timed in ``/metrics``."""
 
     def __init__(self, threads: int, metrics: Metrics) -> None:
-        size = threads or min(8, os.cpu_count() or 1)
+        # default: a core left to the event loop (liveness, request I/O), at most 8 threads
+        size = threads or max(1, min(8, (os.cpu_count() or 2) - 1))
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="modelport-process")
         self._metrics = metrics
 

@@ -64,7 +64,10 @@ class ServerSettings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
     processing_threads: int = Field(
-        0, ge=0, le=64, description="threads decoding payloads (images, text) off the event loop (0 = CPUs, at most 8)"
+        0,
+        ge=0,
+        le=64,
+        description="threads decoding payloads (images, text) off the event loop (0 = CPUs - 1, at most 8)",
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
