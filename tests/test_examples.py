@@ -92,3 +92,12 @@ def test_custom_runtime_example(tmp_path):
     assert "matches numpy: True" in lines
     config = (tmp_path / "repo" / "softmax" / "config.yaml").read_text()
     assert "runtime: examples.custom_runtime:ReferenceRuntime" in config
+
+
+def test_serve_images_example(tmp_path):
+    """An image classifier with processors answers curl -T, curl -F (one row per file) and tritonclient BYTES."""
+    done = _run(sys.executable, "examples/serve_images.py", str(tmp_path), timeout=300)
+    lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if line.startswith(("curl", "triton")))
+    assert lines["curl -T     "].strip().startswith('{"red":')
+    assert '[{"red":' in lines["curl -F     "] and '{"blue":' in lines["curl -F     "]
+    assert lines["tritonclient"].strip().startswith("[{'red':")

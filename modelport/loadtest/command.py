@@ -62,7 +62,12 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("url", help="http://host:port (HTTP protocols) or host:port (gRPC protocols)")
     p.add_argument("--model", default="", help="served model name (required unless --locustfile)")
     p.add_argument("--version", dest="model_version", help="model version (default: the server's default)")
-    _add_load_shape(p, "1", "10s", "'random' (default), or an .npz: inputs by name, or a golden.npz")
+    _add_load_shape(
+        p,
+        "1",
+        "10s",
+        "'random' (default), an .npz (inputs by name, or a golden.npz), or a directory of files (images, texts)",
+    )
     p.add_argument("--spawn-rate", type=float, help="users started per second (default: all within a second)")
     p.add_argument(
         "--input",

@@ -78,7 +78,8 @@ class LoadTestOptions:
 
     ``url`` is ``http://host:port`` for the HTTP protocols and ``host:port`` (or ``grpc://host:port``)
     for the gRPC ones. ``inputs`` override or complete the served model's metadata. ``data`` is
-    ``random`` or an ``.npz`` (inputs keyed by name, or a ``golden.npz``). ``api_key`` is sent as
+    ``random``, an ``.npz`` (inputs keyed by name, or a ``golden.npz``) or a directory of files, each a payload
+    of a model with processors (sent in each protocol's shape for bytes). ``api_key`` is sent as
     ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request. ``out`` and
     ``locustfile`` are made absolute (relative to the current directory) on construction.
     """

@@ -1,4 +1,5 @@
-"""Request inputs for a load test: valid random tensors from the specs, the golden inputs, or a user .npz."""
+"""Request inputs for a load test: valid random tensors from the specs, the golden inputs, a user .npz, or a
+directory of files (images, texts) for a model that takes payloads (one BYTES input)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,10 @@ def resolve_specs(specs: tuple[TensorSpec, ...], batch_size: int) -> tuple[Tenso
 
 
 def sample_inputs(specs: tuple[TensorSpec, ...], data: str, samples: int, seed: int) -> list[Arrays]:
-    """``samples`` request inputs for concrete ``specs``: ``random``, a golden.npz or an .npz keyed by input name."""
+    """``samples`` request inputs for concrete ``specs``: ``random``, a golden.npz, an .npz keyed by input name,
+    or a directory of files, each one payload of the model's one BYTES input."""
+    if data != "random" and Path(data).is_dir():
+        return _files(Path(data), specs, samples)
     if data == "random":
         rng = np.random.default_rng(seed)
         return [random_inputs(specs, specs[0].shape[0] if specs[0].shape else 1, 1, rng) for _ in range(samples)]
@@ -80,3 +84,22 @@ def _slices(arrays: Arrays, specs: tuple[TensorSpec, ...], samples: int) -> list
         raise InvalidArgumentError(f"--data has {rows} rows, fewer than one request of {batch}")
     count = min(samples, rows // batch)
     return [{n: a[i * batch : (i + 1) * batch] for n, a in arrays.items()} for i in range(count)]
+
+
+def _files(directory: Path, specs: tuple[TensorSpec, ...], samples: int) -> list[Arrays]:
+    """Requests of ``batch`` files each (the spec's first dim), cycling through the directory's files in order."""
+    if len(specs) != 1 or specs[0].dtype != "string":
+        described = ", ".join(s.describe() for s in specs)
+        raise InvalidArgumentError(
+            f"--data {directory}: files need a model with one BYTES input (payloads); it takes {described}"
+        )
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise InvalidArgumentError(f"--data {directory}: the directory holds no files")
+    contents = [p.read_bytes() for p in files]
+    batch = specs[0].shape[0] if specs[0].shape else 1
+    count = max(1, min(samples, len(contents)))
+    return [
+        {specs[0].name: np.array([contents[(i * batch + j) % len(contents)] for j in range(batch)], dtype=object)}
+        for i in range(count)
+    ]

@@ -6,6 +6,7 @@ locust process only replays them (so TensorFlow or tritonclient never load next 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -288,6 +289,8 @@ class TorchServeCodec(Codec):
             ) from None
 
     def encode(self, arrays: Arrays) -> Payload:
+        if len(arrays) == 1 and next(iter(arrays.values())).dtype.kind in ("O", "S", "U"):
+            return _torchserve_files(next(iter(arrays.values())))
         single = all(a.shape[:1] == (1,) for a in arrays.values())
         rows = {n: (a[0] if single else a) for n, a in arrays.items()}
         if len(rows) == 1:
@@ -346,9 +349,31 @@ def _v2(array: np.ndarray[Any, Any]) -> str:
     return lookup_dtype(array.dtype.name).v2
 
 
+def _torchserve_files(array: np.ndarray[Any, Any]) -> Payload:
+    """Payloads as TorchServe clients send them: one as the raw body (``curl -T``), several as multipart files."""
+    items = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+    if len(items) == 1:
+        return Payload(items[0], {"Content-Type": "application/octet-stream"})
+    import httpx
+
+    files = [("data", (f"payload{i}", item, "application/octet-stream")) for i, item in enumerate(items)]
+    request = httpx.Request("POST", "http://localhost/", files=files)
+    return Payload(request.read(), {"Content-Type": request.headers["content-type"]})
+
+
+def _string(value: Any) -> Any:
+    """A BYTES element in JSON: text as a string, other bytes (an image) as ``{"b64": ...}``."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode()}
+
+
 def _json_list(array: np.ndarray[Any, Any]) -> Any:
     if array.dtype.kind in ("O", "S", "U"):
-        return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))(array).tolist()
+        return np.vectorize(_string, otypes=[object])(array).tolist()
     if array.dtype.name in ("float16", "bfloat16"):
         return array.astype(np.float32).tolist()
     return array.tolist()

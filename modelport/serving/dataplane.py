@@ -17,6 +17,7 @@ from modelport.errors import (
     VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
@@ -38,7 +39,14 @@ from modelport.serving.types import (
 __all__ = ["EXTENSIONS", "DataPlane"]
 
 # Triton's names for the protocol extensions this server implements (GET /v2, gRPC ServerMetadata)
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "parameters",
+)
 
 
 class DataPlane:
@@ -54,6 +62,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.manager = ModelManager(settings, self.metrics.observe_batch)
+        self.applications = Applications(settings.processing_threads, self.metrics)  # models with processors
         self.metrics.watch(self._gauges)
         self.in_flight = 0
         self._started = False
@@ -81,6 +90,7 @@ class DataPlane:
     async def close(self) -> None:
         """Unload every model; each batcher finishes its queued requests first."""
         await self.manager.close()
+        self.applications.close()
 
     @property
     def draining(self) -> bool:
@@ -149,13 +159,10 @@ class DataPlane:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
             served = self.manager.get(name, version)
             label = (name, str(served.version), protocol)
-            served.validate(request.inputs)
-            wanted = _requested_names(served, request)
-            batcher, execution = served.batcher, served.execution
-            if batcher is None or execution is None:
-                raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
-            outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
-            response = InferResponse(name, str(served.version), {k: outputs[k] for k in wanted}, id=request.id)
+            if served.execution is not None and served.execution.processors is not None:
+                response = await self.applications.infer(served, request)
+            else:
+                response = await self._infer_tensors(served, request)
             self.metrics.outcome(label, "success").inc()
             succeeded = True
             return response
@@ -171,6 +178,18 @@ class DataPlane:
             self.metrics.latency(label).observe(elapsed)
             if served is not None:
                 self.metrics.statistics.request(name, served.version, elapsed, succeeded)
+
+    async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
+        """A model without processors: its tensors in, its tensors out (classified where asked)."""
+        served.validate(request.inputs)
+        wanted = _requested_names(served, request)
+        batcher, execution = served.batcher, served.execution
+        if batcher is None or execution is None:
+            raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
+        outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
+        batched = served.manifest is not None and served.manifest.max_batch_size > 0
+        selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
+        return InferResponse(served.name, str(served.version), selected, id=request.id)
 
     def model_versions(self, name: str) -> list[VersionStatus]:
         """The state of every served version of a model, ascending."""
@@ -255,6 +274,10 @@ def _metadata(served: ServedVersion, versions: tuple[int, ...]) -> ModelMetadata
     providers = execution.providers if execution is not None else ()
     if manifest is None:
         return ModelMetadata(served.name, versions, _status(served), providers)
+    inputs, outputs = _tensors(manifest, manifest.inputs), _tensors(manifest, manifest.outputs)
+    processors = execution.processors if execution is not None else None
+    if processors is not None:
+        inputs, outputs = external_tensors(processors, manifest)
     return ModelMetadata(
         served.name,
         versions,
@@ -264,8 +287,9 @@ def _metadata(served: ServedVersion, versions: tuple[int, ...]) -> ModelMetadata
         variant=manifest.variant,
         max_batch_size=manifest.max_batch_size,
         parity_passed=manifest.parity.passed if manifest.parity is not None else None,
-        inputs=_tensors(manifest, manifest.inputs),
-        outputs=_tensors(manifest, manifest.outputs),
+        inputs=inputs,
+        outputs=outputs,
+        processed=processors is not None,
     )
 
 

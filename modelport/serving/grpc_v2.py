@@ -249,8 +249,18 @@ def decode_grpc_request(request: Any) -> InferRequest:
             inputs[tensor.name] = decode_typed_tensor(tensor.name, tensor.datatype, shape, values)
     if not inputs:
         raise InvalidArgumentError("the request has no inputs")
-    outputs = tuple(RequestedOutput(o.name) for o in request.outputs)
+    outputs = tuple(RequestedOutput(o.name, classification=_classification(o)) for o in request.outputs)
     return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+
+
+def _classification(output: Any) -> int:
+    """Triton's classification extension: the ``classification`` parameter of a requested output."""
+    if "classification" not in output.parameters:
+        return 0
+    count = output.parameters["classification"].int64_param
+    if count < 0:
+        raise InvalidArgumentError(f"output {output.name!r}: classification must be non-negative, got {count}")
+    return int(count)
 
 
 def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:

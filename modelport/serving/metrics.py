@@ -52,6 +52,20 @@ class Metrics:
         self.compute_seconds = Histogram(
             "modelport_compute_duration_seconds", "Model execution time per batch", labels, buckets=_LATENCY, registry=r
         )
+        self.preprocess_seconds = Histogram(
+            "modelport_preprocess_duration_seconds",
+            "Time decoding one request's payloads (images, text) into tensors",
+            labels,
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.postprocess_seconds = Histogram(
+            "modelport_postprocess_duration_seconds",
+            "Time turning one request's output tensors into its response",
+            labels,
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "modelport_batch_size", "Rows per executed batch", labels, buckets=_BATCH, registry=r
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec, read_manifest
 from modelport.parity import verify_golden
+from modelport.processing import ProcessingContext, Processors, build_processors
+from modelport.processing.labels import Labels, find_labels
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats, inline_threshold_s
@@ -51,12 +53,18 @@ class RequestLimits:
 
 @dataclass(frozen=True)
 class Execution:
-    """How a READY version runs requests: its open runtime instances, the providers in use, batching, limits."""
+    """How a READY version runs requests: its open runtime instances, the providers in use, batching, limits.
+
+    ``processors``: the version's pre/postprocessing (config.yaml's ``processors:``), built at load;
+    ``labels``: each output's class names (its labels file, if any), for Triton's classification extension.
+    """
 
     runtimes: tuple[Runtime, ...]
     providers: tuple[str, ...]
     policy: BatchPolicy
     limits: RequestLimits
+    processors: Processors | None = None
+    labels: dict[str, Labels] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,9 @@ def _open(
         remote=config.remote.target(name) if config.remote else None,
         onnx_arena=config.onnx_arena or settings.onnx_arena,
     )
+    context = ProcessingContext(directory, manifest)
+    spec = config.processors
+    processors = build_processors(spec, context) if spec is not None and (spec.pre or spec.post) else None
     runtimes: list[Runtime] = []
     try:
         for _ in range(config.instances or settings.instances):
@@ -230,7 +241,18 @@ def _open(
             timeout_s=(config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s,
             finite_only=config.finite_inputs,
         ),
+        processors=processors,
+        labels={spec.name: _labels(context, spec.name) for spec in manifest.outputs},
     )
+
+
+def _labels(context: ProcessingContext, output: str) -> Labels:
+    """An output's labels file (the manifest's, else index_to_name.json or labels.txt); none if unreadable."""
+    try:
+        return find_labels(None, context, output)
+    except ModelportError as exc:
+        log.warning("model %s: no class labels for output %r: %s", context.directory, output, exc.message)
+        return Labels()
 
 
 def _check_inside(directory: Path, manifest: ModelManifest) -> None:

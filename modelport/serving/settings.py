@@ -66,6 +66,12 @@ class ServerSettings(BaseSettings):
         "0.2 ms, or 2 ms when the process may use one CPU only, where a thread cannot run beside the loop)",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="default per-request timeout")
+    processing_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="threads decoding payloads (images, text) off the event loop (0 = CPUs - 1, at most 8)",
+    )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")

@@ -2,7 +2,9 @@
 
 Row (``instances``) and columnar (``inputs``) requests, named or unnamed single inputs,
 ``{"b64": ...}`` strings, ``signature_name``, responses shaped as TF Serving shapes them
-(``predictions`` / ``outputs``) and its error body ``{"error": ...}``.
+(``predictions`` / ``outputs``) and its error body ``{"error": ...}``. An input named ``<name>_bytes``
+(the convention for binary inputs) is input ``<name>``; a model with a postprocessor answers each
+row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     meta = plane.model_metadata(model, version, ready_only=True)
     inputs, row_format = _decode_predict(await read(plane.settings.max_body_bytes), meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
+    if response.results is not None:
+        return json_reply({"predictions" if row_format else "outputs": response.results})
     return json_reply(predict_response(response.outputs, row_format))
 
 
@@ -140,18 +144,26 @@ def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Array
         if not isinstance(rows, list) or not rows:
             raise InvalidArgumentError("'instances' must be a non-empty list")
         if all(isinstance(r, dict) and not _is_b64(r) for r in rows):
+            rows = [_unalias(row, specs) for row in rows]
             for row in rows:
                 _no_extra(row, specs)
             return {n: _array([_field(r, n) for r in rows], s) for n, s in specs.items()}, True
         return {_single(specs): _array(rows, next(iter(specs.values())))}, True
     columns = body["inputs"]
     if isinstance(columns, dict) and not _is_b64(columns):
+        columns = _unalias(columns, specs)
         missing = [n for n in specs if n not in columns]
         if missing:
             raise InvalidArgumentError(f"inputs {missing} are missing (the model takes {list(specs)})")
         _no_extra(columns, specs)
         return {n: _array(columns[n], s) for n, s in specs.items()}, False
     return {_single(specs): _array(columns, next(iter(specs.values())))}, False
+
+
+def _unalias(given: dict[str, Any], specs: dict[str, TensorMetadata]) -> dict[str, Any]:
+    """``<name>_bytes`` as ``<name>`` where the model has an input ``<name>`` (and none named ``<name>_bytes``)."""
+    renamed = {k: k.removesuffix("_bytes") for k in given if k not in specs and k.removesuffix("_bytes") in specs}
+    return {renamed.get(k, k): v for k, v in given.items()} if renamed else given
 
 
 def _single(specs: dict[str, TensorMetadata]) -> str:

@@ -5,6 +5,12 @@ batch dimension) or a dict of named inputs, or raw bytes for a single string inp
 with that instance's output as JSON, as TorchServe's default handlers do; a body that already has
 the batch dimension is a batch, answered row by row. Errors use TorchServe's shape
 ``{"code": ..., "type": ..., "message": ...}``.
+
+A model with processors (``serving/application.py``) takes payloads as TorchServe's handlers do: the
+raw body (``curl -T cat.jpg``, any content type but JSON and multipart), ``multipart/form-data``
+(``curl -F data=@cat.jpg``; each part one row) or JSON (a string, a list of strings, or
+``{"data": ...}``). One payload is answered with its response (``{"tabby": 0.71, ...}``), several
+with the list of their responses, in order.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from modelport.serving.errors import public_message
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
+from modelport.serving.multipart import is_multipart, multipart_parts
 from modelport.serving.tfserving_rest import predict_response
-from modelport.serving.types import InferRequest, ModelDetails, TensorMetadata, VersionState
+from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
-__all__ = ["TORCHSERVE_HOT_ROUTES", "parse_instance", "torchserve_routes"]
+__all__ = ["TORCHSERVE_HOT_ROUTES", "parse_instance", "parse_payloads", "torchserve_routes"]
 
 _TYPES = {
     404: "ModelNotFoundException",
@@ -74,9 +81,12 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     model, version = head.params["model"], head.params.get("version")
     meta = plane.model_metadata(model, version, ready_only=True)
     content_type = head.header(b"content-type") or ""
+    parse = parse_payloads if _takes_payloads(meta) else parse_instance
     # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
-    inputs, batched = parse_instance(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
+    inputs, batched = parse(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
+    if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
+        return json_reply(response.results if batched else response.results[0])
     outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
     if batched:
         return json_reply(predict_response(outputs, row_format=True)["predictions"])
@@ -133,6 +143,43 @@ def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata
     arrays = {n: _tensor(values[n], specs[n]) for n in specs}
     batched = all(a.ndim == len(specs[n].shape) for n, a in arrays.items())
     return (arrays if batched else {n: a[None] for n, a in arrays.items()}), batched
+
+
+def _takes_payloads(meta: ModelMetadata) -> bool:
+    """A model with processors whose input is payloads (images, text), not tensors."""
+    return meta.processed and len(meta.inputs) == 1 and meta.inputs[0].dtype == "string"
+
+
+def parse_payloads(body: bytes, content_type: str, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
+    """A processed model's payloads as its one BYTES input, and whether there are several (answered as a list)."""
+    if is_multipart(content_type):
+        rows: list[Any] = list(multipart_parts(body, content_type))
+        several = len(rows) > 1
+    elif "json" in content_type:
+        rows, several = _json_payloads(body)
+    else:
+        rows, several = [body], False
+    return {tensors[0].name: np.array([_payload(r) for r in rows], dtype=object)}, several
+
+
+def _json_payloads(body: bytes) -> tuple[list[Any], bool]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"the body is not JSON ({exc}); send the payload as the raw body") from None
+    if isinstance(data, dict) and len(data) == 1:
+        data = next(iter(data.values()))  # {"data": ...} or {"body": ...}, as TorchServe's handlers read
+    if isinstance(data, list) and data:
+        return data, True
+    return [data], False
+
+
+def _payload(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise InvalidArgumentError(f"a payload must be text or a file, not JSON {type(value).__name__}")
 
 
 def _only(specs: dict[str, TensorMetadata]) -> str:

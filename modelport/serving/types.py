@@ -38,10 +38,11 @@ class VersionState(enum.Enum):
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the client asked for, and whether it wants it as binary data."""
+    """An output the client asked for, whether it wants it as binary data, and as how many top classes."""
 
     name: str
     binary: bool | None = None
+    classification: int = 0  # Triton's classification extension: the top N classes as "score:index:label"
 
 
 @dataclass
@@ -57,13 +58,18 @@ class InferRequest:
 
 @dataclass
 class InferResponse:
-    """Model outputs to encode back."""
+    """Model outputs to encode back.
+
+    ``results``: for a model with postprocessing, each row's response as a JSON-able value (what
+    TorchServe and TF Serving REST answer); ``outputs`` then holds the same as JSON in a BYTES tensor.
+    """
 
     model_name: str
     model_version: str
     outputs: Arrays
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    results: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ class ModelMetadata:
 
     ``format`` is None when the version's manifest could not be read; it then has no tensors and
     ``variant``, ``max_batch_size`` and ``parity_passed`` say nothing. ``versions`` lists every
-    served version of the model, ascending.
+    served version of the model, ascending. ``processed``: the version has processors (config.yaml's
+    ``processors:``), and ``inputs``/``outputs`` are then the external ones (payloads, responses).
     """
 
     name: str
@@ -116,6 +123,7 @@ class ModelMetadata:
     parity_passed: bool | None = None
     inputs: tuple[TensorMetadata, ...] = ()
     outputs: tuple[TensorMetadata, ...] = ()
+    processed: bool = False
 
 
 @dataclass(frozen=True)

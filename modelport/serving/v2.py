@@ -320,7 +320,15 @@ def _requested(value: Any) -> RequestedOutput:
         raise InvalidArgumentError("each requested output needs a 'name'")
     params = _object(item.get("parameters", {}), f"output {name!r} parameters")
     binary = params.get("binary_data")
-    return RequestedOutput(name, bool(binary) if binary is not None else None)
+    return RequestedOutput(name, bool(binary) if binary is not None else None, _classification(name, params))
+
+
+def _classification(name: str, params: dict[str, Any]) -> int:
+    """Triton's classification extension: ``"parameters": {"classification": N}`` on a requested output."""
+    count = params.get("classification", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InvalidArgumentError(f"output {name!r}: classification must be a non-negative integer, got {count!r}")
+    return count
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

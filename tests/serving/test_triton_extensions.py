@@ -26,7 +26,14 @@ from tests.serving import fakes
 from tests.serving.processes import Served, serving
 
 TRANSPORTS = ["http", "grpc"]
-IMPLEMENTED = {"binary_tensor_data", "model_repository", "model_configuration", "statistics", "parameters"}
+IMPLEMENTED = {
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "parameters",
+}
 
 
 @pytest.fixture(scope="module")
