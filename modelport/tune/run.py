@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +61,7 @@ def run_tune(options: TuneOptions, say: Callable[[str], None] = print) -> TuneRe
         SEARCHERS[options.search](tuner, options.seed)
     except BudgetSpentError:
         stopped = "budget"
-    search_s = time.monotonic() - tuner.started
+    search_s = tuner.clock() - tuner.started
     stopped = "explored" if tuner.explored else stopped
     result = _result(options, space, tuner, search_s, stopped, bench)
     write_outputs(result, say)

@@ -37,7 +37,12 @@ class Tuner:
     target_rps: float | None = None
     measured: dict[str, Measurement] = field(default_factory=dict)
     fresh: list[float] = field(default_factory=list)  # wall times of this session's measurements
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
 
     def evaluate(self, candidate: Candidate) -> float | None:
         """The candidate's score (None: it met no SLO level); measures it when it has not been."""
@@ -52,7 +57,7 @@ class Tuner:
 
     def affordable(self) -> bool:
         estimate = sum(self.fresh) / len(self.fresh) if self.fresh else self.guess_s
-        return time.monotonic() - self.started + estimate <= self.budget_s
+        return self.clock() - self.started + estimate <= self.budget_s
 
     @property
     def explored(self) -> bool:
