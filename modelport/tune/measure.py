@@ -3,7 +3,7 @@
 Each candidate gets a fresh ``modelport serve`` (the one launcher, under ``taskset``) over a staged
 repository holding only its variant and its ``config.yaml``. The requests are the exact bytes
 ``modelport.loadtest`` encodes for the protocol (one pre-flight request checks them). The sweep stops
-at the first level that misses an SLO or when throughput stops growing; every level records the
+after two levels in a row miss an SLO or add no throughput; every level records the
 generator's and the server's CPU use (``/proc``) so a ceiling the generator set is called out.
 """
 
@@ -140,16 +140,18 @@ def _requests(server: Launched, candidate: Candidate, bench: Bench) -> tuple[byt
 
 
 def _sweep(server: Launched, requests: tuple[bytes, ...], bench: Bench) -> tuple[list[LevelPoint], list[str]]:
+    """Climb the levels until two in a row miss an SLO (one may be noise) or two in a row add nothing."""
     levels: list[LevelPoint] = []
-    flat = 0
+    flat = missed = 0
     for users in bench.options.levels:
         point = _level(server, requests, users, bench)
         levels.append(point)
-        if server.process.poll() is not None or not point.passed:
+        if server.process.poll() is not None:
             break
-        best = max((lv.rps for lv in levels[:-1]), default=0.0)
-        flat = flat + 1 if point.rps < best * _FLAT else 0
-        if flat >= 2:
+        missed = 0 if point.passed else missed + 1
+        best = max((lv.rps for lv in levels[:-1] if lv.passed), default=0.0)
+        flat = flat + 1 if point.passed and point.rps < best * _FLAT else 0
+        if missed >= 2 or flat >= 2:
             break
     return levels, _notes(levels, bench)
 

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelport.tune.options import Objective, SearchKind
 from modelport.tune.result import Measurement, score
@@ -80,22 +81,33 @@ def brute(tuner: Tuner, seed: int = 0) -> None:
 def quick(tuner: Tuner, seed: int = 0) -> None:
     """Greedy coordinate search from the default: each knob in turn, keeping its best value.
 
-    It measures the sum, not the product, of the knobs' value counts; a value replaces the current
-    one only when it beats it by more than the noise margin.
+    A pass measures the sum, not the product, of the knobs' value counts; a value replaces the
+    current one only when it beats it by more than the noise margin. Passes repeat (at most three)
+    while one changes something: knobs interact (``--workers 2`` may only pay with one thread each).
     """
     current = tuner.space.default()
     current_score = tuner.evaluate(current)
-    for knob, values in tuner.space.knobs:
-        if len(values) < 2:
-            continue
-        best, best_score = current, current_score
-        for value in values:
-            candidate = tuner.space.with_value(current, knob, value)
-            found = tuner.evaluate(candidate)
-            if _better(found, best_score):
-                best, best_score = candidate, found
-        if best != current and _better(best_score, current_score, _NOISE):
-            current, current_score = best, best_score
+    for _ in range(3):
+        start = current
+        for knob, values in tuner.space.knobs:
+            current, current_score = _coordinate(tuner, current, current_score, knob, values)
+        if current == start:
+            return
+
+
+def _coordinate(
+    tuner: Tuner, current: Candidate, current_score: float | None, knob: str, values: tuple[Any, ...]
+) -> tuple[Candidate, float | None]:
+    """The best value of one knob, the others held (the current one unless another wins by the margin)."""
+    best, best_score = current, current_score
+    for value in values if len(values) > 1 else ():
+        candidate = tuner.space.with_value(current, knob, value)
+        found = tuner.evaluate(candidate)
+        if _better(found, best_score):
+            best, best_score = candidate, found
+    if best != current and _better(best_score, current_score, _NOISE):
+        return best, best_score
+    return current, current_score
 
 
 def tpe(tuner: Tuner, seed: int = 0) -> None:

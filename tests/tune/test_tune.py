@@ -27,7 +27,7 @@ def test_a_short_tune_measures_two_knobs_applies_the_winner_and_sizes_pods(tmp_p
     assert done.returncode == 0, done.stderr
     data = json.loads((tmp_path / "tune-out" / "tune.json").read_text())
     keys = [c["key"] for c in data["candidates"]]
-    assert len(keys) == len(set(keys)) == 4, "quick: the default, then workers=2, then delay 1 and 4 ms"
+    assert len(keys) == len(set(keys)) and 4 <= len(keys) <= 6, "quick: default, workers=2, delay 1 and 4 ms (x2)"
     for entry in data["candidates"]:
         assert entry["variant"] == "toy-onnx", "the int8 variant is below the accuracy floor"
         assert entry["error"] == "" and entry["max_rps_under_slo"] > 0 and entry["p99_ms"] < 2000
@@ -71,9 +71,10 @@ def test_resume_measures_only_what_the_previous_run_did_not(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "resuming: 2 candidate(s) already measured" in again.stdout
     measuring = [line for line in again.stdout.splitlines() if line.strip().startswith("measuring ")]
-    assert [re.search(r"mbs=\d+", line).group() for line in measuring] == ["mbs=1"], again.stdout  # type: ignore[union-attr]
+    assert measuring and all("mbs=1 " in line for line in measuring), "only candidates new to this space"
     after = json.loads((tmp_path / "tune-out" / "tune.json").read_text())["candidates"]
-    assert [c["key"] for c in after[:2]] == [c["key"] for c in before] and len(after) == 3
+    assert [c["key"] for c in after[:2]] == [c["key"] for c in before], "the previous measurements are kept"
+    assert len(after) == 2 + len(measuring) == len({c["key"] for c in after})
 
 
 def test_an_slo_no_candidate_meets_exits_1_with_the_closest_miss(tmp_path):
