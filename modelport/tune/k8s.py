@@ -3,7 +3,8 @@
 One pod is what the tune measured: the winner on the tune's CPUs. Its CPU request and limit are
 those CPUs, its memory request the measured peak RSS plus 25% (limit: plus 50%), and the replicas
 are enough pods at the HPA's 70% CPU target to carry the rate: ``ceil(rps / (0.7 * per-pod rps))``,
-with the per-pod rate from the confirming rounds. The Component patches the Deployment ``modelport``
+with the per-pod rate from the confirming rounds; the HPA's ``minReplicas`` gets that (at least two,
+as ``k8s/base`` keeps for availability). The Component patches the Deployment ``modelport``
 (container ``modelport``) and the HorizontalPodAutoscaler ``modelport`` of ``k8s/base``.
 """
 
@@ -18,9 +19,10 @@ import yaml
 if TYPE_CHECKING:
     from modelport.tune.result import TuneResult
 
-__all__ = ["HPA_UTILIZATION", "pod_plan", "write_k8s_patch"]
+__all__ = ["HPA_UTILIZATION", "MIN_REPLICAS", "pod_plan", "write_k8s_patch"]
 
 HPA_UTILIZATION = 0.7  # k8s/base/hpa.yaml: averageUtilization 70
+MIN_REPLICAS = 2  # k8s/base/hpa.yaml: two pods at least, for availability (with base/pdb.yaml)
 
 
 def pod_plan(result: TuneResult) -> dict[str, Any]:
@@ -55,7 +57,7 @@ def write_k8s_patch(result: TuneResult) -> Path:
         "metadata": {"name": "modelport"},
         "spec": {"template": {"spec": {"containers": [container]}}},
     }
-    replicas = plan["replicas"] or 2
+    replicas = max(MIN_REPLICAS, plan["replicas"] or MIN_REPLICAS)
     hpa = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -66,7 +68,8 @@ def write_k8s_patch(result: TuneResult) -> Path:
     (folder / "hpa-patch.yaml").write_text(yaml.safe_dump(hpa, sort_keys=False))
     head = (
         f"# modelport tune --target-rps {result.options.target_rps:g}: {plan['per_pod_rps']:.0f} req/s per pod "
-        f"(measured on {len(result.options.cpus)} CPU(s)) at {100 * HPA_UTILIZATION:.0f}% -> {replicas} replicas.\n"
+        f"(measured on {len(result.options.cpus)} CPU(s)) at {100 * HPA_UTILIZATION:.0f}% -> {plan['replicas']} "
+        f"replica(s); minReplicas {replicas} (at least {MIN_REPLICAS}, as k8s/base keeps for availability).\n"
         "# Add to an overlay: components: [PATH/TO/THIS/FOLDER]\n"
     )
     component = {

@@ -123,11 +123,12 @@ def accuracy_of(manifest: ModelManifest) -> tuple[float | None, float | None]:
 def admissible(
     variants: list[Variant], min_accuracy: float | None, max_agreement_drop: float | None
 ) -> tuple[list[Variant], list[str]]:
-    """The variants the accuracy floor allows, and why each other one is out."""
+    """The variants the accuracy floor allows (and that passed their parity gate), and why each other one is out."""
     kept, excluded = [], []
     for variant in variants:
         accuracy, agreement = accuracy_of(variant.manifest)
-        why = ""
+        parity = variant.manifest.parity
+        why = "failed its parity gate at export (the server refuses it)" if parity and not parity.passed else ""
         if min_accuracy is not None:
             if accuracy is None:
                 why = "no accuracy recorded at export (export with --eval-data)"

@@ -62,6 +62,13 @@ def test_the_accuracy_floor_keeps_variants_at_or_above_it_and_says_why_others_ar
     assert excluded[0].startswith("toy-onnx-dynamic-int8: top-1 agreement 98.00% drops more than 1.00%")
     kept, _ = admissible(variants, min_accuracy=None, max_agreement_drop=0.03)
     assert len(kept) == 3
+    failed = variants[1].manifest.model_copy(
+        update={"parity": variants[1].manifest.parity.model_copy(update={"passed": False})}
+    )
+    kept, excluded = admissible([variants[0], dataclasses.replace(variants[1], manifest=failed)], None, None)
+    assert len(kept) == 1 and excluded == [
+        "toy-onnx-dynamic-int8: failed its parity gate at export (the server refuses it)"
+    ]
     with pytest.raises(NotFoundError, match="leaves no variant to tune:\n  toy-onnx: accuracy"):
         build_space(*admissible(variants, 0.99, None), cpus=2)
 
