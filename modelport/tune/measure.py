@@ -3,7 +3,7 @@
 Each candidate gets a fresh ``modelport serve`` (the one launcher, under ``taskset``) over a staged
 repository holding only its variant and its ``config.yaml``. The requests are the exact bytes
 ``modelport.loadtest`` encodes for the protocol (one pre-flight request checks them). The sweep stops
-after two levels in a row miss an SLO or add no throughput; every level records the
+after two levels in a row miss an SLO or three add no throughput; every level records the
 generator's and the server's CPU use (``/proc``) so a ceiling the generator set is called out.
 """
 
@@ -39,6 +39,7 @@ from modelport.tune.space import Candidate, Space
 __all__ = ["Bench", "measure"]
 
 _FLAT = 1.05  # a level must beat the best so far by 5% to count as growth
+_FLAT_LEVELS = 3  # levels in a row without growth that end a sweep (fewer: noise ends it early)
 _IDLE = 0.6  # a flat server using less than this share of its CPUs was not the limit
 
 
@@ -140,7 +141,7 @@ def _requests(server: Launched, candidate: Candidate, bench: Bench) -> tuple[byt
 
 
 def _sweep(server: Launched, requests: tuple[bytes, ...], bench: Bench) -> tuple[list[LevelPoint], list[str]]:
-    """Climb the levels until two in a row miss an SLO (one may be noise) or two in a row add nothing."""
+    """Climb the levels until two in a row miss an SLO (one may be noise) or three in a row add nothing."""
     levels: list[LevelPoint] = []
     flat = missed = 0
     for users in bench.options.levels:
@@ -151,7 +152,7 @@ def _sweep(server: Launched, requests: tuple[bytes, ...], bench: Bench) -> tuple
         missed = 0 if point.passed else missed + 1
         best = max((lv.rps for lv in levels[:-1] if lv.passed), default=0.0)
         flat = flat + 1 if point.passed and point.rps < best * _FLAT else 0
-        if missed >= 2 or flat >= 2:
+        if missed >= 2 or flat >= _FLAT_LEVELS:
             break
     return levels, _notes(levels, bench)
 

@@ -195,6 +195,16 @@ class Confirmation:
         return statistics.median(m.max_rps_under_slo or 0.0 for m in self.best)
 
     @property
+    def spread(self) -> float:
+        """The largest max/min ratio of one side's rounds (1.0: the rounds agreed exactly)."""
+        spreads = [
+            max(rps) / min(rps)
+            for rps in ([m.max_rps_under_slo or 0.0 for m in side] for side in (self.default, self.best))
+            if rps and min(rps) > 0
+        ]
+        return max(spreads, default=1.0)
+
+    @property
     def ratio(self) -> float | None:
         """Tuned over default max req/s under the SLO (None when the default met the SLO at no level)."""
         return self.best_rps / self.default_rps if self.default_rps > 0 else None

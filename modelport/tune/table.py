@@ -5,7 +5,9 @@ from __future__ import annotations
 from modelport.tune.result import Measurement, TuneResult, closest_miss
 from modelport.tune.space import accuracy_of
 
-__all__ = ["HEADER", "candidate_line", "render_table", "table_rows", "verdict"]
+__all__ = ["HEADER", "NOISY", "candidate_line", "render_table", "table_rows", "verdict"]
+
+NOISY = 1.3  # confirming rounds of one configuration further apart than this are called noisy
 
 HEADER = ["", "variant", "settings", "req/s in SLO", "p50 ms", "p99 ms", "peak RSS MB", "accuracy", "top-1 agr", "note"]
 
@@ -87,13 +89,20 @@ def verdict(result: TuneResult) -> list[str]:
         lines.append("some candidates were load-generator bound (see notes): their ceilings are the generator's")
     if result.best is None:
         return [*lines, *_miss(result)]
+    if result.default is not None and result.best.candidate == result.default.candidate:
+        lines.append("the default configuration won: nothing to change")
     c = result.confirmation
     if c is not None:
         ratio = f"{c.ratio:.2f}x" if c.ratio is not None else "n/a (the default met the SLO at no level)"
         lines.append(
             f"confirmed in {len(c.best)} interleaved round(s): winner {c.best_rps:.0f} req/s vs default "
-            f"{c.default_rps:.0f} req/s under the SLO: {ratio}"
+            f"{c.default_rps:.0f} req/s under the SLO (medians): {ratio}"
         )
+        if c.spread > NOISY:
+            lines.append(
+                f"the rounds of one configuration differ up to {c.spread:.1f}x: the machine is noisy (other "
+                "processes on the CPUs); more --confirm-rounds, or a quiet machine, before trusting the ratio"
+            )
     return lines
 
 

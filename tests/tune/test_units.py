@@ -11,7 +11,7 @@ from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.loadtest.compare import find_variants
 from modelport.loadtest.slo import parse_slo
 from modelport.tune.options import TuneOptions, parse_cpus
-from modelport.tune.result import LevelPoint, Measurement, closest_miss, score
+from modelport.tune.result import Confirmation, LevelPoint, Measurement, closest_miss, score
 from modelport.tune.search import BudgetSpentError, Tuner, brute, quick, tpe
 from modelport.tune.space import Candidate, Space, admissible, build_space
 from tests.tune.conftest import toy_family
@@ -204,3 +204,18 @@ def test_options_refuse_what_cannot_be_tuned(tmp_path):
     with pytest.raises(InvalidArgumentError, match="this machine offers CPUs"):
         parse_cpus("4096")
     assert parse_cpus("0") == (0,)
+
+
+def test_the_confirmation_reports_the_ratio_of_medians_and_how_far_rounds_disagree():
+    default, tuned = Candidate((("variant", "a"),)), Candidate((("variant", "b"),))
+
+    def runs(candidate: Candidate, *rps: float) -> tuple[Measurement, ...]:
+        return tuple(Measurement(candidate, (_level(8, r, 10.0),), 100.0) for r in rps)
+
+    steady = Confirmation(runs(default, 1000, 1100, 1050), runs(tuned, 1500, 1600, 1575))
+    assert steady.default_rps == 1050 and steady.best_rps == 1575 and steady.ratio == 1.5
+    assert steady.spread == pytest.approx(1.1)
+    noisy = Confirmation(runs(default, 1000, 3000), runs(tuned, 2000, 2100))
+    assert noisy.spread == 3.0
+    never = Confirmation((Measurement(default, (_level(1, 50, 90.0),), 100.0),), runs(tuned, 500))
+    assert never.default_rps == 0 and never.ratio is None
