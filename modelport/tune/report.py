@@ -59,7 +59,9 @@ def write_outputs(result: TuneResult, say: Callable[[str], None]) -> None:
     say("\n" + render_table(result))
     if result.best is not None:
         text = config_yaml(result)
-        if o.apply:
+        if o.apply and result.confirmed_loss:
+            say(f"\nnot applied: the winner lost to the default in the confirming rounds; the YAML was:\n{text}")
+        elif o.apply:
             say(f"\nwrote {apply_config(result, text)} (the winner's variant {result.best.candidate.variant})")
         else:
             say(f"\nthe winner's {result.best.candidate.variant}/{CONFIG_FILE} (--apply writes it):\n{text}")

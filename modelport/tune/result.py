@@ -229,5 +229,11 @@ class TuneResult:
         """Some candidate met every SLO."""
         return self.best is not None
 
+    @property
+    def confirmed_loss(self) -> bool:
+        """The confirming rounds measured the winner below the default (``--apply`` then writes nothing)."""
+        c = self.confirmation
+        return c is not None and c.ratio is not None and c.ratio < 1.0
+
     def score(self, measurement: Measurement) -> float | None:
         return score(measurement, self.options.objective, self.options.target_rps)

@@ -98,6 +98,8 @@ def verdict(result: TuneResult) -> list[str]:
             f"confirmed in {len(c.best)} interleaved round(s): winner {c.best_rps:.0f} req/s vs default "
             f"{c.default_rps:.0f} req/s under the SLO (medians): {ratio}"
         )
+        if result.confirmed_loss:
+            lines.append("the winner lost to the default when re-measured: keep the default (--apply writes nothing)")
         if c.spread > NOISY:
             lines.append(
                 f"the rounds of one configuration differ up to {c.spread:.1f}x: the machine is noisy (other "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.loadtest.compare import find_variants
 from modelport.loadtest.slo import parse_slo
 from modelport.tune.options import TuneOptions, parse_cpus
-from modelport.tune.result import Confirmation, LevelPoint, Measurement, closest_miss, score
+from modelport.tune.report import write_outputs
+from modelport.tune.result import Confirmation, LevelPoint, Measurement, TuneResult, closest_miss, score
 from modelport.tune.search import BudgetSpentError, Tuner, brute, quick, tpe
 from modelport.tune.space import Candidate, Space, admissible, build_space
 from tests.tune.conftest import toy_family
@@ -219,3 +221,19 @@ def test_the_confirmation_reports_the_ratio_of_medians_and_how_far_rounds_disagr
     assert noisy.spread == 3.0
     never = Confirmation((Measurement(default, (_level(1, 50, 90.0),), 100.0),), runs(tuned, 500))
     assert never.default_rps == 0 and never.ratio is None
+
+
+def test_a_winner_that_loses_the_confirming_rounds_is_not_applied(tmp_path, space):
+    options = TuneOptions(tmp_path / "repo", "toy", ("p99<20ms",), apply=True, out=tmp_path / "out")
+    measure, _ = _fake_measure(_separable)
+    default, tuned = measure(space.default()), measure(space.with_value(space.default(), "workers", 2))
+    lost = Confirmation((dataclasses.replace(default, levels=(_level(8, 1200, 10.0),)),), (default,))
+    result = TuneResult(options, space, (default, tuned), tuned, default, lost, 10.0, "budget", ())
+    assert result.confirmed_loss
+    said: list[str] = []
+    options.out.mkdir()
+    write_outputs(result, said.append)
+    assert not (tmp_path / "repo" / "toy-onnx" / "config.yaml").read_text().startswith("# written by")
+    assert any(line.startswith("\nnot applied: the winner lost to the default") for line in said)
+    assert "keep the default (--apply writes nothing)" in said[0]
+    assert json.loads((options.out / "tune.json").read_text())["confirmation"]["ratio"] == 1100 / 1200
