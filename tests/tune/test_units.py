@@ -156,6 +156,17 @@ def test_optuna_finds_the_best_of_a_small_space_and_stops_once_it_is_explored(sp
     assert len(calls) == len({c.key for c in calls}) == 6 and tuner.explored
 
 
+def test_optuna_resumes_from_measured_candidates_without_measuring_them_again(space):
+    narrow = build_space(list(space.variants.values()), [], cpus=2, only=("workers", "max_queue_delay_ms"))
+    measure, calls = _fake_measure(_separable)
+    earlier = [narrow.default(), narrow.with_value(narrow.default(), "workers", 2)]
+    tuner = _tuner(narrow, measure)
+    tuner.measured.update((c.key, measure(c)) for c in earlier)
+    calls.clear()
+    tpe(tuner, seed=2)
+    assert len(calls) == 4 and not {c.key for c in calls} & {c.key for c in earlier} and tuner.explored
+
+
 def test_the_budget_stops_a_search_once_the_next_candidate_would_not_fit(space):
     now = [0.0]
     measure, calls = _fake_measure(_separable, wall_s=25.0)
