@@ -33,7 +33,7 @@ def candidate_line(m: Measurement) -> str:
 
 
 def table_rows(result: TuneResult) -> list[list[str]]:
-    """Every candidate, best score first; * marks the winner, D the default."""
+    """Every candidate, best score first; * marks the winner, D the default, >= a generator-bound ceiling."""
     order = sorted(result.measurements, key=lambda m: -(result.score(m) or float("-inf")))
     rows = []
     for m in order:
@@ -47,7 +47,7 @@ def table_rows(result: TuneResult) -> list[list[str]]:
                 mark,
                 m.candidate.variant,
                 m.candidate.settings(),
-                _opt(m.max_rps_under_slo, ".0f"),
+                (">=" if m.loadgen_bound else "") + _opt(m.max_rps_under_slo, ".0f"),
                 _opt(best.p50_ms if best else None, ".2f"),
                 _opt(best.p99_ms if best else None, ".2f"),
                 _opt(m.rss_mb, ".0f"),
