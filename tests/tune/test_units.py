@@ -16,6 +16,7 @@ from modelport.tune.report import write_outputs
 from modelport.tune.result import Confirmation, LevelPoint, Measurement, TuneResult, closest_miss, score
 from modelport.tune.search import BudgetSpentError, Tuner, brute, quick, tpe
 from modelport.tune.space import Candidate, Space, admissible, build_space
+from modelport.tune.table import candidate_line
 from tests.tune.conftest import toy_family
 
 SLOS = (parse_slo("p99<20ms"), parse_slo("error_rate<1%"))
@@ -248,3 +249,11 @@ def test_a_winner_that_loses_the_confirming_rounds_is_not_applied(tmp_path, spac
     assert any(line.startswith("\nnot applied: the winner lost to the default") for line in said)
     assert "keep the default (--apply writes nothing)" in said[0]
     assert json.loads((options.out / "tune.json").read_text())["confirmation"]["ratio"] == 1100 / 1200
+
+
+def test_a_busy_load_generator_marks_the_ceiling_as_its_own():
+    candidate = Candidate((("variant", "a"),))
+    calm = Measurement(candidate, (_level(8, 2000, 10.0),), 100.0)
+    busy = Measurement(candidate, (dataclasses.replace(_level(8, 2000, 10.0), loadgen_cpu=0.97),), 100.0)
+    assert not calm.loadgen_bound and busy.loadgen_bound
+    assert "(load generator bound)" in candidate_line(busy) and "generator" not in candidate_line(calm)
