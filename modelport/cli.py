@@ -13,6 +13,7 @@ from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedEr
 from modelport.loadtest.command import add_loadtest_commands
 from modelport.mobile.command import add_bundle_command
 from modelport.quiet import quiet_frameworks
+from modelport.tune.command import add_tune_command
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bundle_command(commands)
     _add_import_mar(commands)
     add_loadtest_commands(commands)
+    add_tune_command(commands)
     return parser
 
 

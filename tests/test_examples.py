@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -62,6 +63,9 @@ def test_demo_script_exports_both_models(tmp_path):
     assert len(verified) >= 5, "the edge bundles of both models verify with the standalone runtime"
     assert "compare report:" in done.stdout and "failed:" not in done.stdout, "the demo ends with a clean shoot-out"
     assert (tmp_path / "demo-out" / "compare" / "compare.html").is_file()
+    shoot_out = json.loads((tmp_path / "demo-out" / "shoot-out" / "compare.json").read_text())
+    assert [r["model"] for r in shoot_out["variants"]] == ["digits-torch-onnx", "digits-keras-onnx"]
+    assert all(r["error"] == "" and r["max_rps"] > 0 for r in shoot_out["variants"])
     assert (tmp_path / "demo-out" / "loadtest" / "report.html").is_file()
 
 

@@ -1,4 +1,5 @@
-"""`make demo`: train both digits CNNs, export each to every format, show the reports, serve them all.
+"""`make demo`: train both digits CNNs, export each to every format, show the reports, serve them all,
+compare the formats of one and the two frameworks side by side.
 
     python examples/digits/demo.py --out demo-out
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     status |= _serve_all(repo)
     print("\n==> modelport compare: every format of the PyTorch model under the same load", flush=True)
     status |= _compare(repo, args.out)
+    print("\n==> modelport compare --families: PyTorch vs Keras (their ONNX exports) under the same load", flush=True)
+    status |= _shoot_out(repo, args.out)
     return status
 
 
@@ -126,6 +129,15 @@ def _compare(repo: Path, out: Path) -> int:
     args = ["compare", str(repo / "digits-torch"), "--users", "1,8", "--duration", "2s"]
     status = modelport([*args, "--out", str(out / "compare"), "--quiet"])
     print(f"\nHTML reports: {out / 'compare' / 'compare.html'} and {out / 'loadtest' / 'report.html'}")
+    return status
+
+
+def _shoot_out(repo: Path, out: Path) -> int:
+    """The framework shoot-out: both families side by side in one table and plot (2 s of load each)."""
+    args = ["compare", str(repo), "--families", "digits-torch,digits-keras", "--formats", "onnx", "--users", "8"]
+    status = modelport([*args, "--duration", "2s", "--out", str(out / "shoot-out"), "--quiet"])
+    print(f"\nframework shoot-out: {out / 'shoot-out' / 'compare.html'}")
+    print(f"next: modelport tune {repo / 'digits-torch'} --slo 'p99<20ms' --budget 4m (README: Tuning a deployment)")
     return status
 
 

@@ -26,6 +26,7 @@ _EPILOG_COMPARE = """\
 examples:
   modelport compare repo/digits                       every variant of the family 'digits'
   modelport compare repo/digits --formats onnx,torchscript,onnx-dynamic-int8 --users 1,16 --duration 5s
+  modelport compare repo --families digits-torch,digits-keras --formats onnx --users 8 --duration 3s
 """
 
 
@@ -99,7 +100,10 @@ def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog=_EPILOG_COMPARE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="REPO/NAME: the export family NAME in repository REPO")
+    p.add_argument(
+        "model", type=Path, help="REPO/NAME: the export family NAME in repository REPO (REPO with --families)"
+    )
+    p.add_argument("--families", default="", help="comma list: the variants of these families of REPO side by side")
     p.add_argument("--formats", default="all", help="comma list of variants (onnx, onnx-dynamic-int8, ...) or 'all'")
     _add_load_shape(
         p,
@@ -174,9 +178,11 @@ def _run_compare(args: argparse.Namespace) -> int:
     from modelport.loadtest.compare import run_compare
 
     formats = tuple(x.strip() for x in args.formats.split(",") if x.strip() and x.strip() != "all")
+    families = tuple(x.strip() for x in args.families.split(",") if x.strip())
     options = CompareOptions(
-        repository=args.model.parent,
-        family=args.model.name,
+        repository=args.model if families else args.model.parent,
+        family="" if families else args.model.name,
+        families=families,
         variants=formats,
         protocol=args.protocol,
         levels=levels_of(_ints(args.users, "--users"), _floats(args.rps, "--rps")),

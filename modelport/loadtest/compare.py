@@ -1,5 +1,8 @@
 """``modelport compare REPO/NAME``: serve every variant of one model, run the same sweep on each, compare.
 
+``modelport compare REPO --families A,B`` does the same for the variants of several families at once
+(a framework shoot-out: one server, one load, one table and plot).
+
 The variants' latest versions are staged (hard links, else copies) into a repository of their
 own, served by one ``modelport serve`` subprocess, and load-tested one after another with the
 same requests. Parity and accuracy come from each variant's manifest, its size from its artifact
@@ -71,12 +74,12 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
     """Serve, load-test and compare every selected variant; prints the table, writes compare.{json,csv,html}."""
-    variants = find_variants(options.repository, options.family, options.variants)
+    variants = [v for f in options.families for v in find_variants(options.repository, f, options.variants)]
     options.out.mkdir(parents=True, exist_ok=True)
     staging = _stage(variants, options.out / "repository")
     flags = (*options.serve_args, *(("--tfserving-grpc",) if options.protocol == "tfserving-grpc" else ()))
     result = CompareResult(options)
-    say(f"compare: {len(variants)} variant(s) of {options.family!r}: {', '.join(v.manifest.variant for v in variants)}")
+    say(f"compare: {len(variants)} variant(s) of {options.family!r}: {', '.join(v.name for v in variants)}")
     serve = LaunchOptions(log=options.out / "server.log", timeout_s=600)
     with launched(staging, "--log-level", "warning", *flags, options=serve) as server:
         for variant in variants:

@@ -80,9 +80,13 @@ def notes(result: CompareResult) -> list[str]:
         " * = a level that missed the SLO",
         f"req/s in SLO: the highest throughput of a level that met every SLO ({', '.join(options.slos) or 'none'})",
     ]
-    source = _source_accuracy(result)
-    if source is not None:
+    sources = _source_accuracies(result)
+    if len(sources) == 1:
+        (source,) = sources.values()
         lines.append(f"source model accuracy on the eval data: {100 * source:.1f}% (accuracy and parity from export)")
+    elif sources:
+        each = ", ".join(f"{family} {100 * value:.1f}%" for family, value in sources.items())
+        lines.append(f"source models' accuracy on the eval data: {each} (accuracy and parity from export)")
     return lines
 
 
@@ -91,10 +95,19 @@ def _line(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
 
+def _source_accuracies(result: CompareResult) -> dict[str, float]:
+    """Each family's source model accuracy (the first variant that recorded it)."""
+    found: dict[str, float] = {}
+    for row in result.rows:
+        parity = row.variant.manifest.parity
+        if parity is not None and parity.source_accuracy is not None:
+            found.setdefault(row.variant.manifest.family, parity.source_accuracy)
+    return found
+
+
 def _source_accuracy(result: CompareResult) -> float | None:
-    values = [r.variant.manifest.parity.source_accuracy for r in result.rows if r.variant.manifest.parity]
-    known = [v for v in values if v is not None]
-    return known[0] if known else None
+    values = list(_source_accuracies(result).values())
+    return values[0] if len(values) == 1 else None
 
 
 def write_compare(result: CompareResult) -> None:
@@ -102,6 +115,8 @@ def write_compare(result: CompareResult) -> None:
     out = result.options.out
     payload: dict[str, Any] = {
         "family": result.options.family,
+        "families": list(result.options.families),
+        "source_accuracies": _source_accuracies(result),
         "repository": str(result.options.repository),
         "protocol": result.options.protocol,
         "levels": [{"users": lv.users, "rps": lv.rps} for lv in result.options.levels],
@@ -153,4 +168,5 @@ def _html(result: CompareResult, header: list[str], rows: list[list[str]]) -> st
         ),
         f"<h2>Per-variant load-test reports</h2><ul>{links}</ul>",
     ]
-    return page(f"Format shoot-out: {options.family}", sections)
+    kind = "Framework" if len(options.families) > 1 else "Format"
+    return page(f"{kind} shoot-out: {', '.join(options.families)}", sections)

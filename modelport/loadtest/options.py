@@ -125,11 +125,13 @@ class LoadTestOptions:
 class CompareOptions:
     """``modelport compare REPO/NAME``: the same load against every served variant of one model.
 
+    ``families`` (``modelport compare REPO --families A,B``) puts the variants of several families
+    side by side (a framework shoot-out); ``family`` is then their names joined by commas.
     ``repository`` and ``out`` are made absolute (relative to the current directory) on construction.
     """
 
     repository: Path
-    family: str
+    family: str = ""
     variants: tuple[str, ...] = ()
     protocol: Protocol = "v2"
     levels: tuple[Level, ...] = (Level(1), Level(8), Level(32))
@@ -140,8 +142,15 @@ class CompareOptions:
     out: Path = Path("compare-out")
     serve_args: tuple[str, ...] = field(default=())
     quiet: bool = False
+    families: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.families:
+            object.__setattr__(self, "family", ",".join(self.families))
+        elif self.family:
+            object.__setattr__(self, "families", (self.family,))
+        else:
+            raise InvalidArgumentError("compare needs a family: REPO/NAME, or REPO --families A,B")
         _absolute(self, "repository", "out")
 
 

@@ -11,12 +11,13 @@ from modelport.errors import DependencyError
 if TYPE_CHECKING:
     from modelport.loadtest.results import LevelResult
 
-__all__ = ["batch_sizes", "curves", "throughput_bars", "timeline", "where_time_goes"]
+__all__ = ["batch_sizes", "curves", "pyplot", "throughput_bars", "timeline", "to_png", "where_time_goes"]
 
 Curve = tuple[str, list[float], list[float], list[str]]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend (a clear error without the loadtest extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -27,19 +28,20 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(figure: Any) -> bytes:
+def to_png(figure: Any) -> bytes:
+    """The figure as PNG bytes (laid out tight); the figure is closed."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # e.g. "Tight layout not applied" for long names: the figure is still right
         warnings.simplefilter("ignore", UserWarning)
         figure.tight_layout()
         figure.savefig(buffer, format="png", dpi=90)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return buffer.getvalue()
 
 
 def timeline(levels: list[LevelResult]) -> bytes:
     """Latency percentiles and throughput per second, the levels one after another."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
     offset = 0.0
     for i, level in enumerate(levels):
@@ -61,12 +63,12 @@ def timeline(levels: list[LevelResult]) -> bytes:
     bottom.set_ylabel("throughput (req/s)")
     bottom.set_xlabel("seconds since the first level started")
     bottom.legend(loc="upper right")
-    return _png(figure)
+    return to_png(figure)
 
 
 def curves(series: list[Curve], title: str) -> bytes:
     """Latency (p50 dashed, p99 solid) against throughput across a sweep, one colour per series."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(11, 5))
     for i, (name, rps, p99, labels) in enumerate(series):
         axis.plot(rps, p99, "o-", color=f"C{i % 10}", label=name)
@@ -80,7 +82,7 @@ def curves(series: list[Curve], title: str) -> bytes:
     axis.grid(True, alpha=0.3)
     if series:  # none when no variant could be load-tested
         axis.legend(fontsize=8, ncol=2)
-    return _png(figure)
+    return to_png(figure)
 
 
 def batch_sizes(levels: list[LevelResult]) -> bytes | None:
@@ -88,7 +90,7 @@ def batch_sizes(levels: list[LevelResult]) -> bytes | None:
     with_batches = [lv for lv in levels if lv.server and lv.server.get("batch_size")]
     if not with_batches:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     buckets = [b for b in with_batches[0].server["batch_size"]["buckets"] if b != "+Inf"]  # type: ignore[index]
     figure, axis = plt.subplots(figsize=(11, 4))
     width = 0.8 / len(with_batches)
@@ -100,7 +102,7 @@ def batch_sizes(levels: list[LevelResult]) -> bytes | None:
     axis.set_xlabel("rows per executed batch (server)")
     axis.set_ylabel("share of batches")
     axis.legend(fontsize=8)
-    return _png(figure)
+    return to_png(figure)
 
 
 def where_time_goes(levels: list[LevelResult]) -> bytes | None:
@@ -108,7 +110,7 @@ def where_time_goes(levels: list[LevelResult]) -> bytes | None:
     with_server = [lv for lv in levels if lv.server and lv.server.get("compute_ms")]
     if not with_server:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(11, 4))
     x = list(range(len(with_server)))
     queue = [lv.server["queue_ms"]["mean"] if lv.server["queue_ms"] else 0.0 for lv in with_server]  # type: ignore[index]
@@ -119,12 +121,12 @@ def where_time_goes(levels: list[LevelResult]) -> bytes | None:
     axis.set_xticks(x, [lv.level.label for lv in with_server])
     axis.set_ylabel("ms")
     axis.legend(fontsize=8)
-    return _png(figure)
+    return to_png(figure)
 
 
 def throughput_bars(names: list[str], values: list[float], sizes: list[float], title: str) -> bytes:
     """Max throughput under the SLO and artifact size per variant, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.5), sharey=True)
     left.barh(names, values, color="C0")
     left.set_xlabel("req/s")
@@ -132,4 +134,4 @@ def throughput_bars(names: list[str], values: list[float], sizes: list[float], t
     right.barh(names, sizes, color="C1")
     right.set_xlabel("artifact size (KB)")
     left.invert_yaxis()
-    return _png(figure)
+    return to_png(figure)

@@ -14,13 +14,15 @@ from tests.loadtest.conftest import modelport, modelport_in
 from tests.serving import fakes
 
 
-def _toy_family(repo: Path, variants: tuple[str, ...], runtimes: dict[str, str] | None = None) -> None:
-    """Fake models (no ML framework; echo unless ``runtimes`` names another) of the family 'toy', one per variant."""
+def _toy_family(
+    repo: Path, variants: tuple[str, ...], runtimes: dict[str, str] | None = None, family: str = "toy"
+) -> None:
+    """Fake models (no ML framework; echo unless ``runtimes`` names another) of ``family``, one per variant."""
     for variant in variants:
-        directory = fakes.write_model(repo, f"toy-{variant}")
+        directory = fakes.write_model(repo, f"{family}-{variant}")
         if runtimes and variant in runtimes:
             (directory.parent / "config.yaml").write_text(yaml.safe_dump({"runtime": runtimes[variant]}))
-        manifest = read_manifest(directory).model_copy(update={"family": "toy", "variant": variant})
+        manifest = read_manifest(directory).model_copy(update={"family": family, "variant": variant})
         write_manifest(manifest, directory)
         (directory / "model.onnx").write_bytes(bytes(3000))  # the artifact's size, as the export measured it
 
@@ -35,6 +37,24 @@ def test_compare_from_the_users_directory_with_relative_paths(tmp_path):
     assert [(r["model"], r["error"]) for r in rows] == [("toy-onnx", ""), ("toy-torchscript", "")]
     assert all(r["levels"][0]["rps"] > 0 for r in rows)
     assert (out / "compare.html").is_file() and (out / "toy-onnx" / "report.html").is_file()
+
+
+def test_families_side_by_side_in_one_table_and_plot(tmp_path):
+    """`modelport compare repo --families toy,other`: the framework shoot-out; --formats picks from each."""
+    _toy_family(tmp_path / "repo", ("onnx", "torchscript"))
+    _toy_family(tmp_path / "repo", ("onnx", "tflite"), family="other")
+    args = ("compare", "repo", "--families", "toy,other", "--formats", "onnx", "--users", "1", "--duration", "1s")
+    done = modelport_in(tmp_path, *args, "--quiet", timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "compare-out" / "compare.json").read_text())
+    assert data["families"] == ["toy", "other"] and data["family"] == "toy,other"
+    assert [(r["model"], r["error"]) for r in data["variants"]] == [("toy-onnx", ""), ("other-onnx", "")]
+    table = done.stdout[done.stdout.index("variant ") :].splitlines()
+    assert [line.split()[0] for line in table[2:4]] == ["toy-onnx", "other-onnx"]
+    html = (tmp_path / "compare-out" / "compare.html").read_text()
+    assert "<title>Framework shoot-out: toy, other</title>" in html and html.count("data:image/png;base64,") == 2
+    missing = modelport_in(tmp_path, "compare", "repo", "--families", "toy,nope", "--quiet")
+    assert missing.returncode == 1 and "no model of family 'nope'" in missing.stderr
 
 
 def test_variants_that_fail_leave_a_clean_table_and_a_silent_stderr(tmp_path):

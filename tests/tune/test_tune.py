@@ -1,0 +1,113 @@
+"""``modelport tune`` end to end: real servers over fake runtimes, the package's load generator, the reports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from modelport.serving.settings import read_model_config
+from tests.tune.conftest import toy_family
+from tests.user_cli import run_modelport
+
+FAST = ("--users", "1,4", "--level-duration", "1s", "--warmup", "0.2s", "--quiet")
+
+
+def _tune(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return run_modelport("tune", *args, *FAST, cwd=cwd, timeout=timeout)
+
+
+def test_a_short_tune_measures_two_knobs_applies_the_winner_and_sizes_pods(tmp_path):
+    toy_family(tmp_path / "repo", {"onnx": 0.97, "onnx-dynamic-int8": 0.90})
+    args = ("repo/toy", "--slo", "p99<2s", "--knobs", "workers,max_queue_delay_ms", "--min-accuracy", "0.95")
+    done = _tune(tmp_path, *args, "--budget", "2m", "--confirm-rounds", "0", "--apply", "--target-rps", "500")
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "tune-out" / "tune.json").read_text())
+    keys = [c["key"] for c in data["candidates"]]
+    assert len(keys) == len(set(keys)) and 4 <= len(keys) <= 6, "quick: default, workers=2, delay 1 and 4 ms (x2)"
+    for entry in data["candidates"]:
+        assert entry["variant"] == "toy-onnx", "the int8 variant is below the accuracy floor"
+        assert entry["error"] == "" and entry["max_rps_under_slo"] > 0 and entry["p99_ms"] < 2000
+        assert entry["rss_mb"] > 10 and set(entry["config"]) >= {"max_batch_size", "max_queue_delay_ms", "instances"}
+        assert all(level["server_cpu"] is not None for level in entry["levels"])
+    assert data["excluded"] == ["toy-onnx-dynamic-int8: accuracy 90.00% < 95.00%"]
+    best, default = data["best"], data["default"]
+    assert best["max_rps_under_slo"] == max(c["max_rps_under_slo"] for c in data["candidates"])
+    assert default["config"]["max_queue_delay_ms"] == 0.0 and default["server_flags"] == {"workers": 1}
+    assert data["confirmation"] is None, "--confirm-rounds 0"
+    table = done.stdout[done.stdout.index("variant ") :]
+    assert re.search(r"^\*D? +toy-onnx ", table, re.M) and re.search(r"^\*?D +toy-onnx ", table, re.M), table
+    applied = tmp_path / "repo" / "toy-onnx" / "config.yaml"
+    text = applied.read_text()
+    assert text.startswith("# written by `modelport tune`") and f"--workers {best['server_flags']['workers']}" in text
+    config = read_model_config(applied.parent)
+    assert config.runtime == "tests.serving.fakes:EchoRuntime", "the model's own keys are kept"
+    assert config.max_queue_delay_ms == best["config"]["max_queue_delay_ms"]
+    patch = tmp_path / "tune-out" / "k8s"
+    assert yaml.safe_load((patch / "kustomization.yaml").read_text())["kind"] == "Component"
+    deployment = yaml.safe_load((patch / "deployment-patch.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "modelport" and container["resources"]["requests"]["memory"].endswith("Mi")
+    assert yaml.safe_load((patch / "hpa-patch.yaml").read_text())["spec"]["minReplicas"] >= 2
+    assert (tmp_path / "tune-out" / "tune.html").read_text().count("data:image/png;base64,") == 2
+
+
+def test_resume_measures_only_what_the_previous_run_did_not(tmp_path):
+    toy_family(tmp_path / "repo", {"onnx": 0.97})
+    first = _tune(tmp_path, "repo/toy", "--slo", "p99<2s", "--knobs", "workers", "--confirm-rounds", "0")
+    assert first.returncode == 0, first.stderr
+    before = json.loads((tmp_path / "tune-out" / "tune.json").read_text())["candidates"]
+    assert len(before) == 2
+    again = run_modelport(
+        "tune", "repo/toy", "--slo", "p99<2s", "--knobs", "workers,max_batch_size", "--confirm-rounds", "0",
+        "--resume", *FAST[:-1], cwd=tmp_path, timeout=240,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 2 candidate(s) already measured" in again.stdout
+    measuring = [line for line in again.stdout.splitlines() if line.strip().startswith("measuring ")]
+    assert measuring and all("mbs=1 " in line for line in measuring), "only candidates new to this space"
+    after = json.loads((tmp_path / "tune-out" / "tune.json").read_text())["candidates"]
+    assert [c["key"] for c in after[:2]] == [c["key"] for c in before], "the previous measurements are kept"
+    assert len(after) == 2 + len(measuring) == len({c["key"] for c in after})
+
+
+def test_an_slo_no_candidate_meets_exits_1_with_the_closest_miss(tmp_path):
+    toy_family(tmp_path / "repo", {"onnx": 0.97})
+    done = _tune(tmp_path, "repo/toy", "--slo", "p99<1us", "--knobs", "variant", "--budget", "1m")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("modelport tune: no candidate met the SLO; closest: toy-onnx w=1 "), line
+    assert "at users=1: p99" in line
+    assert re.search(r"objective < 0\.00 ms: \d+(\.\d)?% over$", line), line
+    assert json.loads((tmp_path / "tune-out" / "tune.json").read_text())["best"] is None
+
+
+def test_a_server_that_crashes_on_a_candidate_is_recorded_and_the_search_goes_on(tmp_path):
+    runtimes = {"tflite": "tests.tune.fake_runtimes:CrashingRuntime"}
+    toy_family(tmp_path / "repo", {"onnx": 0.97, "tflite": 0.97}, runtimes)
+    args = ("repo/toy", "--slo", "p99<2s", "--knobs", "variant", "--search", "brute", "--budget", "1m")
+    done = _tune(tmp_path, *args, "--confirm-rounds", "1")
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "tune-out" / "tune.json").read_text())
+    rows = {c["variant"]: c for c in data["candidates"]}
+    assert "exited with 3" in rows["toy-tflite"]["error"], rows["toy-tflite"]
+    assert rows["toy-onnx"]["error"] == "" and rows["toy-onnx"]["max_rps_under_slo"] > 0
+    confirmation = data["confirmation"]
+    assert confirmation["rounds"] == 1 and confirmation["ratio"] == 1.0 and confirmation["default_rps"] > 0
+    assert "the default configuration won: nothing to change" in done.stdout
+    assert "confirmed in 1 interleaved round(s)" in done.stdout
+
+
+def test_bad_input_is_one_line(tmp_path):
+    toy_family(tmp_path / "repo", {"onnx": 0.97})
+    unknown = _tune(tmp_path, "repo/nope", "--slo", "p99<20ms")
+    assert unknown.returncode == 1 and "no model of family 'nope' in" in unknown.stderr and "['toy']" in unknown.stderr
+    malformed = _tune(tmp_path, "repo/toy", "--slo", "p99 under 20ms")
+    assert malformed.returncode == 2 and len(malformed.stderr.splitlines()) == 1
+    assert "--slo 'p99 under 20ms' does not parse" in malformed.stderr
+    small = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--budget", "3s")
+    assert small.returncode == 2 and "--budget 3s is too small for one candidate" in small.stderr
+    assert not (tmp_path / "tune-out" / "tune.json").exists()
