@@ -17,6 +17,7 @@ about twice its calls, not n^2). Which failure is the client's (a 400) is the ru
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from modelport.errors import (
     summarize,
 )
 from modelport.runtimes.base import Arrays
+from modelport.serving import tracing
 
 __all__ = ["BatchPolicy", "BatchStats", "Batcher"]
 
@@ -89,6 +91,7 @@ class _Pending:
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
     enqueued: float
+    trace: Any = None  # tracing.enqueued(): the request's span context when it is sampled (tracing on)
 
 
 @dataclass
@@ -139,10 +142,13 @@ class Batcher:
         if self.depth >= self.policy.max_queue_size:
             raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
         if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+            # an empty context: not the first request's (its request id and span would label every batch's logs)
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop(), context=contextvars.Context())
         loop = asyncio.get_running_loop()
         rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
         pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
+        if tracing.ENABLED:
+            pending.trace = tracing.enqueued()
         self._queue.put_nowait(pending)
         timer = loop.call_later(timeout, _expire, pending.future, timeout)
         try:
@@ -223,6 +229,9 @@ class Batcher:
             self._free.put_nowait(instance)
         elapsed = time.perf_counter() - clock
         self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed / max(run.calls, 1)
+        if tracing.ENABLED:  # the batch's span, linked to its requests' (serving/tracing.py)
+            traces, rows = [p.trace for p in batch], sum(p.rows for p in batch)
+            tracing.record_batch(traces, rows, elapsed, run.calls, run.failed > 0)
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
             waits = tuple(started - p.enqueued for p in batch)
