@@ -23,7 +23,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from modelport._version import __version__
@@ -98,7 +97,6 @@ class OtelTracing:
         for exporter in exporters:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("modelport", __version__)
-        self._out = TraceContextTextMapPropagator()
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
@@ -112,7 +110,7 @@ class OtelTracing:
         """A span under the current one, when that one is sampled."""
         if not trace.get_current_span().is_recording():
             return _NULL
-        return self.tracer.start_as_current_span(name, attributes=attributes)
+        return _Current(self.tracer.start_span(name, attributes=attributes))
 
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""
@@ -170,33 +168,33 @@ class OtelTracing:
             batch.set_status(Status(StatusCode.ERROR, "a request of the batch failed"))
         batch.end(end_time=end)
 
-    def outgoing(self) -> dict[str, str]:
-        """``traceparent`` (and ``tracestate``) of the current span, for the response."""
-        carrier: dict[str, str] = {}
-        self._out.inject(carrier)
-        return carrier
-
     async def http_server(self, scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
-        """The HTTP request's SERVER span around ``answer``, named by its route once known."""
+        """The HTTP request's SERVER span around ``answer``, named by its route once known.
+
+        Made with ``start_span`` and an explicit attach (no generator-based context manager) and the outgoing
+        ``traceparent`` formatted here: an unsampled request pays for little more than its ids."""
         method = scope["method"]
         parent = propagate.extract({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         attributes = {"http.request.method": method, "url.path": scope["path"]}
         attributes["modelport.request_id"] = REQUEST_ID.get()
-        with self.tracer.start_as_current_span(method, parent, SpanKind.SERVER, attributes) as span:
-            stamp = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.outgoing().items()]
-            status = 0
+        span = self.tracer.start_span(method, parent, SpanKind.SERVER, attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        stamp = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _outgoing(span).items()]
+        status = 0
 
-            async def traced_send(message: dict[str, Any]) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    message["headers"] = [*message.get("headers", ()), *stamp]
-                await send(message)
+        async def traced_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *stamp]
+            await send(message)
 
-            try:
-                await answer(traced_send)
-            finally:
-                _http_finished(span, scope, status)
+        try:
+            await answer(traced_send)
+        finally:
+            _http_finished(span, scope, status)
+            span.end()
+            otel_context.detach(token)
 
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
@@ -226,7 +224,7 @@ class OtelTracing:
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:  # an abort raises: _grpc_finished judges its code
-                context.set_trailing_metadata(tuple(self.outgoing().items()))
+                context.set_trailing_metadata(tuple(_outgoing(span).items()))
                 try:
                     return await behaviour(request, context)
                 finally:
@@ -255,6 +253,34 @@ class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             last = self._last[details.method] = (handler, wrapped)
         return last[1]
+
+
+class _Current:
+    """``span`` as the current span until the block ends, then ended (an exception marks it failed)."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, f"{kind.__name__ if kind else ''}: {error}"))
+        self.span.end()
+        otel_context.detach(self.token)  # type: ignore[arg-type]
+
+
+def _outgoing(span: trace.Span) -> dict[str, str]:
+    """The W3C ``traceparent`` (and ``tracestate``) that names ``span``, for the response."""
+    found = span.get_span_context()
+    headers = {"traceparent": f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"}
+    if found.trace_state:
+        headers["tracestate"] = found.trace_state.to_header()
+    return headers
 
 
 def _http_finished(span: trace.Span, scope: dict[str, Any], status: int) -> None:
