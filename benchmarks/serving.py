@@ -18,6 +18,11 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 * (c0)/(d0) ``v2-json-base``, ``v2-binary-base`` (with ``--baseline DIR``): (c) and (d) on a second modelport
   server run from another checkout (``git worktree add DIR main``, or ``git archive main | tar -x -C DIR``),
   measured in the same interleaved rounds: a change's before/after, printed as after/before ratios.
+* (c1)/(c2) ``v2-json-trace100``, ``v2-json-trace1`` (only when ``--systems`` names them): (c) on a second and
+  a third modelport server started with ``--tracing``, sampling 100% and 1% of requests
+  (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``), each exporting over OTLP/HTTP to its own local sink
+  (``otlp_sink.py``, pinned to the load generator's core); printed as ratios to (c), tracing off, in the same
+  run, with the spans each sink received.
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
@@ -57,7 +62,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, BenchModel, build  # noqa: E402
-from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, Config  # noqa: E402
+from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, TRACE_SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
 from serving_procs import Server, modelport_server, servers, settle, torchserve_missing, wait_valid  # noqa: E402
@@ -72,6 +77,7 @@ from serving_report import (  # noqa: E402
     table,
     target_lines,
     targets,
+    tracing_lines,
 )
 
 
@@ -120,7 +126,7 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
     if "raw" in cfg.systems:
         print(f"  raw onnxruntime, {cfg.raw_duration:g}s per batch size, {cfg.rounds} round(s)")
         result["raw"] = median_raw([run_raw(cfg, model, repo) for _ in range(cfg.rounds)])
-    systems = [s for s in (*SYSTEMS, *BASELINE_SYSTEMS) if s in cfg.systems]
+    systems = [s for s in (*SYSTEMS, *BASELINE_SYSTEMS, *TRACE_SYSTEMS) if s in cfg.systems]
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with servers(cfg, model, repo, work, payloads) as running:
         for round_ in range(1, cfg.rounds + 1):
@@ -145,6 +151,8 @@ def bench_model(cfg: Config, model: BenchModel, work: Path) -> dict[str, Any]:
             "peak_pss_mb": max(measured, default=None),
             "error": server.error,
         }
+        if server.sink is not None:
+            result["servers"][name]["spans_exported"] = server.spans_exported
     return result
 
 
@@ -308,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(results) + "\n\n" + server_table(results) + "\n\n" + target_lines(verdicts))
     if before_after := baseline_lines(results):
         print("\n" + before_after)
+    if traced := tracing_lines(results):
+        print("\n" + traced)
     for name, result in results.items():
         if result.get("workers"):
             w = result["workers"]

@@ -13,6 +13,10 @@ ROOT = HERE.parent
 SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve", "tfserving", "v2-grpc")
 # with --baseline DIR: v2 JSON and binary on a second modelport server run from DIR's checkout (before/after)
 BASELINE_SYSTEMS = ("v2-json-base", "v2-binary-base")
+# only when --systems names them: v2 JSON on modelport servers with --tracing, every span exported to a local
+# OTLP sink, sampling 100% and 1% of requests (parentbased_traceidratio), against v2-json (tracing off)
+TRACE_SYSTEMS = ("v2-json-trace100", "v2-json-trace1")
+TRACE_SAMPLING = {"modelport-trace100": 1.0, "modelport-trace1": 0.01}
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
@@ -25,6 +29,8 @@ LABELS = {
     "v2-grpc": "(g) v2 grpc",
     "v2-json-base": "(c0) json base",
     "v2-binary-base": "(d0) bin base",
+    "v2-json-trace100": "(c1) json tr100",
+    "v2-json-trace1": "(c2) json tr1",
 }
 # the server process each system is measured on (several systems share one modelport server)
 SERVER_OF = {
@@ -37,6 +43,8 @@ SERVER_OF = {
     "torchserve": "torchserve",
     "v2-json-base": "modelport-base",
     "v2-binary-base": "modelport-base",
+    "v2-json-trace100": "modelport-trace100",
+    "v2-json-trace1": "modelport-trace1",
 }
 PY = sys.executable
 

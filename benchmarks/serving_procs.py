@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_models import BenchModel
-from serving_config import HERE, PY, ROOT, SERVER_OF, Config, base_env, pinned, thread_env
+from serving_config import HERE, PY, ROOT, SERVER_OF, TRACE_SAMPLING, Config, base_env, pinned, thread_env
 from serving_load import Payload, request_once
 
 from modelport.errors import ModelportError
@@ -35,6 +35,8 @@ class Server:
     peak_rss_mb: float | None = None
     idle_pss_mb: float | None = None  # PSS of its process tree once it first answered, before any load
     error: str | None = None
+    sink: str | None = None  # a traced server's OTLP sink (http://127.0.0.1:port)
+    spans_exported: int | None = None  # what its sink had received when the load ended
 
 
 def free_port() -> int:
@@ -178,19 +180,23 @@ def modelport_server(
     workers: int = 0,
     wrapper: tuple[str, ...] = (),
     checkout: Path | None = None,
+    sampling: float | None = None,
 ) -> Iterator[Server]:
     """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
     Pinned to the server core, with an HTTP and a gRPC port, defaults otherwise. ``workers`` > 0: that many
     ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
     the (pinned) server runs under, e.g. py-spy's. ``checkout``: run that checkout's modelport (the baseline
-    server, ``modelport-base``) instead of this one's. Stopped by the launcher (SIGTERM, a graceful drain)."""
+    server, ``modelport-base``) instead of this one's. ``sampling``: ``--tracing`` at this ratio of requests
+    (``modelport-trace100``, ``modelport-trace1``), exporting over OTLP/HTTP to its own :func:`otlp_sink`.
+    Stopped by the launcher (SIGTERM, a graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
         shutil.copytree(repo / f"{model.name}-onnx", served / f"{model.name}-onnx")
     name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
     name = "modelport-base" if checkout is not None else name
+    name = f"modelport-trace{sampling * 100:g}" if sampling is not None else name
     flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
     # this checkout's modelport (or the baseline's), whatever the venv has installed or the working directory
     # holds (PYTHONSAFEPATH: ``python -m`` puts no working directory ahead of PYTHONPATH)
@@ -209,12 +215,54 @@ def modelport_server(
         flags += ["--workers", str(workers)]
     started = time.perf_counter()
     with ExitStack() as stack:
+        sink = None
+        if sampling is not None:
+            sink = stack.enter_context(otlp_sink(cfg, work / f"{name}-sink.log"))
+            env.update(_tracing_env(sink, sampling))
+            flags.append("--tracing")
         try:
             up = stack.enter_context(launched(served, *flags, options=options))
         except ModelportError as exc:
             yield Server(name, None, "", work / f"{name}.log", started, error=str(exc))
             return
-        yield Server(name, up.process, up.url, work / f"{name}.log", started, grpc=up.grpc)
+        yield Server(name, up.process, up.url, work / f"{name}.log", started, grpc=up.grpc, sink=sink)
+
+
+def _tracing_env(sink: str, sampling: float) -> dict[str, str]:
+    """A traced server's OTEL_* variables: every span of a sampled request exported to ``sink`` (OTLP/HTTP)."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": f"{sampling:g}",
+    }
+
+
+@contextmanager
+def otlp_sink(cfg: Config, log: Path) -> Iterator[str]:
+    """``otlp_sink.py`` pinned to the load generator's core until the block ends; yields its base URL."""
+    with log.open("wb") as errors:
+        proc = subprocess.Popen(
+            pinned([PY, str(HERE / "otlp_sink.py")], cfg.client_cpu), stdout=subprocess.PIPE, stderr=errors
+        )
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().decode().strip()  # its first line, once it listens
+        if not port.isdigit():
+            raise RuntimeError(f"the OTLP sink did not start; see {log}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def spans_received(sink: str) -> int | None:
+    """How many spans ``sink`` has received (None when it does not answer)."""
+    import urllib.request
+
+    with suppress(OSError, ValueError, KeyError), urllib.request.urlopen(f"{sink}/stats", timeout=5) as reply:
+        return int(json.loads(reply.read())["spans"])
+    return None
 
 
 def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
@@ -297,6 +345,8 @@ STARTUP_SYSTEM = {
     "modelport": "v2-json",
     "torchserve": "torchserve",
     "modelport-base": "v2-json-base",
+    "modelport-trace100": "v2-json-trace100",
+    "modelport-trace1": "v2-json-trace1",
 }
 
 
@@ -317,6 +367,7 @@ def servers(
         "modelport": lambda: modelport_server(cfg, model, repo, work),
         "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
         "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),
+        **{name: _traced(cfg, model, repo, work, ratio) for name, ratio in TRACE_SAMPLING.items()},
     }
     wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
     started: dict[str, Server] = {}
@@ -333,3 +384,11 @@ def servers(
             for server in started.values():
                 if server.proc is not None and server.proc.poll() is None:
                     server.peak_rss_mb = peak_rss_mb(server.proc.pid)
+                if server.sink is not None:
+                    server.spans_exported = spans_received(server.sink)
+
+
+def _traced(
+    cfg: Config, model: BenchModel, repo: Path, work: Path, sampling: float
+) -> Callable[[], AbstractContextManager[Server]]:
+    return lambda: modelport_server(cfg, model, repo, work, sampling=sampling)

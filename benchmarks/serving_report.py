@@ -140,6 +140,8 @@ TARGETS = (
     Target("resnet18", 32, "v2-binary", "raw-b32", 0.95),
     Target("resnet18", 32, "v2-json", "floor", 1.5, metric="peak_pss_mb"),
     Target("resnet18", 32, "v2-binary", "floor", 1.5, metric="peak_pss_mb"),
+    # issue 18: tracing every request costs at most 15% of the throughput with tracing off
+    Target("mlp", 32, "v2-json-trace100", "v2-json", 0.85),
 )
 
 
@@ -203,6 +205,32 @@ def baseline_lines(results: dict[str, Any]) -> str:
                 f" peak PSS x{_fmt(pss, '.3f')}"
             )
     return "\n".join(lines)
+
+
+def tracing_lines(results: dict[str, Any]) -> str:
+    """With the traced systems: their req/s, p50 and p99 over (c)'s (tracing off), cell by cell, and the spans
+    each one's sink received ("" without them)."""
+    lines = []
+    for name, result in results.items():
+        cells = {(c["concurrency"], c["system"]): c for c in result["cells"] if not c.get("error")}
+        for (concurrency, system), traced in sorted(cells.items()):
+            off = cells.get((concurrency, "v2-json"))
+            if not system.startswith("v2-json-trace") or off is None:
+                continue
+            ratios = [_ratio_of(traced, off, key) for key in ("rps", "p50_ms", "p99_ms")]
+            lines.append(
+                f"{name} c={concurrency}: {LABELS[system]} / {LABELS['v2-json']}: req/s x{_fmt(ratios[0], '.3f')},"
+                f" p50 x{_fmt(ratios[1], '.3f')}, p99 x{_fmt(ratios[2], '.3f')}"
+            )
+        for server, info in result.get("servers", {}).items():
+            if "spans_exported" in info:
+                lines.append(f"{name} {server}: {_fmt(info['spans_exported'], 'd')} spans received by its OTLP sink")
+    return "\n".join(lines)
+
+
+def _ratio_of(cell: dict[str, Any], base: dict[str, Any], key: str) -> float | None:
+    value, reference = cell.get(key), base.get(key)
+    return float(value / reference) if value is not None and reference else None
 
 
 def profile_lines(results: dict[str, Any]) -> str:

@@ -169,3 +169,22 @@ def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
         assert all(c["errors"] == 0 and c["items_per_s"] > 0 and c["vs_inprocess"] > 0 for c in levels.values())
     assert report["serve"]["golden_check"] and report["serve"]["exit_code"] == 0
     assert "PASS: gpu check on cpu" in done.stdout
+
+
+def test_serving_report_prints_the_traced_systems_as_ratios_to_tracing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """v2-json-trace100/-trace1 over v2-json, cell by cell, with the spans each sink received; judged at c=32."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from serving_report import targets, tracing_lines
+
+    def cell(system: str, rps: float, p99: float) -> dict[str, object]:
+        return {"system": system, "concurrency": 32, "rps": rps, "p50_ms": 1.0, "p99_ms": p99}
+
+    cells = [cell("v2-json", 1000.0, 10.0), cell("v2-json-trace100", 900.0, 12.0), cell("v2-json-trace1", 990.0, 10.0)]
+    result = {"raw": {}, "cells": cells, "servers": {"modelport-trace100": {"spans_exported": 3600}}}
+    assert tracing_lines({"mlp": result}).splitlines() == [
+        "mlp c=32: (c2) json tr1 / (c) v2 json: req/s x0.990, p50 x1.000, p99 x1.000",
+        "mlp c=32: (c1) json tr100 / (c) v2 json: req/s x0.900, p50 x1.000, p99 x1.200",
+        "mlp modelport-trace100: 3600 spans received by its OTLP sink",
+    ]
+    judged = [t for t in targets({"mlp": result}) if t["system"] == "v2-json-trace100"]
+    assert [(t["ratio"], t["passed"]) for t in judged] == [(0.9, True)]

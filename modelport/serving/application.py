@@ -34,6 +34,7 @@ from modelport.errors import InferenceError, InvalidArgumentError, ModelportErro
 from modelport.manifest import ModelManifest
 from modelport.processing import Processors
 from modelport.processing.labels import Labels
+from modelport.serving import tracing
 from modelport.serving.errors import http_status
 from modelport.serving.metrics import Metrics
 from modelport.serving.model import Execution, ServedVersion
@@ -111,7 +112,8 @@ class Applications:
         """``function(items)`` in the pool: each item's result, or the first item's error raised."""
         loop = asyncio.get_running_loop()
         try:
-            results, seconds = await loop.run_in_executor(self._pool, _timed, function, items)
+            with tracing.span(function.__name__, items=len(items)):  # preprocess / postprocess
+                results, seconds = await loop.run_in_executor(self._pool, _timed, function, items)
         except ModelportError:
             raise
         except Exception as exc:  # the processor's own fault: logged with its traceback, a generic 500 to the client

@@ -22,6 +22,7 @@ about twice its calls, not n^2). Which failure is the client's (a 400) is the ru
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ from modelport.errors import (
     summarize,
 )
 from modelport.runtimes.base import Arrays
+from modelport.serving import tracing
 
 __all__ = ["BatchPolicy", "BatchStats", "Batcher", "inline_threshold_s"]
 
@@ -105,6 +107,7 @@ class _Pending:
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
     enqueued: float
+    trace: Any = None  # tracing.enqueued(): the request's span context when it is sampled (tracing on)
 
 
 @dataclass
@@ -158,13 +161,16 @@ class Batcher:
         loop = asyncio.get_running_loop()
         rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
         pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
+        if tracing.ENABLED:
+            pending.trace = tracing.enqueued()
         if self._idle():  # nothing to batch with: run it now, without the hops through the queue and the loop
             self._hot = True
             loop.call_soon(self._cool)
             await self._execute(self._free.get_nowait(), [pending])
             return pending.future.result()
         if self._loop_task is None:
-            self._loop_task = loop.create_task(self._loop())
+            # an empty context: not the first request's (its request id and span would label every batch's logs)
+            self._loop_task = loop.create_task(self._loop(), context=contextvars.Context())
         self._queue.put_nowait(pending)
         timer = loop.call_later(timeout, _expire, pending.future, timeout)
         try:
@@ -262,6 +268,9 @@ class Batcher:
             self._free.put_nowait(instance)
         elapsed = time.perf_counter() - clock
         self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed / max(run.calls, 1)
+        if tracing.ENABLED:  # the batch's span, linked to its requests' (serving/tracing.py)
+            traces, rows = [p.trace for p in batch], sum(p.rows for p in batch)
+            tracing.record_batch(traces, rows, elapsed, run.calls, run.failed > 0)
         if self._observe is not None:
             rows = sum(p.rows for p in batch)
             waits = tuple(started - p.enqueued for p in batch)

@@ -17,6 +17,7 @@ from modelport.errors import (
     VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.serving import tracing
 from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics, VersionGauges
@@ -159,6 +160,8 @@ class DataPlane:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
             served = self.manager.get(name, version)
             label = (name, str(served.version), protocol)
+            if tracing.ENABLED:
+                tracing.annotate(*label)
             if served.execution is not None and served.execution.processors is not None:
                 response = await self.applications.infer(served, request)
             else:
@@ -168,8 +171,12 @@ class DataPlane:
             return response
         except ModelportError as exc:
             self.metrics.outcome(label, exc.code).inc()
+            if tracing.ENABLED:
+                tracing.outcome(exc.code)
             raise
         finally:
+            if tracing.ENABLED and succeeded:
+                tracing.outcome("success")
             self.in_flight -= 1
             if self._draining and not self.in_flight:
                 self._idle.set()
@@ -181,8 +188,9 @@ class DataPlane:
 
     async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """A model without processors: its tensors in, its tensors out (classified where asked)."""
-        served.validate(request.inputs)
-        wanted = _requested_names(served, request)
+        with tracing.span("validate"):  # a no-op context when tracing is off
+            served.validate(request.inputs)
+            wanted = _requested_names(served, request)
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelport.errors import PayloadTooLargeError
+from modelport.serving import tracing
 from modelport.serving.auth import Tokens, http_scope, presented_token
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.httperrors import ErrorBody, Reply, error_body, error_reply, method_not_allowed
@@ -88,7 +89,10 @@ class HttpFront:
         token = REQUEST_ID.set(request_id)
         stamp = (b"x-request-id", request_id.encode())
         try:
-            await self._answer(scope, receive, send, stamp)
+            if tracing.ENABLED:  # the request's SERVER span (serving/tracing.py)
+                await tracing.http_server(scope, send, lambda traced: self._answer(scope, receive, traced, stamp))
+            else:
+                await self._answer(scope, receive, send, stamp)
         finally:
             REQUEST_ID.reset(token)
 
@@ -105,6 +109,8 @@ class HttpFront:
         if route is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
             await self.routed(scope, receive, _stamped(send, stamp))
             return
+        if tracing.ENABLED:
+            tracing.http_route(route.template)
         try:
             head = RequestHead(params, scope["headers"])
             reply = await route.handler(self.plane, head, lambda limit: read_limited(scope, receive, limit))

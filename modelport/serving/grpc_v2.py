@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelport.errors import InvalidArgumentError, ModelportError, UnimplementedError, summarize
+from modelport.serving import tracing
 from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
@@ -267,8 +268,13 @@ def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
     """The grpc.aio server with the KServe v2 service, health and reflection; and the health servicer."""
     limit = plane.settings.max_body_bytes
     tokens = Tokens.from_settings(plane.settings)
+    traced = tracing.grpc_interceptor()  # first: refused and undecodable calls get their span too
     server = grpc.aio.server(
-        interceptors=[*([AuthInterceptor(tokens)] if tokens.enabled else []), DecodeGuard(frozenset({_STREAM_INFER}))],
+        interceptors=[
+            *([traced] if traced is not None else []),
+            *([AuthInterceptor(tokens)] if tokens.enabled else []),
+            DecodeGuard(frozenset({_STREAM_INFER})),
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

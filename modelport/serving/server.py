@@ -18,6 +18,7 @@ import uvicorn
 
 from modelport.errors import ModelportError, UnavailableError
 from modelport.launcher import write_port_file
+from modelport.serving import tracing
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
@@ -39,19 +40,26 @@ class _JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        trace_id = getattr(record, "trace_id", "-")
+        if trace_id != "-":  # only with tracing on, inside a request's span
+            data["trace_id"] = trace_id
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data)
 
 
 def configure_logging(settings: ServerSettings) -> None:
-    """Plain or JSON logs on stderr at the configured level."""
+    """Plain or JSON logs on stderr at the configured level; with tracing, each record's trace id too."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    ids = "%(request_id)s"
+    if tracing.wanted(settings):
+        handler.addFilter(tracing.TraceIdFilter())
+        ids += " %(trace_id)s"
     handler.setFormatter(
         _JsonFormatter()
         if settings.log_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        else logging.Formatter(f"%(asctime)s %(levelname)s %(name)s [{ids}]: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -72,7 +80,11 @@ def serve(settings: ServerSettings) -> int:
         return run_workers(settings)
     from modelport.serving.workers import with_inherited_secrets
 
-    return _run(_serve(with_inherited_secrets(settings)))
+    tracing.configure(settings)
+    try:
+        return _run(_serve(with_inherited_secrets(settings)))
+    finally:
+        tracing.shutdown()  # the spans still queued are exported before the process exits
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

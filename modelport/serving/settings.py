@@ -78,6 +78,11 @@ class ServerSettings(BaseSettings):
     model_control: bool = Field(False, description="enable the load/unload repository API")
     golden_check: bool = Field(True, description="run each version's golden vectors when it loads")
     log_json: bool = Field(False, description="structured JSON logs")
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry traces, exported as the OTEL_* variables say (also on when OTEL_TRACES_EXPORTER "
+        "or OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set; off with OTEL_SDK_DISABLED=true)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")
     port_file: str = Field(

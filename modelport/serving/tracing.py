@@ -1,0 +1,171 @@
+"""OpenTelemetry traces, opt-in; a no-op behind one boolean when off.
+
+Tracing is on when the server is started with ``--tracing`` (``MODELPORT_TRACING=true``), or when the
+standard variables ask for traces: ``OTEL_TRACES_EXPORTER`` set to anything but ``none``, or an OTLP endpoint
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``). ``OTEL_SDK_DISABLED=true`` turns it
+off whatever else is set. When it is off, ``ENABLED`` is False, neither the OpenTelemetry SDK nor an exporter is
+imported, and the hooks below return at once: callers on the hot path test ``tracing.ENABLED`` first.
+
+When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK (``TracerProvider``,
+``BatchSpanProcessor``, an OTLP exporter over gRPC or HTTP/protobuf), configured by the standard variables:
+
+* one SERVER span per HTTP request (``serving/front.py``) and per unary gRPC call (an interceptor), the child
+  of the W3C ``traceparent``/``tracestate`` the client sent; the response carries its own ``traceparent``
+  (an HTTP header; gRPC trailing metadata);
+* under it, ``validate`` (the manifest check), ``queue`` (enqueued until its batch started) and whatever the
+  processors wrap in :func:`span` (``preprocess``, ``postprocess``);
+* one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
+
+Attributes: ``modelport.model``, ``modelport.version``, ``modelport.protocol``, ``modelport.outcome``,
+``modelport.batch.size`` (rows), ``modelport.batch.requests``, ``modelport.request_id``, and the semantic
+conventions' ``http.*`` / ``rpc.*``. Log records get ``trace_id`` (:class:`TraceIdFilter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from modelport.errors import DependencyError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from modelport.serving.settings import ServerSettings
+    from modelport.serving.tracing_otel import OtelTracing, RequestTrace
+
+__all__ = [
+    "ENABLED",
+    "TraceIdFilter",
+    "annotate",
+    "configure",
+    "enqueued",
+    "flush",
+    "grpc_interceptor",
+    "http_route",
+    "http_server",
+    "outcome",
+    "record_batch",
+    "shutdown",
+    "span",
+    "wanted",
+]
+
+ENABLED = False
+"""Whether tracing is on in this process: the one check the hot path makes."""
+
+_active: OtelTracing | None = None
+_NULL = contextlib.nullcontext()
+_TRUE = ("1", "true", "yes", "on")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def wanted(settings: ServerSettings, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``settings`` and the ``OTEL_*`` variables ask for traces (the rule in this module's docstring)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return False
+    if settings.tracing:
+        return True
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def configure(
+    settings: ServerSettings, exporter: SpanExporter | None = None, environ: Mapping[str, str] = os.environ
+) -> bool:
+    """Turn tracing on if :func:`wanted` (or an ``exporter`` is given: tests); returns whether it is on.
+
+    Without ``exporter``, the exporters come from ``OTEL_TRACES_EXPORTER`` (otlp, console, none) and the OTLP
+    protocol from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+    global ENABLED, _active
+    if exporter is None and not wanted(settings, environ):
+        return False
+    shutdown()
+    try:
+        from modelport.serving import tracing_otel
+    except ImportError as exc:
+        needs = "pip install 'modelport[tracing]'"
+        raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
+    exporters = [exporter] if exporter is not None else tracing_otel.exporters_from_env(environ)
+    _active = tracing_otel.OtelTracing(exporters)
+    ENABLED = True
+    return True
+
+
+def flush(timeout_s: float = 10.0) -> None:
+    """Export every finished span now (tests; a no-op when off)."""
+    if _active is not None:
+        _active.flush(timeout_s)
+
+
+def shutdown() -> None:
+    """Flush the spans still queued and turn tracing off (the server calls it once it has drained)."""
+    global ENABLED, _active
+    active, _active, ENABLED = _active, None, False
+    if active is not None:
+        active.shutdown()
+
+
+def span(name: str, **attributes: str | int | float | bool) -> contextlib.AbstractContextManager[object]:
+    """A child span of the current one, e.g. ``with tracing.span("preprocess", step="resize"):`` around a
+    processor; a no-op when tracing is off or the current request is not sampled."""
+    if _active is None:
+        return _NULL
+    return _active.child(name, attributes)
+
+
+def annotate(model: str, version: str, protocol: str) -> None:
+    """Name the model version and protocol on the current request's span."""
+    if _active is not None:
+        _active.annotate(model, version, protocol)
+
+
+def outcome(code: str) -> None:
+    """Record the request's outcome (``success`` or an error code) on its span."""
+    if _active is not None:
+        _active.outcome(code)
+
+
+def enqueued() -> RequestTrace | None:
+    """What the batcher keeps of a request it queues: its span context and when (None: not sampled, or off)."""
+    return _active.enqueued() if _active is not None else None
+
+
+def record_batch(traces: Sequence[RequestTrace | None], rows: int, seconds: float, runs: int, failed: bool) -> None:
+    """A batch that ran for ``seconds`` (ending now): its span, linked to its sampled requests, and their
+    ``queue`` spans (enqueued until the batch started)."""
+    if _active is not None:
+        _active.record_batch(traces, rows, seconds, runs, failed)
+
+
+async def http_server(scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
+    """Run ``answer(send)`` inside the request's SERVER span; the response gets a ``traceparent`` header."""
+    if _active is None:
+        await answer(send)
+        return
+    await _active.http_server(scope, send, answer)
+
+
+def http_route(template: str) -> None:
+    """Name the current HTTP span after the route template it matched (``POST /v2/models/{model}/infer``)."""
+    if _active is not None:
+        _active.http_route(template)
+
+
+def grpc_interceptor() -> Any:
+    """The gRPC server interceptor that opens each unary call's SERVER span (None when off)."""
+    return _active.interceptor() if _active is not None else None
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds ``record.trace_id``: the current span's trace id (32 hex digits), or ``-`` outside a traced request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trace_id = _active.trace_id() if _active is not None else "-"
+        return True

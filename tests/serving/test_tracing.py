@@ -1,0 +1,356 @@
+"""OpenTelemetry traces: the opt-in rule, span structure in process (HTTP and gRPC, batch links, W3C propagation),
+trace ids in logs, nothing of the SDK when off, and what a real ``modelport serve --tracing`` exports over OTLP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from modelport.serving import tracing
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.grpc_v2 import build_grpc_server
+from modelport.serving.rest import create_app
+from modelport.serving.server import build, configure_logging
+from modelport.serving.settings import ServerSettings
+from tests.serving import fakes
+from tests.serving.otlp import ReceivedSpan, otlp_receiver
+from tests.serving.processes import ROOT, serving
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+INFER_ROUTE = "POST /v2/models/{model}/infer"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    fakes.write_model(root, "echo")
+    # a batch runs once it holds two rows: two concurrent requests always share one
+    fakes.write_model(root, "pair", config={"max_batch_size": 2, "max_queue_delay_ms": 10_000})
+    fakes.GATE.set()
+    return root
+
+
+@pytest.fixture
+def exported(repo: Path) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    assert tracing.configure(ServerSettings(repository=repo), exporter)
+    yield exporter
+    tracing.shutdown()
+
+
+@pytest.fixture
+async def plane(repo: Path, exported: InMemorySpanExporter) -> AsyncIterator[DataPlane]:
+    data_plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0))
+    await data_plane.start()
+    yield data_plane
+    await data_plane.close()
+
+
+@pytest.fixture
+async def client(plane: DataPlane) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+def finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    tracing.flush()
+    return list(exporter.get_finished_spans())
+
+
+def hex_ids(span: ReadableSpan) -> tuple[str, str]:
+    assert span.context is not None
+    return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
+
+
+def children(spans: list[ReadableSpan], parent: ReadableSpan) -> dict[str, ReadableSpan]:
+    assert parent.context is not None
+    return {s.name: s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id}
+
+
+def only(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, f"{len(found)} spans named {name!r} in {[s.name for s in spans]}"
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "environ", "on"),
+    [
+        (False, {}, False),
+        (True, {}, True),
+        (False, {"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        (False, {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        (False, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        (False, {"OTEL_SERVICE_NAME": "alone-it-asks-for-nothing"}, False),
+        (True, {"OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_tracing_is_on_with_the_flag_or_the_otel_variables_that_ask_for_traces(tmp_path, flag, environ, on):
+    assert tracing.wanted(ServerSettings(repository=tmp_path, tracing=flag), environ) is on
+
+
+async def test_an_http_inference_is_one_server_span_under_the_callers_traceparent_with_its_children(client, exported):
+    reply = await client.post("/v2/models/echo/infer", json=BODY, headers={"traceparent": TRACEPARENT})
+    assert reply.status_code == 200
+    spans = finished(exported)
+    server = only(spans, INFER_ROUTE)
+    assert server.kind is SpanKind.SERVER
+    assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
+    trace_id, span_id = hex_ids(server)
+    assert trace_id == TRACE_ID
+    assert reply.headers["traceparent"] == f"00-{TRACE_ID}-{span_id}-01", "the response names the server span"
+    assert {k: server.attributes[k] for k in ("modelport.model", "modelport.protocol", "modelport.outcome")} == {
+        "modelport.model": "echo",
+        "modelport.protocol": "v2",
+        "modelport.outcome": "success",
+    }
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["http.route"] == "/v2/models/{model}/infer"
+    assert server.attributes["modelport.request_id"] == reply.headers["x-request-id"]
+    assert set(children(spans, server)) == {"validate", "queue", "batch"}
+    assert all(format(s.context.trace_id, "032x") == TRACE_ID for s in spans if s.context is not None)
+
+
+async def test_a_batch_span_links_to_every_request_it_served(client, exported):
+    replies = await asyncio.gather(*(client.post("/v2/models/pair/infer", json=BODY) for _ in range(2)))
+    assert [r.status_code for r in replies] == [200, 200]
+    spans = finished(exported)
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    batch = only(spans, "batch")
+    assert len(servers) == 2
+    assert {(link.context.trace_id, link.context.span_id) for link in batch.links} == {
+        (s.context.trace_id, s.context.span_id) for s in servers if s.context is not None
+    }
+    assert batch.attributes["modelport.batch.size"] == 2
+    assert batch.attributes["modelport.batch.requests"] == 2
+    assert batch.attributes["modelport.model"] == "pair"
+    queues = [s for s in spans if s.name == "queue"]
+    assert sorted(q.parent.span_id for q in queues if q.parent) == sorted(
+        s.context.span_id for s in servers if s.context
+    )
+
+
+async def test_a_request_refused_by_validation_has_a_failed_validate_span_and_no_batch(client, exported):
+    bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    reply = await client.post("/v2/models/echo/infer", json=bad)
+    assert reply.status_code == 400
+    spans = finished(exported)
+    server = only(spans, INFER_ROUTE)
+    assert set(children(spans, server)) == {"validate"}
+    assert only(spans, "validate").status.status_code is StatusCode.ERROR
+    assert server.attributes["modelport.outcome"] == "invalid_spec"
+    assert server.attributes["http.response.status_code"] == 400
+    assert server.status.status_code is StatusCode.UNSET, "a client error is not the server's"
+
+
+async def test_routed_paths_get_a_span_named_by_their_route(client, exported):
+    reply = await client.get("/v2/models/echo/ready", headers={"traceparent": TRACEPARENT})
+    assert reply.status_code == 200
+    assert reply.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    span = only(finished(exported), "GET /v2/models/{model}/ready")
+    assert span.attributes["http.route"] == "/v2/models/{model}/ready"
+
+
+async def test_processors_can_wrap_their_steps_in_child_spans(exported):
+    request = tracing._active.tracer.start_as_current_span("request")  # type: ignore[union-attr]
+    with request, tracing.span("preprocess", step="resize"):
+        pass
+    spans = finished(exported)
+    assert only(spans, "preprocess").attributes["step"] == "resize"
+    with tracing.span("preprocess"):  # no request span: nothing to be a child of
+        pass
+    assert len(finished(exported)) == 2
+
+
+async def test_an_unsampled_request_still_gets_its_traceparent_but_costs_no_spans(repo, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    exporter = InMemorySpanExporter()
+    tracing.configure(ServerSettings(repository=repo), exporter)
+    data_plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0))
+    await data_plane.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(data_plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            reply = await http.post("/v2/models/echo/infer", json=BODY)
+        assert reply.status_code == 200
+        assert int(reply.headers["traceparent"].split("-")[3], 16) & 1 == 0, "its sampled flag is off"
+        assert finished(exporter) == []
+    finally:
+        await data_plane.close()
+        tracing.shutdown()
+
+
+async def _grpc_infer(address: str, request: service_pb2.ModelInferRequest) -> tuple[grpc.StatusCode, dict[str, str]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=(("traceparent", TRACEPARENT),)
+        )
+        with contextlib.suppress(grpc.aio.AioRpcError):  # its code and trailers say how it ended
+            await call
+        return await call.code(), dict(await call.trailing_metadata())
+
+
+def _grpc_request(model: str) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 3])
+    tensor.contents.fp32_contents.extend([1.0, 2.0, 3.0])
+    return request
+
+
+async def test_a_grpc_inference_is_one_server_span_whose_traceparent_comes_back_in_the_trailers(plane, exported):
+    server, _ = build_grpc_server(plane)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        code, trailers = await _grpc_infer(f"127.0.0.1:{port}", _grpc_request("echo"))
+        missing, _ = await _grpc_infer(f"127.0.0.1:{port}", _grpc_request("nobody"))
+    finally:
+        await server.stop(grace=None)
+    assert (code, missing) == (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+    spans = [s for s in finished(exported) if s.kind is SpanKind.SERVER]
+    assert [s.name for s in spans] == ["inference.GRPCInferenceService/ModelInfer"] * 2
+    served, refused = spans
+    assert served.parent is not None and format(served.parent.span_id, "016x") == PARENT_ID
+    assert trailers["traceparent"] == f"00-{TRACE_ID}-{hex_ids(served)[1]}-01"
+    assert served.attributes["rpc.grpc.status_code"] == 0
+    assert served.attributes["modelport.protocol"] == "v2-grpc"
+    assert set(children(finished(exported), served)) == {"validate", "queue", "batch"}
+    assert refused.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert refused.status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.parametrize("log_json", [True, False])
+def test_logs_carry_the_trace_id_next_to_the_request_id(repo, exported, capsys, log_json):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(ServerSettings(repository=repo, tracing=True, log_json=log_json))
+    try:
+        with tracing._active.tracer.start_as_current_span("request") as span:  # type: ignore[union-attr]
+            logging.getLogger("modelport.test").warning("inside")
+        logging.getLogger("modelport.test").warning("outside")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    inside, outside = capsys.readouterr().err.strip().splitlines()[-2:]
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    if log_json:
+        assert json.loads(inside)["trace_id"] == trace_id
+        assert "trace_id" not in json.loads(outside)
+    else:
+        assert f"[- {trace_id}]" in inside and "[- -]" in outside
+
+
+def test_a_server_without_tracing_never_imports_the_sdk(repo):
+    script = f"""
+import asyncio, os, sys
+for name in [n for n in os.environ if n.startswith("OTEL_")]:
+    del os.environ[name]
+import httpx
+from modelport.serving import tracing
+from modelport.serving.grpc_v2 import build_grpc_server
+from modelport.serving.rest import create_app
+from modelport.serving.server import build, configure_logging
+from modelport.serving.settings import ServerSettings
+
+async def main():
+    settings = ServerSettings(repository={str(repo)!r}, max_queue_delay_ms=0)
+    configure_logging(settings)
+    tracing.configure(settings)
+    plane = build(settings)
+    await plane.start()
+    build_grpc_server(plane)
+    transport = httpx.ASGITransport(app=create_app(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        reply = await http.post("/v2/models/echo/infer", json={BODY!r})
+    await plane.close()
+    loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter")))
+    print(reply.status_code, "traceparent" in reply.headers, tracing.ENABLED, loaded)
+
+asyncio.run(main())
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env)
+    assert out.stdout.split("\n")[0] == "200 False False []"
+
+
+def _tree(spans: list[ReceivedSpan]) -> str:
+    """The spans of one trace as an indented tree (name, duration, links), for failure messages and the issue."""
+    ids = {s.span_id for s in spans}
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for span in sorted((s for s in spans if s.parent_span_id == parent), key=lambda s: s.start_ns):
+            linked = f" links={len(span.links)}" if span.links else ""
+            lines.append(f"{'  ' * depth}{span.name} {span.duration_ms:.3f} ms{linked}")
+            walk(span.span_id, depth + 1)
+
+    for root in sorted({s.parent_span_id for s in spans if s.parent_span_id not in ids}):
+        walk(root, 0)
+    return "\n".join(lines)
+
+
+def _one_trace(trace_id: str, names: set[str]) -> Callable[[list[ReceivedSpan]], bool]:
+    return lambda spans: names <= {s.name for s in spans if s.trace_id == trace_id}
+
+
+def test_a_traced_server_exports_its_spans_to_an_otlp_http_receiver(repo, tmp_path):
+    with otlp_receiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_SERVICE_NAME": "modelport-under-test",
+        }
+        with serving(repo, "--tracing", "--log-json", env=env, log=tmp_path / "server.log") as server:
+            reply = httpx.post(f"{server.url}/v2/models/echo/infer", json=BODY, headers={"traceparent": TRACEPARENT})
+            assert reply.status_code == 200
+            spans = receiver.wait_for(_one_trace(TRACE_ID, {INFER_ROUTE, "validate", "queue", "batch"}))
+            code, trailers = asyncio.run(_grpc_infer(server.grpc, _grpc_request("echo")))
+            assert code is grpc.StatusCode.OK
+            grpc_span = trailers["traceparent"].split("-")[2]
+            spans = receiver.wait_for(lambda got: grpc_span in {s.span_id for s in got})
+    trace = [s for s in spans if s.trace_id == TRACE_ID]
+    tree = _tree(trace)
+    print(f"received trace {TRACE_ID}:\n{tree}")
+    http_span = next(s for s in trace if s.name == INFER_ROUTE)
+    assert http_span.parent_span_id == PARENT_ID, tree
+    assert http_span.kind == 2, "SPAN_KIND_SERVER"
+    assert http_span.service == "modelport-under-test"
+    assert http_span.attributes["modelport.model"] == "echo"
+    assert reply.headers["traceparent"] == f"00-{TRACE_ID}-{http_span.span_id}-01"
+    assert {s.name for s in trace if s.parent_span_id == http_span.span_id} >= {"validate", "queue", "batch"}, tree
+    batch = next(s for s in trace if s.name == "batch" and s.parent_span_id == http_span.span_id)
+    assert (TRACE_ID, http_span.span_id) in batch.links
+    assert all(s.start_ns <= s.end_ns and http_span.start_ns <= s.start_ns for s in trace), tree
+
+
+def test_spans_still_queued_at_shutdown_are_exported_before_the_process_exits(repo, tmp_path):
+    with otlp_receiver() as receiver:
+        # no --tracing: the OTLP endpoint alone turns it on; an hour's delay: only the shutdown flush sends them
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+        with serving(repo, env=env, log=tmp_path / "server.log") as server:
+            reply = httpx.post(f"{server.url}/v2/models/echo/infer", json=BODY, headers={"traceparent": TRACEPARENT})
+            assert reply.status_code == 200
+            assert receiver.spans == []
+        spans = receiver.wait_for(_one_trace(TRACE_ID, {INFER_ROUTE, "batch"}), timeout=5)
+    assert {s.service for s in spans} == {"modelport"}
