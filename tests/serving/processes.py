@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -59,6 +60,15 @@ def serving(
         yield Served(server.url, server.grpc or "", server.process)
     code = server.process.returncode
     assert code == 0, f"the server exited with {code} (SIGTERM must drain and exit 0)"
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+    """Yield to the event loop until ``predicate`` holds; fail after ``timeout`` seconds (a bounded busy-wait)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g}s")
+        await asyncio.sleep(0)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:

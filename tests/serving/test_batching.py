@@ -11,6 +11,7 @@ import pytest
 from modelport.errors import DeadlineExceededError, InferenceError, RejectedInputError, UnavailableError
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats
 from tests.serving import fakes
+from tests.serving.processes import until
 
 
 class Model:
@@ -43,8 +44,7 @@ async def _started(model: Model, count: int = 1) -> None:
 
 
 async def _queued(batcher: Batcher, depth: int) -> None:
-    while batcher.depth < depth:
-        await asyncio.sleep(0)
+    await until(lambda: batcher.depth >= depth, what=f"{depth} queued requests")
 
 
 async def test_requests_waiting_behind_a_busy_model_run_as_one_batch():
@@ -281,8 +281,7 @@ async def test_one_request_alone_in_a_failed_batch_is_re_run_before_it_is_blamed
 async def _taken(batcher: Batcher) -> None:
     """Until the batcher's loop has taken everything queued (it is gathering or running)."""
     await asyncio.sleep(0)
-    while batcher.depth:
-        await asyncio.sleep(0)
+    await until(lambda: not batcher.depth, what="an empty queue")
 
 
 async def test_a_queue_delay_holds_the_batch_open_until_it_fills():

@@ -24,6 +24,7 @@ from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings, read_model_config
 from modelport.serving.v2 import InferRequest
 from tests.serving import embedding, fakes
+from tests.serving.processes import until
 
 ROWS = [[float(i), i + 0.5, i + 0.25] for i in range(8)]
 V2 = {"inputs": [{"name": "x", "shape": [8, 3], "datatype": "FP32", "data": ROWS}]}
@@ -46,8 +47,7 @@ async def _until_running(plane: DataPlane) -> None:
     batcher = plane.manager.get("echo").batcher
     assert batcher is not None
     async with asyncio.timeout(10):
-        while not batcher.in_flight:
-            await asyncio.sleep(0.005)
+        await until(lambda: bool(batcher.in_flight), what="a running batch")
 
 
 @pytest.mark.parametrize(

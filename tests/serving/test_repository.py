@@ -11,6 +11,7 @@ from modelport.errors import NotFoundError
 from modelport.serving.server import build
 from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy, read_model_config
 from tests.serving import fakes
+from tests.serving.processes import until
 from tests.serving.test_rest import _infer_body
 
 
@@ -71,17 +72,16 @@ async def test_reload_swaps_without_dropping_in_flight_requests(tmp_path):
 
     repo = tmp_path / "repo"
     fakes.write_model(repo, "m")
-    plane = await _plane(repo)
+    plane = await _plane(repo, golden_check=False)  # the new version loads without a run the gate would hold
     try:
         fakes.GATE.clear()
         request = decode_request(orjson.dumps(_infer_body()), None)
         in_flight = asyncio.create_task(plane.infer("m", None, request, "v2"))
-        while plane.manager.get("m").batcher.in_flight == 0:
-            await asyncio.sleep(0)
+        await until(lambda: plane.manager.get("m").batcher.in_flight > 0, what="a running batch")
         (repo / "m" / "1" / "modelport.json").touch()  # the version changes while a request runs
         reload = asyncio.create_task(plane.manager.reload())
-        while plane.manager.get("m").batcher.in_flight:  # the new version is swapped in first
-            await asyncio.sleep(0)
+        # the new version is swapped in first
+        await until(lambda: not plane.manager.get("m").batcher.in_flight, what="the new version")
         fakes.GATE.set()
         response = await in_flight
         await reload
