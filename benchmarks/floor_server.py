@@ -1,12 +1,14 @@
 """System (b): the Python transport floor, the leanest honest KServe v2 JSON handler.
 
-    python benchmarks/floor_server.py --model model.onnx --port 8100 [--framework starlette|fastapi] [--threads 1]
+    python benchmarks/floor_server.py --model model.onnx --port 8100 [--framework starlette|fastapi|null] [--threads 1]
 
 ``starlette`` (the floor, system ``floor``): one bare Starlette route, no middleware of ours;
 ``fastapi`` (system ``floor-fastapi``): the same handler as a FastAPI route, to show what the framework
-costs. Both run on uvicorn with httptools and uvloop. No validation, no batching, no metrics:
-orjson-decode the v2 request, call onnxruntime, orjson-encode the response. Anything a real server
-does on top of this is overhead to explain.
+costs; ``null`` (system ``null``): uvicorn's own ceiling, a pure ASGI app that reads the body and sends
+a response computed once, bounding what any handler on uvicorn can reach. All run on uvicorn with
+httptools and uvloop. The floors do no validation, no batching, no metrics: orjson-decode the v2
+request, call onnxruntime, orjson-encode the response. Anything a real server does on top of this is
+overhead to explain.
 """
 
 from __future__ import annotations
@@ -77,7 +79,38 @@ def fastapi_app(model: str, threads: int) -> Any:
     return app
 
 
-APPS = {"starlette": starlette_app, "fastapi": fastapi_app}
+def null_app(model: str, threads: int) -> Any:
+    """The ceiling of any server on uvicorn: a pure ASGI app that reads the body and answers the model's
+    response computed once at start (no parsing, no model run, no framework)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    x = np.zeros([d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape], dtype=np.float32)
+    values = session.run(None, {session.get_inputs()[0].name: x})
+    outputs = [
+        {"name": o.name, "shape": list(v.shape), "datatype": "FP32", "data": v.ravel()}
+        for o, v in zip(session.get_outputs(), values, strict=True)
+    ]
+    body = orjson.dumps({"model_name": "null", "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+APPS = {"starlette": starlette_app, "fastapi": fastapi_app, "null": null_app}
 
 
 def main(argv: list[str] | None = None) -> int:

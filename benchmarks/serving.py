@@ -9,6 +9,8 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 * (b) ``floor``: the leanest honest handler, bare Starlette on uvicorn (httptools, uvloop), orjson in,
   onnxruntime, orjson out, no batching -- the Python floor every ``x(b)`` ratio and target is against;
 * (b2) ``floor-fastapi``: the same handler as a FastAPI route (what the framework costs);
+* (z) ``null``: uvicorn's ceiling, a pure ASGI app that reads the body and sends a response computed once
+  (no parsing, no model): what no handler on uvicorn can beat on this machine;
 * (c) ``v2-json``: ``modelport serve`` over the ONNX export, KServe v2 JSON;
 * (d) ``v2-binary``: the same server, KServe v2 binary tensor extension (binary in and out);
 * (e) ``torchserve``: TorchServe 0.12 over the TorchScript export, with its dynamic batching on;

@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SYSTEMS = ("floor", "floor-fastapi", "v2-json", "v2-binary", "torchserve", "tfserving", "v2-grpc")
+SYSTEMS = ("floor", "floor-fastapi", "null", "v2-json", "v2-binary", "torchserve", "tfserving", "v2-grpc")
 # with --baseline DIR: v2 JSON and binary on a second modelport server run from DIR's checkout (before/after)
 BASELINE_SYSTEMS = ("v2-json-base", "v2-binary-base")
 # only when --systems names them: v2 JSON on modelport servers with --tracing, every span exported to a local
@@ -22,6 +22,7 @@ LABELS = {
     "raw-b32": "(a) ort b32",
     "floor": "(b) floor",
     "floor-fastapi": "(b2) fastapi",
+    "null": "(z) uvicorn null",
     "v2-json": "(c) v2 json",
     "v2-binary": "(d) v2 bin",
     "torchserve": "(e) torchserve",
@@ -36,6 +37,7 @@ LABELS = {
 SERVER_OF = {
     "floor": "floor",
     "floor-fastapi": "floor-fastapi",
+    "null": "floor-null",
     "v2-json": "modelport",
     "v2-binary": "modelport",
     "tfserving": "modelport",

@@ -56,6 +56,7 @@ def write_payloads(model: BenchModel, folder: Path) -> dict[str, Payload]:
     return {
         "floor": Payload("v2", f"/v2/models/{model.name}/infer", folder / "body.json", width),
         "floor-fastapi": Payload("v2", f"/v2/models/{model.name}/infer", folder / "body.json", width),
+        "null": Payload("v2", f"/v2/models/{model.name}/infer", folder / "body.json", width),
         "v2-json": Payload("v2", v2, folder / "body.json", width),
         "v2-binary": Payload("v2", v2, folder / "body.bin", width, "application/octet-stream", len(header)),
         "tfserving": Payload("tfserving", f"/v1/models/{served}:predict", folder / "body.tfs.json", width),

@@ -342,6 +342,7 @@ def spawned(server: Server) -> Iterator[Server]:
 STARTUP_SYSTEM = {
     "floor": "floor",
     "floor-fastapi": "floor-fastapi",
+    "floor-null": "null",
     "modelport": "v2-json",
     "torchserve": "torchserve",
     "modelport-base": "v2-json-base",
@@ -364,6 +365,7 @@ def servers(
     starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
         "floor": lambda: spawned(start_floor(cfg, model, repo, work)),
         "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
+        "floor-null": lambda: spawned(start_floor(cfg, model, repo, work, framework="null")),
         "modelport": lambda: modelport_server(cfg, model, repo, work),
         "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
         "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = {"floor", "floor-fastapi", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve"}
+SYSTEMS = {"floor", "floor-fastapi", "null", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve"}
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert cell["peak_pss_mb"] > 0, f"{system}: {cell}"
     assert cells["v2-grpc"]["loadgen"] == "grpc"
     assert cells["floor"]["ratio_to_floor"] == 1.0
-    assert set(result["servers"]) == {"floor", "floor-fastapi", "modelport", "torchserve"}
+    assert set(result["servers"]) == {"floor", "floor-fastapi", "floor-null", "modelport", "torchserve"}
     for name, server in result["servers"].items():
         assert server["error"] is None, f"{name}: {server['error']}"
         assert server["startup_s"] > 0
