@@ -67,7 +67,7 @@ from bench_models import MODELS, BenchModel, build  # noqa: E402
 from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, TRACE_SYSTEMS, Config  # noqa: E402
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
-from serving_procs import Server, modelport_server, servers, settle, torchserve_missing, wait_valid  # noqa: E402
+from serving_procs import Server, modelport_server, servers, settle, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
     add_ratios,
@@ -81,6 +81,8 @@ from serving_report import (  # noqa: E402
     targets,
     tracing_lines,
 )
+
+from modelport.torchserve_process import torchserve_missing  # noqa: E402
 
 
 def workers_scaling(

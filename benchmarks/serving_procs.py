@@ -19,6 +19,7 @@ from serving_load import Payload, request_once
 
 from modelport.errors import ModelportError
 from modelport.launcher import LaunchOptions, launched
+from modelport.torchserve_process import TorchServeOptions, archive, running_torchserve
 
 
 @dataclass
@@ -265,68 +266,29 @@ def spans_received(sink: str) -> int | None:
     return None
 
 
-def start_torchserve(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Server:
-    """(e) TorchServe in the foreground with its own TMPDIR/TEMP, logs, model store and config."""
+@contextmanager
+def torchserve_server(cfg: Config, model: BenchModel, repo: Path, work: Path) -> Iterator[Server]:
+    """(e) TorchServe over the TorchScript export (no-archive, our handler) through the one TorchServe adapter,
+    pinned to the server core; stopped by process group."""
     home = work / "torchserve"
-    tmp, store, logs = home / "tmp", home / "store", home / "logs"
-    for folder in (tmp, store, logs):
-        folder.mkdir(parents=True, exist_ok=True)
-    archive(model, repo, store)
-    ports = [free_port() for _ in range(3)]
-    models = {
-        model.name: {
-            "1.0": {
-                "defaultVersion": True,
-                "marName": model.name,
-                "minWorkers": 1,
-                "maxWorkers": 1,
-                "batchSize": cfg.ts_batch_size,
-                "maxBatchDelay": cfg.ts_max_batch_delay_ms,
-                "responseTimeout": 120,
-            }
-        }
-    }
-    properties = {
-        "inference_address": f"http://127.0.0.1:{ports[0]}",
-        "management_address": f"http://127.0.0.1:{ports[1]}",
-        "metrics_address": f"http://127.0.0.1:{ports[2]}",
-        "model_store": str(store),
-        "load_models": model.name,
-        "models": json.dumps(models),
-        "default_workers_per_model": "1",
-        "disable_token_authorization": "true",
-        "disable_system_metrics": "true",
-        "install_py_dep_per_model": "false",
-        "max_request_size": str(64 * 1024 * 1024),
-        "max_response_size": str(64 * 1024 * 1024),
-    }
-    config = home / "config.properties"
-    config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
-    env = base_env(cfg)
-    env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
-    cmd = [str(Path(PY).parent / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth"]
-    cmd += ["--ts-config", str(config), "--model-store", str(store)]
-    url = f"http://127.0.0.1:{ports[0]}"
-    return launch("torchserve", pinned(cmd, cfg.server_cpu), env, work, url, cwd=home)
-
-
-def archive(model: BenchModel, repo: Path, store: Path) -> None:
-    """``torch-model-archiver`` (no-archive layout) of the TorchScript export with our handler."""
-    cmd = [str(Path(PY).parent / "torch-model-archiver"), "--model-name", model.name, "--version", "1.0"]
-    cmd += ["--serialized-file", str(repo / f"{model.name}-torchscript/1/model.pt")]
-    cmd += ["--handler", str(HERE / "torchserve_handler.py"), "--export-path", str(store)]
-    cmd += ["--archive-format", "no-archive", "--force"]
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-def torchserve_missing() -> str | None:
-    """Why TorchServe cannot run here, or None."""
-    if shutil.which("java") is None:
-        return "java is not installed"
-    for tool in ("torchserve", "torch-model-archiver"):
-        if not (Path(PY).parent / tool).exists():
-            return f"{tool} is not installed in the virtualenv"
-    return None
+    serialized = repo / f"{model.name}-torchscript/1/model.pt"
+    folder = archive(serialized, HERE / "torchserve_handler.py", model.name, home / "store", directory=True)
+    options = TorchServeOptions(
+        batch_size=cfg.ts_batch_size,
+        max_batch_delay_ms=cfg.ts_max_batch_delay_ms,
+        response_timeout_s=120,
+        env=thread_env(cfg),
+        command_prefix=tuple(pinned([], cfg.server_cpu)),
+        timeout_s=cfg.startup_timeout,
+    )
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        try:
+            served = stack.enter_context(running_torchserve(folder, home, options))
+        except ModelportError as exc:
+            yield Server("torchserve", None, "", home / "torchserve.log", started, error=str(exc))
+            return
+        yield Server("torchserve", served.process, served.inference, served.log, started)
 
 
 @contextmanager
@@ -367,7 +329,7 @@ def servers(
         "floor-fastapi": lambda: spawned(start_floor(cfg, model, repo, work, framework="fastapi")),
         "floor-null": lambda: spawned(start_floor(cfg, model, repo, work, framework="null")),
         "modelport": lambda: modelport_server(cfg, model, repo, work),
-        "torchserve": lambda: spawned(start_torchserve(cfg, model, repo, work)),
+        "torchserve": lambda: torchserve_server(cfg, model, repo, work),
         "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),
         **{name: _traced(cfg, model, repo, work, ratio) for name, ratio in TRACE_SAMPLING.items()},
     }

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from modelport.cli import main
-from tests.serving.processes import ROOT, free_port, serving, wait_until
-from tests.serving.torchserve import archive, stop, torchserve
+from modelport.torchserve_process import TorchServeOptions, TorchServePorts, archive, running_torchserve, stop
+from tests.serving.processes import ROOT, serving, wait_until
 
 pytestmark = [pytest.mark.torchserve, pytest.mark.torch, pytest.mark.slow]
 
@@ -34,10 +34,10 @@ def test_torchserve_and_modelport_answer_alike_and_remote_recovers(tmp_path: Pat
     store = tmp_path / "store"
     mar = archive(digits_repo.root / "digits-torchscript" / "1" / "model.pt", HANDLER, "digits", store)
     images = np.random.default_rng(7).random((3, 1, 8, 8), dtype=np.float32)
-    ports = tuple(free_port() for _ in range(5))
+    options = TorchServeOptions(ports=TorchServePorts.free())  # the restart reuses them
     local_repo, remote_repo = tmp_path / "local", tmp_path / "remote"
     with contextlib.ExitStack() as stack:
-        ts = stack.enter_context(torchserve(store, "digits", tmp_path / "ts", ports))
+        ts = stack.enter_context(running_torchserve(mar, tmp_path / "ts", options))
         direct = [_predict(ts.inference, image) for image in images]
         assert all(r.status_code == 200 for r in direct), direct[0].text
         expected = np.asarray([r.json() for r in direct], dtype=np.float32)
@@ -67,7 +67,7 @@ def test_torchserve_and_modelport_answer_alike_and_remote_recovers(tmp_path: Pat
         assert _predict(local.url, images[0]).status_code == 200, "the local copy does not depend on TorchServe"
         wait_until(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 503)
 
-        stack.enter_context(torchserve(store, "digits", tmp_path / "ts-again", ports))
+        stack.enter_context(running_torchserve(mar, tmp_path / "ts-again", options))
         wait_until(lambda: httpx.get(f"{remote.url}/v2/models/digits/ready", timeout=5).status_code == 200)
         again = _predict(remote.url, images[0])
         assert again.status_code == 200, again.text
