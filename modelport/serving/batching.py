@@ -104,7 +104,7 @@ class BatchStats:
 class _Pending:
     inputs: Arrays
     rows: int
-    key: tuple[Any, ...]
+    key: tuple[Any, ...]  # set when the request is queued (one that runs at once batches with nothing)
     future: asyncio.Future[Arrays]
     enqueued: float
     trace: Any = None  # tracing.enqueued(): the request's span context when it is sampled (tracing on)
@@ -159,8 +159,7 @@ class Batcher:
         if self.depth >= self.policy.max_queue_size:
             raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
         loop = asyncio.get_running_loop()
-        rows, key = _rows(inputs, self.policy), _key(inputs, self.policy)
-        pending = _Pending(inputs, rows, key, loop.create_future(), loop.time())
+        pending = _Pending(inputs, _rows(inputs, self.policy), (), loop.create_future(), loop.time())
         if tracing.ENABLED:
             pending.trace = tracing.enqueued()
         if self._idle():  # nothing to batch with: run it now, without the hops through the queue and the loop
@@ -168,6 +167,7 @@ class Batcher:
             loop.call_soon(self._cool)
             await self._execute(self._free.get_nowait(), [pending])
             return pending.future.result()
+        pending.key = _key(inputs, self.policy)  # what a queued request may share a batch by
         if self._loop_task is None:
             # an empty context: not the first request's (its request id and span would label every batch's logs)
             self._loop_task = loop.create_task(self._loop(), context=contextvars.Context())
