@@ -189,8 +189,7 @@ class DataPlane:
     async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """A model without processors: its tensors in, its tensors out (classified where asked)."""
         with tracing.span("validate"):  # a no-op context when tracing is off
-            served.validate(request.inputs)
-            wanted = _requested_names(served, request)
+            wanted = _requested_names(served, served.validate(request.inputs), request)
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
@@ -315,8 +314,7 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
     )
 
 
-def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
-    manifest = served.require_ready()
+def _requested_names(served: ServedVersion, manifest: ModelManifest, request: InferRequest) -> list[str]:
     names = [s.name for s in manifest.outputs]
     if not request.outputs:
         return names

@@ -98,6 +98,11 @@ class ServedVersion:
         self.batcher = make_batcher(loaded.execution, observe) if loaded.execution is not None else None
         self.state = VersionState.READY if loaded.execution is not None else VersionState.FAILED
         self.reason = loaded.reason
+        # what validate reads for every request, looked up once
+        inputs = loaded.manifest.inputs if loaded.manifest is not None else ()
+        self._specs = {spec.name: spec for spec in inputs}
+        finite_only = loaded.execution is not None and loaded.execution.limits.finite_only
+        self._value_checks = finite_only or any(spec.value_range is not None for spec in inputs)
 
     @property
     def name(self) -> str:
@@ -136,13 +141,13 @@ class ServedVersion:
             return False, self.reason
         return runtime_health(self.loaded.execution.runtimes[0])
 
-    def validate(self, inputs: Arrays) -> None:
-        """Check a request against the manifest before it may join a batch."""
+    def validate(self, inputs: Arrays) -> ModelManifest:
+        """Check a request against the manifest before it may join a batch; the manifest of the ready version."""
         manifest = self.require_ready()
-        expected = {s.name: s for s in manifest.inputs}
-        missing = [n for n in expected if n not in inputs]
-        extra = [n for n in inputs if n not in expected]
-        if missing or extra:
+        expected = self._specs
+        if inputs.keys() != expected.keys():
+            missing = [n for n in expected if n not in inputs]
+            extra = [n for n in inputs if n not in expected]
             raise InvalidArgumentError(
                 f"model {self.name!r} takes inputs {list(expected)}; missing {missing}, unexpected {extra}"
             )
@@ -155,7 +160,8 @@ class ServedVersion:
                 raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
             if not shape_matches(spec.shape, value.shape):
                 raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
-            self._check_values(spec, got, value)
+            if self._value_checks:
+                self._check_values(spec, got, value)
             if manifest.max_batch_size and value.ndim:
                 batch_sizes.add(value.shape[0])
         if len(batch_sizes) > 1:
@@ -166,6 +172,7 @@ class ServedVersion:
             )
         if batch_sizes and min(batch_sizes) < 1:
             raise SpecError("the batch is empty")
+        return manifest
 
     def _check_values(self, spec: TensorSpec, dtype: DataType, value: np.ndarray[Any, Any]) -> None:
         """NaN/Inf when the config forbids them, and integers outside the manifest's range.
