@@ -287,6 +287,9 @@ class DataPlane:
         """Statistics of the ready versions of every model (``name`` empty), of one model, or of one version."""
         if version and not name:
             raise InvalidArgumentError("statistics of a version need the model's name")
+        pipeline = self._pipeline(name, version or None) if name else None
+        if pipeline is not None:  # its requests; its steps count in their models' statistics
+            return [self.metrics.statistics.snapshot(name, VERSION)]
         if name:
             served = self.manager.get(name, version or None)  # unknown: NotFound; still loading: Unavailable
             targets = [served] if version else list(self.manager.models[name].versions.values())

@@ -269,3 +269,47 @@ async def test_readiness_follows_a_step_being_unloaded(client: httpx.AsyncClient
 async def test_a_pipeline_has_only_version_one(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v2/models/quadruple/versions/1")).status_code == 200
     assert (await client.get("/v2/models/quadruple/versions/2")).status_code == 404
+
+
+PARSE = """
+import numpy as np
+
+
+def parse(payloads):
+    return [{"x": np.array([[float(v) for v in p.decode().split(",")]], np.float32)} for p in payloads]
+"""
+
+
+async def test_a_custom_pre_step_turns_payloads_into_tensors(pipe_repo: Path, plane: DataPlane) -> None:
+    _pipeline(
+        pipe_repo,
+        "parsed",
+        {
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "out", "datatype": "FP32", "shape": [-1, 3]}],
+            "steps": [
+                {"processors": {"pre": [{"kind": "custom", "callable": "parsing:parse"}]},
+                 "input_map": {"data": "text"}, "output_map": {"x": "parsed"}},
+                {"model": "first", "input_map": {"x": "parsed"}, "output_map": {"y": "out"}},
+            ],
+        },
+    )  # fmt: skip
+    (pipe_repo / "parsed" / "parsing.py").write_text(PARSE)
+    await plane.load("parsed")
+    transport = httpx.ASGITransport(app=create_app(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/v2/models/parsed/ready")).status_code == 200
+        answer = await http.post("/predictions/parsed", content=b"1,2,3")  # TorchServe: the raw body
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == [2, 4, 6]  # one output: its values, as TF Serving's row format
+        bad = await http.post("/predictions/parsed", content=b"1,2")  # the step model refuses its shape
+        assert bad.status_code == 400, bad.text
+        stats = (await http.get("/v2/models/parsed/stats")).json()["model_stats"][0]
+        assert stats["name"] == "parsed" and stats["inference_stats"]["success"]["count"] == 1
+        metrics = (await http.get("/metrics")).text
+    assert 'modelport_preprocess_duration_seconds_count{model="parsed",version="1"} 2.0' in metrics
+
+
+def test_the_readme_shows_the_example_pipeline() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert EXAMPLE.read_text() in readme
