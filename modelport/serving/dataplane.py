@@ -225,6 +225,8 @@ class DataPlane:
         try:
             if self._draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
+            if tracing.ENABLED:
+                tracing.annotate(*label)
             response = await pipeline.infer(self, request)
             self.metrics.outcome(label, "success").inc()
             succeeded = True

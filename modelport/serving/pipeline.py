@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from modelport.errors import (
+    InferenceError,
     InvalidArgumentError,
     ModelNotReadyError,
     ModelportError,
@@ -166,7 +167,7 @@ class Pipeline:
             outputs = await self._process(index, inputs)
         missing = [name for name in step.output_map if name not in outputs]
         if missing:
-            raise InvalidArgumentError(f"{step.label(index)} did not produce {missing}; it produced {sorted(outputs)}")
+            raise InferenceError(f"{step.label(index)} did not produce {missing}; it produced {sorted(outputs)}")
         return {theirs: outputs[mine] for mine, theirs in step.output_map.items()}
 
     async def _process(self, index: int, inputs: Arrays) -> Arrays:
