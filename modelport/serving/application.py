@@ -106,6 +106,14 @@ class Applications:
         encoded = np.array([orjson.dumps(r, option=_JSON_OPTIONS) for r in results], dtype=object)
         return InferResponse(served.name, version, {OUTPUT: encoded}, id=request.id, results=results)
 
+    async def process(
+        self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], stage: str, key: Any
+    ) -> list[Any]:
+        """One processing ``stage`` (``pre`` or ``post``) of a pipeline in the pool, timed under ``key`` (model,
+        version); an item's error is raised, as for a model's own processors."""
+        histogram = self._metrics.preprocess_seconds if stage == "pre" else self._metrics.postprocess_seconds
+        return await self._stage(function, items, histogram, key)
+
     async def _stage(
         self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], histogram: Any, key: Any
     ) -> list[Any]:

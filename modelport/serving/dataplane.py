@@ -23,6 +23,7 @@ from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
+from modelport.serving.pipeline import VERSION, Pipeline, Pipelines
 from modelport.serving.settings import ServerSettings
 from modelport.serving.statistics import VersionStatistics
 from modelport.serving.types import (
@@ -64,6 +65,7 @@ class DataPlane:
         self.metrics = metrics if metrics is not None else Metrics()
         self.manager = ModelManager(settings, self.metrics.observe_batch)
         self.applications = Applications(settings.processing_threads, self.metrics)  # models with processors
+        self.pipelines = Pipelines(self.applications)  # models whose config.yaml declares pipeline:
         self.metrics.watch(self._gauges)
         self.in_flight = 0
         self._started = False
@@ -112,6 +114,10 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
         """Whether a model version (default: the model's default version) takes requests now, and why not."""
+        pipeline = self._pipeline(name, version)
+        if pipeline is not None:
+            status = pipeline.status(self)
+            return status.state is VersionState.READY, status.reason
         return self.manager.get(name, version).readiness()
 
     def models_ready(self) -> dict[str, bool]:
@@ -141,6 +147,12 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str | None = None, ready_only: bool = False) -> ModelMetadata:
         """What a model version is and how it is served; ``ready_only``: only a version that takes requests now."""
+        pipeline = self._pipeline(name, version)
+        if pipeline is not None:
+            meta = pipeline.metadata(self)
+            if ready_only and meta.status.state is not VersionState.READY:
+                raise ModelNotReadyError(f"pipeline {name!r} is not ready: {meta.status.reason}")
+            return meta
         served = self.manager.get(name, version)
         if ready_only:
             served.require_ready()
@@ -148,6 +160,9 @@ class DataPlane:
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs."""
+        pipeline = self._pipeline(name, version)
+        if pipeline is not None:
+            return await self._infer_pipeline(pipeline, request, protocol)
         started = time.perf_counter()
         label = (name, version or "default", protocol)
         served: ServedVersion | None = None
@@ -198,12 +213,63 @@ class DataPlane:
         selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
         return InferResponse(served.name, str(served.version), selected, id=request.id)
 
+    async def _infer_pipeline(self, pipeline: Pipeline, request: InferRequest, protocol: str) -> InferResponse:
+        """A pipeline's request, counted and timed as a model's (its steps count in their models' batches)."""
+        started = time.perf_counter()
+        label = (pipeline.name, str(VERSION), protocol)
+        succeeded = False
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        self.metrics.worker_requests.inc()
+        try:
+            if self._draining:
+                raise UnavailableError("the server is shutting down", retry_after=5.0)
+            if tracing.ENABLED:
+                tracing.annotate(*label)
+            response = await pipeline.infer(self, request)
+            self.metrics.outcome(label, "success").inc()
+            succeeded = True
+            return response
+        except ModelportError as exc:
+            self.metrics.outcome(label, exc.code).inc()
+            raise
+        finally:
+            self.in_flight -= 1
+            if self._draining and not self.in_flight:
+                self._idle.set()
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self.metrics.latency(label).observe(elapsed)
+            self.metrics.statistics.request(pipeline.name, VERSION, elapsed, succeeded)
+
+    async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+        """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
+        served = self.manager.get(name, version)
+        if served.execution is not None and served.execution.processors is not None:
+            return await self.applications.infer(served, request)
+        return await self._infer_tensors(served, request)
+
+    def _pipeline(self, name: str, version: str | None) -> Pipeline | None:
+        """The pipeline ``name`` (its one version, 1), or None when ``name`` is not a pipeline."""
+        entry = self.manager.models.get(name)
+        if entry is None or entry.config.pipeline is None:
+            return None
+        if version not in (None, "", str(VERSION)):
+            raise NotFoundError(f"pipeline {name!r} has no version {version!r} (has: [{VERSION}])")
+        return self.pipelines.get(name, entry.config.pipeline, entry.directory)
+
     def model_versions(self, name: str) -> list[VersionStatus]:
         """The state of every served version of a model, ascending."""
+        pipeline = self._pipeline(name, None)
+        if pipeline is not None:
+            return [pipeline.status(self)]
         return [_status(v) for v in self._versions(name)]
 
     def model_details(self, name: str) -> list[ModelDetails]:
         """How every served version of a model runs, ascending."""
+        pipeline = self._pipeline(name, None)
+        if pipeline is not None:
+            return [pipeline.details(self)]
         gpu = self.settings.device.startswith("cuda")
         return [_details(v, gpu) for v in self._versions(name)]
 
@@ -222,6 +288,9 @@ class DataPlane:
         """Statistics of the ready versions of every model (``name`` empty), of one model, or of one version."""
         if version and not name:
             raise InvalidArgumentError("statistics of a version need the model's name")
+        pipeline = self._pipeline(name, version or None) if name else None
+        if pipeline is not None:  # its requests; its steps count in their models' statistics
+            return [self.metrics.statistics.snapshot(name, VERSION)]
         if name:
             served = self.manager.get(name, version or None)  # unknown: NotFound; still loading: Unavailable
             targets = [served] if version else list(self.manager.models[name].versions.values())
@@ -237,6 +306,11 @@ class DataPlane:
     def repository_index(self, ready_only: bool = False) -> list[RepositoryRow]:
         """Every model of the repository with each of its versions (``ready_only``: the READY versions)."""
         rows = self.manager.index()
+        for name, entry in self.manager.models.items():
+            if entry.config.pipeline is not None:
+                status = self.model_versions(name)[0]
+                rows.append(RepositoryRow(name, status.state.value, status.reason, status.version))
+        rows.sort(key=lambda row: row.name)  # stable: each model's versions stay in order
         return [r for r in rows if r.state == VersionState.READY.value] if ready_only else rows
 
     def require_control(self) -> None:

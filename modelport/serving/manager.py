@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.serving.batching import BatchStats
@@ -33,6 +34,7 @@ class ModelEntry:
     config: ModelConfig
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     error: str = ""
+    directory: Path | None = None  # where its config.yaml lies (a pipeline's processors read files there)
 
     def default(self) -> ServedVersion:
         """The configured default version, else the highest READY one, else the highest."""
@@ -51,6 +53,7 @@ class _Survey:
 
     config: ModelConfig
     stamps: dict[int, str]
+    directory: Path
 
 
 class ModelManager:
@@ -166,9 +169,10 @@ class ModelManager:
 
     def _survey(self, name: str) -> _Survey:
         """Blocking: the model's config, and the stamp of each version its policy wants."""
-        config = read_model_config(self.store.config_dir(name))
-        wanted = config.version_policy.select(self.store.versions(name))
-        return _Survey(config, {number: self.store.stamp(name, number) for number in wanted})
+        directory = self.store.config_dir(name)
+        config = read_model_config(directory)
+        wanted = config.version_policy.select(self.store.versions(name)) if config.pipeline is None else []
+        return _Survey(config, {number: self.store.stamp(name, number) for number in wanted}, directory)
 
     async def _sync_model(self, name: str) -> None:
         entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
@@ -180,7 +184,7 @@ class ModelManager:
             entry.error = exc.message
             log.error("model %s: %s", name, exc.message)
             return
-        entry.config, entry.error = survey.config, ""
+        entry.config, entry.error, entry.directory = survey.config, "", survey.directory
         for number, stamp in sorted(survey.stamps.items()):
             current = entry.versions.get(number)
             if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry:
@@ -192,7 +196,7 @@ class ModelManager:
             if current is not None:
                 await self._close(current)
         await self._retire(entry, set(survey.stamps))
-        if not entry.versions and not entry.error:
+        if not entry.versions and not entry.error and entry.config.pipeline is None:  # a pipeline has no versions
             entry.error = "no versions with a manifest match the version policy"
 
     async def _retire(self, entry: ModelEntry, wanted: set[int]) -> None:

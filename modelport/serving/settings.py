@@ -13,6 +13,7 @@ from modelport.errors import InvalidArgumentError
 from modelport.processing.config import expand_handler
 from modelport.processing.spec import ProcessingSpec
 from modelport.runtimes.base import OnnxArena, RemoteTarget
+from modelport.serving.pipeline_spec import PipelineSpec
 from modelport.storage import CONFIG_FILE, is_url
 
 __all__ = [
@@ -194,6 +195,9 @@ class ModelConfig(BaseModel):
     remote: RemoteConfig | None = None
     processors: ProcessingSpec | None = Field(
         None, description="pre/post steps (see modelport.processing.config), or {handler: image_classifier}"
+    )
+    pipeline: PipelineSpec | None = Field(
+        None, description="this model is a pipeline of served models and processors (see serving/pipeline_spec.py)"
     )
 
     @field_validator("processors", mode="before")

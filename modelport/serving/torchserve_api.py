@@ -87,10 +87,10 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
-    outputs = response.outputs if batched else {k: v[0] for k, v in response.outputs.items()}
     if batched:
-        return json_reply(predict_response(outputs, row_format=True)["predictions"])
-    return json_reply(predict_response({k: v[None] for k, v in outputs.items()}, row_format=True)["predictions"][0])
+        return json_reply(predict_response(response.outputs, row_format=True)["predictions"])
+    first = {k: v[:1] for k, v in response.outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
+    return json_reply(predict_response(first, row_format=True)["predictions"][0])
 
 
 TORCHSERVE_HOT_ROUTES = [

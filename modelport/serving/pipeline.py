@@ -1,0 +1,273 @@
+"""Pipeline models: a DAG of served models and processors, served like a model (Triton ensemble semantics).
+
+A pipeline (``pipeline:`` in a model folder's ``config.yaml``, see :mod:`modelport.serving.pipeline_spec`)
+has one version, 1. Its graph is checked when it is built; a bad graph leaves it FAILED with the reason.
+Its readiness follows its steps: it is ready while every step model is ready and has the tensors its
+maps name, and otherwise says which step is not and why.
+
+A request runs the steps level by level (independent steps concurrently); a model step goes through
+the data plane's path of that model (validation, its own batcher), so concurrent pipeline requests
+batch in each step model; a processor step runs in the data plane's processing pool. A failing step
+fails its request alone with its own error. At most ``max_inflight`` requests run at once; more are
+refused with a 503 and Retry-After, as a full queue is. Pipelines do not nest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from modelport.errors import (
+    InferenceError,
+    InvalidArgumentError,
+    ModelNotReadyError,
+    ModelportError,
+    NotFoundError,
+    SpecError,
+    UnavailableError,
+    summarize,
+)
+from modelport.processing import ProcessingContext, Processors, build_processors
+from modelport.serving.application import OUTPUT, Applications, classify
+from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
+from modelport.serving.types import (
+    InferRequest,
+    InferResponse,
+    ModelDetails,
+    ModelMetadata,
+    RequestedOutput,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
+from modelport.tensors import Arrays, dtype_of_array, lookup_dtype, shape_matches
+
+__all__ = ["FORMAT", "VERSION", "Pipeline", "Pipelines", "StepPlane"]
+
+FORMAT = "pipeline"  # the format metadata shows (v2 platform ``modelport_pipeline``)
+VERSION = 1  # a pipeline's one version
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class StepPlane(Protocol):
+    """What a pipeline needs of the data plane: its step models' metadata, readiness and inference path."""
+
+    def model_metadata(self, name: str, version: str | None = None, ready_only: bool = False) -> ModelMetadata: ...
+
+    def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]: ...
+
+    async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse: ...
+
+
+class Pipeline:
+    """One pipeline as built from its spec: its levels of steps, its built processors, its requests in flight."""
+
+    def __init__(self, name: str, spec: PipelineSpec, directory: Path | None, applications: Applications) -> None:
+        self.name, self.spec, self.directory = name, spec, directory
+        self.in_flight = 0
+        self._applications = applications
+        self.levels: tuple[tuple[int, ...], ...] = ()
+        self.processors: dict[int, Processors] = {}
+        self.error = ""
+        try:
+            self.levels = plan(spec)
+            self.processors = self._build_processors()
+        except ModelportError as exc:
+            self.error = exc.message
+        except Exception as exc:  # a custom processor's import, a labels file
+            self.error = f"cannot build its processors: {summarize(exc)}"
+
+    def _build_processors(self) -> dict[int, Processors]:
+        context = ProcessingContext(self.directory or Path("."))
+        return {
+            i: build_processors(step.processors, context)
+            for i, step in enumerate(self.spec.steps)
+            if step.processors is not None
+        }
+
+    def status(self, plane: StepPlane) -> VersionStatus:
+        """READY while the graph is sound and every step model serves what its maps name; else FAILED and why."""
+        if self.error:
+            return VersionStatus(VERSION, VersionState.FAILED, self.error)
+        for index, step in enumerate(self.spec.steps):
+            reason = _step_problem(plane, index, step) if step.model is not None else ""
+            if reason:
+                return VersionStatus(VERSION, VersionState.FAILED, reason)
+        return VersionStatus(VERSION, VersionState.READY)
+
+    def metadata(self, plane: StepPlane) -> ModelMetadata:
+        """The pipeline as a model: its own inputs and outputs (one BYTES input: it takes payloads)."""
+        inputs, outputs = _tensors(self.spec.inputs), _tensors(self.spec.outputs)
+        payloads = len(inputs) == 1 and inputs[0].dtype == "string"
+        status = self.status(plane)
+        return ModelMetadata(
+            self.name, (VERSION,), status, format=FORMAT, inputs=inputs, outputs=outputs, processed=payloads
+        )
+
+    def details(self, plane: StepPlane) -> ModelDetails:
+        """How the pipeline runs, as TorchServe's describe shows a model (it batches in its steps)."""
+        directory = self.directory or Path(".")
+        return ModelDetails(self.name, self.status(plane), directory, FORMAT, 1, 0, 0.0, False)
+
+    async def infer(self, plane: StepPlane, request: InferRequest) -> InferResponse:
+        """Run the steps on the request's inputs and answer the pipeline's (requested) outputs."""
+        status = self.status(plane)
+        if status.state is not VersionState.READY:
+            raise ModelNotReadyError(f"pipeline {self.name!r} is not ready: {status.reason}")
+        if self.in_flight >= self.spec.max_inflight:
+            raise UnavailableError(
+                f"pipeline {self.name!r} has {self.in_flight} requests in flight (max_inflight); retry later",
+                retry_after=1.0,
+            )
+        self.in_flight += 1
+        try:
+            tensors = self._validate(request.inputs)
+            for level in self.levels:
+                produced = await asyncio.gather(*(self._step(plane, i, tensors) for i in level), return_exceptions=True)
+                for result in produced:
+                    if isinstance(result, BaseException):
+                        raise result
+                for result in produced:
+                    tensors.update(result)  # type: ignore[arg-type]  # exceptions raised above
+            return self._answer(tensors, request)
+        finally:
+            self.in_flight -= 1
+
+    def _validate(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
+        """The request's inputs checked against the pipeline's own (names, datatypes, shapes)."""
+        expected = {t.name: t for t in self.spec.inputs}
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            raise InvalidArgumentError(
+                f"pipeline {self.name!r} takes inputs {list(expected)}; missing {missing}, unexpected {extra}"
+            )
+        for name, value in inputs.items():
+            spec, got = expected[name], dtype_of_array(value)
+            if got.name != spec.datatype:
+                want = lookup_dtype(spec.datatype).v2
+                raise SpecError(f"input {name!r}: datatype {got.v2} does not match the pipeline's {want}")
+            if not shape_matches(spec.shape, value.shape):
+                raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
+        return dict(inputs)
+
+    async def _step(self, plane: StepPlane, index: int, tensors: Arrays) -> Arrays:
+        """One step on its mapped inputs; its mapped outputs, named as the pipeline names them."""
+        step = self.spec.steps[index]
+        inputs = {mine: tensors[theirs] for mine, theirs in step.input_map.items()}
+        if step.model is not None:
+            version = str(step.version) if step.version is not None else None
+            wanted = tuple(RequestedOutput(name) for name in step.output_map)
+            outputs = (await plane.infer_step(step.model, version, InferRequest(inputs, outputs=wanted))).outputs
+        else:
+            outputs = await self._process(index, inputs)
+        missing = [name for name in step.output_map if name not in outputs]
+        if missing:
+            raise InferenceError(f"{step.label(index)} did not produce {missing}; it produced {sorted(outputs)}")
+        return {theirs: outputs[mine] for mine, theirs in step.output_map.items()}
+
+    async def _process(self, index: int, inputs: Arrays) -> Arrays:
+        """A processor step: ``pre`` decodes each element of its one BYTES input into tensors (concatenated);
+        ``post`` formats each row of its inputs as a JSON response (one BYTES ``output`` element a row)."""
+        processors, key = self.processors[index], (self.name, str(VERSION))
+        if processors.pre:
+            payloads = _payloads(inputs, self.spec.steps[index].label(index))
+            rows = await self._applications.process(processors.preprocess, payloads, "pre", key)
+            return _concatenate(rows)
+        count = len(next(iter(inputs.values())))
+        rows = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(count)]
+        results = await self._applications.process(processors.postprocess, rows, "post", key)
+        return {OUTPUT: np.array([orjson.dumps(r, option=_JSON_OPTIONS) for r in results], dtype=object)}
+
+    def _answer(self, tensors: Arrays, request: InferRequest) -> InferResponse:
+        """The requested outputs (all when none is named); one JSON output also answers as ``results``."""
+        names = [t.name for t in self.spec.outputs]
+        unknown = [o.name for o in request.outputs if o.name not in names]
+        if unknown:
+            raise InvalidArgumentError(f"pipeline {self.name!r} has no outputs {unknown}; it has {names}")
+        wanted = [o.name for o in request.outputs] or names
+        selected = classify({n: tensors[n] for n in wanted}, request.outputs, {}, True)
+        results = None
+        if len(wanted) == 1 and self._from_post(wanted[0]):
+            results = [orjson.loads(element) for element in selected[wanted[0]].ravel().tolist()]
+        return InferResponse(self.name, str(VERSION), selected, id=request.id, results=results)
+
+    def _from_post(self, tensor: str) -> bool:
+        """Whether a pipeline tensor is a ``post`` processor step's JSON."""
+        return any(
+            step.processors is not None and bool(step.processors.post) and tensor in step.output_map.values()
+            for step in self.spec.steps
+        )
+
+
+class Pipelines:
+    """The pipelines the data plane serves, built from their spec when first asked for, rebuilt when it changes."""
+
+    def __init__(self, applications: Applications) -> None:
+        self._applications = applications
+        self._built: dict[str, Pipeline] = {}
+
+    def get(self, name: str, spec: PipelineSpec, directory: Path | None) -> Pipeline:
+        """The pipeline ``name`` as ``spec`` says now (requests in flight keep the one they started on)."""
+        built = self._built.get(name)
+        if built is None or built.spec != spec or built.directory != directory:
+            built = self._built[name] = Pipeline(name, spec, directory, self._applications)
+        return built
+
+
+def _step_problem(plane: StepPlane, index: int, step: PipelineStep) -> str:
+    """Why a model step cannot run now (empty: it can)."""
+    assert step.model is not None
+    label, version = step.label(index), str(step.version) if step.version is not None else None
+    try:
+        meta = plane.model_metadata(step.model, version)
+        ready, reason = plane.model_ready(step.model, version)
+    except NotFoundError as exc:
+        return f"{label}: {exc.message}"
+    except ModelportError as exc:
+        return f"{label}: model {step.model!r} is not ready: {exc.message}"
+    if meta.format == FORMAT:
+        return f"{label}: model {step.model!r} is a pipeline; pipelines do not nest"
+    if not ready:
+        return f"{label}: model {step.model!r} is not ready" + (f": {reason}" if reason else "")
+    return _map_problem(label, step, meta)
+
+
+def _map_problem(label: str, step: PipelineStep, meta: ModelMetadata) -> str:
+    """Whether the step's maps name exactly the model's inputs and some of its outputs."""
+    inputs, outputs = [t.name for t in meta.inputs], [t.name for t in meta.outputs]
+    unknown = sorted(set(step.input_map) - set(inputs))
+    unfed = sorted(set(inputs) - set(step.input_map))
+    if unknown or unfed:
+        return f"{label}: model {meta.name!r} takes inputs {inputs}; input_map names {unknown}, leaves out {unfed}"
+    absent = sorted(set(step.output_map) - set(outputs))
+    if absent:
+        return f"{label}: model {meta.name!r} has no outputs {absent}; it has {outputs}"
+    return ""
+
+
+def _tensors(specs: tuple[Any, ...]) -> tuple[TensorMetadata, ...]:
+    return tuple(TensorMetadata(t.name, t.datatype, tuple(t.shape), t.name) for t in specs)
+
+
+def _payloads(inputs: Arrays, label: str) -> list[object]:
+    """A ``pre`` step's payloads: the elements of its one BYTES input."""
+    (value,) = inputs.values()  # input_map has one entry: checked when the step's processors were built
+    if value.dtype.kind not in ("O", "S", "U"):
+        raise SpecError(f"{label}: payloads come as BYTES, not {dtype_of_array(value).v2}")
+    items: list[object] = [str(x) if isinstance(x, np.str_) else x for x in value.ravel().tolist()]
+    if not items:
+        raise SpecError(f"{label}: no payload (the tensor is empty)")
+    return items
+
+
+def _concatenate(rows: list[Any]) -> Arrays:
+    """A ``pre`` step's rows (each with a batch dimension of 1) as one batch."""
+    try:
+        return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+    except ValueError:
+        raise SpecError("the payloads of this request make tensors of different shapes") from None
