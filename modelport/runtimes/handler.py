@@ -57,6 +57,7 @@ class HandlerRuntime:
         self.context: Any = None
         self.ts_context: Any = None
         self.entry: EntryPoint | None = None
+        self.module_name = ""
         self.providers = ["torchserve-handler"]
 
     def load(self) -> None:
@@ -76,7 +77,9 @@ class HandlerRuntime:
             metrics=_metrics_cache(),
             model_yaml_config=_model_yaml_config(self.directory, archive),
         )
-        entry, initialize = _entry_point(_import_handler(self.directory, handler), handler)
+        module = _import_handler(self.directory, handler)
+        self.module_name = module.__name__
+        entry, initialize = _entry_point(module, handler)
         initialize(self.context)
         self.entry = entry
 
@@ -95,7 +98,8 @@ class HandlerRuntime:
         return {OUTPUT: encoded}
 
     def unload(self) -> None:
-        """Drop the handler (TorchServe calls no hook either)."""
+        """Drop the handler and its module (TorchServe calls no hook either)."""
+        sys.modules.pop(self.module_name, None)
         self.entry = None
         self.context = None
 
