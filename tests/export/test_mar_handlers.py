@@ -261,3 +261,17 @@ def test_handler_source_is_kept_verbatim(tmp_path):
     _import(mar, repo)
     kept = (repo / "f" / "1" / "fn.py").read_text()
     assert kept == textwrap.dedent(FUNCTION_HANDLER)
+
+
+@pytest.mark.slow
+def test_modelport_serve_runs_the_custom_handler(tmp_path):
+    from modelport.launcher import LaunchOptions, launched
+
+    repo = tmp_path / "repo"
+    _import(_eager_archive(tmp_path), repo)
+    options = LaunchOptions(grpc_port=-1, log=tmp_path / "server.log", timeout_s=120)
+    with launched(repo, options=options) as server:
+        raw = httpx.post(f"{server.url}/predictions/pixels", content=_jpeg(color=(255, 255, 255)), timeout=30)
+        as_json = httpx.post(f"{server.url}/predictions/pixels", json={"pixels": [1.0] * 16}, timeout=30)
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["score"] == as_json.json()["score"]
