@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,11 +142,7 @@ def _tiny_cnn(path: Path) -> None:
 
 
 async def test_builtin_image_classifier_needs_no_input_and_answers_top5(tmp_path):
-    _tiny_cnn(tmp_path / "cnn.pt")
-    files = {"cnn.pt": (tmp_path / "cnn.pt").read_bytes(), "index_to_name.json": json.dumps(LABELS).encode()}
-    mar = _archive(
-        tmp_path, "cnn", files, serialized_file="cnn.pt", handler="image_classifier", extra_files="index_to_name.json"
-    )
+    mar = _cnn_archive(tmp_path)
     repo = tmp_path / "repo"
     _import(mar, repo)
     assert yaml.safe_load((repo / "cnn" / "config.yaml").read_text()) == {"processors": {"handler": "image_classifier"}}
@@ -275,3 +272,39 @@ def test_modelport_serve_runs_the_custom_handler(tmp_path):
         as_json = httpx.post(f"{server.url}/predictions/pixels", json={"pixels": [1.0] * 16}, timeout=30)
     assert raw.status_code == 200, raw.text
     assert raw.json()["score"] == as_json.json()["score"]
+
+
+def _cnn_archive(tmp_path: Path) -> Path:
+    _tiny_cnn(tmp_path / "cnn.pt")
+    files = {"cnn.pt": (tmp_path / "cnn.pt").read_bytes(), "index_to_name.json": json.dumps(LABELS).encode()}
+    return _archive(
+        tmp_path, "cnn", files, serialized_file="cnn.pt", handler="image_classifier", extra_files="index_to_name.json"
+    )
+
+
+# TorchServe's built-in vision handlers import torchvision, which cannot be installed beside modelport's
+# torch: the built-in image_classifier is compared with TorchServe's transforms in tests/processing instead
+@pytest.mark.torchserve
+@pytest.mark.parametrize("build", [_eager_archive], ids=["custom-eager"])
+def test_answers_match_torchserve_on_the_same_archive(tmp_path, build):
+    from modelport.launcher import LaunchOptions, launched
+    from tests.serving.processes import free_port
+    from tests.serving.torchserve import torchserve
+
+    mar = build(tmp_path)
+    name = mar.stem
+    repo = tmp_path / "repo"
+    _import(mar, repo)
+    image = _jpeg(size=(300, 260), color=(120, 200, 10))
+    requests: list[dict[str, Any]] = [{"content": image}, {"files": {"data": ("a.jpg", image, "image/jpeg")}}]
+    if name == "pixels":
+        requests.append({"json": {"pixels": [0.25 * (i % 4) for i in range(16)]}})
+    ports = tuple(free_port() for _ in range(5))
+    with torchserve(mar.parent, name, tmp_path / "ts", ports) as ts:
+        expected = [httpx.post(f"{ts.inference}/predictions/{name}", timeout=60, **r) for r in requests]
+    with launched(repo, options=LaunchOptions(grpc_port=-1, log=tmp_path / "server.log", timeout_s=120)) as server:
+        got = [httpx.post(f"{server.url}/predictions/{name}", timeout=60, **r) for r in requests]
+    assert [r.status_code for r in got] == [r.status_code for r in expected] == [200] * len(requests)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine.json().keys() == theirs.json().keys()
+        assert mine.json() == pytest.approx(theirs.json(), abs=1e-5)
