@@ -32,7 +32,7 @@ __all__ = [
 
 MANIFEST_FILE = "modelport.json"
 SCHEMA_VERSION = 1
-Format = Literal["onnx", "ort", "torchscript", "pt2", "savedmodel", "tflite"]
+Format = Literal["onnx", "ort", "torchscript", "pt2", "savedmodel", "tflite", "handler"]
 
 
 class _Frozen(BaseModel):

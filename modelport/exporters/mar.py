@@ -3,9 +3,10 @@
 A ``.mar`` is a zip (or, with ``--archive-format no-archive``, a directory; or a ``.tar.gz``)
 holding ``MAR-INF/MANIFEST.json``, the serialized model and the handler. The serialized file is
 exported like any source (TorchScript ``.pt`` or ``.onnx``), so the imported model gets its
-manifest, golden vectors and parity record. With ``remote`` set, the model's ``config.yaml``
-points at the TorchServe that serves the archive, and modelport forwards to it
-(``runtime: torchserve``) after checking the golden vectors against it.
+manifest, golden vectors and parity record. The handler is kept (``exporters.mar_handler``): a built-in
+one becomes the model's processors, a custom handler file is served in-process by its own code. With
+``remote`` set, the model's ``config.yaml`` points at the TorchServe that serves the archive, and
+modelport forwards to it (``runtime: torchserve``) after checking the golden vectors against it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import yaml
 
 from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, UnsupportedError
+from modelport.exporters.mar_handler import (
+    builtin_handler,
+    custom_handler_file,
+    default_inputs,
+    import_handler_archive,
+    keep_builtin_handler,
+    update_config,
+)
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.pipeline import export
 from modelport.exporters.report import ExportReport
@@ -69,10 +75,16 @@ def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> 
     if not isinstance(options.repository, Path):
         return export_to_store(options, lambda local: import_mar(mar, local, remote))
     archive, files = read_mar(mar)
+    handler_file = custom_handler_file(archive.handler, files)
+    if handler_file is not None and not remote:
+        return import_handler_archive(mar, archive.handler, files, options)
+    builtin = builtin_handler(archive.handler)
+    if builtin is not None:
+        options = default_inputs(options, builtin)
     if archive.model_file:
         raise UnsupportedError(
-            f"{mar}: an eager-mode archive (model file {archive.model_file} + state_dict) cannot be imported; "
-            "archive a TorchScript (.pt) or ONNX (.onnx) serialized file, or export the model with `modelport export`"
+            f"{mar}: an eager-mode archive (model file {archive.model_file} + state_dict) needs its handler file "
+            "in the archive (it builds the model); or archive a TorchScript (.pt) or ONNX (.onnx) serialized file"
         )
     kind = _kind(archive, files, mar)
     with tempfile.TemporaryDirectory(prefix="modelport-mar-") as work:
@@ -82,10 +94,12 @@ def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> 
         template = options.name_template if len(formats) > 1 else "{name}"
         run = replace(options, source=str(source), formats=formats, name_template=template)
         report = export(run)
-    if remote:
-        for row in report.rows:
-            if row.published:
-                _write_remote_config(options.folder / row.model, remote, archive.name)
+    for row in report.rows:
+        if row.published and builtin is not None and not remote:
+            model_dir = options.folder / row.model
+            keep_builtin_handler(model_dir, model_dir / str(row.version), builtin, files, archive.serialized_file)
+        if row.published and remote:
+            update_config(options.folder / row.model, {"runtime": "torchserve", "remote": _remote(remote, archive)})
     return report
 
 
@@ -143,13 +157,8 @@ def _kind(archive: MarArchive, files: dict[str, bytes], mar: Path) -> str:
     )
 
 
-def _write_remote_config(model_dir: Path, address: str, remote_name: str) -> None:
-    path = model_dir / "config.yaml"
-    config: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
-    config = config or {}
-    config["runtime"] = "torchserve"
-    config["remote"] = {"address": address, "model": remote_name}
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+def _remote(address: str, archive: MarArchive) -> dict[str, str]:
+    return {"address": address, "model": archive.name}
 
 
 def check_remote(address: str) -> str:

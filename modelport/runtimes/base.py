@@ -40,6 +40,7 @@ _RUNTIMES = {
     "pt2": "modelport.runtimes.torch:ExportedProgramRuntime",
     "savedmodel": "modelport.runtimes.savedmodel:SavedModelRuntime",
     "tflite": "modelport.runtimes.tflite:TFLiteRuntime",
+    "handler": "modelport.runtimes.handler:HandlerRuntime",  # a TorchServe archive's custom handler
 }
 
 # runtimes that forward to an existing server instead of loading an artifact

@@ -234,7 +234,7 @@ def _open(
     try:
         for _ in range(config.instances or settings.instances):
             runtimes.append(open_runtime(directory, manifest, options, config.runtime))
-        if settings.golden_check:
+        if settings.golden_check and manifest.parity is not None:  # handler archives have no reference
             _check_golden(runtimes[0], directory, manifest)
     except BaseException:
         for runtime in runtimes:

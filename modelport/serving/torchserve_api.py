@@ -11,6 +11,11 @@ raw body (``curl -T cat.jpg``, any content type but JSON and multipart), ``multi
 (``curl -F data=@cat.jpg``; each part one row) or JSON (a string, a list of strings, or
 ``{"data": ...}``). One payload is answered with its response (``{"tabby": 0.71, ...}``), several
 with the list of their responses, in order.
+
+A model served by its archive's custom handler (format ``handler``, ``runtimes/handler.py``) takes the
+raw body, a JSON body or each ``multipart/form-data`` part as one request to the handler, and answers
+the handler's response as TorchServe does: its bytes (``application/json`` when they are JSON);
+several parts are answered with the list of their responses.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from starlette.responses import Response
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
 from modelport.runtimes.base import Arrays
+from modelport.runtimes.handler import INPUT as HANDLER_INPUT
+from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
@@ -81,6 +88,8 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     model, version = head.params["model"], head.params.get("version")
     meta = plane.model_metadata(model, version, ready_only=True)
     content_type = head.header(b"content-type") or ""
+    if meta.format == "handler":
+        return await _handler_predictions(plane, head, await read(plane.settings.max_body_bytes), content_type)
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
     # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
     inputs, batched = parse(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
@@ -91,6 +100,34 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
         return json_reply(predict_response(response.outputs, row_format=True)["predictions"])
     first = {k: v[:1] for k, v in response.outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
     return json_reply(predict_response(first, row_format=True)["predictions"][0])
+
+
+async def _handler_predictions(plane: DataPlane, head: RequestHead, body: bytes, content_type: str) -> Reply:
+    """A custom handler's model: the body (or each multipart part) is one request to the handler, and the
+    handler's response is answered as TorchServe answers it (the bytes its worker wrote)."""
+    rows = list(multipart_parts(body, content_type)) if is_multipart(content_type) else [body]
+    inputs = {HANDLER_INPUT: np.array([_payload(r) for r in rows], dtype=object)}
+    model, version = head.params["model"], head.params.get("version")
+    response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
+    answers = [bytes(a) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
+    if len(answers) == 1:
+        return Reply(200, answers[0], _content_type(answers[0]))
+    return json_reply([_decoded(a) for a in answers])
+
+
+def _content_type(answer: bytes) -> bytes:
+    try:
+        orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return b"application/octet-stream"
+    return b"application/json"
+
+
+def _decoded(answer: bytes) -> Any:
+    try:
+        return orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return answer.decode(errors="replace")
 
 
 TORCHSERVE_HOT_ROUTES = [

@@ -1,0 +1,143 @@
+"""What ``import-mar`` keeps of an archive's handler.
+
+- A built-in handler (``image_classifier``, ``image_segmenter``, ``object_detector``, ``text_classifier``):
+  the serialized model is exported as usual, and the model's ``config.yaml`` gets
+  ``processors: {handler: NAME}`` (the equivalent processors, ``modelport.processing.torchserve``), with
+  the archive's extra files (``index_to_name.json``...) copied into the version directory. The handler
+  fixes what the model sees, so ``--input`` may be left out where the handler fixes the shape:
+  ``image_classifier`` and ``image_segmenter`` -> ``input:float32:-1x3x224x224`` (Resize 256, CenterCrop
+  224). ``object_detector`` (images of any size) and ``text_classifier`` (token ids of any length) still
+  need ``--input``.
+- A custom handler file in the archive (a ``BaseHandler`` subclass or a module-level ``handle``): the
+  archive is unpacked as the version directory and served by ``modelport.runtimes.handler`` (format
+  ``handler``): one BYTES input ``data``, one BYTES output ``output``. Eager-mode archives (model file +
+  state dict) work this way, the handler building the model. No golden vectors are recorded (there is no
+  reference to compare against), so the server's golden check does not apply to such a version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from modelport.errors import InvalidArgumentError
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.report import ExportReport, ReportRow
+from modelport.manifest import ModelManifest, SourceInfo, TensorSpec, file_sha256, write_manifest
+from modelport.processing.torchserve import TORCHSERVE_HANDLERS
+from modelport.sizes import artifact_bytes
+
+__all__ = [
+    "BUILTIN_INPUTS",
+    "builtin_handler",
+    "custom_handler_file",
+    "default_inputs",
+    "import_handler_archive",
+    "keep_builtin_handler",
+]
+
+_IMAGE_224 = (TensorSpec(name="input", dtype="float32", shape=(-1, 3, 224, 224)),)
+BUILTIN_INPUTS: dict[str, tuple[TensorSpec, ...]] = {"image_classifier": _IMAGE_224, "image_segmenter": _IMAGE_224}
+
+
+def builtin_handler(handler: str) -> str | None:
+    """The built-in handler an archive names (``image_classifier`` or ``ts.torch_handler.image_classifier``)."""
+    name = handler.removeprefix("ts.torch_handler.")
+    return name if name in TORCHSERVE_HANDLERS else None
+
+
+def custom_handler_file(handler: str, files: dict[str, bytes]) -> str | None:
+    """The archive's handler file (``handler.py`` of ``handler.py:function``), if the archive holds one."""
+    module = handler.split(":", 1)[0].removesuffix(".py").split("/")[-1]
+    name = f"{module}.py"
+    return name if module and name in files else None
+
+
+def default_inputs(options: ExportOptions, handler: str) -> ExportOptions:
+    """``options`` with the input the built-in ``handler`` feeds its model, unless ``--input`` gave one."""
+    from dataclasses import replace
+
+    if options.inputs or handler not in BUILTIN_INPUTS:
+        return options
+    return replace(options, inputs=BUILTIN_INPUTS[handler])
+
+
+def keep_builtin_handler(
+    model_dir: Path, version_dir: Path, handler: str, files: dict[str, bytes], serialized: str
+) -> None:
+    """``processors: {handler: NAME}`` in ``config.yaml``; the archive's other files under ``archive/``."""
+    for name, data in files.items():
+        if name == serialized:
+            continue
+        target = version_dir / "archive" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if "index_to_name.json" in files:
+        (version_dir / "index_to_name.json").write_bytes(files["index_to_name.json"])
+    update_config(model_dir, {"processors": {"handler": handler}})
+
+
+def update_config(model_dir: Path, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the model's ``config.yaml``."""
+    path = model_dir / "config.yaml"
+    config: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
+    config.update(values)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], options: ExportOptions) -> ExportReport:
+    """Unpack the archive as a new version served by its custom handler (format ``handler``)."""
+    version = options.version or _next_version(options.folder / options.name)
+    final = options.folder / options.name / str(version)
+    if final.exists():
+        raise InvalidArgumentError(f"{final} already exists; pass another --version or omit it for the next one")
+    staging = options.folder / ".staging" / options.name / str(version)
+    if staging.exists():
+        shutil.rmtree(staging)
+    for name, data in files.items():
+        target = staging / PurePosixPath(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    write_manifest(_manifest(mar, staging, version, options), staging)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    size = artifact_bytes(staging)
+    os.replace(staging, final)
+    report = ExportReport(options.name, str(mar), "torch", str(options.repository))
+    note = f"custom handler {handler}: served by modelport.runtimes.handler, no golden vectors"
+    report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=(note,)))
+    report.write(options.folder / ".reports" / f"{options.name}.json")
+    return report
+
+
+def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) -> ModelManifest:
+    from modelport._version import __version__
+
+    files = {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+    return ModelManifest(
+        name=options.name,
+        version=version,
+        family=options.name,
+        variant="handler",
+        format="handler",
+        artifact="MAR-INF/MANIFEST.json",
+        inputs=(TensorSpec(name="data", dtype="string", shape=(-1,)),),
+        outputs=(TensorSpec(name="output", dtype="string", shape=(-1,)),),
+        max_batch_size=options.max_batch_size,
+        source=SourceInfo(
+            framework="torch", kind="mar", location=str(mar), sha256=file_sha256(mar) if mar.is_file() else None
+        ),
+        files=files,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        modelport_version=__version__,
+    )
+
+
+def _next_version(folder: Path) -> int:
+    if not folder.is_dir():
+        return 1
+    return max([0, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())]) + 1

@@ -1,0 +1,204 @@
+"""TorchServe custom handlers, run in-process with TorchServe's own ``ts`` package (format ``handler``).
+
+The version directory is the archive's model directory, as TorchServe unpacks it: ``MAR-INF/MANIFEST.json``
+(the artifact), the handler file, the model file, weights and extra files. The handler is loaded as
+TorchServe's model loader loads it: ``handler.py[:function]``; a module-level function (``handle`` by
+default) is the entry point, called once with ``None`` to initialize; otherwise the module's one class is
+instantiated and its ``initialize(context)`` runs once per instance, then ``handle(batch, context)`` once
+per batch. The context is a real ``ts.context.Context``: the archive manifest, ``system_properties``
+(``model_dir``, ``gpu_id``, ``batch_size``, ...), request ids, headers and a metrics cache.
+
+The model takes one BYTES input ``data`` (one payload per request; the batch is the list of requests)
+and answers one BYTES output ``output``: the handler's response per request, encoded as TorchServe's
+worker encodes it (bytes as they are, str as UTF-8, anything else ``json.dumps(value, indent=2)``). Each
+request reaches the handler as ``{"data": value, "body": value}``: a payload that is a JSON object or
+array is parsed first, as TorchServe parses ``application/json`` bodies; anything else stays bytes.
+
+Limits: the archive directory is put on ``sys.path`` (TorchServe's worker does the same), so two handler
+models in one server share modules of the same name (``model.py``); handlers run in the server's
+process, not in worker processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import InferenceError, SourceError
+from modelport.manifest import ModelManifest
+from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
+
+__all__ = ["INPUT", "OUTPUT", "HandlerRuntime", "encode_response", "request_value"]
+
+INPUT = "data"
+OUTPUT = "output"
+_IMPORT_LOCK = threading.Lock()
+
+EntryPoint = Callable[[Any, Any], Any]
+
+
+class HandlerRuntime:
+    """Runs an archive's custom handler on batches of payloads (see the module docstring)."""
+
+    def __init__(self, directory: Path, manifest: ModelManifest, options: RuntimeOptions) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.options = options
+        self.context: Any = None
+        self.ts_context: Any = None
+        self.entry: EntryPoint | None = None
+        self.module_name = ""
+        self.providers = ["torchserve-handler"]
+
+    def load(self) -> None:
+        """Import the handler, build the TorchServe context and initialize the handler once."""
+        context_module = self.ts_context = import_framework("ts.context", "torchserve")
+        archive = _archive_manifest(self.directory)
+        handler = str(archive.get("model", {}).get("handler", ""))
+        if not handler:
+            raise SourceError(f"{self.directory}: the archive names no handler")
+        self.context = context_module.Context(
+            archive.get("model", {}).get("modelName", self.manifest.name),
+            str(self.directory),
+            archive,
+            max(1, self.manifest.max_batch_size),
+            _gpu_id(self.options.device),
+            "modelport",
+            metrics=_metrics_cache(),
+            model_yaml_config=_model_yaml_config(self.directory, archive),
+        )
+        module = _import_handler(self.directory, handler)
+        self.module_name = module.__name__
+        entry, initialize = _entry_point(module, handler)
+        initialize(self.context)
+        self.entry = entry
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        """One batch: each element of ``data`` is one request's payload; one response per request."""
+        assert self.entry is not None, "load() first"
+        payloads = inputs[INPUT].ravel().tolist()
+        batch = [{"data": value, "body": value} for value in map(request_value, payloads)]
+        self._prepare(len(batch))
+        responses = self.entry(batch, self.context)
+        if not isinstance(responses, list) or len(responses) != len(batch):
+            got = f"{len(responses)} responses" if isinstance(responses, list) else type(responses).__name__
+            raise InferenceError(f"the handler answered {got} for a batch of {len(batch)} requests")
+        encoded = np.empty(len(batch), dtype=object)
+        encoded[:] = [encode_response(r) for r in responses]
+        return {OUTPUT: encoded}
+
+    def unload(self) -> None:
+        """Drop the handler and its module (TorchServe calls no hook either)."""
+        sys.modules.pop(self.module_name, None)
+        self.entry = None
+        self.context = None
+
+    def _prepare(self, count: int) -> None:
+        """Per batch, as TorchServe's service sets them: request ids, request headers, the metrics' ids."""
+        ids = {i: str(uuid.uuid4()) for i in range(count)}
+        self.context.request_ids = ids
+        self.context.request_processor = [self.ts_context.RequestProcessor({}) for _ in range(count)]
+        self.context.metrics.request_ids = ids
+
+
+def request_value(payload: object) -> object:
+    """A payload as the handler sees it: a JSON object or array parsed, text as UTF-8 bytes, bytes unchanged."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    if isinstance(data, bytes) and data.lstrip()[:1] in (b"{", b"["):
+        try:
+            return json.loads(data)
+        except ValueError:
+            return data
+    return data
+
+
+def encode_response(value: object) -> bytes:
+    """One response as TorchServe's worker writes it to the client."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return json.dumps(value, indent=2).encode()
+    except TypeError:
+        raise InferenceError(f"the handler returned a {type(value).__name__}, which is not JSON") from None
+
+
+def _archive_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / "MAR-INF" / "MANIFEST.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path}: cannot read the archive manifest: {exc}") from None
+    return data
+
+
+def _model_yaml_config(directory: Path, archive: dict[str, Any]) -> dict[str, Any]:
+    """The archive's ``--config-file`` (``model-config.yaml``) as TorchServe reads it; ``{}`` without one."""
+    name = archive.get("model", {}).get("configFile")
+    if not name:
+        return {}
+    import yaml
+
+    try:
+        config: dict[str, Any] = yaml.safe_load((directory / name).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SourceError(f"{directory / name}: cannot read the model config file: {exc}") from None
+    return config
+
+
+def _import_handler(directory: Path, handler: str) -> ModuleType:
+    """The handler file as a module of its own name; the archive directory on ``sys.path`` for its imports."""
+    module_name = handler.split(":", 1)[0].removesuffix(".py").split("/")[-1]
+    path = directory / f"{module_name}.py"
+    if not path.is_file():
+        raise SourceError(f"{directory}: the handler file {path.name} is not in the archive")
+    with _IMPORT_LOCK:
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+        unique = f"modelport_handler_{uuid.uuid4().hex}_{module_name}"
+        spec = importlib.util.spec_from_file_location(unique, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def _entry_point(module: ModuleType, handler: str) -> tuple[EntryPoint, Callable[[Any], Any]]:
+    """TorchServe's model loader: a module-level function, else the module's one class's ``handle``."""
+    function = handler.split(":", 1)[1] if ":" in handler else "handle"
+    entry = getattr(module, function, None)
+    if callable(entry):
+        return entry, lambda context: entry(None, context)
+    classes = [c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__]
+    if len(classes) != 1:
+        names = [c.__name__ for c in classes]
+        raise SourceError(f"handler {handler}: expected one class or a function {function}(); found classes {names}")
+    service: Any = classes[0]()
+    if not hasattr(service, "handle"):
+        raise SourceError(f"handler {handler}: class {classes[0].__name__} has no handle method")
+    return service.handle, service.initialize
+
+
+def _metrics_cache() -> Any:
+    """TorchServe's metrics cache over its default metrics file (handlers call ``context.metrics.add_time``)."""
+    cache = import_framework("ts.metrics.metric_cache_yaml_impl", "torchserve")
+    config = Path(import_framework("ts", "torchserve").__file__).parent / "configs" / "metrics.yaml"
+    return cache.MetricsCacheYamlImpl(config_file_path=str(config))
+
+
+def _gpu_id(device: str) -> int | None:
+    if not device.startswith("cuda"):
+        return None
+    return int(device.partition(":")[2] or 0)
