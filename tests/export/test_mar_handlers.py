@@ -288,8 +288,7 @@ def _cnn_archive(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("build", [_eager_archive], ids=["custom-eager"])
 def test_answers_match_torchserve_on_the_same_archive(tmp_path, build):
     from modelport.launcher import LaunchOptions, launched
-    from tests.serving.processes import free_port
-    from tests.serving.torchserve import torchserve
+    from modelport.torchserve_process import running_torchserve
 
     mar = build(tmp_path)
     name = mar.stem
@@ -299,8 +298,7 @@ def test_answers_match_torchserve_on_the_same_archive(tmp_path, build):
     requests: list[dict[str, Any]] = [{"content": image}, {"files": {"data": ("a.jpg", image, "image/jpeg")}}]
     if name == "pixels":
         requests.append({"json": {"pixels": [0.25 * (i % 4) for i in range(16)]}})
-    ports = tuple(free_port() for _ in range(5))
-    with torchserve(mar.parent, name, tmp_path / "ts", ports) as ts:
+    with running_torchserve(mar, tmp_path / "ts") as ts:
         expected = [httpx.post(f"{ts.inference}/predictions/{name}", timeout=60, **r) for r in requests]
     with launched(repo, options=LaunchOptions(grpc_port=-1, log=tmp_path / "server.log", timeout_s=120)) as server:
         got = [httpx.post(f"{server.url}/predictions/{name}", timeout=60, **r) for r in requests]
