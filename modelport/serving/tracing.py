@@ -16,6 +16,8 @@ When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK 
   processors wrap in :func:`span` (``preprocess``, ``postprocess``);
 * one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
 
+The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more.
+
 Attributes: ``modelport.model``, ``modelport.version``, ``modelport.protocol``, ``modelport.outcome``,
 ``modelport.batch.size`` (rows), ``modelport.batch.requests``, ``modelport.request_id``, and the semantic
 conventions' ``http.*`` / ``rpc.*``. Log records get ``trace_id`` (:class:`TraceIdFilter`).
@@ -93,7 +95,7 @@ def configure(
         needs = "pip install 'modelport[tracing]'"
         raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
     exporters = [exporter] if exporter is not None else tracing_otel.exporters_from_env(environ)
-    _active = tracing_otel.OtelTracing(exporters)
+    _active = tracing_otel.OtelTracing(exporters, environ)
     ENABLED = True
     return True
 
@@ -117,7 +119,7 @@ def span(name: str, **attributes: str | int | float | bool) -> contextlib.Abstra
     processor; a no-op when tracing is off or the current request is not sampled."""
     if _active is None:
         return _NULL
-    return _active.child(name, attributes)
+    return _active.span(name, attributes) or _NULL
 
 
 def annotate(model: str, version: str, protocol: str) -> None:
