@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -48,6 +49,7 @@ _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 CURRENT: ContextVar[RequestSpan | None] = ContextVar("modelport_request_span", default=None)
 """The request being served (its span), set by :meth:`OtelTracing.http_server` and the gRPC interceptor."""
 _OK = Status(StatusCode.UNSET)
+_NO_PARENT = otel_context.Context()
 # Defaults where the OTEL_BSP_* variables say nothing: a queue that holds a second of a busy server's spans
 # (the SDK's 2048 drops spans past ~700 req/s at 3 spans each) and exports of 2048 (fewer, larger requests).
 _BSP_DEFAULTS = {"OTEL_BSP_MAX_QUEUE_SIZE": 16384, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 2048}
@@ -109,6 +111,18 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     raise InvalidArgumentError(f"OTLP protocol {protocol!r}: modelport exports over grpc or http/protobuf")
 
 
+class _Resource(Resource):
+    """A resource whose hash is computed once: the OTLP encoder groups each span by its resource, and
+    ``Resource.__hash__`` is a sorted JSON dump of the attributes (~4 µs a span). Immutable, so it holds."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def _resource() -> Resource:
     """The SDK's resource (environment included), named ``modelport`` with its version unless it says otherwise."""
     resource = Resource.create()
@@ -117,7 +131,7 @@ def _resource() -> Resource:
         defaults["service.name"] = "modelport"
     if "service.version" not in resource.attributes:
         defaults["service.version"] = __version__
-    return resource.merge(Resource(defaults)) if defaults else resource
+    return _Resource(resource.merge(Resource(defaults)) if defaults else resource)
 
 
 def _processor(exporter: SpanExporter, environ: Mapping[str, str]) -> BatchSpanProcessor:
@@ -141,6 +155,9 @@ class OtelTracing:
         self.sampler, self.ids = self.provider.sampler, self.provider.id_generator
         self.resource = self.provider.resource
         self.scope = InstrumentationScope("modelport", __version__)
+        # the headers the configured propagators read (OTEL_PROPAGATORS): only those are decoded and extracted
+        names = propagate.get_global_textmap().fields
+        self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
@@ -153,7 +170,7 @@ class OtelTracing:
     def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
         ``start_span`` would: same ids, flags and trace state); current until :meth:`end`."""
-        parent_context = propagate.extract(carrier)
+        parent_context = propagate.extract(carrier) if carrier else _NO_PARENT
         parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
         if parent is not None and parent.is_valid:
             trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
@@ -264,7 +281,8 @@ class OtelTracing:
     async def http_server(self, scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
         """The HTTP request's SERVER span around ``answer``, named by its route once known."""
         method = scope["method"]
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        fields = self.fields
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
         attributes: Attributes = {"http.request.method": method, "url.path": scope["path"]}
         request = self.begin(method, SpanKind.SERVER, carrier, attributes)
         if request.sampled:
@@ -305,7 +323,8 @@ class OtelTracing:
         base: Attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
 
         async def call(request: Any, context: Any) -> Any:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            fields = self.fields
+            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in fields and isinstance(v, str)}
             span = self.begin(name, SpanKind.SERVER, carrier, base)
             token = CURRENT.set(span)
             context.set_trailing_metadata(tuple(_outgoing(span.context).items()))

@@ -217,6 +217,17 @@ async def test_an_unsampled_request_still_gets_its_traceparent_but_costs_no_span
         tracing.shutdown()
 
 
+async def test_an_unsampled_parent_keeps_its_trace_id_and_the_sampled_flag_off(client, exported):
+    # the default sampler is parent-based: the caller's decision holds, as the SDK's start_span would keep it
+    unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    reply = await client.post("/v2/models/echo/infer", json=BODY, headers={"traceparent": unsampled})
+    assert reply.status_code == 200
+    version, trace_id, span_id, flags = reply.headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
+    assert span_id != PARENT_ID, "the response names this server's (unrecorded) span"
+    assert finished(exported) == []
+
+
 async def _grpc_infer(address: str, request: service_pb2.ModelInferRequest) -> tuple[grpc.StatusCode, dict[str, str]]:
     async with grpc.aio.insecure_channel(address) as channel:
         call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
