@@ -62,15 +62,12 @@ class RequestSpan:
     Mutable by nature: the route, model and outcome are learnt while the request runs."""
 
     context: SpanContext
-    parent: SpanContext | None
-    name: str
-    kind: SpanKind
-    start_ns: int
+    sampled: bool
+    parent: SpanContext | None = None
+    name: str = ""
+    kind: SpanKind = SpanKind.SERVER
+    start_ns: int = 0
     attributes: Attributes = field(default_factory=dict)
-
-    @property
-    def sampled(self) -> bool:
-        return self.context.trace_flags.sampled
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,20 +167,21 @@ class OtelTracing:
     def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
         ``start_span`` would: same ids, flags and trace state); current until :meth:`end`."""
-        parent_context = propagate.extract(carrier) if carrier else _NO_PARENT
-        parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
+        parent_context, parent = _NO_PARENT, None
+        if carrier:
+            parent_context = propagate.extract(carrier)
+            parent = trace.get_current_span(parent_context).get_span_context()
         if parent is not None and parent.is_valid:
             trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
         else:
             parent, trace_id, random_id = None, self.ids.generate_trace_id(), self.ids.is_trace_id_random()
         decision = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
-        flags = (TraceFlags.SAMPLED if decision.decision is Decision.RECORD_AND_SAMPLE else 0) | (
-            TraceFlags.RANDOM_TRACE_ID if random_id else 0
-        )
+        sampled = decision.decision is Decision.RECORD_AND_SAMPLE
+        flags = (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
         ids = SpanContext(trace_id, self.ids.generate_span_id(), False, TraceFlags(flags), decision.trace_state)
-        if not ids.trace_flags.sampled:
-            return RequestSpan(ids, parent, name, kind, 0)
-        return RequestSpan(ids, parent, name, kind, time.time_ns(), {**attributes, **decision.attributes})
+        if not sampled:
+            return RequestSpan(ids, False)
+        return RequestSpan(ids, True, parent, name, kind, time.time_ns(), {**attributes, **decision.attributes})
 
     def end(self, request: RequestSpan, status: Status = _OK) -> None:
         """Export ``request``'s span if it is sampled, ending now."""
@@ -288,7 +286,7 @@ class OtelTracing:
         if request.sampled:
             request.attributes["modelport.request_id"] = REQUEST_ID.get()
         token = CURRENT.set(request)
-        stamp = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _outgoing(request.context).items()]
+        stamp = [(k.encode(), v.encode()) for k, v in _outgoing(request.context)]
         status = 0
 
         async def traced_send(message: dict[str, Any]) -> None:
@@ -327,7 +325,7 @@ class OtelTracing:
             carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in fields and isinstance(v, str)}
             span = self.begin(name, SpanKind.SERVER, carrier, base)
             token = CURRENT.set(span)
-            context.set_trailing_metadata(tuple(_outgoing(span.context).items()))
+            context.set_trailing_metadata(_outgoing(span.context))
             try:  # an abort raises: _grpc_finished judges its code
                 return await behaviour(request, context)
             finally:
@@ -396,12 +394,10 @@ def _exception_event(error: BaseException, when: int) -> Event:
     return Event("exception", attributes, when)
 
 
-def _outgoing(found: SpanContext) -> dict[str, str]:
+def _outgoing(found: SpanContext) -> tuple[tuple[str, str], ...]:
     """The W3C ``traceparent`` (and ``tracestate``) that names a request's span, for the response."""
-    headers = {"traceparent": f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"}
-    if found.trace_state:
-        headers["tracestate"] = found.trace_state.to_header()
-    return headers
+    parent = ("traceparent", f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}")
+    return (parent, ("tracestate", found.trace_state.to_header())) if found.trace_state else (parent,)
 
 
 def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> Status:
