@@ -95,7 +95,7 @@ def configure(
         needs = "pip install 'modelport[tracing]'"
         raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
     exporters = [exporter] if exporter is not None else tracing_otel.exporters_from_env(environ)
-    _active = tracing_otel.OtelTracing(exporters, environ)
+    _active = tracing_otel.OtelTracing(exporters)
     ENABLED = True
     return True
 
@@ -115,8 +115,9 @@ def shutdown() -> None:
 
 
 def span(name: str, **attributes: str | int | float | bool) -> contextlib.AbstractContextManager[object]:
-    """A child span of the current one, e.g. ``with tracing.span("preprocess", step="resize"):`` around a
-    processor; a no-op when tracing is off or the current request is not sampled."""
+    """A child span of the current request's, e.g. ``with tracing.span("preprocess", step="resize"):`` around a
+    processor; a no-op when tracing is off or the current request is not sampled. Made when the block ends;
+    spans opened inside it are its siblings, not its children."""
     if _active is None:
         return _NULL
     return _active.span(name, attributes) or _NULL
