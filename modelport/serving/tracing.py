@@ -16,6 +16,8 @@ When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK 
   processors wrap in :func:`span` (``preprocess``, ``postprocess``);
 * one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
 
+The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more.
+
 Attributes: ``modelport.model``, ``modelport.version``, ``modelport.protocol``, ``modelport.outcome``,
 ``modelport.batch.size`` (rows), ``modelport.batch.requests``, ``modelport.request_id``, and the semantic
 conventions' ``http.*`` / ``rpc.*``. Log records get ``trace_id`` (:class:`TraceIdFilter`).
@@ -113,11 +115,12 @@ def shutdown() -> None:
 
 
 def span(name: str, **attributes: str | int | float | bool) -> contextlib.AbstractContextManager[object]:
-    """A child span of the current one, e.g. ``with tracing.span("preprocess", step="resize"):`` around a
-    processor; a no-op when tracing is off or the current request is not sampled."""
+    """A child span of the current request's, e.g. ``with tracing.span("preprocess", step="resize"):`` around a
+    processor; a no-op when tracing is off or the current request is not sampled. Made when the block ends;
+    spans opened inside it are its siblings, not its children."""
     if _active is None:
         return _NULL
-    return _active.child(name, attributes)
+    return _active.span(name, attributes) or _NULL
 
 
 def annotate(model: str, version: str, protocol: str) -> None:

@@ -6,47 +6,73 @@ service is ``modelport`` unless they name it), the batching from ``OTEL_BSP_*`` 
 exporter's endpoint, headers, TLS and timeout from ``OTEL_EXPORTER_OTLP_*``, and what a request carries in from
 ``OTEL_PROPAGATORS`` (default W3C trace context and baggage). What goes out on a response is the W3C
 ``traceparent`` (and ``tracestate``) only.
+
+Cheap by construction (an overhead-bound model serves a request in ~100 µs; an SDK span costs ~15 µs to make
+and as much again to encode): the configured sampler decides once per request, before anything is made; an
+unsampled request gets ids and its ``traceparent`` (flags as the SDK would set them) and nothing else. A sampled
+request's spans are not live SDK spans but their finished form (``ReadableSpan``), built with explicit times
+when each ends and handed straight to the batch span processors. The request in flight is this module's own
+context variable, not the OpenTelemetry context: spans made by other instrumentation do not nest under it.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError
 from modelport.serving.requestid import REQUEST_ID
 
-__all__ = ["OtelTracing", "RequestTrace", "exporters_from_env"]
+__all__ = ["CURRENT", "OtelTracing", "RequestSpan", "RequestTrace", "exporters_from_env"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-_NULL = nullcontext()
+Attributes = dict[str, AttributeValue]
 # gRPC codes that are the server's failure, not the client's (the semantic conventions' list for SERVER spans)
 _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
+CURRENT: ContextVar[RequestSpan | None] = ContextVar("modelport_request_span", default=None)
+"""The request being served (its span), set by :meth:`OtelTracing.http_server` and the gRPC interceptor."""
+_OK = Status(StatusCode.UNSET)
+_NO_PARENT = otel_context.Context()
+
+
+@dataclass(slots=True)
+class RequestSpan:
+    """A request's SERVER span while it is served: its ids, and (sampled only) what its span will say.
+
+    Mutable by nature: the route, model and outcome are learnt while the request runs."""
+
+    context: SpanContext
+    sampled: bool
+    parent: SpanContext | None = None
+    name: str = ""
+    kind: SpanKind = SpanKind.SERVER
+    start_ns: int = 0
+    attributes: Attributes = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class RequestTrace:
-    """A sampled request as its batch sees it: its context (the parent of its ``queue`` span), its span
-    context (what the batch span links to), when it was queued, and its model version."""
+    """A sampled request as its batch sees it: its span (the parent of its ``queue`` span, what the batch
+    span links to) and when it was queued."""
 
-    context: otel_context.Context
-    span_context: trace.SpanContext
+    request: RequestSpan
     enqueued_ns: int
-    model: AttributeValue | None
-    version: AttributeValue | None
 
 
 def exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
@@ -78,6 +104,18 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     raise InvalidArgumentError(f"OTLP protocol {protocol!r}: modelport exports over grpc or http/protobuf")
 
 
+class _Resource(Resource):
+    """A resource whose hash is computed once: the OTLP encoder groups each span by its resource, and
+    ``Resource.__hash__`` is a sorted JSON dump of the attributes (~4 µs a span). Immutable, so it holds."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def _resource() -> Resource:
     """The SDK's resource (environment included), named ``modelport`` with its version unless it says otherwise."""
     resource = Resource.create()
@@ -86,17 +124,24 @@ def _resource() -> Resource:
         defaults["service.name"] = "modelport"
     if "service.version" not in resource.attributes:
         defaults["service.version"] = __version__
-    return resource.merge(Resource(defaults)) if defaults else resource
+    return _Resource(resource.merge(Resource(defaults)) if defaults else resource)
 
 
 class OtelTracing:
-    """A tracer provider with a batch span processor per exporter, and the spans the server makes."""
+    """The configured sampler, ids and resource of a tracer provider, and batch span processors fed directly."""
 
     def __init__(self, exporters: Sequence[SpanExporter]) -> None:
         self.provider = TracerProvider(resource=_resource())  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-        for exporter in exporters:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
-        self.tracer = self.provider.get_tracer("modelport", __version__)
+        # the SDK's sizes (OTEL_BSP_*): exports of 2048 from a 16384-span queue measured slower over OTLP/HTTP
+        self.processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+        for processor in self.processors:
+            self.provider.add_span_processor(processor)  # flushed and shut down with the provider
+        self.sampler, self.ids = self.provider.sampler, self.provider.id_generator
+        self.resource = self.provider.resource
+        self.scope = InstrumentationScope("modelport", __version__)
+        # the headers the configured propagators read (OTEL_PROPAGATORS): only those are decoded and extracted
+        names = propagate.get_global_textmap().fields
+        self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
@@ -106,42 +151,95 @@ class OtelTracing:
         """Flush and stop the processors."""
         self.provider.shutdown()
 
-    def child(self, name: str, attributes: Mapping[str, AttributeValue]) -> AbstractContextManager[object]:
-        """A span under the current one, when that one is sampled."""
-        if not trace.get_current_span().is_recording():
-            return _NULL
-        return _Current(self.tracer.start_span(name, attributes=attributes))
+    def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
+        """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
+        ``start_span`` would: same ids, flags and trace state); current until :meth:`end`."""
+        parent_context, parent = _NO_PARENT, None
+        if carrier:
+            parent_context = propagate.extract(carrier)
+            parent = trace.get_current_span(parent_context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+        else:
+            parent, trace_id, random_id = None, self.ids.generate_trace_id(), self.ids.is_trace_id_random()
+        decision = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
+        sampled = decision.decision is Decision.RECORD_AND_SAMPLE
+        flags = (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+        ids = SpanContext(trace_id, self.ids.generate_span_id(), False, TraceFlags(flags), decision.trace_state)
+        if not sampled:
+            return RequestSpan(ids, False)
+        return RequestSpan(ids, True, parent, name, kind, time.time_ns(), {**attributes, **decision.attributes})
+
+    def end(self, request: RequestSpan, status: Status = _OK) -> None:
+        """Export ``request``'s span if it is sampled, ending now."""
+        if request.sampled:
+            self._emit(
+                ReadableSpan(
+                    request.name,
+                    request.context,
+                    request.parent,
+                    self.resource,
+                    request.attributes,
+                    kind=request.kind,
+                    status=status,
+                    start_time=request.start_ns,
+                    end_time=time.time_ns(),
+                    instrumentation_scope=self.scope,
+                )
+            )
+
+    def child(self, parent: RequestSpan, name: str, start_ns: int, end_ns: int, **extra: Any) -> None:
+        """A finished span under ``parent`` (sampled), from ``start_ns`` to ``end_ns``."""
+        ids = SpanContext(parent.context.trace_id, self.ids.generate_span_id(), False, parent.context.trace_flags)
+        self._emit(
+            ReadableSpan(
+                name,
+                ids,
+                parent.context,
+                self.resource,
+                start_time=start_ns,
+                end_time=end_ns,
+                instrumentation_scope=self.scope,
+                **extra,
+            )
+        )
+
+    def _emit(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            processor.on_end(span)
+
+    def span(self, name: str, attributes: Mapping[str, AttributeValue]) -> _Child | None:
+        """A span under the current request while a block runs, when that request is sampled."""
+        current = CURRENT.get()
+        if current is None or not current.sampled:
+            return None
+        return _Child(self, current, name, dict(attributes))
 
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attributes(
+        current = CURRENT.get()
+        if current is not None and current.sampled:
+            current.attributes.update(
                 {"modelport.model": model, "modelport.version": version, "modelport.protocol": protocol}
             )
 
     def outcome(self, code: str) -> None:
         """``success`` or the error code, on the current span."""
-        trace.get_current_span().set_attribute("modelport.outcome", code)
+        current = CURRENT.get()
+        if current is not None and current.sampled:
+            current.attributes["modelport.outcome"] = code
 
     def trace_id(self) -> str:
         """The current trace id as 32 hex digits, or ``-``."""
-        found = trace.get_current_span().get_span_context()
-        return format(found.trace_id, "032x") if found.is_valid else "-"
+        current = CURRENT.get()
+        return format(current.context.trace_id, "032x") if current is not None else "-"
 
     def enqueued(self) -> RequestTrace | None:
         """The current request as its batch will see it (None when it is not sampled)."""
-        span = trace.get_current_span()
-        if not span.is_recording():
+        current = CURRENT.get()
+        if current is None or not current.sampled:
             return None
-        attributes: Mapping[str, AttributeValue] = getattr(span, "attributes", None) or {}
-        return RequestTrace(
-            otel_context.get_current(),
-            span.get_span_context(),
-            time.time_ns(),
-            attributes.get("modelport.model"),
-            attributes.get("modelport.version"),
-        )
+        return RequestTrace(current, time.time_ns())
 
     def record_batch(
         self, traces: Sequence[RequestTrace | None], rows: int, seconds: float, runs: int, failed: bool
@@ -153,33 +251,29 @@ class OtelTracing:
             return
         end = time.time_ns()
         start = end - int(seconds * 1e9)
-        sizes = {"modelport.batch.size": rows, "modelport.batch.requests": len(traces)}
-        for request in sampled:
-            queued = self.tracer.start_span("queue", request.context, attributes=sizes, start_time=request.enqueued_ns)
-            queued.end(end_time=max(start, request.enqueued_ns))
-        first = sampled[0]
-        attributes: dict[str, AttributeValue] = {**sizes, "modelport.batch.runs": runs}
-        attributes["modelport.batch.failed"] = failed
-        if first.model is not None and first.version is not None:
-            attributes.update({"modelport.model": first.model, "modelport.version": first.version})
-        links = [Link(t.span_context) for t in sampled]
-        batch = self.tracer.start_span("batch", first.context, attributes=attributes, links=links, start_time=start)
-        if failed:
-            batch.set_status(Status(StatusCode.ERROR, "a request of the batch failed"))
-        batch.end(end_time=end)
+        sizes: Attributes = {"modelport.batch.size": rows, "modelport.batch.requests": len(traces)}
+        for queued in sampled:
+            self.child(queued.request, "queue", queued.enqueued_ns, max(start, queued.enqueued_ns), attributes=sizes)
+        first = sampled[0].request
+        attributes: Attributes = {**sizes, "modelport.batch.runs": runs, "modelport.batch.failed": failed}
+        model, version = first.attributes.get("modelport.model"), first.attributes.get("modelport.version")
+        if model is not None and version is not None:
+            attributes.update({"modelport.model": model, "modelport.version": version})
+        links = [Link(t.request.context) for t in sampled]
+        status = Status(StatusCode.ERROR, "a request of the batch failed") if failed else _OK
+        self.child(first, "batch", start, end, attributes=attributes, links=links, status=status)
 
     async def http_server(self, scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
-        """The HTTP request's SERVER span around ``answer``, named by its route once known.
-
-        Made with ``start_span`` and an explicit attach (no generator-based context manager) and the outgoing
-        ``traceparent`` formatted here: an unsampled request pays for little more than its ids."""
+        """The HTTP request's SERVER span around ``answer``, named by its route once known."""
         method = scope["method"]
-        parent = propagate.extract({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
-        attributes = {"http.request.method": method, "url.path": scope["path"]}
-        attributes["modelport.request_id"] = REQUEST_ID.get()
-        span = self.tracer.start_span(method, parent, SpanKind.SERVER, attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        stamp = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _outgoing(span).items()]
+        fields = self.fields
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
+        attributes: Attributes = {"http.request.method": method, "url.path": scope["path"]}
+        request = self.begin(method, SpanKind.SERVER, carrier, attributes)
+        if request.sampled:
+            request.attributes["modelport.request_id"] = REQUEST_ID.get()
+        token = CURRENT.set(request)
+        stamp = [(k.encode(), v.encode()) for k, v in _outgoing(request.context)]
         status = 0
 
         async def traced_send(message: dict[str, Any]) -> None:
@@ -192,17 +286,16 @@ class OtelTracing:
         try:
             await answer(traced_send)
         finally:
-            _http_finished(span, scope, status)
-            span.end()
-            otel_context.detach(token)
+            CURRENT.reset(token)
+            if request.sampled:
+                self.end(request, _http_finished(request, scope, status))
 
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
-        span = trace.get_current_span()
-        if span.is_recording():
-            method = str(getattr(span, "attributes", {}).get("http.request.method", ""))
-            span.update_name(f"{method} {template}")
-            span.set_attribute("http.route", template)
+        current = CURRENT.get()
+        if current is not None and current.sampled:
+            current.name = f"{current.attributes.get('http.request.method', '')} {template}"
+            current.attributes["http.route"] = template
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         """The gRPC interceptor of this tracer."""
@@ -212,23 +305,20 @@ class OtelTracing:
         """``behaviour`` inside a SERVER span, whose ``traceparent`` goes out in the trailing metadata."""
         name = method.lstrip("/")
         service, _, rpc = name.rpartition("/")
-        base = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        base: Attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
 
         async def call(request: Any, context: Any) -> Any:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-            with self.tracer.start_as_current_span(
-                name,
-                propagate.extract(carrier),
-                SpanKind.SERVER,
-                base,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:  # an abort raises: _grpc_finished judges its code
-                context.set_trailing_metadata(tuple(_outgoing(span).items()))
-                try:
-                    return await behaviour(request, context)
-                finally:
-                    _grpc_finished(span, context)
+            fields = self.fields
+            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in fields and isinstance(v, str)}
+            span = self.begin(name, SpanKind.SERVER, carrier, base)
+            token = CURRENT.set(span)
+            context.set_trailing_metadata(_outgoing(span.context))
+            try:  # an abort raises: _grpc_finished judges its code
+                return await behaviour(request, context)
+            finally:
+                CURRENT.reset(token)
+                if span.sampled:
+                    self.end(span, _grpc_finished(span, context))
 
         return call
 
@@ -255,54 +345,64 @@ class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return last[1]
 
 
-class _Current:
-    """``span`` as the current span until the block ends, then ended (an exception marks it failed)."""
+class _Child:
+    """A span under ``parent`` for the duration of a block, made when the block ends (an exception marks it
+    failed). Not current itself: what runs inside is still the request's."""
 
-    def __init__(self, span: trace.Span) -> None:
-        self.span = span
-        self.token: object = None
+    __slots__ = ("attributes", "name", "parent", "start_ns", "tracing")
 
-    def __enter__(self) -> trace.Span:
-        self.token = otel_context.attach(trace.set_span_in_context(self.span))
-        return self.span
+    def __init__(self, tracing: OtelTracing, parent: RequestSpan, name: str, attributes: Attributes) -> None:
+        self.tracing, self.parent, self.name, self.attributes = tracing, parent, name, attributes
+        self.start_ns = 0
+
+    def __enter__(self) -> _Child:
+        self.start_ns = time.time_ns()
+        return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        end, status = time.time_ns(), _OK
+        events: tuple[Event, ...] = ()
         if error is not None:
-            self.span.record_exception(error)
-            self.span.set_status(Status(StatusCode.ERROR, f"{kind.__name__ if kind else ''}: {error}"))
-        self.span.end()
-        otel_context.detach(self.token)  # type: ignore[arg-type]
+            status = Status(StatusCode.ERROR, f"{kind.__name__ if kind else ''}: {error}")
+            events = (_exception_event(error, end),)
+        self.tracing.child(
+            self.parent, self.name, self.start_ns, end, attributes=self.attributes, status=status, events=events
+        )
 
 
-def _outgoing(span: trace.Span) -> dict[str, str]:
-    """The W3C ``traceparent`` (and ``tracestate``) that names ``span``, for the response."""
-    found = span.get_span_context()
-    headers = {"traceparent": f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"}
-    if found.trace_state:
-        headers["tracestate"] = found.trace_state.to_header()
-    return headers
+def _exception_event(error: BaseException, when: int) -> Event:
+    """The semantic conventions' ``exception`` event, as ``Span.record_exception`` writes it."""
+    attributes: Attributes = {
+        "exception.type": type(error).__qualname__,
+        "exception.message": str(error),
+        "exception.stacktrace": "".join(traceback.format_exception(error)),
+        "exception.escaped": False,
+    }
+    return Event("exception", attributes, when)
 
 
-def _http_finished(span: trace.Span, scope: dict[str, Any], status: int) -> None:
-    """Status code, route of the routed app (Starlette leaves it in the scope) and error status."""
-    if not span.is_recording():
-        return
+def _outgoing(found: SpanContext) -> tuple[tuple[str, str], ...]:
+    """The W3C ``traceparent`` (and ``tracestate``) that names a request's span, for the response."""
+    parent = ("traceparent", f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}")
+    return (parent, ("tracestate", found.trace_state.to_header())) if found.trace_state else (parent,)
+
+
+def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> Status:
+    """Status code, route of the routed app (Starlette leaves it in the scope); the span's status."""
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
-        span.update_name(f"{scope['method']} {path}")
-        span.set_attribute("http.route", path)
+        request.name = f"{scope['method']} {path}"
+        request.attributes["http.route"] = path
     if status:
-        span.set_attribute("http.response.status_code", status)
+        request.attributes["http.response.status_code"] = status
     if status >= 500 or not status:
-        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}" if status else "no response"))
+        return Status(StatusCode.ERROR, f"HTTP {status}" if status else "no response")
+    return _OK
 
 
-def _grpc_finished(span: trace.Span, context: Any) -> None:
-    """The call's status code (an abort has set it; None means OK) and error status."""
-    if not span.is_recording():
-        return
+def _grpc_finished(request: RequestSpan, context: Any) -> Status:
+    """The call's status code (an abort has set it; None means OK); the span's status."""
     found = context.code()
     code = 0 if found is None else int(found.value[0] if isinstance(found, grpc.StatusCode) else found)
-    span.set_attribute("rpc.grpc.status_code", code)
-    if code in _GRPC_SERVER_ERRORS:
-        span.set_status(Status(StatusCode.ERROR, f"gRPC status {code}"))
+    request.attributes["rpc.grpc.status_code"] = code
+    return Status(StatusCode.ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else _OK

@@ -27,6 +27,7 @@ from modelport.serving.grpc_v2 import build_grpc_server
 from modelport.serving.rest import create_app
 from modelport.serving.server import build, configure_logging
 from modelport.serving.settings import ServerSettings
+from modelport.serving.tracing_otel import CURRENT, RequestSpan
 from tests.serving import fakes
 from tests.serving.otlp import ReceivedSpan, otlp_receiver
 from tests.serving.processes import ROOT, serving
@@ -171,12 +172,27 @@ async def test_routed_paths_get_a_span_named_by_their_route(client, exported):
     assert span.attributes["http.route"] == "/v2/models/{model}/ready"
 
 
+@contextlib.contextmanager
+def serving_request(exported: InMemorySpanExporter) -> Iterator[RequestSpan]:
+    """A request span made current as the HTTP and gRPC fronts make it, ended when the block ends."""
+    active = tracing._active
+    assert active is not None
+    request = active.begin("request", SpanKind.SERVER, {}, {})
+    token = CURRENT.set(request)
+    try:
+        yield request
+    finally:
+        CURRENT.reset(token)
+        active.end(request)
+
+
 async def test_processors_can_wrap_their_steps_in_child_spans(exported):
-    request = tracing._active.tracer.start_as_current_span("request")  # type: ignore[union-attr]
-    with request, tracing.span("preprocess", step="resize"):
+    with serving_request(exported) as request, tracing.span("preprocess", step="resize"):
         pass
     spans = finished(exported)
-    assert only(spans, "preprocess").attributes["step"] == "resize"
+    preprocess = only(spans, "preprocess")
+    assert preprocess.attributes["step"] == "resize"
+    assert preprocess.parent is not None and preprocess.parent.span_id == request.context.span_id
     with tracing.span("preprocess"):  # no request span: nothing to be a child of
         pass
     assert len(finished(exported)) == 2
@@ -199,6 +215,17 @@ async def test_an_unsampled_request_still_gets_its_traceparent_but_costs_no_span
     finally:
         await data_plane.close()
         tracing.shutdown()
+
+
+async def test_an_unsampled_parent_keeps_its_trace_id_and_the_sampled_flag_off(client, exported):
+    # the default sampler is parent-based: the caller's decision holds, as the SDK's start_span would keep it
+    unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    reply = await client.post("/v2/models/echo/infer", json=BODY, headers={"traceparent": unsampled})
+    assert reply.status_code == 200
+    version, trace_id, span_id, flags = reply.headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
+    assert span_id != PARENT_ID, "the response names this server's (unrecorded) span"
+    assert finished(exported) == []
 
 
 async def _grpc_infer(address: str, request: service_pb2.ModelInferRequest) -> tuple[grpc.StatusCode, dict[str, str]]:
@@ -246,13 +273,13 @@ def test_logs_carry_the_trace_id_next_to_the_request_id(repo, exported, capsys, 
     handlers, level = root.handlers[:], root.level
     configure_logging(ServerSettings(repository=repo, tracing=True, log_json=log_json))
     try:
-        with tracing._active.tracer.start_as_current_span("request") as span:  # type: ignore[union-attr]
+        with serving_request(exported) as request:
             logging.getLogger("modelport.test").warning("inside")
         logging.getLogger("modelport.test").warning("outside")
     finally:
         root.handlers[:], root.level = handlers, level
     inside, outside = capsys.readouterr().err.strip().splitlines()[-2:]
-    trace_id = format(span.get_span_context().trace_id, "032x")
+    trace_id = format(request.context.trace_id, "032x")
     if log_json:
         assert json.loads(inside)["trace_id"] == trace_id
         assert "trace_id" not in json.loads(outside)
