@@ -69,19 +69,31 @@ def knob_effects(result: TuneResult) -> bytes | None:
     if not knobs or not result.measurements:
         return None
     plt = pyplot()
-    figure_, axes = plt.subplots(1, len(knobs), figsize=(min(3.2 * len(knobs), 16), 4), squeeze=False)
+    widths = [max(1.0, len(values) / 4) if name == "variant" else 1.0 for name, values in knobs]
+    figure_, axes = plt.subplots(
+        1, len(knobs), figsize=(min(2.6 * sum(widths), 18), 4.6), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
     for axis, (name, values) in zip(axes[0], knobs, strict=True):
-        labels = [_label(v) for v in values]
+        labels = _variant_labels(values) if name == "variant" else [_label(v) for v in values]
         for i, value in enumerate(values):
             ys = [m.max_rps_under_slo or 0.0 for m in result.measurements if m.candidate.assignment[name] == value]
             axis.scatter([i] * len(ys), ys, alpha=0.6, color="C0")
             if ys:
                 axis.plot([i - 0.25, i + 0.25], [max(ys)] * 2, color="C2")
-        axis.set_xticks(range(len(values)), labels, rotation=30 if name == "variant" else 0, fontsize=7)
+        axis.set_xticks(range(len(values)), labels, rotation=90 if name == "variant" else 0, fontsize=7)
         axis.set_title(name, fontsize=9)
         axis.set_xlim(-0.5, len(values) - 0.5)
     axes[0][0].set_ylabel("req/s under the SLO (0 = none)")
     return to_png(figure_)
+
+
+def _variant_labels(values: tuple[Any, ...]) -> list[str]:
+    """Variant names without the family prefix they share (``digits-torch-onnx`` -> ``onnx``)."""
+    parts = [str(v).split("-") for v in values]
+    shared = 0
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+        shared += 1
+    return ["-".join(p[shared:]) for p in parts]
 
 
 def _label(value: Any) -> str:
