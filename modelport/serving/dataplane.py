@@ -159,13 +159,11 @@ class DataPlane:
         return _metadata(served, tuple(sorted(self.manager.models[name].versions)))
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
-        """Validate against the manifest, batch, run, and keep the requested outputs."""
-        pipeline = self._pipeline(name, version)
-        if pipeline is not None:
-            return await self._infer_pipeline(pipeline, request, protocol)
+        """Validate against the manifest, batch, run, and keep the requested outputs (a pipeline: run its steps).
+        Counted, timed and traced the same way for models and pipelines."""
         started = time.perf_counter()
         label = (name, version or "default", protocol)
-        served: ServedVersion | None = None
+        number: int | None = None  # the version served, once known
         succeeded = False
         self.in_flight += 1
         self.metrics.in_flight.inc()
@@ -173,14 +171,17 @@ class DataPlane:
         try:
             if self._draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
-            served = self.manager.get(name, version)
-            label = (name, str(served.version), protocol)
+            pipeline = self._pipeline(name, version)
+            served = self.manager.get(name, version) if pipeline is None else None
+            number = served.version if served is not None else VERSION
+            label = (name, str(number), protocol)
             if tracing.ENABLED:
                 tracing.annotate(*label)
-            if served.execution is not None and served.execution.processors is not None:
-                response = await self.applications.infer(served, request)
+            if served is not None:
+                response = await self._run(served, request)
             else:
-                response = await self._infer_tensors(served, request)
+                assert pipeline is not None
+                response = await pipeline.infer(self, request)
             self.metrics.outcome(label, "success").inc()
             succeeded = True
             return response
@@ -198,8 +199,14 @@ class DataPlane:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             self.metrics.latency(label).observe(elapsed)
-            if served is not None:
-                self.metrics.statistics.request(name, served.version, elapsed, succeeded)
+            if number is not None:
+                self.metrics.statistics.request(name, number, elapsed, succeeded)
+
+    async def _run(self, served: ServedVersion, request: InferRequest) -> InferResponse:
+        """One model version's request: through its processors when it has them, else tensors in and out."""
+        if served.execution is not None and served.execution.processors is not None:
+            return await self.applications.infer(served, request)
+        return await self._infer_tensors(served, request)
 
     async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """A model without processors: its tensors in, its tensors out (classified where asked)."""
@@ -213,41 +220,9 @@ class DataPlane:
         selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
         return InferResponse(served.name, str(served.version), selected, id=request.id)
 
-    async def _infer_pipeline(self, pipeline: Pipeline, request: InferRequest, protocol: str) -> InferResponse:
-        """A pipeline's request, counted and timed as a model's (its steps count in their models' batches)."""
-        started = time.perf_counter()
-        label = (pipeline.name, str(VERSION), protocol)
-        succeeded = False
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.worker_requests.inc()
-        try:
-            if self._draining:
-                raise UnavailableError("the server is shutting down", retry_after=5.0)
-            if tracing.ENABLED:
-                tracing.annotate(*label)
-            response = await pipeline.infer(self, request)
-            self.metrics.outcome(label, "success").inc()
-            succeeded = True
-            return response
-        except ModelportError as exc:
-            self.metrics.outcome(label, exc.code).inc()
-            raise
-        finally:
-            self.in_flight -= 1
-            if self._draining and not self.in_flight:
-                self._idle.set()
-            self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            self.metrics.latency(label).observe(elapsed)
-            self.metrics.statistics.request(pipeline.name, VERSION, elapsed, succeeded)
-
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
-        served = self.manager.get(name, version)
-        if served.execution is not None and served.execution.processors is not None:
-            return await self.applications.infer(served, request)
-        return await self._infer_tensors(served, request)
+        return await self._run(self.manager.get(name, version), request)
 
     def _pipeline(self, name: str, version: str | None) -> Pipeline | None:
         """The pipeline ``name`` (its one version, 1), or None when ``name`` is not a pipeline."""
