@@ -205,16 +205,16 @@ async def test_custom_handler_over_an_eager_model_answers_raw_multipart_and_json
     assert json.loads(v2.json()["outputs"][0]["data"][0])["score"] == raw.json()["score"]
 
 
+def _function_handler_repo(tmp_path, name):
+    """A repository with one imported archive whose handler is the module-level ``handle`` of FUNCTION_HANDLER."""
+    files = {"fn.py": FUNCTION_HANDLER.encode(), "w.bin": b"x"}
+    mar = _archive(tmp_path, name, files, serialized_file="w.bin", handler="fn.py")
+    _import(mar, tmp_path / "repo")
+    return tmp_path / "repo"
+
+
 async def test_module_level_handle_function_gets_the_context(tmp_path):
-    mar = _archive(
-        tmp_path,
-        "lengths",
-        {"fn.py": FUNCTION_HANDLER.encode(), "w.bin": b"x"},
-        serialized_file="w.bin",
-        handler="fn.py",
-    )
-    repo = tmp_path / "repo"
-    _import(mar, repo)
+    repo = _function_handler_repo(tmp_path, "lengths")
     async with _served(repo) as client:
         response = await client.post("/predictions/lengths", content=b"hello")
     assert response.status_code == 200, response.text
@@ -222,15 +222,7 @@ async def test_module_level_handle_function_gets_the_context(tmp_path):
 
 
 async def test_a_handler_that_raises_fails_only_its_request(tmp_path, caplog):
-    mar = _archive(
-        tmp_path,
-        "fragile",
-        {"fn.py": FUNCTION_HANDLER.encode(), "w.bin": b"x"},
-        serialized_file="w.bin",
-        handler="fn.py",
-    )
-    repo = tmp_path / "repo"
-    _import(mar, repo)
+    repo = _function_handler_repo(tmp_path, "fragile")
     async with _served(repo) as client:
         bodies = [b"one", b"boom", b"three!"]
         responses = await asyncio.gather(*(client.post("/predictions/fragile", content=b) for b in bodies))

@@ -74,13 +74,6 @@ async def plane(pipe_repo: Path) -> AsyncIterator[DataPlane]:
     await data_plane.close()
 
 
-@pytest.fixture
-async def client(plane: DataPlane) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(plane))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
-
-
 def _top(row: list[float]) -> dict[str, float]:
     """The example's topk step (k=2, no labels: class indexes) of one quadrupled row."""
     best = np.argsort(-np.array(row), kind="stable")[:2]
