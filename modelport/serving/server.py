@@ -98,8 +98,16 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 async def _serve(settings: ServerSettings) -> int:
     plane = build(settings)
+    # A lone server listens while it loads, so liveness answers and readiness says "not yet". A worker
+    # of --workers binds its port at once (a busy port is still a clear error) but listens only once
+    # loaded: the kernel hands connections to listening sockets only, so no request reaches a worker
+    # that has no models yet, and the supervisor's port file (written when every worker wrote its
+    # own) means every worker is serving.
+    sock = _bind(settings.host, settings.http_port, "--http-port; 0 = any free port", settings.reuse_port)
+    if settings.reuse_port:
+        await _load(settings, plane)
     server = uvicorn.Server(_uvicorn_config(settings, plane))
-    task = asyncio.create_task(server.serve(sockets=[_listen(settings)]))
+    task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
     while not server.started:
         if task.done():
             return 1
@@ -115,7 +123,8 @@ async def _serve(settings: ServerSettings) -> int:
     log.info("HTTP listening on %s://%s:%s", "https" if settings.tls_certfile else "http", settings.host, port)
     if settings.port_file:
         write_port_file(Path(settings.port_file), {"http": port, "grpc": grpc[2] if grpc else None})
-    await _load(settings, plane)
+    if not settings.reuse_port:
+        await _load(settings, plane)
     background = [asyncio.create_task(_refresh_health(plane, grpc))] if grpc else []
     if settings.poll_interval_s > 0:
         background.append(asyncio.create_task(plane.watch_repository()))
@@ -182,9 +191,8 @@ async def _refresh_health(plane: DataPlane, grpc: tuple[Any, Any, int]) -> None:
         await asyncio.sleep(0.2 if plane.draining else 1.0)
 
 
-def _listen(settings: ServerSettings) -> socket.socket:
-    """The HTTP listening socket, bound here so that a busy port is one clear error (SO_REUSEPORT with --workers)."""
-    sock = _bind(settings.host, settings.http_port, "--http-port; 0 = any free port", settings.reuse_port)
+def _listen(sock: socket.socket) -> socket.socket:
+    """The HTTP socket, bound by the caller so that a busy port is one clear error, now listening."""
     sock.listen(2048)
     sock.setblocking(False)
     return sock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from modelport.runtimes.base import Arrays, RuntimeOptions, rejected_input
 
 BATCH_LOG: list[int] = []
 SLOW_SECONDS = 0.3
+STAGGER_SECONDS = 3.0
 REJECTED = "idx=13 must be within the inclusive range [-13,12]"  # what RejectingRuntime's framework says
 GATE = threading.Event()
 GATE.set()
@@ -94,6 +96,17 @@ class RejectingRuntime(EchoRuntime):
 def predictor(runtime: type[EchoRuntime]) -> Callable[[Arrays], Arrays]:
     """A fake runtime's ``predict``, to drive a ``Batcher`` without a repository."""
     return runtime(Path("."), None, RuntimeOptions()).predict  # the fakes never read their manifest
+
+
+class StaggeredLoadRuntime(EchoRuntime):
+    """EchoRuntime whose load takes ``STAGGER_SECONDS`` in every process but the first to claim the file named
+    by ``$FAKES_LOAD_CLAIM`` (``--workers``: one worker loads at once, the others well after it)."""
+
+    def load(self) -> None:
+        try:
+            Path(os.environ["FAKES_LOAD_CLAIM"]).open("x").close()
+        except FileExistsError:
+            time.sleep(STAGGER_SECONDS)  # a slow load, simulated
 
 
 class BrokenLoadRuntime(EchoRuntime):

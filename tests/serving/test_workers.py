@@ -18,16 +18,6 @@ def _ports() -> tuple[int, int]:
     return free_port(), free_port()
 
 
-def _until_every_worker_is_ready(url: str) -> None:
-    """Workers listen before their models load (liveness); new connections land on a random worker, so
-    20 ready answers in a row on fresh connections mean both have loaded (a miss chance of 2**-20)."""
-    streak, deadline = 0, time.monotonic() + 60
-    while streak < 20:
-        assert time.monotonic() < deadline, "the workers did not all become ready"
-        ready = httpx.get(f"{url}/v2/health/ready", headers={"Connection": "close"}, timeout=5).status_code == 200
-        streak = streak + 1 if ready else 0
-
-
 def test_two_workers_share_a_port_and_their_metrics(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
@@ -36,7 +26,6 @@ def test_two_workers_share_a_port_and_their_metrics(tmp_path):
         assert len(workers) == 2
         for worker in workers:  # the supervisor's port file came after every worker had bound its ports
             assert any(c.status == "LISTEN" for c in worker.net_connections())
-        _until_every_worker_is_ready(server.url)
         with httpx.Client(base_url=server.url) as http:
             statuses = [
                 http.post("/v2/models/echo/infer", json=_infer_body(), headers={"Connection": "close"}).status_code
@@ -53,6 +42,28 @@ def test_two_workers_share_a_port_and_their_metrics(tmp_path):
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
 
+def test_no_request_reaches_a_worker_that_is_still_loading(tmp_path):
+    """A worker listens only once its repository is loaded, and the supervisor's port file waits for every
+    worker: right after start, every new connection is served, although one worker loaded seconds later."""
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo", runtime="StaggeredLoadRuntime")
+    env = {"PROMETHEUS_MULTIPROC_DIR": "", "FAKES_LOAD_CLAIM": str(tmp_path / "claim")}
+    started = time.monotonic()
+    with serving(repo, "--workers", "2", env=env, timeout=60, ports=_ports()) as server:
+        assert time.monotonic() - started >= fakes.STAGGER_SECONDS, "the port file came before the slow worker loaded"
+        with httpx.Client(base_url=server.url) as http:
+            answers = [
+                http.post("/v2/models/echo/infer", json=_infer_body(), headers={"Connection": "close"})
+                for _ in range(30)
+            ]
+            metrics = http.get("/metrics").text
+        assert [a.status_code for a in answers] == [200] * 30, [a.text for a in answers if a.status_code != 200]
+        per_worker = [
+            float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln.startswith("modelport_worker_requests{")
+        ]
+        assert len(per_worker) == 2 and min(per_worker) > 0, f"both workers served: {per_worker}"
+
+
 def test_two_workers_share_the_grpc_port(tmp_path):
     import numpy as np
     import tritonclient.grpc as grpcclient
@@ -64,7 +75,6 @@ def test_two_workers_share_the_grpc_port(tmp_path):
         grpc_port = int(server.grpc.rsplit(":", 1)[1])
         for worker in workers:  # each worker listens on the HTTP and the gRPC port (before the port file)
             assert grpc_port in {c.laddr.port for c in worker.net_connections() if c.status == "LISTEN"}
-        _until_every_worker_is_ready(server.url)
         x = np.arange(6, dtype=np.float32).reshape(2, 3)
         for _ in range(30):  # a new connection each time, so the kernel spreads them over both workers
             client = grpcclient.InferenceServerClient(server.grpc)
@@ -96,7 +106,6 @@ def test_worker_environments_hold_no_key(tmp_path):
             )
             assert b"MODELPORT_HTTP_PORT" in exposed, "the environment was read"
             assert api_key.encode() not in exposed and control_key.encode() not in exposed
-        _until_every_worker_is_ready(server.url)
         for _ in range(20):  # new connections, spread over both workers
             close = {"Connection": "close"}
             assert (
