@@ -32,6 +32,8 @@ from bench_models import MODELS, build
 # the default SLO per model: a ResNet-18 request on one core takes tens of milliseconds, so batching
 # it behind a 20 ms p99 would leave nothing to tune
 DEFAULT_SLO = {"mlp": "p99<20ms", "resnet18": "p99<1000ms"}
+# and the time per sweep level: a ResNet-18 level of 2 s holds a couple of dozen requests, too few for a p99
+DEFAULT_LEVEL = {"mlp": "2s", "resnet18": "6s"}
 
 
 def export_model(repo: Path, model: str) -> None:
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--search", default="quick", choices=("quick", "brute", "optuna"))
     parser.add_argument("--rounds", type=int, default=3, help="interleaved confirming rounds (default 3)")
     parser.add_argument("--cpus", default=None, help="the server's CPUs (default: all)")
-    parser.add_argument("--level-duration", default="2s", help="time per sweep level (default 2s)")
+    parser.add_argument("--level-duration", default=None, help=f"time per sweep level (default {DEFAULT_LEVEL})")
     parser.add_argument("--knobs", default="", help="tune only these knobs (default: all)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tune"))
     return parser.parse_args(argv)
@@ -118,7 +120,7 @@ def tune_model(args: argparse.Namespace, model: str, slo: str) -> tuple[dict[str
         search=args.search,
         cpus=parse_cpus(args.cpus),
         out=out,
-        level_s=parse_duration(args.level_duration, "--level-duration"),
+        level_s=parse_duration(args.level_duration or DEFAULT_LEVEL[model], "--level-duration"),
         knobs=tuple(k for k in args.knobs.split(",") if k),
         confirm_rounds=args.rounds,
     )
