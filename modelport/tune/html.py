@@ -111,7 +111,7 @@ def write_html(result: TuneResult, path: Path) -> Path:
         f"protocol {o.protocol}, server pinned to CPUs {o.cpu_list}, concurrency sweep "
         f"{', '.join(str(u) for u in o.levels)} ({o.level_s:g} s per level, first {o.warmup_s:g} s excluded), "
         f"search {o.search}, objective {o.objective}, SLO {html.escape(', '.join(o.slos))}.</p>",
-        "<pre>" + html.escape("\n".join(verdict(result))) + "</pre>",
+        '<pre style="white-space: pre-wrap">' + html.escape("\n".join(verdict(result))) + "</pre>",
         table(HEADER, rows, ["ok" if r[0].startswith("*") else ("fail" if r[3] == "-" else "") for r in rows]),
         figure(pareto(result), "Throughput vs p99 latency, every candidate (Pareto front, SLO line)"),
         figure(knob_effects(result), "Each knob's effect: req/s under the SLO of the candidates with each value"),
