@@ -69,13 +69,19 @@ OnnxArena = Literal["session", "shared", "none"]  # not "off": YAML reads an unq
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server."""
+    """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server.
+
+    ``worker_process``: run the model in a worker process of its own (handler models' ``workers: N``), which
+    is killed and restarted when a batch runs past ``timeout_s``.
+    """
 
     device: str = "cpu"
     intra_op_threads: int = 0
     providers: tuple[str, ...] = ()
     remote: RemoteTarget | None = None
     onnx_arena: OnnxArena = "session"
+    worker_process: bool = False
+    timeout_s: float = 60.0
 
 
 class Runtime(Protocol):

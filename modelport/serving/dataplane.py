@@ -311,6 +311,7 @@ class DataPlane:
                 v.batcher.policy.max_queue_size if v.batcher else 0,
                 v.state is VersionState.READY,
                 v.loaded.load_seconds,
+                sum(getattr(r, "restarts", 0) for r in v.execution.runtimes) if v.execution else 0,
             )
             for name, entry in self.manager.models.items()
             for v in entry.versions.values()

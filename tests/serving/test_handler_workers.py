@@ -1,0 +1,218 @@
+"""TorchServe handlers in worker processes (``workers: N``): real processes, real crashes, real restarts.
+
+The archives are no-archive directories (``MAR-INF/MANIFEST.json`` + handler + ``model.py``) imported with
+``modelport import-mar``; the server runs in-process and is asked over TorchServe's ``/predictions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from modelport.cli import main
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.rest import create_app
+from modelport.serving.server import build
+from modelport.serving.settings import ModelConfig, ServerSettings
+
+HANDLER = """
+import ctypes
+import os
+import pathlib
+import time
+
+from model import VALUE  # the archive's own model.py: another archive has one too
+
+INITS = pathlib.Path(os.environ["HANDLER_INITS"])
+
+
+def handle(data, context):
+    if data is None:
+        with INITS.open("a") as log:
+            log.write(f"{context.model_name} {os.getpid()}\\n")
+        return None
+    for row in data:
+        value = row.get("data") or row.get("body")
+        if value == b"segfault":
+            ctypes.string_at(0)
+        if value == b"exit":
+            os._exit(3)
+        if value == b"hang":
+            time.sleep(600)
+        if value.startswith(b"wait:"):  # until the test says go, so a request is in flight on this worker
+            started, go = value[5:].decode().split(",")
+            pathlib.Path(started).touch()
+            while not pathlib.Path(go).exists():
+                time.sleep(0.01)
+    return [{"pid": os.getpid(), "value": VALUE, "batch": len(data)} for _ in data]
+"""
+
+
+def _add(repo: Path, tmp: Path, name: str, value: str, **config: Any) -> None:
+    """Import a handler archive named ``name`` whose ``model.py`` says ``value``; ``config`` -> config.yaml."""
+    source = tmp / f"{name}-archive"
+    (source / "MAR-INF").mkdir(parents=True)
+    manifest = {"model": {"modelName": name, "handler": "handler.py", "modelVersion": "1.0"}}
+    (source / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    (source / "handler.py").write_text(HANDLER)
+    (source / "model.py").write_text(f"VALUE = {value!r}\n")
+    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet"]) == 0
+    if config:
+        (repo / name / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def inits(tmp_path, monkeypatch) -> Path:
+    """The file every handler initialization appends ``model pid`` to (the workers inherit the variable)."""
+    path = tmp_path / "inits.log"
+    path.touch()
+    monkeypatch.setenv("HANDLER_INITS", str(path))
+    return path
+
+
+@asynccontextmanager
+async def _served(repo: Path) -> AsyncIterator[tuple[httpx.AsyncClient, DataPlane]]:
+    plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            yield client, plane
+    finally:
+        await plane.close()
+
+
+def _worker_pids(plane: DataPlane, name: str) -> list[int]:
+    execution = plane.manager.models[name].versions[1].execution
+    assert execution is not None
+    return [r.worker.pid for r in execution.runtimes]  # type: ignore[attr-defined]
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def _until(path: Path) -> None:
+    """Wait for a file the handler creates (it is in another process: no event to share)."""
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await asyncio.sleep(0.01)
+
+
+async def test_workers_run_the_handler_in_processes_of_their_own(tmp_path, inits):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "proc", "one", workers=2)
+    async with _served(repo) as (client, plane):
+        pids = _worker_pids(plane, "proc")
+        answers = await asyncio.gather(*(client.post("/predictions/proc", content=b"x") for _ in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, answers[0].text
+    assert {a.json()["pid"] for a in answers} <= set(pids)
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert sorted(int(line.split()[1]) for line in inits.read_text().splitlines()) == sorted(pids)
+
+
+@pytest.mark.parametrize("crash", [b"segfault", b"exit"])
+async def test_a_crash_fails_only_its_request_and_the_worker_restarts(tmp_path, inits, crash):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "fragile", "one", workers=1)
+    async with _served(repo) as (client, plane):
+        [before] = _worker_pids(plane, "fragile")
+        crashed = await client.post("/predictions/fragile", content=crash)
+        after = await client.post("/predictions/fragile", content=b"fine")
+        live = await client.get("/v2/health/live")
+        metrics = (await client.get("/metrics")).text
+        [restarted] = _worker_pids(plane, "fragile")
+    assert crashed.status_code == 503, crashed.text
+    assert crashed.json()["code"] == 503 and crashed.json()["type"] == "ServiceUnavailableException"
+    assert after.status_code == 200 and after.json()["pid"] == restarted != before
+    assert live.status_code == 200
+    assert not _alive(before)
+    assert len(inits.read_text().splitlines()) == 2  # initialize ran again in the new worker
+    assert 'modelport_worker_restarts_total{model="fragile",version="1"} 1.0' in metrics
+
+
+async def test_a_crash_leaves_the_other_workers_request_in_flight_untouched(tmp_path, inits):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "pair", "one", workers=2)
+    started, go = tmp_path / "started", tmp_path / "go"
+    async with _served(repo) as (client, _):
+        waiting = asyncio.create_task(client.post("/predictions/pair", content=f"wait:{started},{go}".encode()))
+        await _until(started)
+        crashed = await client.post("/predictions/pair", content=b"exit")
+        go.touch()
+        survivor = await waiting
+    assert crashed.status_code == 503, crashed.text
+    assert survivor.status_code == 200, survivor.text
+
+
+async def test_a_hanging_handler_times_out_and_its_worker_is_replaced(tmp_path, inits):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "sleepy", "one", workers=1, timeout_ms=1500)
+    async with _served(repo) as (client, plane):
+        [hung] = _worker_pids(plane, "sleepy")
+        timed_out = await client.post("/v2/models/sleepy/infer", json=_v2(b"hang"))
+        after = await client.post("/predictions/sleepy", content=b"fine")
+        [replacement] = _worker_pids(plane, "sleepy")
+    assert timed_out.status_code == 504, timed_out.text
+    assert "did not complete within 1.5s" in timed_out.json()["error"]
+    assert after.status_code == 200 and after.json()["pid"] == replacement != hung
+    assert not _alive(hung)
+
+
+async def test_unload_and_shutdown_stop_every_worker(tmp_path, inits):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "first", "one", workers=2)
+    _add(repo, tmp_path, "second", "two", workers=1)
+    async with _served(repo) as (client, plane):
+        first, second = _worker_pids(plane, "first"), _worker_pids(plane, "second")
+        assert all(_alive(pid) for pid in first + second)
+        await plane.unload("first")
+        assert not any(_alive(pid) for pid in first)
+        assert (await client.post("/predictions/second", content=b"x")).status_code == 200
+    assert not any(_alive(pid) for pid in second)
+
+
+@pytest.mark.parametrize("workers", [None, 1], ids=["in-process", "worker-processes"])
+async def test_two_archives_with_a_model_py_each_get_their_own(tmp_path, inits, workers):
+    repo = tmp_path / "repo"
+    config = {"workers": workers} if workers else {}
+    _add(repo, tmp_path, "left", "left value", **config)
+    _add(repo, tmp_path, "right", "right value", **config)
+    async with _served(repo) as (client, _):
+        left = await client.post("/predictions/left", content=b"x")
+        right = await client.post("/predictions/right", content=b"x")
+    assert left.json()["value"] == "left value", left.text
+    assert right.json()["value"] == "right value", right.text
+
+
+async def test_workers_on_a_model_without_a_handler_leave_it_not_ready(tmp_path):
+    from tests.serving.applications import add_colors
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    name = add_colors(repo)
+    (repo / name / "config.yaml").write_text(yaml.safe_dump({"workers": 2}))
+    async with _served(repo) as (client, _):
+        ready = await client.get(f"/v2/models/{name}/ready")
+    assert ready.status_code != 200
+    assert "workers: runs TorchServe handlers in processes" in str(ready.json())
+
+
+def test_workers_and_instances_do_not_go_together():
+    with pytest.raises(ValueError, match="drop instances"):
+        ModelConfig.model_validate({"workers": 2, "instances": 2})
+
+
+def _v2(payload: bytes) -> dict[str, Any]:
+    return {"inputs": [{"name": "data", "datatype": "BYTES", "shape": [1], "data": [payload.decode()]}]}
