@@ -255,7 +255,11 @@ class DataPlane:
         return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
-        """How a loaded model version is served: tensors, batching, instances, version policy."""
+        """How a loaded model version is served: tensors, batching, instances, version policy (a pipeline:
+        its tensors and steps)."""
+        pipeline = self._pipeline(name, version)
+        if pipeline is not None:
+            return pipeline.configuration()
         served = self.manager.get(name, version)
         return model_configuration(served, self.manager.models[name].config, self.settings)
 

@@ -31,9 +31,12 @@ from modelport.errors import (
     UnavailableError,
     summarize,
 )
+from modelport.manifest import TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.serving.application import OUTPUT, Applications, classify
+from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
+from modelport.serving.settings import VersionPolicy
 from modelport.serving.types import (
     InferRequest,
     InferResponse,
@@ -106,6 +109,31 @@ class Pipeline:
         status = self.status(plane)
         return ModelMetadata(
             self.name, (VERSION,), status, format=FORMAT, inputs=inputs, outputs=outputs, processed=payloads
+        )
+
+    def configuration(self) -> ModelConfiguration:
+        """The pipeline as Triton's model configuration shows an ensemble: its tensors and its steps."""
+        if self.error:
+            raise ModelNotReadyError(f"pipeline {self.name!r} is not ready: {self.error}")
+        tensors = [
+            tuple(TensorSpec(name=t.name, dtype=t.datatype, shape=t.shape) for t in s)
+            for s in (self.spec.inputs, self.spec.outputs)
+        ]
+        return ModelConfiguration(
+            name=self.name,
+            version=VERSION,
+            format=FORMAT,
+            artifact="",
+            max_batch_size=0,
+            inputs=tensors[0],
+            outputs=tensors[1],
+            preferred_batch_sizes=(),
+            max_queue_delay_us=0,
+            max_queue_size=self.spec.max_inflight,
+            instances=1,
+            device="cpu",
+            version_policy=VersionPolicy(),
+            ensemble=tuple(_ensemble_step(step) for step in self.spec.steps),
         )
 
     def details(self, plane: StepPlane) -> ModelDetails:
@@ -217,6 +245,15 @@ class Pipelines:
         if built is None or built.spec != spec or built.directory != directory:
             built = self._built[name] = Pipeline(name, spec, directory, self._applications)
         return built
+
+
+def _ensemble_step(step: PipelineStep) -> EnsembleStep:
+    if step.model is not None:
+        name, version = step.model, step.version or -1
+    else:
+        assert step.processors is not None
+        name, version = ("preprocess" if step.processors.pre else "postprocess"), -1
+    return EnsembleStep(name, version, dict(step.input_map), dict(step.output_map))
 
 
 def _step_problem(plane: StepPlane, index: int, step: PipelineStep) -> str:
