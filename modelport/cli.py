@@ -133,6 +133,15 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--format", default="all", help="formats to export the archive's model to (default: its own format)")
     p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
     p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="golden raw input, repeatable (custom handlers): its bytes and the handler's response are "
+        "recorded and re-checked when the server loads the model",
+    )
+    p.add_argument(
         "--remote",
         help="serve through this TorchServe inference URL (writes runtime: torchserve to config.yaml) "
         "instead of running the model locally",
@@ -263,6 +272,7 @@ def _run_import_mar(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
+        samples=tuple(args.sample),
     )
     report = import_mar(args.mar, options, remote)
     print(render_table(report))

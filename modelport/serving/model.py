@@ -25,6 +25,7 @@ from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.processing.labels import Labels, find_labels
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
+from modelport.samples import SAMPLES_FILE, check_samples, payload_batch
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats, inline_threshold_s
 from modelport.serving.settings import ModelConfig, ServerSettings
 from modelport.serving.types import VersionState
@@ -242,6 +243,8 @@ def _open(
             runtimes.append(open_runtime(directory, manifest, options, config.runtime))
         if settings.golden_check and manifest.parity is not None:  # handler archives have no reference
             _check_golden(runtimes[0], directory, manifest)
+        if settings.golden_check:
+            _check_samples(runtimes[0], directory, manifest)
     except BaseException:
         for runtime in runtimes:
             runtime.unload()
@@ -290,6 +293,18 @@ def _check_golden(runtime: Runtime, directory: Path, manifest: ModelManifest) ->
             for o in failing
         )
         raise ModelNotReadyError(f"golden check failed ({record.gate} gate atol={record.atol:g}): {details}")
+
+
+def _check_samples(runtime: Runtime, directory: Path, manifest: ModelManifest) -> None:
+    """The golden raw samples (``samples.json``, see modelport.samples), if any, through the runtime again."""
+    if not (directory / SAMPLES_FILE).is_file():
+        return
+    if len(manifest.inputs) != 1 or manifest.inputs[0].dtype != "string":
+        raise ModelNotReadyError("golden samples are raw payloads: the model must take one BYTES input")
+    name = manifest.inputs[0].name
+    problem = check_samples(directory, lambda data: runtime.predict(payload_batch(name, data)))
+    if problem:
+        raise ModelNotReadyError(f"golden sample check failed: {problem}")
 
 
 def _policy(manifest: ModelManifest, settings: ServerSettings, config: ModelConfig) -> BatchPolicy:
