@@ -7,8 +7,10 @@ The archives are no-archive directories (``MAR-INF/MANIFEST.json`` + handler + `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -216,3 +218,63 @@ def test_workers_and_instances_do_not_go_together():
 
 def _v2(payload: bytes) -> dict[str, Any]:
     return {"inputs": [{"name": "data", "datatype": "BYTES", "shape": [1], "data": [payload.decode()]}]}
+
+
+def _initialized(inits: Path, count: int) -> list[int]:
+    pids = [int(line.split()[1]) for line in inits.read_text().splitlines()]
+    assert len(pids) == count, pids
+    return pids
+
+
+@pytest.mark.slow
+def test_a_real_server_survives_a_segfault_and_stops_its_workers(tmp_path, inits):
+    import psutil
+
+    from modelport.launcher import LaunchOptions, launched
+
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "real", "one", workers=2)
+    options = LaunchOptions(grpc_port=-1, log=tmp_path / "server.log", timeout_s=120)
+    with launched(repo, options=options) as server:
+        first = _initialized(inits, 2)
+        assert {p.pid for p in psutil.Process(server.process.pid).children()} >= set(first)
+        crashed = httpx.post(f"{server.url}/predictions/real", content=b"segfault", timeout=60)
+        after = [httpx.post(f"{server.url}/predictions/real", content=b"x", timeout=60) for _ in range(4)]
+        workers = _initialized(inits, 3)
+        assert httpx.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert server.process.returncode == 0
+    assert crashed.status_code == 503 and crashed.json()["type"] == "ServiceUnavailableException", crashed.text
+    assert [a.status_code for a in after] == [200] * 4
+    assert 'modelport_worker_restarts_total{model="real",version="1"} 1.0' in metrics
+    assert not [pid for pid in workers if psutil.pid_exists(pid)], "a worker outlived the server"
+
+
+def _post_ignoring_errors(url: str, body: bytes) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server dies while it waits
+        httpx.post(url, content=body, timeout=60)
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_server_is_killed(tmp_path, inits):
+    import psutil
+
+    from modelport.launcher import LaunchOptions, launched
+
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "orphan", "one", workers=2)
+    started, never = tmp_path / "started", tmp_path / "never"
+    with launched(repo, options=LaunchOptions(grpc_port=-1, log=tmp_path / "server.log", timeout_s=120)) as server:
+        workers = [psutil.Process(pid) for pid in _initialized(inits, 2)]
+        body = f"wait:{started},{never}".encode()
+        busy = threading.Thread(target=_post_ignoring_errors, args=(f"{server.url}/predictions/orphan", body))
+        busy.start()
+        deadline = time.monotonic() + 60
+        while not started.exists():  # one worker is mid-batch: it never reads its pipe again
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.process.kill()  # no unload, no atexit: only the lifeline pipe tells the workers
+        server.process.wait()
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        busy.join(60)
+    assert not alive, f"orphaned workers: {alive}"
