@@ -91,7 +91,8 @@ class Runtime(Protocol):
     names a custom class as ``runtime: package.module:Class``. The server calls ``load`` once, ``predict``
     many times, ``unload`` once, and builds one object per instance (``instances: N``). Optional members,
     looked up with ``getattr``: ``providers: list[str]``, what executes the model (shown in the model's
-    metadata), and ``health() -> tuple[bool, str]``, whether it can serve now and why not, called on the
+    metadata), ``restarts: int``, how often its worker process was restarted (``/metrics``), and
+    ``health() -> tuple[bool, str]``, whether it can serve now and why not, called on the
     event loop for each request, so it must not block (a remote runtime returns what a background probe
     last saw); without it a loaded runtime is healthy.
     """

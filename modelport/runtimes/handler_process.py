@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import DeadlineExceededError, ModelportError, SourceError, UnavailableError
+from modelport.errors import DeadlineExceededError, ModelportError, SourceError, UnavailableError, summarize
 from modelport.runtimes.base import Arrays
 
 __all__ = ["HandlerFaultError", "HandlerWorker"]
@@ -76,7 +76,9 @@ class HandlerWorker:
             raise SourceError(f"the handler's worker process failed: {exc.message}") from None
         if status != "ready":
             self.stop()
-            raise value if isinstance(value, ModelportError) else SourceError(str(value))
+            if isinstance(value, ModelportError):
+                raise value
+            raise SourceError(f"the handler could not initialize in its worker process: {value}")
 
     def predict(self, inputs: Arrays) -> Arrays:
         """Run one batch in the worker; restart the worker if the batch killed it or ran past the timeout."""
@@ -155,7 +157,8 @@ def serve(pipe: Connection, lifeline: Connection, directory: str, device: str) -
     try:
         runtime.load()
     except BaseException as exc:
-        pipe.send(("failed", _portable(exc)))
+        traceback.print_exc()  # the server's stderr: the worker's own traceback
+        pipe.send(("failed", exc if isinstance(exc, ModelportError) else summarize(exc)))
         return
     pipe.send(("ready", None))
     while True:

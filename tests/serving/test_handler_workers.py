@@ -40,6 +40,8 @@ INITS = pathlib.Path(os.environ["HANDLER_INITS"])
 
 def handle(data, context):
     if data is None:
+        if os.environ.get("HANDLER_INIT_FAILS"):
+            raise RuntimeError("no weights here")
         with INITS.open("a") as log:
             log.write(f"{context.model_name} {os.getpid()}\\n")
         return None
@@ -209,6 +211,19 @@ async def test_workers_on_a_model_without_a_handler_leave_it_not_ready(tmp_path)
         ready = await client.get(f"/v2/models/{name}/ready")
     assert ready.status_code != 200
     assert "workers: runs TorchServe handlers in processes" in str(ready.json())
+
+
+async def test_a_handler_that_cannot_initialize_in_its_worker_leaves_the_version_failed(tmp_path, inits, monkeypatch):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "broken", "one", workers=2)
+    monkeypatch.setenv("HANDLER_INIT_FAILS", "1")
+    async with _served(repo) as (client, _):
+        ready = await client.get("/v2/models/broken/ready")
+        live = await client.get("/v2/health/live")
+    assert ready.status_code == 503 and live.status_code == 200
+    assert ready.json()["reason"] == (
+        "the handler could not initialize in its worker process: RuntimeError: no weights here"
+    )
 
 
 def test_workers_and_instances_do_not_go_together():
