@@ -51,6 +51,7 @@ __all__ = ["INPUT", "OUTPUT", "HandlerRuntime", "encode_response", "request_valu
 INPUT = "data"
 OUTPUT = "output"
 _IMPORT_LOCK = threading.Lock()
+_ARCHIVES: set[str] = set()  # the directories handlers were imported from (resolved)
 log = logging.getLogger(__name__)
 
 EntryPoint = Callable[[Any, Any], Any]
@@ -205,23 +206,24 @@ def _import_handler(directory: Path, handler: str) -> ModuleType:
 @contextlib.contextmanager
 def _isolated_imports(directory: Path) -> Iterator[None]:
     """Around a handler's import and initialize: the modules it imports from its archive (``model.py``) are
-    its own. Before, a module of the same name another archive left (a late import) is dropped; after, the
+    its own. Before, modules another archive's handler imported late (in ``handle``) are dropped; after, the
     ones imported from ``directory`` are taken out of ``sys.modules`` (the handler keeps its references)."""
-    installed = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix})
-    local = {p.stem for p in directory.glob("*.py")} | {p.name for p in directory.iterdir() if p.is_dir()}
-    for name in [n for n in sys.modules if n.split(".", 1)[0] in local]:
-        file = _module_file(name)
-        if file is not None and not file.startswith(installed):
-            del sys.modules[name]
+    _ARCHIVES.add(str(directory.resolve()))
+    _drop_modules(lambda file: any(Path(file).is_relative_to(root) for root in _ARCHIVES))
     try:
         yield
     finally:
         root = str(directory.resolve())
-        for name in [n for n in sys.modules if not n.startswith("modelport_handler_")]:
-            file = _module_file(name)
-            if file is not None and Path(file).is_relative_to(root):
-                log.debug("module %s stays private to the handler archive %s", name, directory)
-                del sys.modules[name]
+        _drop_modules(lambda file: Path(file).is_relative_to(root))
+
+
+def _drop_modules(inside: Callable[[str], bool]) -> None:
+    """Take the modules whose file ``inside`` accepts out of ``sys.modules`` (handlers' own are kept)."""
+    for name in [n for n in sys.modules if not n.startswith("modelport_handler_")]:
+        file = _module_file(name)
+        if file is not None and inside(file):
+            log.debug("module %s stays private to its handler archive", name)
+            del sys.modules[name]
 
 
 def _module_file(name: str) -> str | None:
