@@ -293,3 +293,47 @@ def test_workers_exit_when_the_server_is_killed(tmp_path, inits):
         _, alive = psutil.wait_procs(workers, timeout=30)
         busy.join(60)
     assert not alive, f"orphaned workers: {alive}"
+
+
+@pytest.mark.torchserve
+def test_a_crashing_handler_recovers_as_in_torchserve(tmp_path, inits):
+    """The same archive in TorchServe 0.12 and in modelport (workers: 1): the crash is a 5xx in TorchServe's
+    error body, the next request is answered by a new worker process. TorchServe says 500 "Worker died.";
+    modelport says 503 (retryable, with Retry-After), as issue 15 asks."""
+    import subprocess
+    import sys
+
+    from modelport.launcher import LaunchOptions, launched
+    from modelport.torchserve_process import running_torchserve
+
+    source = tmp_path / "crashy-src"
+    source.mkdir()
+    (source / "handler.py").write_text(HANDLER)
+    (source / "model.py").write_text("VALUE = 'one'\n")
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    command = [str(archiver), "--model-name", "crashy", "--version", "1.0", "--export-path", str(tmp_path)]
+    command += ["--serialized-file", str(source / "model.py"), "--handler", str(source / "handler.py")]
+    subprocess.run([*command, "--extra-files", str(source / "model.py"), "--force"], check=True, capture_output=True)
+    mar = tmp_path / "crashy.mar"
+    assert main(["import-mar", str(mar), "--repository", str(tmp_path / "repo"), "--quiet"]) == 0
+    (tmp_path / "repo" / "crashy" / "config.yaml").write_text(yaml.safe_dump({"workers": 1}))
+
+    def crash_and_recover(url: str) -> tuple[httpx.Response, list[httpx.Response]]:
+        before = httpx.post(f"{url}/predictions/crashy", content=b"x", timeout=60)
+        crashed = httpx.post(f"{url}/predictions/crashy", content=b"exit", timeout=60)
+        return crashed, [before, httpx.post(f"{url}/predictions/crashy", content=b"x", timeout=60)]
+
+    with running_torchserve(mar, tmp_path / "ts") as ts:
+        theirs, their_answers = crash_and_recover(ts.inference)
+    with launched(tmp_path / "repo", options=LaunchOptions(grpc_port=-1, log=tmp_path / "server.log")) as server:
+        mine, my_answers = crash_and_recover(server.url)
+    assert theirs.status_code == 500 and theirs.json() == {
+        "code": 500,
+        "type": "InternalServerException",
+        "message": "Worker died.",
+    }
+    assert mine.status_code == 503 and mine.json()["type"] == "ServiceUnavailableException", mine.text
+    assert mine.json().keys() == theirs.json().keys() and mine.json()["code"] == 503
+    for before, after in (their_answers, my_answers):
+        assert before.status_code == after.status_code == 200
+        assert before.json()["pid"] != after.json()["pid"]  # a new worker process answered
