@@ -73,7 +73,7 @@ class HandlerWorker:
             status, value = self._receive(START_TIMEOUT_S, "initializing")
         except ModelportError as exc:
             self.stop()
-            raise SourceError(f"the handler's worker process failed: {exc.message}") from None
+            raise SourceError(f"the handler could not initialize in its worker process: {exc.message}") from None
         if status != "ready":
             self.stop()
             if isinstance(value, ModelportError):
@@ -117,22 +117,24 @@ class HandlerWorker:
 
     def _receive(self, timeout: float, doing: str) -> tuple[str, Any]:
         """The worker's next message; Unavailable if it died, DeadlineExceeded (after killing it) if late."""
-        assert self._pipe is not None and self.process is not None
-        ready = wait([self._pipe, self.process.sentinel], timeout)
-        if self._pipe in ready:
+        process, pipe = self.process, self._pipe  # stop() may clear them meanwhile (an unload past its drain)
+        assert pipe is not None and process is not None
+        ready = wait([pipe, process.sentinel], timeout)
+        if pipe in ready:
             try:
-                message: tuple[str, Any] = self._pipe.recv()
+                message: tuple[str, Any] = pipe.recv()
                 return message
             except (EOFError, OSError):
                 pass  # it died after writing part of an answer, or while the pipe was read
         if not ready:
-            log.error("handler worker %s did not finish %s within %gs: killed", self.pid, doing, timeout)
-            self.process.kill()
+            log.error("handler worker %s did not finish %s within %gs: killed", process.pid, doing, timeout)
+            process.kill()
             raise DeadlineExceededError(f"the handler did not finish within {timeout:g}s")
-        self.process.join(_STOP_TIMEOUT_S)
-        code = self.process.exitcode
-        log.error("handler worker %s exited with code %s while %s", self.pid, code, doing)
-        raise UnavailableError(f"the handler's worker process exited (code {code}) while {doing}", retry_after=1.0)
+        process.join(_STOP_TIMEOUT_S)
+        log.error("handler worker %s exited with code %s while %s", process.pid, process.exitcode, doing)
+        raise UnavailableError(
+            f"the handler's worker process exited (code {process.exitcode}) while {doing}", retry_after=1.0
+        )
 
     def _restart(self) -> None:
         self.stop()

@@ -126,6 +126,14 @@ async def test_workers_run_the_handler_in_processes_of_their_own(tmp_path, inits
     assert sorted(int(line.split()[1]) for line in inits.read_text().splitlines()) == sorted(pids)
 
 
+async def test_the_batcher_batches_requests_for_a_worker(tmp_path, inits):
+    repo = tmp_path / "repo"
+    _add(repo, tmp_path, "batched", "one", workers=1, max_queue_delay_ms=2000, max_batch_size=4)
+    async with _served(repo) as (client, _):
+        answers = await asyncio.gather(*(client.post("/predictions/batched", content=b"x") for _ in range(4)))
+    assert [a.json()["batch"] for a in answers] == [4] * 4  # one handle() call in the worker for all four
+
+
 @pytest.mark.parametrize("crash", [b"segfault", b"exit"])
 async def test_a_crash_fails_only_its_request_and_the_worker_restarts(tmp_path, inits, crash):
     repo = tmp_path / "repo"
