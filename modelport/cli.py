@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     add_bundle_command(commands)
     _add_import_mar(commands)
+    _add_pipeline_golden(commands)
     add_loadtest_commands(commands)
     add_tune_command(commands)
     return parser
@@ -133,12 +134,42 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--format", default="all", help="formats to export the archive's model to (default: its own format)")
     p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
     p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="golden raw input, repeatable (custom handlers): its bytes and the handler's response are "
+        "recorded and re-checked when the server loads the model",
+    )
+    p.add_argument(
         "--remote",
         help="serve through this TorchServe inference URL (writes runtime: torchserve to config.yaml) "
         "instead of running the model locally",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_run_import_mar)
+
+
+def _add_pipeline_golden(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "pipeline-golden",
+        help="record a pipeline's golden raw samples (checked when the server builds it)",
+        epilog="example:\n  modelport pipeline-golden repo classify --sample kitten.jpg --sample dog.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("repository", type=Path, help="model repository folder (its models are served in-process)")
+    p.add_argument("name", help="the pipeline (a model folder whose config.yaml declares pipeline:)")
+    p.add_argument("--sample", action="append", required=True, type=Path, metavar="FILE", help="raw input, repeatable")
+    p.set_defaults(run=_run_pipeline_golden)
+
+
+def _run_pipeline_golden(args: argparse.Namespace) -> int:
+    from modelport.serving.pipeline_golden import record_pipeline_samples
+
+    samples = record_pipeline_samples(args.repository, args.name, args.sample)
+    print(f"{len(samples)} golden samples recorded in {args.repository / args.name / 'samples.json'}")
+    return 0
 
 
 def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -263,6 +294,7 @@ def _run_import_mar(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
+        samples=tuple(args.sample),
     )
     report = import_mar(args.mar, options, remote)
     print(render_table(report))

@@ -78,6 +78,11 @@ def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> 
     handler_file = custom_handler_file(archive.handler, files)
     if handler_file is not None and not remote:
         return import_handler_archive(mar, archive.handler, files, options)
+    if options.samples:
+        raise UnsupportedError(
+            "--sample records a custom handler's responses; this archive's model is exported to tensors "
+            "(its golden vectors are recorded and checked as every export's)"
+        )
     builtin = builtin_handler(archive.handler)
     if builtin is not None:
         options = default_inputs(options, builtin)

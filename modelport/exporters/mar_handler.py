@@ -12,7 +12,8 @@
   archive is unpacked as the version directory and served by ``modelport.runtimes.handler`` (format
   ``handler``): one BYTES input ``data``, one BYTES output ``output``. Eager-mode archives (model file +
   state dict) work this way, the handler building the model. No golden vectors are recorded (there is no
-  reference to compare against), so the server's golden check does not apply to such a version.
+  reference to compare against); ``--sample FILE`` (repeatable) records golden raw samples instead: each
+  file's bytes with the handler's responses (``samples.json``, ``modelport.samples``), re-checked at load.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.manifest import ModelManifest, SourceInfo, TensorSpec, file_sha256, write_manifest
 from modelport.processing.torchserve import TORCHSERVE_HANDLERS
+from modelport.samples import payload_batch, record_samples
 from modelport.sizes import artifact_bytes
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "keep_builtin_handler",
 ]
 
+INPUT = "data"  # modelport.runtimes.handler.INPUT
 _IMAGE_224 = (TensorSpec(name="input", dtype="float32", shape=(-1, 3, 224, 224)),)
 BUILTIN_INPUTS: dict[str, tuple[TensorSpec, ...]] = {"image_classifier": _IMAGE_224, "image_segmenter": _IMAGE_224}
 
@@ -103,15 +106,32 @@ def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], opt
         target = staging / PurePosixPath(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    write_manifest(_manifest(mar, staging, version, options), staging)
+    manifest = _manifest(mar, staging, version, options)
+    if options.samples:
+        _record_samples(staging, manifest, options.samples)
+        manifest = _manifest(mar, staging, version, options)  # the samples' files too
+    write_manifest(manifest, staging)
     final.parent.mkdir(parents=True, exist_ok=True)
     size = artifact_bytes(staging)
     os.replace(staging, final)
     report = ExportReport(options.name, str(mar), "torch", str(options.repository))
-    note = f"custom handler {handler}: served by modelport.runtimes.handler, no golden vectors"
+    note = f"custom handler {handler}: served by modelport.runtimes.handler, " + (
+        f"{len(options.samples)} golden raw samples" if options.samples else "no golden vectors (--sample FILE)"
+    )
     report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=(note,)))
     report.write(options.folder / ".reports" / f"{options.name}.json")
     return report
+
+
+def _record_samples(staging: Path, manifest: ModelManifest, files: tuple[Path, ...]) -> None:
+    """Run the handler once on each ``--sample`` file and record its responses (modelport.samples)."""
+    from modelport.runtimes import open_runtime
+
+    runtime = open_runtime(staging, manifest)
+    try:
+        record_samples(staging, files, lambda data: runtime.predict(payload_batch(INPUT, data)))
+    finally:
+        runtime.unload()
 
 
 def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) -> ModelManifest:
@@ -125,7 +145,7 @@ def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) ->
         variant="handler",
         format="handler",
         artifact="MAR-INF/MANIFEST.json",
-        inputs=(TensorSpec(name="data", dtype="string", shape=(-1,)),),
+        inputs=(TensorSpec(name=INPUT, dtype="string", shape=(-1,)),),
         outputs=(TensorSpec(name="output", dtype="string", shape=(-1,)),),
         max_batch_size=options.max_batch_size,
         source=SourceInfo(

@@ -75,6 +75,7 @@ class ExportOptions:
     quiet_converters: bool = True
     tflite_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    samples: tuple[Path, ...] = ()  # import-mar --sample: golden raw inputs (modelport.samples)
 
     def __post_init__(self) -> None:
         # the Python API takes str paths and comma lists too; normalise them once here

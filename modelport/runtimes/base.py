@@ -69,13 +69,19 @@ OnnxArena = Literal["session", "shared", "none"]  # not "off": YAML reads an unq
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server."""
+    """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server.
+
+    ``worker_process``: run the model in a worker process of its own (handler models' ``workers: N``), which
+    is killed and restarted when a batch runs past ``timeout_s``.
+    """
 
     device: str = "cpu"
     intra_op_threads: int = 0
     providers: tuple[str, ...] = ()
     remote: RemoteTarget | None = None
     onnx_arena: OnnxArena = "session"
+    worker_process: bool = False
+    timeout_s: float = 60.0
 
 
 class Runtime(Protocol):
@@ -85,7 +91,8 @@ class Runtime(Protocol):
     names a custom class as ``runtime: package.module:Class``. The server calls ``load`` once, ``predict``
     many times, ``unload`` once, and builds one object per instance (``instances: N``). Optional members,
     looked up with ``getattr``: ``providers: list[str]``, what executes the model (shown in the model's
-    metadata), and ``health() -> tuple[bool, str]``, whether it can serve now and why not, called on the
+    metadata), ``restarts: int``, how often its worker process was restarted (``/metrics``), and
+    ``health() -> tuple[bool, str]``, whether it can serve now and why not, called on the
     event loop for each request, so it must not block (a remote runtime returns what a background probe
     last saw); without it a loaded runtime is healthy.
     """

@@ -14,23 +14,28 @@ worker encodes it (bytes as they are, str as UTF-8, anything else ``json.dumps(v
 request reaches the handler as ``{"data": value, "body": value}``: a payload that is a JSON object or
 array is parsed first, as TorchServe parses ``application/json`` bodies; anything else stays bytes.
 
-Limits: the archive directory is put on ``sys.path`` (TorchServe's worker does the same), so two handler
-models in one server share modules of the same name (``model.py``); handlers run in the server's
-process, not in worker processes.
+Where it runs: with ``workers: N`` in the model's ``config.yaml`` each instance is a worker process of its
+own (``modelport.runtimes.handler_process``), as TorchServe runs handlers: a crash fails only that worker's
+batch (503) and the worker is restarted. Otherwise handlers run on threads of the server's process. The
+archive directory is put on ``sys.path`` for the handler's imports (TorchServe's worker does the same); in
+the server's process, the modules the handler imports from its archive (``model.py``) are taken out of
+``sys.modules`` again once it has initialized, so another archive's module of the same name is its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
+import logging
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,11 +43,16 @@ from modelport.errors import InferenceError, SourceError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
 
+if TYPE_CHECKING:
+    from modelport.runtimes.handler_process import HandlerWorker
+
 __all__ = ["INPUT", "OUTPUT", "HandlerRuntime", "encode_response", "request_value"]
 
 INPUT = "data"
 OUTPUT = "output"
 _IMPORT_LOCK = threading.Lock()
+_ARCHIVES: set[str] = set()  # the directories handlers were imported from (resolved)
+log = logging.getLogger(__name__)
 
 EntryPoint = Callable[[Any, Any], Any]
 
@@ -59,9 +69,22 @@ class HandlerRuntime:
         self.entry: EntryPoint | None = None
         self.module_name = ""
         self.providers = ["torchserve-handler"]
+        self.worker: HandlerWorker | None = None
+
+    @property
+    def restarts(self) -> int:
+        """How often this instance's worker process was restarted (always 0 in-process)."""
+        return self.worker.restarts if self.worker is not None else 0
 
     def load(self) -> None:
-        """Import the handler, build the TorchServe context and initialize the handler once."""
+        """Import the handler, build the TorchServe context and initialize the handler once (in a worker
+        process of its own when ``options.worker_process``)."""
+        if self.options.worker_process:
+            from modelport.runtimes.handler_process import HandlerWorker
+
+            self.worker = HandlerWorker(self.directory, self.options.device, self.options.timeout_s)
+            self.worker.start()
+            return
         context_module = self.ts_context = import_framework("ts.context", "torchserve")
         archive = _archive_manifest(self.directory)
         handler = str(archive.get("model", {}).get("handler", ""))
@@ -77,14 +100,17 @@ class HandlerRuntime:
             metrics=_metrics_cache(),
             model_yaml_config=_model_yaml_config(self.directory, archive),
         )
-        module = _import_handler(self.directory, handler)
-        self.module_name = module.__name__
-        entry, initialize = _entry_point(module, handler)
-        initialize(self.context)
+        with _IMPORT_LOCK, _isolated_imports(self.directory):
+            module = _import_handler(self.directory, handler)
+            self.module_name = module.__name__
+            entry, initialize = _entry_point(module, handler)
+            initialize(self.context)
         self.entry = entry
 
     def predict(self, inputs: Arrays) -> Arrays:
         """One batch: each element of ``data`` is one request's payload; one response per request."""
+        if self.worker is not None:
+            return self.worker.predict(inputs)
         assert self.entry is not None, "load() first"
         payloads = inputs[INPUT].ravel().tolist()
         batch = [{"data": value, "body": value} for value in map(request_value, payloads)]
@@ -98,7 +124,9 @@ class HandlerRuntime:
         return {OUTPUT: encoded}
 
     def unload(self) -> None:
-        """Drop the handler and its module (TorchServe calls no hook either)."""
+        """Drop the handler and its module, or stop its worker process (TorchServe calls no hook either)."""
+        if self.worker is not None:
+            self.worker.stop()
         sys.modules.pop(self.module_name, None)
         self.entry = None
         self.context = None
@@ -163,16 +191,44 @@ def _import_handler(directory: Path, handler: str) -> ModuleType:
     path = directory / f"{module_name}.py"
     if not path.is_file():
         raise SourceError(f"{directory}: the handler file {path.name} is not in the archive")
-    with _IMPORT_LOCK:
-        if str(directory) not in sys.path:
-            sys.path.insert(0, str(directory))
-        unique = f"modelport_handler_{uuid.uuid4().hex}_{module_name}"
-        spec = importlib.util.spec_from_file_location(unique, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[unique] = module
-        spec.loader.exec_module(module)
+    if str(directory) in sys.path:
+        sys.path.remove(str(directory))
+    sys.path.insert(0, str(directory))  # first: its own model.py before another archive's
+    unique = f"modelport_handler_{uuid.uuid4().hex}_{module_name}"
+    spec = importlib.util.spec_from_file_location(unique, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def _isolated_imports(directory: Path) -> Iterator[None]:
+    """Around a handler's import and initialize: the modules it imports from its archive (``model.py``) are
+    its own. Before, modules another archive's handler imported late (in ``handle``) are dropped; after, the
+    ones imported from ``directory`` are taken out of ``sys.modules`` (the handler keeps its references)."""
+    _ARCHIVES.add(str(directory.resolve()))
+    _drop_modules(lambda file: any(Path(file).is_relative_to(root) for root in _ARCHIVES))
+    try:
+        yield
+    finally:
+        root = str(directory.resolve())
+        _drop_modules(lambda file: Path(file).is_relative_to(root))
+
+
+def _drop_modules(inside: Callable[[str], bool]) -> None:
+    """Take the modules whose file ``inside`` accepts out of ``sys.modules`` (handlers' own are kept)."""
+    for name in [n for n in sys.modules if not n.startswith("modelport_handler_")]:
+        file = _module_file(name)
+        if file is not None and inside(file):
+            log.debug("module %s stays private to its handler archive", name)
+            del sys.modules[name]
+
+
+def _module_file(name: str) -> str | None:
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return str(Path(file).resolve()) if isinstance(file, str) else None
 
 
 def _entry_point(module: ModuleType, handler: str) -> tuple[EntryPoint, Callable[[Any], Any]]:

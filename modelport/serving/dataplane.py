@@ -65,7 +65,9 @@ class DataPlane:
         self.metrics = metrics if metrics is not None else Metrics()
         self.manager = ModelManager(settings, self.metrics.observe_batch)
         self.applications = Applications(settings.processing_threads, self.metrics)  # models with processors
-        self.pipelines = Pipelines(self.applications)  # models whose config.yaml declares pipeline:
+        self.pipelines = Pipelines(
+            self.applications, settings.golden_check
+        )  # models whose config.yaml declares pipeline:
         self.metrics.watch(self._gauges)
         self.in_flight = 0
         self._started = False
@@ -75,6 +77,7 @@ class DataPlane:
     async def start(self) -> None:
         """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
         await self.manager.load_all()
+        await self._verify_pipelines()
         self._started = True
 
     async def watch_repository(self) -> None:
@@ -224,6 +227,13 @@ class DataPlane:
         """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
         return await self._run(self.manager.get(name, version), request)
 
+    async def _verify_pipelines(self) -> None:
+        """Run the golden samples of every pipeline whose steps are ready (the models' ran as they loaded)."""
+        for name in list(self.manager.models):
+            pipeline = self._pipeline(name, None)
+            if pipeline is not None:
+                await pipeline.verify(self)
+
     def _pipeline(self, name: str, version: str | None) -> Pipeline | None:
         """The pipeline ``name`` (its one version, 1), or None when ``name`` is not a pipeline."""
         entry = self.manager.models.get(name)
@@ -255,7 +265,11 @@ class DataPlane:
         return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
-        """How a loaded model version is served: tensors, batching, instances, version policy."""
+        """How a loaded model version is served: tensors, batching, instances, version policy (a pipeline:
+        its tensors and steps)."""
+        pipeline = self._pipeline(name, version)
+        if pipeline is not None:
+            return pipeline.configuration()
         served = self.manager.get(name, version)
         return model_configuration(served, self.manager.models[name].config, self.settings)
 
@@ -296,6 +310,7 @@ class DataPlane:
     async def load(self, name: str) -> None:
         """Load (or reload) one model of the repository (model control)."""
         await self.manager.load(name)
+        await self._verify_pipelines()
 
     async def unload(self, name: str) -> None:
         """Unload every version of one model, letting its requests in flight finish (model control)."""
@@ -311,6 +326,7 @@ class DataPlane:
                 v.batcher.policy.max_queue_size if v.batcher else 0,
                 v.state is VersionState.READY,
                 v.loaded.load_seconds,
+                sum(getattr(r, "restarts", 0) for r in v.execution.runtimes) if v.execution else 0,
             )
             for name, entry in self.manager.models.items()
             for v in entry.versions.values()

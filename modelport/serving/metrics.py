@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -164,7 +164,8 @@ class _BatchChildren:
 
 @dataclass(frozen=True)
 class VersionGauges:
-    """What /metrics says of one served version: its queue depth and bound, readiness and load time."""
+    """What /metrics says of one served version: its queue depth and bound, readiness, load time, and how
+    often its worker processes were restarted (handler models with ``workers: N``)."""
 
     model: str
     version: int
@@ -172,13 +173,14 @@ class VersionGauges:
     queue_capacity: int
     ready: bool
     load_seconds: float
+    worker_restarts: int = 0
 
 
 class _ModelCollector(Collector):
     def __init__(self, versions: Callable[[], Iterable[VersionGauges]]) -> None:
         self._versions = versions
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily("modelport_queue_depth", "Requests waiting for a batch", labels=["model", "version"])
         capacity = GaugeMetricFamily(
             "modelport_queue_capacity",
@@ -189,10 +191,16 @@ class _ModelCollector(Collector):
         load = GaugeMetricFamily(
             "modelport_model_load_seconds", "Load + golden check time", labels=["model", "version"]
         )
+        restarts = CounterMetricFamily(
+            "modelport_worker_restarts",
+            "Handler worker processes restarted after a crash or a timeout",
+            labels=["model", "version"],
+        )
         for v in self._versions():
             key = [v.model, str(v.version)]
             depth.add_metric(key, v.queue_depth)
             capacity.add_metric(key, v.queue_capacity)
             ready.add_metric(key, 1.0 if v.ready else 0.0)
             load.add_metric(key, v.load_seconds)
-        yield from (depth, capacity, ready, load)
+            restarts.add_metric(key, v.worker_restarts)
+        yield from (depth, capacity, ready, load, restarts)

@@ -25,6 +25,7 @@ from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.processing.labels import Labels, find_labels
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
+from modelport.samples import SAMPLES_FILE, check_samples, payload_batch
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats, inline_threshold_s
 from modelport.serving.settings import ModelConfig, ServerSettings
 from modelport.serving.types import VersionState
@@ -226,16 +227,24 @@ def _open(
         providers=settings.providers,
         remote=config.remote.target(name) if config.remote else None,
         onnx_arena=config.onnx_arena or settings.onnx_arena,
+        worker_process=config.workers is not None,
+        timeout_s=_timeout_s(settings, config),
     )
+    if config.workers is not None and manifest.format != "handler":
+        raise InvalidArgumentError(
+            f"workers: runs TorchServe handlers in processes; a {manifest.format} model has none"
+        )
     context = ProcessingContext(directory, manifest)
     spec = config.processors
     processors = build_processors(spec, context) if spec is not None and (spec.pre or spec.post) else None
     runtimes: list[Runtime] = []
     try:
-        for _ in range(config.instances or settings.instances):
+        for _ in range(config.workers or config.instances or settings.instances):
             runtimes.append(open_runtime(directory, manifest, options, config.runtime))
         if settings.golden_check and manifest.parity is not None:  # handler archives have no reference
             _check_golden(runtimes[0], directory, manifest)
+        if settings.golden_check:
+            _check_samples(runtimes[0], directory, manifest)
     except BaseException:
         for runtime in runtimes:
             runtime.unload()
@@ -245,12 +254,16 @@ def _open(
         providers=tuple(getattr(runtimes[0], "providers", ())),
         policy=_policy(manifest, settings, config),
         limits=RequestLimits(
-            timeout_s=(config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s,
+            timeout_s=options.timeout_s,
             finite_only=config.finite_inputs,
         ),
         processors=processors,
         labels={spec.name: _labels(context, spec.name) for spec in manifest.outputs},
     )
+
+
+def _timeout_s(settings: ServerSettings, config: ModelConfig) -> float:
+    return (config.timeout_ms / 1000) if config.timeout_ms else settings.request_timeout_s
 
 
 def _labels(context: ProcessingContext, output: str) -> Labels:
@@ -282,6 +295,18 @@ def _check_golden(runtime: Runtime, directory: Path, manifest: ModelManifest) ->
         raise ModelNotReadyError(f"golden check failed ({record.gate} gate atol={record.atol:g}): {details}")
 
 
+def _check_samples(runtime: Runtime, directory: Path, manifest: ModelManifest) -> None:
+    """The golden raw samples (``samples.json``, see modelport.samples), if any, through the runtime again."""
+    if not (directory / SAMPLES_FILE).is_file():
+        return
+    if len(manifest.inputs) != 1 or manifest.inputs[0].dtype != "string":
+        raise ModelNotReadyError("golden samples are raw payloads: the model must take one BYTES input")
+    name = manifest.inputs[0].name
+    problem = check_samples(directory, lambda data: runtime.predict(payload_batch(name, data)))
+    if problem:
+        raise ModelNotReadyError(f"golden sample check failed: {problem}")
+
+
 def _policy(manifest: ModelManifest, settings: ServerSettings, config: ModelConfig) -> BatchPolicy:
     """The version's batching: the manifest's max batch size capped by config.yaml, else the server defaults."""
     limit = (
@@ -295,9 +320,15 @@ def _policy(manifest: ModelManifest, settings: ServerSettings, config: ModelConf
         max_queue_delay_s=delay_ms / 1000,
         max_queue_size=config.max_queue_size or settings.max_queue_size,
         preferred_batch_sizes=config.preferred_batch_sizes,
-        inline_below_s=inline_threshold_s(
-            config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms
-        ),
+        inline_below_s=_inline_below_s(settings, config),
+    )
+
+
+def _inline_below_s(settings: ServerSettings, config: ModelConfig) -> float:
+    if config.workers:  # a worker process is waited on from a thread, never from the event loop
+        return 0.0
+    return inline_threshold_s(
+        config.inline_below_ms if config.inline_below_ms is not None else settings.inline_below_ms
     )
 
 

@@ -9,7 +9,18 @@ from modelport.manifest import TensorSpec
 from modelport.serving.model import ServedVersion
 from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy
 
-__all__ = ["ModelConfiguration", "model_configuration"]
+__all__ = ["EnsembleStep", "ModelConfiguration", "model_configuration"]
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    """One step of a pipeline as Triton's ensemble scheduling names it: a model (version -1: its default)
+    and its maps, step tensor -> pipeline tensor. A processors step is named ``preprocess``/``postprocess``."""
+
+    model_name: str
+    model_version: int
+    input_map: dict[str, str]
+    output_map: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -18,7 +29,8 @@ class ModelConfiguration:
 
     Tensors keep the manifest's full shapes (batch dimension included); ``max_batch_size`` is the
     limit the batcher applies (the manifest's, capped by ``config.yaml``; 0 = no batch dimension).
-    ``device`` is ``cpu``, ``cuda[:N]``, or ``remote`` for a model another server runs.
+    ``device`` is ``cpu``, ``cuda[:N]``, or ``remote`` for a model another server runs. A pipeline
+    (format ``pipeline``) has its ``ensemble`` steps; it batches in its steps' models, not itself.
     """
 
     name: str
@@ -34,6 +46,7 @@ class ModelConfiguration:
     instances: int
     device: str
     version_policy: VersionPolicy
+    ensemble: tuple[EnsembleStep, ...] = ()
 
 
 def model_configuration(served: ServedVersion, config: ModelConfig, settings: ServerSettings) -> ModelConfiguration:

@@ -31,9 +31,13 @@ from modelport.errors import (
     UnavailableError,
     summarize,
 )
+from modelport.manifest import TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.serving.application import OUTPUT, Applications, classify
+from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
+from modelport.serving.pipeline_samples import SampleCheck
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
+from modelport.serving.settings import VersionPolicy
 from modelport.serving.types import (
     InferRequest,
     InferResponse,
@@ -66,16 +70,20 @@ class StepPlane(Protocol):
 class Pipeline:
     """One pipeline as built from its spec: its levels of steps, its built processors, its requests in flight."""
 
-    def __init__(self, name: str, spec: PipelineSpec, directory: Path | None, applications: Applications) -> None:
+    def __init__(
+        self, name: str, spec: PipelineSpec, directory: Path | None, applications: Applications, samples: bool = True
+    ) -> None:
         self.name, self.spec, self.directory = name, spec, directory
         self.in_flight = 0
         self._applications = applications
         self.levels: tuple[tuple[int, ...], ...] = ()
         self.processors: dict[int, Processors] = {}
+        self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
         try:
             self.levels = plan(spec)
             self.processors = self._build_processors()
+            self.samples = SampleCheck(spec, directory, enabled=samples)
         except ModelportError as exc:
             self.error = exc.message
         except Exception as exc:  # a custom processor's import, a labels file
@@ -90,14 +98,23 @@ class Pipeline:
         }
 
     def status(self, plane: StepPlane) -> VersionStatus:
-        """READY while the graph is sound and every step model serves what its maps name; else FAILED and why."""
+        """READY while the graph is sound, every step model serves what its maps name and the golden samples
+        passed; else FAILED and why (LOADING while its samples run: the first look starts them)."""
         if self.error:
             return VersionStatus(VERSION, VersionState.FAILED, self.error)
         for index, step in enumerate(self.spec.steps):
             reason = _step_problem(plane, index, step) if step.model is not None else ""
             if reason:
                 return VersionStatus(VERSION, VersionState.FAILED, reason)
-        return VersionStatus(VERSION, VersionState.READY)
+        self.samples.start(lambda inputs: self._execute(plane, inputs))
+        return VersionStatus(VERSION, *self.samples.state())
+
+    async def verify(self, plane: StepPlane) -> None:
+        """Check the golden samples now if the steps are ready and they have not run (at server start)."""
+        if self.status(plane).state is VersionState.LOADING:
+            task = self.samples.start(lambda inputs: self._execute(plane, inputs))
+            if task is not None:
+                await asyncio.shield(task)
 
     def metadata(self, plane: StepPlane) -> ModelMetadata:
         """The pipeline as a model: its own inputs and outputs (one BYTES input: it takes payloads)."""
@@ -106,6 +123,31 @@ class Pipeline:
         status = self.status(plane)
         return ModelMetadata(
             self.name, (VERSION,), status, format=FORMAT, inputs=inputs, outputs=outputs, processed=payloads
+        )
+
+    def configuration(self) -> ModelConfiguration:
+        """The pipeline as Triton's model configuration shows an ensemble: its tensors and its steps."""
+        if self.error:
+            raise ModelNotReadyError(f"pipeline {self.name!r} is not ready: {self.error}")
+        tensors = [
+            tuple(TensorSpec(name=t.name, dtype=t.datatype, shape=t.shape) for t in s)
+            for s in (self.spec.inputs, self.spec.outputs)
+        ]
+        return ModelConfiguration(
+            name=self.name,
+            version=VERSION,
+            format=FORMAT,
+            artifact="",
+            max_batch_size=0,
+            inputs=tensors[0],
+            outputs=tensors[1],
+            preferred_batch_sizes=(),
+            max_queue_delay_us=0,
+            max_queue_size=self.spec.max_inflight,
+            instances=1,
+            device="cpu",
+            version_policy=VersionPolicy(),
+            ensemble=tuple(_ensemble_step(step) for step in self.spec.steps),
         )
 
     def details(self, plane: StepPlane) -> ModelDetails:
@@ -125,17 +167,21 @@ class Pipeline:
             )
         self.in_flight += 1
         try:
-            tensors = self._validate(request.inputs)
-            for level in self.levels:
-                produced = await asyncio.gather(*(self._step(plane, i, tensors) for i in level), return_exceptions=True)
-                for result in produced:
-                    if isinstance(result, BaseException):
-                        raise result
-                for result in produced:
-                    tensors.update(result)  # type: ignore[arg-type]  # exceptions raised above
-            return self._answer(tensors, request)
+            return self._answer(await self._execute(plane, request.inputs), request)
         finally:
             self.in_flight -= 1
+
+    async def _execute(self, plane: StepPlane, inputs: Arrays) -> Arrays:
+        """Every step, level by level, on validated ``inputs``; all the pipeline's tensors."""
+        tensors = self._validate(inputs)
+        for level in self.levels:
+            produced = await asyncio.gather(*(self._step(plane, i, tensors) for i in level), return_exceptions=True)
+            for result in produced:
+                if isinstance(result, BaseException):
+                    raise result
+            for result in produced:
+                tensors.update(result)  # type: ignore[arg-type]  # exceptions raised above
+        return tensors
 
     def _validate(self, inputs: Arrays) -> dict[str, np.ndarray[Any, Any]]:
         """The request's inputs checked against the pipeline's own (names, datatypes, shapes)."""
@@ -207,16 +253,26 @@ class Pipeline:
 class Pipelines:
     """The pipelines the data plane serves, built from their spec when first asked for, rebuilt when it changes."""
 
-    def __init__(self, applications: Applications) -> None:
+    def __init__(self, applications: Applications, samples: bool = True) -> None:
         self._applications = applications
+        self._samples = samples  # check golden samples (the server's golden_check)
         self._built: dict[str, Pipeline] = {}
 
     def get(self, name: str, spec: PipelineSpec, directory: Path | None) -> Pipeline:
         """The pipeline ``name`` as ``spec`` says now (requests in flight keep the one they started on)."""
         built = self._built.get(name)
         if built is None or built.spec != spec or built.directory != directory:
-            built = self._built[name] = Pipeline(name, spec, directory, self._applications)
+            built = self._built[name] = Pipeline(name, spec, directory, self._applications, self._samples)
         return built
+
+
+def _ensemble_step(step: PipelineStep) -> EnsembleStep:
+    if step.model is not None:
+        name, version = step.model, step.version or -1
+    else:
+        assert step.processors is not None
+        name, version = ("preprocess" if step.processors.pre else "postprocess"), -1
+    return EnsembleStep(name, version, dict(step.input_map), dict(step.output_map))
 
 
 def _step_problem(plane: StepPlane, index: int, step: PipelineStep) -> str:

@@ -182,6 +182,9 @@ class ModelConfig(BaseModel):
     inline_below_ms: float | None = Field(None, ge=0)
     timeout_ms: float | None = Field(None, gt=0)
     instances: int | None = Field(None, ge=1)
+    workers: int | None = Field(
+        None, ge=1, description="handler models: run the TorchServe handler in N worker processes (the instances)"
+    )
     version_policy: VersionPolicy = VersionPolicy()
     default_version: int | None = Field(None, ge=1)
     version_labels: dict[str, int] = Field(default_factory=dict, description="TF Serving labels, e.g. stable: 3")
@@ -209,6 +212,8 @@ class ModelConfig(BaseModel):
     def _remote_needs_runtime(self) -> ModelConfig:
         if (self.runtime in REMOTE_RUNTIMES) != (self.remote is not None):
             raise ValueError(f"runtime: {' or '.join(REMOTE_RUNTIMES)} and a remote: section go together")
+        if self.workers is not None and self.instances is not None:
+            raise ValueError("workers: N already runs N instances (one per worker process); drop instances:")
         return self
 
 

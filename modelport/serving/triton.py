@@ -27,11 +27,14 @@ PLATFORMS = {
     "savedmodel": ("tensorflow_savedmodel", "tensorflow"),
     "tflite": ("", "tflite"),
 }
+PIPELINE = "pipeline"  # modelport.serving.pipeline.FORMAT
 _FORMATS = {"NCHW": "FORMAT_NCHW", "NHWC": "FORMAT_NHWC"}
 
 
 def config_json(config: ModelConfiguration) -> dict[str, Any]:
     """A model version's configuration as Triton's ``GET /v2/models/{m}/config`` returns it."""
+    if config.format == PIPELINE:
+        return _ensemble_json(config)
     platform, backend = PLATFORMS.get(config.format, ("", config.format))
     batched = config.max_batch_size > 0
     data: dict[str, Any] = {
@@ -52,6 +55,30 @@ def config_json(config: ModelConfiguration) -> dict[str, Any]:
             "default_queue_policy": {"max_queue_size": config.max_queue_size},
         }
     return data
+
+
+def _ensemble_json(config: ModelConfiguration) -> dict[str, Any]:
+    """A pipeline as Triton shows an ensemble: platform ``ensemble``, its own tensors (batch dimension
+    included: it batches in its steps), and ``ensemble_scheduling`` with each step's maps."""
+    steps = [
+        {
+            "model_name": s.model_name,
+            "model_version": s.model_version,
+            "input_map": s.input_map,
+            "output_map": s.output_map,
+        }
+        for s in config.ensemble
+    ]
+    return {
+        "name": config.name,
+        "platform": "ensemble",
+        "backend": "",
+        "version_policy": _version_policy(config.version_policy),
+        "max_batch_size": 0,
+        "input": [_tensor(spec, False, is_input=True) for spec in config.inputs],
+        "output": [_tensor(spec, False, is_input=False) for spec in config.outputs],
+        "ensemble_scheduling": {"step": steps},
+    }
 
 
 def _data_type(dtype: str) -> str:

@@ -254,3 +254,41 @@ def test_unimplemented_grpc_methods_answer_cleanly(server):
     client.close()
     log = server[1].parent / "server.log"
     assert "Traceback" not in log.read_text() and "NotImplementedError" not in log.read_text()
+
+
+@pytest.fixture(scope="module")
+def pipeline_server(tmp_path_factory) -> Iterator[tuple[Served, Path]]:
+    """The README's pipeline (examples/pipeline/config.yaml) over two fake models."""
+    repo = tmp_path_factory.mktemp("ensemble") / "repo"
+    fakes.write_model(repo, "first")
+    fakes.write_model(repo, "second")
+    (repo / "quadruple").mkdir()
+    (repo / "quadruple" / "config.yaml").write_text(PIPELINE_EXAMPLE.read_text())
+    with serving(repo, log=repo.parent / "server.log", timeout=60) as served:
+        yield served, repo
+
+
+PIPELINE_EXAMPLE = Path(__file__).parents[2] / "examples" / "pipeline" / "config.yaml"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_pipelines_config_is_a_triton_ensemble(pipeline_server, transport):
+    client = _client(pipeline_server, transport)
+    config = _config_dict(client, transport, "quadruple")
+    client.close()
+    assert (config["name"], config["platform"], int(config["max_batch_size"])) == ("quadruple", "ensemble", 0)
+    assert [(t["name"], t["data_type"], _dims(t)) for t in config["input"]] == [("x", "TYPE_FP32", [-1, 3])]
+    assert [(t["name"], t["data_type"], _dims(t)) for t in config["output"]] == [
+        ("quadrupled", "TYPE_FP32", [-1, 3]),
+        ("top", "TYPE_STRING", [-1]),
+    ]
+    steps = [
+        (s["model_name"], int(s["model_version"]), s["input_map"], s["output_map"])
+        for s in config["ensemble_scheduling"]["step"]
+    ]
+    assert steps == [
+        ("first", -1, {"x": "x"}, {"y": "doubled"}),
+        ("second", -1, {"x": "doubled"}, {"y": "quadrupled"}),
+        ("postprocess", -1, {"scores": "quadrupled"}, {"output": "top"}),
+    ]
+    assert "instance_group" not in config or not config["instance_group"]
