@@ -6,8 +6,13 @@ from typing import Any
 
 from serving_report import fmt
 
-SYSTEMS = ("torchserve", "mar", "declarative")
-LABELS = {"torchserve": "(a) torchserve", "mar": "(b) modelport mar", "declarative": "(c) mp declarative"}
+SYSTEMS = ("torchserve", "mar", "declarative", "v2-bytes")
+LABELS = {
+    "torchserve": "(a) torchserve",
+    "mar": "(b) modelport mar",
+    "declarative": "(c) mp declarative",
+    "v2-bytes": "(d) mp v2 BYTES",
+}
 # (what, of which system, against which, how, the ratio it must reach, at which concurrency: None = every one)
 TARGETS = (
     ("rps", "mar", "torchserve", ">=", 2.0, "max"),
@@ -20,7 +25,8 @@ def cell_line(cell: dict[str, Any]) -> str:
     """One cell as the run prints it."""
     line = f"c={cell['concurrency']:<3d} {LABELS[cell['system']]:19s} {fmt(cell.get('rps'), '8.1f')} req/s"
     line += f"  p50 {fmt(cell.get('p50_ms'), '7.2f')} ms  p99 {fmt(cell.get('p99_ms'), '7.2f')} ms"
-    return line + f"  CPU {fmt(cell.get('cpu_ms_per_request'), '6.2f')} ms/req  errors {cell['errors']}"
+    line += f"  CPU {fmt(cell.get('cpu_ms_per_request'), '6.2f')} ms/req, {fmt(cell.get('cpu_share'), '4.2f')} core"
+    return line + f"  runq wait {fmt(cell.get('runqueue_wait_share'), '4.2f')}  errors {cell['errors']}"
 
 
 def report_table(cells: list[dict[str, Any]]) -> str:

@@ -13,7 +13,8 @@ ways side by side (each client request is one raw JPEG body POSTed to TorchServe
 * (b) ``mar``: ``modelport serve`` on the SAME .mar, imported with ``modelport import-mar``: the handler runs
   inside modelport, its batches formed by modelport's batcher;
 * (c) ``declarative``: ``modelport serve`` (the same server) on the TorchScript export with declarative
-  processors in its ``config.yaml`` (an ``image`` step and a ``topk`` step, the same transforms).
+  processors in its ``config.yaml`` (an ``image`` step and a ``topk`` step, the same transforms);
+* (d) ``v2-bytes``: model (c) over KServe v2, the JPEG one BYTES element (binary extension), JSON out.
 
 Fair settings: TorchServe's ``batchSize``/``maxBatchDelay`` and both modelport models' ``max_batch_size``/
 ``max_queue_delay_ms`` come from ``--batch-size``/``--max-batch-delay-ms``; one compute thread everywhere
@@ -22,19 +23,26 @@ Fair settings: TorchServe's ``batchSize``/``maxBatchDelay`` and both modelport m
 (``--image-size``, default 500x375, JPEG quality 90) are sent in turn.
 
 Before any load every system must give every image the same answer as TorchServe (the same labels in the
-same order, probabilities within a relative ``PROB_TOLERANCE``); a system that does not is not timed. Cells run in
-``--rounds`` interleaved rounds (each round: every concurrency, every system in turn); each cell reports the
-median req/s, p50 and p99 and the servers' CPU time per request (utime+stime of the server's process tree
-over the requests served: steadier than req/s on a shared machine). The targets are printed as PASS/FAIL
-(informational: the exit status is non-zero only when a system failed to start, answered wrongly or a cell
-failed). Defaults (10 s cells, 3 rounds, c=1/8/32) take about 6 minutes; ``--quick`` about 1 minute.
+same order, probabilities within a relative ``PROB_TOLERANCE``); a system that does not is not timed. Cells
+run in ``--rounds`` interleaved rounds (each round: every concurrency, every system in turn); each cell
+reports the median req/s, p50 and p99 and the server's CPU time per request (utime+stime of its process tree
+over the requests served: steadier than req/s on a shared machine), the share of a core it used
+(``cpu_share``) and the share of the wall time its threads waited for a CPU while runnable
+(``runqueue_wait_share``, schedstat). Well above 0, other processes on the server core took its time and the
+cell's req/s are not the server's: the scheduler shares a core per thread, so a server with more busy
+threads ((c), TorchServe) loses less of it than (b), whose handler runs in one thread. The targets are
+printed as PASS/FAIL (informational: the exit status is non-zero only when a system failed to start,
+answered wrongly or a cell failed). Defaults (10 s cells, 3 rounds, c=1/8/32) take about 7 minutes;
+``--quick`` under a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -50,7 +58,15 @@ from app_report import LABELS, SYSTEMS, cell_line, report_table, target_lines, t
 from bench_models import MODELS, build  # noqa: E402
 from serving_config import Config, add_run_arguments, run_config, run_meta  # noqa: E402
 from serving_load import Payload, request_once, run_load  # noqa: E402
-from serving_procs import Server, cpu_seconds, repository_server, settle, torchserve_archive_server, wait_valid  # noqa: E402
+from serving_procs import (  # noqa: E402
+    Server,
+    cpu_seconds,
+    repository_server,
+    runqueue_wait_seconds,
+    settle,
+    torchserve_archive_server,
+    wait_valid,
+)
 from serving_report import median_cell  # noqa: E402
 
 from modelport.torchserve_process import archive, torchserve_missing  # noqa: E402
@@ -120,22 +136,45 @@ def build_archives(cfg: Config, work: Path) -> tuple[Path, Path]:
     return mar, repo
 
 
-def payloads(images: list[Path]) -> dict[str, Payload]:
-    """Each system's request: a raw JPEG body to its model's /predictions, cycling through ``images``."""
+def payloads(images: list[Path], folder: Path) -> dict[str, Payload]:
+    """Each system's request, cycling through ``images``: a raw JPEG body to its model's /predictions, or for
+    (d) a KServe v2 request with the JPEG as a BYTES element (binary extension) in and JSON out."""
     paths = {"torchserve": MODEL.name, "mar": MODEL.name, "declarative": f"{MODEL.name}-torchscript"}
-    return {
+    loads = {
         system: Payload("predictions", f"/predictions/{model}", images[0], 5, "image/jpeg", None, tuple(images[1:]))
         for system, model in paths.items()
     }
+    bodies, length = v2_bytes_bodies(images, folder)
+    v2 = f"/v2/models/{MODEL.name}-torchscript/infer"
+    loads["v2-bytes"] = Payload("v2-bytes", v2, bodies[0], 5, "application/octet-stream", length, tuple(bodies[1:]))
+    return loads
 
 
-def answer(server: Server, payload: Payload, image: Path) -> Any:
-    """The parsed JSON answer of ``server`` to one image (raises on any failure)."""
+def v2_bytes_bodies(images: list[Path], folder: Path) -> tuple[list[Path], int]:
+    """One v2 binary-extension body per image (input ``image``: one BYTES element, its 4-byte length then the
+    JPEG; output ``output`` as JSON) and the JSON header's length, the same for all: the shorter headers are
+    padded with spaces, so that one ``Inference-Header-Content-Length`` fits every body."""
+    headers = []
+    for image in images:
+        item = {"name": "image", "shape": [1], "datatype": "BYTES"}
+        item["parameters"] = {"binary_data_size": 4 + image.stat().st_size}
+        headers.append(json.dumps({"inputs": [item], "outputs": [{"name": "output"}]}).encode())
+    length = max(map(len, headers))
+    paths = [folder / f"{image.stem}.v2.bin" for image in images]
+    for path, header, image in zip(paths, headers, images, strict=True):
+        data = image.read_bytes()
+        path.write_bytes(header.ljust(length) + len(data).to_bytes(4, "little") + data)
+    return paths, length
+
+
+def answer(server: Server, payload: Payload, body: Path) -> Any:
+    """The parsed JSON answer of ``server`` to one body (raises on any failure); for v2, the output's element."""
     import urllib.request
 
-    request = urllib.request.Request(server.url + payload.path, data=image.read_bytes(), headers=payload.headers())
+    request = urllib.request.Request(server.url + payload.path, data=body.read_bytes(), headers=payload.headers())
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+        parsed = json.loads(response.read())
+    return json.loads(parsed["outputs"][0]["data"][0]) if payload.protocol == "v2-bytes" else parsed
 
 
 def compare(expected: dict[str, float], got: Any) -> tuple[str | None, float | None]:
@@ -155,9 +194,9 @@ def check_answers(running: dict[str, Server], loads: dict[str, Payload], images:
     for system, payload in loads.items():
         server = running[server_of(system)]
         problems, worst, answers = [], 0.0, []
-        for image, wanted in zip(images, expected, strict=True):
+        for image, body, wanted in zip(images, payload.bodies(), expected, strict=True):
             try:
-                answers.append(answer(server, payload, image))
+                answers.append(answer(server, payload, body))
                 problem, difference = compare(wanted, answers[-1])
             except (OSError, ValueError) as exc:
                 problem, difference = f"{type(exc).__name__}: {exc}", None
@@ -201,11 +240,13 @@ def run_cell(
     problem = request_once(server.url, None, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
-    before = cpu_seconds(server.proc.pid)
+    before, waited = cpu_seconds(server.proc.pid), runqueue_wait_seconds(server.proc.pid)
     load = run_load(cfg, server.url, None, payload, concurrency)
     spent = cpu_seconds(server.proc.pid) - before
     cell.update(load, errors=load["non_2xx"] + load["socket_errors"])
     cell["cpu_ms_per_request"] = 1e3 * spent / load["requests"] if load["requests"] else None
+    cell["cpu_share"] = spent / load["seconds"]  # of one core: ~1 when the server is the bottleneck
+    cell["runqueue_wait_share"] = (runqueue_wait_seconds(server.proc.pid) - waited) / load["seconds"]
     print("  " + cell_line(cell))
     return cell
 
@@ -222,16 +263,16 @@ def measure(cfg: Config, running: dict[str, Server], loads: dict[str, Payload], 
                     run_cell(cfg, system, concurrency, running, loads[system])
                 )
     cells = [median_cell(runs[(c, s)]) for c in cfg.concurrency for s in systems]
-    for cell in cells:
-        spent = [r["cpu_ms_per_request"] for r in cell["rounds"] if r.get("cpu_ms_per_request") is not None]
-        cell["cpu_ms_per_request"] = sorted(spent)[len(spent) // 2] if spent else None
+    for cell, key in itertools.product(cells, ("cpu_ms_per_request", "cpu_share", "runqueue_wait_share")):
+        measured = [r[key] for r in cell["rounds"] if r.get(key) is not None]
+        cell[key] = statistics.median(measured) if measured else None
     return cells
 
 
 def bench(cfg: Config, work: Path, images: list[Path]) -> dict[str, Any]:
     """Build, start, check the answers, measure: the run's result."""
     mar, repo = build_archives(cfg, work)
-    loads = payloads(images)
+    loads = payloads(images, work)
     with servers(cfg, mar, repo, work, loads) as running:
         info = {name: {"startup_s": s.startup_s, "error": s.error} for name, s in running.items()}
         if any(s.error for s in running.values()):

@@ -22,7 +22,9 @@ from serving_config import HERE, PY, Config, base_env, pinned
 class Payload:
     """One system's request: its protocol, where it goes on its server, its body and the headers it needs."""
 
-    protocol: str  # v2 (JSON or binary), tfserving, grpc (KServe v2 ModelInfer) or predictions (a JSON object)
+    # v2 (JSON or binary), tfserving, grpc (KServe v2 ModelInfer), predictions (a JSON object) or v2-bytes (one
+    # BYTES element holding such an object)
+    protocol: str
     path: str  # the HTTP path on the server; for grpc, the model name
     body_file: Path  # for grpc, one serialized ModelInferRequest
     width: int  # the answer: one output of shape [1, width]; for predictions, an object of width entries
@@ -92,6 +94,8 @@ def check_response(payload: Payload, status: int, headers: Any, body: bytes) -> 
         return _check_tfserving(body, width)
     if payload.protocol == "predictions":
         return _check_predictions(body, width)
+    if payload.protocol == "v2-bytes":
+        return _check_v2_bytes(body, width)
     length = headers.get("Inference-Header-Content-Length")
     try:
         header = orjson.loads(body if length is None else body[: int(length)])
@@ -127,6 +131,17 @@ def _check_predictions(body: bytes, width: int) -> str | None:
     if not isinstance(answer, dict) or len(answer) != width:
         return f"not an object of {width} entries: {body[:200]!r}"
     return None
+
+
+def _check_v2_bytes(body: bytes, width: int) -> str | None:
+    """One v2 output holding one BYTES element, JSON: an object of ``width`` entries."""
+    try:
+        data = orjson.loads(body)["outputs"][0]["data"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return f"not a v2 response: {body[:200]!r}"
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
+        return f"not one BYTES element: {body[:200]!r}"
+    return _check_predictions(data[0].encode(), width)
 
 
 def request_once(base_url: str, grpc_address: str | None, payload: Payload) -> str | None:

@@ -88,6 +88,19 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """How long the threads of ``pid`` and all its descendants have waited for a CPU while runnable, in seconds
+    (``/proc/PID/task/TID/schedstat``): a server that waits a large share of a cell's wall time was starved by
+    other processes on its core, and its req/s says more about them than about it."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with suppress(OSError, IndexError, ValueError):
+                    total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def settle(servers: Iterable[Server], window: float = 0.2, busy: float = 0.02, timeout: float = 30.0) -> None:
     """Wait until no server still works off an earlier cell (requests its load generator left queued): all
     together use at most ``busy`` CPU seconds over ``window`` seconds, or ``timeout`` has passed. Otherwise the

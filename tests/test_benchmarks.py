@@ -138,22 +138,25 @@ def test_serving_benchmark_compares_a_baseline_checkout(monkeypatch: pytest.Monk
 @pytest.mark.timeout(240)
 def test_app_serving_benchmark_quick(tmp_path: Path) -> None:
     """JPEG -> top-5 on TorchServe (custom handler .mar), modelport on the same .mar, and modelport with
-    declarative processors: all start, give every image the same answer, carry load with no errors."""
+    declarative processors (TorchServe API and v2 BYTES): all start, give every image the same answer, carry
+    load with no errors."""
     require_torchserve()
     report = quick_run("app_serving.py", ["--concurrency", "8", "--images", "2"], tmp_path, timeout=200)
     assert set(report["servers"]) == {"torchserve", "modelport"}
     assert all(server["error"] is None and server["startup_s"] > 0 for server in report["servers"].values())
-    assert set(report["answers"]) == {"torchserve", "mar", "declarative"}
+    systems = {"torchserve", "mar", "declarative", "v2-bytes"}
+    assert set(report["answers"]) == systems
     reference = report["answers"]["torchserve"]["answers"]
     assert len(reference) == 2 and all(len(top5) == 5 for top5 in reference)
     for system, checked in report["answers"].items():
         assert checked["error"] is None, f"{system}: {checked['error']}"
         assert [list(top5) for top5 in checked["answers"]] == [list(top5) for top5 in reference], system
     cells = {cell["system"]: cell for cell in report["cells"]}
-    assert set(cells) == {"torchserve", "mar", "declarative"}
+    assert set(cells) == systems
     for system, cell in cells.items():
         assert not cell.get("error") and cell["errors"] == 0, f"{system}: {cell}"
         assert cell["rps"] > 0 and cell["requests"] > 0 and cell["cpu_ms_per_request"] > 0, f"{system}: {cell}"
+        assert cell["cpu_share"] > 0 and cell["runqueue_wait_share"] >= 0, f"{system}: {cell}"
     assert all(t["ratio"] is not None for t in report["targets"]), report["targets"]
 
 
