@@ -1,4 +1,4 @@
-"""The application-serving benchmark's report: the systems' labels, the table and the issue's targets."""
+"""The application-serving benchmark's report: the systems' labels, the answer check, the table and the targets."""
 
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ LABELS = {
     "declarative": "(c) mp declarative",
     "v2-bytes": "(d) mp v2 BYTES",
 }
+PROB_TOLERANCE = 1e-4  # relative, on probabilities: the handler's float32 softmax vs the processors'
 # (what, of which system, against which, how, the ratio it must reach, at which concurrency: None = every one)
 TARGETS = (
     ("rps", "mar", "torchserve", ">=", 2.0, "max"),
     ("p99_ms", "mar", "torchserve", "<=", 1.0, None),
     ("rps", "declarative", "mar", ">=", 0.9, None),
 )
+
+
+def compare(expected: dict[str, float], got: Any) -> tuple[str | None, float | None]:
+    """What is wrong with ``got`` (None: the same classes in the same order as ``expected``, with probabilities
+    within ``PROB_TOLERANCE``), and the largest relative difference of its probabilities."""
+    if not isinstance(got, dict) or list(got) != list(expected):
+        return f"labels {list(got) if isinstance(got, dict) else got!r} != {list(expected)}", None
+    worst = max(abs(float(got[k]) - float(expected[k])) / abs(float(expected[k])) for k in expected)
+    return (None if worst <= PROB_TOLERANCE else f"probabilities differ by up to {worst:.2e} (relative)"), worst
 
 
 def cell_line(cell: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ Fair settings: TorchServe's ``batchSize``/``maxBatchDelay`` and both modelport m
 (``--image-size``, default 500x375, JPEG quality 90) are sent in turn.
 
 Before any load every system must give every image the same answer as TorchServe (the same labels in the
-same order, probabilities within a relative ``PROB_TOLERANCE``); a system that does not is not timed. Cells
+same order, probabilities within ``app_report.PROB_TOLERANCE``, relative); a system that does not is not timed. Cells
 run in ``--rounds`` interleaved rounds (each round: every concurrency, every system in turn); each cell
 reports the median req/s, p50 and p99 and the server's CPU time per request (utime+stime of its process tree
 over the requests served: steadier than req/s on a shared machine), the share of a core it used
@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from app_report import LABELS, SYSTEMS, cell_line, report_table, target_lines, targets  # noqa: E402
+from app_report import LABELS, SYSTEMS, cell_line, compare, report_table, target_lines, targets  # noqa: E402
 from bench_models import MODELS, build  # noqa: E402
 from serving_config import Config, add_run_arguments, run_config, run_meta  # noqa: E402
 from serving_load import Payload, request_once, run_load  # noqa: E402
@@ -72,7 +72,6 @@ from serving_report import median_cell  # noqa: E402
 from modelport.torchserve_process import archive, torchserve_missing  # noqa: E402
 
 MODEL = MODELS["smallcnn"]
-PROB_TOLERANCE = 1e-4  # relative, on probabilities: the handler's float32 softmax vs the processors'
 PROCESSORS = {
     "pre": [
         {
@@ -175,15 +174,6 @@ def answer(server: Server, payload: Payload, body: Path) -> Any:
     with urllib.request.urlopen(request, timeout=30) as response:
         parsed = json.loads(response.read())
     return json.loads(parsed["outputs"][0]["data"][0]) if payload.protocol == "v2-bytes" else parsed
-
-
-def compare(expected: dict[str, float], got: Any) -> tuple[str | None, float | None]:
-    """What is wrong with ``got`` (None: the same classes in the same order as ``expected``, with probabilities
-    within ``PROB_TOLERANCE``), and the largest relative difference of its probabilities."""
-    if not isinstance(got, dict) or list(got) != list(expected):
-        return f"labels {list(got) if isinstance(got, dict) else got!r} != {list(expected)}", None
-    worst = max(abs(float(got[k]) - float(expected[k])) / abs(float(expected[k])) for k in expected)
-    return (None if worst <= PROB_TOLERANCE else f"probabilities differ by up to {worst:.2e} (relative)"), worst
 
 
 def check_answers(running: dict[str, Server], loads: dict[str, Payload], images: list[Path]) -> dict[str, Any]:

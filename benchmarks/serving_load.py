@@ -33,6 +33,7 @@ class Payload:
     more_bodies: tuple[Path, ...] = ()  # HTTP only: the load cycles through body_file and these
 
     def bodies(self) -> tuple[Path, ...]:
+        """Every body the load sends, in turn."""
         return (self.body_file, *self.more_bodies)
 
     def headers(self) -> dict[str, str]:

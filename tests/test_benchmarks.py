@@ -194,7 +194,7 @@ def test_app_serving_report_judges_each_target_where_it_applies(monkeypatch: pyt
 
 def test_app_serving_compares_labels_in_order_and_probabilities_relatively(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from app_serving import compare
+    from app_report import compare
 
     expected = {"cat": 0.5, "dog": 0.25}
     assert compare(expected, {"cat": 0.50001, "dog": 0.25}) == (None, pytest.approx(2e-5))
