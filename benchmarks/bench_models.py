@@ -1,7 +1,9 @@
 """The two serving-benchmark models, in plain PyTorch with fixed seeds.
 
 * ``mlp``: 64 -> 256 -> 256 -> 10, tiny, so serving overhead dominates;
-* ``resnet18``: ResNet-18 (ImageNet layout, 1000 classes) at 3x224x224, compute-bound.
+* ``resnet18``: ResNet-18 (ImageNet layout, 1000 classes) at 3x224x224, compute-bound;
+* ``smallcnn``: three strided convolutions and a 1000-way head at 3x224x224 (~10 M multiply-adds, well
+  under a millisecond), so serving JPEGs to it is bound by decoding and preprocessing, not the model.
 
 torchvision is not a dependency, so the ResNet-18 is written out here.
 """
@@ -28,6 +30,7 @@ class BenchModel:
 MODELS: dict[str, BenchModel] = {
     "mlp": BenchModel("mlp", (64,), 10),
     "resnet18": BenchModel("resnet18", (3, 224, 224), 1000),
+    "smallcnn": BenchModel("smallcnn", (3, 224, 224), 1000),
 }
 
 
@@ -82,8 +85,27 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
+class SmallCNN(nn.Module):
+    """An ImageNet-shaped classifier at a fraction of the cost: a 4x4/4 patch stem (3 -> 16, 56x56), two
+    3x3/2 convolutions (-> 32, 28x28 -> 64, 14x14), global pooling and a 1000-way linear head. The head's
+    weights are scaled up so that random weights still give distinct, well separated top-5 classes."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 4, 4), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        with torch.no_grad():
+            self.fc.weight.mul_(100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.features(x))).reshape(x.shape[0], -1))
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """A freshly initialised model in eval mode (deterministic for a given seed)."""
     torch.manual_seed(seed)
-    model: nn.Module = MLP() if name == "mlp" else ResNet18()
+    model: nn.Module = {"mlp": MLP, "resnet18": ResNet18, "smallcnn": SmallCNN}[name]()
     return model.eval()

@@ -259,8 +259,8 @@ def load_levels(cfg: Config, url: str, model: str) -> dict[str, Any]:
     lines = [f"{k}: {v}" for k, v in headers.items()]
     levels = {}
     for concurrency in cfg.concurrency:
-        asyncio.run(loadgen.run(target, body, lines, concurrency, cfg.warmup_s))
-        result = asyncio.run(loadgen.run(target, body, lines, concurrency, cfg.level_s))
+        asyncio.run(loadgen.run(target, [body], lines, concurrency, cfg.warmup_s))
+        result = asyncio.run(loadgen.run(target, [body], lines, concurrency, cfg.level_s))
         result["items_per_s"] = result["rps"]  # one item per request
         result["errors"] = result.pop("non_2xx") + result.pop("socket_errors")
         levels[str(concurrency)] = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}

@@ -1,9 +1,10 @@
 """Fallback load generator (used when ``wrk`` is not installed): asyncio, raw keep-alive HTTP/1.1.
 
-    python benchmarks/loadgen.py --url http://127.0.0.1:8000/v2/models/m/infer --body body.json \
+    python benchmarks/loadgen.py --url http://127.0.0.1:8000/v2/models/m/infer --body body.json [--body b2 ...] \
         --concurrency 8 --duration 10 [--header "Name: value" ...]
 
-``C`` connections each send the same POST back to back for ``duration`` seconds; prints one JSON
+``C`` connections each send the POST back to back for ``duration`` seconds (with several ``--body`` files,
+each connection cycles through them, starting at a different one); prints one JSON
 object with the same fields the wrk parser produces. It is slower than wrk (it is Python), so
 absolute req/s under it are a lower bound; compare systems only within one run.
 """
@@ -59,8 +60,9 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def connection(host: str, port: int, request: bytes, deadline: float, tally: Tally) -> None:
-    """One keep-alive connection sending ``request`` until ``deadline`` (reconnecting on errors)."""
+async def connection(host: str, port: int, requests: list[bytes], deadline: float, tally: Tally) -> None:
+    """One keep-alive connection sending ``requests`` in turn until ``deadline`` (reconnecting on errors)."""
+    sent = 0
     while time.perf_counter() < deadline:
         try:
             reader, writer = await asyncio.open_connection(host, port)
@@ -71,7 +73,8 @@ async def connection(host: str, port: int, request: bytes, deadline: float, tall
         try:
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                writer.write(request)
+                writer.write(requests[sent % len(requests)])
+                sent += 1
                 status = await read_response(reader)
                 tally.latencies.append(time.perf_counter() - start)
                 if not 200 <= status < 300:
@@ -82,13 +85,16 @@ async def connection(host: str, port: int, request: bytes, deadline: float, tall
             writer.close()
 
 
-async def run(url: str, body: bytes, headers: list[str], concurrency: int, duration: float) -> dict[str, Any]:
+async def run(url: str, bodies: list[bytes], headers: list[str], concurrency: int, duration: float) -> dict[str, Any]:
     """Drive the load and summarise it."""
-    host, port, request = build_request(url, body, headers)
+    built = [build_request(url, body, headers) for body in bodies]
+    host, port = built[0][:2]
+    requests = [request for _, _, request in built]
     tally = Tally()
     start = time.perf_counter()
     deadline = start + duration
-    await asyncio.gather(*(connection(host, port, request, deadline, tally) for _ in range(concurrency)))
+    turns = [requests[i % len(requests) :] + requests[: i % len(requests)] for i in range(concurrency)]
+    await asyncio.gather(*(connection(host, port, turn, deadline, tally) for turn in turns))
     return summary(tally, time.perf_counter() - start)
 
 
@@ -113,14 +119,16 @@ def summary(tally: Tally, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--body", required=True, help="file holding the request body")
+    parser.add_argument("--body", action="append", required=True, help="file holding a request body, repeatable")
     parser.add_argument("--header", action="append", default=[], help="extra header line, repeatable")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args(argv)
-    with open(args.body, "rb") as f:
-        body = f.read()
-    result = asyncio.run(run(args.url, body, args.header, args.concurrency, args.duration))
+    bodies = []
+    for path in args.body:
+        with open(path, "rb") as f:
+            bodies.append(f.read())
+    result = asyncio.run(run(args.url, bodies, args.header, args.concurrency, args.duration))
     print(json.dumps(result))
     return 0
 

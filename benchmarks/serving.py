@@ -49,13 +49,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +62,16 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, BenchModel, build  # noqa: E402
-from serving_config import BASELINE_SYSTEMS, SERVER_OF, SYSTEMS, TRACE_SYSTEMS, Config  # noqa: E402
+from serving_config import (  # noqa: E402
+    BASELINE_SYSTEMS,
+    SERVER_OF,
+    SYSTEMS,
+    TRACE_SYSTEMS,
+    Config,
+    add_run_arguments,
+    run_config,
+    run_meta,
+)
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
 from serving_procs import Server, modelport_server, servers, settle, wait_valid  # noqa: E402
@@ -189,21 +196,10 @@ def run_cell(
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mlp,resnet18", help=f"comma list of {sorted(MODELS)}")
-    parser.add_argument("--concurrency", default="1,8,32", help="comma list of connection counts")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per cell (default 10, --quick 2)")
-    parser.add_argument("--quick", action="store_true", help="CI smoke: ~2 s cells, one round")
-    parser.add_argument(
-        "--rounds", type=int, default=None, help="interleaved rounds; report the median per cell (default 3, --quick 1)"
-    )
+    add_run_arguments(parser, servers="the servers and (a)")
     parser.add_argument("--systems", default="raw," + ",".join(SYSTEMS), help="comma list of systems to run")
-    parser.add_argument("--threads", type=int, default=1, help="compute threads per runtime (every system alike)")
-    parser.add_argument("--server-cpu", type=int, default=0, help="core the servers and (a) are pinned to")
-    parser.add_argument("--client-cpu", type=int, default=1, help="core the load generator is pinned to")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin anything")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--ts-batch-size", type=int, default=64, help="TorchServe batchSize (modelport's default)")
     parser.add_argument("--ts-max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
-    parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
     parser.add_argument(
         "--profile", type=Path, default=None, metavar="DIR", help="py-spy profiles of the modelport server"
@@ -228,9 +224,6 @@ def parse_args(argv: list[str] | None) -> Config:
         help="also measure modelport --workers 1 vs 2 (default: on, off with --quick)",
     )
     args = parser.parse_args(argv)
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
-    pin = not args.no_pin and shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
-    loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "python")
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}")
@@ -241,22 +234,14 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error(f"--baseline {args.baseline} is not a modelport checkout")
     else:  # each of v2-json and v2-binary asked for is also measured on the baseline
         systems += [f"{s}-base" for s in ("v2-json", "v2-binary") if s in systems and f"{s}-base" not in systems]
-    return Config(
+    return run_config(
+        args,
         models=args.models.split(","),
-        concurrency=[int(c) for c in args.concurrency.split(",")],
-        duration=duration,
-        raw_duration=duration,
-        threads=args.threads,
-        server_cpu=args.server_cpu if pin else None,
-        client_cpu=args.client_cpu if pin else None,
-        loadgen=loadgen,
         ts_batch_size=args.ts_batch_size,
         ts_max_batch_delay_ms=args.ts_max_batch_delay_ms,
-        startup_timeout=args.startup_timeout,
         out=args.out,
         systems=systems,
         workers_scaling=args.workers_scaling if args.workers_scaling is not None else not args.quick,
-        rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
         profile=args.profile,
         profile_mode=args.profile_mode,
         baseline=args.baseline,
@@ -271,17 +256,7 @@ def meta(cfg: Config, argv: list[str] | None) -> dict[str, Any]:
     import modelport
 
     return {
-        "command": " ".join(["benchmarks/serving.py", *(sys.argv[1:] if argv is None else argv)]),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "loadgen": cfg.loadgen,
-        "server_cpu": cfg.server_cpu,
-        "client_cpu": cfg.client_cpu,
-        "duration_s": cfg.duration,
-        "rounds": cfg.rounds,
-        "concurrency": cfg.concurrency,
-        "threads": cfg.threads,
+        **run_meta(cfg, "serving.py", argv),
         "torchserve": {"batch_size": cfg.ts_batch_size, "max_batch_delay_ms": cfg.ts_max_batch_delay_ms},
         "versions": {
             "modelport": modelport.__version__,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,6 +78,59 @@ class Config:
     profile: Path | None = None  # py-spy profiles of the modelport server go here
     profile_mode: str = "auto"  # attach (py-spy --pid), launch (server started under py-spy), auto
     baseline: Path | None = None  # a checkout whose modelport the *-base systems run (git worktree, archive)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, servers: str = "the servers") -> None:
+    """The flags every serving benchmark takes: concurrency, cell length and rounds, threads, where the servers
+    and the load generator run, and which load generator; :func:`run_config` reads them."""
+    parser.add_argument("--concurrency", default="1,8,32", help="comma list of connection counts")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per cell (default 10, --quick 2)")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: ~2 s cells, one round")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds; report the median per cell (default 3, --quick 1)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="compute threads per runtime (every system alike)")
+    parser.add_argument("--server-cpu", type=int, default=0, help=f"core {servers} are pinned to")
+    parser.add_argument("--client-cpu", type=int, default=1, help="core the load generator is pinned to")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin anything")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+
+
+def run_config(args: argparse.Namespace, **fields: Any) -> Config:
+    """The :class:`Config` of :func:`add_run_arguments`' flags and ``fields``. Pinning is off when asked, or
+    where taskset or a second core is missing; ``--loadgen auto`` is wrk when installed, else ``loadgen.py``."""
+    pin = not args.no_pin and shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    return Config(
+        concurrency=[int(c) for c in args.concurrency.split(",")],
+        duration=duration,
+        raw_duration=duration,
+        threads=args.threads,
+        server_cpu=args.server_cpu if pin else None,
+        client_cpu=args.client_cpu if pin else None,
+        loadgen=args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "python"),
+        startup_timeout=args.startup_timeout,
+        rounds=args.rounds if args.rounds is not None else (1 if args.quick else 3),
+        **fields,
+    )
+
+
+def run_meta(cfg: Config, script: str, argv: list[str] | None) -> dict[str, Any]:
+    """What every serving benchmark's JSON records about the run: its command, when and where it ran, how."""
+    return {
+        "command": " ".join([f"benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "loadgen": cfg.loadgen,
+        "server_cpu": cfg.server_cpu,
+        "client_cpu": cfg.client_cpu,
+        "duration_s": cfg.duration,
+        "rounds": cfg.rounds,
+        "concurrency": cfg.concurrency,
+        "threads": cfg.threads,
+    }
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:

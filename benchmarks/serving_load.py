@@ -22,12 +22,19 @@ from serving_config import HERE, PY, Config, base_env, pinned
 class Payload:
     """One system's request: its protocol, where it goes on its server, its body and the headers it needs."""
 
-    protocol: str  # v2 (JSON or binary), tfserving or grpc (KServe v2 ModelInfer)
+    # v2 (JSON or binary), tfserving, grpc (KServe v2 ModelInfer), predictions (a JSON object) or v2-bytes (one
+    # BYTES element holding such an object)
+    protocol: str
     path: str  # the HTTP path on the server; for grpc, the model name
     body_file: Path  # for grpc, one serialized ModelInferRequest
-    width: int  # the answer: one output of shape [1, width]
+    width: int  # the answer: one output of shape [1, width]; for predictions, an object of width entries
     content_type: str = "application/json"
     header_length: int | None = None
+    more_bodies: tuple[Path, ...] = ()  # HTTP only: the load cycles through body_file and these
+
+    def bodies(self) -> tuple[Path, ...]:
+        """Every body the load sends, in turn."""
+        return (self.body_file, *self.more_bodies)
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": self.content_type}
@@ -86,6 +93,10 @@ def check_response(payload: Payload, status: int, headers: Any, body: bytes) -> 
         return f"HTTP {status}: {body[:200]!r}"
     if payload.protocol == "tfserving":
         return _check_tfserving(body, width)
+    if payload.protocol == "predictions":
+        return _check_predictions(body, width)
+    if payload.protocol == "v2-bytes":
+        return _check_v2_bytes(body, width)
     length = headers.get("Inference-Header-Content-Length")
     try:
         header = orjson.loads(body if length is None else body[: int(length)])
@@ -111,6 +122,27 @@ def _check_tfserving(body: bytes, width: int) -> str | None:
     if not isinstance(predictions, list) or len(predictions) != 1 or len(predictions[0]) != width:
         return f"predictions are not one row of {width} values: {body[:200]!r}"
     return None
+
+
+def _check_predictions(body: bytes, width: int) -> str | None:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"not JSON: {body[:200]!r}"
+    if not isinstance(answer, dict) or len(answer) != width:
+        return f"not an object of {width} entries: {body[:200]!r}"
+    return None
+
+
+def _check_v2_bytes(body: bytes, width: int) -> str | None:
+    """One v2 output holding one BYTES element, JSON: an object of ``width`` entries."""
+    try:
+        data = orjson.loads(body)["outputs"][0]["data"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return f"not a v2 response: {body[:200]!r}"
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
+        return f"not one BYTES element: {body[:200]!r}"
+    return _check_predictions(data[0].encode(), width)
 
 
 def request_once(base_url: str, grpc_address: str | None, payload: Payload) -> str | None:
@@ -199,10 +231,11 @@ def run_load(
         cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "60s", "--latency"]
         cmd += ["-s", str(HERE / "post.lua"), url]
         env = dict(os.environ, WRK_BODY_FILE=str(payload.body_file), WRK_CONTENT_TYPE=payload.content_type)
+        env["WRK_MORE_BODY_FILES"] = "\n".join(map(str, payload.more_bodies))
         env["WRK_HEADER_LENGTH"] = "" if payload.header_length is None else str(payload.header_length)
         done = subprocess.run(pinned(cmd, cfg.client_cpu), capture_output=True, text=True, env=env, check=True)
         return {**parse_wrk(done.stdout), "loadgen": "wrk"}
-    cmd = [PY, str(HERE / "loadgen.py"), "--url", url, "--body", str(payload.body_file)]
+    cmd = [PY, str(HERE / "loadgen.py"), "--url", url, *(arg for b in payload.bodies() for arg in ("--body", str(b)))]
     cmd += ["--concurrency", str(concurrency), "--duration", str(cfg.duration)]
     cmd += [arg for k, v in payload.headers().items() for arg in ("--header", f"{k}: {v}")]
     return _json_from(pinned(cmd, cfg.client_cpu), loadgen="python")

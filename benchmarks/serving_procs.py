@@ -88,6 +88,19 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """How long the threads of ``pid`` and all its descendants have waited for a CPU while runnable, in seconds
+    (``/proc/PID/task/TID/schedstat``): a server that waits a large share of a cell's wall time was starved by
+    other processes on its core, and its req/s says more about them than about it."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        with suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with suppress(OSError, IndexError, ValueError):
+                    total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def settle(servers: Iterable[Server], window: float = 0.2, busy: float = 0.02, timeout: float = 30.0) -> None:
     """Wait until no server still works off an earlier cell (requests its load generator left queued): all
     together use at most ``busy`` CPU seconds over ``window`` seconds, or ``timeout`` has passed. Otherwise the
@@ -198,6 +211,23 @@ def modelport_server(
     name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
     name = "modelport-base" if checkout is not None else name
     name = f"modelport-trace{sampling * 100:g}" if sampling is not None else name
+    with repository_server(cfg, served, work, name, workers, wrapper, checkout, sampling) as server:
+        yield server
+
+
+@contextmanager
+def repository_server(
+    cfg: Config,
+    served: Path,
+    work: Path,
+    name: str = "modelport",
+    workers: int = 0,
+    wrapper: tuple[str, ...] = (),
+    checkout: Path | None = None,
+    sampling: float | None = None,
+) -> Iterator[Server]:
+    """``modelport serve served`` through the one launcher, logging to ``work/<name>.log``; the arguments as
+    for :func:`modelport_server`."""
     flags = ["--intra-op-threads", str(cfg.threads), "--log-level", "warning"]
     # this checkout's modelport (or the baseline's), whatever the venv has installed or the working directory
     # holds (PYTHONSAFEPATH: ``python -m`` puts no working directory ahead of PYTHONPATH)
@@ -273,6 +303,15 @@ def torchserve_server(cfg: Config, model: BenchModel, repo: Path, work: Path) ->
     home = work / "torchserve"
     serialized = repo / f"{model.name}-torchscript/1/model.pt"
     folder = archive(serialized, HERE / "torchserve_handler.py", model.name, home / "store", directory=True)
+    with torchserve_archive_server(cfg, folder, home) as server:
+        yield server
+
+
+@contextmanager
+def torchserve_archive_server(cfg: Config, model_archive: Path, home: Path) -> Iterator[Server]:
+    """TorchServe serving ``model_archive`` (a .mar or a no-archive folder in its store) with the run's batching
+    (``ts_batch_size``, ``ts_max_batch_delay_ms``) and threads, pinned to the server core; ``home`` holds its
+    config, tmp and logs. Stopped by process group."""
     options = TorchServeOptions(
         batch_size=cfg.ts_batch_size,
         max_batch_delay_ms=cfg.ts_max_batch_delay_ms,
@@ -284,7 +323,7 @@ def torchserve_server(cfg: Config, model: BenchModel, repo: Path, work: Path) ->
     started = time.perf_counter()
     with ExitStack() as stack:
         try:
-            served = stack.enter_context(running_torchserve(folder, home, options))
+            served = stack.enter_context(running_torchserve(model_archive, home, options))
         except ModelportError as exc:
             yield Server("torchserve", None, "", home / "torchserve.log", started, error=str(exc))
             return

@@ -64,7 +64,7 @@ def add_ratios(result: dict[str, Any]) -> None:
         cell["pss_ratio_to_floor"] = pss / base if pss and base else None
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     """``value`` formatted by ``spec``, or a dash as wide (missing or NaN)."""
     missing = value is None or value != value
     return format("-", ">" + spec.split(".")[0]) if missing else format(value, spec)
@@ -81,15 +81,15 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['items_per_s'] / int(batch):9.1f}"
                 f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
-                f" {_fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s} {'-':>8s} {'-':>8s}"
+                f" {fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s} {'-':>8s} {'-':>8s}"
             )
         for cell in result["cells"]:
             lines.append(
-                f"{name:9s} {cell['concurrency']:4d} {LABELS[cell['system']]:15s} {_fmt(cell['rps'], '9.1f')}"
-                f" {_fmt(cell.get('items_per_s'), '9.1f')} {_fmt(cell.get('p50_ms'), '8.2f')}"
-                f" {_fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
-                f" {_fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {_fmt(cell.get('ratio_to_floor'), '6.2f')}"
-                f" {_fmt(cell.get('peak_pss_mb'), '8.1f')} {_fmt(cell.get('pss_ratio_to_floor'), '8.2f')}"
+                f"{name:9s} {cell['concurrency']:4d} {LABELS[cell['system']]:15s} {fmt(cell['rps'], '9.1f')}"
+                f" {fmt(cell.get('items_per_s'), '9.1f')} {fmt(cell.get('p50_ms'), '8.2f')}"
+                f" {fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
+                f" {fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {fmt(cell.get('ratio_to_floor'), '6.2f')}"
+                f" {fmt(cell.get('peak_pss_mb'), '8.1f')} {fmt(cell.get('pss_ratio_to_floor'), '8.2f')}"
                 + (f"  ! {cell['error']}" if cell.get("error") else "")
             )
     return "\n".join(lines)
@@ -103,8 +103,8 @@ def server_table(results: dict[str, Any]) -> str:
     for name, result in results.items():
         for server, info in result["servers"].items():
             lines.append(
-                f"{name:9s} {server:13s} {_fmt(info['startup_s'], '9.2f')} {_fmt(info.get('idle_pss_mb'), '12.1f')}"
-                f" {_fmt(info.get('peak_pss_mb'), '12.1f')} {_fmt(info['peak_rss_mb'], '12.1f')}"
+                f"{name:9s} {server:13s} {fmt(info['startup_s'], '9.2f')} {fmt(info.get('idle_pss_mb'), '12.1f')}"
+                f" {fmt(info.get('peak_pss_mb'), '12.1f')} {fmt(info['peak_rss_mb'], '12.1f')}"
                 + (f"  ! {info['error']}" if info.get("error") else "")
             )
     return "\n".join(lines)
@@ -201,8 +201,8 @@ def baseline_lines(results: dict[str, Any]) -> str:
             rps = after["rps"] / base["rps"] if base["rps"] else None
             pss = after["peak_pss_mb"] / base["peak_pss_mb"] if base.get("peak_pss_mb") else None
             lines.append(
-                f"{name} c={concurrency}: {LABELS[after['system']]} / {LABELS[system]}: req/s x{_fmt(rps, '.3f')},"
-                f" peak PSS x{_fmt(pss, '.3f')}"
+                f"{name} c={concurrency}: {LABELS[after['system']]} / {LABELS[system]}: req/s x{fmt(rps, '.3f')},"
+                f" peak PSS x{fmt(pss, '.3f')}"
             )
     return "\n".join(lines)
 
@@ -219,12 +219,12 @@ def tracing_lines(results: dict[str, Any]) -> str:
                 continue
             ratios = [_ratio_of(traced, off, key) for key in ("rps", "p50_ms", "p99_ms")]
             lines.append(
-                f"{name} c={concurrency}: {LABELS[system]} / {LABELS['v2-json']}: req/s x{_fmt(ratios[0], '.3f')},"
-                f" p50 x{_fmt(ratios[1], '.3f')}, p99 x{_fmt(ratios[2], '.3f')}"
+                f"{name} c={concurrency}: {LABELS[system]} / {LABELS['v2-json']}: req/s x{fmt(ratios[0], '.3f')},"
+                f" p50 x{fmt(ratios[1], '.3f')}, p99 x{fmt(ratios[2], '.3f')}"
             )
         for server, info in result.get("servers", {}).items():
             if "spans_exported" in info:
-                lines.append(f"{name} {server}: {_fmt(info['spans_exported'], 'd')} spans received by its OTLP sink")
+                lines.append(f"{name} {server}: {fmt(info['spans_exported'], 'd')} spans received by its OTLP sink")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -99,12 +99,22 @@ def torchserve_missing() -> str | None:
     return None
 
 
-def archive(serialized: Path, handler: Path, name: str, store: Path, *, directory: bool = False) -> Path:
-    """``torch-model-archiver`` ``serialized`` with ``handler`` into ``store``: ``<name>.mar``, or the unpacked
-    ``<name>/`` folder (``directory``, TorchServe's no-archive format). Returns what it wrote."""
+def archive(
+    serialized: Path,
+    handler: Path,
+    name: str,
+    store: Path,
+    *,
+    directory: bool = False,
+    extra_files: Sequence[Path] = (),
+) -> Path:
+    """``torch-model-archiver`` ``serialized`` with ``handler`` (and ``extra_files``, e.g. ``index_to_name.json``)
+    into ``store``: ``<name>.mar``, or the unpacked ``<name>/`` folder (``directory``, TorchServe's no-archive
+    format). Returns what it wrote."""
     store.mkdir(parents=True, exist_ok=True)
     command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", "1.0"]
     command += ["--serialized-file", str(serialized), "--handler", str(handler), "--export-path", str(store)]
+    command += ["--extra-files", ",".join(map(str, extra_files))] if extra_files else []
     command += [*(["--archive-format", "no-archive"] if directory else []), "--force"]
     done = subprocess.run(command, capture_output=True, timeout=120, check=False)
     if done.returncode != 0:

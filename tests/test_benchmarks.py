@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,19 +15,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = {"floor", "floor-fastapi", "null", "v2-json", "v2-binary", "tfserving", "v2-grpc", "torchserve"}
 
 
+def require_torchserve() -> None:
+    """CI installs every extra and the machine has Java 17: a missing TorchServe is a failure, not a skip."""
+    assert shutil.which("java") is not None, "java is needed for TorchServe"
+    assert (Path(sys.executable).parent / "torchserve").exists(), "torchserve is not installed (make install)"
+
+
+def quick_run(script: str, arguments: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:
+    """``benchmarks/<script> --quick`` with ``arguments``: it must exit 0; its JSON report."""
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *arguments, "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
 @pytest.mark.slow
 @pytest.mark.torchserve
 @pytest.mark.timeout(180)
 def test_serving_benchmark_quick(tmp_path: Path) -> None:
-    # CI installs every extra and the machine has Java 17: a missing TorchServe is a failure, not a skip
-    assert shutil.which("java") is not None, "java is needed for TorchServe"
-    assert (Path(sys.executable).parent / "torchserve").exists(), "torchserve is not installed (make install)"
-    out = tmp_path / "serving.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--quick", "--models", "mlp"]
-    cmd += ["--concurrency", "8", "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    require_torchserve()
+    report = quick_run("serving.py", ["--models", "mlp", "--concurrency", "8"], tmp_path, timeout=150)
     assert report["meta"]["loadgen"] in {"wrk", "python"}
     result = report["models"]["mlp"]
     assert result["raw"]["1"]["items_per_s"] > 0
@@ -120,6 +130,109 @@ def test_serving_benchmark_compares_a_baseline_checkout(monkeypatch: pytest.Monk
     assert baseline_lines({"resnet18": result}) == (
         "resnet18 c=32: (c) v2 json / (c0) json base: req/s x1.200, peak PSS x0.750"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.torchserve
+@pytest.mark.timeout(240)
+def test_app_serving_benchmark_quick(tmp_path: Path) -> None:
+    """JPEG -> top-5 on TorchServe (custom handler .mar), modelport on the same .mar, and modelport with
+    declarative processors (TorchServe API and v2 BYTES): all start, give every image the same answer, carry
+    load with no errors."""
+    require_torchserve()
+    report = quick_run("app_serving.py", ["--concurrency", "8", "--images", "2"], tmp_path, timeout=200)
+    assert set(report["servers"]) == {"torchserve", "modelport"}
+    assert all(server["error"] is None and server["startup_s"] > 0 for server in report["servers"].values())
+    systems = {"torchserve", "mar", "declarative", "v2-bytes"}
+    assert set(report["answers"]) == systems
+    reference = report["answers"]["torchserve"]["answers"]
+    assert len(reference) == 2 and all(len(top5) == 5 for top5 in reference)
+    for system, checked in report["answers"].items():
+        assert checked["error"] is None, f"{system}: {checked['error']}"
+        assert [list(top5) for top5 in checked["answers"]] == [list(top5) for top5 in reference], system
+    cells = {cell["system"]: cell for cell in report["cells"]}
+    assert set(cells) == systems
+    for system, cell in cells.items():
+        assert not cell.get("error") and cell["errors"] == 0, f"{system}: {cell}"
+        assert cell["rps"] > 0 and cell["requests"] > 0 and cell["cpu_ms_per_request"] > 0, f"{system}: {cell}"
+        assert cell["cpu_share"] > 0 and cell["runqueue_wait_share"] >= 0, f"{system}: {cell}"
+    assert all(t["ratio"] is not None for t in report["targets"]), report["targets"]
+
+
+def test_app_serving_report_judges_each_target_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Throughput of (b) against TorchServe at the highest concurrency only, p99 at every level, (c) against (b)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from app_report import report_table, targets
+
+    def cell(system: str, concurrency: int, rps: float, p99: float) -> dict[str, object]:
+        return {"system": system, "concurrency": concurrency, "rps": rps, "p99_ms": p99, "errors": 0}
+
+    cells = [
+        cell("torchserve", 1, 100, 10.0),
+        cell("mar", 1, 150, 11.0),
+        cell("declarative", 1, 140, 9.0),
+        cell("torchserve", 32, 100, 300.0),
+        cell("mar", 32, 210, 150.0),
+        cell("declarative", 32, 180, 160.0),
+    ]
+    judged = {(t["metric"], t["system"], t["concurrency"]): t for t in targets(cells)}
+    assert set(judged) == {
+        ("rps", "mar", 32),
+        ("p99_ms", "mar", 1),
+        ("p99_ms", "mar", 32),
+        ("rps", "declarative", 1),
+        ("rps", "declarative", 32),
+    }
+    assert judged["rps", "mar", 32]["ratio"] == 2.1 and judged["rps", "mar", 32]["passed"] is True
+    assert judged["p99_ms", "mar", 1]["passed"] is False  # 1.1 > 1
+    assert judged["p99_ms", "mar", 32]["passed"] is True
+    assert judged["rps", "declarative", 1]["passed"] is True  # 0.933 >= 0.9
+    assert judged["rps", "declarative", 32]["passed"] is False  # 0.857 < 0.9
+    assert "2.10" in report_table(cells)
+
+
+def test_app_serving_compares_labels_in_order_and_probabilities_relatively(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from app_report import compare
+
+    expected = {"cat": 0.5, "dog": 0.25}
+    assert compare(expected, {"cat": 0.50001, "dog": 0.25}) == (None, pytest.approx(2e-5))
+    assert compare(expected, {"dog": 0.25, "cat": 0.5})[0] == "labels ['dog', 'cat'] != ['cat', 'dog']"
+    assert "differ" in str(compare(expected, {"cat": 0.5, "dog": 0.2501})[0])
+    assert compare(expected, ["cat"])[0] is not None
+
+
+def test_loadgen_cycles_through_its_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several bodies, every connection sends each in turn, starting at a different one."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import asyncio
+
+    import loadgen
+
+    received: list[list[bytes]] = []  # per connection, its first three bodies
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bodies: list[bytes] = []
+        received.append(bodies)
+        while len(bodies) < 3:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            bodies.append(await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    async def main() -> dict[str, object]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await loadgen.run(f"http://127.0.0.1:{port}/p", [b"a", b"bb", b"ccc"], [], 2, 0.3)
+
+    result = asyncio.run(main())
+    assert result["requests"] >= 6
+    rotations = ([b"a", b"bb", b"ccc"], [b"bb", b"ccc", b"a"], [b"ccc", b"a", b"bb"])
+    first, second = received[:2]  # the two connections' first three requests, each answered
+    assert first in rotations and second in rotations and first != second
 
 
 @pytest.mark.slow

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import ModelportError
-from modelport.torchserve_process import TorchServeOptions, TorchServePorts, config_properties, running_torchserve
+from modelport.torchserve_process import (
+    TorchServeOptions,
+    TorchServePorts,
+    archive,
+    config_properties,
+    running_torchserve,
+)
 
 PORTS = TorchServePorts(8101, 8102, 8103, 8104, 8105)
 
@@ -50,3 +56,15 @@ def test_a_torchserve_that_exits_fails_the_start_with_its_log_and_leaves_its_fil
         pytest.fail("it cannot be ready")
     assert (tmp_path / "ts" / "tmp").is_dir()  # its own TMPDIR, where TorchServe keeps its pid file
     assert "load_models=digits.mar" in (tmp_path / "ts" / "config.properties").read_text()
+
+
+@pytest.mark.torchserve
+def test_archive_packs_the_extra_files_beside_the_model_and_handler(tmp_path: Path) -> None:
+    model, handler, labels = tmp_path / "model.pt", tmp_path / "handler.py", tmp_path / "index_to_name.json"
+    model.write_bytes(b"weights")
+    handler.write_text("def handle(data, context):\n    return data\n")
+    labels.write_text('{"0": "cat"}')
+    folder = archive(model, handler, "pets", tmp_path / "store", directory=True, extra_files=[labels])
+    assert folder == tmp_path / "store" / "pets"
+    assert {p.name for p in folder.iterdir()} >= {"model.pt", "handler.py", "index_to_name.json", "MAR-INF"}
+    assert json.loads((folder / "index_to_name.json").read_text()) == {"0": "cat"}
