@@ -9,6 +9,7 @@ decoded, and every malformed payload is an ``InvalidArgumentError`` naming the i
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -115,18 +116,37 @@ def to_array(
     scale: float,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_first: bool = False,
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """``ToTensor`` then ``Normalize`` in HWC: ``pixels * scale`` rounded once to float32, then
-    ``(x - mean) / std`` in float32 (bit-identical to torchvision's ``div(255)`` and ``sub_/div_``)."""
+    """``ToTensor`` then ``Normalize``, HWC (or CHW): ``pixels * scale`` rounded once to float32, then
+    ``(x - mean) / std`` in float32 (bit-identical to torchvision's ``div(255)`` and ``sub_/div_``).
+
+    A byte has 256 values, so each channel's arithmetic is done once per value, in a lookup table,
+    and the image is one gather per channel (no float64 image, no temporaries, no transpose copy)."""
     pixels = np.asarray(image, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    values = (pixels.astype(np.float64) * scale).astype(np.float32)
-    if mean is None or std is None:
-        return values
-    normalized: np.ndarray[Any, np.dtype[np.float32]] = np.subtract(values, np.asarray(mean, np.float32))
-    normalized /= np.asarray(std, np.float32)
-    return normalized
+    channels = pixels.shape[2]
+    tables = _tables(float(scale), tuple(mean) if mean is not None and std is not None else None, tuple(std or ()))
+    shape = (channels, *pixels.shape[:2]) if channels_first else pixels.shape
+    out: np.ndarray[Any, np.dtype[np.float32]] = np.empty(shape, np.float32)
+    for c in range(channels):
+        table = tables[c % len(tables)]
+        np.take(table, pixels[:, :, c], out=out[c] if channels_first else out[:, :, c])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(
+    scale: float, mean: tuple[float, ...] | None, std: tuple[float, ...]
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], ...]:
+    """Per channel, what each byte value becomes (one table for every channel without mean/std)."""
+    values = (np.arange(256, dtype=np.float64) * scale).astype(np.float32)
+    if mean is None:
+        return (values,)
+    return tuple(
+        (np.subtract(values, np.float32(m)) / np.float32(s)).astype(np.float32) for m, s in zip(mean, std, strict=True)
+    )
 
 
 class ImageProcessor:
@@ -162,10 +182,8 @@ class ImageProcessor:
             image = resize(image, self.step.resize, self.step.interpolation)
         if self.step.center_crop is not None:
             image = center_crop(image, self.step.center_crop)
-        values = to_array(image, self.step.scale, self.mean, self.std)
-        if self.layout == "NCHW":
-            values = values.transpose(2, 0, 1)
-        return {self.name: np.ascontiguousarray(values[None], dtype=self.dtype)}
+        values = to_array(image, self.step.scale, self.mean, self.std, channels_first=self.layout == "NCHW")
+        return {self.name: values[None] if self.dtype == np.float32 else values[None].astype(self.dtype)}
 
 
 def _spec_norm(spec: TensorSpec | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
