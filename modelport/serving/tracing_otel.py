@@ -52,7 +52,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # gRPC codes that are the server's failure, not the client's (the semantic conventions' list for SERVER spans)
 _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 CURRENT: ContextVar[RequestSpan | None] = ContextVar("modelport_request_span", default=None)
-"""The request being served (its span), set by :meth:`OtelTracing.http_server` and the gRPC interceptor."""
+"""The request being served (its span), set by :meth:`OtelTracing.http_request` and the gRPC interceptor."""
 _NO_PARENT = otel_context.Context()
 _SERVER, _INTERNAL = SpanKind.SERVER.value, SpanKind.INTERNAL.value
 _ERROR = StatusCode.ERROR.value

@@ -18,6 +18,7 @@ import logging
 import marshal
 import os
 import select
+import site
 import struct
 import subprocess
 import sys
@@ -46,7 +47,8 @@ class ExporterProcess:
 
     def __init__(self, kinds: Sequence[str], environ: Mapping[str, str]) -> None:
         env = {**os.environ, **environ}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        if _ROOT not in (*site.getsitepackages(), site.getusersitepackages()):  # imported from a checkout's path
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), _ROOT) if p)
         self._replies, theirs = os.pipe()
         try:
             self.process = subprocess.Popen(
