@@ -1,13 +1,17 @@
 """What tracing costs per request in CPU time, in process: robust where a shared machine makes req/s noisy.
 
-    python benchmarks/tracing_cost.py REPOSITORY MODEL [--checkout DIR] [--rounds 400] [--cpu 0]
+    python benchmarks/tracing_cost.py REPOSITORY MODEL [--checkout DIR] [--rounds 400] [--repeat 3]
+                                      [--cpu 0] [--exporter-cpu 1]
 
-For tracing off, 100% and 1% sampling (``parentbased_traceidratio``), each in a fresh process pinned to one
-core: the modelport app of ``--checkout`` (default this one) over ``REPOSITORY``, 32 requests of one item in
-flight at a time straight through its ASGI interface (no HTTP), the spans encoded as the OTLP exporter does
-(protobuf, ``SerializeToString``) by the SDK's batch span processor. Prints the process's CPU time per request
-(every thread: the encoding included), the spans per request, and each traced mode's extra over off. Run it
-for two checkouts (``git archive main | tar -x -C DIR``) to compare them.
+For tracing off, 100% and 1% sampling (``parentbased_traceidratio``), each in a fresh process pinned to core
+``--cpu``: the modelport app of ``--checkout`` (default this one) over ``REPOSITORY``, 32 requests of one item in
+flight at a time straight through its ASGI interface (no HTTP). Traced modes export as a server does: over
+OTLP/HTTP (the SDK's batch span processor and exporter, in whatever process the checkout runs them) to
+``otlp_sink.py``, which runs on ``--exporter-cpu``, as does any process the server starts (the exporter process).
+The modes run interleaved ``--repeat`` times; printed are the medians of the server process's CPU time per
+request (every thread), its extra over off and the ratio off/traced (the throughput ratio on one saturated core),
+the CPU time per request of the processes it started, and the spans received per request. Run it for two
+checkouts (``git archive main modelport | tar -x -C DIR``) to compare them.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import asyncio
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +34,23 @@ MODES = ("off", "1", "0.01")
 PATH = "/v2/models/{model}/infer"
 
 
-def _measure(repository: str, model: str, mode: str, rounds: int) -> None:
-    """One mode in this process: prints ``cpu_us spans_per_request``."""
+def _measure(repository: str, model: str, rounds: int, exporter_cpu: int | None) -> None:
+    """One mode in this process (tracing as the OTEL_* variables say): prints ``server_us children_us spans``."""
     from modelport.serving import tracing
     from modelport.serving.rest import create_app
     from modelport.serving.server import build
     from modelport.serving.settings import ServerSettings
 
     settings = ServerSettings(repository=repository, intra_op_threads=1)
-    exported = [0]
-    if mode != "off":
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-        class Encoding(SpanExporter):  # type: ignore[misc]
-            def export(self, spans: Any) -> SpanExportResult:
-                encode_spans(spans).SerializeToString()
-                exported[0] += len(spans)
-                return SpanExportResult.SUCCESS
-
-        tracing.configure(settings, Encoding())
-    asyncio.run(_drive(build(settings), create_app, model, rounds, exported))
+    tracing.configure(settings)
+    if exporter_cpu is not None:
+        for child in _children():
+            os.sched_setaffinity(child, {exporter_cpu})
+    asyncio.run(_drive(build(settings), create_app, model, rounds))
     tracing.shutdown()
 
 
-async def _drive(plane: Any, create_app: Any, model: str, rounds: int, exported: list[int]) -> None:
+async def _drive(plane: Any, create_app: Any, model: str, rounds: int) -> None:
     from modelport.serving import tracing
 
     await plane.start()
@@ -64,14 +62,41 @@ async def _drive(plane: Any, create_app: Any, model: str, rounds: int, exported:
     tracing.flush()
     gc.collect()
     gc.freeze()  # as the server does once loaded
-    exported[0] = 0
+    spans, children = _received(), _children_cpu()
     started = time.process_time()
     for _ in range(rounds):
         await asyncio.gather(*(request.send() for _ in range(32)))
     tracing.flush()
     cpu = time.process_time() - started
+    children, spans = _children_cpu() - children, _received() - spans
     await plane.close()
-    print(f"{cpu / (32 * rounds) * 1e6:.1f} {exported[0] / (32 * rounds):.2f}")
+    print(f"{cpu / (32 * rounds) * 1e6:.2f} {children / (32 * rounds) * 1e6:.2f} {spans / (32 * rounds):.3f}")
+
+
+def _children() -> list[int]:
+    """This process's children (the exporter process, when the checkout starts one)."""
+    found: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's live children."""
+    total = 0
+    for pid in _children():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _received() -> int:
+    """Spans the sink has received (0 with tracing off)."""
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return 0
+    with urllib.request.urlopen(f"{endpoint}/stats") as reply:
+        return int(json.load(reply)["spans"])
 
 
 class _Request:
@@ -99,31 +124,57 @@ class _Request:
         assert statuses == [200], statuses
 
 
+def _run_mode(args: argparse.Namespace, mode: str, sink: str) -> tuple[float, float, float]:
+    """One mode in a fresh process pinned to ``--cpu``: (server us, children us, spans) per request."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(PYTHONPATH=str(args.checkout), PYTHONSAFEPATH="1", OMP_NUM_THREADS="1")
+    if mode != "off":
+        env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=mode)
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+    command = ["taskset", "-c", str(args.cpu), sys.executable, __file__, args.repository, args.model]
+    command += ["--rounds", str(args.rounds), "--exporter-cpu", str(args.exporter_cpu), "--mode", mode]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()
+    server, children, spans = (float(x) for x in out[-3:])
+    return server, children, spans
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository")
     parser.add_argument("model")
     parser.add_argument("--checkout", type=Path, default=ROOT)
     parser.add_argument("--rounds", type=int, default=400)
-    parser.add_argument("--cpu", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of every mode (medians printed)")
+    parser.add_argument("--cpu", type=int, default=0, help="the core of the measured process")
+    parser.add_argument("--exporter-cpu", type=int, default=1, help="the core of the OTLP sink and its children")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in this process
     args = parser.parse_args()
     if args.mode:
-        _measure(args.repository, args.model, args.mode, args.rounds)
+        _measure(args.repository, args.model, args.rounds, args.exporter_cpu)
         return
-    off = None
-    for mode in MODES:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        env.update(PYTHONPATH=str(args.checkout), PYTHONSAFEPATH="1", OMP_NUM_THREADS="1")
+    sink_command = ["taskset", "-c", str(args.exporter_cpu), sys.executable, str(ROOT / "benchmarks" / "otlp_sink.py")]
+    with subprocess.Popen(sink_command, stdout=subprocess.PIPE, text=True) as sink:
+        assert sink.stdout is not None
+        endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+        try:
+            runs: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in MODES}
+            for _ in range(args.repeat):
+                for mode in MODES:
+                    runs[mode].append(_run_mode(args, mode, endpoint))
+        finally:
+            sink.terminate()
+    _report(args.checkout.name or "/", runs)
+
+
+def _report(name: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
+    off = statistics.median(r[0] for r in runs["off"])
+    for mode, found in runs.items():
+        server, children, spans = (statistics.median(r[i] for r in found) for i in range(3))
+        line = f"{name} tracing {mode:4}: server {server:6.1f} CPU us/request"
         if mode != "off":
-            env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=mode)
-        command = ["taskset", "-c", str(args.cpu), sys.executable, __file__, args.repository, args.model]
-        command += ["--rounds", str(args.rounds), "--mode", mode]
-        out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()
-        cpu_us, spans = float(out[0]), float(out[1])
-        off = cpu_us if off is None else off
-        extra = f"  +{cpu_us - off:.1f} us over off, off/traced x{off / cpu_us:.2f}" if mode != "off" else ""
-        print(f"{args.checkout.name or '/'} tracing {mode:4}: {cpu_us:6.1f} CPU us/request, {spans:.2f} spans{extra}")
+            line += f" (+{server - off:5.1f} over off, off/traced x{off / server:.2f}), its exporter {children:5.1f}"
+            line += f" us/request, {spans:.2f} spans/request"
+        print(line, f" [server runs: {' '.join(f'{r[0]:.1f}' for r in found)}]")
 
 
 if __name__ == "__main__":

@@ -88,12 +88,12 @@ class HttpFront:
         request_id = request_id_of(scope["headers"])
         token = REQUEST_ID.set(request_id)
         stamp = (b"x-request-id", request_id.encode())
+        traced = tracing.http_request(scope, send) if tracing.ENABLED else None  # its SERVER span (tracing.py)
         try:
-            if tracing.ENABLED:  # the request's SERVER span (serving/tracing.py)
-                await tracing.http_server(scope, send, lambda traced: self._answer(scope, receive, traced, stamp))
-            else:
-                await self._answer(scope, receive, send, stamp)
+            await self._answer(scope, receive, send if traced is None else traced.send, stamp)
         finally:
+            if traced is not None:
+                traced.end()
             REQUEST_ID.reset(token)
 
     async def _answer(self, scope: dict[str, Any], receive: Any, send: Any, stamp: tuple[bytes, bytes]) -> None:

@@ -6,8 +6,9 @@ standard variables ask for traces: ``OTEL_TRACES_EXPORTER`` set to anything but 
 off whatever else is set. When it is off, ``ENABLED`` is False, neither the OpenTelemetry SDK nor an exporter is
 imported, and the hooks below return at once: callers on the hot path test ``tracing.ENABLED`` first.
 
-When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK (``TracerProvider``,
-``BatchSpanProcessor``, an OTLP exporter over gRPC or HTTP/protobuf), configured by the standard variables:
+When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK, configured by the standard
+variables: its sampler and ids in this process, its ``BatchSpanProcessor`` and OTLP exporter (gRPC or
+HTTP/protobuf) in an exporter process beside it (:mod:`modelport.serving.tracing_process`), fed span records:
 
 * one SERVER span per HTTP request (``serving/front.py``) and per unary gRPC call (an interceptor), the child
   of the W3C ``traceparent``/``tracestate`` the client sent; the response carries its own ``traceparent``
@@ -16,7 +17,8 @@ When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK 
   processors wrap in :func:`span` (``preprocess``, ``postprocess``);
 * one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
 
-The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more.
+The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more. A
+sampled one costs a few tuples here; making the SDK's spans, encoding and exporting them cost the exporter process.
 
 Attributes: ``modelport.model``, ``modelport.version``, ``modelport.protocol``, ``modelport.outcome``,
 ``modelport.batch.size`` (rows), ``modelport.batch.requests``, ``modelport.request_id``, and the semantic
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from modelport.serving.settings import ServerSettings
-    from modelport.serving.tracing_otel import OtelTracing, RequestTrace
+    from modelport.serving.tracing_otel import HttpSpan, OtelTracing, RequestTrace
 
 __all__ = [
     "ENABLED",
@@ -47,8 +49,8 @@ __all__ = [
     "enqueued",
     "flush",
     "grpc_interceptor",
+    "http_request",
     "http_route",
-    "http_server",
     "outcome",
     "record_batch",
     "shutdown",
@@ -94,8 +96,7 @@ def configure(
     except ImportError as exc:
         needs = "pip install 'modelport[tracing]'"
         raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
-    exporters = [exporter] if exporter is not None else tracing_otel.exporters_from_env(environ)
-    _active = tracing_otel.OtelTracing(exporters)
+    _active = tracing_otel.start(exporter, environ)
     ENABLED = True
     return True
 
@@ -147,12 +148,10 @@ def record_batch(traces: Sequence[RequestTrace | None], rows: int, seconds: floa
         _active.record_batch(traces, rows, seconds, runs, failed)
 
 
-async def http_server(scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
-    """Run ``answer(send)`` inside the request's SERVER span; the response gets a ``traceparent`` header."""
-    if _active is None:
-        await answer(send)
-        return
-    await _active.http_server(scope, send, answer)
+def http_request(scope: dict[str, Any], send: Send) -> HttpSpan | None:
+    """Open the HTTP request's SERVER span (None when off): answer through its ``send``, which adds the response's
+    ``traceparent`` header, then call its ``end()``, in the same context (a ``finally``)."""
+    return _active.http_request(scope, send) if _active is not None else None
 
 
 def http_route(template: str) -> None:

@@ -1,18 +1,18 @@
-"""The OpenTelemetry side of :mod:`modelport.serving.tracing`, imported only once tracing is on.
+"""The OpenTelemetry side of :mod:`modelport.serving.tracing`, imported only once tracing is on: per request, the
+sampling decision, the ids, the W3C trace context in and out, and a sampled request's spans as records.
 
-Leans on the SDK for configuration: the sampler comes from ``OTEL_TRACES_SAMPLER``/``_ARG`` (``TracerProvider``
-reads them), the resource from ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` (``Resource.create``; the
-service is ``modelport`` unless they name it), the batching from ``OTEL_BSP_*`` (``BatchSpanProcessor``), the
-exporter's endpoint, headers, TLS and timeout from ``OTEL_EXPORTER_OTLP_*``, and what a request carries in from
-``OTEL_PROPAGATORS`` (default W3C trace context and baggage). What goes out on a response is the W3C
-``traceparent`` (and ``tracestate``) only.
+Leans on the SDK for configuration: the sampler and the ids are a ``TracerProvider``'s (``OTEL_TRACES_SAMPLER`` /
+``_ARG``), what a request carries in is read by the configured propagators (``OTEL_PROPAGATORS``, default W3C
+trace context and baggage); what goes out on a response is the W3C ``traceparent`` (and ``tracestate``) only.
+Exporters, resource and batching: :mod:`modelport.serving.tracing_spans`.
 
-Cheap by construction (an overhead-bound model serves a request in ~100 µs; an SDK span costs ~15 µs to make
-and as much again to encode): the configured sampler decides once per request, before anything is made; an
-unsampled request gets ids and its ``traceparent`` (flags as the SDK would set them) and nothing else. A sampled
-request's spans are not live SDK spans but their finished form (``ReadableSpan``), built with explicit times
-when each ends and handed straight to the batch span processors. The request in flight is this module's own
-context variable, not the OpenTelemetry context: spans made by other instrumentation do not nest under it.
+Cheap by construction (an overhead-bound model serves a request in ~60-100 µs of CPU; an SDK span costs ~15 µs
+to make and as much again to encode): the configured sampler decides once per request, before anything is made;
+an unsampled request gets its ids and its ``traceparent`` (flags as the SDK would set them) and nothing else. A
+sampled request's spans are plain tuples (:data:`~modelport.serving.tracing_spans.Record`) made when each ends,
+with explicit times; the exporter process turns them into the SDK's spans and exports them. The request in
+flight is this module's own context variable, not the OpenTelemetry context: spans made by other
+instrumentation do not nest under it.
 """
 
 from __future__ import annotations
@@ -27,28 +27,41 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
-from modelport._version import __version__
-from modelport.errors import InvalidArgumentError
 from modelport.serving.requestid import REQUEST_ID
+from modelport.serving.tracing_spans import (
+    Attributes,
+    ChildRecord,
+    EventRecord,
+    Record,
+    Recorder,
+    Sink,
+    SpanProcessors,
+    exporter_kinds,
+    processors,
+    resource,
+)
 
-__all__ = ["CURRENT", "OtelTracing", "RequestSpan", "RequestTrace", "exporters_from_env"]
+__all__ = ["CURRENT", "HttpSpan", "OtelTracing", "RequestSpan", "RequestTrace", "start"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Attributes = dict[str, AttributeValue]
 # gRPC codes that are the server's failure, not the client's (the semantic conventions' list for SERVER spans)
 _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 CURRENT: ContextVar[RequestSpan | None] = ContextVar("modelport_request_span", default=None)
-"""The request being served (its span), set by :meth:`OtelTracing.http_server` and the gRPC interceptor."""
-_OK = Status(StatusCode.UNSET)
+"""The request being served (its span), set by :meth:`OtelTracing.http_request` and the gRPC interceptor."""
 _NO_PARENT = otel_context.Context()
+_SERVER, _INTERNAL = SpanKind.SERVER.value, SpanKind.INTERNAL.value
+_ERROR = StatusCode.ERROR.value
+_SAMPLED, _RANDOM = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
+Status = tuple[int, str]  # a span's status: StatusCode's value, description
+_OK: Status = (StatusCode.UNSET.value, "")
+# an unsampled request's attributes and children: always none (nothing writes them)
+_NO_ATTRIBUTES: Attributes = {}
+_NONE: list[ChildRecord] = []
 
 
 @dataclass(slots=True)
@@ -57,158 +70,119 @@ class RequestSpan:
 
     Mutable by nature: the route, model and outcome are learnt while the request runs."""
 
-    context: SpanContext
+    trace_id: int
+    span_id: int
+    flags: int  # W3C trace flags: sampled, random trace id
+    trace_state: str  # the tracestate header ("" for none)
     sampled: bool
-    parent: SpanContext | None = None
+    parent_id: int = 0  # the caller's span (0: none)
     name: str = ""
-    kind: SpanKind = SpanKind.SERVER
+    kind: int = _SERVER
     start_ns: int = 0
     attributes: Attributes = field(default_factory=dict)
+    children: list[ChildRecord] = field(default_factory=list)  # its INTERNAL spans, recorded with it
+    ended: bool = False
+
+    @property
+    def context(self) -> SpanContext:
+        """Its ids as the SDK's span context."""
+        state = TraceState.from_header([self.trace_state]) if self.trace_state else None
+        return SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.flags), state)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The W3C ``traceparent`` (and ``tracestate``) that name this span, as HTTP headers of the response."""
+        parent = (b"traceparent", b"00-%032x-%016x-%02x" % (self.trace_id, self.span_id, self.flags))
+        return [parent, (b"tracestate", self.trace_state.encode())] if self.trace_state else [parent]
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """:meth:`headers` as gRPC metadata."""
+        return tuple((k.decode(), v.decode()) for k, v in self.headers())
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTrace:
-    """A sampled request as its batch sees it: its span (the parent of its ``queue`` span, what the batch
-    span links to) and when it was queued."""
-
-    request: RequestSpan
-    enqueued_ns: int
+RequestTrace = tuple[RequestSpan, int]
+"""A sampled request as its batch sees it: its span (the parent of its ``queue`` span, what the batch span links
+to) and when it was queued (ns)."""
 
 
-def exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
-    """The exporters ``OTEL_TRACES_EXPORTER`` names (default ``otlp``; ``console``; ``none``: none)."""
-    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name == "otlp":
-            exporters.append(_otlp_exporter(environ))
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name != "none":
-            raise InvalidArgumentError(f"OTEL_TRACES_EXPORTER={name}: modelport exports to otlp, console or none")
-    return exporters
+def start(exporter: SpanExporter | None, environ: Mapping[str, str]) -> OtelTracing:
+    """Tracing whose spans go to ``exporter`` in this process (tests), or else to the exporters ``environ`` names,
+    in an exporter process (:mod:`modelport.serving.tracing_process`; none for ``OTEL_TRACES_EXPORTER=none``)."""
+    provider = TracerProvider(shutdown_on_exit=False)  # sampler and ids: OTEL_TRACES_SAMPLER(_ARG), ...
+    sink: Sink
+    if exporter is not None:
+        sink = SpanProcessors(processors([exporter]), resource(), provider.id_generator)
+    elif kinds := exporter_kinds(environ):
+        from modelport.serving.tracing_process import ExporterProcess
 
-
-def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    """OTLP over gRPC or HTTP/protobuf (the default, as the specification says), by the protocol variables."""
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    protocol = (protocol or "http/protobuf").strip().lower()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-        return HttpExporter()
-    raise InvalidArgumentError(f"OTLP protocol {protocol!r}: modelport exports over grpc or http/protobuf")
-
-
-class _Resource(Resource):
-    """A resource whose hash is computed once: the OTLP encoder groups each span by its resource, and
-    ``Resource.__hash__`` is a sorted JSON dump of the attributes (~4 µs a span). Immutable, so it holds."""
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource.attributes, resource.schema_url)
-        self._hash = super().__hash__()
-
-    def __hash__(self) -> int:
-        return self._hash
-
-
-def _resource() -> Resource:
-    """The SDK's resource (environment included), named ``modelport`` with its version unless it says otherwise."""
-    resource = Resource.create()
-    defaults: dict[str, AttributeValue] = {}
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        defaults["service.name"] = "modelport"
-    if "service.version" not in resource.attributes:
-        defaults["service.version"] = __version__
-    return _Resource(resource.merge(Resource(defaults)) if defaults else resource)
+        sink = ExporterProcess(kinds, environ)
+    else:
+        sink = SpanProcessors([], resource(), provider.id_generator)
+    return OtelTracing(provider, Recorder(sink))
 
 
 class OtelTracing:
-    """The configured sampler, ids and resource of a tracer provider, and batch span processors fed directly."""
+    """The configured sampler and ids of a tracer provider; sampled spans recorded into ``recorder``."""
 
-    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
-        self.provider = TracerProvider(resource=_resource())  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-        # the SDK's sizes (OTEL_BSP_*): exports of 2048 from a 16384-span queue measured slower over OTLP/HTTP
-        self.processors = [BatchSpanProcessor(exporter) for exporter in exporters]
-        for processor in self.processors:
-            self.provider.add_span_processor(processor)  # flushed and shut down with the provider
-        self.sampler, self.ids = self.provider.sampler, self.provider.id_generator
-        self.resource = self.provider.resource
-        self.scope = InstrumentationScope("modelport", __version__)
+    def __init__(self, provider: TracerProvider, recorder: Recorder) -> None:
+        self.sampler, self.ids = provider.sampler, provider.id_generator
+        self.random = _RANDOM if self.ids.is_trace_id_random() else 0
+        self.recorder = recorder
+        self.record: Callable[[Record], None] = recorder.append
         # the headers the configured propagators read (OTEL_PROPAGATORS): only those are decoded and extracted
         names = propagate.get_global_textmap().fields
         self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
-        self.provider.force_flush(int(timeout_s * 1000))
+        self.recorder.flush(timeout_s)
 
     def shutdown(self) -> None:
-        """Flush and stop the processors."""
-        self.provider.shutdown()
+        """Export what is left and stop."""
+        self.recorder.close()
 
     def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
-        ``start_span`` would: same ids, flags and trace state); current until :meth:`end`."""
+        ``start_span`` would: same ids, flags and trace state)."""
         parent_context, parent = _NO_PARENT, None
         if carrier:
             parent_context = propagate.extract(carrier)
             parent = trace.get_current_span(parent_context).get_span_context()
         if parent is not None and parent.is_valid:
-            trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+            trace_id, parent_id, random = parent.trace_id, parent.span_id, parent.trace_flags & _RANDOM
         else:
-            parent, trace_id, random_id = None, self.ids.generate_trace_id(), self.ids.is_trace_id_random()
+            trace_id, parent_id, random = self.ids.generate_trace_id(), 0, self.random
         decision = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
-        sampled = decision.decision is Decision.RECORD_AND_SAMPLE
-        flags = (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
-        ids = SpanContext(trace_id, self.ids.generate_span_id(), False, TraceFlags(flags), decision.trace_state)
-        if not sampled:
-            return RequestSpan(ids, False)
-        return RequestSpan(ids, True, parent, name, kind, time.time_ns(), {**attributes, **decision.attributes})
-
-    def end(self, request: RequestSpan, status: Status = _OK) -> None:
-        """Export ``request``'s span if it is sampled, ending now."""
-        if request.sampled:
-            self._emit(
-                ReadableSpan(
-                    request.name,
-                    request.context,
-                    request.parent,
-                    self.resource,
-                    request.attributes,
-                    kind=request.kind,
-                    status=status,
-                    start_time=request.start_ns,
-                    end_time=time.time_ns(),
-                    instrumentation_scope=self.scope,
-                )
-            )
-
-    def child(self, parent: RequestSpan, name: str, start_ns: int, end_ns: int, **extra: Any) -> None:
-        """A finished span under ``parent`` (sampled), from ``start_ns`` to ``end_ns``."""
-        ids = SpanContext(parent.context.trace_id, self.ids.generate_span_id(), False, parent.context.trace_flags)
-        self._emit(
-            ReadableSpan(
-                name,
-                ids,
-                parent.context,
-                self.resource,
-                start_time=start_ns,
-                end_time=end_ns,
-                instrumentation_scope=self.scope,
-                **extra,
-            )
+        state = decision.trace_state.to_header() if decision.trace_state else ""
+        span_id = self.ids.generate_span_id()
+        if decision.decision is not Decision.RECORD_AND_SAMPLE:
+            return RequestSpan(trace_id, span_id, random, state, False, attributes=_NO_ATTRIBUTES, children=_NONE)
+        attributes = {**attributes, **decision.attributes}
+        start_ns = time.time_ns()
+        return RequestSpan(
+            trace_id, span_id, _SAMPLED | random, state, True, parent_id, name, kind.value, start_ns, attributes
         )
 
-    def _emit(self, span: ReadableSpan) -> None:
-        for processor in self.processors:
-            processor.on_end(span)
+    def end(self, request: RequestSpan, status: Status = _OK) -> None:
+        """Record ``request``'s span (and its children) if it is sampled, ending now."""
+        if request.sampled:
+            request.ended = True
+            code, description = status
+            ids = (request.trace_id, request.span_id, request.flags, request.trace_state, request.parent_id, True)
+            times, children = (request.start_ns, time.time_ns()), request.children
+            self.record(
+                (request.name, request.kind, *ids, *times, request.attributes, code, description, (), (), children)
+            )
 
-    def span(self, name: str, attributes: Mapping[str, AttributeValue]) -> _Child | None:
+    def child(self, parent: RequestSpan, child: ChildRecord) -> None:
+        """Record a span under ``parent`` (sampled): with it, or on its own once ``parent`` has ended."""
+        if not parent.ended:
+            parent.children.append(child)
+            return
+        name, start, end, attributes, code, description, events, links = child
+        ids = (parent.trace_id, 0, parent.flags, parent.trace_state, parent.span_id, False)
+        self.record((name, _INTERNAL, *ids, start, end, attributes, code, description, events, links, ()))
+
+    def span(self, name: str, attributes: Mapping[str, Any]) -> _Child | None:
         """A span under the current request while a block runs, when that request is sampled."""
         current = CURRENT.get()
         if current is None or not current.sampled:
@@ -219,9 +193,9 @@ class OtelTracing:
         """The model version and protocol, on the current span."""
         current = CURRENT.get()
         if current is not None and current.sampled:
-            current.attributes.update(
-                {"modelport.model": model, "modelport.version": version, "modelport.protocol": protocol}
-            )
+            attributes = current.attributes
+            attributes["modelport.model"], attributes["modelport.version"] = model, version
+            attributes["modelport.protocol"] = protocol
 
     def outcome(self, code: str) -> None:
         """``success`` or the error code, on the current span."""
@@ -232,14 +206,14 @@ class OtelTracing:
     def trace_id(self) -> str:
         """The current trace id as 32 hex digits, or ``-``."""
         current = CURRENT.get()
-        return format(current.context.trace_id, "032x") if current is not None else "-"
+        return format(current.trace_id, "032x") if current is not None else "-"
 
     def enqueued(self) -> RequestTrace | None:
         """The current request as its batch will see it (None when it is not sampled)."""
         current = CURRENT.get()
         if current is None or not current.sampled:
             return None
-        return RequestTrace(current, time.time_ns())
+        return (current, time.time_ns())
 
     def record_batch(
         self, traces: Sequence[RequestTrace | None], rows: int, seconds: float, runs: int, failed: bool
@@ -252,43 +226,27 @@ class OtelTracing:
         end = time.time_ns()
         start = end - int(seconds * 1e9)
         sizes: Attributes = {"modelport.batch.size": rows, "modelport.batch.requests": len(traces)}
-        for queued in sampled:
-            self.child(queued.request, "queue", queued.enqueued_ns, max(start, queued.enqueued_ns), attributes=sizes)
-        first = sampled[0].request
+        for request, enqueued in sampled:
+            self.child(request, ("queue", enqueued, max(start, enqueued), sizes, *_OK, (), ()))
+        first = sampled[0][0]
         attributes: Attributes = {**sizes, "modelport.batch.runs": runs, "modelport.batch.failed": failed}
         model, version = first.attributes.get("modelport.model"), first.attributes.get("modelport.version")
         if model is not None and version is not None:
             attributes.update({"modelport.model": model, "modelport.version": version})
-        links = [Link(t.request.context) for t in sampled]
-        status = Status(StatusCode.ERROR, "a request of the batch failed") if failed else _OK
-        self.child(first, "batch", start, end, attributes=attributes, links=links, status=status)
+        links = tuple((r.trace_id, r.span_id, r.flags, r.trace_state) for r, _ in sampled)
+        status = (_ERROR, "a request of the batch failed") if failed else _OK
+        self.child(first, ("batch", start, end, attributes, *status, (), links))
 
-    async def http_server(self, scope: dict[str, Any], send: Send, answer: Callable[[Send], Awaitable[None]]) -> None:
-        """The HTTP request's SERVER span around ``answer``, named by its route once known."""
-        method = scope["method"]
-        fields = self.fields
+    def http_request(self, scope: dict[str, Any], send: Send) -> HttpSpan:
+        """The HTTP request's SERVER span, current until it ends; named by its route once known."""
+        method, fields = scope["method"], self.fields
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
-        attributes: Attributes = {"http.request.method": method, "url.path": scope["path"]}
-        request = self.begin(method, SpanKind.SERVER, carrier, attributes)
+        request = self.begin(
+            method, SpanKind.SERVER, carrier, {"http.request.method": method, "url.path": scope["path"]}
+        )
         if request.sampled:
             request.attributes["modelport.request_id"] = REQUEST_ID.get()
-        token = CURRENT.set(request)
-        stamp = [(k.encode(), v.encode()) for k, v in _outgoing(request.context)]
-        status = 0
-
-        async def traced_send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *stamp]
-            await send(message)
-
-        try:
-            await answer(traced_send)
-        finally:
-            CURRENT.reset(token)
-            if request.sampled:
-                self.end(request, _http_finished(request, scope, status))
+        return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
@@ -312,7 +270,7 @@ class OtelTracing:
             carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in fields and isinstance(v, str)}
             span = self.begin(name, SpanKind.SERVER, carrier, base)
             token = CURRENT.set(span)
-            context.set_trailing_metadata(_outgoing(span.context))
+            context.set_trailing_metadata(span.metadata())
             try:  # an abort raises: _grpc_finished judges its code
                 return await behaviour(request, context)
             finally:
@@ -321,6 +279,31 @@ class OtelTracing:
                     self.end(span, _grpc_finished(span, context))
 
         return call
+
+
+class HttpSpan:
+    """An HTTP request's span while it is answered: ``send`` adds its ``traceparent`` to the response (and notes
+    the status); :meth:`end` ends it."""
+
+    __slots__ = ("_send", "_stamp", "_token", "request", "scope", "status", "tracing")
+
+    def __init__(self, tracing: OtelTracing, request: RequestSpan, scope: dict[str, Any], send: Send) -> None:
+        self.tracing, self.request, self.scope, self._send = tracing, request, scope, send
+        self._stamp = request.headers()
+        self.status = 0
+        self._token = CURRENT.set(request)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), *self._stamp]
+        await self._send(message)
+
+    def end(self) -> None:
+        """End the span (in the context it began in): its status from the response sent, or none."""
+        CURRENT.reset(self._token)
+        if self.request.sampled:
+            self.tracing.end(self.request, _http_finished(self.request, self.scope, self.status))
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -346,7 +329,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class _Child:
-    """A span under ``parent`` for the duration of a block, made when the block ends (an exception marks it
+    """A span under ``parent`` for the duration of a block, recorded when the block ends (an exception marks it
     failed). Not current itself: what runs inside is still the request's."""
 
     __slots__ = ("attributes", "name", "parent", "start_ns", "tracing")
@@ -361,16 +344,14 @@ class _Child:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
         end, status = time.time_ns(), _OK
-        events: tuple[Event, ...] = ()
+        events: tuple[EventRecord, ...] = ()
         if error is not None:
-            status = Status(StatusCode.ERROR, f"{kind.__name__ if kind else ''}: {error}")
+            status = (_ERROR, f"{kind.__name__ if kind else ''}: {error}")
             events = (_exception_event(error, end),)
-        self.tracing.child(
-            self.parent, self.name, self.start_ns, end, attributes=self.attributes, status=status, events=events
-        )
+        self.tracing.child(self.parent, (self.name, self.start_ns, end, self.attributes, *status, events, ()))
 
 
-def _exception_event(error: BaseException, when: int) -> Event:
+def _exception_event(error: BaseException, when: int) -> EventRecord:
     """The semantic conventions' ``exception`` event, as ``Span.record_exception`` writes it."""
     attributes: Attributes = {
         "exception.type": type(error).__qualname__,
@@ -378,13 +359,7 @@ def _exception_event(error: BaseException, when: int) -> Event:
         "exception.stacktrace": "".join(traceback.format_exception(error)),
         "exception.escaped": False,
     }
-    return Event("exception", attributes, when)
-
-
-def _outgoing(found: SpanContext) -> tuple[tuple[str, str], ...]:
-    """The W3C ``traceparent`` (and ``tracestate``) that names a request's span, for the response."""
-    parent = ("traceparent", f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}")
-    return (parent, ("tracestate", found.trace_state.to_header())) if found.trace_state else (parent,)
+    return ("exception", attributes, when)
 
 
 def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> Status:
@@ -396,7 +371,7 @@ def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> 
     if status:
         request.attributes["http.response.status_code"] = status
     if status >= 500 or not status:
-        return Status(StatusCode.ERROR, f"HTTP {status}" if status else "no response")
+        return (_ERROR, f"HTTP {status}" if status else "no response")
     return _OK
 
 
@@ -405,4 +380,4 @@ def _grpc_finished(request: RequestSpan, context: Any) -> Status:
     found = context.code()
     code = 0 if found is None else int(found.value[0] if isinstance(found, grpc.StatusCode) else found)
     request.attributes["rpc.grpc.status_code"] = code
-    return Status(StatusCode.ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else _OK
+    return (_ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else _OK

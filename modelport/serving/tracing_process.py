@@ -1,0 +1,125 @@
+"""The exporter process: the SDK's batch span processors and exporters, fed span records by the serving process
+over a pipe, so that making the SDK's spans, the OTLP encoding and the export run beside the event loop, not on
+its core and never under its GIL (they cost ~2-10x what making the records does).
+
+    python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
+
+Its stdin carries frames: a 4-byte little-endian length, then a ``marshal`` dump of either a list of
+:data:`~modelport.serving.tracing_spans.Record` (export them) or a float (flush, waiting at most that many
+seconds). One byte on ``REPLY_FD`` says it has started, and then that each flush is done. It exits once its stdin
+closes (the server stopped, or died), after exporting what is left. It runs in a session of its own, so that a
+Ctrl-C meant for the server does not cut that export short. ``marshal`` is for trusted data: this pipe is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import os
+import select
+import site
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from modelport.errors import DependencyError
+from modelport.serving.tracing_spans import Record, SpanProcessors, processors, resource
+
+__all__ = ["ExporterProcess", "main"]
+
+START_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 60.0  # the export of what is left: the exporters' own timeouts (OTEL_EXPORTER_OTLP_TIMEOUT) first
+_LENGTH = struct.Struct("<I")
+_DONE = b"."
+_ROOT = str(Path(__file__).resolve().parents[2])  # where this modelport is imported from: the child imports it too
+_log = logging.getLogger(__name__)
+
+
+class ExporterProcess:
+    """The exporter process of the exporters ``kinds`` (:func:`~modelport.serving.tracing_spans.exporter_kinds`),
+    configured by ``environ``: a :class:`~modelport.serving.tracing_spans.Sink` of this process's records."""
+
+    def __init__(self, kinds: Sequence[str], environ: Mapping[str, str]) -> None:
+        env = {**os.environ, **environ}
+        if _ROOT not in (*site.getsitepackages(), site.getusersitepackages()):  # imported from a checkout's path
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), _ROOT) if p)
+        self._replies, theirs = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs), *kinds],
+                stdin=subprocess.PIPE,
+                pass_fds=(theirs,),
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(theirs)
+        assert self.process.stdin is not None
+        self._pipe: IO[bytes] = self.process.stdin
+        if not self._replied(START_TIMEOUT_S):
+            self.close()
+            raise DependencyError(f"the tracing exporter process did not start ({self.process.returncode=})")
+
+    def write(self, records: Sequence[Record]) -> None:
+        self._send(marshal.dumps(list(records)))
+
+    def flush(self, timeout_s: float) -> None:
+        self._send(marshal.dumps(float(timeout_s)))
+        if not self._replied(timeout_s + 1.0):
+            _log.warning("tracing: the exporter process did not flush within %.0f s", timeout_s)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # it died: nothing to tell it
+            self._pipe.close()
+        try:
+            self.process.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _log.warning("tracing: the exporter process did not finish in %.0f s; stopped", CLOSE_TIMEOUT_S)
+            self.process.kill()
+            self.process.wait()
+        os.close(self._replies)
+
+    def _send(self, payload: bytes) -> None:
+        self._pipe.write(_LENGTH.pack(len(payload)))
+        self._pipe.write(payload)
+        self._pipe.flush()
+
+    def _replied(self, timeout_s: float) -> bool:
+        ready, _, _ = select.select([self._replies], [], [], timeout_s)
+        return bool(ready) and os.read(self._replies, 1) == _DONE
+
+
+def main(argv: Sequence[str]) -> int:
+    """The exporter process (see the module docstring): ``argv`` is ``REPLY_FD KIND...``."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s [tracing exporter]: %(message)s")
+    replies, kinds = int(argv[0]), argv[1:]
+    ids = TracerProvider(shutdown_on_exit=False).id_generator  # as the server's: OTEL_PYTHON_ID_GENERATOR
+    sink = SpanProcessors(processors(kinds), resource(), ids)
+    os.write(replies, _DONE)
+    stream = sys.stdin.buffer
+    while (message := _receive(stream)) is not None:
+        if isinstance(message, float):
+            sink.flush(message)
+            os.write(replies, _DONE)
+        else:
+            sink.write(message)
+    sink.close()
+    return 0
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    """The next frame's value; None once the stream has ended."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    return marshal.loads(stream.read(_LENGTH.unpack(head)[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

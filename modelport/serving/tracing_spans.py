@@ -1,0 +1,292 @@
+"""Where a sampled request's spans go once made: compact records, turned into the SDK's spans and exported by its
+batch span processors and exporters, configured by the standard variables.
+
+The serving process only makes records (:data:`Record`: plain tuples of ints, strings and the attribute dict)
+and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of its own to a
+:class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests), or the exporter process
+of :mod:`modelport.serving.tracing_process` (the exporters the variables name). Turning a record into a
+``ReadableSpan`` and the OTLP encoding (~30-60 µs a request in the SDK) happen there, off the event loop's core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.util.types import AttributeValue
+
+from modelport._version import __version__
+from modelport.errors import InvalidArgumentError
+
+__all__ = [
+    "SCOPE",
+    "Attributes",
+    "ChildRecord",
+    "EventRecord",
+    "LinkRecord",
+    "Record",
+    "Recorder",
+    "Sink",
+    "SpanProcessors",
+    "exporter_kinds",
+    "processors",
+    "readable",
+    "resource",
+]
+
+Attributes = dict[str, AttributeValue]
+EventRecord = tuple[str, Attributes, int]  # name, attributes, time (ns)
+LinkRecord = tuple[int, int, int, str]  # trace id, span id, trace flags, trace state (its header, "" for none)
+ChildRecord = tuple[
+    str,  # 0 name
+    int,  # 1 start (ns since the epoch)
+    int,  # 2 end
+    Attributes,  # 3
+    int,  # 4 status code (StatusCode's value)
+    str,  # 5 status description
+    tuple[EventRecord, ...],  # 6
+    tuple[LinkRecord, ...],  # 7
+]
+"""A span under a record's own (INTERNAL; its id is made where it is exported: nothing here refers to it)."""
+Record = tuple[
+    str,  # 0 name
+    int,  # 1 kind (SpanKind's value)
+    int,  # 2 trace id
+    int,  # 3 span id (0: made where it is exported)
+    int,  # 4 trace flags
+    str,  # 5 trace state (its header, "" for none)
+    int,  # 6 parent span id (0: a root span)
+    bool,  # 7 whether the parent is remote (the caller's)
+    int,  # 8 start (ns since the epoch)
+    int,  # 9 end
+    Attributes,  # 10
+    int,  # 11 status code (StatusCode's value)
+    str,  # 12 status description
+    tuple[EventRecord, ...],  # 13
+    tuple[LinkRecord, ...],  # 14
+    Sequence[ChildRecord],  # 15 its children
+]
+"""A finished span and its children as the serving process makes them: plain values only (``marshal`` carries
+them to the exporter process)."""
+
+SCOPE = InstrumentationScope("modelport", __version__)
+SHIP_EVERY_S = 0.05
+CHUNK = 256  # records per shipment: bounds how long one holds the GIL
+MAX_WAITING = 8192  # records waiting to be shipped beyond this are dropped (the exporter does not keep up)
+_OK = Status(StatusCode.UNSET)
+_log = logging.getLogger(__name__)
+
+
+def readable(
+    record: Record, resource: Resource, ids: IdGenerator, scope: InstrumentationScope = SCOPE
+) -> list[ReadableSpan]:
+    """The SDK spans ``record`` describes: its own, then its children's (new span ids from ``ids``)."""
+    name, kind, trace_id, span_id, flags, state, parent_id, remote, start, end, attributes = record[:11]
+    code, description, events, links, children = record[11:]
+    trace_flags, trace_state = TraceFlags(flags), _trace_state(state)
+    context = SpanContext(trace_id, span_id or ids.generate_span_id(), False, trace_flags, trace_state)
+    parent = SpanContext(trace_id, parent_id, remote, trace_flags, trace_state) if parent_id else None
+    spans = [
+        _span(
+            name,
+            SpanKind(kind),
+            context,
+            parent,
+            resource,
+            scope,
+            (start, end, attributes, code, description, events, links),
+        )
+    ]
+    for child in children:
+        ids_of = SpanContext(trace_id, ids.generate_span_id(), False, trace_flags, trace_state)
+        spans.append(_span(child[0], SpanKind.INTERNAL, ids_of, context, resource, scope, child[1:]))
+    return spans
+
+
+def _span(
+    name: str,
+    kind: SpanKind,
+    context: SpanContext,
+    parent: SpanContext | None,
+    resource: Resource,
+    scope: InstrumentationScope,
+    body: tuple[int, int, Attributes, int, str, tuple[EventRecord, ...], tuple[LinkRecord, ...]],
+) -> ReadableSpan:
+    start, end, attributes, code, description, events, links = body
+    return ReadableSpan(
+        name,
+        context,
+        parent,
+        resource,
+        attributes,
+        events=[Event(*event) for event in events],
+        links=[Link(SpanContext(t, s, False, TraceFlags(f), _trace_state(ts))) for t, s, f, ts in links],
+        kind=kind,
+        status=Status(StatusCode(code), description or None) if code else _OK,
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=scope,
+    )
+
+
+def _trace_state(header: str) -> TraceState | None:
+    return TraceState.from_header([header]) if header else None
+
+
+class Sink(Protocol):
+    """Where shipped records go."""
+
+    def write(self, records: Sequence[Record]) -> None: ...
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SpanProcessors:
+    """Records turned into SDK spans and handed to span processors (batch span processors: they export) here."""
+
+    def __init__(self, targets: Sequence[SpanProcessor], resource: Resource, ids: IdGenerator) -> None:
+        self.targets, self.resource, self.ids = tuple(targets), resource, ids
+
+    def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            for span in readable(record, self.resource, self.ids):
+                for target in self.targets:
+                    target.on_end(span)
+
+    def flush(self, timeout_s: float) -> None:
+        for target in self.targets:
+            target.force_flush(int(timeout_s * 1000))
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.shutdown()
+
+
+class Recorder:
+    """Takes records from any thread (``append``: a list's own, the cheapest call there is) and ships them to its
+    sink every :data:`SHIP_EVERY_S` from a thread of its own, in chunks of :data:`CHUNK`."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._waiting: list[Record] = []
+        self.append = self._waiting.append
+        self.dropped = 0
+        self._lock = threading.Lock()  # one shipment at a time: the records reach the sink in order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelport-spans", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SHIP_EVERY_S):
+            self.ship()
+
+    def ship(self) -> None:
+        """Hand every waiting record to the sink now (what is beyond :data:`MAX_WAITING` is dropped)."""
+        waiting = self._waiting
+        with self._lock:
+            excess = len(waiting) - MAX_WAITING
+            if excess > 0:
+                del waiting[:excess]  # each list operation is atomic: appends meanwhile are kept
+                self._drop(excess, "the exporter does not keep up")
+            while waiting:
+                chunk = waiting[:CHUNK]
+                del waiting[: len(chunk)]
+                try:
+                    self.sink.write(chunk)
+                except Exception as exc:  # a broken exporter never fails the requests it traces
+                    self._drop(len(chunk), f"the exporter failed: {exc!r}")
+
+    def _drop(self, count: int, why: str) -> None:
+        if not self.dropped:  # once: the exporter's own errors are logged where it runs
+            _log.warning("tracing: spans dropped (%s); further drops are not logged", why)
+        self.dropped += count
+
+    def flush(self, timeout_s: float) -> None:
+        """Ship the waiting records and have the sink export them."""
+        self.ship()
+        try:
+            self.sink.flush(timeout_s)
+        except Exception:  # tracing never fails what it traces
+            _log.warning("tracing: the exporter could not flush", exc_info=True)
+
+    def close(self) -> None:
+        """Stop shipping: the records still waiting are shipped, then the sink is closed."""
+        self._stop.set()
+        self._thread.join()
+        self.ship()
+        self.sink.close()
+
+
+def exporter_kinds(environ: Mapping[str, str]) -> list[str]:
+    """The exporters ``OTEL_TRACES_EXPORTER`` names (default ``otlp``; ``console``; ``none``: none), OTLP by its
+    protocol variables (HTTP/protobuf unless they say ``grpc``): ``otlp-http``, ``otlp-grpc``, ``console``."""
+    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
+    kinds: list[str] = []
+    for name in names:
+        if name == "otlp":
+            kinds.append(_otlp_kind(environ))
+        elif name == "console":
+            kinds.append("console")
+        elif name != "none":
+            raise InvalidArgumentError(f"OTEL_TRACES_EXPORTER={name}: modelport exports to otlp, console or none")
+    return kinds
+
+
+def _otlp_kind(environ: Mapping[str, str]) -> str:
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (protocol or "http/protobuf").strip().lower()
+    if protocol in ("grpc", "http/protobuf"):
+        return "otlp-grpc" if protocol == "grpc" else "otlp-http"
+    raise InvalidArgumentError(f"OTLP protocol {protocol!r}: modelport exports over grpc or http/protobuf")
+
+
+def _exporter(kind: str) -> SpanExporter:
+    """One exporter of :func:`exporter_kinds`, configured by the ``OTEL_EXPORTER_OTLP_*`` variables."""
+    if kind == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if kind == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    return ConsoleSpanExporter()
+
+
+def processors(exporters: Sequence[SpanExporter | str]) -> list[SpanProcessor]:
+    """A batch span processor (sized by ``OTEL_BSP_*``) per exporter, given or named by its kind."""
+    return [BatchSpanProcessor(_exporter(e) if isinstance(e, str) else e) for e in exporters]
+
+
+class _Resource(Resource):
+    """A resource whose hash is computed once: the OTLP encoder groups each span by its resource, and
+    ``Resource.__hash__`` is a sorted JSON dump of the attributes (~4 µs a span). Immutable, so it holds."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def resource() -> Resource:
+    """The SDK's resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), named ``modelport`` with its
+    version unless it says otherwise."""
+    found = Resource.create()
+    defaults: Attributes = {}
+    if str(found.attributes.get("service.name", "")).startswith("unknown_service"):
+        defaults["service.name"] = "modelport"
+    if "service.version" not in found.attributes:
+        defaults["service.version"] = __version__
+    return _Resource(found.merge(Resource(defaults)) if defaults else found)

@@ -1,0 +1,123 @@
+"""Span records: what the exporter makes of them, how the recorder ships them, and the exporter process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import SpanKind, StatusCode
+
+from modelport.serving import tracing_spans
+from modelport.serving.tracing_process import ExporterProcess
+from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, readable, resource
+
+TRACE, SERVER, CALLER = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0x1234
+LINK = (TRACE, 0x99, 1, "")
+VALIDATE = ("validate", 10, 20, {}, 0, "", (), ())
+BATCH = ("batch", 30, 40, {"modelport.batch.size": 2}, 2, "a request of the batch failed", (), (LINK,))
+
+
+def request_record(children: Sequence[tracing_spans.ChildRecord] = (VALIDATE, BATCH)) -> Record:
+    ids = (TRACE, SERVER, 1, "k=v", CALLER, True)
+    return ("POST /x", SpanKind.SERVER.value, *ids, 5, 50, {"modelport.model": "echo"}, 0, "", (), (), list(children))
+
+
+def test_a_record_is_its_span_then_its_children_under_it_with_ids_of_their_own():
+    server, validate, batch = readable(request_record(), resource(), RandomIdGenerator())
+    assert (server.name, server.kind, server.start_time, server.end_time) == ("POST /x", SpanKind.SERVER, 5, 50)
+    assert server.context is not None and server.parent is not None
+    assert (server.context.trace_id, server.context.span_id, server.parent.span_id) == (TRACE, SERVER, CALLER)
+    assert server.parent.is_remote and server.context.trace_state.to_header() == "k=v"
+    assert server.attributes == {"modelport.model": "echo"}
+    for child in (validate, batch):
+        assert child.kind is SpanKind.INTERNAL
+        assert child.parent == server.context
+        assert child.context is not None and child.context.span_id not in (0, SERVER)
+    assert validate.context.span_id != batch.context.span_id
+    assert batch.status.status_code is StatusCode.ERROR and batch.status.description == "a request of the batch failed"
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [(TRACE, 0x99)]
+
+
+class _Listed:
+    """A sink that keeps what it is given, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.flushed = threading.Event()
+        self.failing = False
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self.failing:
+            raise BrokenPipeError("the exporter process is gone")
+        self.records += records
+
+    def flush(self, timeout_s: float) -> None:
+        self.flushed.set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_recorder_ships_in_order_on_flush_and_on_close():
+    sink = _Listed()
+    recorder = Recorder(sink)
+    records = [request_record([("validate", i, i, {}, 0, "", (), ())]) for i in range(700)]
+    for record in records[:600]:
+        recorder.append(record)
+    recorder.flush(1.0)
+    assert sink.flushed.is_set()
+    assert sink.records == records[:600]
+    for record in records[600:]:
+        recorder.append(record)
+    recorder.close()
+    assert sink.records == records
+
+
+def test_the_recorder_drops_what_its_sink_cannot_take_and_never_raises(monkeypatch, caplog):
+    monkeypatch.setattr(tracing_spans, "MAX_WAITING", 10)
+    sink = _Listed()
+    recorder = Recorder(sink)
+    recorder._stop.set()  # no shipping but ours
+    recorder._thread.join()
+    for _ in range(25):
+        recorder.append(request_record())
+    recorder.ship()
+    assert (len(sink.records), recorder.dropped) == (10, 15)
+    sink.failing = True
+    recorder.append(request_record())
+    recorder.ship()
+    assert recorder.dropped == 16
+    assert "spans dropped" in caplog.text
+
+
+def test_span_processors_make_and_hand_on_the_spans_of_each_record():
+    exporter = InMemorySpanExporter()
+    sink = SpanProcessors([SimpleSpanProcessor(exporter)], resource(), RandomIdGenerator())
+    sink.write([request_record(), request_record(children=())])
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST /x", "validate", "batch", "POST /x"]
+
+
+@pytest.mark.parametrize("kinds", [[], ["console"]])
+def test_the_exporter_process_starts_flushes_and_exits_once_its_input_closes(kinds, capfd):
+    process = ExporterProcess(kinds, {"OTEL_SERVICE_NAME": "in-the-exporter"})
+    process.write([request_record()])
+    process.flush(5.0)  # the console exporter has printed by now
+    process.close()
+    assert process.process.returncode == 0
+    out = capfd.readouterr().out
+    assert ('"name": "validate"' in out and "in-the-exporter" in out) is bool(kinds)
+
+
+def test_a_dead_exporter_process_costs_its_spans_not_the_requests(caplog):
+    process = ExporterProcess([], {})
+    process.process.kill()
+    process.process.wait()
+    recorder = Recorder(process)
+    recorder.append(request_record())
+    recorder.flush(0.5)  # neither raises
+    recorder.close()
+    assert recorder.dropped == 1
