@@ -692,8 +692,14 @@ def _image_times(model: EdgeModel, runs: int) -> dict[str, float]:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS: Linux's VmHWM (ru_maxrss also counts the parent's pages at fork)."""
     import resource
 
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(peak) / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
