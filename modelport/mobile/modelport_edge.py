@@ -361,6 +361,11 @@ class EdgeModel:
         :class:`BundleError` unless each answer is within this variant's tolerance of the server's."""
         samples: list[dict[str, Any]] = self.bundle.get("samples", [])
         expected_all: list[dict[str, Any]] = self.spec.get("samples", [])
+        if len(expected_all) != len(samples):
+            raise BundleError(
+                f"variant {self.variant!r} records {len(expected_all)} raw-sample answers for {len(samples)} "
+                f"samples in {BUNDLE_FILE}: the bundle is inconsistent"
+            )
         tol = self.spec["tolerance"]
         worst, agree = 0.0, 0
         for sample, expected in zip(samples, expected_all, strict=True):

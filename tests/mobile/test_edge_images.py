@@ -134,3 +134,12 @@ def test_bench_times_image_processing_next_to_the_model(image_bundles, tmp_path,
     assert "image->tensor p50" in capsys.readouterr().out
     for row in json.loads(report.read_text())["variants"]:
         assert 0 < row["pre_p50_ms"] < row["e2e_p50_ms"]
+
+
+def test_a_variant_missing_its_sample_answers_is_refused(image_bundles, tmp_path, capsys):
+    bundle = shutil.copytree(image_bundles.keras, tmp_path / "kdigits")
+    data = _bundle(bundle)
+    data["variants"]["float16"]["samples"].pop()
+    (bundle / "bundle.json").write_text(json.dumps(data))
+    assert edge.main(["verify", str(bundle), "--variant", "float16"]) == 1
+    assert "records 7 raw-sample answers for 8 samples" in capsys.readouterr().err
