@@ -147,11 +147,12 @@ classify_samples() {
 sys.path.insert(0, sys.argv[1])
 from modelport_edge import EdgeModel
 bundle = json.load(open(sys.argv[1] + "/bundle.json"))
+samples = bundle["samples"]
 for variant in bundle["variants"]:
     model, same = EdgeModel.open(sys.argv[1], variant), 0
-    for sample in bundle["samples"]:
+    for sample in samples:
         same += next(iter(model.classify_image(sys.argv[1] + "/" + sample["file"], k=1))) == next(iter(sample["response"]))
-    print(f"    classify_image {variant:13s} {same}/{len(bundle['samples'])} samples labelled as the server labelled them")
+    print(f"    classify_image {variant:13s} {same}/{len(samples)} samples labelled as the server labelled them")
 ' "/bundles/$name"
 }
 
