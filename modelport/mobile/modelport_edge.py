@@ -46,6 +46,7 @@ __all__ = [
     "EdgeModel",
     "MissingPillowError",
     "decode_array",
+    "has_pillow",
     "load_bundle",
     "main",
     "open_session",
