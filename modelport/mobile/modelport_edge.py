@@ -633,7 +633,7 @@ def _predict(args: argparse.Namespace) -> int:
     data = np.load(args.input, allow_pickle=False)
     inputs = {k: data[k] for k in data.files} if hasattr(data, "files") else data
     if any(o.get("classifier") for o in model.outputs):
-        for row, best in enumerate(model.top_k(inputs, args.top_k)):
+        for row, best in enumerate(model.top_k(inputs, args.top_k or 5)):
             print(f"{row}: " + ", ".join(f"{label} ({score:.3f})" for label, score in best))
     else:
         for name, value in model.predict(inputs).items():
@@ -808,7 +808,7 @@ def _parser() -> argparse.ArgumentParser:
             given = p.add_mutually_exclusive_group(required=True)
             given.add_argument("--input", type=Path, help=".npy (one input) or .npz keyed by input name")
             given.add_argument("--image", type=Path, help="an image file, through the bundle's processing (Pillow)")
-            p.add_argument("-k", "--top-k", type=int, default=5, help="classes to print (default 5)")
+            p.add_argument("-k", "--top-k", type=int, help="classes to print (default: the bundle's top-k, else 5)")
         if name in ("bench", "_bench-child"):
             p.add_argument("--runs", type=int, default=200, help="timed runs per variant (default 200)")
         if name == "bench":

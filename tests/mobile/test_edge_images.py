@@ -103,6 +103,8 @@ def test_predict_image_prints_the_servers_response(image_bundles, capsys):
     assert edge.main(args) == 0
     answer = json.loads(capsys.readouterr().out)
     assert list(answer) == list(sample["response"])[:2]
+    assert edge.main(args[:-2]) == 0  # without -k: the bundle's own top-k step (k: 3)
+    assert json.loads(capsys.readouterr().out) == pytest.approx(sample["response"], abs=1e-5)
 
 
 def test_without_pillow_images_say_so_and_verify_checks_the_numbers(image_bundles, tmp_path):
