@@ -5,9 +5,10 @@
 #
 # Builds (once, ~10 min) an aarch64 Debian root with debootstrap + qemu-user-static under
 # $EDGE_ARM64_DIR (default .edge-arm64/, git-ignored), downloads the aarch64 wheels of numpy
-# and ai-edge-litert on the host (pip download --platform manylinux_2_27_aarch64), installs
-# them into a venv inside the root that holds nothing else, then runs
-# `modelport_edge.py verify` and `bench` of every BUNDLE_DIR there. Without a bundle it only
+# ai-edge-litert and Pillow on the host (pip download --platform manylinux_2_27_aarch64), installs
+# them into a venv inside the root that holds nothing else, then runs `modelport_edge.py verify`
+# (golden vectors, and the raw samples through the device's image processing), `predict --image`
+# of each bundled sample and `bench` of every BUNDLE_DIR there. Without a bundle it only
 # prepares the root. Needs root (debootstrap, chroot, mounts) and Debian's package mirror.
 #
 # LiteRT 2.2/2.3 crash under qemu-user when they parse the host's x86 /proc/cpuinfo: the
@@ -21,8 +22,8 @@ WHEELS=$WORK/wheels
 SUITE=${EDGE_ARM64_SUITE:-bookworm}   # Python 3.11, like the host
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_PY=${HOST_PYTHON:-$REPO/.venv/bin/python}
-VENV=/opt/edge                         # inside the root: numpy + ai-edge-litert only
-PACKAGES=(numpy ai-edge-litert)
+VENV=/opt/edge                         # inside the root: numpy + ai-edge-litert + Pillow only
+PACKAGES=(numpy ai-edge-litert pillow)
 
 # a clean environment inside the root: the host's PIP_* settings must not leak in
 in_root() { chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
@@ -132,11 +133,34 @@ mount_proc() {
     rm -rf "$ROOTFS/sys/devices"
 }
 
+# predict --image of the first raw sample, then classify_image of every sample with every variant
+# (decode -> label on aarch64), counted against the server's labels (verify is the gate: it compares
+# each variant with the server's processing through that same variant)
+classify_samples() {
+    local name=$1 first
+    first=$(cd "$ROOTFS/bundles/$name" && ls samples 2>/dev/null | head -1)
+    [ -n "$first" ] || return 0
+    say "predict --image samples/$first ($name) on aarch64"
+    in_root "$VENV/bin/python" "/bundles/$name/modelport_edge.py" predict "/bundles/$name" \
+        --image "/bundles/$name/samples/$first" -k 3 || return 1
+    in_root "$VENV/bin/python" -c 'import json, sys
+sys.path.insert(0, sys.argv[1])
+from modelport_edge import EdgeModel
+bundle = json.load(open(sys.argv[1] + "/bundle.json"))
+samples = bundle["samples"]
+for variant in bundle["variants"]:
+    model, same = EdgeModel.open(sys.argv[1], variant), 0
+    for sample in samples:
+        same += next(iter(model.classify_image(sys.argv[1] + "/" + sample["file"], k=1))) == next(iter(sample["response"]))
+    print(f"    classify_image {variant:13s} {same}/{len(samples)} samples labelled as the server labelled them")
+' "/bundles/$name"
+}
+
 run_bundles() {
     local bundle name status=0
     mount_proc
-    in_root "$VENV/bin/python" -c 'import platform, sys, numpy, ai_edge_litert
-print("target:", platform.machine(), "python", sys.version.split()[0], "numpy", numpy.__version__)'
+    in_root "$VENV/bin/python" -c 'import platform, sys, numpy, ai_edge_litert, PIL
+print("target:", platform.machine(), "python", sys.version.split()[0], "numpy", numpy.__version__, "Pillow", PIL.__version__)'
     in_root "$VENV/bin/python" -m pip --disable-pip-version-check list 2>/dev/null | sed 's/^/    /'
     for bundle in "$@"; do
         name=$(basename "$bundle")
@@ -145,6 +169,7 @@ print("target:", platform.machine(), "python", sys.version.split()[0], "numpy", 
         cp -r "$bundle" "$ROOTFS/bundles/$name"
         say "verify $name on aarch64"
         in_root "$VENV/bin/python" "/bundles/$name/modelport_edge.py" verify "/bundles/$name" || status=1
+        classify_samples "$name" || status=1
         say "bench $name on aarch64"
         in_root "$VENV/bin/python" "/bundles/$name/modelport_edge.py" bench "/bundles/$name" \
             --runs "${EDGE_BENCH_RUNS:-50}" --json "/bundles/$name.bench.json" || status=1

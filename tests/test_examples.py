@@ -61,6 +61,9 @@ def test_demo_script_exports_both_models(tmp_path):
     assert "test accuracy" in done.stdout
     verified = [line for line in done.stdout.splitlines() if "golden cases" in line and line.rstrip().endswith("OK")]
     assert len(verified) >= 5, "the edge bundles of both models verify with the standalone runtime"
+    raw = [line for line in done.stdout.splitlines() if "8 raw samples (decode -> label on this device)" in line]
+    assert len(raw) == len(verified), "each bundled variant checks the digit PNGs through its own image processing"
+    assert done.stdout.count("digit-0-is-") >= 2, "predict --image answers for a sample of each bundle"
     assert "compare report:" in done.stdout and "failed:" not in done.stdout, "the demo ends with a clean shoot-out"
     assert (tmp_path / "demo-out" / "compare" / "compare.html").is_file()
     shoot_out = json.loads((tmp_path / "demo-out" / "shoot-out" / "compare.json").read_text())

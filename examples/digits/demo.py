@@ -83,16 +83,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bundle_all(repo: Path, models: Path, out: Path) -> int:
+    """Both bundles with the image processing of processors.yaml and 8 held-out digits as PNG samples."""
     import subprocess
 
+    import numpy as np
+
+    from examples.digits.data import save_images
+
+    held_out = np.load(models / "eval_nchw.npz")
+    images, labels = held_out["image"][:8, 0], held_out["labels"][:8]
+    samples = save_images(out / "sample-images", images[:6], labels[:6])
+    samples += save_images(out / "sample-images" / "32px", images[6:], labels[6:], upscale=4)
+    processors = Path(__file__).with_name("processors.yaml")
     status = 0
     for name, eval_data in (("digits-torch", "eval_nchw.npz"), ("digits-keras", "eval_nhwc.npz")):
         bundle = out / name
         args = ["bundle", str(repo / name), "--out", str(bundle), "--eval-data", str(models / eval_data), "--quiet"]
+        args += ["--processors", str(processors), *(f"--sample={path}" for path in samples)]
         status |= modelport(args)
         sys.stdout.flush()
-        verify = [sys.executable, str(bundle / "modelport_edge.py"), "verify", str(bundle)]
-        status |= subprocess.run(verify, check=False).returncode
+        edge = [sys.executable, str(bundle / "modelport_edge.py")]
+        status |= subprocess.run([*edge, "verify", str(bundle)], check=False).returncode
+        print(f"  {samples[0].name} ->", end=" ", flush=True)
+        status |= subprocess.run([*edge, "predict", str(bundle), "--image", str(samples[0])], check=False).returncode
     return status
 
 

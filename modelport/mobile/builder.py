@@ -1,11 +1,13 @@
 """``modelport bundle``: the published TFLite (and ORT) variants of a model as one self-verifying edge bundle.
 
 OUT/                      and OUT.zip of it
-    bundle.json           tensors, normalization, labels, int8 quantization, golden vectors and
-                          tolerances per variant, accuracy, sha256 of every file, tool versions
+    bundle.json           tensors, normalization, labels, processing (image, top-k), int8 quantization,
+                          golden vectors and raw samples with tolerances per variant, accuracy,
+                          sha256 of every file, tool versions
     float32.tflite ...    each with TFLite Metadata and labels.txt zipped onto it
     labels.txt
-    modelport_edge.py     the runtime: numpy + a LiteRT interpreter
+    samples/              raw inputs (images) with the server pipeline's answers in bundle.json
+    modelport_edge.py     the runtime: numpy + a LiteRT interpreter (+ Pillow for images)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.metadata
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from modelport.mobile import modelport_edge as edge
 from modelport.mobile.describe import LABELS_FILE, bundle_inputs, bundle_outputs, model_metadata, read_labels
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.report import BundleReport, BundleRow
+from modelport.mobile.samples import BundleProcessing, bundle_processing
 from modelport.mobile.sources import VariantSource, find_sources
 from modelport.mobile.tflite_metadata import embed_metadata
 from modelport.parity import DEFAULT_TOLERANCES, accuracy
@@ -36,6 +40,18 @@ from modelport.runtimes.base import Arrays, import_framework
 __all__ = ["build_bundle"]
 
 _TOLERANCE_KEYS = {"float32": "tflite", "ort": "ort"}  # the others are keyed by their quantization
+EvalData = tuple[Arrays, np.ndarray[Any, Any] | None]
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every variant of one bundle shares: its tensors, labels, processing and eval data."""
+
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    labels: list[str]
+    processing: BundleProcessing
+    eval_data: EvalData | None
 
 
 def build_bundle(options: BundleOptions) -> BundleReport:
@@ -47,18 +63,20 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     inputs, outputs = bundle_inputs(first.manifest, options), bundle_outputs(first.manifest, labels)
     if labels:
         (out / LABELS_FILE).write_text("\n".join(labels) + "\n")
-    eval_data = _eval_data(options, first)
+    with quiet_output(enabled=options.quiet):
+        processing = bundle_processing(options, first, inputs, out)
+    shared = _Shared(inputs, outputs, labels, processing, _eval_data(options, first))
     report = BundleReport(family, str(out), str(_archive(out)))
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")
         # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++, which no setting silences
         with quiet_output(enabled=options.quiet):
-            entry, row = _add_variant(out, source, inputs, outputs, labels, eval_data, options)
+            entry, row = _add_variant(out, source, shared, options)
         variants[source.name] = entry
         report.rows.append(row)
     shutil.copyfile(Path(edge.__file__), out / "modelport_edge.py")
-    bundle = _manifest(family, first, inputs, outputs, labels, variants, out)
+    bundle = _manifest(family, first, shared, variants, out)
     (out / edge.BUNDLE_FILE).write_text(json.dumps(bundle, indent=1) + "\n")
     edge.verify_files(out, bundle)
     _zip(out)
@@ -75,14 +93,9 @@ def _fresh_directory(out: Path) -> Path:
 
 
 def _add_variant(
-    out: Path,
-    source: VariantSource,
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
-    labels: list[str],
-    eval_data: tuple[Arrays, np.ndarray[Any, Any] | None] | None,
-    options: BundleOptions,
+    out: Path, source: VariantSource, shared: _Shared, options: BundleOptions
 ) -> tuple[dict[str, Any], BundleRow]:
+    inputs, outputs, labels = shared.inputs, shared.outputs, shared.labels
     manifest = source.manifest
     is_ort = manifest.format == "ort"
     file = f"{source.name}.ort" if is_ort else f"{source.name}.tflite"
@@ -98,14 +111,24 @@ def _add_variant(
     }
     if not is_ort:
         order, entry["signature"], entry["quantization"] = _interface(model, manifest.native_names)
-        metadata = model_metadata(manifest, source.name, inputs, outputs, order)
+        metadata = model_metadata(manifest, source.name, inputs, outputs, order, shared.processing.spec)
         model = embed_metadata(model, metadata, {LABELS_FILE: (out / LABELS_FILE).read_bytes()} if labels else {})
     (out / file).write_bytes(model)
     atol, rtol = DEFAULT_TOLERANCES[_TOLERANCE_KEYS.get(source.name, source.name)]
     entry["tolerance"] = {"atol": atol, "rtol": rtol, "top1": True}
     entry["golden"] = []
-    probe = {"format": "modelport-edge-bundle", "variants": {source.name: entry}, "inputs": inputs, "outputs": outputs}
+    probe = {
+        "format": "modelport-edge-bundle",
+        "variants": {source.name: entry},
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": labels,
+        "processing": shared.processing.spec or {},
+        "samples": shared.processing.samples,
+    }
     runner = edge.EdgeModel(out, probe, source.name, edge.open_session(out / file, entry, None, None))
+    # the raw samples' expected outputs: the server's tensors through this very file
+    entry["samples"] = [_encode(runner.run(dict(x))) for x in shared.processing.inputs]
     cases = load_golden(source.directory / GOLDEN_FILE)
     expected = [runner.run(dict(case.inputs)) for case in cases]
     entry["golden"] = [
@@ -116,7 +139,7 @@ def _add_variant(
         for c, e in zip(cases, expected, strict=True)
         for k in e
     )
-    row = _row(source, file, len(model), entry, runner, eval_data, options)
+    row = _row(source, file, len(model), entry, runner, shared.eval_data, options)
     entry.update(accuracy=row.accuracy, eval_samples=row.eval_samples, latency_p50_ms=row.latency_p50_ms)
     return entry, row
 
@@ -157,7 +180,7 @@ def _row(
     size: int,
     entry: dict[str, Any],
     runner: edge.EdgeModel,
-    eval_data: tuple[Arrays, np.ndarray[Any, Any] | None] | None,
+    eval_data: EvalData | None,
     options: BundleOptions,
 ) -> BundleRow:
     parity = source.manifest.parity
@@ -178,6 +201,7 @@ def _row(
         eval_samples=samples,
         latency_p50_ms=_latency(runner, sample, options.latency_runs),
         parity="pass" if parity and parity.passed else "allowed",
+        **_image_latency(runner, options.latency_runs),
     )
 
 
@@ -196,7 +220,27 @@ def _latency(runner: edge.EdgeModel, inputs: Arrays, runs: int) -> float:
     return float(np.percentile(times, 50)) * 1e3
 
 
-def _eval_data(options: BundleOptions, first: VariantSource) -> tuple[Arrays, np.ndarray[Any, Any] | None] | None:
+def _image_latency(runner: edge.EdgeModel, runs: int) -> dict[str, float]:
+    """p50 of decode -> tensor and of decode -> label over the raw samples, through modelport_edge.py."""
+    samples = runner.bundle.get("samples", [])
+    if not samples:
+        return {}
+    data = [(runner.directory / s["file"]).read_bytes() for s in samples]
+    pre, end_to_end = [], []
+    for index in range(runs):
+        tick = time.perf_counter()
+        tensors = runner.preprocess_image(data[index % len(data)])
+        processed = time.perf_counter()
+        runner.answer(runner.run(tensors))
+        pre.append(processed - tick)
+        end_to_end.append(time.perf_counter() - tick)
+    return {
+        "image_p50_ms": float(np.percentile(pre, 50)) * 1e3,
+        "end_to_end_p50_ms": float(np.percentile(end_to_end, 50)) * 1e3,
+    }
+
+
+def _eval_data(options: BundleOptions, first: VariantSource) -> EvalData | None:
     if options.eval_data is None:
         return None
     specs = tuple(s.model_copy(update={"shape": (-1, *s.shape[1:])}) for s in first.manifest.inputs)
@@ -208,27 +252,26 @@ def _encode(arrays: Arrays) -> dict[str, Any]:
 
 
 def _manifest(
-    family: str,
-    first: VariantSource,
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
-    labels: list[str],
-    variants: dict[str, dict[str, Any]],
-    out: Path,
+    family: str, first: VariantSource, shared: _Shared, variants: dict[str, dict[str, Any]], out: Path
 ) -> dict[str, Any]:
     from modelport._version import __version__
 
     source = first.manifest.source
-    files = {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != edge.BUNDLE_FILE}
+    paths = sorted(p for p in out.rglob("*") if p.is_file() and p.name != edge.BUNDLE_FILE)
+    files = {p.relative_to(out).as_posix(): file_sha256(p) for p in paths}
+    processing = {"processing": shared.processing.spec} if shared.processing.spec else {}
+    samples = {"samples": shared.processing.samples} if shared.processing.samples else {}
     return {
         "format": "modelport-edge-bundle",
         "schema_version": 1,
         "name": family,
         "version": first.manifest.version,
         "source": source.model_dump(exclude_none=True),
-        "inputs": inputs,
-        "outputs": outputs,
-        "labels": labels,
+        "inputs": shared.inputs,
+        "outputs": shared.outputs,
+        "labels": shared.labels,
+        **processing,
+        **samples,
         "default_variant": "float32" if "float32" in variants else next(iter(variants)),
         "variants": variants,
         "files": files,

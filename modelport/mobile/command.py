@@ -13,10 +13,12 @@ _EPILOG = """\
 examples:
   modelport bundle repo/digits-keras --out digits-keras-bundle --eval-data eval_nhwc.npz
   modelport bundle repo/digits/1 --out bundle.zip --variants float32 --ort --labels labels.txt --mean 0 --std 16
+  modelport bundle repo/digits-torch --out b --processors examples/digits/processors.yaml --sample digit-3.png
 
 then, on the device (numpy + ai-edge-litert only):
   python digits-keras-bundle/modelport_edge.py verify digits-keras-bundle
   python digits-keras-bundle/modelport_edge.py bench digits-keras-bundle
+  python b/modelport_edge.py predict b --image digit-3.png -k 3     # + Pillow
 """
 
 
@@ -40,6 +42,18 @@ def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--mean", type=_floats, help="normalization mean, one value or one per channel: (x - mean) / std")
     p.add_argument("--std", type=_floats, help="normalization std, one value or one per channel")
     p.add_argument("--eval-data", type=Path, help=".npz of inputs and 'labels': accuracy of each bundled variant")
+    p.add_argument(
+        "--processors",
+        type=Path,
+        help="YAML of the processing to bundle (a processors: section; default: the model's config.yaml)",
+    )
+    p.add_argument(
+        "--sample",
+        type=Path,
+        action="append",
+        default=[],
+        help="a raw input (image) to bundle with the server's answer, checked by verify on the device (repeatable)",
+    )
     p.add_argument("--latency-runs", type=int, default=100, help="timed runs for the latency column (default 100)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_run_bundle)
@@ -68,6 +82,8 @@ def _run_bundle(args: argparse.Namespace) -> int:
         mean=args.mean,
         std=args.std,
         eval_data=args.eval_data,
+        processors=args.processors,
+        samples=tuple(args.sample),
         latency_runs=args.latency_runs,
         quiet=args.quiet,
     )

@@ -90,9 +90,16 @@ def model_metadata(
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     order: tuple[list[str], list[str]],
+    processing: dict[str, Any] | None = None,
 ) -> ModelMetadata:
-    """TFLite Metadata for one variant; tensors in the model's own input/output order (``order``)."""
+    """TFLite Metadata for one variant; tensors in the model's own input/output order (``order``).
+
+    An input filled by the bundle's image step is described by that step: its colour space and its
+    normalization in pixel units (``(pixel - mean) / std``, what the Task Library applies)."""
     by_name = {s["name"]: s for s in (*inputs, *outputs)}
+    for step in (processing or {}).get("pre", []):
+        if step["kind"] == "image" and step["input"] in by_name:
+            by_name[step["input"]] = _with_image_step(by_name[step["input"]], step)
     source = manifest.source
     return ModelMetadata(
         name=manifest.family,
@@ -107,6 +114,19 @@ def model_metadata(
     )
 
 
+def _with_image_step(spec: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """The input as the image step makes it: ``pixel * scale`` then ``(x - mean) / std`` is
+    ``(pixel - mean / scale) / (std / scale)``, NormalizationOptions in pixel units."""
+    scale = step["scale"]
+    mean, std = step["mean"] or [0.0], step["std"] or [1.0]
+    return {
+        **spec,
+        "mean": [m / scale for m in mean],
+        "std": [s / scale for s in std],
+        "color_space": "GRAYSCALE" if step["mode"] in ("L", "LA") else "RGB",
+    }
+
+
 def _tensor(spec: dict[str, Any], is_input: bool) -> TensorMetadata:
     shape, layout = spec["shape"], spec.get("layout")
     image = is_input and layout == "NHWC" and len(shape) == 4 and shape[3] in (1, 3)
@@ -116,7 +136,7 @@ def _tensor(spec: dict[str, Any], is_input: bool) -> TensorMetadata:
         name=spec["name"],
         description=("class scores, " if spec.get("classifier") else "") + described,
         content="image" if image else "feature",
-        color_space=("GRAYSCALE" if shape[3] == 1 else "RGB") if image else None,
+        color_space=spec.get("color_space", "GRAYSCALE" if shape[3] == 1 else "RGB") if image else None,
         mean=tuple(spec["mean"]) if "mean" in spec else None,
         std=tuple(spec["std"]) if "std" in spec else None,
         min=(value_range[0],) if value_range else None,

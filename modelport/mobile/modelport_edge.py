@@ -1,14 +1,21 @@
 """modelport edge runtime: run a modelport bundle on the device, after proving it still computes right.
 
 One file that needs only numpy and a LiteRT interpreter (``ai_edge_litert``, else
-``tflite_runtime``, else ``tensorflow.lite``); ``.ort`` variants also need onnxruntime.
+``tflite_runtime``, else ``tensorflow.lite``); ``.ort`` variants also need onnxruntime. Pillow is
+optional: it is needed only to decode images (``classify_image``, ``predict --image``, the raw samples).
 
     python modelport_edge.py verify BUNDLE [--variant V]
     python modelport_edge.py predict BUNDLE --input x.npy [--variant V] [--top-k 5]
+    python modelport_edge.py predict BUNDLE --image x.jpg [--variant V] [-k 5]
     python modelport_edge.py bench BUNDLE [--runs 200] [--threads N] [--json [out.json]]
 
-    model = EdgeModel.open("bundle", variant="float16")   # checks sha256 + golden vectors
+    model = EdgeModel.open("bundle", variant="float16")   # checks sha256, golden vectors and raw samples
     model.top_k(image)                                    # [[("3", 0.98), ...]]
+    model.classify_image("digit.png", k=3)                # {"3": 0.98, "8": 0.01, "5": 0.003}
+
+The image and postprocessing steps come from ``bundle.json`` (``processing``), written by the server's
+processors (``modelport.processing``); the functions below repeat their arithmetic step for step, and
+a test compares the two on many images so they cannot drift.
 
 ``open`` refuses a bundle whose files do not match their sha256 or whose model does not
 reproduce the expected outputs recorded in ``bundle.json`` on this device. ``bench`` runs each
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import io
 import json
 import os
 import subprocess
@@ -36,10 +44,14 @@ __all__ = [
     "BundleError",
     "EdgeInputError",
     "EdgeModel",
+    "MissingPillowError",
     "decode_array",
+    "has_pillow",
     "load_bundle",
     "main",
     "open_session",
+    "postprocess",
+    "preprocess_image",
     "verify_files",
 ]
 
@@ -54,6 +66,10 @@ class BundleError(Exception):
 
 class EdgeInputError(ValueError):
     """An input that does not match the bundle's tensor specs."""
+
+
+class MissingPillowError(ImportError):
+    """Images need Pillow, which this device does not have."""
 
 
 def load_bundle(directory: str | Path) -> dict[str, Any]:
@@ -222,6 +238,8 @@ class EdgeModel:
         model = cls(directory, bundle, name, session)
         if verify:
             model.check_golden()
+            if model.bundle.get("samples") and has_pillow():
+                model.check_samples()
         return model
 
     def check_golden(self) -> dict[str, Any]:
@@ -306,6 +324,69 @@ class EdgeModel:
         labels = self.labels or [str(i) for i in range(scores.shape[-1])]
         return [[(labels[int(c)], float(row[c])) for c in order] for row, order in zip(scores, best, strict=True)]
 
+    def _step(self, section: str, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        steps = self.bundle.get("processing", {}).get(section, [])
+        return next((s for s in steps if s.get("kind") in kinds), None)
+
+    @property
+    def image_step(self) -> dict[str, Any] | None:
+        """The bundle's image step (how an image file becomes the model's input), if it has one."""
+        return self._step("pre", ("image",))
+
+    def preprocess_image(self, image: bytes | str | Path) -> dict[str, Array]:
+        """An image file or its bytes -> the model's input tensors (batch of 1)."""
+        step = self.image_step
+        if step is None:
+            raise EdgeInputError(
+                "the bundle has no image processing (bundle it with processors: an image step); "
+                "pass tensors to predict() instead"
+            )
+        return preprocess_image(image, step)
+
+    def answer(self, outputs: dict[str, Array], k: int | None = None) -> object:
+        """Model outputs of one image -> the server's response (its topk/argmax/threshold step)."""
+        step = self._step("post", ("topk", "argmax", "threshold")) or _DEFAULT_POST
+        name: str | None = step.get("output") or next((o["name"] for o in self.outputs if o.get("classifier")), None)
+        if name is None:
+            raise EdgeInputError("the model has no classifier output ([batch, classes])")
+        return postprocess(outputs[name], step, self.labels, k)
+
+    def classify_image(self, image: bytes | str | Path, k: int | None = 5) -> object:
+        """Decode -> resize/crop/normalize -> model -> labels, as the server answers the same image.
+
+        ``k`` overrides the top-k step's (``None``: the bundle's). Needs Pillow."""
+        return self.answer(self.run(self.preprocess_image(image)), k)
+
+    def check_samples(self) -> dict[str, Any]:
+        """Run the bundled raw samples through this device's processing and the model; raise
+        :class:`BundleError` unless each answer is within this variant's tolerance of the server's."""
+        samples: list[dict[str, Any]] = self.bundle.get("samples", [])
+        expected_all: list[dict[str, Any]] = self.spec.get("samples", [])
+        if len(expected_all) != len(samples):
+            raise BundleError(
+                f"variant {self.variant!r} records {len(expected_all)} raw-sample answers for {len(samples)} "
+                f"samples in {BUNDLE_FILE}: the bundle is inconsistent"
+            )
+        tol = self.spec["tolerance"]
+        worst, agree = 0.0, 0
+        for sample, expected in zip(samples, expected_all, strict=True):
+            outputs = self.run(self.preprocess_image(self.directory / sample["file"]))
+            for name, raw in expected.items():
+                want, got = decode_array(raw).astype(np.float64), outputs[name].astype(np.float64)
+                diff = np.abs(got - want) if got.shape == want.shape else np.asarray([np.inf])
+                worst = max(worst, float(diff.max(initial=0.0)))
+                if not np.all(diff <= tol["atol"] + tol["rtol"] * np.abs(want)):
+                    self._refuse(
+                        f"raw sample {sample['file']}: output {name!r} differs from the server's by up to "
+                        f"{float(diff.max()):.3g} (allowed: atol {tol['atol']:g} + rtol {tol['rtol']:g} * |expected|)"
+                        " - this device's image processing does not match the server's"
+                    )
+                if self._is_classifier(name) and int(np.argmax(got)) != int(np.argmax(want)):
+                    self._refuse(f"raw sample {sample['file']}: top-1 class differs from the server's")
+            top = next(iter(_as_dict(self.answer(outputs, 1))), None)
+            agree += top == next(iter(_as_dict(sample.get("response"))), top)
+        return {"samples": len(samples), "max_abs_error": worst, "server_top1": agree}
+
 
 def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
     name, shape = spec["name"], spec["shape"]
@@ -333,6 +414,155 @@ def _normalize(value: Array, spec: dict[str, Any]) -> Array:
         view[axis] = mean.size
         mean, std = mean.reshape(view), std.reshape(view)
     return (value - mean) / std
+
+
+# ---- images and labels (the same arithmetic as modelport.processing.image and .postprocess) ------------------
+
+_PILLOW_HINT = (
+    "decoding images needs Pillow: pip install pillow "
+    "(without it, predict --input .npy/.npz and the numeric golden checks still work)"
+)
+
+
+def _pillow() -> tuple[Any, Any]:
+    try:
+        image: Any = importlib.import_module("PIL.Image")
+        ops: Any = importlib.import_module("PIL.ImageOps")
+    except ImportError:
+        raise MissingPillowError(_PILLOW_HINT) from None
+    return image, ops
+
+
+def has_pillow() -> bool:
+    """Whether images can be decoded here."""
+    try:
+        _pillow()
+    except MissingPillowError:
+        return False
+    return True
+
+
+def _decode(data: bytes, step: dict[str, Any]) -> Any:
+    """Bytes -> a loaded PIL image in the step's colour mode (first frame, EXIF orientation applied)."""
+    image_module, ops = _pillow()
+    if not data:
+        raise EdgeInputError("empty image (0 bytes)")
+    if len(data) > step["max_bytes"]:
+        raise EdgeInputError(f"image of {len(data)} bytes is over the limit of {step['max_bytes']}")
+    try:
+        image = image_module.open(io.BytesIO(data), formats=list(step["formats"]))
+    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
+        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}): {exc}") from None
+    width, height = image.size
+    if width * height > step["max_pixels"]:
+        raise EdgeInputError(f"image of {width}x{height} pixels is over the limit of {step['max_pixels']} pixels")
+    try:
+        image.load()
+        if step["exif_transpose"]:
+            image = ops.exif_transpose(image)
+        return image if image.mode == step["mode"] else image.convert(step["mode"])
+    except Exception as exc:
+        raise EdgeInputError(f"cannot decode the image ({exc})") from None
+
+
+def _resize(image: Any, size: int | list[int], interpolation: str) -> Any:
+    """``transforms.Resize``: an int sets the shorter side (the longer one truncated), ``[h, w]`` both."""
+    width, height = image.size
+    if isinstance(size, int):
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size, int(size * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    else:
+        new_h, new_w = size
+    if (new_w, new_h) == (width, height):
+        return image
+    image_module, _ = _pillow()
+    return image.resize((new_w, new_h), getattr(image_module.Resampling, interpolation.upper()))
+
+
+def _center_crop(image: Any, size: int | list[int]) -> Any:
+    """``transforms.CenterCrop``: zero padding where the image is smaller, then the centred box."""
+    crop_h, crop_w = (size, size) if isinstance(size, int) else size
+    width, height = image.size
+    if crop_w > width or crop_h > height:
+        _, ops = _pillow()
+        pad_w, pad_h = max(crop_w - width, 0), max(crop_h - height, 0)
+        bands = len(image.getbands())
+        border = (pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2)
+        image = ops.expand(image, border=border, fill=(0,) * bands if bands > 1 else 0)
+        width, height = image.size
+        if (crop_w, crop_h) == (width, height):
+            return image
+    top, left = round((height - crop_h) / 2.0), round((width - crop_w) / 2.0)
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+def _to_array(image: Any, step: dict[str, Any]) -> Array:
+    """Pixels * scale (rounded once to float32), then (x - mean) / std in float32, HWC."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    values: Array = (pixels.astype(np.float64) * step["scale"]).astype(np.float32)
+    if step.get("mean") is None or step.get("std") is None:
+        return values
+    normalized: Array = np.subtract(values, np.asarray(step["mean"], np.float32))
+    normalized /= np.asarray(step["std"], np.float32)
+    return normalized
+
+
+def preprocess_image(data: bytes | str | Path, step: dict[str, Any]) -> dict[str, Array]:
+    """An image file or its bytes -> ``{input: (1, C, H, W) or (1, H, W, C)}``, as the server's image step."""
+    raw = Path(data).read_bytes() if isinstance(data, str | Path) else bytes(data)
+    image = _decode(raw, step)
+    if step.get("resize") is not None:
+        image = _resize(image, step["resize"], step["interpolation"])
+    if step.get("center_crop") is not None:
+        image = _center_crop(image, step["center_crop"])
+    values = _to_array(image, step)
+    if step["layout"] == "NCHW":
+        values = values.transpose(2, 0, 1)
+    return {step["input"]: np.ascontiguousarray(values[None], dtype=np.dtype(step["dtype"]))}
+
+
+def _activate(scores: Array, activation: str) -> Array:
+    values = scores if np.issubdtype(scores.dtype, np.floating) else scores.astype(np.float32)
+    if activation == "softmax":
+        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+    if activation == "sigmoid":
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-values))
+    return values
+
+
+def postprocess(scores: Array, step: dict[str, Any], labels: list[str], k: int | None = None) -> object:
+    """One row of class scores -> the server's response: ``topk`` / ``threshold`` ``{label: score}``
+    best first, ``argmax`` ``{"label", "index", "score"}``; ``k`` overrides the step's."""
+    values = _activate(scores.reshape(-1), step.get("activation", "none"))
+
+    def name(index: int) -> str:
+        return labels[index] if index < len(labels) else str(index)
+
+    ranked = [int(i) for i in np.argsort(-values, kind="stable")]
+    if step["kind"] == "argmax":
+        best = int(np.argmax(values))
+        return {"label": name(best), "index": best, "score": float(values[best])}
+    if step["kind"] == "threshold":
+        return {name(i): float(values[i]) for i in ranked if values[i] >= step["threshold"]}
+    top = k if k is not None else step.get("k")
+    if top is None:
+        return {name(i): float(s) for i, s in enumerate(values)}
+    return {name(i): float(values[i]) for i in ranked[:top]}
+
+
+_DEFAULT_POST: dict[str, Any] = {"kind": "topk", "k": 5, "activation": "none", "output": None}
+
+
+def _as_dict(response: object) -> dict[str, Any]:
+    """A top-1 response as ``{label: ...}`` (argmax's ``{"label": name}`` included)."""
+    if isinstance(response, dict) and "label" in response and "index" in response:
+        return {response["label"]: response.get("score")}
+    return response if isinstance(response, dict) else {}
 
 
 # ---- command line -------------------------------------------------------------------------------------------
@@ -376,16 +606,34 @@ def _verify(args: argparse.Namespace) -> int:
             + ("" if agree is None else f", top-1 agreement {100 * agree:.0f}%")
             + "  OK"
         )
+        _verify_samples(model)
     print(f"verified: {bundle['name']} reproduces its expected outputs on this device")
     return 0
 
 
+def _verify_samples(model: EdgeModel) -> None:
+    """The raw samples through this device's image processing; skipped, with a note, without Pillow."""
+    if not model.bundle.get("samples"):
+        return
+    if not has_pillow():
+        print(f"  {'':14s} raw samples not checked: Pillow is not installed (pip install pillow)")
+        return
+    result = model.check_samples()
+    print(
+        f"  {'':14s} {result['samples']} raw samples (decode -> label on this device), max abs error "
+        f"{result['max_abs_error']:.2e}, top-1 as the server answered: {result['server_top1']}/{result['samples']}  OK"
+    )
+
+
 def _predict(args: argparse.Namespace) -> int:
     model = EdgeModel.open(args.bundle, args.variant, num_threads=args.threads)
+    if args.image is not None:
+        print(json.dumps(model.classify_image(args.image, args.top_k)))
+        return 0
     data = np.load(args.input, allow_pickle=False)
     inputs = {k: data[k] for k in data.files} if hasattr(data, "files") else data
     if any(o.get("classifier") for o in model.outputs):
-        for row, best in enumerate(model.top_k(inputs, args.top_k)):
+        for row, best in enumerate(model.top_k(inputs, args.top_k or 5)):
             print(f"{row}: " + ", ".join(f"{label} ({score:.3f})" for label, score in best))
     else:
         for name, value in model.predict(inputs).items():
@@ -425,15 +673,39 @@ def _bench_child(args: argparse.Namespace) -> int:
         "p50_ms": p50,
         "p90_ms": p90,
         "p99_ms": p99,
+        **_image_times(model, args.runs),
         "peak_rss_mb": _peak_rss_mb(),
     }
     print(json.dumps(result))
     return 0
 
 
+def _image_times(model: EdgeModel, runs: int) -> dict[str, float]:
+    """p50 of decode -> tensor and of decode -> label over the raw samples (nothing without them or Pillow)."""
+    samples = model.bundle.get("samples", [])
+    if not samples or model.image_step is None or not has_pillow():
+        return {}
+    data = [(model.directory / s["file"]).read_bytes() for s in samples]
+    pre, end_to_end = [], []
+    for index in range(runs):
+        tick = time.perf_counter()
+        inputs = model.preprocess_image(data[index % len(data)])
+        processed = time.perf_counter()
+        model.answer(model.run(inputs))
+        pre.append(processed - tick)
+        end_to_end.append(time.perf_counter() - tick)
+    return {"pre_p50_ms": float(np.percentile(pre, 50)) * 1e3, "e2e_p50_ms": float(np.percentile(end_to_end, 50)) * 1e3}
+
+
 def _peak_rss_mb() -> float:
+    """This process's peak RSS: Linux's VmHWM (ru_maxrss also counts the parent's pages at fork)."""
     import resource
 
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(peak) / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
@@ -488,6 +760,8 @@ def _bench_table(report: dict[str, Any]) -> str:
         "p50",
         "p90",
         "p99",
+        "image->tensor p50",
+        "image->label p50",
         "peak RSS",
     )
     rows = [head]
@@ -503,6 +777,8 @@ def _bench_table(report: dict[str, Any]) -> str:
                 f"{r['p50_ms']:.3f} ms",
                 f"{r['p90_ms']:.3f} ms",
                 f"{r['p99_ms']:.3f} ms",
+                f"{r['pre_p50_ms']:.3f} ms" if "pre_p50_ms" in r else "-",
+                f"{r['e2e_p50_ms']:.3f} ms" if "e2e_p50_ms" in r else "-",
                 f"{r['peak_rss_mb']:.0f} MB",
             )
         )
@@ -520,7 +796,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, run, help_text in (
         ("verify", _verify, "check every file's sha256 and every variant's golden outputs"),
         ("predict", _predict, "run an .npy/.npz input (top-k with labels for classifiers)"),
-        ("bench", _bench, "cold start, latency p50/p90/p99, peak RSS and size per variant"),
+        ("bench", _bench, "cold start, latency p50/p90/p99, image processing p50, peak RSS and size per variant"),
         ("_bench-child", _bench_child, argparse.SUPPRESS),
     ):
         p = commands.add_parser(name, help=help_text)
@@ -529,8 +805,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's)")
         p.set_defaults(run=run)
         if name == "predict":
-            p.add_argument("--input", required=True, type=Path, help=".npy (one input) or .npz keyed by input name")
-            p.add_argument("--top-k", type=int, default=5)
+            given = p.add_mutually_exclusive_group(required=True)
+            given.add_argument("--input", type=Path, help=".npy (one input) or .npz keyed by input name")
+            given.add_argument("--image", type=Path, help="an image file, through the bundle's processing (Pillow)")
+            p.add_argument("-k", "--top-k", type=int, help="classes to print (default: the bundle's top-k, else 5)")
         if name in ("bench", "_bench-child"):
             p.add_argument("--runs", type=int, default=200, help="timed runs per variant (default 200)")
         if name == "bench":
@@ -553,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"modelport_edge {args.command}: REFUSED: {exc}", file=sys.stderr)
         return 1
-    except (EdgeInputError, OSError, ValueError) as exc:
+    except (EdgeInputError, MissingPillowError, OSError, ValueError) as exc:
         print(f"modelport_edge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

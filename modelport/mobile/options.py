@@ -31,14 +31,17 @@ class BundleOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     eval_data: Path | None = None
+    processors: Path | None = None  # default: the model's config.yaml ``processors:``
+    samples: tuple[Path, ...] = ()  # raw inputs (images) answered by the server's pipeline, checked by verify
     latency_runs: int = 100
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("target", "out", "labels", "eval_data"):
+        for name in ("target", "out", "labels", "eval_data", "processors"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "samples", tuple(Path(p) for p in self.samples))
         if isinstance(self.variants, str):
             object.__setattr__(self, "variants", parse_variants(self.variants))
         if (self.mean is None) != (self.std is None):

@@ -1,4 +1,4 @@
-"""The bundle report: one row per variant (size, parity, agreement, accuracy, latency), as a table."""
+"""The bundle report: one row per variant (size, parity, agreement, accuracy, model and image->label p50)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class BundleRow:
     eval_samples: int | None
     latency_p50_ms: float  # batch 1 on this machine
     parity: str  # the export's gate: "pass" or "allowed" (--allow-mismatch)
+    image_p50_ms: float | None = None  # decode -> input tensor of the raw samples, on this machine
+    end_to_end_p50_ms: float | None = None  # decode -> label of the raw samples, on this machine
 
 
 @dataclass
@@ -52,7 +54,8 @@ def render_bundle_table(report: BundleReport) -> str:
         "max abs err vs source (golden)",
         "top-1 agree",
         "accuracy",
-        "latency p50",
+        "model p50",
+        "image->label p50",
     )
     rows = [head]
     for r in report.rows:
@@ -67,6 +70,7 @@ def render_bundle_table(report: BundleReport) -> str:
                 _pct(r.top1_agreement),
                 _pct(r.accuracy) + samples,
                 f"{r.latency_p50_ms:.3f} ms",
+                "-" if r.end_to_end_p50_ms is None else f"{r.end_to_end_p50_ms:.3f} ms",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

@@ -1,4 +1,5 @@
-"""Edge bundles of both digits models, built once per session from the exported repository."""
+"""Edge bundles of both digits models, built once per session from the exported repository: without
+processing (as bundles were before it existed) and with the digits' image processing and raw samples."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from modelport.mobile import BundleOptions, BundleReport, build_bundle
+
+PROCESSORS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "processors.yaml"
 
 
 @dataclass(frozen=True)
@@ -41,3 +44,41 @@ def bundles(digits_repo, digits, tmp_path_factory: pytest.TempPathFactory) -> Bu
         )
     )
     return Bundles(out / "kdigits", keras, out / "digits", torch)
+
+
+@dataclass(frozen=True)
+class ImageBundles:
+    """Both digits models bundled with examples/digits/processors.yaml and held-out digits as PNG samples."""
+
+    torch: Path
+    keras: Path
+    reports: dict[str, BundleReport]
+    samples: list[Path]  # six 8x8 digits, then two upscaled to 32x32 (the box filter shrinks them back)
+
+
+@pytest.fixture(scope="session")
+def image_bundles(digits_repo, digits, tmp_path_factory: pytest.TempPathFactory) -> ImageBundles:
+    import numpy as np
+
+    from examples.digits.data import save_images
+
+    out = tmp_path_factory.mktemp("image-bundles")
+    held_out = np.load(digits.eval_nchw)
+    images, labels = held_out["image"][:8, 0], held_out["labels"][:8]
+    samples = save_images(out / "png", images[:6], labels[:6]) + save_images(
+        out / "png32", images[6:], labels[6:], upscale=4
+    )
+    reports = {}
+    for name, eval_data in (("digits", digits.eval_nchw), ("kdigits", digits.eval_nhwc)):
+        reports[name] = build_bundle(
+            BundleOptions(
+                digits_repo.root / name,
+                out / name,
+                eval_data=eval_data,
+                processors=PROCESSORS,
+                samples=tuple(samples),
+                latency_runs=20,
+                quiet=True,
+            )
+        )
+    return ImageBundles(out / "digits", out / "kdigits", reports, samples)

@@ -1,4 +1,5 @@
-"""The proof: a virtualenv holding only numpy and ai-edge-litert verifies and benchmarks both bundles."""
+"""The proof: a virtualenv holding only numpy and ai-edge-litert verifies and benchmarks both bundles, and
+one holding only numpy, ai-edge-litert and Pillow verifies the image bundles' raw samples and classifies images."""
 
 from __future__ import annotations
 
@@ -33,15 +34,31 @@ def _run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
     return done
 
 
-@pytest.fixture(scope="session")
-def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """numpy + ai-edge-litert (pinned like the project), nothing else; wheels from the registry or pip's cache."""
+def _venv(tmp_path_factory: pytest.TempPathFactory, *packages: str) -> Path:
+    """A virtualenv with ``packages`` pinned like the project, nothing else (wheels: registry or pip cache)."""
     venv = tmp_path_factory.mktemp("edge-venv") / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], venv.parent)
     python = venv / "bin" / "python"
-    pins = [f"-c{ROOT / 'constraints.txt'}", "numpy", "ai-edge-litert"]
+    pins = [f"-c{ROOT / 'constraints.txt'}", *packages]
     _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], venv.parent, timeout=600)
     return python
+
+
+def _installed(python: Path, cwd: Path) -> set[str]:
+    listed = _run([str(python), "-m", "pip", "list", "--format=json"], cwd).stdout
+    return {re.sub(r"[-_.]+", "-", p["name"]).lower() for p in json.loads(listed)}
+
+
+@pytest.fixture(scope="session")
+def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """numpy + ai-edge-litert, nothing else."""
+    return _venv(tmp_path_factory, "numpy", "ai-edge-litert")
+
+
+@pytest.fixture(scope="session")
+def edge_venv_pillow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """numpy + ai-edge-litert + Pillow, nothing else."""
+    return _venv(tmp_path_factory, "numpy", "ai-edge-litert", "pillow")
 
 
 @pytest.mark.tflite
@@ -49,8 +66,7 @@ def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.torch
 @pytest.mark.slow
 def test_bundles_verify_and_bench_with_only_numpy_and_litert(bundles, edge_venv, tmp_path):
-    listed = _run([str(edge_venv), "-m", "pip", "list", "--format=json"], tmp_path).stdout
-    installed = {re.sub(r"[-_.]+", "-", p["name"]).lower() for p in json.loads(listed)}
+    installed = _installed(edge_venv, tmp_path)
     assert installed - ALLOWED <= LITERT_DEPS, f"the edge venv holds more than numpy + LiteRT: {sorted(installed)}"
     missing = subprocess.run([str(edge_venv), "-c", "import modelport"], cwd=tmp_path, capture_output=True, check=False)
     assert missing.returncode != 0, "modelport must not be importable on the device"
@@ -73,3 +89,37 @@ def test_bundles_verify_and_bench_with_only_numpy_and_litert(bundles, edge_venv,
         for r in results["variants"]:
             assert r["runtime"] in ("ai_edge_litert", "onnxruntime") and r["p50_ms"] > 0 and r["peak_rss_mb"] > 10
             assert r["cold_start_ms"] >= r["import_ms"] > 0
+
+
+# in the device venv: open (sha256, golden vectors, raw samples), classify one image, report peak RSS
+CLASSIFY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from modelport_edge import EdgeModel
+for variant in json.loads(open(sys.argv[1] + "/bundle.json").read())["variants"]:
+    print(json.dumps(EdgeModel.open(sys.argv[1], variant).classify_image(sys.argv[2], k=2)))
+status = open("/proc/self/status").read()  # VmHWM: this process's own peak (ru_maxrss counts the forking parent)
+print(int(status.split("VmHWM:")[1].split()[0]) / 1024)
+"""
+
+
+@pytest.mark.tflite
+@pytest.mark.tf
+@pytest.mark.torch
+@pytest.mark.slow
+def test_image_bundles_verify_and_classify_with_only_numpy_litert_and_pillow(image_bundles, edge_venv_pillow, tmp_path):
+    installed = _installed(edge_venv_pillow, tmp_path)
+    assert installed - ALLOWED - {"pillow"} <= LITERT_DEPS, f"more than numpy + LiteRT + Pillow: {sorted(installed)}"
+    for source in (image_bundles.torch, image_bundles.keras):
+        bundle = shutil.copytree(source, tmp_path / source.name)
+        runtime = str(bundle / "modelport_edge.py")
+        verified = _run([str(edge_venv_pillow), "-I", runtime, "verify", str(bundle)], tmp_path).stdout
+        assert verified.count("8 raw samples (decode -> label on this device)") == 4, verified
+        assert f"verified: {source.name} reproduces its expected outputs on this device" in verified
+        samples = json.loads((bundle / "bundle.json").read_text())["samples"]
+        image = str(bundle / samples[0]["file"])
+        done = _run([str(edge_venv_pillow), "-I", "-c", CLASSIFY, str(bundle), image], tmp_path).stdout.splitlines()
+        answers, peak_rss_mb = [json.loads(line) for line in done[:-1]], float(done[-1])
+        server_top1 = next(iter(samples[0]["response"]))
+        assert len(answers) == 4 and all(next(iter(a)) == server_top1 for a in answers), answers
+        assert peak_rss_mb < 80, f"{source.name}: peak RSS {peak_rss_mb:.0f} MB over the 80 MB goal"
