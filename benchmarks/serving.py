@@ -74,7 +74,7 @@ from serving_config import (  # noqa: E402
 )
 from serving_load import Payload, request_once, run_load, run_raw, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
-from serving_procs import Server, modelport_server, servers, settle, wait_valid  # noqa: E402
+from serving_procs import Server, cpu_seconds, modelport_server, servers, settle, wait_valid  # noqa: E402
 from serving_profile import profile_model  # noqa: E402
 from serving_report import (  # noqa: E402
     add_ratios,
@@ -180,6 +180,7 @@ def run_cell(
     problem = request_once(server.url, server.grpc, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
+    cpu_before = cpu_seconds(server.proc.pid)
     try:
         with PssSampler(server.proc.pid) as memory:
             load = run_load(cfg, server.url, server.grpc, payload, concurrency)
@@ -187,8 +188,9 @@ def run_cell(
         return {**cell, "error": f"load generator failed: {exc}: {exc.stderr[-500:]}", "rps": 0.0, "errors": -1}
     except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
-    cell.update(load, errors=load["non_2xx"] + load["socket_errors"], peak_pss_mb=memory.peak_mb)
-    print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s", end="")
+    cpu_us = 1e6 * (cpu_seconds(server.proc.pid) - cpu_before) / max(load["requests"], 1)
+    cell.update(load, errors=load["non_2xx"] + load["socket_errors"], peak_pss_mb=memory.peak_mb, cpu_us=cpu_us)
+    print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s  {cpu_us:6.1f} CPU us/req", end="")
     print(f"  p50 {load['p50_ms']:8.2f} ms  peak PSS {memory.peak_mb:6.1f} MiB  errors {cell['errors']}")
     return cell
 

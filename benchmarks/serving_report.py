@@ -22,6 +22,8 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         cell[key] = float(statistics.median(run[key] for run in ran)) if ran else (0.0 if key == "rps" else None)
     cell.update({key: sum(run[key] for run in ran) for key in _SUMMED if ran})
     cell["errors"] = sum(run["errors"] for run in ran) if len(ran) == len(runs) else -1
+    if any("cpu_us" in run for run in ran):  # the server's CPU time per request served
+        cell["cpu_us"] = float(statistics.median(run["cpu_us"] for run in ran if "cpu_us" in run))
     if any("peak_pss_mb" in run for run in ran):  # memory: the highest of the rounds, not the median
         cell["peak_pss_mb"] = max(run["peak_pss_mb"] for run in ran if "peak_pss_mb" in run)
     if ran:
@@ -73,7 +75,7 @@ def fmt(value: float | None, spec: str) -> str:
 def table(results: dict[str, Any]) -> str:
     """The printed table: one row per (model, concurrency, system), with (a) rows first (medians over rounds)."""
     head = f"{'model':9s} {'conc':>4s} {'system':15s} {'req/s':>9s} {'items/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
-    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s} {'PSS MiB':>8s} {'xPSS(b)':>8s}"
+    head += f" {'errors':>6s} {'x(a)b32':>8s} {'x(b)':>6s} {'CPU us':>7s} {'PSS MiB':>8s} {'xPSS(b)':>8s}"
     lines = [head, "-" * len(head)]
     for name, result in results.items():
         b32 = result["raw"].get("32", {}).get("items_per_s")
@@ -81,7 +83,7 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{name:9s} {'-':>4s} {LABELS['raw-b' + batch]:15s} {raw['items_per_s'] / int(batch):9.1f}"
                 f" {raw['items_per_s']:9.1f} {raw['p50_ms']:8.2f} {raw['p99_ms']:8.2f} {0:6d}"
-                f" {fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s} {'-':>8s} {'-':>8s}"
+                f" {fmt(raw['items_per_s'] / b32 if b32 else None, '8.3g')} {'-':>6s} {'-':>7s} {'-':>8s} {'-':>8s}"
             )
         for cell in result["cells"]:
             lines.append(
@@ -89,6 +91,7 @@ def table(results: dict[str, Any]) -> str:
                 f" {fmt(cell.get('items_per_s'), '9.1f')} {fmt(cell.get('p50_ms'), '8.2f')}"
                 f" {fmt(cell.get('p99_ms'), '8.2f')} {cell['errors']:6d}"
                 f" {fmt(cell.get('ratio_to_raw_b32'), '8.3g')} {fmt(cell.get('ratio_to_floor'), '6.2f')}"
+                f" {fmt(cell.get('cpu_us'), '7.1f')}"
                 f" {fmt(cell.get('peak_pss_mb'), '8.1f')} {fmt(cell.get('pss_ratio_to_floor'), '8.2f')}"
                 + (f"  ! {cell['error']}" if cell.get("error") else "")
             )
@@ -200,9 +203,10 @@ def baseline_lines(results: dict[str, Any]) -> str:
                 continue
             rps = after["rps"] / base["rps"] if base["rps"] else None
             pss = after["peak_pss_mb"] / base["peak_pss_mb"] if base.get("peak_pss_mb") else None
+            cpu = after["cpu_us"] / base["cpu_us"] if after.get("cpu_us") and base.get("cpu_us") else None
             lines.append(
                 f"{name} c={concurrency}: {LABELS[after['system']]} / {LABELS[system]}: req/s x{fmt(rps, '.3f')},"
-                f" peak PSS x{fmt(pss, '.3f')}"
+                f" CPU us/request x{fmt(cpu, '.3f')}, peak PSS x{fmt(pss, '.3f')}"
             )
     return "\n".join(lines)
 

@@ -38,6 +38,10 @@ Arrays = dict[str, np.ndarray[Any, Any]]
 Shape = tuple[int, ...]
 
 
+_NP_DTYPES: dict[str, np.dtype[Any]] = {}
+_FLOATS = frozenset(("float16", "bfloat16", "float32", "float64"))
+
+
 @dataclass(frozen=True)
 class DataType:
     """One tensor data type and its name in every system modelport talks to."""
@@ -50,7 +54,13 @@ class DataType:
     torch: str | None
 
     def np_dtype(self) -> np.dtype[Any]:
-        """The numpy dtype; bfloat16 comes from ``ml_dtypes``, strings are objects."""
+        """The numpy dtype; bfloat16 comes from ``ml_dtypes``, strings are objects (made once: hot path)."""
+        found = _NP_DTYPES.get(self.name)
+        if found is None:
+            found = _NP_DTYPES[self.name] = self._make_np_dtype()
+        return found
+
+    def _make_np_dtype(self) -> np.dtype[Any]:
         if self.name == "bfloat16":
             import ml_dtypes
 
@@ -60,7 +70,7 @@ class DataType:
 
     @property
     def is_float(self) -> bool:
-        return self.name in ("float16", "bfloat16", "float32", "float64")
+        return self.name in _FLOATS
 
     @property
     def is_integer(self) -> bool:

@@ -49,6 +49,7 @@ def test_serving_benchmark_quick(tmp_path: Path) -> None:
         assert cell["rps"] > 0, f"{system}: {cell}"
         assert len(cell["rounds"]) == report["meta"]["rounds"] == 1
         assert cell["peak_pss_mb"] > 0, f"{system}: {cell}"
+        assert cell["cpu_us"] > 0, f"{system}: {cell}"  # the server's CPU time per request served
     assert cells["v2-grpc"]["loadgen"] == "grpc"
     assert cells["floor"]["ratio_to_floor"] == 1.0
     assert set(result["servers"]) == {"floor", "floor-fastapi", "floor-null", "modelport", "torchserve"}
@@ -65,7 +66,7 @@ def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(mon
     from serving_report import add_ratios, median_cell, targets
 
     def run(system: str, rps: float, p99: float) -> dict[str, object]:
-        load = {"requests": int(rps), "seconds": 1.0, "rps": rps, "p50_ms": p99 / 2, "p99_ms": p99}
+        load = {"requests": int(rps), "seconds": 1.0, "rps": rps, "p50_ms": p99 / 2, "p99_ms": p99, "cpu_us": p99 * 10}
         counts = {"non_2xx": 0, "socket_errors": 0, "errors": 0, "loadgen": "wrk"}
         return {"system": system, "concurrency": 32, **load, **counts}
 
@@ -73,6 +74,7 @@ def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(mon
     json_cell = median_cell([run("v2-json", 310, 4.0), run("v2-json", 290, 6.0), run("v2-json", 900, 2.0)])
     binary = median_cell([run("v2-binary", 350, 2.0), {"system": "v2-binary", "concurrency": 32, "error": "boom"}])
     assert (floor["rps"], floor["p99_ms"], floor["requests"], floor["errors"]) == (200, 5.0, 600, 0)
+    assert floor["cpu_us"] == 50.0  # the median of the rounds' CPU us per request
     assert len(floor["rounds"]) == 3
     assert binary["rps"] == 350 and binary["errors"] == -1 and "round 2: boom" in binary["error"]
     result = {"raw": {}, "cells": [floor, json_cell, binary]}
@@ -123,12 +125,12 @@ def test_serving_benchmark_compares_a_baseline_checkout(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit):
         serving.parse_args(["--baseline", str(tmp_path)])  # not a checkout
 
-    def cell(system: str, rps: float, pss: float) -> dict[str, object]:
-        return {"system": system, "concurrency": 32, "rps": rps, "peak_pss_mb": pss}
+    def cell(system: str, rps: float, pss: float, cpu_us: float) -> dict[str, object]:
+        return {"system": system, "concurrency": 32, "rps": rps, "peak_pss_mb": pss, "cpu_us": cpu_us}
 
-    result = {"cells": [cell("v2-json", 30.0, 300.0), cell("v2-json-base", 25.0, 400.0)]}
+    result = {"cells": [cell("v2-json", 30.0, 300.0, 90.0), cell("v2-json-base", 25.0, 400.0, 120.0)]}
     assert baseline_lines({"resnet18": result}) == (
-        "resnet18 c=32: (c) v2 json / (c0) json base: req/s x1.200, peak PSS x0.750"
+        "resnet18 c=32: (c) v2 json / (c0) json base: req/s x1.200, CPU us/request x0.750, peak PSS x0.750"
     )
 
 

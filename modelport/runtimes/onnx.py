@@ -70,6 +70,10 @@ class OnnxRuntime:
         self.session: Any = None
         self.providers: list[str] = []
         self._invalid_argument: tuple[type[Exception], ...] = ()  # set by load()
+        # the feed's and the outputs' names, looked up once: predict runs for every batch
+        self._feed = [(spec.name, manifest.native(spec.name)) for spec in manifest.inputs]
+        self._fetch = [manifest.native(spec.name) for spec in manifest.outputs]
+        self._outputs = [spec.name for spec in manifest.outputs]
 
     def load(self) -> None:
         ort = import_framework("onnxruntime", "cpu")
@@ -81,13 +85,12 @@ class OnnxRuntime:
         log.info("%s: onnxruntime providers in use: %s", self.manifest.name, self.providers)
 
     def predict(self, inputs: Arrays) -> Arrays:
-        feed = {self.manifest.native(spec.name): inputs[spec.name] for spec in self.manifest.inputs}
-        names = [self.manifest.native(spec.name) for spec in self.manifest.outputs]
+        feed = {native: inputs[name] for name, native in self._feed}
         try:
-            values = self.session.run(names, feed)
+            values = self.session.run(self._fetch, feed)
         except self._invalid_argument as exc:
             raise rejected_input(status_message(str(exc))) from exc
-        return {spec.name: value for spec, value in zip(self.manifest.outputs, values, strict=True)}
+        return dict(zip(self._outputs, values, strict=True))
 
     def unload(self) -> None:
         self.session = None

@@ -169,8 +169,7 @@ class DataPlane:
         number: int | None = None  # the version served, once known
         succeeded = False
         self.in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.worker_requests.inc()
+        self.metrics.request_started()
         try:
             if self._draining:
                 raise UnavailableError("the server is shutting down", retry_after=5.0)
@@ -199,9 +198,8 @@ class DataPlane:
             self.in_flight -= 1
             if self._draining and not self.in_flight:
                 self._idle.set()
-            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            self.metrics.latency(label).observe(elapsed)
+            self.metrics.request_finished(label, elapsed)
             if number is not None:
                 self.metrics.statistics.request(name, number, elapsed, succeeded)
 
@@ -213,8 +211,12 @@ class DataPlane:
 
     async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """A model without processors: its tensors in, its tensors out (classified where asked)."""
-        with tracing.span("validate"):  # a no-op context when tracing is off
-            wanted = _requested_names(served, served.validate(request.inputs), request)
+        if tracing.ENABLED:
+            with tracing.span("validate"):
+                served.validate(request.inputs)
+        else:
+            served.validate(request.inputs)
+        wanted = _requested_names(served, request)
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
@@ -379,8 +381,8 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
     )
 
 
-def _requested_names(served: ServedVersion, manifest: ModelManifest, request: InferRequest) -> list[str]:
-    names = [s.name for s in manifest.outputs]
+def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
+    names = served.output_names
     if not request.outputs:
         return names
     unknown = [o.name for o in request.outputs if o.name not in names]

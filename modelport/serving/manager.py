@@ -40,6 +40,8 @@ class ModelEntry:
         """The configured default version, else the highest READY one, else the highest."""
         if self.config.default_version in self.versions:
             return self.versions[self.config.default_version]
+        if len(self.versions) == 1:  # the usual case, on every request: the one version, ready or not
+            return next(iter(self.versions.values()))
         ready = [v for v in self.versions.values() if v.state is VersionState.READY]
         pool = ready or list(self.versions.values())
         if not pool:

@@ -97,7 +97,27 @@ class Metrics:
         self._outcomes: dict[tuple[str, ...], Any] = {}
         self._latencies: dict[tuple[str, ...], Any] = {}
         self._batches: dict[tuple[str, str], _BatchChildren] = {}
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._in_flight = self._handled = 0
+        if not self._shared:  # one process: the gauges are read at scrape time, not written per request
+            self.in_flight.set_function(lambda: self._in_flight)
+            self.worker_requests.set_function(lambda: self._handled)
         self.exposition = self._exposition()
+
+    def request_started(self) -> None:
+        """An inference request reached the data plane: in flight, and counted for this worker."""
+        self._in_flight += 1
+        self._handled += 1
+        if self._shared:  # the other workers' /metrics read these from files: written now
+            self.in_flight.inc()
+            self.worker_requests.inc()
+
+    def request_finished(self, label: tuple[str, str, str], seconds: float) -> None:
+        """A request of (model, version, protocol) left the data plane after ``seconds``."""
+        self._in_flight -= 1
+        if self._shared:
+            self.in_flight.dec()
+        self.latency(label).observe(seconds)
 
     def _exposition(self) -> CollectorRegistry:
         """What /metrics shows: this registry, or every worker's metrics when there are several."""

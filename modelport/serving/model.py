@@ -102,6 +102,8 @@ class ServedVersion:
         # what validate reads for every request, looked up once
         inputs = loaded.manifest.inputs if loaded.manifest is not None else ()
         self._specs = {spec.name: spec for spec in inputs}
+        self._np_dtypes = {spec.name: lookup_dtype(spec.dtype).np_dtype() for spec in inputs}
+        self.output_names = [spec.name for spec in loaded.manifest.outputs] if loaded.manifest is not None else []
         finite_only = loaded.execution is not None and loaded.execution.limits.finite_only
         self._value_checks = finite_only or any(spec.value_range is not None for spec in inputs)
 
@@ -152,27 +154,22 @@ class ServedVersion:
             raise InvalidArgumentError(
                 f"model {self.name!r} takes inputs {list(expected)}; missing {missing}, unexpected {extra}"
             )
-        batch_sizes = set()
+        batch_sizes: list[int] = []
         for name, value in inputs.items():
             spec = expected[name]
-            got = dtype_of_array(value)
-            if got.name != spec.dtype:
-                want = lookup_dtype(spec.dtype).v2
-                raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
+            if value.dtype != self._np_dtypes[name] or self._value_checks:  # the common case needs no lookup
+                got = dtype_of_array(value)
+                if got.name != spec.dtype:
+                    want = lookup_dtype(spec.dtype).v2
+                    raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
             if not shape_matches(spec.shape, value.shape):
                 raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
             if self._value_checks:
                 self._check_values(spec, got, value)
             if manifest.max_batch_size and value.ndim:
-                batch_sizes.add(value.shape[0])
-        if len(batch_sizes) > 1:
-            raise SpecError(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
-        if batch_sizes and max(batch_sizes) > manifest.max_batch_size:
-            raise SpecError(
-                f"batch size {max(batch_sizes)} exceeds the model's max_batch_size {manifest.max_batch_size}"
-            )
-        if batch_sizes and min(batch_sizes) < 1:
-            raise SpecError("the batch is empty")
+                batch_sizes.append(value.shape[0])
+        if batch_sizes:
+            _check_batch(batch_sizes, manifest.max_batch_size)
         return manifest
 
     def _check_values(self, spec: TensorSpec, dtype: DataType, value: np.ndarray[Any, Any]) -> None:
@@ -191,6 +188,17 @@ class ServedVersion:
             allowed = format_range(*spec.value_range, integer=dtype.is_integer)
             where = f"input {spec.name!r}: value {found} at index {list(index)}"
             raise SpecError(f"{where} is outside the model's value range ({allowed})")
+
+
+def _check_batch(batch_sizes: list[int], max_batch_size: int) -> None:
+    """The inputs' batch sizes agree, are not empty and do not exceed the model's largest."""
+    size = batch_sizes[0]
+    if any(other != size for other in batch_sizes):
+        raise SpecError(f"inputs disagree on the batch size: {sorted(set(batch_sizes))}")
+    if size > max_batch_size:
+        raise SpecError(f"batch size {size} exceeds the model's max_batch_size {max_batch_size}")
+    if size < 1:
+        raise SpecError("the batch is empty")
 
 
 def load_version(
