@@ -268,12 +268,11 @@ class Batcher:
             self._free.put_nowait(instance)
         elapsed = time.perf_counter() - clock
         self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * elapsed / max(run.calls, 1)
+        rows = batch[0].rows if len(batch) == 1 else sum([p.rows for p in batch])
         if tracing.ENABLED:  # the batch's span, linked to its requests' (serving/tracing.py)
-            traces, rows = [p.trace for p in batch], sum(p.rows for p in batch)
-            tracing.record_batch(traces, rows, elapsed, run.calls, run.failed > 0)
+            tracing.record_batch([p.trace for p in batch], rows, elapsed, run.calls, run.failed > 0)
         if self._observe is not None:
-            rows = sum(p.rows for p in batch)
-            waits = tuple(started - p.enqueued for p in batch)
+            waits = tuple([started - p.enqueued for p in batch])
             self._observe(BatchStats(rows, len(batch), waits, elapsed, run.failed > 0, run.calls, run.inline))
 
     async def _run(self, run: _Run, batch: list[_Pending]) -> None:
