@@ -13,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from modelport.serving.batching import BatchStats
+from modelport.serving.histograms import LocalHistogram
 from modelport.serving.statistics import Statistics
 
 __all__ = ["Metrics", "VersionGauges"]
@@ -32,44 +33,47 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ("model", "version")
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # one process: histograms in plain Python (serving/histograms.py); workers share prometheus_client's files
+        histogram: Any = Histogram if self._shared else LocalHistogram
         self.requests = Counter(
             "modelport_requests", "Inference requests", (*labels, "protocol", "outcome"), registry=r
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = histogram(
             "modelport_request_duration_seconds",
             "End-to-end request latency",
             (*labels, "protocol"),
             buckets=_LATENCY,
             registry=r,
         )
-        self.queue_seconds = Histogram(
+        self.queue_seconds = histogram(
             "modelport_queue_duration_seconds",
             "Time a request waited for its batch",
             labels,
             buckets=_LATENCY,
             registry=r,
         )
-        self.compute_seconds = Histogram(
+        self.compute_seconds = histogram(
             "modelport_compute_duration_seconds", "Model execution time per batch", labels, buckets=_LATENCY, registry=r
         )
-        self.preprocess_seconds = Histogram(
+        self.preprocess_seconds = histogram(
             "modelport_preprocess_duration_seconds",
             "Time decoding one request's payloads (images, text) into tensors",
             labels,
             buckets=_LATENCY,
             registry=r,
         )
-        self.postprocess_seconds = Histogram(
+        self.postprocess_seconds = histogram(
             "modelport_postprocess_duration_seconds",
             "Time turning one request's output tensors into its response",
             labels,
             buckets=_LATENCY,
             registry=r,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "modelport_batch_size", "Rows per executed batch", labels, buckets=_BATCH, registry=r
         )
-        self.batch_requests = Histogram(
+        self.batch_requests = histogram(
             "modelport_batch_requests", "Requests per executed batch", labels, buckets=_BATCH, registry=r
         )
         self.inline_batches = Counter(
@@ -97,7 +101,6 @@ class Metrics:
         self._outcomes: dict[tuple[str, ...], Any] = {}
         self._latencies: dict[tuple[str, ...], Any] = {}
         self._batches: dict[tuple[str, str], _BatchChildren] = {}
-        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._in_flight = self._handled = 0
         if not self._shared:  # one process: the gauges are read at scrape time, not written per request
             self.in_flight.set_function(lambda: self._in_flight)
