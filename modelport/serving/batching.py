@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 Predict = Callable[[Arrays], Arrays]
 
+# uvloop's clock and timers count whole milliseconds: a timer may fire up to this much before its deadline
+_CLOCK_SLACK = 0.001
+
 # Failures that say nothing about any request's values: re-running parts of the batch cannot help.
 _NOT_ISOLATED = (UnavailableError, DeadlineExceededError)
 
@@ -141,6 +144,9 @@ class Batcher:
         self._closed = False
         self._compute_ewma = policy.inline_below_s  # start on the worker thread until a batch is timed
         self._hot = False  # a request ran at once during this pass of the event loop (see _idle)
+        # queued requests' deadlines in order (see _watch), and the one timer armed for the first
+        self._deadlines: deque[tuple[float, asyncio.Future[Arrays], float]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def depth(self) -> int:
@@ -172,11 +178,40 @@ class Batcher:
             # an empty context: not the first request's (its request id and span would label every batch's logs)
             self._loop_task = loop.create_task(self._loop(), context=contextvars.Context())
         self._queue.put_nowait(pending)
-        timer = loop.call_later(timeout, _expire, pending.future, timeout)
+        timer = self._watch(loop, pending, timeout)
         try:
             return await pending.future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, pending: _Pending, timeout: float) -> asyncio.TimerHandle | None:
+        """Fail ``pending`` after ``timeout`` seconds. Deadlines that come in order (one timeout per version, the
+        usual case) share one timer, armed for the earliest (no timer per request); one out of order gets its own,
+        returned for the caller to cancel."""
+        deadline = pending.enqueued + timeout
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():  # answered requests leave as they reach the front
+            deadlines.popleft()
+        if deadlines and deadline < deadlines[-1][0]:
+            return loop.call_at(deadline, _expire, pending.future, timeout)
+        deadlines.append((deadline, pending.future, timeout))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
+        return None
+
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline has passed, then sleep until the next one's."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now, deadlines = loop.time(), self._deadlines
+        while deadlines:
+            deadline, future, timeout = deadlines[0]
+            if not future.done() and deadline > now + _CLOCK_SLACK:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+                return
+            deadlines.popleft()
+            _expire(future, timeout)
 
     def _idle(self) -> bool:
         """Whether a request may run at once, inline: greedy batching (no delay to wait out), one instance
@@ -203,6 +238,8 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self._loop_task is not None:
             self._loop_task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:

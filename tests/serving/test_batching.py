@@ -118,6 +118,28 @@ async def test_timeout_gives_deadline_exceeded_and_the_batch_goes_on():
     await batcher.close()
 
 
+async def test_queued_requests_expire_on_their_own_deadlines_in_or_out_of_order():
+    """Deadlines in order share one timer (armed for the earliest); a shorter one out of order still comes first."""
+    model = Model()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=10))
+    first = asyncio.create_task(batcher.submit(_x(1), timeout=10))
+    await _started(model)
+    slow = [asyncio.create_task(batcher.submit(_x(1, i), timeout=0.2)) for i in range(3)]
+    await _queued(batcher, 3)
+    with pytest.raises(DeadlineExceededError, match=r"within 0\.02s"):  # queued last, expires first
+        await batcher.submit(_x(1), timeout=0.02)
+    assert not any(task.done() for task in slow)
+    for task in slow:
+        with pytest.raises(DeadlineExceededError, match=r"within 0\.2s"):
+            await task
+    kept = asyncio.create_task(batcher.submit(_x(1, 7), timeout=10))  # after the sweep: queued and served
+    await _queued(batcher, 1)
+    model.release.set()
+    assert (await first)["y"].shape == (1, 3)
+    assert (await kept)["y"][0, 0] == 14
+    await batcher.close()
+
+
 async def test_a_failing_batch_fails_its_requests_only():
     calls = {"n": 0}
 
