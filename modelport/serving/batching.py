@@ -44,15 +44,13 @@ from modelport.errors import (
 )
 from modelport.runtimes.base import Arrays
 from modelport.serving import tracing
+from modelport.serving.deadlines import Deadlines
 
 __all__ = ["BatchPolicy", "BatchStats", "Batcher", "inline_threshold_s"]
 
 log = logging.getLogger(__name__)
 
 Predict = Callable[[Arrays], Arrays]
-
-# uvloop's clock and timers count whole milliseconds: a timer may fire up to this much before its deadline
-_CLOCK_SLACK = 0.001
 
 # Failures that say nothing about any request's values: re-running parts of the batch cannot help.
 _NOT_ISOLATED = (UnavailableError, DeadlineExceededError)
@@ -144,9 +142,15 @@ class Batcher:
         self._closed = False
         self._compute_ewma = policy.inline_below_s  # start on the worker thread until a batch is timed
         self._hot = False  # a request ran at once during this pass of the event loop (see _idle)
-        # queued requests' deadlines in order (see _watch), and the one timer armed for the first
-        self._deadlines: deque[tuple[float, asyncio.Future[Arrays], float]] = deque()
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None  # queued requests' deadlines, made on the loop at first use
+        self._running_on: asyncio.AbstractEventLoop | None = None  # set at first use (see _event_loop)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the batcher runs on, found once: each ``get_running_loop()`` costs a getpid call (Python 3.11)."""
+        loop = self._running_on
+        if loop is None:
+            loop = self._running_on = asyncio.get_running_loop()
+        return loop
 
     @property
     def depth(self) -> int:
@@ -164,7 +168,7 @@ class Batcher:
             raise UnavailableError("the model version is being unloaded", retry_after=1.0)
         if self.depth >= self.policy.max_queue_size:
             raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         pending = _Pending(inputs, _rows(inputs, self.policy), (), loop.create_future(), loop.time())
         if tracing.ENABLED:
             pending.trace = tracing.enqueued()
@@ -178,40 +182,14 @@ class Batcher:
             # an empty context: not the first request's (its request id and span would label every batch's logs)
             self._loop_task = loop.create_task(self._loop(), context=contextvars.Context())
         self._queue.put_nowait(pending)
-        timer = self._watch(loop, pending, timeout)
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop)
+        timer = self._deadlines.watch(pending.future, pending.enqueued + timeout, timeout)
         try:
             return await pending.future
         finally:
             if timer is not None:
                 timer.cancel()
-
-    def _watch(self, loop: asyncio.AbstractEventLoop, pending: _Pending, timeout: float) -> asyncio.TimerHandle | None:
-        """Fail ``pending`` after ``timeout`` seconds. Deadlines that come in order (one timeout per version, the
-        usual case) share one timer, armed for the earliest (no timer per request); one out of order gets its own,
-        returned for the caller to cancel."""
-        deadline = pending.enqueued + timeout
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][1].done():  # answered requests leave as they reach the front
-            deadlines.popleft()
-        if deadlines and deadline < deadlines[-1][0]:
-            return loop.call_at(deadline, _expire, pending.future, timeout)
-        deadlines.append((deadline, pending.future, timeout))
-        if self._sweeper is None:
-            self._sweeper = loop.call_at(deadline, self._sweep)
-        return None
-
-    def _sweep(self) -> None:
-        """Fail the requests whose deadline has passed, then sleep until the next one's."""
-        self._sweeper = None
-        loop = asyncio.get_running_loop()
-        now, deadlines = loop.time(), self._deadlines
-        while deadlines:
-            deadline, future, timeout = deadlines[0]
-            if not future.done() and deadline > now + _CLOCK_SLACK:
-                self._sweeper = loop.call_at(deadline, self._sweep)
-                return
-            deadlines.popleft()
-            _expire(future, timeout)
 
     def _idle(self) -> bool:
         """Whether a request may run at once, inline: greedy batching (no delay to wait out), one instance
@@ -238,8 +216,8 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self._loop_task is not None:
             self._loop_task.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        if self._deadlines is not None:
+            self._deadlines.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:
@@ -249,7 +227,7 @@ class Batcher:
                 continue
             instance = await self._free.get()
             batch = await self._gather(first)
-            task = asyncio.get_running_loop().create_task(self._execute(instance, batch))
+            task = self._event_loop().create_task(self._execute(instance, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -259,7 +237,7 @@ class Batcher:
         limit = self.policy.max_batch_size
         if limit == 0:
             return batch
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         deadline = first.enqueued + self.policy.max_queue_delay_s
         skipped: list[_Pending] = []
         while rows < limit:
@@ -296,7 +274,7 @@ class Batcher:
             return None
 
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         started, clock = loop.time(), time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
         run = _Run(instance, inline=self._compute_ewma < self.policy.inline_below_s and len(self._instances) == 1)
         try:
@@ -320,7 +298,7 @@ class Batcher:
             if run.inline:
                 outputs = run.instance(inputs)  # cheaper than the hop to a worker thread and back
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run.instance, inputs)
+                outputs = await self._event_loop().run_in_executor(self._executor, run.instance, inputs)
             _deliver(batch, outputs, self.policy)
         except Exception as exc:
             await self._isolate(run, batch, exc)
@@ -363,11 +341,6 @@ def _preferred_cut(batch: list[_Pending], preferred: tuple[int, ...]) -> int:
         if rows in preferred:
             cut = count
     return cut
-
-
-def _expire(future: asyncio.Future[Arrays], timeout: float) -> None:
-    if not future.done():  # a queued request is then skipped; a running one's result is dropped
-        future.set_exception(DeadlineExceededError(f"the request did not complete within {timeout:g}s"))
 
 
 def _rows(inputs: Arrays, policy: BatchPolicy) -> int:
