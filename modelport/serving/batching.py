@@ -352,6 +352,9 @@ def _rows(inputs: Arrays, policy: BatchPolicy) -> int:
 def _key(inputs: Arrays, policy: BatchPolicy) -> tuple[Any, ...]:
     """Requests can share a batch when every input has the same dtype and non-batch shape."""
     skip = 0 if policy.max_batch_size == 0 else 1
+    if len(inputs) == 1:  # the usual case, once per queued request: no sort, no generator
+        ((name, value),) = inputs.items()
+        return ((name, value.dtype.str, value.shape[skip:]),)
     return tuple((name, value.dtype.str, value.shape[skip:]) for name, value in sorted(inputs.items()))
 
 

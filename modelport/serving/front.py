@@ -68,6 +68,9 @@ def template_escape(template: str) -> str:
     return "".join(p if p.startswith("{") else re.escape(p) for p in parts)
 
 
+_REMEMBERED = 512  # (method, path) pairs whose routing HttpFront keeps
+
+
 class _DisconnectedError(Exception):
     """The client went away before its body was read: nothing to answer."""
 
@@ -80,6 +83,7 @@ class HttpFront:
         self.routed = routed
         self.tokens = tokens
         self._routes = [(route.pattern, route) for route in routes]
+        self._matched: dict[tuple[str, str], tuple[HotRoute | None, dict[str, str], list[str]]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -121,6 +125,17 @@ class HttpFront:
         await _send(send, reply, stamp)
 
     def _match(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
+        """The route, its path parameters and (no route for the method) the methods the path takes; the paths
+        clients keep calling are remembered (a few hundred at most: any path may be asked once)."""
+        known = self._matched.get((method, path))
+        if known is not None:
+            return known[0], dict(known[1]), known[2]
+        found = self._search(method, path)
+        if len(self._matched) < _REMEMBERED:
+            self._matched[(method, path)] = found[0], dict(found[1]), found[2]
+        return found
+
+    def _search(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
         allowed: list[str] = []
         for pattern, route in self._routes:
             found = pattern.match(path)

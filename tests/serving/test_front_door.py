@@ -167,3 +167,24 @@ async def test_an_unexpected_fault_on_an_inference_route_is_a_generic_500(client
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal server error"}
     assert "secret internals" in caplog.text, "the traceback is logged"
+
+
+async def test_routing_of_repeated_paths_is_remembered_up_to_a_bound(client, plane):
+    """The paths clients keep calling are routed once (the same answers after); any number of distinct paths
+    leaves at most a bounded number remembered, and what a handler gets is its own copy of the parameters."""
+    from modelport.serving.front import HttpFront
+    from modelport.serving.rest import create_app
+
+    front = create_app(plane)
+    assert isinstance(front, HttpFront)
+    first = front._match("POST", "/v2/models/echo/versions/2/infer")
+    first[1]["model"] = "changed by a handler"
+    route, params, allowed = front._match("POST", "/v2/models/echo/versions/2/infer")
+    assert route is first[0] and params == {"model": "echo", "version": "2"} and allowed == []
+    assert front._match("GET", "/v2/models/echo/infer")[2] == ["POST"]
+    for i in range(2000):
+        front._match("POST", f"/v2/models/m{i}/infer")
+    assert len(front._matched) <= 512
+    assert front._match("POST", "/v2/models/m1999/infer")[1] == {"model": "m1999"}  # past the bound: still routed
+    for _ in range(2):  # the same answers, remembered or not
+        assert (await client.post("/v2/models/echo/infer", json={"inputs": []})).status_code == 400
