@@ -85,7 +85,9 @@ class OnnxRuntime:
         log.info("%s: onnxruntime providers in use: %s", self.manifest.name, self.providers)
 
     def predict(self, inputs: Arrays) -> Arrays:
-        feed = {native: inputs[name] for name, native in self._feed}
+        feed = {}
+        for name, native in self._feed:  # a loop, not a comprehension: no function object per batch
+            feed[native] = inputs[name]
         try:
             values = self.session.run(self._fetch, feed)
         except self._invalid_argument as exc:

@@ -203,6 +203,8 @@ def classify(
 ) -> Arrays:
     """Triton's classification extension: an output asked for with ``classification: N`` becomes BYTES
     ``[batch, N]`` (``[N]`` without a batch dimension) of ``"<value>:<index>[:<label>]"``, best first."""
+    if not requested:  # the usual request: nothing to classify
+        return outputs
     counts = {o.name: o.classification for o in requested if o.classification}
     if not counts:
         return outputs

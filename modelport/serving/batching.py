@@ -287,7 +287,7 @@ class Batcher:
         if tracing.ENABLED:  # the batch's span, linked to its requests' (serving/tracing.py)
             tracing.record_batch([p.trace for p in batch], rows, elapsed, run.calls, run.failed > 0)
         if self._observe is not None:
-            waits = tuple([started - p.enqueued for p in batch])
+            waits = (started - batch[0].enqueued,) if len(batch) == 1 else tuple([started - p.enqueued for p in batch])
             self._observe(BatchStats(rows, len(batch), waits, elapsed, run.failed > 0, run.calls, run.inline))
 
     async def _run(self, run: _Run, batch: list[_Pending]) -> None:

@@ -193,7 +193,7 @@ class ServedVersion:
 def _check_batch(batch_sizes: list[int], max_batch_size: int) -> None:
     """The inputs' batch sizes agree, are not empty and do not exceed the model's largest."""
     size = batch_sizes[0]
-    if any(other != size for other in batch_sizes):
+    if len(batch_sizes) > 1 and any(other != size for other in batch_sizes):
         raise SpecError(f"inputs disagree on the batch size: {sorted(set(batch_sizes))}")
     if size > max_batch_size:
         raise SpecError(f"batch size {size} exceeds the model's max_batch_size {max_batch_size}")

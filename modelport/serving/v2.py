@@ -36,6 +36,8 @@ HEADER_LENGTH = "inference-header-content-length"
 _BY_V2 = {d.v2: d for d in DTYPES.values()}
 _MAX_DIMS = 16
 _MAX_DIM = 2**40
+_NONE_WANTED: dict[str, RequestedOutput] = {}  # read only: a request that names no outputs
+_NO_PARAMETERS: dict[str, Any] = {}  # read only: an input without parameters
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
@@ -153,7 +155,9 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
     dtype = _datatype(name, item.get("datatype"))
     shape = _shape(name, item.get("shape"))
     count = math.prod(shape)  # Python ints: a claimed shape cannot overflow into a small count
-    params = _object(item.get("parameters", {}), f"input {name!r} parameters")
+    params = item.get("parameters", _NO_PARAMETERS)
+    if not isinstance(params, dict):  # as _object says it, without formatting the message for every input
+        raise InvalidArgumentError(f"input {name!r} parameters must be a JSON object")
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -358,7 +362,7 @@ def _optional_str(value: Any, what: str) -> str | None:
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
     """Encode outputs as JSON, or JSON + binary data; returns the body and the header length (if binary)."""
-    wanted = {o.name: o for o in request.outputs}
+    wanted = {o.name: o for o in request.outputs} if request.outputs else _NONE_WANTED
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, value in response.outputs.items():
