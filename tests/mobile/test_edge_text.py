@@ -6,30 +6,19 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from modelport.mobile import BundleOptions, BundleReport, build_bundle
+from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
 from modelport.mobile.report import render_bundle_table
 from modelport.processing import ProcessingContext, TextStep
 from modelport.processing.text import TextProcessor
-from tests.mobile.text_model import MAX_LENGTH
+from tests.mobile.text_model import MAX_LENGTH, NAMES, SENTENCES, processors_file, text_repo
 from tests.processing.tokenizer import build_tokenizer
 
-SENTENCES = [
-    "the cat sat on the mat",
-    "",
-    "Models SERVE predictions, to clients!",
-    "naïve café déjà vu 東京 🙂 zebra",
-    "the cat sat on the mat " * 6,  # longer than any max_length below
-    "tokenizers split text into pieces",
-]
-NAMES = {"0": "animals", "1": "nature", "2": "machines"}
 # runs modelport_edge.py as the device would, with tokenizers made unimportable
 WITHOUT_TOKENIZERS = (
     "import runpy, sys; sys.modules['tokenizers'] = None; sys.argv = sys.argv[1:]; "
@@ -70,59 +59,6 @@ def test_device_refuses_what_the_server_refuses(tmp_path):
         edge.preprocess_text(SENTENCES[4], step, tokenizer)
     with pytest.raises(edge.EdgeInputError, match="not valid UTF-8"):
         edge.preprocess_text(b"\xff\xfe", step, tokenizer)
-
-
-@dataclass(frozen=True)
-class TextBundle:
-    path: Path
-    report: BundleReport
-    samples: list[Path]
-
-
-def _text_repo(root: Path, labels: dict[str, object] | None, labels_name: str) -> Path:
-    import modelport
-
-    report = modelport.export(
-        source="tests.mobile.text_model:bag",
-        repository=root,
-        name="text",
-        formats=("tflite",),
-        tflite_shapes={"input_ids": (1, MAX_LENGTH), "attention_mask": (1, MAX_LENGTH)},
-        quiet=True,
-    )
-    [row] = report.rows
-    assert row.status == "pass", row
-    version = Path(row.path)
-    build_tokenizer(version / "tokenizer.json")  # where the server's text step reads it
-    if labels is not None:
-        (version / labels_name).write_text(json.dumps(labels))
-    return version
-
-
-def _processors(path: Path, labels: str | None) -> Path:
-    topk = {"kind": "topk", "k": 2, "activation": "softmax", **({"labels": labels} if labels else {})}
-    steps = {"pre": [{"kind": "text", "max_length": MAX_LENGTH}], "post": [topk]}
-    path.write_text(yaml.safe_dump({"processors": steps}))
-    return path
-
-
-@pytest.fixture(scope="module")
-def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> TextBundle:
-    root = tmp_path_factory.mktemp("text")
-    _text_repo(root / "repo", NAMES, "index_to_name.json")
-    samples = []
-    for index, text in enumerate(SENTENCES):
-        samples.append(root / f"sentence-{index}.txt")
-        samples[-1].write_text(text, encoding="utf-8")
-    options = BundleOptions(
-        root / "repo" / "text",
-        root / "bundle",
-        processors=_processors(root / "processors.yaml", None),
-        samples=tuple(samples),
-        latency_runs=5,
-        quiet=True,
-    )
-    return TextBundle(root / "bundle", build_bundle(options), samples)
 
 
 def _bundle(path: Path) -> dict:
@@ -215,11 +151,11 @@ def test_without_tokenizers_text_says_so_and_verify_checks_the_numbers(text_bund
 @pytest.mark.slow
 def test_the_top_k_steps_labels_file_names_the_classes_and_no_sample_is_a_warning(tmp_path):
     names = {"0": ["n01", "cat"], "1": ["n02", "tree"]}  # TorchServe's [id, name]; class 2 unnamed
-    _text_repo(tmp_path / "repo", names, "names.json")
+    text_repo(tmp_path / "repo", names, "names.json")
     options = BundleOptions(
         tmp_path / "repo" / "text",
         tmp_path / "bundle",
-        processors=_processors(tmp_path / "processors.yaml", "names.json"),
+        processors=processors_file(tmp_path / "processors.yaml", "names.json"),
         latency_runs=5,
         quiet=True,
     )
