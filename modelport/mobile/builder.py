@@ -5,8 +5,9 @@ OUT/                      and OUT.zip of it
                           golden vectors and raw samples with tolerances per variant, accuracy,
                           sha256 of every file, tool versions
     float32.tflite ...    each with TFLite Metadata and labels.txt zipped onto it
-    labels.txt
-    samples/              raw inputs (images) with the server pipeline's answers in bundle.json
+    labels.txt            the classes' names (--labels, the top-k step's file, index_to_name.json, the manifest's)
+    tokenizer.json        the text step's tokenizer, when the model takes text
+    samples/              raw inputs (images, texts) with the server pipeline's answers in bundle.json
     modelport_edge.py     the runtime: numpy + a LiteRT interpreter (+ Pillow for images)
 """
 
@@ -31,7 +32,7 @@ from modelport.mobile import modelport_edge as edge
 from modelport.mobile.describe import LABELS_FILE, bundle_inputs, bundle_outputs, model_metadata, read_labels
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.report import BundleReport, BundleRow
-from modelport.mobile.samples import BundleProcessing, bundle_processing
+from modelport.mobile.samples import BundleProcessing, bundle_processing, declared_processing, labels_file
 from modelport.mobile.sources import VariantSource, find_sources
 from modelport.mobile.tflite_metadata import embed_metadata
 from modelport.parity import DEFAULT_TOLERANCES, accuracy
@@ -59,14 +60,15 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     family, sources = find_sources(options)
     out = _fresh_directory(options.out)
     first = sources[0]
-    labels = read_labels(options, first.manifest, first.directory)
+    declared = declared_processing(options, first)
+    labels = read_labels(options, first.manifest, first.directory, labels_file(declared, first))
     inputs, outputs = bundle_inputs(first.manifest, options), bundle_outputs(first.manifest, labels)
     if labels:
         (out / LABELS_FILE).write_text("\n".join(labels) + "\n")
     with quiet_output(enabled=options.quiet):
-        processing = bundle_processing(options, first, inputs, out)
+        processing = bundle_processing(options, first, declared, inputs, out)
     shared = _Shared(inputs, outputs, labels, processing, _eval_data(options, first))
-    report = BundleReport(family, str(out), str(_archive(out)))
+    report = BundleReport(family, str(out), str(_archive(out)), notes=list(processing.notes))
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")
@@ -221,7 +223,7 @@ def _latency(runner: edge.EdgeModel, inputs: Arrays, runs: int) -> float:
 
 
 def _image_latency(runner: edge.EdgeModel, runs: int) -> dict[str, float]:
-    """p50 of decode -> tensor and of decode -> label over the raw samples, through modelport_edge.py."""
+    """p50 of decode (or tokenize) -> tensor and -> label over the raw samples, through modelport_edge.py."""
     samples = runner.bundle.get("samples", [])
     if not samples:
         return {}
@@ -229,7 +231,7 @@ def _image_latency(runner: edge.EdgeModel, runs: int) -> dict[str, float]:
     pre, end_to_end = [], []
     for index in range(runs):
         tick = time.perf_counter()
-        tensors = runner.preprocess_image(data[index % len(data)])
+        tensors = runner.preprocess(data[index % len(data)])
         processed = time.perf_counter()
         runner.answer(runner.run(tensors))
         pre.append(processed - tick)

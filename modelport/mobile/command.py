@@ -19,6 +19,7 @@ then, on the device (numpy + ai-edge-litert only):
   python digits-keras-bundle/modelport_edge.py verify digits-keras-bundle
   python digits-keras-bundle/modelport_edge.py bench digits-keras-bundle
   python b/modelport_edge.py predict b --image digit-3.png -k 3     # + Pillow
+  python t/modelport_edge.py predict t --text "the cat sat"         # + tokenizers, for a text step
 """
 
 
@@ -52,7 +53,8 @@ def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=Path,
         action="append",
         default=[],
-        help="a raw input (image) to bundle with the server's answer, checked by verify on the device (repeatable)",
+        help="a raw input (an image, or a UTF-8 .txt for a text step) to bundle with the server's answer, checked by "
+        "verify on the device (repeatable; without any, the report warns that the processing goes unchecked)",
     )
     p.add_argument("--latency-runs", type=int, default=100, help="timed runs for the latency column (default 100)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -10,6 +10,7 @@ from modelport.manifest import ModelManifest, TensorSpec
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.tflite_metadata import AssociatedFile, ModelMetadata, TensorMetadata
 from modelport.parity import is_classifier
+from modelport.processing.labels import read_labels as read_indexed_labels
 
 __all__ = ["LABELS_FILE", "bundle_inputs", "bundle_outputs", "model_metadata", "read_labels"]
 
@@ -65,23 +66,41 @@ def bundle_outputs(manifest: ModelManifest, labels: list[str]) -> list[dict[str,
     return specs
 
 
-def read_labels(options: BundleOptions, manifest: ModelManifest, directory: Path) -> list[str]:
-    """``--labels FILE``, else the manifest's labels file, else class indices; checked against the classes."""
+def read_labels(
+    options: BundleOptions, manifest: ModelManifest, directory: Path, processing: Path | None = None
+) -> list[str]:
+    """``--labels FILE``, else the processing's labels file (``labels.txt`` or TorchServe's
+    ``index_to_name.json``), else the manifest's, else class indices; checked against the classes."""
     classifier = next((s for s in manifest.outputs if is_classifier(s)), None)
-    path = options.labels or (directory / classifier.labels if classifier and classifier.labels else None)
+    declared = directory / classifier.labels if classifier and classifier.labels else None
+    path = options.labels or processing or declared
     if path is None:
         return [str(i) for i in range(classifier.shape[1])] if classifier and classifier.shape[1] > 0 else []
     if not path.is_file():
         raise NotFoundError(f"labels file {path} not found")
-    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if classifier is None:
-        raise InvalidArgumentError(f"--labels given but {manifest.name} has no classifier output ([batch, classes])")
+        raise InvalidArgumentError(
+            f"labels file {path} given but {manifest.name} has no classifier output ([batch, classes])"
+        )
+    if path.suffix == ".json":
+        return _indexed_labels(path, classifier.shape[1])
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if classifier.shape[1] > 0 and len(labels) != classifier.shape[1]:
         raise InvalidArgumentError(
             f"labels file {path} has {len(labels)} labels but output {classifier.name!r} "
             f"has {classifier.shape[1]} classes"
         )
     return labels
+
+
+def _indexed_labels(path: Path, classes: int) -> list[str]:
+    """``index_to_name.json`` read as the server reads it; a class without a name is its index."""
+    names = read_indexed_labels(path)
+    count = classes if classes > 0 else max(names.names, default=-1) + 1
+    outside = sorted(i for i in names.names if not 0 <= i < count)
+    if outside:
+        raise InvalidArgumentError(f"labels file {path} names class {outside[0]}, but the model has {count} classes")
+    return [names(i) for i in range(count)]
 
 
 def model_metadata(

@@ -2,18 +2,21 @@
 
 One file that needs only numpy and a LiteRT interpreter (``ai_edge_litert``, else
 ``tflite_runtime``, else ``tensorflow.lite``); ``.ort`` variants also need onnxruntime. Pillow is
-optional: it is needed only to decode images (``classify_image``, ``predict --image``, the raw samples).
+optional: it is needed only to decode images (``classify_image``, ``predict --image``, the raw samples);
+so is Hugging Face ``tokenizers``, needed only for text (``classify_text``, ``predict --text``).
 
     python modelport_edge.py verify BUNDLE [--variant V]
     python modelport_edge.py predict BUNDLE --input x.npy [--variant V] [--top-k 5]
     python modelport_edge.py predict BUNDLE --image x.jpg [--variant V] [-k 5]
+    python modelport_edge.py predict BUNDLE --text "some words" [--variant V] [-k 5]
     python modelport_edge.py bench BUNDLE [--runs 200] [--threads N] [--json [out.json]]
 
     model = EdgeModel.open("bundle", variant="float16")   # checks sha256, golden vectors and raw samples
     model.top_k(image)                                    # [[("3", 0.98), ...]]
     model.classify_image("digit.png", k=3)                # {"3": 0.98, "8": 0.01, "5": 0.003}
+    model.classify_text("the cat sat", k=2)               # {"positive": 0.7, "neutral": 0.2}
 
-The image and postprocessing steps come from ``bundle.json`` (``processing``), written by the server's
+The image, text and postprocessing steps come from ``bundle.json`` (``processing``), written by the server's
 processors (``modelport.processing``); the functions below repeat their arithmetic step for step, and
 a test compares the two on many images so they cannot drift.
 
@@ -45,13 +48,17 @@ __all__ = [
     "EdgeInputError",
     "EdgeModel",
     "MissingPillowError",
+    "MissingTokenizersError",
     "decode_array",
     "has_pillow",
+    "has_tokenizers",
     "load_bundle",
+    "load_tokenizer",
     "main",
     "open_session",
     "postprocess",
     "preprocess_image",
+    "preprocess_text",
     "verify_files",
 ]
 
@@ -70,6 +77,10 @@ class EdgeInputError(ValueError):
 
 class MissingPillowError(ImportError):
     """Images need Pillow, which this device does not have."""
+
+
+class MissingTokenizersError(ImportError):
+    """Text needs Hugging Face ``tokenizers``, which this device does not have."""
 
 
 def load_bundle(directory: str | Path) -> dict[str, Any]:
@@ -214,6 +225,7 @@ class EdgeModel:
         self.outputs: list[dict[str, Any]] = bundle["outputs"]
         self.labels: list[str] = bundle.get("labels", [])
         self.session = session
+        self._tokenizer: Any = None
 
     @classmethod
     def open(
@@ -238,7 +250,7 @@ class EdgeModel:
         model = cls(directory, bundle, name, session)
         if verify:
             model.check_golden()
-            if model.bundle.get("samples") and has_pillow():
+            if model.bundle.get("samples") and model.can_decode():
                 model.check_samples()
         return model
 
@@ -343,6 +355,31 @@ class EdgeModel:
             )
         return preprocess_image(image, step)
 
+    @property
+    def text_step(self) -> dict[str, Any] | None:
+        """The bundle's text step (how a text becomes token ids and masks), if it has one."""
+        return self._step("pre", ("text",))
+
+    def preprocess_text(self, text: str | bytes) -> dict[str, Array]:
+        """A text (str or UTF-8 bytes) -> the model's input tensors (batch of 1). Needs ``tokenizers``."""
+        step = self.text_step
+        if step is None:
+            raise EdgeInputError(
+                "the bundle has no text processing (bundle it with processors: a text step); "
+                "pass token ids to predict() instead"
+            )
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.directory / step["tokenizer"], step)
+        return preprocess_text(text, step, self._tokenizer)
+
+    def preprocess(self, raw: bytes) -> dict[str, Array]:
+        """A raw input file's bytes -> model tensors through the bundle's image or text step."""
+        return self.preprocess_text(raw) if self.text_step is not None else self.preprocess_image(raw)
+
+    def can_decode(self) -> bool:
+        """Whether this device has what the bundle's raw inputs need (Pillow for images, tokenizers for text)."""
+        return has_tokenizers() if self.text_step is not None else has_pillow()
+
     def answer(self, outputs: dict[str, Array], k: int | None = None) -> object:
         """Model outputs of one image -> the server's response (its topk/argmax/threshold step)."""
         step = self._step("post", ("topk", "argmax", "threshold")) or _DEFAULT_POST
@@ -357,6 +394,12 @@ class EdgeModel:
         ``k`` overrides the top-k step's (``None``: the bundle's). Needs Pillow."""
         return self.answer(self.run(self.preprocess_image(image)), k)
 
+    def classify_text(self, text: str | bytes, k: int | None = 5) -> object:
+        """Tokenize -> model -> labels, as the server answers the same text.
+
+        ``k`` overrides the top-k step's (``None``: the bundle's). Needs ``tokenizers``."""
+        return self.answer(self.run(self.preprocess_text(text)), k)
+
     def check_samples(self) -> dict[str, Any]:
         """Run the bundled raw samples through this device's processing and the model; raise
         :class:`BundleError` unless each answer is within this variant's tolerance of the server's."""
@@ -367,10 +410,10 @@ class EdgeModel:
                 f"variant {self.variant!r} records {len(expected_all)} raw-sample answers for {len(samples)} "
                 f"samples in {BUNDLE_FILE}: the bundle is inconsistent"
             )
-        tol = self.spec["tolerance"]
+        tol, kind = self.spec["tolerance"], "text" if self.text_step else "image"
         worst, agree = 0.0, 0
         for sample, expected in zip(samples, expected_all, strict=True):
-            outputs = self.run(self.preprocess_image(self.directory / sample["file"]))
+            outputs = self.run(self.preprocess((self.directory / sample["file"]).read_bytes()))
             for name, raw in expected.items():
                 want, got = decode_array(raw).astype(np.float64), outputs[name].astype(np.float64)
                 diff = np.abs(got - want) if got.shape == want.shape else np.asarray([np.inf])
@@ -379,7 +422,7 @@ class EdgeModel:
                     self._refuse(
                         f"raw sample {sample['file']}: output {name!r} differs from the server's by up to "
                         f"{float(diff.max()):.3g} (allowed: atol {tol['atol']:g} + rtol {tol['rtol']:g} * |expected|)"
-                        " - this device's image processing does not match the server's"
+                        f" - this device's {kind} processing does not match the server's"
                     )
                 if self._is_classifier(name) and int(np.argmax(got)) != int(np.argmax(want)):
                     self._refuse(f"raw sample {sample['file']}: top-1 class differs from the server's")
@@ -524,6 +567,72 @@ def preprocess_image(data: bytes | str | Path, step: dict[str, Any]) -> dict[str
     return {step["input"]: np.ascontiguousarray(values[None], dtype=np.dtype(step["dtype"]))}
 
 
+# ---- text (the same steps as modelport.processing.text) ------------------------------------------------------
+
+_TOKENIZERS_HINT = (
+    "text needs Hugging Face tokenizers: pip install tokenizers "
+    "(without it, predict --input .npy/.npz and the numeric golden checks still work)"
+)
+
+
+def _tokenizer_class() -> Any:
+    try:
+        module: Any = importlib.import_module("tokenizers")
+    except ImportError:
+        raise MissingTokenizersError(_TOKENIZERS_HINT) from None
+    return module.Tokenizer
+
+
+def has_tokenizers() -> bool:
+    """Whether texts can be tokenized here."""
+    try:
+        _tokenizer_class()
+    except MissingTokenizersError:
+        return False
+    return True
+
+
+def load_tokenizer(path: Path, step: dict[str, Any]) -> Any:
+    """The bundle's ``tokenizer.json`` with the step's truncation and no padding of its own."""
+    tokenizer = _tokenizer_class().from_file(str(path))
+    tokenizer.no_padding()
+    if step["truncation"]:
+        tokenizer.enable_truncation(step["max_length"])
+    else:
+        tokenizer.no_truncation()
+    return tokenizer
+
+
+def _text(text: str | bytes) -> str:
+    if isinstance(text, bytes | bytearray | memoryview):
+        try:
+            return bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EdgeInputError(f"text is not valid UTF-8 (at byte {exc.start})") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EdgeInputError(f"text is not valid Unicode (at {exc.start})") from None
+    return text
+
+
+def preprocess_text(text: str | bytes, step: dict[str, Any], tokenizer: Any) -> dict[str, Array]:
+    """One text -> ``{input_ids, attention_mask, ...}`` of shape (1, width), as the server's text step
+    (``tokenizer`` from :func:`load_tokenizer`; padding ``longest`` pads a single text to its own length)."""
+    encoding = tokenizer.encode(_text(text), add_special_tokens=step["add_special_tokens"])
+    ids, limit = list(encoding.ids), step["max_length"]
+    if len(ids) > limit:
+        raise EdgeInputError(f"text is {len(ids)} tokens, over the limit of {limit} (truncation is off)")
+    pad = (limit if step["padding"] == "max_length" else len(ids)) - len(ids)
+    values = {
+        "input_ids": ids + [step["pad_id"]] * pad,
+        "attention_mask": list(encoding.attention_mask) + [0] * pad,
+        "token_type_ids": list(encoding.type_ids) + [0] * pad,
+    }
+    dtype = np.dtype(step["dtype"] or "int64")
+    return {step[field]: np.asarray([row], dtype=dtype) for field, row in values.items() if step.get(field)}
+
+
 def _activate(scores: Array, activation: str) -> Array:
     values = scores if np.issubdtype(scores.dtype, np.floating) else scores.astype(np.float32)
     if activation == "softmax":
@@ -612,11 +721,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_samples(model: EdgeModel) -> None:
-    """The raw samples through this device's image processing; skipped, with a note, without Pillow."""
+    """The raw samples through this device's processing; skipped, with a note, without Pillow/tokenizers."""
     if not model.bundle.get("samples"):
         return
-    if not has_pillow():
-        print(f"  {'':14s} raw samples not checked: Pillow is not installed (pip install pillow)")
+    if not model.can_decode():
+        what, package = ("text samples", "tokenizers") if model.text_step else ("raw samples", "Pillow")
+        print(f"  {'':14s} {what} not checked: {package} is not installed (pip install {package.lower()})")
         return
     result = model.check_samples()
     print(
@@ -629,6 +739,9 @@ def _predict(args: argparse.Namespace) -> int:
     model = EdgeModel.open(args.bundle, args.variant, num_threads=args.threads)
     if args.image is not None:
         print(json.dumps(model.classify_image(args.image, args.top_k)))
+        return 0
+    if args.text is not None:
+        print(json.dumps(model.classify_text(args.text, args.top_k)))
         return 0
     data = np.load(args.input, allow_pickle=False)
     inputs = {k: data[k] for k in data.files} if hasattr(data, "files") else data
@@ -681,15 +794,15 @@ def _bench_child(args: argparse.Namespace) -> int:
 
 
 def _image_times(model: EdgeModel, runs: int) -> dict[str, float]:
-    """p50 of decode -> tensor and of decode -> label over the raw samples (nothing without them or Pillow)."""
+    """p50 of decode -> tensor and of -> label over the raw samples (nothing without them, Pillow or tokenizers)."""
     samples = model.bundle.get("samples", [])
-    if not samples or model.image_step is None or not has_pillow():
+    if not samples or not model.can_decode():
         return {}
     data = [(model.directory / s["file"]).read_bytes() for s in samples]
     pre, end_to_end = [], []
     for index in range(runs):
         tick = time.perf_counter()
-        inputs = model.preprocess_image(data[index % len(data)])
+        inputs = model.preprocess(data[index % len(data)])
         processed = time.perf_counter()
         model.answer(model.run(inputs))
         pre.append(processed - tick)
@@ -808,6 +921,7 @@ def _parser() -> argparse.ArgumentParser:
             given = p.add_mutually_exclusive_group(required=True)
             given.add_argument("--input", type=Path, help=".npy (one input) or .npz keyed by input name")
             given.add_argument("--image", type=Path, help="an image file, through the bundle's processing (Pillow)")
+            given.add_argument("--text", help="a text, through the bundle's tokenizer (tokenizers)")
             p.add_argument("-k", "--top-k", type=int, help="classes to print (default: the bundle's top-k, else 5)")
         if name in ("bench", "_bench-child"):
             p.add_argument("--runs", type=int, default=200, help="timed runs per variant (default 200)")
@@ -831,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"modelport_edge {args.command}: REFUSED: {exc}", file=sys.stderr)
         return 1
-    except (EdgeInputError, MissingPillowError, OSError, ValueError) as exc:
+    except (EdgeInputError, MissingPillowError, MissingTokenizersError, OSError, ValueError) as exc:
         print(f"modelport_edge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,7 @@ class BundleReport:
     directory: str
     archive: str
     rows: list[BundleRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings: what the bundle cannot check
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -76,5 +77,6 @@ def render_bundle_table(report: BundleReport) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.extend(f"warning: {note}" for note in report.notes)
     lines.append(f"bundle: {report.directory}  zip: {report.archive}")
     return "\n".join(lines)

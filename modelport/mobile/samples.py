@@ -2,10 +2,15 @@
 
 The model's declared processors (``processors:`` of its ``config.yaml``, or ``--processors FILE``)
 are written into ``bundle.json`` resolved for the bundled model: the image step names its input,
-layout and mean/std, the classifier step its output and the bundle's labels file, so the device
-needs no defaults of its own. Each ``--sample`` file is copied into the bundle and answered by the
-server's pipeline (``modelport.processing`` + the model through ``modelport.runtimes``), the
-answer ``modelport_edge.py verify`` checks the device's own processing against.
+layout and mean/std, the text step its tokenizer (copied into the bundle), pad id and dtype, the
+classifier step its output and the bundle's labels file, so the device needs no defaults of its own.
+Each ``--sample`` file (an image, or UTF-8 text) is copied into the bundle and answered, one request
+at a time, by the server's pipeline (``modelport.processing`` + the model through
+``modelport.runtimes``): the answer ``modelport_edge.py verify`` checks the device's processing against.
+
+Without ``--sample`` there are no raw samples: the golden inputs are tensors after resize, crop and
+normalization (or token ids), which cannot be turned back into the file a user would send, so the
+bundle report says the device-side processing goes unchecked.
 """
 
 from __future__ import annotations
@@ -23,13 +28,23 @@ from modelport.mobile.options import BundleOptions
 from modelport.mobile.sources import VariantSource
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
 from modelport.processing.config import expand_handler
-from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, ThresholdStep, TopKStep
+from modelport.processing.labels import DEFAULT_LABEL_FILES
+from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
 from modelport.runtimes.base import Arrays, open_runtime
 
-__all__ = ["SAMPLES_DIR", "BundleProcessing", "bundle_processing"]
+__all__ = [
+    "SAMPLES_DIR",
+    "TOKENIZER_FILE",
+    "BundleProcessing",
+    "bundle_processing",
+    "declared_processing",
+    "labels_file",
+]
 
 SAMPLES_DIR = "samples"
+TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.yaml"
+_CLASSIFIERS = (TopKStep, ArgmaxStep, ThresholdStep)
 
 
 @dataclass(frozen=True)
@@ -39,33 +54,52 @@ class BundleProcessing:
     spec: dict[str, Any] | None = None  # bundle.json "processing"
     samples: list[dict[str, Any]] = field(default_factory=list)  # bundle.json "samples": file and response
     inputs: list[Arrays] = field(default_factory=list)  # each sample's tensors, as the server made them
+    notes: tuple[str, ...] = ()  # for the bundle report: what the bundle cannot check
 
 
 def bundle_processing(
-    options: BundleOptions, first: VariantSource, inputs: list[dict[str, Any]], out: Path
+    options: BundleOptions,
+    first: VariantSource,
+    declared: ProcessingSpec | None,
+    inputs: list[dict[str, Any]],
+    out: Path,
 ) -> BundleProcessing:
-    """The resolved processing of ``first`` and its samples copied under ``out``; none when undeclared."""
-    declared = _declared(options, first)
+    """The resolved ``declared`` processing of ``first``, its tokenizer and samples copied under ``out``."""
     if declared is None:
         if options.samples:
             raise InvalidArgumentError(
                 "--sample needs processors: declare them in the model's config.yaml or pass --processors FILE"
             )
         return BundleProcessing()
-    spec = _resolve(declared, first, inputs, (out / LABELS_FILE).is_file())
+    spec = _resolve(declared, first, inputs, out, _definition_path(options, first).parent)
     files = _copy_samples(options.samples, out)
+    decoder = next((step.kind for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     if not files:
-        return BundleProcessing(spec.model_dump(mode="json"))
-    if not any(isinstance(step, ImageStep) for step in spec.pre):
-        raise InvalidArgumentError("--sample files are images: the processors need an image step")
+        return BundleProcessing(spec.model_dump(mode="json"), notes=_unchecked(decoder))
+    if decoder is None:
+        raise InvalidArgumentError("--sample files are raw images or texts: the processors need an image or text step")
     tensors, responses = _server_answers(spec, first, out, files)
     samples = [{"file": name, "response": response} for name, response in zip(files, responses, strict=True)]
     return BundleProcessing(spec.model_dump(mode="json"), samples, tensors)
 
 
-def _declared(options: BundleOptions, first: VariantSource) -> ProcessingSpec | None:
+def _unchecked(decoder: str | None) -> tuple[str, ...]:
+    if decoder is None:
+        return ()
+    what = "images" if decoder == "image" else "UTF-8 texts"
+    return (
+        f"no --sample: the bundle carries no raw {what}, so verify cannot check the device's {decoder} processing "
+        f"against the server's (golden inputs are model tensors, not files); pass a few --sample files",
+    )
+
+
+def _definition_path(options: BundleOptions, first: VariantSource) -> Path:
+    return options.processors or first.directory.parent / CONFIG_FILE
+
+
+def declared_processing(options: BundleOptions, first: VariantSource) -> ProcessingSpec | None:
     """``--processors FILE`` (a ``processors:`` section or the steps), else the model's config.yaml."""
-    path = options.processors or first.directory.parent / CONFIG_FILE
+    path = _definition_path(options, first)
     if not path.is_file():
         if options.processors is not None:
             raise InvalidArgumentError(f"--processors {path}: no such file")
@@ -83,17 +117,54 @@ def _declared(options: BundleOptions, first: VariantSource) -> ProcessingSpec | 
         raise InvalidArgumentError(f"{path}: invalid processors: {exc}") from None
 
 
-def _resolve(spec: ProcessingSpec, first: VariantSource, inputs: list[dict[str, Any]], labels: bool) -> ProcessingSpec:
+def labels_file(declared: ProcessingSpec | None, first: VariantSource) -> Path | None:
+    """The labels the server's classifier step reads: the step's file, else (without manifest labels)
+    ``index_to_name.json`` or ``labels.txt`` in the version directory; None when the manifest's apply."""
+    step = next((s for s in declared.post if isinstance(s, _CLASSIFIERS)), None) if declared else None
+    if step is not None and step.labels:
+        return first.directory / step.labels
+    if any(s.labels for s in first.manifest.outputs):
+        return None
+    return next((first.directory / n for n in DEFAULT_LABEL_FILES if (first.directory / n).is_file()), None)
+
+
+def _resolve(
+    spec: ProcessingSpec, first: VariantSource, inputs: list[dict[str, Any]], out: Path, beside: Path
+) -> ProcessingSpec:
     """Every default the server would take from the manifest, made explicit for the device."""
     if any(isinstance(step, CustomStep) for step in (*spec.pre, *spec.post)):
         raise InvalidArgumentError("a custom processing step is server code: it cannot travel in an edge bundle")
     context = ProcessingContext(first.directory, first.manifest)
-    pre = tuple(_image(step, context, inputs) if isinstance(step, ImageStep) else step for step in spec.pre)
-    post = tuple(
-        _classifier(step, first, labels) if isinstance(step, TopKStep | ArgmaxStep | ThresholdStep) else step
-        for step in spec.post
+    labels = (out / LABELS_FILE).is_file()
+    pre = tuple(
+        _image(step, context, inputs)
+        if isinstance(step, ImageStep)
+        else _text(step, first, out, beside)
+        if isinstance(step, TextStep)
+        else step
+        for step in spec.pre
     )
+    post = tuple(_classifier(step, first, labels) if isinstance(step, _CLASSIFIERS) else step for step in spec.post)
     return spec.model_copy(update={"pre": pre, "post": post})
+
+
+def _text(step: TextStep, first: VariantSource, out: Path, beside: Path) -> TextStep:
+    """The tokenizer copied into the bundle (from the version directory, else beside the processors
+    definition), with the pad id and dtype the server resolves."""
+    from modelport.processing.text import TextProcessor
+
+    found = next((d / step.tokenizer for d in (first.directory, beside) if (d / step.tokenizer).is_file()), None)
+    if found is None:
+        raise InvalidArgumentError(
+            f"text step: no tokenizer {step.tokenizer} in {first.directory} or {beside}; put the model's "
+            "tokenizer.json in its version directory"
+        )
+    shutil.copyfile(found, out / TOKENIZER_FILE)
+    processor = TextProcessor(
+        step.model_copy(update={"tokenizer": TOKENIZER_FILE}), ProcessingContext(out, first.manifest)
+    )
+    dtype = processor.dtypes["ids"].name
+    return step.model_copy(update={"tokenizer": TOKENIZER_FILE, "pad_id": processor.pad_id, "dtype": dtype})
 
 
 def _image(step: ImageStep, context: ProcessingContext, inputs: list[dict[str, Any]]) -> ImageStep:
@@ -128,9 +199,10 @@ def _copy_samples(samples: tuple[Path, ...], out: Path) -> list[str]:
 def _server_answers(
     spec: ProcessingSpec, first: VariantSource, out: Path, files: list[str]
 ) -> tuple[list[Arrays], list[object]]:
-    """The server's tensors and responses for each sample: its processors around the reference model."""
+    """The server's tensors and responses for each sample, each its own request (a text padded to the
+    longest pads to its own length, as on the device): its processors around the reference model."""
     processors = build_processors(spec, ProcessingContext(out, first.manifest))
-    tensors = processors.preprocess([(out / name).read_bytes() for name in files])
+    tensors = [processors.preprocess([(out / name).read_bytes()])[0] for name in files]
     for name, result in zip(files, tensors, strict=True):
         if isinstance(result, ModelportError):
             raise InvalidArgumentError(f"--sample {name}: the server's processing refuses it: {result.message}")

@@ -82,3 +82,33 @@ def image_bundles(digits_repo, digits, tmp_path_factory: pytest.TempPathFactory)
             )
         )
     return ImageBundles(out / "digits", out / "kdigits", reports, samples)
+
+
+@dataclass(frozen=True)
+class TextBundle:
+    """The tiny text classifier bundled with its tokenizer, index_to_name.json and every sentence as a .txt sample."""
+
+    path: Path
+    report: BundleReport
+    samples: list[Path]
+
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> TextBundle:
+    from tests.mobile.text_model import NAMES, SENTENCES, processors_file, text_repo
+
+    root = tmp_path_factory.mktemp("text")
+    text_repo(root / "repo", NAMES, "index_to_name.json")
+    samples = []
+    for index, text in enumerate(SENTENCES):
+        samples.append(root / f"sentence-{index}.txt")
+        samples[-1].write_text(text, encoding="utf-8")
+    options = BundleOptions(
+        root / "repo" / "text",
+        root / "bundle",
+        processors=processors_file(root / "processors.yaml", None),
+        samples=tuple(samples),
+        latency_runs=5,
+        quiet=True,
+    )
+    return TextBundle(root / "bundle", build_bundle(options), samples)

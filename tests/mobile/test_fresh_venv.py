@@ -1,5 +1,6 @@
 """The proof: a virtualenv holding only numpy and ai-edge-litert verifies and benchmarks both bundles, and
-one holding only numpy, ai-edge-litert and Pillow verifies the image bundles' raw samples and classifies images."""
+one holding only numpy, ai-edge-litert and Pillow verifies the image bundles' raw samples and classifies images
+(numpy, ai-edge-litert and tokenizers: the text bundle's samples and texts)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,41 @@ def test_image_bundles_verify_and_classify_with_only_numpy_litert_and_pillow(ima
         server_top1 = next(iter(samples[0]["response"]))
         assert len(answers) == 4 and all(next(iter(a)) == server_top1 for a in answers), answers
         assert peak_rss_mb < 80, f"{source.name}: peak RSS {peak_rss_mb:.0f} MB over the 80 MB goal"
+
+
+@pytest.fixture(scope="session")
+def edge_venv_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """numpy + ai-edge-litert + tokenizers (and tokenizers' own dependencies), no Pillow, no modelport."""
+    return _venv(tmp_path_factory, "numpy", "ai-edge-litert", "tokenizers")
+
+
+# in the device venv: open (sha256, golden vectors, text samples) and classify every sample's text
+CLASSIFY_TEXT = """
+import json, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+from modelport_edge import EdgeModel
+model = EdgeModel.open(sys.argv[1])
+for path in sys.argv[2:]:
+    print(json.dumps(model.classify_text(pathlib.Path(path).read_text(encoding="utf-8"), k=None)))
+"""
+
+
+@pytest.mark.tflite
+@pytest.mark.torch
+@pytest.mark.slow
+def test_text_bundle_verifies_and_classifies_with_only_numpy_litert_and_tokenizers(
+    text_bundle, edge_venv_tokenizers, tmp_path
+):
+    installed = _installed(edge_venv_tokenizers, tmp_path)
+    assert "tokenizers" in installed and not installed & {"pillow", "torch", "tensorflow", "modelport"}, installed
+    bundle = shutil.copytree(text_bundle.path, tmp_path / "text")
+    runtime = str(bundle / "modelport_edge.py")
+    samples = json.loads((bundle / "bundle.json").read_text())["samples"]
+    verified = _run([str(edge_venv_tokenizers), "-I", runtime, "verify", str(bundle)], tmp_path).stdout
+    assert f"{len(samples)} raw samples (decode -> label on this device)" in verified, verified
+    files = [str(bundle / s["file"]) for s in samples]
+    done = _run([str(edge_venv_tokenizers), "-I", "-c", CLASSIFY_TEXT, str(bundle), *files], tmp_path).stdout
+    answers = [json.loads(line) for line in done.splitlines()]
+    for answer, sample in zip(answers, samples, strict=True):
+        assert list(answer) == list(sample["response"])
+        assert list(answer.values()) == pytest.approx(list(sample["response"].values()), abs=1e-5)
