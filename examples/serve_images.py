@@ -12,18 +12,17 @@ image_classifier does) and labels, then starts ``modelport serve`` and sends two
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import tritonclient.http as triton
 import yaml
-from PIL import Image
 
-import modelport
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.helpers import curl, export_onnx, save_onnx, write_image
 from modelport.launcher import LaunchOptions, launched
-from modelport.manifest import TensorSpec
 
 LABELS = {"0": "red", "1": "green", "2": "blue", "3": "dark"}
 PROCESSORS = {
@@ -34,43 +33,25 @@ PROCESSORS = {
 
 def write_onnx(path: Path) -> Path:
     """logits = [mean R, mean G, mean B, 1 - mean] of a [batch, 3, H, W] image in 0..1."""
-    from onnx import TensorProto, helper, numpy_helper, save
+    from onnx import TensorProto, helper
 
     weights = np.array([[1, 0, 0, -1 / 3], [0, 1, 0, -1 / 3], [0, 0, 1, -1 / 3]], dtype=np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
-            helper.make_node("Gemm", ["means", "weights", "bias"], ["logits"]),
-        ],
-        "colors",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
-        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(np.eye(4, dtype=np.float32)[3], "bias")],
-    )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
+        helper.make_node("Gemm", ["means", "weights", "bias"], ["logits"]),
+    ]
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])
+    return save_onnx(path, nodes, [pixels], [logits], weights=weights, bias=np.eye(4, dtype=np.float32)[3])
 
 
 def build_repository(work: Path) -> Path:
     """WORKDIR/repo/colors-onnx with its config.yaml (processors) and index_to_name.json."""
-    repo = work / "repo"
-    spec = TensorSpec.parse("pixels:float32:-1x3x32x32")
-    modelport.export(source=str(write_onnx(work / "colors.onnx")), formats=("onnx",), inputs=(spec,), repository=repo,
-                     name="colors", quiet=True)  # fmt: skip
-    (repo / "colors-onnx" / "config.yaml").write_text(yaml.safe_dump({"processors": PROCESSORS}))
-    (repo / "colors-onnx" / "1" / "index_to_name.json").write_text(json.dumps(LABELS))
-    return repo
-
-
-def write_image(path: Path, rgb: tuple[int, int, int]) -> Path:
-    Image.new("RGB", (64, 48), rgb).save(path)
-    return path
-
-
-def curl(*arguments: str) -> str:
-    return subprocess.run(["curl", "-sS", "--fail-with-body", *arguments], capture_output=True, text=True,
-                          check=True).stdout  # fmt: skip
+    model = export_onnx(write_onnx(work / "colors.onnx"), "pixels:float32:-1x3x32x32", work / "repo", "colors")
+    (model / "config.yaml").write_text(yaml.safe_dump({"processors": PROCESSORS}))
+    (model / "1" / "index_to_name.json").write_text(json.dumps(LABELS))
+    return work / "repo"
 
 
 def main(work: Path) -> int:

@@ -108,3 +108,44 @@ def test_serve_images_example(tmp_path):
     assert lines["curl -T     "].strip().startswith('{"red":')
     assert '[{"red":' in lines["curl -F     "] and '{"blue":' in lines["curl -F     "]
     assert lines["tritonclient"].strip().startswith("[{'red':")
+
+
+def _answers(stdout: str) -> dict[str, str]:
+    """An example's ``what: answer`` lines, by ``what``."""
+    lines = (line.split(":", 1) for line in stdout.splitlines() if ":" in line)
+    return {what.strip(): answer.strip() for what, answer in lines}
+
+
+def test_serve_text_example(tmp_path):
+    """A text classifier with a tokenizer.json answers raw text, v2 JSON BYTES and tritonclient BYTES alike."""
+    done = _run(sys.executable, "examples/serve_text.py", str(tmp_path), timeout=300)
+    answers = _answers(done.stdout)
+    assert "WRONG" not in done.stdout
+    assert answers["curl raw text"].startswith("{'positive': 0.88")
+    assert answers["v2 JSON BYTES"] == answers["tritonclient"]
+    assert "{'negative': 0.88" in answers["tritonclient"]
+    assert (tmp_path / "repo" / "sentiment-onnx" / "1" / "tokenizer.json").is_file()
+
+
+def test_serve_pipeline_example(tmp_path):
+    """examples/pipeline/config.yaml serves two models in a row on v2 and /predictions, as running them by hand."""
+    done = _run(sys.executable, "examples/serve_pipeline.py", str(tmp_path), timeout=300)
+    answers = _answers(done.stdout)
+    assert "WRONG" not in done.stdout
+    assert answers["v2 quadrupled"] == "[[4.0, 8.0, 12.0], [2.0, 16.0, -4.0]]"
+    assert answers["/predictions"] == "{'quadrupled': [4.0, 8.0, 12.0], 'top': {'2': 12.0, '1': 8.0}}"
+    served = (tmp_path / "repo" / "quadruple" / "config.yaml").read_text()
+    assert served == (ROOT / "examples" / "pipeline" / "config.yaml").read_text()
+
+
+@pytest.mark.torch
+def test_migrate_torchserve_example(tmp_path):
+    """A .mar with a custom Pillow handler (examples/mar/color_handler.py), imported with --sample, answers
+    curl -T and curl -F."""
+    done = _run(sys.executable, "examples/migrate_torchserve.py", str(tmp_path), timeout=300)
+    answers = _answers(done.stdout)
+    assert "WRONG" not in done.stdout
+    assert answers["curl -T"].startswith("{'red': 0.9")
+    assert answers["curl -F"].startswith("[{'red': 0.9") and "{'blue': 0.9" in answers["curl -F"]
+    recorded = json.loads((tmp_path / "repo" / "colors" / "1" / "samples.json").read_text())["samples"]
+    assert [s["file"] for s in recorded] == ["samples/1-red.jpg"]
