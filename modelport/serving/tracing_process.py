@@ -4,18 +4,20 @@ its core and never under its GIL (they cost ~2-10x what making the records does)
 
     python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
 
-Its stdin carries frames: a 4-byte little-endian length, then a ``marshal`` dump of either a list of
+Its stdin carries frames: a 4-byte little-endian length, then the JSON of either a list of
 :data:`~modelport.serving.tracing_spans.Record` (export them) or a float (flush, waiting at most that many
 seconds). One byte on ``REPLY_FD`` says it has started, and then that each flush is done. It exits once its stdin
 closes (the server stopped, or died), after exporting what is left. It runs in a session of its own, so that a
-Ctrl-C meant for the server does not cut that export short. ``marshal`` is for trusted data: this pipe is.
+Ctrl-C meant for the server does not cut that export short. JSON, not ``marshal`` or ``pickle``: the package loads
+no format that can build arbitrary objects, even from its own child's pipe (Python's ``json`` carries the
+128-bit trace ids as integers; tuples arrive as lists, which the records are read from by position alike).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import marshal
 import os
 import select
 import site
@@ -67,10 +69,10 @@ class ExporterProcess:
             raise DependencyError(f"the tracing exporter process did not start ({self.process.returncode=})")
 
     def write(self, records: Sequence[Record]) -> None:
-        self._send(marshal.dumps(list(records)))
+        self._send(json.dumps(list(records), separators=(",", ":")).encode())
 
     def flush(self, timeout_s: float) -> None:
-        self._send(marshal.dumps(float(timeout_s)))
+        self._send(json.dumps(float(timeout_s)).encode())
         if not self._replied(timeout_s + 1.0):
             _log.warning("tracing: the exporter process did not flush within %.0f s", timeout_s)
 
@@ -118,7 +120,7 @@ def _receive(stream: IO[bytes]) -> Any:
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
-    return marshal.loads(stream.read(_LENGTH.unpack(head)[0]))
+    return json.loads(stream.read(_LENGTH.unpack(head)[0]))
 
 
 if __name__ == "__main__":

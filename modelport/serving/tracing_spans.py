@@ -74,7 +74,7 @@ Record = tuple[
     tuple[LinkRecord, ...],  # 14
     Sequence[ChildRecord],  # 15 its children
 ]
-"""A finished span and its children as the serving process makes them: plain values only (``marshal`` carries
+"""A finished span and its children as the serving process makes them: plain values only (JSON carries
 them to the exporter process)."""
 
 SCOPE = InstrumentationScope("modelport", __version__)
