@@ -26,6 +26,7 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.rest import create_app
 from modelport.serving.server import build
 from modelport.serving.settings import ModelConfig, ServerSettings
+from tests.serving.processes import wait_until
 
 HANDLER = """
 import ctypes
@@ -292,10 +293,8 @@ def test_workers_exit_when_the_server_is_killed(tmp_path, inits):
         body = f"wait:{started},{never}".encode()
         busy = threading.Thread(target=_post_ignoring_errors, args=(f"{server.url}/predictions/orphan", body))
         busy.start()
-        deadline = time.monotonic() + 60
-        while not started.exists():  # one worker is mid-batch: it never reads its pipe again
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # one worker is mid-batch: it never reads its pipe again
+        wait_until(started.exists, 60, "a worker mid-batch")
         server.process.kill()  # no unload, no atexit: only the lifeline pipe tells the workers
         server.process.wait()
         _, alive = psutil.wait_procs(workers, timeout=30)
