@@ -84,13 +84,13 @@ def read_labels(
         )
     if path.suffix == ".json":
         return _indexed_labels(path, classifier.shape[1])
-    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if classifier.shape[1] > 0 and len(labels) != classifier.shape[1]:
+    names = read_indexed_labels(path)  # line i names class i, as the server reads it
+    count = max(names.names, default=-1) + 1
+    if classifier.shape[1] > 0 and count != classifier.shape[1]:
         raise InvalidArgumentError(
-            f"labels file {path} has {len(labels)} labels but output {classifier.name!r} "
-            f"has {classifier.shape[1]} classes"
+            f"labels file {path} has {count} labels but output {classifier.name!r} has {classifier.shape[1]} classes"
         )
-    return labels
+    return [names(i) for i in range(count)]
 
 
 def _indexed_labels(path: Path, classes: int) -> list[str]:

@@ -27,7 +27,8 @@ class Labels:
 
 
 def read_labels(path: Path) -> Labels:
-    """Read ``index_to_name.json`` (``{"0": "cat"}``, ``{"0": ["n0", "cat"]}`` takes the last) or one per line."""
+    """Read ``index_to_name.json`` (``{"0": "cat"}``, ``{"0": ["n0", "cat"]}`` takes the last) or one per line
+    (line ``i`` names class ``i``; a blank line leaves its class unnamed, so it is written as its number)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -35,7 +36,7 @@ def read_labels(path: Path) -> Labels:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgumentError(f"{path}: cannot read labels: {exc}") from None
     if path.suffix != ".json":
-        return Labels({i: line.strip() for i, line in enumerate(text.splitlines())})
+        return Labels({i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()})
     try:
         return Labels(_from_mapping(json.loads(text)))
     except (ValueError, TypeError) as exc:

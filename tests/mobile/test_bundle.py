@@ -11,6 +11,7 @@ from modelport.cli import main
 from modelport.manifest import file_sha256
 from modelport.mobile.options import parse_variants
 from modelport.mobile.report import render_bundle_table
+from modelport.processing.labels import read_labels
 from tests.export import keras_kinds
 from tests.user_cli import run_modelport
 
@@ -101,6 +102,31 @@ def test_cli_errors_are_one_clear_line(digits_repo, tmp_path, capsys, args, code
     assert main(["bundle", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == code
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_blank_line_in_labels_txt_names_its_class_by_number_as_the_server_does(digits_repo, tmp_path):
+    names = [f"digit {i}" for i in range(10)]
+    names[3] = "  "  # line 3 names class 3 (blank): no line is dropped, so classes 4..9 keep their names
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n\n")
+    out = tmp_path / "b"
+    assert (
+        main(
+            [
+                "bundle",
+                str(digits_repo.root / "kdigits"),
+                "--labels",
+                str(tmp_path / "labels.txt"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    bundled = json.loads((out / "bundle.json").read_text())["labels"]
+    server = read_labels(tmp_path / "labels.txt")
+    assert bundled == [server(i) for i in range(10)]
+    assert bundled[3] == "3" and bundled[4] == "digit 4" and bundled[9] == "digit 9"
 
 
 def test_out_must_not_be_an_unrelated_directory(digits_repo, tmp_path, capsys):

@@ -48,6 +48,8 @@ def test_labels_files(tmp_path):
     assert read_labels(tmp_path / "labels.txt").names == {0: "zero", 1: "one"}
     assert read_labels(tmp_path / "old.json").names == {0: "a", 1: "b"}
     assert Labels({0: "cat"})(5) == "5"
+    (tmp_path / "gap.txt").write_text("a\n\nc\n")  # line i names class i; a blank line names none
+    assert read_labels(tmp_path / "gap.txt").names == {0: "a", 2: "c"} and read_labels(tmp_path / "gap.txt")(1) == "1"
 
 
 def test_bad_or_missing_labels_files(tmp_path):
