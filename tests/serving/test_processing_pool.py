@@ -54,6 +54,21 @@ async def test_calls_queued_behind_a_busy_thread_go_in_one_work_item(pool):
     assert pool.groups == 2  # the gate's work item, then the 8 queued calls in one
 
 
+async def test_a_group_holds_at_most_max_group_calls():
+    pool, gate = ProcessingPool(1, inline_below_s=0.0, max_group=3), Gate()
+    try:
+        held = await _busy(pool, gate)
+        calls = [asyncio.create_task(pool.run("double", doubled, [i])) for i in range(7)]
+        await until(lambda: pool.queued == 7, what="7 calls queued")
+        gate.opened.set()
+        outcomes = await asyncio.gather(*calls)
+        await held
+    finally:
+        pool.close()
+    assert [o.results for o in outcomes] == [[2 * i] for i in range(7)]
+    assert pool.groups == 1 + 3  # the gate, then 3 + 3 + 1 calls
+
+
 async def test_an_idle_pool_runs_each_call_at_once(pool):
     for i in range(3):
         assert (await pool.run("double", doubled, [i])).results == [2 * i]
