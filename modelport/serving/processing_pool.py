@@ -8,10 +8,10 @@ with one thread, an even split with several, at most ``max_group`` calls) as one
 after another and hands their outcomes back to the event loop at once. An idle pool takes a call at once: no
 delay is added to wait for company. Under load that is one thread hop per group instead of one per request.
 
-A stage (one model version's ``pre`` or ``post``) whose calls take on average less than the inline threshold
-(``batching.inline_threshold_s``, the median of its last calls: softmax and top-k over a thousand scores take
-tens of microseconds, a hop to a thread and back costs more) runs on the event loop itself, as the batcher runs
-cheap batches; a stage never timed yet runs in the pool.
+A stage (one model version's ``pre`` or ``post``) whose last calls took less than the inline threshold (their
+median against ``batching.inline_threshold_s``: softmax and top-k over a thousand scores take tens of
+microseconds, a hop to a thread and back costs more) runs on the event loop itself, as the batcher runs cheap
+batches; a stage never timed yet runs in the pool.
 """
 
 from __future__ import annotations
@@ -101,9 +101,14 @@ class ProcessingPool:
         group = [call for call in group if not call.future.done()]
         if not group:
             return
+        try:
+            work = loop.run_in_executor(self._executor, _execute_group, [(c.function, c.items) for c in group])
+        except RuntimeError as exc:  # the pool is shut down (the server is stopping): no caller waits forever
+            for call in group:
+                call.future.set_result(Outcome(None, exc, 0.0))
+            return
         self._busy += 1
         self.groups += 1
-        work = loop.run_in_executor(self._executor, _execute_group, [(c.function, c.items) for c in group])
         work.add_done_callback(functools.partial(self._finished, group, loop))
 
     def _finished(

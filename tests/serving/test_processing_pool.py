@@ -124,3 +124,10 @@ async def test_a_cheap_stage_runs_on_the_event_loop_after_its_first_call():
     assert threads[0] != loop_thread  # not timed yet: in the pool
     assert threads[1:] == [loop_thread, loop_thread]
     assert pool.groups == 1
+
+
+async def test_a_call_after_close_fails_at_once_instead_of_waiting():
+    pool = ProcessingPool(1, inline_below_s=0.0)
+    pool.close()
+    outcome = await asyncio.wait_for(pool.run("double", doubled, [1]), 10)
+    assert outcome.results is None and isinstance(outcome.error, RuntimeError)
