@@ -92,14 +92,11 @@ class ClassifierProcessor:
         scores = activate(_one_row(_output(outputs, self.name), self.name), self.step.activation)
         return self.format(scores)
 
-    def _ranked(self, scores: FloatArray) -> list[int]:
-        return [int(i) for i in np.argsort(-scores, kind="stable")]
-
     def _topk(self, scores: FloatArray) -> dict[str, float]:
         assert isinstance(self.step, TopKStep)
         if self.step.k is None:  # every class in index order (TorchServe's text_classifier)
-            return {self.labels(i): float(s) for i, s in enumerate(scores)}
-        return {self.labels(i): float(scores[i]) for i in self._ranked(scores)[: self.step.k]}
+            return {self.labels(i): float(s) for i, s in enumerate(scores.tolist())}
+        return _named(self.labels, scores, _best(scores, self.step.k))
 
     def _argmax(self, scores: FloatArray) -> dict[str, object]:
         best = int(np.argmax(scores))
@@ -107,7 +104,28 @@ class ClassifierProcessor:
 
     def _threshold(self, scores: FloatArray) -> dict[str, float]:
         assert isinstance(self.step, ThresholdStep)
-        return {self.labels(i): float(scores[i]) for i in self._ranked(scores) if scores[i] >= self.step.threshold}
+        return _named(self.labels, scores, _ranked(scores, np.flatnonzero(scores >= self.step.threshold)))
+
+
+def _ranked(scores: FloatArray, indices: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``indices`` (ascending) best score first, ties in index order (a stable sort of the scores, descending)."""
+    return indices[np.argsort(-scores[indices], kind="stable")]
+
+
+def _best(scores: FloatArray, k: int) -> np.ndarray[Any, Any]:
+    """The indices of the ``k`` best scores, ranked as a stable descending sort of all of them ranks them: the
+    classes scoring at least the k-th best (``argpartition``), sorted; the full sort where NaNs make it unclear."""
+    if k >= len(scores):
+        return _ranked(scores, np.arange(len(scores)))
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+    candidates = np.flatnonzero(scores >= kth)
+    if len(candidates) < k:  # NaN scores (they sort last)
+        candidates = np.arange(len(scores))
+    return _ranked(scores, candidates)[:k]
+
+
+def _named(labels: Callable[[int], str], scores: FloatArray, indices: np.ndarray[Any, Any]) -> dict[str, float]:
+    return {labels(i): s for i, s in zip(indices.tolist(), scores[indices].tolist(), strict=True)}
 
 
 class IdentityProcessor:

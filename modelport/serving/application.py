@@ -10,21 +10,19 @@ at load, :attr:`Execution.processors`). What clients see, in every protocol's me
   response as UTF-8 JSON (``{"tabby": 0.71, ...}``); JSON protocols (TorchServe, TF Serving REST)
   answer the decoded values instead (:attr:`InferResponse.results`). Without ``post``, the model's tensors.
 
-One request's payloads are preprocessed together in a small thread pool shared by the data plane
-(Pillow decodes and resizes without the GIL), never on the event loop; requests are not grouped
-across one another before preprocessing (the model's batcher groups their tensors). A bad payload
+One request's payloads are preprocessed together, in one call of its own, in a small thread pool shared
+by the data plane (Pillow decodes and resizes without the GIL), never on the event loop; concurrent
+requests' calls share the trip to the pool (:mod:`modelport.serving.processing_pool`), and the model's
+batcher groups their tensors. Cheap stages (a top-k postprocessor) run on the event loop. A bad payload
 fails its request alone with a 4xx naming the input; a processor that raises is a generic 500 with
 its traceback logged. Triton's classification extension (:func:`classify`) works for every model.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from modelport.serving import tracing
 from modelport.serving.errors import http_status
 from modelport.serving.metrics import Metrics
 from modelport.serving.model import Execution, ServedVersion
+from modelport.serving.processing_pool import ProcessingPool
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput, TensorMetadata
 from modelport.tensors import Arrays, dtype_of_array
 
@@ -73,14 +72,15 @@ class Applications:
     """Runs the processors of every processed model in one bounded thread pool, timed in ``/metrics``."""
 
     def __init__(self, threads: int, metrics: Metrics) -> None:
-        # default: a core left to the event loop (liveness, request I/O), at most 8 threads
-        size = threads or max(1, min(8, (os.cpu_count() or 2) - 1))
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="modelport-process")
+        # default: a core left to the event loop (liveness, request I/O), at most 8 threads; the cores this
+        # process may run on, not the machine's (a server pinned to one core gets one thread)
+        size = threads or max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+        self.pool = ProcessingPool(size)
         self._metrics = metrics
 
     def close(self) -> None:
         """Stop the pool once the processing under way finishes."""
-        self._pool.shutdown(wait=True)
+        self.pool.close()
 
     async def infer(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """Preprocess the payloads, run the model through its batcher, postprocess each row."""
@@ -92,7 +92,7 @@ class Applications:
         tensors = request.inputs
         if processors.pre:
             payloads = _payloads(request.inputs, payload_name(processors))
-            preprocessed = await self._stage(processors.preprocess, payloads, self._metrics.preprocess_seconds, key)
+            preprocessed = await self.process(processors.preprocess, payloads, "pre", key)
             tensors = _concatenate(preprocessed)
         served.validate(tensors)
         outputs = await batcher.submit(tensors, execution.limits.timeout_s)
@@ -102,44 +102,32 @@ class Applications:
             return InferResponse(served.name, version, selected, id=request.id)
         _check_wanted(request.outputs, served.name)
         rows = _rows(outputs, tensors, bool(manifest.max_batch_size))
-        results = await self._stage(processors.postprocess, rows, self._metrics.postprocess_seconds, key)
+        results = await self.process(processors.postprocess, rows, "post", key)
         encoded = np.array([orjson.dumps(r, option=_JSON_OPTIONS) for r in results], dtype=object)
         return InferResponse(served.name, version, {OUTPUT: encoded}, id=request.id, results=results)
 
     async def process(
         self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], stage: str, key: Any
     ) -> list[Any]:
-        """One processing ``stage`` (``pre`` or ``post``) of a pipeline in the pool, timed under ``key`` (model,
-        version); an item's error is raised, as for a model's own processors."""
+        """One processing ``stage`` (``pre`` or ``post``) of one request, timed under ``key`` (model, version):
+        each item's result, or the first item's error raised; a processor's own fault is a generic 500."""
         histogram = self._metrics.preprocess_seconds if stage == "pre" else self._metrics.postprocess_seconds
-        return await self._stage(function, items, histogram, key)
-
-    async def _stage(
-        self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], histogram: Any, key: Any
-    ) -> list[Any]:
-        """``function(items)`` in the pool: each item's result, or the first item's error raised."""
-        loop = asyncio.get_running_loop()
-        try:
-            with tracing.span(function.__name__, items=len(items)):  # preprocess / postprocess
-                results, seconds = await loop.run_in_executor(self._pool, _timed, function, items)
-        except ModelportError:
-            raise
-        except Exception as exc:  # the processor's own fault: logged with its traceback, a generic 500 to the client
-            log.error("model %s version %s: processing failed", *key, exc_info=exc)
-            raise InferenceError(f"processing failed: {summarize(exc)}") from None
-        histogram.labels(*key).observe(seconds)
-        for result in results:
+        with tracing.span(function.__name__, items=len(items)):  # preprocess / postprocess
+            outcome = await self.pool.run((*key, stage), function, items)
+        if outcome.error is not None:
+            if isinstance(outcome.error, ModelportError):
+                raise outcome.error
+            # the processor's own fault: logged with its traceback, a generic 500 to the client
+            log.error("model %s version %s: processing failed", *key, exc_info=outcome.error)
+            raise InferenceError(f"processing failed: {summarize(outcome.error)}") from None
+        histogram.labels(*key).observe(outcome.seconds)
+        assert outcome.results is not None
+        for result in outcome.results:
             if isinstance(result, ModelportError):
                 if http_status(result) >= 500:
                     log.error("model %s version %s: processing failed: %s", *key, result.message)
                 raise result
-        return results
-
-
-def _timed(function: Callable[[Sequence[object]], Sequence[object]], items: list[Any]) -> tuple[list[Any], float]:
-    started = time.perf_counter()
-    results = list(function(items))
-    return results, time.perf_counter() - started
+        return outcome.results
 
 
 def _payloads(inputs: Arrays, name: str) -> list[object]:

@@ -98,6 +98,23 @@ def test_topk_orders_best_first_breaking_ties_by_index(tmp_path):
     assert list(in_order) == [str(i) for i in range(7)]
 
 
+def test_topk_and_threshold_rank_as_a_stable_sort_of_every_score(tmp_path):
+    """The top k come from a partial sort: the same classes in the same order as a full stable sort, with ties
+    (many equal scores) and NaN scores (last)."""
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        width = int(rng.integers(1, 30))
+        scores = rng.integers(0, 4, width).astype(np.float32) if trial % 2 else rng.normal(size=width)
+        if trial % 5 == 0:
+            scores[rng.integers(0, width, 2)] = np.nan
+        ranked = [str(i) for i in np.argsort(-scores, kind="stable")]
+        for k in (1, 3, width, width + 2):
+            [top] = _classify(tmp_path, TopKStep(output="logits", k=k), [scores[None]])
+            assert list(top) == ranked[:k], (scores, k)
+        [above] = _classify(tmp_path, ThresholdStep(output="logits", threshold=1.0), [scores[None]])
+        assert list(above) == [i for i in ranked if scores[int(i)] >= 1.0], scores
+
+
 def test_argmax_and_threshold(tmp_path):
     (tmp_path / "labels.txt").write_text("\n".join("abcdefg"))
     [best] = _classify(tmp_path, ArgmaxStep(output="logits"), [LOGITS])

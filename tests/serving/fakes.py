@@ -202,3 +202,16 @@ def seal(directory: Path, artifact: bytes = b"fake model bytes") -> Path:
     }
     write_manifest(manifest.model_copy(update={"files": files}), directory)
     return directory
+
+
+class Gate:
+    """A processing function that holds its pool thread until ``opened``, and says (``holding``) when it holds it."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self.opened = threading.Event()
+
+    def __call__(self, items: Any) -> list[Any]:
+        self.holding.set()
+        assert self.opened.wait(30), "the gate was never opened"
+        return list(items)

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.processing_pool import MAX_GROUP
 from modelport.serving.rest import create_app
 from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
 from tests.processing.images import encode, photo, png_bomb, png_header
-from tests.serving.applications import TEXT_PROCESSORS, add_colors, add_sentiment
+from tests.serving.applications import IMAGE_PROCESSORS, TEXT_PROCESSORS, add_colors, add_sentiment
+from tests.serving.fakes import Gate
+from tests.serving.processes import until
 
 CUSTOM_CODE = """
 import numpy as np
@@ -50,6 +53,7 @@ def fault_repo(tmp_path_factory) -> Path:
     add_colors(repo)
     add_sentiment(repo)
     add_sentiment(repo, "strict", processors=STRICT_TEXT)
+    add_colors(repo, "pre", processors={"pre": IMAGE_PROCESSORS["pre"]})  # no post: tensors out
     custom = add_colors(
         repo,
         "custom",
@@ -138,3 +142,59 @@ async def test_liveness_answers_within_50ms_while_32_large_images_decode(fault_c
         'modelport_preprocess_duration_seconds_count{model="colors-onnx",version="1"} 32.0'
         in (await client.get("/metrics")).text
     )
+
+
+async def test_concurrent_requests_are_preprocessed_in_one_pool_call_and_a_bad_image_fails_alone(fault_repo):
+    plane = build(ServerSettings(repository=fault_repo, max_queue_delay_ms=5, processing_threads=1))
+    await plane.start()
+    pool, gate = plane.applications.pool, Gate()
+    transport = httpx.ASGITransport(app=create_app(plane))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            held = asyncio.create_task(pool.run("gate", gate, []))
+            assert await asyncio.to_thread(gate.holding.wait, 30)
+            bodies = [GOOD_IMAGE] * 7 + [BAD_IMAGES["truncated"]] + [GOOD_IMAGE] * 7
+            uploads = [asyncio.create_task(client.post("/predictions/pre-onnx", content=b)) for b in bodies]
+            await until(lambda: pool.queued == len(bodies), what="every request waiting for the pool")
+            groups = pool.groups
+            gate.opened.set()
+            answers = await asyncio.gather(*uploads)
+            await held
+    finally:
+        await plane.close()
+    bad = answers.pop(7)
+    assert bad.status_code == 400 and "input 'pixels'" in bad.json()["message"], bad.text
+    assert all(a.status_code == 200 and a.json() == answers[0].json() for a in answers), answers[0].text
+    assert pool.groups == groups + -(-len(bodies) // MAX_GROUP)  # 15 requests' preprocessing: 2 trips to the pool
+
+
+async def test_requests_processed_in_one_pool_call_each_get_their_own_pre_and_post_spans(fault_repo):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from modelport.serving import tracing
+
+    exporter = InMemorySpanExporter()
+    assert tracing.configure(ServerSettings(repository=fault_repo), exporter)
+    plane = build(ServerSettings(repository=fault_repo, max_queue_delay_ms=5, processing_threads=1))
+    await plane.start()
+    pool, gate = plane.applications.pool, Gate()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(plane)), base_url="http://t") as c:
+            held = asyncio.create_task(pool.run("gate", gate, []))
+            assert await asyncio.to_thread(gate.holding.wait, 30)
+            uploads = [asyncio.create_task(c.post("/predictions/colors-onnx", content=GOOD_IMAGE)) for _ in range(3)]
+            await until(lambda: pool.queued == 3, what="the requests waiting for the pool")
+            gate.opened.set()
+            assert all(a.status_code == 200 for a in await asyncio.gather(*uploads))
+            await held
+        tracing.flush()
+        spans = list(exporter.get_finished_spans())
+    finally:
+        await plane.close()
+        tracing.shutdown()
+    servers = [s for s in spans if s.name == "POST /predictions/{model}"]
+    assert len(servers) == 3
+    for server in servers:
+        assert server.context is not None
+        names = [s.name for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id]
+        assert names.count("preprocess") == 1 and names.count("postprocess") == 1, names
