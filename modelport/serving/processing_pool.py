@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from modelport.errors import UnavailableError
 from modelport.serving.batching import inline_threshold_s
 
 __all__ = ["MAX_GROUP", "Outcome", "ProcessingPool"]
@@ -103,9 +104,10 @@ class ProcessingPool:
             return
         try:
             work = loop.run_in_executor(self._executor, _execute_group, [(c.function, c.items) for c in group])
-        except RuntimeError as exc:  # the pool is shut down (the server is stopping): no caller waits forever
+        except RuntimeError:  # the pool is shut down (the server is stopping): no caller waits forever, each gets a 503
+            stopping = UnavailableError("the server is stopping: retry on another replica")
             for call in group:
-                call.future.set_result(Outcome(None, exc, 0.0))
+                call.future.set_result(Outcome(None, stopping, 0.0))
             return
         self._busy += 1
         self.groups += 1

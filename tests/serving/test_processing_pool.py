@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, UnavailableError
+from modelport.serving.errors import http_status
 from modelport.serving.processing_pool import ProcessingPool
 from tests.serving.fakes import Gate
 from tests.serving.processes import until
@@ -126,8 +127,9 @@ async def test_a_cheap_stage_runs_on_the_event_loop_after_its_first_call():
     assert pool.groups == 1
 
 
-async def test_a_call_after_close_fails_at_once_instead_of_waiting():
+async def test_a_call_after_close_fails_at_once_as_unavailable_instead_of_waiting():
     pool = ProcessingPool(1, inline_below_s=0.0)
     pool.close()
     outcome = await asyncio.wait_for(pool.run("double", doubled, [1]), 10)
-    assert outcome.results is None and isinstance(outcome.error, RuntimeError)
+    assert outcome.results is None and isinstance(outcome.error, UnavailableError)  # a 503, not a processor fault
+    assert http_status(outcome.error) == 503
