@@ -1,15 +1,18 @@
 """What the modelport server does with the ResNet-18 under load: batches formed, CPU per item, peak memory.
 
     python benchmarks/resnet_batches.py [--concurrency 8,32] [--duration 6] [--systems v2-binary,v2-json]
-                                        [--memray DIR] [--out benchmarks/results/resnet_batches.json]
+                                        [--baseline DIR] [--memray DIR] [--out FILE.json]
 
 One ``modelport serve`` over the serving benchmark's ResNet-18 export (``serving.py``'s server: pinned to one
 core, one intra-op thread, defaults otherwise); for each concurrency and system, a load of ``--duration``
 seconds (wrk, or ``loadgen.py``), then from the server's Triton statistics (``/v2/models/{m}/stats``) every
-batch size run in the cell with its count and mean compute time, the items the *server* computed per second
-of the cell and per second of its CPU (unlike the client's req/s, not cut short by the batch still in flight
-when the load stops), and the tree's peak PSS. ``--memray DIR``: the server runs under ``memray run --native``
-(slower; memory figures only) and DIR gets its capture and ``memray stats`` / ``memray tree`` at the peak.
+batch size run in the cell with its count and mean compute time, the items the *server* computed per second of
+the load and per second of its CPU (its CPU until it is idle again, so that the batch still in flight when the
+load stopped counts in both: unlike the client's req/s, not cut short by it), and the tree's peak PSS.
+
+``--baseline DIR``: the same cells on a second server run from that checkout, interleaved (before/after).
+``--memray DIR``: the server runs under ``memray run --native`` (slower; memory figures only) and DIR gets its
+capture, ``memray stats``, ``memray table`` (HTML) and the largest allocations alive at the peak as text.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ from bench_models import MODELS, build  # noqa: E402
 from serving_config import Config, add_run_arguments, run_config  # noqa: E402
 from serving_load import Payload, run_load, write_payloads  # noqa: E402
 from serving_memory import PssSampler  # noqa: E402
-from serving_procs import Server, cpu_seconds, modelport_server, wait_valid  # noqa: E402
+from serving_procs import Server, cpu_seconds, modelport_server, settle, wait_valid  # noqa: E402
 
 MODEL = MODELS["resnet18"]
 
@@ -44,11 +49,14 @@ def batches(server: Server) -> dict[int, tuple[int, int]]:
 
 
 def cell(cfg: Config, server: Server, payload: Payload, concurrency: int) -> dict[str, Any]:
-    """One load, with the batches it formed and the server's CPU and memory meanwhile."""
+    """One load (once the server is idle), with the batches it formed and the server's CPU and memory meanwhile."""
+    settle([server])
     before, cpu, wall = batches(server), cpu_seconds(server.proc.pid), time.perf_counter()
     with PssSampler(server.proc.pid) as memory:
         load = run_load(cfg, server.url, server.grpc, payload, concurrency)
-    cpu, wall = cpu_seconds(server.proc.pid) - cpu, time.perf_counter() - wall
+        wall = time.perf_counter() - wall
+        settle([server])  # the batches still running when the load stopped: their CPU and their items both count
+    cpu = cpu_seconds(server.proc.pid) - cpu
     after = batches(server)
     formed = {
         size: (count - before.get(size, (0, 0))[0], ns - before.get(size, (0, 0))[1])
@@ -69,11 +77,23 @@ def cell(cfg: Config, server: Server, payload: Payload, concurrency: int) -> dic
     }
 
 
-def memray_report(capture: Path, folder: Path) -> None:
-    """``memray stats`` and ``memray tree`` (the allocations alive at the peak) next to the capture."""
-    for command in ("stats", "tree"):
-        done = subprocess.run([sys.executable, "-m", "memray", command, str(capture)], capture_output=True, text=True)
-        (folder / f"memray-{command}.txt").write_text(done.stdout + done.stderr)
+def memray_report(capture: Path, folder: Path, top: int = 15) -> None:
+    """``memray stats``, ``memray table`` (HTML: the allocations alive at the peak) and the ``top`` of that table as
+    text, next to the capture (``memray tree`` is interactive)."""
+    done = subprocess.run([sys.executable, "-m", "memray", "stats", str(capture)], capture_output=True, text=True)
+    (folder / "memray-stats.txt").write_text(done.stdout + done.stderr)
+    html = folder / "memray-table.html"
+    subprocess.run([sys.executable, "-m", "memray", "table", "-f", "-o", str(html), str(capture)], check=True)
+    marker = "const packed_data = "
+    line = next(line for line in html.read_text().splitlines() if marker in line)
+    rows = sorted(json.loads(line.split(marker, 1)[1].rstrip(";")), key=lambda row: -row["size"])
+    text = [
+        f"{row['size'] / 2**20:8.1f} MiB {row['n_allocations']:7d} x {row['allocator']:13s} "
+        + html_unescape(row["stack_trace"])
+        for row in rows[:top]
+    ]
+    total = sum(row["size"] for row in rows) / 2**20
+    (folder / "memray-peak.txt").write_text(f"alive at the peak: {total:.1f} MiB\n" + "\n".join(text) + "\n")
 
 
 def wrap(argv: list[str]) -> None:
@@ -86,12 +106,22 @@ def wrap(argv: list[str]) -> None:
     os.execvp(command[0], [*command[: at + 1], *memray, *command[at + 1 :]])
 
 
+def _print(system: str, concurrency: int, found: dict[str, Any]) -> None:
+    print(
+        f"{system:15s} c={concurrency:<3d} {found['rps']:6.1f} req/s (client), {found['server_items_per_s']:6.1f} "
+        f"items/s and {found['items_per_cpu_s']:6.1f} items/CPU-s (server), mean batch {found['mean_batch']:5.1f}, "
+        f"peak PSS {found['peak_pss_mb']:5.0f} MiB; batches {found['batches']}",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, servers="the server")
     parser.add_argument("--systems", default="v2-binary,v2-json", help="v2-binary, v2-json, tfserving, v2-grpc")
     parser.add_argument("--memray", type=Path, default=None, metavar="DIR")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "resnet_batches.json")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="also this checkout's server")
     parser.add_argument("--wrap", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.wrap:
@@ -117,22 +147,23 @@ def main(argv: list[str] | None = None) -> int:
             quiet=True,
         )
         payloads = write_payloads(MODEL, work)
-        with modelport_server(cfg, MODEL, work / "repo", work, wrapper=wrapper) as server:
-            if server.error is not None:
-                raise SystemExit(f"the server failed: {server.error}")
-            wait_valid(server, payloads["v2-binary"], cfg.startup_timeout)
+        with ExitStack() as stack:
+            servers = {"": stack.enter_context(modelport_server(cfg, MODEL, work / "repo", work, wrapper=wrapper))}
+            if args.baseline is not None:
+                servers["base "] = stack.enter_context(
+                    modelport_server(cfg, MODEL, work / "repo", work, checkout=args.baseline)
+                )
+            for server in servers.values():
+                if server.error is not None:
+                    raise SystemExit(f"the server failed: {server.error}")
+                wait_valid(server, payloads["v2-binary"], cfg.startup_timeout)
             for _ in range(cfg.rounds):
                 for concurrency in cfg.concurrency:
                     for system in args.systems.split(","):
-                        found = cell(cfg, server, payloads[system], concurrency)
-                        results.setdefault(f"{system} c={concurrency}", []).append(found)
-                        print(
-                            f"{system:10s} c={concurrency:<3d} {found['rps']:6.1f} req/s (client), "
-                            f"{found['server_items_per_s']:6.1f} items/s and {found['items_per_cpu_s']:6.1f} "
-                            f"items/CPU-s (server), mean batch {found['mean_batch']:5.1f}, "
-                            f"peak PSS {found['peak_pss_mb']:5.0f} MiB; batches {found['batches']}",
-                            flush=True,
-                        )
+                        for label, server in servers.items():
+                            found = cell(cfg, server, payloads[system], concurrency)
+                            results.setdefault(f"{label}{system} c={concurrency}", []).append(found)
+                            _print(f"{label}{system}", concurrency, found)
     if args.memray is not None:
         memray_report(args.memray / "server.bin", args.memray)
     args.out.parent.mkdir(parents=True, exist_ok=True)

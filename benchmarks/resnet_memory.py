@@ -7,8 +7,9 @@ Every (variant, batch) cell runs in a fresh process (pinned to ``--cpu``, one in
 (``VmHWM``) is its own: ``above_mb`` is that peak less the RSS once the session is loaded, what the runs
 themselves hold (activations, the arena's regions, glibc's free lists). Speed is items per second of wall time
 and, robust against other load on a shared machine, items per second of the process's CPU time. ``mixed`` runs
-batch sizes 1 to 32 in a fixed random order, as a batching server meets them. Cells run in ``--rounds``
-interleaved rounds; the report holds each cell's median speed and its highest peak.
+batch sizes 1 to 32 in a fixed random order, as a batching server meets them; ``N/k`` a batch of N rows in runs
+of k rows (slices of one array, as ``modelport/runtimes/onnx.py`` runs a batch whose rows take long). Cells run
+in ``--rounds`` interleaved rounds; the report holds each cell's median speed and its highest peak.
 
 Variants: ``default`` (modelport's ``onnx_arena: session``: onnxruntime's defaults), ``no-arena``
 (``enable_cpu_mem_arena = False``, modelport's ``none``), ``no-mem-pattern``, ``shared`` (modelport's one arena for
@@ -84,16 +85,21 @@ def child(model: str, variant: str, batch: str, seconds: float) -> dict[str, Any
 
     session, run = _session(ort, model, variant)
     loaded = _status_mb("VmRSS")
+    batch, _, run_rows = batch.partition("/")
     sizes = [int(batch)] if batch != "mixed" else list(np.random.default_rng(MIXED_SEED).integers(1, 33, MIXED_RUNS))
     rng = np.random.default_rng(0)
     inputs = {n: rng.standard_normal((n, 3, 224, 224), dtype=np.float32) for n in set(sizes)}
     name = session.get_inputs()[0].name
-    session.run(None, {name: inputs[sizes[0]]}, run)  # warm-up
+    step = int(run_rows or sizes[0])  # N/k: a batch in runs of k rows, as modelport's ONNX runtime slices
+    for start in range(0, sizes[0], step):  # warm-up
+        session.run(None, {name: inputs[sizes[0]][start : start + step]}, run)
     items, calls = 0, 0
     wall, cpu = time.perf_counter(), time.process_time()
     while calls < len(sizes) or time.perf_counter() - wall < seconds:
         n = sizes[calls % len(sizes)]
-        session.run(None, {name: inputs[n]}, run)
+        step = int(run_rows or n)
+        for start in range(0, n, step):
+            session.run(None, {name: inputs[n][start : start + step]}, run)
         items, calls = items + n, calls + 1
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = _status_mb("VmHWM") - sum(a.nbytes for a in inputs.values()) / 2**20  # less this script's inputs
