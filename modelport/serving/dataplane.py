@@ -17,8 +17,10 @@ from modelport.errors import (
     VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.runtimes.base import Arrays
 from modelport.serving import tracing
 from modelport.serving.application import Applications, classify, external_tensors
+from modelport.serving.batching import Batcher
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
@@ -179,11 +181,14 @@ class DataPlane:
             label = (name, str(number), protocol)
             if tracing.ENABLED:
                 tracing.annotate(*label)
-            if served is not None:
-                response = await self._run(served, request)
-            else:
+            if served is None:
                 assert pipeline is not None
                 response = await pipeline.infer(self, request)
+            elif served.execution is not None and served.execution.processors is not None:
+                response = await self.applications.infer(served, request)
+            else:  # the usual request: awaited here, not through _run (one coroutine level less per request)
+                batcher, timeout, wanted = self._admit(served, request)
+                response = _tensors_response(served, request, wanted, await batcher.submit(request.inputs, timeout))
             self.metrics.outcome(label, "success").inc()
             succeeded = True
             return response
@@ -207,10 +212,11 @@ class DataPlane:
         """One model version's request: through its processors when it has them, else tensors in and out."""
         if served.execution is not None and served.execution.processors is not None:
             return await self.applications.infer(served, request)
-        return await self._infer_tensors(served, request)
+        batcher, timeout, wanted = self._admit(served, request)
+        return _tensors_response(served, request, wanted, await batcher.submit(request.inputs, timeout))
 
-    async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
-        """A model without processors: its tensors in, its tensors out (classified where asked)."""
+    def _admit(self, served: ServedVersion, request: InferRequest) -> tuple[Batcher, float, list[str]]:
+        """A model without processors: its request validated, with its batcher, timeout and the outputs wanted."""
         if tracing.ENABLED:
             with tracing.span("validate"):
                 served.validate(request.inputs)
@@ -220,10 +226,7 @@ class DataPlane:
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
-        outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
-        batched = served.manifest is not None and served.manifest.max_batch_size > 0
-        selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
-        return InferResponse(served.name, str(served.version), selected, id=request.id)
+        return batcher, execution.limits.timeout_s, wanted
 
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
@@ -379,6 +382,17 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
         max_queue_delay_s=execution.policy.max_queue_delay_s if execution is not None else 0.0,
         gpu=gpu,
     )
+
+
+def _tensors_response(
+    served: ServedVersion, request: InferRequest, wanted: list[str], outputs: Arrays
+) -> InferResponse:
+    """The batch's outputs for one request: the ones it asked for, classified where asked."""
+    execution = served.execution
+    assert execution is not None
+    batched = served.manifest is not None and served.manifest.max_batch_size > 0
+    selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
+    return InferResponse(served.name, str(served.version), selected, id=request.id)
 
 
 def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
