@@ -7,11 +7,12 @@ v2 binary, TF Serving REST and TorchServe predictions. No sockets, no uvicorn, n
 is modelport's own Python (and the model), so it is far steadier than ``serving.py`` on a shared machine.
 
     python benchmarks/hotpath_inprocess.py [--requests 20000] [--concurrency 1,32] [--rounds 3]
-        [--protocols v2-json,v2-binary,tfserving,torchserve] [--profile v2-json] [--repo DIR]
+        [--protocols v2-json,v2-binary,tfserving,torchserve] [--profile v2-json] [--repo DIR] [--checkout DIR]
 
 The process pins itself to one CPU (as ``serving.py`` pins the server), so batches of a small model run
 on the event loop; ``--no-pin`` keeps every CPU. ``--profile P`` prints cProfile's top functions for
-protocol P at the highest concurrency instead of timing.
+protocol P at the highest concurrency instead of timing. ``--checkout DIR`` runs another checkout's modelport
+(the code before a change, for before/after ratios: alternate the two runs, the machine's noise drifts).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import orjson
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 MODEL = "mlp"
@@ -162,12 +164,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     parser.add_argument("--repo", type=Path, help="a folder to export the MLP into once and reuse")
     parser.add_argument("--json", help="also write the medians to this file")
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="the modelport checkout to run (before/after)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.path.insert(0, str(args.checkout))  # modelport is imported from here on
     if not args.no_pin:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import uvloop  # as the server runs

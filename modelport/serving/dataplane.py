@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -75,6 +76,8 @@ class DataPlane:
         self._started = False
         self._draining = False
         self._idle = asyncio.Event()  # set when the last request in flight finishes while draining
+        # serving_metadata's, per loaded version (an unloaded one's goes with it)
+        self._serving_metadata: weakref.WeakKeyDictionary[ServedVersion, ModelMetadata] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
         """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
@@ -162,6 +165,19 @@ class DataPlane:
         if ready_only:
             served.require_ready()
         return _metadata(served, tuple(sorted(self.manager.models[name].versions)))
+
+    def serving_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """:meth:`model_metadata` of a version that takes requests now (``ready_only``), for the inference
+        adapters that read its tensors, format and processors on every request: made once per loaded version
+        (those never change while it is loaded; ``versions`` is the model's list when it was first asked)."""
+        if self._pipeline(name, version) is not None:
+            return self.model_metadata(name, version, ready_only=True)
+        served = self.manager.get(name, version)
+        served.require_ready()
+        meta = self._serving_metadata.get(served)
+        if meta is None:
+            meta = self._serving_metadata[served] = _metadata(served, tuple(sorted(self.manager.models[name].versions)))
+        return meta
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs (a pipeline: run its steps).
