@@ -303,3 +303,17 @@ def test_serving_report_prints_the_traced_systems_as_ratios_to_tracing_off(monke
     ]
     judged = [t for t in targets({"mlp": result}) if t["system"] == "v2-json-trace100"]
     assert [(t["ratio"], t["passed"]) for t in judged] == [(0.9, True)]
+
+
+@pytest.mark.torch
+@pytest.mark.timeout(180)
+def test_hotpath_inprocess_reports_cpu_per_request_for_every_protocol(tmp_path: Path) -> None:
+    out = tmp_path / "hotpath.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "hotpath_inprocess.py"), "--requests", "64", "--rounds", "1"]
+    cmd += ["--concurrency", "1,4", "--repo", str(tmp_path / "repo"), "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = json.loads(out.read_text())
+    protocols = ("v2-json", "v2-binary", "tfserving", "torchserve")
+    assert set(cells) == {f"{p}@{c}" for p in protocols for c in (1, 4)}
+    assert all(us > 0 for us in cells.values()), cells

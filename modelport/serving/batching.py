@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -83,9 +83,8 @@ class BatchPolicy:
     inline_below_s: float = INLINE_BELOW_S
 
 
-@dataclass(frozen=True)
-class BatchStats:
-    """What one executed batch looked like, for metrics.
+class BatchStats(NamedTuple):
+    """What one executed batch looked like, for metrics (a named tuple: one is made per batch).
 
     ``failed``: at least one of its requests failed; ``runs``: runtime calls it took (more than
     one when a failure was isolated by re-running halves), all counted in ``compute_seconds``;
@@ -101,25 +100,32 @@ class BatchStats:
     inline: bool = False
 
 
-@dataclass
 class _Pending:
-    inputs: Arrays
-    rows: int
-    key: tuple[Any, ...]  # set when the request is queued (one that runs at once batches with nothing)
-    future: asyncio.Future[Arrays]
-    enqueued: float
-    trace: Any = None  # tracing.enqueued(): the request's span context when it is sampled (tracing on)
+    """One queued request; ``key`` is set when it is queued (one that runs at once batches with nothing),
+    ``trace`` is tracing.enqueued()'s span context when the request is sampled."""
+
+    __slots__ = ("enqueued", "future", "inputs", "key", "rows", "trace")
+
+    def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[Arrays], enqueued: float) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key: tuple[Any, ...] = ()
+        self.future = future
+        self.enqueued = enqueued
+        self.trace: Any = None
 
 
-@dataclass
 class _Run:
     """One gathered batch on its runtime instance, with the re-runs that isolate its failures."""
 
-    instance: Predict
-    calls: int = 0
-    failed: int = 0
-    traced: bool = False  # a fault's traceback is logged once per batch, not once per request
-    inline: bool = False
+    __slots__ = ("calls", "failed", "inline", "instance", "traced")
+
+    def __init__(self, instance: Predict, inline: bool) -> None:
+        self.instance = instance
+        self.calls = 0
+        self.failed = 0
+        self.traced = False  # a fault's traceback is logged once per batch, not once per request
+        self.inline = inline
 
 
 class Batcher:
@@ -169,7 +175,7 @@ class Batcher:
         if self.depth >= self.policy.max_queue_size:
             raise UnavailableError("the model's request queue is full; retry later", retry_after=1.0)
         loop = self._event_loop()
-        pending = _Pending(inputs, _rows(inputs, self.policy), (), loop.create_future(), loop.time())
+        pending = _Pending(inputs, _rows(inputs, self.policy), loop.create_future(), loop.time())
         if tracing.ENABLED:
             pending.trace = tracing.enqueued()
         if self._idle():  # nothing to batch with: run it now, without the hops through the queue and the loop
@@ -276,7 +282,7 @@ class Batcher:
     async def _execute(self, instance: Predict, batch: list[_Pending]) -> None:
         loop = self._event_loop()
         started, clock = loop.time(), time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
-        run = _Run(instance, inline=self._compute_ewma < self.policy.inline_below_s and len(self._instances) == 1)
+        run = _Run(instance, self._compute_ewma < self.policy.inline_below_s and len(self._instances) == 1)
         try:
             await self._run(run, batch)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -17,8 +18,10 @@ from modelport.errors import (
     VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.runtimes.base import Arrays
 from modelport.serving import tracing
 from modelport.serving.application import Applications, classify, external_tensors
+from modelport.serving.batching import Batcher
 from modelport.serving.manager import ModelManager
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
@@ -73,6 +76,8 @@ class DataPlane:
         self._started = False
         self._draining = False
         self._idle = asyncio.Event()  # set when the last request in flight finishes while draining
+        # serving_metadata's, per loaded version (an unloaded one's goes with it)
+        self._serving_metadata: weakref.WeakKeyDictionary[ServedVersion, ModelMetadata] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
         """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
@@ -161,6 +166,19 @@ class DataPlane:
             served.require_ready()
         return _metadata(served, tuple(sorted(self.manager.models[name].versions)))
 
+    def serving_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """:meth:`model_metadata` of a version that takes requests now (``ready_only``), for the inference
+        adapters that read its tensors, format and processors on every request: made once per loaded version
+        (those never change while it is loaded; ``versions`` is the model's list when it was first asked)."""
+        if self._pipeline(name, version) is not None:
+            return self.model_metadata(name, version, ready_only=True)
+        served = self.manager.get(name, version)
+        served.require_ready()
+        meta = self._serving_metadata.get(served)
+        if meta is None:
+            meta = self._serving_metadata[served] = _metadata(served, tuple(sorted(self.manager.models[name].versions)))
+        return meta
+
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs (a pipeline: run its steps).
         Counted, timed and traced the same way for models and pipelines."""
@@ -179,11 +197,14 @@ class DataPlane:
             label = (name, str(number), protocol)
             if tracing.ENABLED:
                 tracing.annotate(*label)
-            if served is not None:
-                response = await self._run(served, request)
-            else:
+            if served is None:
                 assert pipeline is not None
                 response = await pipeline.infer(self, request)
+            elif served.execution is not None and served.execution.processors is not None:
+                response = await self.applications.infer(served, request)
+            else:  # the usual request: awaited here, not through _run (one coroutine level less per request)
+                batcher, timeout, wanted = self._admit(served, request)
+                response = _tensors_response(served, request, wanted, await batcher.submit(request.inputs, timeout))
             self.metrics.outcome(label, "success").inc()
             succeeded = True
             return response
@@ -207,10 +228,11 @@ class DataPlane:
         """One model version's request: through its processors when it has them, else tensors in and out."""
         if served.execution is not None and served.execution.processors is not None:
             return await self.applications.infer(served, request)
-        return await self._infer_tensors(served, request)
+        batcher, timeout, wanted = self._admit(served, request)
+        return _tensors_response(served, request, wanted, await batcher.submit(request.inputs, timeout))
 
-    async def _infer_tensors(self, served: ServedVersion, request: InferRequest) -> InferResponse:
-        """A model without processors: its tensors in, its tensors out (classified where asked)."""
+    def _admit(self, served: ServedVersion, request: InferRequest) -> tuple[Batcher, float, list[str]]:
+        """A model without processors: its request validated, with its batcher, timeout and the outputs wanted."""
         if tracing.ENABLED:
             with tracing.span("validate"):
                 served.validate(request.inputs)
@@ -220,10 +242,7 @@ class DataPlane:
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
-        outputs = await batcher.submit(request.inputs, execution.limits.timeout_s)
-        batched = served.manifest is not None and served.manifest.max_batch_size > 0
-        selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
-        return InferResponse(served.name, str(served.version), selected, id=request.id)
+        return batcher, execution.limits.timeout_s, wanted
 
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
@@ -379,6 +398,17 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
         max_queue_delay_s=execution.policy.max_queue_delay_s if execution is not None else 0.0,
         gpu=gpu,
     )
+
+
+def _tensors_response(
+    served: ServedVersion, request: InferRequest, wanted: list[str], outputs: Arrays
+) -> InferResponse:
+    """The batch's outputs for one request: the ones it asked for, classified where asked."""
+    execution = served.execution
+    assert execution is not None
+    batched = served.manifest is not None and served.manifest.max_batch_size > 0
+    selected = classify({k: outputs[k] for k in wanted}, request.outputs, execution.labels, batched)
+    return InferResponse(served.name, str(served.version), selected, id=request.id)
 
 
 def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from modelport.errors import PayloadTooLargeError
 from modelport.serving import tracing
@@ -30,8 +30,7 @@ BodyReader = Callable[[int], Awaitable[bytes]]
 """Reads the request body, refusing (413) one over the given number of bytes."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
     """What an inference handler may read of the request besides its body: path parameters and headers."""
 
     params: dict[str, str]
@@ -93,36 +92,35 @@ class HttpFront:
         token = REQUEST_ID.set(request_id)
         stamp = (b"x-request-id", request_id.encode())
         traced = tracing.http_request(scope, send) if tracing.ENABLED else None  # its SERVER span (tracing.py)
-        try:
-            await self._answer(scope, receive, send if traced is None else traced.send, stamp)
+        if traced is not None:
+            send = traced.send
+        try:  # one coroutine level for the whole request: the handler's await is the next one
+            route, params, allowed = self._match(scope["method"], scope["path"])
+            try:  # refused before routing (auth, 405): the common error body, as for every path
+                if self.tokens.enabled:
+                    self._authenticate(scope)
+                if route is None and allowed:
+                    raise method_not_allowed(allowed)
+            except Exception as exc:
+                await _send(send, error_reply(exc), stamp)
+                return
+            if route is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
+                await self.routed(scope, receive, _stamped(send, stamp))
+                return
+            if tracing.ENABLED:
+                tracing.http_route(route.template)
+            try:
+                head = RequestHead(params, scope["headers"])
+                reply = await route.handler(self.plane, head, lambda limit: read_limited(scope, receive, limit))
+            except _DisconnectedError:
+                return
+            except Exception as exc:
+                reply = error_reply(exc, route.render)
+            await _send(send, reply, stamp)
         finally:
             if traced is not None:
                 traced.end()
             REQUEST_ID.reset(token)
-
-    async def _answer(self, scope: dict[str, Any], receive: Any, send: Any, stamp: tuple[bytes, bytes]) -> None:
-        route, params, allowed = self._match(scope["method"], scope["path"])
-        try:  # refused before routing (auth, 405): the common error body, as for every path
-            if self.tokens.enabled:
-                self._authenticate(scope)
-            if route is None and allowed:
-                raise method_not_allowed(allowed)
-        except Exception as exc:
-            await _send(send, error_reply(exc), stamp)
-            return
-        if route is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
-            await self.routed(scope, receive, _stamped(send, stamp))
-            return
-        if tracing.ENABLED:
-            tracing.http_route(route.template)
-        try:
-            head = RequestHead(params, scope["headers"])
-            reply = await route.handler(self.plane, head, lambda limit: read_limited(scope, receive, limit))
-        except _DisconnectedError:
-            return
-        except Exception as exc:
-            reply = error_reply(exc, route.render)
-        await _send(send, reply, stamp)
 
     def _match(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
         """The route, its path parameters and (no route for the method) the methods the path takes; the paths

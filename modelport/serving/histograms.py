@@ -1,4 +1,4 @@
-"""Histograms of one server process kept in plain Python, exposed as prometheus_client exposes its own.
+"""Histograms (and counters) of one server process kept in plain Python, exposed as prometheus_client exposes its own.
 
 prometheus_client's ``Histogram`` takes a lock for its sum and another for the bucket on every
 observation, after a linear search of the buckets: about 0.7 us, and a request to a small model
@@ -7,7 +7,8 @@ here is made on the event loop of one process, so none of that is needed: :meth:
 bisect and two additions. The samples (``_bucket`` with ``le``, ``_count``, ``_sum``, ``_created``)
 are the ones prometheus_client writes for a labelled histogram. With ``--workers`` the workers share
 their metrics through files that only prometheus_client's own classes write: ``serving/metrics.py``
-picks this class for one process only.
+picks this class for one process only. :class:`LocalCounter` does the same for the counters a request
+increments (prometheus_client's ``Counter.inc`` takes a lock too: ~0.4 us).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["Child", "LocalHistogram"]
+__all__ = ["Child", "CounterChild", "LocalCounter", "LocalHistogram"]
 
 # prometheus_client's rule for its own metrics' ``_created`` samples
 _CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
@@ -91,6 +92,56 @@ class LocalHistogram(Collector):
                 metric.add_sample(self._name + "_bucket", {**labels, "le": le}, total)
             metric.add_sample(self._name + "_count", labels, total)
             metric.add_sample(self._name + "_sum", labels, child.sum)
+            if _CREATED:
+                metric.add_sample(self._name + "_created", labels, child.created)
+        yield metric
+
+
+class CounterChild:
+    """One label set's count and creation time."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (not negative: a counter only grows)."""
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class LocalCounter(Collector):
+    """A labelled counter with prometheus_client's interface for what modelport uses: ``labels(...).inc``."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        self._name = name.removesuffix("_total")  # as prometheus_client names a counter's family
+        self._documentation, self._labelnames = documentation, tuple(labelnames)
+        self._children: dict[tuple[str, ...], CounterChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> CounterChild:
+        """The child of these label values (made at first use)."""
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            if len(key) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
+            child = self._children[key] = CounterChild()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples: the registry refuses a second collector of the same names."""
+        yield Metric(self._name, self._documentation, "counter")
+
+    def collect(self) -> Iterator[Metric]:
+        """Every child's ``_total`` and creation time."""
+        metric = Metric(self._name, self._documentation, "counter")
+        for values, child in list(self._children.items()):
+            labels = dict(zip(self._labelnames, values, strict=True))
+            metric.add_sample(self._name + "_total", labels, child.value)
             if _CREATED:
                 metric.add_sample(self._name + "_created", labels, child.created)
         yield metric

@@ -13,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from modelport.serving.batching import BatchStats
-from modelport.serving.histograms import LocalHistogram
+from modelport.serving.histograms import LocalCounter, LocalHistogram
 from modelport.serving.statistics import Statistics
 
 __all__ = ["Metrics", "VersionGauges"]
@@ -34,9 +34,11 @@ class Metrics:
         r = self.registry
         labels = ("model", "version")
         self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        # one process: histograms in plain Python (serving/histograms.py); workers share prometheus_client's files
+        # one process: histograms and hot counters in plain Python (serving/histograms.py);
+        # workers share prometheus_client's files
         histogram: Any = Histogram if self._shared else LocalHistogram
-        self.requests = Counter(
+        counter: Any = Counter if self._shared else LocalCounter  # the counters a request or a batch increments
+        self.requests = counter(
             "modelport_requests", "Inference requests", (*labels, "protocol", "outcome"), registry=r
         )
         self.request_seconds = histogram(
@@ -76,7 +78,7 @@ class Metrics:
         self.batch_requests = histogram(
             "modelport_batch_requests", "Requests per executed batch", labels, buckets=_BATCH, registry=r
         )
-        self.inline_batches = Counter(
+        self.inline_batches = counter(
             "modelport_inline_batches",
             "Batches run on the event loop instead of a worker thread (compute below inline_below_ms)",
             labels,

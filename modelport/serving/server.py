@@ -148,6 +148,7 @@ def _uvicorn_config(settings: ServerSettings, plane: DataPlane) -> uvicorn.Confi
         log_level="warning",
         access_log=False,
         lifespan="off",
+        proxy_headers=False,  # nothing reads scope["client"]: its middleware was one more await per request
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         **uvicorn_ssl(settings),
     )

@@ -93,7 +93,7 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     """``POST .../{model}[/versions/{v}|/labels/{l}]:predict``."""
     model = head.params["model"]
     version = _version_for(plane, model, head.params)
-    meta = plane.model_metadata(model, version, ready_only=True)
+    meta = plane.serving_metadata(model, version)
     inputs, row_format = _decode_predict(await read(plane.settings.max_body_bytes), meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:

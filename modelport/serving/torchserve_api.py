@@ -86,7 +86,7 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
     model, version = head.params["model"], head.params.get("version")
-    meta = plane.model_metadata(model, version, ready_only=True)
+    meta = plane.serving_metadata(model, version)
     content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
         return await _handler_predictions(plane, head, await read(plane.settings.max_body_bytes), content_type)

@@ -38,6 +38,7 @@ _MAX_DIMS = 16
 _MAX_DIM = 2**40
 _NONE_WANTED: dict[str, RequestedOutput] = {}  # read only: a request that names no outputs
 _NO_PARAMETERS: dict[str, Any] = {}  # read only: an input without parameters
+_NO_BINARY = memoryview(b"")  # a JSON-only request's binary data
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
@@ -50,7 +51,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     header = _parse_json(header_bytes)
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise InvalidArgumentError("the request must be a JSON object with a non-empty 'inputs' list")
-    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    binary = memoryview(body)[header_length:] if header_length is not None else _NO_BINARY
     inputs: Arrays = {}
     offset = 0
     for item in header["inputs"]:
@@ -61,14 +62,18 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         offset += used
     if offset != len(binary):
         raise InvalidArgumentError(f"the binary data is {len(binary)} bytes but the inputs declare {offset}")
-    parameters = _object(header.get("parameters", {}), "parameters")
-    wanted = header.get("outputs")
+    parameters = header.get("parameters", _NO_PARAMETERS)
+    if type(parameters) is not dict:
+        parameters = _object(parameters, "parameters")
+    request_id = header.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InvalidArgumentError("id must be a string")
     return InferRequest(
-        inputs=inputs,
-        id=_optional_str(header.get("id"), "id"),
-        outputs=() if wanted is None and "outputs" not in header else _requested_outputs(wanted),
-        parameters=parameters,
-        binary_output=bool(parameters.get("binary_data_output", False)),
+        inputs,
+        request_id,
+        () if "outputs" not in header else _requested_outputs(header["outputs"]),
+        parameters if parameters else {},  # a request's own dict: the shared empty one stays empty
+        bool(parameters.get("binary_data_output", False)) if parameters else False,
     )
 
 
@@ -252,7 +257,7 @@ def _numeric_fast_path(
     name: str, dtype: DataType, shape: tuple[int, ...], count: int, data: Any
 ) -> np.ndarray[Any, Any] | None:
     """Well-formed float data in one C-speed conversion; anything unusual takes the checked path."""
-    if not dtype.is_float or not isinstance(data, list):
+    if not dtype.is_float or type(data) is not list:
         return None
     try:
         raw = np.asarray(data)
@@ -260,7 +265,10 @@ def _numeric_fast_path(
         return None
     if raw.dtype.kind not in ("f", "i") or raw.size != count:
         return None
-    return raw.astype(dtype.np_dtype(), copy=False).reshape(shape)
+    wanted = dtype.np_dtype()
+    if raw.shape != shape:
+        raw = raw.reshape(shape)
+    return raw if raw.dtype == wanted else raw.astype(wanted)
 
 
 def _to_bytes(name: str, value: Any) -> bytes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from modelport.serving.histograms import LocalHistogram
+from modelport.serving.histograms import LocalCounter, LocalHistogram
 from modelport.serving.metrics import Metrics
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
@@ -45,6 +45,7 @@ def test_one_process_keeps_histograms_in_python_and_workers_share_prometheus_fil
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     single = Metrics()
     assert isinstance(single.request_seconds, LocalHistogram)
+    assert isinstance(single.requests, LocalCounter)
     single.request_started()
     assert single.registry.get_sample_value("modelport_inflight_requests") == 1.0
     single.request_finished(("m", "1", "v2"), 0.003)
@@ -55,3 +56,21 @@ def test_one_process_keeps_histograms_in_python_and_workers_share_prometheus_fil
     assert single.registry.get_sample_value("modelport_request_duration_seconds_sum", labels) == 0.003
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert isinstance(Metrics().request_seconds, Histogram)
+    assert isinstance(Metrics().requests, Counter)
+
+
+def _counter_page(kind: type) -> str:
+    registry = CollectorRegistry()
+    counter = kind("c", "help text", ("model", "outcome"), registry=registry)
+    counter.labels("m", "success").inc()
+    counter.labels("m", "success").inc(3)
+    counter.labels("m", "INVALID_ARGUMENT").inc()
+    page = generate_latest(registry).decode()
+    return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", page)
+
+
+def test_local_counter_exposes_what_prometheus_client_does() -> None:
+    assert _counter_page(LocalCounter) == _counter_page(Counter)
+    assert 'c_total{model="m",outcome="success"} 4.0' in _counter_page(LocalCounter)
+    with pytest.raises(ValueError, match="non-negative"):
+        LocalCounter("d", "help", ("model",), registry=CollectorRegistry()).labels("m").inc(-1)
