@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        proxy_headers=False,  # as modelport runs uvicorn: the leanest honest floor
     )
     return 0
 
