@@ -16,7 +16,6 @@ no format that can build arbitrary objects, even from its own child's pipe (Pyth
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -28,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from opentelemetry.sdk.trace import TracerProvider
 
 from modelport.errors import DependencyError
@@ -69,10 +69,10 @@ class ExporterProcess:
             raise DependencyError(f"the tracing exporter process did not start ({self.process.returncode=})")
 
     def write(self, records: Sequence[Record]) -> None:
-        self._send(json.dumps(list(records), separators=(",", ":")).encode())
+        self._send(orjson.dumps(records, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
 
     def flush(self, timeout_s: float) -> None:
-        self._send(json.dumps(float(timeout_s)).encode())
+        self._send(orjson.dumps(float(timeout_s)))
         if not self._replied(timeout_s + 1.0):
             _log.warning("tracing: the exporter process did not flush within %.0f s", timeout_s)
 
@@ -120,7 +120,7 @@ def _receive(stream: IO[bytes]) -> Any:
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
-    return json.loads(stream.read(_LENGTH.unpack(head)[0]))
+    return orjson.loads(stream.read(_LENGTH.unpack(head)[0]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from modelport.serving import tracing_spans
 from modelport.serving.tracing_process import ExporterProcess
 from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, readable, resource
 
-TRACE, SERVER, CALLER = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0x1234
-LINK = (TRACE, 0x99, 1, "")
+TRACE, SERVER, CALLER = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "0000000000001234"
+LINK = (TRACE, "0000000000000099", 1, "")
 VALIDATE = ("validate", 10, 20, {}, 0, "", (), ())
 BATCH = ("batch", 30, 40, {"modelport.batch.size": 2}, 2, "a request of the batch failed", (), (LINK,))
 
@@ -30,16 +30,17 @@ def test_a_record_is_its_span_then_its_children_under_it_with_ids_of_their_own()
     server, validate, batch = readable(request_record(), resource(), RandomIdGenerator())
     assert (server.name, server.kind, server.start_time, server.end_time) == ("POST /x", SpanKind.SERVER, 5, 50)
     assert server.context is not None and server.parent is not None
-    assert (server.context.trace_id, server.context.span_id, server.parent.span_id) == (TRACE, SERVER, CALLER)
+    ids = (server.context.trace_id, server.context.span_id, server.parent.span_id)
+    assert ids == (int(TRACE, 16), int(SERVER, 16), int(CALLER, 16))
     assert server.parent.is_remote and server.context.trace_state.to_header() == "k=v"
     assert server.attributes == {"modelport.model": "echo"}
     for child in (validate, batch):
         assert child.kind is SpanKind.INTERNAL
         assert child.parent == server.context
-        assert child.context is not None and child.context.span_id not in (0, SERVER)
+        assert child.context is not None and child.context.span_id not in (0, int(SERVER, 16))
     assert validate.context.span_id != batch.context.span_id
     assert batch.status.status_code is StatusCode.ERROR and batch.status.description == "a request of the batch failed"
-    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [(TRACE, 0x99)]
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [(int(TRACE, 16), 0x99)]
 
 
 class _Listed:
