@@ -1,6 +1,7 @@
-"""The exporter process: the SDK's batch span processors and exporters, fed span records by the serving process
-over a pipe, so that making the SDK's spans, the OTLP encoding and the export run beside the event loop, not on
-its core and never under its GIL (they cost ~2-10x what making the records does).
+"""The exporter process: fed span records by the serving process over a pipe, it encodes them as OTLP
+(:mod:`~modelport.serving.tracing_otlp`) and sends them with the SDK's OTLP exporters' transports (the console
+exporter gets the SDK's own spans), so that the encoding and the export run beside the event loop, not on its
+core and never under its GIL.
 
     python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
 
@@ -29,9 +30,11 @@ from typing import IO, Any
 
 import orjson
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from modelport.errors import DependencyError
-from modelport.serving.tracing_spans import Record, SpanProcessors, processors, resource
+from modelport.serving.tracing_otlp import Batches, Encoder, senders
+from modelport.serving.tracing_spans import Record, Sink, SpanProcessors, processors, resource
 
 __all__ = ["ExporterProcess", "main"]
 
@@ -102,7 +105,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s [tracing exporter]: %(message)s")
     replies, kinds = int(argv[0]), argv[1:]
     ids = TracerProvider(shutdown_on_exit=False).id_generator  # as the server's: OTEL_PYTHON_ID_GENERATOR
-    sink = SpanProcessors(processors(kinds), resource(), ids)
+    sink = _sinks(kinds, ids)
     os.write(replies, _DONE)
     stream = sys.stdin.buffer
     while (message := _receive(stream)) is not None:
@@ -113,6 +116,33 @@ def main(argv: Sequence[str]) -> int:
             sink.write(message)
     sink.close()
     return 0
+
+
+def _sinks(kinds: Sequence[str], ids: IdGenerator) -> Sink:
+    """OTLP encoded from the records (:mod:`~modelport.serving.tracing_otlp`); the console's through the SDK."""
+    found: list[Sink] = [SpanProcessors(processors([k for k in kinds if k == "console"]), resource(), ids)]
+    if otlp := senders(kinds):
+        found.append(Batches(Encoder(resource(), ids), otlp))
+    return found[0] if len(found) == 1 else _All(found)
+
+
+class _All:
+    """Every sink of a list."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def write(self, records: Sequence[Record]) -> None:
+        for sink in self.sinks:
+            sink.write(records)
+
+    def flush(self, timeout_s: float) -> None:
+        for sink in self.sinks:
+            sink.flush(timeout_s)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 def _receive(stream: IO[bytes]) -> Any:

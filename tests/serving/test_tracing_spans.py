@@ -6,14 +6,17 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelport.serving import tracing_spans
+from modelport.serving.tracing_otlp import Encoder
 from modelport.serving.tracing_process import ExporterProcess
-from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, readable, resource
+from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, exporter_kinds, readable, resource
+from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
 
 TRACE, SERVER, CALLER = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "0000000000001234"
 LINK = (TRACE, "0000000000000099", 1, "")
@@ -122,3 +125,57 @@ def test_a_dead_exporter_process_costs_its_spans_not_the_requests(caplog):
     recorder.flush(0.5)  # neither raises
     recorder.close()
     assert recorder.dropped == 1
+
+
+class _Counting(IdGenerator):
+    """Span ids 1, 2, 3...: the same ids for two encoders of the same records."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def generate_span_id(self) -> int:
+        self.next += 1
+        return self.next
+
+    def generate_trace_id(self) -> int:
+        return 1
+
+
+def test_the_otlp_encoding_of_records_is_the_sdks_encoding_of_their_spans():
+    event = ("exception", {"exception.type": "ValueError", "exception.escaped": False}, 33)
+    failing = ("preprocess", 31, 32, {"items": 3, "ratio": 0.5, "tags": ("a", "b")}, 2, "ValueError: x", (event,), ())
+    records = [request_record(), request_record((VALIDATE, failing)), ("GET /x", 1, TRACE, SERVER, 1, "", "", False)]
+    records[2] += (5, 6, {}, 0, "", (), (), [])  # a root span, no trace state
+    found = Encoder(resource(), _Counting())
+    spans = [span for record in records for span in found.spans(record)]
+    ids = _Counting()
+    expected = encode_spans([s for record in records for s in readable(record, resource(), ids)])
+    assert found.request(spans) == expected
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 7
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_exporter_process_sends_otlp_as_the_otel_variables_configure_it(protocol):
+    receiver_of = otlp_grpc_receiver if protocol == "grpc" else otlp_receiver
+    with receiver_of() as receiver:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=secret",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",  # only the flush sends
+            "OTEL_SERVICE_NAME": "sent",
+        }
+        process = ExporterProcess(exporter_kinds(environ), environ)
+        try:
+            process.write([request_record()] * 3)
+            process.flush(10.0)
+            spans = receiver.wait_for(lambda got: len(got) == 9, timeout=10)
+        finally:
+            process.close()
+    assert process.process.returncode == 0
+    assert [s.name for s in spans] == ["POST /x", "validate", "batch"] * 3
+    assert {s.service for s in spans} == {"sent"}
+    assert receiver.headers[0]["x-api-key"] == "secret"
+    if protocol != "grpc":
+        assert receiver.headers[0]["content-encoding"] == "gzip"
