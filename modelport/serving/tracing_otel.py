@@ -22,7 +22,8 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from functools import partial
+from random import getrandbits
 from typing import Any
 
 import grpc
@@ -30,11 +31,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from modelport.serving.requestid import REQUEST_ID
-from modelport.serving.tracing_sampling import parse_traceparent, reads_w3c_only, standard
+from modelport.serving.tracing_sampling import LOW_BITS, parse_traceparent, reads_w3c_only, standard
 from modelport.serving.tracing_spans import (
     Attributes,
     ChildRecord,
@@ -66,24 +68,51 @@ _NO_ATTRIBUTES: Attributes = {}
 _NONE: list[ChildRecord] = []
 
 
-@dataclass(slots=True)
 class RequestSpan:
     """A request's SERVER span while it is served: its ids, and (sampled only) what its span will say.
 
-    Mutable by nature: the route, model and outcome are learnt while the request runs."""
+    Mutable by nature: the route, model and outcome are learnt while the request runs. A plain class with slots:
+    an unsampled request makes one and sets five fields (a dataclass's defaults would cost it a dict and a list).
+    """
 
-    trace_id: str  # 32 hex digits
-    span_id: str  # 16 hex digits
-    flags: int  # W3C trace flags: sampled, random trace id
-    trace_state: str  # the tracestate header ("" for none)
-    sampled: bool
-    parent_id: str = ""  # the caller's span (16 hex digits; "": none)
-    name: str = ""
-    kind: int = _SERVER
-    start_ns: int = 0
-    attributes: Attributes = field(default_factory=dict)
-    children: list[ChildRecord] = field(default_factory=list)  # its INTERNAL spans, recorded with it
-    ended: bool = False
+    __slots__ = (
+        "attributes",
+        "children",
+        "ended",
+        "flags",
+        "kind",
+        "name",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        trace_id: str,  # 32 hex digits
+        span_id: str,  # 16 hex digits
+        flags: int,  # W3C trace flags: sampled, random trace id
+        trace_state: str,  # the tracestate header ("" for none)
+        sampled: bool,
+        parent_id: str = "",  # the caller's span (16 hex digits; "": none)
+        name: str = "",
+        kind: int = _SERVER,
+        start_ns: int = 0,
+        attributes: Attributes = _NO_ATTRIBUTES,  # sampled: its own dict
+        children: list[ChildRecord] = _NONE,  # sampled: its own list of INTERNAL spans, recorded with it
+    ) -> None:
+        self.trace_id, self.span_id, self.flags, self.trace_state, self.sampled = (
+            trace_id,
+            span_id,
+            flags,
+            trace_state,
+            sampled,
+        )
+        self.parent_id, self.name, self.kind, self.start_ns = parent_id, name, kind, start_ns
+        self.attributes, self.children, self.ended = attributes, children, False
 
     @property
     def context(self) -> SpanContext:
@@ -135,6 +164,10 @@ class OtelTracing:
         self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
         # the standard sampler and W3C propagation decide without the SDK's objects (tracing_sampling.py)
         self.fast = standard(self.sampler) if reads_w3c_only(frozenset(names)) else None
+        self.bound, self.parent_based = (self.fast.bound, self.fast.parent_based) if self.fast else (0, False)
+        self.trace_ids, self.span_ids = self.ids.generate_trace_id, self.ids.generate_span_id
+        if type(self.ids) is RandomIdGenerator:  # what it does, without its frame (a zero id: one in 2**64)
+            self.trace_ids, self.span_ids = partial(getrandbits, 128), partial(getrandbits, 64)
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
@@ -147,28 +180,32 @@ class OtelTracing:
     def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
         ``start_span`` would: same ids, flags and trace state)."""
-        fast = self.fast
-        if fast is None:
+        if self.fast is None:
             return self._begin_sdk(name, kind, carrier, attributes)
-        header = carrier.get("traceparent") if carrier else None
+        traceparent = carrier.get("traceparent") if carrier else None
+        tracestate = carrier.get("tracestate") if traceparent is not None else None
+        return self._begin(name, kind.value, traceparent, tracestate, attributes)
+
+    def _begin(
+        self, name: str, kind: int, traceparent: str | None, tracestate: str | None, attributes: Attributes
+    ) -> RequestSpan:
+        """:meth:`begin` with a standard sampler and W3C propagation: no SDK object, a comparison decides."""
         parent = None
-        if header is not None:
-            state = carrier.get("tracestate")
-            parent = parse_traceparent(header, () if state is None else (state,))
-        span_id = f"{self.ids.generate_span_id():016x}"
+        if traceparent is not None:
+            parent = parse_traceparent(traceparent, () if tracestate is None else (tracestate,))
         if parent is None:
-            number = self.ids.generate_trace_id()
+            number = self.trace_ids()
             trace_id, parent_id, flags, state = f"{number:032x}", "", self.random, ""
-            sampled = fast.sampled(number, None)
+            sampled = number & LOW_BITS < self.bound
         else:
-            trace_id, parent_id, parent_flags, state = parent
-            flags = parent_flags & _RANDOM
-            sampled = parent_flags & 1 == 1 if fast.parent_based else fast.sampled(int(trace_id[16:], 16), None)
+            trace_id, parent_id, flags, state = parent
+            sampled = flags & 1 == 1 if self.parent_based else int(trace_id[16:], 16) < self.bound
+            flags &= _RANDOM
         if not sampled:
-            return RequestSpan(trace_id, span_id, flags, state, False, attributes=_NO_ATTRIBUTES, children=_NONE)
-        start_ns = time.time_ns()
+            return RequestSpan(trace_id, f"{self.span_ids():016x}", flags, state, False)
+        span_id, start_ns = f"{self.span_ids():016x}", time.time_ns()
         return RequestSpan(
-            trace_id, span_id, _SAMPLED | flags, state, True, parent_id, name, kind.value, start_ns, dict(attributes)
+            trace_id, span_id, _SAMPLED | flags, state, True, parent_id, name, kind, start_ns, dict(attributes), []
         )
 
     def _begin_sdk(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
@@ -185,11 +222,10 @@ class OtelTracing:
         state = decision.trace_state.to_header() if decision.trace_state else ""
         ids = (f"{trace_id:032x}", f"{self.ids.generate_span_id():016x}")
         if decision.decision is not Decision.RECORD_AND_SAMPLE:
-            return RequestSpan(*ids, random, state, False, attributes=_NO_ATTRIBUTES, children=_NONE)
+            return RequestSpan(*ids, random, state, False)
         attributes = {**attributes, **decision.attributes}
-        start_ns = time.time_ns()
-        parent_hex = f"{parent_id:016x}" if parent_id else ""
-        return RequestSpan(*ids, _SAMPLED | random, state, True, parent_hex, name, kind.value, start_ns, attributes)
+        start_ns, parent_hex = time.time_ns(), f"{parent_id:016x}" if parent_id else ""
+        return RequestSpan(*ids, _SAMPLED | random, state, True, parent_hex, name, kind.value, start_ns, attributes, [])
 
     def end(self, request: RequestSpan, status: Status = _OK) -> None:
         """Record ``request``'s span (and its children) if it is sampled, ending now."""
@@ -268,13 +304,26 @@ class OtelTracing:
 
     def http_request(self, scope: dict[str, Any], send: Send) -> HttpSpan:
         """The HTTP request's SERVER span, current until it ends; named by its route once known."""
-        method, fields = scope["method"], self.fields
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
-        request = self.begin(
-            method, SpanKind.SERVER, carrier, {"http.request.method": method, "url.path": scope["path"]}
-        )
+        method = scope["method"]
+        if self.fast is None:
+            fields = self.fields
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
+            base: Attributes = {"http.request.method": method, "url.path": scope["path"]}
+            request = self.begin(method, SpanKind.SERVER, carrier, base)
+        else:
+            headers = dict(scope["headers"])
+            traceparent, tracestate = headers.get(b"traceparent"), headers.get(b"tracestate")
+            request = self._begin(
+                method,
+                _SERVER,
+                None if traceparent is None else traceparent.decode("latin-1"),
+                None if tracestate is None else tracestate.decode("latin-1"),
+                _NO_ATTRIBUTES,
+            )
         if request.sampled:
-            request.attributes["modelport.request_id"] = REQUEST_ID.get()
+            attributes = request.attributes
+            attributes["http.request.method"], attributes["url.path"] = method, scope["path"]
+            attributes["modelport.request_id"] = REQUEST_ID.get()
         return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:
