@@ -3,7 +3,7 @@ backend) made from each :data:`~modelport.serving.tracing_spans.Record`, batched
 ``BatchSpanProcessor`` batches (``OTEL_BSP_*``), and sent by the SDK's OTLP exporters' own transports, configured
 by the ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, compression, certificates; retries).
 
-The SDK's way (a ``ReadableSpan`` per span, then its encoder) cost ~45 µs of CPU a span; this is a few. The
+The SDK's way (a ``ReadableSpan`` per span, then its encoder) cost ~40 µs of CPU a span here; this, ~12. The
 messages are what the SDK's encoder writes for the same spans (flags, trace state, status, links, events).
 """
 
@@ -21,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, SpanFlags, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -34,6 +34,9 @@ _LOCAL = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = _LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
 _log = logging.getLogger(__name__)
+SpanParts = tuple[bytes, bytes, bytes, str, Any, int, Sequence[Any]]
+"""A span to be encoded: trace id, span id, parent span id, trace state, kind, flags, and the rest of its record
+(name, start, end, attributes, status code and description, events, links)."""
 
 
 def _value(value: Any) -> AnyValue:
@@ -55,59 +58,83 @@ def _attributes(attributes: Attributes) -> list[KeyValue]:
     return [KeyValue(key=key, value=_value(value)) for key, value in attributes.items()]
 
 
+_KNOWN_MAX = 4096  # attribute messages kept for reuse; all forgotten at once beyond this
+
+
+class _Known:
+    """Attribute messages made once per distinct key and value: most repeat (model, route, status), and a span
+    copies a message it is given for about a quarter of what making one costs."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, type, Any], KeyValue] = {}
+
+    def __call__(self, attributes: Attributes) -> list[KeyValue]:
+        made, found = self._made, []
+        for key, value in attributes.items():
+            known = (key, type(value), value)  # the type: True, 1 and 1.0 are equal keys of a dict
+            message = made.get(known) if not isinstance(value, list | tuple) else None
+            if message is None:
+                message = KeyValue(key=key, value=_value(value))
+                if len(made) >= _KNOWN_MAX:
+                    made.clear()
+                if not isinstance(value, list | tuple):
+                    made[known] = message
+            found.append(message)
+        return found
+
+
 class Encoder:
     """Records to OTLP spans, and spans to an export request under this process's resource and scope; the span
     ids of a record's children are made here, by ``ids`` (``OTEL_PYTHON_ID_GENERATOR``, as in the server)."""
 
     def __init__(self, resource: Resource, ids: IdGenerator) -> None:
-        self.ids = ids
+        self.ids, self.attributes = ids, _Known()
         self.resource = ResourceMessage(attributes=_attributes(dict(resource.attributes)))
         self.resource_schema = resource.schema_url
         self.scope = InstrumentationScope(name=SCOPE.name, version=SCOPE.version or "")
 
-    def spans(self, record: Record) -> list[Span]:
-        """The spans of ``record``: its own, then its children's, under it."""
+    def spans(self, record: Record) -> list[SpanParts]:
+        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet messages)."""
         name, kind, trace_hex, span_hex, _, state, parent_hex, remote, start, end, attributes = record[:11]
         code, description, events, links, children = record[11:]
         trace_id = bytes.fromhex(trace_hex)
         span_id = bytes.fromhex(span_hex) if span_hex else self._span_id()
         parent = bytes.fromhex(parent_hex) if parent_hex else b""
         own = (name, start, end, attributes, code, description, events, links)
-        spans = [self._span(trace_id, span_id, parent, state, kind + 1, _REMOTE if remote else _LOCAL, own)]
+        spans: list[SpanParts] = [(trace_id, span_id, parent, state, kind + 1, _REMOTE if remote else _LOCAL, own)]
         for child in children:
-            spans.append(self._span(trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, child))
+            spans.append((trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, child))
         return spans
 
     def _span_id(self) -> bytes:
         return self.ids.generate_span_id().to_bytes(8, "big")
 
-    def _span(
-        self, trace_id: bytes, span_id: bytes, parent: bytes, state: str, kind: Any, flags: int, body: Sequence[Any]
-    ) -> Span:
-        name, start, end, attributes, code, description, events, links = body
-        return Span(
-            trace_id=trace_id,
-            span_id=span_id,
-            trace_state=state,
-            parent_span_id=parent,
-            name=name,
-            kind=kind,  # SpanKind's value + 1: the protocol's 0 is "unspecified"
-            start_time_unix_nano=start,
-            end_time_unix_nano=end,
-            attributes=_attributes(attributes) if attributes else None,
-            events=[_event(event) for event in events] if events else None,
-            links=[_link(link) for link in links] if links else None,
-            status=Status(code=code, message=description),
-            flags=flags,
-        )
-
-    def request(self, spans: Sequence[Span]) -> ExportTraceServiceRequest:
-        """One export request of ``spans``."""
-        scope_spans = ScopeSpans(scope=self.scope, spans=spans)
-        resource_spans = ResourceSpans(
-            resource=self.resource, scope_spans=[scope_spans], schema_url=self.resource_schema
-        )
-        return ExportTraceServiceRequest(resource_spans=[resource_spans])
+    def request(self, spans: Sequence[SpanParts]) -> ExportTraceServiceRequest:
+        """One export request of ``spans``, each made in place (upb copies a message given to a parent)."""
+        request = ExportTraceServiceRequest()
+        resource_spans = request.resource_spans.add(schema_url=self.resource_schema)
+        resource_spans.resource.CopyFrom(self.resource)
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.CopyFrom(self.scope)
+        add, known = scope_spans.spans.add, self.attributes
+        for trace_id, span_id, parent, state, kind, flags, body in spans:
+            name, start, end, attributes, code, description, events, links = body
+            add(
+                trace_id=trace_id,
+                span_id=span_id,
+                trace_state=state,
+                parent_span_id=parent,
+                name=name,
+                kind=kind,  # SpanKind's value + 1: the protocol's 0 is "unspecified"
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+                attributes=known(attributes) if attributes else None,
+                events=[_event(event) for event in events] if events else None,
+                links=[_link(link) for link in links] if links else None,
+                status=Status(code=code, message=description),
+                flags=flags,
+            )
+        return request
 
 
 def _event(event: EventRecord) -> Span.Event:
@@ -195,7 +222,7 @@ class Batches:
         self.size = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) or 512
         self.limit = max(_setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048), self.size)
         self.dropped = 0
-        self._queue: list[Span] = []
+        self._queue: list[SpanParts] = []
         self._ready = threading.Condition()
         self._sending = threading.Lock()  # one batch at a time: the thread's, or a flush's
         self._stop = False
