@@ -1,11 +1,12 @@
-"""Where a sampled request's spans go once made: compact records, turned into the SDK's spans and exported by its
-batch span processors and exporters, configured by the standard variables.
+"""Where a sampled request's spans go once made: compact records, shipped in batches to where they are encoded and
+exported, configured by the standard variables.
 
-The serving process only makes records (:data:`Record`: plain tuples of ints, strings and the attribute dict)
-and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of its own to a
-:class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests), or the exporter process
-of :mod:`modelport.serving.tracing_process` (the exporters the variables name). Turning a record into a
-``ReadableSpan`` and the OTLP encoding (~30-60 µs a request in the SDK) happen there, off the event loop's core.
+The serving process only makes records (:data:`Record`: plain tuples of ints, hex-string ids, strings and the
+attribute dict) and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of
+its own to a :class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests; the SDK's
+spans, made from the records), or the exporter process of :mod:`modelport.serving.tracing_process` (the
+exporters the variables name), where OTLP is encoded from the records (:mod:`modelport.serving.tracing_otlp`),
+off the event loop's core.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ class SpanProcessors:
         self.targets, self.resource, self.ids = tuple(targets), resource, ids
 
     def write(self, records: Sequence[Record]) -> None:
+        if not self.targets:  # OTEL_TRACES_EXPORTER=none: nothing to make
+            return
         for record in records:
             for span in readable(record, self.resource, self.ids):
                 for target in self.targets:
