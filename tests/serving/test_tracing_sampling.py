@@ -6,6 +6,7 @@ import random
 
 import pytest
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -117,3 +118,21 @@ def test_the_fast_path_stands_in_for_w3c_propagators_only():
     assert reads_w3c_only(frozenset({"traceparent", "tracestate"}))
     assert not reads_w3c_only(frozenset({"baggage"}))
     assert not reads_w3c_only(frozenset({"traceparent", "tracestate", "b3"}))
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [
+        ("parentbased_always_on", None),
+        ("parentbased_traceidratio", "0.01"),
+        ("traceidratio", "0.3"),
+        ("always_off", None),
+    ],
+)
+def test_the_samplers_the_otel_variables_name_take_the_fast_path(monkeypatch, name, arg):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    if arg is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    found = standard(TracerProvider(shutdown_on_exit=False).sampler)
+    assert found is not None
+    assert found.parent_based is name.startswith("parentbased_")
