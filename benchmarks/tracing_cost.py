@@ -180,9 +180,10 @@ def _report(name: str, runs: dict[str, list[tuple[float, float, float]]]) -> Non
         server, children, spans = (statistics.median(r[i] for r in found) for i in range(3))
         line = f"{name} tracing {mode:11}: server {server:6.1f} CPU us/request"
         if mode != "off":
-            core = server + children if mode.endswith("shared") else server
+            shared = mode.endswith("shared")
+            core = server + children if shared else server
             line += f" (+{server - off:5.1f} over off), its exporter {children:5.1f} us/request,"
-            line += f" off/traced x{off / core:.2f}{' (server+exporter)' if core != server else ''},"
+            line += f" off/traced x{off / core:.2f}{' (server+exporter)' if shared else ''},"
             line += f" {spans:.2f} spans/request"
         print(line, f" [server runs: {' '.join(f'{r[0]:.1f}' for r in found)}]")
 
