@@ -1,17 +1,19 @@
 """What tracing costs per request in CPU time, in process: robust where a shared machine makes req/s noisy.
 
     python benchmarks/tracing_cost.py REPOSITORY MODEL [--checkout DIR] [--rounds 400] [--repeat 3]
-                                      [--cpu 0] [--exporter-cpu 1]
+                                      [--cpu 0] [--exporter-cpu 1] [--placements own,shared]
 
 For tracing off, 100% and 1% sampling (``parentbased_traceidratio``), each in a fresh process pinned to core
 ``--cpu``: the modelport app of ``--checkout`` (default this one) over ``REPOSITORY``, 32 requests of one item in
 flight at a time straight through its ASGI interface (no HTTP). Traced modes export as a server does: over
-OTLP/HTTP (the SDK's batch span processor and exporter, in whatever process the checkout runs them) to
-``otlp_sink.py``, which runs on ``--exporter-cpu``, as does any process the server starts (the exporter process).
+OTLP/HTTP (in whatever process the checkout exports from) to ``otlp_sink.py`` (the collector), which runs on
+``--exporter-cpu``. Each traced mode runs with each placement of the processes the server starts (its exporter
+process): ``own``, on ``--exporter-cpu`` (a spare core: production), and ``shared``, on the server's core.
 The modes run interleaved ``--repeat`` times; printed are the medians of the server process's CPU time per
 request (every thread), its extra over off and the ratio off/traced (the throughput ratio on one saturated core),
-the CPU time per request of the processes it started, and the spans received per request. Run it for two
-checkouts (``git archive main modelport | tar -x -C DIR``) to compare them.
+the CPU time per request of the processes it started, and the spans received per request; for ``shared``, the
+ratio is off over server plus exporter (they share the one core). Run it for two checkouts
+(``git archive main modelport | tar -x -C DIR``) to compare them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("off", "1", "0.01")
+RATES = ("off", "1", "0.01")
 PATH = "/v2/models/{model}/infer"
 
 
@@ -124,15 +126,16 @@ class _Request:
         assert statuses == [200], statuses
 
 
-def _run_mode(args: argparse.Namespace, mode: str, sink: str) -> tuple[float, float, float]:
-    """One mode in a fresh process pinned to ``--cpu``: (server us, children us, spans) per request."""
+def _run_mode(args: argparse.Namespace, mode: str, sink: str, exporter_cpu: int) -> tuple[float, float, float]:
+    """One mode in a fresh process pinned to ``--cpu`` (its children to ``exporter_cpu``): (server us, children
+    us, spans) per request."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(PYTHONPATH=str(args.checkout), PYTHONSAFEPATH="1", OMP_NUM_THREADS="1")
     if mode != "off":
         env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=mode)
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     command = ["taskset", "-c", str(args.cpu), sys.executable, __file__, args.repository, args.model]
-    command += ["--rounds", str(args.rounds), "--exporter-cpu", str(args.exporter_cpu), "--mode", mode]
+    command += ["--rounds", str(args.rounds), "--exporter-cpu", str(exporter_cpu), "--mode", mode]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()
     server, children, spans = (float(x) for x in out[-3:])
     return server, children, spans
@@ -147,7 +150,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of every mode (medians printed)")
     parser.add_argument("--cpu", type=int, default=0, help="the core of the measured process")
     parser.add_argument("--exporter-cpu", type=int, default=1, help="the core of the OTLP sink and its children")
-    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in this process
+    parser.add_argument("--placements", default="own,shared", help="where the exporter process runs: own, shared")
+    parser.add_argument("--mode", choices=RATES, help=argparse.SUPPRESS)  # one mode, in this process
     args = parser.parse_args()
     if args.mode:
         _measure(args.repository, args.model, args.rounds, args.exporter_cpu)
@@ -157,10 +161,14 @@ def main() -> None:
         assert sink.stdout is not None
         endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
         try:
-            runs: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in MODES}
+            placements = {"own": args.exporter_cpu, "shared": args.cpu}
+            chosen = [p.strip() for p in args.placements.split(",") if p.strip()]
+            modes = [("off", "off", args.exporter_cpu)]
+            modes += [(f"{rate} {p}", rate, placements[p]) for rate in RATES[1:] for p in chosen]
+            runs: dict[str, list[tuple[float, float, float]]] = {mode[0]: [] for mode in modes}
             for _ in range(args.repeat):
-                for mode in MODES:
-                    runs[mode].append(_run_mode(args, mode, endpoint))
+                for name, rate, cpu in modes:
+                    runs[name].append(_run_mode(args, rate, endpoint, cpu))
         finally:
             sink.terminate()
     _report(args.checkout.name or "/", runs)
@@ -170,10 +178,13 @@ def _report(name: str, runs: dict[str, list[tuple[float, float, float]]]) -> Non
     off = statistics.median(r[0] for r in runs["off"])
     for mode, found in runs.items():
         server, children, spans = (statistics.median(r[i] for r in found) for i in range(3))
-        line = f"{name} tracing {mode:4}: server {server:6.1f} CPU us/request"
+        line = f"{name} tracing {mode:11}: server {server:6.1f} CPU us/request"
         if mode != "off":
-            line += f" (+{server - off:5.1f} over off, off/traced x{off / server:.2f}), its exporter {children:5.1f}"
-            line += f" us/request, {spans:.2f} spans/request"
+            shared = mode.endswith("shared")
+            core = server + children if shared else server
+            line += f" (+{server - off:5.1f} over off), its exporter {children:5.1f} us/request,"
+            line += f" off/traced x{off / core:.2f}{' (server+exporter)' if shared else ''},"
+            line += f" {spans:.2f} spans/request"
         print(line, f" [server runs: {' '.join(f'{r[0]:.1f}' for r in found)}]")
 
 

@@ -6,9 +6,11 @@ standard variables ask for traces: ``OTEL_TRACES_EXPORTER`` set to anything but 
 off whatever else is set. When it is off, ``ENABLED`` is False, neither the OpenTelemetry SDK nor an exporter is
 imported, and the hooks below return at once: callers on the hot path test ``tracing.ENABLED`` first.
 
-When it is on, :mod:`modelport.serving.tracing_otel` does the work with the SDK, configured by the standard
-variables: its sampler and ids in this process, its ``BatchSpanProcessor`` and OTLP exporter (gRPC or
-HTTP/protobuf) in an exporter process beside it (:mod:`modelport.serving.tracing_process`), fed span records:
+When it is on, :mod:`modelport.serving.tracing_otel` does the work, configured by the standard variables: the
+SDK's sampler and ids in this process (a standard sampler decided without the SDK's objects:
+:mod:`modelport.serving.tracing_sampling`), and in an exporter process beside it
+(:mod:`modelport.serving.tracing_process`), fed span records, OTLP encoded from them
+(:mod:`modelport.serving.tracing_otlp`) and sent by the SDK's OTLP exporters (gRPC or HTTP/protobuf):
 
 * one SERVER span per HTTP request (``serving/front.py``) and per unary gRPC call (an interceptor), the child
   of the W3C ``traceparent``/``tracestate`` the client sent; the response carries its own ``traceparent``
@@ -18,7 +20,7 @@ HTTP/protobuf) in an exporter process beside it (:mod:`modelport.serving.tracing
 * one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
 
 The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more. A
-sampled one costs a few tuples here; making the SDK's spans, encoding and exporting them cost the exporter process.
+sampled one costs a few tuples here; encoding and exporting them cost the exporter process.
 
 Attributes: ``modelport.model``, ``modelport.version``, ``modelport.protocol``, ``modelport.outcome``,
 ``modelport.batch.size`` (rows), ``modelport.batch.requests``, ``modelport.request_id``, and the semantic

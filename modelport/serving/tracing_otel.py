@@ -7,10 +7,11 @@ trace context and baggage); what goes out on a response is the W3C ``traceparent
 Exporters, resource and batching: :mod:`modelport.serving.tracing_spans`.
 
 Cheap by construction (an overhead-bound model serves a request in ~60-100 µs of CPU; an SDK span costs ~15 µs
-to make and as much again to encode): the configured sampler decides once per request, before anything is made;
+to make and as much again to encode): the configured sampler decides once per request, before anything is made
+(a standard sampler and W3C propagation without the SDK's objects: :mod:`~modelport.serving.tracing_sampling`);
 an unsampled request gets its ids and its ``traceparent`` (flags as the SDK would set them) and nothing else. A
-sampled request's spans are plain tuples (:data:`~modelport.serving.tracing_spans.Record`) made when each ends,
-with explicit times; the exporter process turns them into the SDK's spans and exports them. The request in
+sampled request's spans are plain tuples (:data:`~modelport.serving.tracing_spans.Record`, ids as hex strings)
+made when each ends, with explicit times; the exporter process encodes and exports them. The request in
 flight is this module's own context variable, not the OpenTelemetry context: spans made by other
 instrumentation do not nest under it.
 """
@@ -21,7 +22,8 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from functools import partial
+from random import getrandbits
 from typing import Any
 
 import grpc
@@ -29,10 +31,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from modelport.serving.requestid import REQUEST_ID
+from modelport.serving.tracing_sampling import LOW_BITS, parse_traceparent, reads_w3c_only, standard
 from modelport.serving.tracing_spans import (
     Attributes,
     ChildRecord,
@@ -64,34 +68,61 @@ _NO_ATTRIBUTES: Attributes = {}
 _NONE: list[ChildRecord] = []
 
 
-@dataclass(slots=True)
 class RequestSpan:
     """A request's SERVER span while it is served: its ids, and (sampled only) what its span will say.
 
-    Mutable by nature: the route, model and outcome are learnt while the request runs."""
+    Mutable by nature: the route, model and outcome are learnt while the request runs. A plain class with slots:
+    an unsampled request makes one and sets five fields (a dataclass's defaults would cost it a dict and a list).
+    """
 
-    trace_id: int
-    span_id: int
-    flags: int  # W3C trace flags: sampled, random trace id
-    trace_state: str  # the tracestate header ("" for none)
-    sampled: bool
-    parent_id: int = 0  # the caller's span (0: none)
-    name: str = ""
-    kind: int = _SERVER
-    start_ns: int = 0
-    attributes: Attributes = field(default_factory=dict)
-    children: list[ChildRecord] = field(default_factory=list)  # its INTERNAL spans, recorded with it
-    ended: bool = False
+    __slots__ = (
+        "attributes",
+        "children",
+        "ended",
+        "flags",
+        "kind",
+        "name",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        trace_id: str,  # 32 hex digits
+        span_id: str,  # 16 hex digits
+        flags: int,  # W3C trace flags: sampled, random trace id
+        trace_state: str,  # the tracestate header ("" for none)
+        sampled: bool,
+        parent_id: str = "",  # the caller's span (16 hex digits; "": none)
+        name: str = "",
+        kind: int = _SERVER,
+        start_ns: int = 0,
+        attributes: Attributes = _NO_ATTRIBUTES,  # sampled: its own dict
+        children: list[ChildRecord] = _NONE,  # sampled: its own list of INTERNAL spans, recorded with it
+    ) -> None:
+        self.trace_id, self.span_id, self.flags, self.trace_state, self.sampled = (
+            trace_id,
+            span_id,
+            flags,
+            trace_state,
+            sampled,
+        )
+        self.parent_id, self.name, self.kind, self.start_ns = parent_id, name, kind, start_ns
+        self.attributes, self.children, self.ended = attributes, children, False
 
     @property
     def context(self) -> SpanContext:
         """Its ids as the SDK's span context."""
         state = TraceState.from_header([self.trace_state]) if self.trace_state else None
-        return SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.flags), state)
+        return SpanContext(int(self.trace_id, 16), int(self.span_id, 16), False, TraceFlags(self.flags), state)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The W3C ``traceparent`` (and ``tracestate``) that name this span, as HTTP headers of the response."""
-        parent = (b"traceparent", b"00-%032x-%016x-%02x" % (self.trace_id, self.span_id, self.flags))
+        parent = (b"traceparent", f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}".encode())
         return [parent, (b"tracestate", self.trace_state.encode())] if self.trace_state else [parent]
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -131,6 +162,12 @@ class OtelTracing:
         # the headers the configured propagators read (OTEL_PROPAGATORS): only those are decoded and extracted
         names = propagate.get_global_textmap().fields
         self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
+        # the standard sampler and W3C propagation decide without the SDK's objects (tracing_sampling.py)
+        self.fast = standard(self.sampler) if reads_w3c_only(frozenset(names)) else None
+        self.bound, self.parent_based = (self.fast.bound, self.fast.parent_based) if self.fast else (0, False)
+        self.trace_ids, self.span_ids = self.ids.generate_trace_id, self.ids.generate_span_id
+        if type(self.ids) is RandomIdGenerator:  # what it does, without its frame (a zero id: one in 2**64)
+            self.trace_ids, self.span_ids = partial(getrandbits, 128), partial(getrandbits, 64)
 
     def flush(self, timeout_s: float) -> None:
         """Export the finished spans now."""
@@ -143,6 +180,36 @@ class OtelTracing:
     def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
         ``start_span`` would: same ids, flags and trace state)."""
+        if self.fast is None:
+            return self._begin_sdk(name, kind, carrier, attributes)
+        traceparent = carrier.get("traceparent") if carrier else None
+        tracestate = carrier.get("tracestate") if traceparent is not None else None
+        return self._begin(name, kind.value, traceparent, tracestate, attributes)
+
+    def _begin(
+        self, name: str, kind: int, traceparent: str | None, tracestate: str | None, attributes: Attributes
+    ) -> RequestSpan:
+        """:meth:`begin` with a standard sampler and W3C propagation: no SDK object, a comparison decides."""
+        parent = None
+        if traceparent is not None:
+            parent = parse_traceparent(traceparent, () if tracestate is None else (tracestate,))
+        if parent is None:
+            number = self.trace_ids()
+            trace_id, parent_id, flags, state = f"{number:032x}", "", self.random, ""
+            sampled = number & LOW_BITS < self.bound
+        else:
+            trace_id, parent_id, flags, state = parent
+            sampled = flags & 1 == 1 if self.parent_based else int(trace_id[16:], 16) < self.bound
+            flags &= _RANDOM
+        if not sampled:
+            return RequestSpan(trace_id, f"{self.span_ids():016x}", flags, state, False)
+        span_id, start_ns = f"{self.span_ids():016x}", time.time_ns()
+        return RequestSpan(
+            trace_id, span_id, _SAMPLED | flags, state, True, parent_id, name, kind, start_ns, dict(attributes), []
+        )
+
+    def _begin_sdk(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
+        """:meth:`begin` through the configured propagators and sampler (not the standard ones)."""
         parent_context, parent = _NO_PARENT, None
         if carrier:
             parent_context = propagate.extract(carrier)
@@ -153,14 +220,12 @@ class OtelTracing:
             trace_id, parent_id, random = self.ids.generate_trace_id(), 0, self.random
         decision = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
         state = decision.trace_state.to_header() if decision.trace_state else ""
-        span_id = self.ids.generate_span_id()
+        ids = (f"{trace_id:032x}", f"{self.ids.generate_span_id():016x}")
         if decision.decision is not Decision.RECORD_AND_SAMPLE:
-            return RequestSpan(trace_id, span_id, random, state, False, attributes=_NO_ATTRIBUTES, children=_NONE)
+            return RequestSpan(*ids, random, state, False)
         attributes = {**attributes, **decision.attributes}
-        start_ns = time.time_ns()
-        return RequestSpan(
-            trace_id, span_id, _SAMPLED | random, state, True, parent_id, name, kind.value, start_ns, attributes
-        )
+        start_ns, parent_hex = time.time_ns(), f"{parent_id:016x}" if parent_id else ""
+        return RequestSpan(*ids, _SAMPLED | random, state, True, parent_hex, name, kind.value, start_ns, attributes, [])
 
     def end(self, request: RequestSpan, status: Status = _OK) -> None:
         """Record ``request``'s span (and its children) if it is sampled, ending now."""
@@ -179,7 +244,7 @@ class OtelTracing:
             parent.children.append(child)
             return
         name, start, end, attributes, code, description, events, links = child
-        ids = (parent.trace_id, 0, parent.flags, parent.trace_state, parent.span_id, False)
+        ids = (parent.trace_id, "", parent.flags, parent.trace_state, parent.span_id, False)
         self.record((name, _INTERNAL, *ids, start, end, attributes, code, description, events, links, ()))
 
     def span(self, name: str, attributes: Mapping[str, Any]) -> _Child | None:
@@ -206,7 +271,7 @@ class OtelTracing:
     def trace_id(self) -> str:
         """The current trace id as 32 hex digits, or ``-``."""
         current = CURRENT.get()
-        return format(current.trace_id, "032x") if current is not None else "-"
+        return current.trace_id if current is not None else "-"
 
     def enqueued(self) -> RequestTrace | None:
         """The current request as its batch will see it (None when it is not sampled)."""
@@ -239,13 +304,26 @@ class OtelTracing:
 
     def http_request(self, scope: dict[str, Any], send: Send) -> HttpSpan:
         """The HTTP request's SERVER span, current until it ends; named by its route once known."""
-        method, fields = scope["method"], self.fields
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
-        request = self.begin(
-            method, SpanKind.SERVER, carrier, {"http.request.method": method, "url.path": scope["path"]}
-        )
+        method = scope["method"]
+        if self.fast is None:
+            fields = self.fields
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
+            base: Attributes = {"http.request.method": method, "url.path": scope["path"]}
+            request = self.begin(method, SpanKind.SERVER, carrier, base)
+        else:
+            headers = dict(scope["headers"])
+            traceparent, tracestate = headers.get(b"traceparent"), headers.get(b"tracestate")
+            request = self._begin(
+                method,
+                _SERVER,
+                None if traceparent is None else traceparent.decode("latin-1"),
+                None if tracestate is None else tracestate.decode("latin-1"),
+                _NO_ATTRIBUTES,
+            )
         if request.sampled:
-            request.attributes["modelport.request_id"] = REQUEST_ID.get()
+            attributes = request.attributes
+            attributes["http.request.method"], attributes["url.path"] = method, scope["path"]
+            attributes["modelport.request_id"] = REQUEST_ID.get()
         return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:

@@ -1,6 +1,7 @@
-"""The exporter process: the SDK's batch span processors and exporters, fed span records by the serving process
-over a pipe, so that making the SDK's spans, the OTLP encoding and the export run beside the event loop, not on
-its core and never under its GIL (they cost ~2-10x what making the records does).
+"""The exporter process: fed span records by the serving process over a pipe, it encodes them as OTLP
+(:mod:`~modelport.serving.tracing_otlp`) and sends them with the SDK's OTLP exporters' transports (the console
+exporter gets the SDK's own spans), so that the encoding and the export run beside the event loop, not on its
+core and never under its GIL.
 
     python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
 
@@ -16,7 +17,6 @@ no format that can build arbitrary objects, even from its own child's pipe (Pyth
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -28,10 +28,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from modelport.errors import DependencyError
-from modelport.serving.tracing_spans import Record, SpanProcessors, processors, resource
+from modelport.serving.tracing_otlp import Batches, Encoder, senders
+from modelport.serving.tracing_spans import Record, Sink, SpanProcessors, processors, resource
 
 __all__ = ["ExporterProcess", "main"]
 
@@ -69,10 +72,10 @@ class ExporterProcess:
             raise DependencyError(f"the tracing exporter process did not start ({self.process.returncode=})")
 
     def write(self, records: Sequence[Record]) -> None:
-        self._send(json.dumps(list(records), separators=(",", ":")).encode())
+        self._send(orjson.dumps(records, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
 
     def flush(self, timeout_s: float) -> None:
-        self._send(json.dumps(float(timeout_s)).encode())
+        self._send(orjson.dumps(float(timeout_s)))
         if not self._replied(timeout_s + 1.0):
             _log.warning("tracing: the exporter process did not flush within %.0f s", timeout_s)
 
@@ -102,7 +105,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s [tracing exporter]: %(message)s")
     replies, kinds = int(argv[0]), argv[1:]
     ids = TracerProvider(shutdown_on_exit=False).id_generator  # as the server's: OTEL_PYTHON_ID_GENERATOR
-    sink = SpanProcessors(processors(kinds), resource(), ids)
+    sink = _sinks(kinds, ids)
     os.write(replies, _DONE)
     stream = sys.stdin.buffer
     while (message := _receive(stream)) is not None:
@@ -115,12 +118,39 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _sinks(kinds: Sequence[str], ids: IdGenerator) -> Sink:
+    """OTLP encoded from the records (:mod:`~modelport.serving.tracing_otlp`); the console's through the SDK."""
+    found: list[Sink] = [SpanProcessors(processors([k for k in kinds if k == "console"]), resource(), ids)]
+    if otlp := senders(kinds):
+        found.append(Batches(Encoder(resource(), ids), otlp))
+    return found[0] if len(found) == 1 else _All(found)
+
+
+class _All:
+    """Every sink of a list."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def write(self, records: Sequence[Record]) -> None:
+        for sink in self.sinks:
+            sink.write(records)
+
+    def flush(self, timeout_s: float) -> None:
+        for sink in self.sinks:
+            sink.flush(timeout_s)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
 def _receive(stream: IO[bytes]) -> Any:
     """The next frame's value; None once the stream has ended."""
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
-    return json.loads(stream.read(_LENGTH.unpack(head)[0]))
+    return orjson.loads(stream.read(_LENGTH.unpack(head)[0]))
 
 
 if __name__ == "__main__":

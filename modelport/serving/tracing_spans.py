@@ -1,11 +1,12 @@
-"""Where a sampled request's spans go once made: compact records, turned into the SDK's spans and exported by its
-batch span processors and exporters, configured by the standard variables.
+"""Where a sampled request's spans go once made: compact records, shipped in batches to where they are encoded and
+exported, configured by the standard variables.
 
-The serving process only makes records (:data:`Record`: plain tuples of ints, strings and the attribute dict)
-and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of its own to a
-:class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests), or the exporter process
-of :mod:`modelport.serving.tracing_process` (the exporters the variables name). Turning a record into a
-``ReadableSpan`` and the OTLP encoding (~30-60 µs a request in the SDK) happen there, off the event loop's core.
+The serving process only makes records (:data:`Record`: plain tuples of ints, hex-string ids, strings and the
+attribute dict) and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of
+its own to a :class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests; the SDK's
+spans, made from the records), or the exporter process of :mod:`modelport.serving.tracing_process` (the
+exporters the variables name), where OTLP is encoded from the records (:mod:`modelport.serving.tracing_otlp`),
+off the event loop's core.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = [
 
 Attributes = dict[str, AttributeValue]
 EventRecord = tuple[str, Attributes, int]  # name, attributes, time (ns)
-LinkRecord = tuple[int, int, int, str]  # trace id, span id, trace flags, trace state (its header, "" for none)
+LinkRecord = tuple[str, str, int, str]  # trace id, span id (hex), trace flags, trace state (its header, "" for none)
 ChildRecord = tuple[
     str,  # 0 name
     int,  # 1 start (ns since the epoch)
@@ -59,11 +60,11 @@ ChildRecord = tuple[
 Record = tuple[
     str,  # 0 name
     int,  # 1 kind (SpanKind's value)
-    int,  # 2 trace id
-    int,  # 3 span id (0: made where it is exported)
+    str,  # 2 trace id (32 hex digits)
+    str,  # 3 span id (16 hex digits; "": made where it is exported)
     int,  # 4 trace flags
     str,  # 5 trace state (its header, "" for none)
-    int,  # 6 parent span id (0: a root span)
+    str,  # 6 parent span id (16 hex digits; "": a root span)
     bool,  # 7 whether the parent is remote (the caller's)
     int,  # 8 start (ns since the epoch)
     int,  # 9 end
@@ -91,9 +92,10 @@ def readable(
     """The SDK spans ``record`` describes: its own, then its children's (new span ids from ``ids``)."""
     name, kind, trace_id, span_id, flags, state, parent_id, remote, start, end, attributes = record[:11]
     code, description, events, links, children = record[11:]
-    trace_flags, trace_state = TraceFlags(flags), _trace_state(state)
-    context = SpanContext(trace_id, span_id or ids.generate_span_id(), False, trace_flags, trace_state)
-    parent = SpanContext(trace_id, parent_id, remote, trace_flags, trace_state) if parent_id else None
+    trace_flags, trace_state, trace = TraceFlags(flags), _trace_state(state), int(trace_id, 16)
+    own_id = int(span_id, 16) if span_id else ids.generate_span_id()
+    context = SpanContext(trace, own_id, False, trace_flags, trace_state)
+    parent = SpanContext(trace, int(parent_id, 16), remote, trace_flags, trace_state) if parent_id else None
     spans = [
         _span(
             name,
@@ -106,7 +108,7 @@ def readable(
         )
     ]
     for child in children:
-        ids_of = SpanContext(trace_id, ids.generate_span_id(), False, trace_flags, trace_state)
+        ids_of = SpanContext(trace, ids.generate_span_id(), False, trace_flags, trace_state)
         spans.append(_span(child[0], SpanKind.INTERNAL, ids_of, context, resource, scope, child[1:]))
     return spans
 
@@ -128,13 +130,20 @@ def _span(
         resource,
         attributes,
         events=[Event(*event) for event in events],
-        links=[Link(SpanContext(t, s, False, TraceFlags(f), _trace_state(ts))) for t, s, f, ts in links],
+        links=[
+            Link(SpanContext(int(t, 16), int(s, 16), False, TraceFlags(f), _trace_state(ts))) for t, s, f, ts in links
+        ],
         kind=kind,
         status=Status(StatusCode(code), description or None) if code else _OK,
         start_time=start,
         end_time=end,
         instrumentation_scope=scope,
     )
+
+
+def _context(link: LinkRecord) -> SpanContext:
+    trace_id, span_id, flags, state = link
+    return SpanContext(int(trace_id, 16), int(span_id, 16), False, TraceFlags(flags), _trace_state(state))
 
 
 def _trace_state(header: str) -> TraceState | None:
@@ -158,6 +167,8 @@ class SpanProcessors:
         self.targets, self.resource, self.ids = tuple(targets), resource, ids
 
     def write(self, records: Sequence[Record]) -> None:
+        if not self.targets:  # OTEL_TRACES_EXPORTER=none: nothing to make
+            return
         for record in records:
             for span in readable(record, self.resource, self.ids):
                 for target in self.targets:

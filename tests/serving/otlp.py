@@ -1,18 +1,25 @@
-"""A tiny OTLP/HTTP receiver for tests: ``POST /v1/traces`` bodies decoded as ``ExportTraceServiceRequest``."""
+"""Tiny OTLP receivers for tests: ``POST /v1/traces`` bodies (OTLP/HTTP) or ``TraceService/Export`` calls
+(OTLP/gRPC) decoded as ``ExportTraceServiceRequest``, with the headers (metadata) each came with."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
 
 
@@ -43,11 +50,13 @@ class Receiver:
 
     endpoint: str
     spans: list[ReceivedSpan] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # per export request, names in lower case
     changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def add(self, request: ExportTraceServiceRequest) -> None:
+    def add(self, request: ExportTraceServiceRequest, headers: dict[str, str] | None = None) -> None:
         with self.changed:
             self.spans += list(_spans(request))
+            self.headers.append(headers or {})
             self.changed.notify_all()
 
     def wait_for(self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 30.0) -> list[ReceivedSpan]:
@@ -97,7 +106,8 @@ def otlp_receiver() -> Iterator[Receiver]:
             if self.path != "/v1/traces":
                 self.send_error(404)
                 return
-            received[0].add(ExportTraceServiceRequest.FromString(body))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            received[0].add(ExportTraceServiceRequest.FromString(body), headers)
             reply = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("content-type", "application/x-protobuf")
@@ -117,3 +127,24 @@ def otlp_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def otlp_grpc_receiver() -> Iterator[Receiver]:
+    """An OTLP/gRPC receiver on 127.0.0.1 and a free port (``endpoint``: ``http://host:port``) until the block ends."""
+    received: list[Receiver] = []
+
+    class Service(TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:  # noqa: N802
+            received[0].add(request, {k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    add_TraceServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    received.append(Receiver(f"http://127.0.0.1:{port}"))
+    server.start()
+    try:
+        yield received[0]
+    finally:
+        server.stop(grace=None)

@@ -6,17 +6,20 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelport.serving import tracing_spans
+from modelport.serving.tracing_otlp import Encoder
 from modelport.serving.tracing_process import ExporterProcess
-from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, readable, resource
+from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, exporter_kinds, readable, resource
+from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
 
-TRACE, SERVER, CALLER = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0x1234
-LINK = (TRACE, 0x99, 1, "")
+TRACE, SERVER, CALLER = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "0000000000001234"
+LINK = (TRACE, "0000000000000099", 1, "")
 VALIDATE = ("validate", 10, 20, {}, 0, "", (), ())
 BATCH = ("batch", 30, 40, {"modelport.batch.size": 2}, 2, "a request of the batch failed", (), (LINK,))
 
@@ -30,16 +33,17 @@ def test_a_record_is_its_span_then_its_children_under_it_with_ids_of_their_own()
     server, validate, batch = readable(request_record(), resource(), RandomIdGenerator())
     assert (server.name, server.kind, server.start_time, server.end_time) == ("POST /x", SpanKind.SERVER, 5, 50)
     assert server.context is not None and server.parent is not None
-    assert (server.context.trace_id, server.context.span_id, server.parent.span_id) == (TRACE, SERVER, CALLER)
+    ids = (server.context.trace_id, server.context.span_id, server.parent.span_id)
+    assert ids == (int(TRACE, 16), int(SERVER, 16), int(CALLER, 16))
     assert server.parent.is_remote and server.context.trace_state.to_header() == "k=v"
     assert server.attributes == {"modelport.model": "echo"}
     for child in (validate, batch):
         assert child.kind is SpanKind.INTERNAL
         assert child.parent == server.context
-        assert child.context is not None and child.context.span_id not in (0, SERVER)
+        assert child.context is not None and child.context.span_id not in (0, int(SERVER, 16))
     assert validate.context.span_id != batch.context.span_id
     assert batch.status.status_code is StatusCode.ERROR and batch.status.description == "a request of the batch failed"
-    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [(TRACE, 0x99)]
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [(int(TRACE, 16), 0x99)]
 
 
 class _Listed:
@@ -121,3 +125,58 @@ def test_a_dead_exporter_process_costs_its_spans_not_the_requests(caplog):
     recorder.flush(0.5)  # neither raises
     recorder.close()
     assert recorder.dropped == 1
+
+
+class _Counting(IdGenerator):
+    """Span ids 1, 2, 3...: the same ids for two encoders of the same records."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def generate_span_id(self) -> int:
+        self.next += 1
+        return self.next
+
+    def generate_trace_id(self) -> int:
+        return 1
+
+
+def test_the_otlp_encoding_of_records_is_the_sdks_encoding_of_their_spans():
+    event = ("exception", {"exception.type": "ValueError", "exception.escaped": False}, 33)
+    failing = ("preprocess", 31, 32, {"items": 3, "ratio": 0.5, "tags": ("a", "b")}, 2, "ValueError: x", (event,), ())
+    alike = [(name, 1, 2, {"items": value}, 0, "", (), ()) for name, value in (("a", True), ("b", 1.0), ("c", 1))]
+    records = [request_record(), request_record((VALIDATE, failing, *alike)), ("GET /x", 1, TRACE, SERVER, 1, "", "")]
+    records[2] += (False, 5, 6, {}, 0, "", (), (), [])  # a root span, no trace state
+    found = Encoder(resource(), _Counting())
+    spans = [span for record in records for span in found.spans(record)]
+    ids = _Counting()
+    expected = encode_spans([s for record in records for s in readable(record, resource(), ids)])
+    assert found.request(spans) == expected
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 10  # equal values of other types kept apart
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_exporter_process_sends_otlp_as_the_otel_variables_configure_it(protocol):
+    receiver_of = otlp_grpc_receiver if protocol == "grpc" else otlp_receiver
+    with receiver_of() as receiver:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=secret",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",  # only the flush sends
+            "OTEL_SERVICE_NAME": "sent",
+        }
+        process = ExporterProcess(exporter_kinds(environ), environ)
+        try:
+            process.write([request_record()] * 3)
+            process.flush(10.0)
+            spans = receiver.wait_for(lambda got: len(got) == 9, timeout=10)
+        finally:
+            process.close()
+    assert process.process.returncode == 0
+    assert [s.name for s in spans] == ["POST /x", "validate", "batch"] * 3
+    assert {s.service for s in spans} == {"sent"}
+    assert receiver.headers[0]["x-api-key"] == "secret"
+    if protocol != "grpc":
+        assert receiver.headers[0]["content-encoding"] == "gzip"
