@@ -18,6 +18,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -47,8 +48,41 @@ class Child:
         self.sum += amount
 
 
-class LocalHistogram(Collector):
+C = TypeVar("C")
+
+
+class _Family(Collector, Generic[C]):
+    """A labelled family: its children by label values, made at first use by :meth:`_child`."""
+
+    _kind = ""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
+        self._children: dict[tuple[str, ...], C] = {}
+        registry.register(self)
+
+    def _child(self) -> C:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> C:
+        """The child of these label values (made at first use)."""
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            if len(key) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
+            child = self._children[key] = self._child()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples: the registry refuses a second collector of the same names."""
+        yield Metric(self._name, self._documentation, self._kind)
+
+
+class LocalHistogram(_Family[Child]):
     """A labelled histogram with prometheus_client's interface for what modelport uses: ``labels(...).observe``."""
+
+    _kind = "histogram"
 
     def __init__(
         self,
@@ -61,29 +95,16 @@ class LocalHistogram(Collector):
         bounds = sorted(float(b) for b in buckets)
         if bounds[-1] != math.inf:
             bounds.append(math.inf)
-        self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
         self._bounds = bounds
         self._le = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
-        self._children: dict[tuple[str, ...], Child] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> Child:
-        """The child of these label values (made at first use)."""
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            if len(key) != len(self._labelnames):
-                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
-            child = self._children[key] = Child(self._bounds)
-        return child
-
-    def describe(self) -> Iterator[Metric]:
-        """The family without samples: the registry refuses a second collector of the same names."""
-        yield Metric(self._name, self._documentation, "histogram")
+    def _child(self) -> Child:
+        return Child(self._bounds)
 
     def collect(self) -> Iterator[Metric]:
         """Every child's cumulative buckets, count, sum and creation time."""
-        metric = Metric(self._name, self._documentation, "histogram")
+        metric = Metric(self._name, self._documentation, self._kind)
         for values, child in list(self._children.items()):
             labels = dict(zip(self._labelnames, values, strict=True))
             total = 0.0
@@ -113,32 +134,20 @@ class CounterChild:
         self.value += amount
 
 
-class LocalCounter(Collector):
+class LocalCounter(_Family[CounterChild]):
     """A labelled counter with prometheus_client's interface for what modelport uses: ``labels(...).inc``."""
 
+    _kind = "counter"
+
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
-        self._name = name.removesuffix("_total")  # as prometheus_client names a counter's family
-        self._documentation, self._labelnames = documentation, tuple(labelnames)
-        self._children: dict[tuple[str, ...], CounterChild] = {}
-        registry.register(self)
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)  # as prometheus_client
 
-    def labels(self, *values: str) -> CounterChild:
-        """The child of these label values (made at first use)."""
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            if len(key) != len(self._labelnames):
-                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
-            child = self._children[key] = CounterChild()
-        return child
-
-    def describe(self) -> Iterator[Metric]:
-        """The family without samples: the registry refuses a second collector of the same names."""
-        yield Metric(self._name, self._documentation, "counter")
+    def _child(self) -> CounterChild:
+        return CounterChild()
 
     def collect(self) -> Iterator[Metric]:
         """Every child's ``_total`` and creation time."""
-        metric = Metric(self._name, self._documentation, "counter")
+        metric = Metric(self._name, self._documentation, self._kind)
         for values, child in list(self._children.items()):
             labels = dict(zip(self._labelnames, values, strict=True))
             metric.add_sample(self._name + "_total", labels, child.value)
