@@ -23,8 +23,13 @@ def require_torchserve() -> None:
 
 def quick_run(script: str, arguments: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:
     """``benchmarks/<script> --quick`` with ``arguments``: it must exit 0; its JSON report."""
+    return run_benchmark(script, ["--quick", *arguments], tmp_path, timeout)
+
+
+def run_benchmark(script: str, arguments: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:
+    """``benchmarks/<script>`` with ``arguments``: it must exit 0; its JSON report (``--out``)."""
     out = tmp_path / "report.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *arguments, "--out", str(out)]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *arguments, "--out", str(out)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report: dict[str, Any] = json.loads(out.read_text())

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(script: str, arguments: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:
-    out = tmp_path / "report.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *arguments, "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(out.read_text())
-    return report
+from tests.test_benchmarks import run_benchmark
 
 
 @pytest.mark.slow
@@ -28,7 +15,7 @@ def _run(script: str, arguments: list[str], tmp_path: Path, timeout: float) -> d
 def test_resnet_memory_measures_every_variant_and_batch(tmp_path: Path) -> None:
     """Each cell in its own process: speeds, and a peak above the loaded session (a run holds its tensors)."""
     arguments = ["--batches", "2,2/1", "--variants", "default,no-arena", "--seconds", "0.2", "--rounds", "1"]
-    report = _run("resnet_memory.py", [*arguments, "--cpu", "-1"], tmp_path, timeout=220)
+    report = run_benchmark("resnet_memory.py", [*arguments, "--cpu", "-1"], tmp_path, timeout=220)
     cells = report["cells"]
     assert sorted(cells) == ["default", "no-arena"]
     for variant in cells.values():
@@ -45,7 +32,7 @@ def test_resnet_memory_measures_every_variant_and_batch(tmp_path: Path) -> None:
 def test_resnet_batches_counts_the_batches_the_server_ran(tmp_path: Path) -> None:
     """Every item the server computed during a load is in its batch counts, and its CPU per item is measured."""
     arguments = ["--quick", "--concurrency", "4", "--systems", "v2-binary", "--duration", "2"]
-    report = _run("resnet_batches.py", arguments, tmp_path, timeout=220)
+    report = run_benchmark("resnet_batches.py", arguments, tmp_path, timeout=220)
     (cell,) = report["v2-binary c=4"]
     counted = sum(int(size) * batch["count"] for size, batch in cell["batches"].items())
     assert counted == cell["items"] > 0
