@@ -91,3 +91,20 @@ def _cell(cells: list[dict[str, Any]], system: str, concurrency: int) -> dict[st
 def _ratio(cell: dict[str, Any] | None, base: dict[str, Any] | None, key: str) -> float | None:
     value, against = (cell or {}).get(key), (base or {}).get(key)
     return value / against if value and against and not (base or {}).get("error") else None
+
+
+def ceiling_line(alone: dict[str, Any], cells: list[dict[str, Any]]) -> str:
+    """What the handler alone leaves to win: its in-process ceiling on one core against TorchServe's req/s at the
+    highest concurrency (the bound of any ``(b)/(a)`` throughput ratio on this machine)."""
+    if "error" in alone:
+        return f"handler alone: not measured ({alone['error'].splitlines()[-1]})"
+    line = f"handler alone, no server: {alone['cpu_ms_per_request']:.2f} ms CPU a request, at most"
+    line += f" {alone['ceiling_rps']:.0f} req/s on one core"
+    levels = sorted({c["concurrency"] for c in cells})
+    reference = _cell(cells, "torchserve", levels[-1]) if levels else None
+    if reference is None or not reference.get("rps") or reference.get("error"):
+        return line
+    return (
+        f"{line}; {LABELS['torchserve']} at c={levels[-1]}: {reference['rps']:.0f} req/s, so no server running"
+        f" this handler on one core can exceed {alone['ceiling_rps'] / reference['rps']:.2f}x its throughput"
+    )

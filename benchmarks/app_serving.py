@@ -43,6 +43,7 @@ import itertools
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -54,7 +55,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from app_report import LABELS, SYSTEMS, cell_line, compare, report_table, target_lines, targets  # noqa: E402
+from app_report import (  # noqa: E402
+    LABELS,
+    SYSTEMS,
+    ceiling_line,
+    cell_line,
+    compare,
+    report_table,
+    target_lines,
+    targets,
+)
 from bench_models import MODELS, build  # noqa: E402
 from serving_config import Config, add_run_arguments, run_config, run_meta  # noqa: E402
 from serving_load import Payload, request_once, run_load  # noqa: E402
@@ -259,18 +269,34 @@ def measure(cfg: Config, running: dict[str, Server], loads: dict[str, Payload], 
     return cells
 
 
+def handler_ceiling(cfg: Config, repo: Path, images: list[Path]) -> dict[str, Any]:
+    """``handler_ceiling.py`` on the imported archive, pinned to the server core: the handler alone, in process,
+    the most req/s any server running it can reach there (``{"error": ...}`` if it could not run)."""
+    version = max((p for p in (repo / MODEL.name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    command = [sys.executable, str(HERE / "handler_ceiling.py"), str(version), *map(str, images)]
+    command += ["--batch-size", str(cfg.ts_batch_size), "--threads", str(cfg.threads or 1), "--seconds", "3"]
+    command += ["--cpu", str(cfg.server_cpu if cfg.server_cpu is not None else -1)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr or done.stdout).strip()[-2000:]}
+    print("  " + done.stdout.splitlines()[0])
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
 def bench(cfg: Config, work: Path, images: list[Path]) -> dict[str, Any]:
-    """Build, start, check the answers, measure: the run's result."""
+    """Build, time the handler alone, start, check the answers, measure: the run's result."""
     mar, repo = build_archives(cfg, work)
+    ceiling = handler_ceiling(cfg, repo, images)
     loads = payloads(images, work)
     with servers(cfg, mar, repo, work, loads) as running:
         info = {name: {"startup_s": s.startup_s, "error": s.error} for name, s in running.items()}
         if any(s.error for s in running.values()):
-            return {"servers": info, "answers": {}, "cells": []}
+            return {"servers": info, "handler_alone": ceiling, "answers": {}, "cells": []}
         answers = check_answers(running, {s: loads[s] for s in cfg.systems}, images)
         broken = {system for system, checked in answers.items() if checked["error"]}
         cells = measure(cfg, running, loads, broken)
-    return {"servers": info, "answers": answers, "cells": cells}
+    return {"servers": info, "handler_alone": ceiling, "answers": answers, "cells": cells}
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
@@ -332,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + report_table(report["cells"]) + "\n\n" + target_lines(report["targets"]))
+    if "handler_alone" in report:
+        print(ceiling_line(report["handler_alone"], report["cells"]))
     print(f"\nload generator: {cfg.loadgen}; results: {cfg.out}")
     failed = any(s["error"] for s in report["servers"].values()) or not report["cells"]
     failed |= any(a["error"] for a in report["answers"].values())

@@ -165,6 +165,10 @@ def test_app_serving_benchmark_quick(tmp_path: Path) -> None:
         assert cell["rps"] > 0 and cell["requests"] > 0 and cell["cpu_ms_per_request"] > 0, f"{system}: {cell}"
         assert cell["cpu_share"] > 0 and cell["runqueue_wait_share"] >= 0, f"{system}: {cell}"
     assert all(t["ratio"] is not None for t in report["targets"]), report["targets"]
+    alone = report["handler_alone"]
+    assert "error" not in alone, alone
+    assert alone["requests"] >= 32 and alone["cpu_ms_per_request"] > 0
+    assert alone["ceiling_rps"] == pytest.approx(1e3 / alone["cpu_ms_per_request"])
 
 
 def test_app_serving_report_judges_each_target_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,6 +201,26 @@ def test_app_serving_report_judges_each_target_where_it_applies(monkeypatch: pyt
     assert judged["rps", "declarative", 1]["passed"] is True  # 0.933 >= 0.9
     assert judged["rps", "declarative", 32]["passed"] is False  # 0.857 < 0.9
     assert "2.10" in report_table(cells)
+
+
+def test_app_serving_states_the_handler_ceiling_against_torchserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler alone bounds any server running it: the line gives the ceiling over TorchServe's req/s at the
+    highest concurrency, and says why it is missing when the handler could not be timed."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from app_report import ceiling_line
+
+    alone = {"requests": 640, "cpu_ms_per_request": 4.0, "ceiling_rps": 250.0}
+    cells = [
+        {"system": "torchserve", "concurrency": 1, "rps": 50.0},
+        {"system": "torchserve", "concurrency": 32, "rps": 200.0},
+    ]
+    line = ceiling_line(alone, cells)
+    assert "4.00 ms CPU a request" in line and "at most 250 req/s" in line
+    assert "at c=32: 200 req/s" in line and "exceed 1.25x its throughput" in line
+    assert ceiling_line(alone, []).endswith("on one core")
+    assert ceiling_line({"error": "Traceback ...\nImportError: no ts"}, cells) == (
+        "handler alone: not measured (ImportError: no ts)"
+    )
 
 
 def test_app_serving_compares_labels_in_order_and_probabilities_relatively(monkeypatch: pytest.MonkeyPatch) -> None:
