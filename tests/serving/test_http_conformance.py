@@ -26,6 +26,9 @@ import pytest
 import requests
 import tritonclient.http as triton
 
+from modelport.serving.rest import create_app
+from modelport.serving.server import build
+from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
 from tests.serving.processes import Served, curl, serving, wait_until
 
@@ -412,20 +415,46 @@ REFUSALS = [
 ]
 
 
+def request_of(refusal: Refusal) -> dict[str, Any]:
+    """The httpx ``request`` arguments of ``refusal``."""
+    return {
+        "method": refusal.method,
+        "url": refusal.path,
+        "content": refusal.body if refusal.method == "POST" else None,
+        "headers": {"Authorization": refusal.auth} if refusal.auth else {},
+    }
+
+
+def assert_refused(refusal: Refusal, answer: httpx.Response) -> None:
+    """The exact status, body and headers (but the request id and uvicorn's own ``date`` and ``server``)."""
+    assert (answer.status_code, answer.content) == (refusal.status, orjson.dumps(refusal.answer)), refusal.id
+    headers = {"content-type": "application/json", "content-length": str(len(answer.content))}
+    if refusal.header is not None:
+        headers[refusal.header[0]] = refusal.header[1]
+    assert answer.headers["x-request-id"]
+    assert {k: v for k, v in answer.headers.items() if k not in ("x-request-id", "date", "server")} == headers
+
+
 @pytest.mark.parametrize("refusal", REFUSALS, ids=[r.id for r in REFUSALS])
 def test_error_responses_keep_their_status_headers_and_exact_body(server, refusal):
-    """The same bodies as the ASGI path's (test_front_door, test_security, test_bad_input), byte for byte."""
-    headers = {"Authorization": refusal.auth} if refusal.auth else {}
-    body = refusal.body if refusal.method == "POST" else None
-    answer = httpx.request(refusal.method, server.url + refusal.path, content=body, headers=headers)
-    assert answer.status_code == refusal.status
-    assert answer.content == orjson.dumps(refusal.answer)
-    assert answer.headers["content-type"] == "application/json"
-    assert answer.headers["content-length"] == str(len(answer.content))
-    assert answer.headers["x-request-id"]
-    if refusal.header is not None:
-        assert answer.headers[refusal.header[0]] == refusal.header[1]
-    assert "connection" not in answer.headers, "an error answer keeps the connection"
+    """No ``connection`` header: an error answer keeps the connection."""
+    with httpx.Client(base_url=server.url) as http:
+        assert_refused(refusal, http.request(**request_of(refusal)))
+
+
+async def test_the_asgi_app_refuses_alike(tmp_path):
+    """The in-process app (no socket, no uvicorn: what test_front_door and test_security drive) gives the same
+    refusals, byte for byte."""
+    fakes.write_model(tmp_path, "echo")
+    plane = build(ServerSettings(repository=tmp_path, api_key=KEY, max_body_bytes=LIMIT))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as http:
+            for refusal in REFUSALS:
+                assert_refused(refusal, await http.request(**request_of(refusal)))
+    finally:
+        await plane.close()
 
 
 # --- headers --------------------------------------------------------------------------------------------------
