@@ -79,3 +79,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"{what} not reached in {timeout:g}s")
+
+
+def curl(*arguments: str) -> bytes:
+    """What ``curl -sS --fail-with-body ARGUMENTS`` prints; a failed transfer or an HTTP error fails the test."""
+    done = subprocess.run(["curl", "-sS", "--fail-with-body", *arguments], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
 from tests.serving.applications import add_colors, add_sentiment, expected_colors
-from tests.serving.processes import Served, serving
+from tests.serving.processes import Served, curl, serving
 from tests.serving.test_applications import BLUE, RED, solid
 
 
@@ -35,9 +34,7 @@ def server(tmp_path_factory) -> Iterator[tuple[Served, Path]]:
 
 
 def _curl(*arguments: str) -> object:
-    done = subprocess.run(["curl", "-sS", "--fail-with-body", *arguments], capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+    return json.loads(curl(*arguments))
 
 
 def test_curl_raw_upload_and_multipart(server):
