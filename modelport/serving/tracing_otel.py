@@ -169,9 +169,9 @@ class OtelTracing:
         if type(self.ids) is RandomIdGenerator:  # what it does, without its frame (a zero id: one in 2**64)
             self.trace_ids, self.span_ids = partial(getrandbits, 128), partial(getrandbits, 64)
 
-    def flush(self, timeout_s: float) -> None:
-        """Export the finished spans now."""
-        self.recorder.flush(timeout_s)
+    def flush(self, timeout_s: float) -> bool:
+        """Export the finished spans now: whether they were, within ``timeout_s``."""
+        return self.recorder.flush(timeout_s)
 
     def shutdown(self) -> None:
         """Export what is left and stop."""

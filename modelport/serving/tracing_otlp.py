@@ -10,8 +10,10 @@ messages are what the SDK's encoder writes for the same spans (flags, trace stat
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -156,21 +158,28 @@ class Payload:
 
 
 class Sender(Protocol):
-    """Sends an export request (False: it failed, after the exporter's own retries)."""
+    """Sends an export request within ``timeout_s`` (or its exporter's own timeout, if shorter; retries
+    included): False when it failed."""
 
-    def send(self, payload: Payload) -> bool: ...
+    def send(self, payload: Payload, timeout_s: float) -> bool: ...
 
     def close(self) -> None: ...
 
 
 class _Http:
-    """The SDK's OTLP/HTTP exporter's client (its session, endpoint, headers, compression, timeout, retries)."""
+    """The SDK's OTLP/HTTP exporter's client (its session, endpoint, headers, compression, timeout, retries).
+
+    Its client takes no timeout per export, only its own (``OTEL_EXPORTER_OTLP_TIMEOUT``, read once): each send
+    sets it to the shorter of that and the caller's (one send at a time: :class:`Batches` holds a lock)."""
 
     def __init__(self) -> None:
         self.exporter = HttpExporter()
+        self.timeout_s: float = self.exporter._client._timeout
 
-    def send(self, payload: Payload) -> bool:
-        return bool(self.exporter._client.export(payload.request.SerializeToString()).success)
+    def send(self, payload: Payload, timeout_s: float) -> bool:
+        client = self.exporter._client
+        client._timeout = min(self.timeout_s, timeout_s)
+        return bool(client.export(payload.request.SerializeToString()).success)
 
     def close(self) -> None:
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
@@ -188,10 +197,14 @@ class _GrpcExporter(GrpcExporter):
 
 
 class _Grpc:
+    """The SDK's OTLP/gRPC exporter, its timeout bounded per send as :class:`_Http`'s."""
+
     def __init__(self) -> None:
         self.exporter = _GrpcExporter()
+        self.timeout_s: float = self.exporter._timeout
 
-    def send(self, payload: Payload) -> bool:
+    def send(self, payload: Payload, timeout_s: float) -> bool:
+        self.exporter._timeout = min(self.timeout_s, timeout_s)
         return self.exporter._export(payload) is SpanExportResult.SUCCESS  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -214,13 +227,15 @@ def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
 class Batches:
     """Spans queued and sent in batches from a thread of its own, as the SDK's ``BatchSpanProcessor`` does:
     every ``OTEL_BSP_SCHEDULE_DELAY`` ms or once ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` wait, at most
-    ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting (beyond: dropped, counted)."""
+    ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting (beyond: dropped, counted), each export given at most
+    ``OTEL_BSP_EXPORT_TIMEOUT`` ms (or its exporter's own timeout, if shorter)."""
 
     def __init__(self, encoder: Encoder, targets: Sequence[Sender], environ: Mapping[str, str] = os.environ) -> None:
         self.encoder, self.targets = encoder, tuple(targets)
         self.delay_s = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.size = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) or 512
         self.limit = max(_setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048), self.size)
+        self.export_timeout_s = (_setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) or 30000) / 1000
         self.dropped = 0
         self._queue: list[SpanParts] = []
         self._ready = threading.Condition()
@@ -251,25 +266,40 @@ class Batches:
                 self._ready.wait_for(lambda: self._stop or len(self._queue) >= self.size, self.delay_s)
                 if self._stop:
                     return
-            self._send(once=True)
+            with self._sending:
+                self._send(once=True)
 
-    def _send(self, once: bool = False) -> None:
-        with self._sending:
-            while True:
-                with self._ready:
-                    batch = self._queue[: self.size]
-                    del self._queue[: len(batch)]
-                if batch:
-                    payload = Payload(self.encoder.request(batch), len(batch))
-                    for target in self.targets:
-                        if not target.send(payload):
-                            _log.warning("tracing: an export of %d spans failed", len(batch))
-                if once or len(batch) < self.size:
-                    return
+    def _send(self, once: bool = False, deadline: float = math.inf) -> bool:
+        """Send the queued spans batch by batch (one batch if ``once``), each export bounded by
+        :attr:`export_timeout_s` and by ``deadline`` (``time.monotonic()``); False at the first export that
+        fails or would start past ``deadline`` (what is still queued stays queued). The caller holds
+        ``_sending``."""
+        while True:
+            timeout_s = min(self.export_timeout_s, deadline - time.monotonic())
+            if timeout_s <= 0:
+                return False
+            with self._ready:
+                batch = self._queue[: self.size]
+                del self._queue[: len(batch)]
+            if batch:
+                payload = Payload(self.encoder.request(batch), len(batch))
+                sent = [target.send(payload, timeout_s) for target in self.targets]
+                if not all(sent):
+                    _log.warning("tracing: an export of %d spans failed", len(batch))
+                    return False
+            if once or len(batch) < self.size:
+                return True
 
-    def flush(self, timeout_s: float) -> None:
-        """Send every span queued now (the exporters' own timeouts bound it)."""
-        self._send()
+    def flush(self, timeout_s: float) -> bool:
+        """Send every span queued now within ``timeout_s``: False as soon as an export fails (an unreachable
+        collector), or when the time is up."""
+        deadline = time.monotonic() + timeout_s
+        if not self._sending.acquire(timeout=max(timeout_s, 0)):
+            return False
+        try:
+            return self._send(deadline=deadline)
+        finally:
+            self._sending.release()
 
     def close(self) -> None:
         """Send what is left, and stop."""
@@ -277,6 +307,7 @@ class Batches:
             self._stop = True
             self._ready.notify()
         self._thread.join()
-        self._send()
+        with self._sending:
+            self._send()
         for target in self.targets:
             target.close()
