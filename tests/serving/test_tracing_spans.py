@@ -150,14 +150,18 @@ def test_the_otlp_encoding_of_records_is_the_sdks_encoding_of_their_spans():
     event = ("exception", {"exception.type": "ValueError", "exception.escaped": False}, 33)
     failing = ("preprocess", 31, 32, {"items": 3, "ratio": 0.5, "tags": ("a", "b")}, 2, "ValueError: x", (event,), ())
     alike = [(name, 1, 2, {"items": value}, 0, "", (), ()) for name, value in (("a", True), ("b", 1.0), ("c", 1))]
+    stated = (TRACE, SERVER, 3, "k=v")  # a link's trace state: not written
+    long = ("é" * 150, 2**40, 2**62, {"big": 2**40, "negative": -5, "empty": ""}, 1, "", (), (LINK, stated))
     records = [request_record(), request_record((VALIDATE, failing, *alike)), ("GET /x", 1, TRACE, SERVER, 1, "", "")]
     records[2] += (False, 5, 6, {}, 0, "", (), (), [])  # a root span, no trace state
+    records += [request_record((long,))] * 200  # lengths of two and three varint bytes
     found = Encoder(resource(), _Counting())
     spans = [span for record in records for span in found.spans(record)]
     ids = _Counting()
     expected = encode_spans([s for record in records for s in readable(record, resource(), ids)])
-    assert found.request(spans) == expected
-    assert len(expected.resource_spans[0].scope_spans[0].spans) == 10  # equal values of other types kept apart
+    assert found.request(spans) == expected.SerializeToString()  # the bytes upb writes for the SDK's messages
+    assert found.request(spans[:3]) == found.request(spans[:3]), "attributes made once read the same"
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 410  # equal values of other types kept apart
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
