@@ -74,6 +74,7 @@ class _Propagated:
     trace_state: str  # the tracestate header ("" for none)
 
     def traceparent(self) -> bytes:
+        """The ``traceparent`` header's value (each kind of span keeps its ids its own way)."""
         raise NotImplementedError
 
     def headers(self) -> list[tuple[bytes, bytes]]:

@@ -131,7 +131,7 @@ class Encoder:
         self.scope = _field(b"\x0a", scope)
 
     def spans(self, record: Record) -> list[SpanParts]:
-        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet messages)."""
+        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet bytes)."""
         name, kind, trace_hex, span_hex, _, state, parent_hex, remote, start, end, attributes = record[:11]
         code, description, events, links, children = record[11:]
         trace_id = bytes.fromhex(trace_hex)
@@ -186,13 +186,13 @@ def _event(event: EventRecord) -> Span.Event:
     return Span.Event(name=name, time_unix_nano=when, attributes=_attributes(attributes))
 
 
+_LINK_FLAGS = b"\x35" + _FIXED32(_LOCAL)  # Link.flags (6)
+
+
 def _link(link: LinkRecord) -> bytes:
     """A ``Span.links`` field (13): trace id, span id, flags (the SDK's encoder writes no trace state on links)."""
     trace_hex, span_hex, _, _ = link
     return b"\x6a\x21\x0a\x10" + bytes.fromhex(trace_hex) + b"\x12\x08" + bytes.fromhex(span_hex) + _LINK_FLAGS
-
-
-_LINK_FLAGS = b"\x35" + _FIXED32(_LOCAL)  # Link.flags (6)
 
 
 @dataclass(frozen=True, slots=True)
