@@ -103,10 +103,11 @@ def configure(
     return True
 
 
-def flush(timeout_s: float = 10.0) -> None:
-    """Export every finished span now (tests; a no-op when off)."""
-    if _active is not None:
-        _active.flush(timeout_s)
+def flush(timeout_s: float = 10.0) -> bool:
+    """Export every finished span now (tests; a no-op when off): whether they were. Takes at most ``timeout_s``
+    and no longer than the exports do: an unreachable collector ends it once its export fails (within the
+    exporter's ``OTEL_EXPORTER_OTLP_TIMEOUT`` and ``OTEL_BSP_EXPORT_TIMEOUT``)."""
+    return _active.flush(timeout_s) if _active is not None else True
 
 
 def shutdown() -> None:

@@ -9,7 +9,8 @@ Exporters, resource and batching: :mod:`modelport.serving.tracing_spans`.
 Cheap by construction (an overhead-bound model serves a request in ~60-100 µs of CPU; an SDK span costs ~15 µs
 to make and as much again to encode): the configured sampler decides once per request, before anything is made
 (a standard sampler and W3C propagation without the SDK's objects: :mod:`~modelport.serving.tracing_sampling`);
-an unsampled request gets its ids and its ``traceparent`` (flags as the SDK would set them) and nothing else. A
+an unsampled request is an :class:`UnsampledSpan`: its ids as the sampler saw them (a new trace id stays an int),
+formatted only into its response's ``traceparent`` (flags as the SDK would set them), and nothing else. A
 sampled request's spans are plain tuples (:data:`~modelport.serving.tracing_spans.Record`, ids as hex strings)
 made when each ends, with explicit times; the exporter process encodes and exports them. The request in
 flight is this module's own context variable, not the OpenTelemetry context: spans made by other
@@ -50,12 +51,12 @@ from modelport.serving.tracing_spans import (
     resource,
 )
 
-__all__ = ["CURRENT", "HttpSpan", "OtelTracing", "RequestSpan", "RequestTrace", "start"]
+__all__ = ["CURRENT", "HttpSpan", "OtelTracing", "RequestSpan", "RequestTrace", "UnsampledSpan", "start"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 # gRPC codes that are the server's failure, not the client's (the semantic conventions' list for SERVER spans)
 _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
-CURRENT: ContextVar[RequestSpan | None] = ContextVar("modelport_request_span", default=None)
+CURRENT: ContextVar[RequestSpan | UnsampledSpan | None] = ContextVar("modelport_request_span", default=None)
 """The request being served (its span), set by :meth:`OtelTracing.http_request` and the gRPC interceptor."""
 _NO_PARENT = otel_context.Context()
 _SERVER, _INTERNAL = SpanKind.SERVER.value, SpanKind.INTERNAL.value
@@ -63,17 +64,55 @@ _ERROR = StatusCode.ERROR.value
 _SAMPLED, _RANDOM = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
 Status = tuple[int, str]  # a span's status: StatusCode's value, description
 _OK: Status = (StatusCode.UNSET.value, "")
-# an unsampled request's attributes and children: always none (nothing writes them)
 _NO_ATTRIBUTES: Attributes = {}
-_NONE: list[ChildRecord] = []
 
 
-class RequestSpan:
-    """A request's SERVER span while it is served: its ids, and (sampled only) what its span will say.
+class _Propagated:
+    """What names a request's span to whoever comes next: the W3C headers of its response."""
 
-    Mutable by nature: the route, model and outcome are learnt while the request runs. A plain class with slots:
-    an unsampled request makes one and sets five fields (a dataclass's defaults would cost it a dict and a list).
-    """
+    __slots__ = ()
+    trace_state: str  # the tracestate header ("" for none)
+
+    def traceparent(self) -> bytes:
+        """The ``traceparent`` header's value (each kind of span keeps its ids its own way)."""
+        raise NotImplementedError
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The W3C ``traceparent`` (and ``tracestate``) that name this span, as HTTP headers of the response."""
+        parent = (b"traceparent", self.traceparent())
+        return [parent, (b"tracestate", self.trace_state.encode())] if self.trace_state else [parent]
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """:meth:`headers` as gRPC metadata."""
+        return tuple((k.decode(), v.decode()) for k, v in self.headers())
+
+
+class UnsampledSpan(_Propagated):
+    """A request the sampler left out: its ids as they came (the caller's trace id in hex, or a new one as an
+    int), formatted only when asked (its response's ``traceparent``, a log record's trace id)."""
+
+    __slots__ = ("flags", "span", "trace", "trace_state")
+
+    def __init__(self, trace: str | int, span: int, flags: int, trace_state: str = "") -> None:
+        self.trace, self.span, self.flags, self.trace_state = trace, span, flags, trace_state
+
+    @property
+    def trace_id(self) -> str:
+        """32 hex digits."""
+        trace = self.trace
+        return trace if isinstance(trace, str) else f"{trace:032x}"
+
+    def traceparent(self) -> bytes:
+        trace = self.trace
+        if isinstance(trace, str):
+            return b"00-%s-%016x-%02x" % (trace.encode(), self.span, self.flags)
+        return b"00-%032x-%016x-%02x" % (trace, self.span, self.flags)
+
+
+class RequestSpan(_Propagated):
+    """A sampled request's SERVER span while it is served: its ids, and what its span will say.
+
+    Mutable by nature: the route, model and outcome are learnt while the request runs."""
 
     __slots__ = (
         "attributes",
@@ -83,7 +122,6 @@ class RequestSpan:
         "kind",
         "name",
         "parent_id",
-        "sampled",
         "span_id",
         "start_ns",
         "trace_id",
@@ -95,24 +133,17 @@ class RequestSpan:
         trace_id: str,  # 32 hex digits
         span_id: str,  # 16 hex digits
         flags: int,  # W3C trace flags: sampled, random trace id
-        trace_state: str,  # the tracestate header ("" for none)
-        sampled: bool,
-        parent_id: str = "",  # the caller's span (16 hex digits; "": none)
-        name: str = "",
-        kind: int = _SERVER,
-        start_ns: int = 0,
-        attributes: Attributes = _NO_ATTRIBUTES,  # sampled: its own dict
-        children: list[ChildRecord] = _NONE,  # sampled: its own list of INTERNAL spans, recorded with it
+        trace_state: str,
+        parent_id: str,  # the caller's span (16 hex digits; "": none)
+        name: str,
+        kind: int,
+        start_ns: int,
+        attributes: Attributes,  # its own dict
     ) -> None:
-        self.trace_id, self.span_id, self.flags, self.trace_state, self.sampled = (
-            trace_id,
-            span_id,
-            flags,
-            trace_state,
-            sampled,
-        )
+        self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
         self.parent_id, self.name, self.kind, self.start_ns = parent_id, name, kind, start_ns
-        self.attributes, self.children, self.ended = attributes, children, False
+        self.attributes, self.ended = attributes, False
+        self.children: list[ChildRecord] = []  # its INTERNAL spans, recorded with it
 
     @property
     def context(self) -> SpanContext:
@@ -120,14 +151,8 @@ class RequestSpan:
         state = TraceState.from_header([self.trace_state]) if self.trace_state else None
         return SpanContext(int(self.trace_id, 16), int(self.span_id, 16), False, TraceFlags(self.flags), state)
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """The W3C ``traceparent`` (and ``tracestate``) that name this span, as HTTP headers of the response."""
-        parent = (b"traceparent", f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}".encode())
-        return [parent, (b"tracestate", self.trace_state.encode())] if self.trace_state else [parent]
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        """:meth:`headers` as gRPC metadata."""
-        return tuple((k.decode(), v.decode()) for k, v in self.headers())
+    def traceparent(self) -> bytes:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}".encode()
 
 
 RequestTrace = tuple[RequestSpan, int]
@@ -169,15 +194,17 @@ class OtelTracing:
         if type(self.ids) is RandomIdGenerator:  # what it does, without its frame (a zero id: one in 2**64)
             self.trace_ids, self.span_ids = partial(getrandbits, 128), partial(getrandbits, 64)
 
-    def flush(self, timeout_s: float) -> None:
-        """Export the finished spans now."""
-        self.recorder.flush(timeout_s)
+    def flush(self, timeout_s: float) -> bool:
+        """Export the finished spans now: whether they were, within ``timeout_s``."""
+        return self.recorder.flush(timeout_s)
 
     def shutdown(self) -> None:
         """Export what is left and stop."""
         self.recorder.close()
 
-    def begin(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
+    def begin(
+        self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes
+    ) -> RequestSpan | UnsampledSpan:
         """A request's span under what ``carrier`` names, sampled or not as the sampler decides (as the SDK's
         ``start_span`` would: same ids, flags and trace state)."""
         if self.fast is None:
@@ -188,27 +215,30 @@ class OtelTracing:
 
     def _begin(
         self, name: str, kind: int, traceparent: str | None, tracestate: str | None, attributes: Attributes
-    ) -> RequestSpan:
-        """:meth:`begin` with a standard sampler and W3C propagation: no SDK object, a comparison decides."""
+    ) -> RequestSpan | UnsampledSpan:
+        """:meth:`begin` with a standard sampler and W3C propagation: no SDK object, a comparison decides, and an
+        unsampled request formats nothing."""
         parent = None
         if traceparent is not None:
             parent = parse_traceparent(traceparent, () if tracestate is None else (tracestate,))
         if parent is None:
             number = self.trace_ids()
+            if number & LOW_BITS >= self.bound:
+                return UnsampledSpan(number, self.span_ids(), self.random)
             trace_id, parent_id, flags, state = f"{number:032x}", "", self.random, ""
-            sampled = number & LOW_BITS < self.bound
         else:
             trace_id, parent_id, flags, state = parent
             sampled = flags & 1 == 1 if self.parent_based else int(trace_id[16:], 16) < self.bound
             flags &= _RANDOM
-        if not sampled:
-            return RequestSpan(trace_id, f"{self.span_ids():016x}", flags, state, False)
+            if not sampled:
+                return UnsampledSpan(trace_id, self.span_ids(), flags, state)
         span_id, start_ns = f"{self.span_ids():016x}", time.time_ns()
-        return RequestSpan(
-            trace_id, span_id, _SAMPLED | flags, state, True, parent_id, name, kind, start_ns, dict(attributes), []
-        )
+        own = dict(attributes)
+        return RequestSpan(trace_id, span_id, _SAMPLED | flags, state, parent_id, name, kind, start_ns, own)
 
-    def _begin_sdk(self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes) -> RequestSpan:
+    def _begin_sdk(
+        self, name: str, kind: SpanKind, carrier: Mapping[str, str], attributes: Attributes
+    ) -> RequestSpan | UnsampledSpan:
         """:meth:`begin` through the configured propagators and sampler (not the standard ones)."""
         parent_context, parent = _NO_PARENT, None
         if carrier:
@@ -220,16 +250,16 @@ class OtelTracing:
             trace_id, parent_id, random = self.ids.generate_trace_id(), 0, self.random
         decision = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
         state = decision.trace_state.to_header() if decision.trace_state else ""
-        ids = (f"{trace_id:032x}", f"{self.ids.generate_span_id():016x}")
+        span_id = self.ids.generate_span_id()
         if decision.decision is not Decision.RECORD_AND_SAMPLE:
-            return RequestSpan(*ids, random, state, False)
-        attributes = {**attributes, **decision.attributes}
+            return UnsampledSpan(f"{trace_id:032x}", span_id, random, state)
+        ids, attributes = (f"{trace_id:032x}", f"{span_id:016x}"), {**attributes, **decision.attributes}
         start_ns, parent_hex = time.time_ns(), f"{parent_id:016x}" if parent_id else ""
-        return RequestSpan(*ids, _SAMPLED | random, state, True, parent_hex, name, kind.value, start_ns, attributes, [])
+        return RequestSpan(*ids, _SAMPLED | random, state, parent_hex, name, kind.value, start_ns, attributes)
 
-    def end(self, request: RequestSpan, status: Status = _OK) -> None:
+    def end(self, request: RequestSpan | UnsampledSpan, status: Status = _OK) -> None:
         """Record ``request``'s span (and its children) if it is sampled, ending now."""
-        if request.sampled:
+        if isinstance(request, RequestSpan):
             request.ended = True
             code, description = status
             ids = (request.trace_id, request.span_id, request.flags, request.trace_state, request.parent_id, True)
@@ -250,14 +280,14 @@ class OtelTracing:
     def span(self, name: str, attributes: Mapping[str, Any]) -> _Child | None:
         """A span under the current request while a block runs, when that request is sampled."""
         current = CURRENT.get()
-        if current is None or not current.sampled:
+        if not isinstance(current, RequestSpan):
             return None
         return _Child(self, current, name, dict(attributes))
 
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""
         current = CURRENT.get()
-        if current is not None and current.sampled:
+        if isinstance(current, RequestSpan):
             attributes = current.attributes
             attributes["modelport.model"], attributes["modelport.version"] = model, version
             attributes["modelport.protocol"] = protocol
@@ -265,7 +295,7 @@ class OtelTracing:
     def outcome(self, code: str) -> None:
         """``success`` or the error code, on the current span."""
         current = CURRENT.get()
-        if current is not None and current.sampled:
+        if isinstance(current, RequestSpan):
             current.attributes["modelport.outcome"] = code
 
     def trace_id(self) -> str:
@@ -276,7 +306,7 @@ class OtelTracing:
     def enqueued(self) -> RequestTrace | None:
         """The current request as its batch will see it (None when it is not sampled)."""
         current = CURRENT.get()
-        if current is None or not current.sampled:
+        if not isinstance(current, RequestSpan):
             return None
         return (current, time.time_ns())
 
@@ -320,7 +350,7 @@ class OtelTracing:
                 None if tracestate is None else tracestate.decode("latin-1"),
                 _NO_ATTRIBUTES,
             )
-        if request.sampled:
+        if isinstance(request, RequestSpan):
             attributes = request.attributes
             attributes["http.request.method"], attributes["url.path"] = method, scope["path"]
             attributes["modelport.request_id"] = REQUEST_ID.get()
@@ -329,7 +359,7 @@ class OtelTracing:
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
         current = CURRENT.get()
-        if current is not None and current.sampled:
+        if isinstance(current, RequestSpan):
             current.name = f"{current.attributes.get('http.request.method', '')} {template}"
             current.attributes["http.route"] = template
 
@@ -353,7 +383,7 @@ class OtelTracing:
                 return await behaviour(request, context)
             finally:
                 CURRENT.reset(token)
-                if span.sampled:
+                if isinstance(span, RequestSpan):
                     self.end(span, _grpc_finished(span, context))
 
         return call
@@ -363,25 +393,29 @@ class HttpSpan:
     """An HTTP request's span while it is answered: ``send`` adds its ``traceparent`` to the response (and notes
     the status); :meth:`end` ends it."""
 
-    __slots__ = ("_send", "_stamp", "_token", "request", "scope", "status", "tracing")
+    __slots__ = ("_send", "_token", "request", "scope", "status", "tracing")
 
-    def __init__(self, tracing: OtelTracing, request: RequestSpan, scope: dict[str, Any], send: Send) -> None:
+    def __init__(
+        self, tracing: OtelTracing, request: RequestSpan | UnsampledSpan, scope: dict[str, Any], send: Send
+    ) -> None:
         self.tracing, self.request, self.scope, self._send = tracing, request, scope, send
-        self._stamp = request.headers()
         self.status = 0
         self._token = CURRENT.set(request)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """The ASGI ``send`` of the response: the wrapped one's awaitable (no coroutine of its own to make and
+        run per message), the span's headers added to the response's start."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *self._stamp]
-        await self._send(message)
+            message["headers"] = [*message.get("headers", ()), *self.request.headers()]
+        return self._send(message)
 
     def end(self) -> None:
         """End the span (in the context it began in): its status from the response sent, or none."""
         CURRENT.reset(self._token)
-        if self.request.sampled:
-            self.tracing.end(self.request, _http_finished(self.request, self.scope, self.status))
+        request = self.request
+        if isinstance(request, RequestSpan):
+            self.tracing.end(request, _http_finished(request, self.scope, self.status))
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

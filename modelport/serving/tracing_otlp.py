@@ -1,17 +1,24 @@
-"""OTLP straight from span records, in the exporter process: the ``opentelemetry-proto`` messages (the upb C
-backend) made from each :data:`~modelport.serving.tracing_spans.Record`, batched as the SDK's
-``BatchSpanProcessor`` batches (``OTEL_BSP_*``), and sent by the SDK's OTLP exporters' own transports, configured
-by the ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, compression, certificates; retries).
+"""OTLP straight from span records, in the exporter process: the serialized ``ExportTraceServiceRequest`` of
+:data:`~modelport.serving.tracing_spans.Record` s, batched as the SDK's ``BatchSpanProcessor`` batches
+(``OTEL_BSP_*``), and sent by the SDK's OTLP exporters' own transports, configured by the
+``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, compression, certificates; retries).
 
-The SDK's way (a ``ReadableSpan`` per span, then its encoder) cost ~40 µs of CPU a span here; this, ~12. The
-messages are what the SDK's encoder writes for the same spans (flags, trace state, status, links, events).
+The SDK's way (a ``ReadableSpan`` per span, then its encoder) cost ~40 µs of CPU a span here; ``opentelemetry-proto``'s
+messages made straight from the records (upb), ~13, most of it making a message per span and copying each
+attribute's message into it. So a span is written by hand (:class:`Encoder`): the dozen ``Span`` fields the
+records fill, in field-number order as upb writes them, with the attributes, the resource and the scope serialized
+by ``opentelemetry-proto`` once and reused as bytes (protobuf's wire format is a concatenation of fields), and the
+rare events by its messages. The bytes are the SDK's encoder's for the same spans, serialized by upb (tested).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import struct
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +28,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -34,6 +41,9 @@ _LOCAL = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = _LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
 _log = logging.getLogger(__name__)
+_FIXED32, _FIXED64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]  # the varints of 0-127
+_NO_STATUS = b"\x7a\x00"  # Span.status (15), present and empty: UNSET, no message
 SpanParts = tuple[bytes, bytes, bytes, str, Any, int, Sequence[Any]]
 """A span to be encoded: trace id, span id, parent span id, trace state, kind, flags, and the rest of its record
 (name, start, end, attributes, status code and description, events, links)."""
@@ -58,29 +68,53 @@ def _attributes(attributes: Attributes) -> list[KeyValue]:
     return [KeyValue(key=key, value=_value(value)) for key, value in attributes.items()]
 
 
-_KNOWN_MAX = 4096  # attribute messages kept for reuse; all forgotten at once beyond this
+def _varint(value: int) -> bytes:
+    """A protobuf varint (unsigned)."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag, the payload's length, the payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+_KNOWN_MAX = 4096  # attribute fields kept for reuse; all forgotten at once beyond this
 
 
 class _Known:
-    """Attribute messages made once per distinct key and value: most repeat (model, route, status), and a span
-    copies a message it is given for about a quarter of what making one costs."""
+    """Each attribute as its serialized ``Span.attributes`` field (9), made by ``opentelemetry-proto`` once per
+    distinct key and value: most repeat (model, route, status)."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, type, Any], KeyValue] = {}
+        self._made: dict[tuple[str, type, Any], bytes] = {}
 
-    def __call__(self, attributes: Attributes) -> list[KeyValue]:
+    def __call__(self, attributes: Attributes) -> list[bytes]:
         made, found = self._made, []
         for key, value in attributes.items():
-            known = (key, type(value), value)  # the type: True, 1 and 1.0 are equal keys of a dict
-            message = made.get(known) if not isinstance(value, list | tuple) else None
-            if message is None:
-                message = KeyValue(key=key, value=_value(value))
+            kind = type(value)
+            if kind is list or kind is tuple:  # arrays: rare, and a list is no key
+                found.append(_key_value(key, value))
+                continue
+            known = (key, kind, value)  # the type: True, 1 and 1.0 are equal keys of a dict
+            field = made.get(known)
+            if field is None:
+                field = _key_value(key, value)
                 if len(made) >= _KNOWN_MAX:
                     made.clear()
-                if not isinstance(value, list | tuple):
-                    made[known] = message
-            found.append(message)
+                made[known] = field
+            found.append(field)
         return found
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _field(b"\x4a", KeyValue(key=key, value=_value(value)).SerializeToString())
 
 
 class Encoder:
@@ -89,12 +123,15 @@ class Encoder:
 
     def __init__(self, resource: Resource, ids: IdGenerator) -> None:
         self.ids, self.attributes = ids, _Known()
-        self.resource = ResourceMessage(attributes=_attributes(dict(resource.attributes)))
-        self.resource_schema = resource.schema_url
-        self.scope = InstrumentationScope(name=SCOPE.name, version=SCOPE.version or "")
+        # ResourceSpans.resource (1) and .schema_url (3), ScopeSpans.scope (1): the same in every request
+        message = ResourceMessage(attributes=_attributes(dict(resource.attributes))).SerializeToString()
+        self.resource = _field(b"\x0a", message)
+        self.resource_schema = _field(b"\x1a", resource.schema_url.encode()) if resource.schema_url else b""
+        scope = InstrumentationScope(name=SCOPE.name, version=SCOPE.version or "").SerializeToString()
+        self.scope = _field(b"\x0a", scope)
 
     def spans(self, record: Record) -> list[SpanParts]:
-        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet messages)."""
+        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet bytes)."""
         name, kind, trace_hex, span_hex, _, state, parent_hex, remote, start, end, attributes = record[:11]
         code, description, events, links, children = record[11:]
         trace_id = bytes.fromhex(trace_hex)
@@ -109,32 +146,39 @@ class Encoder:
     def _span_id(self) -> bytes:
         return self.ids.generate_span_id().to_bytes(8, "big")
 
-    def request(self, spans: Sequence[SpanParts]) -> ExportTraceServiceRequest:
-        """One export request of ``spans``, each made in place (upb copies a message given to a parent)."""
-        request = ExportTraceServiceRequest()
-        resource_spans = request.resource_spans.add(schema_url=self.resource_schema)
-        resource_spans.resource.CopyFrom(self.resource)
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.CopyFrom(self.scope)
-        add, known = scope_spans.spans.add, self.attributes
-        for trace_id, span_id, parent, state, kind, flags, body in spans:
-            name, start, end, attributes, code, description, events, links = body
-            add(
-                trace_id=trace_id,
-                span_id=span_id,
-                trace_state=state,
-                parent_span_id=parent,
-                name=name,
-                kind=kind,  # SpanKind's value + 1: the protocol's 0 is "unspecified"
-                start_time_unix_nano=start,
-                end_time_unix_nano=end,
-                attributes=known(attributes) if attributes else None,
-                events=[_event(event) for event in events] if events else None,
-                links=[_link(link) for link in links] if links else None,
-                status=Status(code=code, message=description),
-                flags=flags,
-            )
-        return request
+    def request(self, spans: Sequence[SpanParts]) -> bytes:
+        """One serialized export request of ``spans``: one resource, one scope."""
+        scope_spans = self.scope + b"".join([self._span(span) for span in spans])
+        return _field(b"\x0a", self.resource + _field(b"\x12", scope_spans) + self.resource_schema)
+
+    def _span(self, span: SpanParts) -> bytes:
+        """``span`` as a ``ScopeSpans.spans`` field (2): the fields it has, in field-number order."""
+        trace_id, span_id, parent, state, kind, flags, body = span
+        name, start, end, attributes, code, description, events, links = body
+        out = [b"\x0a\x10", trace_id, b"\x12\x08", span_id]  # trace_id (1), span_id (2): 16 and 8 bytes
+        if state:
+            out.append(_field(b"\x1a", state.encode()))
+        if parent:
+            out += (b"\x22\x08", parent)
+        if name:
+            out.append(_field(b"\x2a", name.encode()))
+        out += (b"\x30", _varint(kind))  # SpanKind's value + 1: the protocol's 0 is "unspecified"
+        if start:
+            out += (b"\x39", _FIXED64(start))
+        if end:
+            out += (b"\x41", _FIXED64(end))
+        if attributes:
+            out += self.attributes(attributes)
+        out += [_field(b"\x5a", _event(event).SerializeToString()) for event in events]
+        out += [_link(link) for link in links]
+        out.append(_status(code, description) if code or description else _NO_STATUS)
+        out += (b"\x85\x01", _FIXED32(flags))  # flags (16): never 0 (whether the parent is remote is known)
+        return _field(b"\x12", b"".join(out))
+
+
+def _status(code: int, description: str) -> bytes:
+    message = _field(b"\x12", description.encode()) if description else b""
+    return _field(b"\x7a", message + (b"\x18" + _varint(code) if code else b""))
 
 
 def _event(event: EventRecord) -> Span.Event:
@@ -142,35 +186,46 @@ def _event(event: EventRecord) -> Span.Event:
     return Span.Event(name=name, time_unix_nano=when, attributes=_attributes(attributes))
 
 
-def _link(link: LinkRecord) -> Span.Link:
-    trace_hex, span_hex, _, _ = link  # the SDK's encoder writes no trace state on links
-    return Span.Link(trace_id=bytes.fromhex(trace_hex), span_id=bytes.fromhex(span_hex), flags=_LOCAL)
+_LINK_FLAGS = b"\x35" + _FIXED32(_LOCAL)  # Link.flags (6)
+
+
+def _link(link: LinkRecord) -> bytes:
+    """A ``Span.links`` field (13): trace id, span id, flags (the SDK's encoder writes no trace state on links)."""
+    trace_hex, span_hex, _, _ = link
+    return b"\x6a\x21\x0a\x10" + bytes.fromhex(trace_hex) + b"\x12\x08" + bytes.fromhex(span_hex) + _LINK_FLAGS
 
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """An export request and how many spans it holds."""
+    """A serialized export request and how many spans it holds."""
 
-    request: ExportTraceServiceRequest
+    body: bytes
     count: int
 
 
 class Sender(Protocol):
-    """Sends an export request (False: it failed, after the exporter's own retries)."""
+    """Sends an export request within ``timeout_s`` (or its exporter's own timeout, if shorter; retries
+    included): False when it failed."""
 
-    def send(self, payload: Payload) -> bool: ...
+    def send(self, payload: Payload, timeout_s: float) -> bool: ...
 
     def close(self) -> None: ...
 
 
 class _Http:
-    """The SDK's OTLP/HTTP exporter's client (its session, endpoint, headers, compression, timeout, retries)."""
+    """The SDK's OTLP/HTTP exporter's client (its session, endpoint, headers, compression, timeout, retries).
+
+    Its client takes no timeout per export, only its own (``OTEL_EXPORTER_OTLP_TIMEOUT``, read once): each send
+    sets it to the shorter of that and the caller's (one send at a time: :class:`Batches` holds a lock)."""
 
     def __init__(self) -> None:
         self.exporter = HttpExporter()
+        self.timeout_s: float = self.exporter._client._timeout
 
-    def send(self, payload: Payload) -> bool:
-        return bool(self.exporter._client.export(payload.request.SerializeToString()).success)
+    def send(self, payload: Payload, timeout_s: float) -> bool:
+        client = self.exporter._client
+        client._timeout = min(self.timeout_s, timeout_s)
+        return bool(client.export(payload.body).success)
 
     def close(self) -> None:
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
@@ -178,20 +233,26 @@ class _Http:
 
 class _GrpcExporter(GrpcExporter):
     """The SDK's OTLP/gRPC exporter (channel, metadata, compression, timeout, retries), given requests made here:
-    its mixin's ``_translate_data`` and ``_count_data`` are the hooks each signal's exporter fills in."""
+    its mixin's ``_translate_data`` and ``_count_data`` are the hooks each signal's exporter fills in. Its stub
+    takes a message: the request is parsed back (upb, in C: ~1 µs a span)."""
 
     def _translate_data(self, data: Payload) -> ExportTraceServiceRequest:  # type: ignore[override]
-        return data.request
+        request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(data.body)
+        return request
 
     def _count_data(self, data: Payload) -> int:  # type: ignore[override]
         return data.count
 
 
 class _Grpc:
+    """The SDK's OTLP/gRPC exporter, its timeout bounded per send as :class:`_Http`'s."""
+
     def __init__(self) -> None:
         self.exporter = _GrpcExporter()
+        self.timeout_s: float = self.exporter._timeout
 
-    def send(self, payload: Payload) -> bool:
+    def send(self, payload: Payload, timeout_s: float) -> bool:
+        self.exporter._timeout = min(self.timeout_s, timeout_s)
         return self.exporter._export(payload) is SpanExportResult.SUCCESS  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -214,13 +275,15 @@ def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
 class Batches:
     """Spans queued and sent in batches from a thread of its own, as the SDK's ``BatchSpanProcessor`` does:
     every ``OTEL_BSP_SCHEDULE_DELAY`` ms or once ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` wait, at most
-    ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting (beyond: dropped, counted)."""
+    ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting (beyond: dropped, counted), each export given at most
+    ``OTEL_BSP_EXPORT_TIMEOUT`` ms (or its exporter's own timeout, if shorter)."""
 
     def __init__(self, encoder: Encoder, targets: Sequence[Sender], environ: Mapping[str, str] = os.environ) -> None:
         self.encoder, self.targets = encoder, tuple(targets)
         self.delay_s = _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self.size = _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) or 512
         self.limit = max(_setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048), self.size)
+        self.export_timeout_s = (_setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) or 30000) / 1000
         self.dropped = 0
         self._queue: list[SpanParts] = []
         self._ready = threading.Condition()
@@ -251,25 +314,40 @@ class Batches:
                 self._ready.wait_for(lambda: self._stop or len(self._queue) >= self.size, self.delay_s)
                 if self._stop:
                     return
-            self._send(once=True)
+            with self._sending:
+                self._send(once=True)
 
-    def _send(self, once: bool = False) -> None:
-        with self._sending:
-            while True:
-                with self._ready:
-                    batch = self._queue[: self.size]
-                    del self._queue[: len(batch)]
-                if batch:
-                    payload = Payload(self.encoder.request(batch), len(batch))
-                    for target in self.targets:
-                        if not target.send(payload):
-                            _log.warning("tracing: an export of %d spans failed", len(batch))
-                if once or len(batch) < self.size:
-                    return
+    def _send(self, once: bool = False, deadline: float = math.inf) -> bool:
+        """Send the queued spans batch by batch (one batch if ``once``), each export bounded by
+        :attr:`export_timeout_s` and by ``deadline`` (``time.monotonic()``); False at the first export that
+        fails or would start past ``deadline`` (what is still queued stays queued). The caller holds
+        ``_sending``."""
+        while True:
+            timeout_s = min(self.export_timeout_s, deadline - time.monotonic())
+            if timeout_s <= 0:
+                return False
+            with self._ready:
+                batch = self._queue[: self.size]
+                del self._queue[: len(batch)]
+            if batch:
+                payload = Payload(self.encoder.request(batch), len(batch))
+                sent = [target.send(payload, timeout_s) for target in self.targets]
+                if not all(sent):
+                    _log.warning("tracing: an export of %d spans failed", len(batch))
+                    return False
+            if once or len(batch) < self.size:
+                return True
 
-    def flush(self, timeout_s: float) -> None:
-        """Send every span queued now (the exporters' own timeouts bound it)."""
-        self._send()
+    def flush(self, timeout_s: float) -> bool:
+        """Send every span queued now within ``timeout_s``: False as soon as an export fails (an unreachable
+        collector), or when the time is up."""
+        deadline = time.monotonic() + timeout_s
+        if not self._sending.acquire(timeout=max(timeout_s, 0)):
+            return False
+        try:
+            return self._send(deadline=deadline)
+        finally:
+            self._sending.release()
 
     def close(self) -> None:
         """Send what is left, and stop."""
@@ -277,6 +355,7 @@ class Batches:
             self._stop = True
             self._ready.notify()
         self._thread.join()
-        self._send()
+        with self._sending:
+            self._send()
         for target in self.targets:
             target.close()

@@ -6,8 +6,9 @@ core and never under its GIL.
     python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
 
 Its stdin carries frames: a 4-byte little-endian length, then the JSON of either a list of
-:data:`~modelport.serving.tracing_spans.Record` (export them) or a float (flush, waiting at most that many
-seconds). One byte on ``REPLY_FD`` says it has started, and then that each flush is done. It exits once its stdin
+:data:`~modelport.serving.tracing_spans.Record` (export them) or a float (flush, taking at most that many
+seconds). One byte on ``REPLY_FD`` says it has started, and then how each flush ended: done, or failed (an
+export failed, or the time was up: the server stops waiting at once, not at its timeout). It exits once its stdin
 closes (the server stopped, or died), after exporting what is left. It runs in a session of its own, so that a
 Ctrl-C meant for the server does not cut that export short. JSON, not ``marshal`` or ``pickle``: the package loads
 no format that can build arbitrary objects, even from its own child's pipe (Python's ``json`` carries the
@@ -41,7 +42,8 @@ __all__ = ["ExporterProcess", "main"]
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 60.0  # the export of what is left: the exporters' own timeouts (OTEL_EXPORTER_OTLP_TIMEOUT) first
 _LENGTH = struct.Struct("<I")
-_DONE = b"."
+_DONE, _FAILED = b".", b"!"
+FLUSH_MARGIN_S = 1.0  # beyond its timeout, how long a flush waits for the exporter process's word
 _ROOT = str(Path(__file__).resolve().parents[2])  # where this modelport is imported from: the child imports it too
 _log = logging.getLogger(__name__)
 
@@ -74,10 +76,16 @@ class ExporterProcess:
     def write(self, records: Sequence[Record]) -> None:
         self._send(orjson.dumps(records, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
 
-    def flush(self, timeout_s: float) -> None:
+    def flush(self, timeout_s: float) -> bool:
+        """Have the exporter process export what it has within ``timeout_s`` (it bounds each export by that and
+        by its exporters' timeouts), returning as soon as it says it is done or failed, or has died."""
+        self._forget_replies()  # of an earlier flush that was given up on
         self._send(orjson.dumps(float(timeout_s)))
-        if not self._replied(timeout_s + 1.0):
-            _log.warning("tracing: the exporter process did not flush within %.0f s", timeout_s)
+        reply = self._reply(timeout_s + FLUSH_MARGIN_S)
+        if reply != _DONE:
+            why = {_FAILED: "an export failed or ran out of time", b"": "it has exited", None: "no answer"}[reply]
+            _log.warning("tracing: the exporter process did not flush its spans within %.1f s (%s)", timeout_s, why)
+        return reply == _DONE
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # it died: nothing to tell it
@@ -96,8 +104,17 @@ class ExporterProcess:
         self._pipe.flush()
 
     def _replied(self, timeout_s: float) -> bool:
+        return self._reply(timeout_s) == _DONE
+
+    def _reply(self, timeout_s: float) -> bytes | None:
+        """The exporter process's next byte (b"" once it has exited), or None when none came in ``timeout_s``."""
         ready, _, _ = select.select([self._replies], [], [], timeout_s)
-        return bool(ready) and os.read(self._replies, 1) == _DONE
+        return os.read(self._replies, 1) if ready else None
+
+    def _forget_replies(self) -> None:
+        """Drop the words already sent (of a flush given up on): they would answer the next flush."""
+        while self._reply(0):
+            pass
 
 
 def main(argv: Sequence[str]) -> int:
@@ -110,8 +127,7 @@ def main(argv: Sequence[str]) -> int:
     stream = sys.stdin.buffer
     while (message := _receive(stream)) is not None:
         if isinstance(message, float):
-            sink.flush(message)
-            os.write(replies, _DONE)
+            os.write(replies, _DONE if sink.flush(message) else _FAILED)
         else:
             sink.write(message)
     sink.close()
@@ -136,9 +152,9 @@ class _All:
         for sink in self.sinks:
             sink.write(records)
 
-    def flush(self, timeout_s: float) -> None:
-        for sink in self.sinks:
-            sink.flush(timeout_s)
+    def flush(self, timeout_s: float) -> bool:
+        flushed = [sink.flush(timeout_s) for sink in self.sinks]  # every sink, whether or not one failed
+        return all(flushed)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -155,7 +155,9 @@ class Sink(Protocol):
 
     def write(self, records: Sequence[Record]) -> None: ...
 
-    def flush(self, timeout_s: float) -> None: ...
+    def flush(self, timeout_s: float) -> bool:
+        """Export what it has been given within ``timeout_s``: whether it all went."""
+        ...
 
     def close(self) -> None: ...
 
@@ -174,9 +176,9 @@ class SpanProcessors:
                 for target in self.targets:
                     target.on_end(span)
 
-    def flush(self, timeout_s: float) -> None:
-        for target in self.targets:
-            target.force_flush(int(timeout_s * 1000))
+    def flush(self, timeout_s: float) -> bool:
+        flushed = [target.force_flush(int(timeout_s * 1000)) for target in self.targets]  # every one, come what may
+        return all(flushed)
 
     def close(self) -> None:
         for target in self.targets:
@@ -222,13 +224,14 @@ class Recorder:
             _log.warning("tracing: spans dropped (%s); further drops are not logged", why)
         self.dropped += count
 
-    def flush(self, timeout_s: float) -> None:
-        """Ship the waiting records and have the sink export them."""
+    def flush(self, timeout_s: float) -> bool:
+        """Ship the waiting records and have the sink export them: whether it did, within ``timeout_s``."""
         self.ship()
         try:
-            self.sink.flush(timeout_s)
+            return self.sink.flush(timeout_s)
         except Exception:  # tracing never fails what it traces
             _log.warning("tracing: the exporter could not flush", exc_info=True)
+            return False
 
     def close(self) -> None:
         """Stop shipping: the records still waiting are shipped, then the sink is closed."""

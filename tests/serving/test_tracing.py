@@ -228,6 +228,42 @@ async def test_an_unsampled_parent_keeps_its_trace_id_and_the_sampled_flag_off(c
     assert finished(exported) == []
 
 
+@pytest.mark.parametrize("traceparent", [None, f"00-{TRACE_ID}-{PARENT_ID}-00"])
+async def test_an_unsampled_request_names_its_trace_alike_in_its_traceparent_and_its_logs(repo, traceparent):
+    # ratio 0: no request is sampled, whether it starts a trace or continues an unsampled caller's
+    environ = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        exporter = InMemorySpanExporter()
+        tracing.configure(ServerSettings(repository=repo), exporter)
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    headers = [] if traceparent is None else [(b"traceparent", traceparent.encode()), (b"tracestate", b"k=v")]
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/echo/infer", "headers": headers}
+    record = logging.LogRecord("modelport.test", logging.INFO, __file__, 1, "inside", None, None)
+    try:
+        traced = tracing.http_request(scope, send)
+        assert traced is not None
+        try:
+            tracing.TraceIdFilter().filter(record)
+            await traced.send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"b")]})
+        finally:
+            traced.end()
+        assert finished(exporter) == []
+    finally:
+        tracing.shutdown()
+    answered = dict(sent[0]["headers"])  # type: ignore[call-overload]
+    version, trace_id, span_id, flags = answered[b"traceparent"].decode().split("-")
+    assert (version, len(trace_id), len(span_id), int(flags, 16) & 1) == ("00", 32, 16, 0)
+    assert record.trace_id == trace_id and answered[b"x-a"] == b"b"
+    if traceparent is not None:
+        assert (trace_id, answered[b"tracestate"]) == (TRACE_ID, b"k=v") and span_id != PARENT_ID
+
+
 async def _grpc_infer(address: str, request: service_pb2.ModelInferRequest) -> tuple[grpc.StatusCode, dict[str, str]]:
     async with grpc.aio.insecure_channel(address) as channel:
         call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(

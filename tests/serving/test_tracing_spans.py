@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -13,8 +16,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelport.serving import tracing_spans
-from modelport.serving.tracing_otlp import Encoder
-from modelport.serving.tracing_process import ExporterProcess
+from modelport.serving.tracing_otlp import Batches, Encoder, Payload
+from modelport.serving.tracing_process import FLUSH_MARGIN_S, ExporterProcess
 from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, exporter_kinds, readable, resource
 from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
 
@@ -122,7 +125,9 @@ def test_a_dead_exporter_process_costs_its_spans_not_the_requests(caplog):
     process.process.wait()
     recorder = Recorder(process)
     recorder.append(request_record())
-    recorder.flush(0.5)  # neither raises
+    started = time.monotonic()
+    assert recorder.flush(5.0) is False  # neither raises, nor waits for an answer that cannot come
+    assert time.monotonic() - started < 2.5
     recorder.close()
     assert recorder.dropped == 1
 
@@ -145,14 +150,18 @@ def test_the_otlp_encoding_of_records_is_the_sdks_encoding_of_their_spans():
     event = ("exception", {"exception.type": "ValueError", "exception.escaped": False}, 33)
     failing = ("preprocess", 31, 32, {"items": 3, "ratio": 0.5, "tags": ("a", "b")}, 2, "ValueError: x", (event,), ())
     alike = [(name, 1, 2, {"items": value}, 0, "", (), ()) for name, value in (("a", True), ("b", 1.0), ("c", 1))]
+    stated = (TRACE, SERVER, 3, "k=v")  # a link's trace state: not written
+    long = ("é" * 150, 2**40, 2**62, {"big": 2**40, "negative": -5, "empty": ""}, 1, "", (), (LINK, stated))
     records = [request_record(), request_record((VALIDATE, failing, *alike)), ("GET /x", 1, TRACE, SERVER, 1, "", "")]
     records[2] += (False, 5, 6, {}, 0, "", (), (), [])  # a root span, no trace state
+    records += [request_record((long,))] * 200  # lengths of two and three varint bytes
     found = Encoder(resource(), _Counting())
     spans = [span for record in records for span in found.spans(record)]
     ids = _Counting()
     expected = encode_spans([s for record in records for s in readable(record, resource(), ids)])
-    assert found.request(spans) == expected
-    assert len(expected.resource_spans[0].scope_spans[0].spans) == 10  # equal values of other types kept apart
+    assert found.request(spans) == expected.SerializeToString()  # the bytes upb writes for the SDK's messages
+    assert found.request(spans[:3]) == found.request(spans[:3]), "attributes made once read the same"
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 410  # equal values of other types kept apart
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -180,3 +189,92 @@ def test_the_exporter_process_sends_otlp_as_the_otel_variables_configure_it(prot
     assert receiver.headers[0]["x-api-key"] == "secret"
     if protocol != "grpc":
         assert receiver.headers[0]["content-encoding"] == "gzip"
+
+
+class _Timed:
+    """A sender that notes the timeout of each send and fails when told to."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+        self.failing = False
+
+    def send(self, payload: Payload, timeout_s: float) -> bool:
+        self.timeouts.append(timeout_s)
+        return not self.failing
+
+    def close(self) -> None:
+        pass
+
+
+def _batches(sender: _Timed, **environ: str) -> Batches:
+    settings = {"OTEL_BSP_SCHEDULE_DELAY": "3600000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3", **environ}
+    return Batches(Encoder(resource(), RandomIdGenerator()), [sender], settings)
+
+
+def test_each_export_is_bounded_by_otel_bsp_export_timeout_and_by_the_flush():
+    sender = _Timed()
+    batches = _batches(sender, OTEL_BSP_EXPORT_TIMEOUT="250")
+    batches.write([request_record()])
+    assert batches.flush(60.0) is True
+    batches.write([request_record()])
+    assert batches.flush(0.1) is True
+    batches.close()
+    assert sender.timeouts[0] == 0.25 and 0 < sender.timeouts[1] <= 0.1
+
+
+def test_a_flush_stops_at_the_first_failed_export_and_keeps_the_rest_queued():
+    sender = _Timed()
+    batches = _batches(sender)
+    batches.write([request_record()] * 2)  # two batches of 3 spans
+    sender.failing = True
+    assert batches.flush(60.0) is False
+    assert len(sender.timeouts) == 1 and len(batches._queue) == 3
+    assert sender.timeouts[0] == 30.0  # OTEL_BSP_EXPORT_TIMEOUT's default
+    sender.failing = False
+    assert batches.flush(60.0) is True
+    batches.close()
+    assert len(sender.timeouts) == 2
+
+
+@contextmanager
+def _silent_collector() -> Iterator[str]:
+    """An endpoint that accepts connections and never answers (a collector that hangs)."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_flush_to_a_collector_that_hangs_ends_within_otel_bsp_export_timeout(protocol, caplog):
+    with _silent_collector() as endpoint:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+            "OTEL_BSP_EXPORT_TIMEOUT": "500",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",  # only the flush sends
+        }
+        recorder = Recorder(ExporterProcess(exporter_kinds(environ), environ))
+        try:
+            recorder.append(request_record())
+            started = time.monotonic()
+            assert recorder.flush(20.0) is False
+            elapsed = time.monotonic() - started
+        finally:
+            recorder.close()
+    assert elapsed < 5.0, "the exporter process said it failed once its export ran out of time"
+    assert "an export failed or ran out of time" in caplog.text
+
+
+def test_a_flush_is_bounded_by_its_own_timeout_when_the_exporters_is_longer():
+    with _silent_collector() as endpoint:
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "30"}
+        process = ExporterProcess(exporter_kinds(environ), environ)
+        try:
+            process.write([request_record()])
+            started = time.monotonic()
+            assert process.flush(1.0) is False
+            assert time.monotonic() - started < 1.0 + FLUSH_MARGIN_S
+        finally:
+            process.close()
