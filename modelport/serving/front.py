@@ -7,6 +7,9 @@ messages. Measured with ``benchmarks/serving.py``, those layers cost about as mu
 as the data plane's own work for a small model. Everything else (health, metadata, repository,
 metrics, TorchServe management) goes on to the routed FastAPI app, with the same request id and
 authentication. Errors of either path become responses through ``serving/httperrors.py``.
+
+Simple inference requests do not even come here as ASGI: ``serving/httpproto.py`` answers them from
+uvicorn's HTTP protocol through :meth:`HttpFront.reply`, the same code this app runs for them.
 """
 
 from __future__ import annotations
