@@ -194,7 +194,8 @@ class _Exchange:
                 self.waiter = None
         if self.disconnected:
             raise DisconnectedError
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        chunks, self.chunks = self.chunks, []  # not held while the request waits for its batch
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def answer(self) -> None:
         """Answer the request (its task): the front's reply, under the request's id and tracing span."""
