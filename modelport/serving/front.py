@@ -7,6 +7,9 @@ messages. Measured with ``benchmarks/serving.py``, those layers cost about as mu
 as the data plane's own work for a small model. Everything else (health, metadata, repository,
 metrics, TorchServe management) goes on to the routed FastAPI app, with the same request id and
 authentication. Errors of either path become responses through ``serving/httperrors.py``.
+
+Simple inference requests do not even come here as ASGI: ``serving/httpproto.py`` answers them from
+uvicorn's HTTP protocol through :meth:`HttpFront.reply`, the same code this app runs for them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.httperrors import ErrorBody, Reply, error_body, error_reply, method_not_allowed
 from modelport.serving.requestid import REQUEST_ID, request_id_of
 
-__all__ = ["BodyReader", "HotRoute", "HttpFront", "RequestHead", "read_limited"]
+__all__ = [
+    "BodyReader",
+    "DisconnectedError",
+    "HotRequest",
+    "HotRoute",
+    "HttpFront",
+    "RequestHead",
+    "check_declared_length",
+    "read_limited",
+    "reply_headers",
+    "send_reply",
+]
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 BodyReader = Callable[[int], Awaitable[bytes]]
@@ -70,8 +84,18 @@ def template_escape(template: str) -> str:
 _REMEMBERED = 512  # (method, path) pairs whose routing HttpFront keeps
 
 
-class _DisconnectedError(Exception):
+class DisconnectedError(Exception):
     """The client went away before its body was read: nothing to answer."""
+
+
+class HotRequest(NamedTuple):
+    """A request for an inference route: the route, its path parameters, method, path and headers."""
+
+    route: HotRoute
+    params: dict[str, str]
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
 
 
 class HttpFront:
@@ -95,32 +119,54 @@ class HttpFront:
         if traced is not None:
             send = traced.send
         try:  # one coroutine level for the whole request: the handler's await is the next one
-            route, params, allowed = self._match(scope["method"], scope["path"])
-            try:  # refused before routing (auth, 405): the common error body, as for every path
-                if self.tokens.enabled:
-                    self._authenticate(scope)
-                if route is None and allowed:
-                    raise method_not_allowed(allowed)
-            except Exception as exc:
-                await _send(send, error_reply(exc), stamp)
-                return
-            if route is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
-                await self.routed(scope, receive, _stamped(send, stamp))
-                return
-            if tracing.ENABLED:
-                tracing.http_route(route.template)
-            try:
-                head = RequestHead(params, scope["headers"])
-                reply = await route.handler(self.plane, head, lambda limit: read_limited(scope, receive, limit))
-            except _DisconnectedError:
-                return
-            except Exception as exc:
-                reply = error_reply(exc, route.render)
-            await _send(send, reply, stamp)
+            path, headers = scope["path"], scope["headers"]
+            route, params, allowed = self._match(scope["method"], path)
+            if route is not None:
+                request = HotRequest(route, params, scope["method"], path, headers)
+                reply = await self.reply(request, lambda limit: read_limited(headers, receive, limit))
+            else:  # refused before routing (auth, 405): the common error body, as for every path
+                reply = self._refusal(path, headers, allowed)
+                if reply is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
+                    await self.routed(scope, receive, _stamped(send, stamp))
+                    return
+            if reply is not None:
+                await send_reply(send, reply, stamp)
         finally:
             if traced is not None:
                 traced.end()
             REQUEST_ID.reset(token)
+
+    def hot(self, method: str, path: str) -> tuple[HotRoute, dict[str, str]] | None:
+        """The inference route that answers ``method path`` and its path parameters, or None."""
+        route, params, _ = self._match(method, path)
+        return None if route is None else (route, params)
+
+    async def reply(self, request: HotRequest, read: BodyReader) -> Reply | None:
+        """An inference route's reply (authentication, handler, its errors), whichever path the request came
+        by (this ASGI app or ``serving/httpproto.py``); None when the client went away before its body."""
+        refusal = self._refusal(request.path, request.headers, ())
+        if refusal is not None:
+            return refusal
+        route = request.route
+        if tracing.ENABLED:
+            tracing.http_route(route.template)
+        try:
+            return await route.handler(self.plane, RequestHead(request.params, request.headers), read)
+        except DisconnectedError:
+            return None
+        except Exception as exc:
+            return error_reply(exc, route.render)
+
+    def _refusal(self, path: str, headers: list[tuple[bytes, bytes]], allowed: Sequence[str]) -> Reply | None:
+        """The reply refusing a request before routing (authentication, then a wrong method), or None."""
+        try:
+            if self.tokens.enabled:
+                self._authenticate(path, headers)
+            if allowed:
+                raise method_not_allowed(list(allowed))
+        except Exception as exc:
+            return error_reply(exc)
+        return None
 
     def _match(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
         """The route, its path parameters and (no route for the method) the methods the path takes; the paths
@@ -144,12 +190,12 @@ class HttpFront:
             allowed += route.methods
         return None, {}, sorted(set(allowed))
 
-    def _authenticate(self, scope: dict[str, Any]) -> None:
-        needed = http_scope(scope["path"])
+    def _authenticate(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        needed = http_scope(path)
         if needed is None:
             return
         authorization = api_key = None
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
             elif key == b"x-api-key":
@@ -157,17 +203,22 @@ class HttpFront:
         self.tokens.check(needed, presented_token(authorization, api_key))
 
 
-async def read_limited(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
-    """The request body from ASGI ``receive``, refusing (413) anything over ``limit`` before reading it all."""
-    for key, value in scope["headers"]:
+def check_declared_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:
+    """Refuse (413) a body whose ``Content-Length`` is over ``limit``, before reading any of it."""
+    for key, value in headers:
         if key == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):
             raise PayloadTooLargeError(f"the request body ({value.decode()} bytes) exceeds the limit of {limit} bytes")
+
+
+async def read_limited(headers: list[tuple[bytes, bytes]], receive: Any, limit: int) -> bytes:
+    """The request body from ASGI ``receive``, refusing (413) anything over ``limit`` before reading it all."""
+    check_declared_length(headers, limit)
     chunks: list[bytes] = []
     total = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _DisconnectedError
+            raise DisconnectedError
         chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:
@@ -178,14 +229,19 @@ async def read_limited(scope: dict[str, Any], receive: Any, limit: int) -> bytes
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) -> None:
-    headers = [
+def reply_headers(reply: Reply, stamp: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The response headers of ``reply``: its content type and length, the request id (``stamp``), its own."""
+    return [
         (b"content-type", reply.content_type),
         (b"content-length", str(len(reply.body)).encode()),
         stamp,
         *reply.headers,
     ]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+
+
+async def send_reply(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) -> None:
+    """Send ``reply`` through ASGI ``send``, in two messages."""
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply_headers(reply, stamp)})
     await send({"type": "http.response.body", "body": reply.body})
 
 

@@ -86,6 +86,11 @@ class ServerSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")
+    http_fast_path: bool = Field(
+        True,
+        description="answer simple inference requests straight from the HTTP protocol, without the ASGI cycle "
+        "(false: every request through ASGI)",
+    )
     port_file: str = Field(
         "", description='write {"http": PORT, "grpc": PORT|null, "pid": PID} here once both ports are bound'
     )

@@ -1,0 +1,253 @@
+"""The HTTP port's protocol: uvicorn's httptools protocol, answering the inference routes without ASGI.
+
+:class:`FastHttpProtocol` is what uvicorn runs on each connection (``uvicorn.Config(http=...)``). It keeps all
+of uvicorn's connection handling (keep-alive timeout, flow control, pipelining, graceful shutdown, the
+server state's connections, tasks and request count, ``limit_concurrency``, the ``server``/``date``
+headers) and, for one kind of request, skips the ASGI machinery: a request for an inference route of the
+:class:`~modelport.serving.front.HttpFront` (v2 infer, TF Serving ``:predict``, TorchServe predictions)
+that is simple -- its body, if any, sized by ``Content-Length``; no ``Expect``, ``Upgrade`` or
+``Transfer-Encoding`` -- is answered by an :class:`_Exchange`: no ASGI scope, no ``RequestResponseCycle``
+(its event, ``receive`` and ``send`` messages, per-header checks), the body gathered from the parser's
+callbacks, and the whole response written in one ``transport.write``. The front's own code answers it
+(``HttpFront.reply``: authentication, handler, errors), with the same request id and tracing hooks, so a
+client sees the same bytes either way. Everything else (other routes, chunked bodies, ``100-continue``,
+upgrades, a wrapped app, requests over ``limit_concurrency``) goes through uvicorn's ASGI path unchanged.
+
+Why: for a small model, uvicorn's ASGI cycle (two writes, an event and the scope per request) cost about
+as much of the event loop as the data plane's own work (``benchmarks/http_protocol_bound.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from modelport.serving import tracing
+from modelport.serving.front import (
+    DisconnectedError,
+    HotRequest,
+    HttpFront,
+    check_declared_length,
+    reply_headers,
+    send_reply,
+)
+from modelport.serving.requestid import REQUEST_ID, request_id_of
+
+__all__ = ["FastHttpProtocol"]
+
+log = logging.getLogger("modelport.serving.http")
+
+_NOT_SIMPLE = frozenset({b"expect", b"upgrade", b"transfer-encoding"})
+_CLOSE = (b"connection", b"close")
+
+
+class FastHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with the HttpFront's simple inference requests answered by an
+    :class:`_Exchange`, which stands where uvicorn's cycle would (``self.cycle``, the pipeline)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the app uvicorn runs is the front unless uvicorn wrapped it (trace logging): then all goes through ASGI
+        self.front = self.app if isinstance(self.app, HttpFront) else None
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []  # the ASGI scope is made only for a request that goes through ASGI
+
+    def on_headers_complete(self) -> None:
+        front = self.front
+        request = None if front is None else self._hot_request(front)
+        if front is None or request is None:
+            self._make_scope()
+            super().on_headers_complete()
+            return
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        exchange = _Exchange(self, front, request, keep_alive)
+        existing, self.cycle = self.cycle, exchange  # type: ignore[assignment]  # it stands in for a cycle
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(exchange, self.app)
+        else:  # pipelined behind a request not yet answered: uvicorn's queue starts it in turn
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, self.app))  # type: ignore[arg-type]
+
+    def _hot_request(self, front: HttpFront) -> HotRequest | None:
+        """The request as a :class:`HotRequest` when an exchange may answer it, else None."""
+        if self.parser.should_upgrade():
+            return None
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            return None  # uvicorn's ASGI path answers the 503
+        if any(name in _NOT_SIMPLE for name, _ in self.headers):
+            return None
+        path = httptools.parse_url(self.url).path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        path = self.root_path + path
+        method = self.parser.get_method().decode("ascii")
+        hot = front.hot(method, path)
+        return None if hot is None else HotRequest(hot[0], hot[1], method, path, self.headers)
+
+    def _make_scope(self) -> None:
+        """The ASGI scope uvicorn makes when a message begins, over this request's URL and headers."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if not isinstance(cycle, _Exchange):
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(cycle.answer())
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def on_body(self, body: bytes) -> None:
+        if isinstance(self.cycle, _Exchange):
+            self.cycle.received(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if isinstance(self.cycle, _Exchange):
+            self.cycle.completed()
+        else:
+            super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(self.cycle, _Exchange):
+            self.cycle.lost()
+            self.cycle = None  # what uvicorn does on a lost connection is for its own cycle
+        super().connection_lost(exc)
+
+
+class _Exchange:
+    """One simple inference request on a :class:`FastHttpProtocol` connection: its body as the parser delivers
+    it, then the front's reply written whole. ``response_complete``, ``keep_alive`` and ``disconnected`` are the
+    state uvicorn's connection handling reads and sets on a cycle (pipelining, shutdown)."""
+
+    __slots__ = (
+        "chunks",
+        "disconnected",
+        "front",
+        "keep_alive",
+        "more_body",
+        "protocol",
+        "request",
+        "response_complete",
+        "size",
+        "start",
+        "waiter",
+    )
+
+    def __init__(self, protocol: FastHttpProtocol, front: HttpFront, request: HotRequest, keep_alive: bool) -> None:
+        self.protocol, self.front, self.request, self.keep_alive = protocol, front, request, keep_alive
+        self.response_complete = self.disconnected = False
+        self.more_body = True
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.waiter: asyncio.Future[None] | None = None  # the handler, waiting for the rest of the body
+        self.start: dict[str, Any] | None = None  # with tracing on: the response start message, until its body
+
+    def received(self, chunk: bytes) -> None:
+        """A piece of the body (parser callback); ignored once answered (the rest of the body is skipped)."""
+        if self.response_complete:
+            return
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        if self.waiter is None and self.size > HIGH_WATER_LIMIT:
+            self.protocol.flow.pause_reading()  # as uvicorn does: buffer no more until the handler reads
+
+    def completed(self) -> None:
+        """The whole body is in (parser callback)."""
+        self.more_body = False
+        self._wake()
+
+    def lost(self) -> None:
+        """The connection closed."""
+        if not self.response_complete:
+            self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self, limit: int) -> bytes:
+        """The body (a :data:`~modelport.serving.front.BodyReader`): refused (413) by its ``Content-Length``
+        before any of it is read; httptools delivers exactly that many bytes."""
+        check_declared_length(self.request.headers, limit)
+        while self.more_body and not self.disconnected:
+            self.protocol.flow.resume_reading()
+            self.waiter = self.protocol.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        if self.disconnected:
+            raise DisconnectedError
+        chunks, self.chunks = self.chunks, []  # not held while the request waits for its batch
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def answer(self) -> None:
+        """Answer the request (its task): the front's reply, under the request's id and tracing span."""
+        request = self.request
+        request_id = request_id_of(request.headers)
+        token = REQUEST_ID.set(request_id)
+        stamp = (b"x-request-id", request_id.encode())
+        traced = None
+        try:
+            if tracing.ENABLED:  # the span reads the scope's method, path and headers
+                scope = {"type": "http", "method": request.method, "path": request.path, "headers": request.headers}
+                traced = tracing.http_request(scope, self.send)
+            reply = await self.front.reply(request, self.read)
+            if reply is None:
+                return
+            if traced is None:
+                await self.write(reply.status, reply_headers(reply, stamp), reply.body)
+            else:  # the span's send adds its traceparent header
+                await send_reply(traced.send, reply, stamp)
+        except Exception:  # as uvicorn does for an app that fails: log it and drop the connection
+            log.exception("exception while answering an inference request")
+            self.protocol.transport.close()
+        finally:
+            if traced is not None:
+                traced.end()
+            REQUEST_ID.reset(token)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """ASGI ``send`` for the tracing span: the start message is kept, and written with the body."""
+        if self.start is None:
+            self.start = message
+        else:
+            await self.write(self.start["status"], self.start["headers"], message["body"])
+
+    async def write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The response in one write, as uvicorn's ``send`` would put it; the connection closed after it when the
+        request or the reply says so. The headers are the front's own (no per-header checks)."""
+        protocol = self.protocol
+        if protocol.flow.write_paused and not self.disconnected:
+            await protocol.flow.drain()
+        if self.disconnected or protocol.transport.is_closing():
+            return
+        content = [STATUS_LINE[status]]
+        for name, value in (*protocol.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if _CLOSE in headers:
+            self.keep_alive = False
+        elif not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        protocol.transport.write(b"".join(content))
+        self.response_complete = True
+        if not self.keep_alive:
+            protocol.transport.close()
+        protocol.on_response_complete()
