@@ -10,11 +10,12 @@ its own process pinned to the server core, on uvicorn with httptools and uvloop:
   handler that awaits the batcher needs), the reply written in one ``transport.write``;
 * ``proto-sync``: the same, writing the reply from the parser callback (no task): the protocol's floor.
 
-wrk drives each at each concurrency, alternating between the servers for ``--rounds`` rounds; the report is
-each server's median req/s and CPU microseconds per request (user + system time of the server process over
-the cell / requests), and the savings against ``asgi``. Needs wrk.
+The serving benchmarks' load generator (wrk when installed, else ``loadgen.py``; pinned to the client core)
+drives each at each concurrency, alternating between the servers for ``--rounds`` rounds; the report (printed,
+and ``--out`` JSON) is each server's median req/s and CPU microseconds per request (user + system time of the
+server process over the cell / requests), and the savings against ``asgi``.
 
-    python benchmarks/http_protocol_bound.py --rounds 5 --duration 3
+    python benchmarks/http_protocol_bound.py --rounds 5 --duration 3 --concurrency 1,32 [--quick]
 
 Measured 2026-12-06 (2 shared cores, noisy; 3 rounds): CPU per request asgi 58.8 / proto-task 28.5 /
 proto-sync 23.9 us at c=1, 44.8 / 16.4 / 14.5 us at c=32: a task-per-request protocol saves ~28-30 us a
@@ -24,7 +25,7 @@ request over the ASGI cycle, which is why ``modelport/serving/httpproto.py`` exi
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving_load import parse_wrk  # noqa: E402
+from serving_config import add_run_arguments, pinned, run_config, run_meta  # noqa: E402
+from serving_load import Payload, run_load  # noqa: E402
 from serving_procs import cpu_seconds, free_port  # noqa: E402
 
 SERVERS = ("asgi", "proto-task", "proto-sync")
@@ -128,48 +130,52 @@ def _wait(url: str, timeout: float = 30.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=3)
-    parser.add_argument("--concurrency", default="1,32")
+    add_run_arguments(parser, "the three servers")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "http_protocol_bound.json")
     parser.add_argument("--serve", nargs=2, metavar=("SERVER", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
-    body = Path(tempfile.mkdtemp(prefix="modelport-proto-bound-")) / "body.json"
-    body.write_bytes(REQUEST)
+    if args.duration is None:
+        args.duration = 1.0 if args.quick else 3.0
+    cfg = run_config(args, models=["null"], ts_batch_size=1, ts_max_batch_delay_ms=0, out=args.out)
+    work = Path(tempfile.mkdtemp(prefix="modelport-proto-bound-"))
+    (work / "body.json").write_bytes(REQUEST)
+    payload = Payload("v2", "/v2/models/null/infer", work / "body.json", 10)
     ports = {which: free_port() for which in SERVERS}
-    child = ["taskset", "-c", "0", sys.executable, __file__, "--serve"]
+    child = pinned([sys.executable, __file__, "--serve"], cfg.server_cpu)
     procs = {which: subprocess.Popen([*child, which, str(port)]) for which, port in ports.items()}
-    rps: dict[tuple[str, int], list[float]] = {}
-    cpu: dict[tuple[str, int], list[float]] = {}
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
         for port in ports.values():
             _wait(f"http://127.0.0.1:{port}/v2/models/null/infer")
-        env = dict(os.environ, WRK_BODY_FILE=str(body), WRK_CONTENT_TYPE="application/json")
-        for _ in range(args.rounds):
-            for concurrency in map(int, args.concurrency.split(",")):
+        for _ in range(cfg.rounds):
+            for concurrency in cfg.concurrency:
                 for which, port in ports.items():
-                    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{args.duration}s"]
-                    cmd += ["-s", str(HERE / "post.lua"), f"http://127.0.0.1:{port}/v2/models/null/infer"]
                     before = cpu_seconds(procs[which].pid)
-                    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-                    load = parse_wrk(done.stdout)
-                    rps.setdefault((which, concurrency), []).append(load["rps"])
+                    load = run_load(cfg, f"http://127.0.0.1:{port}", None, payload, concurrency)
                     used = cpu_seconds(procs[which].pid) - before
-                    cpu.setdefault((which, concurrency), []).append(1e6 * used / max(load["requests"], 1))
+                    runs.setdefault((which, concurrency), []).append(
+                        (load["rps"], 1e6 * used / max(load["requests"], 1))
+                    )
     finally:
         for proc in procs.values():
             proc.kill()
             proc.wait()
-    for concurrency in map(int, args.concurrency.split(",")):
-        base = statistics.median(cpu[("asgi", concurrency)])
+    cells = []
+    for concurrency in cfg.concurrency:
+        base = statistics.median(us for _, us in runs[("asgi", concurrency)])
         for which in SERVERS:
-            us = statistics.median(cpu[(which, concurrency)])
-            print(
-                f"c={concurrency:<3d} {which:11s} {statistics.median(rps[(which, concurrency)]):9.0f} req/s"
-                f"  {us:6.1f} CPU us/req  saves {base - us:5.1f} us vs asgi"
-            )
+            rps = statistics.median(r for r, _ in runs[(which, concurrency)])
+            us = statistics.median(u for _, u in runs[(which, concurrency)])
+            cells.append({"server": which, "concurrency": concurrency, "rps": rps, "cpu_us_per_request": us})
+            cells[-1]["saves_us_vs_asgi"] = base - us
+            line = f"c={concurrency:<3d} {which:11s} {rps:9.0f} req/s  {us:6.1f} CPU us/req"
+            print(f"{line}  saves {base - us:5.1f} us vs asgi")
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps({"meta": run_meta(cfg, "http_protocol_bound.py", argv), "cells": cells}, indent=2))
+    print(f"load generator: {cfg.loadgen}; results: {cfg.out}")
     return 0
 
 

@@ -346,3 +346,18 @@ def test_hotpath_inprocess_reports_cpu_per_request_for_every_protocol(tmp_path: 
     protocols = ("v2-json", "v2-binary", "tfserving", "torchserve")
     assert set(cells) == {f"{p}@{c}" for p in protocols for c in (1, 4)}
     assert all(us > 0 for us in cells.values()), cells
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_http_protocol_bound_measures_each_server_at_each_concurrency(tmp_path: Path) -> None:
+    """The three null servers (ASGI, protocol with a task, protocol without) all answer under load (the python
+    load generator: wrk is optional), and the report holds each one's req/s and CPU per request."""
+    loadgen = "python"
+    arguments = ["--concurrency", "1,4", "--duration", "1", "--loadgen", loadgen]
+    report = quick_run("http_protocol_bound.py", arguments, tmp_path, timeout=100)
+    cells = {(c["server"], c["concurrency"]): c for c in report["cells"]}
+    assert set(cells) == {(s, c) for s in ("asgi", "proto-task", "proto-sync") for c in (1, 4)}
+    assert all(c["rps"] > 0 and c["cpu_us_per_request"] > 0 for c in cells.values()), cells
+    assert report["meta"]["loadgen"] == loadgen
+    assert all(cells[("asgi", c)]["saves_us_vs_asgi"] == 0 for c in (1, 4))
