@@ -6,8 +6,12 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 SHELL  := /bin/bash
+# Azurite, Microsoft's Azure Storage emulator (npm), which the az:// repository tests start: 3.35.0 is the
+# newest release that runs on node 20 (3.36 needs node 21, 3.37 node 22)
+AZURITE_VERSION := 3.35.0
+AZURITE := .tools/azurite-$(AZURITE_VERSION).installed
 
-.PHONY: install demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
+.PHONY: install azurite demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
 
 install: $(STAMP)
 
@@ -25,6 +29,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PIP) check
 	@touch $(STAMP)
 	@echo "==> installed"
+
+azurite: $(AZURITE)
+
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "make: npm not found (Azurite, for the az:// tests, needs node >= 20)"; exit 1; }
+	@echo "==> installing Azurite $(AZURITE_VERSION) into .tools/ (a local Azure Blob API for the az:// tests)"
+	@mkdir -p .tools && npm install --prefix .tools --save-exact --no-audit --no-fund azurite@$(AZURITE_VERSION) \
+		> .tools/install.log 2>&1 || { tail -40 .tools/install.log; exit 1; }
+	@touch $@
 
 demo: install
 	@$(PY) examples/digits/demo.py --out $(DEMO)
@@ -49,7 +62,7 @@ k8s-check: install
 	@echo "==> k8s-check (kustomize, kubernetes-validate --strict, hadolint, manifests and PromQL vs code)"
 	@$(PY) -m pytest tests/k8s -q -p no:cacheprovider
 
-test: lint k8s-check
+test: lint k8s-check $(AZURITE)
 	@echo "==> pytest (the whole suite)"
 	@$(PY) -m pytest
 

@@ -29,10 +29,14 @@ SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY",  # adlfs reads these two (the Azure CLI's names are the ones above and below)
+    "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_STORAGE_CONNECTION_STRING",
     "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_CLIENT_SECRET",
 )
+# the parts of an Azure connection string that are secrets on their own (an error may quote one without the rest)
+_CONNECTION_SECRETS = ("AccountKey", "SharedAccessSignature")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -97,8 +101,17 @@ def default_cache_dir() -> Path:
 
 def redact(text: str) -> str:
     """``text`` with the value of every credential variable in the environment replaced by ``***``."""
-    for name in SECRET_ENV:
-        value = os.environ.get(name, "")
+    for value in _secrets():
         if len(value) >= 4:
             text = text.replace(value, "***")
     return text
+
+
+def _secrets() -> list[str]:
+    """The credential values in the environment, longest first (a connection string before the key inside it)."""
+    values = [os.environ.get(name, "") for name in SECRET_ENV]
+    for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() in _CONNECTION_SECRETS:
+            values.append(value)
+    return sorted(values, key=len, reverse=True)

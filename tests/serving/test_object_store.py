@@ -1,7 +1,9 @@
-"""Repositories in object storage: a real ``modelport serve s3://...`` against a local S3 API (moto)."""
+"""Repositories in object storage: a real ``modelport serve s3://...`` (``gs://``, ``az://``) against local
+emulators of each store's API (moto, gcp-storage-emulator, Azurite)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -13,17 +15,16 @@ import pytest
 
 from tests.serving import fakes
 from tests.serving.processes import Served, serving, wait_until
-from tests.serving.s3 import S3, SECRET, local_s3, metric
+from tests.serving.stores import KINDS, Store, local_store, metric
 
 X = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0, 1, 2, 3, 4, 0]}]}
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
-    with local_s3() as store:
-        for name, value in store.env.items():
-            monkeypatch.setenv(name, value)  # the served subprocess and in-process clients alike
-        yield store
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Store]:
+    (tmp_path / "emulator").mkdir()
+    with local_store(request.param, tmp_path / "emulator", monkeypatch) as started:
+        yield started
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -72,71 +73,92 @@ def _wait_polls(server: Served, count: int, result: str = "ok") -> None:
     wait_until(lambda: _polls(server, result) >= target, timeout=60, what=f"{count} {result} polls")
 
 
-def _serve(s3: S3, tmp_path: Path, *flags: str) -> Any:
+def _serve(store: Store, tmp_path: Path, *flags: str) -> Any:
     flags = ("--poll-interval-s", "0.1", "--cache-dir", str(tmp_path / "cache"), "--grpc-port", "-1", *flags)
-    return serving(s3.url(), *flags, env=s3.env, log=tmp_path / "server.log")  # type: ignore[arg-type]
+    return serving(store.url(), *flags, env=store.env, log=tmp_path / "server.log")  # type: ignore[arg-type]
 
 
-def test_serves_from_s3_and_follows_new_and_removed_versions(s3, tmp_path):
+def _cached(tmp_path: Path, model: str, version: int) -> set[str]:
+    """The manifest stamps of the version's folders in the server's cache (one folder per manifest fetched)."""
+    return {p.name for p in (tmp_path / "cache").glob(f"*/{model}/{version}/*") if p.is_dir()}
+
+
+def _changed(store: Store, version: Path, prefix: str) -> str:
+    """Give the version a new artifact and manifest, upload them (manifest last); the new manifest's stamp."""
+    fakes.seal(version, artifact=b"the same version, changed")
+    store.put_tree(version, prefix=prefix)
+    return hashlib.sha256((version / "modelport.json").read_bytes()).hexdigest()[:16]
+
+
+def _no_secret_in(log: Path, store: Store) -> None:
+    text = log.read_text()
+    for secret in store.secrets:
+        assert secret not in text
+
+
+def test_serves_from_the_store_and_follows_new_changed_and_removed_versions(store, tmp_path):
     local = tmp_path / "local"
     fakes.seal(fakes.write_model(local, "m", config={"version_policy": {"all": True}}))
-    s3.put_tree(local)
-    with _serve(s3, tmp_path) as server:
+    store.put_tree(local)
+    with _serve(store, tmp_path) as server:
         assert _infer(server, "m") == 200
         assert _versions(server) == {"m": ["1"]}
         fakes.seal(fakes.write_model(local, "m", version=2))
-        s3.put_tree(local / "m" / "2", prefix="models/m/2")
+        store.put_tree(local / "m" / "2", prefix="models/m/2")
         wait_until(lambda: _get(f"{server.url}/v2/models/m/versions/2/ready")[0] == 200, what="version 2 ready")
         assert _versions(server) == {"m": ["1", "2"]}
-        s3.delete_prefix("models/m/2/")
+        before, after = _cached(tmp_path, "m", 1), _changed(store, local / "m" / "1", "models/m/1")
+        wait_until(lambda: _cached(tmp_path, "m", 1) == {after}, what="the changed version 1 fetched, the old one gone")
+        assert before != {after}
+        store.delete_prefix("models/m/2/")
         wait_until(lambda: _versions(server) == {"m": ["1"]}, what="version 2 removed")
         assert _infer(server, "m") == 200
-    assert SECRET not in (tmp_path / "server.log").read_text()
+    _no_secret_in(tmp_path / "server.log", store)
 
 
-def test_a_half_uploaded_version_is_invisible_until_its_manifest_lands(s3, tmp_path):
+def test_a_half_uploaded_version_is_invisible_until_its_manifest_lands(store, tmp_path):
     local = tmp_path / "local"
     fakes.seal(fakes.write_model(local, "m", config={"version_policy": {"all": True}}))
-    s3.put_tree(local)
+    store.put_tree(local)
     fakes.seal(fakes.write_model(local, "m", version=2), artifact=b"version two's bytes")
-    with _serve(s3, tmp_path) as server:
+    with _serve(store, tmp_path) as server:
         for name in ("golden.npz", "model.onnx"):  # the upload, one object at a time, the manifest last
             data = (local / "m" / "2" / name).read_bytes()
-            s3.client.put_object(Bucket=s3.bucket, Key=f"models/m/2/{name}", Body=data)
+            store.put(f"models/m/2/{name}", data)
             _wait_polls(server, 2)
             assert _versions(server) == {"m": ["1"]}, f"after {name}: no manifest yet, so no version 2"
         manifest = (local / "m" / "2" / "modelport.json").read_bytes()
-        s3.client.put_object(Bucket=s3.bucket, Key="models/m/2/modelport.json", Body=manifest)
+        store.put("models/m/2/modelport.json", manifest)
         wait_until(lambda: _get(f"{server.url}/v2/models/m/versions/2/ready")[0] == 200, what="version 2 ready")
         assert _versions(server) == {"m": ["1", "2"]}
 
 
-def test_a_deleted_bucket_keeps_serving_and_its_return_is_picked_up(s3, tmp_path):
+def test_a_deleted_bucket_keeps_serving_and_its_return_is_picked_up(store, tmp_path):
     local = tmp_path / "local"
     fakes.seal(fakes.write_model(local, "m"))
-    s3.put_tree(local)
-    with _serve(s3, tmp_path) as server:
-        s3.delete_bucket()
+    store.put_tree(local)
+    with _serve(store, tmp_path) as server:
+        store.delete_bucket()
         _wait_polls(server, 3, "unreachable")
         assert _infer(server, "m") == 200, "what is loaded serves on while the store is gone"
         assert _versions(server) == {"m": ["1"]}
-        s3.client.create_bucket(Bucket=s3.bucket)
+        store.create_bucket()
         fakes.seal(fakes.write_model(local, "late"))
-        s3.put_tree(local)
+        store.put_tree(local)
         wait_until(lambda: _versions(server) == {"late": ["1"], "m": ["1"]}, what="the restored bucket's models")
         assert _infer(server, "late") == 200 and _infer(server, "m") == 200
     log = (tmp_path / "server.log").read_text()
     assert "serving what is loaded" in log and "reachable again" in log
-    assert SECRET not in log
+    _no_secret_in(tmp_path / "server.log", store)
 
 
-def test_a_corrupt_object_fails_its_version_naming_the_file(s3, tmp_path):
+def test_a_corrupt_object_fails_its_version_naming_the_file(store, tmp_path):
     local = tmp_path / "local"
     fakes.seal(fakes.write_model(local, "m"))
     fakes.seal(fakes.write_model(local, "ok"))
-    s3.put_tree(local)
-    s3.client.put_object(Bucket=s3.bucket, Key="models/m/1/model.onnx", Body=b"fake model bytez")
-    with _serve(s3, tmp_path) as server:
+    store.put_tree(local)
+    store.put("models/m/1/model.onnx", b"fake model bytez")
+    with _serve(store, tmp_path) as server:
         status, body = _get(f"{server.url}/v2/models/m/versions/1/ready")
         assert status == 503 and body["ready"] is False
         assert "model.onnx" in body["reason"] and "sha256" in body["reason"], body

@@ -1,17 +1,19 @@
-"""The repository backends: a local folder in place, and the object-store backend over ``file://`` and S3."""
+"""The repository backends: a local folder in place, and the object-store backend over ``file://``, S3, GCS and
+Azure Blob (local emulators)."""
 
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from modelport.cli import main
 from modelport.errors import InvalidArgumentError, ModelNotReadyError
 from modelport.manifest import read_manifest
-from modelport.storage import LocalRepository, ObjectRepository, open_repository, open_store
+from modelport.storage import LocalRepository, ObjectRepository, open_repository, open_store, redact
 from tests.serving import fakes
-from tests.serving.s3 import local_s3
+from tests.serving.stores import KINDS, local_store
 
 
 def test_a_folder_is_read_in_place_and_a_url_goes_through_fsspec(tmp_path):
@@ -25,6 +27,15 @@ def test_credentials_in_the_url_are_refused(tmp_path):
     with pytest.raises(InvalidArgumentError, match="environment") as info:
         open_store("s3://AKIDEXAMPLE:hunter2secret@bucket/models", tmp_path)
     assert "hunter2secret" not in info.value.message
+
+
+def test_redact_hides_every_credential_variable_and_the_key_inside_a_connection_string(monkeypatch):
+    key = "a2V5LW9mLXRoZS1hY2NvdW50LXRoYXQtbXVzdC1zdGF5LXNlY3JldA=="
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"AccountName=acct;AccountKey={key};BlobEndpoint=http://h")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "adlfs-account-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    text = redact(f"AccountKey={key} failed; keys adlfs-account-key, aws-secret-value; account acct")
+    assert text == "AccountKey=*** failed; keys ***, ***; account acct"
 
 
 def test_fetch_copies_a_version_into_the_cache_and_verifies_it(tmp_path):
@@ -79,20 +90,43 @@ def _onnx_mar(path):
     return path
 
 
-def test_import_mar_publishes_to_s3(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", KINDS)
+def test_import_mar_publishes_to_the_store(kind, tmp_path, monkeypatch):
     mar = _onnx_mar(tmp_path / "double.mar")
-    with local_s3() as s3:
-        for name, value in s3.env.items():
-            monkeypatch.setenv(name, value)
-        command = ["import-mar", str(mar), "--repository", s3.url(), "--input", "x:float32:-1x3", "--quiet"]
+    with local_store(kind, tmp_path, monkeypatch) as store:
+        command = ["import-mar", str(mar), "--repository", store.url(), "--input", "x:float32:-1x3", "--quiet"]
         assert main(command) == 0
         assert main(command) == 0, "a second import is the next version, numbered from what the store holds"
-        store = open_store(s3.url(), tmp_path / "cache")
-        assert store.models() == ["double"] and store.versions("double") == [1, 2]
-        copy = store.fetch("double", 2, store.stamp("double", 2))
+        repository = open_store(store.url(), tmp_path / "cache")
+        assert repository.models() == ["double"] and repository.versions("double") == [1, 2]
+        copy = repository.fetch("double", 2, repository.stamp("double", 2))
         manifest = read_manifest(copy)
         assert manifest.format == "onnx" and "model.onnx" in manifest.files
-        keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]]
-        assert "models/.reports/double.json" in keys
-        report = s3.client.get_object(Bucket=s3.bucket, Key="models/.reports/double.json")["Body"].read().decode()
-        assert s3.url() in report and str(tmp_path) not in report
+        assert "models/.reports/double.json" in store.objects()
+        report = store.read("models/.reports/double.json").decode()
+        assert store.url() in report and str(tmp_path) not in report
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_manifest_reaches_the_store_after_every_file_it_lists(kind, tmp_path, monkeypatch):
+    local = tmp_path / "local"
+    fakes.seal(fakes.write_model(local, "a"))
+    fakes.seal(fakes.write_model(local, "a", version=2))
+    fakes.seal(fakes.write_model(local, "b", version=3))
+    with local_store(kind, tmp_path, monkeypatch) as store:
+        repository = open_store(store.url(), tmp_path / "cache")
+        put_file = repository.fs.put_file
+        manifests = []
+
+        def put_checking_the_store(source, target, **options):
+            if target.endswith("/modelport.json"):
+                version = target.removeprefix(f"{store.bucket}/").removesuffix("modelport.json")
+                there = {key.removeprefix(version) for key in store.objects(version)}
+                assert set(read_manifest(Path(source).parent).files) <= there, f"{target} before its files"
+                manifests.append(target)
+            return put_file(source, target, **options)
+
+        monkeypatch.setattr(repository.fs, "put_file", put_checking_the_store)
+        repository.upload(local)
+        assert len(manifests) == 3
+        assert repository.versions("a") == [1, 2] and repository.versions("b") == [3]
