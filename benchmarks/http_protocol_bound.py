@@ -30,8 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ sys.path.insert(0, str(HERE))
 
 from serving_config import add_run_arguments, pinned, run_config, run_meta  # noqa: E402
 from serving_load import Payload, run_load  # noqa: E402
-from serving_procs import cpu_seconds, free_port  # noqa: E402
+from serving_procs import cpu_seconds, free_port, wait_answering  # noqa: E402
 
 SERVERS = ("asgi", "proto-task", "proto-sync")
 REQUEST = b'{"inputs":[{"name":"x","shape":[1,64],"datatype":"FP32","data":[' + b",".join([b"0.5"] * 64) + b"]}]}"
@@ -116,18 +114,6 @@ def serve(which: str, port: int) -> None:
     uvloop.run(uvicorn.Server(config).serve())
 
 
-def _wait(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, REQUEST), timeout=2) as answer:
-                if answer.read() == REPLY:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:g}s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, "the three servers")
@@ -149,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
         for port in ports.values():
-            _wait(f"http://127.0.0.1:{port}/v2/models/null/infer")
+            wait_answering(f"http://127.0.0.1:{port}/v2/models/null/infer", REQUEST, 30.0, expect=REPLY)
         for _ in range(cfg.rounds):
             for concurrency in cfg.concurrency:
                 for which, port in ports.items():

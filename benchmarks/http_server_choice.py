@@ -19,8 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_models import MODELS, build  # noqa: E402
 from serving_load import parse_wrk, write_payloads  # noqa: E402
-from serving_procs import free_port  # noqa: E402
+from serving_procs import free_port, wait_answering  # noqa: E402
 
 SERVERS = ("uvicorn", "granian")
 
@@ -60,19 +58,6 @@ def serve(which: str, port: int, repo: Path) -> None:
     uvloop.run(main())
 
 
-def _wait(url: str, body: bytes, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:g}s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -102,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, int], list[float]] = {}
     try:
         for port in ports.values():
-            _wait(f"http://127.0.0.1:{port}{payload.path}", payload.body_file.read_bytes())
+            wait_answering(f"http://127.0.0.1:{port}{payload.path}", payload.body_file.read_bytes(), 60.0)
         env = dict(os.environ, WRK_BODY_FILE=str(payload.body_file), WRK_CONTENT_TYPE=payload.content_type)
         env["WRK_HEADER_LENGTH"] = ""
         for _ in range(args.rounds):
