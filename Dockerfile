@@ -13,8 +13,9 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 # the runtimes the image can serve: onnx/ort (cpu), torchscript/pt2 (torch), savedmodel (tf),
-# tflite, TF Serving gRPC (tfserving); never `gpu` here (onnxruntime and onnxruntime-gpu collide)
-ARG EXTRAS=cpu,torch,tf,tflite,tfserving,s3
+# tflite, TF Serving gRPC (tfserving), repositories in s3://, gs:// and az:// (s3, gcs, azure);
+# never `gpu` here (onnxruntime and onnxruntime-gpu collide)
+ARG EXTRAS=cpu,torch,tf,tflite,tfserving,s3,gcs,azure
 # PyTorch's CPU wheels: the PyPI torch wheel for Linux pulls several GB of CUDA libraries
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -112,6 +112,7 @@ def test_extras_are_real_and_exclusive(name: str, runtime: str, other: str) -> N
     assert runtime in extras and other not in extras and "all" not in extras  # onnxruntime vs onnxruntime-gpu
     assert ("tf-cuda" in extras) == (runtime == "gpu")  # TensorFlow's CUDA libraries: GPU image only
     assert "s3" in extras, "k8s/components/models-from-s3 serves s3:// repositories with this image"
+    assert {"gcs", "azure"} <= extras, "the README's gs:// and az:// repositories need gcsfs and adlfs in the image"
     for artifact_format, needs in FRAMEWORK_EXTRAS.items():
         assert set(needs.split("|")) & extras, f"{name} cannot serve {artifact_format}"
 
