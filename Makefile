@@ -32,11 +32,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 azurite: $(AZURITE)
 
-$(AZURITE):
+$(AZURITE): scripts/azurite/package.json scripts/azurite/package-lock.json
 	@command -v npm >/dev/null || { echo "make: npm not found (Azurite, for the az:// tests, needs node >= 20)"; exit 1; }
 	@echo "==> installing Azurite $(AZURITE_VERSION) into .tools/ (a local Azure Blob API for the az:// tests)"
-	@mkdir -p .tools && npm install --prefix .tools --save-exact --no-audit --no-fund azurite@$(AZURITE_VERSION) \
-		> .tools/install.log 2>&1 || { tail -40 .tools/install.log; exit 1; }
+	@mkdir -p .tools && cp scripts/azurite/package.json scripts/azurite/package-lock.json .tools/ && \
+		npm ci --prefix .tools --no-audit --no-fund > .tools/install.log 2>&1 || { tail -40 .tools/install.log; exit 1; }
 	@touch $@
 
 demo: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 import subprocess
@@ -72,3 +73,15 @@ def test_gpu_wheels_cover_the_core_dependencies_at_the_constrained_versions():
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=;\s]", dep, maxsplit=1)[0]).lower() for dep in core}
     assert names - ON_GPU_MACHINE - set(wheels) == set(), "core dependencies the GPU check would lack"
+
+
+def test_azurite_is_pinned_alike_in_the_makefile_and_its_lock_file():
+    """`make azurite` runs `npm ci` on scripts/azurite: the Makefile's version, package.json and the lock agree."""
+    version = re.search(r"^AZURITE_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert version is not None
+    package = json.loads((ROOT / "scripts" / "azurite" / "package.json").read_text())
+    lock = json.loads((ROOT / "scripts" / "azurite" / "package-lock.json").read_text())
+    assert package["dependencies"] == {"azurite": version[1]} == lock["packages"][""]["dependencies"]
+    assert lock["packages"]["node_modules/azurite"]["version"] == version[1]
+    unpinned = [name for name, entry in lock["packages"].items() if name and "integrity" not in entry]
+    assert not unpinned, f"lock entries without an integrity hash: {unpinned[:5]}"
