@@ -25,6 +25,7 @@ import urllib.parse
 from typing import Any
 
 import httptools
+import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -39,9 +40,29 @@ from modelport.serving.front import (
 )
 from modelport.serving.requestid import REQUEST_ID, request_id_of
 
-__all__ = ["FastHttpProtocol"]
+__all__ = ["TESTED_UVICORN", "FastHttpProtocol", "http_protocol"]
 
 log = logging.getLogger("modelport.serving.http")
+
+# FastHttpProtocol stands inside uvicorn's protocol (its cycle, pipeline and ``_start_asgi_task``): these are
+# the uvicorn releases it is tested with (constraints.txt pins one). With any other, the server runs uvicorn's
+# own protocol, every request through ASGI: the same answers, without the saving.
+TESTED_UVICORN = ("0.54.",)
+
+
+def http_protocol(fast_path: bool) -> type[asyncio.Protocol] | str:
+    """What ``uvicorn.Config(http=...)`` gets: the fast protocol when asked for and this uvicorn is a tested one."""
+    if not fast_path:
+        return "httptools"
+    if not uvicorn.__version__.startswith(TESTED_UVICORN):
+        log.warning(
+            "uvicorn %s is not a release the HTTP fast path is tested with (%s): every request goes through ASGI",
+            uvicorn.__version__,
+            ", ".join(f"{v}x" for v in TESTED_UVICORN),
+        )
+        return "httptools"
+    return FastHttpProtocol
+
 
 _NOT_SIMPLE = frozenset({b"expect", b"upgrade", b"transfer-encoding"})
 _CLOSE = (b"connection", b"close")

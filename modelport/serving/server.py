@@ -20,7 +20,7 @@ from modelport.errors import ModelportError, UnavailableError
 from modelport.launcher import write_port_file
 from modelport.serving import tracing
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.httpproto import FastHttpProtocol
+from modelport.serving.httpproto import http_protocol
 from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
@@ -144,7 +144,7 @@ async def _serve(settings: ServerSettings) -> int:
 def _uvicorn_config(settings: ServerSettings, plane: DataPlane) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(plane),
-        http=FastHttpProtocol if settings.http_fast_path else "httptools",
+        http=http_protocol(settings.http_fast_path),
         host=settings.host,
         port=settings.http_port,
         log_level="warning",

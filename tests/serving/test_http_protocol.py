@@ -364,3 +364,15 @@ async def test_a_traced_request_on_the_fast_path_returns_its_span_traceparent(re
     assert f"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-{span_id}-01\r\n".encode() in response
     assert spans[0].attributes is not None and spans[0].attributes["http.response.status_code"] == 200
     assert body_of(response)["outputs"][0] == EXPECTED and len(answered) == 1
+
+
+async def test_an_untested_uvicorn_release_serves_every_request_through_asgi(repo, answered, monkeypatch, caplog):
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    async with running(repo) as server:
+        response = (await server.exchange(post("/v2/models/echo/infer")))[0]
+    assert response.startswith(b"HTTP/1.1 200 ") and body_of(response)["outputs"][0] == EXPECTED
+    assert answered == [], "uvicorn's own protocol answered"
+    assert any("uvicorn 0.99.0 is not a release the HTTP fast path is tested with" in m for m in complaints(caplog))
+    assert httpproto.http_protocol(True) == "httptools" and httpproto.http_protocol(False) == "httptools"
+    monkeypatch.setattr(uvicorn, "__version__", "0.54.0")
+    assert httpproto.http_protocol(True) is httpproto.FastHttpProtocol
