@@ -20,6 +20,7 @@ from serving_load import Payload, request_once
 
 from modelport.errors import ModelportError
 from modelport.launcher import LaunchOptions, launched
+from modelport.ports import free_port
 from modelport.torchserve_process import TorchServeOptions, archive, running_torchserve
 
 
@@ -39,15 +40,6 @@ class Server:
     error: str | None = None
     sink: str | None = None  # a traced server's OTLP sink (http://127.0.0.1:port)
     spans_exported: int | None = None  # what its sink had received when the load ended
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_answering(url: str, body: bytes, timeout: float, expect: bytes | None = None) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from modelport.errors import ModelportError
+from modelport.ports import free_port
 
 __all__ = [
     "TorchServe",
@@ -54,7 +54,7 @@ class TorchServePorts(NamedTuple):
     @classmethod
     def free(cls) -> TorchServePorts:
         """Five ports free right now (pass the same ones to a restart to keep its URLs)."""
-        return cls(*(_free_port() for _ in range(5)))
+        return cls(*(free_port(HOST) for _ in range(5)))
 
 
 @dataclass(frozen=True)
@@ -240,12 +240,6 @@ def _get(url: str) -> bytes | None:
             return answer.read() if answer.status == 200 else None
     except (urllib.error.URLError, OSError):
         return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from modelport.launcher import Launched, LaunchOptions, launched
 from modelport.loadtest.options import LoadTestOptions
 from modelport.loadtest.results import PERCENTILES
 from modelport.loadtest.runner import prepare
+from modelport.ports import free_port
 from modelport.serving.settings import CONFIG_FILE, ModelConfig
 from modelport.tune.loadgen import LoadResult, LoadSpec, generate, request_bytes
 from modelport.tune.options import TuneOptions
@@ -84,16 +84,10 @@ def _flags(candidate: Candidate) -> tuple[str, ...]:
 
 
 def _launch(candidate: Candidate, bench: Bench, log: Path) -> LaunchOptions:
-    """Pinned with taskset; ``--workers`` needs a fixed port, chosen free here (a small race, retried never)."""
-    port = _free_port() if candidate.workers > 1 else 0
+    """Pinned with taskset; ``--workers`` needs a fixed port, chosen free here below the kernel's ephemeral range."""
+    port = free_port() if candidate.workers > 1 else 0
     prefix = ("taskset", "-c", bench.options.cpu_list) if shutil.which("taskset") else ()
     return LaunchOptions(http_port=port, grpc_port=-1, log=log, timeout_s=120, command_prefix=prefix)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stage(candidate: Candidate, bench: Bench) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -12,14 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.launcher import LaunchOptions, launched
+from modelport.ports import free_port as free_port  # below the ephemeral range: see modelport/ports.py
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
