@@ -25,7 +25,7 @@ from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
 from modelport.serving.settings import ServerSettings
-from modelport.serving.tls import grpc_credentials, uvicorn_ssl
+from modelport.serving.tls import check_tls, grpc_credentials, uvicorn_ssl
 from modelport.storage import RedactSecrets
 
 __all__ = ["build", "configure_logging", "serve"]
@@ -78,6 +78,7 @@ def build(settings: ServerSettings) -> DataPlane:
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT, then drain and exit 0 (``--workers N``: N supervised processes)."""
     configure_logging(settings)
+    check_tls(settings)  # before any worker starts: one clear error, not one traceback per worker
     if settings.workers > 1:
         from modelport.serving.workers import run_workers
 
