@@ -110,7 +110,8 @@ class KeyFile:
         if not tokens:
             raise InvalidArgumentError(f"--{flag} {path} is empty")
         self._state = _State(current=tokens, seen=seen)
-        self._next_check = clock() + interval_s
+        self._looked = clock()  # the last look at the file (the change it finds happened after that)
+        self._next_check = self._looked + interval_s
 
     def matches(self, presented: bytes) -> bool:
         """Whether ``presented`` is a current token, or a previous one within the grace period."""
@@ -130,6 +131,7 @@ class KeyFile:
         """Look at the file now; re-read it if it changed. True when the accepted tokens changed."""
         now = self._clock()
         self._next_check = now + self.interval_s
+        looked, self._looked = self._looked, now
         state = self._state
         try:
             info = os.stat(self.path)  # follows symlinks: a Kubernetes secret update swaps the ..data link
@@ -153,7 +155,9 @@ class KeyFile:
         if set(tokens) == set(state.current):
             self._state = _State(state.current, state.previous, state.previous_until, seen)
             return False
-        changed_at = now - max(0.0, self._wall() - info.st_ctime)  # the change, on the monotonic clock
+        # the change, on the monotonic clock: its ctime, but not before the last look that saw the file unchanged
+        # (a file server's clock behind ours must not cut the grace short)
+        changed_at = max(looked, now - max(0.0, self._wall() - info.st_ctime))
         self._state = _State(tokens, state.current, changed_at + self.grace_s, seen)
         log.info(
             "--%s %s changed: new token(s) in use, the previous ones accepted %gs longer",
