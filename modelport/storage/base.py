@@ -120,7 +120,10 @@ class RedactSecrets(logging.Filter):
     log request headers (session tokens included) at debug level, where modelport's own errors cannot help."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it as logging does, the caller goes on
+            return True
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None

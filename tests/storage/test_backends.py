@@ -57,6 +57,8 @@ def test_the_log_filter_redacts_credential_headers_that_are_in_no_variable(monke
         assert token not in text and bearer not in text and "aws-secret-value" not in text, text
     assert "'Host': 'bucket'" in record.getMessage() and "'X-Amz-Security-Token': b'***'" in record.getMessage()
     assert redact("an authorization header is missing") == "an authorization header is missing"
+    broken = logging.LogRecord("lib", logging.INFO, __file__, 1, "%d items", ("many",), None)
+    assert RedactSecrets().filter(broken), "a record whose arguments do not fit its format raises nothing here"
 
 
 def test_fetch_copies_a_version_into_the_cache_and_verifies_it(tmp_path):
