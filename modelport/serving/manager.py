@@ -138,7 +138,9 @@ class ModelManager:
     async def load(self, name: str) -> ModelEntry:
         """Load (or reload) one model by name (model control API)."""
         self._check_name(name)
-        if name not in await asyncio.to_thread(self.store.models):
+        names = await asyncio.to_thread(self.store.models)
+        self.listed = True
+        if name not in names:
             raise NotFoundError(f"model {name!r} is not in the repository")
         async with self._lock:
             await self._sync_model(name)

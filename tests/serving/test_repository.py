@@ -155,6 +155,8 @@ async def test_a_store_that_cannot_be_listed_at_start_leaves_the_server_not_read
         with pytest.raises(UnavailableError, match="could not be listed yet"):
             plane.manager.get("echo")
         fakes.write_model(repo, "echo")
+        await plane.manager.load("echo")  # model control (without polling) lists the store too
+        assert plane.ready()
         assert await plane.manager._poll() == "ok"
         assert plane.ready() and plane.manager.get("echo").version == 1
         with pytest.raises(NotFoundError):
