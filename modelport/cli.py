@@ -13,6 +13,7 @@ from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedEr
 from modelport.loadtest.command import add_loadtest_commands
 from modelport.mobile.command import add_bundle_command
 from modelport.quiet import quiet_frameworks
+from modelport.storage.base import RedactSecrets
 from modelport.tune.command import add_tune_command
 
 __all__ = ["build_parser", "main"]
@@ -316,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())  # export/import-mar to a store: its SDK's log lines too
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

@@ -130,6 +130,14 @@ def test_console_script_runs():
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
 
 
+def test_python_dash_m_modelport_is_the_cli(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES} | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport", "serve", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0 and "--tls-client-ca" in done.stdout and "usage: modelport serve" in done.stdout
+
+
 def test_python_file_without_factory_names_the_factory(tmp_path):
     (tmp_path / "net.py").write_text("import torch\n\n\ndef make_model():\n    return torch.nn.Linear(4, 2)\n")
     done = run_modelport("export", "net.py", "--repository", "repo", "--name", "net", cwd=tmp_path)

@@ -113,8 +113,9 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready once the repository is loaded and until draining starts."""
-        return self._started and not self._draining
+        """Ready once the repository is loaded (a store that could not be listed at start: once a poll did)
+        and until draining starts."""
+        return self._started and self.manager.listed and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
         """The server's name, version and protocol extensions."""

@@ -69,6 +69,7 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._unreachable = False  # the last poll could not reach the store (warned once per outage)
         self.loaded = False  # the first load_all has finished
+        self.listed = False  # the repository was listed once (a store that was down at start: not yet)
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The version a request targets; unknown names/versions are NotFound."""
@@ -76,6 +77,8 @@ class ModelManager:
         if entry is None:
             if not self.loaded:  # the port is open (liveness) before the first load finishes
                 raise UnavailableError("the server is still loading its models", retry_after=1.0)
+            if not self.listed:  # unknown only once the repository says so
+                raise UnavailableError(f"the repository {self.store.location} could not be listed yet", retry_after=1.0)
             raise NotFoundError(f"unknown model {name!r}")
         if version is None or version == "":
             return entry.default()
@@ -97,6 +100,7 @@ class ModelManager:
         work. A store that cannot be reached raises UnavailableError before anything is unloaded."""
         async with self._lock:
             names = set(await asyncio.to_thread(self.store.models))
+            self.listed = True
             for name in sorted(names | set(self.models)):
                 if name in names:
                     await self._sync_model(name)
@@ -134,7 +138,9 @@ class ModelManager:
     async def load(self, name: str) -> ModelEntry:
         """Load (or reload) one model by name (model control API)."""
         self._check_name(name)
-        if name not in await asyncio.to_thread(self.store.models):
+        names = await asyncio.to_thread(self.store.models)
+        self.listed = True
+        if name not in names:
             raise NotFoundError(f"model {name!r} is not in the repository")
         async with self._lock:
             await self._sync_model(name)

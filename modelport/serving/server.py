@@ -25,7 +25,8 @@ from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
 from modelport.serving.settings import ServerSettings
-from modelport.serving.tls import grpc_credentials, uvicorn_ssl
+from modelport.serving.tls import check_tls, grpc_credentials, uvicorn_ssl
+from modelport.storage import RedactSecrets
 
 __all__ = ["build", "configure_logging", "serve"]
 
@@ -45,13 +46,15 @@ class _JsonFormatter(logging.Formatter):
         if trace_id != "-":  # only with tracing on, inside a request's span
             data["trace_id"] = trace_id
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data)
 
 
 def configure_logging(settings: ServerSettings) -> None:
-    """Plain or JSON logs on stderr at the configured level; with tracing, each record's trace id too."""
+    """Plain or JSON logs on stderr at the configured level, credentials redacted; with tracing, each record's
+    trace id too."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets())
     handler.addFilter(RequestIdFilter())
     ids = "%(request_id)s"
     if tracing.wanted(settings):
@@ -75,6 +78,7 @@ def build(settings: ServerSettings) -> DataPlane:
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT, then drain and exit 0 (``--workers N``: N supervised processes)."""
     configure_logging(settings)
+    check_tls(settings)  # before any worker starts: one clear error, not one traceback per worker
     if settings.workers > 1:
         from modelport.serving.workers import run_workers
 

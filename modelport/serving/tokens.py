@@ -4,7 +4,8 @@ Tokens are kept as SHA-256 digests and compared with ``hmac.compare_digest``. A 
 token per non-empty line (a mounted Kubernetes secret usually holds one, with a trailing newline), so
 a fleet can rotate without a window: add the new token as a second line, move the clients, remove
 the old line. A plain swap (the file's only token replaced) is covered by ``grace_s``: after the
-server sees the file change, the tokens it held before are still accepted that long, then refused.
+file changed (its inode's change time: a ``mv`` or a Kubernetes secret update sets it), the tokens the
+server held before are still accepted that long, then refused, however late the server looks at the file.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ class _State:
     seen: object = None  # the file's (device, inode, size, mtime) or the error last met, to act once per change
 
 
-def _signature(path: Path) -> object:
-    info = os.stat(path)  # follows symlinks: a Kubernetes secret update swaps the ..data link
+def _signature(info: os.stat_result) -> object:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
@@ -85,8 +85,10 @@ class KeyFile:
     The file is looked at (one ``stat``) at most every ``interval_s`` by a request that presents an
     accepted token, and by every request whose token is unknown (it may be the new one): a request
     with a good token never pays more than a clock read in between. A changed file is read again;
-    its tokens replace the current ones, which stay accepted ``grace_s`` longer. An emptied, missing
-    or unreadable file during rotation keeps the last good tokens and logs one warning per change.
+    its tokens replace the current ones, which stay accepted until ``grace_s`` after the file changed
+    (``wall``: the clock its change time is read against), not after a request first saw the change: a
+    revoked token is refused once the grace is over even on a port that had no request since. An emptied,
+    missing or unreadable file during rotation keeps the last good tokens and logs one warning per change.
     At start the file must be readable and hold a token (else :class:`InvalidArgumentError`).
     """
 
@@ -97,16 +99,19 @@ class KeyFile:
         grace_s: float,
         interval_s: float = CHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.path, self.flag, self.grace_s, self.interval_s, self._clock = Path(path), flag, grace_s, interval_s, clock
+        self._wall = wall
         try:
-            seen, tokens = _signature(self.path), _read_tokens(self.path)
+            seen, tokens = _signature(os.stat(self.path)), _read_tokens(self.path)
         except OSError as exc:
             raise InvalidArgumentError(f"--{flag} {path}: cannot read: {exc.strerror}") from None
         if not tokens:
             raise InvalidArgumentError(f"--{flag} {path} is empty")
         self._state = _State(current=tokens, seen=seen)
-        self._next_check = clock() + interval_s
+        self._looked = clock()  # the last look at the file (the change it finds happened after that)
+        self._next_check = self._looked + interval_s
 
     def matches(self, presented: bytes) -> bool:
         """Whether ``presented`` is a current token, or a previous one within the grace period."""
@@ -126,9 +131,11 @@ class KeyFile:
         """Look at the file now; re-read it if it changed. True when the accepted tokens changed."""
         now = self._clock()
         self._next_check = now + self.interval_s
+        looked, self._looked = self._looked, now
         state = self._state
         try:
-            seen: object = _signature(self.path)
+            info = os.stat(self.path)  # follows symlinks: a Kubernetes secret update swaps the ..data link
+            seen: object = _signature(info)
             if seen == state.seen:
                 return False
             tokens = _read_tokens(self.path)
@@ -148,11 +155,14 @@ class KeyFile:
         if set(tokens) == set(state.current):
             self._state = _State(state.current, state.previous, state.previous_until, seen)
             return False
-        self._state = _State(tokens, state.current, now + self.grace_s, seen)
+        # the change, on the monotonic clock: its ctime, but not before the last look that saw the file unchanged
+        # (a file server's clock behind ours must not cut the grace short)
+        changed_at = max(looked, now - max(0.0, self._wall() - info.st_ctime))
+        self._state = _State(tokens, state.current, changed_at + self.grace_s, seen)
         log.info(
             "--%s %s changed: new token(s) in use, the previous ones accepted %gs longer",
             self.flag,
             self.path,
-            self.grace_s,
+            round(max(0.0, changed_at + self.grace_s - now), 1),
         )
         return True

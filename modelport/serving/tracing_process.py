@@ -41,6 +41,7 @@ __all__ = ["ExporterProcess", "main"]
 
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 60.0  # the export of what is left: the exporters' own timeouts (OTEL_EXPORTER_OTLP_TIMEOUT) first
+CLOSE_NOTICE_S = 1.0  # an exit that waits longer on the export says so: after "stopped", the log would be silent
 _LENGTH = struct.Struct("<I")
 _DONE, _FAILED = b".", b"!"
 FLUSH_MARGIN_S = 1.0  # beyond its timeout, how long a flush waits for the exporter process's word
@@ -91,7 +92,15 @@ class ExporterProcess:
         with contextlib.suppress(OSError):  # it died: nothing to tell it
             self._pipe.close()
         try:
-            self.process.wait(CLOSE_TIMEOUT_S)
+            self.process.wait(CLOSE_NOTICE_S)
+        except subprocess.TimeoutExpired:
+            _log.warning(
+                "tracing: exporting the spans still queued before exit (each export takes at most "
+                "OTEL_EXPORTER_OTLP_TIMEOUT or OTEL_BSP_EXPORT_TIMEOUT; all of it at most %.0f s)",
+                CLOSE_TIMEOUT_S,
+            )
+        try:
+            self.process.wait(CLOSE_TIMEOUT_S - CLOSE_NOTICE_S)
         except subprocess.TimeoutExpired:
             _log.warning("tracing: the exporter process did not finish in %.0f s; stopped", CLOSE_TIMEOUT_S)
             self.process.kill()

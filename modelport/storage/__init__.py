@@ -12,6 +12,7 @@ from pathlib import Path
 from modelport.storage.base import (
     CACHE_ENV,
     CONFIG_FILE,
+    RedactSecrets,
     Repository,
     default_cache_dir,
     is_url,
@@ -26,6 +27,7 @@ __all__ = [
     "CONFIG_FILE",
     "LocalRepository",
     "ObjectRepository",
+    "RedactSecrets",
     "Repository",
     "Verified",
     "default_cache_dir",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -14,6 +15,7 @@ __all__ = [
     "MODEL_NAME",
     "SECRET_ENV",
     "VERSION_NAME",
+    "RedactSecrets",
     "Repository",
     "default_cache_dir",
     "is_url",
@@ -38,6 +40,11 @@ SECRET_ENV = (
 # the parts of an Azure connection string that are secrets on their own (an error may quote one without the rest)
 _CONNECTION_SECRETS = ("AccountKey", "SharedAccessSignature")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# credential headers as an SDK's debug log prints them (botocore: 'X-Amz-Security-Token': b'...'): an IRSA or
+# instance-role session token is in no environment variable, so only its header name can find it
+_SECRET_HEADER = re.compile(
+    r"""(?i)((?:x-amz-security-token|authorization|x-goog-api-key)['"]?\s*[:=]\s*b?['"]?)([^'",}\s][^'",}]*)"""
+)
 
 
 class Repository(Protocol):
@@ -100,11 +107,29 @@ def default_cache_dir() -> Path:
 
 
 def redact(text: str) -> str:
-    """``text`` with the value of every credential variable in the environment replaced by ``***``."""
+    """``text`` with the value of every credential variable in the environment, and of every credential
+    header (``X-Amz-Security-Token``, ``Authorization``, ``X-Goog-Api-Key``), replaced by ``***``."""
     for value in _secrets():
         if len(value) >= 4:
             text = text.replace(value, "***")
-    return text
+    return _SECRET_HEADER.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter that applies :func:`redact` to every record's message and traceback: the stores' SDKs
+    log request headers (session tokens included) at debug level, where modelport's own errors cannot help."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it as logging does, the caller goes on
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def _secrets() -> list[str]:

@@ -115,3 +115,10 @@ def expired(folder: Path, ca: Pair, name: str) -> Pair:
         *("-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-in", str(csr), "-out", str(cert)),
     )
     return Pair(cert, key)
+
+
+def encrypted_key(folder: Path, name: str) -> Path:
+    """A private key protected by a passphrase (PKCS#8 ``ENCRYPTED PRIVATE KEY``)."""
+    key = folder / f"{name}.key"
+    _openssl(folder, "genpkey", "-algorithm", "RSA", "-aes256", "-pass", "pass:secret", "-out", str(key))
+    return key

@@ -16,8 +16,9 @@ import tritonclient.grpc as triton
 
 from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
-from tests.serving.certificates import Pair, authority, expired, issued
+from tests.serving.certificates import Pair, authority, encrypted_key, expired, issued
 from tests.serving.processes import serving
+from tests.user_cli import run_modelport
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
 
@@ -94,3 +95,36 @@ def test_grpc_refuses_a_missing_foreign_or_expired_certificate(mtls, which):
 def test_a_client_ca_needs_the_servers_own_certificate():
     with pytest.raises(pydantic.ValidationError, match="--tls-client-ca needs --tls-certfile"):
         ServerSettings(repository=Path("."), tls_client_ca="ca.pem")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("another key", "the private key is not the certificate's (key values mismatch)"),
+        ("encrypted key", "the key is encrypted (a passphrase)"),
+        ("certificate as key", "--tls-keyfile server.pem: holds no PEM private key"),
+        ("key as client CA", "--tls-client-ca client.key: holds no PEM certificate"),
+        ("missing key", "--tls-keyfile missing.key: cannot read: No such file or directory"),
+    ],
+)
+def test_a_bad_certificate_key_or_client_ca_is_one_clear_error_at_start(tmp_path, case, expected):
+    """Each used to be a traceback from uvicorn's SSL setup (an encrypted key: OpenSSL asking for a passphrase)."""
+    ca = authority(tmp_path, "ca")
+    server, client = issued(tmp_path, ca, "server", server=True), issued(tmp_path, ca, "client")
+    files = {
+        "another key": ("server.pem", issued(tmp_path, ca, "other", server=True).key.name, None),
+        "encrypted key": ("server.pem", encrypted_key(tmp_path, "locked").name, None),
+        "certificate as key": ("server.pem", "server.pem", None),
+        "key as client CA": ("server.pem", "server.key", client.key.name),
+        "missing key": ("server.pem", "missing.key", None),
+    }
+    cert, key, client_ca = files[case]
+    assert server.cert.name == "server.pem" and server.key.name == "server.key"
+    fakes.write_model(tmp_path / "repo", "echo")
+    flags = ["--http-port", "0", "--grpc-port", "0", "--tls-certfile", cert, "--tls-keyfile", key]
+    flags += ["--tls-client-ca", client_ca] if client_ca else []
+    result = run_modelport("serve", "repo", *flags, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("modelport serve: error: ")
+    assert expected in result.stderr

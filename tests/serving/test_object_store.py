@@ -15,7 +15,7 @@ import pytest
 
 from tests.serving import fakes
 from tests.serving.processes import Served, serving, wait_until
-from tests.serving.stores import KINDS, Store, local_store, metric
+from tests.serving.stores import KINDS, SECRET, Store, local_store, metric
 
 X = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0, 1, 2, 3, 4, 0]}]}
 
@@ -114,6 +114,31 @@ def test_serves_from_the_store_and_follows_new_changed_and_removed_versions(stor
         wait_until(lambda: _versions(server) == {"m": ["1"]}, what="version 2 removed")
         assert _infer(server, "m") == 200
     _no_secret_in(tmp_path / "server.log", store)
+
+
+def test_debug_logs_carry_no_credential_from_a_credentials_file(tmp_path, monkeypatch):
+    """At --log-level debug botocore logs every request's headers. Credentials from ~/.aws/credentials (like an
+    IRSA or instance role's session token) are in no environment variable: the session token must not be logged."""
+    token = "IQoJb3JpZ2luX2VjEJr-session-token-must-never-be-logged"
+    (tmp_path / "emulator").mkdir()
+    with local_store("s3", tmp_path / "emulator", monkeypatch) as store:
+        local = tmp_path / "local"
+        fakes.seal(fakes.write_model(local, "m"))
+        store.put_tree(local)
+        credentials = tmp_path / "aws-credentials"
+        credentials.write_text(
+            f"[default]\naws_access_key_id = {store.env['AWS_ACCESS_KEY_ID']}\naws_secret_access_key = {SECRET}\n"
+            f"aws_session_token = {token}\n"
+        )
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        env = {"AWS_ENDPOINT_URL": store.env["AWS_ENDPOINT_URL"], "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
+        flags = ("--log-level", "debug", "--log-json", "--cache-dir", str(tmp_path / "cache"), "--grpc-port", "-1")
+        with serving(store.url(), *flags, env=env, log=tmp_path / "server.log") as server:  # type: ignore[arg-type]
+            assert _infer(server, "m") == 200
+    text = (tmp_path / "server.log").read_text()
+    assert "X-Amz-Security-Token" in text, "botocore logged no request headers: the test proves nothing"
+    assert token not in text and SECRET not in text
 
 
 def test_a_half_uploaded_version_is_invisible_until_its_manifest_lands(store, tmp_path):

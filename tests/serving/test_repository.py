@@ -140,3 +140,29 @@ async def test_requests_before_the_first_load_are_unavailable_not_unknown(tmp_pa
             plane.manager.get("nope")
     finally:
         await plane.close()
+
+
+async def test_a_store_that_cannot_be_listed_at_start_leaves_the_server_not_ready_until_it_can(tmp_path):
+    """A pod whose store is down when it starts has no model: ready, it would take traffic and answer 404s.
+    It stays live and not ready (requests: 503), and becomes ready at the first poll that lists the store."""
+    from modelport.errors import UnavailableError
+
+    repo = tmp_path / "not-yet" / "repo"
+    plane = build(ServerSettings(repository=f"file://{repo}", cache_dir=str(tmp_path / "cache")))
+    await plane.start()
+    try:
+        assert plane.live() and not plane.ready()
+        with pytest.raises(UnavailableError, match="could not be listed yet"):
+            plane.manager.get("echo")
+        fakes.write_model(repo, "echo")
+        await plane.manager.load("echo")  # model control (without polling) lists the store too
+        assert plane.ready()
+        assert await plane.manager._poll() == "ok"
+        assert plane.ready() and plane.manager.get("echo").version == 1
+        with pytest.raises(NotFoundError):
+            plane.manager.get("nope")
+        shutil.rmtree(repo.parent)
+        assert await plane.manager._poll() == "unreachable"
+        assert plane.ready(), "once listed, a store outage keeps serving what is loaded"
+    finally:
+        await plane.close()

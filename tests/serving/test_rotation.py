@@ -94,6 +94,43 @@ def test_an_emptied_or_missing_file_keeps_the_last_good_token(key_file, caplog):
     assert key.matches(digest(NEW)) and not key.matches(digest(OLD))
 
 
+def test_the_grace_runs_from_the_files_change_not_from_the_first_request_after_it(key_file):
+    """A port that had no request since the rotation (gRPC while the clients use HTTP, or a quiet night) looks at
+    the file late: the revoked token must not get a fresh grace period from that first request."""
+    clock, later = Clock(), Clock()
+    later.now = 0.0
+    key = KeyFile(str(key_file), "api-key-file", grace_s=5, clock=clock, wall=lambda: time.time() + later.now)
+    _rotate(key_file, NEW)
+    clock.now += 3
+    later.now += 3
+    assert key.matches(digest(OLD)), "3 s after the change, within the grace"
+    assert key.matches(digest(NEW))
+    clock.now += 2
+    later.now += 2
+    assert not key.matches(digest(OLD)), "5 s after the change the grace is over"
+
+    quiet = KeyFile(str(key_file), "api-key-file", grace_s=5, clock=clock, wall=lambda: time.time() + later.now)
+    _rotate(key_file, OLD + "-next")
+    clock.now += 3600
+    later.now += 3600
+    assert not quiet.matches(digest(NEW)), "first request an hour after the change: the replaced token is refused"
+    assert quiet.matches(digest(OLD + "-next"))
+
+
+def test_a_change_time_from_a_clock_behind_ours_does_not_cut_the_grace_short(key_file):
+    """A key file on a share whose server's clock is behind: its ctime looks old, but the server saw the file
+    unchanged a second ago, so the change is younger than that."""
+    clock = Clock()
+    key = KeyFile(str(key_file), "api-key-file", grace_s=5, clock=clock, wall=lambda: time.time() + 1000)
+    clock.now += 1
+    _rotate(key_file, NEW)
+    assert key.matches(digest(NEW))
+    clock.now += 3.9
+    assert key.matches(digest(OLD)), "within 5 s of the last look that saw the old file"
+    clock.now += 0.1
+    assert not key.matches(digest(OLD))
+
+
 def test_a_file_may_hold_several_tokens_for_a_windowless_rotation(key_file):
     key = KeyFile(str(key_file), "api-key-file", grace_s=0, clock=Clock())
     _rotate(key_file, f"{OLD}\n{NEW}\n")

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -405,6 +406,21 @@ def test_a_traced_server_exports_its_spans_to_an_otlp_http_receiver(repo, tmp_pa
     batch = next(s for s in trace if s.name == "batch" and s.parent_span_id == http_span.span_id)
     assert (TRACE_ID, http_span.span_id) in batch.links
     assert all(s.start_ns <= s.end_ns and http_span.start_ns <= s.start_ns for s in trace), tree
+
+
+def test_a_stop_that_waits_on_a_collector_that_never_answers_says_so_and_still_exits_0(repo, tmp_path):
+    """The exit used to wait silently after the "stopped" line (20 s with the default timeouts, up to 60 s)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections (backlog), never answers
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "3",  # longer than the 1 s after which the wait is logged
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",  # only the shutdown export sends them
+        }
+        with serving(repo, env=env, log=tmp_path / "server.log") as server:
+            assert httpx.post(f"{server.url}/v2/models/echo/infer", json=BODY).status_code == 200
+    log = (tmp_path / "server.log").read_text()  # serving() required exit code 0
+    assert "tracing: exporting the spans still queued before exit" in log, log[-3000:]
+    assert log.index("stopped") < log.index("tracing: exporting the spans still queued")
 
 
 def test_spans_still_queued_at_shutdown_are_exported_before_the_process_exits(repo, tmp_path):

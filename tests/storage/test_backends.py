@@ -3,6 +3,8 @@ Azure Blob (local emulators)."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from modelport.cli import main
 from modelport.errors import InvalidArgumentError, ModelNotReadyError
 from modelport.manifest import read_manifest
-from modelport.storage import LocalRepository, ObjectRepository, open_repository, open_store, redact
+from modelport.storage import LocalRepository, ObjectRepository, RedactSecrets, open_repository, open_store, redact
 from tests.serving import fakes
 from tests.serving.stores import KINDS, local_store
 
@@ -36,6 +38,27 @@ def test_redact_hides_every_credential_variable_and_the_key_inside_a_connection_
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
     text = redact(f"AccountKey={key} failed; keys adlfs-account-key, aws-secret-value; account acct")
     assert text == "AccountKey=*** failed; keys ***, ***; account acct"
+
+
+def test_the_log_filter_redacts_credential_headers_that_are_in_no_variable(monkeypatch):
+    """botocore's debug log prints each request's headers: an IRSA or instance-role session token is in none of the
+    environment's variables, so the header's name is what finds it, in the message and in a traceback."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    token, bearer = "FwoGZXIvYXdzEJr//////////wEaDH+session/token=", "ya29.a0-oauth-access-token"
+    headers = {"X-Amz-Security-Token": token.encode(), "Authorization": f"Bearer {bearer}", "Host": "bucket"}
+    record = logging.LogRecord("botocore.endpoint", logging.DEBUG, __file__, 1, "Sending %s", (headers,), None)
+    try:
+        raise RuntimeError(f"x-amz-security-token: {token} refused with aws-secret-value")
+    except RuntimeError:
+        failed = logging.LogRecord("s3fs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    for one in (record, failed):
+        assert RedactSecrets().filter(one)
+        text = logging.Formatter().format(one)
+        assert token not in text and bearer not in text and "aws-secret-value" not in text, text
+    assert "'Host': 'bucket'" in record.getMessage() and "'X-Amz-Security-Token': b'***'" in record.getMessage()
+    assert redact("an authorization header is missing") == "an authorization header is missing"
+    broken = logging.LogRecord("lib", logging.INFO, __file__, 1, "%d items", ("many",), None)
+    assert RedactSecrets().filter(broken), "a record whose arguments do not fit its format raises nothing here"
 
 
 def test_fetch_copies_a_version_into_the_cache_and_verifies_it(tmp_path):

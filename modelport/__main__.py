@@ -1,0 +1,12 @@
+"""``python -m modelport``: the same CLI as the ``modelport`` command (handy where only the interpreter is on PATH)."""
+
+from __future__ import annotations
+
+import sys
+
+from modelport.cli import main
+
+__all__: list[str] = []
+
+if __name__ == "__main__":
+    sys.exit(main())
