@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +38,7 @@ from modelport.sizes import artifact_bytes
 
 __all__ = [
     "BUILTIN_INPUTS",
+    "archive_batch_size",
     "builtin_handler",
     "custom_handler_file",
     "default_inputs",
@@ -93,8 +96,14 @@ def update_config(model_dir: Path, values: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], options: ExportOptions) -> ExportReport:
-    """Unpack the archive as a new version served by its custom handler (format ``handler``)."""
+def import_handler_archive(
+    mar: Path, handler: str, files: dict[str, bytes], options: ExportOptions, batch_size: int | None = None
+) -> ExportReport:
+    """Unpack the archive as a new version served by its custom handler (format ``handler``). Its batches
+    hold up to ``batch_size`` requests (``--max-batch-size``), else the ``batchSize`` of the archive's
+    ``--config-file``, else TorchServe's default 1: handlers written for TorchServe often handle only
+    ``data[0]``, and TorchServe batches only when the model is registered with a batch size."""
+    options = replace(options, max_batch_size=batch_size or archive_batch_size(files) or 1)
     version = options.version or _next_version(options.folder / options.name)
     final = options.folder / options.name / str(version)
     if final.exists():
@@ -121,6 +130,17 @@ def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], opt
     report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=(note,)))
     report.write(options.folder / ".reports" / f"{options.name}.json")
     return report
+
+
+def archive_batch_size(files: dict[str, bytes]) -> int | None:
+    """``batchSize`` in the archive's model config file (``torch-model-archiver --config-file``), if any."""
+    try:
+        model = json.loads(files.get("MAR-INF/MANIFEST.json", b"{}")).get("model", {})
+        config = yaml.safe_load(files.get(str(model.get("configFile") or ""), b"")) or {}
+        size = config.get("batchSize") if isinstance(config, dict) else None
+    except (ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return size if isinstance(size, int) and size >= 1 else None
 
 
 def _record_samples(staging: Path, manifest: ModelManifest, files: tuple[Path, ...]) -> None:

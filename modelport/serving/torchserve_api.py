@@ -21,27 +21,30 @@ several parts are answered with the list of their responses.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
+from modelport.errors import HandlerError, InvalidArgumentError, ModelportError, NotFoundError
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
+from modelport.runtimes.handler_request import Field, TorchServeRequest, decode_reply, encode_request
+from modelport.runtimes.handler_request import Reply as HandlerReply
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
-from modelport.serving.multipart import is_multipart, multipart_parts
+from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response
 from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
-__all__ = ["TORCHSERVE_HOT_ROUTES", "parse_instance", "parse_payloads", "torchserve_routes"]
+__all__ = ["TORCHSERVE_HOT_ROUTES", "handler_requests", "parse_instance", "parse_payloads", "torchserve_routes"]
 
 _TYPES = {
     404: "ModelNotFoundException",
@@ -53,8 +56,11 @@ _TYPES = {
 
 
 def _error_body(error: ModelportError, status: int) -> Reply:
-    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503."""
-    kind = _TYPES.get(status, "InternalServerException")
+    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
+    TorchServe, an ``InternalServerException`` whatever its status."""
+    kind = (
+        "InternalServerException" if isinstance(error, HandlerError) else _TYPES.get(status, "InternalServerException")
+    )
     return json_reply({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
@@ -103,16 +109,47 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
 
 
 async def _handler_predictions(plane: DataPlane, head: RequestHead, body: bytes, content_type: str) -> Reply:
-    """A custom handler's model: the body (or each multipart part) is one request to the handler, and the
-    handler's response is answered as TorchServe answers it (the bytes its worker wrote)."""
-    rows = list(multipart_parts(body, content_type)) if is_multipart(content_type) else [body]
-    inputs = {HANDLER_INPUT: np.array([_payload(r) for r in rows], dtype=object)}
+    """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
+    (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
+    requests = handler_requests(body, content_type, head.headers)
+    inputs = {HANDLER_INPUT: np.array([encode_request(r) for r in requests], dtype=object)}
     model, version = head.params["model"], head.params.get("version")
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
-    answers = [bytes(a) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
-    if len(answers) == 1:
-        return Reply(200, answers[0], _content_type(answers[0]))
-    return json_reply([_decoded(a) for a in answers])
+    replies = [decode_reply(bytes(a)) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
+    if len(replies) == 1:
+        return _handler_reply(replies[0])
+    return json_reply([_decoded(r.body) for r in replies])
+
+
+def handler_requests(body: bytes, content_type: str, headers: list[tuple[bytes, bytes]]) -> list[TorchServeRequest]:
+    """The request(s) TorchServe's frontend makes of a body: the raw or JSON body as input ``body``; each
+    ``multipart/form-data`` part, or each ``application/x-www-form-urlencoded`` field, as an input of its own
+    name. Several parts that all share one name (``curl -F data=@a.jpg -F data=@b.jpg``) are several requests,
+    answered with the list of their responses (TorchServe would keep the last part only)."""
+    sent = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+    media = content_type.split(";", 1)[0].strip().lower()
+    if is_multipart(content_type):
+        fields = [Field(p.name, p.content_type, p.data) for p in multipart_fields(body, content_type)]
+        if len(fields) > 1 and len({f.name for f in fields}) == 1:
+            return [TorchServeRequest((f,), sent) for f in fields]
+    elif media == "application/x-www-form-urlencoded":
+        pairs = parse_qsl(body.decode("latin-1"), encoding="utf-8")
+        fields = [Field(name, "", value.encode()) for name, value in pairs]
+    else:
+        fields = [Field("body", content_type, body)]
+    return [TorchServeRequest(tuple(fields), sent)]
+
+
+_NOT_FORWARDED = frozenset({"content-type", "content-length", "transfer-encoding", "connection", "date", "server"})
+
+
+def _handler_reply(reply: HandlerReply) -> Reply:
+    """The status, content type and headers the handler set (else 200 and the type its bytes look like)."""
+    content_type = reply.content_type.encode("latin-1") if reply.content_type else _content_type(reply.body)
+    headers = tuple(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k.lower() not in _NOT_FORWARDED
+    )
+    return Reply(reply.status, reply.body, content_type, headers)
 
 
 def _content_type(answer: bytes) -> bytes:

@@ -71,7 +71,8 @@ def _add(repo: Path, tmp: Path, name: str, value: str, **config: Any) -> None:
     (source / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
     (source / "handler.py").write_text(HANDLER)
     (source / "model.py").write_text(f"VALUE = {value!r}\n")
-    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet"]) == 0
+    batch = ["--max-batch-size", str(config["max_batch_size"])] if "max_batch_size" in config else []
+    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet", *batch]) == 0
     if config:
         (repo / name / "config.yaml").write_text(yaml.safe_dump(config))
 
