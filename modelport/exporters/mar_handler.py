@@ -123,6 +123,7 @@ def import_handler_archive(
     final.parent.mkdir(parents=True, exist_ok=True)
     size = artifact_bytes(staging)
     os.replace(staging, final)
+    _label_version(options.folder / options.name, version, files)
     report = ExportReport(options.name, str(mar), "torch", str(options.repository))
     note = f"custom handler {handler}: served by modelport.runtimes.handler, " + (
         f"{len(options.samples)} golden raw samples" if options.samples else "no golden vectors (--sample FILE)"
@@ -132,11 +133,29 @@ def import_handler_archive(
     return report
 
 
+def _label_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
+    """The archive's ``modelVersion`` (``1.0``) as a version label of ``version`` in ``config.yaml``, so that
+    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version)."""
+    label = str(_archive_model(files).get("modelVersion") or "")
+    if not label or label.isdigit():
+        return
+    path = model_dir / "config.yaml"
+    config: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
+    update_config(model_dir, {"version_labels": {**(config.get("version_labels") or {}), label: version}})
+
+
+def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
+    try:
+        model = json.loads(files.get("MAR-INF/MANIFEST.json", b"{}")).get("model", {})
+    except (ValueError, AttributeError):
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
 def archive_batch_size(files: dict[str, bytes]) -> int | None:
     """``batchSize`` in the archive's model config file (``torch-model-archiver --config-file``), if any."""
     try:
-        model = json.loads(files.get("MAR-INF/MANIFEST.json", b"{}")).get("model", {})
-        config = yaml.safe_load(files.get(str(model.get("configFile") or ""), b"")) or {}
+        config = yaml.safe_load(files.get(str(_archive_model(files).get("configFile") or ""), b"")) or {}
         size = config.get("batchSize") if isinstance(config, dict) else None
     except (ValueError, AttributeError, yaml.YAMLError):
         return None

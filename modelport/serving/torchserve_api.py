@@ -28,7 +28,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import HandlerError, InvalidArgumentError, ModelportError, NotFoundError
+from modelport.errors import HandlerError, InvalidArgumentError, ModelportError, NotFoundError, VersionLabelError
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
@@ -58,9 +58,12 @@ _TYPES = {
 def _error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
-    kind = (
-        "InternalServerException" if isinstance(error, HandlerError) else _TYPES.get(status, "InternalServerException")
-    )
+    if isinstance(error, HandlerError):
+        kind = "InternalServerException"
+    elif isinstance(error, VersionLabelError):
+        kind = "ModelVersionNotFoundException"
+    else:
+        kind = _TYPES.get(status, "InternalServerException")
     return json_reply({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
@@ -91,11 +94,11 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
-    model, version = head.params["model"], head.params.get("version")
+    model, version = head.params["model"], _version(plane, head)
     meta = plane.serving_metadata(model, version)
     content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
-        return await _handler_predictions(plane, head, await read(plane.settings.max_body_bytes), content_type)
+        return await _handler_predictions(plane, head, version, await read(plane.settings.max_body_bytes), content_type)
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
     # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
     inputs, batched = parse(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
@@ -108,17 +111,30 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     return json_reply(predict_response(first, row_format=True)["predictions"][0])
 
 
-async def _handler_predictions(plane: DataPlane, head: RequestHead, body: bytes, content_type: str) -> Reply:
+async def _handler_predictions(
+    plane: DataPlane, head: RequestHead, version: str | None, body: bytes, content_type: str
+) -> Reply:
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
     requests = handler_requests(body, content_type, head.headers)
     inputs = {HANDLER_INPUT: np.array([encode_request(r) for r in requests], dtype=object)}
-    model, version = head.params["model"], head.params.get("version")
-    response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
+    response = await plane.infer(head.params["model"], version, InferRequest(inputs=inputs), "torchserve")
     replies = [decode_reply(bytes(a)) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
     if len(replies) == 1:
         return _handler_reply(replies[0])
     return json_reply([_decoded(r.body) for r in replies])
+
+
+def _version(plane: DataPlane, head: RequestHead) -> str | None:
+    """The version a path names: a number is modelport's; anything else (TorchServe's ``1.0``) a version label
+    (``import-mar`` labels an archive's version with its ``modelVersion``)."""
+    version = head.params.get("version")
+    if version is None or version.isdigit():
+        return version
+    try:
+        return plane.resolve_version(head.params["model"], None, label=version)
+    except VersionLabelError:
+        raise VersionLabelError(f"Model version: {version} does not exist for model: {head.params['model']}") from None
 
 
 def handler_requests(body: bytes, content_type: str, headers: list[tuple[bytes, bytes]]) -> list[TorchServeRequest]:

@@ -345,3 +345,35 @@ def test_a_crashing_handler_recovers_as_in_torchserve(tmp_path, inits):
     for before, after in (their_answers, my_answers):
         assert before.status_code == after.status_code == 200
         assert before.json()["pid"] != after.json()["pid"]  # a new worker process answered
+
+
+RELATIVE_HANDLER = """
+import os
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    with open("labels.txt") as file:  # a relative path: TorchServe's worker runs in the model directory
+        labels = file.read().split()
+    return [{"labels": labels, "cwd": os.getcwd()} for _ in data]
+"""
+
+
+async def test_a_worker_runs_in_the_model_directory_as_torchserve_runs_its_workers(tmp_path):
+    source = tmp_path / "relative-archive"
+    (source / "MAR-INF").mkdir(parents=True)
+    manifest = {"model": {"modelName": "relative", "handler": "handler.py", "modelVersion": "1.0"}}
+    (source / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    (source / "handler.py").write_text(RELATIVE_HANDLER)
+    (source / "labels.txt").write_text("cat dog\n")
+    repo = tmp_path / "repo"
+    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet"]) == 0
+    config = yaml.safe_load((repo / "relative" / "config.yaml").read_text())
+    (repo / "relative" / "config.yaml").write_text(yaml.safe_dump({**config, "workers": 1}))
+    here = os.getcwd()
+    async with _served(repo) as (client, _):
+        answer = await client.post("/predictions/relative/1.0", content=b"x")  # the archive's version, too
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"labels": ["cat", "dog"], "cwd": str((repo / "relative" / "1").resolve())}
+    assert os.getcwd() == here  # the server's own directory is untouched

@@ -173,6 +173,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 
 def _both(servers: Servers, model: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
+    """``model`` may name a version, TorchServe's way (``probe/1.0``: the archive's --version)."""
     answers = [httpx.post(f"{base}/predictions/{model}", timeout=60, **request) for base in servers]
     return answers[0], answers[1]
 
@@ -242,3 +243,11 @@ TINY_REQUESTS: dict[str, dict[str, Any]] = {
 def test_a_base_handler_subclass_answers_as_in_torchserve(servers: Servers, request_: dict[str, Any]) -> None:
     theirs, mine = _both(servers, "tiny", **request_)
     _same(theirs, mine)
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_the_archive_version_names_it_as_in_torchserve(servers: Servers, version: str) -> None:
+    theirs, mine = _both(servers, f"probe/{version}", content=b"cmd:dict", headers={"content-type": "text/plain"})
+    _same(theirs, mine)
+    if version == "2.0":
+        assert mine.json()["type"] == theirs.json()["type"] == "ModelVersionNotFoundException"
