@@ -10,7 +10,8 @@ per batch. The context is a real ``ts.context.Context``: the archive manifest, `
 
 The model takes one BYTES input ``data`` (one request per element; the batch is the list of requests)
 and answers one BYTES output ``output``: the handler's response per request, encoded as TorchServe's
-worker encodes it (bytes as they are, str as UTF-8, anything else ``json.dumps(value, indent=2)``). A
+worker encodes it (bytes as they are, str as UTF-8, a tensor ``torch.save``d, anything else
+``json.dumps(value, indent=2)``). A
 request from TorchServe's ``/predictions`` is framed (``runtimes/handler_request.py``): the handler gets its
 named inputs as TorchServe's worker decodes them (``{"body": ...}`` for the body, one key per multipart part
 or form field; ``application/json`` parsed, ``text/*`` as str, anything else bytes), its headers through
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import sys
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelport.errors import HandlerError, InferenceError, SourceError, summarize
+from modelport.errors import HandlerError, SourceError, summarize
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
 from modelport.runtimes.handler_request import Reply, TorchServeRequest, decode_request, encode_reply
@@ -208,15 +210,23 @@ def request_value(payload: object) -> object:
 
 
 def encode_response(value: object) -> bytes:
-    """One response as TorchServe's worker writes it to the client."""
+    """One response as TorchServe's worker writes it to the client (``create_predict_response``): bytes as
+    they are, str as UTF-8, a torch tensor ``torch.save``d, anything else as indented JSON; what is not JSON
+    (a numpy array) is TorchServe's 503 ``Unsupported model output data type.``."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, str):
         return value.encode()
+    torch = sys.modules.get("torch")  # a handler that returned a tensor has imported torch
+    if torch is not None and isinstance(value, torch.Tensor):
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return buffer.getvalue()
     try:
         return json.dumps(value, indent=2).encode()
     except TypeError:
-        raise InferenceError(f"the handler returned a {type(value).__name__}, which is not JSON") from None
+        log.warning("the handler returned a %s, which is not JSON", type(value).__name__)
+        raise HandlerError("Unsupported model output data type.", 503) from None
 
 
 def _archive_manifest(directory: Path) -> dict[str, Any]:

@@ -6,8 +6,9 @@ headers the handler set) must agree:
 
 - ``probe``: a module-level ``handle`` that describes each request as the handler sees it (its keys, each
   value's type and contents, a request header, the batch size in the context), or, for a body ``cmd:NAME``,
-  answers in one of the ways handlers answer: dicts, strings, bytes, a content type, a status, a header, or a
-  failure (an exception, ``PredictionException``, MemoryError, a wrong number of responses);
+  answers in one of the ways handlers answer: dicts, strings, bytes, a tensor (``torch.save``d), a content type,
+  a status, a header, or a failure (a numpy array, which is not JSON; an exception, ``PredictionException``,
+  MemoryError, a wrong number of responses);
 - ``tiny``: a ``BaseHandler`` subclass overriding ``initialize`` (reads an extra file), ``preprocess`` and
   ``postprocess`` over a TorchScript model, with ``index_to_name.json`` and a request header.
 """
@@ -32,6 +33,8 @@ pytestmark = [pytest.mark.torchserve, pytest.mark.torch, pytest.mark.slow]
 PROBE = """
 import json
 
+import numpy
+import torch
 from ts.utils.util import PredictionException
 
 
@@ -81,6 +84,10 @@ def handle(data, context):
             raise PredictionException("the handler refuses this input", 400)
         elif command == "memory":
             raise MemoryError("out of memory on purpose")
+        elif command == "tensor":
+            answers.append(torch.tensor([1.5, -2.0]))
+        elif command == "numpy":
+            answers.append(numpy.arange(3))
         elif command == "none":
             return []
         elif command == "dict-not-list":
@@ -220,7 +227,8 @@ def test_the_handler_sees_each_request_as_in_torchserve(servers: Servers, reques
     _same(theirs, mine)
 
 
-COMMANDS = ["dict", "str", "bytes", "csv", "created", "header", "raise", "refuse", "memory", "none", "dict-not-list"]
+COMMANDS = ["dict", "str", "bytes", "csv", "created", "header", "tensor", "numpy"]
+COMMANDS += ["raise", "refuse", "memory", "none", "dict-not-list"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
