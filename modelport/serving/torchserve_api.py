@@ -20,6 +20,7 @@ several parts are answered with the list of their responses.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -117,12 +118,17 @@ async def _handler_predictions(
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
     requests = handler_requests(body, content_type, head.headers)
-    inputs = {HANDLER_INPUT: np.array([encode_request(r) for r in requests], dtype=object)}
-    response = await plane.infer(head.params["model"], version, InferRequest(inputs=inputs), "torchserve")
-    replies = [decode_reply(bytes(a)) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
-    if len(replies) == 1:
-        return _handler_reply(replies[0])
+    if len(requests) == 1:
+        return _handler_reply(await _handler_infer(plane, head.params["model"], version, requests[0]))
+    # several requests, each on its own (the model may take batches of one), answered as the list of them
+    replies = await asyncio.gather(*(_handler_infer(plane, head.params["model"], version, r) for r in requests))
     return json_reply([_decoded(r.body) for r in replies])
+
+
+async def _handler_infer(plane: DataPlane, model: str, version: str | None, request: TorchServeRequest) -> HandlerReply:
+    inputs = {HANDLER_INPUT: np.array([encode_request(request)], dtype=object)}
+    response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
+    return decode_reply(bytes(response.outputs[HANDLER_OUTPUT].ravel()[0]))
 
 
 def _version(plane: DataPlane, head: RequestHead) -> str | None:

@@ -335,3 +335,13 @@ def test_the_batch_size_comes_from_the_archive_config_or_the_flag(tmp_path):
     command = ["import-mar", str(mar), "--repository", str(tmp_path / "b"), "--max-batch-size", "2", "--quiet"]
     assert main(command) == 0
     assert read_manifest(tmp_path / "b" / "first" / "1").max_batch_size == 2
+
+
+async def test_several_files_under_one_name_are_several_requests_even_in_batches_of_one(tmp_path):
+    repo = tmp_path / "repo"
+    _import(_first_only_archive(tmp_path), repo)
+    files = [("data", ("a.txt", b"a" * 3, "text/plain")), ("data", ("b.txt", b"b" * 5, "text/plain"))]
+    async with _served(repo) as client:
+        both = await client.post("/predictions/first", files=files)
+    assert both.status_code == 200, both.text
+    assert both.json() == [{"length": 3, "batch": 1, "batch_size": 1}, {"length": 5, "batch": 1, "batch_size": 1}]
