@@ -172,6 +172,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     for mar in mars:
         command = ["import-mar", str(mar), "--repository", str(repo), "--max-batch-size", "4", "--quiet"]
         assert main(command) == 0
+    assert main([*command[:-1], "--name", "tiny-workers", "--quiet"]) == 0  # the same, in a worker process
+    config = repo / "tiny-workers" / "config.yaml"
+    config.write_text(config.read_text() + "workers: 1\n")
     options = TorchServeOptions(batch_size=4, also=tuple(m.name for m in mars[1:]))
     with contextlib.ExitStack() as stack:
         ts = stack.enter_context(running_torchserve(mars[0], work / "ts", options))
@@ -179,10 +182,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(ts.inference, mp.url)
 
 
-def _both(servers: Servers, model: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
-    """``model`` may name a version, TorchServe's way (``probe/1.0``: the archive's --version)."""
-    answers = [httpx.post(f"{base}/predictions/{model}", timeout=60, **request) for base in servers]
-    return answers[0], answers[1]
+def _both(servers: Servers, model: str, mine: str = "", **request: Any) -> tuple[httpx.Response, httpx.Response]:
+    """``model`` may name a version, TorchServe's way (``probe/1.0``: the archive's --version); ``mine``: the
+    name modelport serves it by, if another."""
+    theirs = httpx.post(f"{servers.torchserve}/predictions/{model}", timeout=60, **request)
+    return theirs, httpx.post(f"{servers.modelport}/predictions/{mine or model}", timeout=60, **request)
 
 
 def _same(theirs: httpx.Response, mine: httpx.Response) -> None:
@@ -247,9 +251,12 @@ TINY_REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.parametrize("workers", [False, True], ids=["threads", "worker process"])
 @pytest.mark.parametrize("request_", TINY_REQUESTS.values(), ids=TINY_REQUESTS.keys())
-def test_a_base_handler_subclass_answers_as_in_torchserve(servers: Servers, request_: dict[str, Any]) -> None:
-    theirs, mine = _both(servers, "tiny", **request_)
+def test_a_base_handler_subclass_answers_as_in_torchserve(
+    servers: Servers, request_: dict[str, Any], workers: bool
+) -> None:
+    theirs, mine = _both(servers, "tiny", "tiny-workers" if workers else "", **request_)
     _same(theirs, mine)
 
 
