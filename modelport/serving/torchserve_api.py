@@ -12,10 +12,12 @@ raw body (``curl -T cat.jpg``, any content type but JSON and multipart), ``multi
 ``{"data": ...}``). One payload is answered with its response (``{"tabby": 0.71, ...}``), several
 with the list of their responses, in order.
 
-A model served by its archive's custom handler (format ``handler``, ``runtimes/handler.py``) takes the
-raw body, a JSON body or each ``multipart/form-data`` part as one request to the handler, and answers
-the handler's response as TorchServe does: its bytes (``application/json`` when they are JSON);
-several parts are answered with the list of their responses.
+A model served by its archive's custom handler (format ``handler``, ``runtimes/handler.py``) gets each
+request as TorchServe's frontend hands it over (:func:`handler_requests`: the body as input ``body``, each
+multipart part or form field under its own name, the request headers) and answers the handler's response as
+TorchServe does: its bytes, with the content type, status and headers the handler set (else
+``application/json`` when they are JSON); several files under one name are several requests, answered with
+the list of their responses. ``/predictions/{m}/1.0`` names the version labelled with the archive's version.
 """
 
 from __future__ import annotations
