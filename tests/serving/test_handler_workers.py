@@ -176,6 +176,13 @@ async def test_a_hanging_handler_times_out_and_its_worker_is_replaced(tmp_path, 
     async with _served(repo) as (client, plane):
         [hung] = _worker_pids(plane, "sleepy")
         timed_out = await client.post("/v2/models/sleepy/infer", json=_v2(b"hang"))
+        # the 504 comes when the request's time is up; the worker's restart may still run (slow on a busy
+        # machine), and a request queued behind it would count that against its own 1.5 s: wait until the
+        # replacement has initialized (its handler logged it to the inits file)
+        deadline = time.monotonic() + 120
+        while len(inits.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, "the worker was not replaced"
+            await asyncio.sleep(0.05)
         after = await client.post("/predictions/sleepy", content=b"fine")
         [replacement] = _worker_pids(plane, "sleepy")
     assert timed_out.status_code == 504, timed_out.text
