@@ -136,7 +136,8 @@ def build_archives(cfg: Config, work: Path) -> tuple[Path, Path]:
     labels.write_text(json.dumps({str(i): f"class{i:03d}" for i in range(MODEL.output_width)}))
     store = work / "torchserve" / "store"
     mar = archive(declarative / "1" / "model.pt", HERE / "image_handler.py", MODEL.name, store, extra_files=[labels])
-    imported = modelport_cli(["import-mar", str(mar), "--repository", str(repo), "--quiet"])
+    batch = ["--max-batch-size", str(cfg.ts_batch_size)]  # TorchServe's batchSize (the handler's default is 1)
+    imported = modelport_cli(["import-mar", str(mar), "--repository", str(repo), "--quiet", *batch])
     if imported != 0:
         raise RuntimeError(f"modelport import-mar {mar} failed ({imported})")
     batching = {"max_batch_size": cfg.ts_batch_size, "max_queue_delay_ms": cfg.ts_max_batch_delay_ms}

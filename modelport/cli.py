@@ -133,7 +133,12 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--output", default="", help="comma list of output names (TorchScript; default output_N)")
     p.add_argument("--format", default="all", help="formats to export the archive's model to (default: its own format)")
-    p.add_argument("--max-batch-size", type=int, default=64, help="max_batch_size written to manifests (default 64)")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        help="max_batch_size written to manifests (default 64; a custom handler's batch size: default the "
+        "archive's batchSize, else 1, as TorchServe)",
+    )
     p.add_argument(
         "--sample",
         action="append",
@@ -292,12 +297,12 @@ def _run_import_mar(args: argparse.Namespace) -> int:
         version=args.model_version,
         inputs=tuple(TensorSpec.parse(s) for s in args.input),
         output_names=_csv(args.output),
-        max_batch_size=args.max_batch_size,
+        max_batch_size=args.max_batch_size or 64,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
         samples=tuple(args.sample),
     )
-    report = import_mar(args.mar, options, remote)
+    report = import_mar(args.mar, options, remote, handler_batch_size=args.max_batch_size)
     print(render_table(report))
     return 0 if report.ok else 1
 

@@ -21,6 +21,7 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── DeadlineExceededError      code "deadline_exceeded"  a request that timed out in the queue or model
     ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
     ├── InferenceError             code "inference_failed"   the model raised while predicting
+    ├── HandlerError               code "handler_failed"     a TorchServe handler failed: its status and message
     ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
     ├── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
     └── UnimplementedError         code "unimplemented"      a protocol method the server does not implement
@@ -34,6 +35,7 @@ __all__ = [
     "ConversionError",
     "DeadlineExceededError",
     "DependencyError",
+    "HandlerError",
     "InferenceError",
     "InvalidArgumentError",
     "ManifestError",
@@ -166,6 +168,18 @@ class InferenceError(ModelportError):
     """The model raised while predicting; the message is generic, the traceback is logged."""
 
     code = "inference_failed"
+
+
+class HandlerError(ModelportError):
+    """A TorchServe handler that failed, answered as TorchServe answers it: ``status`` with a message meant
+    for clients (TorchServe's own ``Prediction failed``..., or the message of the handler's
+    ``PredictionException``); the traceback is logged where it was raised."""
+
+    code = "handler_failed"
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status if 400 <= status <= 599 else 503
 
 
 class PermissionDeniedError(ModelportError):

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,6 +68,7 @@ class TorchServeOptions:
     ports: TorchServePorts | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment
     command_prefix: tuple[str, ...] = ()  # runs TorchServe under it, e.g. ("taskset", "-c", "0")
+    also: tuple[str, ...] = ()  # more archives of the same model store served beside the first (file names)
     timeout_s: float = 180.0  # until the model has a READY worker
     stop_timeout_s: float = 60.0  # SIGTERM to the group, then SIGKILL
 
@@ -124,17 +125,23 @@ def archive(
 
 def config_properties(model_archive: Path, ports: TorchServePorts, options: TorchServeOptions) -> dict[str, str]:
     """TorchServe's config.properties serving ``model_archive`` (a .mar or a no-archive folder in the model
-    store) with one worker, on ``ports``, without token authorization, system metrics or per-model pip."""
-    name = model_archive.name
-    model = {
-        "defaultVersion": True,
-        "marName": name,
-        "minWorkers": 1,
-        "maxWorkers": 1,
-        "batchSize": options.batch_size,
-        "maxBatchDelay": options.max_batch_delay_ms,
-        "responseTimeout": options.response_timeout_s,
-    }
+    store; ``options.also``: more archives of that store beside it) with one worker each, on ``ports``, without
+    token authorization, system metrics or per-model pip."""
+
+    def model(name: str) -> dict[str, dict[str, object]]:
+        return {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": name,
+                "minWorkers": 1,
+                "maxWorkers": 1,
+                "batchSize": options.batch_size,
+                "maxBatchDelay": options.max_batch_delay_ms,
+                "responseTimeout": options.response_timeout_s,
+            }
+        }
+
+    names = (model_archive.name, *options.also)
     return {
         "inference_address": f"http://{HOST}:{ports.inference}",
         "management_address": f"http://{HOST}:{ports.management}",
@@ -144,8 +151,8 @@ def config_properties(model_archive: Path, ports: TorchServePorts, options: Torc
         "grpc_inference_port": str(ports.grpc_inference),
         "grpc_management_port": str(ports.grpc_management),
         "model_store": str(model_archive.parent),
-        "load_models": name,
-        "models": json.dumps({name.removesuffix(".mar"): {"1.0": model}}),
+        "load_models": ",".join(names),
+        "models": json.dumps({name.removesuffix(".mar"): model(name) for name in names}),
         "default_workers_per_model": "1",
         "disable_token_authorization": "true",
         "disable_system_metrics": "true",
@@ -182,6 +189,8 @@ def running_torchserve(
     inference, management, metrics = (properties[f"{kind}_address"] for kind in ("inference", "management", "metrics"))
     served = TorchServe(model, inference, management, metrics, process, log)
     try:
+        for name in opts.also:
+            _wait_ready(replace(served, model=name.removesuffix(".mar")), opts.timeout_s)
         _wait_ready(served, opts.timeout_s)
         yield served
     finally:

@@ -69,15 +69,18 @@ def read_mar(path: Path) -> tuple[MarArchive, dict[str, bytes]]:
     return archive, files
 
 
-def import_mar(mar: Path, options: ExportOptions, remote: str | None = None) -> ExportReport:
+def import_mar(
+    mar: Path, options: ExportOptions, remote: str | None = None, handler_batch_size: int | None = None
+) -> ExportReport:
     """Export the archive's serialized model into ``options.repository`` (name defaults to the archive's);
-    a store URL as the repository is written locally, then uploaded (manifests last)."""
+    a store URL as the repository is written locally, then uploaded (manifests last). A custom handler's
+    batches hold ``handler_batch_size`` requests (default: the archive's ``batchSize``, else 1, as TorchServe)."""
     if not isinstance(options.repository, Path):
-        return export_to_store(options, lambda local: import_mar(mar, local, remote))
+        return export_to_store(options, lambda local: import_mar(mar, local, remote, handler_batch_size))
     archive, files = read_mar(mar)
     handler_file = custom_handler_file(archive.handler, files)
     if handler_file is not None and not remote:
-        return import_handler_archive(mar, archive.handler, files, options)
+        return import_handler_archive(mar, archive.handler, files, options, handler_batch_size)
     if options.samples:
         raise UnsupportedError(
             "--sample records a custom handler's responses; this archive's model is exported to tensors "

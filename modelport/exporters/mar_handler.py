@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +38,7 @@ from modelport.sizes import artifact_bytes
 
 __all__ = [
     "BUILTIN_INPUTS",
+    "archive_batch_size",
     "builtin_handler",
     "custom_handler_file",
     "default_inputs",
@@ -93,8 +96,14 @@ def update_config(model_dir: Path, values: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], options: ExportOptions) -> ExportReport:
-    """Unpack the archive as a new version served by its custom handler (format ``handler``)."""
+def import_handler_archive(
+    mar: Path, handler: str, files: dict[str, bytes], options: ExportOptions, batch_size: int | None = None
+) -> ExportReport:
+    """Unpack the archive as a new version served by its custom handler (format ``handler``). Its batches
+    hold up to ``batch_size`` requests (``--max-batch-size``), else the ``batchSize`` of the archive's
+    ``--config-file``, else TorchServe's default 1: handlers written for TorchServe often handle only
+    ``data[0]``, and TorchServe batches only when the model is registered with a batch size."""
+    options = replace(options, max_batch_size=batch_size or archive_batch_size(files) or 1)
     version = options.version or _next_version(options.folder / options.name)
     final = options.folder / options.name / str(version)
     if final.exists():
@@ -114,6 +123,7 @@ def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], opt
     final.parent.mkdir(parents=True, exist_ok=True)
     size = artifact_bytes(staging)
     os.replace(staging, final)
+    _label_version(options.folder / options.name, version, files)
     report = ExportReport(options.name, str(mar), "torch", str(options.repository))
     note = f"custom handler {handler}: served by modelport.runtimes.handler, " + (
         f"{len(options.samples)} golden raw samples" if options.samples else "no golden vectors (--sample FILE)"
@@ -121,6 +131,35 @@ def import_handler_archive(mar: Path, handler: str, files: dict[str, bytes], opt
     report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=(note,)))
     report.write(options.folder / ".reports" / f"{options.name}.json")
     return report
+
+
+def _label_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
+    """The archive's ``modelVersion`` (``1.0``) as a version label of ``version`` in ``config.yaml``, so that
+    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version)."""
+    label = str(_archive_model(files).get("modelVersion") or "")
+    if not label or label.isdigit():
+        return
+    path = model_dir / "config.yaml"
+    config: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
+    update_config(model_dir, {"version_labels": {**(config.get("version_labels") or {}), label: version}})
+
+
+def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
+    try:
+        model = json.loads(files.get("MAR-INF/MANIFEST.json", b"{}")).get("model", {})
+    except (ValueError, AttributeError):
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
+def archive_batch_size(files: dict[str, bytes]) -> int | None:
+    """``batchSize`` in the archive's model config file (``torch-model-archiver --config-file``), if any."""
+    try:
+        config = yaml.safe_load(files.get(str(_archive_model(files).get("configFile") or ""), b"")) or {}
+        size = config.get("batchSize") if isinstance(config, dict) else None
+    except (ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return size if isinstance(size, int) and size >= 1 else None
 
 
 def _record_samples(staging: Path, manifest: ModelManifest, files: tuple[Path, ...]) -> None:

@@ -8,11 +8,18 @@ instantiated and its ``initialize(context)`` runs once per instance, then ``hand
 per batch. The context is a real ``ts.context.Context``: the archive manifest, ``system_properties``
 (``model_dir``, ``gpu_id``, ``batch_size``, ...), request ids, headers and a metrics cache.
 
-The model takes one BYTES input ``data`` (one payload per request; the batch is the list of requests)
+The model takes one BYTES input ``data`` (one request per element; the batch is the list of requests)
 and answers one BYTES output ``output``: the handler's response per request, encoded as TorchServe's
-worker encodes it (bytes as they are, str as UTF-8, anything else ``json.dumps(value, indent=2)``). Each
-request reaches the handler as ``{"data": value, "body": value}``: a payload that is a JSON object or
-array is parsed first, as TorchServe parses ``application/json`` bodies; anything else stays bytes.
+worker encodes it (bytes as they are, str as UTF-8, a tensor ``torch.save``d, anything else
+``json.dumps(value, indent=2)``). A
+request from TorchServe's ``/predictions`` is framed (``runtimes/handler_request.py``): the handler gets its
+named inputs as TorchServe's worker decodes them (``{"body": ...}`` for the body, one key per multipart part
+or form field; ``application/json`` parsed, ``text/*`` as str, anything else bytes), its headers through
+``context.get_request_header``, and the content type, status and headers it sets on the context go back
+with its response. A bare payload (KServe v2, TF Serving, golden samples) reaches the handler as
+``{"data": value, "body": value}``, a JSON object or array parsed first. A handler that fails fails as in
+TorchServe's worker: ``PredictionException`` with its code and message, MemoryError 507 ``Out of
+resources``, anything else 503 ``Prediction failed`` (:class:`~modelport.errors.HandlerError`).
 
 Where it runs: with ``workers: N`` in the model's ``config.yaml`` each instance is a worker process of its
 own (``modelport.runtimes.handler_process``), as TorchServe runs handlers: a crash fails only that worker's
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import sys
@@ -39,9 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelport.errors import InferenceError, SourceError
+from modelport.errors import HandlerError, SourceError, summarize
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
+from modelport.runtimes.handler_request import Reply, TorchServeRequest, decode_request, encode_reply
 
 if TYPE_CHECKING:
     from modelport.runtimes.handler_process import HandlerWorker
@@ -108,20 +117,55 @@ class HandlerRuntime:
         self.entry = entry
 
     def predict(self, inputs: Arrays) -> Arrays:
-        """One batch: each element of ``data`` is one request's payload; one response per request."""
+        """One batch: each element of ``data`` is one request (a bare payload, or a framed TorchServe request,
+        ``runtimes/handler_request.py``); one response per request, framed when its request was."""
         if self.worker is not None:
             return self.worker.predict(inputs)
         assert self.entry is not None, "load() first"
         payloads = inputs[INPUT].ravel().tolist()
-        batch = [{"data": value, "body": value} for value in map(request_value, payloads)]
-        self._prepare(len(batch))
-        responses = self.entry(batch, self.context)
-        if not isinstance(responses, list) or len(responses) != len(batch):
-            got = f"{len(responses)} responses" if isinstance(responses, list) else type(responses).__name__
-            raise InferenceError(f"the handler answered {got} for a batch of {len(batch)} requests")
+        requests = [decode_request(p) if isinstance(p, bytes) else None for p in payloads]
+        batch = [_row(request, payload) for request, payload in zip(requests, payloads, strict=True)]
+        self._prepare(requests)
+        responses = self._handle(batch)
         encoded = np.empty(len(batch), dtype=object)
-        encoded[:] = [encode_response(r) for r in responses]
+        encoded[:] = [
+            encode_response(r) if q is None else encode_reply(self._reply(i, r))
+            for i, (q, r) in enumerate(zip(requests, responses, strict=True))
+        ]
         return {OUTPUT: encoded}
+
+    def _handle(self, batch: list[dict[str, Any]]) -> list[Any]:
+        """The handler on one batch, failing as TorchServe's worker fails (``ts/service.py``): a
+        ``PredictionException`` with its code and message, a MemoryError (or CUDA's) 507, anything else 503."""
+        assert self.entry is not None
+        try:
+            responses = self.entry(batch, self.context)
+        except MemoryError:
+            log.error("the handler ran out of memory", exc_info=True)
+            raise HandlerError("Out of resources", 507) from None
+        except Exception as exc:
+            if _is_prediction_exception(exc):
+                log.error("the handler raised %s", summarize(exc), exc_info=True)
+                raise HandlerError(str(exc.message), int(exc.error_code)) from None  # type: ignore[attr-defined]
+            log.warning("invoking the handler failed", exc_info=True)
+            raise HandlerError(
+                "Out of resources" if "CUDA" in str(exc) else "Prediction failed", 507 if "CUDA" in str(exc) else 503
+            ) from None
+        if not isinstance(responses, list):
+            log.warning("the handler returned a %s, not a list", type(responses).__name__)
+            raise HandlerError("Invalid model predict output", 503)
+        if len(responses) != len(batch):
+            log.warning("the handler answered %d responses for a batch of %d requests", len(responses), len(batch))
+            raise HandlerError("number of batch response mismatched", 503)
+        return responses
+
+    def _reply(self, index: int, response: object) -> Reply:
+        """A response with what the handler set on the context for its request (TorchServe's response)."""
+        processor = self.context.request_processor[index]
+        headers = {str(k): str(v) for k, v in processor.get_response_headers().items()}
+        content_type = headers.pop("content-type", headers.pop("Content-Type", ""))
+        status = processor.get_response_status_code() or 200
+        return Reply(encode_response(response), int(status), content_type, tuple(headers.items()))
 
     def unload(self) -> None:
         """Drop the handler and its module, or stop its worker process (TorchServe calls no hook either)."""
@@ -131,12 +175,27 @@ class HandlerRuntime:
         self.entry = None
         self.context = None
 
-    def _prepare(self, count: int) -> None:
+    def _prepare(self, requests: list[TorchServeRequest | None]) -> None:
         """Per batch, as TorchServe's service sets them: request ids, request headers, the metrics' ids."""
-        ids = {i: str(uuid.uuid4()) for i in range(count)}
+        ids = {i: str(uuid.uuid4()) for i in range(len(requests))}
         self.context.request_ids = ids
-        self.context.request_processor = [self.ts_context.RequestProcessor({}) for _ in range(count)]
+        self.context.request_processor = [
+            self.ts_context.RequestProcessor(r.properties() if r is not None else {}) for r in requests
+        ]
         self.context.metrics.request_ids = ids
+
+
+def _row(request: TorchServeRequest | None, payload: object) -> dict[str, Any]:
+    """What the handler gets for one request: TorchServe's named inputs, or a bare payload under both names."""
+    if request is not None:
+        return request.row()
+    value = request_value(payload)
+    return {"data": value, "body": value}
+
+
+def _is_prediction_exception(exc: Exception) -> bool:
+    """A ``ts.utils.util.PredictionException`` (by its attributes: the handler imported its own ``ts``)."""
+    return type(exc).__name__ == "PredictionException" and hasattr(exc, "error_code") and hasattr(exc, "message")
 
 
 def request_value(payload: object) -> object:
@@ -151,15 +210,23 @@ def request_value(payload: object) -> object:
 
 
 def encode_response(value: object) -> bytes:
-    """One response as TorchServe's worker writes it to the client."""
+    """One response as TorchServe's worker writes it to the client (``create_predict_response``): bytes as
+    they are, str as UTF-8, a torch tensor ``torch.save``d, anything else as indented JSON; what is not JSON
+    (a numpy array) is TorchServe's 503 ``Unsupported model output data type.``."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, str):
         return value.encode()
+    torch = sys.modules.get("torch")  # a handler that returned a tensor has imported torch
+    if torch is not None and isinstance(value, torch.Tensor):
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return buffer.getvalue()
     try:
         return json.dumps(value, indent=2).encode()
     except TypeError:
-        raise InferenceError(f"the handler returned a {type(value).__name__}, which is not JSON") from None
+        log.warning("the handler returned a %s, which is not JSON", type(value).__name__)
+        raise HandlerError("Unsupported model output data type.", 503) from None
 
 
 def _archive_manifest(directory: Path) -> dict[str, Any]:

@@ -154,8 +154,10 @@ def serve(pipe: Connection, lifeline: Connection, directory: str, device: str) -
     from modelport.manifest import read_manifest
     from modelport.runtimes.base import RuntimeOptions, runtime_class
 
+    directory = os.path.abspath(directory)
     manifest = read_manifest(Path(directory))
     runtime = runtime_class(manifest.format)(Path(directory), manifest, RuntimeOptions(device=device))
+    os.chdir(directory)  # TorchServe's worker runs in the model directory: handlers open files by relative path
     try:
         runtime.load()
     except BaseException as exc:

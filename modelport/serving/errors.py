@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelport.errors import ModelportError
+from modelport.errors import HandlerError, ModelportError
 
 __all__ = ["GENERIC_MESSAGE", "grpc_status", "http_status", "public_message"]
 
@@ -46,17 +46,25 @@ _GRPC = {
 _STATE_5XX = frozenset({"not_ready", "unavailable", "deadline_exceeded", "unimplemented"})
 
 
+# a TorchServe handler's status (its PredictionException's, or TorchServe's 503/507) over gRPC
+_HANDLER_GRPC = {503: "UNAVAILABLE", 507: "RESOURCE_EXHAUSTED", 504: "DEADLINE_EXCEEDED"}
+
+
 def grpc_status(error: ModelportError) -> str:
     """gRPC status code name for an error (``grpc.StatusCode[name]``); anything not listed is INTERNAL."""
+    if isinstance(error, HandlerError):
+        return "INVALID_ARGUMENT" if error.status < 500 else _HANDLER_GRPC.get(error.status, "INTERNAL")
     return _GRPC.get(error.code, "INTERNAL")
 
 
 def http_status(error: ModelportError) -> int:
-    """HTTP status for an error; anything not listed is a 500."""
+    """HTTP status for an error; anything not listed is a 500. A TorchServe handler's error keeps its status."""
+    if isinstance(error, HandlerError):
+        return error.status
     return _HTTP.get(error.code, 500)
 
 
 def public_message(error: ModelportError) -> str:
-    """The message a client may see: 5xx never leaks internals."""
-    visible = http_status(error) < 500 or error.code in _STATE_5XX
+    """The message a client may see: 5xx never leaks internals (a handler's message is meant for clients)."""
+    visible = http_status(error) < 500 or error.code in _STATE_5XX or isinstance(error, HandlerError)
     return error.message if visible else GENERIC_MESSAGE

@@ -12,36 +12,42 @@ raw body (``curl -T cat.jpg``, any content type but JSON and multipart), ``multi
 ``{"data": ...}``). One payload is answered with its response (``{"tabby": 0.71, ...}``), several
 with the list of their responses, in order.
 
-A model served by its archive's custom handler (format ``handler``, ``runtimes/handler.py``) takes the
-raw body, a JSON body or each ``multipart/form-data`` part as one request to the handler, and answers
-the handler's response as TorchServe does: its bytes (``application/json`` when they are JSON);
-several parts are answered with the list of their responses.
+A model served by its archive's custom handler (format ``handler``, ``runtimes/handler.py``) gets each
+request as TorchServe's frontend hands it over (:func:`handler_requests`: the body as input ``body``, each
+multipart part or form field under its own name, the request headers) and answers the handler's response as
+TorchServe does: its bytes, with the content type, status and headers the handler set (else
+``application/json`` when they are JSON); several files under one name are several requests, answered with
+the list of their responses. ``/predictions/{m}/1.0`` names the version labelled with the archive's version.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
+from modelport.errors import HandlerError, InvalidArgumentError, ModelportError, NotFoundError, VersionLabelError
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
+from modelport.runtimes.handler_request import Field, TorchServeRequest, decode_reply, encode_request
+from modelport.runtimes.handler_request import Reply as HandlerReply
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
-from modelport.serving.multipart import is_multipart, multipart_parts
+from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response
 from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
-__all__ = ["TORCHSERVE_HOT_ROUTES", "parse_instance", "parse_payloads", "torchserve_routes"]
+__all__ = ["TORCHSERVE_HOT_ROUTES", "handler_requests", "parse_instance", "parse_payloads", "torchserve_routes"]
 
 _TYPES = {
     404: "ModelNotFoundException",
@@ -53,8 +59,14 @@ _TYPES = {
 
 
 def _error_body(error: ModelportError, status: int) -> Reply:
-    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503."""
-    kind = _TYPES.get(status, "InternalServerException")
+    """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
+    TorchServe, an ``InternalServerException`` whatever its status."""
+    if isinstance(error, HandlerError):
+        kind = "InternalServerException"
+    elif isinstance(error, VersionLabelError):
+        kind = "ModelVersionNotFoundException"
+    else:
+        kind = _TYPES.get(status, "InternalServerException")
     return json_reply({"code": status, "type": kind, "message": public_message(error)}, status)
 
 
@@ -85,11 +97,11 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
-    model, version = head.params["model"], head.params.get("version")
+    model, version = head.params["model"], _version(plane, head)
     meta = plane.serving_metadata(model, version)
     content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
-        return await _handler_predictions(plane, head, await read(plane.settings.max_body_bytes), content_type)
+        return await _handler_predictions(plane, head, version, await read(plane.settings.max_body_bytes), content_type)
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
     # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
     inputs, batched = parse(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
@@ -102,17 +114,66 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     return json_reply(predict_response(first, row_format=True)["predictions"][0])
 
 
-async def _handler_predictions(plane: DataPlane, head: RequestHead, body: bytes, content_type: str) -> Reply:
-    """A custom handler's model: the body (or each multipart part) is one request to the handler, and the
-    handler's response is answered as TorchServe answers it (the bytes its worker wrote)."""
-    rows = list(multipart_parts(body, content_type)) if is_multipart(content_type) else [body]
-    inputs = {HANDLER_INPUT: np.array([_payload(r) for r in rows], dtype=object)}
-    model, version = head.params["model"], head.params.get("version")
+async def _handler_predictions(
+    plane: DataPlane, head: RequestHead, version: str | None, body: bytes, content_type: str
+) -> Reply:
+    """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
+    (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
+    requests = handler_requests(body, content_type, head.headers)
+    if len(requests) == 1:
+        return _handler_reply(await _handler_infer(plane, head.params["model"], version, requests[0]))
+    # several requests, each on its own (the model may take batches of one), answered as the list of them
+    replies = await asyncio.gather(*(_handler_infer(plane, head.params["model"], version, r) for r in requests))
+    return json_reply([_decoded(r.body) for r in replies])
+
+
+async def _handler_infer(plane: DataPlane, model: str, version: str | None, request: TorchServeRequest) -> HandlerReply:
+    inputs = {HANDLER_INPUT: np.array([encode_request(request)], dtype=object)}
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
-    answers = [bytes(a) for a in response.outputs[HANDLER_OUTPUT].ravel().tolist()]
-    if len(answers) == 1:
-        return Reply(200, answers[0], _content_type(answers[0]))
-    return json_reply([_decoded(a) for a in answers])
+    return decode_reply(bytes(response.outputs[HANDLER_OUTPUT].ravel()[0]))
+
+
+def _version(plane: DataPlane, head: RequestHead) -> str | None:
+    """The version a path names: a number is modelport's; anything else (TorchServe's ``1.0``) a version label
+    (``import-mar`` labels an archive's version with its ``modelVersion``)."""
+    version = head.params.get("version")
+    if version is None or version.isdigit():
+        return version
+    try:
+        return plane.resolve_version(head.params["model"], None, label=version)
+    except VersionLabelError:
+        raise VersionLabelError(f"Model version: {version} does not exist for model: {head.params['model']}") from None
+
+
+def handler_requests(body: bytes, content_type: str, headers: list[tuple[bytes, bytes]]) -> list[TorchServeRequest]:
+    """The request(s) TorchServe's frontend makes of a body: the raw or JSON body as input ``body``; each
+    ``multipart/form-data`` part, or each ``application/x-www-form-urlencoded`` field, as an input of its own
+    name. Several parts that all share one name (``curl -F data=@a.jpg -F data=@b.jpg``) are several requests,
+    answered with the list of their responses (TorchServe would keep the last part only)."""
+    sent = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+    media = content_type.split(";", 1)[0].strip().lower()
+    if is_multipart(content_type):
+        fields = [Field(p.name, p.content_type, p.data) for p in multipart_fields(body, content_type)]
+        if len(fields) > 1 and len({f.name for f in fields}) == 1:
+            return [TorchServeRequest((f,), sent) for f in fields]
+    elif media == "application/x-www-form-urlencoded":
+        pairs = parse_qsl(body.decode("latin-1"), encoding="utf-8")
+        fields = [Field(name, "", value.encode()) for name, value in pairs]
+    else:
+        fields = [Field("body", content_type, body)]
+    return [TorchServeRequest(tuple(fields), sent)]
+
+
+_NOT_FORWARDED = frozenset({"content-type", "content-length", "transfer-encoding", "connection", "date", "server"})
+
+
+def _handler_reply(reply: HandlerReply) -> Reply:
+    """The status, content type and headers the handler set (else 200 and the type its bytes look like)."""
+    content_type = reply.content_type.encode("latin-1") if reply.content_type else _content_type(reply.body)
+    headers = tuple(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k.lower() not in _NOT_FORWARDED
+    )
+    return Reply(reply.status, reply.body, content_type, headers)
 
 
 def _content_type(answer: bytes) -> bytes:

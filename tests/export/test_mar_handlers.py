@@ -226,13 +226,11 @@ async def test_a_handler_that_raises_fails_only_its_request(tmp_path, caplog):
     async with _served(repo) as client:
         bodies = [b"one", b"boom", b"three!"]
         responses = await asyncio.gather(*(client.post("/predictions/fragile", content=b) for b in bodies))
-    assert [r.status_code for r in responses] == [200, 500, 200]
+    assert [r.status_code for r in responses] == [200, 503, 200]
     assert responses[0].content == b"fragile:3:True"
     assert responses[2].content == b"fragile:6:True"
-    error = responses[1].json()
-    assert error["code"] == 500
-    assert error["type"] == "InternalServerException"
-    assert "on purpose" not in error["message"]  # generic; the traceback is in the log
+    # TorchServe's answer (ts/service.py); the traceback is in the log
+    assert responses[1].json() == {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}
     assert "on purpose" in caplog.text
 
 
@@ -298,3 +296,52 @@ def test_answers_match_torchserve_on_the_same_archive(tmp_path, build):
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.json().keys() == theirs.json().keys()
         assert mine.json() == pytest.approx(theirs.json(), abs=1e-5)
+
+
+FIRST_ONLY_HANDLER = """
+def handle(data, context):
+    if data is None:
+        return None
+    body = data[0].get("data") or data[0].get("body")  # written for TorchServe's default batch size 1
+    return [{"length": len(body), "batch": len(data), "batch_size": context.system_properties["batch_size"]}]
+"""
+
+
+def _first_only_archive(tmp_path: Path, config: str | None = None) -> Path:
+    files = {"first.py": FIRST_ONLY_HANDLER.encode(), "w.bin": b"x"}
+    flags = {"serialized_file": "w.bin", "handler": "first.py"}
+    if config is not None:
+        files["model-config.yaml"] = config.encode()
+        flags["config_file"] = "model-config.yaml"
+    return _archive(tmp_path, "first", files, **flags)
+
+
+async def test_a_handler_gets_batches_of_one_as_torchserve_registers_it_by_default(tmp_path):
+    repo = tmp_path / "repo"
+    _import(_first_only_archive(tmp_path), repo)
+    assert read_manifest(repo / "first" / "1").max_batch_size == 1
+    (repo / "first" / "config.yaml").write_text("max_queue_delay_ms: 300\n")  # would gather all three
+    async with _served(repo) as client:
+        answers = await asyncio.gather(*(client.post("/predictions/first", content=b"x" * n) for n in (1, 2, 3)))
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"length": n, "batch": 1, "batch_size": 1}) for n in (1, 2, 3)
+    ]
+
+
+def test_the_batch_size_comes_from_the_archive_config_or_the_flag(tmp_path):
+    mar = _first_only_archive(tmp_path, config="batchSize: 3\nmaxBatchDelay: 50\n")
+    _import(mar, tmp_path / "a")
+    assert read_manifest(tmp_path / "a" / "first" / "1").max_batch_size == 3  # TorchServe's batch size too
+    command = ["import-mar", str(mar), "--repository", str(tmp_path / "b"), "--max-batch-size", "2", "--quiet"]
+    assert main(command) == 0
+    assert read_manifest(tmp_path / "b" / "first" / "1").max_batch_size == 2
+
+
+async def test_several_files_under_one_name_are_several_requests_even_in_batches_of_one(tmp_path):
+    repo = tmp_path / "repo"
+    _import(_first_only_archive(tmp_path), repo)
+    files = [("data", ("a.txt", b"a" * 3, "text/plain")), ("data", ("b.txt", b"b" * 5, "text/plain"))]
+    async with _served(repo) as client:
+        both = await client.post("/predictions/first", files=files)
+    assert both.status_code == 200, both.text
+    assert both.json() == [{"length": 3, "batch": 1, "batch_size": 1}, {"length": 5, "batch": 1, "batch_size": 1}]

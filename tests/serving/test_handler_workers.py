@@ -71,7 +71,8 @@ def _add(repo: Path, tmp: Path, name: str, value: str, **config: Any) -> None:
     (source / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
     (source / "handler.py").write_text(HANDLER)
     (source / "model.py").write_text(f"VALUE = {value!r}\n")
-    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet"]) == 0
+    batch = ["--max-batch-size", str(config["max_batch_size"])] if "max_batch_size" in config else []
+    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet", *batch]) == 0
     if config:
         (repo / name / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -175,6 +176,13 @@ async def test_a_hanging_handler_times_out_and_its_worker_is_replaced(tmp_path, 
     async with _served(repo) as (client, plane):
         [hung] = _worker_pids(plane, "sleepy")
         timed_out = await client.post("/v2/models/sleepy/infer", json=_v2(b"hang"))
+        # the 504 comes when the request's time is up; the worker's restart may still run (slow on a busy
+        # machine), and a request queued behind it would count that against its own 1.5 s: wait until the
+        # replacement has initialized (its handler logged it to the inits file)
+        deadline = time.monotonic() + 120
+        while len(inits.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, "the worker was not replaced"
+            await asyncio.sleep(0.05)
         after = await client.post("/predictions/sleepy", content=b"fine")
         [replacement] = _worker_pids(plane, "sleepy")
     assert timed_out.status_code == 504, timed_out.text
@@ -344,3 +352,35 @@ def test_a_crashing_handler_recovers_as_in_torchserve(tmp_path, inits):
     for before, after in (their_answers, my_answers):
         assert before.status_code == after.status_code == 200
         assert before.json()["pid"] != after.json()["pid"]  # a new worker process answered
+
+
+RELATIVE_HANDLER = """
+import os
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    with open("labels.txt") as file:  # a relative path: TorchServe's worker runs in the model directory
+        labels = file.read().split()
+    return [{"labels": labels, "cwd": os.getcwd()} for _ in data]
+"""
+
+
+async def test_a_worker_runs_in_the_model_directory_as_torchserve_runs_its_workers(tmp_path):
+    source = tmp_path / "relative-archive"
+    (source / "MAR-INF").mkdir(parents=True)
+    manifest = {"model": {"modelName": "relative", "handler": "handler.py", "modelVersion": "1.0"}}
+    (source / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    (source / "handler.py").write_text(RELATIVE_HANDLER)
+    (source / "labels.txt").write_text("cat dog\n")
+    repo = tmp_path / "repo"
+    assert main(["import-mar", str(source), "--repository", str(repo), "--quiet"]) == 0
+    config = yaml.safe_load((repo / "relative" / "config.yaml").read_text())
+    (repo / "relative" / "config.yaml").write_text(yaml.safe_dump({**config, "workers": 1}))
+    here = os.getcwd()
+    async with _served(repo) as (client, _):
+        answer = await client.post("/predictions/relative/1.0", content=b"x")  # the archive's version, too
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"labels": ["cat", "dog"], "cwd": str((repo / "relative" / "1").resolve())}
+    assert os.getcwd() == here  # the server's own directory is untouched

@@ -1,0 +1,131 @@
+"""One TorchServe request as it travels through the data plane to a custom handler, and its response back.
+
+The handler model's one BYTES input carries one request per element. Over KServe v2, TF Serving or a
+golden sample that element is the payload itself. TorchServe's ``/predictions`` sends more: the request's
+named inputs (``body`` for the raw or JSON body; each ``multipart/form-data`` part or form field under
+its own name) with their content types, and the request headers, which handlers read through
+``context.get_request_header``. That request travels as one framed element (:func:`encode_request`); the
+handler's response to it comes back framed too (:func:`encode_reply`), with the content type, status and
+headers the handler set on the context, so the adapter answers as TorchServe does.
+
+A frame is ``MAGIC``, a 4-byte big-endian length, a JSON header (names, content types, lengths, headers)
+and the raw values one after the other: no base64, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, NamedTuple
+
+from modelport.errors import InvalidArgumentError
+
+__all__ = ["Field", "Reply", "TorchServeRequest", "decode_reply", "decode_request", "encode_reply", "encode_request"]
+
+REQUEST_MAGIC = b"\x00modelport-torchserve-request/1\x00"
+REPLY_MAGIC = b"\x00modelport-torchserve-reply/1\x00"
+
+
+class Field(NamedTuple):
+    """One named input of a request: ``body``, a multipart part or a form field."""
+
+    name: str
+    content_type: str
+    value: bytes
+
+
+class TorchServeRequest(NamedTuple):
+    """A request as TorchServe's frontend hands it to its worker: named inputs and the request headers."""
+
+    fields: tuple[Field, ...]
+    headers: tuple[tuple[str, str], ...]
+
+    def row(self) -> dict[str, Any]:
+        """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it."""
+        return {f.name: field_value(f) for f in self.fields}
+
+    def properties(self) -> dict[str, Any]:
+        """TorchServe's per-request properties (``context.get_request_header``): each input's content type
+        under its name, then the request headers (as sent and lower case: ASGI lowers header names)."""
+        properties: dict[str, Any] = {f.name: {"content-type": f.content_type} for f in self.fields}
+        for name, value in self.headers:
+            properties[name] = value
+            properties["-".join(p.capitalize() for p in name.split("-"))] = value
+        return properties
+
+
+class Reply(NamedTuple):
+    """A handler's response to one TorchServe request, with what it set on the context for it."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def field_value(field: Field) -> Any:
+    """TorchServe's decoding: ``application/json`` parsed (bytes if it is not JSON), ``text/*`` as str."""
+    media = field.content_type.split(";", 1)[0].strip().lower()
+    try:
+        if media == "application/json":
+            return json.loads(field.value.decode("utf-8"))
+        if media.startswith("text"):
+            return field.value.decode("utf-8")
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        pass
+    return field.value
+
+
+def encode_request(request: TorchServeRequest) -> bytes:
+    """One request as one element of the handler model's input."""
+    head = {
+        "fields": [[f.name, f.content_type, len(f.value)] for f in request.fields],
+        "headers": [list(h) for h in request.headers],
+    }
+    return _frame(REQUEST_MAGIC, head, b"".join(f.value for f in request.fields))
+
+
+def decode_request(element: bytes) -> TorchServeRequest | None:
+    """The request framed in ``element``, or None when it is a bare payload."""
+    unframed = _unframe(REQUEST_MAGIC, element)
+    if unframed is None:
+        return None
+    head, data = unframed
+    fields, offset = [], 0
+    for name, content_type, length in head["fields"]:
+        fields.append(Field(str(name), str(content_type), data[offset : offset + int(length)]))
+        offset += int(length)
+    return TorchServeRequest(tuple(fields), tuple((str(k), str(v)) for k, v in head["headers"]))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """One response, framed with its status, content type and headers."""
+    head = {"status": reply.status, "content_type": reply.content_type, "headers": [list(h) for h in reply.headers]}
+    return _frame(REPLY_MAGIC, head, reply.body)
+
+
+def decode_reply(element: bytes) -> Reply:
+    """A framed response, or a bare one (a handler model's response to a bare payload) as it is."""
+    unframed = _unframe(REPLY_MAGIC, element)
+    if unframed is None:
+        return Reply(element)
+    head, body = unframed
+    headers = tuple((str(k), str(v)) for k, v in head["headers"])
+    return Reply(body, int(head["status"]), str(head["content_type"]), headers)
+
+
+def _frame(magic: bytes, head: dict[str, Any], data: bytes) -> bytes:
+    encoded = json.dumps(head, separators=(",", ":")).encode()
+    return b"".join((magic, struct.pack("!I", len(encoded)), encoded, data))
+
+
+def _unframe(magic: bytes, element: bytes) -> tuple[dict[str, Any], bytes] | None:
+    if not element.startswith(magic):
+        return None
+    start = len(magic) + 4
+    try:
+        (length,) = struct.unpack("!I", element[len(magic) : start])
+        head: dict[str, Any] = json.loads(element[start : start + length])
+    except (struct.error, ValueError):
+        raise InvalidArgumentError("a framed TorchServe request or response is malformed") from None
+    return head, element[start + length :]

@@ -1,0 +1,268 @@
+"""Custom-handler archives answer the same in modelport (``import-mar`` + ``serve``) as in a real TorchServe.
+
+Two archives built with ``torch-model-archiver``, served by one TorchServe 0.12 and by one ``modelport serve``
+of the imported repository; each request goes to both and the answers (status, body, the content type and
+headers the handler set) must agree:
+
+- ``probe``: a module-level ``handle`` that describes each request as the handler sees it (its keys, each
+  value's type and contents, a request header, the batch size in the context), or, for a body ``cmd:NAME``,
+  answers in one of the ways handlers answer: dicts, strings, bytes, a tensor (``torch.save``d), a content type,
+  a status, a header, or a failure (a numpy array, which is not JSON; an exception, ``PredictionException``,
+  MemoryError, a wrong number of responses);
+- ``tiny``: a ``BaseHandler`` subclass overriding ``initialize`` (reads an extra file), ``preprocess`` and
+  ``postprocess`` over a TorchScript model, with ``index_to_name.json`` and a request header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
+
+from modelport.cli import main
+from modelport.torchserve_process import TorchServeOptions, archive, running_torchserve
+from tests.serving.processes import serving
+
+pytestmark = [pytest.mark.torchserve, pytest.mark.torch, pytest.mark.slow]
+
+PROBE = """
+import json
+
+import numpy
+import torch
+from ts.utils.util import PredictionException
+
+
+def _show(value):
+    if isinstance(value, (bytes, bytearray)):
+        return ["bytes", bytes(value).decode("latin-1")]
+    return [type(value).__name__, value]
+
+
+def _command(row):
+    value = row.get("body")
+    if isinstance(value, str) and value.startswith("cmd:"):
+        return value[4:]
+    return None
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    answers = []
+    for i, row in enumerate(data):
+        command = _command(row)
+        if command is None:
+            answers.append({
+                "row": {key: _show(value) for key, value in row.items()},
+                "custom": context.get_request_header(i, "X-Custom"),
+                "batch_size": context.system_properties["batch_size"],
+            })
+        elif command == "dict":
+            answers.append({"a": 1, "b": [1.5, "x"]})
+        elif command == "str":
+            answers.append("plain text")
+        elif command == "bytes":
+            answers.append(b"\\x00\\x01raw")
+        elif command == "csv":
+            context.set_response_content_type(i, "text/csv")
+            answers.append("a,b\\n1,2\\n")
+        elif command == "created":
+            context.set_response_status(201, "Created", idx=i)
+            answers.append({"created": True})
+        elif command == "header":
+            context.set_response_header(i, "X-Extra", "yes")
+            answers.append("h")
+        elif command == "raise":
+            raise RuntimeError("the handler failed on purpose")
+        elif command == "refuse":
+            raise PredictionException("the handler refuses this input", 400)
+        elif command == "memory":
+            raise MemoryError("out of memory on purpose")
+        elif command == "tensor":
+            answers.append(torch.tensor([1.5, -2.0]))
+        elif command == "numpy":
+            answers.append(numpy.arange(3))
+        elif command == "none":
+            return []
+        elif command == "dict-not-list":
+            return {"not": "a list"}
+    return answers
+"""
+
+TINY = """
+import json
+import os
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class TinyHandler(BaseHandler):
+    def initialize(self, context):
+        super().initialize(context)
+        with open(os.path.join(context.system_properties["model_dir"], "config.json")) as file:
+            self.scale = json.load(file)["scale"]
+
+    def preprocess(self, data):
+        rows = []
+        for row in data:
+            value = row.get("data") or row.get("body")
+            if isinstance(value, (bytes, bytearray, str)):
+                value = json.loads(value)
+            if isinstance(value, dict):
+                value = value["x"]
+            rows.append(torch.tensor(value, dtype=torch.float32) * self.scale)
+        return torch.stack(rows).to(self.device)
+
+    def postprocess(self, output):
+        probabilities = torch.softmax(output, 1)
+        return [
+            {
+                "label": self.mapping[str(int(p.argmax()))],
+                "p": float(p.max()),
+                "model": self.manifest["model"]["modelName"],
+                "device": str(self.device),
+                "custom": self.context.get_request_header(i, "x-custom"),
+            }
+            for i, p in enumerate(probabilities)
+        ]
+"""
+
+
+class Servers(NamedTuple):
+    torchserve: str
+    modelport: str
+
+
+def _write(folder: Path, files: dict[str, str | bytes]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data.encode() if isinstance(data, str) else data)
+    return {name: folder / name for name in files}
+
+
+def _archives(work: Path) -> list[Path]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.jit.trace(torch.nn.Linear(4, 3).eval(), torch.zeros(1, 4))
+    model.save(str(work / "tiny.pt"))
+    labels = json.dumps({"0": "cat", "1": "dog", "2": "bird"})
+    files = _write(work / "src", {"probe.py": PROBE, "w.bin": b"x", "tiny_handler.py": TINY})
+    extra = _write(work / "src", {"index_to_name.json": labels, "config.json": json.dumps({"scale": 0.5})})
+    store = work / "store"
+    return [
+        archive(files["w.bin"], files["probe.py"], "probe", store),
+        archive(work / "tiny.pt", files["tiny_handler.py"], "tiny", store, extra_files=list(extra.values())),
+    ]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """TorchServe (batch size 4) and modelport (imported with --max-batch-size 4) serving both archives."""
+    work = tmp_path_factory.mktemp("handlers")
+    mars = _archives(work)
+    repo = work / "repo"
+    for mar in mars:
+        command = ["import-mar", str(mar), "--repository", str(repo), "--max-batch-size", "4", "--quiet"]
+        assert main(command) == 0
+    assert main([*command[:-1], "--name", "tiny-workers", "--quiet"]) == 0  # the same, in a worker process
+    config = repo / "tiny-workers" / "config.yaml"
+    config.write_text(config.read_text() + "workers: 1\n")
+    options = TorchServeOptions(batch_size=4, also=tuple(m.name for m in mars[1:]))
+    with contextlib.ExitStack() as stack:
+        ts = stack.enter_context(running_torchserve(mars[0], work / "ts", options))
+        mp = stack.enter_context(serving(repo, log=work / "server.log", ports=(0, -1)))
+        yield Servers(ts.inference, mp.url)
+
+
+def _both(servers: Servers, model: str, mine: str = "", **request: Any) -> tuple[httpx.Response, httpx.Response]:
+    """``model`` may name a version, TorchServe's way (``probe/1.0``: the archive's --version); ``mine``: the
+    name modelport serves it by, if another."""
+    theirs = httpx.post(f"{servers.torchserve}/predictions/{model}", timeout=60, **request)
+    return theirs, httpx.post(f"{servers.modelport}/predictions/{mine or model}", timeout=60, **request)
+
+
+def _same(theirs: httpx.Response, mine: httpx.Response) -> None:
+    """Same status, same body (JSON compared parsed), and the content type and headers the handler set."""
+    assert mine.status_code == theirs.status_code, (theirs.text, mine.text)
+    try:
+        expected = theirs.json()
+    except ValueError:
+        assert mine.content == theirs.content
+    else:
+        assert mine.json() == expected  # the same torch in both: the same floats
+    if "content-type" in theirs.headers:
+        assert mine.headers["content-type"].split(";")[0] == theirs.headers["content-type"].split(";")[0]
+    assert mine.headers.get("x-extra") == theirs.headers.get("x-extra")
+
+
+TEXT = ("note.txt", b"hello\n", "text/plain")
+JSON_FILE = ("meta.json", b'{"k": [1, 2]}', "application/json")
+
+REQUESTS: dict[str, dict[str, Any]] = {
+    "raw body (curl -T)": {"content": b"\x89PNG raw bytes"},
+    "text/plain": {"content": "some text", "headers": {"content-type": "text/plain"}},
+    "JSON object": {"json": {"x": [1, 2]}},
+    "JSON with charset": {"content": b'{"x": 1}', "headers": {"content-type": "application/json; charset=utf-8"}},
+    "JSON string": {"content": b'"a string"', "headers": {"content-type": "application/json"}},
+    "JSON number": {"content": b"42", "headers": {"content-type": "application/json"}},
+    "not JSON, said JSON": {"content": b"{oops", "headers": {"content-type": "application/json"}},
+    "JSON sent as bytes": {"content": b'{"x": 1}', "headers": {"content-type": "application/octet-stream"}},
+    "multipart, one file": {"files": {"data": TEXT}},
+    "multipart, named parts": {"files": {"image": ("a.bin", b"\x00\x01", "image/png"), "meta": JSON_FILE}},
+    "multipart, a form field": {"data": {"name": "value"}, "files": {"data": TEXT}},
+    "form-urlencoded": {"content": b"a=1&b=two", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+    "empty body": {"content": b""},
+    "a request header": {"content": b"x", "headers": {"X-Custom": "abc"}},
+}
+
+
+@pytest.mark.parametrize("request_", REQUESTS.values(), ids=REQUESTS.keys())
+def test_the_handler_sees_each_request_as_in_torchserve(servers: Servers, request_: dict[str, Any]) -> None:
+    theirs, mine = _both(servers, "probe", **request_)
+    assert theirs.status_code == 200, theirs.text
+    _same(theirs, mine)
+
+
+COMMANDS = ["dict", "str", "bytes", "csv", "created", "header", "tensor", "numpy"]
+COMMANDS += ["raise", "refuse", "memory", "none", "dict-not-list"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_responses_and_failures_are_answered_as_torchserve_answers_them(servers: Servers, command: str) -> None:
+    theirs, mine = _both(servers, "probe", content=f"cmd:{command}", headers={"content-type": "text/plain"})
+    _same(theirs, mine)
+    if theirs.status_code >= 400:
+        assert mine.json() == {k: theirs.json()[k] for k in ("code", "type", "message")}
+
+
+TINY_REQUESTS: dict[str, dict[str, Any]] = {
+    "JSON": {"json": {"x": [1, 2, 3, 4]}},
+    "JSON list and a header": {"json": [4, 3, 2, 1], "headers": {"x-custom": "hi"}},
+    "multipart JSON file": {"files": {"data": ("x.json", b'{"x": [0, 1, 0, 1]}', "application/octet-stream")}},
+    "wrong shape": {"json": {"x": [1, 2, 3]}},
+}
+
+
+@pytest.mark.parametrize("workers", [False, True], ids=["threads", "worker process"])
+@pytest.mark.parametrize("request_", TINY_REQUESTS.values(), ids=TINY_REQUESTS.keys())
+def test_a_base_handler_subclass_answers_as_in_torchserve(
+    servers: Servers, request_: dict[str, Any], workers: bool
+) -> None:
+    theirs, mine = _both(servers, "tiny", "tiny-workers" if workers else "", **request_)
+    _same(theirs, mine)
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_the_archive_version_names_it_as_in_torchserve(servers: Servers, version: str) -> None:
+    theirs, mine = _both(servers, f"probe/{version}", content=b"cmd:dict", headers={"content-type": "text/plain"})
+    _same(theirs, mine)
+    if version == "2.0":
+        assert mine.json()["type"] == theirs.json()["type"] == "ModelVersionNotFoundException"
