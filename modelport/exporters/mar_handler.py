@@ -102,7 +102,8 @@ def import_handler_archive(
     """Unpack the archive as a new version served by its custom handler (format ``handler``). Its batches
     hold up to ``batch_size`` requests (``--max-batch-size``), else the ``batchSize`` of the archive's
     ``--config-file``, else TorchServe's default 1: handlers written for TorchServe often handle only
-    ``data[0]``, and TorchServe batches only when the model is registered with a batch size."""
+    ``data[0]``, and TorchServe batches only when the model is registered with a batch size. The config's
+    ``maxBatchDelay`` becomes ``max_queue_delay_ms`` in the model's ``config.yaml`` when batches hold more than one."""
     options = replace(options, max_batch_size=batch_size or archive_batch_size(files) or 1)
     version = options.version or _next_version(options.folder / options.name)
     final = options.folder / options.name / str(version)
@@ -124,6 +125,9 @@ def import_handler_archive(
     size = artifact_bytes(staging)
     os.replace(staging, final)
     _label_version(options.folder / options.name, version, files)
+    delay_ms = archive_batch_delay_ms(files)
+    if delay_ms is not None and options.max_batch_size > 1:  # TorchServe waits this long to fill a batch
+        update_config(options.folder / options.name, {"max_queue_delay_ms": delay_ms})
     report = ExportReport(options.name, str(mar), "torch", str(options.repository))
     note = f"custom handler {handler}: served by modelport.runtimes.handler, " + (
         f"{len(options.samples)} golden raw samples" if options.samples else "no golden vectors (--sample FILE)"
@@ -152,14 +156,25 @@ def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
     return model if isinstance(model, dict) else {}
 
 
-def archive_batch_size(files: dict[str, bytes]) -> int | None:
-    """``batchSize`` in the archive's model config file (``torch-model-archiver --config-file``), if any."""
+def _archive_config(files: dict[str, bytes]) -> dict[str, Any]:
+    """The archive's model config file (``torch-model-archiver --config-file``), or {}."""
     try:
         config = yaml.safe_load(files.get(str(_archive_model(files).get("configFile") or ""), b"")) or {}
-        size = config.get("batchSize") if isinstance(config, dict) else None
     except (ValueError, AttributeError, yaml.YAMLError):
-        return None
-    return size if isinstance(size, int) and size >= 1 else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def archive_batch_size(files: dict[str, bytes]) -> int | None:
+    """``batchSize`` in the archive's model config file, if any."""
+    size = _archive_config(files).get("batchSize")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
+def archive_batch_delay_ms(files: dict[str, bytes]) -> float | None:
+    """``maxBatchDelay`` (ms) in the archive's model config file, if any: how long TorchServe waits to fill a batch."""
+    delay = _archive_config(files).get("maxBatchDelay")
+    return float(delay) if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0 else None
 
 
 def _record_samples(staging: Path, manifest: ModelManifest, files: tuple[Path, ...]) -> None:

@@ -25,7 +25,7 @@ from modelport.cli import main
 from modelport.manifest import read_manifest
 from modelport.serving.rest import create_app
 from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
+from modelport.serving.settings import ServerSettings, read_model_config
 
 pytestmark = pytest.mark.torch
 
@@ -332,9 +332,14 @@ def test_the_batch_size_comes_from_the_archive_config_or_the_flag(tmp_path):
     mar = _first_only_archive(tmp_path, config="batchSize: 3\nmaxBatchDelay: 50\n")
     _import(mar, tmp_path / "a")
     assert read_manifest(tmp_path / "a" / "first" / "1").max_batch_size == 3  # TorchServe's batch size too
+    assert read_model_config(tmp_path / "a" / "first").max_queue_delay_ms == 50, "and its maxBatchDelay"
     command = ["import-mar", str(mar), "--repository", str(tmp_path / "b"), "--max-batch-size", "2", "--quiet"]
     assert main(command) == 0
     assert read_manifest(tmp_path / "b" / "first" / "1").max_batch_size == 2
+    (tmp_path / "c").mkdir()
+    _import(_first_only_archive(tmp_path / "c", config="maxBatchDelay: 50\n"), tmp_path / "c" / "repo")
+    config = yaml.safe_load((tmp_path / "c" / "repo" / "first" / "config.yaml").read_text())
+    assert "max_queue_delay_ms" not in config, "no delay to wait out in batches of one"
 
 
 async def test_several_files_under_one_name_are_several_requests_even_in_batches_of_one(tmp_path):
