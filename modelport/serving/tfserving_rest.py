@@ -27,7 +27,15 @@ from modelport.serving.httputil import json_tensor
 from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
-__all__ = ["SIGNATURE", "TFSERVING_HOT_ROUTES", "parse_predict", "predict_response", "tensor_info", "tfserving_routes"]
+__all__ = [
+    "SIGNATURE",
+    "TFSERVING_HOT_ROUTES",
+    "parse_predict",
+    "predict_response",
+    "row_problem",
+    "tensor_info",
+    "tfserving_routes",
+]
 
 SIGNATURE = "serving_default"
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
@@ -199,8 +207,24 @@ def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:
         return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
     if len(plain) == 1:
         return {"predictions": next(iter(plain.values()))}
+    problem = row_problem(outputs)
+    if problem:
+        raise InvalidArgumentError(f"{problem} (the columnar 'inputs' format returns such outputs)")
     rows = len(next(iter(outputs.values())))
     return {"predictions": [{name: value[i] for name, value in plain.items()} for i in range(rows)]}
+
+
+def row_problem(outputs: Arrays) -> str:
+    """Why ``outputs`` cannot be answered as rows (one output 0-d, or first dims that differ), as TF Serving
+    says it; empty when they can."""
+    rows = 0
+    for name, value in outputs.items():
+        if value.ndim == 0:
+            return f"Tensor name: {name} has no shape information"
+        if rows and value.shape[0] != rows:
+            return f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} expecting: {rows}"
+        rows = value.shape[0]
+    return ""
 
 
 def _plain(value: np.ndarray[Any, Any]) -> Any:
