@@ -404,7 +404,9 @@ TF_REST = [
         ("batch size 9 exceeds the model's max_batch_size 8",),
         {"instances": [[1, 2, 3]] * 9},
     ),
-    Http("nan-literal", TF, 400, ("JSON Parse error",), content=b'{"instances": [[NaN, 1, 2]]}'),
+    # TF Serving's JSON takes NaN/Infinity tokens: this model refuses them (finite_inputs), not the parser
+    Http("nan-literal", TF, 400, ("input 'x'", "NaN or Inf"), content=b'{"instances": [[NaN, 1, 2]]}'),
+    Http("nan-misspelt", TF, 400, ("JSON Parse error",), content=b'{"instances": [[Nan, 1, 2]]}'),
     Http("truncated", TF, 400, ("JSON Parse error",), content=b'{"instances": [[1, 2, 3]'),
     Http("not-json", TF, 400, ("JSON Parse error",), content=b"instances=1"),
     Http("empty-body", TF, 400, ("JSON Parse error",), content=b""),
