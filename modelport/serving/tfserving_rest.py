@@ -10,7 +10,6 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import JSON, Reply, json_reply
-from modelport.serving.httputil import json_tensor
+from modelport.serving.httputil import finite, json_tensor, loads, non_finite_dumps
 from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
@@ -108,14 +107,9 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
     body = predict_response(response.outputs, row_format)
-    if all(_finite(v) for v in response.outputs.values()):
+    if all(finite(v) for v in response.outputs.values()):
         return json_reply(body)
-    # TF Serving writes NaN, Infinity and -Infinity as those tokens (its "JSON conformance"); orjson writes null
-    return Reply(200, json.dumps(body, separators=(",", ":")).encode(), JSON)
-
-
-def _finite(value: np.ndarray[Any, Any]) -> bool:
-    return value.dtype.kind != "f" or bool(np.isfinite(value).all())
+    return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
 
 
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
@@ -136,19 +130,10 @@ def _decode_predict(raw: bytes, tensors: tuple[TensorMetadata, ...]) -> tuple[Ar
     """The body's tensors; the body and its parsed JSON (Python lists: ~30 bytes a number) are freed on return,
     not held while the request waits for its batch."""
     try:
-        body = orjson.loads(raw)
+        body = loads(raw)
     except orjson.JSONDecodeError as exc:
-        body = _with_non_finite(raw, exc)
+        raise InvalidArgumentError(f"JSON Parse error: {exc}") from None
     return parse_predict(body, tensors)
-
-
-def _with_non_finite(raw: bytes, error: orjson.JSONDecodeError) -> Any:
-    """A body orjson refused, parsed again allowing the tokens NaN, Infinity and -Infinity, which TF Serving
-    accepts in requests; ``error`` (orjson's) when it is not valid JSON even so."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidArgumentError(f"JSON Parse error: {error}") from None
 
 
 def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:

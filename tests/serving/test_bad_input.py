@@ -181,12 +181,19 @@ V2_JSON = [
     Http("unknown-output", INFER, 400, ("has no outputs ['zzz']",), _v2(_x(), outputs=[{"name": "zzz"}])),
     Http("id-not-string", INFER, 400, ("id must be a string",), _v2(_x(), id=7)),
     Http("parameters-not-object", INFER, 400, ("parameters must be a JSON object",), _v2(_x(), parameters=[1])),
-    Http(
+    Http(  # Triton's JSON takes NaN/Infinity tokens: this model refuses them (finite_inputs), not the parser
         "nan-literal",
         INFER,
         400,
-        ("not valid JSON",),
+        ("input 'x'", "NaN or Inf"),
         content=b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1, 2]}]}',
+    ),
+    Http(
+        "nan-misspelt",
+        INFER,
+        400,
+        ("not valid JSON",),
+        content=b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [nan, 1, 2]}]}',
     ),
     Http(
         "inf-overflow",

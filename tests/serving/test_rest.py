@@ -258,3 +258,13 @@ async def test_tfserving_rest_takes_and_gives_nan_and_infinity_tokens(client):
     assert columns.text == '{"outputs":{"y":[[2.0,4.0,6.0]],"n":[12.0]}}', "finite outputs: orjson's bytes"
     response = await client.post("/v1/models/echo:predict", content=b'{"instances": [[Nan, 1, 2]]}')
     assert response.status_code == 400 and response.json()["error"].startswith("JSON Parse error: unexpected character")
+
+
+async def test_v2_json_takes_and_gives_nan_and_infinity_tokens(client):
+    """As Triton does: NaN and +-Infinity in and out of JSON data (orjson alone would write null)."""
+    body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1e39, -Infinity]}]}'
+    response = await client.post("/v2/models/echo/infer", content=body)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o["data"] for o in json.loads(response.text)["outputs"]}
+    assert '"data":[NaN,Infinity,-Infinity]' in response.text
+    assert np.array_equal(outputs["y"], [np.nan, np.inf, -np.inf], equal_nan=True) and np.isnan(outputs["n"][0])
