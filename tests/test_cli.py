@@ -277,3 +277,21 @@ def _ready(server: subprocess.Popen[bytes], url: str) -> bool:
         return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_python_dash_m_modelport_is_the_command(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_VARIABLES} | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport", "serve", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and "--http-port" in done.stdout, done.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "modelport", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert wrong.returncode == 2 and "invalid choice: 'nope'" in wrong.stderr, wrong.stderr
