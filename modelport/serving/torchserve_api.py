@@ -228,7 +228,4 @@ def _only(specs: dict[str, TensorMetadata]) -> str:
 
 
 def _tensor(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
-    dtype = lookup_dtype(spec.dtype)
-    if dtype.name == "string" and not isinstance(value, list):
-        value = [value]
-    return json_tensor(spec.name, value, dtype)
+    return json_tensor(spec.name, value, lookup_dtype(spec.dtype))
