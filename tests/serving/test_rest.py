@@ -268,3 +268,12 @@ async def test_v2_json_takes_and_gives_nan_and_infinity_tokens(client):
     outputs = {o["name"]: o["data"] for o in json.loads(response.text)["outputs"]}
     assert '"data":[NaN,Infinity,-Infinity]' in response.text
     assert np.array_equal(outputs["y"], [np.nan, np.inf, -np.inf], equal_nan=True) and np.isnan(outputs["n"][0])
+
+
+async def test_classification_of_a_batch_output_with_one_value_a_row(client):
+    """Output n is [batch] (Triton: dims [1]): each row is classified on its own, [batch, 1], not the rows together."""
+    body = _infer_body(outputs=[{"name": "n", "parameters": {"classification": 3}}])
+    response = await client.post("/v2/models/echo/infer", json=body)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["shape"] == [2, 1] and output["data"] == ["12.000000:0", "30.000000:0"]
