@@ -94,6 +94,8 @@ def stage(
         batch = fixed.pop()
         outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
+    if manifest.max_batch_size and not _rows_follow_batch(cases):
+        manifest = manifest.model_copy(update={"max_batch_size": 0})
     write_manifest(manifest, directory)
     return Staged(directory, manifest, repository, artifact_bytes(directory))
 
@@ -155,6 +157,12 @@ def _manifest(
 def _batchable(inputs: tuple[TensorSpec, ...]) -> bool:
     """Every input has a dynamic first dim, the batch (a model without one keeps its outputs' first dims)."""
     return all(s.shape and s.shape[0] == -1 for s in inputs)
+
+
+def _rows_follow_batch(cases: list[GoldenCase]) -> bool:
+    """Every output has the batch as its first dimension. The server splits a batch's outputs by rows, so a
+    model with an output that does not (a flattened or data-dependent length) is served one request a call."""
+    return all(v.ndim > 0 and v.shape[0] == case.batch_size for case in cases for v in case.outputs.values())
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:

@@ -7,6 +7,7 @@ float32 [100000] out: exported with ``modelport export`` and compared with onnxr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,25 @@ def _write_onnx(path: Path) -> Path:
     return path
 
 
+def _write_flat_onnx(path: Path) -> Path:
+    """x [batch, 3] -> flat [batch * 3] (x reshaped to one dimension) and y [batch, 3] = 2x."""
+    from onnx import TensorProto as T
+    from onnx import helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("Mul", ["x", "two"], ["y"])],
+        "flat",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("flat", T.FLOAT, ["n"]),
+            helper.make_tensor_value_info("y", T.FLOAT, ["batch", 3]),
+        ],
+        [helper.make_tensor("shape", T.INT64, [1], [-1]), helper.make_tensor("two", T.FLOAT, [], [2.0])],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     """The repository and onnxruntime's outputs on (IMG, MASK)."""
@@ -60,6 +80,9 @@ def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     source = _write_onnx(folder / "unbatched.onnx")
     repo = folder / "repo"
     report = modelport.export(source=str(source), formats=("onnx",), repository=repo, name="unbatched", quiet=True)
+    assert [row.status for row in report.rows] == ["pass"], report.rows
+    flat = _write_flat_onnx(folder / "flat.onnx")
+    report = modelport.export(source=str(flat), formats=("onnx",), repository=repo, name="flat", quiet=True)
     assert [row.status for row in report.rows] == ["pass"], report.rows
     session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     return repo, dict(zip(OUTPUTS, session.run(OUTPUTS, {"img": IMG, "mask": MASK}), strict=True))
@@ -141,3 +164,21 @@ def test_torchserve_answers_a_model_without_batch_dimension_with_all_its_outputs
     assert set(answer) == set(OUTPUTS)
     for name, value in exported[1].items():
         assert np.array_equal(np.array(answer[name], dtype=value.dtype), value), name
+
+
+def test_a_model_whose_output_is_not_split_by_rows_is_served_one_request_a_call(exported, server):
+    """``flat`` has batch * 3 values: batched requests would get the first rows' values (a 1-row request got 1
+    value of another's); such a model is published without batching, each request answered with its own."""
+    assert read_manifest(exported[0] / "flat-onnx" / "1").max_batch_size == 0
+    config = requests.get(f"{server[0]}/v2/models/flat-onnx/config", timeout=30).json()
+    assert config["max_batch_size"] == 0 and config["input"][0]["dims"] == [-1, 3]
+
+    def infer(i: int) -> list[float]:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [i, i + 0.5, -i]}]}
+        reply = requests.post(f"{server[0]}/v2/models/flat-onnx/infer", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        return {o["name"]: o["data"] for o in reply.json()["outputs"]}["flat"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(infer, range(32)))
+    assert answers == [[i, i + 0.5, -i] for i in range(32)]
