@@ -203,5 +203,10 @@ class UnimplementedError(ModelportError):
 def summarize(exc: BaseException) -> str:
     """``Type: first line`` of an exception, for one-line messages about third-party errors."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # converters colour their messages
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and _WRAPPER.match(lines[0]):  # Keras puts the cause under this header
+        lines = lines[1:]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+_WRAPPER = re.compile(r"Exception encountered when calling [\w.]+\(\)\.?$")

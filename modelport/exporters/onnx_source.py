@@ -18,6 +18,7 @@ from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
+from modelport.runtimes.onnx import from_ort_strings, to_ort_strings
 from modelport.tensors import lookup_dtype
 
 __all__ = ["OnnxSource", "copy_onnx", "load_onnx_file"]
@@ -30,11 +31,17 @@ class OnnxSource(LoadedModel):
     framework: Literal["torch", "tf", "onnx"] = "onnx"
 
     def predict(self, inputs: Arrays) -> Arrays:
+        feed = {
+            s.name: to_ort_strings(s.name, inputs[s.name]) if s.dtype == "string" else inputs[s.name]
+            for s in self.inputs
+        }
         try:
-            values = self.model.run(list(self.output_names), {s.name: inputs[s.name] for s in self.inputs})
+            values = self.model.run(list(self.output_names), feed)
         except Exception as exc:
             raise SourceError(f"the ONNX source failed: {summarize(exc)}") from exc
-        return dict(zip(self.output_names, values, strict=True))
+        return {
+            n: from_ort_strings(v) if v.dtype == object else v for n, v in zip(self.output_names, values, strict=True)
+        }
 
 
 def load_onnx_file(path: Path, options: ExportOptions) -> OnnxSource:

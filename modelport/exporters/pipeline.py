@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
+from modelport.errors import InvalidArgumentError, ModelportError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.exporters.publish import Staged, check_free, model_name, next_version, publish, stage
@@ -205,8 +205,23 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
         else:
             inputs = random_inputs(source.inputs, rows, options.dynamic_sizes[i % len(options.dynamic_sizes)], rng)
         cases.append(GoldenCase(inputs, source.predict(inputs)))
+    if batch_dynamic:
+        _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
     return _Reference(cases, _output_specs(source, cases), eval_inputs, eval_expected, labels)
+
+
+def _check_batched_outputs(case: GoldenCase, inputs: tuple[TensorSpec, ...]) -> None:
+    """Inputs with a dynamic batch dimension: requests are batched and every output is split by rows, so a 0-d
+    output (a scalar over the whole batch) cannot be served; say so instead of failing in the split."""
+    scalars = [name for name, value in case.outputs.items() if value.ndim == 0]
+    if scalars:
+        fixed = ", ".join(f"--input {s.name}:{s.dtype}:{'x'.join(['1', *map(str, s.shape[1:])])}" for s in inputs)
+        raise SpecError(
+            f"outputs {scalars} are 0-d (one value for the whole batch), but the inputs have a dynamic batch "
+            f"dimension: served requests are batched and every output is split by rows. Return one value per row, "
+            f"or export with a fixed first dimension ({fixed})"
+        )
 
 
 def _output_specs(source: SourceModel, cases: list[GoldenCase]) -> tuple[TensorSpec, ...]:

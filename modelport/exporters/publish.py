@@ -90,10 +90,12 @@ def stage(
         shutil.copyfile(artifact.path, directory / ARTIFACT_FILES[variant.format])
     save_golden(directory / GOLDEN_FILE, cases)
     fixed = {s.shape[0] for s in artifact.inputs if s.shape and s.shape[0] != -1}
-    if len(fixed) == 1:  # a static-batch artifact returns that batch
+    if len(fixed) == 1 and _batchable(ctx.source.inputs):  # a static-batch artifact returns that batch
         batch = fixed.pop()
         outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
+    if manifest.max_batch_size and not _rows_follow_batch(cases):
+        manifest = manifest.model_copy(update={"max_batch_size": 0})
     write_manifest(manifest, directory)
     return Staged(directory, manifest, repository, artifact_bytes(directory))
 
@@ -124,7 +126,7 @@ def _manifest(
     from modelport._version import __version__
 
     source = ctx.source
-    batchable = all(s.shape and s.shape[0] == -1 for s in artifact.inputs)
+    batchable = _batchable(artifact.inputs)
     quantization = None
     if variant.quantization:
         calibrated = variant.quantization in ("full-int8", "static-int8")
@@ -150,6 +152,17 @@ def _manifest(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         modelport_version=__version__,
     )
+
+
+def _batchable(inputs: tuple[TensorSpec, ...]) -> bool:
+    """Every input has a dynamic first dim, the batch (a model without one keeps its outputs' first dims)."""
+    return all(s.shape and s.shape[0] == -1 for s in inputs)
+
+
+def _rows_follow_batch(cases: list[GoldenCase]) -> bool:
+    """Every output has the batch as its first dimension. The server splits a batch's outputs by rows, so a
+    model with an output that does not (a flattened or data-dependent length) is served one request a call."""
+    return all(v.ndim > 0 and v.shape[0] == case.batch_size for case in cases for v in case.outputs.values())
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:

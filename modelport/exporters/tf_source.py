@@ -35,7 +35,7 @@ class TFSource(LoadedModel):
                 values = [result[k] for k in sorted(result, key=natural_key)]
             else:
                 out = self.call_keras(inputs)
-                values = list(out.values()) if isinstance(out, dict) else out
+                values = [out[k] for k in sorted(out)] if isinstance(out, dict) else out
         except Exception as exc:
             raise SourceError(f"the source model failed on its inputs: {summarize(exc)}") from exc
         arrays = [np.asarray(v) for v in values]
@@ -114,7 +114,8 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
 
 
 def _keras_output_names(model: Any, inputs: tuple[TensorSpec, ...], options: ExportOptions) -> tuple[str, ...]:
-    """Functional: its output layers' names; Sequential: its last layer's; subclassed: what a call returns."""
+    """Functional: its output layers' names; Sequential: its last layer's; subclassed: what a call returns.
+    A dict of outputs is in Keras' order, sorted by key (``output_names`` and the SavedModel signature agree)."""
     keras = import_framework("keras", "tf")
     names = getattr(model, "output_names", None)
     if names:
@@ -127,7 +128,7 @@ def _keras_output_names(model: Any, inputs: tuple[TensorSpec, ...], options: Exp
         values = probe.call_keras(sample)
     except Exception as exc:
         raise SourceError(f"the source model failed on inputs {_describe(inputs)}: {summarize(exc)}") from exc
-    return tuple(values) if isinstance(values, dict) else tuple(f"output_{i}" for i in range(len(values)))
+    return tuple(sorted(values)) if isinstance(values, dict) else tuple(f"output_{i}" for i in range(len(values)))
 
 
 def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) -> TFSource:

@@ -43,7 +43,7 @@ from modelport.errors import UnsupportedError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, rejected_input
 
-__all__ = ["OnnxRuntime", "choose_providers", "session_options", "status_message"]
+__all__ = ["OnnxRuntime", "choose_providers", "from_ort_strings", "session_options", "status_message", "to_ort_strings"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,22 @@ def choose_providers(requested: tuple[str, ...], device: str, available: list[st
     return [*chosen, "CPUExecutionProvider"] if "CPUExecutionProvider" not in chosen else chosen
 
 
+def to_ort_strings(name: str, value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A string tensor (bytes) as onnxruntime takes one: str objects, the bytes read as UTF-8 (onnxruntime
+    writes a bytes object as its repr, ``"b'abc'"``, and reads fixed-width bytes past their end)."""
+    try:
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel()], dtype=object).reshape(
+            value.shape
+        )
+    except UnicodeDecodeError as exc:
+        raise rejected_input(f"input {name!r}: an ONNX string tensor holds UTF-8 text ({exc.reason})") from None
+
+
+def from_ort_strings(value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """onnxruntime's string output (str objects) as bytes, like every runtime's string outputs."""
+    return np.array([v.encode() if isinstance(v, str) else v for v in value.ravel()], dtype=object).reshape(value.shape)
+
+
 class OnnxRuntime:
     """Runs an ONNX or ORT-format model with onnxruntime."""
 
@@ -89,6 +105,8 @@ class OnnxRuntime:
         self._feed = [(spec.name, manifest.native(spec.name)) for spec in manifest.inputs]
         self._fetch = [manifest.native(spec.name) for spec in manifest.outputs]
         self._outputs = [spec.name for spec in manifest.outputs]
+        self._string_inputs = [(s.name, manifest.native(s.name)) for s in manifest.inputs if s.dtype == "string"]
+        self._string_outputs = [i for i, spec in enumerate(manifest.outputs) if spec.dtype == "string"]
         # rows per run (0 = the whole batch): CPU sessions of batched models slice, see RUN_SECONDS
         self._run_rows = 0
 
@@ -107,11 +125,15 @@ class OnnxRuntime:
         feed = {}
         for name, native in self._feed:  # a loop, not a comprehension: no function object per batch
             feed[native] = inputs[name]
+        for name, native in self._string_inputs:
+            feed[native] = to_ort_strings(name, feed[native])
         rows = len(feed[self._feed[0][1]]) if self._run_rows and feed else 0
         if rows <= self._run_rows:
             values = self._run(feed)
         else:
             values = self._sliced(feed, rows)
+        for index in self._string_outputs:
+            values[index] = from_ort_strings(values[index])
         return dict(zip(self._outputs, values, strict=True))
 
     def _sliced(self, feed: dict[str, Any], rows: int) -> list[Any]:

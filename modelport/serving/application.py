@@ -207,14 +207,15 @@ def _classified(value: np.ndarray[Any, Any], count: int, labels: Labels | None, 
         raise InvalidArgumentError(f"classification count must be positive, got {count}")
     if value.dtype.kind not in ("f", "i", "u", "b"):
         raise InvalidArgumentError(f"classification needs a numeric output, not {dtype_of_array(value).v2}")
-    rows = value.reshape(len(value), -1) if batched and value.ndim > 1 else value.reshape(1, -1)
+    per_row = batched and value.ndim > 0  # a [batch] output: one value a row, as Triton reads dims [1]
+    rows = value.reshape(len(value), -1) if per_row else value.reshape(1, -1)
     names = labels.names if labels is not None else {}
     classified = [
         [_class_string(row[i], int(i), names.get(int(i))) for i in np.argsort(-row, kind="stable")[:count]]
         for row in rows
     ]
     result = np.array(classified, dtype=object)
-    return result if batched and value.ndim > 1 else result.reshape(-1)
+    return result if per_row else result.reshape(-1)
 
 
 def _class_string(value: Any, index: int, label: str | None) -> bytes:

@@ -25,6 +25,7 @@ from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_messag
 
 __all__ = [
     "ERROR_HANDLERS",
+    "JSON",
     "ErrorBody",
     "ProtocolRoute",
     "Reply",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from starlette.responses import Response
 from modelport.errors import PayloadTooLargeError, SpecError
 from modelport.tensors import DataType
 
-__all__ = ["json_response", "json_tensor", "read_body"]
+__all__ = ["finite", "json_response", "json_tensor", "loads", "non_finite_dumps", "read_body"]
 
 _MAX_DEPTH = 32  # numpy allows 64 dimensions; no model input has more than a handful
 
@@ -21,6 +23,42 @@ _MAX_DEPTH = 32  # numpy allows 64 dimensions; no model input has more than a ha
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """orjson-encoded JSON response."""
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def loads(raw: bytes) -> Any:
+    """JSON with the tokens NaN, Infinity and -Infinity that Triton and TF Serving take (orjson, then the standard
+    library for a body orjson refused); orjson's ``JSONDecodeError`` when it is not valid even so."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        try:
+            return json.loads(raw, parse_float=_float)
+        except (ValueError, RecursionError):
+            raise error from None
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: a number too large, not the token Infinity (orjson's error says so)
+        raise ValueError(text)
+    return value
+
+
+def non_finite_dumps(data: Any) -> bytes:
+    """``data`` (numpy arrays included) as JSON that writes NaN, Infinity and -Infinity as those tokens, as
+    Triton and TF Serving do (orjson writes null)."""
+    return json.dumps(data, separators=(",", ":"), default=_listed).encode()
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def finite(value: np.ndarray[Any, Any]) -> bool:
+    """No NaN or infinity in ``value`` (always true for non-float values)."""
+    return value.dtype.kind != "f" or bool(np.isfinite(value).all())
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -22,12 +22,20 @@ from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
-from modelport.serving.httperrors import Reply, json_reply
-from modelport.serving.httputil import json_tensor
+from modelport.serving.httperrors import JSON, Reply, json_reply
+from modelport.serving.httputil import finite, json_tensor, loads, non_finite_dumps
 from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
-__all__ = ["SIGNATURE", "TFSERVING_HOT_ROUTES", "parse_predict", "predict_response", "tensor_info", "tfserving_routes"]
+__all__ = [
+    "SIGNATURE",
+    "TFSERVING_HOT_ROUTES",
+    "parse_predict",
+    "predict_response",
+    "row_problem",
+    "tensor_info",
+    "tfserving_routes",
+]
 
 SIGNATURE = "serving_default"
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
@@ -98,7 +106,10 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
-    return json_reply(predict_response(response.outputs, row_format))
+    body = predict_response(response.outputs, row_format)
+    if all(finite(v) for v in response.outputs.values()):
+        return json_reply(body)
+    return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
 
 
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
@@ -119,7 +130,7 @@ def _decode_predict(raw: bytes, tensors: tuple[TensorMetadata, ...]) -> tuple[Ar
     """The body's tensors; the body and its parsed JSON (Python lists: ~30 bytes a number) are freed on return,
     not held while the request waits for its batch."""
     try:
-        body = orjson.loads(raw)
+        body = loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgumentError(f"JSON Parse error: {exc}") from None
     return parse_predict(body, tensors)
@@ -199,8 +210,24 @@ def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:
         return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
     if len(plain) == 1:
         return {"predictions": next(iter(plain.values()))}
+    problem = row_problem(outputs)
+    if problem:
+        raise InvalidArgumentError(f"{problem} (the columnar 'inputs' format returns such outputs)")
     rows = len(next(iter(outputs.values())))
     return {"predictions": [{name: value[i] for name, value in plain.items()} for i in range(rows)]}
+
+
+def row_problem(outputs: Arrays) -> str:
+    """Why ``outputs`` cannot be answered as rows (one output 0-d, or first dims that differ), as TF Serving
+    says it; empty when they can."""
+    rows = 0
+    for name, value in outputs.items():
+        if value.ndim == 0:
+            return f"Tensor name: {name} has no shape information"
+        if rows and value.shape[0] != rows:
+            return f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} expecting: {rows}"
+        rows = value.shape[0]
+    return ""
 
 
 def _plain(value: np.ndarray[Any, Any]) -> Any:

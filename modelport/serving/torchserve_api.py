@@ -43,7 +43,7 @@ from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
-from modelport.serving.tfserving_rest import predict_response
+from modelport.serving.tfserving_rest import predict_response, row_problem
 from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
@@ -108,6 +108,8 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
+    if batched and len(response.outputs) > 1 and row_problem(response.outputs):  # a model without a batch dimension
+        return json_reply(predict_response(response.outputs, row_format=False)["outputs"])
     if batched:
         return json_reply(predict_response(response.outputs, row_format=True)["predictions"])
     first = {k: v[:1] for k, v in response.outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
@@ -287,7 +289,4 @@ def _only(specs: dict[str, TensorMetadata]) -> str:
 
 
 def _tensor(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
-    dtype = lookup_dtype(spec.dtype)
-    if dtype.name == "string" and not isinstance(value, list):
-        value = [value]
-    return json_tensor(spec.name, value, dtype)
+    return json_tensor(spec.name, value, lookup_dtype(spec.dtype))

@@ -17,6 +17,7 @@ import orjson
 
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.runtimes.base import Arrays
+from modelport.serving.httputil import finite, loads, non_finite_dumps
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.tensors import DTYPES, DataType, dtype_of_array, raw_bytes
 
@@ -93,7 +94,7 @@ def _parse_json(data: bytes) -> Any:
         if parsed is not None:
             return parsed
     try:
-        return orjson.loads(data)
+        return loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgumentError(f"the request body is not valid JSON: {exc}") from None
 
@@ -389,7 +390,10 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
         head["id"] = response.id
     if response.parameters:
         head["parameters"] = response.parameters
-    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if all(finite(e["data"]) for e in entries if isinstance(e.get("data"), np.ndarray)):
+        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    else:  # Triton writes NaN, Infinity and -Infinity as those tokens (orjson: null)
+        header = non_finite_dumps(head)
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

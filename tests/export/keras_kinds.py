@@ -100,3 +100,25 @@ def tied_logits() -> Any:
         bias_initializer=keras.initializers.Constant(100.0),
     )
     return keras.Model(x, dense(x))
+
+
+def dict_outputs() -> Any:
+    """Two inputs (float32, int32) and a dict of outputs whose keys are not sorted and differ from the layer
+    names: Keras lists them in key order ({"scores/probs": softmax "sm", "cls": argmax "cls"})."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3,), name="dense.input-1")
+    ids = keras.Input((5,), name="ids_in", dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 3)(ids))
+    logits = keras.layers.Dense(CLASSES, name="head")(keras.layers.Concatenate()([x, pooled]))
+    cls = keras.layers.Lambda(lambda t: keras.ops.argmax(t, axis=-1), name="cls")(logits)
+    return keras.Model([x, ids], {"scores/probs": keras.layers.Softmax(name="sm")(logits), "cls": cls})
+
+
+def invalid_layer_name() -> Any:
+    """A layer name TensorFlow refuses as a scope name: Keras reports it under a header line."""
+    import keras
+
+    x = keras.Input((FEATURES,), name="x")
+    return keras.Model(x, keras.layers.Dense(CLASSES, name="logits:out")(x))

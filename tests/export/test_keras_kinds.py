@@ -115,3 +115,25 @@ def test_keras_objects_export_through_the_api(tmp_path, build, inputs, pattern):
 def test_keras_model_without_recorded_inputs_asks_for_them(tmp_path, build):
     with pytest.raises(modelport.ModelportError, match=r"records no input shapes .* pass --input NAME:DTYPE:SHAPE"):
         modelport.export(source=build(), repository=tmp_path, name="m", formats=("savedmodel",), quiet=True)
+
+
+def test_dict_outputs_keep_their_names_and_values(tmp_path):
+    """Each output's values under its own name: the SavedModel reproduces the source (a swap failed parity)."""
+    model = keras_kinds.dict_outputs()
+    report = modelport.export(source=model, repository=tmp_path, name="m", formats=("savedmodel",), quiet=True)
+    assert _statuses(report) == {"savedmodel": "pass"}, [r.message for r in report.rows]
+    manifest = read_manifest(Path(report.rows[0].path))
+    assert [o.describe() for o in manifest.outputs] == ["cls:int32:-1", "sm:float32:-1x3"]
+    golden = np.load(Path(report.rows[0].path) / "golden.npz")
+    inputs = [golden[k] for k in ("case0/inputs/dense.input-1", "case0/inputs/ids_in")]
+    expected = model(inputs)
+    assert np.array_equal(golden["case0/outputs/cls"], np.asarray(expected["cls"]))
+    assert np.allclose(golden["case0/outputs/sm"], np.asarray(expected["scores/probs"]))
+
+
+def test_a_keras_error_is_reported_with_its_cause(tmp_path):
+    report = modelport.export(
+        source=keras_kinds.invalid_layer_name(), repository=tmp_path, name="m", formats=("savedmodel",), quiet=True
+    )
+    (row,) = report.rows
+    assert row.status == "ERROR" and "'logits:out' is not a valid scope name" in row.message, row.message

@@ -69,3 +69,36 @@ def test_api_export_with_spec_strings(tmp_path):
     )
     assert report.ok, report.rows
     assert [s.describe() for s in read_manifest(Path(report.rows[0].path)).inputs] == ["x:float32:-1x4"]
+
+
+def _reduce_onnx(path: Path) -> str:
+    """x [batch, 3] -> rowsum [batch] and total [] (one value for the whole batch)."""
+    from onnx import TensorProto as T
+    from onnx import helper, save
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x", "axis"], ["rowsum"], keepdims=0),
+            helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        ],
+        "reduce",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("rowsum", T.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("total", T.FLOAT, []),
+        ],
+        [helper.make_tensor("axis", T.INT64, [1], [1])],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_a_scalar_output_of_a_batched_model_says_how_to_export_it(tmp_path):
+    source = _reduce_onnx(tmp_path / "reduce.onnx")
+    with pytest.raises(SpecError, match=r"outputs \['total'\] are 0-d .* \(--input x:float32:1x3\)"):
+        modelport.export(source=source, formats=("onnx",), repository=tmp_path / "repo", name="r", quiet=True)
+    report = modelport.export(
+        source=source, formats=("onnx",), inputs=("x:float32:1x3",), repository=tmp_path / "repo", name="r", quiet=True
+    )
+    assert [row.status for row in report.rows] == ["pass"], report.rows
+    assert read_manifest(Path(report.rows[0].path)).max_batch_size == 0

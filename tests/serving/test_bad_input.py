@@ -181,12 +181,19 @@ V2_JSON = [
     Http("unknown-output", INFER, 400, ("has no outputs ['zzz']",), _v2(_x(), outputs=[{"name": "zzz"}])),
     Http("id-not-string", INFER, 400, ("id must be a string",), _v2(_x(), id=7)),
     Http("parameters-not-object", INFER, 400, ("parameters must be a JSON object",), _v2(_x(), parameters=[1])),
-    Http(
+    Http(  # Triton's JSON takes NaN/Infinity tokens: this model refuses them (finite_inputs), not the parser
         "nan-literal",
         INFER,
         400,
-        ("not valid JSON",),
+        ("input 'x'", "NaN or Inf"),
         content=b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1, 2]}]}',
+    ),
+    Http(
+        "nan-misspelt",
+        INFER,
+        400,
+        ("not valid JSON",),
+        content=b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [nan, 1, 2]}]}',
     ),
     Http(
         "inf-overflow",
@@ -404,7 +411,9 @@ TF_REST = [
         ("batch size 9 exceeds the model's max_batch_size 8",),
         {"instances": [[1, 2, 3]] * 9},
     ),
-    Http("nan-literal", TF, 400, ("JSON Parse error",), content=b'{"instances": [[NaN, 1, 2]]}'),
+    # TF Serving's JSON takes NaN/Infinity tokens: this model refuses them (finite_inputs), not the parser
+    Http("nan-literal", TF, 400, ("input 'x'", "NaN or Inf"), content=b'{"instances": [[NaN, 1, 2]]}'),
+    Http("nan-misspelt", TF, 400, ("JSON Parse error",), content=b'{"instances": [[Nan, 1, 2]]}'),
     Http("truncated", TF, 400, ("JSON Parse error",), content=b'{"instances": [[1, 2, 3]'),
     Http("not-json", TF, 400, ("JSON Parse error",), content=b"instances=1"),
     Http("empty-body", TF, 400, ("JSON Parse error",), content=b""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
@@ -241,3 +242,38 @@ def test_json_logs_carry_the_request_id(capsys):
         logging.getLogger().handlers.clear()
     record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert record["request_id"] == "rid-1" and record["message"] == "hello there" and record["level"] == "warning"
+
+
+async def test_tfserving_rest_takes_and_gives_nan_and_infinity_tokens(client):
+    """TF Serving's REST API allows NaN, Infinity and -Infinity in request and response JSON ("JSON conformance")."""
+    body = b'{"instances": [[NaN, Infinity, -Infinity], [1e39, 1, 2]]}'
+    response = await client.post("/v1/models/echo:predict", content=body)
+    assert response.status_code == 200, response.text
+    assert response.text.startswith('{"predictions":[{"y":[NaN,Infinity,-Infinity],"n":NaN},{"y":[Infinity,2.0,4.0]')
+    rows = json.loads(response.text)["predictions"]
+    y = [[np.nan, np.inf, -np.inf], [np.inf, 2, 4]]
+    assert np.array_equal([row["y"] for row in rows], y, equal_nan=True)
+    assert np.array_equal([row["n"] for row in rows], [np.nan, np.inf], equal_nan=True)
+    columns = await client.post("/v1/models/echo:predict", content=b'{"inputs": [[1, 2, 3]]}')
+    assert columns.text == '{"outputs":{"y":[[2.0,4.0,6.0]],"n":[12.0]}}', "finite outputs: orjson's bytes"
+    response = await client.post("/v1/models/echo:predict", content=b'{"instances": [[Nan, 1, 2]]}')
+    assert response.status_code == 400 and response.json()["error"].startswith("JSON Parse error: unexpected character")
+
+
+async def test_v2_json_takes_and_gives_nan_and_infinity_tokens(client):
+    """As Triton does: NaN and +-Infinity in and out of JSON data (orjson alone would write null)."""
+    body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1e39, -Infinity]}]}'
+    response = await client.post("/v2/models/echo/infer", content=body)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o["data"] for o in json.loads(response.text)["outputs"]}
+    assert '"data":[NaN,Infinity,-Infinity]' in response.text
+    assert np.array_equal(outputs["y"], [np.nan, np.inf, -np.inf], equal_nan=True) and np.isnan(outputs["n"][0])
+
+
+async def test_classification_of_a_batch_output_with_one_value_a_row(client):
+    """Output n is [batch] (Triton: dims [1]): each row is classified on its own, [batch, 1], not the rows together."""
+    body = _infer_body(outputs=[{"name": "n", "parameters": {"classification": 3}}])
+    response = await client.post("/v2/models/echo/infer", json=body)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["shape"] == [2, 1] and output["data"] == ["12.000000:0", "30.000000:0"]

@@ -90,3 +90,32 @@ def test_grpc_errors_carry_status_codes(identity_server):
         client.load_model("identity")
     assert info.value.status() == "StatusCode.PERMISSION_DENIED"
     client.close()
+
+
+@pytest.mark.parametrize("transport", ["http-json", "grpc"])
+def test_nan_and_infinity_round_trip(identity_server, transport):
+    """Triton's JSON takes and writes NaN, Infinity and -Infinity (tritonclient sends them as those tokens)."""
+    special = np.array([[np.nan, np.inf, -np.inf], [0.5, -0.0, 1e-3]])
+    floats = ("in_float16", "in_float32", "in_float64")
+    if transport == "grpc":
+        import tritonclient.grpc as triton
+
+        client = triton.InferenceServerClient(url=identity_server[1])
+        inputs, _ = _inputs(triton, None)
+        options: dict[str, bool] = {}
+    else:
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(url=identity_server[0])
+        inputs, _ = _inputs(triton, False)
+        options = {"binary_data": False}
+    for tensor in inputs:
+        if tensor.name() in floats:
+            tensor.set_data_from_numpy(special.astype(DTYPES[tensor.name()[3:]].np_dtype()), **options)
+    outputs = [triton.InferRequestedOutput(f"out_{name}", **options) for name in floats]
+    result = client.infer("identity", inputs, outputs=outputs)
+    for name in floats:
+        got = result.as_numpy(f"out_{name}")
+        assert got.dtype == DTYPES[name[3:]].np_dtype(), name
+        assert np.array_equal(got, special.astype(got.dtype), equal_nan=True), (name, got)
+    client.close()
