@@ -130,6 +130,14 @@ def test_console_script_runs():
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
 
 
+def test_python_dash_m_modelport_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport", "--version"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0 and done.stdout.startswith("modelport "), done.stderr
+
+
 def test_python_file_without_factory_names_the_factory(tmp_path):
     (tmp_path / "net.py").write_text("import torch\n\n\ndef make_model():\n    return torch.nn.Linear(4, 2)\n")
     done = run_modelport("export", "net.py", "--repository", "repo", "--name", "net", cwd=tmp_path)
