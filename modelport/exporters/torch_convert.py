@@ -11,6 +11,7 @@ import numpy as np
 from modelport.errors import ConversionError
 from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
+from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
@@ -59,6 +60,20 @@ def _clear_dispatch_caches(ops: tuple[Any, ...]) -> None:
 def _output_names(ctx: ConvertContext) -> list[str]:
     inputs = ctx.example_inputs(1)
     return list(ctx.source.predict(inputs))
+
+
+def _tflite_outputs(ctx: ConvertContext, torch: Any, args: tuple[Any, ...], native: list[str]) -> dict[str, str]:
+    """Manifest output names -> the converted model's, by the module's own flattening order.
+
+    litert-torch names a returned dict's outputs by its keys and the signature lists them sorted,
+    so pairing by sorted name would swap outputs whenever the keys' order is not alphabetical.
+    """
+    with torch.inference_mode():
+        keys = output_keys(ctx.source.model(*args))
+    names = _output_names(ctx)
+    if sorted(keys) != sorted(native) or len(keys) != len(names):
+        return map_native(tuple(names), native)
+    return {name: key for name, key in zip(names, keys, strict=True) if name != key}
 
 
 def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
@@ -141,6 +156,6 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     edge.export(str(path))
     litert = import_framework("ai_edge_litert.interpreter", "tflite")
     signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
-    native = {**map_native(static, signature["inputs"]), **map_native(tuple(_output_names(ctx)), signature["outputs"])}
+    native = {**map_native(static, signature["inputs"]), **_tflite_outputs(ctx, torch, args, signature["outputs"])}
     notes = pinned_notes(ctx.source.inputs, static, ctx.options.tflite_shapes)
     return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"}, notes)

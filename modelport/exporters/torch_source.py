@@ -16,7 +16,7 @@ from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs
 from modelport.tensors import dtype_of_array
 
-__all__ = ["TorchSource", "load_torch_file", "wrap_torch_factory", "wrap_torch_module"]
+__all__ = ["TorchSource", "load_torch_file", "output_keys", "wrap_torch_factory", "wrap_torch_module"]
 
 
 @dataclass
@@ -30,11 +30,34 @@ class TorchSource(LoadedModel):
         args = [torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in self.inputs]
         try:
             with torch.inference_mode():
-                values = flatten_outputs(self.model(*args))
+                result = self.model(*args)
         except Exception as exc:
             shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in self.inputs)
             raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}") from exc
-        return _name_outputs([v.detach().numpy() for v in values], self.output_names)
+        values = [v.detach().numpy() for v in flatten_outputs(result)]
+        return _name_outputs(values, self.output_names or _dict_names(result, len(values)))
+
+
+def output_keys(result: Any) -> list[str]:
+    """The names litert-torch gives a module's outputs, in flattening order: a dict's keys (nested
+    keys joined by ``_``, list items by ``_<index>``), else ``output_<i>``."""
+    if not isinstance(result, dict):
+        return [f"output_{i}" for i in range(len(flatten_outputs(result)))]
+    return [name for key, value in result.items() for name in _leaf_names(str(key), value)]
+
+
+def _leaf_names(prefix: str, value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _leaf_names(f"{prefix}_{k}", v)]
+    if isinstance(value, tuple | list):
+        return [n for i, v in enumerate(value) for n in _leaf_names(f"{prefix}_{i}", v)]
+    return [prefix]
+
+
+def _dict_names(result: Any, count: int) -> tuple[str, ...]:
+    """A returned dict's keys name the outputs when no names were given (and they are unique)."""
+    names = output_keys(result) if isinstance(result, dict) else []
+    return tuple(names) if len(set(names)) == count == len(names) else ()
 
 
 def wrap_torch_factory(model: Any, target: str, options: ExportOptions) -> TorchSource:
