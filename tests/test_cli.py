@@ -78,7 +78,41 @@ def test_weights_that_do_not_fit(capsys, tmp_path, digits):
     code, _, err = _run(
         capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(digits.torch_weights))
     )
-    assert code == 1 and "do not fit the model" in err
+    assert code == 1 and "do not fit Small: missing keys: fc.weight, fc.bias; unexpected keys: " in err, err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("drop", "do not fit Small: missing keys: fc.bias\n"),
+        ("reshape", "do not fit Small: wrong shapes: fc.weight [3, 5] (the model has [3, 4])\n"),
+        ("prefix", "missing keys: fc.weight, fc.bias; unexpected keys: module.fc.weight, module.fc.bias\n"),
+    ],
+)
+@pytest.mark.torch
+def test_weights_that_do_not_fit_say_which_keys(capsys, tmp_path, change, message):
+    import torch
+
+    state = {"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}
+    if change == "drop":
+        del state["fc.bias"]
+    elif change == "reshape":
+        state["fc.weight"] = torch.zeros(3, 5)
+    else:
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save(state, tmp_path / "w.pt")
+    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(tmp_path / "w.pt")))
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("repository", ["afile", "afile/sub/repo"])
+def test_a_repository_that_cannot_be_a_folder_is_refused_before_loading(capsys, tmp_path, repository):
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / repository
+    args = ["export", "no_such_module:f", "--repository", str(target), "--name", "m", "--quiet"]
+    code, _, err = _run(capsys, *args)  # the source is never imported: the repository is checked first
+    assert code == 2 and err.startswith(f"modelport export: error: --repository {target} is not a folder"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.tf

@@ -14,7 +14,15 @@ import numpy as np
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.exporters.publish import Staged, check_free, model_name, next_version, publish, stage
+from modelport.exporters.publish import (
+    Staged,
+    check_free,
+    check_repository,
+    model_name,
+    next_version,
+    publish,
+    stage,
+)
 from modelport.exporters.rejection import failing_outputs, publish_hint
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.exporters.source import load_source
@@ -51,6 +59,7 @@ def export(options: ExportOptions) -> ExportReport:
     A store URL as the repository (``s3://bucket/prefix``) is exported locally, then uploaded."""
     if not isinstance(options.repository, Path):
         return export_to_store(options, export)
+    check_repository(options.repository)
     with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
         source = load_source(options)
     variants = plan_variants(options, source.framework)

@@ -122,7 +122,30 @@ def _load_weights(torch: Any, model: Any, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise SourceError(f"weights {path} do not fit the model: {summarize(exc)}") from exc
+        detail = _state_mismatch(model.state_dict(), state) or summarize(exc)
+        raise SourceError(f"weights {path} do not fit {type(model).__qualname__}: {detail}") from exc
+
+
+def _state_mismatch(expected: dict[str, Any], given: dict[str, Any], shown: int = 3) -> str:
+    """What differs between the model's state_dict and the file's: missing and unexpected keys, shapes."""
+
+    def listed(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {list(given[k].shape)} (the model has {list(v.shape)})"
+        for k, v in expected.items()
+        if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{label}: {listed(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes))
+        if keys
+    ]
+    return "; ".join(parts)
 
 
 def _specs_from_examples(examples: Any) -> tuple[TensorSpec, ...]:
