@@ -23,6 +23,7 @@ class SourceModel(Protocol):
     sha256: str | None
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
+    output_keys: tuple[str, ...]
     model: Any
 
     def predict(self, inputs: Arrays) -> Arrays: ...
@@ -38,6 +39,8 @@ class LoadedModel:
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
     sha256: str | None = None
+    # the model's own keys for its outputs, in output order (a returned dict's), where converters name them so
+    output_keys: tuple[str, ...] = ()
 
 
 def check_input_specs(

@@ -62,20 +62,6 @@ def _output_names(ctx: ConvertContext) -> list[str]:
     return list(ctx.source.predict(inputs))
 
 
-def _tflite_outputs(ctx: ConvertContext, torch: Any, args: tuple[Any, ...], native: list[str]) -> dict[str, str]:
-    """Manifest output names -> the converted model's, by the module's own flattening order.
-
-    litert-torch names a returned dict's outputs by its keys and the signature lists them sorted,
-    so pairing by sorted name would swap outputs whenever the keys' order is not alphabetical.
-    """
-    with torch.inference_mode():
-        keys = output_keys(ctx.source.model(*args))
-    names = _output_names(ctx)
-    if sorted(keys) != sorted(native) or len(keys) != len(names):
-        return map_native(tuple(names), native)
-    return {name: key for name, key in zip(names, keys, strict=True) if name != key}
-
-
 def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
     """torch.onnx export; dynamo (torch.export + onnxscript) unless ``legacy_onnx``."""
     torch = import_framework("torch", "torch")
@@ -154,8 +140,13 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     edge = litert_torch.convert(ctx.source.model.eval(), args, enable_x64=wide)
     path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
     edge.export(str(path))
+    with torch.inference_mode():
+        keys = tuple(output_keys(ctx.source.model(*args)))  # litert-torch names a returned dict's outputs by key
     litert = import_framework("ai_edge_litert.interpreter", "tflite")
     signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
-    native = {**map_native(static, signature["inputs"]), **_tflite_outputs(ctx, torch, args, signature["outputs"])}
+    native = {
+        **map_native(static, signature["inputs"]),
+        **map_native(tuple(_output_names(ctx)), signature["outputs"], keys),
+    }
     notes = pinned_notes(ctx.source.inputs, static, ctx.options.tflite_shapes)
     return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"}, notes)
