@@ -79,7 +79,7 @@ def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
     try:
         if path.suffix == ".pt2":
             program = torch.export.load(str(path))
-            found = _specs_from_examples(program.example_inputs)
+            found = _specs_from_program(torch, program) or _specs_from_examples(program.example_inputs)
             model, kind = program.module(), "pt2"
         else:
             model, kind = torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
@@ -146,6 +146,23 @@ def _state_mismatch(expected: dict[str, Any], given: dict[str, Any], shown: int 
         if keys
     ]
     return "; ".join(parts)
+
+
+def _specs_from_program(torch: Any, program: Any) -> tuple[TensorSpec, ...]:
+    """The program's user inputs: their names (the forward's parameters), dtypes, and shapes with the
+    dimensions it was exported dynamic as ``-1`` (its example inputs only show one concrete shape)."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    values = [placeholders[name].meta.get("val") for name in program.graph_signature.user_inputs]
+    if not values or any(not isinstance(v, torch.Tensor) for v in values):
+        return ()
+    return tuple(
+        TensorSpec(
+            name=name,
+            dtype=dtype_of_array(torch.empty(0, dtype=value.dtype).numpy()).name,
+            shape=tuple(d if isinstance(d, int) else -1 for d in value.shape),
+        )
+        for name, value in zip(program.graph_signature.user_inputs, values, strict=True)
+    )
 
 
 def _specs_from_examples(examples: Any) -> tuple[TensorSpec, ...]:
