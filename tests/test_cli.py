@@ -39,6 +39,11 @@ def _export(tmp_path, source: str, *extra: str) -> list[str]:
         (["--input", "x:float32"], 2, "does not parse"),
         (["--input", "x:complex:1x4"], 2, "unknown data type 'complex'"),
         (["--input", "y:float32:-1x4"], 2, "--input names ['y'] do not match"),
+        (
+            ["--input", "x:int64:-1x4"],
+            2,
+            "--input x:int64:-1x4 does not match tests.export.branchy:small, which takes x:float32",
+        ),
         (["--batch-sizes", "1,a"], 2, "--batch-sizes takes a comma list of integers"),
         (["--eval-data", "missing.npz"], 1, "--eval-data file missing.npz not found"),
     ],
@@ -120,6 +125,9 @@ def test_keras_input_spec_must_match_the_model(capsys, tmp_path, digits):
     args = _export(tmp_path, str(digits.keras_model), "--format", "tflite", "--input", "image:float32:-1x1x8x8")
     code, _, err = _run(capsys, *args)
     assert code == 2 and "--input image:float32:-1x1x8x8 does not match" in err and "-1x8x8x1" in err
+    args = _export(tmp_path, str(digits.keras_model), "--format", "savedmodel", "--input", "image:float64:-1x8x8x1")
+    code, _, err = _run(capsys, *args)  # a dtype the model does not take: refused up front, not a converter ERROR
+    assert code == 2 and "--input image:float64:-1x8x8x1 does not match" in err and "image:float32:-1x8x8x1" in err
 
 
 @pytest.mark.torch
