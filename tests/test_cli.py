@@ -110,6 +110,17 @@ def test_weights_that_do_not_fit_say_which_keys(capsys, tmp_path, change, messag
     assert code == 1 and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.torch
+def test_ids_past_an_embedding_ask_for_the_value_range(capsys, tmp_path):
+    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small_vocab", "--format", "onnx"))
+    assert code == 1 and "IndexError: index out of range in self; integer inputs without a value range" in err, err
+    assert "--input ids:int64:-1x-1:0..VOCAB_SIZE" in err
+    ranged = _export(
+        tmp_path, "tests.export.branchy:small_vocab", "--format", "onnx", "--input", "ids:int64:-1x-1:0..5"
+    )
+    assert _run(capsys, *ranged)[0] == 0
+
+
 @pytest.mark.parametrize("repository", ["afile", "afile/sub/repo"])
 def test_a_repository_that_cannot_be_a_folder_is_refused_before_loading(capsys, tmp_path, repository):
     (tmp_path / "afile").write_text("")

@@ -13,8 +13,8 @@ from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
-from modelport.runtimes.torch import flatten_outputs
-from modelport.tensors import dtype_of_array
+from modelport.runtimes.torch import flatten_outputs, index_fault
+from modelport.tensors import dtype_of_array, lookup_dtype
 
 __all__ = ["TorchSource", "load_torch_file", "output_keys", "wrap_torch_factory", "wrap_torch_module"]
 
@@ -33,9 +33,22 @@ class TorchSource(LoadedModel):
                 result = self.model(*args)
         except Exception as exc:
             shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in self.inputs)
-            raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}") from exc
+            hint = _range_hint(self.inputs) if isinstance(exc, IndexError | RuntimeError) and index_fault(exc) else ""
+            raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}{hint}") from exc
         values = [v.detach().numpy() for v in flatten_outputs(result)]
         return _name_outputs(values, self.output_names or _dict_names(result, len(values)))
+
+
+def _range_hint(specs: tuple[TensorSpec, ...]) -> str:
+    """Integer inputs without a value range get golden ids 0..9: an embedding with fewer rows fails on them."""
+    unbounded = [s for s in specs if s.value_range is None and not lookup_dtype(s.dtype).is_float]
+    if not unbounded:
+        return ""
+    example = unbounded[0]
+    return (
+        f"; integer inputs without a value range get golden values 0 to 9: give the model's range, "
+        f"e.g. --input {example.describe()}:0..VOCAB_SIZE"
+    )
 
 
 def output_keys(result: Any) -> list[str]:
