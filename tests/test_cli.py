@@ -121,6 +121,23 @@ def test_ids_past_an_embedding_ask_for_the_value_range(capsys, tmp_path):
     assert _run(capsys, *ranged)[0] == 0
 
 
+@pytest.mark.torch
+def test_a_torchscript_archive_exports_to_what_torch_export_is_not_needed_for(capsys, tmp_path):
+    import torch
+
+    from tests.export.branchy import small
+
+    torch.jit.save(torch.jit.trace(small().eval(), (torch.zeros(2, 4),)), str(tmp_path / "small.pt"))
+    args = _export(tmp_path, str(tmp_path / "small.pt"), "--input", "x:float32:-1x4")
+    code, _, err = _run(capsys, *args, "--format", "pt2")
+    assert code == 2 and "format 'pt2' does not apply to a TorchScript archive" in err, err
+    assert "(it exports to: onnx, torchscript, ort)" in err
+    code, out, err = _run(capsys, *args)  # --format all: every format it can take, and exit 0
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("onnx", "torch", "ort"))}
+    assert rows == {"onnx": "pass", "torchscript": "pass", "ort": "pass"}, out
+
+
 @pytest.mark.parametrize("repository", ["afile", "afile/sub/repo"])
 def test_a_repository_that_cannot_be_a_folder_is_refused_before_loading(capsys, tmp_path, repository):
     (tmp_path / "afile").write_text("")
