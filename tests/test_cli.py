@@ -39,6 +39,11 @@ def _export(tmp_path, source: str, *extra: str) -> list[str]:
         (["--input", "x:float32"], 2, "does not parse"),
         (["--input", "x:complex:1x4"], 2, "unknown data type 'complex'"),
         (["--input", "y:float32:-1x4"], 2, "--input names ['y'] do not match"),
+        (
+            ["--input", "x:int64:-1x4"],
+            2,
+            "--input x:int64:-1x4 does not match tests.export.branchy:small, which takes x:float32",
+        ),
         (["--batch-sizes", "1,a"], 2, "--batch-sizes takes a comma list of integers"),
         (["--eval-data", "missing.npz"], 1, "--eval-data file missing.npz not found"),
     ],
@@ -78,7 +83,69 @@ def test_weights_that_do_not_fit(capsys, tmp_path, digits):
     code, _, err = _run(
         capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(digits.torch_weights))
     )
-    assert code == 1 and "do not fit the model" in err
+    assert code == 1 and "do not fit Small: missing keys: fc.weight, fc.bias; unexpected keys: " in err, err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("drop", "do not fit Small: missing keys: fc.bias\n"),
+        ("reshape", "do not fit Small: wrong shapes: fc.weight [3, 5] (the model has [3, 4])\n"),
+        ("prefix", "missing keys: fc.weight, fc.bias; unexpected keys: module.fc.weight, module.fc.bias\n"),
+    ],
+)
+@pytest.mark.torch
+def test_weights_that_do_not_fit_say_which_keys(capsys, tmp_path, change, message):
+    import torch
+
+    state = {"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}
+    if change == "drop":
+        del state["fc.bias"]
+    elif change == "reshape":
+        state["fc.weight"] = torch.zeros(3, 5)
+    else:
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save(state, tmp_path / "w.pt")
+    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small", "--weights", str(tmp_path / "w.pt")))
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.torch
+def test_ids_past_an_embedding_ask_for_the_value_range(capsys, tmp_path):
+    code, _, err = _run(capsys, *_export(tmp_path, "tests.export.branchy:small_vocab", "--format", "onnx"))
+    assert code == 1 and "IndexError: index out of range in self; integer inputs without a value range" in err, err
+    assert "--input ids:int64:-1x-1:0..VOCAB_SIZE" in err
+    ranged = _export(
+        tmp_path, "tests.export.branchy:small_vocab", "--format", "onnx", "--input", "ids:int64:-1x-1:0..5"
+    )
+    assert _run(capsys, *ranged)[0] == 0
+
+
+@pytest.mark.torch
+def test_a_torchscript_archive_exports_to_what_torch_export_is_not_needed_for(capsys, tmp_path):
+    import torch
+
+    from tests.export.branchy import small
+
+    torch.jit.save(torch.jit.trace(small().eval(), (torch.zeros(2, 4),)), str(tmp_path / "small.pt"))
+    args = _export(tmp_path, str(tmp_path / "small.pt"), "--input", "x:float32:-1x4")
+    code, _, err = _run(capsys, *args, "--format", "pt2")
+    assert code == 2 and "format 'pt2' does not apply to a TorchScript archive" in err, err
+    assert "(it exports to: onnx, torchscript, ort)" in err
+    code, out, err = _run(capsys, *args)  # --format all: every format it can take, and exit 0
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("onnx", "torch", "ort"))}
+    assert rows == {"onnx": "pass", "torchscript": "pass", "ort": "pass"}, out
+
+
+@pytest.mark.parametrize("repository", ["afile", "afile/sub/repo"])
+def test_a_repository_that_cannot_be_a_folder_is_refused_before_loading(capsys, tmp_path, repository):
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / repository
+    args = ["export", "no_such_module:f", "--repository", str(target), "--name", "m", "--quiet"]
+    code, _, err = _run(capsys, *args)  # the source is never imported: the repository is checked first
+    assert code == 2 and err.startswith(f"modelport export: error: --repository {target} is not a folder"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.tf
@@ -86,6 +153,9 @@ def test_keras_input_spec_must_match_the_model(capsys, tmp_path, digits):
     args = _export(tmp_path, str(digits.keras_model), "--format", "tflite", "--input", "image:float32:-1x1x8x8")
     code, _, err = _run(capsys, *args)
     assert code == 2 and "--input image:float32:-1x1x8x8 does not match" in err and "-1x8x8x1" in err
+    args = _export(tmp_path, str(digits.keras_model), "--format", "savedmodel", "--input", "image:float64:-1x8x8x1")
+    code, _, err = _run(capsys, *args)  # a dtype the model does not take: refused up front, not a converter ERROR
+    assert code == 2 and "--input image:float64:-1x8x8x1 does not match" in err and "image:float32:-1x8x8x1" in err
 
 
 @pytest.mark.torch
@@ -128,6 +198,14 @@ def test_inspect_reports_a_broken_manifest(capsys, tmp_path):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "modelport.cli", "export", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--quantize" in done.stdout and "examples:" in done.stdout
+
+
+def test_python_dash_m_modelport_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport", "--version"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0 and done.stdout.startswith("modelport "), done.stderr
 
 
 def test_python_file_without_factory_names_the_factory(tmp_path):

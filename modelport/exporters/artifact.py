@@ -186,9 +186,15 @@ def describe_failure(exc: BaseException) -> str:
     return text
 
 
-def map_native(specs: tuple[TensorSpec, ...] | tuple[str, ...], native: list[str]) -> dict[str, str]:
-    """Map manifest names to an artifact's names: identical when they agree, else by order."""
+def map_native(
+    specs: tuple[TensorSpec, ...] | tuple[str, ...], native: list[str], keys: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Map manifest names to an artifact's names: by the source's own output ``keys`` when the artifact
+    uses them (converters name a returned dict's outputs by its keys, listed sorted), identical when the
+    names agree, else by order."""
     names = [s.name if isinstance(s, TensorSpec) else s for s in specs]
+    if keys and len(keys) == len(names) and sorted(keys) == sorted(native):
+        return {name: key for name, key in zip(names, keys, strict=True) if name != key}
     if set(names) == set(native):
         return {}
     if len(names) != len(native):

@@ -30,7 +30,7 @@ from modelport.golden import take_rows
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.tensors import shape_matches
 
-__all__ = ["RECIPES", "quantize_litert"]
+__all__ = ["RECIPES", "quantize_litert", "reduced_precision_tensors"]
 
 SIGNATURE = "serving_default"
 # method -> the AEQ recipe's name (a function in ai_edge_quantizer.recipe, or the float16 one below)
@@ -114,7 +114,7 @@ def _cast(values: np.ndarray[Any, Any], dtype: str) -> np.ndarray[Any, Any]:
 
 def _check_quantized(method: str, before: bytes, after: bytes) -> None:
     """Refuse a model AEQ did not quantize, or (full-int8) left partly in float32."""
-    float_ops, quantized = _float_compute(after), _quantized_tensors(after) - _quantized_tensors(before)
+    float_ops, quantized = _float_compute(after), reduced_precision_tensors(after) - reduced_precision_tensors(before)
     if quantized == 0:
         raise ConversionError(
             f"ai_edge_quantizer {RECIPES[method]}: no op of this model can be quantized this way "
@@ -140,7 +140,7 @@ def _float_compute(flatbuffer: bytes) -> Counter[str]:
     return found
 
 
-def _quantized_tensors(flatbuffer: bytes) -> int:
+def reduced_precision_tensors(flatbuffer: bytes) -> int:
     """Tensors of a reduced-precision type (int8/int16/float16) anywhere in the model."""
     return sum(1 for _, types in _ops(flatbuffer) for t in types if t in ("INT8", "INT16", "FLOAT16"))
 

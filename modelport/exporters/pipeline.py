@@ -14,7 +14,15 @@ import numpy as np
 from modelport.errors import InvalidArgumentError, ModelportError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
-from modelport.exporters.publish import Staged, check_free, model_name, next_version, publish, stage
+from modelport.exporters.publish import (
+    Staged,
+    check_free,
+    check_repository,
+    model_name,
+    next_version,
+    publish,
+    stage,
+)
 from modelport.exporters.rejection import failing_outputs, publish_hint
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.exporters.source import load_source
@@ -51,9 +59,10 @@ def export(options: ExportOptions) -> ExportReport:
     A store URL as the repository (``s3://bucket/prefix``) is exported locally, then uploaded."""
     if not isinstance(options.repository, Path):
         return export_to_store(options, export)
+    check_repository(options.repository)
     with quiet_output(enabled=options.quiet_converters):  # TF logs from C++ while it loads, before any setting
         source = load_source(options)
-    variants = plan_variants(options, source.framework)
+    variants = plan_variants(options, source.framework, source.kind)
     check_tflite_shapes(source, options.tflite_shapes, {v.format for v in variants})
     version = options.version or next_version(options, variants)
     check_free(options, variants, version)
@@ -73,18 +82,16 @@ def export(options: ExportOptions) -> ExportReport:
     return report
 
 
-def plan_variants(options: ExportOptions, framework: str) -> list[Variant]:
-    """The variants to build, refusing formats/quantizations that do not apply to the framework."""
-    available = supported_formats(framework)
+def plan_variants(options: ExportOptions, framework: str, kind: str = "") -> list[Variant]:
+    """The variants to build, refusing formats/quantizations that do not apply to the framework (or source kind)."""
+    available = tuple(f for f in supported_formats(framework) if f not in _NOT_FROM.get(kind, ()))
     wanted = (
         [f for f in FORMATS if f in available] if "all" in options.formats else list(dict.fromkeys(options.formats))
     )
     for fmt in wanted:
         if fmt not in available:
-            raise UnsupportedError(
-                f"format {fmt!r} does not apply to a {_FRAMEWORK_NAMES[framework]} source "
-                f"(it exports to: {', '.join(available)})"
-            )
+            what = _KIND_NAMES.get(kind, f"a {_FRAMEWORK_NAMES[framework]} source")
+            raise UnsupportedError(f"format {fmt!r} does not apply to {what} (it exports to: {', '.join(available)})")
     variants = [Variant(f) for f in wanted]
     for method in options.quantize:
         targets = [f for f in QUANTIZATIONS[method] if f in wanted]
@@ -97,6 +104,12 @@ def plan_variants(options: ExportOptions, framework: str) -> list[Variant]:
 
 
 _FRAMEWORK_NAMES = {"torch": "PyTorch", "tf": "TensorFlow/Keras", "onnx": "ONNX"}
+# torch.export (behind pt2 and litert-torch's tflite) cannot trace a ScriptModule
+_NOT_FROM = {"torchscript": ("pt2", "tflite")}
+_KIND_NAMES = {
+    "torchscript": "a TorchScript archive: torch.export, behind pt2 and tflite, cannot take a ScriptModule; "
+    "export the module itself (package.module:factory) or a .pt2 program for those"
+}
 
 
 def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:

@@ -30,7 +30,7 @@ from modelport.manifest import (
 )
 from modelport.sizes import artifact_bytes
 
-__all__ = ["Staged", "check_free", "model_name", "next_version", "publish", "stage"]
+__all__ = ["Staged", "check_free", "check_repository", "model_name", "next_version", "publish", "stage"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ def next_version(options: ExportOptions, variants: list[Variant]) -> int:
         if folder.is_dir():
             highest = max([highest, *(int(p.name) for p in folder.iterdir() if p.name.isdigit())])
     return highest + 1
+
+
+def check_repository(folder: Path) -> None:
+    """Refuse, before the source is loaded, a repository that cannot be created or written."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        inside = "" if existing == folder else f" (it would be inside {existing}, a file)"
+        raise InvalidArgumentError(f"--repository {folder} is not a folder{inside}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"--repository {folder}: {existing} is not writable")
 
 
 def check_free(options: ExportOptions, variants: list[Variant], version: int) -> None:

@@ -23,6 +23,7 @@ class SourceModel(Protocol):
     sha256: str | None
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
+    output_keys: tuple[str, ...]
     model: Any
 
     def predict(self, inputs: Arrays) -> Arrays: ...
@@ -38,6 +39,8 @@ class LoadedModel:
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
     sha256: str | None = None
+    # the model's own keys for its outputs, in output order (a returned dict's), where converters name them so
+    output_keys: tuple[str, ...] = ()
 
 
 def check_input_specs(
@@ -53,8 +56,10 @@ def check_input_specs(
             f"--input names {[s.name for s in given]} do not match the inputs of {where}: {[s.name for s in found]}"
         )
     for spec, model_spec in zip(given, found, strict=True):
-        if len(spec.shape) != len(model_spec.shape) or any(
-            m != -1 and g != m for g, m in zip(spec.shape, model_spec.shape, strict=True)
+        if (
+            spec.dtype != model_spec.dtype
+            or len(spec.shape) != len(model_spec.shape)
+            or any(m != -1 and g != m for g, m in zip(spec.shape, model_spec.shape, strict=True))
         ):
             raise SpecError(f"--input {spec.describe()} does not match {where}, which takes {model_spec.describe()}")
     return given

@@ -54,7 +54,10 @@ def savedmodel_native_names(ctx: ConvertContext, path: Path) -> dict[str, str]:
     signature = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
     inputs = list(signature.structured_input_signature[1])
     outputs = list(signature.structured_outputs)
-    return {**map_native(ctx.source.inputs, inputs), **map_native(ctx.source.output_names, outputs)}
+    return {
+        **map_native(ctx.source.inputs, inputs),
+        **map_native(ctx.source.output_names, outputs, ctx.source.output_keys),
+    }
 
 
 def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
@@ -143,7 +146,7 @@ def tflite_native_names(ctx: ConvertContext, path: Path) -> dict[str, str]:
     signature = litert.Interpreter(model_path=str(path)).get_signature_list()[SERVING_SIGNATURE]
     return {
         **map_native(ctx.source.inputs, signature["inputs"]),
-        **map_native(ctx.source.output_names, signature["outputs"]),
+        **map_native(ctx.source.output_names, signature["outputs"], ctx.source.output_keys),
     }
 
 
@@ -169,7 +172,7 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
     graph = onnx.load(str(path), load_external_data=False).graph
     native = {
         **map_native(ctx.source.inputs, [i.name for i in graph.input]),
-        **map_native(ctx.source.output_names, [o.name for o in graph.output]),
+        **map_native(ctx.source.output_names, [o.name for o in graph.output], ctx.source.output_keys),
     }
     versions = {**frameworks("tensorflow"), "opset": str(min(ctx.options.opset, 18)), "converter": "tf2onnx"}
     return Artifact(path, ctx.source.inputs, native, versions)

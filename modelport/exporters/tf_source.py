@@ -35,7 +35,7 @@ class TFSource(LoadedModel):
                 values = [result[k] for k in sorted(result, key=natural_key)]
             else:
                 out = self.call_keras(inputs)
-                values = [out[k] for k in sorted(out)] if isinstance(out, dict) else out
+                values = [out[k] for k in self.output_keys or sorted(out)] if isinstance(out, dict) else out
         except Exception as exc:
             raise SourceError(f"the source model failed on its inputs: {summarize(exc)}") from exc
         arrays = [np.asarray(v) for v in values]
@@ -44,9 +44,14 @@ class TFSource(LoadedModel):
         return dict(zip(self.output_names, arrays, strict=True))
 
     def call_keras(self, inputs: Arrays) -> dict[str, Any] | list[Any]:
-        """Call the Keras model (one input: the tensor; several: a list); a dict result keeps its keys."""
-        args = [inputs[s.name] for s in self.inputs]
-        out = self.model(args if len(args) > 1 else args[0], training=False)
+        """Call the Keras model (one input: the tensor; several: a list, or a dict for a model built on a dict
+        of inputs, whose keys need not be the inputs' names); a dict result keeps its keys."""
+        structure = _structure(self.model, "input")
+        if isinstance(structure, dict):
+            out = self.model({k: inputs[_clean(t.name)] for k, t in structure.items()}, training=False)
+        else:
+            args = [inputs[s.name] for s in self.inputs]
+            out = self.model(args if len(args) > 1 else args[0], training=False)
         if isinstance(out, dict):
             return dict(out)
         return list(out) if isinstance(out, list | tuple) else [out]
@@ -109,8 +114,18 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
             "or a Sequential without keras.Input); pass --input NAME:DTYPE:SHAPE, e.g. --input x:float32:-1x4 "
             "(inputs=[...] in the Python API)"
         )
-    names = options.output_names or _keras_output_names(model, inputs, options)
-    return TFSource(model, "keras", location, inputs, tuple(names))
+    outputs = _structure(model, "output")
+    keys = tuple(str(k) for k in outputs) if isinstance(outputs, dict) else ()
+    names = options.output_names or keys or _keras_output_names(model, inputs, options)
+    return TFSource(model, "keras", location, inputs, tuple(names), output_keys=keys)
+
+
+def _structure(model: Any, side: Literal["input", "output"]) -> Any:
+    """A functional model's ``input``/``output`` structure (a dict when it was built on one); None if it has none."""
+    try:
+        return getattr(model, side)
+    except (AttributeError, ValueError):  # subclassed models, Sequential models never built
+        return None
 
 
 def _keras_output_names(model: Any, inputs: tuple[TensorSpec, ...], options: ExportOptions) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.errors import ConversionError
 from modelport.exporters.artifact import Artifact, ConvertContext
 from modelport.exporters.tf_convert import tflite_artifact
 from modelport.exporters.tflite_recipe import TFLiteRecipe
@@ -32,9 +33,23 @@ def quantize_tflite(ctx: ConvertContext, method: str) -> Artifact:
             int8_inputs=all(lookup_dtype(s.dtype).is_float for s in ctx.source.inputs),
         )
     artifact = tflite_artifact(ctx, f"tflite-{method}", recipe)
+    if method == "dynamic-int8":
+        _check_weights_quantized(artifact.path)
     return Artifact(
         artifact.path, artifact.inputs, artifact.native_names, {**artifact.platform, "quantization": method}
     )
+
+
+def _check_weights_quantized(path: Path) -> None:
+    """TFLiteConverter's dynamic range quantization skips weights under 1024 elements: refuse a model
+    in which it quantized none (it would be the float32 model under another name), as for PyTorch."""
+    from modelport.exporters.litert_quantize import reduced_precision_tensors
+
+    if reduced_precision_tensors(path.read_bytes()) == 0:
+        raise ConversionError(
+            "TFLiteConverter dynamic-int8 quantized no weight of this model (it keeps weights under 1024 "
+            "elements in float32): the variant would be the float32 model; float16 and full-int8 quantize it"
+        )
 
 
 def _calibration_file(ctx: ConvertContext) -> Path:

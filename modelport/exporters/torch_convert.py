@@ -11,6 +11,7 @@ import numpy as np
 from modelport.errors import ConversionError
 from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
+from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
@@ -104,7 +105,8 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
     torch = import_framework("torch", "torch")
     path = ctx.subdir("torchscript") / ARTIFACT_FILES["torchscript"]
     try:
-        module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False)
+        # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks the values)
+        module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
     except Exception:
         module = torch.jit.script(ctx.source.model)
     torch.jit.save(module, str(path))
@@ -136,11 +138,18 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
     # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
     wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
-    edge = litert_torch.convert(ctx.source.model.eval(), args, enable_x64=wide)
+    edge = litert_torch.convert(
+        ctx.source.model, args, enable_x64=wide
+    )  # already in eval mode (a .pt2 module has no eval())
     path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
     edge.export(str(path))
+    with torch.inference_mode():
+        keys = tuple(output_keys(ctx.source.model(*args)))  # litert-torch names a returned dict's outputs by key
     litert = import_framework("ai_edge_litert.interpreter", "tflite")
     signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
-    native = {**map_native(static, signature["inputs"]), **map_native(tuple(_output_names(ctx)), signature["outputs"])}
+    native = {
+        **map_native(static, signature["inputs"]),
+        **map_native(tuple(_output_names(ctx)), signature["outputs"], keys),
+    }
     notes = pinned_notes(ctx.source.inputs, static, ctx.options.tflite_shapes)
     return Artifact(path, static, native, {**frameworks("torch", "litert_torch"), "static_shapes": "true"}, notes)

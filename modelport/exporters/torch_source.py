@@ -13,10 +13,10 @@ from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
-from modelport.runtimes.torch import flatten_outputs
-from modelport.tensors import dtype_of_array
+from modelport.runtimes.torch import flatten_outputs, index_fault
+from modelport.tensors import dtype_of_array, lookup_dtype
 
-__all__ = ["TorchSource", "load_torch_file", "wrap_torch_factory", "wrap_torch_module"]
+__all__ = ["TorchSource", "load_torch_file", "output_keys", "wrap_torch_factory", "wrap_torch_module"]
 
 
 @dataclass
@@ -30,11 +30,47 @@ class TorchSource(LoadedModel):
         args = [torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in self.inputs]
         try:
             with torch.inference_mode():
-                values = flatten_outputs(self.model(*args))
+                result = self.model(*args)
         except Exception as exc:
             shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in self.inputs)
-            raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}") from exc
-        return _name_outputs([v.detach().numpy() for v in values], self.output_names)
+            hint = _range_hint(self.inputs) if isinstance(exc, IndexError | RuntimeError) and index_fault(exc) else ""
+            raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}{hint}") from exc
+        values = [v.detach().numpy() for v in flatten_outputs(result)]
+        return _name_outputs(values, self.output_names or _dict_names(result, len(values)))
+
+
+def _range_hint(specs: tuple[TensorSpec, ...]) -> str:
+    """Integer inputs without a value range get golden ids 0..9: an embedding with fewer rows fails on them."""
+    unbounded = [s for s in specs if s.value_range is None and not lookup_dtype(s.dtype).is_float]
+    if not unbounded:
+        return ""
+    example = unbounded[0]
+    return (
+        f"; integer inputs without a value range get golden values 0 to 9: give the model's range, "
+        f"e.g. --input {example.describe()}:0..VOCAB_SIZE"
+    )
+
+
+def output_keys(result: Any) -> list[str]:
+    """The names litert-torch gives a module's outputs, in flattening order: a dict's keys (nested
+    keys joined by ``_``, list items by ``_<index>``), else ``output_<i>``."""
+    if not isinstance(result, dict):
+        return [f"output_{i}" for i in range(len(flatten_outputs(result)))]
+    return [name for key, value in result.items() for name in _leaf_names(str(key), value)]
+
+
+def _leaf_names(prefix: str, value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _leaf_names(f"{prefix}_{k}", v)]
+    if isinstance(value, tuple | list):
+        return [n for i, v in enumerate(value) for n in _leaf_names(f"{prefix}_{i}", v)]
+    return [prefix]
+
+
+def _dict_names(result: Any, count: int) -> tuple[str, ...]:
+    """A returned dict's keys name the outputs when no names were given (and they are unique)."""
+    names = output_keys(result) if isinstance(result, dict) else []
+    return tuple(names) if len(set(names)) == count == len(names) else ()
 
 
 def wrap_torch_factory(model: Any, target: str, options: ExportOptions) -> TorchSource:
@@ -56,7 +92,7 @@ def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
     try:
         if path.suffix == ".pt2":
             program = torch.export.load(str(path))
-            found = _specs_from_examples(program.example_inputs)
+            found = _specs_from_program(torch, program) or _specs_from_examples(program.example_inputs)
             model, kind = program.module(), "pt2"
         else:
             model, kind = torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
@@ -99,7 +135,47 @@ def _load_weights(torch: Any, model: Any, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise SourceError(f"weights {path} do not fit the model: {summarize(exc)}") from exc
+        detail = _state_mismatch(model.state_dict(), state) or summarize(exc)
+        raise SourceError(f"weights {path} do not fit {type(model).__qualname__}: {detail}") from exc
+
+
+def _state_mismatch(expected: dict[str, Any], given: dict[str, Any], shown: int = 3) -> str:
+    """What differs between the model's state_dict and the file's: missing and unexpected keys, shapes."""
+
+    def listed(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {list(given[k].shape)} (the model has {list(v.shape)})"
+        for k, v in expected.items()
+        if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{label}: {listed(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes))
+        if keys
+    ]
+    return "; ".join(parts)
+
+
+def _specs_from_program(torch: Any, program: Any) -> tuple[TensorSpec, ...]:
+    """The program's user inputs: their names (the forward's parameters), dtypes, and shapes with the
+    dimensions it was exported dynamic as ``-1`` (its example inputs only show one concrete shape)."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    values = [placeholders[name].meta.get("val") for name in program.graph_signature.user_inputs]
+    if not values or any(not isinstance(v, torch.Tensor) for v in values):
+        return ()
+    return tuple(
+        TensorSpec(
+            name=name,
+            dtype=dtype_of_array(torch.empty(0, dtype=value.dtype).numpy()).name,
+            shape=tuple(d if isinstance(d, int) else -1 for d in value.shape),
+        )
+        for name, value in zip(program.graph_signature.user_inputs, values, strict=True)
+    )
 
 
 def _specs_from_examples(examples: Any) -> tuple[TensorSpec, ...]:

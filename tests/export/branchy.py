@@ -55,3 +55,20 @@ class UniqueOp(nn.Module):
 
 def unique_op() -> UniqueOp:
     return UniqueOp()
+
+
+class SmallVocab(nn.Module):
+    """An embedding of 5 rows over ids declared without a value range (golden ids 0..9 overrun it)."""
+
+    input_specs = ("ids:int64:-1x-1",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(5, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids).mean(1)
+
+
+def small_vocab() -> SmallVocab:
+    return SmallVocab()

@@ -104,7 +104,7 @@ def tied_logits() -> Any:
 
 def dict_outputs() -> Any:
     """Two inputs (float32, int32) and a dict of outputs whose keys are not sorted and differ from the layer
-    names: Keras lists them in key order ({"scores/probs": softmax "sm", "cls": argmax "cls"})."""
+    names ({"scores/probs": softmax "sm", "cls": argmax "cls"}): the outputs take the keys, in this order."""
     import keras
 
     keras.utils.set_random_seed(0)

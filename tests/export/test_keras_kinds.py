@@ -123,12 +123,13 @@ def test_dict_outputs_keep_their_names_and_values(tmp_path):
     report = modelport.export(source=model, repository=tmp_path, name="m", formats=("savedmodel",), quiet=True)
     assert _statuses(report) == {"savedmodel": "pass"}, [r.message for r in report.rows]
     manifest = read_manifest(Path(report.rows[0].path))
-    assert [o.describe() for o in manifest.outputs] == ["cls:int32:-1", "sm:float32:-1x3"]
+    # named by the dict's keys (as TF Serving's signature names them), in the model's own order
+    assert [o.describe() for o in manifest.outputs] == ["scores/probs:float32:-1x3", "cls:int32:-1"]
     golden = np.load(Path(report.rows[0].path) / "golden.npz")
     inputs = [golden[k] for k in ("case0/inputs/dense.input-1", "case0/inputs/ids_in")]
     expected = model(inputs)
     assert np.array_equal(golden["case0/outputs/cls"], np.asarray(expected["cls"]))
-    assert np.allclose(golden["case0/outputs/sm"], np.asarray(expected["scores/probs"]))
+    assert np.allclose(golden["case0/outputs/scores/probs"], np.asarray(expected["scores/probs"]))
 
 
 def test_a_keras_error_is_reported_with_its_cause(tmp_path):
