@@ -24,6 +24,8 @@ def export_to_store(options: ExportOptions, run: Callable[[ExportOptions], Expor
     ``options.repository`` (a store URL). The report names the store, and is uploaded with the versions."""
     url = str(options.repository).rstrip("/")
     store = open_store(url)
+    if "file" in store.fs.protocol:  # a folder is made, as for a plain --repository path (a bucket never is)
+        store.fs.makedirs(store.root, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelport-publish-") as work:
         local = Path(work)
         _mirror_versions(store, local)

@@ -130,6 +130,14 @@ def test_import_mar_publishes_to_the_store(kind, tmp_path, monkeypatch):
         assert store.url() in report and str(tmp_path) not in report
 
 
+def test_publishing_to_a_file_url_makes_its_folders_as_a_plain_path_does(tmp_path):
+    mar = _onnx_mar(tmp_path / "double.mar")
+    url = f"file://{tmp_path / 'a' / 'b' / 'models'}"
+    assert main(["import-mar", str(mar), "--repository", url, "--input", "x:float32:-1x3", "--quiet"]) == 0
+    repository = open_store(url, tmp_path / "cache")
+    assert repository.models() == ["double"] and repository.versions("double") == [1]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_manifest_reaches_the_store_after_every_file_it_lists(kind, tmp_path, monkeypatch):
     local = tmp_path / "local"
