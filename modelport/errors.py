@@ -176,6 +176,7 @@ class HandlerError(ModelportError):
     ``PredictionException``); the traceback is logged where it was raised."""
 
     code = "handler_failed"
+    status = 503  # TorchServe's for a handler that raised; a PredictionException's own code when it gave one
 
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
