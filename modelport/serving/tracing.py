@@ -19,6 +19,10 @@ SDK's sampler and ids in this process (a standard sampler decided without the SD
   processors wrap in :func:`span` (``preprocess``, ``postprocess``);
 * one ``batch`` span per batch run, linked to every sampled request span it served (the child of the first).
 
+``OTEL_PYTHON_EXCLUDED_URLS`` (OpenTelemetry's Python instrumentations' variable: comma-separated regular
+expressions, each searched in the request's path) leaves matching HTTP requests untraced: no span, no
+``traceparent`` on the response; e.g. ``OTEL_PYTHON_EXCLUDED_URLS="health,^/ping$,^/metrics$"`` for the probes.
+
 The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more. A
 sampled one costs a few tuples here; encoding and exporting them cost the exporter process.
 
@@ -32,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from modelport.errors import DependencyError
+from modelport.errors import DependencyError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -64,6 +69,7 @@ ENABLED = False
 """Whether tracing is on in this process: the one check the hot path makes."""
 
 _active: OtelTracing | None = None
+_excluded: re.Pattern[str] | None = None  # OTEL_PYTHON_EXCLUDED_URLS
 _NULL = contextlib.nullcontext()
 _TRUE = ("1", "true", "yes", "on")
 
@@ -89,9 +95,10 @@ def configure(
 
     Without ``exporter``, the exporters come from ``OTEL_TRACES_EXPORTER`` (otlp, console, none) and the OTLP
     protocol from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
-    global ENABLED, _active
+    global ENABLED, _active, _excluded
     if exporter is None and not wanted(settings, environ):
         return False
+    excluded = _excluded_paths(environ.get("OTEL_PYTHON_EXCLUDED_URLS", ""))
     shutdown()
     try:
         from modelport.serving import tracing_otel
@@ -99,8 +106,20 @@ def configure(
         needs = "pip install 'modelport[tracing]'"
         raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
     _active = tracing_otel.start(exporter, environ)
+    _excluded = excluded
     ENABLED = True
     return True
+
+
+def _excluded_paths(patterns: str) -> re.Pattern[str] | None:
+    """``OTEL_PYTHON_EXCLUDED_URLS`` (comma-separated regular expressions) as one search; None when empty."""
+    parts = [p.strip() for p in patterns.split(",") if p.strip()]
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
+    except re.error as exc:
+        raise InvalidArgumentError(
+            f"OTEL_PYTHON_EXCLUDED_URLS={patterns!r}: not a list of regular expressions: {exc}"
+        ) from None
 
 
 def flush(timeout_s: float = 10.0) -> bool:
@@ -154,7 +173,9 @@ def record_batch(traces: Sequence[RequestTrace | None], rows: int, seconds: floa
 def http_request(scope: dict[str, Any], send: Send) -> HttpSpan | None:
     """Open the HTTP request's SERVER span (None when off): answer through its ``send``, which adds the response's
     ``traceparent`` header, then call its ``end()``, in the same context (a ``finally``)."""
-    return _active.http_request(scope, send) if _active is not None else None
+    if _active is None or (_excluded is not None and _excluded.search(scope["path"])):
+        return None
+    return _active.http_request(scope, send)
 
 
 def http_route(template: str) -> None:

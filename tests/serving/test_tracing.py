@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from modelport.errors import InvalidArgumentError
 from modelport.serving import tracing
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_v2 import build_grpc_server
@@ -171,6 +172,27 @@ async def test_routed_paths_get_a_span_named_by_their_route(client, exported):
     assert reply.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
     span = only(finished(exported), "GET /v2/models/{model}/ready")
     assert span.attributes["http.route"] == "/v2/models/{model}/ready"
+
+
+async def test_paths_otel_python_excluded_urls_names_are_not_traced(repo, plane, client):
+    exporter = InMemorySpanExporter()
+    environ = {"OTEL_PYTHON_EXCLUDED_URLS": " health , ^/metrics$"}
+    assert tracing.configure(ServerSettings(repository=repo), exporter, environ)
+    for path in ("/v2/health/ready", "/v2/health/live", "/metrics", "/v2/models/echo/ready"):
+        reply = await client.get(path, headers={"traceparent": TRACEPARENT})
+        assert reply.status_code == 200 and ("traceparent" in reply.headers) == path.endswith("echo/ready"), path
+    inferred = await client.post("/v2/models/echo/infer", json=BODY, headers={"traceparent": TRACEPARENT})
+    assert inferred.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    servers = [s.name for s in finished(exporter) if s.kind is SpanKind.SERVER]
+    assert sorted(servers) == ["GET /v2/models/{model}/ready", INFER_ROUTE]
+
+
+def test_a_bad_otel_python_excluded_urls_is_refused_before_tracing_starts(repo):
+    with pytest.raises(InvalidArgumentError, match="OTEL_PYTHON_EXCLUDED_URLS='health,\\(': not a list of regular"):
+        tracing.configure(
+            ServerSettings(repository=repo), InMemorySpanExporter(), {"OTEL_PYTHON_EXCLUDED_URLS": "health,("}
+        )
+    assert not tracing.ENABLED
 
 
 @contextlib.contextmanager
