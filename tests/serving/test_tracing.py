@@ -32,7 +32,7 @@ from modelport.serving.settings import ServerSettings
 from modelport.serving.tracing_otel import CURRENT, RequestSpan
 from tests.serving import fakes
 from tests.serving.otlp import ReceivedSpan, otlp_receiver
-from tests.serving.processes import ROOT, serving
+from tests.serving.processes import ROOT, serving, until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -77,6 +77,10 @@ async def client(plane: DataPlane) -> AsyncIterator[httpx.AsyncClient]:
 def finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     tracing.flush()
     return list(exporter.get_finished_spans())
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in finished(exporter) if s.kind is SpanKind.SERVER]
 
 
 def hex_ids(span: ReadableSpan) -> tuple[str, str]:
@@ -311,10 +315,12 @@ async def test_a_grpc_inference_is_one_server_span_whose_traceparent_comes_back_
     try:
         code, trailers = await _grpc_infer(f"127.0.0.1:{port}", _grpc_request("echo"))
         missing, _ = await _grpc_infer(f"127.0.0.1:{port}", _grpc_request("nobody"))
+        # the client has its status once it is sent; the server's handler ends its span a step later
+        await until(lambda: len(server_spans(exported)) == 2, what="both server spans ended")
     finally:
         await server.stop(grace=None)
     assert (code, missing) == (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
-    spans = [s for s in finished(exported) if s.kind is SpanKind.SERVER]
+    spans = server_spans(exported)
     assert [s.name for s in spans] == ["inference.GRPCInferenceService/ModelInfer"] * 2
     served, refused = spans
     assert served.parent is not None and format(served.parent.span_id, "016x") == PARENT_ID
