@@ -36,7 +36,6 @@ from modelport.serving.front import (
     HttpFront,
     check_declared_length,
     reply_headers,
-    send_reply,
 )
 from modelport.serving.requestid import REQUEST_ID, request_id_of
 
@@ -146,7 +145,7 @@ class FastHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if isinstance(self.cycle, _Exchange):
             self.cycle.lost()
-            self.cycle = None  # what uvicorn does on a lost connection is for its own cycle
+            self.cycle = None  # type: ignore[assignment]  # what uvicorn does on a lost connection is for its own cycle
         super().connection_lost(exc)
 
 
@@ -165,7 +164,6 @@ class _Exchange:
         "request",
         "response_complete",
         "size",
-        "start",
         "waiter",
     )
 
@@ -176,7 +174,6 @@ class _Exchange:
         self.chunks: list[bytes] = []
         self.size = 0
         self.waiter: asyncio.Future[None] | None = None  # the handler, waiting for the rest of the body
-        self.start: dict[str, Any] | None = None  # with tracing on: the response start message, until its body
 
     def received(self, chunk: bytes) -> None:
         """A piece of the body (parser callback); ignored once answered (the rest of the body is skipped)."""
@@ -228,14 +225,14 @@ class _Exchange:
         try:
             if tracing.ENABLED:  # the span reads the scope's method, path and headers
                 scope = {"type": "http", "method": request.method, "path": request.path, "headers": request.headers}
-                traced = tracing.http_request(scope, self.send)
+                traced = tracing.http_request(scope, None)  # the reply is written whole
             reply = await self.front.reply(request, self.read)
             if reply is None:
                 return
-            if traced is None:
-                await self.write(reply.status, reply_headers(reply, stamp), reply.body)
-            else:  # the span's send adds its traceparent header
-                await send_reply(traced.send, reply, stamp)
+            headers = reply_headers(reply, stamp)
+            if traced is not None:  # the span's traceparent header
+                headers += traced.answered(reply.status)
+            await self.write(reply.status, headers, reply.body)
         except Exception:  # as uvicorn does for an app that fails: log it and drop the connection
             log.exception("exception while answering an inference request")
             self.protocol.transport.close()
@@ -243,13 +240,6 @@ class _Exchange:
             if traced is not None:
                 traced.end()
             REQUEST_ID.reset(token)
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """ASGI ``send`` for the tracing span: the start message is kept, and written with the body."""
-        if self.start is None:
-            self.start = message
-        else:
-            await self.write(self.start["status"], self.start["headers"], message["body"])
 
     async def write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The response in one write, as uvicorn's ``send`` would put it; the connection closed after it when the

@@ -170,9 +170,10 @@ def record_batch(traces: Sequence[RequestTrace | None], rows: int, seconds: floa
         _active.record_batch(traces, rows, seconds, runs, failed)
 
 
-def http_request(scope: dict[str, Any], send: Send) -> HttpSpan | None:
+def http_request(scope: dict[str, Any], send: Send | None) -> HttpSpan | None:
     """Open the HTTP request's SERVER span (None when off): answer through its ``send``, which adds the response's
-    ``traceparent`` header, then call its ``end()``, in the same context (a ``finally``)."""
+    ``traceparent`` header (or, ``send`` None, add its ``answered(status)`` headers to a response written whole),
+    then call its ``end()``, in the same context (a ``finally``)."""
     if _active is None or (_excluded is not None and _excluded.search(scope["path"])):
         return None
     return _active.http_request(scope, send)

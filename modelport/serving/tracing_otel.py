@@ -332,7 +332,7 @@ class OtelTracing:
         status = (_ERROR, "a request of the batch failed") if failed else _OK
         self.child(first, ("batch", start, end, attributes, *status, (), links))
 
-    def http_request(self, scope: dict[str, Any], send: Send) -> HttpSpan:
+    def http_request(self, scope: dict[str, Any], send: Send | None) -> HttpSpan:
         """The HTTP request's SERVER span, current until it ends; named by its route once known."""
         method = scope["method"]
         if self.fast is None:
@@ -396,7 +396,7 @@ class HttpSpan:
     __slots__ = ("_send", "_token", "request", "scope", "status", "tracing")
 
     def __init__(
-        self, tracing: OtelTracing, request: RequestSpan | UnsampledSpan, scope: dict[str, Any], send: Send
+        self, tracing: OtelTracing, request: RequestSpan | UnsampledSpan, scope: dict[str, Any], send: Send | None
     ) -> None:
         self.tracing, self.request, self.scope, self._send = tracing, request, scope, send
         self.status = 0
@@ -408,7 +408,14 @@ class HttpSpan:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), *self.request.headers()]
+        assert self._send is not None, "a span opened without a send is answered with answered()"
         return self._send(message)
+
+    def answered(self, status: int) -> list[tuple[bytes, bytes]]:
+        """For a response written without :meth:`send` (``serving/httpproto.py`` writes it whole): note its
+        ``status`` and return the headers to add to it (the span's ``traceparent``)."""
+        self.status = status
+        return self.request.headers()
 
     def end(self) -> None:
         """End the span (in the context it began in): its status from the response sent, or none."""

@@ -430,6 +430,8 @@ def test_a_traced_server_exports_its_spans_to_an_otlp_http_receiver(repo, tmp_pa
     assert http_span.service == "modelport-under-test"
     assert http_span.attributes["modelport.model"] == "echo"
     assert reply.headers["traceparent"] == f"00-{TRACE_ID}-{http_span.span_id}-01"
+    # the response the fast HTTP path wrote whole is the span's: its status code, and no error
+    assert (http_span.attributes["http.response.status_code"], http_span.status_code) == (200, 0), tree
     assert {s.name for s in trace if s.parent_span_id == http_span.span_id} >= {"validate", "queue", "batch"}, tree
     batch = next(s for s in trace if s.name == "batch" and s.parent_span_id == http_span.span_id)
     assert (TRACE_ID, http_span.span_id) in batch.links
