@@ -245,6 +245,14 @@ class DataPlane:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
         return batcher, execution.limits.timeout_s, wanted
 
+    def step_manifest(self, name: str, version: str | None = None) -> ModelManifest | None:
+        """The manifest whose inputs a pipeline step's model takes (None: it takes payloads, or has none)."""
+        served = self.manager.get(name, version)
+        execution = served.execution
+        if execution is not None and execution.processors is not None and execution.processors.pre:
+            return None
+        return served.manifest
+
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
         return await self._run(self.manager.get(name, version), request)

@@ -27,14 +27,16 @@ from modelport.errors import (
     ModelNotReadyError,
     ModelportError,
     NotFoundError,
+    PayloadTooLargeError,
     SpecError,
     UnavailableError,
     summarize,
 )
-from modelport.manifest import TensorSpec
+from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
+from modelport.serving.pipeline_processors import as_named_by_the_pipeline, fed_inputs, reading_defaults
 from modelport.serving.pipeline_samples import SampleCheck
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
 from modelport.serving.settings import VersionPolicy
@@ -64,6 +66,8 @@ class StepPlane(Protocol):
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]: ...
 
+    def step_manifest(self, name: str, version: str | None = None) -> ModelManifest | None: ...
+
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse: ...
 
 
@@ -78,6 +82,7 @@ class Pipeline:
         self._applications = applications
         self.levels: tuple[tuple[int, ...], ...] = ()
         self.processors: dict[int, Processors] = {}
+        self._fitted: dict[int, tuple[TensorSpec, ...]] = {}  # a pre step's index: the model inputs it was built for
         self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
         try:
@@ -91,11 +96,28 @@ class Pipeline:
 
     def _build_processors(self) -> dict[int, Processors]:
         context = ProcessingContext(self.directory or Path("."))
-        return {
-            i: build_processors(step.processors, context)
-            for i, step in enumerate(self.spec.steps)
-            if step.processors is not None
-        }
+        return {i: build_processors(reading_defaults(step), context) for i, step in self._processor_steps()}
+
+    def _processor_steps(self) -> list[tuple[int, PipelineStep]]:
+        return [(i, step) for i, step in enumerate(self.spec.steps) if step.processors is not None]
+
+    def _fit_pre_steps(self, plane: StepPlane) -> str:
+        """Build each ``pre`` step for the model inputs it feeds, as a model's own processors are built for its
+        manifest (the ids' dtype, an image's layout and normalization); why one cannot be (empty: all were)."""
+        for index, step in self._processor_steps():
+            assert step.processors is not None
+            fed = fed_inputs(plane.step_manifest, self.spec, step) if step.processors.pre else None
+            if fed is None or self._fitted.get(index) == fed.inputs:
+                continue
+            context = ProcessingContext(self.directory or Path("."), fed)
+            try:
+                self.processors[index] = build_processors(step.processors, context)
+            except ModelportError as exc:
+                return f"{step.label(index)}: {exc.message}"
+            except Exception as exc:  # a custom processor's import
+                return f"{step.label(index)}: cannot build its processors: {summarize(exc)}"
+            self._fitted[index] = fed.inputs
+        return ""
 
     def status(self, plane: StepPlane) -> VersionStatus:
         """READY while the graph is sound, every step model serves what its maps name and the golden samples
@@ -106,6 +128,9 @@ class Pipeline:
             reason = _step_problem(plane, index, step) if step.model is not None else ""
             if reason:
                 return VersionStatus(VERSION, VersionState.FAILED, reason)
+        reason = self._fit_pre_steps(plane)
+        if reason:
+            return VersionStatus(VERSION, VersionState.FAILED, reason)
         self.samples.start(lambda inputs: self._execute(plane, inputs))
         return VersionStatus(VERSION, *self.samples.state())
 
@@ -221,8 +246,12 @@ class Pipeline:
         ``post`` formats each row of its inputs as a JSON response (one BYTES ``output`` element a row)."""
         processors, key = self.processors[index], (self.name, str(VERSION))
         if processors.pre:
-            payloads = _payloads(inputs, self.spec.steps[index].label(index))
-            rows = await self._applications.process(processors.preprocess, payloads, "pre", key)
+            step = self.spec.steps[index]
+            payloads = _payloads(inputs, step.label(index))
+            try:
+                rows = await self._applications.process(processors.preprocess, payloads, "pre", key)
+            except (InvalidArgumentError, PayloadTooLargeError) as exc:
+                raise as_named_by_the_pipeline(exc, step) from None
             return _concatenate(rows)
         count = len(next(iter(inputs.values())))
         rows = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(count)]

@@ -1,0 +1,70 @@
+"""How a pipeline's processor steps fit the models around them (see :mod:`modelport.serving.pipeline`).
+
+A model's own processors are built for its manifest: the token ids in its integer dtype, an image in its
+layout and normalization, a classifier reading its first output. A pipeline's processor steps get the same
+defaults from their neighbours: a ``pre`` step from the manifest of the model input it feeds, a ``post``
+step from its first mapped tensor. Errors about a payload name the pipeline's input the client sent.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from modelport.errors import ModelportError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.processing import ArgmaxStep, ProcessingSpec, SegmentationStep, ThresholdStep, TopKStep
+from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep
+
+__all__ = ["ManifestOf", "as_named_by_the_pipeline", "fed_inputs", "reading_defaults"]
+
+ManifestOf = Callable[[str, str | None], ModelManifest | None]
+"""A step model's manifest by name and version (None: it takes payloads, or has none)."""
+
+_READERS = (TopKStep, ArgmaxStep, ThresholdStep, SegmentationStep)
+
+
+def reading_defaults(step: PipelineStep) -> ProcessingSpec:
+    """A step's processors; a ``post`` classifier or segmenter that names no output reads the step's first
+    mapped tensor (a model's processors read its manifest's first output)."""
+    assert step.processors is not None
+    first = next(iter(step.input_map))
+    post = tuple(
+        s.model_copy(update={"output": first}) if isinstance(s, _READERS) and s.output is None else s
+        for s in step.processors.post
+    )
+    return step.processors.model_copy(update={"post": post})
+
+
+def fed_inputs(manifest_of: ManifestOf, spec: PipelineSpec, step: PipelineStep) -> ModelManifest | None:
+    """The first model manifest that a ``pre`` step feeds, its inputs renamed as the step names its outputs
+    (only those it feeds); None when it feeds no model step that takes tensors."""
+    found: list[TensorSpec] = []
+    manifest: ModelManifest | None = None
+    for mine, tensor in step.output_map.items():
+        for consumer in spec.steps:
+            theirs = next((m for m, t in consumer.input_map.items() if t == tensor), None)
+            if consumer.model is None or theirs is None:
+                continue
+            version = str(consumer.version) if consumer.version is not None else None
+            model = manifest_of(consumer.model, version)
+            fed = next((s for s in model.inputs if s.name == theirs), None) if model is not None else None
+            if fed is not None:
+                manifest = manifest or model
+                found.append(fed.model_copy(update={"name": mine}))
+                break
+    if manifest is None:
+        return None
+    return manifest.model_copy(update={"inputs": tuple(found), "outputs": ()})
+
+
+def as_named_by_the_pipeline(error: ModelportError, step: PipelineStep) -> ModelportError:
+    """A ``pre`` step's error about a payload, naming the pipeline's input the client sent (not the tensor the
+    processor makes of it, a name the client never saw)."""
+    (payload,) = step.input_map.values()
+    message = error.message
+    for made in step.output_map:
+        message = message.replace(f"input {made!r}", f"input {payload!r}")
+    renamed = copy.copy(error)
+    renamed.message, renamed.args = message, (message,)
+    return renamed
