@@ -170,6 +170,8 @@ class ImageProcessor:
                 f"({CHANNELS[step.mode]} channels)"
             )
         self.dtype = lookup_dtype(step.dtype).np_dtype()
+        if np.issubdtype(self.dtype, np.integer):
+            _check_integer_values(self, step)
 
     def __call__(self, items: Sequence[object], /) -> list[object]:
         """Each item's tensors, or its error."""
@@ -184,6 +186,22 @@ class ImageProcessor:
             image = center_crop(image, self.step.center_crop)
         values = to_array(image, self.step.scale, self.mean, self.std, channels_first=self.layout == "NCHW")
         return {self.name: values[None] if self.dtype == np.float32 else values[None].astype(self.dtype)}
+
+
+def _check_integer_values(processor: ImageProcessor, step: ImageStep) -> None:
+    """An integer ``dtype`` holds the values exactly (whole numbers in its range), or the step is refused:
+    a cast would truncate ``pixel / 255`` to 0 or wrap 200 around in int8."""
+    mean, std = processor.mean, processor.std
+    tables = _tables(float(step.scale), tuple(mean) if mean is not None and std is not None else None, tuple(std or ()))
+    values = np.concatenate(tables)
+    info = np.iinfo(processor.dtype)
+    if not (np.all(values == np.floor(values)) and values.min() >= info.min and values.max() <= info.max):
+        raise SpecError(
+            f"image step for {processor.name!r}: dtype {step.dtype} cannot hold the pixel values it makes "
+            f"({values.min():g} to {values.max():g} with scale {step.scale:g}"
+            f"{' and mean/std' if mean is not None else ''}); an integer dtype takes whole values in "
+            f"{info.min}..{info.max} (uint8 pixels: scale 1, normalize: false)"
+        )
 
 
 def _spec_norm(spec: TensorSpec | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -130,6 +130,35 @@ def test_layout_dtype_scale_and_normalisation():
     assert raw.dtype == np.uint8 and raw[0, :, 0, 0].tolist() == [255, 0, 51]
 
 
+def test_an_integer_dtype_takes_the_pixel_values_unscaled():
+    image = photo(7, 5)
+    raw = _process(encode(image), dtype="uint8", normalize=False)
+    assert raw.dtype == np.uint8 and np.array_equal(raw[0], np.asarray(image).transpose(2, 0, 1))
+    centred = _process(encode(image), dtype="int16", mean=(128,), std=(1,))
+    assert np.array_equal(centred[0], np.asarray(image, np.int16).transpose(2, 0, 1) - 128)
+    assert ImageStep(dtype="uint8").scale == 1.0 and ImageStep(dtype="uint8", scale=0.5).scale == 0.5
+    assert ImageStep().scale == 1 / 255
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"dtype": "uint8", "scale": 1 / 255}, {"dtype": "int8"}, {"dtype": "uint8", "mean": (0.5,), "std": (0.5,)}],
+)
+def test_an_integer_dtype_that_cannot_hold_the_values_fails_at_build(options):
+    with pytest.raises(SpecError, match=f"dtype {options['dtype']} cannot hold the pixel values"):
+        ImageProcessor(ImageStep(**options), HERE)
+
+
+@pytest.mark.parametrize(("width", "height"), [(257, 513), (40, 9)])
+def test_one_value_sizes_are_read_as_torchvision_reads_them(width, height):
+    image = photo(width, height)
+    step = ImageStep.model_validate({"resize": [16], "center_crop": [12]})
+    assert (step.resize, step.center_crop) == (16, 12)
+    expected = reference.tv_center_crop(reference.tv_resize(image, [16]), 12)
+    got = ImageProcessor(step, HERE).process(encode(image))["input"]
+    assert np.array_equal(got[0], to_array(expected, 1 / 255, channels_first=True))
+
+
 def _manifest(**spec):
     return ModelManifest(
         name="m",
