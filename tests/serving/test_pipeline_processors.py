@@ -8,6 +8,8 @@ pipeline's input, the one the client sent.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from tokenizers import Tokenizer
 
 import modelport
@@ -181,9 +184,7 @@ async def test_image_pipeline_feeds_the_nhwc_model_in_its_layout_and_normalizati
     image = photo(width, height, seed=width)
     answer = await client.post("/predictions/tint", content=encode(image), headers={"content-type": "image/png"})
     assert answer.status_code == 200, answer.text
-    pixels = np.asarray(tv_center_crop(tv_resize(image, 6), (8, 6)), dtype=np.float32) / np.float32(255)
-    expected = ((pixels - np.float32(MEAN)) / np.float32(STD)).mean(axis=(0, 1))
-    assert np.allclose(answer.json(), expected, atol=1e-5), (answer.json(), expected)
+    assert np.allclose(answer.json(), _means(image), atol=1e-5), (answer.json(), _means(image))
 
 
 async def test_a_bad_image_is_a_400_naming_the_pipelines_input(client: httpx.AsyncClient) -> None:
@@ -192,3 +193,21 @@ async def test_a_bad_image_is_a_400_naming_the_pipelines_input(client: httpx.Asy
     truncated = encode(photo(40, 30), "JPEG")[:200]
     answer = await client.post("/predictions/tint", content=truncated, headers={"content-type": "image/jpeg"})
     assert answer.status_code == 400 and "input 'image'" in answer.json()["message"], answer.text
+
+
+def _means(image: Image.Image) -> list[float]:
+    pixels = np.asarray(tv_center_crop(tv_resize(image, 6), (8, 6)), dtype=np.float32) / np.float32(255)
+    return ((pixels - np.float32(MEAN)) / np.float32(STD)).mean(axis=(0, 1)).tolist()  # type: ignore[no-any-return]
+
+
+async def test_several_files_are_rows_in_order_in_every_protocol(client: httpx.AsyncClient) -> None:
+    images = [photo(13, 9, seed=1), photo(9, 13, seed=2).convert("L"), photo(30, 30, seed=3).convert("RGBA")]
+    files = [encode(images[0]), encode(images[1], "JPEG"), encode(images[2], "WEBP", lossless=True)]
+    expected = [_means(image.convert("RGB")) for image in images]
+    expected[1] = _means(Image.open(io.BytesIO(files[1])).convert("RGB"))  # JPEG is lossy
+    multipart = await client.post("/predictions/tint", files=[("data", (f"{i}", f)) for i, f in enumerate(files)])
+    assert multipart.status_code == 200, multipart.text
+    assert np.allclose(multipart.json(), expected, atol=1e-5)
+    b64 = [{"b64": base64.b64encode(f).decode()} for f in files]
+    tfs = await client.post("/v1/models/tint:predict", json={"instances": [{"image_bytes": v} for v in b64]})
+    assert tfs.status_code == 200 and np.allclose(tfs.json()["predictions"], expected, atol=1e-5), tfs.text
