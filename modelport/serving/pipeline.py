@@ -39,6 +39,7 @@ from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
 from modelport.serving.pipeline_processors import as_named_by_the_pipeline, fed_inputs, reading_defaults
 from modelport.serving.pipeline_samples import SampleCheck
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
+from modelport.serving.pipeline_types import tensor_problem
 from modelport.serving.settings import VersionPolicy
 from modelport.serving.types import (
     InferRequest,
@@ -128,11 +129,19 @@ class Pipeline:
             reason = _step_problem(plane, index, step) if step.model is not None else ""
             if reason:
                 return VersionStatus(VERSION, VersionState.FAILED, reason)
-        reason = self._fit_pre_steps(plane)
+        reason = tensor_problem(self.spec, self._step_models(plane)) or self._fit_pre_steps(plane)
         if reason:
             return VersionStatus(VERSION, VersionState.FAILED, reason)
         self.samples.start(lambda inputs: self._execute(plane, inputs))
         return VersionStatus(VERSION, *self.samples.state())
+
+    def _step_models(self, plane: StepPlane) -> dict[int, ModelMetadata]:
+        """Each model step's metadata (the steps were found ready)."""
+        return {
+            i: plane.model_metadata(step.model, str(step.version) if step.version is not None else None)
+            for i, step in enumerate(self.spec.steps)
+            if step.model is not None
+        }
 
     async def verify(self, plane: StepPlane) -> None:
         """Check the golden samples now if the steps are ready and they have not run (at server start)."""

@@ -227,6 +227,25 @@ BAD_PIPELINES = {
         {**_chain("first"), "steps": [{"model": "first", "input_map": {"x": "x"}, "output_map": {"w": "out"}}]},
         "step 1 (first): model 'first' has no outputs ['w']",
     ),
+    # a tensor's maker and taker disagree: every request would be a 400, so the pipeline is not ready (Triton)
+    "input-dtype": (
+        {**_chain("first"), "inputs": [{"name": "x", "datatype": "INT64", "shape": [-1, 3]}]},
+        "tensor 'x': pipeline input 'x' (INT64 [-1, 3]) does not fit step 1 (first) input 'x' (FP32 [-1, 3])",
+    ),
+    "output-shape": (
+        {**_chain("first"), "outputs": [{"name": "out", "datatype": "FP32", "shape": [-1, 4]}]},
+        "tensor 'out': step 2 (second) output 'y' (FP32 [-1, 3]) does not fit pipeline output 'out' (FP32 [-1, 4])",
+    ),
+    "between-models": (
+        {
+            **_chain("first"),
+            "steps": [
+                {"model": "first", "input_map": {"x": "x"}, "output_map": {"n": "mid"}},
+                {"model": "second", "input_map": {"x": "mid"}, "output_map": {"y": "out"}},
+            ],
+        },
+        "tensor 'mid': step 1 (first) output 'n' (FP32 [-1]) does not fit step 2 (second) input 'x' (FP32 [-1, 3])",
+    ),
 }
 
 
