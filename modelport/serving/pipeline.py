@@ -83,7 +83,7 @@ class Pipeline:
         self._applications = applications
         self.levels: tuple[tuple[int, ...], ...] = ()
         self.processors: dict[int, Processors] = {}
-        self._fitted: dict[int, tuple[TensorSpec, ...]] = {}  # a pre step's index: the model inputs it was built for
+        self._fitted: dict[int, tuple[tuple[TensorSpec, ...], str]] = {}  # pre step: the inputs it fits, why not
         self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
         try:
@@ -104,20 +104,29 @@ class Pipeline:
 
     def _fit_pre_steps(self, plane: StepPlane) -> str:
         """Build each ``pre`` step for the model inputs it feeds, as a model's own processors are built for its
-        manifest (the ids' dtype, an image's layout and normalization); why one cannot be (empty: all were)."""
+        manifest (the ids' dtype, an image's layout and normalization); why one cannot be (empty: all were).
+        Each is built once for the inputs it feeds (again when they change), its failure remembered too."""
         for index, step in self._processor_steps():
             assert step.processors is not None
             fed = fed_inputs(plane.step_manifest, self.spec, step) if step.processors.pre else None
-            if fed is None or self._fitted.get(index) == fed.inputs:
+            if fed is None:
                 continue
-            context = ProcessingContext(self.directory or Path("."), fed)
-            try:
-                self.processors[index] = build_processors(step.processors, context)
-            except ModelportError as exc:
-                return f"{step.label(index)}: {exc.message}"
-            except Exception as exc:  # a custom processor's import
-                return f"{step.label(index)}: cannot build its processors: {summarize(exc)}"
-            self._fitted[index] = fed.inputs
+            fitted = self._fitted.get(index)
+            if fitted is None or fitted[0] != fed.inputs:
+                fitted = self._fitted[index] = (fed.inputs, self._fit(index, step, fed))
+            if fitted[1]:
+                return fitted[1]
+        return ""
+
+    def _fit(self, index: int, step: PipelineStep, fed: ModelManifest) -> str:
+        assert step.processors is not None
+        context = ProcessingContext(self.directory or Path("."), fed)
+        try:
+            self.processors[index] = build_processors(step.processors, context)
+        except ModelportError as exc:
+            return f"{step.label(index)}: {exc.message}"
+        except Exception as exc:  # a custom processor's import
+            return f"{step.label(index)}: cannot build its processors: {summarize(exc)}"
         return ""
 
     def status(self, plane: StepPlane) -> VersionStatus:

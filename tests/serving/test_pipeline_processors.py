@@ -132,6 +132,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tokenizer(_pipeline(repo, "sentiment", TEXT_PIPELINE) / "tokenizer.json")
     (repo / "sentiment" / "labels.txt").write_text("low\nmid\nhigh\n")
     _pipeline(repo, "tint", IMAGE_PIPELINE)
+    grey = {"kind": "image", "mode": "L", "resize": 6, "center_crop": [8, 6]}  # 1 channel for a 3-channel model
+    _pipeline(
+        repo,
+        "grey",
+        {
+            **IMAGE_PIPELINE,
+            "steps": [{**IMAGE_PIPELINE["steps"][0], "processors": {"pre": [grey]}}, IMAGE_PIPELINE["steps"][1]],
+        },
+    )
     return repo
 
 
@@ -211,3 +220,15 @@ async def test_several_files_are_rows_in_order_in_every_protocol(client: httpx.A
     b64 = [{"b64": base64.b64encode(f).decode()} for f in files]
     tfs = await client.post("/v1/models/tint:predict", json={"instances": [{"image_bytes": v} for v in b64]})
     assert tfs.status_code == 200 and np.allclose(tfs.json()["predictions"], expected, atol=1e-5), tfs.text
+
+
+async def test_a_pre_step_that_cannot_fit_the_model_it_feeds_leaves_the_pipeline_not_ready(
+    client: httpx.AsyncClient,
+) -> None:
+    for _ in range(2):  # the reason is remembered, and said again
+        ready = await client.get("/v2/models/grey/ready")
+        assert ready.status_code == 503, ready.text
+        assert "step 1 (processors): image step for 'input': 3 mean/std values for mode L" in ready.json()["reason"]
+    refused = await client.post("/predictions/grey", content=encode(photo(8, 6)), headers={"content-type": "image/png"})
+    assert refused.status_code == 503 and "mean/std" in refused.json()["message"], refused.text
+    assert (await client.get("/v2/models/tint/ready")).status_code == 200
