@@ -15,6 +15,7 @@ refused with a 503 and Retry-After, as a full queue is. Pipelines do not nest.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
+from modelport.processing.labels import Labels, find_labels
 from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
 from modelport.serving.pipeline_processors import as_named_by_the_pipeline, fed_inputs, reading_defaults
@@ -54,6 +56,8 @@ from modelport.serving.types import (
 from modelport.tensors import Arrays, dtype_of_array, lookup_dtype, shape_matches
 
 __all__ = ["FORMAT", "VERSION", "Pipeline", "Pipelines", "StepPlane"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "pipeline"  # the format metadata shows (v2 platform ``modelport_pipeline``)
 VERSION = 1  # a pipeline's one version
@@ -86,6 +90,7 @@ class Pipeline:
         self._fitted: dict[int, tuple[tuple[TensorSpec, ...], str]] = {}  # pre step: the inputs it fits, why not
         self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
+        self.labels = _class_labels(spec, directory)
         try:
             self.levels = plan(spec)
             self.processors = self._build_processors()
@@ -283,7 +288,7 @@ class Pipeline:
         if unknown:
             raise InvalidArgumentError(f"pipeline {self.name!r} has no outputs {unknown}; it has {names}")
         wanted = [o.name for o in request.outputs] or names
-        selected = classify({n: tensors[n] for n in wanted}, request.outputs, {}, True)
+        selected = classify({n: tensors[n] for n in wanted}, request.outputs, self.labels, True)
         results = None
         if len(wanted) == 1 and self._from_post(wanted[0]):
             results = [orjson.loads(element) for element in selected[wanted[0]].ravel().tolist()]
@@ -311,6 +316,19 @@ class Pipelines:
         if built is None or built.spec != spec or built.directory != directory:
             built = self._built[name] = Pipeline(name, spec, directory, self._applications, self._samples)
         return built
+
+
+def _class_labels(spec: PipelineSpec, directory: Path | None) -> dict[str, Labels]:
+    """The class names of Triton's classification extension on the pipeline's outputs: its folder's
+    ``index_to_name.json`` or ``labels.txt``, as a model version's (none if unreadable)."""
+    if directory is None:
+        return {}
+    try:
+        labels = find_labels(None, ProcessingContext(directory), None)
+    except ModelportError as exc:
+        log.warning("pipeline %s: no class labels: %s", directory, exc.message)
+        return {}
+    return {t.name: labels for t in spec.outputs}
 
 
 def _ensemble_step(step: PipelineStep) -> EnsembleStep:

@@ -131,7 +131,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _as_keras_would_record(_export(repo, _channel_means_nhwc(root / "means.onnx"), "pixels:float32:-1x8x6x3", "means"))
     build_tokenizer(_pipeline(repo, "sentiment", TEXT_PIPELINE) / "tokenizer.json")
     (repo / "sentiment" / "labels.txt").write_text("low\nmid\nhigh\n")
-    _pipeline(repo, "tint", IMAGE_PIPELINE)
+    (_pipeline(repo, "tint", IMAGE_PIPELINE) / "labels.txt").write_text("red\ngreen\nblue\n")
     grey = {"kind": "image", "mode": "L", "resize": 6, "center_crop": [8, 6]}  # 1 channel for a 3-channel model
     _pipeline(
         repo,
@@ -232,3 +232,25 @@ async def test_a_pre_step_that_cannot_fit_the_model_it_feeds_leaves_the_pipeline
     refused = await client.post("/predictions/grey", content=encode(photo(8, 6)), headers={"content-type": "image/png"})
     assert refused.status_code == 503 and "mean/std" in refused.json()["message"], refused.text
     assert (await client.get("/v2/models/tint/ready")).status_code == 200
+
+
+async def test_triton_classification_of_a_pipeline_output_names_its_folders_labels(client: httpx.AsyncClient) -> None:
+    image = photo(13, 9, seed=4)
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [{"b64": base64.b64encode(encode(image)).decode()}],
+            }
+        ],
+        "outputs": [{"name": "means", "parameters": {"classification": 2}}],
+    }
+    answer = await client.post("/v2/models/tint/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    means = _means(image)
+    best = np.argsort(-np.array(means), kind="stable")[:2]
+    got = [entry.split(":") for entry in answer.json()["outputs"][0]["data"]]
+    assert [(int(i), label) for _, i, label in got] == [(int(i), ["red", "green", "blue"][i]) for i in best]
+    assert np.allclose([float(v) for v, _, _ in got], [means[i] for i in best], atol=1e-5)
