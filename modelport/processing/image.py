@@ -159,8 +159,7 @@ class ImageProcessor:
             raise SpecError(f"image step: the model has no input {step.input!r} (inputs: {names})")
         self.step = step
         self.name = step.input or (spec.name if spec else "input")
-        layout = spec.layout if spec is not None and spec.layout in ("NCHW", "NHWC") else "NCHW"
-        self.layout = step.layout or layout
+        self.layout = step.layout or _default_layout(spec, context)
         self.mean, self.std = (step.mean, step.std) if step.mean is not None else _spec_norm(spec)
         if not step.normalize:
             self.mean, self.std = None, None
@@ -202,6 +201,15 @@ def _check_integer_values(processor: ImageProcessor, step: ImageStep) -> None:
             f"{' and mean/std' if mean is not None else ''}); an integer dtype takes whole values in "
             f"{info.min}..{info.max} (uint8 pixels: scale 1, normalize: false)"
         )
+
+
+def _default_layout(spec: TensorSpec | None, context: ProcessingContext) -> str:
+    """The manifest's layout, else the source framework's (TensorFlow/Keras images are NHWC, as the edge
+    bundle reads them), else NCHW (PyTorch's, and most ONNX models')."""
+    if spec is not None and spec.layout in ("NCHW", "NHWC"):
+        return spec.layout
+    framework = context.manifest.source.framework if context.manifest is not None else None
+    return "NHWC" if framework == "tf" and spec is not None and len(spec.shape) == 4 else "NCHW"
 
 
 def _spec_norm(spec: TensorSpec | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -74,7 +74,9 @@ class ImageStep(_Step):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     normalize: bool = True
-    layout: Literal["NCHW", "NHWC"] | None = Field(None, description="default: the manifest's, else NCHW")
+    layout: Literal["NCHW", "NHWC"] | None = Field(
+        None, description="default: the manifest's, else NHWC for a TensorFlow/Keras model, else NCHW"
+    )
     dtype: str = "float32"
 
     @model_validator(mode="before")

@@ -182,6 +182,17 @@ def test_input_name_layout_and_normalisation_default_to_the_manifest(tmp_path):
     assert plain["pixels"].max() == 0.0
 
 
+@pytest.mark.parametrize(
+    ("framework", "shape"), [("tf", (1, 4, 4, 3)), ("torch", (1, 3, 4, 4)), ("onnx", (1, 3, 4, 4))]
+)
+def test_without_a_layout_a_keras_model_takes_nhwc_images(tmp_path, framework, shape):
+    manifest = _manifest().model_copy(update={"source": SourceInfo(framework=framework, kind="k", location="x")})
+    out = ImageProcessor(ImageStep(), ProcessingContext(tmp_path, manifest)).process(encode(photo(4, 4)))
+    assert out["pixels"].shape == shape
+    pinned = ProcessingContext(tmp_path, _manifest(layout="NCHW").model_copy(update={"source": manifest.source}))
+    assert ImageProcessor(ImageStep(), pinned).layout == "NCHW"
+
+
 def test_a_step_naming_an_unknown_input_or_mismatched_channels_fails_at_build(tmp_path):
     with pytest.raises(SpecError, match="no input 'image'"):
         ImageProcessor(ImageStep(input="image"), ProcessingContext(tmp_path, _manifest()))
