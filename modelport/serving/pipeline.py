@@ -3,7 +3,9 @@
 A pipeline (``pipeline:`` in a model folder's ``config.yaml``, see :mod:`modelport.serving.pipeline_spec`)
 has one version, 1. Its graph is checked when it is built; a bad graph leaves it FAILED with the reason.
 Its readiness follows its steps: it is ready while every step model is ready and has the tensors its
-maps name, and otherwise says which step is not and why.
+maps name, its tensors agree in datatype and shape where they meet (:mod:`~modelport.serving.pipeline_types`)
+and its ``pre`` steps could be built for the model inputs they feed
+(:mod:`~modelport.serving.pipeline_processors`), and otherwise says which step or tensor is not and why.
 
 A request runs the steps level by level (independent steps concurrently); a model step goes through
 the data plane's path of that model (validation, its own batcher), so concurrent pipeline requests
