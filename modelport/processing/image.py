@@ -9,8 +9,11 @@ decoded, and every malformed payload is an ``InvalidArgumentError`` naming the i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,8 +63,9 @@ def decode_image(data: object, step: ImageStep, name: str) -> Image.Image:
         raise InvalidArgumentError(f"input {name!r}: cannot decode the image ({summarize(exc)})") from None
 
 
-def _open(data: bytes, step: ImageStep, name: str) -> Image.Image:
-    """Read the header only (Pillow decodes lazily), in the allowed formats."""
+def _open(data: bytes, step: ImageStep, name: str, encoded: bool = False) -> Image.Image:
+    """Read the header only (Pillow decodes lazily), in the allowed formats; an image's base64 text is
+    read as the image, as TorchServe's vision handlers read a text payload (``{"data": "<base64>"}``)."""
     try:
         return Image.open(io.BytesIO(data), formats=list(step.formats))
     except Image.DecompressionBombError:
@@ -69,11 +73,29 @@ def _open(data: bytes, step: ImageStep, name: str) -> Image.Image:
             f"input {name!r}: image dimensions are over Pillow's decompression-bomb limit"
         ) from None
     except UnidentifiedImageError:
+        decoded = None if encoded else _base64(data)
+        if decoded is not None:
+            return _open(decoded, step, name, encoded=True)
         raise InvalidArgumentError(
             f"input {name!r}: not an image in an accepted format ({', '.join(step.formats)})"
+            + (" (decoded from base64)" if encoded else "")
         ) from None
     except Exception as exc:  # a header that parses partway
         raise InvalidArgumentError(f"input {name!r}: unreadable image header ({summarize(exc)})") from None
+
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+
+
+def _base64(data: bytes) -> bytes | None:
+    """``data`` decoded when it is base64 text (standard alphabet, padded; surrounding whitespace allowed)."""
+    text = data.strip()
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return None
 
 
 def resize(image: Image.Image, size: Size, interpolation: str = "bilinear") -> Image.Image:

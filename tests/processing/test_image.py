@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -157,6 +158,18 @@ def test_one_value_sizes_are_read_as_torchvision_reads_them(width, height):
     expected = reference.tv_center_crop(reference.tv_resize(image, [16]), 12)
     got = ImageProcessor(step, HERE).process(encode(image))["input"]
     assert np.array_equal(got[0], to_array(expected, 1 / 255, channels_first=True))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_an_images_base64_text_is_the_image(fmt):
+    data = encode(photo(17, 11), fmt)
+    text = base64.b64encode(data)
+    assert np.array_equal(_process(text), _process(data))
+    assert np.array_equal(_process(b"  " + text + b"\r\n"), _process(data))
+    with pytest.raises(InvalidArgumentError, match=r"not an image .* \(decoded from base64\)"):
+        _process(base64.b64encode(b"GIF89a but not really"))
+    with pytest.raises(InvalidArgumentError, match="not an image"):
+        _process(text[:-1])  # not base64 any more (length), and not an image
 
 
 def _manifest(**spec):

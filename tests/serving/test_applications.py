@@ -90,6 +90,21 @@ async def test_torchserve_multipart_files_are_rows_answered_in_order(http):
     assert next(iter(second)) == "blue"
 
 
+async def test_torchserve_json_base64_images_as_the_vision_handlers_read_them(http):
+    red, blue = (base64.b64encode(solid(color)).decode() for color in (RED, BLUE))
+    for body in ({"data": red}, {"body": red}, red):
+        answer = await http.post("/predictions/colors-onnx", json=body)
+        assert answer.status_code == 200, (body, answer.text)
+        _close(answer.json(), expected_colors(RED))
+    several = await http.post("/predictions/colors-onnx", json=[red, blue])
+    assert several.status_code == 200 and [next(iter(row)) for row in several.json()] == ["red", "blue"]
+    multipart = await http.post("/predictions/colors-onnx", files={"data": (None, red + "\n")})  # a text field
+    assert multipart.status_code == 200, multipart.text
+    _close(multipart.json(), expected_colors(RED))
+    not_an_image = await http.post("/predictions/colors-onnx", json={"data": base64.b64encode(b"hello!").decode()})
+    assert not_an_image.status_code == 400 and "decoded from base64" in not_an_image.json()["message"]
+
+
 async def test_torchserve_text_as_raw_body_and_json(http):
     raw = await http.post("/predictions/sentiment-onnx", content=b"the cat sat on the mat")
     assert raw.status_code == 200, raw.text
