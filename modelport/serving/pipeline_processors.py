@@ -8,12 +8,12 @@ step from its first mapped tensor. Errors about a payload name the pipeline's in
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 from modelport.errors import ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ArgmaxStep, ProcessingSpec, SegmentationStep, ThresholdStep, TopKStep
+from modelport.serving.application import naming_the_payload
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep
 
 __all__ = ["ManifestOf", "as_named_by_the_pipeline", "fed_inputs", "reading_defaults"]
@@ -62,9 +62,4 @@ def as_named_by_the_pipeline(error: ModelportError, step: PipelineStep) -> Model
     """A ``pre`` step's error about a payload, naming the pipeline's input the client sent (not the tensor the
     processor makes of it, a name the client never saw)."""
     (payload,) = step.input_map.values()
-    message = error.message
-    for made in step.output_map:
-        message = message.replace(f"input {made!r}", f"input {payload!r}")
-    renamed = copy.copy(error)
-    renamed.message, renamed.args = message, (message,)
-    return renamed
+    return naming_the_payload(error, payload, list(step.output_map), also_made=False)

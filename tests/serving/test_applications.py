@@ -191,3 +191,12 @@ def test_the_image_classifier_handler_config_is_accepted(tmp_path):
     config = ModelConfig.model_validate({"processors": {"handler": "image_classifier"}})
     assert config.processors is not None and config.processors.pre[0].center_crop == 224
     assert IMAGE_PROCESSORS["post"][0]["kind"] == config.processors.post[0].kind
+
+
+async def test_a_bad_payload_names_the_input_the_client_sent_and_the_models(http):
+    image = await http.post("/predictions/colors-onnx", content=b"not an image")
+    assert image.status_code == 400
+    assert "input 'image' (model input 'pixels'): not an image" in image.json()["message"], image.text
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [{"b64": "/w=="}]}]}
+    text = await http.post("/v2/models/sentiment-onnx/infer", json=body)
+    assert text.status_code == 400 and "input 'text' (model input 'input_ids'): text is not valid UTF-8" in text.text
