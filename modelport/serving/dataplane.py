@@ -254,8 +254,16 @@ class DataPlane:
         return served.manifest
 
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
-        """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
-        return await self._run(self.manager.get(name, version), request)
+        """A pipeline step's request to one of its models: that model's own path (validation, its batcher),
+        counted in the model's statistics as Triton counts an ensemble's composing models."""
+        served = self.manager.get(name, version)
+        started, succeeded = time.perf_counter(), False
+        try:
+            response = await self._run(served, request)
+            succeeded = True
+            return response
+        finally:
+            self.metrics.statistics.request(served.name, served.version, time.perf_counter() - started, succeeded)
 
     async def _verify_pipelines(self) -> None:
         """Run the golden samples of every pipeline whose steps are ready (the models' ran as they loaded)."""

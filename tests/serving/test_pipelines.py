@@ -153,6 +153,17 @@ async def test_concurrent_pipeline_requests_batch_in_the_step_model(plane: DataP
     assert 3 in sizes, sizes  # the three queued pipeline requests ran as one batch of the step model
 
 
+async def test_step_models_count_the_pipelines_requests_in_their_statistics(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        assert (await client.post("/v2/models/quadruple/infer", json=_v2(X))).status_code == 200
+    assert (await client.post("/v2/models/picky/infer", json=_v2([[13, 1, 2]]))).status_code == 400
+    stats = {}
+    for model in ("first", "second", "rejecting", "quadruple"):
+        (entry,) = (await client.get(f"/v2/models/{model}/stats")).json()["model_stats"]
+        stats[model] = (entry["inference_stats"]["success"]["count"], entry["inference_stats"]["fail"]["count"])
+    assert stats == {"first": (2, 0), "second": (2, 0), "rejecting": (0, 1), "quadruple": (2, 0)}
+
+
 async def test_metrics_label_the_pipeline_and_the_protocol(client: httpx.AsyncClient) -> None:
     await client.post("/v2/models/quadruple/infer", json=_v2(X))
     await client.post("/v1/models/quadruple:predict", json={"instances": X})
