@@ -78,7 +78,7 @@ def _open(data: bytes, step: ImageStep, name: str, encoded: bool = False) -> Ima
             return _open(decoded, step, name, encoded=True)
         raise InvalidArgumentError(
             f"input {name!r}: not an image in an accepted format ({', '.join(step.formats)})"
-            + (" (decoded from base64)" if encoded else "")
+            + (", nor the base64 text of one" if encoded else "")
         ) from None
     except Exception as exc:  # a header that parses partway
         raise InvalidArgumentError(f"input {name!r}: unreadable image header ({summarize(exc)})") from None

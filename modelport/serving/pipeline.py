@@ -17,7 +17,6 @@ refused with a 503 and Retry-After, as a full queue is. Pipelines do not nest.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,10 +36,15 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
-from modelport.processing.labels import Labels, find_labels
 from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
-from modelport.serving.pipeline_processors import as_named_by_the_pipeline, fed_inputs, reading_defaults
+from modelport.serving.pipeline_processors import (
+    as_named_by_the_pipeline,
+    class_labels,
+    fed_inputs,
+    json_tensors,
+    reading_defaults,
+)
 from modelport.serving.pipeline_samples import SampleCheck
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
 from modelport.serving.pipeline_types import tensor_problem
@@ -58,8 +62,6 @@ from modelport.serving.types import (
 from modelport.tensors import Arrays, dtype_of_array, lookup_dtype, shape_matches
 
 __all__ = ["FORMAT", "VERSION", "Pipeline", "Pipelines", "StepPlane"]
-
-log = logging.getLogger(__name__)
 
 FORMAT = "pipeline"  # the format metadata shows (v2 platform ``modelport_pipeline``)
 VERSION = 1  # a pipeline's one version
@@ -92,7 +94,8 @@ class Pipeline:
         self._fitted: dict[int, tuple[tuple[TensorSpec, ...], str]] = {}  # pre step: the inputs it fits, why not
         self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
-        self.labels = _class_labels(spec, directory)
+        self.labels = class_labels(spec, directory)
+        self._json_tensors = json_tensors(spec, {})
         try:
             self.levels = plan(spec)
             self.processors = self._build_processors()
@@ -145,9 +148,11 @@ class Pipeline:
             reason = _step_problem(plane, index, step) if step.model is not None else ""
             if reason:
                 return VersionStatus(VERSION, VersionState.FAILED, reason)
-        reason = tensor_problem(self.spec, self._step_models(plane)) or self._fit_pre_steps(plane)
+        models = self._step_models(plane)
+        reason = tensor_problem(self.spec, models) or self._fit_pre_steps(plane)
         if reason:
             return VersionStatus(VERSION, VersionState.FAILED, reason)
+        self._json_tensors = json_tensors(self.spec, models)
         self.samples.start(lambda inputs: self._execute(plane, inputs))
         return VersionStatus(VERSION, *self.samples.state())
 
@@ -297,11 +302,8 @@ class Pipeline:
         return InferResponse(self.name, str(VERSION), selected, id=request.id, results=results)
 
     def _from_post(self, tensor: str) -> bool:
-        """Whether a pipeline tensor is a ``post`` processor step's JSON."""
-        return any(
-            step.processors is not None and bool(step.processors.post) and tensor in step.output_map.values()
-            for step in self.spec.steps
-        )
+        """Whether a pipeline tensor is postprocessors' JSON (a ``post`` step's, or a processed model's)."""
+        return tensor in self._json_tensors
 
 
 class Pipelines:
@@ -318,19 +320,6 @@ class Pipelines:
         if built is None or built.spec != spec or built.directory != directory:
             built = self._built[name] = Pipeline(name, spec, directory, self._applications, self._samples)
         return built
-
-
-def _class_labels(spec: PipelineSpec, directory: Path | None) -> dict[str, Labels]:
-    """The class names of Triton's classification extension on the pipeline's outputs: its folder's
-    ``index_to_name.json`` or ``labels.txt``, as a model version's (none if unreadable)."""
-    if directory is None:
-        return {}
-    try:
-        labels = find_labels(None, ProcessingContext(directory), None)
-    except ModelportError as exc:
-        log.warning("pipeline %s: no class labels: %s", directory, exc.message)
-        return {}
-    return {t.name: labels for t in spec.outputs}
 
 
 def _ensemble_step(step: PipelineStep) -> EnsembleStep:

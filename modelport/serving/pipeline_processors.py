@@ -4,19 +4,41 @@ A model's own processors are built for its manifest: the token ids in its intege
 layout and normalization, a classifier reading its first output. A pipeline's processor steps get the same
 defaults from their neighbours: a ``pre`` step from the manifest of the model input it feeds, a ``post``
 step from its first mapped tensor. Errors about a payload name the pipeline's input the client sent.
+Postprocessors' JSON (a ``post`` step's, a processed step model's) is answered decoded where a protocol
+answers JSON, and Triton's classification extension names classes from the pipeline folder's labels file.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from modelport.errors import ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
-from modelport.processing import ArgmaxStep, ProcessingSpec, SegmentationStep, ThresholdStep, TopKStep
-from modelport.serving.application import naming_the_payload
+from modelport.processing import (
+    ArgmaxStep,
+    ProcessingContext,
+    ProcessingSpec,
+    SegmentationStep,
+    ThresholdStep,
+    TopKStep,
+)
+from modelport.processing.labels import Labels, find_labels
+from modelport.serving.application import OUTPUT, naming_the_payload
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep
+from modelport.serving.types import ModelMetadata
 
-__all__ = ["ManifestOf", "as_named_by_the_pipeline", "fed_inputs", "reading_defaults"]
+__all__ = [
+    "ManifestOf",
+    "as_named_by_the_pipeline",
+    "class_labels",
+    "fed_inputs",
+    "json_tensors",
+    "reading_defaults",
+]
+
+log = logging.getLogger(__name__)
 
 ManifestOf = Callable[[str, str | None], ModelManifest | None]
 """A step model's manifest by name and version (None: it takes payloads, or has none)."""
@@ -63,3 +85,29 @@ def as_named_by_the_pipeline(error: ModelportError, step: PipelineStep) -> Model
     processor makes of it, a name the client never saw)."""
     (payload,) = step.input_map.values()
     return naming_the_payload(error, payload, list(step.output_map), also_made=False)
+
+
+def json_tensors(spec: PipelineSpec, models: dict[int, ModelMetadata]) -> frozenset[str]:
+    """The pipeline tensors that are rows of JSON: made by a ``post`` processors step, or the ``output`` of a
+    step model with postprocessors of its own."""
+    made: set[str] = set()
+    for index, step in enumerate(spec.steps):
+        meta = models.get(index)
+        if step.processors is not None and step.processors.post:
+            made.update(step.output_map.values())
+        elif meta is not None and meta.processed and (OUTPUT, "string") in {(t.name, t.dtype) for t in meta.outputs}:
+            made.update(tensor for mine, tensor in step.output_map.items() if mine == OUTPUT)
+    return frozenset(made)
+
+
+def class_labels(spec: PipelineSpec, directory: Path | None) -> dict[str, Labels]:
+    """The class names of Triton's classification extension on the pipeline's outputs: its folder's
+    ``index_to_name.json`` or ``labels.txt``, as a model version's (none if unreadable)."""
+    if directory is None:
+        return {}
+    try:
+        labels = find_labels(None, ProcessingContext(directory), None)
+    except ModelportError as exc:
+        log.warning("pipeline %s: no class labels: %s", directory, exc.message)
+        return {}
+    return {t.name: labels for t in spec.outputs}

@@ -102,7 +102,7 @@ async def test_torchserve_json_base64_images_as_the_vision_handlers_read_them(ht
     assert multipart.status_code == 200, multipart.text
     _close(multipart.json(), expected_colors(RED))
     not_an_image = await http.post("/predictions/colors-onnx", json={"data": base64.b64encode(b"hello!").decode()})
-    assert not_an_image.status_code == 400 and "decoded from base64" in not_an_image.json()["message"]
+    assert not_an_image.status_code == 400 and "nor the base64 text of one" in not_an_image.json()["message"]
 
 
 async def test_torchserve_text_as_raw_body_and_json(http):

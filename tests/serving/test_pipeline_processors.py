@@ -30,6 +30,7 @@ from modelport.serving.settings import ServerSettings
 from tests.processing.images import encode, photo
 from tests.processing.reference import tv_center_crop, tv_resize
 from tests.processing.tokenizer import build_tokenizer
+from tests.serving.applications import add_colors
 
 VOCAB = 200
 MEAN, STD = (0.5, 0.25, 0.125), (0.5, 0.25, 2.0)
@@ -132,6 +133,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tokenizer(_pipeline(repo, "sentiment", TEXT_PIPELINE) / "tokenizer.json")
     (repo / "sentiment" / "labels.txt").write_text("low\nmid\nhigh\n")
     (_pipeline(repo, "tint", IMAGE_PIPELINE) / "labels.txt").write_text("red\ngreen\nblue\n")
+    colors = add_colors(repo)  # a step model with processors of its own: payloads in, JSON out
+    wrap = {"model": colors, "input_map": {"image": "picture"}, "output_map": {"output": "answer"}}
+    _pipeline(
+        repo,
+        "wrapped",
+        {
+            "inputs": [{"name": "picture", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "answer", "datatype": "BYTES", "shape": [-1]}],
+            "steps": [wrap],
+        },
+    )
     grey = {"kind": "image", "mode": "L", "resize": 6, "center_crop": [8, 6]}  # 1 channel for a 3-channel model
     _pipeline(
         repo,
@@ -254,3 +266,15 @@ async def test_triton_classification_of_a_pipeline_output_names_its_folders_labe
     got = [entry.split(":") for entry in answer.json()["outputs"][0]["data"]]
     assert [(int(i), label) for _, i, label in got] == [(int(i), ["red", "green", "blue"][i]) for i in best]
     assert np.allclose([float(v) for v, _, _ in got], [means[i] for i in best], atol=1e-5)
+
+
+async def test_a_processed_step_models_json_is_answered_decoded(client: httpx.AsyncClient) -> None:
+    image = encode(photo(20, 16, seed=5))
+    direct = await client.post("/predictions/colors-onnx", content=image)
+    assert direct.status_code == 200 and isinstance(direct.json(), dict), direct.text
+    wrapped = await client.post("/predictions/wrapped", content=image)
+    assert wrapped.status_code == 200 and wrapped.json() == direct.json(), wrapped.text
+    tfs = await client.post(
+        "/v1/models/wrapped:predict", json={"instances": [{"b64": base64.b64encode(image).decode()}]}
+    )
+    assert tfs.status_code == 200 and tfs.json()["predictions"] == [direct.json()], tfs.text
