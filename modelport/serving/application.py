@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,15 @@ from modelport.serving.processing_pool import ProcessingPool
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput, TensorMetadata
 from modelport.tensors import Arrays, dtype_of_array
 
-__all__ = ["OUTPUT", "Applications", "classify", "external_tensors", "naming_the_payload", "payload_name"]
+__all__ = [
+    "OUTPUT",
+    "Applications",
+    "classify",
+    "external_tensors",
+    "naming_the_payload",
+    "payload_name",
+    "renaming_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,18 @@ def payload_name(processors: Processors) -> str:
 def naming_the_payload(error: ModelportError, payload: str, made: Sequence[str], also_made: bool) -> ModelportError:
     """A ``pre`` step's error about a payload, naming the input the client sent (``payload``) where it names a
     tensor the processors make of it (``made``; kept beside it when ``also_made``: a model's own input)."""
+    named = f"input {payload!r}"
+    made = [t for t in made if t != payload]
+    return renaming_inputs(error, {t: f"{named} (model input {t!r})" if also_made else named for t in made})
+
+
+def renaming_inputs(error: ModelportError, names: Mapping[str, str]) -> ModelportError:
+    """``error`` with each ``input 'NAME'`` its message says written as ``names[NAME]`` (the same error when
+    nothing changes)."""
     message = error.message
-    for tensor in (t for t in made if t != payload):
-        named = f"input {payload!r} (model input {tensor!r})" if also_made else f"input {payload!r}"
-        message = message.replace(f"input {tensor!r}", named)
+    for tensor, named in names.items():
+        if named != f"input {tensor!r}":
+            message = message.replace(f"input {tensor!r}", named)
     if message == error.message:
         return error
     renamed = copy.copy(error)

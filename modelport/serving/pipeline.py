@@ -40,6 +40,7 @@ from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
 from modelport.serving.pipeline_processors import (
     as_named_by_the_pipeline,
+    as_sent_to_the_pipeline,
     class_labels,
     fed_inputs,
     json_tensors,
@@ -263,7 +264,10 @@ class Pipeline:
         if step.model is not None:
             version = str(step.version) if step.version is not None else None
             wanted = tuple(RequestedOutput(name) for name in step.output_map)
-            outputs = (await plane.infer_step(step.model, version, InferRequest(inputs, outputs=wanted))).outputs
+            try:
+                outputs = (await plane.infer_step(step.model, version, InferRequest(inputs, outputs=wanted))).outputs
+            except (InvalidArgumentError, PayloadTooLargeError) as exc:
+                raise as_sent_to_the_pipeline(exc, step, {t.name for t in self.spec.inputs}) from None
         else:
             outputs = await self._process(index, inputs)
         missing = [name for name in step.output_map if name not in outputs]

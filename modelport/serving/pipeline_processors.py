@@ -25,13 +25,14 @@ from modelport.processing import (
     TopKStep,
 )
 from modelport.processing.labels import Labels, find_labels
-from modelport.serving.application import OUTPUT, naming_the_payload
+from modelport.serving.application import OUTPUT, naming_the_payload, renaming_inputs
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep
 from modelport.serving.types import ModelMetadata
 
 __all__ = [
     "ManifestOf",
     "as_named_by_the_pipeline",
+    "as_sent_to_the_pipeline",
     "class_labels",
     "fed_inputs",
     "json_tensors",
@@ -78,6 +79,12 @@ def fed_inputs(manifest_of: ManifestOf, spec: PipelineSpec, step: PipelineStep) 
     if manifest is None:
         return None
     return manifest.model_copy(update={"inputs": tuple(found), "outputs": ()})
+
+
+def as_sent_to_the_pipeline(error: ModelportError, step: PipelineStep, inputs: set[str]) -> ModelportError:
+    """A model step's error about an input the pipeline took from its client, naming it as the client did."""
+    names = {mine: theirs for mine, theirs in step.input_map.items() if theirs in inputs}
+    return renaming_inputs(error, {mine: f"input {theirs!r}" for mine, theirs in names.items()})
 
 
 def as_named_by_the_pipeline(error: ModelportError, step: PipelineStep) -> ModelportError:

@@ -278,3 +278,9 @@ async def test_a_processed_step_models_json_is_answered_decoded(client: httpx.As
         "/v1/models/wrapped:predict", json={"instances": [{"b64": base64.b64encode(image).decode()}]}
     )
     assert tfs.status_code == 200 and tfs.json()["predictions"] == [direct.json()], tfs.text
+
+
+async def test_a_step_models_400_names_the_pipelines_input_the_client_sent(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/predictions/wrapped", content=b"not an image")
+    assert answer.status_code == 400, answer.text
+    assert "input 'picture' (model input 'pixels'): not an image" in answer.json()["message"], answer.text
