@@ -9,8 +9,11 @@ decoded, and every malformed payload is an ``InvalidArgumentError`` naming the i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,8 +63,9 @@ def decode_image(data: object, step: ImageStep, name: str) -> Image.Image:
         raise InvalidArgumentError(f"input {name!r}: cannot decode the image ({summarize(exc)})") from None
 
 
-def _open(data: bytes, step: ImageStep, name: str) -> Image.Image:
-    """Read the header only (Pillow decodes lazily), in the allowed formats."""
+def _open(data: bytes, step: ImageStep, name: str, encoded: bool = False) -> Image.Image:
+    """Read the header only (Pillow decodes lazily), in the allowed formats; an image's base64 text is
+    read as the image, as TorchServe's vision handlers read a text payload (``{"data": "<base64>"}``)."""
     try:
         return Image.open(io.BytesIO(data), formats=list(step.formats))
     except Image.DecompressionBombError:
@@ -69,11 +73,29 @@ def _open(data: bytes, step: ImageStep, name: str) -> Image.Image:
             f"input {name!r}: image dimensions are over Pillow's decompression-bomb limit"
         ) from None
     except UnidentifiedImageError:
+        decoded = None if encoded else _base64(data)
+        if decoded is not None:
+            return _open(decoded, step, name, encoded=True)
         raise InvalidArgumentError(
             f"input {name!r}: not an image in an accepted format ({', '.join(step.formats)})"
+            + (", nor the base64 text of one" if encoded else "")
         ) from None
     except Exception as exc:  # a header that parses partway
         raise InvalidArgumentError(f"input {name!r}: unreadable image header ({summarize(exc)})") from None
+
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+
+
+def _base64(data: bytes) -> bytes | None:
+    """``data`` decoded when it is base64 text (standard alphabet, padded; surrounding whitespace allowed)."""
+    text = data.strip()
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return None
 
 
 def resize(image: Image.Image, size: Size, interpolation: str = "bilinear") -> Image.Image:
@@ -159,8 +181,7 @@ class ImageProcessor:
             raise SpecError(f"image step: the model has no input {step.input!r} (inputs: {names})")
         self.step = step
         self.name = step.input or (spec.name if spec else "input")
-        layout = spec.layout if spec is not None and spec.layout in ("NCHW", "NHWC") else "NCHW"
-        self.layout = step.layout or layout
+        self.layout = step.layout or _default_layout(spec, context)
         self.mean, self.std = (step.mean, step.std) if step.mean is not None else _spec_norm(spec)
         if not step.normalize:
             self.mean, self.std = None, None
@@ -170,6 +191,8 @@ class ImageProcessor:
                 f"({CHANNELS[step.mode]} channels)"
             )
         self.dtype = lookup_dtype(step.dtype).np_dtype()
+        if np.issubdtype(self.dtype, np.integer):
+            _check_integer_values(self, step)
 
     def __call__(self, items: Sequence[object], /) -> list[object]:
         """Each item's tensors, or its error."""
@@ -184,6 +207,31 @@ class ImageProcessor:
             image = center_crop(image, self.step.center_crop)
         values = to_array(image, self.step.scale, self.mean, self.std, channels_first=self.layout == "NCHW")
         return {self.name: values[None] if self.dtype == np.float32 else values[None].astype(self.dtype)}
+
+
+def _check_integer_values(processor: ImageProcessor, step: ImageStep) -> None:
+    """An integer ``dtype`` holds the values exactly (whole numbers in its range), or the step is refused:
+    a cast would truncate ``pixel / 255`` to 0 or wrap 200 around in int8."""
+    mean, std = processor.mean, processor.std
+    tables = _tables(float(step.scale), tuple(mean) if mean is not None and std is not None else None, tuple(std or ()))
+    values = np.concatenate(tables)
+    info = np.iinfo(processor.dtype)
+    if not (np.all(values == np.floor(values)) and values.min() >= info.min and values.max() <= info.max):
+        raise SpecError(
+            f"image step for {processor.name!r}: dtype {step.dtype} cannot hold the pixel values it makes "
+            f"({values.min():g} to {values.max():g} with scale {step.scale:g}"
+            f"{' and mean/std' if mean is not None else ''}); an integer dtype takes whole values in "
+            f"{info.min}..{info.max} (uint8 pixels: scale 1, normalize: false)"
+        )
+
+
+def _default_layout(spec: TensorSpec | None, context: ProcessingContext) -> str:
+    """The manifest's layout, else the source framework's (TensorFlow/Keras images are NHWC, as the edge
+    bundle reads them), else NCHW (PyTorch's, and most ONNX models')."""
+    if spec is not None and spec.layout in ("NCHW", "NHWC"):
+        return spec.layout
+    framework = context.manifest.source.framework if context.manifest is not None else None
+    return "NHWC" if framework == "tf" and spec is not None and len(spec.shape) == 4 else "NCHW"
 
 
 def _spec_norm(spec: TensorSpec | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

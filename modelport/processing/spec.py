@@ -56,6 +56,8 @@ class ImageStep(_Step):
     with zeros when larger, like ``transforms.CenterCrop``) -> ``* scale`` -> ``(x - mean) / std``
     -> ``layout`` and ``dtype``, with a batch dimension of 1. ``mean``/``std`` default to the
     manifest's for the input (in the units after ``scale``); ``normalize: false`` skips them.
+    A size may also be written as torchvision takes it, ``[256]`` for ``256``. ``scale`` defaults to
+    1/255 for a float ``dtype`` and to 1 (the pixel values themselves) for an integer one.
     """
 
     kind: Literal["image"] = "image"
@@ -72,8 +74,23 @@ class ImageStep(_Step):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     normalize: bool = True
-    layout: Literal["NCHW", "NHWC"] | None = Field(None, description="default: the manifest's, else NCHW")
+    layout: Literal["NCHW", "NHWC"] | None = Field(
+        None, description="default: the manifest's, else NHWC for a TensorFlow/Keras model, else NCHW"
+    )
     dtype: str = "float32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integer_pixels_unscaled(cls, data: object) -> object:
+        if isinstance(data, dict) and "scale" not in data and _is_integer(data.get("dtype", "float32")):
+            return {**data, "scale": 1.0}
+        return data
+
+    @field_validator("resize", "center_crop", mode="before")
+    @classmethod
+    def _one_value_is_an_int(cls, value: object) -> object:
+        """torchvision's ``Resize([256])`` and ``CenterCrop([224])`` are ``Resize(256)``, ``CenterCrop(224)``."""
+        return value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
 
     @field_validator("resize", "center_crop")
     @classmethod
@@ -98,6 +115,13 @@ class ImageStep(_Step):
             if any(s == 0 for s in self.std):
                 raise ValueError("std values must be non-zero")
         return self
+
+
+def _is_integer(dtype: object) -> bool:
+    try:
+        return isinstance(dtype, str) and lookup_dtype(dtype).is_integer
+    except InvalidArgumentError:
+        return False  # the field validator names the bad dtype
 
 
 class TextStep(_Step):

@@ -20,15 +20,23 @@ its traceback logged. Triton's classification extension (:func:`classify`) works
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelport.errors import InferenceError, InvalidArgumentError, ModelportError, SpecError, summarize
+from modelport.errors import (
+    InferenceError,
+    InvalidArgumentError,
+    ModelportError,
+    PayloadTooLargeError,
+    SpecError,
+    summarize,
+)
 from modelport.manifest import ModelManifest
 from modelport.processing import Processors
 from modelport.processing.labels import Labels
@@ -40,7 +48,15 @@ from modelport.serving.processing_pool import ProcessingPool
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput, TensorMetadata
 from modelport.tensors import Arrays, dtype_of_array
 
-__all__ = ["OUTPUT", "Applications", "classify", "external_tensors", "payload_name"]
+__all__ = [
+    "OUTPUT",
+    "Applications",
+    "classify",
+    "external_tensors",
+    "naming_the_payload",
+    "payload_name",
+    "renaming_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,28 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 def payload_name(processors: Processors) -> str:
     """The external input's name: after the first ``pre`` step's kind."""
     return _PAYLOAD_NAMES.get(processors.spec.pre[0].kind, "data")
+
+
+def naming_the_payload(error: ModelportError, payload: str, made: Sequence[str], also_made: bool) -> ModelportError:
+    """A ``pre`` step's error about a payload, naming the input the client sent (``payload``) where it names a
+    tensor the processors make of it (``made``; kept beside it when ``also_made``: a model's own input)."""
+    named = f"input {payload!r}"
+    made = [t for t in made if t != payload]
+    return renaming_inputs(error, {t: f"{named} (model input {t!r})" if also_made else named for t in made})
+
+
+def renaming_inputs(error: ModelportError, names: Mapping[str, str]) -> ModelportError:
+    """``error`` with each ``input 'NAME'`` its message says written as ``names[NAME]`` (the same error when
+    nothing changes)."""
+    message = error.message
+    for tensor, named in names.items():
+        if named != f"input {tensor!r}":
+            message = message.replace(f"input {tensor!r}", named)
+    if message == error.message:
+        return error
+    renamed = copy.copy(error)
+    renamed.message, renamed.args = message, (message,)
+    return renamed
 
 
 def external_tensors(
@@ -91,8 +129,12 @@ class Applications:
         key = (served.name, str(served.version))
         tensors = request.inputs
         if processors.pre:
-            payloads = _payloads(request.inputs, payload_name(processors))
-            preprocessed = await self.process(processors.preprocess, payloads, "pre", key)
+            name = payload_name(processors)
+            payloads = _payloads(request.inputs, name)
+            try:
+                preprocessed = await self.process(processors.preprocess, payloads, "pre", key)
+            except (InvalidArgumentError, PayloadTooLargeError) as exc:
+                raise naming_the_payload(exc, name, [s.name for s in manifest.inputs], also_made=True) from None
             tensors = _concatenate(preprocessed)
         served.validate(tensors)
         outputs = await batcher.submit(tensors, execution.limits.timeout_s)

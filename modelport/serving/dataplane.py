@@ -245,9 +245,25 @@ class DataPlane:
             raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
         return batcher, execution.limits.timeout_s, wanted
 
+    def step_manifest(self, name: str, version: str | None = None) -> ModelManifest | None:
+        """The manifest whose inputs a pipeline step's model takes (None: it takes payloads, or has none)."""
+        served = self.manager.get(name, version)
+        execution = served.execution
+        if execution is not None and execution.processors is not None and execution.processors.pre:
+            return None
+        return served.manifest
+
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
-        """A pipeline step's request to one of its models: that model's own path (validation, its batcher)."""
-        return await self._run(self.manager.get(name, version), request)
+        """A pipeline step's request to one of its models: that model's own path (validation, its batcher),
+        counted in the model's statistics as Triton counts an ensemble's composing models."""
+        served = self.manager.get(name, version)
+        started, succeeded = time.perf_counter(), False
+        try:
+            response = await self._run(served, request)
+            succeeded = True
+            return response
+        finally:
+            self.metrics.statistics.request(served.name, served.version, time.perf_counter() - started, succeeded)
 
     async def _verify_pipelines(self) -> None:
         """Run the golden samples of every pipeline whose steps are ready (the models' ran as they loaded)."""

@@ -3,7 +3,9 @@
 A pipeline (``pipeline:`` in a model folder's ``config.yaml``, see :mod:`modelport.serving.pipeline_spec`)
 has one version, 1. Its graph is checked when it is built; a bad graph leaves it FAILED with the reason.
 Its readiness follows its steps: it is ready while every step model is ready and has the tensors its
-maps name, and otherwise says which step is not and why.
+maps name, its tensors agree in datatype and shape where they meet (:mod:`~modelport.serving.pipeline_types`)
+and its ``pre`` steps could be built for the model inputs they feed
+(:mod:`~modelport.serving.pipeline_processors`), and otherwise says which step or tensor is not and why.
 
 A request runs the steps level by level (independent steps concurrently); a model step goes through
 the data plane's path of that model (validation, its own batcher), so concurrent pipeline requests
@@ -27,16 +29,26 @@ from modelport.errors import (
     ModelNotReadyError,
     ModelportError,
     NotFoundError,
+    PayloadTooLargeError,
     SpecError,
     UnavailableError,
     summarize,
 )
-from modelport.manifest import TensorSpec
+from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
 from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
+from modelport.serving.pipeline_processors import (
+    as_named_by_the_pipeline,
+    as_sent_to_the_pipeline,
+    class_labels,
+    fed_inputs,
+    json_tensors,
+    reading_defaults,
+)
 from modelport.serving.pipeline_samples import SampleCheck
 from modelport.serving.pipeline_spec import PipelineSpec, PipelineStep, plan
+from modelport.serving.pipeline_types import tensor_problem
 from modelport.serving.settings import VersionPolicy
 from modelport.serving.types import (
     InferRequest,
@@ -64,6 +76,8 @@ class StepPlane(Protocol):
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]: ...
 
+    def step_manifest(self, name: str, version: str | None = None) -> ModelManifest | None: ...
+
     async def infer_step(self, name: str, version: str | None, request: InferRequest) -> InferResponse: ...
 
 
@@ -78,8 +92,11 @@ class Pipeline:
         self._applications = applications
         self.levels: tuple[tuple[int, ...], ...] = ()
         self.processors: dict[int, Processors] = {}
+        self._fitted: dict[int, tuple[tuple[TensorSpec, ...], str]] = {}  # pre step: the inputs it fits, why not
         self.samples = SampleCheck(spec, None, enabled=False)
         self.error = ""
+        self.labels = class_labels(spec, directory)
+        self._json_tensors = json_tensors(spec, {})
         try:
             self.levels = plan(spec)
             self.processors = self._build_processors()
@@ -91,11 +108,37 @@ class Pipeline:
 
     def _build_processors(self) -> dict[int, Processors]:
         context = ProcessingContext(self.directory or Path("."))
-        return {
-            i: build_processors(step.processors, context)
-            for i, step in enumerate(self.spec.steps)
-            if step.processors is not None
-        }
+        return {i: build_processors(reading_defaults(step), context) for i, step in self._processor_steps()}
+
+    def _processor_steps(self) -> list[tuple[int, PipelineStep]]:
+        return [(i, step) for i, step in enumerate(self.spec.steps) if step.processors is not None]
+
+    def _fit_pre_steps(self, plane: StepPlane) -> str:
+        """Build each ``pre`` step for the model inputs it feeds, as a model's own processors are built for its
+        manifest (the ids' dtype, an image's layout and normalization); why one cannot be (empty: all were).
+        Each is built once for the inputs it feeds (again when they change), its failure remembered too."""
+        for index, step in self._processor_steps():
+            assert step.processors is not None
+            fed = fed_inputs(plane.step_manifest, self.spec, step) if step.processors.pre else None
+            if fed is None:
+                continue
+            fitted = self._fitted.get(index)
+            if fitted is None or fitted[0] != fed.inputs:
+                fitted = self._fitted[index] = (fed.inputs, self._fit(index, step, fed))
+            if fitted[1]:
+                return fitted[1]
+        return ""
+
+    def _fit(self, index: int, step: PipelineStep, fed: ModelManifest) -> str:
+        assert step.processors is not None
+        context = ProcessingContext(self.directory or Path("."), fed)
+        try:
+            self.processors[index] = build_processors(step.processors, context)
+        except ModelportError as exc:
+            return f"{step.label(index)}: {exc.message}"
+        except Exception as exc:  # a custom processor's import
+            return f"{step.label(index)}: cannot build its processors: {summarize(exc)}"
+        return ""
 
     def status(self, plane: StepPlane) -> VersionStatus:
         """READY while the graph is sound, every step model serves what its maps name and the golden samples
@@ -106,8 +149,21 @@ class Pipeline:
             reason = _step_problem(plane, index, step) if step.model is not None else ""
             if reason:
                 return VersionStatus(VERSION, VersionState.FAILED, reason)
+        models = self._step_models(plane)
+        reason = tensor_problem(self.spec, models) or self._fit_pre_steps(plane)
+        if reason:
+            return VersionStatus(VERSION, VersionState.FAILED, reason)
+        self._json_tensors = json_tensors(self.spec, models)
         self.samples.start(lambda inputs: self._execute(plane, inputs))
         return VersionStatus(VERSION, *self.samples.state())
+
+    def _step_models(self, plane: StepPlane) -> dict[int, ModelMetadata]:
+        """Each model step's metadata (the steps were found ready)."""
+        return {
+            i: plane.model_metadata(step.model, str(step.version) if step.version is not None else None)
+            for i, step in enumerate(self.spec.steps)
+            if step.model is not None
+        }
 
     async def verify(self, plane: StepPlane) -> None:
         """Check the golden samples now if the steps are ready and they have not run (at server start)."""
@@ -208,7 +264,10 @@ class Pipeline:
         if step.model is not None:
             version = str(step.version) if step.version is not None else None
             wanted = tuple(RequestedOutput(name) for name in step.output_map)
-            outputs = (await plane.infer_step(step.model, version, InferRequest(inputs, outputs=wanted))).outputs
+            try:
+                outputs = (await plane.infer_step(step.model, version, InferRequest(inputs, outputs=wanted))).outputs
+            except (InvalidArgumentError, PayloadTooLargeError) as exc:
+                raise as_sent_to_the_pipeline(exc, step, {t.name for t in self.spec.inputs}) from None
         else:
             outputs = await self._process(index, inputs)
         missing = [name for name in step.output_map if name not in outputs]
@@ -221,8 +280,12 @@ class Pipeline:
         ``post`` formats each row of its inputs as a JSON response (one BYTES ``output`` element a row)."""
         processors, key = self.processors[index], (self.name, str(VERSION))
         if processors.pre:
-            payloads = _payloads(inputs, self.spec.steps[index].label(index))
-            rows = await self._applications.process(processors.preprocess, payloads, "pre", key)
+            step = self.spec.steps[index]
+            payloads = _payloads(inputs, step.label(index))
+            try:
+                rows = await self._applications.process(processors.preprocess, payloads, "pre", key)
+            except (InvalidArgumentError, PayloadTooLargeError) as exc:
+                raise as_named_by_the_pipeline(exc, step) from None
             return _concatenate(rows)
         count = len(next(iter(inputs.values())))
         rows = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(count)]
@@ -236,18 +299,15 @@ class Pipeline:
         if unknown:
             raise InvalidArgumentError(f"pipeline {self.name!r} has no outputs {unknown}; it has {names}")
         wanted = [o.name for o in request.outputs] or names
-        selected = classify({n: tensors[n] for n in wanted}, request.outputs, {}, True)
+        selected = classify({n: tensors[n] for n in wanted}, request.outputs, self.labels, True)
         results = None
         if len(wanted) == 1 and self._from_post(wanted[0]):
             results = [orjson.loads(element) for element in selected[wanted[0]].ravel().tolist()]
         return InferResponse(self.name, str(VERSION), selected, id=request.id, results=results)
 
     def _from_post(self, tensor: str) -> bool:
-        """Whether a pipeline tensor is a ``post`` processor step's JSON."""
-        return any(
-            step.processors is not None and bool(step.processors.post) and tensor in step.output_map.values()
-            for step in self.spec.steps
-        )
+        """Whether a pipeline tensor is postprocessors' JSON (a ``post`` step's, or a processed model's)."""
+        return tensor in self._json_tensors
 
 
 class Pipelines:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -130,6 +131,47 @@ def test_layout_dtype_scale_and_normalisation():
     assert raw.dtype == np.uint8 and raw[0, :, 0, 0].tolist() == [255, 0, 51]
 
 
+def test_an_integer_dtype_takes_the_pixel_values_unscaled():
+    image = photo(7, 5)
+    raw = _process(encode(image), dtype="uint8", normalize=False)
+    assert raw.dtype == np.uint8 and np.array_equal(raw[0], np.asarray(image).transpose(2, 0, 1))
+    centred = _process(encode(image), dtype="int16", mean=(128,), std=(1,))
+    assert np.array_equal(centred[0], np.asarray(image, np.int16).transpose(2, 0, 1) - 128)
+    assert ImageStep(dtype="uint8").scale == 1.0 and ImageStep(dtype="uint8", scale=0.5).scale == 0.5
+    assert ImageStep().scale == 1 / 255
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"dtype": "uint8", "scale": 1 / 255}, {"dtype": "int8"}, {"dtype": "uint8", "mean": (0.5,), "std": (0.5,)}],
+)
+def test_an_integer_dtype_that_cannot_hold_the_values_fails_at_build(options):
+    with pytest.raises(SpecError, match=f"dtype {options['dtype']} cannot hold the pixel values"):
+        ImageProcessor(ImageStep(**options), HERE)
+
+
+@pytest.mark.parametrize(("width", "height"), [(257, 513), (40, 9)])
+def test_one_value_sizes_are_read_as_torchvision_reads_them(width, height):
+    image = photo(width, height)
+    step = ImageStep.model_validate({"resize": [16], "center_crop": [12]})
+    assert (step.resize, step.center_crop) == (16, 12)
+    expected = reference.tv_center_crop(reference.tv_resize(image, [16]), 12)
+    got = ImageProcessor(step, HERE).process(encode(image))["input"]
+    assert np.array_equal(got[0], to_array(expected, 1 / 255, channels_first=True))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_an_images_base64_text_is_the_image(fmt):
+    data = encode(photo(17, 11), fmt)
+    text = base64.b64encode(data)
+    assert np.array_equal(_process(text), _process(data))
+    assert np.array_equal(_process(b"  " + text + b"\r\n"), _process(data))
+    with pytest.raises(InvalidArgumentError, match=r"not an image .*, nor the base64 text of one"):
+        _process(base64.b64encode(b"GIF89a but not really"))
+    with pytest.raises(InvalidArgumentError, match="not an image"):
+        _process(text[:-1])  # not base64 any more (length), and not an image
+
+
 def _manifest(**spec):
     return ModelManifest(
         name="m",
@@ -151,6 +193,17 @@ def test_input_name_layout_and_normalisation_default_to_the_manifest(tmp_path):
     assert out["pixels"][0, 0, 0].tolist() == [1.0, -1.0, 1.0]
     plain = ImageProcessor(ImageStep(normalize=False), context).process(encode(Image.new("RGB", (4, 4))))
     assert plain["pixels"].max() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("framework", "shape"), [("tf", (1, 4, 4, 3)), ("torch", (1, 3, 4, 4)), ("onnx", (1, 3, 4, 4))]
+)
+def test_without_a_layout_a_keras_model_takes_nhwc_images(tmp_path, framework, shape):
+    manifest = _manifest().model_copy(update={"source": SourceInfo(framework=framework, kind="k", location="x")})
+    out = ImageProcessor(ImageStep(), ProcessingContext(tmp_path, manifest)).process(encode(photo(4, 4)))
+    assert out["pixels"].shape == shape
+    pinned = ProcessingContext(tmp_path, _manifest(layout="NCHW").model_copy(update={"source": manifest.source}))
+    assert ImageProcessor(ImageStep(), pinned).layout == "NCHW"
 
 
 def test_a_step_naming_an_unknown_input_or_mismatched_channels_fails_at_build(tmp_path):

@@ -90,6 +90,21 @@ async def test_torchserve_multipart_files_are_rows_answered_in_order(http):
     assert next(iter(second)) == "blue"
 
 
+async def test_torchserve_json_base64_images_as_the_vision_handlers_read_them(http):
+    red, blue = (base64.b64encode(solid(color)).decode() for color in (RED, BLUE))
+    for body in ({"data": red}, {"body": red}, red):
+        answer = await http.post("/predictions/colors-onnx", json=body)
+        assert answer.status_code == 200, (body, answer.text)
+        _close(answer.json(), expected_colors(RED))
+    several = await http.post("/predictions/colors-onnx", json=[red, blue])
+    assert several.status_code == 200 and [next(iter(row)) for row in several.json()] == ["red", "blue"]
+    multipart = await http.post("/predictions/colors-onnx", files={"data": (None, red + "\n")})  # a text field
+    assert multipart.status_code == 200, multipart.text
+    _close(multipart.json(), expected_colors(RED))
+    not_an_image = await http.post("/predictions/colors-onnx", json={"data": base64.b64encode(b"hello!").decode()})
+    assert not_an_image.status_code == 400 and "nor the base64 text of one" in not_an_image.json()["message"]
+
+
 async def test_torchserve_text_as_raw_body_and_json(http):
     raw = await http.post("/predictions/sentiment-onnx", content=b"the cat sat on the mat")
     assert raw.status_code == 200, raw.text
@@ -176,3 +191,12 @@ def test_the_image_classifier_handler_config_is_accepted(tmp_path):
     config = ModelConfig.model_validate({"processors": {"handler": "image_classifier"}})
     assert config.processors is not None and config.processors.pre[0].center_crop == 224
     assert IMAGE_PROCESSORS["post"][0]["kind"] == config.processors.post[0].kind
+
+
+async def test_a_bad_payload_names_the_input_the_client_sent_and_the_models(http):
+    image = await http.post("/predictions/colors-onnx", content=b"not an image")
+    assert image.status_code == 400
+    assert "input 'image' (model input 'pixels'): not an image" in image.json()["message"], image.text
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [{"b64": "/w=="}]}]}
+    text = await http.post("/v2/models/sentiment-onnx/infer", json=body)
+    assert text.status_code == 400 and "input 'text' (model input 'input_ids'): text is not valid UTF-8" in text.text

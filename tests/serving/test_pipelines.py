@@ -153,6 +153,17 @@ async def test_concurrent_pipeline_requests_batch_in_the_step_model(plane: DataP
     assert 3 in sizes, sizes  # the three queued pipeline requests ran as one batch of the step model
 
 
+async def test_step_models_count_the_pipelines_requests_in_their_statistics(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        assert (await client.post("/v2/models/quadruple/infer", json=_v2(X))).status_code == 200
+    assert (await client.post("/v2/models/picky/infer", json=_v2([[13, 1, 2]]))).status_code == 400
+    stats = {}
+    for model in ("first", "second", "rejecting", "quadruple"):
+        (entry,) = (await client.get(f"/v2/models/{model}/stats")).json()["model_stats"]
+        stats[model] = (entry["inference_stats"]["success"]["count"], entry["inference_stats"]["fail"]["count"])
+    assert stats == {"first": (2, 0), "second": (2, 0), "rejecting": (0, 1), "quadruple": (2, 0)}
+
+
 async def test_metrics_label_the_pipeline_and_the_protocol(client: httpx.AsyncClient) -> None:
     await client.post("/v2/models/quadruple/infer", json=_v2(X))
     await client.post("/v1/models/quadruple:predict", json={"instances": X})
@@ -226,6 +237,25 @@ BAD_PIPELINES = {
     "wrong-output": (
         {**_chain("first"), "steps": [{"model": "first", "input_map": {"x": "x"}, "output_map": {"w": "out"}}]},
         "step 1 (first): model 'first' has no outputs ['w']",
+    ),
+    # a tensor's maker and taker disagree: every request would be a 400, so the pipeline is not ready (Triton)
+    "input-dtype": (
+        {**_chain("first"), "inputs": [{"name": "x", "datatype": "INT64", "shape": [-1, 3]}]},
+        "tensor 'x': pipeline input 'x' (INT64 [-1, 3]) does not fit step 1 (first) input 'x' (FP32 [-1, 3])",
+    ),
+    "output-shape": (
+        {**_chain("first"), "outputs": [{"name": "out", "datatype": "FP32", "shape": [-1, 4]}]},
+        "tensor 'out': step 2 (second) output 'y' (FP32 [-1, 3]) does not fit pipeline output 'out' (FP32 [-1, 4])",
+    ),
+    "between-models": (
+        {
+            **_chain("first"),
+            "steps": [
+                {"model": "first", "input_map": {"x": "x"}, "output_map": {"n": "mid"}},
+                {"model": "second", "input_map": {"x": "mid"}, "output_map": {"y": "out"}},
+            ],
+        },
+        "tensor 'mid': step 1 (first) output 'n' (FP32 [-1]) does not fit step 2 (second) input 'x' (FP32 [-1, 3])",
     ),
 }
 
