@@ -24,7 +24,9 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
   a third modelport server started with ``--tracing``, sampling 100% and 1% of requests
   (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``), each exporting over OTLP/HTTP to its own local sink
   (``otlp_sink.py``, pinned to the load generator's core); printed as ratios to (c), tracing off, in the same
-  run, with the spans each sink received.
+  run, with the spans each sink received. The exporter process each traced server starts shares the server's
+  core; (c3) ``v2-json-trace100-own`` is (c1) with its exporter process moved to the load generator's core
+  (beside the sink), the placement the README advises: a core of its own.
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each

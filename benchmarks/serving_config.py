@@ -19,9 +19,16 @@ SYSTEMS = ("floor", "floor-fastapi", "null", "v2-json", "v2-binary", "torchserve
 # with --baseline DIR: v2 JSON and binary on a second modelport server run from DIR's checkout (before/after)
 BASELINE_SYSTEMS = ("v2-json-base", "v2-binary-base")
 # only when --systems names them: v2 JSON on modelport servers with --tracing, every span exported to a local
-# OTLP sink, sampling 100% and 1% of requests (parentbased_traceidratio), against v2-json (tracing off)
-TRACE_SYSTEMS = ("v2-json-trace100", "v2-json-trace1")
-TRACE_SAMPLING = {"modelport-trace100": 1.0, "modelport-trace1": 0.01}
+# OTLP sink, sampling 100% and 1% of requests (parentbased_traceidratio), against v2-json (tracing off); the
+# server's exporter process shares its core, or (``-own``) runs on the load generator's core beside the sink, as
+# the README advises (a core of its own)
+TRACE_SYSTEMS = ("v2-json-trace100", "v2-json-trace100-own", "v2-json-trace1")
+# traced server -> (sampling, whether its exporter process leaves the server's core)
+TRACE_SAMPLING = {
+    "modelport-trace100": (1.0, False),
+    "modelport-trace100-own": (1.0, True),
+    "modelport-trace1": (0.01, False),
+}
 LABELS = {
     "raw-b1": "(a) ort b1",
     "raw-b32": "(a) ort b32",
@@ -36,6 +43,7 @@ LABELS = {
     "v2-json-base": "(c0) json base",
     "v2-binary-base": "(d0) bin base",
     "v2-json-trace100": "(c1) json tr100",
+    "v2-json-trace100-own": "(c3) tr100 own",
     "v2-json-trace1": "(c2) json tr1",
 }
 # the server process each system is measured on (several systems share one modelport server)
@@ -51,6 +59,7 @@ SERVER_OF = {
     "v2-json-base": "modelport-base",
     "v2-binary-base": "modelport-base",
     "v2-json-trace100": "modelport-trace100",
+    "v2-json-trace100-own": "modelport-trace100-own",
     "v2-json-trace1": "modelport-trace1",
 }
 PY = sys.executable

@@ -72,6 +72,7 @@ def write_payloads(model: BenchModel, folder: Path) -> dict[str, Payload]:
         "v2-json-base": Payload("v2", v2, folder / "body.json", width),
         "v2-binary-base": Payload("v2", v2, folder / "body.bin", width, "application/octet-stream", len(header)),
         "v2-json-trace100": Payload("v2", v2, folder / "body.json", width),
+        "v2-json-trace100-own": Payload("v2", v2, folder / "body.json", width),
         "v2-json-trace1": Payload("v2", v2, folder / "body.json", width),
     }
 

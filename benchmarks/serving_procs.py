@@ -203,6 +203,7 @@ def modelport_server(
     wrapper: tuple[str, ...] = (),
     checkout: Path | None = None,
     sampling: float | None = None,
+    exporter_own_core: bool = False,
 ) -> Iterator[Server]:
     """(c)/(d)/(f)/(g) ``modelport serve`` over a repository holding only the ONNX export, through the one launcher.
 
@@ -210,8 +211,10 @@ def modelport_server(
     ``--workers`` on a fixed HTTP port, no gRPC, unpinned (the workers-scaling cells). ``wrapper``: a command
     the (pinned) server runs under, e.g. py-spy's. ``checkout``: run that checkout's modelport (the baseline
     server, ``modelport-base``) instead of this one's. ``sampling``: ``--tracing`` at this ratio of requests
-    (``modelport-trace100``, ``modelport-trace1``), exporting over OTLP/HTTP to its own :func:`otlp_sink`.
-    Stopped by the launcher (SIGTERM, a graceful drain)."""
+    (``modelport-trace100``, ``modelport-trace1``), exporting over OTLP/HTTP to its own :func:`otlp_sink`;
+    ``exporter_own_core``: its exporter process is moved to the load generator's core, beside the sink
+    (``modelport-trace100-own``; it shares the server's core otherwise). Stopped by the launcher (SIGTERM, a
+    graceful drain)."""
     served = work / "modelport-repo"
     served.mkdir(exist_ok=True)
     if not (served / f"{model.name}-onnx").exists():
@@ -219,8 +222,20 @@ def modelport_server(
     name = f"modelport-w{workers}" if workers else ("modelport-wrapped" if wrapper else "modelport")
     name = "modelport-base" if checkout is not None else name
     name = f"modelport-trace{sampling * 100:g}" if sampling is not None else name
+    name = f"{name}-own" if exporter_own_core else name
     with repository_server(cfg, served, work, name, workers, wrapper, checkout, sampling) as server:
+        if exporter_own_core and server.proc is not None and cfg.client_cpu is not None:
+            for child in _children(server.proc.pid):  # the exporter process (tracing_process.py)
+                os.sched_setaffinity(child, {cfg.client_cpu})
         yield server
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (every thread's)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 @contextmanager
@@ -356,6 +371,7 @@ STARTUP_SYSTEM = {
     "torchserve": "torchserve",
     "modelport-base": "v2-json-base",
     "modelport-trace100": "v2-json-trace100",
+    "modelport-trace100-own": "v2-json-trace100-own",
     "modelport-trace1": "v2-json-trace1",
 }
 
@@ -378,7 +394,7 @@ def servers(
         "modelport": lambda: modelport_server(cfg, model, repo, work),
         "torchserve": lambda: torchserve_server(cfg, model, repo, work),
         "modelport-base": lambda: modelport_server(cfg, model, repo, work, checkout=cfg.baseline),
-        **{name: _traced(cfg, model, repo, work, ratio) for name, ratio in TRACE_SAMPLING.items()},
+        **{name: _traced(cfg, model, repo, work, *how) for name, how in TRACE_SAMPLING.items()},
     }
     wanted = {SERVER_OF[system] for system in cfg.systems if system in SERVER_OF}
     started: dict[str, Server] = {}
@@ -400,6 +416,6 @@ def servers(
 
 
 def _traced(
-    cfg: Config, model: BenchModel, repo: Path, work: Path, sampling: float
+    cfg: Config, model: BenchModel, repo: Path, work: Path, sampling: float, own_core: bool
 ) -> Callable[[], AbstractContextManager[Server]]:
-    return lambda: modelport_server(cfg, model, repo, work, sampling=sampling)
+    return lambda: modelport_server(cfg, model, repo, work, sampling=sampling, exporter_own_core=own_core)
