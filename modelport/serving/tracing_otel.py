@@ -261,12 +261,9 @@ class OtelTracing:
         """Record ``request``'s span (and its children) if it is sampled, ending now."""
         if isinstance(request, RequestSpan):
             request.ended = True
-            code, description = status
-            ids = (request.trace_id, request.span_id, request.flags, request.trace_state, request.parent_id, True)
-            times, children = (request.start_ns, time.time_ns()), request.children
-            self.record(
-                (request.name, request.kind, *ids, *times, request.attributes, code, description, (), (), children)
-            )
+            r = request  # one flat tuple: no intermediate ones to make and unpack (a sampled request's every span)
+            record = (r.name, r.kind, r.trace_id, r.span_id, r.flags, r.trace_state, r.parent_id, True, r.start_ns)
+            self.record((*record, time.time_ns(), r.attributes, status[0], status[1], (), (), r.children))
 
     def child(self, parent: RequestSpan, child: ChildRecord) -> None:
         """Record a span under ``parent`` (sampled): with it, or on its own once ``parent`` has ended."""
@@ -322,7 +319,11 @@ class OtelTracing:
         start = end - int(seconds * 1e9)
         sizes: Attributes = {"modelport.batch.size": rows, "modelport.batch.requests": len(traces)}
         for request, enqueued in sampled:
-            self.child(request, ("queue", enqueued, max(start, enqueued), sizes, *_OK, (), ()))
+            queue: ChildRecord = ("queue", enqueued, start if start > enqueued else enqueued, sizes, *_OK, (), ())
+            if request.ended:  # (a request whose client went away before its batch ran)
+                self.child(request, queue)
+            else:
+                request.children.append(queue)
         first = sampled[0][0]
         attributes: Attributes = {**sizes, "modelport.batch.runs": runs, "modelport.batch.failed": failed}
         model, version = first.attributes.get("modelport.model"), first.attributes.get("modelport.version")
