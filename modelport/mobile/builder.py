@@ -78,7 +78,8 @@ def build_bundle(options: BundleOptions) -> BundleReport:
         variants[source.name] = entry
         report.rows.append(row)
     shutil.copyfile(Path(edge.__file__), out / "modelport_edge.py")
-    bundle = _manifest(family, first, shared, variants, out)
+    bundle = json.loads(json.dumps(_manifest(family, first, shared, variants, out)))  # the digest of what is read
+    bundle[edge.CONTENT_KEY] = edge.content_digest(bundle)
     (out / edge.BUNDLE_FILE).write_text(json.dumps(bundle, indent=1) + "\n")
     edge.verify_files(out, bundle)
     _zip(out)
