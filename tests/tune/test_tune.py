@@ -9,7 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from modelport.manifest import read_manifest, write_manifest
 from modelport.serving.settings import read_model_config
+from tests.serving import fakes
 from tests.tune.conftest import toy_family
 from tests.user_cli import run_modelport
 
@@ -87,6 +89,24 @@ def test_an_slo_no_candidate_meets_exits_1_with_the_closest_miss(tmp_path):
     closest = min(levels, key=lambda level: level["p99_ms"])  # one SLO on p99: the lowest p99 misses by the least
     assert f"at users={closest['users']}: p99 {closest['p99_ms']:.2f} ms," in line, (line, levels)
     assert re.search(r"objective < 0\.001 ms: \d+(\.\d)?% over$", line), line
+
+
+def test_token_ids_are_sent_within_their_range_at_the_golden_inputs_sizes(tmp_path):
+    """The served metadata says neither the value range the server enforces nor a size for a dynamic
+    sequence dim: tune takes both from the variant's manifest and golden inputs (random ids 0..9 were a 400)."""
+    directory = fakes.write_model(tmp_path / "repo", "toy-onnx", dtype="int64", value_range=(0, 5))
+    manifest = read_manifest(directory)
+    (x,), (y, n) = manifest.inputs, manifest.outputs
+    update = {"family": "toy", "inputs": (x.model_copy(update={"shape": (-1, -1)}),)}
+    write_manifest(
+        manifest.model_copy(update={**update, "outputs": (y.model_copy(update={"shape": (-1, -1)}), n)}), directory
+    )
+    done = _tune(
+        tmp_path, "repo/toy", "--slo", "p99<2s", "--knobs", "variant", "--budget", "1m", "--confirm-rounds", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads((tmp_path / "tune-out" / "tune.json").read_text())["candidates"]
+    assert entry["error"] == "" and entry["max_rps_under_slo"] > 0, entry
 
 
 def test_a_server_that_crashes_on_a_candidate_is_recorded_and_the_search_goes_on(tmp_path):
