@@ -355,7 +355,10 @@ class EdgeModel:
         """Check, normalize (mean/std from the bundle) and run; one array is enough for one-input models."""
         if not isinstance(inputs, dict):
             if len(self.inputs) != 1:
-                raise EdgeInputError(f"the model has {len(self.inputs)} inputs: pass a dict keyed by input name")
+                raise EdgeInputError(
+                    f"the model has {len(self.inputs)} inputs ({', '.join(s['name'] for s in self.inputs)}): pass a "
+                    "dict keyed by input name (on the command line, an .npz)"
+                )
             inputs = {self.inputs[0]["name"]: inputs}
         unknown = sorted(set(inputs) - {s["name"] for s in self.inputs})
         if unknown:
@@ -536,7 +539,9 @@ def _decode(data: bytes, step: dict[str, Any]) -> Any:
     try:
         image = image_module.open(io.BytesIO(data), formats=list(step["formats"]))
     except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
-        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}): {exc}") from None
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
+        detail = "" if type(exc).__name__ == "UnidentifiedImageError" else f": {exc}"
+        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
     width, height = image.size
     if width * height > step["max_pixels"]:
         raise EdgeInputError(f"image of {width}x{height} pixels is over the limit of {step['max_pixels']} pixels")

@@ -121,5 +121,31 @@ def test_bad_images_are_edge_input_errors():
         (_encoded("RGB", (9, 9), "JPEG"), "not an image in an accepted format"),
         (_encoded("RGB", (200, 200), "PNG"), "over the limit of 5000"),
     ):
-        with pytest.raises(edge.EdgeInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(edge.EdgeInputError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
             edge.preprocess_image(data, step)
+        assert "object at 0x" not in str(refused.value), "no Python object address in a user's message"
+
+
+class _NeverRun:
+    def run(self, feed):
+        raise AssertionError(f"the interpreter got { ({k: v.shape for k, v in feed.items()}) }")
+
+
+def _two_input_model() -> edge.EdgeModel:
+    specs = [{"name": "a", "dtype": "float32", "shape": [1, 6]}, {"name": "b", "dtype": "float32", "shape": [1, 3]}]
+    bundle = {"inputs": specs, "outputs": [], "variants": {"float32": {"file": "float32.tflite", "inputs": specs}}}
+    return edge.EdgeModel(Path("."), bundle, "float32", _NeverRun())
+
+
+def test_one_array_for_a_two_input_model_names_the_inputs():
+    with pytest.raises(edge.EdgeInputError, match=r"2 inputs \(a, b\): pass a dict .*an \.npz"):
+        _two_input_model().predict(np.zeros((1, 6), np.float32))
+
+
+def test_a_tensor_of_another_shape_than_the_variant_takes_never_reaches_the_interpreter():
+    """LiteRT's signature runner resizes its input to whatever it is given and computes something else."""
+    model = _two_input_model()
+    with pytest.raises(edge.EdgeInputError, match=r"input 'b' has shape \[1, 1, 3\], but variant 'float32' takes"):
+        model.run({"a": np.zeros((1, 6), np.float32), "b": np.zeros((1, 1, 3), np.float32)})
+    with pytest.raises(edge.EdgeInputError, match=r"missing input 'b'"):
+        model.run({"a": np.zeros((1, 6), np.float32)})
