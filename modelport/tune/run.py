@@ -114,7 +114,7 @@ def _recorder(bench: Bench, previous: list[Measurement], session: list[Measureme
 def _result(
     options: TuneOptions, space: Space, tuner: Tuner, search_s: float, stopped: str, bench: Bench
 ) -> TuneResult:
-    measurements = tuple(tuner.measured.values())
+    measurements = tuner.measurements
     scored = [(tuner_score, m) for m in measurements if (tuner_score := _score(options, m)) is not None]
     best = max(scored, key=lambda pair: pair[0])[1] if scored else None
     default = tuner.measured.get(space.default().key)

@@ -257,3 +257,19 @@ def test_a_busy_load_generator_marks_the_ceiling_as_its_own():
     busy = Measurement(candidate, (dataclasses.replace(_level(8, 2000, 10.0), loadgen_cpu=0.97),), 100.0)
     assert not calm.loadgen_bound and busy.loadgen_bound
     assert "(load generator bound)" in candidate_line(busy) and "generator" not in candidate_line(calm)
+
+
+def test_a_variant_without_batching_is_measured_once_for_every_batching_setting(tmp_path):
+    """The server caps config.yaml's max_batch_size at the manifest's (0 for a static-shape TFLite model):
+    candidates that differ only above the cap are one server, measured once and written as it ran."""
+    onnx, tflite = _variants(tmp_path, {"onnx": 0.97, "tflite": 0.97})
+    unbatched = dataclasses.replace(tflite, manifest=tflite.manifest.model_copy(update={"max_batch_size": 0}))
+    space = build_space([onnx, unbatched], [], cpus=2, only=("variant", "max_batch_size", "max_queue_delay_ms"))
+    assert space.size == 2 * 2 * 3
+    measure, calls = _fake_measure(lambda given: 1000.0)
+    tuner = _tuner(space, measure)
+    brute(tuner)
+    assert len(calls) == 6 + 1 == len(tuner.measurements) and tuner.explored
+    (alone,) = [c for c in calls if c.variant == "toy-tflite"]
+    assert alone.config["max_batch_size"] == 0 and alone.config["max_queue_delay_ms"] == 0.0
+    assert all(c.config["max_batch_size"] in (8, 1) for c in calls if c.variant == "toy-onnx")
