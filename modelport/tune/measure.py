@@ -126,7 +126,12 @@ def _requests(server: Launched, candidate: Candidate, bench: Bench) -> tuple[byt
     out.mkdir(parents=True, exist_ok=True)
     inputs = request_specs(bench.space.variants[candidate.variant])
     options = LoadTestOptions(
-        url=server.url, model=candidate.variant, protocol=bench.options.protocol, out=out, inputs=inputs
+        url=server.url,
+        model=candidate.variant,
+        protocol=bench.options.protocol,
+        out=out,
+        inputs=inputs,
+        data=bench.options.data,
     )
     prepared = prepare(options)
     if prepared.plan is None:

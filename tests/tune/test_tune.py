@@ -12,6 +12,8 @@ import yaml
 from modelport.manifest import read_manifest, write_manifest
 from modelport.serving.settings import read_model_config
 from tests.serving import fakes
+from tests.serving.applications import add_colors
+from tests.serving.test_applications import RED, solid
 from tests.tune.conftest import toy_family
 from tests.user_cli import run_modelport
 
@@ -109,6 +111,20 @@ def test_token_ids_are_sent_within_their_range_at_the_golden_inputs_sizes(tmp_pa
     assert entry["error"] == "" and entry["max_rps_under_slo"] > 0, entry
 
 
+def test_a_model_with_processors_is_tuned_on_the_files_of_data(tmp_path):
+    """Random tensors are no images: every candidate of a model with an image step failed its first request."""
+    add_colors(tmp_path / "repo")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "red.png").write_bytes(solid(RED))
+    args = ("repo/colors", "--slo", "p99<2s", "--knobs", "variant", "--budget", "1m", "--confirm-rounds", "0")
+    done = _tune(tmp_path, *args, "--data", "images")
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "tune-out" / "tune.json").read_text())
+    (entry,) = data["candidates"]
+    assert entry["error"] == "" and entry["max_rps_under_slo"] > 0, entry
+    assert data["data"] == str(tmp_path / "images")
+
+
 def test_a_server_that_crashes_on_a_candidate_is_recorded_and_the_search_goes_on(tmp_path):
     runtimes = {"tflite": "tests.tune.fake_runtimes:CrashingRuntime"}
     toy_family(tmp_path / "repo", {"onnx": 0.97, "tflite": 0.97}, runtimes)
@@ -134,4 +150,6 @@ def test_bad_input_is_one_line(tmp_path):
     assert "--slo 'p99 under 20ms' does not parse" in malformed.stderr
     small = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--budget", "3s")
     assert small.returncode == 2 and "--budget 3s is too small for one candidate" in small.stderr
+    missing = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--data", "images")
+    assert missing.returncode == 2 and "--data images: no such file or directory" in missing.stderr
     assert not (tmp_path / "tune-out" / "tune.json").exists()
