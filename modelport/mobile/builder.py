@@ -59,6 +59,14 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     """Build the bundle directory and its zip; see ``modelport bundle --help``."""
     family, sources = find_sources(options)
     out = _fresh_directory(options.out)
+    try:
+        return _build(options, family, sources, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a half-built bundle would make every later --out refuse it
+        raise
+
+
+def _build(options: BundleOptions, family: str, sources: list[VariantSource], out: Path) -> BundleReport:
     first = sources[0]
     declared = declared_processing(options, first)
     labels = read_labels(options, first.manifest, first.directory, labels_file(declared, first))
