@@ -78,6 +78,30 @@ def test_resume_measures_only_what_the_previous_run_did_not(tmp_path):
     assert len(after) == 2 + len(measuring) == len({c["key"] for c in after})
 
 
+def test_resume_keeps_to_its_family_and_to_the_variants_the_floor_admits(tmp_path):
+    toy_family(tmp_path / "repo", {"onnx": 0.97, "onnx-dynamic-int8": 0.90})
+    common = ("--slo", "p99<2s", "--knobs", "variant", "--confirm-rounds", "0")
+    first = _tune(tmp_path, "repo/toy", *common, "--search", "brute")
+    assert first.returncode == 0, first.stderr
+    assert len(json.loads((tmp_path / "tune-out" / "tune.json").read_text())["candidates"]) == 2
+    floor = _tune(tmp_path, "repo/toy", *common, "--min-accuracy", "0.95", "--resume")
+    assert floor.returncode == 0, floor.stderr
+    data = json.loads((tmp_path / "tune-out" / "tune.json").read_text())
+    assert data["best"]["variant"] == "toy-onnx", "not the int8 variant the floor keeps out, on its old figure"
+    assert [c["variant"] for c in data["candidates"]] == ["toy-onnx"]
+    toy_family(tmp_path / "other", {"onnx": 0.97})
+    foreign = _tune(tmp_path, "other/toy", *common, "--resume")
+    assert foreign.returncode == 2, foreign.stderr
+    assert (
+        "tune-out/tune.json is the tune of 'toy' in " in foreign.stderr
+        and "give this tune another --out" in foreign.stderr
+    )
+    (tmp_path / "tune-out" / "tune.json").write_text("{broken")
+    broken = _tune(tmp_path, "repo/toy", *common, "--resume")
+    assert broken.returncode == 2 and len(broken.stderr.splitlines()) == 1, broken.stderr
+    assert "is not a tune.json modelport wrote" in broken.stderr
+
+
 def test_an_slo_no_candidate_meets_exits_1_with_the_closest_miss(tmp_path):
     toy_family(tmp_path / "repo", {"onnx": 0.97})
     done = _tune(tmp_path, "repo/toy", "--slo", "p99<1us", "--knobs", "variant", "--budget", "1m")
