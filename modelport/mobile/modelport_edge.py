@@ -33,6 +33,7 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -488,9 +489,24 @@ def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
     fixed = [(i, d) for i, d in enumerate(shape) if d != -1]
     if value.ndim != len(shape) or any(value.shape[i] != d for i, d in fixed if i > 0):
         raise EdgeInputError(f"input {name!r} has shape {list(value.shape)}, expected {shape} (-1 = any)")
+    if spec.get("value_range") and dtype.kind in "iu":
+        _check_range(name, value, spec["value_range"])
     if spec.get("mean") is not None:
         value = _normalize(value.astype(np.float32), spec)
     return value.astype(dtype, copy=False)
+
+
+def _check_range(name: str, value: Array, value_range: list[float]) -> None:
+    """An integer input's domain, as the server enforces it: ``LOW <= v < HIGH`` (token ids of a table of
+    HIGH rows); LiteRT would fail in C++ ("index out of bounds") or read past the embedding."""
+    low, high = (math.ceil(b) if math.isfinite(b) else b for b in value_range)
+    inside = (value >= low) & (value < high)
+    if not inside.all():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmin(inside)), value.shape))
+        raise EdgeInputError(
+            f"input {name!r}: value {value[index].item()} at index {list(index)} is outside the model's value "
+            f"range ({low} <= value < {high})"
+        )
 
 
 def _normalize(value: Array, spec: dict[str, Any]) -> Array:

@@ -149,3 +149,15 @@ def test_a_tensor_of_another_shape_than_the_variant_takes_never_reaches_the_inte
         model.run({"a": np.zeros((1, 6), np.float32), "b": np.zeros((1, 1, 3), np.float32)})
     with pytest.raises(edge.EdgeInputError, match=r"missing input 'b'"):
         model.run({"a": np.zeros((1, 6), np.float32)})
+
+
+def test_token_ids_outside_the_value_range_are_refused_as_the_server_refuses_them():
+    """LiteRT failed in C++ ("Embedding Lookup: index out of bounds") with a traceback."""
+    spec = {"name": "ids", "dtype": "int64", "shape": [1, 4], "value_range": [0.0, 64.0]}
+    bundle = {"inputs": [spec], "outputs": [], "variants": {"float32": {"file": "float32.tflite", "inputs": [spec]}}}
+    model = edge.EdgeModel(Path("."), bundle, "float32", _NeverRun())
+    message = r"input 'ids': value 64 at index \[0, 2\] is outside the model's value range \(0 <= value < 64\)"
+    with pytest.raises(edge.EdgeInputError, match=message):
+        model.predict(np.array([[0, 63, 64, -1]]))
+    with pytest.raises(edge.EdgeInputError, match=r"value -1 at index \[0, 3\]"):
+        model.predict(np.array([[0, 63, 1, -1]]))
