@@ -146,4 +146,5 @@ def _confirm(best: Measurement, space: Space, bench: Bench) -> Confirmation:
     for _ in range(bench.options.confirm_rounds):
         default_runs.append(measure(space.default(), bench))
         best_runs.append(default_runs[-1] if best.candidate == space.default() else measure(best.candidate, bench))
-    return Confirmation(tuple(default_runs), tuple(best_runs))
+    options = bench.options
+    return Confirmation(tuple(default_runs), tuple(best_runs), options.objective, options.target_rps)
