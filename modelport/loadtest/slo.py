@@ -77,7 +77,8 @@ def _show(metric: str, value: float) -> str:
         return f"{100 * value:.3g}%"
     if metric == "rps":
         return f"{value:.1f} req/s"
-    return f"{value:.2f} ms"
+    # two decimals, but a sub-0.1 ms objective (p99<1us) keeps its digits instead of reading as 0.00 ms
+    return f"{value:.2f} ms" if value >= 0.1 or value == 0 else f"{value:.2g} ms"
 
 
 def parse_slo(text: str) -> Slo:

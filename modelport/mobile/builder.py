@@ -59,6 +59,14 @@ def build_bundle(options: BundleOptions) -> BundleReport:
     """Build the bundle directory and its zip; see ``modelport bundle --help``."""
     family, sources = find_sources(options)
     out = _fresh_directory(options.out)
+    try:
+        return _build(options, family, sources, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a half-built bundle would make every later --out refuse it
+        raise
+
+
+def _build(options: BundleOptions, family: str, sources: list[VariantSource], out: Path) -> BundleReport:
     first = sources[0]
     declared = declared_processing(options, first)
     labels = read_labels(options, first.manifest, first.directory, labels_file(declared, first))
@@ -78,7 +86,8 @@ def build_bundle(options: BundleOptions) -> BundleReport:
         variants[source.name] = entry
         report.rows.append(row)
     shutil.copyfile(Path(edge.__file__), out / "modelport_edge.py")
-    bundle = _manifest(family, first, shared, variants, out)
+    bundle = json.loads(json.dumps(_manifest(family, first, shared, variants, out)))  # the digest of what is read
+    bundle[edge.CONTENT_KEY] = edge.content_digest(bundle)
     (out / edge.BUNDLE_FILE).write_text(json.dumps(bundle, indent=1) + "\n")
     edge.verify_files(out, bundle)
     _zip(out)

@@ -33,12 +33,13 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -49,6 +50,7 @@ __all__ = [
     "EdgeModel",
     "MissingPillowError",
     "MissingTokenizersError",
+    "content_digest",
     "decode_array",
     "has_pillow",
     "has_tokenizers",
@@ -59,10 +61,12 @@ __all__ = [
     "postprocess",
     "preprocess_image",
     "preprocess_text",
+    "verify_content",
     "verify_files",
 ]
 
 BUNDLE_FILE = "bundle.json"
+CONTENT_KEY = "content_sha256"  # bundle.json's own checksum: the files list cannot hold it
 Array = np.ndarray[Any, Any]
 _CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
 
@@ -122,6 +126,24 @@ def verify_files(directory: str | Path, bundle: dict[str, Any], names: list[str]
             )
 
 
+def content_digest(bundle: dict[str, Any]) -> str:
+    """sha256 of bundle.json's content (every key but its own digest), independent of its formatting."""
+    content = {k: v for k, v in bundle.items() if k != CONTENT_KEY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify_content(bundle: dict[str, Any]) -> None:
+    """Refuse a bundle.json edited after it was built: its normalization, labels, processing and tolerances
+    are what every golden check trusts (a bundle built before the digest existed has none to check)."""
+    recorded = bundle.get(CONTENT_KEY)
+    if recorded is not None and content_digest(bundle) != recorded:
+        raise BundleError(
+            f"{BUNDLE_FILE} was edited after the bundle was built: its content does not match its sha256 "
+            f"{str(recorded)[:12]}... (normalization, labels, processing and tolerances cannot be trusted); "
+            "copy the bundle again or rebuild it with modelport bundle"
+        )
+
+
 def decode_array(data: dict[str, Any]) -> Array:
     """``{"dtype", "shape", "data"}`` (as bundle.json stores tensors) -> array."""
     return np.asarray(data["data"], dtype=np.dtype(data["dtype"])).reshape(data["shape"])
@@ -163,7 +185,7 @@ class _TFLiteSession:
     def _check_quantization(self, details: dict[str, Any]) -> None:
         for native, q in self.quant.items():
             params = details[native]["quantization_parameters"]
-            scales, zeros = list(params["scales"]), list(params["zero_points"])
+            scales, zeros = [float(s) for s in params["scales"]], [int(z) for z in params["zero_points"]]
             if scales != [q["scale"]] or zeros != [q["zero_point"]]:
                 raise BundleError(
                     f"tensor {native!r}: the model's quantization (scale {scales}, zero point {zeros}) differs "
@@ -252,6 +274,7 @@ class EdgeModel:
             model.check_golden()
             if model.bundle.get("samples") and model.can_decode():
                 model.check_samples()
+            verify_content(bundle)  # last: a check above names what an edit broke more precisely
         return model
 
     def check_golden(self) -> dict[str, Any]:
@@ -288,7 +311,7 @@ class EdgeModel:
             "rtol": tol["rtol"],
         }
 
-    def _refuse(self, why: str) -> None:
+    def _refuse(self, why: str) -> NoReturn:
         raise BundleError(
             f"variant {self.variant!r} ({self.spec['file']}) does not reproduce its expected outputs on this "
             f"device: {why}; refusing to run it"
@@ -310,16 +333,33 @@ class EdgeModel:
         return list(self.spec.get("inputs", self.inputs))
 
     def _run_once(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        self._check_shapes(inputs)
         native = self.spec.get("native_names", {})
         feed = {native.get(k, k): np.ascontiguousarray(v) for k, v in inputs.items()}
         result = self.session.run(feed)
         return {o["name"]: result[native.get(o["name"], o["name"])] for o in self.outputs}
 
+    def _check_shapes(self, inputs: dict[str, Array]) -> None:
+        """Refuse a tensor of another shape than this variant takes: LiteRT's signature runner would
+        silently resize the model's input to it and compute something else (an NHWC image in an NCHW model)."""
+        for spec in self._variant_inputs():
+            value, shape = inputs.get(spec["name"]), spec["shape"]
+            if value is None:
+                raise EdgeInputError(f"missing input {spec['name']!r} ({spec['dtype']} {shape})")
+            if value.ndim != len(shape) or any(d not in (-1, n) for d, n in zip(shape, value.shape, strict=False)):
+                raise EdgeInputError(
+                    f"input {spec['name']!r} has shape {list(value.shape)}, but variant {self.variant!r} takes "
+                    f"{shape} (-1 = any)"
+                )
+
     def predict(self, inputs: Array | dict[str, Array]) -> dict[str, Array]:
         """Check, normalize (mean/std from the bundle) and run; one array is enough for one-input models."""
         if not isinstance(inputs, dict):
             if len(self.inputs) != 1:
-                raise EdgeInputError(f"the model has {len(self.inputs)} inputs: pass a dict keyed by input name")
+                raise EdgeInputError(
+                    f"the model has {len(self.inputs)} inputs ({', '.join(s['name'] for s in self.inputs)}): pass a "
+                    "dict keyed by input name (on the command line, an .npz)"
+                )
             inputs = {self.inputs[0]["name"]: inputs}
         unknown = sorted(set(inputs) - {s["name"] for s in self.inputs})
         if unknown:
@@ -413,7 +453,12 @@ class EdgeModel:
         tol, kind = self.spec["tolerance"], "text" if self.text_step else "image"
         worst, agree = 0.0, 0
         for sample, expected in zip(samples, expected_all, strict=True):
-            outputs = self.run(self.preprocess((self.directory / sample["file"]).read_bytes()))
+            try:
+                outputs = self.run(self.preprocess((self.directory / sample["file"]).read_bytes()))
+            except EdgeInputError as exc:
+                self._refuse(
+                    f"raw sample {sample['file']}: this device's {kind} processing does not match the server's: {exc}"
+                )
             for name, raw in expected.items():
                 want, got = decode_array(raw).astype(np.float64), outputs[name].astype(np.float64)
                 diff = np.abs(got - want) if got.shape == want.shape else np.asarray([np.inf])
@@ -444,9 +489,24 @@ def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
     fixed = [(i, d) for i, d in enumerate(shape) if d != -1]
     if value.ndim != len(shape) or any(value.shape[i] != d for i, d in fixed if i > 0):
         raise EdgeInputError(f"input {name!r} has shape {list(value.shape)}, expected {shape} (-1 = any)")
+    if spec.get("value_range") and dtype.kind in "iu":
+        _check_range(name, value, spec["value_range"])
     if spec.get("mean") is not None:
         value = _normalize(value.astype(np.float32), spec)
     return value.astype(dtype, copy=False)
+
+
+def _check_range(name: str, value: Array, value_range: list[float]) -> None:
+    """An integer input's domain, as the server enforces it: ``LOW <= v < HIGH`` (token ids of a table of
+    HIGH rows); LiteRT would fail in C++ ("index out of bounds") or read past the embedding."""
+    low, high = (math.ceil(b) if math.isfinite(b) else b for b in value_range)
+    inside = (value >= low) & (value < high)
+    if not inside.all():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmin(inside)), value.shape))
+        raise EdgeInputError(
+            f"input {name!r}: value {value[index].item()} at index {list(index)} is outside the model's value "
+            f"range ({low} <= value < {high})"
+        )
 
 
 def _normalize(value: Array, spec: dict[str, Any]) -> Array:
@@ -495,7 +555,9 @@ def _decode(data: bytes, step: dict[str, Any]) -> Any:
     try:
         image = image_module.open(io.BytesIO(data), formats=list(step["formats"]))
     except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
-        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}): {exc}") from None
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
+        detail = "" if type(exc).__name__ == "UnidentifiedImageError" else f": {exc}"
+        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
     width, height = image.size
     if width * height > step["max_pixels"]:
         raise EdgeInputError(f"image of {width}x{height} pixels is over the limit of {step['max_pixels']} pixels")
@@ -716,6 +778,7 @@ def _verify(args: argparse.Namespace) -> int:
             + "  OK"
         )
         _verify_samples(model)
+    verify_content(bundle)
     print(f"verified: {bundle['name']} reproduces its expected outputs on this device")
     return 0
 
@@ -826,6 +889,7 @@ def _peak_rss_mb() -> float:
 def _bench(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     verify_files(args.bundle, bundle)
+    verify_content(bundle)
     results, failed = [], False
     for name in _variants(bundle, args.variant):
         if _unavailable(bundle, name):

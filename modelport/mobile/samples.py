@@ -31,6 +31,7 @@ from modelport.processing.config import expand_handler
 from modelport.processing.labels import DEFAULT_LABEL_FILES
 from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
 from modelport.runtimes.base import Arrays, open_runtime
+from modelport.tensors import format_shape, shape_matches
 
 __all__ = [
     "SAMPLES_DIR",
@@ -196,6 +197,22 @@ def _copy_samples(samples: tuple[Path, ...], out: Path) -> list[str]:
     return names
 
 
+def _check_tensors(name: str, tensors: Arrays, first: VariantSource) -> None:
+    """What the processors made must be what the model takes (the server validates it before batching;
+    LiteRT would resize its input to anything it is given)."""
+    for spec in first.manifest.inputs:
+        value = tensors.get(spec.name)
+        if value is None:
+            raise InvalidArgumentError(
+                f"--sample {name}: the processors make {sorted(tensors)}, not the model's input {spec.name!r}"
+            )
+        if not shape_matches(spec.shape, value.shape):
+            raise InvalidArgumentError(
+                f"--sample {name}: the processors make input {spec.name!r} of shape {format_shape(value.shape)}, "
+                f"but {first.manifest.name} takes {spec.describe()}: do the processors belong to this model?"
+            )
+
+
 def _server_answers(
     spec: ProcessingSpec, first: VariantSource, out: Path, files: list[str]
 ) -> tuple[list[Arrays], list[object]]:
@@ -207,6 +224,8 @@ def _server_answers(
         if isinstance(result, ModelportError):
             raise InvalidArgumentError(f"--sample {name}: the server's processing refuses it: {result.message}")
     arrays = [t for t in tensors if not isinstance(t, ModelportError)]
+    for name, sample in zip(files, arrays, strict=True):
+        _check_tensors(name, sample, first)
     runtime = open_runtime(first.directory, first.manifest)
     try:
         outputs = [runtime.predict(dict(x)) for x in arrays]

@@ -48,6 +48,12 @@ def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--resume", action="store_true", help="continue from OUT/tune.json, skipping measured candidates")
     p.add_argument("--target-rps", type=float, help="also write a kustomize patch: pod resources and replicas")
     p.add_argument("--knobs", default="", help="tune only these knobs (comma list; the others stay at default)")
+    p.add_argument(
+        "--data",
+        default="random",
+        help="request inputs as loadtest takes them: 'random' (default), an .npz, or a directory of files "
+        "(images, texts) for a model with processors",
+    )
     p.add_argument("--users", default="1,2,4,8,16,32,64", help="the concurrency sweep of each candidate")
     p.add_argument("--level-duration", default="3s", help="time per sweep level, warm-up included (default 3s)")
     p.add_argument("--warmup", default="0.5s", help="the first part of each level not counted (default 0.5s)")
@@ -89,6 +95,7 @@ def _run_tune(args: argparse.Namespace) -> int:
         level_s=parse_duration(args.level_duration, "--level-duration"),
         warmup_s=parse_duration(args.warmup, "--warmup"),
         knobs=tuple(k.strip() for k in args.knobs.split(",") if k.strip()),
+        data=args.data,
         confirm_rounds=args.confirm_rounds,
         seed=args.seed,
         quiet=args.quiet,

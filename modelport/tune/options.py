@@ -52,7 +52,9 @@ class TuneOptions:
     ``max_agreement_drop`` keep variants whose export records (manifest parity) fall short out of
     the space. ``levels`` is the concurrency sweep each candidate climbs, ``level_s`` the seconds at
     each level (``warmup_s`` of them excluded). ``knobs`` narrows the space to the named knobs.
-    ``repository`` and ``out`` are made absolute on construction.
+    ``data`` is what the requests carry, as ``loadtest --data`` takes it (``random``, an ``.npz``, or a
+    directory of files for a model with processors). ``repository``, ``out`` and a ``data`` path are made
+    absolute on construction.
     """
 
     repository: Path
@@ -73,6 +75,7 @@ class TuneOptions:
     level_s: float = 3.0
     warmup_s: float = 0.5
     knobs: tuple[str, ...] = ()
+    data: str = "random"
     confirm_rounds: int = 2
     seed: int = 0
     quiet: bool = False
@@ -94,6 +97,10 @@ class TuneOptions:
             object.__setattr__(self, "cpus", parse_cpus(None))
         object.__setattr__(self, "repository", Path(self.repository).absolute())
         object.__setattr__(self, "out", Path(self.out).absolute())
+        if self.data != "random":
+            if not Path(self.data).exists():
+                raise InvalidArgumentError(f"--data {self.data}: no such file or directory")
+            object.__setattr__(self, "data", str(Path(self.data).absolute()))
 
     @property
     def cpu_list(self) -> str:

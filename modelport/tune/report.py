@@ -28,6 +28,7 @@ def _document(options: TuneOptions, measurements: list[Measurement]) -> dict[str
         "objective": options.objective,
         "search": options.search,
         "protocol": options.protocol,
+        "data": options.data,
         "cpus": list(options.cpus),
         "levels": list(options.levels),
         "level_s": options.level_s,

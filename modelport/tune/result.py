@@ -185,6 +185,8 @@ class Confirmation:
 
     default: tuple[Measurement, ...]
     best: tuple[Measurement, ...]
+    objective: Objective = "max-rps"  # what the winner won on, and so what it must keep winning on
+    target_rps: float | None = None
 
     @property
     def default_rps(self) -> float:
@@ -208,6 +210,21 @@ class Confirmation:
     def ratio(self) -> float | None:
         """Tuned over default max req/s under the SLO (None when the default met the SLO at no level)."""
         return self.best_rps / self.default_rps if self.default_rps > 0 else None
+
+    def median_score(self, side: tuple[Measurement, ...]) -> float | None:
+        """The median of one side's scores on the objective (None when a round met no SLO level)."""
+        scores = [score(m, self.objective, self.target_rps) for m in side]
+        known = [s for s in scores if s is not None]
+        return statistics.median(known) if known and len(known) == len(scores) else None
+
+    @property
+    def winner_lost(self) -> bool:
+        """The winner measured worse than the default on the objective: fewer req/s under the SLO for
+        max-rps, a higher p99 for min-p99, more memory for min-memory (medians of the rounds)."""
+        if self.objective == "max-rps":
+            return self.ratio is not None and self.ratio < 1.0
+        best, default = self.median_score(self.best), self.median_score(self.default)
+        return default is not None and (best is None or best < default)
 
 
 @dataclass(frozen=True)
@@ -233,7 +250,7 @@ class TuneResult:
     def confirmed_loss(self) -> bool:
         """The confirming rounds measured the winner below the default (``--apply`` then writes nothing)."""
         c = self.confirmation
-        return c is not None and c.ratio is not None and c.ratio < 1.0
+        return c is not None and c.winner_lost
 
     def score(self, measurement: Measurement) -> float | None:
         return score(measurement, self.options.objective, self.options.target_rps)

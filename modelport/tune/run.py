@@ -46,7 +46,7 @@ def run_tune(options: TuneOptions, say: Callable[[str], None] = print) -> TuneRe
             f"(a server start, ~{STARTUP_GUESS_S:g}s, and at least 3 sweep levels of {options.level_s:g}s); "
             f"give --budget {math.ceil(guess)}s or more"
         )
-    previous = _previous(options) if options.resume else []
+    previous = _previous(options, space) if options.resume else []
     options.out.mkdir(parents=True, exist_ok=True)
     spare = tuple(sorted(os.sched_getaffinity(0) - set(options.cpus)))
     progress = (lambda _: None) if options.quiet else say
@@ -74,12 +74,24 @@ def _space(options: TuneOptions) -> Space:
     return build_space(kept, excluded, len(options.cpus), options.knobs)
 
 
-def _previous(options: TuneOptions) -> list[Measurement]:
+def _previous(options: TuneOptions, space: Space) -> list[Measurement]:
+    """The measurements of the tune.json to resume: of this family, of the variants this space admits."""
     path = options.out / TUNE_FILE
     if not path.exists():
         raise InvalidArgumentError(f"--resume: no {path} to continue from")
-    data = json.loads(path.read_text())
-    return [Measurement.from_json(entry) for entry in data["candidates"]]
+    try:
+        data = json.loads(path.read_text())
+        measured = [Measurement.from_json(entry) for entry in data["candidates"]]
+        tuned = (data["family"], data["repository"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgumentError(f"--resume: {path} is not a tune.json modelport wrote ({exc!r})") from None
+    if tuned != (options.family, str(options.repository)):
+        raise InvalidArgumentError(
+            f"--resume: {path} is the tune of {tuned[0]!r} in {tuned[1]}, not of {options.family!r} in "
+            f"{options.repository}; give this tune another --out"
+        )
+    # a variant the accuracy floor now keeps out must not win on an old measurement
+    return [m for m in measured if m.candidate.variant in space.variants]
 
 
 def _announce(
@@ -114,7 +126,7 @@ def _recorder(bench: Bench, previous: list[Measurement], session: list[Measureme
 def _result(
     options: TuneOptions, space: Space, tuner: Tuner, search_s: float, stopped: str, bench: Bench
 ) -> TuneResult:
-    measurements = tuple(tuner.measured.values())
+    measurements = tuner.measurements
     scored = [(tuner_score, m) for m in measurements if (tuner_score := _score(options, m)) is not None]
     best = max(scored, key=lambda pair: pair[0])[1] if scored else None
     default = tuner.measured.get(space.default().key)
@@ -134,4 +146,5 @@ def _confirm(best: Measurement, space: Space, bench: Bench) -> Confirmation:
     for _ in range(bench.options.confirm_rounds):
         default_runs.append(measure(space.default(), bench))
         best_runs.append(default_runs[-1] if best.candidate == space.default() else measure(best.candidate, bench))
-    return Confirmation(tuple(default_runs), tuple(best_runs))
+    options = bench.options
+    return Confirmation(tuple(default_runs), tuple(best_runs), options.objective, options.target_rps)

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from modelport.tune.options import Objective, SearchKind
@@ -49,12 +50,21 @@ class Tuner:
         """The candidate's score (None: it met no SLO level); measures it when it has not been."""
         known = self.measured.get(candidate.key)
         if known is None:
-            if self.fresh and not self.affordable():
-                raise BudgetSpentError
-            known = self.measure(candidate)
-            self.measured[candidate.key] = known
-            self.fresh.append(known.wall_s)
+            effective = self.space.effective(candidate)
+            known = self.measured.get(effective.key)
+            if known is None:
+                if self.fresh and not self.affordable():
+                    raise BudgetSpentError
+                known = self.measure(effective)
+                self.measured[effective.key] = known
+                self.fresh.append(known.wall_s)
+            self.measured[candidate.key] = known  # the same server as ``effective``: not measured twice
         return score(known, self.objective, self.target_rps)
+
+    @property
+    def measurements(self) -> tuple[Measurement, ...]:
+        """Every distinct measurement, in the order taken (``measured`` also maps equivalent keys to them)."""
+        return tuple({id(m): m for m in self.measured.values()}.values())
 
     def affordable(self) -> bool:
         estimate = sum(self.fresh) / len(self.fresh) if self.fresh else self.guess_s
@@ -62,7 +72,14 @@ class Tuner:
 
     @property
     def explored(self) -> bool:
-        return len(self.measured) >= self.space.size
+        return sum(key in self._space_keys for key in self.measured) >= self.space.size
+
+    @cached_property
+    def _space_keys(self) -> frozenset[str]:
+        """The keys of the space's points (``measured`` also holds capped candidates outside it)."""
+        names = [name for name, _ in self.space.knobs]
+        points = itertools.product(*(values for _, values in self.space.knobs))
+        return frozenset(Candidate(tuple(zip(names, values, strict=True))).key for values in points)
 
 
 def _better(new: float | None, old: float | None, margin: float = 0.0) -> bool:
@@ -120,7 +137,7 @@ def tpe(tuner: Tuner, seed: int = 0) -> None:
         name: optuna.distributions.CategoricalDistribution(range(len(vs))) for name, vs in knobs
     }
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    for measurement in tuner.measured.values():  # --resume: the previous run's trials inform the sampler
+    for measurement in tuner.measurements:  # --resume: the previous run's trials inform the sampler
         given = measurement.candidate.assignment
         if any(given.get(name) not in values for name, values in knobs):
             continue  # measured in another space (other --knobs)

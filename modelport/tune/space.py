@@ -105,6 +105,19 @@ class Space:
     def with_value(self, candidate: Candidate, knob: str, value: Value) -> Candidate:
         return Candidate(tuple((k, value if k == knob else v) for k, v in candidate.values))
 
+    def effective(self, candidate: Candidate) -> Candidate:
+        """The candidate as the server runs it: it caps config.yaml's ``max_batch_size`` at the variant's
+        manifest, and a variant that takes no batch (a static-shape TFLite model: 0) has no queue delay
+        or preferred sizes either. Candidates that differ only above that cap are one measurement."""
+        variant, given = self.variants.get(candidate.variant), candidate.assignment
+        if variant is None or given.get("max_batch_size", 0) <= variant.manifest.max_batch_size:
+            return candidate
+        limit = variant.manifest.max_batch_size
+        capped: dict[str, Value] = {"max_batch_size": limit}
+        if limit == 0:
+            capped.update(max_queue_delay_ms=0.0, preferred_batch_sizes=())
+        return Candidate(tuple((k, capped.get(k, v)) for k, v in candidate.values))
+
 
 def accuracy_of(manifest: ModelManifest) -> tuple[float | None, float | None]:
     """(accuracy on the eval data, top-1 agreement with the source) from the export's parity record.

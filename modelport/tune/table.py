@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from modelport.tune.result import Measurement, TuneResult, closest_miss
+from modelport.tune.result import Confirmation, Measurement, TuneResult, closest_miss
 from modelport.tune.space import accuracy_of
 
-__all__ = ["HEADER", "NOISY", "candidate_line", "render_table", "table_rows", "verdict"]
+__all__ = ["HEADER", "NOISY", "candidate_line", "objective_line", "render_table", "table_rows", "verdict"]
 
 NOISY = 1.3  # confirming rounds of one configuration further apart than this are called noisy
 
@@ -98,6 +98,7 @@ def verdict(result: TuneResult) -> list[str]:
             f"confirmed in {len(c.best)} interleaved round(s): winner {c.best_rps:.0f} req/s vs default "
             f"{c.default_rps:.0f} req/s under the SLO (medians): {ratio}"
         )
+        lines.extend(objective_line(c))
         if result.confirmed_loss:
             lines.append("the winner lost to the default when re-measured: keep the default (--apply writes nothing)")
         if c.spread > NOISY:
@@ -118,3 +119,13 @@ def _miss(result: TuneResult) -> list[str]:
         f"no candidate met the SLO; closest: {m.candidate.variant} {m.candidate.settings()} at users={level.users}: "
         f"{missed}"
     ]
+
+
+def objective_line(c: Confirmation) -> list[str]:
+    """For min-p99 / min-memory, the figure the winner won on, re-measured (req/s are not what it won on)."""
+    if c.objective == "max-rps":
+        return []
+    best, default = c.median_score(c.best), c.median_score(c.default)
+    what, unit = ("p99 at the lightest qualifying level", "ms") if c.objective == "min-p99" else ("peak RSS", "MB")
+    shown = [f"{-value:.2f} {unit}" if value is not None else "no SLO level met" for value in (best, default)]
+    return [f"{c.objective}: winner {shown[0]} vs default {shown[1]} {what} (medians)"]

@@ -59,6 +59,8 @@ def test_slo_says_by_how_much_it_failed():
     rate = parse_slo("rps>200").check(measured)
     assert not rate.passed and rate.detail == "rps 150.0 req/s, objective > 200.0 req/s: 25.0% under"
     assert parse_slo("error_rate<0.1%").check(measured).passed
+    tiny = parse_slo("p99<1us").check({"p99": 0.75})
+    assert tiny.detail == "p99 0.75 ms, objective < 0.001 ms: 74900.0% over", "not 'objective < 0.00 ms'"
 
 
 def test_levels_and_durations():

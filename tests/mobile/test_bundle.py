@@ -6,6 +6,7 @@ import json
 import zipfile
 
 import pytest
+from PIL import Image
 
 from modelport.cli import main
 from modelport.manifest import file_sha256
@@ -13,6 +14,7 @@ from modelport.mobile.options import parse_variants
 from modelport.mobile.report import render_bundle_table
 from modelport.processing.labels import read_labels
 from tests.export import keras_kinds
+from tests.mobile.conftest import PROCESSORS
 from tests.user_cli import run_modelport
 
 pytestmark = [pytest.mark.tflite, pytest.mark.tf, pytest.mark.torch]
@@ -156,3 +158,20 @@ def test_bundle_of_a_rejected_variant_says_it_was_rejected(tmp_path):
     done = run_modelport("bundle", "repo/tied", "--out", "b", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr  # the published float32 variant still bundles
     assert done.stderr == ""  # --quiet: not even LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+
+
+def test_processors_that_do_not_make_the_models_input_are_one_line_and_leave_no_half_built_bundle(
+    digits_repo, tmp_path, capsys
+):
+    """The digits CNN takes 1x1x8x8: a 4x4 image step is refused by name (LiteRT resized its input to it and
+    crashed in C++), and the --out it started is removed, so the fixed command can reuse it."""
+    (tmp_path / "small.yaml").write_text("processors:\n  pre: [{kind: image, mode: L, resize: [4, 4]}]\n")
+    digit = tmp_path / "digit.png"
+    Image.new("L", (8, 8), 128).save(digit)
+    bundle = ["bundle", str(digits_repo.root / "digits"), "--sample", str(digit), "--out", str(tmp_path / "b")]
+    assert main([*bundle, "--processors", str(tmp_path / "small.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "the processors make input 'image' of shape 1x1x4x4, but digits-tflite takes" in err
+    assert not (tmp_path / "b").exists()
+    assert main([*bundle, "--processors", str(PROCESSORS), "--variants", "float32", "--quiet"]) == 0

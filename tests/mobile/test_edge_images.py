@@ -77,8 +77,8 @@ def test_keras_metadata_carries_the_image_steps_pixel_normalization(image_bundle
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("mean", [0.1]), ("interpolation", "bilinear"), ("scale", 1 / 256)],
-    ids=["mean", "resize filter", "scale"],
+    [("mean", [0.1]), ("interpolation", "bilinear"), ("scale", 1 / 256), ("layout", "NHWC"), ("mode", "RGB")],
+    ids=["mean", "resize filter", "scale", "layout", "colour mode"],
 )
 def test_a_tampered_processing_parameter_is_refused_naming_the_sample(image_bundles, tmp_path, capsys, field, value):
     bundle = shutil.copytree(image_bundles.torch, tmp_path / "digits")
@@ -92,6 +92,9 @@ def test_a_tampered_processing_parameter_is_refused_naming_the_sample(image_bund
     assert "REFUSED" in err and "raw sample samples/" in err and "image processing does not match" in err
     if field == "interpolation":  # the 8x8 samples are not resized: only the 32x32 ones catch it
         assert "-32px.png" in err
+    if field in ("layout", "mode"):  # LiteRT would resize the model's input to the wrong tensor and run it
+        wrong = "[1, 8, 8, 1]" if field == "layout" else "[1, 3, 8, 8]"
+        assert f"input 'image' has shape {wrong}, but variant 'float32' takes [1, 1, 8, 8]" in err
     # a 1/256 scale moves the logits less than int8's tolerance: the float variants catch it
     with pytest.raises(edge.BundleError, match="raw sample samples/"):
         edge.EdgeModel.open(bundle, "float32" if field == "scale" else "full-int8")

@@ -121,5 +121,43 @@ def test_bad_images_are_edge_input_errors():
         (_encoded("RGB", (9, 9), "JPEG"), "not an image in an accepted format"),
         (_encoded("RGB", (200, 200), "PNG"), "over the limit of 5000"),
     ):
-        with pytest.raises(edge.EdgeInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(edge.EdgeInputError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
             edge.preprocess_image(data, step)
+        assert "object at 0x" not in str(refused.value), "no Python object address in a user's message"
+
+
+class _NeverRun:
+    def run(self, feed):
+        raise AssertionError(f"the interpreter got { ({k: v.shape for k, v in feed.items()}) }")
+
+
+def _two_input_model() -> edge.EdgeModel:
+    specs = [{"name": "a", "dtype": "float32", "shape": [1, 6]}, {"name": "b", "dtype": "float32", "shape": [1, 3]}]
+    bundle = {"inputs": specs, "outputs": [], "variants": {"float32": {"file": "float32.tflite", "inputs": specs}}}
+    return edge.EdgeModel(Path("."), bundle, "float32", _NeverRun())
+
+
+def test_one_array_for_a_two_input_model_names_the_inputs():
+    with pytest.raises(edge.EdgeInputError, match=r"2 inputs \(a, b\): pass a dict .*an \.npz"):
+        _two_input_model().predict(np.zeros((1, 6), np.float32))
+
+
+def test_a_tensor_of_another_shape_than_the_variant_takes_never_reaches_the_interpreter():
+    """LiteRT's signature runner resizes its input to whatever it is given and computes something else."""
+    model = _two_input_model()
+    with pytest.raises(edge.EdgeInputError, match=r"input 'b' has shape \[1, 1, 3\], but variant 'float32' takes"):
+        model.run({"a": np.zeros((1, 6), np.float32), "b": np.zeros((1, 1, 3), np.float32)})
+    with pytest.raises(edge.EdgeInputError, match=r"missing input 'b'"):
+        model.run({"a": np.zeros((1, 6), np.float32)})
+
+
+def test_token_ids_outside_the_value_range_are_refused_as_the_server_refuses_them():
+    """LiteRT failed in C++ ("Embedding Lookup: index out of bounds") with a traceback."""
+    spec = {"name": "ids", "dtype": "int64", "shape": [1, 4], "value_range": [0.0, 64.0]}
+    bundle = {"inputs": [spec], "outputs": [], "variants": {"float32": {"file": "float32.tflite", "inputs": [spec]}}}
+    model = edge.EdgeModel(Path("."), bundle, "float32", _NeverRun())
+    message = r"input 'ids': value 64 at index \[0, 2\] is outside the model's value range \(0 <= value < 64\)"
+    with pytest.raises(edge.EdgeInputError, match=message):
+        model.predict(np.array([[0, 63, 64, -1]]))
+    with pytest.raises(edge.EdgeInputError, match=r"value -1 at index \[0, 3\]"):
+        model.predict(np.array([[0, 63, 1, -1]]))

@@ -83,14 +83,35 @@ def test_a_wrong_expected_output_is_refused(bundles, tmp_path):
     )
 
 
+def test_an_edited_bundle_json_is_refused_where_no_golden_check_would_notice(bundles, tmp_path):
+    bundle = _copy(bundles.keras, tmp_path)
+    original = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps(original, indent=4))  # formatting is not content
+    EdgeModel.open(bundle, "float32")
+    for edit in ("std", "labels", "tolerance"):
+        manifest = json.loads(json.dumps(original))
+        if edit == "std":  # predict() normalizes raw pixels with it; the golden inputs are normalized already
+            manifest["inputs"][0]["std"] = [8.0]
+        elif edit == "labels":
+            manifest["labels"] = list(reversed(manifest["labels"]))
+        else:
+            manifest["variants"]["float16"]["tolerance"]["atol"] = 1.0
+        (bundle / "bundle.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match=r"bundle\.json was edited after the bundle was built"):
+            EdgeModel.open(bundle, "float16")
+        done = _edge(bundle, "verify", str(bundle))
+        assert done.returncode == 1 and "REFUSED: bundle.json was edited after the bundle was built" in done.stderr
+
+
 def test_inconsistent_quantization_and_missing_files_are_refused(bundles, tmp_path):
     bundle = _copy(bundles.keras, tmp_path)
     manifest = json.loads((bundle / "bundle.json").read_text())
     (q,) = manifest["variants"]["full-int8"]["quantization"]["inputs"].values()
     q["scale"] *= 2
     (bundle / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"differs from bundle\.json"):
+    with pytest.raises(BundleError, match=r"differs from bundle\.json") as refused:
         EdgeModel.open(bundle, "full-int8")
+    assert "np.float32" not in str(refused.value), "the model's scale reads as a number"
     (bundle / "labels.txt").unlink()
     with pytest.raises(BundleError, match=r"labels\.txt is missing"):
         EdgeModel.open(bundle, "float32")

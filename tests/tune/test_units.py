@@ -16,7 +16,7 @@ from modelport.tune.report import write_outputs
 from modelport.tune.result import Confirmation, LevelPoint, Measurement, TuneResult, closest_miss, score
 from modelport.tune.search import BudgetSpentError, Tuner, brute, quick, tpe
 from modelport.tune.space import Candidate, Space, admissible, build_space
-from modelport.tune.table import candidate_line
+from modelport.tune.table import candidate_line, objective_line
 from tests.tune.conftest import toy_family
 
 SLOS = (parse_slo("p99<20ms"), parse_slo("error_rate<1%"))
@@ -257,3 +257,36 @@ def test_a_busy_load_generator_marks_the_ceiling_as_its_own():
     busy = Measurement(candidate, (dataclasses.replace(_level(8, 2000, 10.0), loadgen_cpu=0.97),), 100.0)
     assert not calm.loadgen_bound and busy.loadgen_bound
     assert "(load generator bound)" in candidate_line(busy) and "generator" not in candidate_line(calm)
+
+
+def test_a_variant_without_batching_is_measured_once_for_every_batching_setting(tmp_path):
+    """The server caps config.yaml's max_batch_size at the manifest's (0 for a static-shape TFLite model):
+    candidates that differ only above the cap are one server, measured once and written as it ran."""
+    onnx, tflite = _variants(tmp_path, {"onnx": 0.97, "tflite": 0.97})
+    unbatched = dataclasses.replace(tflite, manifest=tflite.manifest.model_copy(update={"max_batch_size": 0}))
+    space = build_space([onnx, unbatched], [], cpus=2, only=("variant", "max_batch_size", "max_queue_delay_ms"))
+    assert space.size == 2 * 2 * 3
+    measure, calls = _fake_measure(lambda given: 1000.0)
+    tuner = _tuner(space, measure)
+    brute(tuner)
+    assert len(calls) == 6 + 1 == len(tuner.measurements) and tuner.explored
+    (alone,) = [c for c in calls if c.variant == "toy-tflite"]
+    assert alone.config["max_batch_size"] == 0 and alone.config["max_queue_delay_ms"] == 0.0
+    assert all(c.config["max_batch_size"] in (8, 1) for c in calls if c.variant == "toy-onnx")
+
+
+def test_the_confirmation_judges_the_winner_on_the_objective_it_won_on():
+    """A min-memory winner serving fewer req/s than the default did not lose: it uses less memory."""
+    default, tuned = Candidate((("variant", "a"),)), Candidate((("variant", "b"),))
+    lean = Confirmation(
+        (Measurement(default, (_level(8, 1000, 10.0),), 112.0),),
+        (Measurement(tuned, (_level(8, 900, 12.0),), 94.0),),
+        "min-memory",
+    )
+    assert lean.ratio == 0.9 and not lean.winner_lost
+    assert any("min-memory: winner 94.00 MB vs default 112.00 MB peak RSS" in line for line in objective_line(lean))
+    fat = dataclasses.replace(lean, best=(Measurement(tuned, (_level(8, 1500, 5.0),), 130.0),))
+    assert fat.winner_lost, "more memory than the default, however fast"
+    slower = dataclasses.replace(fat, objective="min-p99")
+    assert not slower.winner_lost and objective_line(slower)[0].startswith("min-p99: winner 5.00 ms vs default 10.00")
+    assert dataclasses.replace(lean, objective="max-rps").winner_lost
