@@ -22,6 +22,8 @@ SDK's sampler and ids in this process (a standard sampler decided without the SD
 ``OTEL_PYTHON_EXCLUDED_URLS`` (OpenTelemetry's Python instrumentations' variable: comma-separated regular
 expressions, each searched in the request's path) leaves matching HTTP requests untraced: no span, no
 ``traceparent`` on the response; e.g. ``OTEL_PYTHON_EXCLUDED_URLS="health,^/ping$,^/metrics$"`` for the probes.
+``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES`` (the gRPC instrumentation's: comma-separated full service names) does the
+same for gRPC calls, e.g. ``grpc.health.v1.Health`` for the gRPC health probes.
 
 The sampler decides once per request; an unsampled one costs its ids and its ``traceparent``, nothing more. A
 sampled one costs a few tuples here; encoding and exporting them cost the exporter process.
@@ -70,6 +72,7 @@ ENABLED = False
 
 _active: OtelTracing | None = None
 _excluded: re.Pattern[str] | None = None  # OTEL_PYTHON_EXCLUDED_URLS
+_excluded_services: frozenset[str] = frozenset()  # OTEL_PYTHON_GRPC_EXCLUDED_SERVICES
 _NULL = contextlib.nullcontext()
 _TRUE = ("1", "true", "yes", "on")
 
@@ -95,7 +98,7 @@ def configure(
 
     Without ``exporter``, the exporters come from ``OTEL_TRACES_EXPORTER`` (otlp, console, none) and the OTLP
     protocol from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
-    global ENABLED, _active, _excluded
+    global ENABLED, _active, _excluded, _excluded_services
     if exporter is None and not wanted(settings, environ):
         return False
     excluded = _excluded_paths(environ.get("OTEL_PYTHON_EXCLUDED_URLS", ""))
@@ -107,6 +110,8 @@ def configure(
         raise DependencyError(f"tracing needs the OpenTelemetry SDK: {needs} ({exc})") from None
     _active = tracing_otel.start(exporter, environ)
     _excluded = excluded
+    services = environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "").split(",")
+    _excluded_services = frozenset(s.strip().lstrip("/") for s in services if s.strip())
     ENABLED = True
     return True
 
@@ -186,8 +191,9 @@ def http_route(template: str) -> None:
 
 
 def grpc_interceptor() -> Any:
-    """The gRPC server interceptor that opens each unary call's SERVER span (None when off)."""
-    return _active.interceptor() if _active is not None else None
+    """The gRPC server interceptor that opens each unary call's SERVER span, but for the services
+    ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES`` names (None when off)."""
+    return _active.interceptor(_excluded_services) if _active is not None else None
 
 
 class TraceIdFilter(logging.Filter):

@@ -364,9 +364,10 @@ class OtelTracing:
             current.name = f"{current.attributes.get('http.request.method', '')} {template}"
             current.attributes["http.route"] = template
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        """The gRPC interceptor of this tracer."""
-        return _Interceptor(self)
+    def interceptor(self, excluded: frozenset[str] = frozenset()) -> grpc.aio.ServerInterceptor:
+        """The gRPC interceptor of this tracer; the calls of the ``excluded`` services (full names, e.g.
+        ``grpc.health.v1.Health``) are left untraced."""
+        return _Interceptor(self, excluded)
 
     def traced_unary(self, behaviour: Callable[[Any, Any], Awaitable[Any]], method: str) -> Callable[..., Any]:
         """``behaviour`` inside a SERVER span, whose ``traceparent`` goes out in the trailing metadata."""
@@ -427,15 +428,19 @@ class HttpSpan:
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps each unary-unary handler in :meth:`OtelTracing.traced_unary` (streams are left as they are)."""
+    """Wraps each unary-unary handler in :meth:`OtelTracing.traced_unary` (streams, and the methods of the
+    ``excluded`` services, are left as they are)."""
 
-    def __init__(self, tracing: OtelTracing) -> None:
+    def __init__(self, tracing: OtelTracing, excluded: frozenset[str] = frozenset()) -> None:
         self._tracing = tracing
+        self._excluded = excluded
         self._last: dict[str, tuple[Any, Any]] = {}  # per method: the handler last wrapped, and its wrapper
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
         if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        if self._excluded and details.method.lstrip("/").rpartition("/")[0] in self._excluded:
             return handler
         last = self._last.get(details.method)
         if last is None or last[0] is not handler:  # the handler differs for a refused call (authentication)

@@ -332,6 +332,30 @@ async def test_a_grpc_inference_is_one_server_span_whose_traceparent_comes_back_
     assert refused.status.status_code is StatusCode.UNSET
 
 
+async def test_grpc_services_otel_python_grpc_excluded_services_names_are_not_traced(repo, plane):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    exporter = InMemorySpanExporter()
+    environ = {"OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": " grpc.health.v1.Health ,SomeOther"}
+    assert tracing.configure(ServerSettings(repository=repo), exporter, environ)
+    server, _ = build_grpc_server(plane)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), metadata=(("traceparent", TRACEPARENT),)
+            )
+            assert (await check).status == health_pb2.HealthCheckResponse.SERVING
+            assert "traceparent" not in dict(await check.trailing_metadata() or ())
+        code, trailers = await _grpc_infer(f"127.0.0.1:{port}", _grpc_request("echo"))
+        await until(lambda: len(server_spans(exporter)) == 1, what="the inference's server span ended")
+    finally:
+        await server.stop(grace=None)
+    assert code is grpc.StatusCode.OK and trailers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    assert [s.name for s in server_spans(exporter)] == ["inference.GRPCInferenceService/ModelInfer"]
+
+
 @pytest.mark.parametrize("log_json", [True, False])
 def test_logs_carry_the_trace_id_next_to_the_request_id(repo, exported, capsys, log_json):
     root = logging.getLogger()
