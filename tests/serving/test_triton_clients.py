@@ -92,6 +92,23 @@ def test_grpc_errors_carry_status_codes(identity_server):
     client.close()
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_is_model_ready_is_false_for_an_unknown_model_or_version(identity_server, transport):
+    # Triton answers ModelReady with ready=false (gRPC status OK) for a model or version it does not hold
+    if transport == "grpc":
+        import tritonclient.grpc as triton
+
+        client = triton.InferenceServerClient(url=identity_server[1])
+    else:
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(url=identity_server[0])
+    assert client.is_model_ready("identity") and client.is_model_ready("identity", "1")
+    assert client.is_model_ready("nope") is False
+    assert client.is_model_ready("identity", "7") is False
+    client.close()
+
+
 @pytest.mark.parametrize("transport", ["http-json", "grpc"])
 def test_nan_and_infinity_round_trip(identity_server, transport):
     """Triton's JSON takes and writes NaN, Infinity and -Infinity (tritonclient sends them as those tokens)."""
