@@ -27,6 +27,13 @@ class ProcessingContext:
 
     directory: Path
     manifest: ModelManifest | None = None
+    payload: str | None = None  # the input clients send payloads under, when the model's own tensors are hidden
+
+    def describe(self, tensor: str) -> str:
+        """How errors about a payload name its input: the client's name first, then the model's tensor."""
+        if self.payload is None or self.payload == tensor:
+            return repr(tensor)
+        return f"{self.payload!r} (the model's input {tensor!r})"
 
     def input_spec(self, name: str | None) -> TensorSpec | None:
         """The manifest's spec of input ``name`` (``None``: the first input), if known."""

@@ -36,20 +36,21 @@ FILTERS = {
 CHANNELS = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}
 
 
-def decode_image(data: object, step: ImageStep, name: str) -> Image.Image:
-    """Decode ``data`` (bytes) to a loaded image in ``step.mode``, enforcing the step's limits."""
+def decode_image(data: object, step: ImageStep, label: str) -> Image.Image:
+    """Decode ``data`` (bytes) to a loaded image in ``step.mode``, enforcing the step's limits; errors name the
+    input as ``label`` says (quoted)."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidArgumentError(f"input {name!r}: expected image bytes, got {type(data).__name__}")
+        raise InvalidArgumentError(f"input {label}: expected image bytes, got {type(data).__name__}")
     size = memoryview(data).nbytes
     if size == 0:
-        raise InvalidArgumentError(f"input {name!r}: empty payload (0 bytes), expected an image")
+        raise InvalidArgumentError(f"input {label}: empty payload (0 bytes), expected an image")
     if size > step.max_bytes:
-        raise PayloadTooLargeError(f"input {name!r}: image of {size} bytes is over the limit of {step.max_bytes}")
-    image = _open(bytes(data), step, name)
+        raise PayloadTooLargeError(f"input {label}: image of {size} bytes is over the limit of {step.max_bytes}")
+    image = _open(bytes(data), step, label)
     width, height = image.size
     if width * height > step.max_pixels:
         raise InvalidArgumentError(
-            f"input {name!r}: image of {width}x{height} pixels is over the limit of {step.max_pixels} pixels"
+            f"input {label}: image of {width}x{height} pixels is over the limit of {step.max_pixels} pixels"
         )
     try:
         image.load()
@@ -57,23 +58,23 @@ def decode_image(data: object, step: ImageStep, name: str) -> Image.Image:
             image = ImageOps.exif_transpose(image)
         return image if image.mode == step.mode else image.convert(step.mode)
     except Exception as exc:  # decoders raise OSError, ValueError, SyntaxError, struct.error...: all bad input
-        raise InvalidArgumentError(f"input {name!r}: cannot decode the image ({summarize(exc)})") from None
+        raise InvalidArgumentError(f"input {label}: cannot decode the image ({summarize(exc)})") from None
 
 
-def _open(data: bytes, step: ImageStep, name: str) -> Image.Image:
+def _open(data: bytes, step: ImageStep, label: str) -> Image.Image:
     """Read the header only (Pillow decodes lazily), in the allowed formats."""
     try:
         return Image.open(io.BytesIO(data), formats=list(step.formats))
     except Image.DecompressionBombError:
         raise InvalidArgumentError(
-            f"input {name!r}: image dimensions are over Pillow's decompression-bomb limit"
+            f"input {label}: image dimensions are over Pillow's decompression-bomb limit"
         ) from None
     except UnidentifiedImageError:
         raise InvalidArgumentError(
-            f"input {name!r}: not an image in an accepted format ({', '.join(step.formats)})"
+            f"input {label}: not an image in an accepted format ({', '.join(step.formats)})"
         ) from None
     except Exception as exc:  # a header that parses partway
-        raise InvalidArgumentError(f"input {name!r}: unreadable image header ({summarize(exc)})") from None
+        raise InvalidArgumentError(f"input {label}: unreadable image header ({summarize(exc)})") from None
 
 
 def resize(image: Image.Image, size: Size, interpolation: str = "bilinear") -> Image.Image:
@@ -159,6 +160,7 @@ class ImageProcessor:
             raise SpecError(f"image step: the model has no input {step.input!r} (inputs: {names})")
         self.step = step
         self.name = step.input or (spec.name if spec else "input")
+        self.label = context.describe(self.name)
         layout = spec.layout if spec is not None and spec.layout in ("NCHW", "NHWC") else "NCHW"
         self.layout = step.layout or layout
         self.mean, self.std = (step.mean, step.std) if step.mean is not None else _spec_norm(spec)
@@ -177,7 +179,7 @@ class ImageProcessor:
 
     def process(self, data: object) -> Arrays:
         """One image's tensors: ``{input: array}`` shaped ``(1, C, H, W)`` or ``(1, H, W, C)``."""
-        image = decode_image(data, self.step, self.name)
+        image = decode_image(data, self.step, self.label)
         if self.step.resize is not None:
             image = resize(image, self.step.resize, self.step.interpolation)
         if self.step.center_crop is not None:

@@ -192,6 +192,7 @@ PostStep = Annotated[
 ]
 _DECODERS = ("image", "text")
 _FORMATTERS = ("topk", "argmax", "threshold", "identity", "segmentation", "detection")
+_PAYLOAD_NAMES = {"image": "image", "text": "text"}
 
 
 class ProcessingSpec(_Step):
@@ -209,6 +210,11 @@ class ProcessingSpec(_Step):
         if len(formatters) > 1:
             raise ValueError(f"post holds at most one of {', '.join(_FORMATTERS)}; got {len(formatters)}")
         return self
+
+    @property
+    def payload_name(self) -> str:
+        """The input clients send payloads under: named after the first ``pre`` step's kind (else ``data``)."""
+        return _PAYLOAD_NAMES.get(self.pre[0].kind, "data") if self.pre else "data"
 
     def to_json(self) -> str:
         """The definition as JSON (defaults included, so a reader needs no defaults of its own)."""

@@ -55,6 +55,7 @@ class TextProcessor:
             tokenizer.no_truncation()
         self.tokenizer = tokenizer
         self.step = step
+        self.label = context.describe(step.input_ids)
         self.names = {
             "ids": step.input_ids,
             "attention_mask": step.attention_mask,
@@ -73,25 +74,25 @@ class TextProcessor:
         return [e if isinstance(e, ModelportError) else self._tensors(e, width) for e in checked]
 
     def _text(self, item: object) -> str:
-        name = self.step.input_ids
+        name = self.label
         if isinstance(item, bytes | bytearray | memoryview):
             try:
                 return bytes(item).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InvalidArgumentError(f"input {name!r}: text is not valid UTF-8 (at byte {exc.start})") from None
+                raise InvalidArgumentError(f"input {name}: text is not valid UTF-8 (at byte {exc.start})") from None
         if not isinstance(item, str):
-            raise InvalidArgumentError(f"input {name!r}: expected text, got {type(item).__name__}")
+            raise InvalidArgumentError(f"input {name}: expected text, got {type(item).__name__}")
         try:
             item.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"input {name!r}: text is not valid Unicode (at {exc.start})") from None
+            raise InvalidArgumentError(f"input {name}: text is not valid Unicode (at {exc.start})") from None
         return item
 
     def _fits(self, encoding: Encoding) -> Encoding | ModelportError:
         if len(encoding.ids) <= self.step.max_length:
             return encoding
         return InvalidArgumentError(
-            f"input {self.step.input_ids!r}: text is {len(encoding.ids)} tokens, over the limit of "
+            f"input {self.label}: text is {len(encoding.ids)} tokens, over the limit of "
             f"{self.step.max_length} (truncation is off)"
         )
 

@@ -45,13 +45,12 @@ __all__ = ["OUTPUT", "Applications", "classify", "external_tensors", "payload_na
 log = logging.getLogger(__name__)
 
 OUTPUT = "output"
-_PAYLOAD_NAMES = {"image": "image", "text": "text", "custom": "data"}
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def payload_name(processors: Processors) -> str:
     """The external input's name: after the first ``pre`` step's kind."""
-    return _PAYLOAD_NAMES.get(processors.spec.pre[0].kind, "data")
+    return processors.spec.payload_name
 
 
 def external_tensors(

@@ -242,8 +242,9 @@ def _open(
         raise InvalidArgumentError(
             f"workers: runs TorchServe handlers in processes; a {manifest.format} model has none"
         )
-    context = ProcessingContext(directory, manifest)
     spec = config.processors
+    payload = spec.payload_name if spec is not None and spec.pre else None  # errors name what clients send
+    context = ProcessingContext(directory, manifest, payload=payload)
     processors = build_processors(spec, context) if spec is not None and (spec.pre or spec.post) else None
     runtimes: list[Runtime] = []
     try:
