@@ -233,6 +233,22 @@ def test_paths_are_relative_to_the_users_directory(echo_server, tmp_path):
     assert report["levels"][0]["requests"] > 10 and report["levels"][0]["failures"] == 0
 
 
+def test_own_locustfile_without_a_model_names_the_locustfile(echo_server, tmp_path):
+    (tmp_path / "probes.py").write_text(
+        "from locust import FastHttpUser, constant, task\n\n"
+        "class Probes(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def ready(self):\n"
+        "        self.client.get('/v2/health/ready')\n"
+    )
+    done = modelport_in(tmp_path, "loadtest", echo_server.url, "--locustfile", "probes.py", "--duration", "1s")
+    assert done.returncode == 0, done.stderr
+    assert "load test: locustfile probes.py over v2 at" in done.stdout, done.stdout
+    assert done.stderr == "", "no warning from the plots (a series named after no model)"
+    assert "<title>Load test: locustfile probes.py over v2" in (tmp_path / "loadtest-out" / "report.html").read_text()
+
+
 def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_path):
     port = free_port()
     command = [
