@@ -6,11 +6,14 @@ training) calls it first. Converter subprocesses inherit the environment. A user
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 import warnings
+from types import ModuleType
 
-__all__ = ["quiet_frameworks"]
+__all__ = ["import_quietly", "quiet_frameworks"]
 
 # The ML frameworks' own log settings, in the environment before any of them is imported (converter
 # subprocesses inherit them). A user's own values win; -v sets none of them.
@@ -30,3 +33,22 @@ def quiet_frameworks() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     # JAX (imported by litert-torch) warns at every fork; modelport forks only to exec a tool right away
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+
+
+def import_quietly(name: str) -> ModuleType:
+    """Import ``name`` (TensorFlow, or a package that imports it) with stderr's file descriptor silenced while
+    ``quiet_frameworks()`` holds: TensorFlow's C++ writes some lines (oneDNN, the CUDA probe) before it reads
+    ``TF_CPP_MIN_LOG_LEVEL``. Call it where nothing else writes to stderr meanwhile (startup, a CLI)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3" or name in sys.modules:
+        return importlib.import_module(name)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                return importlib.import_module(name)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

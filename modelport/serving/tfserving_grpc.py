@@ -7,12 +7,14 @@ import TensorFlow, so this service is enabled with ``--tfserving-grpc``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, SpecError, summarize
+from modelport.quiet import import_quietly
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
@@ -34,6 +36,8 @@ _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING",
 
 def add_tfserving_services(server: Any, plane: DataPlane) -> list[str]:
     """Register both services on ``server``; returns their full names (for reflection)."""
+    with contextlib.suppress(ImportError):  # import_framework below says which extra installs it
+        import_quietly("tensorflow")  # at startup: its C++ lines before its log level applies stay off the log
     apis = import_framework("tensorflow_serving.apis.prediction_service_pb2_grpc", "tfserving")
     models = import_framework("tensorflow_serving.apis.model_service_pb2_grpc", "tfserving")
     prediction, model = _servicers(plane, apis, models)

@@ -54,11 +54,16 @@ def test_each_protocol_sends_real_load(echo_server, tmp_path, protocol):
     assert run.report()["target"]["inputs"] == ["x:float32:2x3"]
 
 
+# TensorFlow's C++ lines, some written before its log level applies (both processes import it)
+_TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|cudart_stub|oneDNN|cpu_feature_guard", re.M)
+
+
 @pytest.mark.tf
 def test_tfserving_grpc_protocol(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
-    with serving(repo, "--tfserving-grpc", "--log-level", "warning", timeout=120) as server:
+    log = tmp_path / "server.log"
+    with serving(repo, "--tfserving-grpc", "--log-level", "warning", log=log, timeout=120) as server:
         run = modelport(
             tmp_path / "out",
             "loadtest",
@@ -76,6 +81,8 @@ def test_tfserving_grpc_protocol(tmp_path):
     level = run.report()["levels"][0]
     assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
     assert level["server"]["requests_by_outcome"]
+    assert not _TF_NOISE.search(run.stderr), run.stderr
+    assert not _TF_NOISE.search(log.read_text()), log.read_text()
 
 
 def test_sweep_with_slos_that_hold_writes_every_report(echo_server, tmp_path):
