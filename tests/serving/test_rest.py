@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
+import zlib
 
 import numpy as np
 import orjson
@@ -277,3 +279,33 @@ async def test_classification_of_a_batch_output_with_one_value_a_row(client):
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     assert output["shape"] == [2, 1] and output["data"] == ["12.000000:0", "30.000000:0"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_request_bodies_are_decoded_on_every_protocol(client, encoding):
+    # Triton takes gzip/deflate bodies (tritonclient's request_compression_algorithm); so does every route here
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    headers = {"Content-Encoding": encoding}
+    v2 = await client.post("/v2/models/echo/infer", content=compress(orjson.dumps(_infer_body())), headers=headers)
+    assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == [2, 4, 6, 8, 10, 12], v2.text
+    tfs = await client.post("/v1/models/echo:predict", content=compress(b'{"instances": [[1, 2, 3]]}'), headers=headers)
+    assert tfs.status_code == 200 and tfs.json()["predictions"][0]["y"] == [2, 4, 6], tfs.text
+    ts = await client.post("/predictions/echo", content=compress(b"[1, 2, 3]"), headers=headers)
+    assert ts.status_code == 200 and ts.json()["y"] == [2, 4, 6], ts.text
+
+
+async def test_compressed_bodies_that_are_bombs_corrupt_or_unknown_are_refused(client, plane):
+    limit = plane.settings.max_body_bytes
+    bomb = gzip.compress(b" " * (limit + 1))  # a few KB on the wire
+    refused = await client.post("/v2/models/echo/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert refused.status_code == 413 and "decompressed" in refused.json()["error"], refused.text
+    body = gzip.compress(orjson.dumps(_infer_body()))
+    for content, encoding, words in [
+        (body[: len(body) // 2], "gzip", "truncated"),
+        (b"not gzip at all", "gzip", "does not decode"),
+        (body, "br", "Content-Encoding 'br' is not supported"),
+    ]:
+        answer = await client.post("/v2/models/echo/infer", content=content, headers={"Content-Encoding": encoding})
+        assert answer.status_code == 400 and words in answer.json()["error"], answer.text
+    answer = await client.post("/predictions/echo", content=b"garbage", headers={"Content-Encoding": "deflate"})
+    assert answer.status_code == 400 and answer.json()["type"] == "BadRequestException", answer.text

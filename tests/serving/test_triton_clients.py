@@ -92,6 +92,20 @@ def test_grpc_errors_carry_status_codes(identity_server):
     client.close()
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_http_request_and_response_compression(identity_server, algorithm, binary):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=identity_server[0])
+    inputs, sent = _inputs(triton, binary)
+    outputs = [triton.InferRequestedOutput(f"out_{n}", binary_data=binary) for n in sent]
+    for compression in ({"request_compression_algorithm": algorithm}, {"response_compression_algorithm": algorithm}):
+        result = client.infer("identity", inputs, outputs=outputs, **compression)
+        assert np.array_equal(result.as_numpy("out_in_float32"), sent["in_float32"]), compression
+    client.close()
+
+
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_is_model_ready_is_false_for_an_unknown_model_or_version(identity_server, transport):
     # Triton answers ModelReady with ready=false (gRPC status OK) for a model or version it does not hold
