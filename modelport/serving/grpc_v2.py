@@ -195,7 +195,7 @@ class KServeServicer(_NotImplemented):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.load(request.model_name)
+            await self.plane.load(request.model_name, list(request.parameters))
             return service_pb2.RepositoryModelLoadResponse()
 
         return await guard(context, call)

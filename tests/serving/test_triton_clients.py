@@ -150,3 +150,27 @@ def test_nan_and_infinity_round_trip(identity_server, transport):
         assert got.dtype == DTYPES[name[3:]].np_dtype(), name
         assert np.array_equal(got, special.astype(got.dtype), equal_nan=True), (name, got)
     client.close()
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_load_model_with_a_config_override_is_refused_not_ignored(tmp_path, transport):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    with serving(repo, "--model-control", env={"MODELPORT_GOLDEN_CHECK": "false"}, timeout=60) as server:
+        if transport == "grpc":
+            import tritonclient.grpc as triton
+
+            client = triton.InferenceServerClient(url=server.grpc)
+        else:
+            import tritonclient.http as triton
+
+            client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+        with pytest.raises(triton.InferenceServerException) as info:
+            client.load_model("echo", config='{"max_batch_size": 4}')
+        assert info.value.status() in ("501", "StatusCode.UNIMPLEMENTED"), info.value
+        assert "config" in info.value.message() and "config.yaml" in info.value.message()
+        with pytest.raises(triton.InferenceServerException):
+            client.load_model("echo", files={"file:1/model.onnx": b"\x00"})
+        client.load_model("echo")  # a plain load (re)loads from the repository
+        assert client.is_model_ready("echo")
+        client.close()
