@@ -10,6 +10,7 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidArgumentError, NotFoundError
+from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
@@ -113,8 +114,21 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
 
 
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
-TFSERVING_HOT_ROUTES = [HotRoute(prefix + ":predict", frozenset({"POST"}), _predict) for prefix in _PREFIXES]
-"""``:predict``, answered by the inference front."""
+
+
+def _unimplemented(api: str) -> Callable[[DataPlane, RequestHead, BodyReader], Awaitable[Reply]]:
+    async def refuse(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+        raise UnimplementedError(f"TF Serving's :{api} API is not implemented; modelport serves :predict")
+
+    return refuse
+
+
+TFSERVING_HOT_ROUTES = [
+    HotRoute(prefix + f":{api}", frozenset({"POST"}), _predict if api == "predict" else _unimplemented(api))
+    for prefix in _PREFIXES
+    for api in ("predict", "classify", "regress")
+]
+"""``:predict``, answered by the inference front; ``:classify`` and ``:regress`` refused with 501."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:

@@ -309,3 +309,10 @@ async def test_compressed_bodies_that_are_bombs_corrupt_or_unknown_are_refused(c
         assert answer.status_code == 400 and words in answer.json()["error"], answer.text
     answer = await client.post("/predictions/echo", content=b"garbage", headers={"Content-Encoding": "deflate"})
     assert answer.status_code == 400 and answer.json()["type"] == "BadRequestException", answer.text
+
+
+@pytest.mark.parametrize("api", ["classify", "regress"])
+async def test_tfserving_classify_and_regress_are_a_clear_501(client, api):
+    answer = await client.post(f"/v1/models/echo/versions/1:{api}", json={"examples": [{"x": [1.0, 2.0, 3.0]}]})
+    assert answer.status_code == 501, answer.text  # was 405 Method Not Allowed: the status route took the path
+    assert answer.json()["error"] == f"TF Serving's :{api} API is not implemented; modelport serves :predict"
