@@ -83,8 +83,8 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
         versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
-        if not versions:
-            raise NotFoundError(f"model {model!r} has no version {wanted!r}")
+        if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
+            raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
         return json_response([_describe(d) for d in versions])
 
     return [
@@ -98,7 +98,12 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
     model, version = head.params["model"], _version(plane, head)
-    meta = plane.serving_metadata(model, version)
+    try:
+        meta = plane.serving_metadata(model, version)
+    except NotFoundError:
+        if version is None or not _lacks_version(plane, model, version):
+            raise
+        raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
     content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
         return await _handler_predictions(plane, head, version, await read(plane.settings.max_body_bytes), content_type)
@@ -133,6 +138,14 @@ async def _handler_infer(plane: DataPlane, model: str, version: str | None, requ
     inputs = {HANDLER_INPUT: np.array([encode_request(request)], dtype=object)}
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     return decode_reply(bytes(response.outputs[HANDLER_OUTPUT].ravel()[0]))
+
+
+def _lacks_version(plane: DataPlane, model: str, version: str) -> bool:
+    """Whether ``model`` is served, but not its ``version`` (TorchServe's ModelVersionNotFoundException)."""
+    try:
+        return version not in {str(status.version) for status in plane.model_versions(model)}
+    except NotFoundError:
+        return False
 
 
 def _version(plane: DataPlane, head: RequestHead) -> str | None:

@@ -316,3 +316,16 @@ async def test_tfserving_classify_and_regress_are_a_clear_501(client, api):
     answer = await client.post(f"/v1/models/echo/versions/1:{api}", json={"examples": [{"x": [1.0, 2.0, 3.0]}]})
     assert answer.status_code == 501, answer.text  # was 405 Method Not Allowed: the status route took the path
     assert answer.json()["error"] == f"TF Serving's :{api} API is not implemented; modelport serves :predict"
+
+
+async def test_torchserve_names_a_missing_version_as_torchserve_does(client):
+    # TorchServe: 404 ModelVersionNotFoundException for a version of a known model, ModelNotFound for the model
+    for answer in (await client.post("/predictions/echo/7", json=[1, 2, 3]), await client.get("/models/echo/7")):
+        assert answer.status_code == 404, answer.text
+        assert answer.json() == {
+            "code": 404,
+            "type": "ModelVersionNotFoundException",
+            "message": "Model version: 7 does not exist for model: echo",
+        }
+    unknown = await client.post("/predictions/nope/1", json=[1, 2, 3])
+    assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException", unknown.text
