@@ -18,7 +18,7 @@ from modelport.quiet import import_quietly
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
-from modelport.serving.tfserving_rest import SIGNATURE
+from modelport.serving.tfserving_rest import SIGNATURE, missing_version
 from modelport.serving.types import (
     InferRequest,
     ModelMetadata,
@@ -126,7 +126,10 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
             async def call() -> Any:
                 wanted = _version(plane, request.model_spec)
                 versions = plane.model_versions(request.model_spec.name)
-                return _status_reply([v for v in versions if wanted in (None, str(v.version))])
+                versions = [v for v in versions if wanted in (None, str(v.version))]
+                if not versions and wanted is not None:
+                    raise missing_version(request.model_spec.name, wanted)
+                return _status_reply(versions)
 
             return await guard(context, call)
 

@@ -31,6 +31,7 @@ from modelport.tensors import TF_DTYPES, lookup_dtype
 __all__ = [
     "SIGNATURE",
     "TFSERVING_HOT_ROUTES",
+    "missing_version",
     "parse_predict",
     "predict_response",
     "row_problem",
@@ -56,6 +57,11 @@ def tensor_info(tensor: TensorMetadata) -> dict[str, Any]:
     }
 
 
+def missing_version(model: str, version: str) -> NotFoundError:
+    """TF Serving's GetModelStatus answer for a version its model does not have (REST and gRPC)."""
+    return NotFoundError(f"Could not find version {version} of model {model}")
+
+
 def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
     return plane.resolve_version(model, params.get("version"), params.get("label"))
@@ -71,7 +77,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
         if wanted is not None:
             versions = [v for v in versions if str(v.version) == wanted]
             if not versions:
-                raise NotFoundError(f"Servable not found for request: Specific({model}, {wanted})")
+                raise missing_version(model, wanted)
         return _json({"model_version_status": [_status(v) for v in versions]})
 
     async def metadata(request: Request) -> Response:

@@ -978,6 +978,13 @@ def test_bad_tfserving_grpc_metadata_status_and_garbage(tf_server):
         with pytest.raises(grpc.RpcError) as info:
             status(wanted, timeout=5)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        wanted = get_model_status_pb2.GetModelStatusRequest()
+        wanted.model_spec.name = "echo"
+        wanted.model_spec.version.value = 7  # a version the model lacks: NOT_FOUND, not an empty status list
+        with pytest.raises(grpc.RpcError) as info:
+            status(wanted, timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.details() == "Could not find version 7 of model echo"
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary(PREDICT)(b"\x0a\xff\xff", timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
