@@ -23,6 +23,7 @@ the list of their responses. ``/predictions/{m}/1.0`` names the version labelled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -82,7 +83,11 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
-        versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
+        details = plane.model_details(model)  # an unknown model: ModelNotFoundException
+        if wanted is not None and wanted != "all" and not wanted.isdigit():  # a label, as /predictions/{m}/1.0
+            with contextlib.suppress(VersionLabelError):
+                wanted = plane.resolve_version(model, label=wanted)
+        versions = [d for d in details if wanted in (None, "all", str(d.status.version))]
         if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
             raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
         return json_response([_describe(d) for d in versions])

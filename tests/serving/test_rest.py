@@ -329,3 +329,26 @@ async def test_torchserve_names_a_missing_version_as_torchserve_does(client):
         }
     unknown = await client.post("/predictions/nope/1", json=[1, 2, 3])
     assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException", unknown.text
+
+
+async def test_torchserve_describes_a_version_by_its_label_as_predictions_take_it(tmp_path):
+    import httpx
+
+    from modelport.serving.rest import create_app
+    from modelport.serving.server import build
+    from modelport.serving.settings import ServerSettings
+    from tests.serving import fakes
+
+    fakes.write_model(tmp_path, "echo", config={"version_policy": {"all": True}, "version_labels": {"1.0": 2}})
+    fakes.write_model(tmp_path, "echo", version=2)
+    plane = build(ServerSettings(repository=tmp_path))
+    await plane.start()
+    transport = httpx.ASGITransport(app=create_app(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        predicted = await http.post("/predictions/echo/1.0", json=[1, 2, 3])
+        described = await http.get("/models/echo/1.0")
+        missing = await http.get("/models/echo/3.0")
+    await plane.close()
+    assert predicted.status_code == 200, predicted.text
+    assert described.status_code == 200 and [d["modelVersion"] for d in described.json()] == ["2"], described.text
+    assert missing.status_code == 404 and missing.json()["type"] == "ModelVersionNotFoundException", missing.text
