@@ -25,8 +25,13 @@ _FRAMEWORK_LOG_ENV = {
 _FRAMEWORK_LOGGERS = ("tensorflow", "absl", "jax", "keras", "tf2onnx", "h5py")
 
 
+_quiet = False  # quiet_frameworks() ran: the CLI without -v
+
+
 def quiet_frameworks() -> None:
     """Keep the frameworks' INFO/WARNING chatter (and CUDA probing errors on CPU machines) off stderr."""
+    global _quiet
+    _quiet = True
     for name, value in _FRAMEWORK_LOG_ENV.items():
         os.environ.setdefault(name, value)
     for name in _FRAMEWORK_LOGGERS:
@@ -36,10 +41,11 @@ def quiet_frameworks() -> None:
 
 
 def import_quietly(name: str) -> ModuleType:
-    """Import ``name`` (TensorFlow, or a package that imports it) with stderr's file descriptor silenced while
-    ``quiet_frameworks()`` holds: TensorFlow's C++ writes some lines (oneDNN, the CUDA probe) before it reads
-    ``TF_CPP_MIN_LOG_LEVEL``. Call it where nothing else writes to stderr meanwhile (startup, a CLI)."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3" or name in sys.modules:
+    """Import ``name`` (TensorFlow, or a package that imports it) with stderr's file descriptor silenced once
+    ``quiet_frameworks()`` ran: TensorFlow's C++ writes some lines (oneDNN, the CUDA probe) before it reads
+    ``TF_CPP_MIN_LOG_LEVEL``, which is also no guide here (a parent process that imported TensorFlow passes on
+    the ``1`` TensorFlow sets); ``0`` asks for them. Call it where nothing else writes to stderr meanwhile."""
+    if not _quiet or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or name in sys.modules:
         return importlib.import_module(name)
     sys.stderr.flush()
     saved = os.dup(2)

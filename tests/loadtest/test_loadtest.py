@@ -63,7 +63,8 @@ def test_tfserving_grpc_protocol(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
     log = tmp_path / "server.log"
-    with serving(repo, "--tfserving-grpc", "--log-level", "warning", log=log, timeout=120) as server:
+    inherited = {"TF_CPP_MIN_LOG_LEVEL": "1"}  # what a parent that imported TensorFlow passes on (TF sets it)
+    with serving(repo, "--tfserving-grpc", "--log-level", "warning", env=inherited, log=log, timeout=120) as server:
         run = modelport(
             tmp_path / "out",
             "loadtest",
