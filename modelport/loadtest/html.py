@@ -54,7 +54,7 @@ def figure(png: bytes | None, caption: str) -> str:
 def write_report_html(report: LoadTestReport, path: Path) -> Path:
     """report.html: target, SLO verdict, per-level table and the plots."""
     target = report.target
-    title = target.get("title") or f"Load test: {target['model']} over {target['protocol']}"
+    title = target.get("title") or f"Load test: {_subject(target)} over {target['protocol']}"
     sections = [
         f"<p><code>{html.escape(target['url'])}</code> {html.escape(str(target.get('endpoint') or ''))}, inputs "
         f"<code>{html.escape(', '.join(target['inputs']) or '(user locustfile)')}</code>, data "
@@ -74,10 +74,17 @@ def write_report_html(report: LoadTestReport, path: Path) -> Path:
     return path
 
 
+def _subject(target: dict[str, Any]) -> str:
+    """What was load-tested: the model, else the user's locustfile (a run of its own users may name no model)."""
+    if target.get("model") or not target.get("locustfile"):
+        return str(target.get("model") or "")
+    return f"locustfile {Path(target['locustfile']).name}"
+
+
 def _curve(report: LoadTestReport) -> plots.Curve:
     levels = report.levels
     return (
-        report.target["model"],
+        _subject(report.target),
         [lv.rps for lv in levels],
         [lv.latency_ms["p99"] for lv in levels],
         [f"u={lv.level.users}" for lv in levels],

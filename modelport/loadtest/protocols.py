@@ -17,6 +17,7 @@ from modelport.errors import InvalidArgumentError, ModelNotReadyError, NotFoundE
 from modelport.loadtest.options import Protocol
 from modelport.loadtest.wire import HttpReply, grpc_call, http_call, reply_json
 from modelport.manifest import TensorSpec
+from modelport.quiet import import_quietly
 from modelport.tensors import TF_DTYPES, Arrays, lookup_dtype, raw_bytes
 
 __all__ = ["Codec", "Endpoint", "Payload", "Target", "codec_for"]
@@ -223,7 +224,8 @@ class TfServingGrpcCodec(GrpcCodec):
 
     def specs(self) -> tuple[TensorSpec, ...]:
         import grpc
-        import tensorflow as tf
+
+        tf = import_quietly("tensorflow")
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -253,7 +255,7 @@ class TfServingGrpcCodec(GrpcCodec):
         )
 
     def encode(self, arrays: Arrays) -> Payload:
-        import tensorflow as tf
+        tf = import_quietly("tensorflow")
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()

@@ -52,7 +52,9 @@ def run_loadtest(options: LoadTestOptions, say: Printer = print) -> LoadTestRepo
     metrics_url = _metrics_url(options)
     target = _describe(options, prepared, metrics_url)
     report = LoadTestReport(target, [], options.slos, options.out, datetime.now(UTC).isoformat(timespec="seconds"))
-    say(f"load test: {options.model} over {options.protocol} at {options.url}, {len(options.levels)} level(s)")
+    locustfile = options.locustfile
+    subject = options.model if options.model or locustfile is None else f"locustfile {locustfile.name}"
+    say(f"load test: {subject} over {options.protocol} at {options.url}, {len(options.levels)} level(s)")
     for index, level in enumerate(options.levels):
         result = _run_level(options, prepared, level, index, metrics_url, say)
         result.slos = [slo.check(result.measured()) for slo in slos]

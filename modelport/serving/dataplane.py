@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import weakref
+from collections.abc import Collection
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -15,6 +16,7 @@ from modelport.errors import (
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
+    UnimplementedError,
     VersionLabelError,
 )
 from modelport.manifest import ModelManifest, TensorSpec
@@ -345,8 +347,15 @@ class DataPlane:
         if not self.settings.model_control:
             raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
-    async def load(self, name: str) -> None:
-        """Load (or reload) one model of the repository (model control)."""
+    async def load(self, name: str, parameters: Collection[str] = ()) -> None:
+        """Load (or reload) one model of the repository (model control). ``parameters``: the names of the
+        request's parameters; Triton's overrides (``config``, ``file:...``) are refused, not ignored."""
+        overrides = sorted(p for p in parameters if p == "config" or p.startswith("file:"))
+        if overrides:
+            raise UnimplementedError(
+                f"loading with {', '.join(overrides)} (Triton's override of the model's configuration or files) "
+                f"is not supported: modelport loads {name!r} from the repository and its config.yaml"
+            )
         await self.manager.load(name)
         await self._verify_pipelines()
 

@@ -15,11 +15,12 @@ uvicorn's HTTP protocol through :meth:`HttpFront.reply`, the same code this app 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from modelport.errors import PayloadTooLargeError
+from modelport.errors import InvalidArgumentError, PayloadTooLargeError
 from modelport.serving import tracing
 from modelport.serving.auth import Tokens, http_scope, presented_token
 from modelport.serving.dataplane import DataPlane
@@ -151,7 +152,8 @@ class HttpFront:
         if tracing.ENABLED:
             tracing.http_route(route.template)
         try:
-            return await route.handler(self.plane, RequestHead(request.params, request.headers), read)
+            head = RequestHead(request.params, request.headers)
+            return await route.handler(self.plane, head, decoding(request.headers, read))
         except DisconnectedError:
             return None
         except Exception as exc:
@@ -227,6 +229,40 @@ async def read_limited(headers: list[tuple[bytes, bytes]], receive: Any, limit: 
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Content-Encoding of request bodies, as Triton takes them (tritonclient's request_compression_algorithm)
+_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+
+
+def decoding(headers: list[tuple[bytes, bytes]], read: BodyReader) -> BodyReader:
+    """``read``, undoing the body's ``Content-Encoding`` (gzip, deflate); ``limit`` bounds the decoded body too."""
+    encoding = next((value for key, value in headers if key == b"content-encoding"), b"").strip().lower()
+    if encoding in (b"", b"identity"):
+        return read
+
+    async def read_decoded(limit: int) -> bytes:
+        body = await read(limit)
+        wbits = _ENCODINGS.get(encoding)
+        if wbits is None:
+            name = encoding.decode("latin-1")
+            raise InvalidArgumentError(f"Content-Encoding {name!r} is not supported (gzip, deflate)")
+        return _inflate(body, wbits, limit)
+
+    return read_decoded
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    decoder = zlib.decompressobj(wbits)
+    try:
+        body = decoder.decompress(data, limit + 1)  # never more than the limit: a small bomb stays small
+    except zlib.error as exc:
+        raise InvalidArgumentError(f"the request body does not decode as its Content-Encoding says ({exc})") from None
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"the decompressed request body exceeds the limit of {limit} bytes")
+    if not decoder.eof:
+        raise InvalidArgumentError("the compressed request body is truncated")
+    return body
 
 
 def reply_headers(reply: Reply, stamp: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from modelport.errors import InvalidArgumentError, ModelportError, UnimplementedError, summarize
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnimplementedError, summarize
 from modelport.serving import tracing
 from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import DataPlane
@@ -101,7 +101,10 @@ class KServeServicer(_NotImplemented):
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            ready, _ = self.plane.model_ready(request.name, request.version or None)
+            try:
+                ready, _ = self.plane.model_ready(request.name, request.version or None)
+            except NotFoundError:  # as Triton answers: an unknown or unloaded model or version is not ready
+                ready = False
             return service_pb2.ModelReadyResponse(ready=ready)
 
         return await guard(context, call)
@@ -192,7 +195,7 @@ class KServeServicer(_NotImplemented):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.load(request.model_name)
+            await self.plane.load(request.model_name, list(request.parameters))
             return service_pb2.RepositoryModelLoadResponse()
 
         return await guard(context, call)

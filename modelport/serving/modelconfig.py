@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelport.errors import ModelNotReadyError
-from modelport.manifest import TensorSpec
-from modelport.serving.model import ServedVersion
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.serving.application import external_tensors
+from modelport.serving.model import Execution, ServedVersion
 from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy
 
 __all__ = ["EnsembleStep", "ModelConfiguration", "model_configuration"]
@@ -60,8 +61,8 @@ def model_configuration(served: ServedVersion, config: ModelConfig, settings: Se
         format=manifest.format,
         artifact=manifest.artifact,
         max_batch_size=execution.policy.max_batch_size,
-        inputs=manifest.inputs,
-        outputs=manifest.outputs,
+        inputs=_tensors(manifest, execution, inputs=True),
+        outputs=_tensors(manifest, execution, inputs=False),
         preferred_batch_sizes=execution.policy.preferred_batch_sizes,
         max_queue_delay_us=round(execution.policy.max_queue_delay_s * 1e6),
         max_queue_size=execution.policy.max_queue_size,
@@ -69,6 +70,15 @@ def model_configuration(served: ServedVersion, config: ModelConfig, settings: Se
         device=_device(execution.providers, config, settings),
         version_policy=config.version_policy,
     )
+
+
+def _tensors(manifest: ModelManifest, execution: Execution, inputs: bool) -> tuple[TensorSpec, ...]:
+    """The tensors clients send and get, as the metadata shows them: a model with processors takes and answers
+    BYTES payloads, its own tensors are hidden behind them."""
+    if execution.processors is None:
+        return manifest.inputs if inputs else manifest.outputs
+    shown = external_tensors(execution.processors, manifest)[0 if inputs else 1]
+    return tuple(TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in shown)
 
 
 def _device(providers: tuple[str, ...], config: ModelConfig, settings: ServerSettings) -> str:

@@ -36,6 +36,7 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         403: "model control is disabled",
         404: "unknown model or version",
         413: "body over --max-body-bytes",
+        501: "a request modelport does not implement (a load with a configuration override)",
         503: "model not ready, queue full or server draining (Retry-After)",
         504: "request timed out",
     }
@@ -343,7 +344,7 @@ _FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v2/models/{model}/versions/{version}/config"): (401, 404, 503),
     ("get", "/v2/repository/index"): (401,),
     ("post", "/v2/repository/index"): (400, 401, 413),
-    ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404),
+    ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404, 413, 501),
     ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
 }
 

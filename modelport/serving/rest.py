@@ -148,9 +148,11 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
         return json_response(repository_index_json(plane.repository_index(ready_only)))
 
     @app.post("/v2/repository/models/{model}/load")
-    async def load(model: str) -> Response:
+    async def load(model: str, request: Request) -> Response:
         plane.require_control()
-        await plane.load(model)
+        options = _json_options(await read_body(request, plane.settings.max_body_bytes))
+        parameters = options.get("parameters") if isinstance(options, dict) else None
+        await plane.load(model, list(parameters) if isinstance(parameters, dict) else ())
         return json_response({"name": model, "loaded": True})
 
     @app.post("/v2/repository/models/{model}/unload")

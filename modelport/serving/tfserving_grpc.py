@@ -7,16 +7,18 @@ import TensorFlow, so this service is enabled with ``--tfserving-grpc``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import numpy as np
 
 from modelport.errors import InvalidArgumentError, SpecError, summarize
+from modelport.quiet import import_quietly
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
-from modelport.serving.tfserving_rest import SIGNATURE
+from modelport.serving.tfserving_rest import SIGNATURE, missing_version
 from modelport.serving.types import (
     InferRequest,
     ModelMetadata,
@@ -34,6 +36,8 @@ _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING",
 
 def add_tfserving_services(server: Any, plane: DataPlane) -> list[str]:
     """Register both services on ``server``; returns their full names (for reflection)."""
+    with contextlib.suppress(ImportError):  # import_framework below says which extra installs it
+        import_quietly("tensorflow")  # at startup: its C++ lines before its log level applies stay off the log
     apis = import_framework("tensorflow_serving.apis.prediction_service_pb2_grpc", "tfserving")
     models = import_framework("tensorflow_serving.apis.model_service_pb2_grpc", "tfserving")
     prediction, model = _servicers(plane, apis, models)
@@ -122,7 +126,10 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
             async def call() -> Any:
                 wanted = _version(plane, request.model_spec)
                 versions = plane.model_versions(request.model_spec.name)
-                return _status_reply([v for v in versions if wanted in (None, str(v.version))])
+                versions = [v for v in versions if wanted in (None, str(v.version))]
+                if not versions and wanted is not None:
+                    raise missing_version(request.model_spec.name, wanted)
+                return _status_reply(versions)
 
             return await guard(context, call)
 

@@ -10,6 +10,7 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidArgumentError, NotFoundError
+from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
@@ -30,6 +31,7 @@ from modelport.tensors import TF_DTYPES, lookup_dtype
 __all__ = [
     "SIGNATURE",
     "TFSERVING_HOT_ROUTES",
+    "missing_version",
     "parse_predict",
     "predict_response",
     "row_problem",
@@ -55,6 +57,11 @@ def tensor_info(tensor: TensorMetadata) -> dict[str, Any]:
     }
 
 
+def missing_version(model: str, version: str) -> NotFoundError:
+    """TF Serving's GetModelStatus answer for a version its model does not have (REST and gRPC)."""
+    return NotFoundError(f"Could not find version {version} of model {model}")
+
+
 def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
     return plane.resolve_version(model, params.get("version"), params.get("label"))
@@ -70,7 +77,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
         if wanted is not None:
             versions = [v for v in versions if str(v.version) == wanted]
             if not versions:
-                raise NotFoundError(f"Servable not found for request: Specific({model}, {wanted})")
+                raise missing_version(model, wanted)
         return _json({"model_version_status": [_status(v) for v in versions]})
 
     async def metadata(request: Request) -> Response:
@@ -113,8 +120,21 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
 
 
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
-TFSERVING_HOT_ROUTES = [HotRoute(prefix + ":predict", frozenset({"POST"}), _predict) for prefix in _PREFIXES]
-"""``:predict``, answered by the inference front."""
+
+
+def _unimplemented(api: str) -> Callable[[DataPlane, RequestHead, BodyReader], Awaitable[Reply]]:
+    async def refuse(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+        raise UnimplementedError(f"TF Serving's :{api} API is not implemented; modelport serves :predict")
+
+    return refuse
+
+
+TFSERVING_HOT_ROUTES = [
+    HotRoute(prefix + f":{api}", frozenset({"POST"}), _predict if api == "predict" else _unimplemented(api))
+    for prefix in _PREFIXES
+    for api in ("predict", "classify", "regress")
+]
+"""``:predict``, answered by the inference front; ``:classify`` and ``:regress`` refused with 501."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:

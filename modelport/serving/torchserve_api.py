@@ -23,6 +23,7 @@ the list of their responses. ``/predictions/{m}/1.0`` names the version labelled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -82,9 +83,13 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
-        versions = [d for d in plane.model_details(model) if wanted in (None, "all", str(d.status.version))]
-        if not versions:
-            raise NotFoundError(f"model {model!r} has no version {wanted!r}")
+        details = plane.model_details(model)  # an unknown model: ModelNotFoundException
+        if wanted is not None and wanted != "all" and not wanted.isdigit():  # a label, as /predictions/{m}/1.0
+            with contextlib.suppress(VersionLabelError):
+                wanted = plane.resolve_version(model, label=wanted)
+        versions = [d for d in details if wanted in (None, "all", str(d.status.version))]
+        if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
+            raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
         return json_response([_describe(d) for d in versions])
 
     return [
@@ -98,7 +103,12 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
     model, version = head.params["model"], _version(plane, head)
-    meta = plane.serving_metadata(model, version)
+    try:
+        meta = plane.serving_metadata(model, version)
+    except NotFoundError:
+        if version is None or not _lacks_version(plane, model, version):
+            raise
+        raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
     content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
         return await _handler_predictions(plane, head, version, await read(plane.settings.max_body_bytes), content_type)
@@ -133,6 +143,14 @@ async def _handler_infer(plane: DataPlane, model: str, version: str | None, requ
     inputs = {HANDLER_INPUT: np.array([encode_request(request)], dtype=object)}
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     return decode_reply(bytes(response.outputs[HANDLER_OUTPUT].ravel()[0]))
+
+
+def _lacks_version(plane: DataPlane, model: str, version: str) -> bool:
+    """Whether ``model`` is served, but not its ``version`` (TorchServe's ModelVersionNotFoundException)."""
+    try:
+        return version not in {str(status.version) for status in plane.model_versions(model)}
+    except NotFoundError:
+        return False
 
 
 def _version(plane: DataPlane, head: RequestHead) -> str | None:

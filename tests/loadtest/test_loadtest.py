@@ -54,11 +54,17 @@ def test_each_protocol_sends_real_load(echo_server, tmp_path, protocol):
     assert run.report()["target"]["inputs"] == ["x:float32:2x3"]
 
 
+# TensorFlow's C++ lines, some written before its log level applies (both processes import it)
+_TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|cudart_stub|oneDNN|cpu_feature_guard", re.M)
+
+
 @pytest.mark.tf
 def test_tfserving_grpc_protocol(tmp_path):
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
-    with serving(repo, "--tfserving-grpc", "--log-level", "warning", timeout=120) as server:
+    log = tmp_path / "server.log"
+    inherited = {"TF_CPP_MIN_LOG_LEVEL": "1"}  # what a parent that imported TensorFlow passes on (TF sets it)
+    with serving(repo, "--tfserving-grpc", "--log-level", "warning", env=inherited, log=log, timeout=120) as server:
         run = modelport(
             tmp_path / "out",
             "loadtest",
@@ -76,6 +82,8 @@ def test_tfserving_grpc_protocol(tmp_path):
     level = run.report()["levels"][0]
     assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
     assert level["server"]["requests_by_outcome"]
+    assert not _TF_NOISE.search(run.stderr), run.stderr
+    assert not _TF_NOISE.search(log.read_text()), log.read_text()
 
 
 def test_sweep_with_slos_that_hold_writes_every_report(echo_server, tmp_path):
@@ -231,6 +239,22 @@ def test_paths_are_relative_to_the_users_directory(echo_server, tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "runs" / "mine" / "report.json").read_text())
     assert report["levels"][0]["requests"] > 10 and report["levels"][0]["failures"] == 0
+
+
+def test_own_locustfile_without_a_model_names_the_locustfile(echo_server, tmp_path):
+    (tmp_path / "probes.py").write_text(
+        "from locust import FastHttpUser, constant, task\n\n"
+        "class Probes(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def ready(self):\n"
+        "        self.client.get('/v2/health/ready')\n"
+    )
+    done = modelport_in(tmp_path, "loadtest", echo_server.url, "--locustfile", "probes.py", "--duration", "1s")
+    assert done.returncode == 0, done.stderr
+    assert "load test: locustfile probes.py over v2 at" in done.stdout, done.stdout
+    assert done.stderr == "", "no warning from the plots (a series named after no model)"
+    assert "<title>Load test: locustfile probes.py over v2" in (tmp_path / "loadtest-out" / "report.html").read_text()
 
 
 def test_ui_serves_locust_web_ui_and_ctrl_c_writes_the_report(echo_server, tmp_path):

@@ -82,3 +82,24 @@ def test_triton_classification_extension(server, transport):
     assert classes.shape == (1, 3)
     assert [c.decode() for c in classes[0]] == [f"{1.0:f}:0:red", f"{2 / 3:f}:3:dark", f"{0.0:f}:1:green"]
     client.close()
+
+
+def _config(client: object, name: str, transport: str) -> dict:
+    if transport == "http":
+        return client.get_model_config(name)  # type: ignore[attr-defined,no-any-return]
+    return client.get_model_config(name, as_json=True)["config"]  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_model_config_shows_the_tensors_clients_send_as_the_metadata_does(server, transport):
+    # Triton's config and metadata name the same tensors; a processed model's own (pixels, logits) are hidden
+    served, _ = server
+    module = triton_http if transport == "http" else triton_grpc
+    url = served.url.removeprefix("http://") if transport == "http" else served.grpc
+    client = module.InferenceServerClient(url=url)
+    config = _config(client, "colors-onnx", transport)
+    tensors = [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in (*config["input"], *config["output"])]
+    assert tensors == [("image", "TYPE_STRING", [1]), ("output", "TYPE_STRING", [1])], config
+    assert "reshape" in config["input"][0], "one payload per row: Triton's dims [1] with reshape to []"
+    assert [t["name"] for t in _config(client, "raw-onnx", transport)["input"]] == ["pixels"], "no processors"
+    client.close()

@@ -448,6 +448,7 @@ TF_REST = [
 ]
 
 TS = "/predictions/echo"
+ONE = [1, 2, 3]
 TORCHSERVE = [
     Http("wrong-dtype", TS, 400, ("input 'x'", "do not form a float32 tensor"), ["a", "b", "c"]),
     Http("wrong-shape", TS, 400, ("input 'x'", "shape [1, 2] does not match [-1, 3]"), [1.0, 2.0]),
@@ -504,11 +505,11 @@ TORCHSERVE = [
     Http("empty-body", TS, 400, ("the body is not JSON",), content=b""),
     Http("oversized", TS, 413, ("exceeds the limit",), content=b" " * (LIMIT + 1)),
     Http("unknown-model", "/predictions/nope", 404, ("unknown model 'nope'",), [1, 2, 3]),
-    Http("unknown-version", "/predictions/echo/7", 404, ("no served version '7'",), [1, 2, 3]),
-    Http("version-superscript", "/predictions/echo/%C2%B2", 404, ("no served version",), [1, 2, 3]),
+    Http("unknown-version", "/predictions/echo/7", 404, ("Model version: 7 does not exist for model: echo",), ONE),
+    Http("version-superscript", "/predictions/echo/%C2%B2", 404, ("Model version: \u00b2 does not exist",), ONE),
     Http("name-encoded-dot-dot", "/predictions/%2e%2e", 404, ("unknown model '..'",), [1, 2, 3]),
     Http("name-encoded-slash", "/predictions/..%2F..%2Fetc%2Fpasswd", 404, ("Not Found",), [1, 2, 3]),
-    Http("describe-unknown-version", "/models/echo/7", 404, ("no version '7'",), method="GET"),
+    Http("describe-unknown-version", "/models/echo/7", 404, ("Model version: 7 does not exist",), method="GET"),
 ]
 
 HTTP_TABLES = {"v2-json": V2_JSON, "v2-binary": V2_BINARY, "tfserving-rest": TF_REST, "torchserve": TORCHSERVE}
@@ -977,6 +978,13 @@ def test_bad_tfserving_grpc_metadata_status_and_garbage(tf_server):
         with pytest.raises(grpc.RpcError) as info:
             status(wanted, timeout=5)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        wanted = get_model_status_pb2.GetModelStatusRequest()
+        wanted.model_spec.name = "echo"
+        wanted.model_spec.version.value = 7  # a version the model lacks: NOT_FOUND, not an empty status list
+        with pytest.raises(grpc.RpcError) as info:
+            status(wanted, timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.details() == "Could not find version 7 of model echo"
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary(PREDICT)(b"\x0a\xff\xff", timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,12 @@ async def test_a_store_that_cannot_be_listed_at_start_leaves_the_server_not_read
         assert plane.ready(), "once listed, a store outage keeps serving what is loaded"
     finally:
         await plane.close()
+
+
+def test_the_readme_config_yaml_example_is_a_valid_model_config(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("Per-model settings live in `REPO/<model>/config.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "config.yaml").write_text(block)
+    config = read_model_config(tmp_path)
+    assert config.version_labels == {"stable": 2, "canary": 3} and config.default_version == 3
+    assert config.max_batch_size == 32 and config.finite_inputs

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
+import zlib
 
 import numpy as np
 import orjson
@@ -277,3 +279,76 @@ async def test_classification_of_a_batch_output_with_one_value_a_row(client):
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     assert output["shape"] == [2, 1] and output["data"] == ["12.000000:0", "30.000000:0"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_request_bodies_are_decoded_on_every_protocol(client, encoding):
+    # Triton takes gzip/deflate bodies (tritonclient's request_compression_algorithm); so does every route here
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    headers = {"Content-Encoding": encoding}
+    v2 = await client.post("/v2/models/echo/infer", content=compress(orjson.dumps(_infer_body())), headers=headers)
+    assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == [2, 4, 6, 8, 10, 12], v2.text
+    tfs = await client.post("/v1/models/echo:predict", content=compress(b'{"instances": [[1, 2, 3]]}'), headers=headers)
+    assert tfs.status_code == 200 and tfs.json()["predictions"][0]["y"] == [2, 4, 6], tfs.text
+    ts = await client.post("/predictions/echo", content=compress(b"[1, 2, 3]"), headers=headers)
+    assert ts.status_code == 200 and ts.json()["y"] == [2, 4, 6], ts.text
+
+
+async def test_compressed_bodies_that_are_bombs_corrupt_or_unknown_are_refused(client, plane):
+    limit = plane.settings.max_body_bytes
+    bomb = gzip.compress(b" " * (limit + 1))  # a few KB on the wire
+    refused = await client.post("/v2/models/echo/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert refused.status_code == 413 and "decompressed" in refused.json()["error"], refused.text
+    body = gzip.compress(orjson.dumps(_infer_body()))
+    for content, encoding, words in [
+        (body[: len(body) // 2], "gzip", "truncated"),
+        (b"not gzip at all", "gzip", "does not decode"),
+        (body, "br", "Content-Encoding 'br' is not supported"),
+    ]:
+        answer = await client.post("/v2/models/echo/infer", content=content, headers={"Content-Encoding": encoding})
+        assert answer.status_code == 400 and words in answer.json()["error"], answer.text
+    answer = await client.post("/predictions/echo", content=b"garbage", headers={"Content-Encoding": "deflate"})
+    assert answer.status_code == 400 and answer.json()["type"] == "BadRequestException", answer.text
+
+
+@pytest.mark.parametrize("api", ["classify", "regress"])
+async def test_tfserving_classify_and_regress_are_a_clear_501(client, api):
+    answer = await client.post(f"/v1/models/echo/versions/1:{api}", json={"examples": [{"x": [1.0, 2.0, 3.0]}]})
+    assert answer.status_code == 501, answer.text  # was 405 Method Not Allowed: the status route took the path
+    assert answer.json()["error"] == f"TF Serving's :{api} API is not implemented; modelport serves :predict"
+
+
+async def test_torchserve_names_a_missing_version_as_torchserve_does(client):
+    # TorchServe: 404 ModelVersionNotFoundException for a version of a known model, ModelNotFound for the model
+    for answer in (await client.post("/predictions/echo/7", json=[1, 2, 3]), await client.get("/models/echo/7")):
+        assert answer.status_code == 404, answer.text
+        assert answer.json() == {
+            "code": 404,
+            "type": "ModelVersionNotFoundException",
+            "message": "Model version: 7 does not exist for model: echo",
+        }
+    unknown = await client.post("/predictions/nope/1", json=[1, 2, 3])
+    assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException", unknown.text
+
+
+async def test_torchserve_describes_a_version_by_its_label_as_predictions_take_it(tmp_path):
+    import httpx
+
+    from modelport.serving.rest import create_app
+    from modelport.serving.server import build
+    from modelport.serving.settings import ServerSettings
+    from tests.serving import fakes
+
+    fakes.write_model(tmp_path, "echo", config={"version_policy": {"all": True}, "version_labels": {"1.0": 2}})
+    fakes.write_model(tmp_path, "echo", version=2)
+    plane = build(ServerSettings(repository=tmp_path))
+    await plane.start()
+    transport = httpx.ASGITransport(app=create_app(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        predicted = await http.post("/predictions/echo/1.0", json=[1, 2, 3])
+        described = await http.get("/models/echo/1.0")
+        missing = await http.get("/models/echo/3.0")
+    await plane.close()
+    assert predicted.status_code == 200, predicted.text
+    assert described.status_code == 200 and [d["modelVersion"] for d in described.json()] == ["2"], described.text
+    assert missing.status_code == 404 and missing.json()["type"] == "ModelVersionNotFoundException", missing.text

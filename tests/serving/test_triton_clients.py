@@ -92,6 +92,37 @@ def test_grpc_errors_carry_status_codes(identity_server):
     client.close()
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_http_request_and_response_compression(identity_server, algorithm, binary):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=identity_server[0])
+    inputs, sent = _inputs(triton, binary)
+    outputs = [triton.InferRequestedOutput(f"out_{n}", binary_data=binary) for n in sent]
+    for compression in ({"request_compression_algorithm": algorithm}, {"response_compression_algorithm": algorithm}):
+        result = client.infer("identity", inputs, outputs=outputs, **compression)
+        assert np.array_equal(result.as_numpy("out_in_float32"), sent["in_float32"]), compression
+    client.close()
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_is_model_ready_is_false_for_an_unknown_model_or_version(identity_server, transport):
+    # Triton answers ModelReady with ready=false (gRPC status OK) for a model or version it does not hold
+    if transport == "grpc":
+        import tritonclient.grpc as triton
+
+        client = triton.InferenceServerClient(url=identity_server[1])
+    else:
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(url=identity_server[0])
+    assert client.is_model_ready("identity") and client.is_model_ready("identity", "1")
+    assert client.is_model_ready("nope") is False
+    assert client.is_model_ready("identity", "7") is False
+    client.close()
+
+
 @pytest.mark.parametrize("transport", ["http-json", "grpc"])
 def test_nan_and_infinity_round_trip(identity_server, transport):
     """Triton's JSON takes and writes NaN, Infinity and -Infinity (tritonclient sends them as those tokens)."""
@@ -119,3 +150,27 @@ def test_nan_and_infinity_round_trip(identity_server, transport):
         assert got.dtype == DTYPES[name[3:]].np_dtype(), name
         assert np.array_equal(got, special.astype(got.dtype), equal_nan=True), (name, got)
     client.close()
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_load_model_with_a_config_override_is_refused_not_ignored(tmp_path, transport):
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo")
+    with serving(repo, "--model-control", env={"MODELPORT_GOLDEN_CHECK": "false"}, timeout=60) as server:
+        if transport == "grpc":
+            import tritonclient.grpc as triton
+
+            client = triton.InferenceServerClient(url=server.grpc)
+        else:
+            import tritonclient.http as triton
+
+            client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+        with pytest.raises(triton.InferenceServerException) as info:
+            client.load_model("echo", config='{"max_batch_size": 4}')
+        assert info.value.status() in ("501", "StatusCode.UNIMPLEMENTED"), info.value
+        assert "config" in info.value.message() and "config.yaml" in info.value.message()
+        with pytest.raises(triton.InferenceServerException):
+            client.load_model("echo", files={"file:1/model.onnx": b"\x00"})
+        client.load_model("echo")  # a plain load (re)loads from the repository
+        assert client.is_model_ready("echo")
+        client.close()
