@@ -26,7 +26,10 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
   (``otlp_sink.py``, pinned to the load generator's core); printed as ratios to (c), tracing off, in the same
   run, with the spans each sink received. The exporter process each traced server starts shares the server's
   core; (c3) ``v2-json-trace100-own`` is (c1) with its exporter process moved to the load generator's core
-  (beside the sink), the placement the README advises: a core of its own.
+  (beside the sink), the placement the README advises: a core of its own. On a 2-core machine that core also
+  runs the load generator and the sink, and can become what limits (c3)'s req/s: each traced line also gives
+  the server process's own CPU time per request (its exporter process left out) and the capacity it leaves
+  its core, off's CPU per request over the traced server's.
 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
@@ -182,7 +185,7 @@ def run_cell(
     problem = request_once(server.url, server.grpc, payload)
     if problem is not None:
         return {**cell, "error": f"verification failed: {problem}", "rps": 0.0, "errors": -1}
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before, own_before = cpu_seconds(server.proc.pid), cpu_seconds(server.proc.pid, tree=False)
     try:
         with PssSampler(server.proc.pid) as memory:
             load = run_load(cfg, server.url, server.grpc, payload, concurrency)
@@ -191,7 +194,9 @@ def run_cell(
     except ValueError as exc:
         return {**cell, "error": f"load generator failed: {exc}", "rps": 0.0, "errors": -1}
     cpu_us = 1e6 * (cpu_seconds(server.proc.pid) - cpu_before) / max(load["requests"], 1)
+    own_cpu_us = 1e6 * (cpu_seconds(server.proc.pid, tree=False) - own_before) / max(load["requests"], 1)
     cell.update(load, errors=load["non_2xx"] + load["socket_errors"], peak_pss_mb=memory.peak_mb, cpu_us=cpu_us)
+    cell["own_cpu_us"] = own_cpu_us  # the server process alone (a traced server's exporter process left out)
     print(f"  c={concurrency:<3d} {system:13s} {load['rps']:9.1f} req/s  {cpu_us:6.1f} CPU us/req", end="")
     print(f"  p50 {load['p50_ms']:8.2f} ms  peak PSS {memory.peak_mb:6.1f} MiB  errors {cell['errors']}")
     return cell

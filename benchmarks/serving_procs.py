@@ -86,10 +86,10 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and all its descendants, in seconds."""
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """User + system CPU time of ``pid`` and all its descendants (``tree``; else of ``pid`` alone), in seconds."""
     total = 0
-    for p in (pid, *descendants(pid)):
+    for p in (pid, *descendants(pid)) if tree else (pid,):
         with suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])

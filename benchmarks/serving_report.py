@@ -22,8 +22,9 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         cell[key] = float(statistics.median(run[key] for run in ran)) if ran else (0.0 if key == "rps" else None)
     cell.update({key: sum(run[key] for run in ran) for key in _SUMMED if ran})
     cell["errors"] = sum(run["errors"] for run in ran) if len(ran) == len(runs) else -1
-    if any("cpu_us" in run for run in ran):  # the server's CPU time per request served
-        cell["cpu_us"] = float(statistics.median(run["cpu_us"] for run in ran if "cpu_us" in run))
+    for key in ("cpu_us", "own_cpu_us"):  # the server's CPU time per request served (tree; its process alone)
+        if any(key in run for run in ran):
+            cell[key] = float(statistics.median(run[key] for run in ran if key in run))
     if any("peak_pss_mb" in run for run in ran):  # memory: the highest of the rounds, not the median
         cell["peak_pss_mb"] = max(run["peak_pss_mb"] for run in ran if "peak_pss_mb" in run)
     if ran:
@@ -223,9 +224,13 @@ def tracing_lines(results: dict[str, Any]) -> str:
             if not system.startswith("v2-json-trace") or off is None:
                 continue
             ratios = [_ratio_of(traced, off, key) for key in ("rps", "p50_ms", "p99_ms")]
+            # the server process's own CPU per request (not its exporter's): the throughput its core allows
+            own, capacity = traced.get("own_cpu_us"), _ratio_of(off, traced, "own_cpu_us")
             lines.append(
                 f"{name} c={concurrency}: {LABELS[system]} / {LABELS['v2-json']}: req/s x{fmt(ratios[0], '.3f')},"
-                f" p50 x{fmt(ratios[1], '.3f')}, p99 x{fmt(ratios[2], '.3f')}"
+                f" p50 x{fmt(ratios[1], '.3f')}, p99 x{fmt(ratios[2], '.3f')}; server process alone"
+                f" {fmt(own, '.1f')} CPU us/request (off {fmt(off.get('own_cpu_us'), '.1f')}):"
+                f" x{fmt(capacity, '.3f')} of off's capacity on its core"
             )
         for server, info in result.get("servers", {}).items():
             if "spans_exported" in info:

@@ -320,14 +320,20 @@ def test_serving_report_prints_the_traced_systems_as_ratios_to_tracing_off(monke
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from serving_report import targets, tracing_lines
 
-    def cell(system: str, rps: float, p99: float) -> dict[str, object]:
-        return {"system": system, "concurrency": 32, "rps": rps, "p50_ms": 1.0, "p99_ms": p99}
+    def cell(system: str, rps: float, p99: float, own_cpu_us: float) -> dict[str, object]:
+        return {"system": system, "concurrency": 32, "rps": rps, "p50_ms": 1.0, "p99_ms": p99, "own_cpu_us": own_cpu_us}
 
-    cells = [cell("v2-json", 1000.0, 10.0), cell("v2-json-trace100", 900.0, 12.0), cell("v2-json-trace1", 990.0, 10.0)]
+    cells = [
+        cell("v2-json", 1000.0, 10.0, 50.0),
+        cell("v2-json-trace100", 900.0, 12.0, 80.0),
+        cell("v2-json-trace1", 990.0, 10.0, 55.0),
+    ]
     result = {"raw": {}, "cells": cells, "servers": {"modelport-trace100": {"spans_exported": 3600}}}
+    alone = "server process alone {} CPU us/request (off 50.0): x{} of off's capacity on its core"
     assert tracing_lines({"mlp": result}).splitlines() == [
-        "mlp c=32: (c2) json tr1 / (c) v2 json: req/s x0.990, p50 x1.000, p99 x1.000",
-        "mlp c=32: (c1) json tr100 / (c) v2 json: req/s x0.900, p50 x1.000, p99 x1.200",
+        "mlp c=32: (c2) json tr1 / (c) v2 json: req/s x0.990, p50 x1.000, p99 x1.000; " + alone.format("55.0", "0.909"),
+        "mlp c=32: (c1) json tr100 / (c) v2 json: req/s x0.900, p50 x1.000, p99 x1.200; "
+        + alone.format("80.0", "0.625"),
         "mlp modelport-trace100: 3600 spans received by its OTLP sink",
     ]
     judged = [t for t in targets({"mlp": result}) if t["system"] == "v2-json-trace100"]
