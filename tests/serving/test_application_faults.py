@@ -87,7 +87,7 @@ async def test_a_bad_image_is_a_4xx_naming_the_input(fault_client, case):
     answer = await _with_batch_mates(client, "colors-onnx", BAD_IMAGES[case], GOOD_IMAGE)
     assert 400 <= answer.status_code < 500, answer.text
     # the input the client sends (metadata's 'image'), and the model's tensor the payload was for
-    assert "input 'image' (the model's input 'pixels')" in answer.json()["message"], answer.text
+    assert "input 'image' (model input 'pixels')" in answer.json()["message"], answer.text
     assert (await client.get("/v2/health/live")).status_code == 200
 
 
@@ -95,7 +95,7 @@ async def test_non_utf8_text_is_a_400(fault_client):
     client, _ = fault_client
     answer = await _with_batch_mates(client, "sentiment-onnx", b"caf\xe9 \xff\xfe", b"the cat sat")
     assert answer.status_code == 400 and "not valid UTF-8" in answer.json()["message"], answer.text
-    assert answer.json()["message"].startswith("input 'text' (the model's input "), answer.text
+    assert answer.json()["message"].startswith("input 'text' (model input "), answer.text
 
 
 async def test_too_many_tokens_are_truncated_or_refused_by_config(fault_client):
