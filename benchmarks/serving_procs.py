@@ -225,17 +225,9 @@ def modelport_server(
     name = f"{name}-own" if exporter_own_core else name
     with repository_server(cfg, served, work, name, workers, wrapper, checkout, sampling) as server:
         if exporter_own_core and server.proc is not None and cfg.client_cpu is not None:
-            for child in _children(server.proc.pid):  # the exporter process (tracing_process.py)
+            for child in descendants(server.proc.pid):  # the exporter process (tracing_process.py)
                 os.sched_setaffinity(child, {cfg.client_cpu})
         yield server
-
-
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (every thread's)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 @contextmanager

@@ -31,21 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serving_procs import free_port, wait_answering  # noqa: E402
+from serving_procs import cpu_seconds, descendants, free_port, wait_answering  # noqa: E402
 
 PY = sys.executable
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 def _wrk(url: str, body: Path, seconds: float, concurrency: int) -> int:
@@ -74,12 +62,13 @@ def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, bod
     try:
         url = f"http://127.0.0.1:{port}/v2/models/{args.model}/infer"
         wait_answering(url, body.read_bytes(), 120)
-        for child in _children(server.pid):  # the exporter process
+        for child in descendants(server.pid):  # the exporter process
             os.sched_setaffinity(child, {1})
         _wrk(url, body, 2, args.concurrency)
-        before, exporter_before = _cpu(server.pid), sum(map(_cpu, _children(server.pid)))
+        before, all_before = cpu_seconds(server.pid, tree=False), cpu_seconds(server.pid)
         requests = _wrk(url, body, args.duration, args.concurrency)
-        spent, exporter = _cpu(server.pid) - before, sum(map(_cpu, _children(server.pid))) - exporter_before
+        spent = cpu_seconds(server.pid, tree=False) - before
+        exporter = cpu_seconds(server.pid) - all_before - spent
         return requests / args.duration, spent / requests * 1e6, exporter / requests * 1e6
     finally:
         server.send_signal(signal.SIGTERM)
