@@ -46,15 +46,18 @@ class LoadedModel:
 def check_input_specs(
     given: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...], where: str
 ) -> tuple[TensorSpec, ...]:
-    """Reconcile flag specs with the specs a source carries; flags must agree with the model."""
+    """Reconcile flag specs with the specs a source carries; flags must agree with the model (in any order:
+    the result is in the model's)."""
     if not given:
         return found
     if not found:
         return given
-    if [s.name for s in given] != [s.name for s in found]:
+    if sorted(s.name for s in given) != sorted(s.name for s in found):
         raise SpecError(
             f"--input names {[s.name for s in given]} do not match the inputs of {where}: {[s.name for s in found]}"
         )
+    by_name = {s.name: s for s in given}
+    given = tuple(by_name[s.name] for s in found)  # in the model's order, whatever order the flags came in
     for spec, model_spec in zip(given, found, strict=True):
         if (
             spec.dtype != model_spec.dtype

@@ -77,3 +77,15 @@ def test_dict_inputs_keyed_apart_from_their_names(tmp_path):
         manifest = read_manifest(Path(row.path))
         assert [(i.name, i.shape) for i in manifest.inputs] == [("inp_a", (-1, 3)), ("inp_b", (-1, 2))]
         np.testing.assert_allclose(_served(Path(row.path), {"inp_a": a, "inp_b": b})["y"], expected, atol=1e-5)
+
+
+def test_input_flags_in_another_order_than_the_models_are_taken_by_name(tmp_path):
+    from modelport.manifest import TensorSpec
+
+    given = (TensorSpec.parse("inp_b:float32:-1x2"), TensorSpec.parse("inp_a:float32:-1x3"))  # the model: a, b
+    report = modelport.export(
+        source=_dict_inputs(), repository=tmp_path, name="o", formats=("savedmodel",), inputs=given, quiet=True
+    )
+    assert [r.status for r in report.rows] == ["pass"], report.rows
+    manifest = read_manifest(Path(report.rows[0].path))
+    assert [(i.name, i.shape) for i in manifest.inputs] == [("inp_a", (-1, 3)), ("inp_b", (-1, 2))]
