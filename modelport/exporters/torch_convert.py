@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelport.errors import ConversionError
-from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native
+from modelport.exporters.artifact import (
+    ARTIFACT_FILES,
+    Artifact,
+    ConvertContext,
+    describe_failure,
+    frameworks,
+    map_native,
+)
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
@@ -57,13 +65,34 @@ def _clear_dispatch_caches(ops: tuple[Any, ...]) -> None:
             cache.clear()
 
 
+def _check_fx_names(ctx: ConvertContext, torch: Any) -> None:
+    """torch.export holds the module's top-level submodules, parameters and buffers as attributes of a torch.fx
+    GraphModule: one named like an attribute the GraphModule has itself (``meta``, ``graph``, ``code``...) is
+    lost, and the export fails, or writes a program that does not load, with a message that does not say why."""
+    model = ctx.source.model
+    if not isinstance(model, torch.nn.Module):
+        return
+    graph_module, plain = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph()), torch.nn.Module()
+    names = [n for n, _ in (*model.named_children(), *model.named_parameters(recurse=False))]
+    names += [n for n, _ in model.named_buffers(recurse=False)]
+    clashes = [n for n in names if hasattr(graph_module, n) and not hasattr(plain, n)]
+    if clashes:
+        listed = ", ".join(repr(n) for n in clashes)
+        raise ConversionError(
+            f"the model's attribute(s) {listed} have the name of an attribute of torch.fx.GraphModule, which "
+            f"torch.export (behind pt2, tflite and the default onnx exporter) builds from the model: rename them "
+            f"in the model (e.g. {clashes[0] + '_'!r})"
+        )
+
+
 def _output_names(ctx: ConvertContext) -> list[str]:
     inputs = ctx.example_inputs(1)
     return list(ctx.source.predict(inputs))
 
 
 def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
-    """torch.onnx export; dynamo (torch.export + onnxscript) unless ``legacy_onnx``."""
+    """torch.onnx export: dynamo (torch.export + onnxscript) unless ``legacy_onnx``, falling back to the
+    TorchScript-based exporter when it fails (a note on the report row says so and why)."""
     torch = import_framework("torch", "torch")
     path = ctx.subdir("onnx") / ARTIFACT_FILES["onnx"]
     input_names = [s.name for s in ctx.source.inputs]
@@ -74,18 +103,23 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
         "opset_version": ctx.options.opset,
     }
     legacy = ctx.options.legacy_onnx or ctx.source.kind == "torchscript"  # torch.export cannot take ScriptModules
+    notes: tuple[str, ...] = ()
     if legacy:
-        axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
-        torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+        _legacy_onnx(ctx, torch, path, common)
     else:
-        shapes = _dynamic_shapes(ctx, torch)
-        with _rnn_loops(torch, shapes):
-            program = torch.onnx.export(
-                ctx.source.model, _args(ctx, torch), dynamo=True, dynamic_shapes=shapes, verbose=False, **common
-            )
-        if program is None:
-            raise ConversionError("torch.onnx.export returned no program")
-        program.save(str(path))
+        try:
+            _dynamo_onnx(ctx, torch, path, common)
+        except Exception as exc:  # the TorchScript-based exporter covers ops the dynamo one lacks; the gate checks it
+            why = describe_failure(exc)
+            try:
+                _legacy_onnx(ctx, torch, path, common)
+            except Exception as second:
+                raise ConversionError(
+                    f"the torch.export-based exporter failed: {why}; the TorchScript-based one (--legacy-onnx) "
+                    f"too: {describe_failure(second)}"
+                ) from exc
+            legacy = True
+            notes = (f"exported with the TorchScript-based ONNX exporter: the torch.export-based one failed ({why})",)
     onnx = import_framework("onnx", "torch")
     return Artifact(
         path,
@@ -97,7 +131,27 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
             "exporter": "legacy" if legacy else "dynamo",
             "ir_version": str(onnx.load(str(path), load_external_data=False).ir_version),
         },
+        notes,
     )
+
+
+def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
+    """The TorchScript-based ``torch.onnx`` exporter, every ``-1`` dim a named dynamic axis."""
+    axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
+    torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+
+
+def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
+    """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
+    _check_fx_names(ctx, torch)
+    shapes = _dynamic_shapes(ctx, torch)
+    with _rnn_loops(torch, shapes):
+        program = torch.onnx.export(
+            ctx.source.model, _args(ctx, torch), dynamo=True, dynamic_shapes=shapes, verbose=False, **common
+        )
+    if program is None:
+        raise ConversionError("torch.onnx.export returned no program")
+    program.save(str(path))
 
 
 def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
@@ -117,6 +171,7 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     """``torch.export.export`` with every ``-1`` dim dynamic, saved as ``.pt2``."""
     torch = import_framework("torch", "torch")
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
+    _check_fx_names(ctx, torch)
     shapes = _dynamic_shapes(ctx, torch)
     with _rnn_loops(torch, shapes):
         program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
@@ -132,6 +187,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     """
     torch = import_framework("torch", "torch")
     litert_torch = import_framework("litert_torch", "torch-tflite")
+    _check_fx_names(ctx, torch)
     batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
     static = filled_shapes(ctx.source.inputs, ctx.options.tflite_shapes, batch, dynamic)
     inputs = random_inputs(static, batch, dynamic, np.random.default_rng(ctx.options.seed))
