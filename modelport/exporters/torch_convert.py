@@ -194,9 +194,16 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
     # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
     wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
-    edge = litert_torch.convert(
-        ctx.source.model, args, enable_x64=wide
-    )  # already in eval mode (a .pt2 module has no eval())
+    try:  # the model is already in eval mode (a .pt2 module has no eval())
+        edge = litert_torch.convert(ctx.source.model, args, enable_x64=wide)
+    except Exception as exc:
+        doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]
+        if not doubles and not any(a.dtype == torch.float64 for a in args):
+            raise
+        raise ConversionError(
+            f"{describe_failure(exc)}; the model computes in float64 (e.g. {', '.join(doubles) or 'its inputs'}), "
+            f"which TFLite runs in few ops: a float32 copy (model.float(), float32 inputs) converts"
+        ) from exc
     path = ctx.subdir("tflite") / ARTIFACT_FILES["tflite"]
     edge.export(str(path))
     with torch.inference_mode():

@@ -125,3 +125,22 @@ def test_golden_inputs_are_ones_the_source_answers_finite_values_for(tmp_path):
         for case in cases:  # (the first draws, this test's, held a masked row: their outputs were NaN)
             assert np.isfinite(case.outputs["output_0"]).all(), row.variant
             assert case.inputs["mask"].any(axis=1).all(), row.variant
+
+
+def test_a_float64_model_that_tflite_cannot_run_is_told_to_convert_a_float32_copy(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4).double().eval()
+    report = modelport.export(
+        source=model,
+        repository=tmp_path,
+        name="f64",
+        formats=("onnx", "tflite"),
+        inputs=_specs("x:float64:-1x5"),
+        quiet=True,
+    )
+    rows = {r.variant: r for r in report.rows}
+    assert rows["onnx"].status == "pass", rows["onnx"].message
+    assert rows["tflite"].status == "ERROR"
+    assert "float64 (e.g. weight, bias)" in rows["tflite"].message and "model.float()" in rows["tflite"].message
