@@ -15,7 +15,7 @@ from typing import Any, Literal
 from modelport.errors import SourceError, summarize
 from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks
 from modelport.exporters.options import ExportOptions
-from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
+from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.onnx import from_ort_strings, to_ort_strings
@@ -38,7 +38,9 @@ class OnnxSource(LoadedModel):
         try:
             values = self.model.run(list(self.output_names), feed)
         except Exception as exc:
-            raise SourceError(f"the ONNX source failed: {summarize(exc)}") from exc
+            raise SourceError(
+                f"the ONNX source failed on inputs {failed_inputs(inputs, self.inputs)}: {summarize(exc)}"
+            ) from exc
         return {
             n: from_ort_strings(v) if v.dtype == object else v for n, v in zip(self.output_names, values, strict=True)
         }

@@ -68,6 +68,22 @@ def check_input_specs(
     return given
 
 
+def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:
+    """The shapes a source failed on (``ids[1, 8], mask[1, 8]``), and, when some came from dynamic dims past the
+    batch (filled with a default size), how to pin those dims to the sizes the model was made for."""
+    shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in specs)
+    dynamic = [s for s in specs if -1 in s.shape[1:]]
+    if not dynamic:
+        return shapes
+    pins = " ".join(
+        f"--input {s.name}:{s.dtype}:{'x'.join(['-1', *('N' if d == -1 else str(d) for d in s.shape[1:])])}"
+        for s in dynamic
+    )
+    return (
+        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: {pins})"
+    )
+
+
 def path_sha256(path: Path) -> str:
     """sha256 over a file, or over every file of a directory in sorted order."""
     digest = hashlib.sha256()

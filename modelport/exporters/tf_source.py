@@ -11,7 +11,7 @@ import numpy as np
 
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
-from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
+from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
 from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
@@ -37,7 +37,9 @@ class TFSource(LoadedModel):
                 out = self.call_keras(inputs)
                 values = [out[k] for k in self.output_keys or sorted(out)] if isinstance(out, dict) else out
         except Exception as exc:
-            raise SourceError(f"the source model failed on its inputs: {summarize(exc)}") from exc
+            raise SourceError(
+                f"the source model failed on inputs {failed_inputs(inputs, self.inputs)}: {summarize(exc)}"
+            ) from exc
         arrays = [np.asarray(v) for v in values]
         if len(arrays) != len(self.output_names):
             raise SpecError(f"the model returns {len(arrays)} outputs but {len(self.output_names)} names are known")

@@ -10,7 +10,7 @@ import numpy as np
 
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
-from modelport.exporters.source_model import LoadedModel, check_input_specs, path_sha256
+from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -32,7 +32,7 @@ class TorchSource(LoadedModel):
             with torch.inference_mode():
                 result = self.model(*args)
         except Exception as exc:
-            shapes = ", ".join(f"{s.name}{list(inputs[s.name].shape)}" for s in self.inputs)
+            shapes = failed_inputs(inputs, self.inputs)
             hint = _range_hint(self.inputs) if isinstance(exc, IndexError | RuntimeError) and index_fault(exc) else ""
             raise SourceError(f"the source model failed on inputs {shapes}: {summarize(exc)}{hint}") from exc
         values = [v.detach().numpy() for v in flatten_outputs(result)]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,20 @@ def test_a_float64_model_that_tflite_cannot_run_is_told_to_convert_a_float32_cop
     assert rows["onnx"].status == "pass", rows["onnx"].message
     assert rows["tflite"].status == "ERROR"
     assert "float64 (e.g. weight, bias)" in rows["tflite"].message and "model.float()" in rows["tflite"].message
+
+
+def test_a_model_made_for_fixed_sizes_is_told_how_to_pin_its_dynamic_dims(tmp_path):
+    import torch
+
+    from modelport.errors import SourceError
+
+    class Flatten4(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, 4 * 3)  # made for 4 steps of 3 features
+
+    with pytest.raises(SourceError) as caught:
+        modelport.export(
+            source=Flatten4(), repository=tmp_path, name="fixed", formats=("onnx",), inputs=_specs("x:float32:-1x-1x3")
+        )
+    assert re.search(r"failed on inputs x\[\d+, \d+, 3\] \(their dynamic dims", caught.value.message)
+    assert "--input x:float32:-1xNx3" in caught.value.message
