@@ -109,6 +109,9 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
         TensorSpec(name=_clean(t.name), dtype=str(t.dtype), shape=(-1, *(_dim(d) for d in t.shape[1:])))
         for t in recorded_inputs(model)
     )
+    if _named_by_keras(found, options.inputs) and not isinstance(_structure(model, "input"), dict):
+        # Keras named them itself (a Sequential built without keras.Input): the flags name them, in order
+        found = tuple(f.model_copy(update={"name": g.name}) for f, g in zip(found, options.inputs, strict=True))
     inputs = check_input_specs(options.inputs, found, location)
     if not inputs:
         raise SpecError(
@@ -120,6 +123,20 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
     keys = tuple(str(k) for k in outputs) if isinstance(outputs, dict) else ()
     names = options.output_names or keys or _keras_output_names(model, inputs, options)
     return TFSource(model, "keras", location, inputs, tuple(names), output_keys=keys)
+
+
+_KERAS_NAMES = re.compile(r"(?:keras_tensor|input_layer)(?:_\d+)?")
+
+
+def _named_by_keras(found: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...]) -> bool:
+    """Whether ``found``'s names are ones Keras made up (``keras_tensor_3``: no ``keras.Input(name=...)``) and
+    ``given`` names as many inputs otherwise."""
+    return (
+        bool(found)
+        and len(found) == len(given)
+        and all(_KERAS_NAMES.fullmatch(f.name) for f in found)
+        and [f.name for f in found] != [g.name for g in given]
+    )
 
 
 def _structure(model: Any, side: Literal["input", "output"]) -> Any:

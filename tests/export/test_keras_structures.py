@@ -89,3 +89,29 @@ def test_input_flags_in_another_order_than_the_models_are_taken_by_name(tmp_path
     assert [r.status for r in report.rows] == ["pass"], report.rows
     manifest = read_manifest(Path(report.rows[0].path))
     assert [(i.name, i.shape) for i in manifest.inputs] == [("inp_a", (-1, 3)), ("inp_b", (-1, 2))]
+
+
+def test_a_sequential_built_without_an_input_takes_the_flags_name(tmp_path):
+    import keras
+
+    from modelport.manifest import TensorSpec
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
+    model.build((None, 7))  # its input is named by Keras: keras_tensor_N
+    report = modelport.export(
+        source=model,
+        repository=tmp_path,
+        name="s",
+        formats=("savedmodel", "tflite"),
+        inputs=(TensorSpec.parse("features:float32:-1x7"),),
+        quiet=True,
+    )
+    assert {r.variant: r.status for r in report.rows} == {"savedmodel": "pass", "tflite": "pass"}, report.rows
+    x = np.random.default_rng(3).standard_normal((2, 7)).astype(np.float32)
+    expected = np.asarray(model(x, training=False))
+    for row in report.rows:
+        manifest = read_manifest(Path(row.path))
+        assert [i.name for i in manifest.inputs] == ["features"]
+        (output,) = manifest.outputs
+        np.testing.assert_allclose(_served(Path(row.path), {"features": x})[output.name], expected, atol=1e-5)
