@@ -111,8 +111,10 @@ async def test_a_tritonclient_call_past_its_client_timeout_while_queued_is_not_c
         first = await _held(plane, stub)
         tensor = triton.InferInput("x", [1, 3], "FP32")
         tensor.set_data_from_numpy(np.full((1, 3), 2, dtype=np.float32))
+        gone = asyncio.create_task(client.infer("echo", [tensor], model_version="1", client_timeout=3))
+        await until(lambda: plane.in_flight == 2, what="the second request in the data plane before its timeout")
         with pytest.raises(InferenceServerException, match="Deadline"):
-            await client.infer("echo", [tensor], model_version="1", client_timeout=0.5)
+            await gone
         await until(lambda: plane.in_flight == 1, what="the timed-out request dropped")
         await _answered_after(plane, first, stub)
     await client.close()
