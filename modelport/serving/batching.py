@@ -19,7 +19,8 @@ about twice its calls, not n^2). Which failure is the client's (a 400) is the ru
 (unavailable, deadline exceeded) are not re-run, nor are requests that timed out meanwhile.
 
 A request that leaves before its batch runs (its deadline passed, or its caller cancelled it: a client that went
-away) is left out of the batch, and its place in the queue is free at once: it counts in no bound or depth.
+away) is left out of the batch and makes room in it, and its place in the queue is free at once: it counts in no
+bound or depth.
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ class Batcher:
             task.add_done_callback(self._running.discard)
 
     async def _gather(self, first: _Pending) -> list[_Pending]:
-        """Add compatible requests to ``first`` until full, or until its delay runs out."""
+        """Add compatible requests to ``first`` until full, or until its delay runs out; requests that left
+        meanwhile (cancelled, timed out) make room."""
         batch, rows = [first], first.rows
         limit = self.policy.max_batch_size
         if limit == 0:
@@ -291,7 +293,7 @@ class Batcher:
         loop = self._event_loop()
         deadline = first.enqueued + self.policy.max_queue_delay_s
         skipped: list[_Pending] = []
-        while rows < limit:
+        while rows < limit or (rows := _live(batch)) < limit:  # full, unless requests that left make room
             if self.policy.preferred_batch_sizes and not (self._carry or self._queue.qsize()):
                 cut = _preferred_cut(batch, self.policy.preferred_batch_sizes)
                 if cut:  # nothing more queued: the largest preferred size runs now, not after the delay
@@ -302,11 +304,14 @@ class Batcher:
                 break
             if item.future.done():
                 continue
-            if item.key != first.key or rows + item.rows > limit:
+            if item.key != first.key:
                 skipped.append(item)
-                if rows + item.rows > limit:
-                    break
                 continue
+            if rows + item.rows > limit:
+                rows = _live(batch)
+                if rows + item.rows > limit:  # it does not fit: it starts the next batch
+                    skipped.append(item)
+                    break
             batch.append(item)
             rows += item.rows
         skipped = [p for p in skipped if not p.future.done()]  # back in the queue: gone from it if they leave
@@ -387,11 +392,18 @@ def _fail(run: _Run, requests: list[_Pending], exc: Exception) -> None:
             pending.future.set_exception(error)
 
 
+def _live(batch: list[_Pending]) -> int:
+    """The rows of the requests of ``batch`` that still wait for it (those that left make room)."""
+    return sum([p.rows for p in batch if not p.future.done()])
+
+
 def _preferred_cut(batch: list[_Pending], preferred: tuple[int, ...]) -> int:
-    """How many of ``batch``'s requests make up its largest preferred size (Triton's rule), or 0."""
+    """How many of ``batch``'s requests make up its largest preferred size (Triton's rule), or 0; requests that
+    left count no rows."""
     cut, rows = 0, 0
     for count, pending in enumerate(batch, start=1):
-        rows += pending.rows
+        if not pending.future.done():
+            rows += pending.rows
         if rows in preferred:
             cut = count
     return cut

@@ -319,9 +319,9 @@ async def test_a_request_cancelled_while_it_waits_for_a_busy_model_never_runs():
     await batcher.close()
 
 
-async def test_a_request_cancelled_while_its_batch_is_gathered_is_left_out_of_it():
+async def test_a_request_cancelled_while_its_batch_is_gathered_is_left_out_of_it_and_makes_room():
     """A queue delay holds the batch open; its first request's caller goes away meanwhile: the batch runs
-    without it."""
+    without it, once two more rows fill it (not one: the row that left takes no place)."""
     model, stats = Model(), []
     model.release.set()
     batcher = Batcher([model], BatchPolicy(max_batch_size=2, max_queue_delay_s=30.0, max_queue_size=10), stats.append)
@@ -330,10 +330,13 @@ async def test_a_request_cancelled_while_its_batch_is_gathered_is_left_out_of_it
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
-    kept = await asyncio.wait_for(batcher.submit(_x(1, 2), timeout=60), 10)  # the second row: the batch is full
-    assert kept["y"].tolist() == [[4.0, 4.0, 4.0]]
-    assert model.values == [[2.0]]
-    assert [(s.rows, s.requests) for s in stats] == [(1, 1)]
+    second = asyncio.create_task(batcher.submit(_x(1, 2), timeout=60))
+    await _taken(batcher)  # in the batch, which still has room
+    assert not second.done() and model.values == []
+    third = await asyncio.wait_for(batcher.submit(_x(1, 3), timeout=60), 10)  # full now: no waiting out the 30 s
+    assert (await second)["y"].tolist() == [[4.0, 4.0, 4.0]] and third["y"].tolist() == [[6.0, 6.0, 6.0]]
+    assert model.values == [[2.0, 3.0]]
+    assert [(s.rows, s.requests) for s in stats] == [(2, 2)]
     await batcher.close()
 
 
