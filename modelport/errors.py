@@ -19,6 +19,7 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── ModelNotReadyError         code "not_ready"          a known model that is loading or failed to load
     ├── UnavailableError           code "unavailable"        overloaded (queue full) or shutting down
     ├── DeadlineExceededError      code "deadline_exceeded"  a request that timed out in the queue or model
+    ├── ClientClosedError          code "client_closed"      the client went away before its answer (nginx's 499)
     ├── PayloadTooLargeError       code "payload_too_large"  a body over the server's limit
     ├── InferenceError             code "inference_failed"   the model raised while predicting
     ├── HandlerError               code "handler_failed"     a TorchServe handler failed: its status and message
@@ -32,6 +33,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ClientClosedError",
     "ConversionError",
     "DeadlineExceededError",
     "DependencyError",
@@ -156,6 +158,15 @@ class DeadlineExceededError(ModelportError):
     """A request that did not complete within its timeout."""
 
     code = "deadline_exceeded"
+
+
+class ClientClosedError(ModelportError):
+    """The client closed its connection or cancelled its call before the answer: nobody is left to answer.
+
+    Never sent (there is no one to send it to); it names the outcome in metrics and traces, as nginx's 499 does.
+    """
+
+    code = "client_closed"
 
 
 class PayloadTooLargeError(InvalidArgumentError):

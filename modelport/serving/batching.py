@@ -17,6 +17,10 @@ calls, each request in at most ceil(log2 n) of them (a model that fails on every
 about twice its calls, not n^2). Which failure is the client's (a 400) is the runtime's call
 (``RejectedInputError``); the batcher only splits. Failures that say nothing about the inputs
 (unavailable, deadline exceeded) are not re-run, nor are requests that timed out meanwhile.
+
+A request that leaves before its batch runs (its deadline passed, or its caller cancelled it: a client that went
+away) is left out of the batch and makes room in it, and its place in the queue is free at once: it counts in no
+bound or depth.
 """
 
 from __future__ import annotations
@@ -100,11 +104,16 @@ class BatchStats(NamedTuple):
     inline: bool = False
 
 
+# Where a request stands (_Pending.place): in the queue, taken from it (into a batch being gathered, or run at
+# once), or gone from the queue before it was taken (cancelled, timed out): still in it, counted in no depth.
+_TAKEN, _QUEUED, _LEFT = 0, 1, 2
+
+
 class _Pending:
     """One queued request; ``key`` is set when it is queued (one that runs at once batches with nothing),
     ``trace`` is tracing.enqueued()'s span context when the request is sampled."""
 
-    __slots__ = ("enqueued", "future", "inputs", "key", "rows", "trace")
+    __slots__ = ("enqueued", "future", "inputs", "key", "place", "rows", "trace")
 
     def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[Arrays], enqueued: float) -> None:
         self.inputs = inputs
@@ -113,6 +122,7 @@ class _Pending:
         self.future = future
         self.enqueued = enqueued
         self.trace: Any = None
+        self.place = _TAKEN
 
 
 class _Run:
@@ -140,6 +150,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix="modelport-infer")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._carry: deque[_Pending] = deque()
+        self._left = 0  # requests in the queue or the carry that left before they were taken (_LEFT)
         self._free: asyncio.Queue[Predict] = asyncio.Queue()
         for instance in instances:
             self._free.put_nowait(instance)
@@ -160,8 +171,8 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch."""
-        return self._queue.qsize() + len(self._carry)
+        """Requests waiting for a batch (not those that left: cancelled or timed out)."""
+        return self._queue.qsize() + len(self._carry) - self._left
 
     @property
     def in_flight(self) -> int:
@@ -187,6 +198,7 @@ class Batcher:
         if self._loop_task is None:
             # an empty context: not the first request's (its request id and span would label every batch's logs)
             self._loop_task = loop.create_task(self._loop(), context=contextvars.Context())
+        pending.place = _QUEUED
         self._queue.put_nowait(pending)
         if self._deadlines is None:
             self._deadlines = Deadlines(loop)
@@ -196,6 +208,8 @@ class Batcher:
         finally:
             if timer is not None:
                 timer.cancel()
+            if pending.place == _QUEUED:  # cancelled (its caller went away) or timed out before a batch took it
+                self._leave(pending)
 
     def _idle(self) -> bool:
         """Whether a request may run at once, inline: greedy batching (no delay to wait out), one instance
@@ -226,19 +240,52 @@ class Batcher:
             self._deadlines.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _leave(self, pending: _Pending) -> None:
+        """``pending`` left while queued: its place is free now; the queue is swept once more entries than its
+        bound have left (they wait there while every instance is busy), so they never pile up."""
+        pending.place = _LEFT
+        pending.inputs = {}  # nothing of it is held while it waits to be skipped
+        self._left += 1
+        if self._left > self.policy.max_queue_size:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Drop the requests that left from the queue and the carry (their order kept)."""
+        kept = [p for p in self._carry if p.place != _LEFT]
+        self._carry = deque(kept)
+        queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        for pending in queued:
+            if pending.place != _LEFT:
+                self._queue.put_nowait(pending)
+        self._left = 0
+
+    def _taken(self, pending: _Pending) -> _Pending:
+        """``pending``, taken from the queue or the carry."""
+        if pending.place == _LEFT:
+            self._left -= 1
+        pending.place = _TAKEN
+        return pending
+
     async def _loop(self) -> None:
         while True:
-            first = self._carry.popleft() if self._carry else await self._queue.get()
+            first = self._taken(self._carry.popleft() if self._carry else await self._queue.get())
             if first.future.done():
                 continue
             instance = await self._free.get()
-            batch = await self._gather(first)
+            if first.future.done():  # it left while every instance was busy
+                self._free.put_nowait(instance)
+                continue
+            batch = [p for p in await self._gather(first) if not p.future.done()]  # without those that left
+            if not batch:
+                self._free.put_nowait(instance)
+                continue
             task = self._event_loop().create_task(self._execute(instance, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
     async def _gather(self, first: _Pending) -> list[_Pending]:
-        """Add compatible requests to ``first`` until full, or until its delay runs out."""
+        """Add compatible requests to ``first`` until full, or until its delay runs out; requests that left
+        meanwhile (cancelled, timed out) make room."""
         batch, rows = [first], first.rows
         limit = self.policy.max_batch_size
         if limit == 0:
@@ -246,7 +293,7 @@ class Batcher:
         loop = self._event_loop()
         deadline = first.enqueued + self.policy.max_queue_delay_s
         skipped: list[_Pending] = []
-        while rows < limit:
+        while rows < limit or (rows := _live(batch)) < limit:  # full, unless requests that left make room
             if self.policy.preferred_batch_sizes and not (self._carry or self._queue.qsize()):
                 cut = _preferred_cut(batch, self.policy.preferred_batch_sizes)
                 if cut:  # nothing more queued: the largest preferred size runs now, not after the delay
@@ -257,25 +304,31 @@ class Batcher:
                 break
             if item.future.done():
                 continue
-            if item.key != first.key or rows + item.rows > limit:
+            if item.key != first.key:
                 skipped.append(item)
-                if rows + item.rows > limit:
-                    break
                 continue
+            if rows + item.rows > limit:
+                rows = _live(batch)
+                if rows + item.rows > limit:  # it does not fit: it starts the next batch
+                    skipped.append(item)
+                    break
             batch.append(item)
             rows += item.rows
+        skipped = [p for p in skipped if not p.future.done()]  # back in the queue: gone from it if they leave
+        for pending in skipped:
+            pending.place = _QUEUED
         self._carry.extendleft(sorted(skipped, key=lambda p: p.enqueued, reverse=True))
         return batch
 
     async def _next(self, wait: float) -> _Pending | None:
         if self._carry:
-            return self._carry.popleft()
+            return self._taken(self._carry.popleft())
         if not self._queue.empty():
-            return self._queue.get_nowait()
+            return self._taken(self._queue.get_nowait())
         if wait <= 0:
             return None
         try:
-            return await asyncio.wait_for(self._queue.get(), wait)
+            return self._taken(await asyncio.wait_for(self._queue.get(), wait))
         except TimeoutError:
             return None
 
@@ -339,11 +392,18 @@ def _fail(run: _Run, requests: list[_Pending], exc: Exception) -> None:
             pending.future.set_exception(error)
 
 
+def _live(batch: list[_Pending]) -> int:
+    """The rows of the requests of ``batch`` that still wait for it (those that left make room)."""
+    return sum([p.rows for p in batch if not p.future.done()])
+
+
 def _preferred_cut(batch: list[_Pending], preferred: tuple[int, ...]) -> int:
-    """How many of ``batch``'s requests make up its largest preferred size (Triton's rule), or 0."""
+    """How many of ``batch``'s requests make up its largest preferred size (Triton's rule), or 0; requests that
+    left count no rows."""
     cut, rows = 0, 0
     for count, pending in enumerate(batch, start=1):
-        rows += pending.rows
+        if not pending.future.done():
+            rows += pending.rows
         if rows in preferred:
             cut = count
     return cut

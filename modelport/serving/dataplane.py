@@ -10,6 +10,7 @@ from collections.abc import Collection
 
 from modelport._version import __version__
 from modelport.errors import (
+    ClientClosedError,
     InvalidArgumentError,
     ModelNotReadyError,
     ModelportError,
@@ -184,7 +185,9 @@ class DataPlane:
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:
         """Validate against the manifest, batch, run, and keep the requested outputs (a pipeline: run its steps).
-        Counted, timed and traced the same way for models and pipelines."""
+        Counted, timed and traced the same way for models and pipelines. The transports cancel the call when
+        the client goes away (a closed connection, a cancelled gRPC call): it is counted as ``client_closed``
+        and its queued request leaves its batch."""
         started = time.perf_counter()
         label = (name, version or "default", protocol)
         number: int | None = None  # the version served, once known
@@ -215,6 +218,11 @@ class DataPlane:
             self.metrics.outcome(label, exc.code).inc()
             if tracing.ENABLED:
                 tracing.outcome(exc.code)
+            raise
+        except asyncio.CancelledError:  # the transports cancel a request whose client went away
+            self.metrics.outcome(label, ClientClosedError.code).inc()
+            if tracing.ENABLED:
+                tracing.outcome(ClientClosedError.code)
             raise
         finally:
             if tracing.ENABLED and succeeded:

@@ -18,6 +18,7 @@ _HTTP = {
     "not_ready": 503,
     "unavailable": 503,
     "deadline_exceeded": 504,
+    "client_closed": 499,  # nginx's "client closed request": counted and logged, never sent
     "payload_too_large": 413,
     "unauthenticated": 401,
     "permission_denied": 403,
@@ -35,6 +36,7 @@ _GRPC = {
     "not_ready": "UNAVAILABLE",
     "unavailable": "UNAVAILABLE",
     "deadline_exceeded": "DEADLINE_EXCEEDED",
+    "client_closed": "CANCELLED",
     "payload_too_large": "RESOURCE_EXHAUSTED",
     "unauthenticated": "UNAUTHENTICATED",
     "permission_denied": "PERMISSION_DENIED",

@@ -10,24 +10,31 @@ authentication. Errors of either path become responses through ``serving/httperr
 
 Simple inference requests do not even come here as ASGI: ``serving/httpproto.py`` answers them from
 uvicorn's HTTP protocol through :meth:`HttpFront.reply`, the same code this app runs for them.
+
+A client that goes away once its body is read (``receive`` says ``http.disconnect``) has its request cancelled,
+on either path: one waiting for its batch leaves it without being computed, the data plane counts it as
+``client_closed``, and its span gets nginx's 499 (``CLIENT_CLOSED_STATUS``); nothing is answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from modelport.errors import InvalidArgumentError, PayloadTooLargeError
+from modelport.errors import ClientClosedError, InvalidArgumentError, PayloadTooLargeError
 from modelport.serving import tracing
 from modelport.serving.auth import Tokens, http_scope, presented_token
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.errors import http_status
 from modelport.serving.httperrors import ErrorBody, Reply, error_body, error_reply, method_not_allowed
 from modelport.serving.requestid import REQUEST_ID, request_id_of
 
 __all__ = [
+    "CLIENT_CLOSED_STATUS",
     "BodyReader",
     "DisconnectedError",
     "HotRequest",
@@ -89,6 +96,10 @@ class DisconnectedError(Exception):
     """The client went away before its body was read: nothing to answer."""
 
 
+CLIENT_CLOSED_STATUS = http_status(ClientClosedError("the client went away"))
+"""The status a request whose client went away is recorded with (its span's; nothing is sent): 499."""
+
+
 class HotRequest(NamedTuple):
     """A request for an inference route: the route, its path parameters, method, path and headers."""
 
@@ -124,7 +135,12 @@ class HttpFront:
             route, params, allowed = self._match(scope["method"], path)
             if route is not None:
                 request = HotRequest(route, params, scope["method"], path, headers)
-                reply = await self.reply(request, lambda limit: read_limited(headers, receive, limit))
+                try:
+                    reply = await self._reply_while_connected(request, receive)
+                except ClientClosedError:  # nobody to answer
+                    if traced is not None:
+                        traced.answered(CLIENT_CLOSED_STATUS)
+                    return
             else:  # refused before routing (auth, 405): the common error body, as for every path
                 reply = self._refusal(path, headers, allowed)
                 if reply is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
@@ -136,6 +152,30 @@ class HttpFront:
             if traced is not None:
                 traced.end()
             REQUEST_ID.reset(token)
+
+    async def _reply_while_connected(self, request: HotRequest, receive: Any) -> Reply | None:
+        """:meth:`reply`, cancelled if the client goes away once its body is read (a watcher waits on ``receive``
+        for ``http.disconnect``): then ClientClosedError."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+
+        async def read(limit: int) -> bytes:
+            nonlocal watcher
+            body = await read_limited(request.headers, receive, limit)
+            watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
+            return body
+
+        try:
+            return await self.reply(request, read)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.done() or watcher.cancelled():
+                raise  # not the watcher's doing (the server is stopping)
+            task.uncancel()
+            raise ClientClosedError("the client went away while its request was served") from None
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     def hot(self, method: str, path: str) -> tuple[HotRoute, dict[str, str]] | None:
         """The inference route that answers ``method path`` and its path parameters, or None."""
@@ -203,6 +243,13 @@ class HttpFront:
             elif key == b"x-api-key":
                 api_key = value.decode("latin-1")
         self.tokens.check(needed, presented_token(authorization, api_key))
+
+
+async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` when ASGI ``receive`` says the client disconnected (called once the body is read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    task.cancel()
 
 
 def check_declared_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:

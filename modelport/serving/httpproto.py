@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelport.serving import tracing
 from modelport.serving.front import (
+    CLIENT_CLOSED_STATUS,
     DisconnectedError,
     HotRequest,
     HttpFront,
@@ -126,7 +127,7 @@ class FastHttpProtocol(HttpToolsProtocol):
         if not isinstance(cycle, _Exchange):
             super()._start_asgi_task(cycle, app)
             return
-        task = self.loop.create_task(cycle.answer())
+        task = cycle.task = self.loop.create_task(cycle.answer())
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -152,7 +153,8 @@ class FastHttpProtocol(HttpToolsProtocol):
 class _Exchange:
     """One simple inference request on a :class:`FastHttpProtocol` connection: its body as the parser delivers
     it, then the front's reply written whole. ``response_complete``, ``keep_alive`` and ``disconnected`` are the
-    state uvicorn's connection handling reads and sets on a cycle (pipelining, shutdown)."""
+    state uvicorn's connection handling reads and sets on a cycle (pipelining, shutdown). A connection lost once
+    the body is in cancels ``task``, the answer: a request waiting for its batch leaves it."""
 
     __slots__ = (
         "chunks",
@@ -164,6 +166,7 @@ class _Exchange:
         "request",
         "response_complete",
         "size",
+        "task",
         "waiter",
     )
 
@@ -174,6 +177,7 @@ class _Exchange:
         self.chunks: list[bytes] = []
         self.size = 0
         self.waiter: asyncio.Future[None] | None = None  # the handler, waiting for the rest of the body
+        self.task: asyncio.Task[None] | None = None  # answer(), once started
 
     def received(self, chunk: bytes) -> None:
         """A piece of the body (parser callback); ignored once answered (the rest of the body is skipped)."""
@@ -190,9 +194,11 @@ class _Exchange:
         self._wake()
 
     def lost(self) -> None:
-        """The connection closed."""
+        """The connection closed: a handler reading the body stops (DisconnectedError), one past it is cancelled."""
         if not self.response_complete:
             self.disconnected = True
+            if self.waiter is None and self.task is not None:
+                self.task.cancel()
         self._wake()
 
     def _wake(self) -> None:
@@ -233,6 +239,10 @@ class _Exchange:
             if traced is not None:  # the span's traceparent header
                 headers += traced.answered(reply.status)
             await self.write(reply.status, headers, reply.body)
+        except asyncio.CancelledError:
+            if traced is not None and self.disconnected:  # lost(): nobody to answer
+                traced.answered(CLIENT_CLOSED_STATUS)
+            raise
         except Exception:  # as uvicorn does for an app that fails: log it and drop the connection
             log.exception("exception while answering an inference request")
             self.protocol.transport.close()

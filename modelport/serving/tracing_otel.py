@@ -19,6 +19,7 @@ instrumentation do not nest under it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -381,12 +382,16 @@ class OtelTracing:
             span = self.begin(name, SpanKind.SERVER, carrier, base)
             token = CURRENT.set(span)
             context.set_trailing_metadata(span.metadata())
+            cancelled = False
             try:  # an abort raises: _grpc_finished judges its code
                 return await behaviour(request, context)
+            except asyncio.CancelledError:  # the client cancelled the call (or its deadline passed): no status set
+                cancelled = True
+                raise
             finally:
                 CURRENT.reset(token)
                 if isinstance(span, RequestSpan):
-                    self.end(span, _grpc_finished(span, context))
+                    self.end(span, _grpc_finished(span, context, cancelled))
 
         return call
 
@@ -500,9 +505,12 @@ def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> 
     return _OK
 
 
-def _grpc_finished(request: RequestSpan, context: Any) -> Status:
-    """The call's status code (an abort has set it; None means OK); the span's status."""
+def _grpc_finished(request: RequestSpan, context: Any, cancelled: bool = False) -> Status:
+    """The call's status code (an abort has set it; None means OK, or CANCELLED for a ``cancelled`` call); the
+    span's status."""
     found = context.code()
+    if found is None and cancelled:
+        found = grpc.StatusCode.CANCELLED
     code = 0 if found is None else int(found.value[0] if isinstance(found, grpc.StatusCode) else found)
     request.attributes["rpc.grpc.status_code"] = code
     return (_ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else _OK

@@ -300,6 +300,95 @@ async def test_one_request_alone_in_a_failed_batch_is_re_run_before_it_is_blamed
     await batcher.close()
 
 
+async def test_a_request_cancelled_while_it_waits_for_a_busy_model_never_runs():
+    """The caller of the next batch's first request goes away while the model is busy: nothing of it runs."""
+    model, stats = Model(), []
+    batcher = Batcher([model], BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=10), stats.append)
+    first = asyncio.create_task(batcher.submit(_x(1, 1), timeout=10))
+    await _started(model)
+    gone = asyncio.create_task(batcher.submit(_x(1, 2), timeout=10))
+    await _taken(batcher)  # the loop holds it for the next batch, waiting for the instance
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    model.release.set()
+    assert (await first)["y"].shape == (1, 3)
+    assert (await batcher.submit(_x(1, 3), timeout=10))["y"].tolist() == [[6.0, 6.0, 6.0]]
+    assert model.values == [[1.0], [3.0]]
+    assert [(s.rows, s.requests) for s in stats] == [(1, 1), (1, 1)]
+    await batcher.close()
+
+
+async def test_a_request_cancelled_while_its_batch_is_gathered_is_left_out_of_it_and_makes_room():
+    """A queue delay holds the batch open; its first request's caller goes away meanwhile: the batch runs
+    without it, once two more rows fill it (not one: the row that left takes no place)."""
+    model, stats = Model(), []
+    model.release.set()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=2, max_queue_delay_s=30.0, max_queue_size=10), stats.append)
+    gone = asyncio.create_task(batcher.submit(_x(1, 1), timeout=60))
+    await _taken(batcher)  # it waits in the batch being gathered, for 30 s or a second row
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    second = asyncio.create_task(batcher.submit(_x(1, 2), timeout=60))
+    await _taken(batcher)  # in the batch, which still has room
+    assert not second.done() and model.values == []
+    third = await asyncio.wait_for(batcher.submit(_x(1, 3), timeout=60), 10)  # full now: no waiting out the 30 s
+    assert (await second)["y"].tolist() == [[4.0, 4.0, 4.0]] and third["y"].tolist() == [[6.0, 6.0, 6.0]]
+    assert model.values == [[2.0, 3.0]]
+    assert [(s.rows, s.requests) for s in stats] == [(2, 2)]
+    await batcher.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_request_that_leaves_the_queue_frees_its_place_at_once(how):
+    """The queue bound counts the requests still waiting: one cancelled or timed out makes room, and never runs."""
+    model = Model()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=1))
+    first = asyncio.create_task(batcher.submit(_x(1, 1), timeout=10))
+    await _started(model)
+    held = asyncio.create_task(batcher.submit(_x(1, 2), timeout=10))
+    await _taken(batcher)  # the loop holds it for the next batch
+    gone = asyncio.create_task(batcher.submit(_x(1, 3), timeout=0.05 if how == "timeout" else 10))
+    await _queued(batcher, 1)
+    if how == "cancel":
+        with pytest.raises(UnavailableError, match="queue is full"):
+            await batcher.submit(_x(1, 4), timeout=10)
+        gone.cancel()
+    with pytest.raises(asyncio.CancelledError if how == "cancel" else DeadlineExceededError):
+        await gone
+    assert batcher.depth == 0
+    late = asyncio.create_task(batcher.submit(_x(1, 5), timeout=10))
+    await _queued(batcher, 1)
+    model.release.set()
+    await asyncio.gather(first, held, late)
+    assert model.values == [[1.0], [2.0, 5.0]], "the request that left never runs"
+    await batcher.close()
+
+
+async def test_requests_that_leave_while_the_model_is_stuck_do_not_pile_up_in_the_queue():
+    """Callers that give up while every instance is busy: their entries are swept out past the queue's bound."""
+    model = Model()
+    batcher = Batcher([model], BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=3))
+    first = asyncio.create_task(batcher.submit(_x(1, 1), timeout=10))
+    await _started(model)
+    kept = asyncio.create_task(batcher.submit(_x(1, 2), timeout=10))
+    await _taken(batcher)
+    waiting = asyncio.create_task(batcher.submit(_x(1, 3), timeout=10))
+    for value in range(10, 30):
+        gone = asyncio.create_task(batcher.submit(_x(1, value), timeout=10))
+        await _queued(batcher, 2)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert batcher.depth == 1
+        assert batcher._queue.qsize() + len(batcher._carry) <= 1 + 3 + 1, "swept once more than the bound left"
+    model.release.set()
+    await asyncio.gather(first, kept, waiting)
+    assert model.values == [[1.0], [2.0, 3.0]]
+    await batcher.close()
+
+
 async def _taken(batcher: Batcher) -> None:
     """Until the batcher's loop has taken everything queued (it is gathering or running)."""
     await asyncio.sleep(0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from modelport.golden import load_golden, save_golden
@@ -98,6 +100,42 @@ def test_a_slow_model_sheds_load_with_503_and_retry_after_instead_of_piling_up(t
     assert statuses[200] >= 1 and statuses[503] >= 10, statuses
     assert all(int(r.headers["retry-after"]) >= 1 for r in results if r.status_code == 503)
     assert elapsed < 10, f"30 requests took {elapsed:.1f}s: the queue is not bounded"
+
+
+def test_clients_gone_while_their_requests_wait_out_a_queue_delay_are_never_computed(tmp_path: Path):
+    """Raw sockets send one-row requests to a model whose batch waits up to 60 s for a second row, and close:
+    each request is dropped (client_closed) and takes no place in the batch, so the model computes only the
+    rows of the one request whose client stayed (a full batch of two rows, at once)."""
+    repo = tmp_path / "repo"
+    fakes.write_model(repo, "echo", config={"max_batch_size": 2, "max_queue_delay_ms": 60000})
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]}]})
+    with serving(repo) as server:
+        address = server.url.removeprefix("http://").rsplit(":", 1)
+        rows, batched = (_metric(server.url, f"modelport_batch_{m}_sum", 'model="echo"') for m in ("size", "requests"))
+        for gone in range(1, 4):
+            client = socket.create_connection((address[0], int(address[1])))
+            head = f"POST /v2/models/echo/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+            client.sendall(head.encode() + body)
+            wait_until(lambda: _metric(server.url, "modelport_inflight_requests") == 1, what="the request queued")
+            client.close()
+            wait_until(
+                lambda n=gone: _metric(server.url, "modelport_requests_total", 'outcome="client_closed"') == n,
+                what="the request dropped",
+            )
+        answered = _post(server.url, "echo", timeout=10)  # two rows: the batch is full at once
+        assert answered.status_code == 200 and answered.json()["outputs"][0]["data"] == [2, 4, 6, 8, 10, 12]
+        assert _metric(server.url, "modelport_requests_total", 'outcome="success"') == 1
+        assert _metric(server.url, "modelport_batch_size_sum", 'model="echo"') - rows == 2, "rows computed"
+        assert _metric(server.url, "modelport_batch_requests_sum", 'model="echo"') - batched == 1
+        assert _metric(server.url, "modelport_inflight_requests") == 0
+        assert server.process.poll() is None
+
+
+def _metric(url: str, name: str, *labels: str) -> float:
+    """The sum of the samples of ``name`` on the server's /metrics whose labels include every one of ``labels``."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    lines = [line for line in text.splitlines() if line.startswith((f"{name} ", f"{name}{{"))]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if all(label in line for label in labels))
 
 
 def _hammer(url: str, model: str, stop: threading.Event, results: list[tuple[int, str]]) -> None:

@@ -22,8 +22,10 @@ import pytest
 import requests
 import uvicorn
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.serving import httpproto, tracing
+from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import HttpFront
 from modelport.serving.server import _uvicorn_config, build
 from modelport.serving.settings import ServerSettings
@@ -36,10 +38,10 @@ EXPECTED = {"name": "y", "shape": [1, 3], "datatype": "FP32", "data": [2.0, 4.0,
 
 
 class Running:
-    """A server in this event loop: its port and uvicorn's server (connections, tasks)."""
+    """A server in this event loop: its port, uvicorn's server (connections, tasks) and its data plane."""
 
-    def __init__(self, port: int, server: uvicorn.Server) -> None:
-        self.port, self.server = port, server
+    def __init__(self, port: int, server: uvicorn.Server, plane: DataPlane) -> None:
+        self.port, self.server, self.plane = port, server, plane
 
     @property
     def state(self) -> Any:
@@ -69,7 +71,7 @@ async def running(repo: Path, fast: bool = True, **settings: Any) -> AsyncIterat
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started or task.done(), what="the server started")
     try:
-        yield Running(sock.getsockname()[1], server)
+        yield Running(sock.getsockname()[1], server, plane)
     finally:
         fakes.GATE.set()
         server.should_exit = True
@@ -307,6 +309,71 @@ async def test_a_client_gone_while_its_request_is_queued_leaves_the_server_servi
     assert body_of(response)["outputs"][0] == EXPECTED
     assert len(answered) == (3 if fast else 0)
     assert complaints(caplog) == []
+
+
+def metric_samples(page: bytes, name: str, **labels: str) -> list[float]:
+    """The values of ``name``'s samples on a /metrics page whose labels include ``labels``."""
+    found = []
+    for family in text_string_to_metric_families(page.split(b"\r\n\r\n", 1)[1].decode()):
+        found += [s.value for s in family.samples if s.name == name and labels.items() <= s.labels.items()]
+    return found
+
+
+async def until_closed_by_client(server: Running, gone: socket.socket, in_flight: int) -> None:
+    """Close ``gone`` (a raw socket whose request waits for its batch) and wait until the server dropped it."""
+    await until(lambda: server.plane.in_flight == in_flight + 1, what="the request in the data plane")
+    gone.close()
+    await until(lambda: server.plane.in_flight == in_flight, what="the request dropped")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_client_gone_while_its_request_waits_for_its_batch_is_not_computed(repo, answered, caplog, fast):
+    """A raw socket sends a request and closes while the model is busy: the request leaves the queue, is counted
+    as client_closed, and the model computes the other two requests' rows only."""
+    path = "/v2/models/echo/versions/1/infer"
+    async with running(repo, fast=fast, inline_below_ms=0) as server:
+        fakes.BATCH_LOG.clear()
+        fakes.GATE.clear()  # the first request's batch holds the model: the next one waits for it
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(post(path))
+        gone = socket.create_connection(("127.0.0.1", server.port))
+        await until(lambda: server.plane.in_flight == 1, what="the first request in the data plane")
+        gone.sendall(post(path))
+        await until_closed_by_client(server, gone, in_flight=1)
+        fakes.GATE.set()
+        first = await read_response(reader)
+        writer.close()
+        last = (await server.exchange(post(path)))[0]
+        page = (await server.exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"))[0]
+    assert body_of(first)["outputs"][0] == body_of(last)["outputs"][0] == EXPECTED
+    counted = {"model": "echo", "version": "1", "protocol": "v2"}
+    assert metric_samples(page, "modelport_requests_total", outcome="client_closed", **counted) == [1.0]
+    assert metric_samples(page, "modelport_requests_total", outcome="success", **counted) == [2.0]
+    assert metric_samples(page, "modelport_batch_size_sum", model="echo", version="1") == [2.0], "rows computed"
+    assert fakes.BATCH_LOG == [1, 1]
+    assert len(answered) == (3 if fast else 0)
+    assert complaints(caplog) == []
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_the_span_of_a_request_whose_client_went_away_says_client_closed(repo, fast):
+    exporter = InMemorySpanExporter()
+    assert tracing.configure(ServerSettings(repository=repo), exporter)
+    try:
+        async with running(repo, fast=fast, inline_below_ms=0) as server:
+            fakes.GATE.clear()
+            gone = socket.create_connection(("127.0.0.1", server.port))
+            gone.sendall(post("/v2/models/echo/infer"))
+            await until_closed_by_client(server, gone, in_flight=0)
+            fakes.GATE.set()
+        tracing.flush()
+        spans = [s for s in exporter.get_finished_spans() if s.name == "POST /v2/models/{model}/infer"]
+    finally:
+        tracing.shutdown()
+    assert len(spans) == 1 and spans[0].attributes is not None
+    assert spans[0].attributes["modelport.outcome"] == "client_closed"
+    assert spans[0].attributes["http.response.status_code"] == 499
+    assert spans[0].status.is_ok
 
 
 async def test_a_failure_outside_the_front_drops_the_connection_and_is_logged(repo, monkeypatch, caplog):
