@@ -88,7 +88,13 @@ async def drive(app: Any, request: tuple[str, list[tuple[bytes, bytes]], bytes],
     async def client() -> None:
         statuses: list[int] = []
 
+        sent = False
+
         async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:  # a client that stays: after its body, nothing until it disconnects
+                await asyncio.Event().wait()
+            sent = True
             return message
 
         async def send(event: dict[str, Any]) -> None:
@@ -102,6 +108,7 @@ async def drive(app: Any, request: tuple[str, list[tuple[bytes, bytes]], bytes],
                 "path": path,
                 "headers": [*headers, (b"content-length", b"%d" % len(body))],
             }
+            sent = False
             await app(scope, receive, send)
             await asyncio.sleep(0)  # a pass of the loop between requests, as between a connection's reads
         if set(statuses) != {200}:

@@ -116,7 +116,10 @@ class _Request:
         statuses: list[int] = []
 
         async def receive() -> dict[str, Any]:
-            return messages.pop() if messages else {"type": "http.disconnect"}
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # a client that stays: after its body, nothing until it disconnects
+            raise AssertionError("unreachable")
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

@@ -90,6 +90,9 @@ def template_escape(template: str) -> str:
 
 
 _REMEMBERED = 512  # (method, path) pairs whose routing HttpFront keeps
+# On the ASGI path, a request still unanswered this long after its body was read gets a task watching ``receive``
+# for its client's disconnect (_Disconnects): one from the start would cost every request ~10 us of CPU.
+WATCH_AFTER_S = 0.02
 
 
 class DisconnectedError(Exception):
@@ -119,6 +122,7 @@ class HttpFront:
         self.tokens = tokens
         self._routes = [(route.pattern, route) for route in routes]
         self._matched: dict[tuple[str, str], tuple[HotRoute | None, dict[str, str], list[str]]] = {}
+        self._disconnects = _Disconnects()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -154,28 +158,30 @@ class HttpFront:
             REQUEST_ID.reset(token)
 
     async def _reply_while_connected(self, request: HotRequest, receive: Any) -> Reply | None:
-        """:meth:`reply`, cancelled if the client goes away once its body is read (a watcher waits on ``receive``
-        for ``http.disconnect``): then ClientClosedError."""
+        """:meth:`reply`, cancelled if the client goes away once its body is read (:class:`_Disconnects` watches
+        ``receive`` for ``http.disconnect``): then ClientClosedError."""
         task = asyncio.current_task()
         assert task is not None
-        watcher: asyncio.Task[None] | None = None
+        watched = False
 
         async def read(limit: int) -> bytes:
-            nonlocal watcher
+            nonlocal watched
             body = await read_limited(request.headers, receive, limit)
-            watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
+            self._disconnects.watch(task, receive)
+            watched = True
             return body
 
         try:
             return await self.reply(request, read)
         except asyncio.CancelledError:
-            if watcher is None or not watcher.done() or watcher.cancelled():
-                raise  # not the watcher's doing (the server is stopping)
+            if not (watched and self._disconnects.forget(task)):
+                raise  # not the client's doing (the server is stopping)
+            watched = False
             task.uncancel()
             raise ClientClosedError("the client went away while its request was served") from None
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if watched:
+                self._disconnects.forget(task)
 
     def hot(self, method: str, path: str) -> tuple[HotRoute, dict[str, str]] | None:
         """The inference route that answers ``method path`` and its path parameters, or None."""
@@ -245,11 +251,51 @@ class HttpFront:
         self.tokens.check(needed, presented_token(authorization, api_key))
 
 
+class _Disconnects:
+    """The ASGI path's inference requests in flight, each watched for its client's disconnect once it has waited
+    :data:`WATCH_AFTER_S` since its body was read (a task on ``receive``): most are answered sooner, and a task or
+    a timer each would cost every request several microseconds; one timer serves them all."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[asyncio.Task[Any], tuple[Any, float]] = {}  # not watched yet: receive, since when
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, task: asyncio.Task[Any], receive: Any) -> None:
+        """Watch ``task``'s client (its body read now): ``task`` is cancelled if it goes away."""
+        loop = task.get_loop()
+        self._waiting[task] = (receive, loop.time())
+        if self._timer is None or self._loop is not loop:  # (a new loop: tests that run an app on several)
+            self._loop, self._timer = loop, loop.call_later(WATCH_AFTER_S, self._sweep)
+
+    def forget(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; whether its client went away (its watcher cancelled it)."""
+        self._waiting.pop(task, None)
+        watcher = self._watchers.pop(task, None)
+        if watcher is None:
+            return False
+        gone = watcher.done() and not watcher.cancelled()
+        watcher.cancel()
+        return gone
+
+    def _sweep(self) -> None:
+        loop, self._timer = self._loop, None
+        assert loop is not None
+        due = loop.time() - WATCH_AFTER_S
+        for task, (receive, since) in list(self._waiting.items()):
+            if since <= due:
+                del self._waiting[task]
+                self._watchers[task] = loop.create_task(_cancel_on_disconnect(receive, task))
+        if self._waiting:
+            self._timer = loop.call_later(WATCH_AFTER_S, self._sweep)
+
+
 async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` when ASGI ``receive`` says the client disconnected (called once the body is read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    task.cancel()
+    """Cancel ``task`` when ASGI ``receive`` says the client disconnected (called once the body is read: the next
+    message is ``http.disconnect``, whenever it comes; a server that sends anything else leaves it at that)."""
+    if (await receive())["type"] == "http.disconnect":
+        task.cancel()
 
 
 def check_declared_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:
