@@ -146,7 +146,9 @@ class Applications:
         rows = _rows(outputs, tensors, bool(manifest.max_batch_size))
         results = await self.process(processors.postprocess, rows, "post", key)
         encoded = np.array([orjson.dumps(r, option=_JSON_OPTIONS) for r in results], dtype=object)
-        return InferResponse(served.name, version, {OUTPUT: encoded}, id=request.id, results=results)
+        return InferResponse(
+            served.name, version, {OUTPUT: encoded}, id=request.id, results=results, json_outputs=(OUTPUT,)
+        )
 
     async def process(
         self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], stage: str, key: Any

@@ -113,7 +113,7 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
-    body = predict_response(response.outputs, row_format)
+    body = predict_response(response.outputs, row_format, response.json_outputs)
     if all(finite(v) for v in response.outputs.values()):
         return json_reply(body)
     return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
@@ -223,9 +223,10 @@ def _array(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
     return json_tensor(spec.name, value, lookup_dtype(spec.dtype))
 
 
-def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:
-    """``predictions`` (rows) or ``outputs`` (columns), one output unnamed, several named."""
-    plain = {name: _plain(value) for name, value in outputs.items()}
+def predict_response(outputs: Arrays, row_format: bool, json_outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``predictions`` (rows) or ``outputs`` (columns), one output unnamed, several named; the elements of
+    ``json_outputs`` (JSON text in BYTES: postprocessors' answers) as the JSON values they hold."""
+    plain = {name: _json_texts(value) if name in json_outputs else _plain(value) for name, value in outputs.items()}
     if not row_format:
         return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
     if len(plain) == 1:
@@ -248,6 +249,15 @@ def row_problem(outputs: Arrays) -> str:
             return f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} expecting: {rows}"
         rows = value.shape[0]
     return ""
+
+
+def _json_texts(value: np.ndarray[Any, Any]) -> Any:
+    """A BYTES tensor of JSON texts as nested lists of the values they hold."""
+    return _decoded_json(value.tolist())
+
+
+def _decoded_json(value: Any) -> Any:
+    return [_decoded_json(v) for v in value] if isinstance(value, list) else orjson.loads(value)
 
 
 def _plain(value: np.ndarray[Any, Any]) -> Any:

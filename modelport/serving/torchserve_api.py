@@ -151,12 +151,13 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
-    if batched and len(response.outputs) > 1 and row_problem(response.outputs):  # a model without a batch dimension
-        return json_reply(predict_response(response.outputs, row_format=False)["outputs"])
+    outputs, json_outputs = response.outputs, response.json_outputs
+    if batched and len(outputs) > 1 and row_problem(outputs):  # a model without a batch dimension
+        return json_reply(predict_response(outputs, row_format=False, json_outputs=json_outputs)["outputs"])
     if batched:
-        return json_reply(predict_response(response.outputs, row_format=True)["predictions"])
-    first = {k: v[:1] for k, v in response.outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
-    return json_reply(predict_response(first, row_format=True)["predictions"][0])
+        return json_reply(predict_response(outputs, row_format=True, json_outputs=json_outputs)["predictions"])
+    first = {k: v[:1] for k, v in outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
+    return json_reply(predict_response(first, row_format=True, json_outputs=json_outputs)["predictions"][0])
 
 
 async def _handler_predictions(

@@ -62,6 +62,8 @@ class InferResponse:
 
     ``results``: for a model with postprocessing, each row's response as a JSON-able value (what
     TorchServe and TF Serving REST answer); ``outputs`` then holds the same as JSON in a BYTES tensor.
+    ``json_outputs``: the outputs whose BYTES elements are JSON text (postprocessors'), which the protocols
+    that answer JSON answer decoded, whether alone (``results``) or beside other outputs.
     """
 
     model_name: str
@@ -70,6 +72,7 @@ class InferResponse:
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     results: list[Any] | None = None
+    json_outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
