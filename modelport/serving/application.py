@@ -96,8 +96,14 @@ def external_tensors(
     processors: Processors, manifest: ModelManifest
 ) -> tuple[tuple[TensorMetadata, ...], tuple[TensorMetadata, ...]]:
     """The inputs and outputs a processed model shows its clients (see the module docstring)."""
-    inputs = tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in manifest.inputs)
-    outputs = tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in manifest.outputs)
+    inputs = tuple(
+        TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name), manifest.signature_key(s.name))
+        for s in manifest.inputs
+    )
+    outputs = tuple(
+        TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name), manifest.signature_key(s.name))
+        for s in manifest.outputs
+    )
     if processors.pre:
         name = payload_name(processors)
         inputs = (TensorMetadata(name, "string", (-1,), name),)

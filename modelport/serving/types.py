@@ -89,12 +89,19 @@ class TensorMetadata:
     """One input or output of a model: the manifest's name, dtype (``float32``...) and shape (-1 = dynamic).
 
     ``native_name`` is the artifact's own name for the tensor (a SavedModel's signature key...).
+    ``signature_key`` is its key in a SavedModel's ``serving_default`` signature, empty for other formats.
     """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     native_name: str
+    signature_key: str = ""
+
+    @property
+    def tfserving_key(self) -> str:
+        """The name TF Serving answers the tensor by: the signature's key, else (no signature) the name."""
+        return self.signature_key or self.name
 
 
 @dataclass(frozen=True)
