@@ -9,7 +9,9 @@ stable ``code``. Transports map codes to statuses in one place each
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
     │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
     ├── NotFoundError              code "not_found"          missing file, model or version
-    │   └── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
+    │   ├── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
+    │   └── NoRouteError           code "no_route"           an HTTP path the server has no route for
+    ├── MethodNotAllowedError      code "method_not_allowed" an HTTP method the path does not take
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
     ├── SourceError                code "source_error"       a source model that cannot be loaded or run
     ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
@@ -41,8 +43,10 @@ __all__ = [
     "InferenceError",
     "InvalidArgumentError",
     "ManifestError",
+    "MethodNotAllowedError",
     "ModelNotReadyError",
     "ModelportError",
+    "NoRouteError",
     "NotFoundError",
     "ParityError",
     "PayloadTooLargeError",
@@ -100,6 +104,22 @@ class VersionLabelError(NotFoundError):
     """A version label (TF Serving's ``/labels/{l}`` or ``version_label``) the model's config.yaml does not define."""
 
     code = "unknown_label"
+
+
+class NoRouteError(NotFoundError):
+    """An HTTP path no route of the server answers (the message is the common body's ``Not Found``)."""
+
+    code = "no_route"
+
+
+class MethodNotAllowedError(ModelportError):
+    """An HTTP method the path does not take; ``allowed`` are the methods it does (the ``Allow`` header)."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
 
 
 class UnsupportedError(ModelportError):

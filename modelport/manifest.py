@@ -163,6 +163,11 @@ class ModelManifest(_Frozen):
         """The artifact's own name for manifest tensor ``name``."""
         return self.native_names.get(name, name)
 
+    def signature_key(self, name: str) -> str:
+        """The key of tensor ``name`` in the artifact's TF ``serving_default`` signature (what TF Serving names
+        it by): a SavedModel's native name; empty for the other formats, which TF Serving does not serve."""
+        return self.native(name) if self.format == "savedmodel" else ""
+
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, streamed."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
 from modelport.loadtest.options import PROTOCOLS, CompareOptions, LoadTestOptions, levels_of, parse_duration
+from modelport.loadtest.slo import parse_rate
 from modelport.manifest import TensorSpec
 
 __all__ = ["add_loadtest_commands"]
@@ -19,7 +20,9 @@ examples:
       --slo "p99<20ms" --slo "error_rate<0.1%" --metrics-url http://127.0.0.1:8000/metrics
   modelport loadtest http://127.0.0.1:8000 --model bert --input ids:int64:-1x128:0..30000 --batch-size 4
 
-exit code: 0 when every SLO held at every level, 1 when one failed (report.json says which and by how much).
+exit code: 0 when every SLO held at every level, 1 when one failed (report.json's failed_slos says which and
+by how much). Failed requests count as a failed SLO: a level whose error rate is above --max-error-rate
+(default 0, any failed request, as locust's --exit-code-on-error) exits 1, unless an --slo on error_rate decides.
 """
 
 _EPILOG_COMPARE = """\
@@ -27,6 +30,9 @@ examples:
   modelport compare repo/digits                       every variant of the family 'digits'
   modelport compare repo/digits --formats onnx,torchscript,onnx-dynamic-int8 --users 1,16 --duration 5s
   modelport compare repo --families digits-torch,digits-keras --formats onnx --users 8 --duration 3s
+
+exit code: 0 when every variant was load-tested and none had more failed requests than --max-error-rate
+(default 0) at any level; 1 otherwise (compare.json's failed_requests says which). SLO misses only rank.
 """
 
 
@@ -49,6 +55,13 @@ def _add_load_shape(p: argparse.ArgumentParser, users: str, duration: str, data:
         default=None,
         metavar="OBJECTIVE",
         help="e.g. 'p99<50ms', 'error_rate<0.1%%', 'rps>200'; repeatable; checked at every level",
+    )
+    p.add_argument(
+        "--max-error-rate",
+        type=parse_rate,
+        default=None,
+        metavar="RATE",
+        help="exit 1 when a level's failed requests are above this share, e.g. 0.01 or 1%% (default 0: any)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -157,6 +170,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         quiet=args.quiet,
         api_key=_api_key(args),
+        max_error_rate=args.max_error_rate,
     )
     report = run_loadtest(options)
     print(f"report: {options.out / 'report.html'} (also report.json, report.csv)")
@@ -193,6 +207,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         out=args.out,
         serve_args=tuple(shlex.split(args.serve_args)),
         quiet=args.quiet,
+        max_error_rate=args.max_error_rate or 0.0,
     )
     result = run_compare(options)
     return 0 if result.ok else 1

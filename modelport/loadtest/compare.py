@@ -89,6 +89,8 @@ def run_compare(options: CompareOptions, say: Any = print) -> CompareResult:
     write_compare(result)
     say("\n" + render_table(result))
     say(f"\ncompare report: {result.html} (also compare.json, compare.csv; one report.html per variant)")
+    for line in result.failed_requests():
+        say(f"FAILED REQUESTS: {line}")
     return result
 
 

@@ -122,6 +122,9 @@ def write_compare(result: CompareResult) -> None:
         "levels": [{"users": lv.users, "rps": lv.rps} for lv in result.options.levels],
         "duration_s": result.options.duration_s,
         "slos": list(result.options.slos),
+        "max_error_rate": result.options.max_error_rate,
+        "ok": result.ok,
+        "failed_requests": result.failed_requests(),
         "source_accuracy": _source_accuracy(result),
         "variants": [row.to_json() for row in result.rows],
     }

@@ -67,6 +67,16 @@ class VariantResult:
             "error": self.error,
         }
 
+    def failed_requests(self, max_error_rate: float) -> list[str]:
+        """One line per level whose share of failed requests is above ``max_error_rate``."""
+        levels = self.report.levels if self.report else []
+        return [
+            f"{self.variant.name} at {lv.level.label}: {lv.failures} of {lv.requests} requests failed"
+            f" ({100 * lv.error_rate:.3g}%, --max-error-rate {100 * max_error_rate:g}%)"
+            for lv in levels
+            if lv.error_rate > max_error_rate
+        ]
+
 
 def _level_row(level: LevelResult) -> dict[str, Any]:
     return {
@@ -96,5 +106,9 @@ class CompareResult:
 
     @property
     def ok(self) -> bool:
-        """Every selected variant served and was load-tested."""
-        return all(row.report is not None for row in self.rows)
+        """Every selected variant served and was load-tested, none with more failed requests than allowed."""
+        return all(row.report is not None for row in self.rows) and not self.failed_requests()
+
+    def failed_requests(self) -> list[str]:
+        """Each variant's levels whose failed requests are above ``--max-error-rate``."""
+        return [line for row in self.rows for line in row.failed_requests(self.options.max_error_rate)]

@@ -80,7 +80,9 @@ class LoadTestOptions:
     for the gRPC ones. ``inputs`` override or complete the served model's metadata. ``data`` is
     ``random``, an ``.npz`` (inputs keyed by name, or a ``golden.npz``) or a directory of files, each a payload
     of a model with processors (sent in each protocol's shape for bytes). ``api_key`` is sent as
-    ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request. ``out`` and
+    ``Authorization: Bearer`` (HTTP header or gRPC metadata) with every request. ``max_error_rate``
+    fails a level whose share of failed requests is above it (None: 0, unless an ``slos`` entry is on
+    ``error_rate``). ``out`` and
     ``locustfile`` are made absolute (relative to the current directory) on construction.
     """
 
@@ -106,6 +108,7 @@ class LoadTestOptions:
     quiet: bool = False
     title: str = ""
     api_key: str = field(default="", repr=False)
+    max_error_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -125,6 +128,7 @@ class LoadTestOptions:
 class CompareOptions:
     """``modelport compare REPO/NAME``: the same load against every served variant of one model.
 
+    ``max_error_rate``: a variant whose requests failed above this share at any level fails the run.
     ``families`` (``modelport compare REPO --families A,B``) puts the variants of several families
     side by side (a framework shoot-out); ``family`` is then their names joined by commas.
     ``repository`` and ``out`` are made absolute (relative to the current directory) on construction.
@@ -143,6 +147,7 @@ class CompareOptions:
     serve_args: tuple[str, ...] = field(default=())
     quiet: bool = False
     families: tuple[str, ...] = ()
+    max_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.families:
@@ -151,6 +156,8 @@ class CompareOptions:
             object.__setattr__(self, "families", (self.family,))
         else:
             raise InvalidArgumentError("compare needs a family: REPO/NAME, or REPO --families A,B")
+        if not 0 <= self.max_error_rate <= 1:
+            raise InvalidArgumentError(f"--max-error-rate takes a fraction in [0, 1], got {self.max_error_rate:g}")
         _absolute(self, "repository", "out")
 
 

@@ -37,7 +37,10 @@ class LoadTestReport:
     def failed_slos(self) -> list[str]:
         """One line per SLO that failed on a level, saying by how much."""
         return [
-            f"{s.slo} at {level.level.label}: {s.detail}" for level in self.levels for s in level.slos if not s.passed
+            f"{s.slo} at {level.level.label}: {s.detail}{_failed_requests(level) if s.metric == 'error_rate' else ''}"
+            for level in self.levels
+            for s in level.slos
+            if not s.passed
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -51,6 +54,15 @@ class LoadTestReport:
             "levels": [level.to_json() for level in self.levels],
             "files": self.files,
         }
+
+
+def _failed_requests(level: LevelResult) -> str:
+    """How many requests failed and the most frequent reason, for an error-rate miss."""
+    if not level.requests:
+        return " (no request completed)"
+    top = max(level.errors.items(), key=lambda item: item[1], default=None)
+    reason = f"; most often ({top[1]}x): {top[0]}" if top else ""
+    return f" ({level.failures} of {level.requests} requests failed{reason})"
 
 
 def write_json(report: LoadTestReport, path: Path) -> Path:

@@ -22,7 +22,7 @@ from modelport.loadtest.protocols import Codec, Endpoint, Target, codec_for
 from modelport.loadtest.report import LoadTestReport, render_levels, write_csv, write_json
 from modelport.loadtest.results import LevelResult, level_result
 from modelport.loadtest.server_metrics import Scrape, scrape, server_view
-from modelport.loadtest.slo import parse_slo
+from modelport.loadtest.slo import checked_slos
 from modelport.manifest import TensorSpec
 
 __all__ = ["Prepared", "prepare", "run_loadtest"]
@@ -44,14 +44,15 @@ def run_loadtest(options: LoadTestOptions, say: Printer = print) -> LoadTestRepo
     """Run every level of ``options`` and write report.json, report.csv and report.html into ``options.out``."""
     from modelport.loadtest.html import write_report_html
 
-    slos = [parse_slo(text) for text in options.slos]
+    slos = checked_slos(options.slos, options.max_error_rate)
     options.out.mkdir(parents=True, exist_ok=True)
     for stale in options.out.glob("level*-users*"):  # a previous run's levels would read as this run's
         shutil.rmtree(stale)
     prepared = prepare(options)
     metrics_url = _metrics_url(options)
     target = _describe(options, prepared, metrics_url)
-    report = LoadTestReport(target, [], options.slos, options.out, datetime.now(UTC).isoformat(timespec="seconds"))
+    texts = tuple(slo.text for slo in slos)
+    report = LoadTestReport(target, [], texts, options.out, datetime.now(UTC).isoformat(timespec="seconds"))
     locustfile = options.locustfile
     subject = options.model if options.model or locustfile is None else f"locustfile {locustfile.name}"
     say(f"load test: {subject} over {options.protocol} at {options.url}, {len(options.levels)} level(s)")

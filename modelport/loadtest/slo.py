@@ -10,7 +10,7 @@ from typing import Any
 
 from modelport.errors import InvalidArgumentError
 
-__all__ = ["SLO_METRICS", "Slo", "SloResult", "parse_slo"]
+__all__ = ["SLO_METRICS", "Slo", "SloResult", "checked_slos", "parse_rate", "parse_slo"]
 
 _LATENCIES = ("p50", "p90", "p95", "p99", "p999", "mean", "max")
 SLO_METRICS = (*_LATENCIES, "rps", "error_rate")
@@ -79,6 +79,33 @@ def _show(metric: str, value: float) -> str:
         return f"{value:.1f} req/s"
     # two decimals, but a sub-0.1 ms objective (p99<1us) keeps its digits instead of reading as 0.00 ms
     return f"{value:.2f} ms" if value >= 0.1 or value == 0 else f"{value:.2g} ms"
+
+
+def checked_slos(texts: tuple[str, ...], max_error_rate: float | None) -> tuple[Slo, ...]:
+    """The ``--slo`` objectives plus the failed-request gate ``error_rate<=MAX``.
+
+    ``max_error_rate`` None means 0 (any failed request fails the run, as locust's own
+    ``--exit-code-on-error``) unless an objective on ``error_rate`` was given: that one decides then.
+    """
+    slos = tuple(parse_slo(text) for text in texts)
+    if max_error_rate is None and any(s.metric == "error_rate" for s in slos):
+        return slos
+    limit = max_error_rate or 0.0
+    if not 0 <= limit <= 1:
+        raise InvalidArgumentError(f"--max-error-rate takes a fraction (0.01) or a percentage (1%), got {limit:g}")
+    return (*slos, Slo(f"error_rate<={100 * limit:g}% (--max-error-rate)", "error_rate", "<=", limit))
+
+
+def parse_rate(text: str, flag: str = "--max-error-rate") -> float:
+    """``0``, ``0.01`` or ``1%`` -> a fraction in [0, 1]."""
+    stripped = text.strip()
+    try:
+        value = float(stripped[:-1]) / 100 if stripped.endswith("%") else float(stripped)
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} takes a fraction (0.01) or a percentage (1%), got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise InvalidArgumentError(f"{flag} takes a fraction (0.01) or a percentage (1%), got {text!r}")
+    return value
 
 
 def parse_slo(text: str) -> Slo:

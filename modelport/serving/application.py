@@ -96,8 +96,14 @@ def external_tensors(
     processors: Processors, manifest: ModelManifest
 ) -> tuple[tuple[TensorMetadata, ...], tuple[TensorMetadata, ...]]:
     """The inputs and outputs a processed model shows its clients (see the module docstring)."""
-    inputs = tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in manifest.inputs)
-    outputs = tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in manifest.outputs)
+    inputs = tuple(
+        TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name), manifest.signature_key(s.name))
+        for s in manifest.inputs
+    )
+    outputs = tuple(
+        TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name), manifest.signature_key(s.name))
+        for s in manifest.outputs
+    )
     if processors.pre:
         name = payload_name(processors)
         inputs = (TensorMetadata(name, "string", (-1,), name),)
@@ -146,7 +152,9 @@ class Applications:
         rows = _rows(outputs, tensors, bool(manifest.max_batch_size))
         results = await self.process(processors.postprocess, rows, "post", key)
         encoded = np.array([orjson.dumps(r, option=_JSON_OPTIONS) for r in results], dtype=object)
-        return InferResponse(served.name, version, {OUTPUT: encoded}, id=request.id, results=results)
+        return InferResponse(
+            served.name, version, {OUTPUT: encoded}, id=request.id, results=results, json_outputs=(OUTPUT,)
+        )
 
     async def process(
         self, function: Callable[[Sequence[object]], Sequence[object]], items: list[Any], stage: str, key: Any

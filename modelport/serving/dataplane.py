@@ -393,7 +393,10 @@ def _status(served: ServedVersion) -> VersionStatus:
 
 
 def _tensors(manifest: ModelManifest, specs: tuple[TensorSpec, ...]) -> tuple[TensorMetadata, ...]:
-    return tuple(TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name)) for s in specs)
+    return tuple(
+        TensorMetadata(s.name, s.dtype, tuple(s.shape), manifest.native(s.name), manifest.signature_key(s.name))
+        for s in specs
+    )
 
 
 def _metadata(served: ServedVersion, versions: tuple[int, ...]) -> ModelMetadata:

@@ -15,6 +15,8 @@ _HTTP = {
     "unsupported": 400,
     "not_found": 404,
     "unknown_label": 404,
+    "no_route": 404,
+    "method_not_allowed": 405,
     "not_ready": 503,
     "unavailable": 503,
     "deadline_exceeded": 504,
@@ -32,6 +34,8 @@ _GRPC = {
     "rejected_input": "INVALID_ARGUMENT",
     "unsupported": "INVALID_ARGUMENT",
     "not_found": "NOT_FOUND",
+    "no_route": "UNIMPLEMENTED",
+    "method_not_allowed": "UNIMPLEMENTED",
     "unknown_label": "INVALID_ARGUMENT",  # TF Serving's gRPC answer; over REST the label is a path that names nothing
     "not_ready": "UNAVAILABLE",
     "unavailable": "UNAVAILABLE",

@@ -89,6 +89,13 @@ def template_escape(template: str) -> str:
     return "".join(p if p.startswith("{") else re.escape(p) for p in parts)
 
 
+class Allowed(NamedTuple):
+    """The methods a path's inference routes take (for a 405) and the error body of their protocol."""
+
+    methods: tuple[str, ...]
+    render: ErrorBody
+
+
 _REMEMBERED = 512  # (method, path) pairs whose routing HttpFront keeps
 # On the ASGI path, a request still unanswered this long after its body was read gets a task watching ``receive``
 # for its client's disconnect (_Disconnects): one from the start would cost every request ~10 us of CPU.
@@ -121,7 +128,7 @@ class HttpFront:
         self.routed = routed
         self.tokens = tokens
         self._routes = [(route.pattern, route) for route in routes]
-        self._matched: dict[tuple[str, str], tuple[HotRoute | None, dict[str, str], list[str]]] = {}
+        self._matched: dict[tuple[str, str], tuple[HotRoute | None, dict[str, str], Allowed | None]] = {}
         self._disconnects = _Disconnects()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -145,7 +152,7 @@ class HttpFront:
                     if traced is not None:
                         traced.answered(CLIENT_CLOSED_STATUS)
                     return
-            else:  # refused before routing (auth, 405): the common error body, as for every path
+            else:  # refused before routing (auth, 405); a 405 in the body of the protocol whose path it is
                 reply = self._refusal(path, headers, allowed)
                 if reply is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
                     await self.routed(scope, receive, _stamped(send, stamp))
@@ -191,7 +198,7 @@ class HttpFront:
     async def reply(self, request: HotRequest, read: BodyReader) -> Reply | None:
         """An inference route's reply (authentication, handler, its errors), whichever path the request came
         by (this ASGI app or ``serving/httpproto.py``); None when the client went away before its body."""
-        refusal = self._refusal(request.path, request.headers, ())
+        refusal = self._refusal(request.path, request.headers, None)
         if refusal is not None:
             return refusal
         route = request.route
@@ -205,18 +212,18 @@ class HttpFront:
         except Exception as exc:
             return error_reply(exc, route.render)
 
-    def _refusal(self, path: str, headers: list[tuple[bytes, bytes]], allowed: Sequence[str]) -> Reply | None:
+    def _refusal(self, path: str, headers: list[tuple[bytes, bytes]], allowed: Allowed | None) -> Reply | None:
         """The reply refusing a request before routing (authentication, then a wrong method), or None."""
         try:
             if self.tokens.enabled:
                 self._authenticate(path, headers)
-            if allowed:
-                raise method_not_allowed(list(allowed))
         except Exception as exc:
             return error_reply(exc)
+        if allowed:
+            return error_reply(method_not_allowed(list(allowed.methods)), allowed.render)
         return None
 
-    def _match(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
+    def _match(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], Allowed | None]:
         """The route, its path parameters and (no route for the method) the methods the path takes; the paths
         clients keep calling are remembered (a few hundred at most: any path may be asked once)."""
         known = self._matched.get((method, path))
@@ -227,16 +234,18 @@ class HttpFront:
             self._matched[(method, path)] = found[0], dict(found[1]), found[2]
         return found
 
-    def _search(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], list[str]]:
+    def _search(self, method: str, path: str) -> tuple[HotRoute | None, dict[str, str], Allowed | None]:
         allowed: list[str] = []
+        render: ErrorBody | None = None
         for pattern, route in self._routes:
             found = pattern.match(path)
             if found is None:
                 continue
             if method in route.methods:
-                return route, found.groupdict(), []
+                return route, found.groupdict(), None
             allowed += route.methods
-        return None, {}, sorted(set(allowed))
+            render = render or route.render
+        return None, {}, Allowed(tuple(sorted(set(allowed))), render) if render else None
 
     def _authenticate(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
         needed = http_scope(path)

@@ -3,8 +3,10 @@
 The status comes from ``serving/errors.py``; the body is ``{"error": message}`` unless the route
 that failed belongs to a protocol with its own error body (TorchServe's), which the route names
 (a :class:`~modelport.serving.front.HotRoute`'s or a :class:`ProtocolRoute`'s ``render``). Routing
-errors (404, 405) and unexpected exceptions (500, traceback logged, generic message) keep the
-common body. The inference front sends replies itself; the routed FastAPI app registers
+errors become :class:`~modelport.errors.MethodNotAllowedError` (405, a path of the protocol's routes with
+another method) and :class:`~modelport.errors.NoRouteError` (404, a path under a protocol's catch-all
+route) and take that protocol's body too; other paths, and unexpected exceptions (500, traceback logged,
+generic message), keep the common body. The inference front sends replies itself; the routed FastAPI app registers
 :func:`error_response` once, for everything its routes raise.
 """
 
@@ -20,7 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from modelport.errors import ModelportError, PayloadTooLargeError, UnauthenticatedError, UnavailableError
+from modelport.errors import (
+    MethodNotAllowedError,
+    ModelportError,
+    NoRouteError,
+    PayloadTooLargeError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
 
 __all__ = [
@@ -86,9 +95,19 @@ class ProtocolRoute(Route):
         return match, ({**child, "route": self} if match is not Match.NONE else child)
 
 
-def method_not_allowed(allowed: list[str]) -> HTTPException:
+def method_not_allowed(allowed: list[str]) -> MethodNotAllowedError:
     """A 405 naming the methods the path takes."""
-    return HTTPException(405, headers={"Allow": ", ".join(allowed)})
+    return MethodNotAllowedError("Method Not Allowed", tuple(allowed))
+
+
+def _routing_error(exc: HTTPException) -> ModelportError | None:
+    """Starlette's routing 404 and 405 as modelport's errors (so a protocol's route renders them)."""
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return MethodNotAllowedError(exc.detail, tuple(sorted(m.strip() for m in allowed.split(",") if m.strip())))
+    if exc.status_code == 404:
+        return NoRouteError(exc.detail)
+    return None
 
 
 def error_reply(exc: BaseException, render: ErrorBody = error_body) -> Reply:
@@ -96,6 +115,9 @@ def error_reply(exc: BaseException, render: ErrorBody = error_body) -> Reply:
     if isinstance(exc, ModelportError):
         return _modelport_error(exc, render)
     if isinstance(exc, HTTPException):  # routing: a path no route matches, a wrong method
+        routing = _routing_error(exc)
+        if routing is not None:
+            return _modelport_error(routing, render)
         extra = tuple((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items())
         return json_reply({"error": exc.detail}, exc.status_code, extra)
     log.error("unhandled error", exc_info=exc)
@@ -109,6 +131,8 @@ def _modelport_error(error: ModelportError, render: ErrorBody) -> Reply:
         extra = ((b"connection", b"close"),)  # the rest of an oversized body is not read to keep it alive
     if isinstance(error, UnauthenticatedError):
         extra = ((b"www-authenticate", b'Bearer realm="modelport"'),)
+    if isinstance(error, MethodNotAllowedError) and error.allowed:
+        extra = ((b"allow", ", ".join(error.allowed).encode()),)
     return Reply(reply.status, reply.body, reply.content_type, reply.headers + extra) if extra else reply
 
 

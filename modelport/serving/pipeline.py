@@ -303,7 +303,10 @@ class Pipeline:
         results = None
         if len(wanted) == 1 and self._from_post(wanted[0]):
             results = [orjson.loads(element) for element in selected[wanted[0]].ravel().tolist()]
-        return InferResponse(self.name, str(VERSION), selected, id=request.id, results=results)
+        json_outputs = tuple(n for n in wanted if self._from_post(n))
+        return InferResponse(
+            self.name, str(VERSION), selected, id=request.id, results=results, json_outputs=json_outputs
+        )
 
     def _from_post(self, tensor: str) -> bool:
         """Whether a pipeline tensor is postprocessors' JSON (a ``post`` step's, or a processed model's)."""

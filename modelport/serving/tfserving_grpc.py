@@ -77,6 +77,11 @@ def _to_array(tf: Any, name: str, proto: Any, limit: int) -> np.ndarray[Any, Any
         raise SpecError(f"input {name!r}: {summarize(exc)}") from None
 
 
+def _by_signature_key(tensors: tuple[TensorMetadata, ...]) -> dict[str, str]:
+    """Signature key -> manifest name, for the tensors whose key is another name (a SavedModel's)."""
+    return {t.tfserving_key: t.name for t in tensors if t.tfserving_key != t.name}
+
+
 def _check_signature(name: str) -> None:
     if name not in ("", SIGNATURE):
         raise InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
@@ -92,8 +97,11 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 _check_signature(request.model_spec.signature_name)
                 version = _version(plane, request.model_spec)
                 limit = plane.settings.max_body_bytes
-                inputs = {k: _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
-                wanted = tuple(RequestedOutput(n) for n in request.output_filter)
+                meta = plane.serving_metadata(request.model_spec.name, version)
+                names, keys = _by_signature_key(meta.inputs), {t.name: t.tfserving_key for t in meta.outputs}
+                inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
+                outputs = _by_signature_key(meta.outputs)
+                wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in request.output_filter)
                 answer = await plane.infer(
                     request.model_spec.name, version, InferRequest(inputs, outputs=wanted), "tfserving-grpc"
                 )
@@ -101,8 +109,8 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 reply.model_spec.name = answer.model_name
                 reply.model_spec.version.value = int(answer.model_version)
                 reply.model_spec.signature_name = SIGNATURE
-                for name, value in answer.outputs.items():
-                    reply.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+                for name, value in answer.outputs.items():  # keyed as the signature keys them, as TF Serving does
+                    reply.outputs[keys.get(name, name)].CopyFrom(tf.make_tensor_proto(value))
                 return reply
 
             return await guard(context, call)
@@ -163,9 +171,9 @@ def _signature_map(meta: ModelMetadata) -> Any:
 
     signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
     for tensor in meta.inputs:
-        signature.inputs[tensor.name].CopyFrom(info(tensor))
+        signature.inputs[tensor.tfserving_key].CopyFrom(info(tensor))
     for tensor in meta.outputs:
-        signature.outputs[tensor.name].CopyFrom(info(tensor))
+        signature.outputs[tensor.tfserving_key].CopyFrom(info(tensor))
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     signature_map = get_model_metadata_pb2.SignatureDefMap()

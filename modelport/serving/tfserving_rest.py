@@ -84,8 +84,8 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
         model = request.path_params["model"]
         meta = plane.model_metadata(model, _version_for(plane, model, request.path_params), ready_only=True)
         signature = {
-            "inputs": {t.name: tensor_info(t) for t in meta.inputs},
-            "outputs": {t.name: tensor_info(t) for t in meta.outputs},
+            "inputs": {t.tfserving_key: tensor_info(t) for t in meta.inputs},
+            "outputs": {t.tfserving_key: tensor_info(t) for t in meta.outputs},
             "method_name": "tensorflow/serving/predict",
         }
         return _json(
@@ -113,8 +113,10 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
-    body = predict_response(response.outputs, row_format)
-    if all(finite(v) for v in response.outputs.values()):
+    keys = {t.name: t.tfserving_key for t in meta.outputs}  # the signature's keys, as TF Serving answers
+    outputs = {keys.get(name, name): value for name, value in response.outputs.items()}
+    body = predict_response(outputs, row_format, tuple(keys.get(n, n) for n in response.json_outputs))
+    if all(finite(v) for v in outputs.values()):
         return json_reply(body)
     return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
 
@@ -157,7 +159,8 @@ def _decode_predict(raw: bytes, tensors: tuple[TensorMetadata, ...]) -> tuple[Ar
 
 
 def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
-    """Inputs of a predict request, and whether it used the row format."""
+    """Inputs of a predict request (by manifest name), and whether it used the row format. The request names
+    them by the SavedModel signature's keys, as TF Serving does (the manifest's names are taken too)."""
     if not isinstance(body, dict):
         raise InvalidArgumentError("JSON Value: the request must be a JSON object with 'instances' or 'inputs'")
     signature = body.get("signature_name", SIGNATURE) or SIGNATURE
@@ -169,38 +172,41 @@ def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Array
             if "instances" not in body
             else "Both 'inputs' and 'instances' keys are present; use one"
         )
-    specs = {t.name: t for t in tensors}
+    specs = {t.tfserving_key: t for t in tensors}
+    aliases = {t.name: t.tfserving_key for t in tensors if t.name != t.tfserving_key}
     if "instances" in body:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
             raise InvalidArgumentError("'instances' must be a non-empty list")
         if all(isinstance(r, dict) and not _is_b64(r) for r in rows):
-            rows = [_unalias(row, specs) for row in rows]
+            rows = [_unalias(row, specs, aliases) for row in rows]
             for row in rows:
                 _no_extra(row, specs)
-            return {n: _array([_field(r, n) for r in rows], s) for n, s in specs.items()}, True
+            return {s.name: _array([_field(r, n) for r in rows], s) for n, s in specs.items()}, True
         return {_single(specs): _array(rows, next(iter(specs.values())))}, True
     columns = body["inputs"]
     if isinstance(columns, dict) and not _is_b64(columns):
-        columns = _unalias(columns, specs)
+        columns = _unalias(columns, specs, aliases)
         missing = [n for n in specs if n not in columns]
         if missing:
             raise InvalidArgumentError(f"inputs {missing} are missing (the model takes {list(specs)})")
         _no_extra(columns, specs)
-        return {n: _array(columns[n], s) for n, s in specs.items()}, False
+        return {s.name: _array(columns[n], s) for n, s in specs.items()}, False
     return {_single(specs): _array(columns, next(iter(specs.values())))}, False
 
 
-def _unalias(given: dict[str, Any], specs: dict[str, TensorMetadata]) -> dict[str, Any]:
-    """``<name>_bytes`` as ``<name>`` where the model has an input ``<name>`` (and none named ``<name>_bytes``)."""
+def _unalias(given: dict[str, Any], specs: dict[str, TensorMetadata], aliases: dict[str, str]) -> dict[str, Any]:
+    """``<name>_bytes`` as ``<name>`` where the model has an input ``<name>`` (and none named ``<name>_bytes``),
+    and an input's manifest name as its signature key (``aliases``)."""
     renamed = {k: k.removesuffix("_bytes") for k in given if k not in specs and k.removesuffix("_bytes") in specs}
+    renamed.update({k: aliases[k] for k in given if k not in specs and k in aliases and aliases[k] not in given})
     return {renamed.get(k, k): v for k, v in given.items()} if renamed else given
 
 
 def _single(specs: dict[str, TensorMetadata]) -> str:
     if len(specs) != 1:
         raise InvalidArgumentError(f"the model takes {len(specs)} inputs {list(specs)}: name them")
-    return next(iter(specs))
+    return next(iter(specs.values())).name
 
 
 def _no_extra(given: dict[str, Any], specs: dict[str, TensorMetadata]) -> None:
@@ -223,9 +229,10 @@ def _array(value: Any, spec: TensorMetadata) -> np.ndarray[Any, Any]:
     return json_tensor(spec.name, value, lookup_dtype(spec.dtype))
 
 
-def predict_response(outputs: Arrays, row_format: bool) -> dict[str, Any]:
-    """``predictions`` (rows) or ``outputs`` (columns), one output unnamed, several named."""
-    plain = {name: _plain(value) for name, value in outputs.items()}
+def predict_response(outputs: Arrays, row_format: bool, json_outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``predictions`` (rows) or ``outputs`` (columns), one output unnamed, several named; the elements of
+    ``json_outputs`` (JSON text in BYTES: postprocessors' answers) as the JSON values they hold."""
+    plain = {name: _json_texts(value) if name in json_outputs else _plain(value) for name, value in outputs.items()}
     if not row_format:
         return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
     if len(plain) == 1:
@@ -248,6 +255,15 @@ def row_problem(outputs: Arrays) -> str:
             return f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} expecting: {rows}"
         rows = value.shape[0]
     return ""
+
+
+def _json_texts(value: np.ndarray[Any, Any]) -> Any:
+    """A BYTES tensor of JSON texts as nested lists of the values they hold."""
+    return _decoded_json(value.tolist())
+
+
+def _decoded_json(value: Any) -> Any:
+    return [_decoded_json(v) for v in value] if isinstance(value, list) else orjson.loads(value)
 
 
 def _plain(value: np.ndarray[Any, Any]) -> Any:

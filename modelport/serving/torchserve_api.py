@@ -4,7 +4,9 @@
 batch dimension) or a dict of named inputs, or raw bytes for a single string input, and answers
 with that instance's output as JSON, as TorchServe's default handlers do; a body that already has
 the batch dimension is a batch, answered row by row. Errors use TorchServe's shape
-``{"code": ..., "type": ..., "message": ...}``.
+``{"code": ..., "type": ..., "message": ...}``, routing errors included: a method a path of these routes does not
+take is TorchServe's ``405 MethodNotAllowedException`` and a path under them that names nothing (``/predictions``,
+``/ping/x``, ``/models/m/1/x``) its ``404 ResourceNotFoundException``, with TorchServe 0.12's own messages.
 
 A model with processors (``serving/application.py``) takes payloads as TorchServe's handlers do: the
 raw body (``curl -T cat.jpg``, any content type but JSON and multipart), ``multipart/form-data``
@@ -32,7 +34,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import HandlerError, InvalidArgumentError, ModelportError, NotFoundError, VersionLabelError
+from modelport.errors import (
+    HandlerError,
+    InvalidArgumentError,
+    MethodNotAllowedError,
+    ModelportError,
+    NoRouteError,
+    NotFoundError,
+    VersionLabelError,
+)
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
@@ -59,9 +69,22 @@ _TYPES = {
 }
 
 
+# TorchServe 0.12's routing errors, type and message as it sends them (its management API's 405s, any API's 404s)
+_ROUTING = {
+    MethodNotAllowedError: (
+        "MethodNotAllowedException",
+        "Requested method is not allowed, please refer to API document.",
+    ),
+    NoRouteError: ("ResourceNotFoundException", "Requested resource is not found, please refer to API document."),
+}
+
+
 def _error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
+    routing = _ROUTING.get(type(error))
+    if routing is not None:
+        return json_reply({"code": status, "type": routing[0], "message": routing[1]}, status)
     if isinstance(error, HandlerError):
         kind = "InternalServerException"
     elif isinstance(error, VersionLabelError):
@@ -97,7 +120,17 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         ProtocolRoute("/models", models, methods=["GET"], render=_error_body),
         ProtocolRoute("/models/{model}", describe, methods=["GET"], render=_error_body),
         ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
+        *(ProtocolRoute(path, _no_route, methods=_ANY, render=_error_body) for path in _UNDER),
     ]
+
+
+# paths under TorchServe's routes that name nothing: its 404, not the common one (after the routes above)
+_UNDER = ("/predictions", "/predictions/{rest:path}", "/ping/{rest:path}", "/models/{model}/{version}/{rest:path}")
+_ANY = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+async def _no_route(_: Request) -> Response:
+    raise NoRouteError("Not Found")
 
 
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
@@ -118,12 +151,13 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
-    if batched and len(response.outputs) > 1 and row_problem(response.outputs):  # a model without a batch dimension
-        return json_reply(predict_response(response.outputs, row_format=False)["outputs"])
+    outputs, json_outputs = response.outputs, response.json_outputs
+    if batched and len(outputs) > 1 and row_problem(outputs):  # a model without a batch dimension
+        return json_reply(predict_response(outputs, row_format=False, json_outputs=json_outputs)["outputs"])
     if batched:
-        return json_reply(predict_response(response.outputs, row_format=True)["predictions"])
-    first = {k: v[:1] for k, v in response.outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
-    return json_reply(predict_response(first, row_format=True)["predictions"][0])
+        return json_reply(predict_response(outputs, row_format=True, json_outputs=json_outputs)["predictions"])
+    first = {k: v[:1] for k, v in outputs.items()}  # a slice, not v[0][None]: BYTES rows are not arrays
+    return json_reply(predict_response(first, row_format=True, json_outputs=json_outputs)["predictions"][0])
 
 
 async def _handler_predictions(

@@ -62,6 +62,8 @@ class InferResponse:
 
     ``results``: for a model with postprocessing, each row's response as a JSON-able value (what
     TorchServe and TF Serving REST answer); ``outputs`` then holds the same as JSON in a BYTES tensor.
+    ``json_outputs``: the outputs whose BYTES elements are JSON text (postprocessors'), which the protocols
+    that answer JSON answer decoded, whether alone (``results``) or beside other outputs.
     """
 
     model_name: str
@@ -70,6 +72,7 @@ class InferResponse:
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     results: list[Any] | None = None
+    json_outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,19 @@ class TensorMetadata:
     """One input or output of a model: the manifest's name, dtype (``float32``...) and shape (-1 = dynamic).
 
     ``native_name`` is the artifact's own name for the tensor (a SavedModel's signature key...).
+    ``signature_key`` is its key in a SavedModel's ``serving_default`` signature, empty for other formats.
     """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     native_name: str
+    signature_key: str = ""
+
+    @property
+    def tfserving_key(self) -> str:
+        """The name TF Serving answers the tensor by: the signature's key, else (no signature) the name."""
+        return self.signature_key or self.name
 
 
 @dataclass(frozen=True)

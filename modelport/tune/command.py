@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modelport.errors import InvalidArgumentError
 from modelport.loadtest.options import parse_duration
+from modelport.loadtest.slo import parse_rate
 from modelport.tune.options import OBJECTIVES, SEARCHES, TUNE_PROTOCOLS, TuneOptions, parse_cpus
 
 __all__ = ["add_tune_command"]
@@ -21,6 +22,8 @@ examples:
 Each candidate (a variant of the family and its serving settings) runs in its own `modelport serve`
 pinned to --cpus; a concurrency sweep finds its highest throughput that meets every SLO. The winner
 is re-measured against the default configuration in interleaved rounds and that ratio is reported.
+A level with failed requests above --max-error-rate (default 0, unless an --slo on error_rate decides) does
+not meet the SLO.
 exit code: 0 when a candidate met the SLO, 1 when none did (the closest one is printed).
 """
 
@@ -35,6 +38,13 @@ def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument("model", type=Path, help="REPO/NAME: the export family NAME in repository REPO")
     p.add_argument("--slo", action="append", default=[], metavar="OBJECTIVE", help="e.g. 'p99<20ms'; repeatable")
+    p.add_argument(
+        "--max-error-rate",
+        type=parse_rate,
+        default=None,
+        metavar="RATE",
+        help="a level with more failed requests than this share misses the SLO (default 0: any)",
+    )
     p.add_argument("--objective", choices=OBJECTIVES, default="max-rps", help="what the winner is best at")
     floor = p.add_mutually_exclusive_group()
     floor.add_argument("--min-accuracy", type=float, help="keep variants whose export accuracy is at least this")
@@ -99,6 +109,7 @@ def _run_tune(args: argparse.Namespace) -> int:
         confirm_rounds=args.confirm_rounds,
         seed=args.seed,
         quiet=args.quiet,
+        max_error_rate=args.max_error_rate,
     )
     result = run_tune(options)
     if not result.ok:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from modelport.errors import InvalidArgumentError
 from modelport.loadtest.options import Protocol
-from modelport.loadtest.slo import Slo, parse_slo
+from modelport.loadtest.slo import Slo, checked_slos
 
 __all__ = [
     "OBJECTIVES",
@@ -48,7 +48,8 @@ def parse_cpus(text: str | None) -> tuple[int, ...]:
 class TuneOptions:
     """Everything one ``modelport tune REPO/NAME`` needs.
 
-    ``slos`` must all hold at a level for its throughput to count; ``min_accuracy`` and
+    ``slos`` must all hold at a level for its throughput to count, and so must ``error_rate<=max_error_rate``
+    (None: 0, unless an ``slos`` entry is on ``error_rate``): ``parsed_slos`` holds both. ``min_accuracy`` and
     ``max_agreement_drop`` keep variants whose export records (manifest parity) fall short out of
     the space. ``levels`` is the concurrency sweep each candidate climbs, ``level_s`` the seconds at
     each level (``warmup_s`` of them excluded). ``knobs`` narrows the space to the named knobs.
@@ -79,12 +80,13 @@ class TuneOptions:
     confirm_rounds: int = 2
     seed: int = 0
     quiet: bool = False
+    max_error_rate: float | None = None
     parsed_slos: tuple[Slo, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.slos:
             raise InvalidArgumentError('give at least one --slo, e.g. --slo "p99<20ms"')
-        object.__setattr__(self, "parsed_slos", tuple(parse_slo(text) for text in self.slos))
+        object.__setattr__(self, "parsed_slos", checked_slos(self.slos, self.max_error_rate))
         if self.protocol not in TUNE_PROTOCOLS:
             raise InvalidArgumentError(f"tune measures over HTTP: --protocol one of {', '.join(TUNE_PROTOCOLS)}")
         if self.min_accuracy is not None and self.max_agreement_drop is not None:

@@ -24,7 +24,7 @@ def _document(options: TuneOptions, measurements: list[Measurement]) -> dict[str
     return {
         "family": options.family,
         "repository": str(options.repository),
-        "slos": list(options.slos),
+        "slos": [slo.text for slo in options.parsed_slos],
         "objective": options.objective,
         "search": options.search,
         "protocol": options.protocol,

@@ -49,6 +49,7 @@ def echo_server(tmp_path_factory) -> Iterator[Served]:
     repo = tmp_path_factory.mktemp("loadtest-repo")
     fakes.write_model(repo, "echo")
     fakes.write_model(repo, "failing", runtime="FailingRuntime")
+    fakes.write_model(repo, "poison", runtime="PoisonRuntime")
     log = tmp_path_factory.mktemp("loadtest-server") / "server.log"
     with serving(repo, "--log-level", "warning", log=log, timeout=60) as server:
         yield server

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -72,6 +73,24 @@ def test_variants_that_fail_leave_a_clean_table_and_a_silent_stderr(tmp_path):
     rows = json.loads((tmp_path / "compare-out" / "compare.json").read_text())["variants"]
     assert rows[0]["error"].endswith("corrupt\n  at byte 1234 of model.onnx\n  (the export was interrupted?)")
     assert (tmp_path / "compare-out" / "compare.html").is_file()
+
+
+def test_a_variant_whose_requests_fail_exits_1(tmp_path):
+    """The same rows for both variants: the echo one answers all, the poisoned one fails all but row 0's.
+    compare exits 1 and compare.json names the variant and level (SLO misses alone only rank)."""
+    _toy_family(tmp_path / "repo", ("onnx", "tflite"), {"tflite": "tests.serving.fakes:PoisonRuntime"})
+    rows = np.full((4, 3), 13, dtype=np.float32)
+    rows[0] = 1
+    np.savez(tmp_path / "rows.npz", x=rows)
+    args = ("compare", "repo/toy", "--users", "1", "--duration", "1s", "--data", "rows.npz", "--quiet")
+    done = modelport_in(tmp_path, *args, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    data = json.loads((tmp_path / "compare-out" / "compare.json").read_text())
+    assert data["max_error_rate"] == 0 and not data["ok"]
+    (line,) = data["failed_requests"]
+    assert re.match(r"toy-tflite at users=1: \d+ of \d+ requests failed \(\d\d(\.\d)?%, --max-error-rate 0%\)$", line)
+    assert f"FAILED REQUESTS: {line}" in done.stdout
+    assert [r["error"] for r in data["variants"]] == ["", ""]
 
 
 def test_sizes_are_the_artifacts_in_compare_and_inspect(tmp_path):

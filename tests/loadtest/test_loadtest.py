@@ -146,7 +146,28 @@ def test_failing_slo_exits_1_and_says_by_how_much(echo_server, tmp_path):
         report["failed_slos"][0],
     )
     assert "SLOs FAILED" in run.stdout and "rps>1000" in run.stdout
-    assert [s["passed"] for s in level["slos"]] == [False, True]
+    assert [s["passed"] for s in level["slos"]] == [False, True, True], "the two SLOs and --max-error-rate's"
+
+
+def test_failed_requests_exit_1_without_any_slo(echo_server, tmp_path):
+    """The pre-flight request passes (row 0), the other rows fail on the server: exit 1 and report.json says why;
+    --max-error-rate, or an --slo on error_rate, sets how many failures a run may have."""
+    rows = np.full((4, 3), 13, dtype=np.float32)  # PoisonRuntime fails every batch holding a 13
+    rows[0] = 1
+    np.savez(tmp_path / "rows.npz", x=rows)
+    args = ["loadtest", echo_server.url, "--model", "poison", "--data", str(tmp_path / "rows.npz"), "--duration", "1s"]
+    run = modelport(tmp_path / "default", *args)
+    assert run.code == 1, run.stdout + run.stderr
+    report = run.report()
+    level = report["levels"][0]
+    assert 0.5 < level["error_rate"] < 0.9 and not report["passed"] and not level["passed"]
+    assert report["slos"] == ["error_rate<=0% (--max-error-rate)"]
+    (why,) = report["failed_slos"]
+    assert why.startswith("error_rate<=0% (--max-error-rate) at users=1: error_rate "), why
+    assert f"({level['failures']} of {level['requests']} requests failed; most often (" in why, why
+    assert "HTTP 500" in why and "SLOs FAILED" in run.stdout
+    assert modelport(tmp_path / "allowed", *args, "--max-error-rate", "95%").code == 0
+    assert modelport(tmp_path / "slo", *args, "--slo", "error_rate<0.95").code == 0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from modelport.loadtest.payloads import merge_specs, resolve_specs, sample_input
 from modelport.loadtest.protocols import Target, codec_for
 from modelport.loadtest.results import level_result
 from modelport.loadtest.server_metrics import Scrape, server_view
-from modelport.loadtest.slo import parse_slo
+from modelport.loadtest.slo import checked_slos, parse_rate, parse_slo
 from modelport.manifest import TensorSpec
 
 
@@ -228,3 +228,16 @@ def test_plots_draw_edge_cases_without_warnings():
             plots.throughput_bars(["a" * 300], [0.0], [0.0], "a very long variant name"),
         ]
     assert all(png.startswith(b"\x89PNG") for png in figures)
+
+
+def test_the_failed_request_gate_joins_the_slos_unless_an_error_rate_slo_decides():
+    assert [s.text for s in checked_slos(("p99<5ms",), None)] == ["p99<5ms", "error_rate<=0% (--max-error-rate)"]
+    assert [s.text for s in checked_slos(("error_rate<1%",), None)] == ["error_rate<1%"]
+    both = checked_slos(("error_rate<1%",), 0.05)
+    assert [s.text for s in both] == ["error_rate<1%", "error_rate<=5% (--max-error-rate)"], "given: it applies"
+    (gate,) = checked_slos((), 0.0)
+    assert gate.check({"error_rate": 0.0}).passed and not gate.check({"error_rate": 0.001}).passed
+    assert (parse_rate("1%"), parse_rate("0.01"), parse_rate(" 0 ")) == (0.01, 0.01, 0.0)
+    for bad in ("x", "150%", "-0.1"):
+        with pytest.raises(InvalidArgumentError, match="--max-error-rate takes a fraction"):
+            parse_rate(bad)

@@ -508,7 +508,7 @@ TORCHSERVE = [
     Http("unknown-version", "/predictions/echo/7", 404, ("Model version: 7 does not exist for model: echo",), ONE),
     Http("version-superscript", "/predictions/echo/%C2%B2", 404, ("Model version: \u00b2 does not exist",), ONE),
     Http("name-encoded-dot-dot", "/predictions/%2e%2e", 404, ("unknown model '..'",), [1, 2, 3]),
-    Http("name-encoded-slash", "/predictions/..%2F..%2Fetc%2Fpasswd", 404, ("Not Found",), [1, 2, 3]),
+    Http("name-encoded-slash", "/predictions/..%2F..%2Fetc%2Fpasswd", 404, ("resource is not found",), [1, 2, 3]),
     Http("describe-unknown-version", "/models/echo/7", 404, ("Model version: 7 does not exist",), method="GET"),
 ]
 

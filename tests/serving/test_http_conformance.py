@@ -360,6 +360,18 @@ class Refusal:
     header: tuple[str, str] | None = None
 
 
+# TorchServe 0.12's routing errors, as a real one sends them (tests/serving/test_torchserve_handlers.py compares)
+TS_405 = {
+    "code": 405,
+    "type": "MethodNotAllowedException",
+    "message": "Requested method is not allowed, please refer to API document.",
+}
+TS_404 = {
+    "code": 404,
+    "type": "ResourceNotFoundException",
+    "message": "Requested resource is not found, please refer to API document.",
+}
+
 REFUSALS = [
     Refusal(
         "v2-bad-json",
@@ -394,7 +406,9 @@ REFUSALS = [
     ),
     Refusal("v2-405", "GET", "/v2/models/echo/infer", 405, {"error": "Method Not Allowed"}, header=("allow", "POST")),
     Refusal("tf-405", "GET", "/v1/models/echo:predict", 405, {"error": "Method Not Allowed"}, header=("allow", "POST")),
-    Refusal("ts-405", "GET", "/predictions/echo", 405, {"error": "Method Not Allowed"}, header=("allow", "POST, PUT")),
+    Refusal("ts-405", "GET", "/predictions/echo", 405, TS_405, header=("allow", "POST, PUT")),
+    Refusal("ts-ping-405", "DELETE", "/ping", 405, TS_405, header=("allow", "GET, HEAD")),
+    Refusal("ts-404", "POST", "/predictions", 404, TS_404, body=CALLS[3].body),
     *(
         Refusal(f"{name}-401", "POST", path, 401, NO_KEY, None, header=("www-authenticate", 'Bearer realm="modelport"'))
         for name, path in [

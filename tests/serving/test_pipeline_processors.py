@@ -110,6 +110,21 @@ TEXT_PIPELINE = {
         },
     ],
 }
+TOP1 = {
+    "processors": {"post": [{"kind": "topk", "k": 1, "activation": "softmax"}]},
+    "input_map": {"logits": "logits"},
+    "output_map": {"output": "best"},
+}
+# several external outputs: the top-k JSON beside the raw logits, and two JSON outputs
+JSON_AND_TENSOR = {
+    **TEXT_PIPELINE,
+    "outputs": [*TEXT_PIPELINE["outputs"], {"name": "logits", "datatype": "FP32", "shape": [-1, 3]}],
+}
+TWO_JSON = {
+    **TEXT_PIPELINE,
+    "outputs": [*TEXT_PIPELINE["outputs"], {"name": "best", "datatype": "BYTES", "shape": [-1]}],
+    "steps": [*TEXT_PIPELINE["steps"], TOP1],
+}
 IMAGE_PIPELINE = {
     "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
     "outputs": [{"name": "means", "datatype": "FP32", "shape": [-1, 3]}],
@@ -130,8 +145,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = root / "repo"
     _export(repo, _bag32(root / "bag32.onnx"), f"input_ids:int32:-1x-1:0..{VOCAB}", "bag32")
     _as_keras_would_record(_export(repo, _channel_means_nhwc(root / "means.onnx"), "pixels:float32:-1x8x6x3", "means"))
-    build_tokenizer(_pipeline(repo, "sentiment", TEXT_PIPELINE) / "tokenizer.json")
-    (repo / "sentiment" / "labels.txt").write_text("low\nmid\nhigh\n")
+    for name, pipeline in (("sentiment", TEXT_PIPELINE), ("sentiment-logits", JSON_AND_TENSOR), ("top", TWO_JSON)):
+        build_tokenizer(_pipeline(repo, name, pipeline) / "tokenizer.json")
+        (repo / name / "labels.txt").write_text("low\nmid\nhigh\n")
     (_pipeline(repo, "tint", IMAGE_PIPELINE) / "labels.txt").write_text("red\ngreen\nblue\n")
     colors = add_colors(repo)  # a step model with processors of its own: payloads in, JSON out
     wrap = {"model": colors, "input_map": {"image": "picture"}, "output_map": {"output": "answer"}}
@@ -166,8 +182,8 @@ async def client(repo: Path) -> AsyncIterator[httpx.AsyncClient]:
     await plane.close()
 
 
-def _expected_text(repo: Path, text: str) -> dict[str, float]:
-    tokens = Tokenizer.from_file(str(repo / "sentiment" / "tokenizer.json")).encode(text).ids
+def _expected_text(repo: Path, text: str, name: str = "sentiment") -> dict[str, float]:
+    tokens = Tokenizer.from_file(str(repo / name / "tokenizer.json")).encode(text).ids
     ids = np.array(tokens + [0] * (12 - len(tokens)))  # padded to max_length with [PAD] (id 0)
     logits = np.stack([ids % 7, ids % 5, ids % 3], axis=1).astype(np.float32).mean(axis=0)
     scores = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -284,3 +300,58 @@ async def test_a_step_models_400_names_the_pipelines_input_the_client_sent(clien
     answer = await client.post("/predictions/wrapped", content=b"not an image")
     assert answer.status_code == 400, answer.text
     assert "input 'picture' (model input 'pixels'): not an image" in answer.json()["message"], answer.text
+
+
+def _logits(repo: Path, text: str, name: str) -> list[float]:
+    tokens = Tokenizer.from_file(str(repo / name / "tokenizer.json")).encode(text).ids  # each pipeline's own
+    ids = np.array(tokens + [0] * (12 - len(tokens)))
+    return np.stack([ids % 7, ids % 5, ids % 3], axis=1).astype(np.float32).mean(axis=0).tolist()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", ["sentiment-logits", "top"])
+async def test_several_outputs_answer_json_outputs_as_json_on_torchserve_and_tf_serving(
+    client: httpx.AsyncClient, repo: Path, name: str
+) -> None:
+    """A post step's JSON beside a tensor (or a second JSON output): each JSON output answers as the JSON
+    value, as a lone one does, on every protocol that answers JSON (v2 keeps BYTES: strings of JSON)."""
+    texts = ["good movie", "a terrible plot"]
+    answers = [_expected_text(repo, t, name) for t in texts]
+    second = "logits" if name == "sentiment-logits" else "best"
+    seconds = (
+        [_logits(repo, t, name) for t in texts]
+        if second == "logits"
+        else [dict([next(iter(a.items()))]) for a in answers]
+    )
+
+    def same(got: dict[str, Any], i: int) -> None:
+        assert set(got) == {"answer", second}, got
+        assert list(got["answer"]) == list(answers[i]), got
+        assert np.allclose(list(got["answer"].values()), list(answers[i].values()), rtol=1e-5)
+        if second == "logits":
+            assert np.allclose(got["logits"], seconds[i], rtol=1e-5)
+        else:
+            assert list(got["best"]) == list(seconds[i]) and np.allclose(
+                list(got["best"].values()), list(seconds[i].values()), rtol=1e-5
+            )
+
+    one = await client.post(f"/predictions/{name}", content=texts[0].encode(), headers={"content-type": "text/plain"})
+    assert one.status_code == 200, one.text
+    same(one.json(), 0)
+    both = await client.post(f"/predictions/{name}", json=texts)
+    assert both.status_code == 200 and len(both.json()) == 2, both.text
+    for i, got in enumerate(both.json()):
+        same(got, i)
+    rows = await client.post(f"/v1/models/{name}:predict", json={"instances": texts})
+    assert rows.status_code == 200, rows.text
+    for i, got in enumerate(rows.json()["predictions"]):
+        same(got, i)
+    columns = await client.post(f"/v1/models/{name}:predict", json={"inputs": texts})
+    assert columns.status_code == 200, columns.text
+    outputs = columns.json()["outputs"]
+    for i in range(2):
+        same({key: outputs[key][i] for key in outputs}, i)
+    v2 = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": texts}]}
+    infer = await client.post(f"/v2/models/{name}/infer", json=v2)
+    assert infer.status_code == 200, infer.text
+    (answer,) = [o for o in infer.json()["outputs"] if o["name"] == "answer"]
+    assert answer["datatype"] == "BYTES" and all(isinstance(v, str) for v in answer["data"]), answer

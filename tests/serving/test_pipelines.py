@@ -111,7 +111,7 @@ async def test_tfserving_predict(client: httpx.AsyncClient) -> None:
     answer = await client.post("/v1/models/quadruple:predict", json={"instances": X})
     assert answer.status_code == 200, answer.text
     (row,) = answer.json()["predictions"]
-    assert row["quadrupled"] == [4, 8, 12] and json.loads(row["top"]) == _top([4, 8, 12])
+    assert row["quadrupled"] == [4, 8, 12] and row["top"] == _top([4, 8, 12]), "the JSON output as JSON"
     status = (await client.get("/v1/models/quadruple")).json()
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
 
@@ -119,7 +119,7 @@ async def test_tfserving_predict(client: httpx.AsyncClient) -> None:
 async def test_torchserve_predictions(client: httpx.AsyncClient) -> None:
     answer = await client.post("/predictions/quadruple", json=X[0])
     assert answer.status_code == 200, answer.text
-    assert answer.json()["quadrupled"] == [4, 8, 12]
+    assert answer.json() == {"quadrupled": [4, 8, 12], "top": _top([4, 8, 12])}, "the JSON output as JSON"
     described = (await client.get("/models/quadruple")).json()
     assert described[0]["modelVersion"] == "1" and described[0]["runtime"] == "pipeline"
 

@@ -238,7 +238,10 @@ def test_official_tfserving_grpc_stubs(running_server, digits_repo, grpc_port):
         request.output_filter.append("logits")
         reply = predict.Predict(request, timeout=30)
         assert reply.model_spec.version.value == 1
-        assert np.allclose(tf.make_ndarray(reply.outputs["logits"]), expected, atol=1e-4)
+        # keyed as the SavedModel's serving_default signature keys it (Keras: output_0), as TF Serving answers
+        key = read_manifest(digits_repo.root / "kdigits-savedmodel" / "1").native("logits")
+        assert list(reply.outputs) == [key] and key == "output_0"
+        assert np.allclose(tf.make_ndarray(reply.outputs[key]), expected, atol=1e-4)
 
         request.model_spec.version.value = 1
         request.model_spec.name = "kdigits-tflite-full-int8"

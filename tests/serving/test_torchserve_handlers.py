@@ -138,6 +138,7 @@ class TinyHandler(BaseHandler):
 class Servers(NamedTuple):
     torchserve: str
     modelport: str
+    management: str  # TorchServe's management API (its own port)
 
 
 def _write(folder: Path, files: dict[str, str | bytes]) -> dict[str, Path]:
@@ -179,7 +180,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     with contextlib.ExitStack() as stack:
         ts = stack.enter_context(running_torchserve(mars[0], work / "ts", options))
         mp = stack.enter_context(serving(repo, log=work / "server.log", ports=(0, -1)))
-        yield Servers(ts.inference, mp.url)
+        yield Servers(ts.inference, mp.url, ts.management)
 
 
 def _both(servers: Servers, model: str, mine: str = "", **request: Any) -> tuple[httpx.Response, httpx.Response]:
@@ -266,3 +267,34 @@ def test_the_archive_version_names_it_as_in_torchserve(servers: Servers, version
     _same(theirs, mine)
     if version == "2.0":
         assert mine.json()["type"] == theirs.json()["type"] == "ModelVersionNotFoundException"
+
+
+# (method, path on modelport, path on TorchServe's inference API or None: its management API's (below))
+ROUTING = {
+    "no model named": ("POST", "/predictions", "/predictions"),
+    "past a model's version": ("GET", "/models/probe/1.0/x", "/models/probe/1.0/x"),
+    "management: POST /models": ("POST", "/models", None),
+    "management: DELETE /models/m": ("DELETE", "/models/probe", None),
+}
+
+
+@pytest.mark.parametrize(("method", "path", "theirs_path"), ROUTING.values(), ids=ROUTING.keys())
+def test_routing_errors_are_answered_as_torchserve_answers_them(
+    servers: Servers, method: str, path: str, theirs_path: str | None
+) -> None:
+    """A path under TorchServe's routes that names nothing: its 404 ResourceNotFoundException; a method its
+    management API does not take: its 405 MethodNotAllowedException (its inference API runs any method)."""
+    theirs = httpx.request(method, (servers.torchserve if theirs_path else servers.management) + (theirs_path or path))
+    mine = httpx.request(method, servers.modelport + path)
+    assert theirs.status_code in (404, 405), theirs.text
+    assert (mine.status_code, mine.json()) == (theirs.status_code, theirs.json())
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/predictions/probe"), ("DELETE", "/ping"), ("PUT", "/ping")])
+def test_a_wrong_method_on_the_inference_api_is_torchserves_405(servers: Servers, method: str, path: str) -> None:
+    """TorchServe's inference API runs these (any method predicts; /ping answers any); modelport refuses them
+    with the 405 body TorchServe's management API sends for a wrong method, not a body of its own."""
+    theirs = httpx.delete(servers.management + "/models")
+    mine = httpx.request(method, servers.modelport + path)
+    assert (mine.status_code, mine.json()) == (405, theirs.json()), mine.text
+    assert mine.headers["allow"] in ("POST, PUT", "GET, HEAD")

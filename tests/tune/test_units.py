@@ -290,3 +290,17 @@ def test_the_confirmation_judges_the_winner_on_the_objective_it_won_on():
     slower = dataclasses.replace(fat, objective="min-p99")
     assert not slower.winner_lost and objective_line(slower)[0].startswith("min-p99: winner 5.00 ms vs default 10.00")
     assert dataclasses.replace(lean, objective="max-rps").winner_lost
+
+
+def test_failed_requests_miss_the_slo_unless_allowed(tmp_path):
+    """A level with failed requests misses even an SLO that names only latency (--max-error-rate, default 0)."""
+    only_latency = TuneOptions(tmp_path, "toy", ("p99<20ms",))
+    assert [s.text for s in only_latency.parsed_slos] == ["p99<20ms", "error_rate<=0% (--max-error-rate)"]
+    allowed = TuneOptions(tmp_path, "toy", ("p99<20ms",), max_error_rate=0.05)
+    own = TuneOptions(tmp_path, "toy", ("p99<20ms", "error_rate<10%"))
+    assert [s.text for s in own.parsed_slos] == ["p99<20ms", "error_rate<10%"], "an error_rate SLO decides"
+    point = LevelPoint(4, 500.0, {"p50": 1.0, "p99": 2.0}, 0.02, 500, 0.3, 1.0)
+    verdicts = [all(s.check(point.measured()).passed for s in o.parsed_slos) for o in (only_latency, allowed, own)]
+    assert verdicts == [False, True, True]
+    with pytest.raises(InvalidArgumentError, match="--max-error-rate takes a fraction"):
+        TuneOptions(tmp_path, "toy", ("p99<20ms",), max_error_rate=2.0)
