@@ -7,7 +7,9 @@ stable ``code``. Transports map codes to statuses in one place each
     ModelportError                 code "internal"
     ├── InvalidArgumentError       code "invalid_argument"   bad flags, specs, requests
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
-    │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
+    │   ├── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
+    │   └── InvalidArchiveError    code "invalid_archive"    a model archive that cannot be registered
+    │       └── ArchiveDownloadError code "archive_download" an archive URL the server does not fetch
     ├── NotFoundError              code "not_found"          missing file, model or version
     │   └── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
@@ -24,6 +26,8 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── HandlerError               code "handler_failed"     a TorchServe handler failed: its status and message
     ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
     ├── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    ├── ConflictError              code "conflict"           registering what is already registered
+    ├── MethodNotAllowedError      code "method_not_allowed" a write API the server was not started with
     └── UnimplementedError         code "unimplemented"      a protocol method the server does not implement
 """
 
@@ -32,13 +36,17 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ArchiveDownloadError",
+    "ConflictError",
     "ConversionError",
     "DeadlineExceededError",
     "DependencyError",
     "HandlerError",
     "InferenceError",
+    "InvalidArchiveError",
     "InvalidArgumentError",
     "ManifestError",
+    "MethodNotAllowedError",
     "ModelNotReadyError",
     "ModelportError",
     "NotFoundError",
@@ -193,6 +201,30 @@ class UnauthenticatedError(ModelportError):
     """A request that lacks the API key / bearer token its operation needs, or presents a wrong one."""
 
     code = "unauthenticated"
+
+
+class InvalidArchiveError(InvalidArgumentError):
+    """A model archive (TorchServe ``.mar``) that cannot be registered: unreadable, unnamed, not importable."""
+
+    code = "invalid_archive"
+
+
+class ArchiveDownloadError(InvalidArchiveError):
+    """An archive URL the server does not fetch (it registers archives from local paths only)."""
+
+    code = "archive_download"
+
+
+class ConflictError(ModelportError):
+    """Registering a model version that is already registered."""
+
+    code = "conflict"
+
+
+class MethodNotAllowedError(ModelportError):
+    """A write API the server was started without (TorchServe's model API when model control is off)."""
+
+    code = "method_not_allowed"
 
 
 class UnimplementedError(ModelportError):

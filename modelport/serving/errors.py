@@ -22,6 +22,10 @@ _HTTP = {
     "unauthenticated": 401,
     "permission_denied": 403,
     "unimplemented": 501,
+    "invalid_archive": 400,
+    "archive_download": 400,
+    "conflict": 409,
+    "method_not_allowed": 405,
 }
 
 
@@ -39,6 +43,10 @@ _GRPC = {
     "unauthenticated": "UNAUTHENTICATED",
     "permission_denied": "PERMISSION_DENIED",
     "unimplemented": "UNIMPLEMENTED",
+    "invalid_archive": "INVALID_ARGUMENT",
+    "archive_download": "INVALID_ARGUMENT",
+    "conflict": "ALREADY_EXISTS",
+    "method_not_allowed": "UNIMPLEMENTED",
 }
 
 

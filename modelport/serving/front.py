@@ -126,7 +126,7 @@ class HttpFront:
                 request = HotRequest(route, params, scope["method"], path, headers)
                 reply = await self.reply(request, lambda limit: read_limited(headers, receive, limit))
             else:  # refused before routing (auth, 405): the common error body, as for every path
-                reply = self._refusal(path, headers, allowed)
+                reply = self._refusal(scope["method"], path, headers, allowed)
                 if reply is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
                     await self.routed(scope, receive, _stamped(send, stamp))
                     return
@@ -145,7 +145,7 @@ class HttpFront:
     async def reply(self, request: HotRequest, read: BodyReader) -> Reply | None:
         """An inference route's reply (authentication, handler, its errors), whichever path the request came
         by (this ASGI app or ``serving/httpproto.py``); None when the client went away before its body."""
-        refusal = self._refusal(request.path, request.headers, ())
+        refusal = self._refusal(request.method, request.path, request.headers, ())
         if refusal is not None:
             return refusal
         route = request.route
@@ -159,11 +159,13 @@ class HttpFront:
         except Exception as exc:
             return error_reply(exc, route.render)
 
-    def _refusal(self, path: str, headers: list[tuple[bytes, bytes]], allowed: Sequence[str]) -> Reply | None:
+    def _refusal(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], allowed: Sequence[str]
+    ) -> Reply | None:
         """The reply refusing a request before routing (authentication, then a wrong method), or None."""
         try:
             if self.tokens.enabled:
-                self._authenticate(path, headers)
+                self._authenticate(method, path, headers)
             if allowed:
                 raise method_not_allowed(list(allowed))
         except Exception as exc:
@@ -192,8 +194,8 @@ class HttpFront:
             allowed += route.methods
         return None, {}, sorted(set(allowed))
 
-    def _authenticate(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
-        needed = http_scope(path)
+    def _authenticate(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        needed = http_scope(path, method)
         if needed is None:
             return
         authorization = api_key = None
