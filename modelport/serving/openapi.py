@@ -296,7 +296,7 @@ def _management_paths() -> dict[str, dict[str, Any]]:
         }
 
     model, version = _path("model"), _path("version")
-    register = query("url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous")
+    register = query("url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous", "input")
     scale = query("min_worker", "max_worker", "synchronous")
     return {
         "/models": {"post": operation("torchserve_register", "Register a model archive", register)},

@@ -138,7 +138,7 @@ class Registry:
             if self._registered(name, label):
                 raise ConflictError(f"Model version {label} is already registered for model {name}")
             before = _versions(root / name)
-            await _import(path, root, name, request.batch_size)
+            await _import(path, root, name, request)
             added = _versions(root / name) - before
             if not added:
                 raise InvalidArchiveError(f"importing {request.url} added no version of model {name}")
@@ -252,10 +252,16 @@ def _manifest_bytes(path: Path) -> bytes:
         return handle.read()
 
 
-async def _import(path: Path, root: Path, name: str, batch_size: int | None) -> None:
+async def _import(path: Path, root: Path, name: str, request: ArchiveRegistration) -> None:
     """``modelport import-mar`` in a subprocess; its one-line error is the registration's."""
     command = [sys.executable, "-m", "modelport", "import-mar", str(path), "--repository", str(root)]
-    command += ["--name", name, "--quiet", *(["--max-batch-size", str(batch_size)] if batch_size else [])]
+    command += [
+        "--name",
+        name,
+        "--quiet",
+        *(["--max-batch-size", str(request.batch_size)] if request.batch_size else []),
+    ]
+    command += [f"--input={spec}" for spec in request.inputs]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -263,7 +269,8 @@ async def _import(path: Path, root: Path, name: str, batch_size: int | None) -> 
     if process.returncode != 0:
         lines = (err.strip() or out.strip()).decode(errors="replace").splitlines()
         log.error("import-mar %s exited with %s: %s", path, process.returncode, (err or out).decode(errors="replace"))
-        raise InvalidArchiveError(f"the archive cannot be served: {lines[-1] if lines else 'import-mar failed'}")
+        reason = lines[-1].removeprefix("modelport import-mar: error: ") if lines else "import-mar failed"
+        raise InvalidArchiveError(f"the archive cannot be served: {reason}")
 
 
 def _versions(folder: Path) -> set[int]:

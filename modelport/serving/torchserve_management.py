@@ -58,7 +58,8 @@ def management_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
     async def register(request: Request) -> Response:
         plane.require_model_api()
-        registered = await plane.register_archive(registration(request.query_params))
+        query = request.query_params
+        registered = await plane.register_archive(registration(query, tuple(query.getlist("input"))))
         if registered.workers is None:
             return json_response({"status": PROCESSING}, 202)
         workers = f"{registered.workers} initial workers"
@@ -101,8 +102,9 @@ def management_routes(plane: DataPlane) -> list[ProtocolRoute]:
     ]
 
 
-def registration(params: Mapping[str, str]) -> ArchiveRegistration:
-    """The registration a ``POST /models`` query asks for."""
+def registration(params: Mapping[str, str], inputs: tuple[str, ...] = ()) -> ArchiveRegistration:
+    """The registration a ``POST /models`` query asks for; ``inputs``: its ``input`` parameters (modelport's own,
+    ``import-mar --input``: the input specs of an archive whose model does not record them)."""
     url = params.get("url", "")
     if not url:
         raise InvalidArgumentError("Parameter url is required.")
@@ -122,6 +124,7 @@ def registration(params: Mapping[str, str]) -> ArchiveRegistration:
         max_batch_delay_ms=float(delay) if delay is not None else None,
         initial_workers=workers,
         synchronous=_bool(params, "synchronous", default=True),
+        inputs=inputs,
     )
 
 

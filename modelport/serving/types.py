@@ -170,6 +170,7 @@ class ArchiveRegistration:
     max_batch_delay_ms: float | None = None
     initial_workers: int | None = None
     synchronous: bool = True
+    inputs: tuple[str, ...] = ()  # modelport's own: import-mar's --input specs, for archives that need them
 
 
 @dataclass(frozen=True)

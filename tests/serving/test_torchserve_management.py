@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,6 +63,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     tiny2 = folder / "tiny2.mar"
     made.rename(tiny2)
     (folder / "bad.mar").write_bytes(b"not an archive")
+    # TorchScript whose handler is neither built in nor in the archive: exported to tensors, so it needs --input
+    manifest = {"model": {"modelName": "plain", "modelVersion": "1.0", "serializedFile": "tiny.pt"}}
+    with zipfile.ZipFile(folder / "plain.mar", "w") as plain:
+        plain.writestr("MAR-INF/MANIFEST.json", json.dumps({**manifest, "runtime": "python"}))
+        plain.write(work / "tiny.pt", "tiny.pt")
     return Store(folder, first, tiny, tiny2)
 
 
@@ -145,6 +151,21 @@ def test_asynchronous_registration_answers_202_and_then_serves(store: Store, tmp
         synchronous = _call(url, "POST", "/models?url=tiny.mar&model_name=later&synchronous=true")
         assert synchronous.status_code == 200, "registrations run one at a time: the first one is done"
         assert _call(url, "POST", "/predictions/tiny", **ROW).status_code == 200
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_an_archive_without_input_specs_takes_them_as_input_parameters(store: Store, tmp_path: Path) -> None:
+    with _modelport(store, tmp_path / "repo", "--model-control") as url:
+        refused = _call(url, "POST", "/models?url=plain.mar")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["type"] == "InvalidModelException" and "--input" in refused.json()["message"]
+        assert not (tmp_path / "repo" / "plain").exists() or not any((tmp_path / "repo" / "plain").glob("[0-9]*"))
+        registered = _call(url, "POST", "/models?url=plain.mar&input=x:float32:-1x4")
+        assert registered.json() == {"status": 'Model "plain" Version: 1.0 registered with 1 initial workers'}
+        answer = _call(url, "POST", "/predictions/plain", json=[1.0, 2.0, 3.0, 4.0])
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == 3, "the Linear(4, 3) model's one output row"
 
 
 @pytest.mark.torch
