@@ -27,6 +27,7 @@ import yaml
 from modelport.errors import (
     ArchiveDownloadError,
     ConflictError,
+    DeadlineExceededError,
     InvalidArchiveError,
     ModelNotReadyError,
     NotFoundError,
@@ -43,6 +44,7 @@ __all__ = ["Registry", "archive_identity"]
 log = logging.getLogger(__name__)
 
 _MANIFEST = "MAR-INF/MANIFEST.json"
+_IMPORT_TIMEOUT_S = 900.0  # an export with its parity check; a hung one must not hold the registrations' lock
 
 
 class Registry:
@@ -265,7 +267,12 @@ async def _import(path: Path, root: Path, name: str, request: ArchiveRegistratio
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), _IMPORT_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise DeadlineExceededError(f"importing {path.name} took over {_IMPORT_TIMEOUT_S:g}s: stopped") from None
     if process.returncode != 0:
         lines = (err.strip() or out.strip()).decode(errors="replace").splitlines()
         log.error("import-mar %s exited with %s: %s", path, process.returncode, (err or out).decode(errors="replace"))
