@@ -7,11 +7,14 @@ stable ``code``. Transports map codes to statuses in one place each
     ModelportError                 code "internal"
     ├── InvalidArgumentError       code "invalid_argument"   bad flags, specs, requests
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
-    │   └── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
+    │   ├── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
+    │   └── InvalidArchiveError    code "invalid_archive"    a model archive that cannot be registered
+    │       └── ArchiveDownloadError code "archive_download" an archive URL the server does not fetch
     ├── NotFoundError              code "not_found"          missing file, model or version
     │   ├── VersionLabelError      code "unknown_label"      a version label config.yaml does not define
     │   └── NoRouteError           code "no_route"           an HTTP path the server has no route for
-    ├── MethodNotAllowedError      code "method_not_allowed" an HTTP method the path does not take
+    ├── MethodNotAllowedError      code "method_not_allowed" an HTTP method the path does not take, or a write
+    │                                                         API the server was not started with
     ├── UnsupportedError           code "unsupported"        format/framework pairs, dtypes
     ├── SourceError                code "source_error"       a source model that cannot be loaded or run
     ├── ConversionError            code "conversion_failed"  a converter failed (names converter and op)
@@ -27,6 +30,7 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── HandlerError               code "handler_failed"     a TorchServe handler failed: its status and message
     ├── PermissionDeniedError      code "permission_denied"  an operation the server does not allow
     ├── UnauthenticatedError       code "unauthenticated"    a request without the token its operation needs
+    ├── ConflictError              code "conflict"           registering what is already registered
     └── UnimplementedError         code "unimplemented"      a protocol method the server does not implement
 """
 
@@ -35,12 +39,15 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ArchiveDownloadError",
     "ClientClosedError",
+    "ConflictError",
     "ConversionError",
     "DeadlineExceededError",
     "DependencyError",
     "HandlerError",
     "InferenceError",
+    "InvalidArchiveError",
     "InvalidArgumentError",
     "ManifestError",
     "MethodNotAllowedError",
@@ -113,7 +120,8 @@ class NoRouteError(NotFoundError):
 
 
 class MethodNotAllowedError(ModelportError):
-    """An HTTP method the path does not take; ``allowed`` are the methods it does (the ``Allow`` header)."""
+    """An HTTP method the path does not take; ``allowed`` are the methods it does (the ``Allow`` header). Without
+    ``allowed``: a write API the server was started without (TorchServe's model API when model control is off)."""
 
     code = "method_not_allowed"
 
@@ -224,6 +232,24 @@ class UnauthenticatedError(ModelportError):
     """A request that lacks the API key / bearer token its operation needs, or presents a wrong one."""
 
     code = "unauthenticated"
+
+
+class InvalidArchiveError(InvalidArgumentError):
+    """A model archive (TorchServe ``.mar``) that cannot be registered: unreadable, unnamed, not importable."""
+
+    code = "invalid_archive"
+
+
+class ArchiveDownloadError(InvalidArchiveError):
+    """An archive URL the server does not fetch (it registers archives from local paths only)."""
+
+    code = "archive_download"
+
+
+class ConflictError(ModelportError):
+    """Registering a model version that is already registered."""
+
+    code = "conflict"
 
 
 class UnimplementedError(ModelportError):

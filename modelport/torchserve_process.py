@@ -71,6 +71,7 @@ class TorchServeOptions:
     also: tuple[str, ...] = ()  # more archives of the same model store served beside the first (file names)
     timeout_s: float = 180.0  # until the model has a READY worker
     stop_timeout_s: float = 60.0  # SIGTERM to the group, then SIGKILL
+    model_api: bool = False  # enable_model_api: register/scale/unregister on the management API (off by default)
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,13 @@ def archive(
     *,
     directory: bool = False,
     extra_files: Sequence[Path] = (),
+    version: str = "1.0",
 ) -> Path:
     """``torch-model-archiver`` ``serialized`` with ``handler`` (and ``extra_files``, e.g. ``index_to_name.json``)
     into ``store``: ``<name>.mar``, or the unpacked ``<name>/`` folder (``directory``, TorchServe's no-archive
-    format). Returns what it wrote."""
+    format), with the archive's ``version``. Returns what it wrote."""
     store.mkdir(parents=True, exist_ok=True)
-    command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", "1.0"]
+    command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", version]
     command += ["--serialized-file", str(serialized), "--handler", str(handler), "--export-path", str(store)]
     command += ["--extra-files", ",".join(map(str, extra_files))] if extra_files else []
     command += [*(["--archive-format", "no-archive"] if directory else []), "--force"]
@@ -126,7 +128,8 @@ def archive(
 def config_properties(model_archive: Path, ports: TorchServePorts, options: TorchServeOptions) -> dict[str, str]:
     """TorchServe's config.properties serving ``model_archive`` (a .mar or a no-archive folder in the model
     store; ``options.also``: more archives of that store beside it) with one worker each, on ``ports``, without
-    token authorization, system metrics or per-model pip."""
+    token authorization, system metrics or per-model pip (``options.model_api``: with the management API's
+    write side, which TorchServe 0.12 answers with 405 unless enabled)."""
 
     def model(name: str) -> dict[str, dict[str, object]]:
         return {
@@ -159,6 +162,7 @@ def config_properties(model_archive: Path, ports: TorchServePorts, options: Torc
         "install_py_dep_per_model": "false",
         "max_request_size": str(options.max_message_bytes),
         "max_response_size": str(options.max_message_bytes),
+        **({"enable_model_api": "true"} if options.model_api else {}),
     }
 
 

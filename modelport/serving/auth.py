@@ -5,8 +5,8 @@ A request presents its token as ``Authorization: Bearer <token>`` or ``X-API-Key
 ``hmac.compare_digest``: constant time, and the comparison does not reveal the token's length.
 Health probes (HTTP live/ready, ``/ping``, gRPC health, KServe ServerLive/ServerReady),
 ``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
-inference token, and load/unload need the control token. Key files are re-read when they change,
-so a token rotates without a restart (:mod:`modelport.serving.tokens`).
+inference token, and load/unload (and TorchServe's register/scale/unregister) need the control token.
+Key files are re-read when they change, so a token rotates without a restart (:mod:`modelport.serving.tokens`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = ["AuthInterceptor", "Scope", "Tokens", "grpc_scope", "http_scope", "pr
 Scope = Literal["inference", "control"]
 
 OPEN_HTTP = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"})
+_WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _OPEN_GRPC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
 _OPEN_GRPC_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
@@ -88,11 +89,14 @@ def presented_token(authorization: str | None, api_key: str | None) -> str | Non
     return api_key.strip() if api_key else None
 
 
-def http_scope(path: str) -> Scope | None:
-    """Which token an HTTP request needs (None: open). Unknown paths need the inference token."""
+def http_scope(path: str, method: str = "GET") -> Scope | None:
+    """Which token an HTTP request needs (None: open). Unknown paths need the inference token; TorchServe's
+    register, scale, set-default and unregister (``POST|PUT|DELETE /models...``) the control token."""
     if path in OPEN_HTTP:
         return None
     if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):
+        return "control"
+    if (path == "/models" or path.startswith("/models/")) and method in _WRITES:
         return "control"
     return "inference"
 

@@ -12,6 +12,7 @@ from modelport._version import __version__
 from modelport.errors import (
     ClientClosedError,
     InvalidArgumentError,
+    MethodNotAllowedError,
     ModelNotReadyError,
     ModelportError,
     NotFoundError,
@@ -30,13 +31,16 @@ from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
 from modelport.serving.pipeline import VERSION, Pipeline, Pipelines
+from modelport.serving.registry import Registry
 from modelport.serving.settings import ServerSettings
 from modelport.serving.statistics import VersionStatistics
 from modelport.serving.types import (
+    ArchiveRegistration,
     InferRequest,
     InferResponse,
     ModelDetails,
     ModelMetadata,
+    Registered,
     RepositoryRow,
     ServerMetadata,
     TensorMetadata,
@@ -70,6 +74,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.manager = ModelManager(settings, self.metrics.observe_batch)
+        self.registry = Registry(settings, self.manager)  # TorchServe's register/scale/unregister
         self.applications = Applications(settings.processing_threads, self.metrics)  # models with processors
         self.pipelines = Pipelines(
             self.applications, settings.golden_check
@@ -370,6 +375,31 @@ class DataPlane:
     async def unload(self, name: str) -> None:
         """Unload every version of one model, letting its requests in flight finish (model control)."""
         await self.manager.unload(name)
+
+    def require_model_api(self) -> None:
+        """TorchServe's model API (register, scale, set-default, unregister) is off unless model control is on,
+        refused as TorchServe 0.12 refuses it without ``enable_model_api``."""
+        if not self.settings.model_control:
+            raise MethodNotAllowedError(
+                "Requested method is not allowed, please refer to API document. "
+                "(modelport: start the server with --model-control)"
+            )
+
+    async def register_archive(self, request: ArchiveRegistration) -> Registered:
+        """Import a model archive as the model's next version and serve it (model control)."""
+        return await self.registry.register(request)
+
+    async def scale_model(self, name: str, version: str | None, workers: int, synchronous: bool) -> None:
+        """Run ``workers`` instances of the model (model control)."""
+        await self.registry.scale(name, version, workers, synchronous)
+
+    async def set_default_version(self, name: str, version: str) -> None:
+        """Serve ``version`` when a request names none (model control)."""
+        await self.registry.set_default(name, version)
+
+    async def unregister_model(self, name: str, version: str | None) -> None:
+        """Stop serving a version of the model, by default its default version (model control)."""
+        await self.registry.unregister(name, version)
 
     def _gauges(self) -> list[VersionGauges]:
         """What /metrics reports of each served version at scrape time."""

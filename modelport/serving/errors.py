@@ -25,6 +25,9 @@ _HTTP = {
     "unauthenticated": 401,
     "permission_denied": 403,
     "unimplemented": 501,
+    "invalid_archive": 400,
+    "archive_download": 400,
+    "conflict": 409,
 }
 
 
@@ -45,6 +48,9 @@ _GRPC = {
     "unauthenticated": "UNAUTHENTICATED",
     "permission_denied": "PERMISSION_DENIED",
     "unimplemented": "UNIMPLEMENTED",
+    "invalid_archive": "INVALID_ARGUMENT",
+    "archive_download": "INVALID_ARGUMENT",
+    "conflict": "ALREADY_EXISTS",
 }
 
 

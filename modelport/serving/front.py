@@ -153,7 +153,7 @@ class HttpFront:
                         traced.answered(CLIENT_CLOSED_STATUS)
                     return
             else:  # refused before routing (auth, 405); a 405 in the body of the protocol whose path it is
-                reply = self._refusal(path, headers, allowed)
+                reply = self._refusal(scope["method"], path, headers, allowed)
                 if reply is None:  # the routed app answers its own errors (and re-raises what it answered with a 500)
                     await self.routed(scope, receive, _stamped(send, stamp))
                     return
@@ -198,7 +198,7 @@ class HttpFront:
     async def reply(self, request: HotRequest, read: BodyReader) -> Reply | None:
         """An inference route's reply (authentication, handler, its errors), whichever path the request came
         by (this ASGI app or ``serving/httpproto.py``); None when the client went away before its body."""
-        refusal = self._refusal(request.path, request.headers, None)
+        refusal = self._refusal(request.method, request.path, request.headers, None)
         if refusal is not None:
             return refusal
         route = request.route
@@ -212,11 +212,13 @@ class HttpFront:
         except Exception as exc:
             return error_reply(exc, route.render)
 
-    def _refusal(self, path: str, headers: list[tuple[bytes, bytes]], allowed: Allowed | None) -> Reply | None:
+    def _refusal(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], allowed: Allowed | None
+    ) -> Reply | None:
         """The reply refusing a request before routing (authentication, then a wrong method), or None."""
         try:
             if self.tokens.enabled:
-                self._authenticate(path, headers)
+                self._authenticate(method, path, headers)
         except Exception as exc:
             return error_reply(exc)
         if allowed:
@@ -247,8 +249,8 @@ class HttpFront:
             render = render or route.render
         return None, {}, Allowed(tuple(sorted(set(allowed))), render) if render else None
 
-    def _authenticate(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
-        needed = http_scope(path)
+    def _authenticate(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        needed = http_scope(path, method)
         if needed is None:
             return
         authorization = api_key = None

@@ -135,20 +135,21 @@ class ModelManager:
             log.warning("repository poll: %s; serving what is loaded until it is back", exc.message)
         self._unreachable = True
 
-    async def load(self, name: str) -> ModelEntry:
-        """Load (or reload) one model by name (model control API)."""
-        self._check_name(name)
+    async def load(self, name: str, restart: bool = False) -> ModelEntry:
+        """Load (or reload) one model by name (model control API); ``restart``: load every version afresh
+        (its config.yaml changed how it runs, e.g. its instances), swapping each when the new one is loaded."""
+        self.check_name(name)
         names = await asyncio.to_thread(self.store.models)
         self.listed = True
         if name not in names:
             raise NotFoundError(f"model {name!r} is not in the repository")
         async with self._lock:
-            await self._sync_model(name)
+            await self._sync_model(name, restart)
         return self.models[name]
 
     async def unload(self, name: str) -> None:
         """Unload every version of one model, letting in-flight requests finish."""
-        self._check_name(name)
+        self.check_name(name)
         if name not in self.models:
             raise NotFoundError(f"model {name!r} is not loaded")
         async with self._lock:
@@ -171,7 +172,8 @@ class ModelManager:
             rows += [RepositoryRow(name, v.state.value, v.reason, v.version) for v in entry.versions.values()]
         return rows
 
-    def _check_name(self, name: str) -> None:
+    def check_name(self, name: str) -> None:
+        """Refuse (400) a name that cannot be a model folder."""
         if not _NAME.match(name) or ".." in name:
             raise InvalidArgumentError(f"invalid model name {name!r}")
 
@@ -182,7 +184,7 @@ class ModelManager:
         wanted = config.version_policy.select(self.store.versions(name)) if config.pipeline is None else []
         return _Survey(config, {number: self.store.stamp(name, number) for number in wanted}, directory)
 
-    async def _sync_model(self, name: str) -> None:
+    async def _sync_model(self, name: str, restart: bool = False) -> None:
         entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
         try:
             survey = await asyncio.to_thread(self._survey, name)
@@ -195,7 +197,7 @@ class ModelManager:
         entry.config, entry.error, entry.directory = survey.config, "", survey.directory
         for number, stamp in sorted(survey.stamps.items()):
             current = entry.versions.get(number)
-            if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry:
+            if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry and not restart:
                 continue
             fresh = await self._load(name, number, stamp, entry.config)
             if fresh.loaded.retry and current is not None and current.state is VersionState.READY:

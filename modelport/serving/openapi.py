@@ -35,6 +35,8 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         401: "missing or wrong token (when authentication is on)",
         403: "model control is disabled",
         404: "unknown model or version",
+        405: "a write of TorchServe's management API on a server without --model-control",
+        409: "the model version is already registered",
         413: "body over --max-body-bytes",
         501: "a request modelport does not implement (a load with a configuration override)",
         503: "model not ready, queue full or server draining (Retry-After)",
@@ -275,7 +277,51 @@ def _tf_paths() -> dict[str, Any]:
     return paths
 
 
+def _management_paths() -> dict[str, dict[str, Any]]:
+    """TorchServe's register, scale, set-default and unregister (model control)."""
+    status = _body({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}})
+    errors = _errors(400, 401, 403, 404, 405, 409, 501, 503, schema="TorchServeError")
+    answers = {"200": status, "202": status, **errors}
+
+    def query(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "required": n == "url", "schema": {"type": "string"}} for n in names]
+
+    def operation(op: str, summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "operationId": op,
+            "tags": ["TorchServe"],
+            "summary": summary,
+            "parameters": parameters,
+            "responses": answers,
+        }
+
+    model, version = _path("model"), _path("version")
+    register = query("url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous", "input")
+    scale = query("min_worker", "max_worker", "synchronous")
+    return {
+        "/models": {"post": operation("torchserve_register", "Register a model archive", register)},
+        "/models/{model}": {
+            "put": operation("torchserve_scale", "Scale a model's workers (instances)", [model, *scale]),
+            "delete": operation("torchserve_unregister", "Unregister the default version", [model]),
+        },
+        "/models/{model}/{version}": {
+            "put": operation("torchserve_scale_version", "Scale a model's workers", [model, version, *scale]),
+            "delete": operation("torchserve_unregister_version", "Unregister a version", [model, version]),
+        },
+        "/models/{model}/{version}/set-default": {
+            "put": operation("torchserve_set_default", "Set the default version", [model, version])
+        },
+    }
+
+
 def _torchserve_paths() -> dict[str, Any]:
+    paths = _torchserve_read_paths()
+    for path, operations in _management_paths().items():
+        paths.setdefault(path, {}).update(operations)
+    return paths
+
+
+def _torchserve_read_paths() -> dict[str, Any]:
     errors = _errors(401, 400, 404, 413, 503, 504, schema="TorchServeError")
     predictions = {
         "tags": ["TorchServe"],

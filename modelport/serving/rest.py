@@ -19,6 +19,7 @@ from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
 from modelport.serving.tfserving_rest import TFSERVING_HOT_ROUTES, tfserving_routes
 from modelport.serving.torchserve_api import TORCHSERVE_HOT_ROUTES, torchserve_routes
+from modelport.serving.torchserve_management import management_routes
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
 from modelport.serving.v2_metadata import model_metadata_json, repository_index_json, server_metadata_json
@@ -56,7 +57,8 @@ def create_app(plane: DataPlane) -> HttpFront:
     async def metrics() -> Response:
         return Response(generate_latest(plane.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
-    api.router.routes.extend([*tfserving_routes(plane), *torchserve_routes(plane)])
+    # TorchServe's management routes before its others: those end with the 404s of the paths under them
+    api.router.routes.extend([*tfserving_routes(plane), *management_routes(plane), *torchserve_routes(plane)])
     hot = [*_INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES]
     return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
 

@@ -76,7 +76,12 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
-    model_control: bool = Field(False, description="enable the load/unload repository API")
+    model_control: bool = Field(
+        False, description="enable the load/unload repository API and TorchServe's register/scale/unregister API"
+    )
+    model_store: str = Field(
+        "", description="where TorchServe's POST /models?url=NAME.mar looks for archives (default: the repository)"
+    )
     golden_check: bool = Field(True, description="run each version's golden vectors when it loads")
     log_json: bool = Field(False, description="structured JSON logs")
     tracing: bool = Field(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -58,7 +59,14 @@ from modelport.serving.tfserving_rest import predict_response, row_problem
 from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
-__all__ = ["TORCHSERVE_HOT_ROUTES", "handler_requests", "parse_instance", "parse_payloads", "torchserve_routes"]
+__all__ = [
+    "TORCHSERVE_HOT_ROUTES",
+    "handler_requests",
+    "model_page",
+    "parse_instance",
+    "parse_payloads",
+    "torchserve_routes",
+]
 
 _TYPES = {
     404: "ModelNotFoundException",
@@ -83,7 +91,8 @@ def _error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
     routing = _ROUTING.get(type(error))
-    if routing is not None:
+    if routing is not None and (not isinstance(error, MethodNotAllowedError) or error.allowed):  # (not a write API
+        # the server was started without: its message says which flag turns it on)
         return json_reply({"code": status, "type": routing[0], "message": routing[1]}, status)
     if isinstance(error, HandlerError):
         kind = "InternalServerException"
@@ -95,22 +104,24 @@ def _error_body(error: ModelportError, status: int) -> Reply:
 
 
 def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
-    """/ping, /models, /models/{m}[/{v}] (predictions are hot routes)."""
+    """/ping, /models (paged), /models/{m}[/{v}|/all] (predictions are hot routes)."""
 
     async def ping(_: Request) -> Response:
         healthy = plane.ready()
         return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 500)
 
-    async def models(_: Request) -> Response:
-        return json_response({"models": [{"modelName": n, "modelUrl": n} for n in plane.model_names()]})
+    async def models(request: Request) -> Response:
+        return json_response(model_page(plane.model_names(), request.query_params))
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
         details = plane.model_details(model)  # an unknown model: ModelNotFoundException
+        if wanted is None:  # TorchServe describes the default version; "all" every one
+            wanted = str(plane.model_metadata(model).status.version)
         if wanted is not None and wanted != "all" and not wanted.isdigit():  # a label, as /predictions/{m}/1.0
             with contextlib.suppress(VersionLabelError):
                 wanted = plane.resolve_version(model, label=wanted)
-        versions = [d for d in details if wanted in (None, "all", str(d.status.version))]
+        versions = [d for d in details if wanted in ("all", str(d.status.version))]
         if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
             raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
         return json_response([_describe(d) for d in versions])
@@ -131,6 +142,26 @@ _ANY = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 async def _no_route(_: Request) -> Response:
     raise NoRouteError("Not Found")
+
+
+def model_page(names: list[str], params: Mapping[str, str]) -> dict[str, Any]:
+    """One page of ``GET /models?limit=N&next_page_token=T`` as TorchServe pages it: ``limit`` 1..100 (else 100),
+    the token an offset, ``nextPageToken`` whenever the page reaches ``limit`` (even on the last page)."""
+    limit, offset = _number(params.get("limit"), 100), max(0, _number(params.get("next_page_token"), 0))
+    limit = limit if 0 <= limit <= 100 else 100
+    last = offset + limit
+    page: dict[str, Any] = {}
+    if last <= len(names):
+        page["nextPageToken"] = str(last)
+    page["models"] = [{"modelName": n, "modelUrl": n} for n in names[offset:last]]
+    return page
+
+
+def _number(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default  # as TorchServe's NumberUtils.parseInt
 
 
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:

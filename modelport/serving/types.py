@@ -14,10 +14,12 @@ from typing import Any
 from modelport.tensors import Arrays
 
 __all__ = [
+    "ArchiveRegistration",
     "InferRequest",
     "InferResponse",
     "ModelDetails",
     "ModelMetadata",
+    "Registered",
     "RepositoryRow",
     "RequestedOutput",
     "ServerMetadata",
@@ -165,3 +167,27 @@ class RepositoryRow:
     state: str
     reason: str
     version: int | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveRegistration:
+    """Register a model archive (TorchServe's ``POST /models``): where it is, the name to serve it by (default:
+    the archive's), and how it runs (None: the archive's or the server's defaults)."""
+
+    url: str
+    model_name: str | None = None
+    batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+    initial_workers: int | None = None
+    synchronous: bool = True
+    inputs: tuple[str, ...] = ()  # modelport's own: import-mar's --input specs, for archives that need them
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered archive: the model's name, the archive's version label, and the instances now running it
+    (None: an asynchronous registration, still going on)."""
+
+    name: str
+    label: str
+    workers: int | None = None

@@ -89,6 +89,8 @@ async def test_torchserve_ping_predictions_and_models(client):
     models = (await client.get("/models")).json()["models"]
     assert {"modelName": "echo", "modelUrl": "echo"} in models
     described = (await client.get("/models/echo")).json()
+    assert [d["modelVersion"] for d in described] == ["2"], "as TorchServe: the default version"
+    described = (await client.get("/models/echo/all")).json()
     assert [d["modelVersion"] for d in described] == ["1", "2"] and described[0]["workers"][0]["status"] == "READY"
     assert [d["modelVersion"] for d in (await client.get("/models/echo/2")).json()] == ["2"]
 

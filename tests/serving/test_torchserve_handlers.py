@@ -282,12 +282,16 @@ ROUTING = {
 def test_routing_errors_are_answered_as_torchserve_answers_them(
     servers: Servers, method: str, path: str, theirs_path: str | None
 ) -> None:
-    """A path under TorchServe's routes that names nothing: its 404 ResourceNotFoundException; a method its
-    management API does not take: its 405 MethodNotAllowedException (its inference API runs any method)."""
+    """A path under TorchServe's routes that names nothing: its 404 ResourceNotFoundException; its model API
+    (register, unregister) while it is off: its 405 MethodNotAllowedException, modelport's message adding the flag
+    that turns it on (its inference API runs any method)."""
     theirs = httpx.request(method, (servers.torchserve if theirs_path else servers.management) + (theirs_path or path))
     mine = httpx.request(method, servers.modelport + path)
     assert theirs.status_code in (404, 405), theirs.text
-    assert (mine.status_code, mine.json()) == (theirs.status_code, theirs.json())
+    expected = theirs.json()
+    if theirs_path is None:  # the model API, off
+        expected["message"] += " (modelport: start the server with --model-control)"
+    assert (mine.status_code, mine.json()) == (theirs.status_code, expected)
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/predictions/probe"), ("DELETE", "/ping"), ("PUT", "/ping")])
