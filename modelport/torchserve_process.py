@@ -110,19 +110,26 @@ def archive(
     directory: bool = False,
     extra_files: Sequence[Path] = (),
     version: str = "1.0",
+    config_file: Path | None = None,
+    requirements_file: Path | None = None,
+    tgz: bool = False,
 ) -> Path:
-    """``torch-model-archiver`` ``serialized`` with ``handler`` (and ``extra_files``, e.g. ``index_to_name.json``)
-    into ``store``: ``<name>.mar``, or the unpacked ``<name>/`` folder (``directory``, TorchServe's no-archive
-    format), with the archive's ``version``. Returns what it wrote."""
+    """``torch-model-archiver`` ``serialized`` with ``handler`` (and ``extra_files``, e.g. ``index_to_name.json``;
+    a folder's contents keep their subfolders), its ``config_file`` (``model-config.yaml``) and
+    ``requirements_file``, into ``store``: ``<name>.mar``, ``<name>.tar.gz`` (``tgz``) or the unpacked ``<name>/``
+    folder (``directory``, TorchServe's no-archive format), with the archive's ``version``. Returns what it wrote."""
     store.mkdir(parents=True, exist_ok=True)
     command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", version]
     command += ["--serialized-file", str(serialized), "--handler", str(handler), "--export-path", str(store)]
     command += ["--extra-files", ",".join(map(str, extra_files))] if extra_files else []
-    command += [*(["--archive-format", "no-archive"] if directory else []), "--force"]
+    command += ["--config-file", str(config_file)] if config_file else []
+    command += ["--requirements-file", str(requirements_file)] if requirements_file else []
+    archive_format = "no-archive" if directory else "tgz" if tgz else "default"
+    command += ["--archive-format", archive_format, "--force"]
     done = subprocess.run(command, capture_output=True, timeout=120, check=False)
     if done.returncode != 0:
         raise ModelportError(f"torch-model-archiver failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return store / (name if directory else f"{name}.mar")
+    return store / (name if directory else f"{name}.tar.gz" if tgz else f"{name}.mar")
 
 
 def config_properties(model_archive: Path, ports: TorchServePorts, options: TorchServeOptions) -> dict[str, str]:

@@ -105,11 +105,11 @@ class HandlerRuntime:
             archive,
             max(1, self.manifest.max_batch_size),
             _gpu_id(self.options.device),
-            "modelport",
+            str(import_framework("ts", "torchserve").__version__),  # TorchServe passes its own version
             metrics=_metrics_cache(),
             model_yaml_config=_model_yaml_config(self.directory, archive),
         )
-        with _IMPORT_LOCK, _isolated_imports(self.directory):
+        with _IMPORT_LOCK, _isolated_imports(self.directory), _missing_requirements(self.directory, archive):
             module = _import_handler(self.directory, handler)
             self.module_name = module.__name__
             entry, initialize = _entry_point(module, handler)
@@ -124,15 +124,20 @@ class HandlerRuntime:
         assert self.entry is not None, "load() first"
         payloads = inputs[INPUT].ravel().tolist()
         requests = [decode_request(p) if isinstance(p, bytes) else None for p in payloads]
+        encoded = np.empty(len(payloads), dtype=object)
+        for group in _groups(requests):  # a describe request alone, as TorchServe's worker gets it
+            encoded[group] = self._run([requests[i] for i in group], [payloads[i] for i in group])
+        return {OUTPUT: encoded}
+
+    def _run(self, requests: list[TorchServeRequest | None], payloads: list[object]) -> list[bytes]:
+        """One call of the handler on ``requests`` (their ``payloads``): each one's encoded response."""
         batch = [_row(request, payload) for request, payload in zip(requests, payloads, strict=True)]
         self._prepare(requests)
         responses = self._handle(batch)
-        encoded = np.empty(len(batch), dtype=object)
-        encoded[:] = [
+        return [
             encode_response(r) if q is None else encode_reply(self._reply(i, r))
             for i, (q, r) in enumerate(zip(requests, responses, strict=True))
         ]
-        return {OUTPUT: encoded}
 
     def _handle(self, batch: list[dict[str, Any]]) -> list[Any]:
         """The handler on one batch, failing as TorchServe's worker fails (``ts/service.py``): a
@@ -183,6 +188,15 @@ class HandlerRuntime:
             self.ts_context.RequestProcessor(r.properties() if r is not None else {}) for r in requests
         ]
         self.context.metrics.request_ids = ids
+
+
+def _groups(requests: list[TorchServeRequest | None]) -> list[list[int]]:
+    """The handler calls a batch takes: the requests to describe the model (TorchServe's ``customized=true``
+    describe, header ``describe: True``) one by one, as ``BaseHandler`` reads that header of request 0 only;
+    the others in one call."""
+    describe = [i for i, r in enumerate(requests) if r is not None and r.describes()]
+    rest = [i for i in range(len(requests)) if i not in describe]
+    return [[i] for i in describe] + ([rest] if rest else [])
 
 
 def _row(request: TorchServeRequest | None, payload: object) -> dict[str, Any]:
@@ -282,6 +296,23 @@ def _isolated_imports(directory: Path) -> Iterator[None]:
     finally:
         root = str(directory.resolve())
         _drop_modules(lambda file: Path(file).is_relative_to(root))
+
+
+@contextlib.contextmanager
+def _missing_requirements(directory: Path, archive: dict[str, Any]) -> Iterator[None]:
+    """A module the handler cannot import, in an archive with a ``--requirements-file``: say that modelport does
+    not install it (TorchServe pip-installs it with ``install_py_dep_per_model=true``) and how to."""
+    requirements = archive.get("model", {}).get("requirementsFile")
+    try:
+        yield
+    except ImportError as exc:
+        if not requirements:
+            raise
+        raise SourceError(
+            f"the handler cannot import {exc.name or 'a module'} ({exc}); the archive's requirements file "
+            f"{requirements} lists what it needs, and modelport does not install it: "
+            f"pip install -r {directory / requirements} into the server's environment"
+        ) from None
 
 
 def _drop_modules(inside: Callable[[str], bool]) -> None:

@@ -20,8 +20,18 @@ from typing import Any, NamedTuple
 
 from modelport.errors import InvalidArgumentError
 
-__all__ = ["Field", "Reply", "TorchServeRequest", "decode_reply", "decode_request", "encode_reply", "encode_request"]
+__all__ = [
+    "DESCRIBE_HEADER",
+    "Field",
+    "Reply",
+    "TorchServeRequest",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+]
 
+DESCRIBE_HEADER = "describe"  # TorchServe's frontend sets it (value "True") on a describe request
 REQUEST_MAGIC = b"\x00modelport-torchserve-request/1\x00"
 REPLY_MAGIC = b"\x00modelport-torchserve-reply/1\x00"
 
@@ -43,6 +53,10 @@ class TorchServeRequest(NamedTuple):
     def row(self) -> dict[str, Any]:
         """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it."""
         return {f.name: field_value(f) for f in self.fields}
+
+    def describes(self) -> bool:
+        """Whether this is TorchServe's describe request (``GET /models/{m}?customized=true``)."""
+        return any(name.lower() == DESCRIBE_HEADER and value == "True" for name, value in self.headers)
 
     def properties(self) -> dict[str, Any]:
         """TorchServe's per-request properties (``context.get_request_header``): each input's content type

@@ -47,7 +47,7 @@ from modelport.errors import (
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
-from modelport.runtimes.handler_request import Field, TorchServeRequest, decode_reply, encode_request
+from modelport.runtimes.handler_request import DESCRIBE_HEADER, Field, TorchServeRequest, decode_reply, encode_request
 from modelport.runtimes.handler_request import Reply as HandlerReply
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
@@ -124,7 +124,12 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         versions = [d for d in details if wanted in ("all", str(d.status.version))]
         if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
             raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
-        return json_response([_describe(d) for d in versions])
+        described = [_describe(d) for d in versions]
+        if request.query_params.get("customized", "").lower() == "true":  # the handler's describe_handle()
+            for row, version in zip(described, versions, strict=True):
+                if version.format == "handler" and version.status.state is VersionState.READY:
+                    row["customizedMetadata"] = await _customized(plane, model, str(version.status.version))
+        return json_response(described)
 
     return [
         ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
@@ -208,6 +213,14 @@ async def _handler_infer(plane: DataPlane, model: str, version: str | None, requ
     inputs = {HANDLER_INPUT: np.array([encode_request(request)], dtype=object)}
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     return decode_reply(bytes(response.outputs[HANDLER_OUTPUT].ravel()[0]))
+
+
+async def _customized(plane: DataPlane, model: str, version: str) -> Any:
+    """What the handler answers TorchServe's describe request (``describe_handle()``) when it is a JSON object;
+    anything else (``None``, ``BaseHandler``'s default; text; a list) ``{}``, as TorchServe 0.12 shows it."""
+    reply = await _handler_infer(plane, model, version, TorchServeRequest((), ((DESCRIBE_HEADER, "True"),)))
+    answer = _decoded(reply.body)
+    return answer if isinstance(answer, dict) else {}
 
 
 def _lacks_version(plane: DataPlane, model: str, version: str) -> bool:
