@@ -125,14 +125,15 @@ def import_handler_archive(
     size = artifact_bytes(staging)
     os.replace(staging, final)
     _label_version(options.folder / options.name, version, files)
-    delay_ms = archive_batch_delay_ms(files)
-    if delay_ms is not None and options.max_batch_size > 1:  # TorchServe waits this long to fill a batch
-        update_config(options.folder / options.name, {"max_queue_delay_ms": delay_ms})
+    serving = archive_serving_config(files, options.max_batch_size)
+    if serving:
+        update_config(options.folder / options.name, serving)
     report = ExportReport(options.name, str(mar), "torch", str(options.repository))
     note = f"custom handler {handler}: served by modelport.runtimes.handler, " + (
         f"{len(options.samples)} golden raw samples" if options.samples else "no golden vectors (--sample FILE)"
     )
-    report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=(note,)))
+    notes = (note, *_requirements_note(files, final))
+    report.rows.append(ReportRow("handler", options.name, version, "pass", size, path=str(final), notes=notes))
     report.write(options.folder / ".reports" / f"{options.name}.json")
     return report
 
@@ -175,6 +176,38 @@ def archive_batch_delay_ms(files: dict[str, bytes]) -> float | None:
     """``maxBatchDelay`` (ms) in the archive's model config file, if any: how long TorchServe waits to fill a batch."""
     delay = _archive_config(files).get("maxBatchDelay")
     return float(delay) if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0 else None
+
+
+def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str, Any]:
+    """What the archive's model config file says about serving, as ``config.yaml`` keys: ``maxBatchDelay`` (ms,
+    when batches hold more than one) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms``,
+    ``minWorkers`` above 1 -> ``instances`` (``maxWorkers``: modelport does not scale up by itself)."""
+    config, values = _archive_config(files), {}
+    delay_ms = archive_batch_delay_ms(files)
+    if delay_ms is not None and batch_size > 1:  # TorchServe waits this long to fill a batch
+        values["max_queue_delay_ms"] = delay_ms
+    timeout = _positive(config.get("responseTimeout"))
+    if timeout is not None:
+        values["timeout_ms"] = 1000.0 * timeout
+    workers = _positive(config.get("minWorkers"))
+    if workers is not None and workers > 1 and float(workers).is_integer():
+        values["instances"] = int(workers)
+    return values
+
+
+def _positive(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+
+def _requirements_note(files: dict[str, bytes], version_dir: Path) -> tuple[str, ...]:
+    """A warning when the archive has a ``--requirements-file``: modelport does not pip install it."""
+    name = str(_archive_model(files).get("requirementsFile") or "")
+    if not name:
+        return ()
+    return (
+        f"the archive's requirements file {name} is not installed (modelport does not pip install a handler's "
+        f"dependencies, as TorchServe's install_py_dep_per_model does): pip install -r {version_dir / name}",
+    )
 
 
 def _record_samples(staging: Path, manifest: ModelManifest, files: tuple[Path, ...]) -> None:
