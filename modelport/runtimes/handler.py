@@ -106,7 +106,7 @@ class HandlerRuntime:
             max(1, self.manifest.max_batch_size),
             _gpu_id(self.options.device),
             str(import_framework("ts", "torchserve").__version__),  # TorchServe passes its own version
-            metrics=_metrics_cache(),
+            metrics=_metrics_cache(self.directory),
             model_yaml_config=_model_yaml_config(self.directory, archive),
         )
         with _IMPORT_LOCK, _isolated_imports(self.directory), _missing_requirements(self.directory, archive):
@@ -345,11 +345,17 @@ def _entry_point(module: ModuleType, handler: str) -> tuple[EntryPoint, Callable
     return service.handle, service.initialize
 
 
-def _metrics_cache() -> Any:
-    """TorchServe's metrics cache over its default metrics file (handlers call ``context.metrics.add_time``)."""
+def _metrics_cache(directory: Path) -> Any:
+    """TorchServe's metrics cache (handlers call ``context.metrics.add_time``, ``get_metric``...) over the archive's
+    own ``metrics.yaml`` (an extra file; TorchServe's ``metrics_config``), else TorchServe's default metrics file.
+    Its metrics are logged as TorchServe's worker logs them (``[METRICS]name.unit:value|#dimensions|...``)."""
     cache = import_framework("ts.metrics.metric_cache_yaml_impl", "torchserve")
-    config = Path(import_framework("ts", "torchserve").__file__).parent / "configs" / "metrics.yaml"
-    return cache.MetricsCacheYamlImpl(config_file_path=str(config))
+    config = directory / "metrics.yaml"
+    if not config.is_file():
+        config = Path(import_framework("ts", "torchserve").__file__).parent / "configs" / "metrics.yaml"
+    metrics = cache.MetricsCacheYamlImpl(config_file_path=str(config))
+    metrics.initialize_cache()  # its model_metrics up front, as in TorchServe's worker: get_metric finds them
+    return metrics
 
 
 def _gpu_id(device: str) -> int | None:

@@ -23,6 +23,7 @@ from modelport.runtimes.handler_request import Field, TorchServeRequest, decode_
 from modelport.serving.rest import create_app
 from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
+from modelport.torchserve_process import archive
 from tests.serving.handler_archives import MODEL_CONFIG, build_archives
 
 pytestmark = [pytest.mark.torch, pytest.mark.torchserve]
@@ -116,3 +117,49 @@ async def test_no_archive_and_tgz_archives_answer_as_the_mar(tmp_path: Path, arc
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     assert [a.json() for a in answers[:2]] == [a.json() for a in answers[2:]]
     assert answers[3].json()["classes"] == answers[1].json()["classes"]
+
+
+DECLARED = """
+from ts.metrics.metric_type_enum import MetricTypes
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    context.metrics.get_metric("Declared", MetricTypes.COUNTER).add_or_update(len(data), ["ctxmodel", "Model"])
+    return [{"counted": True} for _ in data]
+"""
+
+METRICS_YAML = """
+model_metrics:
+  counter:
+    - name: Declared
+      unit: Count
+      dimensions: [ModelName, Level]
+"""
+
+
+def test_metrics_declared_in_the_archives_metrics_yaml_are_found_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``get_metric`` finds a metric declared in the archive's ``metrics.yaml`` (TorchServe's ``metrics_config``);
+    updating it logs TorchServe's ``[METRICS]`` line."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "declared.py").write_text(DECLARED)
+    (src / "metrics.yaml").write_text(METRICS_YAML)
+    (src / "w.bin").write_text("x")
+    mar = archive(
+        src / "w.bin", src / "declared.py", "declared", tmp_path / "store", extra_files=[src / "metrics.yaml"]
+    )
+    _import(mar, tmp_path / "repo")
+    version = tmp_path / "repo" / "declared" / "1"
+    runtime = HandlerRuntime(version, read_manifest(version), RuntimeOptions())
+    runtime.load()
+    try:
+        with caplog.at_level("INFO", logger="ts.metrics"):
+            answers = _ask(runtime, TorchServeRequest((Field("body", "text/plain", b"a"),), ()))
+    finally:
+        runtime.unload()
+    assert answers == [(200, {"counted": True})]
+    assert any("[METRICS]Declared.Count:1|#ModelName:ctxmodel,Level:Model" in r.getMessage() for r in caplog.records)

@@ -52,6 +52,8 @@ class CtxHandler(BaseHandler):
         metrics.add_percent("PrePercent", 50.0)
         metrics.add_metric("Custom", 3, unit="count", dimensions=[Dimension("Kind", "x")])
         metrics.get_metric("Loaded", MetricTypes.GAUGE).add_or_update(len(data), ["pre"])
+        declared = metrics.get_metric("PredictionTime", MetricTypes.GAUGE)  # in TorchServe's default metrics.yaml
+        declared.add_or_update(1.0, [self.context.model_name, "Model"])
         rows = []
         for row in data:
             value = row.get("data") or row.get("body")
