@@ -99,14 +99,16 @@ class HandlerRuntime:
         handler = str(archive.get("model", {}).get("handler", ""))
         if not handler:
             raise SourceError(f"{self.directory}: the archive names no handler")
+        metrics = _metrics_cache(self.directory)
+        metrics.model_name = self.manifest.name  # the name it is served by, as TorchServe's registered name
         self.context = context_module.Context(
-            archive.get("model", {}).get("modelName", self.manifest.name),
+            self.manifest.name,
             str(self.directory),
             archive,
             max(1, self.manifest.max_batch_size),
             _gpu_id(self.options.device),
             str(import_framework("ts", "torchserve").__version__),  # TorchServe passes its own version
-            metrics=_metrics_cache(self.directory),
+            metrics=metrics,
             model_yaml_config=_model_yaml_config(self.directory, archive),
         )
         with _IMPORT_LOCK, _isolated_imports(self.directory), _missing_requirements(self.directory, archive):

@@ -63,7 +63,9 @@ class HandlerWorker:
         ours, theirs = context.Pipe()
         lifeline, held = context.Pipe(duplex=False)  # its end closes when this process dies, however it dies
         process = context.Process(
-            target=serve, args=(theirs, lifeline, str(self.directory), self.device), name="modelport-handler"
+            target=serve,
+            args=(theirs, lifeline, str(self.directory), self.device, logging.getLogger().getEffectiveLevel()),
+            name="modelport-handler",
         )
         process.start()
         theirs.close()
@@ -147,9 +149,15 @@ class HandlerWorker:
         log.warning("handler worker for %s restarted (restart %d): pid %s", self.directory, self.restarts, self.pid)
 
 
-def serve(pipe: Connection, lifeline: Connection, directory: str, device: str) -> None:
-    """The worker process: initialize the handler, then answer batches until told to stop or orphaned."""
+def serve(
+    pipe: Connection, lifeline: Connection, directory: str, device: str, log_level: int = logging.WARNING
+) -> None:
+    """The worker process: initialize the handler, then answer batches until told to stop or orphaned. It logs
+    to the server's stderr at the server's level (the handler's own logs, its ``[METRICS]`` lines)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops us
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s %(levelname)s %(name)s [handler worker {os.getpid()}]: %(message)s"
+    )
     threading.Thread(target=_exit_when_orphaned, args=(lifeline,), daemon=True).start()
     from modelport.manifest import read_manifest
     from modelport.runtimes.base import RuntimeOptions, runtime_class

@@ -115,7 +115,9 @@ async def test_no_archive_and_tgz_archives_answer_as_the_mar(tmp_path: Path, arc
     finally:
         await plane.close()
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
-    assert [a.json() for a in answers[:2]] == [a.json() for a in answers[2:]]
+    seen = answers[2].json()
+    assert seen.pop("model_name") == "other"  # the name it is served by
+    assert [a.json() for a in answers[:2]] == [{**seen, "model_name": "ctx"}, answers[3].json()]
     assert answers[3].json()["classes"] == answers[1].json()["classes"]
 
 

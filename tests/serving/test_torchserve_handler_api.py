@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -26,6 +27,10 @@ class Servers(NamedTuple):
     torchserve: str
     management: str
     modelport: str
+    log: Path  # modelport's
+
+
+WORKERS = {"threads": "ctx", "worker process": "ctx-workers"}  # the name modelport serves ctx by
 
 
 @pytest.fixture(scope="module")
@@ -35,32 +40,39 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     repo = work / "repo"
     for mar in mars:
         assert main(["import-mar", str(mar), "--repository", str(repo), "--quiet"]) == 0
+    command = ["import-mar", str(mars[0]), "--repository", str(repo), "--name", "ctx-workers", "--quiet"]
+    assert main(command) == 0
+    config = repo / "ctx-workers" / "config.yaml"
+    config.write_text(config.read_text() + "workers: 1\n")
     options = TorchServeOptions(batch_size=1, also=tuple(m.name for m in mars[1:]))
     with contextlib.ExitStack() as stack:
         ts = stack.enter_context(running_torchserve(mars[0], work / "ts", options))
         mp = stack.enter_context(serving(repo, log=work / "server.log", ports=(0, -1)))
-        yield Servers(ts.inference, ts.management, mp.url)
+        yield Servers(ts.inference, ts.management, mp.url, work / "server.log")
 
 
-def _both(servers: Servers, model: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
+def _both(servers: Servers, model: str, mine: str = "", **request: Any) -> tuple[httpx.Response, httpx.Response]:
+    """``mine``: the name modelport serves ``model`` by, if another."""
     theirs = httpx.post(f"{servers.torchserve}/predictions/{model}", timeout=60, **request)
-    return theirs, httpx.post(f"{servers.modelport}/predictions/{model}", timeout=60, **request)
+    return theirs, httpx.post(f"{servers.modelport}/predictions/{mine or model}", timeout=60, **request)
 
 
-def test_the_handler_sees_the_context_as_in_torchserve(servers: Servers) -> None:
+@pytest.mark.parametrize("mine", WORKERS.values(), ids=WORKERS.keys())
+def test_the_handler_sees_the_context_as_in_torchserve(servers: Servers, mine: str) -> None:
     """system_properties (server_version: TorchServe's), the manifest, model_yaml_config, extra files in a
     subfolder, the ts utilities, request ids and headers. Header names: TorchServe passes them as the client
     sent them; modelport gets them lower case (ASGI) and passes each both lower case and capitalized."""
-    theirs, mine = _both(servers, "ctx", content=b"ctx", headers={"X-Custom": "abc"})
-    assert (theirs.status_code, mine.status_code) == (200, 200), (theirs.text, mine.text)
-    expected, got = theirs.json(), mine.json()
+    theirs, answer = _both(servers, "ctx", mine, content=b"ctx", headers={"X-Custom": "abc"})
+    assert (theirs.status_code, answer.status_code) == (200, 200), (theirs.text, answer.text)
+    expected, got = theirs.json(), answer.json()
+    expected["model_name"] = mine  # the name it is served by (TorchServe's: the registered name)
     assert expected["all_headers"] == {"X-Custom": "abc"}
     assert got.pop("all_headers") == {"X-Custom": "abc", "x-custom": "abc"}
     del expected["all_headers"]
     assert got == expected
     assert expected["properties"]["server_version"] == "0.12.0"
     assert expected["yaml"]["handler"] == {"threshold": 0.4, "max_length": 16}
-    assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/json"
+    assert answer.headers["content-type"] == theirs.headers["content-type"] == "application/json"
 
 
 REQUESTS = {
@@ -70,13 +82,18 @@ REQUESTS = {
 }
 
 
+@pytest.mark.parametrize("name", WORKERS.values(), ids=WORKERS.keys())
 @pytest.mark.parametrize("request_", REQUESTS.values(), ids=REQUESTS.keys())
-def test_a_handler_that_emits_metrics_answers_as_in_torchserve(servers: Servers, request_: dict[str, Any]) -> None:
-    """Every metrics call of ``preprocess`` runs (the values go to the log, as TorchServe's worker logs them)."""
-    theirs, mine = _both(servers, "ctx", **request_)
+def test_a_handler_that_emits_metrics_answers_as_in_torchserve(
+    servers: Servers, request_: dict[str, Any], name: str
+) -> None:
+    """Every metrics call of ``preprocess`` runs; the values go to the log, as TorchServe's worker logs them."""
+    theirs, mine = _both(servers, "ctx", name, **request_)
     assert theirs.status_code == (503 if "x" in request_.get("json", {}) and len(request_["json"]["x"]) != 4 else 200)
     assert mine.status_code == theirs.status_code, (theirs.text, mine.text)
     assert mine.json() == theirs.json()
+    if mine.status_code == 200:  # in the server's log, from its worker process too
+        assert f"[METRICS]Preprocessed.Count:1|#Stage:pre,ModelName:{name},Level:Model" in servers.log.read_text()
 
 
 @pytest.mark.parametrize("model", ["ctx", "basic", "fn", "text", "listing"])
