@@ -110,3 +110,14 @@ def test_describe_shows_the_handlers_customized_metadata_as_in_torchserve(
     assert ("customizedMetadata" in got) == ("customizedMetadata" in expected) == customized, (expected, got)
     assert got.get("customizedMetadata") == expected.get("customizedMetadata")
     assert got["batchSize"] == expected["batchSize"]
+
+
+def test_a_handler_in_a_worker_process_describes_itself_as_in_torchserve(servers: Servers) -> None:
+    theirs = httpx.get(f"{servers.management}/models/ctx?customized=true", timeout=60)
+    mine = httpx.get(f"{servers.modelport}/models/ctx-workers?customized=true", timeout=60)
+    assert (theirs.status_code, mine.status_code) == (200, 200), (theirs.text, mine.text)
+    assert (
+        mine.json()[0]["customizedMetadata"]
+        == theirs.json()[0]["customizedMetadata"]
+        == {"labels": 3, "threshold": 0.4}
+    )
