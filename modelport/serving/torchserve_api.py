@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,10 +63,13 @@ from modelport.tensors import lookup_dtype
 
 __all__ = [
     "TORCHSERVE_HOT_ROUTES",
+    "Payload",
+    "error_kind",
     "handler_requests",
     "model_page",
     "parse_instance",
     "parse_payloads",
+    "predict",
     "torchserve_routes",
 ]
 
@@ -94,13 +99,16 @@ def _error_body(error: ModelportError, status: int) -> Reply:
     if routing is not None and (not isinstance(error, MethodNotAllowedError) or error.allowed):  # (not a write API
         # the server was started without: its message says which flag turns it on)
         return json_reply({"code": status, "type": routing[0], "message": routing[1]}, status)
+    return json_reply({"code": status, "type": error_kind(error, status), "message": public_message(error)}, status)
+
+
+def error_kind(error: ModelportError, status: int) -> str:
+    """The TorchServe exception an error is (for the HTTP ``status`` it maps to)."""
     if isinstance(error, HandlerError):
-        kind = "InternalServerException"
-    elif isinstance(error, VersionLabelError):
-        kind = "ModelVersionNotFoundException"
-    else:
-        kind = _TYPES.get(status, "InternalServerException")
-    return json_reply({"code": status, "type": kind, "message": public_message(error)}, status)
+        return "InternalServerException"
+    if isinstance(error, VersionLabelError):
+        return "ModelVersionNotFoundException"
+    return _TYPES.get(status, "InternalServerException")
 
 
 def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
@@ -171,19 +179,38 @@ def _number(value: str | None, default: int) -> int:
 
 async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST|PUT /predictions/{model}[/{version}]``."""
-    model, version = head.params["model"], _version(plane, head)
+    model, version = head.params["model"], head.params.get("version")
+    content_type = head.header(b"content-type") or ""
+    return await predict(
+        plane, model, version, Payload(await read(plane.settings.max_body_bytes), content_type, head.headers)
+    )
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One prediction request as TorchServe's frontend receives it: the body, its content type and the headers;
+    ``fields``, when given, are the handler's request fields themselves (TorchServe's gRPC ``input`` map)."""
+
+    body: bytes
+    content_type: str = ""
+    headers: list[tuple[bytes, bytes]] = dataclass_field(default_factory=list)
+    fields: tuple[Field, ...] | None = None
+
+
+async def predict(plane: DataPlane, model: str, version_text: str | None, payload: Payload) -> Reply:
+    """TorchServe's prediction of ``model`` (``version_text``: a number, an archive's version label or None),
+    answered as its HTTP API answers it; shared by the HTTP and gRPC APIs."""
+    version = _version(plane, model, version_text)
     try:
         meta = plane.serving_metadata(model, version)
     except NotFoundError:
         if version is None or not _lacks_version(plane, model, version):
             raise
         raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
-    content_type = head.header(b"content-type") or ""
     if meta.format == "handler":
-        return await _handler_predictions(plane, head, version, await read(plane.settings.max_body_bytes), content_type)
+        return await _handler_predictions(plane, model, version, payload)
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
-    # no name for the body: a JSON body is freed once parsed, not held while the request waits for its batch
-    inputs, batched = parse(await read(plane.settings.max_body_bytes), content_type, meta.inputs)
+    inputs, batched = parse(payload.body, payload.content_type, meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
@@ -196,16 +223,17 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     return json_reply(predict_response(first, row_format=True, json_outputs=json_outputs)["predictions"][0])
 
 
-async def _handler_predictions(
-    plane: DataPlane, head: RequestHead, version: str | None, body: bytes, content_type: str
-) -> Reply:
+async def _handler_predictions(plane: DataPlane, model: str, version: str | None, payload: Payload) -> Reply:
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
-    requests = handler_requests(body, content_type, head.headers)
+    if payload.fields is not None:
+        requests = [TorchServeRequest(payload.fields, ())]
+    else:
+        requests = handler_requests(payload.body, payload.content_type, payload.headers)
     if len(requests) == 1:
-        return _handler_reply(await _handler_infer(plane, head.params["model"], version, requests[0]))
+        return _handler_reply(await _handler_infer(plane, model, version, requests[0]))
     # several requests, each on its own (the model may take batches of one), answered as the list of them
-    replies = await asyncio.gather(*(_handler_infer(plane, head.params["model"], version, r) for r in requests))
+    replies = await asyncio.gather(*(_handler_infer(plane, model, version, r) for r in requests))
     return json_reply([_decoded(r.body) for r in replies])
 
 
@@ -231,16 +259,15 @@ def _lacks_version(plane: DataPlane, model: str, version: str) -> bool:
         return False
 
 
-def _version(plane: DataPlane, head: RequestHead) -> str | None:
+def _version(plane: DataPlane, model: str, version: str | None) -> str | None:
     """The version a path names: a number is modelport's; anything else (TorchServe's ``1.0``) a version label
     (``import-mar`` labels an archive's version with its ``modelVersion``)."""
-    version = head.params.get("version")
     if version is None or version.isdigit():
         return version
     try:
-        return plane.resolve_version(head.params["model"], None, label=version)
+        return plane.resolve_version(model, None, label=version)
     except VersionLabelError:
-        raise VersionLabelError(f"Model version: {version} does not exist for model: {head.params['model']}") from None
+        raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
 
 
 def handler_requests(body: bytes, content_type: str, headers: list[tuple[bytes, bytes]]) -> list[TorchServeRequest]:

@@ -46,6 +46,8 @@ def test_token_parsing_and_scopes(tmp_path):
     assert grpc_scope("/inference.GRPCInferenceService/ModelInfer") == "inference"
     assert grpc_scope("/tensorflow.serving.PredictionService/Predict") == "inference"
     assert grpc_scope("/inference.GRPCInferenceService/RepositoryModelLoad") == "control"
+    assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping") is None
+    assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions") == "inference"
     key_file = tmp_path / "key"
     key_file.write_text(INFERENCE_KEY + "\n")  # as a mounted Kubernetes secret may end
     tokens = Tokens.from_settings(ServerSettings(repository=tmp_path, api_key_file=str(key_file)))
