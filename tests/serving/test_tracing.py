@@ -332,6 +332,35 @@ async def test_a_grpc_inference_is_one_server_span_whose_traceparent_comes_back_
     assert refused.status.status_code is StatusCode.UNSET
 
 
+async def test_a_torchserve_grpc_prediction_is_one_server_span_with_the_callers_parent(plane, exported):
+    from modelport.serving.torchserve_grpc import SERVICE, messages
+
+    request_type, response_type = messages()["PredictionsRequest"], messages()["PredictionResponse"]
+    server, _ = build_grpc_server(plane)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            predictions = channel.unary_unary(
+                f"/{SERVICE}/Predictions",
+                request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString,
+            )
+            call = predictions(
+                request_type(model_name="echo", input={"data": b"[1, 2, 3]"}), metadata=(("traceparent", TRACEPARENT),)
+            )
+            assert json.loads((await call).prediction)["n"] == 12.0
+            trailers = dict(await call.trailing_metadata())
+        await until(lambda: len(server_spans(exported)) == 1, what="the server span ended")
+    finally:
+        await server.stop(grace=None)
+    (served,) = server_spans(exported)
+    assert served.name == f"{SERVICE}/Predictions"
+    assert served.parent is not None and format(served.parent.span_id, "016x") == PARENT_ID
+    assert trailers["traceparent"] == f"00-{TRACE_ID}-{hex_ids(served)[1]}-01"
+    assert {"validate", "queue", "batch"} <= set(children(finished(exported), served))
+
+
 async def test_grpc_services_otel_python_grpc_excluded_services_names_are_not_traced(repo, plane):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
