@@ -11,14 +11,11 @@ modelport forwards to it (``runtime: torchserve``) after checking the golden vec
 
 from __future__ import annotations
 
-import json
-import tarfile
 import tempfile
-import zipfile
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import replace
+from pathlib import Path
 
-from modelport.errors import InvalidArgumentError, NotFoundError, SourceError, UnsupportedError
+from modelport.errors import InvalidArgumentError, SourceError, UnsupportedError
 from modelport.exporters.mar_handler import (
     builtin_handler,
     custom_handler_file,
@@ -31,42 +28,9 @@ from modelport.exporters.options import ExportOptions
 from modelport.exporters.pipeline import export
 from modelport.exporters.report import ExportReport
 from modelport.exporters.upload import export_to_store
+from modelport.mar_archive import MarArchive, read_mar
 
 __all__ = ["MarArchive", "import_mar", "read_mar"]
-
-_MANIFEST = "MAR-INF/MANIFEST.json"
-
-
-@dataclass(frozen=True)
-class MarArchive:
-    """What an archive's MANIFEST.json says about its model."""
-
-    name: str
-    version: str
-    serialized_file: str
-    handler: str
-    model_file: str
-
-
-def read_mar(path: Path) -> tuple[MarArchive, dict[str, bytes]]:
-    """The archive's manifest and its files (name -> bytes); refuses paths that leave the archive."""
-    if not path.exists():
-        raise NotFoundError(f"{path}: no such model archive")
-    files = _read_files(path)
-    if _MANIFEST not in files:
-        raise SourceError(f"{path} is not a TorchServe model archive: {_MANIFEST} is missing")
-    try:
-        model = json.loads(files[_MANIFEST])["model"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"{path}: {_MANIFEST} is not a valid archive manifest ({exc})") from None
-    archive = MarArchive(
-        name=str(model.get("modelName", "")),
-        version=str(model.get("modelVersion", "1.0")),
-        serialized_file=str(model.get("serializedFile", "")),
-        handler=str(model.get("handler", "")),
-        model_file=str(model.get("modelFile", "")),
-    )
-    return archive, files
 
 
 def import_mar(
@@ -109,44 +73,6 @@ def import_mar(
         if row.published and remote:
             update_config(options.folder / row.model, {"runtime": "torchserve", "remote": _remote(remote, archive)})
     return report
-
-
-def _read_files(path: Path) -> dict[str, bytes]:
-    if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return {_safe(i.filename, path): archive.read(i) for i in archive.infolist() if not i.is_dir()}
-        if tarfile.is_tarfile(path):
-            with tarfile.open(path) as archive:
-                files = {_safe(m.name, path): _extract(archive, m) for m in archive.getmembers() if m.isfile()}
-            return _strip_top_folder(files)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
-        raise SourceError(f"{path}: cannot read the archive: {exc}") from None
-    raise SourceError(f"{path} is neither a .mar (zip), a .tar.gz archive nor an archive directory")
-
-
-def _strip_top_folder(files: dict[str, bytes]) -> dict[str, bytes]:
-    """tgz archives hold one top folder named after the model."""
-    if _MANIFEST in files:
-        return files
-    tops = {name.split("/", 1)[0] for name in files}
-    if len(tops) == 1 and f"{next(iter(tops))}/{_MANIFEST}" in files:
-        return {name.split("/", 1)[1]: data for name, data in files.items()}
-    return files
-
-
-def _safe(name: str, path: Path) -> str:
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or ".." in parts:
-        raise SourceError(f"{path}: archive member {name!r} escapes the archive")
-    return "/".join(parts)
-
-
-def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    handle = archive.extractfile(member)
-    return handle.read() if handle is not None else b""
 
 
 def _kind(archive: MarArchive, files: dict[str, bytes], mar: Path) -> str:

@@ -12,11 +12,8 @@ repository must be a local folder; ``config.yaml`` is per model, so batching and
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
-import tarfile
-import zipfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -30,11 +27,13 @@ from modelport.errors import (
     DeadlineExceededError,
     InvalidArchiveError,
     ModelNotReadyError,
+    ModelportError,
     NotFoundError,
     PermissionDeniedError,
     UnimplementedError,
     VersionLabelError,
 )
+from modelport.mar_archive import MANIFEST, read_manifest
 from modelport.serving.manager import ModelEntry, ModelManager
 from modelport.serving.settings import CONFIG_FILE, ServerSettings
 from modelport.serving.types import ArchiveRegistration, Registered, VersionState
@@ -43,7 +42,6 @@ __all__ = ["Registry", "archive_identity"]
 
 log = logging.getLogger(__name__)
 
-_MANIFEST = "MAR-INF/MANIFEST.json"
 _IMPORT_TIMEOUT_S = 900.0  # an export with its parity check; a hung one must not hold the registrations' lock
 
 
@@ -232,26 +230,12 @@ def _missing(name: str, version: str) -> str:
 def archive_identity(path: Path, url: str = "") -> tuple[str, str]:
     """The ``modelName`` and ``modelVersion`` of an archive (a .mar, a .tar.gz or a no-archive folder)."""
     try:
-        model = json.loads(_manifest_bytes(path))["model"]
-        return str(model.get("modelName") or ""), str(model.get("modelVersion") or "1.0")
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile, tarfile.TarError):
+        archive = read_manifest(path)
+    except ModelportError:
         raise InvalidArchiveError(
-            f"Model name is not defined. ({url or path.name} is not a model archive with {_MANIFEST})"
+            f"Model name is not defined. ({url or path.name} is not a model archive with {MANIFEST})"
         ) from None
-
-
-def _manifest_bytes(path: Path) -> bytes:
-    if path.is_dir():
-        return (path / _MANIFEST).read_bytes()
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(_MANIFEST)
-    with tarfile.open(path) as archive:  # one top folder named after the model, or none
-        member = next(m for m in archive.getmembers() if m.isfile() and m.name.split("/", 1)[-1] == _MANIFEST)
-        handle = archive.extractfile(member)
-        if handle is None:
-            raise KeyError(_MANIFEST)
-        return handle.read()
+    return archive.name, archive.version
 
 
 async def _import(path: Path, root: Path, name: str, request: ArchiveRegistration) -> None:
