@@ -50,7 +50,13 @@ import numpy as np
 from modelport.errors import HandlerError, SourceError, summarize
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework
-from modelport.runtimes.handler_request import Reply, TorchServeRequest, decode_request, encode_reply
+from modelport.runtimes.handler_request import (
+    Reply,
+    TorchServeRequest,
+    decode_predict_response,
+    decode_request,
+    encode_reply,
+)
 
 if TYPE_CHECKING:
     from modelport.runtimes.handler_process import HandlerWorker
@@ -134,12 +140,18 @@ class HandlerRuntime:
     def _run(self, requests: list[TorchServeRequest | None], payloads: list[object]) -> list[bytes]:
         """One call of the handler on ``requests`` (their ``payloads``): each one's encoded response."""
         batch = [_row(request, payload) for request, payload in zip(requests, payloads, strict=True)]
-        self._prepare(requests)
+        stream = self._prepare(requests)
         responses = self._handle(batch)
-        return [
-            encode_response(r) if q is None else encode_reply(self._reply(i, r))
-            for i, (q, r) in enumerate(zip(requests, responses, strict=True))
-        ]
+        encoded = []
+        for i, (request, response) in enumerate(zip(requests, responses, strict=True)):
+            sent = stream.sent[i]
+            if request is None:  # a bare payload's answer: what a TorchServe client would read, streamed or not
+                encoded.append(b"".join([*(r.body for r in sent), encode_response(response)]))
+            else:
+                encoded.append(
+                    encode_reply(_streamed(sent, self._reply(i, response)) if sent else self._reply(i, response))
+                )
+        return encoded
 
     def _handle(self, batch: list[dict[str, Any]]) -> list[Any]:
         """The handler on one batch, failing as TorchServe's worker fails (``ts/service.py``): a
@@ -182,14 +194,41 @@ class HandlerRuntime:
         self.entry = None
         self.context = None
 
-    def _prepare(self, requests: list[TorchServeRequest | None]) -> None:
-        """Per batch, as TorchServe's service sets them: request ids, request headers, the metrics' ids."""
+    def _prepare(self, requests: list[TorchServeRequest | None]) -> _Intermediate:
+        """Per batch, as TorchServe's service sets them: request ids, request headers, the metrics' ids, and the
+        socket that ``send_intermediate_predict_response`` writes a streaming handler's responses to."""
         ids = {i: str(uuid.uuid4()) for i in range(len(requests))}
         self.context.request_ids = ids
         self.context.request_processor = [
             self.ts_context.RequestProcessor(r.properties() if r is not None else {}) for r in requests
         ]
         self.context.metrics.request_ids = ids
+        stream = self.context.cl_socket = _Intermediate(ids)
+        return stream
+
+
+class _Intermediate:
+    """``context.cl_socket`` of one handler call: what a streaming handler sends ahead of its final responses
+    (``send_intermediate_predict_response`` writes TorchServe's worker-protocol frames to it), per request."""
+
+    def __init__(self, ids: dict[int, str]) -> None:
+        self.index = {request_id: i for i, request_id in ids.items()}
+        self.sent: dict[int, list[Reply]] = {i: [] for i in ids}
+
+    def sendall(self, frame: bytes) -> None:
+        for request_id, reply in decode_predict_response(bytes(frame)):
+            index = self.index.get(request_id)
+            if index is None:
+                raise HandlerError("Prediction failed", 503)  # a response to a request of another batch
+            self.sent[index].append(reply)
+
+
+def _streamed(sent: list[Reply], final: Reply) -> Reply:
+    """A streamed response: TorchServe answers with the first response's status, content type and headers, and
+    sends every response's body in turn (a chunk each over HTTP, a message each over gRPC's StreamPredictions)."""
+    first = sent[0]
+    bodies = [r.body for r in sent]
+    return first._replace(body=b"".join([*bodies, final.body]), chunks=tuple(len(b) for b in bodies))
 
 
 def _groups(requests: list[TorchServeRequest | None]) -> list[list[int]]:

@@ -10,6 +10,10 @@ headers the handler set on the context, so the adapter answers as TorchServe doe
 
 A frame is ``MAGIC``, a 4-byte big-endian length, a JSON header (names, content types, lengths, headers)
 and the raw values one after the other: no base64, no pickle.
+
+A handler that streams (``send_intermediate_predict_response``) writes TorchServe's worker-protocol frames
+to ``context.cl_socket``; :func:`decode_predict_response` reads them back, and the reply carries the
+intermediate responses ahead of the final one (``Reply.chunks``: their lengths at the start of the body).
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ __all__ = [
     "Field",
     "Reply",
     "TorchServeRequest",
+    "decode_predict_response",
     "decode_reply",
     "decode_request",
     "encode_reply",
     "encode_request",
+    "split_chunks",
 ]
 
 DESCRIBE_HEADER = "describe"  # TorchServe's frontend sets it (value "True") on a describe request
@@ -69,12 +75,24 @@ class TorchServeRequest(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """A handler's response to one TorchServe request, with what it set on the context for it."""
+    """A handler's response to one TorchServe request, with what it set on the context for it; ``chunks``: the
+    lengths of the intermediate responses a streaming handler sent, in order at the start of ``body`` (the final
+    response is the rest)."""
 
     body: bytes
     status: int = 200
     content_type: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    chunks: tuple[int, ...] = ()
+
+
+def split_chunks(body: bytes, chunks: tuple[int, ...]) -> list[bytes]:
+    """A streamed reply's responses one by one (``chunks``: the intermediate ones' lengths), the final one last."""
+    parts, start = [], 0
+    for length in chunks:
+        parts.append(body[start : start + length])
+        start += length
+    return [*parts, body[start:]]
 
 
 def field_value(field: Field) -> Any:
@@ -114,7 +132,13 @@ def decode_request(element: bytes) -> TorchServeRequest | None:
 
 def encode_reply(reply: Reply) -> bytes:
     """One response, framed with its status, content type and headers."""
-    head = {"status": reply.status, "content_type": reply.content_type, "headers": [list(h) for h in reply.headers]}
+    head: dict[str, Any] = {
+        "status": reply.status,
+        "content_type": reply.content_type,
+        "headers": [list(h) for h in reply.headers],
+    }
+    if reply.chunks:
+        head["chunks"] = list(reply.chunks)
     return _frame(REPLY_MAGIC, head, reply.body)
 
 
@@ -125,7 +149,51 @@ def decode_reply(element: bytes) -> Reply:
         return Reply(element)
     head, body = unframed
     headers = tuple((str(k), str(v)) for k, v in head["headers"])
-    return Reply(body, int(head["status"]), str(head["content_type"]), headers)
+    chunks = tuple(int(n) for n in head.get("chunks", ()))
+    return Reply(body, int(head["status"]), str(head["content_type"]), headers, chunks)
+
+
+def decode_predict_response(frame: bytes) -> list[tuple[str, Reply]]:
+    """The responses in one frame of TorchServe's worker protocol (``ts.protocol.otf_message_handler.
+    create_predict_response``, which ``send_intermediate_predict_response`` writes to ``context.cl_socket``):
+    ``(request id, response)`` for each request it answers."""
+    reader = _FrameReader(frame)
+    try:
+        reader.number()  # the batch's code and message: each response carries its own status
+        reader.text()
+        answers = []
+        while (length := reader.number()) != -1:  # the end of the list
+            request_id = reader.take(length).decode()
+            content_type = reader.text()
+            status = reader.number()
+            reader.text()  # the reason phrase
+            headers = tuple((reader.text(), reader.text()) for _ in range(reader.number()))
+            answers.append((request_id, Reply(reader.take(reader.number()), status, content_type, headers)))
+    except (struct.error, UnicodeDecodeError):
+        raise InvalidArgumentError("a streamed TorchServe response frame is malformed") from None
+    return answers
+
+
+class _FrameReader:
+    """Big-endian ints and length-prefixed values, one after the other."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.view = memoryview(frame)
+        self.offset = 0
+
+    def number(self) -> int:
+        (value,) = struct.unpack_from("!i", self.view, self.offset)
+        self.offset += 4
+        return int(value)
+
+    def take(self, length: int) -> bytes:
+        if length < 0 or self.offset + length > len(self.view):
+            raise struct.error("a length runs past the frame")
+        self.offset += length
+        return bytes(self.view[self.offset - length : self.offset])
+
+    def text(self) -> str:
+        return self.take(self.number()).decode()
 
 
 def _frame(magic: bytes, head: dict[str, Any], data: bytes) -> bytes:

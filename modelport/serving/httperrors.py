@@ -58,6 +58,7 @@ class Reply(NamedTuple):
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    chunks: tuple[int, ...] = ()  # a streamed answer's parts ahead of its last one (``HandlerReply.chunks``)
 
     def response(self) -> Response:
         """The same reply as a Starlette response (for the routed app)."""

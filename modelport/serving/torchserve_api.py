@@ -298,7 +298,7 @@ def _handler_reply(reply: HandlerReply) -> Reply:
     headers = tuple(
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k.lower() not in _NOT_FORWARDED
     )
-    return Reply(reply.status, reply.body, content_type, headers)
+    return Reply(reply.status, reply.body, content_type, headers, reply.chunks)
 
 
 def _content_type(answer: bytes) -> bytes:

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, empty_pb2,
 from google.rpc import status_pb2
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, VersionLabelError
-from modelport.runtimes.handler_request import Field
+from modelport.runtimes.handler_request import Field, split_chunks
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
 from modelport.serving.torchserve_api import Payload, error_kind, predict
@@ -159,8 +159,8 @@ _HTTP, _ARCHIVE = "org.pytorch.serve.http.", "org.pytorch.serve.archive.model."
 _NO_NAME = "Parameter model_name is required."
 
 
-async def _answer(plane: DataPlane, request: Any, context: Any) -> Any:
-    """One prediction; an error ends the call with TorchServe's status and details."""
+async def _answer(plane: DataPlane, request: Any, context: Any) -> list[Any]:
+    """One prediction's responses; an error ends the call with TorchServe's status and details."""
     try:
         return await _predict(plane, request)
     except Exception as exc:
@@ -170,15 +170,17 @@ async def _answer(plane: DataPlane, request: Any, context: Any) -> Any:
     raise AssertionError("unreachable: abort raises")
 
 
-async def _predict(plane: DataPlane, request: Any) -> Any:
-    """One ``PredictionsRequest`` answered, as ``POST /predictions/{model}[/{version}]``."""
+async def _predict(plane: DataPlane, request: Any) -> list[Any]:
+    """One ``PredictionsRequest`` answered, as ``POST /predictions/{model}[/{version}]``: one response, or one
+    per part of a streaming handler's answer (``send_intermediate_predict_response``)."""
     if not request.model_name:
         raise InvalidArgumentError(_NO_NAME)
     reply = await predict(plane, request.model_name, request.model_version or None, _payload(request.input))
-    answer = _RESPONSE(prediction=reply.body)
+    answers = [_RESPONSE(prediction=part) for part in split_chunks(reply.body, reply.chunks)]
     if request.HasField("sequence_id"):
-        answer.sequence_id = request.sequence_id
-    return answer
+        for answer in answers:
+            answer.sequence_id = request.sequence_id
+    return answers
 
 
 def _payload(inputs: Any) -> Payload:
@@ -192,14 +194,15 @@ def _payload(inputs: Any) -> Payload:
 
 def _predictions(plane: DataPlane) -> Any:
     async def predictions(request: Any, context: Any) -> Any:
-        return await _answer(plane, request, context)
+        return (await _answer(plane, request, context))[0]  # a streaming handler's first response, as TorchServe's
 
     return predictions
 
 
 def _stream(plane: DataPlane) -> Any:
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        yield await _answer(plane, request, context)  # a handler that does not stream: one answer
+        for answer in await _answer(plane, request, context):  # one, or each response of a streaming handler
+            yield answer
 
     return stream
 
@@ -210,13 +213,14 @@ def _stream2(plane: DataPlane) -> Any:
     async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         async for request in requests:
             try:
-                answer = await _predict(plane, request)
+                answers = await _predict(plane, request)
             except Exception as exc:
                 if not isinstance(exc, ModelportError):
                     log.exception("unhandled error in a TorchServe gRPC stream")
                 code, details = _refusal(exc, request.model_name)
-                answer = _failed(request, code.value[0], details)
-            yield answer
+                answers = [_failed(request, code.value[0], details)]
+            for answer in answers:
+                yield answer
 
     return stream
 

@@ -1,0 +1,135 @@
+"""A TorchServe handler that streams (``send_intermediate_predict_response``), served by modelport as by a real
+TorchServe 0.12: over HTTP the responses' bodies in turn, with the first one's status and headers; over gRPC one
+``StreamPredictions`` message per response, and TorchServe's unary ``Predictions`` the first response only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import grpc
+import httpx
+import pytest
+
+from modelport.cli import main
+from modelport.serving.torchserve_grpc import SERVICE, messages
+from modelport.torchserve_process import TorchServeOptions, TorchServePorts, archive, running_torchserve
+from tests.serving.processes import serving
+
+pytestmark = [pytest.mark.torchserve, pytest.mark.slow]
+
+STREAMER = """
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+
+def _text(row):
+    value = row.get("data") or row.get("body")
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    texts = [_text(row) for row in data]
+    for step in range(3):
+        for i in range(len(data)):
+            context.set_response_header(i, "x-step", str(step))
+        tokens = [f"{text}-tok{step} " for text in texts]
+        send_intermediate_predict_response(tokens, context.request_ids, "Intermediate Prediction success", 200, context)
+    return [f"{text}-done" for text in texts]
+"""
+
+M = messages()
+REQUEST, RESPONSE = M["PredictionsRequest"], M["PredictionResponse"]
+
+
+class Server(NamedTuple):
+    http: str
+    grpc: str
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server, Path]]:
+    """(TorchServe, modelport) serving the streaming archive (batches of one, as TorchServe registers it)."""
+    work = tmp_path_factory.mktemp("streaming")
+    (work / "streamer.py").write_text(STREAMER)
+    (work / "w.bin").write_bytes(b"x")
+    mar = archive(work / "w.bin", work / "streamer.py", "streamer", work / "store")
+    repo = work / "repo"
+    assert main(["import-mar", str(mar), "--repository", str(repo), "--quiet"]) == 0
+    command = ["import-mar", str(mar), "--repository", str(repo), "--name", "batched", "--max-batch-size", "4"]
+    assert main([*command, "--quiet"]) == 0
+    config = repo / "batched" / "config.yaml"  # in a worker process, batches gathered for 200 ms
+    config.write_text(config.read_text() + "workers: 1\nmax_queue_delay_ms: 200\n")
+    ports = TorchServePorts.free()
+    with contextlib.ExitStack() as stack:
+        ts = stack.enter_context(running_torchserve(mar, work / "ts", TorchServeOptions(batch_size=1, ports=ports)))
+        mine = stack.enter_context(serving(repo, log=work / "server.log"))
+        yield Server(ts.inference, f"127.0.0.1:{ports.grpc_inference}"), Server(mine.url, mine.grpc), work
+
+
+def _http(server: Server, model: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    response = httpx.post(f"{server.http}/predictions/{model}", content=body, timeout=60)
+    headers = {k: v for k, v in response.headers.items() if k in ("x-step", "ts_stream_next")}
+    return response.status_code, response.content, headers
+
+
+def _grpc(server: Server, method: str, request: Any) -> Any:
+    with grpc.insecure_channel(server.grpc) as channel:
+        pair = {"request_serializer": REQUEST.SerializeToString, "response_deserializer": RESPONSE.FromString}
+        if method == "StreamPredictions":
+            return [r.prediction for r in channel.unary_stream(f"/{SERVICE}/{method}", **pair)(request, timeout=60)]
+        return channel.unary_unary(f"/{SERVICE}/{method}", **pair)(request, timeout=60).prediction
+
+
+def test_a_streaming_handler_answers_as_torchserve(servers: tuple[Server, Server, Path]) -> None:
+    theirs, mine, _ = servers
+    expected = (200, b"hi-tok0 hi-tok1 hi-tok2 hi-done", {"x-step": "0", "ts_stream_next": "true"})
+    assert _http(theirs, "streamer", b"hi") == _http(mine, "streamer", b"hi") == expected
+    request = REQUEST(model_name="streamer", input={"data": b"yo"})
+    parts = [b"yo-tok0 ", b"yo-tok1 ", b"yo-tok2 ", b"yo-done"]
+    assert _grpc(theirs, "StreamPredictions", request) == _grpc(mine, "StreamPredictions", request) == parts
+    # TorchServe's unary call answers the first response (and its worker then fails the rest: called last here)
+    assert _grpc(theirs, "Predictions", request) == _grpc(mine, "Predictions", request) == b"yo-tok0 "
+
+
+async def test_each_request_of_a_batch_gets_its_own_stream_from_a_worker_process(
+    servers: tuple[Server, Server, Path],
+) -> None:
+    _, mine, work = servers
+    async with httpx.AsyncClient(base_url=mine.http, timeout=60) as client:
+        replies = await asyncio.gather(*(client.post("/predictions/batched", content=t) for t in (b"a", b"b", b"c")))
+        assert [r.content for r in replies] == [f"{t}-tok0 {t}-tok1 {t}-tok2 {t}-done".encode() for t in "abc"]
+        v2 = {"inputs": [{"name": "data", "datatype": "BYTES", "shape": [1], "data": ["v2"]}]}
+        answer = (await client.post("/v2/models/batched/infer", json=v2)).json()
+        assert answer["outputs"][0]["data"] == [
+            "v2-tok0 v2-tok1 v2-tok2 v2-done"
+        ]  # the bytes a TorchServe client reads
+        metrics = (await client.get("/metrics")).text
+    counts = {
+        line.split()[0].split("_")[-1].split("{")[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith(("modelport_batch_size_count{", "modelport_batch_size_sum{")) and 'model="batched"' in line
+    }
+    assert counts["sum"] == 4 and counts["count"] < 4, metrics  # 4 rows; the 3 concurrent ones shared a batch
+    assert "Traceback" not in (work / "server.log").read_text()
+
+
+def test_worker_protocol_frames_decode_as_torchserve_encodes_them() -> None:
+    from ts.protocol.otf_message_handler import create_predict_response
+
+    from modelport.errors import InvalidArgumentError
+    from modelport.runtimes.handler_request import Reply, decode_predict_response, split_chunks
+
+    frame = bytes(create_predict_response([b"\x00raw", {"k": 1}], {0: "id-a", 1: "id-b"}, "ok", 206))
+    assert decode_predict_response(frame) == [
+        ("id-a", Reply(b"\x00raw", 206)),
+        ("id-b", Reply(b'{\n  "k": 1\n}', 206)),
+    ]
+    for broken in (frame[:-3], frame[:9], b""):
+        with pytest.raises(InvalidArgumentError, match="malformed"):
+            decode_predict_response(broken)
+    assert split_chunks(b"abcdef", (1, 2)) == [b"a", b"bc", b"def"] and split_chunks(b"ab", ()) == [b"ab"]
