@@ -64,6 +64,12 @@ def create_app(plane: DataPlane) -> HttpFront:
 
 
 def _add_health(app: FastAPI, plane: DataPlane) -> None:
+    @app.get("/")
+    async def root_live() -> Response:
+        """KServe's server root, its v1 liveness (``InferenceRESTClient.is_server_live`` with protocol v1)."""
+        live = plane.live()
+        return json_response({"status": "alive" if live else "not alive"}, 200 if live else 503)
+
     @app.get("/v2/health/live")
     async def live() -> Response:
         return json_response({"live": plane.live()}, 200 if plane.live() else 503)
