@@ -50,6 +50,7 @@ def create_app(plane: DataPlane) -> HttpFront:
     )
     _add_triton_extensions(api, plane)  # before the model metadata route, which would take /v2/models/stats
     _add_health(api, plane)
+    _add_kserve(api, plane)
     _add_repository(api, plane)
     install_openapi(api)
 
@@ -63,13 +64,22 @@ def create_app(plane: DataPlane) -> HttpFront:
     return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
 
 
-def _add_health(app: FastAPI, plane: DataPlane) -> None:
+def _add_kserve(app: FastAPI, plane: DataPlane) -> None:
+    """What KServe's own model server adds to the protocols: its root liveness (v1's, which
+    ``InferenceRESTClient.is_server_live`` reads with protocol v1) and its lists of models."""
+
     @app.get("/")
     async def root_live() -> Response:
-        """KServe's server root, its v1 liveness (``InferenceRESTClient.is_server_live`` with protocol v1)."""
         live = plane.live()
         return json_response({"status": "alive" if live else "not alive"}, 200 if live else 503)
 
+    @app.get("/v1/models")
+    @app.get("/v2/models")
+    async def model_list() -> Response:
+        return json_response({"models": plane.model_names()})
+
+
+def _add_health(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2/health/live")
     async def live() -> Response:
         return json_response({"live": plane.live()}, 200 if plane.live() else 503)

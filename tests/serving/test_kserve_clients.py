@@ -175,3 +175,11 @@ def test_typed_answers_fall_back_to_raw_for_datatypes_without_contents():
     assert [len(o.contents.ListFields()) for o in reply.outputs] == [0, 0]
     typed = encode_grpc_response(InferResponse("m", "1", {"n": outputs["n"]}), "r", typed=True)
     assert list(typed.outputs[0].contents.int_contents) == [0, 1] and not typed.raw_output_contents
+
+
+async def test_kserve_lists_its_models(client):
+    # KServe's model server: GET /v1/models and GET /v2/models answer {"models": [names]} (was 404)
+    for path in ("/v1/models", "/v2/models"):
+        answer = await client.get(path, headers=KSERVE_HEADERS)
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.json() == {"models": ["broken", "echo", "failing", "ints", "wrong"]}
