@@ -3,8 +3,8 @@
 A request presents its token as ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``
 (HTTP headers, or the same keys in gRPC metadata). Tokens are compared as SHA-256 digests with
 ``hmac.compare_digest``: constant time, and the comparison does not reveal the token's length.
-Health probes (HTTP live/ready, ``/ping``, gRPC health, KServe ServerLive/ServerReady, TorchServe's gRPC Ping),
-``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
+Health probes (HTTP live/ready, KServe's ``/``, ``/ping``, gRPC health, KServe ServerLive/ServerReady,
+TorchServe's gRPC Ping), ``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
 inference token, and load/unload (and TorchServe's register/scale/unregister) need the control token.
 Key files are re-read when they change, so a token rotates without a restart (:mod:`modelport.serving.tokens`).
 """
@@ -26,7 +26,7 @@ __all__ = ["AuthInterceptor", "Scope", "Tokens", "grpc_scope", "http_scope", "pr
 
 Scope = Literal["inference", "control"]
 
-OPEN_HTTP = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"})
+OPEN_HTTP = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"})
 _WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _OPEN_GRPC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
 _OPEN_GRPC_METHODS = frozenset(

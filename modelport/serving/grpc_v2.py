@@ -1,9 +1,10 @@
 """gRPC adapter: KServe v2 ``inference.GRPCInferenceService`` over the data plane.
 
 The message and servicer classes are the ones the ``tritonclient[grpc]`` package ships (the
-service Triton implements), so Triton's gRPC clients work unchanged. Outputs always travel as
-``raw_output_contents``, as Triton sends them. Standard health checking (``""`` for the server,
-one service name per model) and server reflection are registered on the same server.
+service Triton implements), so Triton's gRPC clients work unchanged. Outputs travel as the inputs came:
+``raw_output_contents`` (as Triton sends them) for raw inputs, typed ``contents`` for typed ones (as KServe's own
+server answers them: kserve's ``InferOutput.data`` reads only those). Standard health checking (``""`` for the
+server, one service name per model) and server reflection are registered on the same server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
@@ -29,6 +31,7 @@ from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
 from modelport.serving.v2_metadata import model_metadata_json, repository_index_json
+from modelport.tensors import dtype_of_array
 
 __all__ = ["KServeServicer", "build_grpc_server", "decode_grpc_request", "encode_grpc_response", "publish_health"]
 
@@ -138,7 +141,7 @@ class KServeServicer(_NotImplemented):
     async def _infer(self, request: Any, protocol: str) -> Any:
         decoded = decode_grpc_request(request)
         response = await self.plane.infer(request.model_name, request.model_version or None, decoded, protocol)
-        return encode_grpc_response(response, request.id)
+        return encode_grpc_response(response, request.id, typed=not request.raw_input_contents)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         """Each request of the stream answered as it completes (a stream's requests batch together); one that
@@ -210,16 +213,32 @@ class KServeServicer(_NotImplemented):
         return await guard(context, call)
 
 
-def encode_grpc_response(response: InferResponse, request_id: str) -> Any:
-    """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them)."""
+def encode_grpc_response(response: InferResponse, request_id: str, typed: bool = False) -> Any:
+    """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them), or,
+    answering typed inputs (``typed``), every output in typed ``contents`` unless one has no such field (FP16,
+    BF16: then all raw, as the protocol allows no mix and as KServe's server does)."""
     reply = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=request_id
     )
+    datatypes = {name: dtype_of_array(value).v2 for name, value in response.outputs.items()}
+    if typed and all(d in _CONTENTS for d in datatypes.values()):
+        for name, value in response.outputs.items():
+            tensor = reply.outputs.add(name=name, datatype=datatypes[name], shape=list(value.shape))
+            getattr(tensor.contents, _CONTENTS[datatypes[name]]).extend(_typed_values(value))
+        return reply
     for name, value in response.outputs.items():
         datatype, shape, raw = encode_raw_tensor(value)
         reply.outputs.add(name=name, datatype=datatype, shape=shape)
         reply.raw_output_contents.append(raw)
     return reply
+
+
+def _typed_values(value: np.ndarray[Any, Any]) -> list[Any]:
+    """A tensor's elements for its typed contents field, in row-major order (BYTES elements as bytes)."""
+    if value.dtype.kind in ("O", "S", "U"):
+        return [x if isinstance(x, bytes) else str(x).encode() for x in value.ravel()]
+    values: list[Any] = value.ravel().tolist()
+    return values
 
 
 def _stream_error(request: Any, message: str) -> Any:

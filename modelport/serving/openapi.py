@@ -186,7 +186,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "TFModelStatus": {
         "type": "object",
-        "required": ["model_version_status"],
+        "required": ["model_version_status", "name", "ready"],
         "properties": {
             "model_version_status": {
                 "type": "array",
@@ -195,7 +195,9 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["version", "state", "status"],
                     "properties": {"version": {"type": "string"}, "state": {"type": "string"}, "status": {}},
                 },
-            }
+            },
+            "name": {"type": "string", "description": "KServe v1 model readiness: the model's name"},
+            "ready": {"type": "boolean", "description": "KServe v1 model readiness: whether it serves now"},
         },
     },
     "TFModelMetadata": {

@@ -50,6 +50,7 @@ def create_app(plane: DataPlane) -> HttpFront:
     )
     _add_triton_extensions(api, plane)  # before the model metadata route, which would take /v2/models/stats
     _add_health(api, plane)
+    _add_kserve(api, plane)
     _add_repository(api, plane)
     install_openapi(api)
 
@@ -61,6 +62,21 @@ def create_app(plane: DataPlane) -> HttpFront:
     api.router.routes.extend([*tfserving_routes(plane), *management_routes(plane), *torchserve_routes(plane)])
     hot = [*_INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES]
     return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
+
+
+def _add_kserve(app: FastAPI, plane: DataPlane) -> None:
+    """What KServe's own model server adds to the protocols: its root liveness (v1's, which
+    ``InferenceRESTClient.is_server_live`` reads with protocol v1) and its lists of models."""
+
+    @app.get("/")
+    async def root_live() -> Response:
+        live = plane.live()
+        return json_response({"status": "alive" if live else "not alive"}, 200 if live else 503)
+
+    @app.get("/v1/models")
+    @app.get("/v2/models")
+    async def model_list() -> Response:
+        return json_response({"models": plane.model_names()})
 
 
 def _add_health(app: FastAPI, plane: DataPlane) -> None:

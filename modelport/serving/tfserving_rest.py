@@ -78,7 +78,9 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
             versions = [v for v in versions if str(v.version) == wanted]
             if not versions:
                 raise missing_version(model, wanted)
-        return _json({"model_version_status": [_status(v) for v in versions]})
+        # KServe v1's model readiness shares this path: its clients read "ready" (TF Serving's, the status list)
+        ready = plane.model_ready(model, wanted)[0]
+        return _json({"model_version_status": [_status(v) for v in versions], "name": model, "ready": ready})
 
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
@@ -125,8 +127,10 @@ _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1
 
 
 def _unimplemented(api: str) -> Callable[[DataPlane, RequestHead, BodyReader], Awaitable[Reply]]:
+    owner = "KServe v1" if api == "explain" else "TF Serving"
+
     async def refuse(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
-        raise UnimplementedError(f"TF Serving's :{api} API is not implemented; modelport serves :predict")
+        raise UnimplementedError(f"{owner}'s :{api} API is not implemented; modelport serves :predict")
 
     return refuse
 
@@ -134,9 +138,10 @@ def _unimplemented(api: str) -> Callable[[DataPlane, RequestHead, BodyReader], A
 TFSERVING_HOT_ROUTES = [
     HotRoute(prefix + f":{api}", frozenset({"POST"}), _predict if api == "predict" else _unimplemented(api))
     for prefix in _PREFIXES
-    for api in ("predict", "classify", "regress")
+    for api in ("predict", "classify", "regress", "explain")
 ]
-"""``:predict``, answered by the inference front; ``:classify`` and ``:regress`` refused with 501."""
+"""``:predict``, answered by the inference front; ``:classify``, ``:regress`` (TF Serving) and ``:explain``
+(KServe v1, whose ``:predict`` is TF Serving's) refused with 501."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:

@@ -13,7 +13,9 @@ async def test_tfserving_status_and_metadata(client):
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
             {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
-        ]
+        ],
+        "name": "echo",  # KServe v1's model readiness, on the same path
+        "ready": True,
     }
     one = (await client.get("/v1/models/echo/versions/1")).json()
     assert [v["version"] for v in one["model_version_status"]] == ["1"]

@@ -117,7 +117,7 @@ async def test_http_needs_the_inference_token(guarded, method, path, body):
 
 
 async def test_probes_and_metrics_stay_open(guarded):
-    for path in ("/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"):
+    for path in ("/", "/v2/health/live", "/v2/health/ready", "/ping", "/metrics", "/openapi.json"):
         assert (await guarded.get(path)).status_code == 200, path
 
 
