@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_golden(commands)
     add_loadtest_commands(commands)
     add_tune_command(commands)
+    # options only by their full names: argparse's prefix matching would take `serve --port 8080` (TF Serving's and
+    # TorchServe's habit) for `--port-file 8080`, write that file and listen on the default port
+    for command in [parser, *commands.choices.values()]:
+        command.allow_abbrev = False
     return parser
 
 

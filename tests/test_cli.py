@@ -373,3 +373,29 @@ def test_python_dash_m_modelport_is_the_command(tmp_path):
         [sys.executable, "-m", "modelport", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert wrong.returncode == 2 and "invalid choice: 'nope'" in wrong.stderr, wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # was --port-file 8080: a file named 8080 written, and the server on the default port
+        (["serve", "repo", "--port", "8080"], "unrecognized arguments: --port 8080"),
+        (["serve", "repo", "--http", "8080"], "unrecognized arguments: --http 8080"),
+        (["export", "m.onnx", "--name", "m", "--repo", "repo"], "required: --repository"),
+        (["--verb", "inspect", "repo"], "unrecognized arguments: --verb"),
+    ],
+)
+def test_options_are_taken_by_their_full_names_only(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_edge_runtime_takes_options_by_their_full_names_only(capsys, tmp_path):
+    from modelport.mobile import modelport_edge
+
+    with pytest.raises(SystemExit) as exited:
+        modelport_edge.main(["verify", str(tmp_path), "--var", "float16"])
+    assert exited.value.code == 2 and "unrecognized arguments: --var float16" in capsys.readouterr().err

@@ -968,7 +968,9 @@ def _bench_table(report: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelport_edge.py", description="Verify, run and benchmark a bundle.")
+    parser = argparse.ArgumentParser(
+        prog="modelport_edge.py", description="Verify, run and benchmark a bundle.", allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, run, help_text in (
         ("verify", _verify, "check every file's sha256 and every variant's golden outputs"),
@@ -976,7 +978,7 @@ def _parser() -> argparse.ArgumentParser:
         ("bench", _bench, "cold start, latency p50/p90/p99, image processing p50, peak RSS and size per variant"),
         ("_bench-child", _bench_child, argparse.SUPPRESS),
     ):
-        p = commands.add_parser(name, help=help_text)
+        p = commands.add_parser(name, help=help_text, allow_abbrev=False)
         p.add_argument("bundle", type=Path, help="the bundle directory (holds bundle.json)")
         p.add_argument("--variant", help="variant name (comma list for verify/bench; default: all / the default)")
         p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's)")
