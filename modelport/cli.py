@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
@@ -341,5 +345,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``modelport`` program: :func:`main`, then exit, without waiting for threads that a served TorchServe
+    handler started and never stops (``MicroBatching``'s, a handler's own): Python would wait for them forever
+    once the server has drained and stopped. TorchServe never waits for them either: it kills its workers."""
+    code = main()
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")  # global options take no values
+    left = _threads_left(grace_s=2.0) if command == "serve" else []
+    if not left:
+        sys.exit(code)
+    logging.getLogger("modelport").warning(
+        "exiting without waiting for %d thread(s) still running: %s", len(left), ", ".join(t.name for t in left)
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _threads_left(grace_s: float) -> list[threading.Thread]:
+    """Threads the interpreter would wait for at exit that are still running after ``grace_s`` seconds."""
+    deadline = time.monotonic() + grace_s
+    left = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
