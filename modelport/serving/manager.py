@@ -80,6 +80,10 @@ class ModelManager:
             if not self.listed:  # unknown only once the repository says so
                 raise UnavailableError(f"the repository {self.store.location} could not be listed yet", retry_after=1.0)
             raise NotFoundError(f"unknown model {name!r}")
+        if not self.loaded and (
+            not entry.versions or (version and version.isdigit() and int(version) not in entry.versions)
+        ):
+            raise UnavailableError(f"model {name!r} is still loading", retry_after=1.0)  # not a 404 to retry on
         if version is None or version == "":
             return entry.default()
         if not _VERSION.match(version) or int(version) not in entry.versions:

@@ -61,3 +61,26 @@ async def test_a_request_cancelled_while_queued_is_counted_as_client_closed(plan
     assert (await first).outputs["y"].tolist() == [[2.0, 2.0, 2.0]]
     assert _requests_counted(plane, "success") == 1.0
     assert _requests_counted(plane, "client_closed") == 1.0
+
+
+async def test_a_model_still_loading_at_start_is_unavailable_not_unknown(plane: DataPlane) -> None:
+    """Before the first load finishes, a model the repository holds whose versions are not there yet answers 503
+    with Retry-After (clients retry it), not a 404 (they would give up); once loaded, such a model is a 404."""
+    from modelport.errors import UnavailableError
+    from modelport.serving.manager import ModelEntry
+    from modelport.serving.settings import ModelConfig
+
+    manager = plane.manager
+    manager.models["arriving"] = ModelEntry("arriving", ModelConfig())
+    manager.loaded = False
+    for version in (None, "1"):
+        with pytest.raises(UnavailableError, match="'arriving' is still loading"):
+            manager.get("arriving", version)
+    with pytest.raises(UnavailableError, match="'echo' is still loading"):
+        manager.get("echo", "7")  # a version not loaded yet
+    assert manager.get("echo", "1").version == 1  # a loaded version serves meanwhile
+    manager.loaded = True
+    with pytest.raises(NotFoundError, match="no versions to serve"):
+        manager.get("arriving")
+    with pytest.raises(NotFoundError, match="no served version '7'"):
+        manager.get("echo", "7")
