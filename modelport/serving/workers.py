@@ -52,6 +52,12 @@ def run_workers(settings: ServerSettings) -> int:
         raise InvalidArgumentError(
             "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
         )
+    if settings.model_control:
+        raise InvalidArgumentError(
+            "--model-control with --workers: a load, unload or registration would change the models of the one "
+            "worker that answers it, and the others would go on serving the old ones; use --workers 1 with "
+            "--model-control, or change the repository and let --poll-interval-s load it into every worker"
+        )
     with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
         env, secrets = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir), _secrets(settings)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]

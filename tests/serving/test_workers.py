@@ -90,12 +90,23 @@ def test_two_workers_share_the_grpc_port(tmp_path):
         assert len(per_worker) == 2 and sum(per_worker) == 30 and min(per_worker) > 0, per_worker
 
 
+def test_model_control_is_refused_with_workers(tmp_path, capsys):
+    """Each worker has its own models: a load, unload or registration would reach only the one that answers it."""
+    from modelport.cli import main
+
+    fakes.write_model(tmp_path / "repo", "echo")
+    http, grpc = _ports()
+    argv = ["serve", str(tmp_path / "repo"), "--workers", "2", "--model-control"]
+    assert main([*argv, "--http-port", str(http), "--grpc-port", str(grpc)]) == 2
+    assert "--model-control with --workers" in capsys.readouterr().err
+
+
 def test_worker_environments_hold_no_key(tmp_path):
     """The keys reach the workers through an inherited pipe: no worker's environment or command line has one."""
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
     api_key, control_key = "api-key-5b1e0c7d9a", "control-key-3f8a2e6b4c"
-    flags = ("--workers", "2", "--api-key", api_key, "--model-control")
+    flags = ("--workers", "2", "--api-key", api_key)
     env = {"PROMETHEUS_MULTIPROC_DIR": "", "MODELPORT_CONTROL_KEY": control_key}
     with serving(repo, *flags, env=env, timeout=60, ports=_ports()) as server:
         workers = psutil.Process(server.process.pid).children()
@@ -119,3 +130,7 @@ def test_worker_environments_hold_no_key(tmp_path):
                 f"{server.url}/v2/repository/models/nope/unload", headers={**close, "X-API-Key": control_key}
             )
             assert unload.status_code != 401, "the control key reached every worker"
+            wrong = httpx.post(
+                f"{server.url}/v2/repository/models/nope/unload", headers={**close, "X-API-Key": "not-the-key"}
+            )
+            assert wrong.status_code == 401, "every worker has a control key to check"
