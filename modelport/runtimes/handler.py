@@ -55,6 +55,7 @@ from modelport.runtimes.handler_request import (
     TorchServeRequest,
     decode_predict_response,
     decode_request,
+    deliver,
     encode_reply,
 )
 
@@ -85,6 +86,9 @@ class HandlerRuntime:
         self.module_name = ""
         self.providers = ["torchserve-handler"]
         self.worker: HandlerWorker | None = None
+        # where a streaming handler's intermediate responses go as they are sent: the stream's callback here; a
+        # worker process sends them up its pipe (runtimes/handler_process.py)
+        self.intermediate: Callable[[str, Reply], None] = deliver
 
     @property
     def restarts(self) -> int:
@@ -203,24 +207,32 @@ class HandlerRuntime:
             self.ts_context.RequestProcessor(r.properties() if r is not None else {}) for r in requests
         ]
         self.context.metrics.request_ids = ids
-        stream = self.context.cl_socket = _Intermediate(ids)
+        streams = {i: r.stream for i, r in enumerate(requests) if r is not None and r.stream}
+        stream = self.context.cl_socket = _Intermediate(ids, streams, self.intermediate)
         return stream
 
 
 class _Intermediate:
     """``context.cl_socket`` of one handler call: what a streaming handler sends ahead of its final responses
-    (``send_intermediate_predict_response`` writes TorchServe's worker-protocol frames to it), per request."""
+    (``send_intermediate_predict_response`` writes TorchServe's worker-protocol frames to it), per request; a
+    request that names a stream has each one handed on to it (``forward``) as it comes."""
 
-    def __init__(self, ids: dict[int, str]) -> None:
+    def __init__(self, ids: dict[int, str], streams: dict[int, str], forward: Callable[[str, Reply], None]) -> None:
         self.index = {request_id: i for i, request_id in ids.items()}
         self.sent: dict[int, list[Reply]] = {i: [] for i in ids}
+        self.streams = streams
+        self.forward = forward
+        self.lock = threading.Lock()  # a handler may send from threads of its own (MicroBatching's)
 
     def sendall(self, frame: bytes) -> None:
         for request_id, reply in decode_predict_response(bytes(frame)):
             index = self.index.get(request_id)
             if index is None:
                 raise HandlerError("Prediction failed", 503)  # a response to a request of another batch
-            self.sent[index].append(reply)
+            with self.lock:
+                self.sent[index].append(reply)
+                if index in self.streams:
+                    self.forward(self.streams[index], reply)
 
 
 def _streamed(sent: list[Reply], final: Reply) -> Reply:

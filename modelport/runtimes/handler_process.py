@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 from modelport.errors import DeadlineExceededError, ModelportError, SourceError, UnavailableError, summarize
 from modelport.runtimes.base import Arrays
+from modelport.runtimes.handler_request import Reply, decode_reply, deliver, encode_reply
 
 __all__ = ["HandlerFaultError", "HandlerWorker"]
 
@@ -89,7 +91,12 @@ class HandlerWorker:
         assert self._pipe is not None
         try:
             self._pipe.send(inputs)
+            deadline = time.monotonic() + self.timeout_s
             status, value = self._receive(self.timeout_s, "running a batch")
+            while status == "part":  # a streaming handler's intermediate response, on its way to its client
+                token, reply = value
+                deliver(token, decode_reply(reply))
+                status, value = self._receive(max(0.0, deadline - time.monotonic()), "running a batch")
         except (DeadlineExceededError, UnavailableError):
             self._restart()
             raise
@@ -173,6 +180,13 @@ def serve(
         pipe.send(("failed", exc if isinstance(exc, ModelportError) else summarize(exc)))
         return
     pipe.send(("ready", None))
+    lock = threading.Lock()  # the handler may send intermediate responses from threads of its own
+
+    def send_part(token: str, reply: Reply) -> None:
+        with lock:
+            pipe.send(("part", (token, encode_reply(reply))))
+
+    setattr(runtime, "intermediate", send_part)  # noqa: B010  (HandlerRuntime's; handler.py imports this module)
     while True:
         try:
             inputs = pipe.recv()
@@ -181,9 +195,12 @@ def serve(
         if inputs is None:
             return
         try:
-            pipe.send(("ok", runtime.predict(inputs)))
+            outputs = runtime.predict(inputs)
+            with lock:
+                pipe.send(("ok", outputs))
         except Exception as exc:
-            pipe.send(("error", _portable(exc)))
+            with lock:
+                pipe.send(("error", _portable(exc)))
 
 
 def _portable(exc: BaseException) -> object:

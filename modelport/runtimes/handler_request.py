@@ -13,13 +13,17 @@ and the raw values one after the other: no base64, no pickle.
 
 A handler that streams (``send_intermediate_predict_response``) writes TorchServe's worker-protocol frames
 to ``context.cl_socket``; :func:`decode_predict_response` reads them back, and the reply carries the
-intermediate responses ahead of the final one (``Reply.chunks``: their lengths at the start of the body).
+intermediate responses ahead of the final one (``Reply.chunks``: their lengths at the start of the body). A
+request whose client takes them as they come names a stream (``TorchServeRequest.stream``, a token from
+:func:`open_stream`): each intermediate response is also handed to that stream's callback as it is sent.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from modelport.errors import InvalidArgumentError
@@ -29,11 +33,14 @@ __all__ = [
     "Field",
     "Reply",
     "TorchServeRequest",
+    "close_stream",
     "decode_predict_response",
     "decode_reply",
     "decode_request",
+    "deliver",
     "encode_reply",
     "encode_request",
+    "open_stream",
     "split_chunks",
 ]
 
@@ -55,6 +62,7 @@ class TorchServeRequest(NamedTuple):
 
     fields: tuple[Field, ...]
     headers: tuple[tuple[str, str], ...]
+    stream: str = ""  # the stream its intermediate responses go to as they are sent (open_stream), if any
 
     def row(self) -> dict[str, Any]:
         """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it."""
@@ -86,6 +94,29 @@ class Reply(NamedTuple):
     chunks: tuple[int, ...] = ()
 
 
+_STREAMS: dict[str, Callable[[Reply], None]] = {}
+
+
+def open_stream(callback: Callable[[Reply], None]) -> str:
+    """A new stream's token: each intermediate response to a request that names it goes to ``callback`` (called
+    on the thread the handler sends from)."""
+    token = uuid.uuid4().hex
+    _STREAMS[token] = callback
+    return token
+
+
+def close_stream(token: str) -> None:
+    """Forget a stream: what is still sent to it is dropped (its reply carries every response anyway)."""
+    _STREAMS.pop(token, None)
+
+
+def deliver(token: str, reply: Reply) -> None:
+    """Hand an intermediate response to its stream, if it is still open."""
+    callback = _STREAMS.get(token)
+    if callback is not None:
+        callback(reply)
+
+
 def split_chunks(body: bytes, chunks: tuple[int, ...]) -> list[bytes]:
     """A streamed reply's responses one by one (``chunks``: the intermediate ones' lengths), the final one last."""
     parts, start = [], 0
@@ -110,10 +141,12 @@ def field_value(field: Field) -> Any:
 
 def encode_request(request: TorchServeRequest) -> bytes:
     """One request as one element of the handler model's input."""
-    head = {
+    head: dict[str, Any] = {
         "fields": [[f.name, f.content_type, len(f.value)] for f in request.fields],
         "headers": [list(h) for h in request.headers],
     }
+    if request.stream:
+        head["stream"] = request.stream
     return _frame(REQUEST_MAGIC, head, b"".join(f.value for f in request.fields))
 
 
@@ -127,7 +160,8 @@ def decode_request(element: bytes) -> TorchServeRequest | None:
     for name, content_type, length in head["fields"]:
         fields.append(Field(str(name), str(content_type), data[offset : offset + int(length)]))
         offset += int(length)
-    return TorchServeRequest(tuple(fields), tuple((str(k), str(v)) for k, v in head["headers"]))
+    headers = tuple((str(k), str(v)) for k, v in head["headers"])
+    return TorchServeRequest(tuple(fields), headers, str(head.get("stream", "")))
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -19,6 +19,7 @@ on either path: one waiting for its batch leaves it without being computed, the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,6 +47,8 @@ __all__ = [
     "reply_headers",
     "send_reply",
 ]
+
+log = logging.getLogger("modelport.serving.http")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 BodyReader = Callable[[int], Awaitable[bytes]]
@@ -380,9 +383,30 @@ def reply_headers(reply: Reply, stamp: tuple[bytes, bytes]) -> list[tuple[bytes,
 
 
 async def send_reply(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) -> None:
-    """Send ``reply`` through ASGI ``send``, in two messages."""
+    """Send ``reply`` through ASGI ``send``, in two messages (a streamed reply: one per body, without a length)."""
+    if reply.stream is not None:
+        await _send_streamed(send, reply, stamp)
+        return
     await send({"type": "http.response.start", "status": reply.status, "headers": reply_headers(reply, stamp)})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _send_streamed(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) -> None:
+    """A streaming TorchServe handler's reply: each body as it comes (the server chunks it); a failure after the
+    first body leaves the response unfinished (the server closes the connection)."""
+    assert reply.stream is not None
+    headers = [(b"content-type", reply.content_type), stamp, *reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body, "more_body": True})
+    try:
+        async for body in reply.stream:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+    except Exception as exc:
+        log.warning("the handler failed after it streamed part of its answer (%s): response cut short", exc)
+        return
+    finally:
+        await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _stamped(send: Any, stamp: tuple[bytes, bytes]) -> Any:

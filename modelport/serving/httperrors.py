@@ -13,7 +13,7 @@ generic message), keep the common body. The inference front sends replies itself
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -59,6 +59,7 @@ class Reply(NamedTuple):
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
     chunks: tuple[int, ...] = ()  # a streamed answer's parts ahead of its last one (``HandlerReply.chunks``)
+    stream: AsyncIterator[bytes] | None = None  # the bodies that follow ``body``, sent as they come (chunked)
 
     def response(self) -> Response:
         """The same reply as a Starlette response (for the routed app)."""

@@ -38,6 +38,7 @@ from modelport.serving.front import (
     check_declared_length,
     reply_headers,
 )
+from modelport.serving.httperrors import Reply
 from modelport.serving.requestid import REQUEST_ID, request_id_of
 
 __all__ = ["TESTED_UVICORN", "FastHttpProtocol", "http_protocol"]
@@ -238,6 +239,9 @@ class _Exchange:
             headers = reply_headers(reply, stamp)
             if traced is not None:  # the span's traceparent header
                 headers += traced.answered(reply.status)
+            if reply.stream is not None:
+                await self.write_streamed(reply, headers)
+                return
             await self.write(reply.status, headers, reply.body)
         except asyncio.CancelledError:
             if traced is not None and self.disconnected:  # lost(): nobody to answer
@@ -250,6 +254,40 @@ class _Exchange:
             if traced is not None:
                 traced.end()
             REQUEST_ID.reset(token)
+
+    async def write_streamed(self, reply: Reply, headers: list[tuple[bytes, bytes]]) -> None:
+        """A reply whose bodies come one after another (a streaming TorchServe handler's): chunked on a connection
+        kept alive, else written as they come and ended by closing the connection (HTTP/1.0); a failure after the
+        first body cuts the response short (the connection is closed without the last chunk)."""
+        assert reply.stream is not None
+        protocol = self.protocol
+        chunked = self.keep_alive
+        framing = (b"transfer-encoding", b"chunked") if chunked else _CLOSE
+        content = [STATUS_LINE[reply.status]]
+        for name, value in (*protocol.server_state.default_headers, *headers, framing):
+            if name != b"content-length":
+                content += (name, b": ", value, b"\r\n")
+        content += (b"\r\n", _chunk(reply.body, chunked))
+        protocol.transport.write(b"".join(content))
+        try:
+            async for body in reply.stream:
+                if self.disconnected or protocol.transport.is_closing():
+                    break  # nobody to send the rest to: leaving the stream cancels the request
+                if protocol.flow.write_paused:
+                    await protocol.flow.drain()
+                protocol.transport.write(_chunk(body, chunked))
+        except Exception as exc:
+            log.warning("the handler failed after it streamed part of its answer (%s): response cut short", exc)
+            protocol.transport.close()
+            return
+        finally:
+            await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
+        if chunked and not protocol.transport.is_closing():
+            protocol.transport.write(b"0\r\n\r\n")
+        self.response_complete = True
+        if not self.keep_alive:
+            protocol.transport.close()
+        protocol.on_response_complete()
 
     async def write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The response in one write, as uvicorn's ``send`` would put it; the connection closed after it when the
@@ -272,3 +310,10 @@ class _Exchange:
         if not self.keep_alive:
             protocol.transport.close()
         protocol.on_response_complete()
+
+
+def _chunk(body: bytes, chunked: bool) -> bytes:
+    """One body as HTTP/1.1 chunked encoding writes it (nothing for an empty one: that would end the response)."""
+    if not chunked or not body:
+        return body
+    return b"%x\r\n%s\r\n" % (len(body), body)

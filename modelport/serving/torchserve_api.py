@@ -58,6 +58,7 @@ from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response, row_problem
+from modelport.serving.torchserve_stream import streamed
 from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
@@ -181,9 +182,8 @@ async def _predictions(plane: DataPlane, head: RequestHead, read: BodyReader) ->
     """``POST|PUT /predictions/{model}[/{version}]``."""
     model, version = head.params["model"], head.params.get("version")
     content_type = head.header(b"content-type") or ""
-    return await predict(
-        plane, model, version, Payload(await read(plane.settings.max_body_bytes), content_type, head.headers)
-    )
+    payload = Payload(await read(plane.settings.max_body_bytes), content_type, head.headers)
+    return await predict(plane, model, version, payload, stream=True)
 
 
 @dataclass(frozen=True)
@@ -197,9 +197,12 @@ class Payload:
     fields: tuple[Field, ...] | None = None
 
 
-async def predict(plane: DataPlane, model: str, version_text: str | None, payload: Payload) -> Reply:
+async def predict(
+    plane: DataPlane, model: str, version_text: str | None, payload: Payload, stream: bool = False
+) -> Reply:
     """TorchServe's prediction of ``model`` (``version_text``: a number, an archive's version label or None),
-    answered as its HTTP API answers it; shared by the HTTP and gRPC APIs."""
+    answered as its HTTP API answers it; shared by the HTTP and gRPC APIs. With ``stream``, a streaming handler's
+    responses after the first are the reply's ``stream``, sent as they come (``serving/torchserve_stream.py``)."""
     version = _version(plane, model, version_text)
     try:
         meta = plane.serving_metadata(model, version)
@@ -208,7 +211,7 @@ async def predict(plane: DataPlane, model: str, version_text: str | None, payloa
             raise
         raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
     if meta.format == "handler":
-        return await _handler_predictions(plane, model, version, payload)
+        return await _handler_predictions(plane, model, version, payload, stream)
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
     inputs, batched = parse(payload.body, payload.content_type, meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
@@ -223,13 +226,18 @@ async def predict(plane: DataPlane, model: str, version_text: str | None, payloa
     return json_reply(predict_response(first, row_format=True, json_outputs=json_outputs)["predictions"][0])
 
 
-async def _handler_predictions(plane: DataPlane, model: str, version: str | None, payload: Payload) -> Reply:
+async def _handler_predictions(
+    plane: DataPlane, model: str, version: str | None, payload: Payload, stream: bool
+) -> Reply:
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
     if payload.fields is not None:
         requests = [TorchServeRequest(payload.fields, ())]
     else:
         requests = handler_requests(payload.body, payload.content_type, payload.headers)
+    if len(requests) == 1 and stream:
+        first, rest = await streamed(lambda r: _handler_infer(plane, model, version, r), requests[0])
+        return _handler_reply(first)._replace(stream=rest)
     if len(requests) == 1:
         return _handler_reply(await _handler_infer(plane, model, version, requests[0]))
     # several requests, each on its own (the model may take batches of one), answered as the list of them

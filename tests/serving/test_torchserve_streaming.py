@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +43,30 @@ def handle(data, context):
     return [f"{text}-done" for text in texts]
 """
 
+# streams its first response, then waits for the test to create the file the request names before it answers
+WAITER = """
+import os
+import time
+
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    body = data[0].get("data") or data[0].get("body")
+    go = body.decode()
+    send = send_intermediate_predict_response
+    send(["first "], context.request_ids, "Intermediate Prediction success", 200, context)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    send(["second "], context.request_ids, "Intermediate Prediction success", 200, context)
+    if go.endswith("fail"):
+        raise RuntimeError("after streaming")
+    return ["last" if os.path.exists(go) else "timed out"]
+"""
+
 M = messages()
 REQUEST, RESPONSE = M["PredictionsRequest"], M["PredictionResponse"]
 
@@ -62,6 +87,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     assert main(["import-mar", str(mar), "--repository", str(repo), "--quiet"]) == 0
     command = ["import-mar", str(mar), "--repository", str(repo), "--name", "batched", "--max-batch-size", "4"]
     assert main([*command, "--quiet"]) == 0
+    (work / "waiter.py").write_text(WAITER)
+    waiter = archive(work / "w.bin", work / "waiter.py", "waiter", work / "store")
+    for name, extra in (("waiter", ""), ("waiter-workers", "workers: 1\n")):
+        assert main(["import-mar", str(waiter), "--repository", str(repo), "--name", name, "--quiet"]) == 0
+        (repo / name / "config.yaml").write_text((repo / name / "config.yaml").read_text() + extra)
     config = repo / "batched" / "config.yaml"  # in a worker process, batches gathered for 200 ms
     config.write_text(config.read_text() + "workers: 1\nmax_queue_delay_ms: 200\n")
     ports = TorchServePorts.free()
@@ -133,3 +163,52 @@ def test_worker_protocol_frames_decode_as_torchserve_encodes_them() -> None:
         with pytest.raises(InvalidArgumentError, match="malformed"):
             decode_predict_response(broken)
     assert split_chunks(b"abcdef", (1, 2)) == [b"a", b"bc", b"def"] and split_chunks(b"ab", ()) == [b"ab"]
+
+
+@pytest.mark.parametrize("model", ["waiter", "waiter-workers"])
+@pytest.mark.parametrize("path", ["fast", "asgi"])
+def test_intermediate_responses_reach_the_client_before_the_handler_returns(
+    servers: tuple[Server, Server, Path], tmp_path: Path, model: str, path: str
+) -> None:
+    _, mine, _ = servers
+    go = tmp_path / "go"
+    headers = {"Expect": "100-continue"} if path == "asgi" else {}  # a request uvicorn's ASGI cycle answers
+    with httpx.stream("POST", f"{mine.http}/predictions/{model}", content=str(go), headers=headers, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in r.headers and r.headers["ts_stream_next"] == "true"
+        parts = r.iter_raw()
+        assert next(parts) == b"first "  # while the handler still waits for the file
+        go.touch()
+        assert b"".join(parts) == b"second last"
+
+
+def test_a_handler_that_fails_after_streaming_cuts_the_response_short(servers: tuple[Server, Server, Path]) -> None:
+    _, mine, work = servers
+    fail = work / "go-fail"
+    fail.touch()
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{mine.http}/predictions/waiter", content=str(fail), timeout=60) as r,
+    ):
+        r.read()  # not a complete response: the client can tell it from a whole one
+    fine = work / "go-fine"
+    fine.touch()
+    after = httpx.post(f"{mine.http}/predictions/waiter", content=str(fine), timeout=60)
+    assert after.status_code == 200 and after.content == b"first second last"  # the server serves on
+
+
+def test_an_http_1_0_client_reads_the_stream_to_the_end_of_the_connection(
+    servers: tuple[Server, Server, Path], tmp_path: Path
+) -> None:
+    _, mine, _ = servers
+    go = tmp_path / "go"
+    go.touch()
+    host, port = mine.http.removeprefix("http://").rsplit(":", 1)
+    body = str(go).encode()
+    request = b"POST /predictions/waiter HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        conn.sendall(request)
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))  # until the server closes
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    assert content == b"first second last"
