@@ -176,11 +176,7 @@ async def _predict(plane: DataPlane, request: Any) -> list[Any]:
     if not request.model_name:
         raise InvalidArgumentError(_NO_NAME)
     reply = await predict(plane, request.model_name, request.model_version or None, _payload(request.input))
-    answers = [_RESPONSE(prediction=part) for part in split_chunks(reply.body, reply.chunks)]
-    if request.HasField("sequence_id"):
-        for answer in answers:
-            answer.sequence_id = request.sequence_id
-    return answers
+    return [_response(request, part) for part in split_chunks(reply.body, reply.chunks)]
 
 
 def _payload(inputs: Any) -> Payload:
@@ -200,11 +196,35 @@ def _predictions(plane: DataPlane) -> Any:
 
 
 def _stream(plane: DataPlane) -> Any:
+    """One message, or one per response of a streaming handler as it sends them; a failure, even after some were
+    sent, ends the call with TorchServe's status and details."""
+
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        for answer in await _answer(plane, request, context):  # one, or each response of a streaming handler
-            yield answer
+        try:
+            if not request.model_name:
+                raise InvalidArgumentError(_NO_NAME)
+            payload = _payload(request.input)
+            reply = await predict(plane, request.model_name, request.model_version or None, payload, stream=True)
+            yield _response(request, reply.body)
+            if reply.stream is not None:
+                try:
+                    async for body in reply.stream:
+                        yield _response(request, body)
+                finally:  # a call cancelled mid-stream: its request leaves its batch if it has not run
+                    await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
+        except Exception as exc:
+            if not isinstance(exc, ModelportError):
+                log.exception("unhandled error in a TorchServe gRPC stream")
+            await context.abort(*_refusal(exc, request.model_name))
 
     return stream
+
+
+def _response(request: Any, prediction: bytes) -> Any:
+    answer = _RESPONSE(prediction=prediction)
+    if request.HasField("sequence_id"):
+        answer.sequence_id = request.sequence_id
+    return answer
 
 
 def _stream2(plane: DataPlane) -> Any:

@@ -212,3 +212,25 @@ def test_an_http_1_0_client_reads_the_stream_to_the_end_of_the_connection(
     head, _, content = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
     assert content == b"first second last"
+
+
+@pytest.mark.parametrize("model", ["waiter", "waiter-workers"])
+def test_stream_predictions_sends_each_response_as_the_handler_sends_it(
+    servers: tuple[Server, Server, Path], tmp_path: Path, model: str
+) -> None:
+    _, mine, _ = servers
+    go = tmp_path / "go"
+    with grpc.insecure_channel(mine.grpc) as channel:
+        pair = {"request_serializer": REQUEST.SerializeToString, "response_deserializer": RESPONSE.FromString}
+        call = channel.unary_stream(f"/{SERVICE}/StreamPredictions", **pair)
+        answers = call(REQUEST(model_name=model, input={"data": str(go).encode()}, sequence_id="s1"), timeout=60)
+        first = next(answers)
+        assert (first.prediction, first.sequence_id) == (b"first ", "s1")  # the handler still waits for the file
+        go.touch()
+        assert [a.prediction for a in answers] == [b"second ", b"last"]
+        fail = tmp_path / "go-fail"
+        fail.touch()
+        failing = call(REQUEST(model_name=model, input={"data": str(fail).encode()}), timeout=60)
+        with pytest.raises(grpc.RpcError) as failed:
+            list(failing)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "Prediction failed" in failed.value.details()
