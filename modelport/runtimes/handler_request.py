@@ -20,9 +20,9 @@ request whose client takes them as they come names a stream (``TorchServeRequest
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
-import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -95,12 +95,13 @@ class Reply(NamedTuple):
 
 
 _STREAMS: dict[str, Callable[[Reply], None]] = {}
+_TOKENS = itertools.count(1)  # unique in this process, which holds every stream
 
 
 def open_stream(callback: Callable[[Reply], None]) -> str:
     """A new stream's token: each intermediate response to a request that names it goes to ``callback`` (called
     on the thread the handler sends from)."""
-    token = uuid.uuid4().hex
+    token = f"{next(_TOKENS):x}"
     _STREAMS[token] = callback
     return token
 
