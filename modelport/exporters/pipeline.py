@@ -257,12 +257,14 @@ def _check_batched_outputs(case: GoldenCase, inputs: tuple[TensorSpec, ...]) -> 
 
 
 def _output_specs(source: SourceModel, cases: list[GoldenCase]) -> tuple[TensorSpec, ...]:
-    """Output specs from the source's outputs: dims that vary across golden cases are dynamic."""
+    """Output specs from the source's outputs: dims that vary across golden cases are dynamic, and so is a first
+    dim that is the batch in every case (an output that does not follow the batch, a constant, keeps its size)."""
     specs = []
+    batched = len(cases) > 1 and all(s.shape and s.shape[0] == -1 for s in source.inputs)
     for name, first in cases[0].outputs.items():
         shapes = [c.outputs[name].shape for c in cases]
         dims = tuple(-1 if len({s[i] for s in shapes}) > 1 else d for i, d in enumerate(first.shape))
-        if len(cases) > 1 and dims and all(s.shape and s.shape[0] == -1 for s in source.inputs):
+        if batched and dims and all(c.outputs[name].shape[:1] == (c.batch_size,) for c in cases):
             dims = (-1, *dims[1:])
         specs.append(TensorSpec(name=name, dtype=dtype_of_array(first).name, shape=dims))
     return tuple(specs)

@@ -102,7 +102,7 @@ def stage(
     fixed = {s.shape[0] for s in artifact.inputs if s.shape and s.shape[0] != -1}
     if len(fixed) == 1 and _batchable(ctx.source.inputs):  # a static-batch artifact returns that batch
         batch = fixed.pop()
-        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
+        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if _batched(o) else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
     if manifest.max_batch_size and not _rows_follow_batch(cases):
         manifest = manifest.model_copy(update={"max_batch_size": 0})
@@ -167,6 +167,10 @@ def _manifest(
 def _batchable(inputs: tuple[TensorSpec, ...]) -> bool:
     """Every input has a dynamic first dim, the batch (a model without one keeps its outputs' first dims)."""
     return all(s.shape and s.shape[0] == -1 for s in inputs)
+
+
+def _batched(spec: TensorSpec) -> bool:
+    return bool(spec.shape) and spec.shape[0] == -1
 
 
 def _rows_follow_batch(cases: list[GoldenCase]) -> bool:
