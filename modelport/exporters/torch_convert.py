@@ -173,10 +173,33 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
     _check_fx_names(ctx, torch)
     shapes = _dynamic_shapes(ctx, torch)
-    with _rnn_loops(torch, shapes):
+    # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
+    with _rnn_loops(torch, shapes), torch.backends.opt_einsum.flags(enabled=False):
         program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
+    _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _check_still_dynamic(ctx: ConvertContext, program: Any) -> None:
+    """``Dim.AUTO`` lets torch.export fix a dynamic dim silently where the model's code depends on its size; the
+    program would then refuse every other size ("Guard failed: x.size()[0] == 2"): say which dim, and how to export."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    values = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    for spec, name in zip(ctx.source.inputs, program.graph_signature.user_inputs, strict=False):
+        shape = getattr(values.get(name), "shape", None)
+        if shape is None or len(shape) != len(spec.shape):
+            continue
+        fixed = [(i, int(shape[i])) for i, d in enumerate(spec.shape) if d == -1 and is_concrete_int(shape[i])]
+        if fixed:
+            dim, size = fixed[0]
+            pinned = "x".join(str(size if i == dim else d) for i, d in enumerate(spec.shape))
+            raise ConversionError(
+                f"torch.export made dim {dim} of input {spec.name!r} static (the example's {size}): the model's code "
+                f"depends on its size, so the program would refuse every other size; make that code size-independent "
+                f"or export with the dim fixed (--input {spec.name}:{spec.dtype}:{pinned})"
+            )
 
 
 def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
