@@ -59,6 +59,10 @@ class TFLiteRuntime:
         if not signatures:
             raise SourceError(f"{self.path}: the model has no signature to run")
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        try:  # an op the converter wrote but LiteRT has no kernel for fails here, not on the first request
+            interpreter.allocate_tensors()
+        except RuntimeError as exc:
+            raise SourceError(f"LiteRT cannot run this model: {exc}") from exc
         self.runner = interpreter.get_signature_runner(key)
         self.interpreter = interpreter
         self.in_details: dict[str, Any] = self.runner.get_input_details()
