@@ -18,6 +18,7 @@ from modelport.exporters.publish import (
     Staged,
     check_free,
     check_repository,
+    discard,
     model_name,
     next_version,
     publish,
@@ -116,6 +117,7 @@ _KIND_NAMES = {
 def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:
     started = time.perf_counter()
     model = model_name(ctx.options, variant)
+    staged: Staged | None = None
     try:
         artifact = convert_variant(ctx, variant)
         cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)] or [_case_for(ctx, artifact)]
@@ -123,10 +125,12 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         parity = _validate(staged, variant, ctx.options, reference, cases)
         row_path = publish(staged, parity, ctx.options)
     except ModelportError as exc:
+        discard(staged)
         return ReportRow(
             variant.name, model, version, "ERROR", seconds=time.perf_counter() - started, message=exc.message
         )
     except Exception as exc:  # a converter bug must not lose the other variants
+        discard(staged)
         return ReportRow(
             variant.name,
             model,

@@ -30,7 +30,7 @@ from modelport.manifest import (
 )
 from modelport.sizes import artifact_bytes
 
-__all__ = ["Staged", "check_free", "check_repository", "model_name", "next_version", "publish", "stage"]
+__all__ = ["Staged", "check_free", "check_repository", "discard", "model_name", "next_version", "publish", "stage"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,14 @@ def _rows_follow_batch(cases: list[GoldenCase]) -> bool:
     """Every output has the batch as its first dimension. The server splits a batch's outputs by rows, so a
     model with an output that does not (a flattened or data-dependent length) is served one request a call."""
     return all(v.ndim > 0 and v.shape[0] == case.batch_size for case in cases for v in case.outputs.values())
+
+
+def discard(staged: Staged | None) -> None:
+    """Remove a staged version whose validation failed (an error, not a gate: nothing to keep aside)."""
+    if staged is None or not staged.directory.exists():
+        return
+    shutil.rmtree(staged.directory, ignore_errors=True)
+    _remove_empty(staged.directory.parent, staged.repository)
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:
