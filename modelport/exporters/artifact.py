@@ -166,6 +166,7 @@ def _supported(table: dict[tuple[str, str], str], first: str) -> str:
 
 
 _OP_PATTERNS = (
+    r"'(tf\.\w+)' op is neither a custom op nor a flex op",  # TFLiteConverter, builtin ops only
     r"(?:operator|op|Operator|Op)[\s:]+['\"`]?([A-Za-z_][\w:.]*)['\"`]?\s+(?:is\s+)?not\s+supported",
     r"[Uu]nsupported (?:op|operator|ops)[^:]*:\s*['\"`]?([\w:.,\s]+?)['\"`]?(?:\.|$|\n)",
     r"No (?:conversion|lowering|decomposition) (?:rule|function)? ?for ['\"`]?([\w:.]+)",
