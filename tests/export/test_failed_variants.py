@@ -3,16 +3,24 @@
 - ``F.fold`` converts with litert-torch to a STABLEHLO_SCATTER that LiteRT cannot run: the row said
   "unexpected failure: RuntimeError: ..."; it now says LiteRT cannot run the model (and the server's load would);
 - a variant that failed after it was staged (the runtime could not load it, or failed on a golden input: the pt2
-  program of an EmbeddingBag with per-sample weights refuses a batch of 1) stayed in ``REPO/.staging/``.
+  program of an EmbeddingBag with per-sample weights refuses a batch of 1) stayed in ``REPO/.staging/``;
+- that refusal was "unexpected failure: AssertionError: Guard failed: ..." (a 500 when served): it is a refused
+  request now, naming the shapes.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import modelport
+from modelport.errors import RejectedInputError
+from modelport.manifest import read_manifest
+from modelport.runtimes import open_runtime
 
 pytestmark = [pytest.mark.torch, pytest.mark.tflite]
 
@@ -66,6 +74,33 @@ def test_a_variant_that_fails_on_a_golden_input_leaves_nothing_staged(tmp_path):
         inputs=["ids:int64:-1x-1:0..10", "weights:float32:-1x-1"],
     )
     rows = {r.variant: r for r in report.rows}
-    assert rows["pt2"].status == "ERROR" and "Guard failed" in rows["pt2"].message, rows["pt2"].message
+    assert rows["pt2"].status == "ERROR"
+    assert re.match(
+        r"the torch\.export program refuses inputs of these shapes \(ids \[1, \d+\], weights \[1, \d+\]\): "
+        r"Guard failed: ",
+        rows["pt2"].message,
+    ), rows["pt2"].message
     assert rows["torchscript"].status == "pass", rows["torchscript"].message
     assert sorted(p.name for p in tmp_path.iterdir()) == [".reports", "bag-torchscript"]
+
+
+def test_inputs_a_published_pt2_program_guards_against_are_a_rejected_request(tmp_path):
+    report = modelport.export(
+        source=_weighted_bag(),
+        repository=tmp_path,
+        name="bag",
+        formats=("pt2",),
+        inputs=["ids:int64:-1x-1:0..10", "weights:float32:-1x-1"],
+        batch_sizes=(2, 3),  # the golden batches it takes
+    )
+    (row,) = report.rows
+    assert row.status == "pass", row.message
+    runtime = open_runtime(Path(row.path), read_manifest(Path(row.path)))
+    try:
+        assert runtime.predict({"ids": np.ones((2, 4), np.int64), "weights": np.ones((2, 4), np.float32)})
+        with pytest.raises(
+            RejectedInputError, match=r"refuses inputs of these shapes \(ids \[1, 4\], weights \[1, 4\]\)"
+        ):
+            runtime.predict({"ids": np.ones((1, 4), np.int64), "weights": np.ones((1, 4), np.float32)})
+    finally:
+        runtime.unload()
