@@ -5,7 +5,9 @@
   Guard failed: a.size()[0] == 2". The order is no longer chosen from the sizes, and a model whose code does fix a
   dynamic dim gets an error that names the dim and the ``--input`` that exports it;
 - an output that does not follow the batch (a constant vector of 3) was recorded as ``[-1]`` (``[1]`` in a
-  static-batch TFLite variant): its metadata said one thing and the answers another.
+  static-batch TFLite variant): its metadata said one thing and the answers another;
+- an int64 result (an argmax) of a float-input model was INT32 in the TFLite variant's answers (litert-torch
+  computes it in int32) while its metadata said INT64.
 """
 
 from __future__ import annotations
@@ -120,3 +122,30 @@ def test_an_output_that_does_not_follow_the_batch_keeps_its_size_in_the_manifest
     answer = _answer(Path(rows["onnx"].path), {"x": x})
     assert answer["logits"].shape == (2, 2)
     np.testing.assert_allclose(answer["prior"], [0.5, 0.25, 0.25])
+
+
+def test_an_int64_result_of_a_float_model_answers_int64_in_tflite(tmp_path):
+    import torch
+
+    class Argmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            scores = self.fc(x)
+            return {"label": scores.argmax(-1), "scores": scores}
+
+    torch.manual_seed(0)
+    model = Argmax().eval()
+    report = modelport.export(
+        source=model, repository=tmp_path, name="am", formats=("tflite",), inputs=["x:float32:-1x4"]
+    )
+    (row,) = report.rows
+    assert row.status == "pass", row.message
+    manifest = read_manifest(Path(row.path))
+    assert {o.name: o.dtype for o in manifest.outputs} == {"label": "int64", "scores": "float32"}
+    x = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    answer = _answer(Path(row.path), {"x": x})  # LiteRT computes it as int32 (litert-torch without x64)
+    assert answer["label"].dtype == np.int64, answer["label"].dtype
+    assert answer["label"].tolist() == model(torch.from_numpy(x))["label"].tolist()
