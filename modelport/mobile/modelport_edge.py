@@ -350,7 +350,7 @@ class EdgeModel:
         native = self.spec.get("native_names", {})
         feed = {native.get(k, k): np.ascontiguousarray(v) for k, v in inputs.items()}
         result = self.session.run(feed)
-        return {o["name"]: result[native.get(o["name"], o["name"])] for o in self.outputs}
+        return {o["name"]: _as_declared(result[native.get(o["name"], o["name"])], o["dtype"]) for o in self.outputs}
 
     def _check_shapes(self, inputs: dict[str, Array]) -> None:
         """Refuse a tensor of another shape than this variant takes: LiteRT's signature runner would
@@ -487,6 +487,17 @@ class EdgeModel:
             top = next(iter(_as_dict(self.answer(outputs, 1))), None)
             agree += top == next(iter(_as_dict(sample.get("response"))), top)
         return {"samples": len(samples), "max_abs_error": worst, "server_top1": agree}
+
+
+_INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def _as_declared(value: Array, dtype: str) -> Array:
+    """An integer result LiteRT computed narrower than the bundle declares (int32 for int64) in the declared dtype,
+    as the server answers it."""
+    if value.dtype.kind in "iu" and dtype in _INTEGERS and value.dtype != np.dtype(dtype):
+        return value.astype(dtype) if np.can_cast(value.dtype, dtype, "safe") else value
+    return value
 
 
 def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
