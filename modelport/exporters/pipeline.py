@@ -156,7 +156,18 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         seconds=time.perf_counter() - started,
         path=str(row_path),
         message=message,
-        notes=artifact.notes,
+        notes=(*artifact.notes, *_calibration_notes(variant, ctx.options)),
+    )
+
+
+def _calibration_notes(variant: Variant, options: ExportOptions) -> tuple[str, ...]:
+    """An int8 variant calibrated on random golden inputs passed a gate on those inputs too: it says nothing of
+    inputs with other ranges (a model that normalizes data of mean 5 and std 3 sees N(0, 1) values)."""
+    if variant.quantization not in ("full-int8", "static-int8") or options.calibration_data or options.eval_data:
+        return ()
+    return (
+        "calibrated and gated on random golden inputs, not on data like yours: its int8 ranges may clip real "
+        "inputs; pass --calibration-data FILE.npz (or --eval-data) with real inputs",
     )
 
 
