@@ -45,8 +45,11 @@ def concrete_shape(spec: TensorSpec, batch: int, dynamic: int) -> tuple[int, ...
     return tuple((batch if i == 0 else dynamic) if d == -1 else d for i, d in enumerate(spec.shape))
 
 
-def random_inputs(specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: np.random.Generator) -> Arrays:
-    """Valid random inputs for ``specs`` (ints within the spec's value range, floats ~N(0,1))."""
+def random_inputs(
+    specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: np.random.Generator, words: tuple[str, ...] = ()
+) -> Arrays:
+    """Valid random inputs for ``specs`` (ints within the spec's value range, floats ~N(0,1), strings ``sN`` or,
+    given the model's vocabulary ``words``, mostly its words)."""
     arrays: Arrays = {}
     for spec in specs:
         shape = concrete_shape(spec, batch, dynamic)
@@ -55,9 +58,7 @@ def random_inputs(specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: 
         if dtype.name == "bool":
             arrays[spec.name] = rng.random(shape) < 0.5
         elif dtype.name == "string":
-            arrays[spec.name] = np.array(
-                [f"s{v}".encode() for v in rng.integers(0, 100, shape).ravel()], dtype=object
-            ).reshape(shape)
+            arrays[spec.name] = _random_strings(shape, rng, words)
         elif dtype.is_integer:
             # the server's reading of LOW..HIGH for integers: LOW <= v < HIGH (tensors.value_outside)
             arrays[spec.name] = rng.integers(math.ceil(low), math.ceil(high), shape).astype(dtype.np_dtype())
@@ -66,6 +67,16 @@ def random_inputs(specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: 
         else:
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype.np_dtype())
     return arrays
+
+
+def _random_strings(shape: tuple[int, ...], rng: np.random.Generator, words: tuple[str, ...]) -> np.ndarray[Any, Any]:
+    """Strings ``sN``; with a vocabulary, its words but one in four ``sN`` (most likely out of it)."""
+    count = math.prod(shape)
+    strings = [f"s{v}" for v in rng.integers(0, 100, count)]
+    if words:
+        picks = rng.integers(0, len(words), count)
+        strings = [s if rng.random() < 0.25 else words[k] for s, k in zip(strings, picks, strict=True)]
+    return np.array([s.encode() for s in strings], dtype=object).reshape(shape)
 
 
 def take_rows(arrays: Arrays, start: int, stop: int) -> Arrays:

@@ -93,7 +93,8 @@ class ConvertContext:
     def example_inputs(self, batch: int = 2, dynamic: int | None = None) -> Arrays:
         """Inputs to trace with: random, batch 2 (so the batch dim is not specialised to 1)."""
         rng = np.random.default_rng(self.options.seed)
-        return random_inputs(self.source.inputs, batch, dynamic or self.options.dynamic_sizes[0], rng)
+        sizes = dynamic or self.options.dynamic_sizes[0]
+        return random_inputs(self.source.inputs, batch, sizes, rng, self.source.vocabulary)
 
     def base(self, fmt: str) -> Artifact:
         """The float artifact of ``fmt``, converted once and reused by variants built on it."""
@@ -165,6 +166,7 @@ def _supported(table: dict[tuple[str, str], str], first: str) -> str:
 
 
 _OP_PATTERNS = (
+    r"'(tf\.\w+)' op is neither a custom op nor a flex op",  # TFLiteConverter, builtin ops only
     r"(?:operator|op|Operator|Op)[\s:]+['\"`]?([A-Za-z_][\w:.]*)['\"`]?\s+(?:is\s+)?not\s+supported",
     r"[Uu]nsupported (?:op|operator|ops)[^:]*:\s*['\"`]?([\w:.,\s]+?)['\"`]?(?:\.|$|\n)",
     r"No (?:conversion|lowering|decomposition) (?:rule|function)? ?for ['\"`]?([\w:.]+)",

@@ -18,6 +18,7 @@ from modelport.exporters.publish import (
     Staged,
     check_free,
     check_repository,
+    discard,
     model_name,
     next_version,
     publish,
@@ -116,6 +117,7 @@ _KIND_NAMES = {
 def _export_variant(ctx: ConvertContext, variant: Variant, version: int, reference: _Reference) -> ReportRow:
     started = time.perf_counter()
     model = model_name(ctx.options, variant)
+    staged: Staged | None = None
     try:
         artifact = convert_variant(ctx, variant)
         cases = [c for c in reference.cases if _fits(artifact.inputs, c.inputs)] or [_case_for(ctx, artifact)]
@@ -123,10 +125,12 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         parity = _validate(staged, variant, ctx.options, reference, cases)
         row_path = publish(staged, parity, ctx.options)
     except ModelportError as exc:
+        discard(staged)
         return ReportRow(
             variant.name, model, version, "ERROR", seconds=time.perf_counter() - started, message=exc.message
         )
     except Exception as exc:  # a converter bug must not lose the other variants
+        discard(staged)
         return ReportRow(
             variant.name,
             model,
@@ -152,7 +156,18 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         seconds=time.perf_counter() - started,
         path=str(row_path),
         message=message,
-        notes=artifact.notes,
+        notes=(*artifact.notes, *_calibration_notes(variant, ctx.options)),
+    )
+
+
+def _calibration_notes(variant: Variant, options: ExportOptions) -> tuple[str, ...]:
+    """An int8 variant calibrated on random golden inputs passed a gate on those inputs too: it says nothing of
+    inputs with other ranges (a model that normalizes data of mean 5 and std 3 sees N(0, 1) values)."""
+    if variant.quantization not in ("full-int8", "static-int8") or options.calibration_data or options.eval_data:
+        return ()
+    return (
+        "calibrated and gated on random golden inputs, not on data like yours: its int8 ranges may clip real "
+        "inputs; pass --calibration-data FILE.npz (or --eval-data) with real inputs",
     )
 
 
@@ -160,7 +175,9 @@ def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
     """A golden case shaped for an artifact none of the common cases fit (a static shape the user chose)."""
     options = ctx.options
     rng = np.random.default_rng(options.seed)
-    inputs = random_inputs(artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng)
+    inputs = random_inputs(
+        artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng, ctx.source.vocabulary
+    )
     return GoldenCase(inputs, ctx.source.predict(inputs))
 
 
@@ -205,7 +222,7 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     elif needs_agreement and options.calibration_data is not None:  # agreement on the data the model will see
         eval_inputs, _ = load_npz_inputs(options.calibration_data, source.inputs, "--calibration-data")
     elif needs_agreement:
-        eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng)
+        eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary)
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
     sizes = options.batch_sizes if batch_dynamic else (None,)
     # real rows make better golden inputs, unless other dims are dynamic: then vary them at random
@@ -232,7 +249,7 @@ def _defined_case(source: SourceModel, rows: int, dynamic: int, rng: np.random.G
     (PyTorch's fused attention answers numbers where its reference path answers NaN). A model whose outputs are
     never finite keeps its last draw."""
     for _ in range(_DRAWS):
-        inputs = random_inputs(source.inputs, rows, dynamic, rng)
+        inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary)
         outputs = source.predict(inputs)
         if all(_finite(value) for value in outputs.values()):
             break
@@ -257,12 +274,14 @@ def _check_batched_outputs(case: GoldenCase, inputs: tuple[TensorSpec, ...]) -> 
 
 
 def _output_specs(source: SourceModel, cases: list[GoldenCase]) -> tuple[TensorSpec, ...]:
-    """Output specs from the source's outputs: dims that vary across golden cases are dynamic."""
+    """Output specs from the source's outputs: dims that vary across golden cases are dynamic, and so is a first
+    dim that is the batch in every case (an output that does not follow the batch, a constant, keeps its size)."""
     specs = []
+    batched = len(cases) > 1 and all(s.shape and s.shape[0] == -1 for s in source.inputs)
     for name, first in cases[0].outputs.items():
         shapes = [c.outputs[name].shape for c in cases]
         dims = tuple(-1 if len({s[i] for s in shapes}) > 1 else d for i, d in enumerate(first.shape))
-        if len(cases) > 1 and dims and all(s.shape and s.shape[0] == -1 for s in source.inputs):
+        if batched and dims and all(c.outputs[name].shape[:1] == (c.batch_size,) for c in cases):
             dims = (-1, *dims[1:])
         specs.append(TensorSpec(name=name, dtype=dtype_of_array(first).name, shape=dims))
     return tuple(specs)

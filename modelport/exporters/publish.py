@@ -30,7 +30,7 @@ from modelport.manifest import (
 )
 from modelport.sizes import artifact_bytes
 
-__all__ = ["Staged", "check_free", "check_repository", "model_name", "next_version", "publish", "stage"]
+__all__ = ["Staged", "check_free", "check_repository", "discard", "model_name", "next_version", "publish", "stage"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def stage(
     fixed = {s.shape[0] for s in artifact.inputs if s.shape and s.shape[0] != -1}
     if len(fixed) == 1 and _batchable(ctx.source.inputs):  # a static-batch artifact returns that batch
         batch = fixed.pop()
-        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if o.shape else o for o in outputs)
+        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if _batched(o) else o for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
     if manifest.max_batch_size and not _rows_follow_batch(cases):
         manifest = manifest.model_copy(update={"max_batch_size": 0})
@@ -169,10 +169,22 @@ def _batchable(inputs: tuple[TensorSpec, ...]) -> bool:
     return all(s.shape and s.shape[0] == -1 for s in inputs)
 
 
+def _batched(spec: TensorSpec) -> bool:
+    return bool(spec.shape) and spec.shape[0] == -1
+
+
 def _rows_follow_batch(cases: list[GoldenCase]) -> bool:
     """Every output has the batch as its first dimension. The server splits a batch's outputs by rows, so a
     model with an output that does not (a flattened or data-dependent length) is served one request a call."""
     return all(v.ndim > 0 and v.shape[0] == case.batch_size for case in cases for v in case.outputs.values())
+
+
+def discard(staged: Staged | None) -> None:
+    """Remove a staged version whose validation failed (an error, not a gate: nothing to keep aside)."""
+    if staged is None or not staged.directory.exists():
+        return
+    shutil.rmtree(staged.directory, ignore_errors=True)
+    _remove_empty(staged.directory.parent, staged.repository)
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:

@@ -24,6 +24,7 @@ class SourceModel(Protocol):
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
     output_keys: tuple[str, ...]
+    vocabulary: tuple[str, ...]
     model: Any
 
     def predict(self, inputs: Arrays) -> Arrays: ...
@@ -41,6 +42,8 @@ class LoadedModel:
     sha256: str | None = None
     # the model's own keys for its outputs, in output order (a returned dict's), where converters name them so
     output_keys: tuple[str, ...] = ()
+    # strings the model knows (a Keras StringLookup's or TextVectorization's): golden string inputs are drawn from them
+    vocabulary: tuple[str, ...] = ()
 
 
 def check_input_specs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +58,25 @@ class TFSource(LoadedModel):
         if isinstance(out, dict):
             return dict(out)
         return list(out) if isinstance(out, list | tuple) else [out]
+
+
+def _vocabulary(model: Any) -> tuple[str, ...]:
+    """The words of the model's StringLookup and TextVectorization layers (nested models included), so that golden
+    string inputs are not all out of vocabulary (every row would get the same answer, and parity would say little)."""
+    keras = import_framework("keras", "tf")
+    kinds = (keras.layers.StringLookup, keras.layers.TextVectorization)
+    words: dict[str, None] = {}
+    for layer in _nested_layers(model):
+        if isinstance(layer, kinds):
+            vocabulary = layer.get_vocabulary()
+            words.update((w.decode() if isinstance(w, bytes) else str(w), None) for w in vocabulary)
+    return tuple(w for w in words if w and w not in ("[UNK]", "[MASK]"))
+
+
+def _nested_layers(model: Any) -> Iterator[Any]:
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _nested_layers(layer)
 
 
 def load_tf_path(path: Path, options: ExportOptions) -> TFSource:
@@ -122,7 +142,7 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
     outputs = _structure(model, "output")
     keys = tuple(str(k) for k in outputs) if isinstance(outputs, dict) else ()
     names = options.output_names or keys or _keras_output_names(model, inputs, options)
-    return TFSource(model, "keras", location, inputs, tuple(names), output_keys=keys)
+    return TFSource(model, "keras", location, inputs, tuple(names), output_keys=keys, vocabulary=_vocabulary(model))
 
 
 _KERAS_NAMES = re.compile(r"(?:keras_tensor|input_layer)(?:_\d+)?")

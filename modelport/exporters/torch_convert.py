@@ -85,6 +85,24 @@ def _check_fx_names(ctx: ConvertContext, torch: Any) -> None:
         )
 
 
+def _check_not_quantized(ctx: ConvertContext, torch: Any) -> None:
+    """A torch.ao quantized module (``quantize_dynamic``'s Linear) holds its weights packed in a TorchScript object
+    that torch.export cannot trace ("LinearPackedParamsBase ... does not have a field with name '__obj_flatten__'")."""
+    model = ctx.source.model
+    if not isinstance(model, torch.nn.Module):
+        return
+    quantized = [
+        (n, type(m)) for n, m in model.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized")
+    ]
+    if quantized:
+        name, kind = quantized[0]
+        raise ConversionError(
+            f"the model holds torch.ao quantized modules (e.g. {name!r}: {kind.__module__}.{kind.__qualname__}), whose "
+            f"packed weights torch.export (behind pt2, tflite and the default onnx exporter) cannot trace: export the "
+            f"float model and let modelport quantize it (--quantize dynamic-int8, for onnx and tflite)"
+        )
+
+
 def _output_names(ctx: ConvertContext) -> list[str]:
     inputs = ctx.example_inputs(1)
     return list(ctx.source.predict(inputs))
@@ -143,6 +161,7 @@ def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, 
 
 def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
+    _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
     shapes = _dynamic_shapes(ctx, torch)
     with _rnn_loops(torch, shapes):
@@ -171,12 +190,36 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     """``torch.export.export`` with every ``-1`` dim dynamic, saved as ``.pt2``."""
     torch = import_framework("torch", "torch")
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
+    _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
     shapes = _dynamic_shapes(ctx, torch)
-    with _rnn_loops(torch, shapes):
+    # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
+    with _rnn_loops(torch, shapes), torch.backends.opt_einsum.flags(enabled=False):
         program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
+    _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _check_still_dynamic(ctx: ConvertContext, program: Any) -> None:
+    """``Dim.AUTO`` lets torch.export fix a dynamic dim silently where the model's code depends on its size; the
+    program would then refuse every other size ("Guard failed: x.size()[0] == 2"): say which dim, and how to export."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    values = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    for spec, name in zip(ctx.source.inputs, program.graph_signature.user_inputs, strict=False):
+        shape = getattr(values.get(name), "shape", None)
+        if shape is None or len(shape) != len(spec.shape):
+            continue
+        fixed = [(i, int(shape[i])) for i, d in enumerate(spec.shape) if d == -1 and is_concrete_int(shape[i])]
+        if fixed:
+            dim, size = fixed[0]
+            pinned = "x".join(str(size if i == dim else d) for i, d in enumerate(spec.shape))
+            raise ConversionError(
+                f"torch.export made dim {dim} of input {spec.name!r} static (the example's {size}): the model's code "
+                f"depends on its size, so the program would refuse every other size; make that code size-independent "
+                f"or export with the dim fixed (--input {spec.name}:{spec.dtype}:{pinned})"
+            )
 
 
 def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
@@ -187,6 +230,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     """
     torch = import_framework("torch", "torch")
     litert_torch = import_framework("litert_torch", "torch-tflite")
+    _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
     batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
     static = filled_shapes(ctx.source.inputs, ctx.options.tflite_shapes, batch, dynamic)

@@ -259,7 +259,7 @@ def _eval_data(options: BundleOptions, first: VariantSource) -> EvalData | None:
 
 
 def _encode(arrays: Arrays) -> dict[str, Any]:
-    return {k: {"dtype": v.dtype.name, "shape": list(v.shape), "data": v.ravel().tolist()} for k, v in arrays.items()}
+    return {k: edge.encode_array(v) for k, v in arrays.items()}
 
 
 def _manifest(

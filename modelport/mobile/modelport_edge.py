@@ -29,6 +29,7 @@ imports, load, first run), golden check time, batch-1 latency p50/p90/p99, peak 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import importlib
 import io
@@ -52,6 +53,7 @@ __all__ = [
     "MissingTokenizersError",
     "content_digest",
     "decode_array",
+    "encode_array",
     "has_pillow",
     "has_tokenizers",
     "load_bundle",
@@ -145,8 +147,19 @@ def verify_content(bundle: dict[str, Any]) -> None:
 
 
 def decode_array(data: dict[str, Any]) -> Array:
-    """``{"dtype", "shape", "data"}`` (as bundle.json stores tensors) -> array."""
+    """``{"dtype", "shape", "data"}`` (as bundle.json stores tensors) -> array; a ``string`` tensor's data are
+    its elements' bytes in base64 (an object array of bytes, as LiteRT takes and returns strings)."""
+    if data["dtype"] == "string":
+        return np.array([base64.b64decode(v) for v in data["data"]], dtype=object).reshape(data["shape"])
     return np.asarray(data["data"], dtype=np.dtype(data["dtype"])).reshape(data["shape"])
+
+
+def encode_array(value: Array) -> dict[str, Any]:
+    """An array -> ``{"dtype", "shape", "data"}`` (JSON): strings (object, bytes or str arrays) as ``string``."""
+    if value.dtype.kind in "OSU":
+        data = [base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode() for v in value.ravel()]
+        return {"dtype": "string", "shape": list(value.shape), "data": data}
+    return {"dtype": value.dtype.name, "shape": list(value.shape), "data": value.ravel().tolist()}
 
 
 def _interpreter_module() -> tuple[Any, str]:
@@ -337,7 +350,7 @@ class EdgeModel:
         native = self.spec.get("native_names", {})
         feed = {native.get(k, k): np.ascontiguousarray(v) for k, v in inputs.items()}
         result = self.session.run(feed)
-        return {o["name"]: result[native.get(o["name"], o["name"])] for o in self.outputs}
+        return {o["name"]: _as_declared(result[native.get(o["name"], o["name"])], o["dtype"]) for o in self.outputs}
 
     def _check_shapes(self, inputs: dict[str, Array]) -> None:
         """Refuse a tensor of another shape than this variant takes: LiteRT's signature runner would
@@ -476,11 +489,24 @@ class EdgeModel:
         return {"samples": len(samples), "max_abs_error": worst, "server_top1": agree}
 
 
+_INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def _as_declared(value: Array, dtype: str) -> Array:
+    """An integer result LiteRT computed narrower than the bundle declares (int32 for int64) in the declared dtype,
+    as the server answers it."""
+    if value.dtype.kind in "iu" and dtype in _INTEGERS and value.dtype != np.dtype(dtype):
+        return value.astype(dtype) if np.can_cast(value.dtype, dtype, "safe") else value
+    return value
+
+
 def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
     name, shape = spec["name"], spec["shape"]
     if name not in inputs:
         raise EdgeInputError(f"missing input {name!r} ({spec['dtype']} {shape})")
     value = np.asarray(inputs[name])
+    if spec["dtype"] == "string":
+        return _prepare_strings(name, value, shape)
     dtype = np.dtype(spec["dtype"])
     if value.dtype.kind not in "biuf" or (dtype.kind in "iu" and value.dtype.kind == "f"):
         raise EdgeInputError(f"input {name!r} has dtype {value.dtype}, expected {dtype}")
@@ -494,6 +520,18 @@ def _prepare(spec: dict[str, Any], inputs: dict[str, Any]) -> Array:
     if spec.get("mean") is not None:
         value = _normalize(value.astype(np.float32), spec)
     return value.astype(dtype, copy=False)
+
+
+def _prepare_strings(name: str, value: Array, shape: list[int]) -> Array:
+    """A string input: str or bytes elements -> an object array of UTF-8 bytes (LiteRT's string tensors)."""
+    if value.dtype.kind not in "OSU" or not all(isinstance(v, (bytes, str)) for v in value.ravel()):
+        raise EdgeInputError(f"input {name!r} has dtype {value.dtype}, expected strings (str or bytes)")
+    if value.ndim == len(shape) - 1:
+        value = value[None]
+    if value.ndim != len(shape) or any(value.shape[i] != d for i, d in enumerate(shape) if d != -1 and i > 0):
+        raise EdgeInputError(f"input {name!r} has shape {list(value.shape)}, expected {shape} (-1 = any)")
+    encoded = [v if isinstance(v, bytes) else str(v).encode() for v in value.ravel()]
+    return np.array(encoded, dtype=object).reshape(value.shape)
 
 
 def _check_range(name: str, value: Array, value_range: list[float]) -> None:

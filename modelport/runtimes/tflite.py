@@ -59,6 +59,10 @@ class TFLiteRuntime:
         if not signatures:
             raise SourceError(f"{self.path}: the model has no signature to run")
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        try:  # an op the converter wrote but LiteRT has no kernel for fails here, not on the first request
+            interpreter.allocate_tensors()
+        except RuntimeError as exc:
+            raise SourceError(f"LiteRT cannot run this model: {exc}") from exc
         self.runner = interpreter.get_signature_runner(key)
         self.interpreter = interpreter
         self.in_details: dict[str, Any] = self.runner.get_input_details()
@@ -82,14 +86,24 @@ class TFLiteRuntime:
         for spec in self.manifest.outputs:
             native = self.manifest.native(spec.name)
             value, detail = np.array(result[native]), self.out_details[native]
-            outputs[spec.name] = (
-                dequantize(value, detail) if _integer_for_float(np.dtype(spec.dtype), detail) else value
-            )
+            if _integer_for_float(np.dtype(spec.dtype), detail):
+                value = dequantize(value, detail)
+            elif _widens(value.dtype, spec.dtype):  # litert-torch's int32 for an int64 result (argmax) without x64
+                value = value.astype(spec.dtype)
+            outputs[spec.name] = value
         return outputs
 
     def unload(self) -> None:
         self.runner = None
         self.interpreter = None
+
+
+_INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def _widens(have: np.dtype[Any], wanted: str) -> bool:
+    """An integer result narrower than the manifest's integer dtype, which the answer must have."""
+    return have.kind in "iu" and wanted in _INTEGERS and have != np.dtype(wanted) and np.can_cast(have, wanted, "safe")
 
 
 def _integer_for_float(wanted: np.dtype[Any], detail: dict[str, Any]) -> bool:

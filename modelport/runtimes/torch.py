@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.errors import RejectedInputError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import INDEX_FAULT, Arrays, RuntimeOptions, import_framework, map_outputs, rejected_input
 
@@ -68,6 +69,13 @@ class _TorchRuntime:
                 if detail is None:
                     raise
                 raise rejected_input(detail) from exc
+            except AssertionError as exc:  # a torch.export program checks the sizes it was exported for
+                if not str(exc).startswith("Guard failed"):
+                    raise
+                shapes = ", ".join(f"{s.name} {list(inputs[s.name].shape)}" for s in self.manifest.inputs)
+                raise RejectedInputError(
+                    f"the torch.export program refuses inputs of these shapes ({shapes}): {exc}"
+                ) from exc
         return map_outputs(self.manifest, [t.detach().cpu().numpy() for t in flatten_outputs(result)])
 
     def unload(self) -> None:

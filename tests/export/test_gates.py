@@ -133,6 +133,23 @@ def test_unsupported_operator_names_converter_and_op(tmp_path):
     assert rows["tflite"].message.startswith("torch_convert.to_tflite: unsupported operator aten._unique2")
 
 
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_an_op_tflite_lacks_in_a_keras_model_is_named(tmp_path):
+    import keras
+
+    codes = keras.Input((2,), dtype="int64", name="codes")
+    counts = keras.layers.CategoryEncoding(num_tokens=6, output_mode="count")(codes)  # tf.DenseBincount
+    model = keras.Model(codes, keras.layers.Dense(1)(counts))
+    report = modelport.export(source=model, repository=tmp_path, name="c", formats=("savedmodel", "tflite"), quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert rows["savedmodel"].status == "pass", rows["savedmodel"].message
+    assert rows["tflite"].status == "ERROR"
+    assert rows["tflite"].message.startswith("tf_convert.to_tflite: unsupported operator tf.DenseBincount: "), rows[
+        "tflite"
+    ].message
+
+
 @pytest.mark.torch
 def test_a_perturbed_published_artifact_fails_its_golden_check(digits, tmp_path):
     import onnx
