@@ -42,9 +42,13 @@ class Store(NamedTuple):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return make_store(tmp_path_factory.mktemp("management"))
+
+
+def make_store(work: Path) -> Store:
+    """The model store: first.mar, tiny.mar (1.0), tiny2.mar (2.0 of tiny), bad.mar and plain.mar (no handler)."""
     import torch
 
-    work = tmp_path_factory.mktemp("management")
     torch.manual_seed(0)
     torch.jit.trace(torch.nn.Linear(4, 3).eval(), torch.zeros(1, 4)).save(str(work / "tiny.pt"))
     src = work / "src"
