@@ -6,7 +6,8 @@ The messages are built from a ``FileDescriptorProto`` matching TorchServe 0.12's
 (pretty-printed, as its Gson), or the write's status message. ``ListModels`` and ``DescribeModel`` always answer;
 ``RegisterModel``, ``ScaleWorker``, ``SetDefault`` and ``UnregisterModel`` need ``--model-control`` (and the
 control key, ``auth.py``). Errors carry TorchServe 0.12's status code and details (the message, a newline and
-TorchServe's exception class): an unknown model or version ``NOT_FOUND``, a bad request or archive
+TorchServe's exception class): an unknown model or version ``NOT_FOUND`` (``INTERNAL`` for a ``customized``
+describe, as TorchServe's), a bad request or archive
 ``INVALID_ARGUMENT``, a write without model control ``PERMISSION_DENIED`` ``Model API disabled``.
 """
 
@@ -125,10 +126,18 @@ def _answering(plane: DataPlane, method: Method) -> Any:
         except Exception as exc:
             if not isinstance(exc, ModelportError):
                 log.exception("unhandled error in a TorchServe gRPC management call")
-            await context.abort(*_refusal(exc))
+            code, details = _refusal(exc)
+            if code is grpc.StatusCode.NOT_FOUND and _customized(request):
+                code = grpc.StatusCode.INTERNAL  # TorchServe's: it asks the handler, and the job finds no model
+            await context.abort(code, details)
         raise AssertionError("unreachable: abort raises")
 
     return call
+
+
+def _customized(request: Any) -> bool:
+    """A ``DescribeModel`` that asks the handler (``customized``, one version)."""
+    return bool(getattr(request, "customized", False)) and request.model_version != "all"
 
 
 def _pretty(value: Any) -> str:
@@ -137,8 +146,7 @@ def _pretty(value: Any) -> str:
 
 async def _describe(plane: DataPlane, request: Any) -> str:
     version = request.model_version or None
-    customized = request.customized and version != "all"
-    return _pretty(await describe_model(plane, request.model_name, version, customized))
+    return _pretty(await describe_model(plane, request.model_name, version, _customized(request)))
 
 
 async def _list(plane: DataPlane, request: Any) -> str:

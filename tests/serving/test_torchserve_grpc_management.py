@@ -74,6 +74,8 @@ SEQUENCE: list[tuple[str, dict[str, Any]]] = [
     ("ListModels", {"limit": 1}),
     ("DescribeModel", {"model_name": "first"}),
     ("DescribeModel", {"model_name": "nope"}),
+    ("DescribeModel", {"model_name": "nope", "customized": True}),
+    ("DescribeModel", {}),
     ("DescribeModel", {"model_name": "first", "model_version": "9.9"}),
     ("RegisterModel", REGISTER_TINY),
     ("RegisterModel", {"url": "tiny.mar", "initial_workers": 1, "synchronous": True}),
