@@ -96,12 +96,12 @@ def management_messages() -> dict[str, Any]:
 
 _MESSAGES = management_messages()
 _RESPONSE = _MESSAGES["ManagementResponse"]
-Method = Callable[[DataPlane, Any], Awaitable[str]]
+_Method = Callable[[DataPlane, Any], Awaitable[str]]
 
 
 def add_management_service(server: Any, plane: DataPlane) -> str:
     """Register TorchServe's management service on ``server``; returns its full name (for reflection)."""
-    methods: dict[str, tuple[str, Method]] = {
+    methods: dict[str, tuple[str, _Method]] = {
         "DescribeModel": ("DescribeModelRequest", _describe),
         "ListModels": ("ListModelsRequest", _list),
         "RegisterModel": ("RegisterModelRequest", _register),
@@ -119,7 +119,7 @@ def add_management_service(server: Any, plane: DataPlane) -> str:
     return MANAGEMENT_SERVICE
 
 
-def _answering(plane: DataPlane, method: Method) -> Any:
+def _answering(plane: DataPlane, method: _Method) -> Any:
     async def call(request: Any, context: Any) -> Any:
         try:
             return _RESPONSE(msg=await method(plane, request))
