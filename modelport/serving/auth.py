@@ -5,7 +5,8 @@ A request presents its token as ``Authorization: Bearer <token>`` or ``X-API-Key
 ``hmac.compare_digest``: constant time, and the comparison does not reveal the token's length.
 Health probes (HTTP live/ready, KServe's ``/``, ``/ping``, gRPC health, KServe ServerLive/ServerReady,
 TorchServe's gRPC Ping), ``/metrics``, ``/openapi.json`` and gRPC reflection stay open; everything else needs the
-inference token, and load/unload (and TorchServe's register/scale/unregister) need the control token.
+inference token, and load/unload (and TorchServe's register/scale/set-default/unregister, over HTTP or gRPC) need
+the control token.
 Key files are re-read when they change, so a token rotates without a restart (:mod:`modelport.serving.tokens`).
 """
 
@@ -36,8 +37,14 @@ _OPEN_GRPC_METHODS = frozenset(
         "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping",  # TorchServe's /ping, open as on HTTP
     }
 )
+# TorchServe's gRPC management writes (its ListModels and DescribeModel take the inference token, as GET /models)
+_TORCHSERVE_WRITES = ("RegisterModel", "ScaleWorker", "SetDefault", "UnregisterModel")
 _CONTROL_GRPC = frozenset(
-    {"/inference.GRPCInferenceService/RepositoryModelLoad", "/inference.GRPCInferenceService/RepositoryModelUnload"}
+    {
+        "/inference.GRPCInferenceService/RepositoryModelLoad",
+        "/inference.GRPCInferenceService/RepositoryModelUnload",
+        *(f"/org.pytorch.serve.grpc.management.ManagementAPIsService/{m}" for m in _TORCHSERVE_WRITES),
+    }
 )
 
 

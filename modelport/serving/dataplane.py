@@ -464,6 +464,10 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
         max_batch_size=execution.policy.max_batch_size if execution is not None else 0,
         max_queue_delay_s=execution.policy.max_queue_delay_s if execution is not None else 0.0,
         gpu=gpu,
+        started=served.started,
+        pending=served.batcher.depth if served.batcher is not None else 0,
+        queue_capacity=served.batcher.policy.max_queue_size if served.batcher is not None else 0,
+        timeout_s=execution.limits.timeout_s if execution is not None else 0.0,
     )
 
 

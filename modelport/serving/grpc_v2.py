@@ -27,6 +27,7 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
 from modelport.serving.grpc_status import DecodeGuard, Undecodable, abort, guard
 from modelport.serving.torchserve_grpc import add_torchserve_service
+from modelport.serving.torchserve_grpc_management import add_management_service
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
@@ -288,8 +289,8 @@ def _classification(output: Any) -> int:
 
 
 def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
-    """The grpc.aio server with the KServe v2 and TorchServe services, health and reflection; and the health
-    servicer."""
+    """The grpc.aio server with the KServe v2 and TorchServe (inference, management) services, health and
+    reflection; and the health servicer."""
     limit = plane.settings.max_body_bytes
     tokens = Tokens.from_settings(plane.settings)
     traced = tracing.grpc_interceptor()  # first: refused and undecodable calls get their span too
@@ -315,6 +316,7 @@ def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
         reflection.SERVICE_NAME,
     ]
     names.append(add_torchserve_service(server, plane))
+    names.append(add_management_service(server, plane))
     if plane.settings.tfserving_grpc:
         from modelport.serving.tfserving_grpc import add_tfserving_services
 

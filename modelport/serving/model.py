@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class ServedVersion:
         self.batcher = make_batcher(loaded.execution, observe) if loaded.execution is not None else None
         self.state = VersionState.READY if loaded.execution is not None else VersionState.FAILED
         self.reason = loaded.reason
+        self.started = datetime.now(UTC)  # TorchServe's describe shows it as its workers' startTime
         # what validate reads for every request, looked up once
         inputs = loaded.manifest.inputs if loaded.manifest is not None else ()
         self._specs = {spec.name: spec for spec in inputs}

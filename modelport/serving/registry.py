@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -248,15 +249,14 @@ async def _import(path: Path, root: Path, name: str, request: ArchiveRegistratio
         *(["--max-batch-size", str(request.batch_size)] if request.batch_size else []),
     ]
     command += [f"--input={spec}" for spec in request.inputs]
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), _IMPORT_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    try:  # not the loop's subprocess_exec: uvloop's forks (libuv), and the child of a server whose gRPC and torch
+        # threads are busy then died with SIGSEGV before its exec (1 gRPC registration in 4); subprocess uses vfork
+        process = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, timeout=_IMPORT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:  # (run killed it)
         raise DeadlineExceededError(f"importing {path.name} took over {_IMPORT_TIMEOUT_S:g}s: stopped") from None
+    out, err = process.stdout, process.stderr
     if process.returncode != 0:
         lines = (err.strip() or out.strip()).decode(errors="replace").splitlines()
         log.error("import-mar %s exited with %s: %s", path, process.returncode, (err or out).decode(errors="replace"))

@@ -58,13 +58,15 @@ from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response, row_problem
+from modelport.serving.torchserve_describe import described_version
 from modelport.serving.torchserve_stream import streamed
-from modelport.serving.types import InferRequest, ModelDetails, ModelMetadata, TensorMetadata, VersionState
+from modelport.serving.types import InferRequest, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
 __all__ = [
     "TORCHSERVE_HOT_ROUTES",
     "Payload",
+    "describe_model",
     "error_kind",
     "handler_requests",
     "model_page",
@@ -124,21 +126,8 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
-        details = plane.model_details(model)  # an unknown model: ModelNotFoundException
-        if wanted is None:  # TorchServe describes the default version; "all" every one
-            wanted = str(plane.model_metadata(model).status.version)
-        if wanted is not None and wanted != "all" and not wanted.isdigit():  # a label, as /predictions/{m}/1.0
-            with contextlib.suppress(VersionLabelError):
-                wanted = plane.resolve_version(model, label=wanted)
-        versions = [d for d in details if wanted in ("all", str(d.status.version))]
-        if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
-            raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
-        described = [_describe(d) for d in versions]
-        if request.query_params.get("customized", "").lower() == "true":  # the handler's describe_handle()
-            for row, version in zip(described, versions, strict=True):
-                if version.format == "handler" and version.status.state is VersionState.READY:
-                    row["customizedMetadata"] = await _customized(plane, model, str(version.status.version))
-        return json_response(described)
+        customized = request.query_params.get("customized", "").lower() == "true"
+        return json_response(await describe_model(plane, model, wanted, customized))
 
     return [
         ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
@@ -147,6 +136,30 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
         *(ProtocolRoute(path, _no_route, methods=_ANY, render=_error_body) for path in _UNDER),
     ]
+
+
+async def describe_model(plane: DataPlane, model: str, wanted: str | None, customized: bool) -> list[dict[str, Any]]:
+    """``GET /models/{model}[/{wanted}]`` (and the gRPC ``DescribeModel``): the default version (``wanted`` None),
+    every one (``all``) or one (a number or the archive's version label); ``customized``: with the handler's
+    ``describe_handle()`` answer as ``customizedMetadata``."""
+    try:
+        details = plane.model_details(model)
+    except NotFoundError:
+        raise NotFoundError(f"Model not found: {model}") from None  # TorchServe's ModelNotFoundException
+    if wanted is None:  # TorchServe describes the default version; "all" every one
+        wanted = str(plane.model_metadata(model).status.version)
+    if wanted != "all" and not wanted.isdigit():  # a label, as /predictions/{m}/1.0
+        with contextlib.suppress(VersionLabelError):
+            wanted = plane.resolve_version(model, label=wanted)
+    versions = [d for d in details if wanted in ("all", str(d.status.version))]
+    if not versions:  # the model exists (model_details): TorchServe's answer for a version it lacks
+        raise VersionLabelError(f"Model version: {wanted} does not exist for model: {model}")
+    described = [described_version(d, plane.settings.request_timeout_s) for d in versions]
+    if customized:
+        for row, version in zip(described, versions, strict=True):
+            if version.format == "handler" and version.status.state is VersionState.READY:
+                row["customizedMetadata"] = await _customized(plane, model, str(version.status.version))
+    return described
 
 
 # paths under TorchServe's routes that name nothing: its 404, not the common one (after the routes above)
@@ -329,31 +342,6 @@ TORCHSERVE_HOT_ROUTES = [
     for path in ("/predictions/{model}", "/predictions/{model}/{version}")
 ]
 """Predictions, answered by the inference front in TorchServe's error body."""
-
-
-def _describe(details: ModelDetails) -> dict[str, Any]:
-    """One version as TorchServe's describe API shows a model: workers are runtime instances."""
-    state = details.status.state
-    return {
-        "modelName": details.name,
-        "modelVersion": str(details.status.version),
-        "modelUrl": str(details.directory),
-        "runtime": details.format or "unknown",
-        "minWorkers": details.instances,
-        "maxWorkers": details.instances,
-        "batchSize": details.max_batch_size,
-        "maxBatchDelay": round(1000 * details.max_queue_delay_s),
-        "loadedAtStartup": True,
-        "workers": [
-            {
-                "id": str(i),
-                "status": state.value if state in (VersionState.READY, VersionState.UNLOADING) else "FAILED",
-                "gpu": details.gpu,
-            }
-            for i in range(max(1, details.instances))
-        ],
-        **({"reason": details.status.reason} if details.status.reason else {}),
-    }
 
 
 def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:

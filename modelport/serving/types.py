@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,8 @@ class ModelDetails:
     """How one model version runs: where it was loaded from, its instances and batching (TorchServe's describe).
 
     ``instances`` is 0 and the batching fields are 0 for a version that did not load; ``gpu`` says
-    whether the server's device is a GPU.
+    whether the server's device is a GPU; ``started``: when it went into service; ``pending`` requests wait in
+    its queue of ``queue_capacity``; ``timeout_s``: its requests' timeout (0: the server's default).
     """
 
     name: str
@@ -154,6 +156,10 @@ class ModelDetails:
     max_batch_size: int
     max_queue_delay_s: float
     gpu: bool
+    started: datetime | None = None
+    pending: int = 0
+    queue_capacity: int = 0
+    timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)

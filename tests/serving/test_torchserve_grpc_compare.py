@@ -64,11 +64,11 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stub, Stub
         yield _stub(theirs), _stub(ours)
 
 
-def _call(stub: Stub, request: Any) -> tuple[grpc.StatusCode, Any]:
+def _call(stub: Stub, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[grpc.StatusCode, Any]:
     """The status and the prediction (JSON parsed: the order of the ``input`` entries is the map's, which
     differs between Java and Python), or the error's details."""
     try:
-        prediction = stub.predictions(request, timeout=60).prediction
+        prediction = stub.predictions(request, timeout=60, metadata=metadata).prediction
     except grpc.RpcError as exc:
         return exc.code(), exc.details()
     try:
@@ -101,3 +101,17 @@ PREDICTIONS: dict[str, dict[str, Any]] = {
 def test_predictions_answer_as_torchserve(stubs: tuple[Stub, Stub], request_: dict[str, Any]) -> None:
     theirs, mine = (_call(s, REQUEST(**request_)) for s in stubs)
     assert mine == theirs
+
+
+def test_grpc_metadata_is_not_a_request_header_for_the_handler(stubs: tuple[Stub, Stub]) -> None:
+    """TorchServe 0.12's gRPC frontend (``InferenceImpl.predictions``) does not read the call's metadata: the
+    handler's ``context`` has no request header from it (the probe answers ``cmd:headers`` with their names);
+    modelport does the same."""
+    metadata = (("x-custom", "from-metadata"), ("x-request-id", "r-1"))
+    for body in (b"x", b"cmd:headers"):
+        request = REQUEST(model_name="probe", input={"body": body})
+        theirs, mine = (_call(s, request, metadata) for s in stubs)
+        assert theirs[0] is grpc.StatusCode.OK, theirs
+        assert mine == theirs
+    names = {name.lower() for name in theirs[1]["headers"]}  # (an input's content type is a "header" of its name)
+    assert not names & {"x-custom", "x-request-id"}, theirs

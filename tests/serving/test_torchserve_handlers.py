@@ -46,6 +46,8 @@ def _show(value):
 
 def _command(row):
     value = row.get("body")
+    if isinstance(value, (bytes, bytearray)):  # (a gRPC input entry)
+        value = bytes(value).decode("latin-1")
     if isinstance(value, str) and value.startswith("cmd:"):
         return value[4:]
     return None
@@ -63,6 +65,8 @@ def handle(data, context):
                 "custom": context.get_request_header(i, "X-Custom"),
                 "batch_size": context.system_properties["batch_size"],
             })
+        elif command == "headers":
+            answers.append({"headers": sorted(context.get_all_request_header(i) or {})})
         elif command == "dict":
             answers.append({"a": 1, "b": [1.5, "x"]})
         elif command == "str":
