@@ -210,13 +210,14 @@ class HandlerRuntime:
         return stream
 
     def _properties(self, request: TorchServeRequest | None) -> dict[str, Any]:
-        """A request's properties; for a stateful model (``sequenceBatching: true`` in its model config) one that
-        names no sequence gets a new one, as TorchServe's frontend starts a sequence ``ts-seq-<uuid>`` for it (each such
-        request its own: they never share the state a handler keeps by ``context.get_sequence_id``)."""
+        """A request's properties; for a stateful model (``sequenceBatching: true`` in its model config) its
+        sequence (``context.get_sequence_id``) as TorchServe's frontend sets it: the ``ts_request_sequence_id``
+        header, or gRPC's ``sequence_id``, else a new sequence ``ts-seq-<uuid>`` of its own."""
         properties = request.properties() if request is not None else {}
         key = str(self.context.header_key_sequence_id)
         if _stateful(self.context.model_yaml_config) and not properties.get(key):
-            properties[key] = f"ts-seq-{uuid.uuid4()}"
+            given = request.sequence if request is not None else ""
+            properties[key] = given or f"ts-seq-{uuid.uuid4()}"
         return properties
 
 

@@ -195,6 +195,7 @@ class Payload:
     content_type: str = ""
     headers: list[tuple[bytes, bytes]] = dataclass_field(default_factory=list)
     fields: tuple[Field, ...] | None = None
+    sequence: str = ""  # TorchServe's gRPC sequence_id: a stateful handler's sequence (context.get_sequence_id)
 
 
 async def predict(
@@ -232,7 +233,7 @@ async def _handler_predictions(
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
     if payload.fields is not None:
-        requests = [TorchServeRequest(payload.fields, ())]
+        requests = [TorchServeRequest(payload.fields, (), sequence=payload.sequence)]
     else:
         requests = handler_requests(payload.body, payload.content_type, payload.headers)
     if len(requests) == 1 and stream:
