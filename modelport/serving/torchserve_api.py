@@ -302,20 +302,12 @@ _NOT_FORWARDED = frozenset({"content-type", "content-length", "transfer-encoding
 
 
 def _handler_reply(reply: HandlerReply) -> Reply:
-    """The status, content type and headers the handler set (else 200 and the type its bytes look like)."""
-    content_type = reply.content_type.encode("latin-1") if reply.content_type else _content_type(reply.body)
+    """The status, content type and headers the handler set (else 200, and no content type: TorchServe sends none)."""
+    content_type = reply.content_type.encode("latin-1")
     headers = tuple(
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k.lower() not in _NOT_FORWARDED
     )
     return Reply(reply.status, reply.body, content_type, headers, reply.chunks)
-
-
-def _content_type(answer: bytes) -> bytes:
-    try:
-        orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        return b"application/octet-stream"
-    return b"application/json"
 
 
 def _decoded(answer: bytes) -> Any:
