@@ -181,7 +181,9 @@ def archive_batch_delay_ms(files: dict[str, bytes]) -> float | None:
 def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str, Any]:
     """What the archive's model config file says about serving, as ``config.yaml`` keys: ``maxBatchDelay`` (ms,
     when batches hold more than one) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms``,
-    ``minWorkers`` above 1 -> ``instances`` (``maxWorkers``: modelport does not scale up by itself)."""
+    ``minWorkers`` above 1 -> ``instances`` (``maxWorkers``: modelport does not scale up by itself), except for a
+    stateful model (``sequenceBatching: true``): TorchServe keeps each sequence on one worker, modelport's batches go
+    to any instance, so one instance holds every sequence's state."""
     config, values = _archive_config(files), {}
     delay_ms = archive_batch_delay_ms(files)
     if delay_ms is not None and batch_size > 1:  # TorchServe waits this long to fill a batch
@@ -190,7 +192,8 @@ def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str
     if timeout is not None:
         values["timeout_ms"] = 1000.0 * timeout
     workers = _positive(config.get("minWorkers"))
-    if workers is not None and workers > 1 and float(workers).is_integer():
+    stateful = config.get("sequenceBatching") is True
+    if workers is not None and workers > 1 and float(workers).is_integer() and not stateful:
         values["instances"] = int(workers)
     return values
 

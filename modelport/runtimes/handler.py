@@ -203,13 +203,27 @@ class HandlerRuntime:
         socket that ``send_intermediate_predict_response`` writes a streaming handler's responses to."""
         ids = {i: str(uuid.uuid4()) for i in range(len(requests))}
         self.context.request_ids = ids
-        self.context.request_processor = [
-            self.ts_context.RequestProcessor(r.properties() if r is not None else {}) for r in requests
-        ]
+        self.context.request_processor = [self.ts_context.RequestProcessor(self._properties(r)) for r in requests]
         self.context.metrics.request_ids = ids
         streams = {i: r.stream for i, r in enumerate(requests) if r is not None and r.stream}
         stream = self.context.cl_socket = _Intermediate(ids, streams, self.intermediate)
         return stream
+
+    def _properties(self, request: TorchServeRequest | None) -> dict[str, Any]:
+        """A request's properties; for a stateful model (``sequenceBatching: true`` in its model config) its
+        sequence (``context.get_sequence_id``) as TorchServe's frontend sets it: the ``ts_request_sequence_id``
+        header, or gRPC's ``sequence_id``, else a new sequence ``ts-seq-<uuid>`` of its own."""
+        properties = request.properties() if request is not None else {}
+        key = str(self.context.header_key_sequence_id)
+        if _stateful(self.context.model_yaml_config) and not properties.get(key):
+            given = request.sequence if request is not None else ""
+            properties[key] = given or f"ts-seq-{uuid.uuid4()}"
+        return properties
+
+
+def _stateful(config: dict[str, Any]) -> bool:
+    """Whether TorchServe 0.12 serves the model with sequence batching (``sequenceBatching: true``)."""
+    return config.get("sequenceBatching") is True
 
 
 class _Intermediate:

@@ -63,6 +63,7 @@ class TorchServeRequest(NamedTuple):
     fields: tuple[Field, ...]
     headers: tuple[tuple[str, str], ...]
     stream: str = ""  # the stream its intermediate responses go to as they are sent (open_stream), if any
+    sequence: str = ""  # its sequence as TorchServe's gRPC names it (sequence_id), if any
 
     def row(self) -> dict[str, Any]:
         """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it."""
@@ -148,6 +149,8 @@ def encode_request(request: TorchServeRequest) -> bytes:
     }
     if request.stream:
         head["stream"] = request.stream
+    if request.sequence:
+        head["sequence"] = request.sequence
     return _frame(REQUEST_MAGIC, head, b"".join(f.value for f in request.fields))
 
 
@@ -162,7 +165,7 @@ def decode_request(element: bytes) -> TorchServeRequest | None:
         fields.append(Field(str(name), str(content_type), data[offset : offset + int(length)]))
         offset += int(length)
     headers = tuple((str(k), str(v)) for k, v in head["headers"])
-    return TorchServeRequest(tuple(fields), headers, str(head.get("stream", "")))
+    return TorchServeRequest(tuple(fields), headers, str(head.get("stream", "")), str(head.get("sequence", "")))
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -373,13 +373,12 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
 
 
 def reply_headers(reply: Reply, stamp: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    """The response headers of ``reply``: its content type and length, the request id (``stamp``), its own."""
-    return [
-        (b"content-type", reply.content_type),
-        (b"content-length", str(len(reply.body)).encode()),
-        stamp,
-        *reply.headers,
-    ]
+    """The response headers of ``reply``: its content type (none when it has none, as a TorchServe handler's answer
+    whose handler set none) and length, the request id (``stamp``), its own."""
+    length = (b"content-length", str(len(reply.body)).encode())
+    if not reply.content_type:
+        return [length, stamp, *reply.headers]
+    return [(b"content-type", reply.content_type), length, stamp, *reply.headers]
 
 
 async def send_reply(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) -> None:
@@ -395,7 +394,7 @@ async def _send_streamed(send: Any, reply: Reply, stamp: tuple[bytes, bytes]) ->
     """A streaming TorchServe handler's reply: each body as it comes (the server chunks it); a failure after the
     first body leaves the response unfinished (the server closes the connection)."""
     assert reply.stream is not None
-    headers = [(b"content-type", reply.content_type), stamp, *reply.headers]
+    headers = [*([(b"content-type", reply.content_type)] if reply.content_type else []), stamp, *reply.headers]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body, "more_body": True})
     try:

@@ -64,7 +64,7 @@ class Reply(NamedTuple):
     def response(self) -> Response:
         """The same reply as a Starlette response (for the routed app)."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers}
-        return Response(self.body, self.status, headers, media_type=self.content_type.decode())
+        return Response(self.body, self.status, headers, media_type=self.content_type.decode() or None)
 
 
 def json_reply(data: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:

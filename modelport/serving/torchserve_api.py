@@ -208,6 +208,7 @@ class Payload:
     content_type: str = ""
     headers: list[tuple[bytes, bytes]] = dataclass_field(default_factory=list)
     fields: tuple[Field, ...] | None = None
+    sequence: str = ""  # TorchServe's gRPC sequence_id: a stateful handler's sequence (context.get_sequence_id)
 
 
 async def predict(
@@ -245,7 +246,7 @@ async def _handler_predictions(
     """A custom handler's model: the request goes to the handler as TorchServe's frontend hands it over
     (``handler_requests``), and the handler's response is answered as TorchServe answers it."""
     if payload.fields is not None:
-        requests = [TorchServeRequest(payload.fields, ())]
+        requests = [TorchServeRequest(payload.fields, (), sequence=payload.sequence)]
     else:
         requests = handler_requests(payload.body, payload.content_type, payload.headers)
     if len(requests) == 1 and stream:
@@ -314,20 +315,12 @@ _NOT_FORWARDED = frozenset({"content-type", "content-length", "transfer-encoding
 
 
 def _handler_reply(reply: HandlerReply) -> Reply:
-    """The status, content type and headers the handler set (else 200 and the type its bytes look like)."""
-    content_type = reply.content_type.encode("latin-1") if reply.content_type else _content_type(reply.body)
+    """The status, content type and headers the handler set (else 200, and no content type: TorchServe sends none)."""
+    content_type = reply.content_type.encode("latin-1")
     headers = tuple(
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k.lower() not in _NOT_FORWARDED
     )
     return Reply(reply.status, reply.body, content_type, headers, reply.chunks)
-
-
-def _content_type(answer: bytes) -> bytes:
-    try:
-        orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        return b"application/octet-stream"
-    return b"application/json"
 
 
 def _decoded(answer: bytes) -> Any:

@@ -175,17 +175,18 @@ async def _predict(plane: DataPlane, request: Any) -> list[Any]:
     per part of a streaming handler's answer (``send_intermediate_predict_response``)."""
     if not request.model_name:
         raise InvalidArgumentError(_NO_NAME)
-    reply = await predict(plane, request.model_name, request.model_version or None, _payload(request.input))
-    return [_response(request, part) for part in split_chunks(reply.body, reply.chunks)]
+    reply = await predict(plane, request.model_name, request.model_version or None, _payload(request))
+    return [_response(part) for part in split_chunks(reply.body, reply.chunks)]
 
 
-def _payload(inputs: Any) -> Payload:
+def _payload(request: Any) -> Payload:
     """The ``input`` map as TorchServe's frontend hands it on: each entry a request field of that name (a handler
-    model's); a tensor or processed model reads the ``data`` entry (or ``body``, or the only one) as its body."""
-    fields = tuple(Field(name, "", bytes(value)) for name, value in inputs.items())
+    model's); a tensor or processed model reads the ``data`` entry (or ``body``, or the only one) as its body. The
+    ``sequence_id`` is the sequence of a stateful handler's request (``context.get_sequence_id``)."""
+    fields = tuple(Field(name, "", bytes(value)) for name, value in request.input.items())
     named = {f.name: f.value for f in fields}
     body = named.get("data", named.get("body", fields[0].value if len(fields) == 1 else None))
-    return Payload(b"" if body is None else body, "", [], fields)
+    return Payload(b"" if body is None else body, "", [], fields, request.sequence_id)
 
 
 def _predictions(plane: DataPlane) -> Any:
@@ -203,13 +204,13 @@ def _stream(plane: DataPlane) -> Any:
         try:
             if not request.model_name:
                 raise InvalidArgumentError(_NO_NAME)
-            payload = _payload(request.input)
+            payload = _payload(request)
             reply = await predict(plane, request.model_name, request.model_version or None, payload, stream=True)
-            yield _response(request, reply.body)
+            yield _response(reply.body)
             if reply.stream is not None:
                 try:
                     async for body in reply.stream:
-                        yield _response(request, body)
+                        yield _response(body)
                 finally:  # a call cancelled mid-stream: its request leaves its batch if it has not run
                     await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
         except Exception as exc:
@@ -220,11 +221,8 @@ def _stream(plane: DataPlane) -> Any:
     return stream
 
 
-def _response(request: Any, prediction: bytes) -> Any:
-    answer = _RESPONSE(prediction=prediction)
-    if request.HasField("sequence_id"):
-        answer.sequence_id = request.sequence_id
-    return answer
+def _response(prediction: bytes) -> Any:
+    return _RESPONSE(prediction=prediction)  # no sequence_id: TorchServe 0.12 sends none back, even for a sequence
 
 
 def _stream2(plane: DataPlane) -> Any:
@@ -238,15 +236,12 @@ def _stream2(plane: DataPlane) -> Any:
                 if not isinstance(exc, ModelportError):
                     log.exception("unhandled error in a TorchServe gRPC stream")
                 code, details = _refusal(exc, request.model_name)
-                answers = [_failed(request, code.value[0], details)]
+                answers = [_failed(code.value[0], details)]
             for answer in answers:
                 yield answer
 
     return stream
 
 
-def _failed(request: Any, code: int, message: str) -> Any:
-    answer = _RESPONSE(status={"code": code, "message": message})  # google.rpc.Status of the service's own pool
-    if request.HasField("sequence_id"):
-        answer.sequence_id = request.sequence_id
-    return answer
+def _failed(code: int, message: str) -> Any:
+    return _RESPONSE(status={"code": code, "message": message})  # google.rpc.Status of the service's own pool

@@ -199,7 +199,7 @@ async def test_custom_handler_over_an_eager_model_answers_raw_multipart_and_json
         )
     for response in (raw, multipart, as_json):
         assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("application/json")
+        assert "content-type" not in response.headers  # the handler set none: TorchServe sends none
     assert raw.json()["score"] == multipart.json()["score"] == as_json.json()["score"]  # a white image is all 1.0
     assert v2.status_code == 200, v2.text
     assert json.loads(v2.json()["outputs"][0]["data"][0])["score"] == raw.json()["score"]

