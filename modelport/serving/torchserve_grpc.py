@@ -202,17 +202,8 @@ def _stream(plane: DataPlane) -> Any:
 
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            if not request.model_name:
-                raise InvalidArgumentError(_NO_NAME)
-            payload = _payload(request)
-            reply = await predict(plane, request.model_name, request.model_version or None, payload, stream=True)
-            yield _response(reply.body)
-            if reply.stream is not None:
-                try:
-                    async for body in reply.stream:
-                        yield _response(body)
-                finally:  # a call cancelled mid-stream: its request leaves its batch if it has not run
-                    await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            async for answer in _responses(plane, request):
+                yield answer
         except Exception as exc:
             if not isinstance(exc, ModelportError):
                 log.exception("unhandled error in a TorchServe gRPC stream")
@@ -221,26 +212,40 @@ def _stream(plane: DataPlane) -> Any:
     return stream
 
 
-def _response(prediction: bytes) -> Any:
-    return _RESPONSE(prediction=prediction)  # no sequence_id: TorchServe 0.12 sends none back, even for a sequence
-
-
 def _stream2(plane: DataPlane) -> Any:
-    """Each request answered in order; a failed one answers its ``status`` (and the stream goes on)."""
+    """Each request answered in order (a streaming handler's responses as it sends them); a failed one answers its
+    ``status`` (and the stream goes on)."""
 
     async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         async for request in requests:
             try:
-                answers = await _predict(plane, request)
+                async for answer in _responses(plane, request):
+                    yield answer
             except Exception as exc:
                 if not isinstance(exc, ModelportError):
                     log.exception("unhandled error in a TorchServe gRPC stream")
                 code, details = _refusal(exc, request.model_name)
-                answers = [_failed(code.value[0], details)]
-            for answer in answers:
-                yield answer
+                yield _failed(code.value[0], details)
 
     return stream
+
+
+async def _responses(plane: DataPlane, request: Any) -> AsyncIterator[Any]:
+    """A request's responses as they come: one, or each of a streaming handler's."""
+    if not request.model_name:
+        raise InvalidArgumentError(_NO_NAME)
+    reply = await predict(plane, request.model_name, request.model_version or None, _payload(request), stream=True)
+    yield _response(reply.body)
+    if reply.stream is not None:
+        try:
+            async for body in reply.stream:
+                yield _response(body)
+        finally:  # a call cancelled mid-stream: its request leaves its batch if it has not run
+            await reply.stream.aclose()  # type: ignore[attr-defined]  # an async generator
+
+
+def _response(prediction: bytes) -> Any:
+    return _RESPONSE(prediction=prediction)  # no sequence_id: TorchServe 0.12 sends none back, even for a sequence
 
 
 def _failed(code: int, message: str) -> Any:

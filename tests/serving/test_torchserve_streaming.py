@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,26 @@ def test_stream_predictions_sends_each_response_as_the_handler_sends_it(
         with pytest.raises(grpc.RpcError) as failed:
             list(failing)
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "Prediction failed" in failed.value.details()
+
+
+def test_stream_predictions2_sends_each_response_as_the_handler_sends_it(
+    servers: tuple[Server, Server, Path], tmp_path: Path
+) -> None:
+    _, mine, _ = servers
+    first_go, second_go = tmp_path / "one", tmp_path / "two"
+    pending: queue.Queue[Any] = queue.Queue()
+    with grpc.insecure_channel(mine.grpc) as channel:
+        pair = {"request_serializer": REQUEST.SerializeToString, "response_deserializer": RESPONSE.FromString}
+        call = channel.stream_stream(f"/{SERVICE}/StreamPredictions2", **pair)
+        answers = call(iter(pending.get, None), timeout=60)
+        pending.put(REQUEST(model_name="waiter", input={"data": str(first_go).encode()}))
+        assert next(answers).prediction == b"first "  # the handler still waits for the file
+        first_go.touch()
+        assert [next(answers).prediction for _ in range(2)] == [b"second ", b"last"]
+        pending.put(REQUEST(model_name="nobody", input={"data": b"x"}))  # a failure answers its status, and goes on
+        assert "Model not found: nobody" in next(answers).status.message
+        pending.put(REQUEST(model_name="waiter", input={"data": str(second_go).encode()}))
+        assert next(answers).prediction == b"first "
+        second_go.touch()
+        pending.put(None)
+        assert [a.prediction for a in answers] == [b"second ", b"last"]
