@@ -16,8 +16,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnimplementedError, summarize
@@ -27,7 +28,8 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
 from modelport.serving.grpc_status import DecodeGuard, Undecodable, abort, guard
 from modelport.serving.torchserve_grpc import add_torchserve_service
-from modelport.serving.torchserve_grpc_management import add_management_service
+from modelport.serving.torchserve_grpc import descriptor_file as torchserve_descriptor_file
+from modelport.serving.torchserve_grpc_management import add_management_service, management_descriptor_file
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
@@ -317,12 +319,38 @@ def build_grpc_server(plane: DataPlane) -> tuple[Any, Any]:
     ]
     names.append(add_torchserve_service(server, plane))
     names.append(add_management_service(server, plane))
+    files = [service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR]
     if plane.settings.tfserving_grpc:
-        from modelport.serving.tfserving_grpc import add_tfserving_services
+        from modelport.serving.tfserving_grpc import add_tfserving_services, tfserving_descriptor_files
 
         names += add_tfserving_services(server, plane)
-    reflection.enable_server_reflection(names, server)
+        files += tfserving_descriptor_files()
+    own = [torchserve_descriptor_file(), management_descriptor_file()]
+    reflection.enable_server_reflection(names, server, pool=reflection_pool(files, own))
     return server, health_servicer
+
+
+def reflection_pool(files: list[Any], own: list[Any]) -> descriptor_pool.DescriptorPool:
+    """Every served service's descriptors in one pool, for reflection (grpcurl lists, describes and calls them): the
+    ``files`` of generated modules, with their dependencies, and ``own`` files built by hand (TorchServe's services,
+    which stay out of the default pool: a client's generated module of the same proto in the process would clash)."""
+    default, pool, added = descriptor_pool.Default(), descriptor_pool.DescriptorPool(), set()
+
+    def add(file: Any) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+        added.add(file.name)
+
+    for file in files:
+        add(file)
+    for proto in own:
+        for dependency in proto.dependency:
+            add(default.FindFileByName(dependency))
+        pool.Add(proto)
+    return pool
 
 
 async def publish_health(plane: DataPlane, servicer: Any) -> None:

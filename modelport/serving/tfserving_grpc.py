@@ -29,7 +29,10 @@ from modelport.serving.types import (
 )
 from modelport.tensors import TF_DTYPES
 
-__all__ = ["add_tfserving_services"]
+__all__ = [
+    "add_tfserving_services",
+    "tfserving_descriptor_files",
+]
 
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
 
@@ -44,6 +47,12 @@ def add_tfserving_services(server: Any, plane: DataPlane) -> list[str]:
     apis.add_PredictionServiceServicer_to_server(prediction, server)
     models.add_ModelServiceServicer_to_server(model, server)
     return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+
+
+def tfserving_descriptor_files() -> list[Any]:
+    """The proto files of both services (for reflection), once ``add_tfserving_services`` imported them."""
+    names = ("prediction_service_pb2", "model_service_pb2")
+    return [import_framework(f"tensorflow_serving.apis.{n}", "tfserving").DESCRIPTOR for n in names]
 
 
 def _version(plane: DataPlane, spec: Any) -> str | None:

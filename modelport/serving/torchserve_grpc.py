@@ -23,7 +23,7 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
 from modelport.serving.torchserve_api import Payload, error_kind, predict
 
-__all__ = ["SERVICE", "add_torchserve_service", "messages"]
+__all__ = ["SERVICE", "add_torchserve_service", "descriptor_file", "messages"]
 
 log = logging.getLogger("modelport.serving.grpc")
 
@@ -69,7 +69,28 @@ def _file() -> Any:
     _optional(response, "status", 3, _F.TYPE_MESSAGE, type_name=".google.rpc.Status")
     health = proto.message_type.add(name="TorchServeHealthResponse")
     health.field.append(_field("health", 1, _F.TYPE_STRING))
+    service = proto.service.add(name="InferenceAPIsService")  # for reflection (grpcurl, ...)
+    request_type, response_type = f".{_PACKAGE}.PredictionsRequest", f".{_PACKAGE}.PredictionResponse"
+    service.method.add(
+        name="Ping", input_type=".google.protobuf.Empty", output_type=f".{_PACKAGE}.TorchServeHealthResponse"
+    )
+    service.method.add(name="Predictions", input_type=request_type, output_type=response_type)
+    service.method.add(
+        name="StreamPredictions", input_type=request_type, output_type=response_type, server_streaming=True
+    )
+    service.method.add(
+        name="StreamPredictions2",
+        input_type=request_type,
+        output_type=response_type,
+        client_streaming=True,
+        server_streaming=True,
+    )
     return proto
+
+
+def descriptor_file() -> Any:
+    """The service's file, for a reflection pool (``grpc_v2.reflection_pool``)."""
+    return _file()
 
 
 def messages() -> dict[str, Any]:

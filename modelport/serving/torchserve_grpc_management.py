@@ -33,7 +33,13 @@ from modelport.serving.torchserve_management import (
     unregister_model,
 )
 
-__all__ = ["MANAGEMENT_SERVICE", "WRITES", "add_management_service", "management_messages"]
+__all__ = [
+    "MANAGEMENT_SERVICE",
+    "WRITES",
+    "add_management_service",
+    "management_descriptor_file",
+    "management_messages",
+]
 
 log = logging.getLogger("modelport.serving.grpc")
 
@@ -83,7 +89,17 @@ def _file() -> Any:
         message = proto.message_type.add(name=name)
         for number, (field, kind) in enumerate(fields, start=1):
             message.field.append(_F(name=field, number=number, type=kind, label=_F.LABEL_OPTIONAL, json_name=field))
+    service = proto.service.add(name="ManagementAPIsService")  # for reflection (grpcurl, ...)
+    for method in ("DescribeModel", "ListModels", "RegisterModel", "ScaleWorker", "SetDefault", "UnregisterModel"):
+        service.method.add(
+            name=method, input_type=f".{_PACKAGE}.{method}Request", output_type=f".{_PACKAGE}.ManagementResponse"
+        )
     return proto
+
+
+def management_descriptor_file() -> Any:
+    """The service's file, for a reflection pool (``grpc_v2.reflection_pool``)."""
+    return _file()
 
 
 def management_messages() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,6 +191,43 @@ def test_grpc_health_and_reflection(running_server, grpc_port):
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         names = {s.name for r in stub.ServerReflectionInfo(iter([request])) for s in r.list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.torch
+def test_reflection_describes_every_service_and_a_client_built_from_it_calls_torchserves(running_server, grpc_port):
+    """As grpcurl does: list, describe every service (TorchServe's hand-built ones and TF Serving's too), then call
+    TorchServe's Predictions with message classes made from what reflection sent."""
+    import grpc
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(database)
+        methods = {name: [m.name for m in pool.FindServiceByName(name).methods] for name in database.get_services()}
+        assert methods["org.pytorch.serve.grpc.inference.InferenceAPIsService"] == [
+            "Ping",
+            "Predictions",
+            "StreamPredictions",
+            "StreamPredictions2",
+        ]
+        assert "RegisterModel" in methods["org.pytorch.serve.grpc.management.ManagementAPIsService"]
+        assert "Predict" in methods["tensorflow.serving.PredictionService"]
+        assert "ModelInfer" in methods["inference.GRPCInferenceService"]
+        predictions = pool.FindServiceByName("org.pytorch.serve.grpc.inference.InferenceAPIsService").methods_by_name[
+            "Predictions"
+        ]
+        request, response = (
+            message_factory.GetMessageClass(t) for t in (predictions.input_type, predictions.output_type)
+        )
+        call = channel.unary_unary(
+            f"/{predictions.containing_service.full_name}/Predictions",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        image = np.zeros((1, 8, 8), np.float32).tolist()  # one instance of digits-onnx's [-1, 1, 8, 8] input
+        answer = call(request(model_name="digits-onnx", input={"data": json.dumps(image).encode()}), timeout=30)
+    assert len(json.loads(answer.prediction)) == 10  # the ten logits
 
 
 @pytest.mark.tf
