@@ -161,8 +161,9 @@ _CODES = {
 def _refusal(error: Exception, model: str) -> tuple[grpc.StatusCode, str]:
     """An error as TorchServe's gRPC API reports it: an unknown model or version is ``INTERNAL`` (as TorchServe
     sends it), anything else the status of its HTTP status; the details are the message, a newline and
-    TorchServe's exception class."""
+    TorchServe's exception class. An error that is not one of ours is logged with its traceback."""
     if not isinstance(error, ModelportError):
+        log.error("unhandled error in a TorchServe gRPC call", exc_info=error)
         return grpc.StatusCode.INTERNAL, f"{GENERIC_MESSAGE}\n{_HTTP}InternalServerException"
     message = public_message(error)
     if message == _NO_NAME:  # TorchServe's own details for it
@@ -185,8 +186,6 @@ async def _answer(plane: DataPlane, request: Any, context: Any) -> list[Any]:
     try:
         return await _predict(plane, request)
     except Exception as exc:
-        if not isinstance(exc, ModelportError):
-            log.exception("unhandled error in a TorchServe gRPC call")
         await context.abort(*_refusal(exc, request.model_name))
     raise AssertionError("unreachable: abort raises")
 
@@ -226,8 +225,6 @@ def _stream(plane: DataPlane) -> Any:
             async for answer in _responses(plane, request):
                 yield answer
         except Exception as exc:
-            if not isinstance(exc, ModelportError):
-                log.exception("unhandled error in a TorchServe gRPC stream")
             await context.abort(*_refusal(exc, request.model_name))
 
     return stream
@@ -243,8 +240,6 @@ def _stream2(plane: DataPlane) -> Any:
                 async for answer in _responses(plane, request):
                     yield answer
             except Exception as exc:
-                if not isinstance(exc, ModelportError):
-                    log.exception("unhandled error in a TorchServe gRPC stream")
                 code, details = _refusal(exc, request.model_name)
                 yield _failed(code.value[0], details)
 

@@ -21,6 +21,7 @@ import pytest
 import modelport
 from modelport.manifest import read_manifest
 from modelport.runtimes import open_runtime
+from tests.export import zoo
 
 pytestmark = [pytest.mark.torch, pytest.mark.tflite]
 
@@ -127,17 +128,7 @@ def test_an_output_that_does_not_follow_the_batch_keeps_its_size_in_the_manifest
 def test_an_int64_result_of_a_float_model_answers_int64_in_tflite(tmp_path):
     import torch
 
-    class Argmax(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = torch.nn.Linear(4, 3)
-
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            scores = self.fc(x)
-            return {"label": scores.argmax(-1), "scores": scores}
-
-    torch.manual_seed(0)
-    model = Argmax().eval()
+    model = zoo.torch_argmax()
     report = modelport.export(
         source=model, repository=tmp_path, name="am", formats=("tflite",), inputs=["x:float32:-1x4"]
     )

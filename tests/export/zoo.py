@@ -41,6 +41,23 @@ def torch_mlp() -> Any:
     return MLP().eval()
 
 
+def torch_argmax() -> Any:
+    """A linear layer over ``x`` [batch, 4] -> ``{"label": its argmax (int64), "scores"}`` (seeded)."""
+    import torch
+
+    class Argmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            scores = self.fc(x)
+            return {"label": scores.argmax(-1), "scores": scores}
+
+    torch.manual_seed(0)
+    return Argmax().eval()
+
+
 def torch_rnn() -> Any:
     """Embedding + one-layer LSTM over int64 ids [batch, seq] -> ``logits`` from the last hidden state."""
     import torch

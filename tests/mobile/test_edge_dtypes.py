@@ -6,8 +6,6 @@ while bundle.json (and the server) said int64.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
@@ -15,30 +13,15 @@ import modelport
 from modelport.mobile import modelport_edge as edge
 from modelport.mobile.builder import build_bundle
 from modelport.mobile.options import BundleOptions
+from tests.export import zoo
 
 pytestmark = [pytest.mark.tflite, pytest.mark.torch]
-
-
-def _argmax() -> Any:
-    import torch
-
-    class Argmax(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = torch.nn.Linear(4, 3)
-
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            scores = self.fc(x)
-            return {"label": scores.argmax(-1), "scores": scores}
-
-    torch.manual_seed(0)
-    return Argmax().eval()
 
 
 def test_an_int64_result_is_answered_as_int64_on_the_device(tmp_path):
     import torch
 
-    model = _argmax()
+    model = zoo.torch_argmax()
     report = modelport.export(
         source=model, repository=tmp_path / "repo", name="am", formats=("tflite",), inputs=["x:float32:-1x4"]
     )

@@ -157,16 +157,20 @@ def test_answers_match_a_real_torchserve(store: Store, tmp_path: Path) -> None:
             _same(*answers, what=f"{method} {fields}: TorchServe {answers[0]}, modelport {answers[1]}")
 
 
+# one call of each write, on the archive ``tiny``
+WRITE_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("RegisterModel", REGISTER_TINY),
+    ("ScaleWorker", {"model_name": "tiny", "min_worker": 1}),
+    ("SetDefault", {"model_name": "tiny", "model_version": "1.0"}),
+    ("UnregisterModel", {"model_name": "tiny"}),
+]
+
+
 @pytest.mark.torch
 @pytest.mark.slow
 def test_writes_are_refused_without_model_control(store: Store, tmp_path: Path) -> None:
     with _modelport(store, tmp_path / "repo") as channel:
-        for method, fields in [
-            ("RegisterModel", REGISTER_TINY),
-            ("ScaleWorker", {"model_name": "tiny", "min_worker": 1}),
-            ("SetDefault", {"model_name": "tiny", "model_version": "1.0"}),
-            ("UnregisterModel", {"model_name": "tiny"}),
-        ]:
+        for method, fields in WRITE_CALLS:
             code, details = _call(channel, method, **fields)
             assert code is grpc.StatusCode.PERMISSION_DENIED, (method, details)
             assert details.startswith("Model API disabled") and "--model-control" in details, details
@@ -182,12 +186,7 @@ def test_writes_are_refused_without_model_control(store: Store, tmp_path: Path) 
 def test_writes_need_the_control_key_and_a_registered_model_serves(store: Store, tmp_path: Path) -> None:
     auth = (("authorization", f"Bearer {KEY}"),)
     with _modelport(store, tmp_path / "repo", "--model-control", "--control-key", KEY) as channel:
-        for method, fields in [
-            ("RegisterModel", REGISTER_TINY),
-            ("ScaleWorker", {"model_name": "tiny", "min_worker": 1}),
-            ("SetDefault", {"model_name": "tiny", "model_version": "1.0"}),
-            ("UnregisterModel", {"model_name": "tiny"}),
-        ]:
+        for method, fields in WRITE_CALLS:
             code, details = _call(channel, method, **fields)
             assert code is grpc.StatusCode.UNAUTHENTICATED, (method, details)
             wrong = _call(channel, method, (("authorization", "Bearer wrong"),), **fields)
