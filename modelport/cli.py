@@ -197,7 +197,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = commands.add_parser(
         "serve",
-        help="serve a model repository over KServe v2 HTTP",
+        help="serve a model repository (KServe v2 / Triton, TF Serving and TorchServe APIs; HTTP and gRPC)",
         description="Every flag is also an environment variable MODELPORT_<FLAG> (e.g. MODELPORT_HTTP_PORT=9000); "
         "per-model settings live in REPO/<model>/config.yaml.",
     )

@@ -124,7 +124,7 @@ def render_inspection(entries: list[VersionEntry]) -> str:
                 m.format,
                 m.variant,
                 format_bytes(e.size_bytes),
-                " ".join(s.describe() for s in m.inputs),
+                " ".join(s.describe_range() for s in m.inputs),
                 " ".join(s.describe() for s in m.outputs),
                 ("REJECTED " if e.rejected else "") + _parity(m),
             )

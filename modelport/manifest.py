@@ -83,6 +83,13 @@ class TensorSpec(_Frozen):
         """``name:dtype:shape``, the flag syntax."""
         return f"{self.name}:{self.dtype}:{format_shape(self.shape)}"
 
+    def describe_range(self) -> str:
+        """``name:dtype:shape[:low..high]``: the whole ``--input`` flag, value range included."""
+        if self.value_range is None:
+            return self.describe()
+        low, high = (str(int(v)) if float(v).is_integer() else repr(v) for v in self.value_range)
+        return f"{self.describe()}:{low}..{high}"
+
 
 def _parse_range(text: str, part: str) -> tuple[float, float]:
     low, sep, high = part.partition("..")

@@ -119,6 +119,8 @@ def test_ids_past_an_embedding_ask_for_the_value_range(capsys, tmp_path):
         tmp_path, "tests.export.branchy:small_vocab", "--format", "onnx", "--input", "ids:int64:-1x-1:0..5"
     )
     assert _run(capsys, *ranged)[0] == 0
+    code, out, _ = _run(capsys, "inspect", str(tmp_path / "repo"))  # the range the server enforces, shown
+    assert code == 0 and "ids:int64:-1x-1:0..5" in out, out
 
 
 @pytest.mark.torch

@@ -85,6 +85,9 @@ def test_tensor_spec_parsing():
     spec = TensorSpec.parse("ids:int64:-1x-1:0..1000")
     assert (spec.name, spec.dtype, spec.shape, spec.value_range) == ("ids", "int64", (-1, -1), (0.0, 1000.0))
     assert spec.describe() == "ids:int64:-1x-1"
+    assert spec.describe_range() == "ids:int64:-1x-1:0..1000", "the whole flag, as `modelport inspect` shows it"
+    assert TensorSpec.parse("x:float32:-1x2:-0.5..1").describe_range() == "x:float32:-1x2:-0.5..1"
+    assert TensorSpec.parse("x:float32:-1x2").describe_range() == "x:float32:-1x2"
 
 
 @pytest.mark.parametrize("text", ["image", "image:float32", ":float32:1", "x:float99:1", "x:float32:1:5", "x:f32:ax1"])
