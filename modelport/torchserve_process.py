@@ -180,6 +180,7 @@ def running_torchserve(
     """TorchServe serving ``model_archive`` (``<store>/<model>.mar`` or ``<store>/<model>/``) until the block
     ends, then :func:`stop`. ``work`` gets its tmp/, logs/, config.properties and torchserve.log."""
     opts = options or TorchServeOptions()
+    model_archive, work = model_archive.resolve(), work.resolve()  # TorchServe runs in ``work``: relative paths break
     ports = opts.ports or TorchServePorts.free()
     properties = config_properties(model_archive, ports, opts)
     tmp, logs = work / "tmp", work / "logs"

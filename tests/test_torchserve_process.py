@@ -58,6 +58,19 @@ def test_a_torchserve_that_exits_fails_the_start_with_its_log_and_leaves_its_fil
     assert "load_models=digits.mar" in (tmp_path / "ts" / "config.properties").read_text()
 
 
+def test_relative_paths_reach_torchserve_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TorchServe runs in its work folder: a relative TEMP there is "Invalid temp directory", a relative store is lost
+    monkeypatch.chdir(tmp_path)
+    record = 'echo "$TMPDIR $*" > "$TMPDIR/../seen"; exit 1'  # what TorchServe would have been started with
+    options = TorchServeOptions(command_prefix=("sh", "-c", record, "sh"), timeout_s=30)
+    with pytest.raises(ModelportError), running_torchserve(Path("store/digits.mar"), Path("ts"), options):
+        pytest.fail("it cannot be ready")
+    temp, *command = (tmp_path / "ts" / "seen").read_text().split()
+    assert temp == str(tmp_path / "ts" / "tmp")
+    assert command[command.index("--model-store") + 1] == str(tmp_path / "store")
+    assert command[command.index("--ts-config") + 1] == str(tmp_path / "ts" / "config.properties")
+
+
 @pytest.mark.torchserve
 def test_archive_packs_the_extra_files_beside_the_model_and_handler(tmp_path: Path) -> None:
     model, handler, labels = tmp_path / "model.pt", tmp_path / "handler.py", tmp_path / "index_to_name.json"

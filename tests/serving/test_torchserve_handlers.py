@@ -10,11 +10,15 @@ headers the handler set) must agree:
   a status, a header, or a failure (a numpy array, which is not JSON; an exception, ``PredictionException``,
   MemoryError, a wrong number of responses);
 - ``tiny``: a ``BaseHandler`` subclass overriding ``initialize`` (reads an extra file), ``preprocess`` and
-  ``postprocess`` over a TorchScript model, with ``index_to_name.json`` and a request header.
+  ``postprocess`` over a TorchScript model, with ``index_to_name.json`` and a request header;
+- ``bert``: TorchServe's Hugging Face example handler (examples/Huggingface_Transformers/
+  Transformer_handler_generalized.py, batched) over a tiny BERT saved with ``save_pretrained`` (safetensors as
+  the serialized file, config, vocabulary and tokenizer as extra files), loaded by ``transformers`` in the handler.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
@@ -139,6 +143,104 @@ class TinyHandler(BaseHandler):
 """
 
 
+BERT = """
+import json
+import os
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class TransformersSeqClassifierHandler(BaseHandler):
+    def initialize(self, ctx):
+        self.manifest = ctx.manifest
+        model_dir = ctx.system_properties.get("model_dir")
+        self.device = torch.device("cpu")
+        with open(os.path.join(model_dir, "setup_config.json")) as f:
+            self.setup_config = json.load(f)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, do_lower_case=self.setup_config["do_lower_case"])
+        self.model.to(self.device)
+        self.model.eval()
+        with open(os.path.join(model_dir, "index_to_name.json")) as f:
+            self.mapping = json.load(f)
+        self.initialized = True
+
+    def preprocess(self, requests):
+        input_ids_batch, attention_mask_batch = None, None
+        for data in requests:
+            text = data.get("data")
+            if text is None:
+                text = data.get("body")
+            if isinstance(text, (bytes, bytearray)):
+                text = text.decode("utf-8")
+            inputs = self.tokenizer(
+                text, max_length=int(self.setup_config["max_length"]), padding="max_length",
+                add_special_tokens=True, return_tensors="pt", truncation=True,
+            )
+            if input_ids_batch is None:
+                input_ids_batch, attention_mask_batch = inputs["input_ids"], inputs["attention_mask"]
+            else:
+                input_ids_batch = torch.cat((input_ids_batch, inputs["input_ids"]), 0)
+                attention_mask_batch = torch.cat((attention_mask_batch, inputs["attention_mask"]), 0)
+        return (input_ids_batch, attention_mask_batch)
+
+    def inference(self, input_batch):
+        input_ids_batch, attention_mask_batch = input_batch
+        with torch.no_grad():
+            predictions = self.model(input_ids_batch, attention_mask_batch)
+        inferences = []
+        for i in range(predictions[0].shape[0]):
+            out = predictions[0][i].unsqueeze(0)
+            inferences.append({"label": self.mapping[str(out.argmax(1).item())], "logits": out[0].tolist()})
+        return inferences
+
+    def postprocess(self, inference_output):
+        return inference_output
+"""
+
+
+def _bert(work: Path) -> tuple[Path, list[Path]]:
+    """A tiny BERT classifier as ``save_pretrained`` writes it, its vocabulary and tokenizer, and the example's
+    setup_config.json and index_to_name.json: (serialized file, extra files)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    folder = work / "bert"
+    words = [
+        "the",
+        "a",
+        "movie",
+        "film",
+        "was",
+        "is",
+        "great",
+        "good",
+        "bad",
+        "terrible",
+        "fine",
+        "i",
+        "loved",
+        "hated",
+        "it",
+        "this",
+        "plot",
+        "acting",
+    ]
+    _write(folder, {"vocab.txt": "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n"})
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+    config = BertConfig(
+        vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(str(folder))
+    setup = {"mode": "sequence_classification", "do_lower_case": True, "max_length": "16", "save_mode": "pretrained"}
+    _write(folder, {"setup_config.json": json.dumps(setup), "index_to_name.json": '{"0": "neg", "1": "pos"}'})
+    serialized = folder / "model.safetensors"
+    return serialized, sorted(p for p in folder.iterdir() if p != serialized)
+
+
 class Servers(NamedTuple):
     torchserve: str
     modelport: str
@@ -159,12 +261,14 @@ def _archives(work: Path) -> list[Path]:
     model = torch.jit.trace(torch.nn.Linear(4, 3).eval(), torch.zeros(1, 4))
     model.save(str(work / "tiny.pt"))
     labels = json.dumps({"0": "cat", "1": "dog", "2": "bird"})
-    files = _write(work / "src", {"probe.py": PROBE, "w.bin": b"x", "tiny_handler.py": TINY})
+    files = _write(work / "src", {"probe.py": PROBE, "w.bin": b"x", "tiny_handler.py": TINY, "bert.py": BERT})
     extra = _write(work / "src", {"index_to_name.json": labels, "config.json": json.dumps({"scale": 0.5})})
     store = work / "store"
+    bert, bert_files = _bert(work)
     return [
         archive(files["w.bin"], files["probe.py"], "probe", store),
         archive(work / "tiny.pt", files["tiny_handler.py"], "tiny", store, extra_files=list(extra.values())),
+        archive(bert, files["bert.py"], "bert", store, extra_files=bert_files),
     ]
 
 
@@ -177,6 +281,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     for mar in mars:
         command = ["import-mar", str(mar), "--repository", str(repo), "--max-batch-size", "4", "--quiet"]
         assert main(command) == 0
+    command[1] = str(mars[1])
     assert main([*command[:-1], "--name", "tiny-workers", "--quiet"]) == 0  # the same, in a worker process
     config = repo / "tiny-workers" / "config.yaml"
     config.write_text(config.read_text() + "workers: 1\n")
@@ -263,6 +368,35 @@ def test_a_base_handler_subclass_answers_as_in_torchserve(
 ) -> None:
     theirs, mine = _both(servers, "tiny", "tiny-workers" if workers else "", **request_)
     _same(theirs, mine)
+
+
+TEXTS = ["I loved this movie, the acting was great", "terrible plot", "fine", "was it good?", "the " * 40]
+
+
+@pytest.mark.parametrize("how", ["raw", "multipart", "text/plain", "JSON string"])
+def test_the_hugging_face_example_handler_answers_as_in_torchserve(servers: Servers, how: str) -> None:
+    for text in TEXTS:
+        request: dict[str, Any] = {
+            "raw": {"content": text.encode()},
+            "multipart": {"files": {"data": ("t.txt", text.encode(), "text/plain")}},
+            "text/plain": {"content": text, "headers": {"content-type": "text/plain"}},
+            "JSON string": {"json": text},
+        }[how]
+        theirs, mine = _both(servers, "bert", **request)
+        assert theirs.status_code == 200, theirs.text
+        _same(theirs, mine)
+
+
+def test_the_hugging_face_example_handler_batches_as_in_torchserve(servers: Servers) -> None:
+    async def together(url: str) -> list[httpx.Response]:  # four at once: one batch of four (or fewer) rows
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"{url}/predictions/bert", content=t.encode()) for t in TEXTS))
+
+    theirs, mine = asyncio.run(together(servers.torchserve)), asyncio.run(together(servers.modelport))
+    for a, b in zip(theirs, mine, strict=True):
+        assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+        assert b.json()["label"] == a.json()["label"]  # rows batched differently: the same logits to float rounding
+        assert b.json()["logits"] == pytest.approx(a.json()["logits"], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
