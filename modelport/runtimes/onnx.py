@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.cpus import default_threads
 from modelport.errors import UnsupportedError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, rejected_input
@@ -163,8 +164,9 @@ def session_options(ort: Any, options: RuntimeOptions) -> Any:
     """onnxruntime ``SessionOptions`` for ``options``: quiet logs, threads, the CPU memory arena."""
     result = ort.SessionOptions()
     result.log_severity_level = 3
-    if options.intra_op_threads:
-        result.intra_op_num_threads = options.intra_op_threads
+    threads = options.intra_op_threads or default_threads()  # onnxruntime's own default ignores the affinity
+    if threads:
+        result.intra_op_num_threads = threads
     if options.onnx_arena == "none":
         result.enable_cpu_mem_arena = False
     elif options.onnx_arena == "shared":

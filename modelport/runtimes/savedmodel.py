@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
+from modelport.cpus import default_threads
 from modelport.errors import SourceError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, rejected_input
@@ -29,6 +31,9 @@ class SavedModelRuntime:
         tf = import_framework("tensorflow", "tf")
         if self.options.intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(self.options.intra_op_threads)
+        elif default := default_threads():  # TensorFlow sizes its pool from the machine's cores
+            with contextlib.suppress(RuntimeError):  # TensorFlow already running (another model): as it is
+                tf.config.threading.set_intra_op_parallelism_threads(default)
         self.loaded = tf.saved_model.load(str(self.path))
         signature = self.loaded.signatures.get(SERVING_SIGNATURE)
         if signature is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.cpus import default_threads
 from modelport.errors import RejectedInputError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import INDEX_FAULT, Arrays, RuntimeOptions, import_framework, map_outputs, rejected_input
@@ -47,8 +48,9 @@ class _TorchRuntime:
 
     def load(self) -> None:
         self.torch = import_framework("torch", "torch")
-        if self.options.intra_op_threads:
-            self.torch.set_num_threads(self.options.intra_op_threads)
+        threads = self.options.intra_op_threads or default_threads()  # torch reads the affinity, not a CPU limit
+        if threads:
+            self.torch.set_num_threads(threads)
         self.module = self._load_module()
 
     def _load_module(self) -> Any:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
+from modelport.cpus import usable_cpus
 from modelport.errors import (
     InferenceError,
     InvalidArgumentError,
@@ -116,9 +116,9 @@ class Applications:
     """Runs the processors of every processed model in one bounded thread pool, timed in ``/metrics``."""
 
     def __init__(self, threads: int, metrics: Metrics) -> None:
-        # default: a core left to the event loop (liveness, request I/O), at most 8 threads; the cores this
-        # process may run on, not the machine's (a server pinned to one core gets one thread)
-        size = threads or max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+        # default: a core left to the event loop (liveness, request I/O), at most 8 threads; the CPUs this
+        # process may use, not the machine's (a server pinned to one core, or limited to one CPU, gets one thread)
+        size = threads or max(1, min(8, usable_cpus() - 1))
         self.pool = ProcessingPool(size)
         self._metrics = metrics
 

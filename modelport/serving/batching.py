@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from modelport.cpus import usable_cpus
 from modelport.errors import (
     DeadlineExceededError,
     InferenceError,
@@ -72,7 +72,7 @@ def inline_threshold_s(configured_ms: float | None) -> float:
     """The inline threshold in seconds: as configured, else by the CPUs this process may run on."""
     if configured_ms is not None:
         return configured_ms / 1000
-    return INLINE_BELOW_ONE_CPU_S if len(os.sched_getaffinity(0)) == 1 else INLINE_BELOW_S
+    return INLINE_BELOW_ONE_CPU_S if usable_cpus() == 1 else INLINE_BELOW_S
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,11 @@ class ServerSettings(BaseSettings):
     tfserving_grpc: bool = Field(False, description="also serve TF Serving's gRPC API (imports TensorFlow)")
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports (SO_REUSEPORT)")
     device: str = Field("cpu", description="default device: cpu or cuda[:N]")
-    intra_op_threads: int = Field(0, ge=0, description="threads per runtime (0 = framework default)")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="threads per runtime (0: the CPUs the process may use if fewer than the host's, else framework's)",
+    )
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
     providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
     onnx_arena: OnnxArena = Field(

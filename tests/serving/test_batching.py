@@ -514,10 +514,13 @@ async def test_a_delay_or_several_instances_keep_every_request_on_the_batching_l
 
 
 @pytest.mark.parametrize(("cpus", "expected"), [({0}, 0.002), ({0, 1}, 0.0002)])
-def test_the_inline_threshold_follows_the_cpus_unless_configured(monkeypatch, cpus, expected):
+def test_the_inline_threshold_follows_the_cpus_unless_configured(monkeypatch, tmp_path, cpus, expected):
     from modelport.serving.batching import inline_threshold_s
 
     monkeypatch.setattr("os.sched_getaffinity", lambda _: cpus)
+    monkeypatch.setattr("modelport.cpus.CGROUP_ROOT", tmp_path)  # no CPU limit, whatever the machine's cgroup
     assert inline_threshold_s(None) == expected
     assert inline_threshold_s(0.5) == 0.0005
     assert inline_threshold_s(0) == 0
+    (tmp_path / "cpu.max").write_text("100000 100000")  # a container limited to one CPU: as one core
+    assert inline_threshold_s(None) == 0.002
