@@ -20,7 +20,9 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient import utils
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor, serialized_byte_size
 
+import modelport
 from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError
+from modelport.manifest import TensorSpec
 from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
 from modelport.serving.shm import SHM_ROOT, SharedMemory
@@ -32,10 +34,31 @@ TRANSPORTS = ["http", "grpc"]
 BYTE_SIZE = 64  # 16 INT32
 
 
+def _export_simple(repo: Path) -> str:
+    """Triton's ``simple`` model as an ONNX graph (Add, Sub), exported by ``modelport export``; its served name."""
+    from onnx import TensorProto, helper, save
+
+    tensors = [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", 16]) for n in _SIMPLE]
+    nodes = [helper.make_node(op, ["INPUT0", "INPUT1"], [out]) for op, out in (("Add", "OUTPUT0"), ("Sub", "OUTPUT1"))]
+    source = repo.parent / "simple.onnx"
+    graph = helper.make_graph(nodes, "simple", tensors[:2], tensors[2:])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    specs = tuple(TensorSpec.parse(f"{n}:int32:-1x16") for n in _SIMPLE[:2])
+    report = modelport.export(
+        source=str(source), formats=("onnx",), inputs=specs, repository=repo, name="simple", quiet=True
+    )
+    assert [row.status for row in report.rows] == ["pass"], report.rows
+    return "simple-onnx"
+
+
+_SIMPLE = ("INPUT0", "INPUT1", "OUTPUT0", "OUTPUT1")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[Served, Path]]:
     repo = tmp_path_factory.mktemp("shm") / "repo"
-    fakes.write_simple_model(repo)
+    fakes.write_simple_model(repo)  # a fake runtime, named "simple" as in tritonclient's examples
+    _export_simple(repo)  # the same model run by onnxruntime
     fakes.write_identity_model(repo, "identity", ["int32", "string"])
     log = repo.parent / "server.log"
     with serving(repo, log=log, timeout=60) as served:
@@ -79,12 +102,15 @@ def _field(output: Any, key: str) -> Any:
     return output[key] if isinstance(output, dict) else getattr(output, key)
 
 
+@pytest.mark.parametrize("model", ["simple", "simple-onnx"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_tritonclients_shared_memory_example_flow(server, regions, transport):
-    """simple_{http,grpc}_shm_client.py, step by step: both inputs and both outputs in shared memory."""
+def test_tritonclients_shared_memory_example_flow(server, regions, transport, model):
+    """simple_{http,grpc}_shm_client.py, step by step: both inputs and both outputs in shared memory (the keys
+    are unique: other test processes create theirs beside them)."""
     module, client = _module(transport), _client(server, transport)
-    name = uuid.uuid4().hex  # region names are the server's: unique, as other tests run beside this one
-    client.unregister_cuda_shared_memory()  # the examples start with both unregisters: neither may fail
+    name = uuid.uuid4().hex
+    client.unregister_system_shared_memory()  # the examples start with both unregisters: neither may fail
+    client.unregister_cuda_shared_memory()
     input0, input1 = np.arange(16, dtype=np.int32), np.ones(16, dtype=np.int32)
     out_handle, out_key = regions(BYTE_SIZE * 2)
     client.register_system_shared_memory(f"out{name}", out_key, BYTE_SIZE * 2)
@@ -99,7 +125,7 @@ def test_tritonclients_shared_memory_example_flow(server, regions, transport):
     outputs[0].set_shared_memory(f"out{name}", BYTE_SIZE)
     outputs[1].set_shared_memory(f"out{name}", BYTE_SIZE, offset=BYTE_SIZE)
 
-    results = client.infer(model_name="simple", inputs=inputs, outputs=outputs)
+    results = client.infer(model_name=model, inputs=inputs, outputs=outputs)
 
     got = []
     for index, output_name in enumerate(("OUTPUT0", "OUTPUT1")):
@@ -108,10 +134,9 @@ def test_tritonclients_shared_memory_example_flow(server, regions, transport):
         got.append(shm.get_contents_as_numpy(out_handle, dtype, shape, offset=index * BYTE_SIZE))
         assert _no_data(results, output, index), "the output was sent in the response too"
     assert np.array_equal(got[0][0], input0 + input1) and np.array_equal(got[1][0], input0 - input1)
-    assert {f"in{name}", f"out{name}"} <= _status_names(client, transport)
-    client.unregister_system_shared_memory(f"in{name}")
-    client.unregister_system_shared_memory(f"out{name}")
-    assert not {f"in{name}", f"out{name}"} & _status_names(client, transport)
+    assert _status_names(client, transport) == {f"in{name}", f"out{name}"}
+    client.unregister_system_shared_memory()
+    assert _status_names(client, transport) == set()
     client.close()
 
 
