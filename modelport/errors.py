@@ -8,6 +8,7 @@ stable ``code``. Transports map codes to statuses in one place each
     ├── InvalidArgumentError       code "invalid_argument"   bad flags, specs, requests
     │   ├── SpecError              code "invalid_spec"       a tensor spec that does not parse/match
     │   ├── RejectedInputError     code "rejected_input"     values the runtime refused (an id past its table)
+    │   ├── RegionExistsError      code "region_exists"      a shared memory region name registered twice
     │   └── InvalidArchiveError    code "invalid_archive"    a model archive that cannot be registered
     │       └── ArchiveDownloadError code "archive_download" an archive URL the server does not fetch
     ├── NotFoundError              code "not_found"          missing file, model or version
@@ -58,6 +59,7 @@ __all__ = [
     "ParityError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RegionExistsError",
     "RejectedInputError",
     "SourceError",
     "SpecError",
@@ -244,6 +246,12 @@ class ArchiveDownloadError(InvalidArchiveError):
     """An archive URL the server does not fetch (it registers archives from local paths only)."""
 
     code = "archive_download"
+
+
+class RegionExistsError(InvalidArgumentError):
+    """A shared memory region registered under a name already in use (Triton: HTTP 400, gRPC ALREADY_EXISTS)."""
+
+    code = "region_exists"
 
 
 class ConflictError(ModelportError):

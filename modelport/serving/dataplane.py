@@ -33,6 +33,7 @@ from modelport.serving.modelconfig import ModelConfiguration, model_configuratio
 from modelport.serving.pipeline import VERSION, Pipeline, Pipelines
 from modelport.serving.registry import Registry
 from modelport.serving.settings import ServerSettings
+from modelport.serving.shm import SharedMemory
 from modelport.serving.statistics import VersionStatistics
 from modelport.serving.types import (
     ArchiveRegistration,
@@ -59,6 +60,13 @@ EXTENSIONS = (
     "statistics",
     "parameters",
 )
+SYSTEM_SHARED_MEMORY = "system_shared_memory"
+# one worker of --workers N: a registration would reach the worker that answers it, not the others
+_WORKER_REFUSAL = (
+    "system shared memory is not available with --workers N: a registration would reach only the worker that "
+    "answers it (the kernel spreads connections across the workers) and requests answered by the others would not "
+    "find the region; serve with --workers 1 to use shared memory"
+)
 
 
 class DataPlane:
@@ -80,6 +88,8 @@ class DataPlane:
             self.applications, settings.golden_check
         )  # models whose config.yaml declares pipeline:
         self.metrics.watch(self._gauges)
+        # Triton's system shared memory regions; the adapters read and write tensors through it
+        self.shared_memory = SharedMemory(_WORKER_REFUSAL if settings.reuse_port else "")
         self.in_flight = 0
         self._started = False
         self._draining = False
@@ -107,9 +117,10 @@ class DataPlane:
         return self.in_flight
 
     async def close(self) -> None:
-        """Unload every model; each batcher finishes its queued requests first."""
+        """Unload every model (each batcher finishes its queued requests first), unmap shared memory regions."""
         await self.manager.close()
         self.applications.close()
+        self.shared_memory.close()
 
     @property
     def draining(self) -> bool:
@@ -126,8 +137,9 @@ class DataPlane:
         return self._started and self.manager.listed and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
-        """The server's name, version and protocol extensions."""
-        return ServerMetadata("modelport", __version__, EXTENSIONS)
+        """The server's name, version and protocol extensions (shared memory: where registrations are taken)."""
+        shared = () if self.shared_memory.refusal else (SYSTEM_SHARED_MEMORY,)
+        return ServerMetadata("modelport", __version__, (*EXTENSIONS, *shared))
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
         """Whether a model version (default: the model's default version) takes requests now, and why not."""

@@ -28,6 +28,7 @@ _HTTP = {
     "invalid_archive": 400,
     "archive_download": 400,
     "conflict": 409,
+    "region_exists": 400,  # Triton's HTTP answer to its ALREADY_EXISTS
 }
 
 
@@ -51,6 +52,7 @@ _GRPC = {
     "invalid_archive": "INVALID_ARGUMENT",
     "archive_download": "INVALID_ARGUMENT",
     "conflict": "ALREADY_EXISTS",
+    "region_exists": "ALREADY_EXISTS",
 }
 
 

@@ -26,13 +26,15 @@ from modelport.serving import tracing
 from modelport.serving.auth import AuthInterceptor, Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
+from modelport.serving.grpc_shm import SharedMemoryMethods, encode_shared, plain_parameters
 from modelport.serving.grpc_status import DecodeGuard, Undecodable, abort, guard
+from modelport.serving.shm import SharedMemory
 from modelport.serving.torchserve_grpc import add_torchserve_service
 from modelport.serving.torchserve_grpc import descriptor_file as torchserve_descriptor_file
 from modelport.serving.torchserve_grpc_management import add_management_service, management_descriptor_file
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
-from modelport.serving.v2 import decode_raw_tensor, decode_typed_tensor, encode_raw_tensor
+from modelport.serving.v2 import decode_raw_tensor, decode_shared_tensor, decode_typed_tensor, encode_raw_tensor
 from modelport.serving.v2_metadata import model_metadata_json, repository_index_json
 from modelport.tensors import dtype_of_array
 
@@ -69,24 +71,6 @@ async def _unimplemented(context: Any, what: str) -> Any:
 class _NotImplemented(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """The GRPCInferenceService methods of extensions modelport does not implement (nor advertise)."""
 
-    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "system shared memory")
-
-    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "system shared memory")
-
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "system shared memory")
-
-    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "CUDA shared memory")
-
-    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "CUDA shared memory")
-
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "CUDA shared memory")
-
     async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _unimplemented(context, "trace settings")
 
@@ -94,7 +78,7 @@ class _NotImplemented(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: i
         return await _unimplemented(context, "log settings")
 
 
-class KServeServicer(_NotImplemented):
+class KServeServicer(SharedMemoryMethods, _NotImplemented):
     """Translates KServe v2 gRPC messages to data plane calls and back."""
 
     def __init__(self, plane: DataPlane) -> None:
@@ -142,9 +126,11 @@ class KServeServicer(_NotImplemented):
         return await guard(context, lambda: self._infer(request, "v2-grpc"))
 
     async def _infer(self, request: Any, protocol: str) -> Any:
-        decoded = decode_grpc_request(request)
+        decoded = decode_grpc_request(request, self.plane.shared_memory)
         response = await self.plane.infer(request.model_name, request.model_version or None, decoded, protocol)
-        return encode_grpc_response(response, request.id, typed=not request.raw_input_contents)
+        # typed contents answer typed inputs; inputs all in shared memory are answered raw, as Triton does
+        typed = not request.raw_input_contents and not _all_shared(request)
+        return encode_grpc_response(response, request.id, typed=typed, requested=decoded.outputs)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         """Each request of the stream answered as it completes (a stream's requests batch together); one that
@@ -216,13 +202,19 @@ class KServeServicer(_NotImplemented):
         return await guard(context, call)
 
 
-def encode_grpc_response(response: InferResponse, request_id: str, typed: bool = False) -> Any:
+def encode_grpc_response(
+    response: InferResponse, request_id: str, typed: bool = False, requested: tuple[RequestedOutput, ...] = ()
+) -> Any:
     """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them), or,
     answering typed inputs (``typed``), every output in typed ``contents`` unless one has no such field (FP16,
-    BF16: then all raw, as the protocol allows no mix and as KServe's server does)."""
+    BF16: then all raw, as the protocol allows no mix and as KServe's server does). Outputs ``requested`` in shared
+    memory are written there (all others raw)."""
     reply = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=request_id
     )
+    shared = {o.name: o.shared_memory for o in requested if o.shared_memory is not None} if requested else None
+    if shared:
+        return encode_shared(reply, response, shared)
     datatypes = {name: dtype_of_array(value).v2 for name, value in response.outputs.items()}
     if typed and all(d in _CONTENTS for d in datatypes.values()):
         for name, value in response.outputs.items():
@@ -254,30 +246,85 @@ def _stream_error(request: Any, message: str) -> Any:
     return service_pb2.ModelStreamInferResponse(error_message=message, infer_response=reply)
 
 
-def decode_grpc_request(request: Any) -> InferRequest:
-    """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input."""
+def decode_grpc_request(request: Any, regions: SharedMemory | None = None) -> InferRequest:
+    """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input, or an input read
+    from shared memory (``regions``)."""
     raw = list(request.raw_input_contents)
+    if len(raw) != len(request.inputs) and regions is not None and _any_shared(request):
+        return _decode_shared(request, raw, regions)
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgumentError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     inputs = {}
     for index, tensor in enumerate(request.inputs):
         if tensor.name in inputs:
             raise InvalidArgumentError(f"input {tensor.name!r} is given twice")
-        shape = list(tensor.shape)
         if raw:
-            inputs[tensor.name] = decode_raw_tensor(tensor.name, tensor.datatype, shape, raw[index])
+            inputs[tensor.name] = decode_raw_tensor(tensor.name, tensor.datatype, list(tensor.shape), raw[index])
         else:
-            field = _CONTENTS.get(tensor.datatype)
-            if field is None and tensor.datatype in ("FP16", "BF16"):
-                raise InvalidArgumentError(
-                    f"input {tensor.name!r}: {tensor.datatype} has no typed contents field; send raw_input_contents"
-                )
-            values = list(getattr(tensor.contents, field)) if field else None
-            inputs[tensor.name] = decode_typed_tensor(tensor.name, tensor.datatype, shape, values)
+            inputs[tensor.name] = _typed_input(tensor)
     if not inputs:
         raise InvalidArgumentError("the request has no inputs")
-    outputs = tuple(RequestedOutput(o.name, classification=_classification(o)) for o in request.outputs)
+    outputs = tuple(_requested(o, regions) for o in request.outputs)
     return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+
+
+def _typed_input(tensor: Any) -> np.ndarray[Any, Any]:
+    field = _CONTENTS.get(tensor.datatype)
+    if field is None and tensor.datatype in ("FP16", "BF16"):
+        raise InvalidArgumentError(
+            f"input {tensor.name!r}: {tensor.datatype} has no typed contents field; send raw_input_contents"
+        )
+    values = list(getattr(tensor.contents, field)) if field else None
+    return decode_typed_tensor(tensor.name, tensor.datatype, list(tensor.shape), values)
+
+
+def _any_shared(request: Any) -> bool:
+    return any("shared_memory_region" in t.parameters for t in request.inputs)
+
+
+def _all_shared(request: Any) -> bool:
+    return all("shared_memory_region" in t.parameters for t in request.inputs)
+
+
+def _decode_shared(request: Any, raw: list[bytes], regions: SharedMemory) -> InferRequest:
+    """A request with inputs in shared memory: those read from their regions, the others from their typed contents
+    or, in order, from ``raw_input_contents`` (which holds only the inputs not in shared memory, as Triton reads it)."""
+    inputs, unread = {}, iter(raw)
+    for tensor in request.inputs:
+        if tensor.name in inputs:
+            raise InvalidArgumentError(f"input {tensor.name!r} is given twice")
+        where = regions.locate(tensor.name, plain_parameters(tensor.parameters))
+        if where is not None:
+            if tensor.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"unexpected 'content' provided when using shared memory for input tensor '{tensor.name}' "
+                    f"for model '{request.model_name}'"
+                )
+            inputs[tensor.name] = decode_shared_tensor(tensor.name, tensor.datatype, list(tensor.shape), where.read())
+        elif raw:
+            data = next(unread, None)
+            if data is None:
+                raise InvalidArgumentError(f"{len(raw)} raw_input_contents for the inputs not in shared memory")
+            inputs[tensor.name] = decode_raw_tensor(tensor.name, tensor.datatype, list(tensor.shape), data)
+        else:
+            inputs[tensor.name] = _typed_input(tensor)
+    if next(unread, None) is not None:
+        raise InvalidArgumentError(f"{len(raw)} raw_input_contents for fewer inputs not in shared memory")
+    outputs = tuple(_requested(o, regions) for o in request.outputs)
+    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+
+
+def _requested(output: Any, regions: SharedMemory | None) -> RequestedOutput:
+    """A requested output, with the classification or shared memory its parameters ask for."""
+    if not output.parameters:
+        return RequestedOutput(output.name)
+    classification = _classification(output)
+    if regions is None or "shared_memory_region" not in output.parameters:
+        return RequestedOutput(output.name, classification=classification)
+    if classification:
+        raise InvalidArgumentError("output can't set both 'shared_memory_region' and 'classification'")
+    where = regions.locate(output.name, plain_parameters(output.parameters))
+    return RequestedOutput(output.name, shared_memory=where)
 
 
 def _classification(output: Any) -> int:

@@ -38,7 +38,8 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         405: "a write of TorchServe's management API on a server without --model-control",
         409: "the model version is already registered",
         413: "body over --max-body-bytes",
-        501: "a request modelport does not implement (a load with a configuration override)",
+        501: "a request modelport does not implement (a load with a configuration override, a shared memory "
+        "registration on one of --workers N)",
         503: "model not ready, queue full or server draining (Retry-After)",
         504: "request timed out",
     }
@@ -146,6 +147,36 @@ SCHEMAS: dict[str, Any] = {
             "data_type": {"type": "string", "pattern": "^TYPE_"},
             "dims": {"type": "array", "items": {"type": "integer", "minimum": -1}},
         },
+    },
+    "SystemSharedMemoryStatus": {
+        "type": "array",
+        "description": "Triton's system shared memory extension: the registered regions",
+        "items": {
+            "type": "object",
+            "required": ["name", "key", "offset", "byte_size"],
+            "properties": {
+                "name": {"type": "string"},
+                "key": {"type": "string"},
+                "offset": {"type": "integer", "minimum": 0},
+                "byte_size": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+    "SystemSharedMemoryRegister": {
+        "type": "object",
+        "description": "a region: byte_size bytes at offset of the POSIX shared memory object key ('/name')",
+        "required": ["key", "byte_size"],
+        "properties": {
+            "key": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0},
+            "byte_size": {"type": "integer", "minimum": 0},
+        },
+    },
+    "CudaSharedMemoryStatus": {
+        "type": "array",
+        "description": "Triton's CUDA shared memory extension: modelport registers none",
+        "maxItems": 0,
+        "items": {"type": "object"},
     },
     "TritonStatistics": {
         "type": "object",
@@ -394,6 +425,16 @@ _FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v2/repository/index"): (400, 401, 413),
     ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404, 413, 501),
     ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
+    ("get", "/v2/systemsharedmemory/status"): (401,),
+    ("get", "/v2/systemsharedmemory/region/{region}/status"): (401, 404),
+    ("post", "/v2/systemsharedmemory/region/{region}/register"): (400, 401, 413, 501),
+    ("post", "/v2/systemsharedmemory/unregister"): (401,),
+    ("post", "/v2/systemsharedmemory/region/{region}/unregister"): (401,),
+    ("get", "/v2/cudasharedmemory/status"): (401,),
+    ("get", "/v2/cudasharedmemory/region/{region}/status"): (401, 404),
+    ("post", "/v2/cudasharedmemory/region/{region}/register"): (400, 401),
+    ("post", "/v2/cudasharedmemory/unregister"): (401,),
+    ("post", "/v2/cudasharedmemory/region/{region}/unregister"): (401,),
 }
 
 
@@ -404,6 +445,10 @@ _FASTAPI_BODIES = {
     "/v2/models/{model}/versions/{version}/stats": "TritonStatistics",
     "/v2/models/{model}/config": "TritonModelConfig",
     "/v2/models/{model}/versions/{version}/config": "TritonModelConfig",
+    "/v2/systemsharedmemory/status": "SystemSharedMemoryStatus",
+    "/v2/systemsharedmemory/region/{region}/status": "SystemSharedMemoryStatus",
+    "/v2/cudasharedmemory/status": "CudaSharedMemoryStatus",
+    "/v2/cudasharedmemory/region/{region}/status": "CudaSharedMemoryStatus",
 }
 
 
@@ -414,6 +459,8 @@ def _merge_fastapi_errors(document: dict[str, Any]) -> None:
         operation["responses"].pop("422", None)  # path parameters are plain strings: FastAPI never answers 422
     for path, schema in _FASTAPI_BODIES.items():
         document["paths"][path]["get"]["responses"]["200"] = _body(_ref(schema))
+    register = document["paths"]["/v2/systemsharedmemory/region/{region}/register"]["post"]
+    register["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref("SystemSharedMemoryRegister")}}}
     index = document["paths"]["/v2/repository/index"]["post"]
     index["requestBody"] = {
         "required": False,

@@ -17,6 +17,7 @@ from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
 from modelport.serving.httperrors import ERROR_HANDLERS, Reply
 from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
+from modelport.serving.shm import RegionStatus
 from modelport.serving.tfserving_rest import TFSERVING_HOT_ROUTES, tfserving_routes
 from modelport.serving.torchserve_api import TORCHSERVE_HOT_ROUTES, torchserve_routes
 from modelport.serving.torchserve_management import management_routes
@@ -52,6 +53,8 @@ def create_app(plane: DataPlane) -> HttpFront:
     _add_health(api, plane)
     _add_kserve(api, plane)
     _add_repository(api, plane)
+    _add_shared_memory(api, plane)
+    _add_cuda_shared_memory(api, plane)
     install_openapi(api)
 
     @api.get("/metrics", include_in_schema=False)
@@ -130,7 +133,7 @@ async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply
     header_length = _header_length(head)
     # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
     # while the request waits for its batch
-    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length)
+    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length, plane.shared_memory)
     protocol = "v2" if header_length is None else "v2-binary"
     response = await plane.infer(head.params["model"], head.params.get("version"), decoded, protocol)
     content, binary_header = encode_response(response, decoded)
@@ -178,3 +181,85 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
         plane.require_control()
         await plane.unload(model)
         return json_response({"name": model, "unloaded": True})
+
+
+_SYSTEM = "/v2/systemsharedmemory"
+_CUDA = "/v2/cudasharedmemory"
+
+
+def _add_shared_memory(app: FastAPI, plane: DataPlane) -> None:
+    """Triton's system shared memory extension."""
+    regions = plane.shared_memory
+
+    @app.get(f"{_SYSTEM}/status")
+    async def system_status_all() -> Response:
+        return _status_response(regions.status())
+
+    @app.get(_SYSTEM + "/region/{region}/status")
+    async def system_status(region: str) -> Response:
+        return _status_response(regions.status(region))
+
+    @app.post(_SYSTEM + "/region/{region}/register", response_class=Response)
+    async def system_register(region: str, request: Request) -> Response:
+        key, offset, byte_size = _registration(_json_options(await read_body(request, 64 * 1024)))
+        regions.register(region, key, offset, byte_size)
+        return Response()
+
+    @app.post(f"{_SYSTEM}/unregister", response_class=Response)
+    async def system_unregister_all() -> Response:
+        regions.unregister()
+        return Response()
+
+    @app.post(_SYSTEM + "/region/{region}/unregister", response_class=Response)
+    async def system_unregister(region: str) -> Response:
+        regions.unregister(region)
+        return Response()
+
+
+def _add_cuda_shared_memory(app: FastAPI, plane: DataPlane) -> None:
+    """Triton's CUDA shared memory extension, answered as a Triton without GPUs answers it: no region, a
+    registration refused, an unregister with nothing to do (Triton's clients unregister before they begin)."""
+    regions = plane.shared_memory
+
+    @app.get(f"{_CUDA}/status")
+    async def cuda_status_all() -> Response:
+        return _status_response(regions.cuda_status())
+
+    @app.get(_CUDA + "/region/{region}/status")
+    async def cuda_status(region: str) -> Response:
+        return _status_response(regions.cuda_status(region))
+
+    @app.post(_CUDA + "/region/{region}/register", response_class=Response)
+    async def cuda_register(region: str) -> Response:
+        regions.cuda_register(region)
+        return Response()
+
+    @app.post(f"{_CUDA}/unregister", response_class=Response)
+    async def cuda_unregister_all() -> Response:
+        return Response()
+
+    @app.post(_CUDA + "/region/{region}/unregister", response_class=Response)
+    async def cuda_unregister(region: str) -> Response:
+        return Response()
+
+
+def _registration(body: Any) -> tuple[str, int, int]:
+    """``{"key": ..., "offset": ..., "byte_size": ...}`` (offset optional, as Triton reads it)."""
+    if not isinstance(body, dict):
+        raise InvalidArgumentError('the body must be a JSON object like {"key": "/name", "byte_size": 64}')
+    key, offset, size = body.get("key"), body.get("offset", 0), body.get("byte_size")
+    if not isinstance(key, str):
+        raise InvalidArgumentError("Shared memory register request has no 'key' string")
+    return key, _count(offset, "offset"), _count(size, "byte_size")
+
+
+def _count(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgumentError(f"Shared memory register request needs '{field}' as a non-negative integer")
+    return value
+
+
+def _status_response(regions: list[RegionStatus]) -> Response:
+    return json_response(
+        [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]
+    )

@@ -10,9 +10,12 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport.tensors import Arrays
+
+if TYPE_CHECKING:
+    from modelport.serving.shm import SharedTensor
 
 __all__ = [
     "ArchiveRegistration",
@@ -41,11 +44,13 @@ class VersionState(enum.Enum):
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the client asked for, whether it wants it as binary data, and as how many top classes."""
+    """An output the client asked for, whether it wants it as binary data, as how many top classes, or written
+    into a registered shared memory region."""
 
     name: str
     binary: bool | None = None
     classification: int = 0  # Triton's classification extension: the top N classes as "score:index:label"
+    shared_memory: SharedTensor | None = None  # Triton's shared memory extension: where to write it
 
 
 @dataclass

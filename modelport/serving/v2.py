@@ -18,6 +18,7 @@ import orjson
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.runtimes.base import Arrays
 from modelport.serving.httputil import finite, loads, non_finite_dumps
+from modelport.serving.shm import SharedMemory, SharedTensor
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.tensors import DTYPES, DataType, dtype_of_array, raw_bytes
 
@@ -28,6 +29,7 @@ __all__ = [
     "RequestedOutput",
     "decode_raw_tensor",
     "decode_request",
+    "decode_shared_tensor",
     "decode_typed_tensor",
     "encode_raw_tensor",
     "encode_response",
@@ -40,10 +42,12 @@ _MAX_DIM = 2**40
 _NONE_WANTED: dict[str, RequestedOutput] = {}  # read only: a request that names no outputs
 _NO_PARAMETERS: dict[str, Any] = {}  # read only: an input without parameters
 _NO_BINARY = memoryview(b"")  # a JSON-only request's binary data
+_SHM_KEYS = frozenset({"shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"})
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode a v2 infer body (JSON, optionally followed by binary tensor data)."""
+def decode_request(body: bytes, header_length: int | None, regions: SharedMemory | None = None) -> InferRequest:
+    """Decode a v2 infer body (JSON, optionally followed by binary tensor data); tensors in shared memory are read
+    from (inputs) or located in (outputs) ``regions``."""
     if header_length is not None and not 0 <= header_length <= len(body):
         raise InvalidArgumentError(
             f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)"
@@ -56,7 +60,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     inputs: Arrays = {}
     offset = 0
     for item in header["inputs"]:
-        name, array, used = _decode_input(item, binary, offset)
+        name, array, used = _decode_input(item, binary, offset, regions)
         if name in inputs:
             raise InvalidArgumentError(f"input {name!r} is given twice")
         inputs[name] = array
@@ -72,14 +76,14 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     return InferRequest(
         inputs,
         request_id,
-        () if "outputs" not in header else _requested_outputs(header["outputs"]),
+        () if "outputs" not in header else _requested_outputs(header["outputs"], regions),
         parameters if parameters else {},  # a request's own dict: the shared empty one stays empty
         bool(parameters.get("binary_data_output", False)) if parameters else False,
     )
 
 
-def _requested_outputs(value: Any) -> tuple[RequestedOutput, ...]:
-    return tuple(_requested(o) for o in _list(value, "outputs"))
+def _requested_outputs(value: Any, regions: SharedMemory | None) -> tuple[RequestedOutput, ...]:
+    return tuple(_requested(o, regions) for o in _list(value, "outputs"))
 
 
 _LARGE_JSON = 64 * 1024
@@ -152,7 +156,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray[Any, Any], int]:
+def _decode_input(
+    item: Any, binary: memoryview, offset: int, regions: SharedMemory | None
+) -> tuple[str, np.ndarray[Any, Any], int]:
     if not isinstance(item, dict):
         raise InvalidArgumentError("each input must be an object with name, shape, datatype and data")
     name = item.get("name")
@@ -168,10 +174,29 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise InvalidArgumentError(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
+        if "shared_memory_region" in params:
+            raise _data_and_region(name)
         return name, _from_binary(name, dtype, shape, count, binary[offset : offset + size]), size
-    if "data" not in item:
-        raise InvalidArgumentError(f"input {name!r} has neither 'data' nor binary_data_size")
+    if "data" not in item:  # in shared memory, or missing
+        shared = regions.locate(name, params) if regions is not None else None
+        if shared is None:
+            raise InvalidArgumentError(f"input {name!r} has neither 'data' nor binary_data_size")
+        return name, _from_shared(name, dtype, shape, count, shared.read()), 0
+    if params is not _NO_PARAMETERS and "shared_memory_region" in params:
+        raise _data_and_region(name)
     return name, _from_json(name, dtype, shape, count, item["data"]), 0
+
+
+def _data_and_region(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"input {name!r}: data is given in the request and in shared memory; send one")
+
+
+def _from_shared(name: str, dtype: DataType, shape: tuple[int, ...], count: int, raw: bytes) -> np.ndarray[Any, Any]:
+    """A tensor read from shared memory: raw little-endian bytes, BYTES as 4-byte lengths and elements."""
+    if dtype.name != "string" and len(raw) != count * dtype.np_dtype().itemsize:
+        expected = count * dtype.np_dtype().itemsize
+        raise SpecError(f"unexpected total byte size {len(raw)} for input '{name}', expecting {expected}")
+    return _from_binary(name, dtype, shape, count, memoryview(raw))
 
 
 def _datatype(name: str, value: Any) -> DataType:
@@ -320,6 +345,13 @@ def decode_raw_tensor(name: str, datatype: Any, shape: Any, raw: bytes | memoryv
     return _from_binary(name, dtype, dims, math.prod(dims), memoryview(raw))
 
 
+def decode_shared_tensor(name: str, datatype: Any, shape: Any, raw: bytes) -> np.ndarray[Any, Any]:
+    """A tensor read from a shared memory region (its size must be the shape's, in Triton's words)."""
+    dtype = _datatype(name, datatype)
+    dims = _shape(name, shape)
+    return _from_shared(name, dtype, dims, math.prod(dims), raw)
+
+
 def decode_typed_tensor(name: str, datatype: Any, shape: Any, values: Any) -> np.ndarray[Any, Any]:
     """A tensor sent as a flat list of values (JSON ``data``, gRPC typed ``contents``)."""
     dtype = _datatype(name, datatype)
@@ -333,14 +365,20 @@ def encode_raw_tensor(value: np.ndarray[Any, Any]) -> tuple[str, list[int], byte
     return dtype.v2, list(value.shape), raw_bytes(value)
 
 
-def _requested(value: Any) -> RequestedOutput:
+def _requested(value: Any, regions: SharedMemory | None) -> RequestedOutput:
     item = _object(value, "outputs entry")
     name = item.get("name")
     if not isinstance(name, str):
         raise InvalidArgumentError("each requested output needs a 'name'")
     params = _object(item.get("parameters", {}), f"output {name!r} parameters")
     binary = params.get("binary_data")
-    return RequestedOutput(name, bool(binary) if binary is not None else None, _classification(name, params))
+    classification = _classification(name, params)
+    shared = None
+    if params and not _SHM_KEYS.isdisjoint(params) and regions is not None:
+        shared = regions.locate(name, params)
+        if classification:
+            raise InvalidArgumentError("output can't set both 'shared_memory_region' and 'classification'")
+    return RequestedOutput(name, bool(binary) if binary is not None else None, classification, shared)
 
 
 def _classification(name: str, params: dict[str, Any]) -> int:
@@ -375,7 +413,11 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, value in response.outputs.items():
-        choice = wanted[name].binary if name in wanted else None
+        requested = wanted.get(name)
+        if requested is not None and requested.shared_memory is not None:
+            entries.append(_to_shared(name, value, requested.shared_memory))
+            continue
+        choice = requested.binary if requested is not None else None
         as_binary = request.binary_output if choice is None else choice
         entry, chunk = _encode_output(name, value, as_binary)
         entries.append(entry)
@@ -397,6 +439,14 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)
+
+
+def _to_shared(name: str, value: np.ndarray[Any, Any], shared: SharedTensor) -> dict[str, Any]:
+    """An output written into shared memory: its entry carries the region's parameters and no data."""
+    raw = raw_bytes(value)
+    shared.write(name, raw)
+    dtype = dtype_of_array(value)
+    return {"name": name, "datatype": dtype.v2, "shape": list(value.shape), "parameters": shared.parameters(len(raw))}
 
 
 def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tuple[dict[str, Any], bytes | None]:

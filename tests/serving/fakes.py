@@ -191,6 +191,41 @@ def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
     return directory
 
 
+class SimpleRuntime(EchoRuntime):
+    """Triton's ``simple`` example model: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (INT32 [batch, 16])."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        a, b = inputs["INPUT0"], inputs["INPUT1"]
+        return {"OUTPUT0": a + b, "OUTPUT1": a - b}
+
+
+def write_simple_model(repo: Path, name: str = "simple") -> Path:
+    """The model Triton's shared memory examples call: two INT32 [batch, 16] inputs, their sum and difference."""
+    directory = repo / name / "1"
+    directory.mkdir(parents=True)
+    a = np.arange(32, dtype=np.int32).reshape(2, 16)
+    b = np.ones((2, 16), dtype=np.int32)
+    save_golden(
+        directory / "golden.npz", [GoldenCase({"INPUT0": a, "INPUT1": b}, {"OUTPUT0": a + b, "OUTPUT1": a - b})]
+    )
+    spec = {"dtype": "int32", "shape": (-1, 16)}
+    manifest = ModelManifest(
+        name=name,
+        version=1,
+        family=name,
+        variant="onnx",
+        format="onnx",
+        artifact="model.onnx",
+        inputs=(TensorSpec(name="INPUT0", **spec), TensorSpec(name="INPUT1", **spec)),
+        outputs=(TensorSpec(name="OUTPUT0", **spec), TensorSpec(name="OUTPUT1", **spec)),
+        max_batch_size=8,
+        source=SourceInfo(framework="torch", kind="factory", location="fake"),
+    )
+    write_manifest(manifest, directory)
+    (repo / name / "config.yaml").write_text(yaml.safe_dump({"runtime": "tests.serving.fakes:SimpleRuntime"}))
+    return directory
+
+
 def seal(directory: Path, artifact: bytes = b"fake model bytes") -> Path:
     """Give a fake version an artifact file and record every file's sha256 in its manifest, as export does."""
     manifest = read_manifest(directory)

@@ -46,6 +46,7 @@ def test_token_parsing_and_scopes(tmp_path):
     assert grpc_scope("/inference.GRPCInferenceService/ModelInfer") == "inference"
     assert grpc_scope("/tensorflow.serving.PredictionService/Predict") == "inference"
     assert grpc_scope("/inference.GRPCInferenceService/RepositoryModelLoad") == "control"
+    assert grpc_scope("/inference.GRPCInferenceService/SystemSharedMemoryRegister") == "inference"
     assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping") is None
     assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions") == "inference"
     key_file = tmp_path / "key"
@@ -97,6 +98,8 @@ PROTECTED = [
     ("GET", "/v1/models/echo", None),
     ("POST", "/predictions/echo", [1, 2, 3]),
     ("GET", "/models", None),
+    ("GET", "/v2/systemsharedmemory/status", None),
+    ("POST", "/v2/systemsharedmemory/unregister", None),
     ("GET", "/no/such/path", None),  # 401, not 404: nothing about the server is told without the token
 ]
 

@@ -33,6 +33,7 @@ IMPLEMENTED = {
     "model_configuration",
     "statistics",
     "parameters",
+    "system_shared_memory",
 }
 
 
@@ -230,12 +231,6 @@ def test_undecodable_stream_request_is_answered_in_the_stream(server):
 
 def _unimplemented_calls(client: Any) -> dict[str, Any]:
     return {
-        "system shared memory status": lambda: client.get_system_shared_memory_status(),
-        "system shared memory register": lambda: client.register_system_shared_memory("r", "/key", 64),
-        "system shared memory unregister": lambda: client.unregister_system_shared_memory("r"),
-        "cuda shared memory status": lambda: client.get_cuda_shared_memory_status(),
-        "cuda shared memory register": lambda: client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 64),
-        "cuda shared memory unregister": lambda: client.unregister_cuda_shared_memory("r"),
         "trace settings": lambda: client.get_trace_settings(),
         "trace settings update": lambda: client.update_trace_settings(settings={"trace_level": ["OFF"]}),
         "log settings": lambda: client.get_log_settings(),
