@@ -67,6 +67,7 @@ _WORKER_REFUSAL = (
     "answers it (the kernel spreads connections across the workers) and requests answered by the others would not "
     "find the region; serve with --workers 1 to use shared memory"
 )
+_OFF = "system shared memory is off on this server (--no-shared-memory)"
 
 
 class DataPlane:
@@ -89,7 +90,8 @@ class DataPlane:
         )  # models whose config.yaml declares pipeline:
         self.metrics.watch(self._gauges)
         # Triton's system shared memory regions; the adapters read and write tensors through it
-        self.shared_memory = SharedMemory(_WORKER_REFUSAL if settings.reuse_port else "")
+        refusal = _WORKER_REFUSAL if settings.reuse_port else "" if settings.shared_memory else _OFF
+        self.shared_memory = SharedMemory(refusal)
         self.in_flight = 0
         self._started = False
         self._draining = False

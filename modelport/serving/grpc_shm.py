@@ -10,7 +10,7 @@ from tritonclient.grpc import service_pb2
 
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
-from modelport.serving.shm import SharedTensor
+from modelport.serving.shm import SharedTensor, local_peer
 from modelport.serving.types import InferResponse
 from modelport.serving.v2 import encode_raw_tensor
 
@@ -25,7 +25,7 @@ class SharedMemoryMethods:
 
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            found = self.plane.shared_memory.status(request.name)
+            found = self.plane.shared_memory.status(request.name, local_peer(context.peer()))
             status = service_pb2.SystemSharedMemoryStatusResponse.RegionStatus
             regions = {r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size) for r in found}
             return service_pb2.SystemSharedMemoryStatusResponse(regions=regions)
@@ -34,14 +34,18 @@ class SharedMemoryMethods:
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            self.plane.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+            local = local_peer(context.peer())
+            self.plane.shared_memory.register(request.name, request.key, request.offset, request.byte_size, local)
             return service_pb2.SystemSharedMemoryRegisterResponse()
 
         return await guard(context, call)
 
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.plane.shared_memory.unregister(request.name)
-        return service_pb2.SystemSharedMemoryUnregisterResponse()
+        async def call() -> Any:
+            self.plane.shared_memory.unregister(request.name, local_peer(context.peer()))
+            return service_pb2.SystemSharedMemoryUnregisterResponse()
+
+        return await guard(context, call)
 
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:

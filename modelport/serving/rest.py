@@ -17,7 +17,7 @@ from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
 from modelport.serving.httperrors import ERROR_HANDLERS, Reply
 from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
-from modelport.serving.shm import RegionStatus
+from modelport.serving.shm import RegionStatus, local_peer
 from modelport.serving.tfserving_rest import TFSERVING_HOT_ROUTES, tfserving_routes
 from modelport.serving.torchserve_api import TORCHSERVE_HOT_ROUTES, torchserve_routes
 from modelport.serving.torchserve_management import management_routes
@@ -188,32 +188,39 @@ _CUDA = "/v2/cudasharedmemory"
 
 
 def _add_shared_memory(app: FastAPI, plane: DataPlane) -> None:
-    """Triton's system shared memory extension."""
+    """Triton's system shared memory extension, for clients on the server's host (``shm.local_peer``)."""
     regions = plane.shared_memory
 
     @app.get(f"{_SYSTEM}/status")
-    async def system_status_all() -> Response:
-        return _status_response(regions.status())
+    async def system_status_all(request: Request) -> Response:
+        return _status_response(regions.status("", _local(request)))
 
     @app.get(_SYSTEM + "/region/{region}/status")
-    async def system_status(region: str) -> Response:
-        return _status_response(regions.status(region))
+    async def system_status(region: str, request: Request) -> Response:
+        return _status_response(regions.status(region, _local(request)))
 
     @app.post(_SYSTEM + "/region/{region}/register", response_class=Response)
     async def system_register(region: str, request: Request) -> Response:
+        local = _local(request)
+        regions.check_local(local)  # before the body is read
         key, offset, byte_size = _registration(_json_options(await read_body(request, 64 * 1024)))
-        regions.register(region, key, offset, byte_size)
+        regions.register(region, key, offset, byte_size, local)
         return Response()
 
     @app.post(f"{_SYSTEM}/unregister", response_class=Response)
-    async def system_unregister_all() -> Response:
-        regions.unregister()
+    async def system_unregister_all(request: Request) -> Response:
+        regions.unregister("", _local(request))
         return Response()
 
     @app.post(_SYSTEM + "/region/{region}/unregister", response_class=Response)
-    async def system_unregister(region: str) -> Response:
-        regions.unregister(region)
+    async def system_unregister(region: str, request: Request) -> Response:
+        regions.unregister(region, _local(request))
         return Response()
+
+
+def _local(request: Request) -> bool:
+    """Whether the client is on the server's host (a Unix socket, or a loopback address)."""
+    return local_peer(request.client.host if request.client is not None else None)
 
 
 def _add_cuda_shared_memory(app: FastAPI, plane: DataPlane) -> None:

@@ -87,6 +87,9 @@ class ServerSettings(BaseSettings):
         "", description="where TorchServe's POST /models?url=NAME.mar looks for archives (default: the repository)"
     )
     golden_check: bool = Field(True, description="run each version's golden vectors when it loads")
+    shared_memory: bool = Field(
+        True, description="Triton's system shared memory extension, for clients on the server's host only"
+    )
     log_json: bool = Field(False, description="structured JSON logs")
     tracing: bool = Field(
         False,

@@ -16,6 +16,7 @@ answers with INTERNAL (a key that does not exist, an output region too small) ar
 
 from __future__ import annotations
 
+import ipaddress
 import mmap
 import os
 import stat
@@ -23,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidArgumentError, NotFoundError, RegionExistsError, UnimplementedError
+from modelport.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RegionExistsError,
+    UnimplementedError,
+)
 
-__all__ = ["SHM_ROOT", "Region", "RegionStatus", "SharedMemory", "SharedTensor", "shm_path"]
+__all__ = ["SHM_ROOT", "Region", "RegionStatus", "SharedMemory", "SharedTensor", "local_peer", "shm_path"]
 
 SHM_ROOT = Path("/dev/shm")  # where Linux's shm_open keeps its objects
 _NAME_MAX = 255
@@ -39,6 +46,24 @@ class RegionStatus:
     key: str
     offset: int
     byte_size: int
+
+
+def local_peer(peer: str | None) -> bool:
+    """Whether a client is on the server's host: an HTTP client's host (None: a Unix socket) or a gRPC peer
+    (``ipv4:127.0.0.1:PORT``, ``ipv6:[::1]:PORT``, ``unix:...``) on a loopback address."""
+    if peer is None or peer.startswith(("unix:", "unix-abstract:")):
+        return True
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):  # gRPC: the address and then its port
+        address = address.rpartition(":")[0].strip("[]")
+    else:
+        address = peer.strip("[]")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address == "localhost"
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # a dual-stack socket's IPv4 client
+    return (mapped or ip).is_loopback
 
 
 def shm_path(key: str) -> Path:
@@ -128,17 +153,28 @@ class SharedTensor:
 class SharedMemory:
     """The server's registered system shared memory regions, by name.
 
-    ``refusal``: why this server takes no registrations (one worker of ``--workers N``), else empty.
+    ``refusal``: why this server takes no registrations (one worker of ``--workers N``, or turned off), else empty.
+    Registering, listing and unregistering take only clients on the server's host (``local``: the adapters say,
+    :func:`local_peer`): the regions are that host's objects, and a client elsewhere could otherwise map any object
+    the server may open, read it through a model and write into it.
     """
 
     def __init__(self, refusal: str = "") -> None:
         self.refusal = refusal
         self._regions: dict[str, Region] = {}
 
-    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+    def check_local(self, local: bool) -> None:
+        """Refuse (403) a client on another host."""
+        if not local:
+            raise PermissionDeniedError(
+                "system shared memory takes only clients on the server's host (a region is an object on that host)"
+            )
+
+    def register(self, name: str, key: str, offset: int, byte_size: int, local: bool = True) -> None:
         """Map ``byte_size`` bytes at ``offset`` of the object ``key`` as region ``name``."""
         if self.refusal:
             raise UnimplementedError(f"failed to register shared memory region '{name}': {self.refusal}")
+        self.check_local(local)
         if not name:
             raise InvalidArgumentError("a shared memory region needs a name")
         if name in self._regions:
@@ -153,16 +189,18 @@ class SharedMemory:
             os.close(fd)
             raise
 
-    def status(self, name: str = "") -> list[RegionStatus]:
+    def status(self, name: str = "", local: bool = True) -> list[RegionStatus]:
         """Every region (``name`` empty) or the one named."""
+        self.check_local(local)
         if not name:
             return [r.status for r in self._regions.values()]
         if name not in self._regions:
             raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
         return [self._regions[name].status]
 
-    def unregister(self, name: str = "") -> None:
+    def unregister(self, name: str = "", local: bool = True) -> None:
         """Unmap one region, or every region (``name`` empty); a name not registered is no error (as Triton)."""
+        self.check_local(local)
         names = [name] if name else list(self._regions)
         for each in names:
             region = self._regions.pop(each, None)

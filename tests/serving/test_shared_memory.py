@@ -21,11 +21,11 @@ from tritonclient import utils
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor, serialized_byte_size
 
 import modelport
-from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError
+from modelport.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError, UnimplementedError
 from modelport.manifest import TensorSpec
 from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
-from modelport.serving.shm import SHM_ROOT, SharedMemory
+from modelport.serving.shm import SHM_ROOT, SharedMemory, local_peer
 from modelport.serving.v2 import decode_request
 from tests.serving import fakes
 from tests.serving.processes import Served, serving
@@ -421,3 +421,65 @@ def test_registration_validates_its_arguments(regions):
     with pytest.raises(InvalidArgumentError, match="a name"):
         memory.register("", key, 0, 8)
     memory.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        (None, True),  # an HTTP client on a Unix socket
+        ("ipv4:127.0.0.1:51234", True),  # gRPC's peer strings
+        ("ipv6:[::1]:51234", True),
+        ("unix:/tmp/s.sock", True),
+        ("10.0.0.7", False),
+        ("ipv4:10.0.0.7:51234", False),
+        ("ipv6:[2001:db8::1]:443", False),
+        ("ipv6:[::ffff:10.0.0.7]:443", False),
+        ("::ffff:127.0.0.1", True),  # an IPv4 client of a dual-stack socket
+        ("", False),
+    ],
+)
+def test_only_clients_on_the_servers_host_are_local(peer, local):
+    assert local_peer(peer) is local
+
+
+def test_a_client_on_another_host_cannot_map_list_or_unmap_regions(tmp_path, regions):
+    # a region is an object on the server's host: a client elsewhere could map any object the server may open
+    import asyncio
+
+    import httpx
+
+    from modelport.serving.rest import create_app
+
+    _, key = regions(BYTE_SIZE)
+    plane = build(ServerSettings(repository=tmp_path))
+    plane.shared_memory.register("mine", key, 0, BYTE_SIZE)  # a local client's region
+
+    async def call(client: tuple[str, int]) -> list[int]:
+        transport = httpx.ASGITransport(app=create_app(plane), client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+            body = {"key": key, "offset": 0, "byte_size": BYTE_SIZE}
+            answers = [
+                await http.post("/v2/systemsharedmemory/region/theirs/register", json=body),
+                await http.get("/v2/systemsharedmemory/status"),
+                await http.post("/v2/systemsharedmemory/unregister"),
+            ]
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(call(("10.0.0.7", 5000))) == [403, 403, 403]
+    assert [s.name for s in plane.shared_memory.status()] == ["mine"], "nothing mapped or unmapped"
+    assert asyncio.run(call(("127.0.0.1", 5000))) == [200, 200, 200]
+    assert plane.shared_memory.status() == []
+    with pytest.raises(PermissionDeniedError, match="server's host"):
+        plane.shared_memory.register("theirs", key, 0, BYTE_SIZE, local=False)
+    plane.shared_memory.close()
+
+
+def test_shared_memory_can_be_turned_off(tmp_path, regions):
+    _, key = regions(BYTE_SIZE)
+    plane = build(ServerSettings(repository=tmp_path, shared_memory=False))  # --no-shared-memory
+    assert "system_shared_memory" not in plane.server_metadata().extensions
+    with pytest.raises(UnimplementedError, match="--no-shared-memory"):
+        plane.shared_memory.register("r", key, 0, BYTE_SIZE)
