@@ -116,7 +116,8 @@ def test_termination_grace_covers_prestop_and_drain(docs: list[Doc], variant: Va
 
 
 def test_threads_fit_the_cpu_limit(docs: list[Doc], variant: Variant) -> None:
-    """intra_op_threads 0 means the framework's default: every core of the node, not of the limit."""
+    """intra_op_threads 0 sizes each runtime's pool from the CPU limit (modelport/cpus.py), in every worker and
+    instance: set, so that workers x instances x threads fits the limit."""
     settings = _settings(docs, variant)
     cpus = _cpus(server_container(docs)["resources"]["limits"]["cpu"])
     assert settings.intra_op_threads >= 1
