@@ -1,10 +1,11 @@
 """gRPC adapter: KServe v2 ``inference.GRPCInferenceService`` over the data plane.
 
 The message and servicer classes are the ones the ``tritonclient[grpc]`` package ships (the
-service Triton implements), so Triton's gRPC clients work unchanged. Outputs travel as the inputs came:
-``raw_output_contents`` (as Triton sends them) for raw inputs, typed ``contents`` for typed ones (as KServe's own
-server answers them: kserve's ``InferOutput.data`` reads only those). Standard health checking (``""`` for the
-server, one service name per model) and server reflection are registered on the same server.
+service Triton implements), so Triton's gRPC clients work unchanged. Outputs always travel in
+``raw_output_contents``, as Triton sends them (its explicit-content examples read nothing else); a request with
+typed input contents is answered in typed ``contents`` too, as KServe's own server answers it (kserve's
+``InferOutput.data`` reads only those). Standard health checking (``""`` for the server, one service name per model)
+and server reflection are registered on the same server.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class KServeServicer(_NotImplemented):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.load(request.model_name, list(request.parameters))
+            await self.plane.load(request.model_name, _parameters(request))
             return service_pb2.RepositoryModelLoadResponse()
 
         return await guard(context, call)
@@ -217,22 +218,22 @@ class KServeServicer(_NotImplemented):
 
 
 def encode_grpc_response(response: InferResponse, request_id: str, typed: bool = False) -> Any:
-    """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them), or,
-    answering typed inputs (``typed``), every output in typed ``contents`` unless one has no such field (FP16,
-    BF16: then all raw, as the protocol allows no mix and as KServe's server does)."""
+    """InferResponse -> ModelInferResponse, every output in ``raw_output_contents`` (as Triton sends them: what
+    tritonclient and Triton's explicit-content examples read). Answering typed inputs (``typed``), every output is
+    also in its typed ``contents`` unless one has no such field (FP16, BF16: then raw only), which is what KServe's
+    server answers and kserve's client reads. The protocol's text wants one or the other; each of the two clients
+    reads only its own, and both are answered."""
     reply = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=request_id
     )
     datatypes = {name: dtype_of_array(value).v2 for name, value in response.outputs.items()}
-    if typed and all(d in _CONTENTS for d in datatypes.values()):
-        for name, value in response.outputs.items():
-            tensor = reply.outputs.add(name=name, datatype=datatypes[name], shape=list(value.shape))
-            getattr(tensor.contents, _CONTENTS[datatypes[name]]).extend(_typed_values(value))
-        return reply
+    typed = typed and all(d in _CONTENTS for d in datatypes.values())
     for name, value in response.outputs.items():
         datatype, shape, raw = encode_raw_tensor(value)
-        reply.outputs.add(name=name, datatype=datatype, shape=shape)
+        tensor = reply.outputs.add(name=name, datatype=datatype, shape=shape)
         reply.raw_output_contents.append(raw)
+        if typed:
+            getattr(tensor.contents, _CONTENTS[datatypes[name]]).extend(_typed_values(value))
     return reply
 
 
@@ -257,6 +258,13 @@ def _stream_error(request: Any, message: str) -> Any:
 def decode_grpc_request(request: Any) -> InferRequest:
     """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input."""
     raw = list(request.raw_input_contents)
+    if raw:
+        for tensor in request.inputs:
+            if tensor.HasField("contents"):  # Triton's words: the protocol allows no mix
+                raise InvalidArgumentError(
+                    f"contents field must not be specified when using raw_input_contents for {tensor.name!r} "
+                    f"for model {request.model_name!r}"
+                )
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgumentError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     inputs = {}
@@ -277,7 +285,18 @@ def decode_grpc_request(request: Any) -> InferRequest:
     if not inputs:
         raise InvalidArgumentError("the request has no inputs")
     outputs = tuple(RequestedOutput(o.name, classification=_classification(o)) for o in request.outputs)
-    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs, parameters=_parameters(request))
+
+
+def _parameters(request: Any) -> dict[str, Any]:
+    """A request's ``parameters`` as the JSON protocol has them: each InferParameter's (or, for a load,
+    ModelRepositoryParameter's) one value."""
+    if not request.parameters:
+        return {}
+    return {
+        name: getattr(value, value.WhichOneof("parameter_choice") or "bool_param")
+        for name, value in request.parameters.items()
+    }
 
 
 def _classification(output: Any) -> int:
