@@ -26,7 +26,7 @@ from modelport.runtimes.base import Arrays
 from modelport.serving import tracing
 from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.batching import Batcher
-from modelport.serving.manager import ModelManager
+from modelport.serving.manager import ModelManager, unknown_model
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
@@ -126,8 +126,8 @@ class DataPlane:
         return self._started and self.manager.listed and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
-        """The server's name, version and protocol extensions."""
-        return ServerMetadata("modelport", __version__, EXTENSIONS)
+        """The server's name (Triton's unless ``--server-name`` says otherwise), version and protocol extensions."""
+        return ServerMetadata(self.settings.server_name, __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
         """Whether a model version (default: the model's default version) takes requests now, and why not."""
@@ -206,6 +206,8 @@ class DataPlane:
             served = self.manager.get(name, version) if pipeline is None else None
             number = served.version if served is not None else VERSION
             label = (name, str(number), protocol)
+            if request.parameters:
+                _refuse_sequence(name, request.parameters)
             if tracing.ENABLED:
                 tracing.annotate(*label)
             if served is None:
@@ -314,7 +316,7 @@ class DataPlane:
     def _versions(self, name: str) -> list[ServedVersion]:
         entry = self.manager.models.get(name)
         if entry is None:
-            raise NotFoundError(f"unknown model {name!r}")
+            raise NotFoundError(unknown_model(name))
         return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
@@ -490,3 +492,21 @@ def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
     if unknown:
         raise InvalidArgumentError(f"model {served.name!r} has no outputs {unknown}; it has {names}")
     return [o.name for o in request.outputs]
+
+
+# Triton's sequence batcher's request parameters (a correlation id of 0 or "" means "no sequence")
+_SEQUENCE_FLAGS = ("sequence_start", "sequence_end")
+
+
+def _refuse_sequence(name: str, parameters: dict[str, object]) -> None:
+    """Refuse a request that belongs to a Triton sequence: modelport serves no stateful v2 model (no sequence
+    batcher keeps a sequence's state or routes it to one instance), and running it as a stateless request would
+    answer it without its sequence's state, a silently wrong result."""
+    named = [key for key in _SEQUENCE_FLAGS if parameters.get(key)]
+    if parameters.get("sequence_id") not in (None, 0, ""):
+        named.insert(0, "sequence_id")
+    if named:
+        raise InvalidArgumentError(
+            f"model {name!r} has no sequence batching: modelport serves no stateful KServe v2 models, so a request "
+            f"that is part of a sequence ({', '.join(named)}) is refused rather than run without its sequence's state"
+        )

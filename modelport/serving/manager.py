@@ -17,7 +17,7 @@ from modelport.serving.settings import ModelConfig, ServerSettings, read_model_c
 from modelport.serving.types import RepositoryRow, VersionState
 from modelport.storage import Repository, open_repository
 
-__all__ = ["ModelEntry", "ModelManager"]
+__all__ = ["ModelEntry", "ModelManager", "unknown_model", "unknown_version"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,22 @@ class _Survey:
     directory: Path
 
 
+def unknown_model(name: str) -> str:
+    """Triton's words for a model the server does not have (its examples and clients look for them)."""
+    return f"Request for unknown model: {name!r} is not found"
+
+
+def unknown_version(name: str, version: str, served: list[int]) -> str:
+    """Triton's words for a version a model does not serve (a version string that is no number: its words for
+    that), with the versions it does serve."""
+    if not _VERSION.match(version):
+        return (
+            f"failed to get model version from specified version string {version!r}: version should be an "
+            f"integral value > 0 (model {name!r}, served versions: {served})"
+        )
+    return f"Request for unknown model: {name!r} version {version} is not found (served versions: {served})"
+
+
 class ModelManager:
     """Loads what the repository holds and keeps it in step with it (a folder or an object store)."""
 
@@ -79,7 +95,7 @@ class ModelManager:
                 raise UnavailableError("the server is still loading its models", retry_after=1.0)
             if not self.listed:  # unknown only once the repository says so
                 raise UnavailableError(f"the repository {self.store.location} could not be listed yet", retry_after=1.0)
-            raise NotFoundError(f"unknown model {name!r}")
+            raise NotFoundError(unknown_model(name))
         if not self.loaded and (
             not entry.versions or (version and version.isdigit() and int(version) not in entry.versions)
         ):
@@ -87,7 +103,7 @@ class ModelManager:
         if version is None or version == "":
             return entry.default()
         if not _VERSION.match(version) or int(version) not in entry.versions:
-            raise NotFoundError(f"model {name!r} has no served version {version!r} (has: {sorted(entry.versions)})")
+            raise NotFoundError(unknown_version(name, version, sorted(entry.versions)))
         return entry.versions[int(version)]
 
     async def load_all(self) -> None:

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelport._version import __version__
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, UnimplementedError
 from modelport.serving.auth import Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
@@ -123,6 +123,18 @@ def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2/models/{model}/versions/{version}/config")
     async def model_config(model: str, version: str | None = None) -> Response:
         return json_response(config_json(plane.model_config(model, version)))
+
+    @app.api_route("/v2/logging", methods=["GET", "POST"])
+    async def log_settings() -> Response:
+        raise UnimplementedError("modelport does not implement log settings; GET /v2 lists its extensions")
+
+    @app.api_route("/v2/trace/setting", methods=["GET", "POST"])
+    @app.api_route("/v2/models/{model}/trace/setting", methods=["GET", "POST"])
+    async def trace_settings() -> Response:
+        raise UnimplementedError(
+            "modelport does not implement trace settings (its traces are OpenTelemetry's, set by --tracing and the "
+            "OTEL_* variables); GET /v2 lists its extensions"
+        )
 
 
 async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:

@@ -211,7 +211,7 @@ async def test_over_max_inflight_is_a_503_with_retry_after(client: httpx.AsyncCl
 
 
 BAD_PIPELINES = {
-    "unknown-model": (_chain("nope"), "step 1 (nope): unknown model 'nope'"),
+    "unknown-model": (_chain("nope"), "step 1 (nope): Request for unknown model: 'nope' is not found"),
     "never-produced": (
         {**_chain("first"), "steps": [{"model": "first", "input_map": {"x": "ghost"}, "output_map": {"y": "out"}}]},
         "step 1 (first) consumes ['ghost'], which no step produces",
@@ -281,7 +281,10 @@ async def test_bad_pipelines_fail_with_their_reason_and_the_rest_serves(
 async def test_readiness_follows_a_step_being_unloaded(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v2/repository/models/second/unload")).status_code == 200
     ready = await client.get("/v2/models/quadruple/ready")
-    assert ready.status_code == 503 and "step 2 (second): unknown model 'second'" in ready.json()["reason"]
+    assert (
+        ready.status_code == 503
+        and "step 2 (second): Request for unknown model: 'second' is not found" in ready.json()["reason"]
+    )
     refused = await client.post("/v2/models/quadruple/infer", json=_v2(X))
     assert refused.status_code == 503 and "not ready" in refused.text
     assert (await client.get("/v2/models/quadruple")).json()["parameters"]["state"] == "FAILED"
