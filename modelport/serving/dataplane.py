@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Mapping
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -26,6 +26,7 @@ from modelport.runtimes.base import Arrays
 from modelport.serving import tracing
 from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.batching import Batcher
+from modelport.serving.config_override import read_override
 from modelport.serving.manager import ModelManager, unknown_model
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
@@ -55,6 +56,7 @@ EXTENSIONS = (
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "model_repository(unload_dependents)",  # pipelines that use the model go with it
     "model_configuration",
     "statistics",
     "parameters",
@@ -362,21 +364,56 @@ class DataPlane:
         if not self.settings.model_control:
             raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
-    async def load(self, name: str, parameters: Collection[str] = ()) -> None:
-        """Load (or reload) one model of the repository (model control). ``parameters``: the names of the
-        request's parameters; Triton's overrides (``config``, ``file:...``) are refused, not ignored."""
-        overrides = sorted(p for p in parameters if p == "config" or p.startswith("file:"))
-        if overrides:
+    async def load(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
+        """Load (or reload) one model of the repository (model control). ``parameters``: the request's; Triton's
+        ``config`` override changes what config.yaml says of batching and instances until the next load (see
+        ``serving/config_override.py``); its ``file:`` overrides are refused, not ignored."""
+        parameters = parameters or {}
+        files = sorted(p for p in parameters if p.startswith("file:"))
+        if files:
             raise UnimplementedError(
-                f"loading with {', '.join(overrides)} (Triton's override of the model's configuration or files) "
-                f"is not supported: modelport loads {name!r} from the repository and its config.yaml"
+                f"failed to load {name!r}: loading with {', '.join(files)[:200]} (Triton's override of the model's "
+                f"files) is not supported: modelport loads {name!r} from the repository"
             )
-        await self.manager.load(name)
+        override: dict[str, object] = {}
+        if "config" in parameters:
+            text = parameters["config"]
+            if not isinstance(text, str | bytes):
+                raise InvalidArgumentError(f"failed to load {name!r}: the config override must be a JSON string")
+            text = text.decode() if isinstance(text, bytes) else text
+            override = read_override(name, text, self._configuration(name))
+        await self.manager.load(name, override)
         await self._verify_pipelines()
+        wanted, served = override.get("max_batch_size"), self._configuration(name)
+        if served is not None and wanted is not None and served.max_batch_size != wanted:
+            raise InvalidArgumentError(
+                f"failed to load {name!r} with max_batch_size {wanted}: the model was exported for batches of at most "
+                f"{served.max_batch_size} (its manifest's max_batch_size), and it is loaded with that"
+            )
 
-    async def unload(self, name: str) -> None:
-        """Unload every version of one model, letting its requests in flight finish (model control)."""
+    def _configuration(self, name: str) -> ModelConfiguration | None:
+        """The configuration of a model's default version, None when it has none loaded."""
+        try:
+            return self.model_config(name)
+        except ModelportError:
+            return None
+
+    async def unload(self, name: str, dependents: bool = False) -> None:
+        """Unload every version of one model, letting its requests in flight finish (model control); with
+        ``dependents`` (Triton's ``unload_dependents``), also the pipelines that have it as a step, as Triton
+        unloads the ensembles that use a model."""
         await self.manager.unload(name)
+        if dependents:
+            for pipeline in self._dependents(name):
+                await self.manager.unload(pipeline)
+
+    def _dependents(self, name: str) -> list[str]:
+        """The loaded pipelines with a step that runs model ``name``."""
+        return [
+            model
+            for model, entry in sorted(self.manager.models.items())
+            if entry.config.pipeline is not None and any(step.model == name for step in entry.config.pipeline.steps)
+        ]
 
     def require_model_api(self) -> None:
         """TorchServe's model API (register, scale, set-default, unregister) is off unless model control is on,

@@ -211,7 +211,7 @@ class KServeServicer(_NotImplemented):
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.unload(request.model_name)
+            await self.plane.unload(request.model_name, _parameters(request).get("unload_dependents") is True)
             return service_pb2.RepositoryModelUnloadResponse()
 
         return await guard(context, call)

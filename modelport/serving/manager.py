@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.serving.batching import BatchStats
@@ -35,6 +36,7 @@ class ModelEntry:
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     error: str = ""
     directory: Path | None = None  # where its config.yaml lies (a pipeline's processors read files there)
+    override: dict[str, Any] = field(default_factory=dict)  # a model-control load's config override, in force
 
     def default(self) -> ServedVersion:
         """The configured default version, else the highest READY one, else the highest."""
@@ -155,15 +157,21 @@ class ModelManager:
             log.warning("repository poll: %s; serving what is loaded until it is back", exc.message)
         self._unreachable = True
 
-    async def load(self, name: str, restart: bool = False) -> ModelEntry:
+    async def load(self, name: str, override: dict[str, Any] | None = None, restart: bool = False) -> ModelEntry:
         """Load (or reload) one model by name (model control API); ``restart``: load every version afresh
-        (its config.yaml changed how it runs, e.g. its instances), swapping each when the new one is loaded."""
+        (its config.yaml changed how it runs, e.g. its instances), swapping each when the new one is loaded.
+        ``override``: config.yaml fields that hold until the next load (Triton's config override); a load whose
+        override differs from the one in force restarts the versions."""
         self.check_name(name)
         names = await asyncio.to_thread(self.store.models)
         self.listed = True
         if name not in names:
-            raise NotFoundError(f"model {name!r} is not in the repository")
+            raise NotFoundError(f"failed to load {name!r}: the model is not in the repository {self.store.location}")
         async with self._lock:
+            entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
+            override = override or {}
+            restart = restart or override != entry.override
+            entry.override = override
             await self._sync_model(name, restart)
         return self.models[name]
 
@@ -214,7 +222,8 @@ class ModelManager:
             entry.error = exc.message
             log.error("model %s: %s", name, exc.message)
             return
-        entry.config, entry.error, entry.directory = survey.config, "", survey.directory
+        config = survey.config.model_copy(update=entry.override) if entry.override else survey.config
+        entry.config, entry.error, entry.directory = config, "", survey.directory
         for number, stamp in sorted(survey.stamps.items()):
             current = entry.versions.get(number)
             if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry and not restart:

@@ -182,11 +182,14 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
         plane.require_control()
         options = _json_options(await read_body(request, plane.settings.max_body_bytes))
         parameters = options.get("parameters") if isinstance(options, dict) else None
-        await plane.load(model, list(parameters) if isinstance(parameters, dict) else ())
+        await plane.load(model, parameters if isinstance(parameters, dict) else None)
         return json_response({"name": model, "loaded": True})
 
     @app.post("/v2/repository/models/{model}/unload")
-    async def unload(model: str) -> Response:
+    async def unload(model: str, request: Request) -> Response:
         plane.require_control()
-        await plane.unload(model)
+        options = _json_options(await read_body(request, 64 * 1024))
+        parameters = options.get("parameters") if isinstance(options, dict) else None
+        dependents = isinstance(parameters, dict) and parameters.get("unload_dependents") is True
+        await plane.unload(model, dependents)
         return json_response({"name": model, "unloaded": True})

@@ -292,6 +292,21 @@ async def test_readiness_follows_a_step_being_unloaded(client: httpx.AsyncClient
     assert (await client.get("/v2/models/quadruple/ready")).status_code == 200
 
 
+async def test_unload_dependents_unloads_the_pipelines_that_use_the_model(client: httpx.AsyncClient) -> None:
+    # Triton's unload_model(m, unload_dependents=True) unloads the ensembles that use m (quadruple and bounded use
+    # first; picky and poisoned do not); without it they stay, not ready
+    index = {row["name"] for row in (await client.get("/v2/repository/index")).json() if row["state"] == "READY"}
+    assert {"quadruple", "bounded", "picky"} <= index
+    body = {"parameters": {"unload_dependents": True}}
+    assert (await client.post("/v2/repository/models/first/unload", json=body)).status_code == 200
+    rows = {row["name"]: row for row in (await client.get("/v2/repository/index")).json()}
+    assert rows["first"]["state"] == rows["quadruple"]["state"] == rows["bounded"]["state"] == "UNAVAILABLE"
+    assert rows["picky"]["state"] == "READY"
+    assert (await client.post("/v2/repository/models/second/unload")).status_code == 200  # picky's 2nd step
+    states = {row["name"]: row["state"] for row in (await client.get("/v2/repository/index")).json()}
+    assert states["second"] == "UNAVAILABLE" and states["picky"] == "FAILED"  # kept, not ready
+
+
 async def test_a_pipeline_has_only_version_one(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v2/models/quadruple/versions/1")).status_code == 200
     assert (await client.get("/v2/models/quadruple/versions/2")).status_code == 404

@@ -30,6 +30,7 @@ IMPLEMENTED = {
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "model_repository(unload_dependents)",
     "model_configuration",
     "statistics",
     "parameters",
