@@ -82,7 +82,7 @@ def _top(row: list[float]) -> dict[str, float]:
 
 async def test_the_readme_example_is_served_like_a_model(client: httpx.AsyncClient) -> None:
     meta = (await client.get("/v2/models/quadruple")).json()
-    assert meta["versions"] == ["1"] and meta["platform"] == "modelport_pipeline"
+    assert meta["versions"] == ["1"] and meta["platform"] == "ensemble"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
     assert [o["name"] for o in meta["outputs"]] == ["quadrupled", "top"]
     assert (await client.get("/v2/models/quadruple/ready")).status_code == 200

@@ -220,7 +220,8 @@ def test_simple_health_metadata(server, transport):
         assert client.is_server_live(query_params={"test_1": 1, "test_2": 2})
         metadata = client.get_server_metadata()
         name, extensions = metadata["name"], metadata["extensions"]
-        assert client.get_model_metadata("simple", query_params={"test_1": 1, "test_2": 2})["name"] == "simple"
+        model = client.get_model_metadata("simple", query_params={"test_1": 1, "test_2": 2})
+        assert model["name"] == "simple" and model["platform"] == "onnxruntime_onnx"  # what Triton says of ONNX
     else:
         client = _grpc(server)
         assert client.is_server_live(headers={"test": "1", "dummy": "2"})
