@@ -7,6 +7,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import Mapping
+from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -23,7 +24,7 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
-from modelport.serving import tracing
+from modelport.serving import logsettings, tracing
 from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.batching import Batcher
 from modelport.serving.config_override import read_override
@@ -60,6 +61,7 @@ EXTENSIONS = (
     "model_configuration",
     "statistics",
     "parameters",
+    "logging",
 )
 
 
@@ -414,6 +416,13 @@ class DataPlane:
             for model, entry in sorted(self.manager.models.items())
             if entry.config.pipeline is not None and any(step.model == name for step in entry.config.pipeline.steps)
         ]
+
+    def log_settings(self, settings: Mapping[str, object] | None = None) -> dict[str, Any]:
+        """Triton's log settings (logging extension); ``settings`` to change (model control) are applied first."""
+        if settings:
+            self.require_control()
+            return logsettings.update(settings)
+        return logsettings.current()
 
     def require_model_api(self) -> None:
         """TorchServe's model API (register, scale, set-default, unregister) is off unless model control is on,

@@ -58,6 +58,7 @@ _CONTENTS = {
 
 
 _STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+_SETTING = {bool: "bool_param", int: "uint32_param", str: "string_param"}  # LogSettings' SettingValue fields
 
 
 async def _unimplemented(context: Any, what: str) -> Any:
@@ -90,9 +91,6 @@ class _NotImplemented(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: i
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _unimplemented(context, "trace settings")
-
-    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "log settings")
 
 
 class KServeServicer(_NotImplemented):
@@ -192,6 +190,19 @@ class KServeServicer(_NotImplemented):
         async def call() -> Any:
             stats = statistics_json(self.plane.model_statistics(request.name, request.version))
             return service_pb2.ModelStatisticsResponse(**stats)
+
+        return await guard(context, call)
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            wanted = {
+                k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in request.settings.items() if v.ListFields()
+            }
+            value = service_pb2.LogSettingsResponse.SettingValue
+            settings = self.plane.log_settings(wanted)
+            return service_pb2.LogSettingsResponse(
+                settings={k: value(**{_SETTING[type(v)]: v}) for k, v in settings.items()}
+            )
 
         return await guard(context, call)
 

@@ -39,7 +39,7 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         409: "the model version is already registered",
         413: "body over --max-body-bytes",
         501: "a request modelport does not implement (a load overriding what the manifest says, or files; "
-        "Triton's log and trace settings)",
+        "Triton's trace settings)",
         503: "model not ready, queue full or server draining (Retry-After)",
         504: "request timed out",
     }
@@ -396,10 +396,12 @@ _FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404, 413, 501),
     ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
     **{
-        (method, path): (401, 501)  # Triton's logging and trace extensions: not implemented, and said so
+        (method, path): (401, 501)  # Triton's trace extension: not implemented, and said so
         for method in ("get", "post")
-        for path in ("/v2/logging", "/v2/trace/setting", "/v2/models/{model}/trace/setting")
+        for path in ("/v2/trace/setting", "/v2/models/{model}/trace/setting")
     },
+    ("get", "/v2/logging"): (401,),
+    ("post", "/v2/logging"): (400, 401, 403, 413),
 }
 
 

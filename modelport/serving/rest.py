@@ -108,7 +108,7 @@ def _add_health(app: FastAPI, plane: DataPlane) -> None:
 
 
 def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
-    """Triton's model configuration and statistics extensions."""
+    """Triton's model configuration, statistics and logging extensions (and its trace extension's refusal)."""
 
     @app.get("/v2/models/stats")
     async def all_model_statistics() -> Response:
@@ -124,9 +124,16 @@ def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
     async def model_config(model: str, version: str | None = None) -> Response:
         return json_response(config_json(plane.model_config(model, version)))
 
-    @app.api_route("/v2/logging", methods=["GET", "POST"])
+    @app.get("/v2/logging")
     async def log_settings() -> Response:
-        raise UnimplementedError("modelport does not implement log settings; GET /v2 lists its extensions")
+        return json_response(plane.log_settings())
+
+    @app.post("/v2/logging")
+    async def update_log_settings(request: Request) -> Response:
+        settings = _json_options(await read_body(request, 64 * 1024))
+        if not isinstance(settings, dict):
+            raise InvalidArgumentError('the body must be a JSON object like {"log_info": false}')
+        return json_response(plane.log_settings(settings))
 
     @app.api_route("/v2/trace/setting", methods=["GET", "POST"])
     @app.api_route("/v2/models/{model}/trace/setting", methods=["GET", "POST"])

@@ -372,15 +372,63 @@ def test_sequence_requests_are_refused_not_run_without_their_state(server):
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_log_and_trace_settings_are_clear_errors(server, transport):
+def test_trace_settings_are_a_clear_error_and_log_settings_read(server, transport):
     from tritonclient.utils import InferenceServerException
 
     client = _http(server) if transport == "http" else _grpc(server)
-    for call in (client.get_log_settings, client.get_trace_settings, lambda: client.update_log_settings({})):
+    for call in (client.get_trace_settings, lambda: client.update_trace_settings(settings={"trace_level": ["OFF"]})):
         with pytest.raises(InferenceServerException) as refused:
             call()
         assert refused.value.status() in ("501", "StatusCode.UNIMPLEMENTED")
-        assert "modelport does not implement" in refused.value.message()
+        assert "modelport does not implement trace settings" in refused.value.message()
+    assert _log_settings(client, transport) == DEFAULT_LOG_SETTINGS  # --log-level info
+    with pytest.raises(InferenceServerException) as refused:  # changing them is model control
+        client.update_log_settings({"log_info": False})
+    assert refused.value.status() in ("403", "StatusCode.PERMISSION_DENIED")
+
+
+DEFAULT_LOG_SETTINGS = {
+    "log_file": "",
+    "log_info": True,
+    "log_warning": True,
+    "log_error": True,
+    "log_verbose_level": 0,
+    "log_format": "default",
+}
+
+
+def _log_settings(client: Any, transport: str, update: dict[str, Any] | None = None) -> dict[str, Any]:
+    if transport == "http":
+        return dict(client.update_log_settings(update) if update else client.get_log_settings())
+    response = client.update_log_settings(update, as_json=True) if update else client.get_log_settings(as_json=True)
+    return {k: next(iter(v.values())) if v else None for k, v in response["settings"].items()}
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_log_settings_switch_the_servers_severities(repository, tmp_path, transport):
+    """Triton's logging extension: with log_info off, the INFO line a model load writes is not written; on again,
+    it is; a log file or another format is refused, not ignored."""
+    from tritonclient.utils import InferenceServerException
+
+    log = tmp_path / "server.log"
+    with serving(repository, "--model-control", log=log, timeout=120) as served:
+        client = _http(served) if transport == "http" else _grpc(served)
+        loaded = "simple_identity version 1: READY"  # the INFO line of a load (the reload restarts the model)
+        assert _log_settings(client, transport, {"log_info": False}) == {**DEFAULT_LOG_SETTINGS, "log_info": False}
+        before = len(log.read_bytes())
+        client.load_model("simple_identity", config='{"max_batch_size": 4}')
+        assert loaded not in log.read_bytes()[before:].decode()
+        assert _log_settings(client, transport, {"log_info": True, "log_verbose_level": 1})["log_verbose_level"] == 1
+        before = len(log.read_bytes())
+        client.load_model("simple_identity")
+        assert loaded in log.read_bytes()[before:].decode()
+        refusals = [{"log_file": "/tmp/x.log"}, {"log_format": "ISO8601"}]
+        refusals += [{"log_warning": 1}] if transport == "http" else []  # gRPC's bool_param makes 1 a bool
+        for refused_setting in refusals:
+            with pytest.raises(InferenceServerException) as refused:
+                client.update_log_settings(refused_setting)
+            assert refused.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), refused_setting
+        assert _log_settings(client, transport)["log_verbose_level"] == 1
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])

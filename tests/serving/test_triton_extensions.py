@@ -34,6 +34,7 @@ IMPLEMENTED = {
     "model_configuration",
     "statistics",
     "parameters",
+    "logging",
 }
 
 
@@ -239,8 +240,6 @@ def _unimplemented_calls(client: Any) -> dict[str, Any]:
         "cuda shared memory unregister": lambda: client.unregister_cuda_shared_memory("r"),
         "trace settings": lambda: client.get_trace_settings(),
         "trace settings update": lambda: client.update_trace_settings(settings={"trace_level": ["OFF"]}),
-        "log settings": lambda: client.get_log_settings(),
-        "log settings update": lambda: client.update_log_settings({"log_info": True}),
     }
 
 
