@@ -43,6 +43,7 @@ _CONTROL_GRPC = frozenset(
     {
         "/inference.GRPCInferenceService/RepositoryModelLoad",
         "/inference.GRPCInferenceService/RepositoryModelUnload",
+        "/inference.GRPCInferenceService/LogSettings",  # one method reads and changes them
         *(f"/org.pytorch.serve.grpc.management.ManagementAPIsService/{m}" for m in _TORCHSERVE_WRITES),
     }
 )
@@ -106,6 +107,8 @@ def http_scope(path: str, method: str = "GET") -> Scope | None:
     if path in OPEN_HTTP:
         return None
     if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):
+        return "control"
+    if path == "/v2/logging" and method in _WRITES:
         return "control"
     if (path == "/models" or path.startswith("/models/")) and method in _WRITES:
         return "control"

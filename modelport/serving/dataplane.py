@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Mapping
+from typing import Any
 
 from modelport._version import __version__
 from modelport.errors import (
@@ -23,10 +24,11 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.runtimes.base import Arrays
-from modelport.serving import tracing
+from modelport.serving import logsettings, tracing
 from modelport.serving.application import Applications, classify, external_tensors
 from modelport.serving.batching import Batcher
-from modelport.serving.manager import ModelManager
+from modelport.serving.config_override import read_override
+from modelport.serving.manager import ModelManager, unknown_model
 from modelport.serving.metrics import Metrics, VersionGauges
 from modelport.serving.model import ServedVersion
 from modelport.serving.modelconfig import ModelConfiguration, model_configuration
@@ -56,9 +58,11 @@ EXTENSIONS = (
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "model_repository(unload_dependents)",  # pipelines that use the model go with it
     "model_configuration",
     "statistics",
     "parameters",
+    "logging",
 )
 SYSTEM_SHARED_MEMORY = "system_shared_memory"
 # one worker of --workers N: a registration would reach the worker that answers it, not the others
@@ -139,9 +143,10 @@ class DataPlane:
         return self._started and self.manager.listed and not self._draining
 
     def server_metadata(self) -> ServerMetadata:
-        """The server's name, version and protocol extensions (shared memory: where registrations are taken)."""
+        """The server's name (Triton's unless ``--server-name`` says otherwise), version and protocol extensions
+        (shared memory: where registrations are taken)."""
         shared = () if self.shared_memory.refusal else (SYSTEM_SHARED_MEMORY,)
-        return ServerMetadata("modelport", __version__, (*EXTENSIONS, *shared))
+        return ServerMetadata(self.settings.server_name, __version__, (*EXTENSIONS, *shared))
 
     def model_ready(self, name: str, version: str | None = None) -> tuple[bool, str]:
         """Whether a model version (default: the model's default version) takes requests now, and why not."""
@@ -220,6 +225,8 @@ class DataPlane:
             served = self.manager.get(name, version) if pipeline is None else None
             number = served.version if served is not None else VERSION
             label = (name, str(number), protocol)
+            if request.parameters:
+                _refuse_sequence(name, request.parameters)
             if tracing.ENABLED:
                 tracing.annotate(*label)
             if served is None:
@@ -328,7 +335,7 @@ class DataPlane:
     def _versions(self, name: str) -> list[ServedVersion]:
         entry = self.manager.models.get(name)
         if entry is None:
-            raise NotFoundError(f"unknown model {name!r}")
+            raise NotFoundError(unknown_model(name))
         return sorted(entry.versions.values(), key=lambda v: v.version)
 
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
@@ -374,21 +381,63 @@ class DataPlane:
         if not self.settings.model_control:
             raise PermissionDeniedError("model control is disabled; start the server with --model-control")
 
-    async def load(self, name: str, parameters: Collection[str] = ()) -> None:
-        """Load (or reload) one model of the repository (model control). ``parameters``: the names of the
-        request's parameters; Triton's overrides (``config``, ``file:...``) are refused, not ignored."""
-        overrides = sorted(p for p in parameters if p == "config" or p.startswith("file:"))
-        if overrides:
+    async def load(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
+        """Load (or reload) one model of the repository (model control). ``parameters``: the request's; Triton's
+        ``config`` override changes what config.yaml says of batching and instances until the next load (see
+        ``serving/config_override.py``); its ``file:`` overrides are refused, not ignored."""
+        parameters = parameters or {}
+        files = sorted(p for p in parameters if p.startswith("file:"))
+        if files:
             raise UnimplementedError(
-                f"loading with {', '.join(overrides)} (Triton's override of the model's configuration or files) "
-                f"is not supported: modelport loads {name!r} from the repository and its config.yaml"
+                f"failed to load {name!r}: loading with {', '.join(files)[:200]} (Triton's override of the model's "
+                f"files) is not supported: modelport loads {name!r} from the repository"
             )
-        await self.manager.load(name)
+        override: dict[str, object] = {}
+        if "config" in parameters:
+            text = parameters["config"]
+            if not isinstance(text, str | bytes):
+                raise InvalidArgumentError(f"failed to load {name!r}: the config override must be a JSON string")
+            text = text.decode() if isinstance(text, bytes) else text
+            override = read_override(name, text, self._configuration(name))
+        await self.manager.load(name, override)
         await self._verify_pipelines()
+        wanted, served = override.get("max_batch_size"), self._configuration(name)
+        if served is not None and wanted is not None and served.max_batch_size != wanted:
+            raise InvalidArgumentError(
+                f"failed to load {name!r} with max_batch_size {wanted}: the model was exported for batches of at most "
+                f"{served.max_batch_size} (its manifest's max_batch_size), and it is loaded with that"
+            )
 
-    async def unload(self, name: str) -> None:
-        """Unload every version of one model, letting its requests in flight finish (model control)."""
+    def _configuration(self, name: str) -> ModelConfiguration | None:
+        """The configuration of a model's default version, None when it has none loaded."""
+        try:
+            return self.model_config(name)
+        except ModelportError:
+            return None
+
+    async def unload(self, name: str, dependents: bool = False) -> None:
+        """Unload every version of one model, letting its requests in flight finish (model control); with
+        ``dependents`` (Triton's ``unload_dependents``), also the pipelines that have it as a step, as Triton
+        unloads the ensembles that use a model."""
         await self.manager.unload(name)
+        if dependents:
+            for pipeline in self._dependents(name):
+                await self.manager.unload(pipeline)
+
+    def _dependents(self, name: str) -> list[str]:
+        """The loaded pipelines with a step that runs model ``name``."""
+        return [
+            model
+            for model, entry in sorted(self.manager.models.items())
+            if entry.config.pipeline is not None and any(step.model == name for step in entry.config.pipeline.steps)
+        ]
+
+    def log_settings(self, settings: Mapping[str, object] | None = None) -> dict[str, Any]:
+        """Triton's log settings (logging extension); ``settings`` to change (model control) are applied first."""
+        if settings:
+            self.require_control()
+            return logsettings.update(settings)
+        return logsettings.current()
 
     def require_model_api(self) -> None:
         """TorchServe's model API (register, scale, set-default, unregister) is off unless model control is on,
@@ -504,3 +553,21 @@ def _requested_names(served: ServedVersion, request: InferRequest) -> list[str]:
     if unknown:
         raise InvalidArgumentError(f"model {served.name!r} has no outputs {unknown}; it has {names}")
     return [o.name for o in request.outputs]
+
+
+# Triton's sequence batcher's request parameters (a correlation id of 0 or "" means "no sequence")
+_SEQUENCE_FLAGS = ("sequence_start", "sequence_end")
+
+
+def _refuse_sequence(name: str, parameters: dict[str, object]) -> None:
+    """Refuse a request that belongs to a Triton sequence: modelport serves no stateful v2 model (no sequence
+    batcher keeps a sequence's state or routes it to one instance), and running it as a stateless request would
+    answer it without its sequence's state, a silently wrong result."""
+    named = [key for key in _SEQUENCE_FLAGS if parameters.get(key)]
+    if parameters.get("sequence_id") not in (None, 0, ""):
+        named.insert(0, "sequence_id")
+    if named:
+        raise InvalidArgumentError(
+            f"model {name!r} has no sequence batching: modelport serves no stateful KServe v2 models, so a request "
+            f"that is part of a sequence ({', '.join(named)}) is refused rather than run without its sequence's state"
+        )

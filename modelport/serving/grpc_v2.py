@@ -1,10 +1,11 @@
 """gRPC adapter: KServe v2 ``inference.GRPCInferenceService`` over the data plane.
 
 The message and servicer classes are the ones the ``tritonclient[grpc]`` package ships (the
-service Triton implements), so Triton's gRPC clients work unchanged. Outputs travel as the inputs came:
-``raw_output_contents`` (as Triton sends them) for raw inputs, typed ``contents`` for typed ones (as KServe's own
-server answers them: kserve's ``InferOutput.data`` reads only those). Standard health checking (``""`` for the
-server, one service name per model) and server reflection are registered on the same server.
+service Triton implements), so Triton's gRPC clients work unchanged. Outputs always travel in
+``raw_output_contents``, as Triton sends them (its explicit-content examples read nothing else); a request with
+typed input contents is answered in typed ``contents`` too, as KServe's own server answers it (kserve's
+``InferOutput.data`` reads only those). Standard health checking (``""`` for the server, one service name per model)
+and server reflection are registered on the same server.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ _CONTENTS = {
 
 
 _STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+_SETTING = {bool: "bool_param", int: "uint32_param", str: "string_param"}  # LogSettings' SettingValue fields
 
 
 async def _unimplemented(context: Any, what: str) -> Any:
@@ -73,9 +75,6 @@ class _NotImplemented(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: i
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _unimplemented(context, "trace settings")
-
-    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await _unimplemented(context, "log settings")
 
 
 class KServeServicer(SharedMemoryMethods, _NotImplemented):
@@ -180,6 +179,19 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
 
         return await guard(context, call)
 
+    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            wanted = {
+                k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in request.settings.items() if v.ListFields()
+            }
+            value = service_pb2.LogSettingsResponse.SettingValue
+            settings = self.plane.log_settings(wanted)
+            return service_pb2.LogSettingsResponse(
+                settings={k: value(**{_SETTING[type(v)]: v}) for k, v in settings.items()}
+            )
+
+        return await guard(context, call)
+
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         rows = repository_index_json(self.plane.repository_index(ready_only=request.ready))
         index = service_pb2.RepositoryIndexResponse.ModelIndex
@@ -188,7 +200,7 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.load(request.model_name, list(request.parameters))
+            await self.plane.load(request.model_name, _parameters(request))
             return service_pb2.RepositoryModelLoadResponse()
 
         return await guard(context, call)
@@ -196,7 +208,7 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             self.plane.require_control()
-            await self.plane.unload(request.model_name)
+            await self.plane.unload(request.model_name, _parameters(request).get("unload_dependents") is True)
             return service_pb2.RepositoryModelUnloadResponse()
 
         return await guard(context, call)
@@ -205,10 +217,12 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
 def encode_grpc_response(
     response: InferResponse, request_id: str, typed: bool = False, requested: tuple[RequestedOutput, ...] = ()
 ) -> Any:
-    """InferResponse -> ModelInferResponse, every output as ``raw_output_contents`` (as Triton sends them), or,
-    answering typed inputs (``typed``), every output in typed ``contents`` unless one has no such field (FP16,
-    BF16: then all raw, as the protocol allows no mix and as KServe's server does). Outputs ``requested`` in shared
-    memory are written there (all others raw)."""
+    """InferResponse -> ModelInferResponse, every output in ``raw_output_contents`` (as Triton sends them: what
+    tritonclient and Triton's explicit-content examples read). Answering typed inputs (``typed``), every output is
+    also in its typed ``contents`` unless one has no such field (FP16, BF16: then raw only), which is what KServe's
+    server answers and kserve's client reads. The protocol's text wants one or the other; each of the two clients
+    reads only its own, and both are answered. Outputs ``requested`` in shared memory are written there (all others
+    raw)."""
     reply = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=request_id
     )
@@ -216,15 +230,13 @@ def encode_grpc_response(
     if shared:
         return encode_shared(reply, response, shared)
     datatypes = {name: dtype_of_array(value).v2 for name, value in response.outputs.items()}
-    if typed and all(d in _CONTENTS for d in datatypes.values()):
-        for name, value in response.outputs.items():
-            tensor = reply.outputs.add(name=name, datatype=datatypes[name], shape=list(value.shape))
-            getattr(tensor.contents, _CONTENTS[datatypes[name]]).extend(_typed_values(value))
-        return reply
+    typed = typed and all(d in _CONTENTS for d in datatypes.values())
     for name, value in response.outputs.items():
         datatype, shape, raw = encode_raw_tensor(value)
-        reply.outputs.add(name=name, datatype=datatype, shape=shape)
+        tensor = reply.outputs.add(name=name, datatype=datatype, shape=shape)
         reply.raw_output_contents.append(raw)
+        if typed:
+            getattr(tensor.contents, _CONTENTS[datatypes[name]]).extend(_typed_values(value))
     return reply
 
 
@@ -250,6 +262,13 @@ def decode_grpc_request(request: Any, regions: SharedMemory | None = None) -> In
     """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input, or an input read
     from shared memory (``regions``)."""
     raw = list(request.raw_input_contents)
+    if raw:
+        for tensor in request.inputs:
+            if tensor.HasField("contents"):  # Triton's words: the protocol allows no mix
+                raise InvalidArgumentError(
+                    f"contents field must not be specified when using raw_input_contents for {tensor.name!r} "
+                    f"for model {request.model_name!r}"
+                )
     if len(raw) != len(request.inputs) and regions is not None and _any_shared(request):
         return _decode_shared(request, raw, regions)
     if raw and len(raw) != len(request.inputs):
@@ -265,7 +284,18 @@ def decode_grpc_request(request: Any, regions: SharedMemory | None = None) -> In
     if not inputs:
         raise InvalidArgumentError("the request has no inputs")
     outputs = tuple(_requested(o, regions) for o in request.outputs)
-    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs, parameters=_parameters(request))
+
+
+def _parameters(request: Any) -> dict[str, Any]:
+    """A request's ``parameters`` as the JSON protocol has them: each InferParameter's (or, for a load,
+    ModelRepositoryParameter's) one value."""
+    if not request.parameters:
+        return {}
+    return {
+        name: getattr(value, value.WhichOneof("parameter_choice") or "bool_param")
+        for name, value in request.parameters.items()
+    }
 
 
 def _typed_input(tensor: Any) -> np.ndarray[Any, Any]:
@@ -311,7 +341,7 @@ def _decode_shared(request: Any, raw: list[bytes], regions: SharedMemory) -> Inf
     if next(unread, None) is not None:
         raise InvalidArgumentError(f"{len(raw)} raw_input_contents for fewer inputs not in shared memory")
     outputs = tuple(_requested(o, regions) for o in request.outputs)
-    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs)
+    return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs, parameters=_parameters(request))
 
 
 def _requested(output: Any, regions: SharedMemory | None) -> RequestedOutput:

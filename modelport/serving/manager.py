@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, UnavailableError
 from modelport.serving.batching import BatchStats
@@ -17,7 +18,7 @@ from modelport.serving.settings import ModelConfig, ServerSettings, read_model_c
 from modelport.serving.types import RepositoryRow, VersionState
 from modelport.storage import Repository, open_repository
 
-__all__ = ["ModelEntry", "ModelManager"]
+__all__ = ["ModelEntry", "ModelManager", "unknown_model", "unknown_version"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ModelEntry:
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     error: str = ""
     directory: Path | None = None  # where its config.yaml lies (a pipeline's processors read files there)
+    override: dict[str, Any] = field(default_factory=dict)  # a model-control load's config override, in force
 
     def default(self) -> ServedVersion:
         """The configured default version, else the highest READY one, else the highest."""
@@ -58,6 +60,22 @@ class _Survey:
     directory: Path
 
 
+def unknown_model(name: str) -> str:
+    """Triton's words for a model the server does not have (its examples and clients look for them)."""
+    return f"Request for unknown model: {name!r} is not found"
+
+
+def unknown_version(name: str, version: str, served: list[int]) -> str:
+    """Triton's words for a version a model does not serve (a version string that is no number: its words for
+    that), with the versions it does serve."""
+    if not _VERSION.match(version):
+        return (
+            f"failed to get model version from specified version string {version!r}: version should be an "
+            f"integral value > 0 (model {name!r}, served versions: {served})"
+        )
+    return f"Request for unknown model: {name!r} version {version} is not found (served versions: {served})"
+
+
 class ModelManager:
     """Loads what the repository holds and keeps it in step with it (a folder or an object store)."""
 
@@ -79,7 +97,7 @@ class ModelManager:
                 raise UnavailableError("the server is still loading its models", retry_after=1.0)
             if not self.listed:  # unknown only once the repository says so
                 raise UnavailableError(f"the repository {self.store.location} could not be listed yet", retry_after=1.0)
-            raise NotFoundError(f"unknown model {name!r}")
+            raise NotFoundError(unknown_model(name))
         if not self.loaded and (
             not entry.versions or (version and version.isdigit() and int(version) not in entry.versions)
         ):
@@ -87,7 +105,7 @@ class ModelManager:
         if version is None or version == "":
             return entry.default()
         if not _VERSION.match(version) or int(version) not in entry.versions:
-            raise NotFoundError(f"model {name!r} has no served version {version!r} (has: {sorted(entry.versions)})")
+            raise NotFoundError(unknown_version(name, version, sorted(entry.versions)))
         return entry.versions[int(version)]
 
     async def load_all(self) -> None:
@@ -139,15 +157,21 @@ class ModelManager:
             log.warning("repository poll: %s; serving what is loaded until it is back", exc.message)
         self._unreachable = True
 
-    async def load(self, name: str, restart: bool = False) -> ModelEntry:
+    async def load(self, name: str, override: dict[str, Any] | None = None, restart: bool = False) -> ModelEntry:
         """Load (or reload) one model by name (model control API); ``restart``: load every version afresh
-        (its config.yaml changed how it runs, e.g. its instances), swapping each when the new one is loaded."""
+        (its config.yaml changed how it runs, e.g. its instances), swapping each when the new one is loaded.
+        ``override``: config.yaml fields that hold until the next load (Triton's config override); a load whose
+        override differs from the one in force restarts the versions."""
         self.check_name(name)
         names = await asyncio.to_thread(self.store.models)
         self.listed = True
         if name not in names:
-            raise NotFoundError(f"model {name!r} is not in the repository")
+            raise NotFoundError(f"failed to load {name!r}: the model is not in the repository {self.store.location}")
         async with self._lock:
+            entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
+            override = override or {}
+            restart = restart or override != entry.override
+            entry.override = override
             await self._sync_model(name, restart)
         return self.models[name]
 
@@ -198,7 +222,8 @@ class ModelManager:
             entry.error = exc.message
             log.error("model %s: %s", name, exc.message)
             return
-        entry.config, entry.error, entry.directory = survey.config, "", survey.directory
+        config = survey.config.model_copy(update=entry.override) if entry.override else survey.config
+        entry.config, entry.error, entry.directory = config, "", survey.directory
         for number, stamp in sorted(survey.stamps.items()):
             current = entry.versions.get(number)
             if current is not None and current.loaded.fingerprint == stamp and not current.loaded.retry and not restart:

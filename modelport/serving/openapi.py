@@ -38,8 +38,8 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         405: "a write of TorchServe's management API on a server without --model-control",
         409: "the model version is already registered",
         413: "body over --max-body-bytes",
-        501: "a request modelport does not implement (a load with a configuration override, a shared memory "
-        "registration on one of --workers N)",
+        501: "a request modelport does not implement (a load overriding what the manifest says, or files; "
+        "Triton's trace settings; a shared memory registration on one of --workers N or with --no-shared-memory)",
         503: "model not ready, queue full or server draining (Retry-After)",
         504: "request timed out",
     }
@@ -425,16 +425,23 @@ _FASTAPI_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v2/repository/index"): (400, 401, 413),
     ("post", "/v2/repository/models/{model}/load"): (400, 401, 403, 404, 413, 501),
     ("post", "/v2/repository/models/{model}/unload"): (400, 401, 403, 404),
-    ("get", "/v2/systemsharedmemory/status"): (401,),
-    ("get", "/v2/systemsharedmemory/region/{region}/status"): (401, 404),
-    ("post", "/v2/systemsharedmemory/region/{region}/register"): (400, 401, 413, 501),
-    ("post", "/v2/systemsharedmemory/unregister"): (401,),
-    ("post", "/v2/systemsharedmemory/region/{region}/unregister"): (401,),
+    ("get", "/v2/systemsharedmemory/status"): (401, 403),
+    ("get", "/v2/systemsharedmemory/region/{region}/status"): (401, 403, 404),
+    ("post", "/v2/systemsharedmemory/region/{region}/register"): (400, 401, 403, 413, 501),
+    ("post", "/v2/systemsharedmemory/unregister"): (401, 403),
+    ("post", "/v2/systemsharedmemory/region/{region}/unregister"): (401, 403),
     ("get", "/v2/cudasharedmemory/status"): (401,),
     ("get", "/v2/cudasharedmemory/region/{region}/status"): (401, 404),
     ("post", "/v2/cudasharedmemory/region/{region}/register"): (400, 401),
     ("post", "/v2/cudasharedmemory/unregister"): (401,),
     ("post", "/v2/cudasharedmemory/region/{region}/unregister"): (401,),
+    **{
+        (method, path): (401, 501)  # Triton's trace extension: not implemented, and said so
+        for method in ("get", "post")
+        for path in ("/v2/trace/setting", "/v2/models/{model}/trace/setting")
+    },
+    ("get", "/v2/logging"): (401,),
+    ("post", "/v2/logging"): (400, 401, 403, 413),
 }
 
 

@@ -64,7 +64,7 @@ from modelport.tensors import Arrays, dtype_of_array, lookup_dtype, shape_matche
 
 __all__ = ["FORMAT", "VERSION", "Pipeline", "Pipelines", "StepPlane"]
 
-FORMAT = "pipeline"  # the format metadata shows (v2 platform ``modelport_pipeline``)
+FORMAT = "pipeline"  # the format metadata shows (v2 platform ``ensemble``, as Triton shows an ensemble)
 VERSION = 1  # a pipeline's one version
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 

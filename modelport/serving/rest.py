@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelport._version import __version__
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, UnimplementedError
 from modelport.serving.auth import Tokens
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
@@ -111,7 +111,7 @@ def _add_health(app: FastAPI, plane: DataPlane) -> None:
 
 
 def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
-    """Triton's model configuration and statistics extensions."""
+    """Triton's model configuration, statistics and logging extensions (and its trace extension's refusal)."""
 
     @app.get("/v2/models/stats")
     async def all_model_statistics() -> Response:
@@ -126,6 +126,25 @@ def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2/models/{model}/versions/{version}/config")
     async def model_config(model: str, version: str | None = None) -> Response:
         return json_response(config_json(plane.model_config(model, version)))
+
+    @app.get("/v2/logging")
+    async def log_settings() -> Response:
+        return json_response(plane.log_settings())
+
+    @app.post("/v2/logging")
+    async def update_log_settings(request: Request) -> Response:
+        settings = _json_options(await read_body(request, 64 * 1024))
+        if not isinstance(settings, dict):
+            raise InvalidArgumentError('the body must be a JSON object like {"log_info": false}')
+        return json_response(plane.log_settings(settings))
+
+    @app.api_route("/v2/trace/setting", methods=["GET", "POST"])
+    @app.api_route("/v2/models/{model}/trace/setting", methods=["GET", "POST"])
+    async def trace_settings() -> Response:
+        raise UnimplementedError(
+            "modelport does not implement trace settings (its traces are OpenTelemetry's, set by --tracing and the "
+            "OTEL_* variables); GET /v2 lists its extensions"
+        )
 
 
 async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
@@ -173,13 +192,16 @@ def _add_repository(app: FastAPI, plane: DataPlane) -> None:
         plane.require_control()
         options = _json_options(await read_body(request, plane.settings.max_body_bytes))
         parameters = options.get("parameters") if isinstance(options, dict) else None
-        await plane.load(model, list(parameters) if isinstance(parameters, dict) else ())
+        await plane.load(model, parameters if isinstance(parameters, dict) else None)
         return json_response({"name": model, "loaded": True})
 
     @app.post("/v2/repository/models/{model}/unload")
-    async def unload(model: str) -> Response:
+    async def unload(model: str, request: Request) -> Response:
         plane.require_control()
-        await plane.unload(model)
+        options = _json_options(await read_body(request, 64 * 1024))
+        parameters = options.get("parameters") if isinstance(options, dict) else None
+        dependents = isinstance(parameters, dict) and parameters.get("unload_dependents") is True
+        await plane.unload(model, dependents)
         return json_response({"name": model, "unloaded": True})
 
 

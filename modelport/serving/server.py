@@ -18,7 +18,7 @@ import uvicorn
 
 from modelport.errors import ModelportError, UnavailableError
 from modelport.launcher import write_port_file
-from modelport.serving import tracing
+from modelport.serving import logsettings, tracing
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.httpproto import http_protocol
 from modelport.serving.metrics import Metrics
@@ -65,6 +65,8 @@ def configure_logging(settings: ServerSettings) -> None:
         if settings.log_json
         else logging.Formatter(f"%(asctime)s %(levelname)s %(name)s [{ids}]: %(message)s")
     )
+    handler.addFilter(logsettings.FILTER)  # Triton's logging extension switches severities on and off here
+    logsettings.FILTER.start(logging.getLevelName(settings.log_level.upper()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -42,6 +42,12 @@ class ServerSettings(BaseSettings):
         description="where versions from an object store are fetched (default ~/.cache/modelport, else the temp dir)",
     )
     host: str = Field("127.0.0.1", description="address to bind")
+    server_name: str = Field(
+        "triton",
+        min_length=1,
+        description="the name KServe v2 server metadata answers (GET /v2, gRPC ServerMetadata): Triton's by default, "
+        "which Triton's clients and examples check for",
+    )
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(8001, ge=-1, le=65535, description="gRPC port (0 = any free port, -1 = no gRPC)")
     tfserving_grpc: bool = Field(False, description="also serve TF Serving's gRPC API (imports TensorFlow)")

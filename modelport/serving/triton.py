@@ -15,7 +15,7 @@ from modelport.serving.settings import VersionPolicy
 from modelport.serving.statistics import Duration, VersionStatistics
 from modelport.tensors import lookup_dtype
 
-__all__ = ["PLATFORMS", "config_json", "statistics_json"]
+__all__ = ["PLATFORMS", "config_json", "metadata_platform", "statistics_json"]
 
 # modelport format -> (Triton platform, Triton backend), as Triton names them; Triton has platforms for
 # ONNX, TorchScript and SavedModel only, other formats leave it empty (as Triton's backend-only models do)
@@ -29,6 +29,15 @@ PLATFORMS = {
 }
 PIPELINE = "pipeline"  # modelport.serving.pipeline.FORMAT
 _FORMATS = {"NCHW": "FORMAT_NCHW", "NHWC": "FORMAT_NHWC"}
+
+
+def metadata_platform(model_format: str) -> str:
+    """The ``platform`` of a model's v2 metadata as Triton answers it: the configuration's platform, else its
+    backend (``pytorch``, ``tflite``, a custom runtime's ``onnx``...), ``ensemble`` for a pipeline."""
+    if model_format == PIPELINE:
+        return "ensemble"
+    platform, backend = PLATFORMS.get(model_format, ("", model_format))
+    return platform or backend
 
 
 def config_json(config: ModelConfiguration) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelport.serving.triton import metadata_platform
 from modelport.serving.types import ModelMetadata, RepositoryRow, ServerMetadata, TensorMetadata
 from modelport.tensors import lookup_dtype
 
@@ -23,7 +24,7 @@ def model_metadata_json(meta: ModelMetadata) -> dict[str, Any]:
     """``GET /v2/models/{m}[/versions/{v}]``; modelport's own facts go in ``parameters``."""
     data: dict[str, Any] = {"name": meta.name, "versions": [str(v) for v in meta.versions]}
     if meta.format is not None:
-        data["platform"] = f"modelport_{meta.format}"
+        data["platform"] = metadata_platform(meta.format)  # Triton's words; parameters.format is modelport's
         data["inputs"] = [_tensor(t) for t in meta.inputs]
         data["outputs"] = [_tensor(t) for t in meta.outputs]
     data["parameters"] = _parameters(meta)

@@ -209,19 +209,32 @@ V2_JSON = [
     Http("deeply-nested", INFER, 400, ("not valid JSON",), content=DEEP + b"}]}"),
     Http("deeply-nested-large", INFER, 400, ("not valid JSON",), content=LARGE_DEEP),
     Http("oversized", INFER, 413, ("exceeds the limit of 1048576 bytes",), content=b" " * (LIMIT + 1)),
-    Http("unknown-model", "/v2/models/nope/infer", 404, ("unknown model 'nope'",), _v2(_x())),
-    Http("unknown-version", "/v2/models/echo/versions/7/infer", 404, ("no served version '7'",), _v2(_x())),
-    Http("version-not-number", "/v2/models/echo/versions/one/infer", 404, ("no served version 'one'",), _v2(_x())),
-    Http("version-superscript", "/v2/models/echo/versions/%C2%B2/infer", 404, ("no served version",), _v2(_x())),
+    Http("unknown-model", "/v2/models/nope/infer", 404, ("Request for unknown model: 'nope' is not found",), _v2(_x())),
+    Http("unknown-version", "/v2/models/echo/versions/7/infer", 404, ("version 7 is not found",), _v2(_x())),
+    Http("version-not-number", "/v2/models/echo/versions/one/infer", 404, ("version string 'one'",), _v2(_x())),
+    Http("version-superscript", "/v2/models/echo/versions/%C2%B2/infer", 404, ("served versions",), _v2(_x())),
     Http(
         "version-5000-digits",
         "/v2/models/echo/versions/" + "9" * 5000 + "/infer",
         404,
-        ("no served version",),
+        ("served versions",),
         _v2(_x()),
     ),
-    Http("name-dot-dot", INFER, 404, ("unknown model '..'",), _v2(_x()), target=b"/v2/models/../infer"),
-    Http("name-encoded-dot-dot", "/v2/models/%2e%2e/infer", 404, ("unknown model '..'",), _v2(_x())),
+    Http(
+        "name-dot-dot",
+        INFER,
+        404,
+        ("Request for unknown model: '..' is not found",),
+        _v2(_x()),
+        target=b"/v2/models/../infer",
+    ),
+    Http(
+        "name-encoded-dot-dot",
+        "/v2/models/%2e%2e/infer",
+        404,
+        ("Request for unknown model: '..' is not found",),
+        _v2(_x()),
+    ),
     Http("name-encoded-slash", "/v2/models/..%2F..%2Fetc%2Fpasswd/infer", 404, ("Not Found",), _v2(_x())),
     Http("name-traversal", INFER, 404, ("Not Found",), _v2(_x()), target=b"/v2/models/../../../etc/passwd/infer"),
     Http("name-absolute", "/v2/models/%2Fetc%2Fpasswd/infer", 404, ("Not Found",), _v2(_x())),
@@ -429,8 +442,14 @@ TF_REST = [
         {"instances": X, "signature_name": "other"},
     ),
     Http("oversized", TF, 413, ("exceeds the limit",), content=b" " * (LIMIT + 1)),
-    Http("unknown-model", "/v1/models/nope:predict", 404, ("unknown model 'nope'",), {"instances": X}),
-    Http("unknown-version", "/v1/models/echo/versions/7:predict", 404, ("no served version '7'",), {"instances": X}),
+    Http(
+        "unknown-model",
+        "/v1/models/nope:predict",
+        404,
+        ("Request for unknown model: 'nope' is not found",),
+        {"instances": X},
+    ),
+    Http("unknown-version", "/v1/models/echo/versions/7:predict", 404, ("version 7 is not found",), {"instances": X}),
     Http(
         "unknown-label",
         "/v1/models/echo/labels/canary:predict",
@@ -438,12 +457,23 @@ TF_REST = [
         ("Unrecognized servable version label",),
         {"instances": X},
     ),
+    Http("version-superscript", "/v1/models/echo/versions/%C2%B2:predict", 404, ("served versions",), {"instances": X}),
     Http(
-        "version-superscript", "/v1/models/echo/versions/%C2%B2:predict", 404, ("no served version",), {"instances": X}
+        "name-encoded-dot-dot",
+        "/v1/models/%2e%2e:predict",
+        404,
+        ("Request for unknown model: '..' is not found",),
+        {"instances": X},
     ),
-    Http("name-encoded-dot-dot", "/v1/models/%2e%2e:predict", 404, ("unknown model '..'",), {"instances": X}),
     Http("name-traversal", TF, 404, ("Not Found",), {"instances": X}, target=b"/v1/models/../../etc/passwd:predict"),
-    Http("status-dot-dot", "/v1/models/x", 404, ("unknown model '..'",), method="GET", target=b"/v1/models/.."),
+    Http(
+        "status-dot-dot",
+        "/v1/models/x",
+        404,
+        ("Request for unknown model: '..' is not found",),
+        method="GET",
+        target=b"/v1/models/..",
+    ),
     Http("status-encoded-slash", "/v1/models/..%2Fetc", 404, ("Not Found",), method="GET"),
 ]
 
@@ -504,10 +534,12 @@ TORCHSERVE = [
     Http("not-json", TS, 400, ("the body is not JSON",), content=b"\x89PNG\r\n"),
     Http("empty-body", TS, 400, ("the body is not JSON",), content=b""),
     Http("oversized", TS, 413, ("exceeds the limit",), content=b" " * (LIMIT + 1)),
-    Http("unknown-model", "/predictions/nope", 404, ("unknown model 'nope'",), [1, 2, 3]),
+    Http("unknown-model", "/predictions/nope", 404, ("Request for unknown model: 'nope' is not found",), [1, 2, 3]),
     Http("unknown-version", "/predictions/echo/7", 404, ("Model version: 7 does not exist for model: echo",), ONE),
     Http("version-superscript", "/predictions/echo/%C2%B2", 404, ("Model version: \u00b2 does not exist",), ONE),
-    Http("name-encoded-dot-dot", "/predictions/%2e%2e", 404, ("unknown model '..'",), [1, 2, 3]),
+    Http(
+        "name-encoded-dot-dot", "/predictions/%2e%2e", 404, ("Request for unknown model: '..' is not found",), [1, 2, 3]
+    ),
     Http("name-encoded-slash", "/predictions/..%2F..%2Fetc%2Fpasswd", 404, ("resource is not found",), [1, 2, 3]),
     Http("describe-unknown-version", "/models/echo/7", 404, ("Model version: 7 does not exist",), method="GET"),
 ]
@@ -723,21 +755,29 @@ V2_GRPC = [
         "batch-over-max", lambda: _infer(x=("FP32", [9, 3], [1.0] * 27)), "INVALID_ARGUMENT", ("batch size 9 exceeds",)
     ),
     Rpc("oversized", lambda: _infer(x=("FP32", [1, 3], b"\0" * (LIMIT + 1))), "RESOURCE_EXHAUSTED", ()),
-    Rpc("unknown-model", lambda: _infer("nope", x=("FP32", [2, 3], RAW)), "NOT_FOUND", ("unknown model 'nope'",)),
     Rpc(
-        "unknown-version", lambda: _infer("echo", "7", x=("FP32", [2, 3], RAW)), "NOT_FOUND", ("no served version '7'",)
+        "unknown-model",
+        lambda: _infer("nope", x=("FP32", [2, 3], RAW)),
+        "NOT_FOUND",
+        ("Request for unknown model: 'nope' is not found",),
+    ),
+    Rpc(
+        "unknown-version",
+        lambda: _infer("echo", "7", x=("FP32", [2, 3], RAW)),
+        "NOT_FOUND",
+        ("version 7 is not found",),
     ),
     Rpc(
         "version-superscript",
         lambda: _infer("echo", "\u00b2", x=("FP32", [2, 3], RAW)),
         "NOT_FOUND",
-        ("no served version",),
+        ("served versions",),
     ),
     Rpc(
         "name-traversal",
         lambda: _infer("../../etc/passwd", x=("FP32", [2, 3], RAW)),
         "NOT_FOUND",
-        ("unknown model '../../etc/passwd'",),
+        ("Request for unknown model: '../../etc/passwd' is not found",),
     ),
 ]
 
@@ -933,13 +973,18 @@ TF_GRPC = [
         "RESOURCE_EXHAUSTED",
         (),
     ),
-    Rpc("unknown-model", lambda: _predict({"x": _tensor(GOOD)}, model="nope"), "NOT_FOUND", ("unknown model 'nope'",)),
-    Rpc("unknown-version", lambda: _predict({"x": _tensor(GOOD)}, version=7), "NOT_FOUND", ("no served version '7'",)),
+    Rpc(
+        "unknown-model",
+        lambda: _predict({"x": _tensor(GOOD)}, model="nope"),
+        "NOT_FOUND",
+        ("Request for unknown model: 'nope' is not found",),
+    ),
+    Rpc("unknown-version", lambda: _predict({"x": _tensor(GOOD)}, version=7), "NOT_FOUND", ("version 7 is not found",)),
     Rpc(
         "name-traversal",
         lambda: _predict({"x": _tensor(GOOD)}, model="../../etc/passwd"),
         "NOT_FOUND",
-        ("unknown model '../../etc/passwd'",),
+        ("Request for unknown model: '../../etc/passwd' is not found",),
     ),
 ]
 PREDICT = "/tensorflow.serving.PredictionService/Predict"

@@ -82,5 +82,5 @@ async def test_a_model_still_loading_at_start_is_unavailable_not_unknown(plane: 
     manager.loaded = True
     with pytest.raises(NotFoundError, match="no versions to serve"):
         manager.get("arriving")
-    with pytest.raises(NotFoundError, match="no served version '7'"):
+    with pytest.raises(NotFoundError, match="version 7 is not found"):
         manager.get("echo", "7")

@@ -52,7 +52,9 @@ def _document() -> dict:
     return TestClient(app).get("/openapi.json").json()
 
 
-schema = schemathesis.openapi.from_dict(_document())
+# Triton's trace settings answer 501 whatever is sent (not implemented, and said so: a 5xx to not_a_server_error);
+# test_triton_examples.py checks that answer
+schema = schemathesis.openapi.from_dict(_document()).exclude(path_regex=r"trace/setting$")
 
 
 @schema.hook("flatmap_path_parameters")

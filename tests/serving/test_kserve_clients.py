@@ -56,7 +56,7 @@ async def test_v1_model_readiness_answers_ready(client):
     one = (await client.get("/v1/models/echo/versions/1", headers=KSERVE_HEADERS)).json()
     assert one["ready"] is True and [v["version"] for v in one["model_version_status"]] == ["1"]
     unknown = await client.get("/v1/models/nope", headers=KSERVE_HEADERS)
-    assert unknown.status_code == 404 and _error_message(unknown) == "unknown model 'nope'"
+    assert unknown.status_code == 404 and _error_message(unknown) == "Request for unknown model: 'nope' is not found"
 
 
 async def test_v1_predict_answers_kserve_v1(client):
@@ -138,12 +138,16 @@ async def grpc_stub(tmp_path: Path) -> AsyncIterator[Any]:
         await plane.close()
 
 
-async def test_grpc_typed_inputs_are_answered_in_typed_contents(grpc_stub):
+async def test_grpc_typed_inputs_are_answered_in_typed_contents_and_raw(grpc_stub):
     # InferResponse.from_grpc gives each output's .data from its typed contents only ([] for raw outputs, which
-    # only as_numpy() reads); kserve's server answers typed inputs in typed contents
+    # only as_numpy() reads); kserve's server answers typed inputs in typed contents. Triton answers raw whatever
+    # came, and its explicit-content examples read raw_output_contents only: both are there
     reply = await grpc_stub.ModelInfer(service_pb2.ModelInferRequest.FromString(TYPED))
     assert reply.id == "k1" and reply.model_name == "identity"
-    assert list(reply.raw_output_contents) == []  # the protocol allows no mix: all typed
+    raw = dict(zip([o.name for o in reply.outputs], reply.raw_output_contents, strict=True))
+    assert raw["out_in_int64"] == np.arange(1, 7, dtype="<i8").tobytes() and raw["out_in_bool"] == bytes(
+        [1, 0, 1, 0, 0, 1]
+    )
     outputs = {o.name: (o.datatype, list(o.shape), o.contents) for o in reply.outputs}
     assert outputs["out_in_int64"][:2] == ("INT64", [2, 3])
     assert list(outputs["out_in_int64"][2].int64_contents) == [1, 2, 3, 4, 5, 6]
@@ -174,7 +178,8 @@ def test_typed_answers_fall_back_to_raw_for_datatypes_without_contents():
     assert len(reply.raw_output_contents) == 2 and reply.raw_output_contents[0] == np.ones(2, "<f2").tobytes()
     assert [len(o.contents.ListFields()) for o in reply.outputs] == [0, 0]
     typed = encode_grpc_response(InferResponse("m", "1", {"n": outputs["n"]}), "r", typed=True)
-    assert list(typed.outputs[0].contents.int_contents) == [0, 1] and not typed.raw_output_contents
+    assert list(typed.outputs[0].contents.int_contents) == [0, 1]
+    assert list(typed.raw_output_contents) == [np.arange(2, dtype="<i4").tobytes()]
 
 
 async def test_kserve_lists_its_models(client):

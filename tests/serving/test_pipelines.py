@@ -82,7 +82,7 @@ def _top(row: list[float]) -> dict[str, float]:
 
 async def test_the_readme_example_is_served_like_a_model(client: httpx.AsyncClient) -> None:
     meta = (await client.get("/v2/models/quadruple")).json()
-    assert meta["versions"] == ["1"] and meta["platform"] == "modelport_pipeline"
+    assert meta["versions"] == ["1"] and meta["platform"] == "ensemble"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
     assert [o["name"] for o in meta["outputs"]] == ["quadrupled", "top"]
     assert (await client.get("/v2/models/quadruple/ready")).status_code == 200
@@ -211,7 +211,7 @@ async def test_over_max_inflight_is_a_503_with_retry_after(client: httpx.AsyncCl
 
 
 BAD_PIPELINES = {
-    "unknown-model": (_chain("nope"), "step 1 (nope): unknown model 'nope'"),
+    "unknown-model": (_chain("nope"), "step 1 (nope): Request for unknown model: 'nope' is not found"),
     "never-produced": (
         {**_chain("first"), "steps": [{"model": "first", "input_map": {"x": "ghost"}, "output_map": {"y": "out"}}]},
         "step 1 (first) consumes ['ghost'], which no step produces",
@@ -281,12 +281,30 @@ async def test_bad_pipelines_fail_with_their_reason_and_the_rest_serves(
 async def test_readiness_follows_a_step_being_unloaded(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v2/repository/models/second/unload")).status_code == 200
     ready = await client.get("/v2/models/quadruple/ready")
-    assert ready.status_code == 503 and "step 2 (second): unknown model 'second'" in ready.json()["reason"]
+    assert (
+        ready.status_code == 503
+        and "step 2 (second): Request for unknown model: 'second' is not found" in ready.json()["reason"]
+    )
     refused = await client.post("/v2/models/quadruple/infer", json=_v2(X))
     assert refused.status_code == 503 and "not ready" in refused.text
     assert (await client.get("/v2/models/quadruple")).json()["parameters"]["state"] == "FAILED"
     assert (await client.post("/v2/repository/models/second/load")).status_code == 200
     assert (await client.get("/v2/models/quadruple/ready")).status_code == 200
+
+
+async def test_unload_dependents_unloads_the_pipelines_that_use_the_model(client: httpx.AsyncClient) -> None:
+    # Triton's unload_model(m, unload_dependents=True) unloads the ensembles that use m (quadruple and bounded use
+    # first; picky and poisoned do not); without it they stay, not ready
+    index = {row["name"] for row in (await client.get("/v2/repository/index")).json() if row["state"] == "READY"}
+    assert {"quadruple", "bounded", "picky"} <= index
+    body = {"parameters": {"unload_dependents": True}}
+    assert (await client.post("/v2/repository/models/first/unload", json=body)).status_code == 200
+    rows = {row["name"]: row for row in (await client.get("/v2/repository/index")).json()}
+    assert rows["first"]["state"] == rows["quadruple"]["state"] == rows["bounded"]["state"] == "UNAVAILABLE"
+    assert rows["picky"]["state"] == "READY"
+    assert (await client.post("/v2/repository/models/second/unload")).status_code == 200  # picky's 2nd step
+    states = {row["name"]: row["state"] for row in (await client.get("/v2/repository/index")).json()}
+    assert states["second"] == "UNAVAILABLE" and states["picky"] == "FAILED"  # kept, not ready
 
 
 async def test_a_pipeline_has_only_version_one(client: httpx.AsyncClient) -> None:

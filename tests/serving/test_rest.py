@@ -22,7 +22,7 @@ async def test_health_and_server_metadata(client):
     assert (await client.get("/v2/health/live")).json() == {"live": True}
     assert (await client.get("/v2/health/ready")).status_code == 200
     meta = (await client.get("/v2")).json()
-    assert meta["name"] == "modelport" and "binary_tensor_data" in meta["extensions"]
+    assert meta["name"] == "triton" and "binary_tensor_data" in meta["extensions"]
 
 
 async def test_model_metadata_with_and_without_version(client):
@@ -33,7 +33,7 @@ async def test_model_metadata_with_and_without_version(client):
     assert (await client.get("/v2/models/echo/versions/1/ready")).json()["ready"] is True
     assert (await client.get("/v2/models/nope")).status_code == 404
     response = await client.get("/v2/models/echo/versions/9")
-    assert response.status_code == 404 and "no served version '9'" in response.json()["error"]
+    assert response.status_code == 404 and "version 9 is not found" in response.json()["error"]
 
 
 async def test_a_model_failing_its_golden_check_is_not_ready_and_says_why(client):

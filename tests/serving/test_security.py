@@ -41,12 +41,14 @@ def test_token_parsing_and_scopes(tmp_path):
     assert http_scope("/v2/models/m/infer") == "inference" and http_scope("/anything/else") == "inference"
     assert http_scope("/v2/repository/models/m/load") == "control"
     assert http_scope("/v2/repository/models/m/unload") == "control"
+    assert http_scope("/v2/logging", "POST") == "control" and http_scope("/v2/logging") == "inference"
     assert grpc_scope("/grpc.health.v1.Health/Check") is None
     assert grpc_scope("/inference.GRPCInferenceService/ServerReady") is None
     assert grpc_scope("/inference.GRPCInferenceService/ModelInfer") == "inference"
     assert grpc_scope("/tensorflow.serving.PredictionService/Predict") == "inference"
     assert grpc_scope("/inference.GRPCInferenceService/RepositoryModelLoad") == "control"
     assert grpc_scope("/inference.GRPCInferenceService/SystemSharedMemoryRegister") == "inference"
+    assert grpc_scope("/inference.GRPCInferenceService/LogSettings") == "control"  # reads and changes them
     assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping") is None
     assert grpc_scope("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions") == "inference"
     key_file = tmp_path / "key"

@@ -151,7 +151,7 @@ def test_tritonclient_grpc_works_unchanged(running_server, digits_repo, grpc_por
     assert client.is_model_ready("digits-pt2") and client.is_model_ready("digits-pt2", "1")
     meta = client.get_model_metadata("kdigits-savedmodel", as_json=True)
     assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": ["-1", "8", "8", "1"]}
-    assert client.get_server_metadata().name == "modelport"
+    assert client.get_server_metadata().name == "triton"
     for model in ("digits-onnx", "kdigits-tflite-full-int8", "digits-torchscript"):
         directory = digits_repo.root / model / "1"
         golden = np.load(directory / "golden.npz")

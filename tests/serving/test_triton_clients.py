@@ -153,7 +153,9 @@ def test_nan_and_infinity_round_trip(identity_server, transport):
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_load_model_with_a_config_override_is_refused_not_ignored(tmp_path, transport):
+def test_load_model_config_overrides_it_cannot_apply_are_refused_not_ignored(tmp_path, transport):
+    # an override may set what config.yaml holds (tests/serving/test_triton_examples.py); what the manifest says
+    # (here the inputs) or a batching option modelport lacks (priority levels) is refused, and so are files
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
     with serving(repo, "--model-control", env={"MODELPORT_GOLDEN_CHECK": "false"}, timeout=60) as server:
@@ -165,12 +167,18 @@ def test_load_model_with_a_config_override_is_refused_not_ignored(tmp_path, tran
             import tritonclient.http as triton
 
             client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+        inputs = '[{"name": "z", "data_type": "TYPE_FP32", "dims": [3]}]'
         with pytest.raises(triton.InferenceServerException) as info:
-            client.load_model("echo", config='{"max_batch_size": 4}')
+            client.load_model("echo", config='{"max_batch_size": 4, "input": ' + inputs + "}")
         assert info.value.status() in ("501", "StatusCode.UNIMPLEMENTED"), info.value
-        assert "config" in info.value.message() and "config.yaml" in info.value.message()
-        with pytest.raises(triton.InferenceServerException):
-            client.load_model("echo", files={"file:1/model.onnx": b"\x00"})
+        assert "changes ['input']" in info.value.message() and "failed to load 'echo'" in info.value.message()
+        with pytest.raises(triton.InferenceServerException) as info:
+            client.load_model("echo", config='{"dynamic_batching": {"priority_levels": 2}}')
+        assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), info.value
+        assert "priority_levels" in info.value.message()
+        with pytest.raises(triton.InferenceServerException) as info:
+            client.load_model("echo", config="{}", files={"file:1/model.onnx": b"\x00"})
+        assert "file:1/model.onnx" in info.value.message()
         client.load_model("echo")  # a plain load (re)loads from the repository
         assert client.is_model_ready("echo")
         client.close()

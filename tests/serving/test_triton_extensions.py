@@ -30,9 +30,11 @@ IMPLEMENTED = {
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "model_repository(unload_dependents)",
     "model_configuration",
     "statistics",
     "parameters",
+    "logging",
     "system_shared_memory",
 }
 
@@ -233,8 +235,6 @@ def _unimplemented_calls(client: Any) -> dict[str, Any]:
     return {
         "trace settings": lambda: client.get_trace_settings(),
         "trace settings update": lambda: client.update_trace_settings(settings={"trace_level": ["OFF"]}),
-        "log settings": lambda: client.get_log_settings(),
-        "log settings update": lambda: client.update_log_settings({"log_info": True}),
     }
 
 
