@@ -4,6 +4,10 @@ A PyTorch ``model.half()`` exported to ONNX differs from itself by an ulp or two
 accumulates otherwise: 0.002 on outputs near 4), which float32's atol 1e-4 / rtol 1e-3 called a mismatch: every
 ONNX variant of a half model was rejected. A Keras model under a ``mixed_float16`` policy computes in float16 too,
 even when its last layer answers float32.
+
+TFLite's builtin ops mostly take float32: such a model's TFLite conversion fails with the converter's own words
+(a float16 ``tf.MatMul`` "is neither a custom op nor a flex op"); the row now says the model computes in float16
+and how to convert it, while the other formats publish.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def test_the_gate_of_a_float16_source_is_float16s_and_quantized_gates_keep_their
 
 
 @pytest.mark.torch
+@pytest.mark.tflite
 def test_a_half_model_exports_to_onnx_and_answers_its_source(tmp_path):
     import torch
 
@@ -60,11 +65,14 @@ def test_a_half_model_exports_to_onnx_and_answers_its_source(tmp_path):
         source=model,
         repository=tmp_path,
         name="half",
-        formats=("onnx", "torchscript"),
+        formats=("onnx", "torchscript", "tflite"),
         inputs=(TensorSpec.parse("x:float16:-1x64"),),
         quiet=True,
     )
-    assert {r.variant: r.status for r in report.rows} == {"onnx": "pass", "torchscript": "pass"}, report.rows
+    statuses = {r.variant: r.status for r in report.rows}
+    assert statuses == {"onnx": "pass", "torchscript": "pass", "tflite": "ERROR"}, report.rows
+    tflite = report.rows.pop()  # litert-torch cannot lower a float16 LayerNorm
+    assert "the model computes in float16" in tflite.message and "model.float()" in tflite.message, tflite.message
     x = np.random.default_rng(5).standard_normal((4, 64)).astype(np.float16)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy().astype(np.float32)
@@ -82,12 +90,15 @@ def test_a_half_model_exports_to_onnx_and_answers_its_source(tmp_path):
 
 
 @pytest.mark.tf
+@pytest.mark.tflite
 def test_a_keras_mixed_precision_model_is_gated_as_float16(tmp_path):
     report = modelport.export(
-        source=_mixed_precision_mlp(), repository=tmp_path, name="mixed", formats=("savedmodel",), quiet=True
+        source=_mixed_precision_mlp(), repository=tmp_path, name="mixed", formats=("savedmodel", "tflite"), quiet=True
     )
-    (row,) = report.rows
-    assert row.status == "pass", row.message
+    row, tflite = report.rows
+    assert (row.status, tflite.status) == ("pass", "ERROR"), report.rows
+    assert "tf.MatMul" in tflite.message and "the model computes in float16" in tflite.message, tflite.message
+    assert "float32 policy" in tflite.message, tflite.message
     manifest = read_manifest(Path(row.path))
     assert [s.describe() for s in manifest.outputs] == ["logits:float32:-1x3"]  # float32 out, float16 inside
     assert manifest.parity is not None and manifest.parity.atol == 1e-2
