@@ -86,7 +86,8 @@ def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:
         for s in dynamic
     )
     return (
-        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: {pins})"
+        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: "
+        f"{pins}; one that takes other sizes than these, golden inputs of sizes it takes: --dynamic-sizes N,M)"
     )
 
 
