@@ -350,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelport inspect REPO | head`: the reader is gone, as for any Unix filter
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit does not fail too
+        return 141  # 128 + SIGPIPE, what a shell reports for a filter killed by it
 
 
 def run() -> NoReturn:
