@@ -91,6 +91,12 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--batch-sizes", default="1,3", help="golden batch sizes when the batch dim is dynamic (default 1,3)"
     )
+    p.add_argument(
+        "--dynamic-sizes",
+        default="8,5",
+        help="sizes of the golden inputs' dynamic dims past the batch, one per golden batch (default 8,5); a model "
+        "that needs longer or even sizes (a strided audio conv, a UNet) takes e.g. 16000,12000 or 16,32",
+    )
     p.add_argument("--atol", type=float, help="absolute tolerance (default per format, see README)")
     p.add_argument("--rtol", type=float, help="relative tolerance (default per format)")
     p.add_argument(
@@ -270,6 +276,7 @@ def _run_export(args: argparse.Namespace) -> int:
         calibration_data=args.calibration_data,
         eval_data=args.eval_data,
         batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+        dynamic_sizes=_ints(args.dynamic_sizes, "--dynamic-sizes"),
         atol=args.atol,
         rtol=args.rtol,
         min_agreement=args.min_agreement,
@@ -343,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelport inspect REPO | head`: the reader is gone, as for any Unix filter
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit does not fail too
+        return 141  # 128 + SIGPIPE, what a shell reports for a filter killed by it
 
 
 def run() -> NoReturn:

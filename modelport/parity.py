@@ -22,6 +22,7 @@ from modelport.runtimes.base import Arrays
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "REDUCED_PRECISION",
     "Gate",
     "accuracy",
     "compare",
@@ -46,6 +47,9 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "static-int8": (1e-1, 1e-1),
 }
 
+# float types whose rounding (float16: ~1e-3 relative) float32 tolerances would take for a mismatch
+REDUCED_PRECISION = frozenset({"float16", "bfloat16"})
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -63,9 +67,12 @@ def default_gate(
     atol: float | None = None,
     rtol: float | None = None,
     min_agreement: float = 0.99,
+    compute_dtype: str = "float32",
 ) -> Gate:
-    """The documented default gate of a format/quantization, with explicit tolerances applied."""
-    default_atol, default_rtol = DEFAULT_TOLERANCES[quantization or fmt]
+    """The documented default gate of a format/quantization, with explicit tolerances applied. A source that
+    computes in float16/bfloat16 gets float16's tolerance: its artifacts differ from it by a few of those ulps."""
+    reduced = compute_dtype in REDUCED_PRECISION and not quantization
+    default_atol, default_rtol = DEFAULT_TOLERANCES["float16" if reduced else quantization or fmt]
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
     if quantization:

@@ -402,3 +402,24 @@ def test_the_edge_runtime_takes_options_by_their_full_names_only(capsys, tmp_pat
     with pytest.raises(SystemExit) as exited:
         modelport_edge.main(["verify", str(tmp_path), "--var", "float16"])
     assert exited.value.code == 2 and "unrecognized arguments: --var float16" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``modelport inspect REPO | head``: the reader went away; the CLI printed a BrokenPipeError traceback."""
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "modelport.json").write_text("{}")
+    read, write = os.pipe()
+    os.close(read)  # closed before the CLI writes: its first write fails, whatever the timing
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "modelport", "inspect", str(tmp_path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr

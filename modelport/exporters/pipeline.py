@@ -32,7 +32,7 @@ from modelport.exporters.tflite_shapes import check_tflite_shapes
 from modelport.exporters.upload import export_to_store
 from modelport.golden import GoldenCase, load_npz_inputs, random_inputs, take_rows
 from modelport.manifest import ParityRecord, TensorSpec
-from modelport.parity import accuracy, compare, default_gate, is_classifier
+from modelport.parity import REDUCED_PRECISION, accuracy, compare, default_gate, is_classifier
 from modelport.runtimes import open_runtime
 from modelport.runtimes.base import Arrays
 from modelport.tensors import dtype_of_array, shape_matches
@@ -53,6 +53,7 @@ class _Reference:
     eval_inputs: Arrays | None
     eval_expected: Arrays | None
     labels: np.ndarray[Any, Any] | None
+    compute_dtype: str  # the source's, or float16 when its inputs or outputs are: the gate's tolerance follows it
 
 
 def export(options: ExportOptions) -> ExportReport:
@@ -200,7 +201,9 @@ def _validate(
         ref.outputs,
         expected,
         actual,
-        default_gate(variant.format, variant.quantization, options.atol, options.rtol, options.min_agreement),
+        default_gate(
+            variant.format, variant.quantization, options.atol, options.rtol, options.min_agreement, ref.compute_dtype
+        ),
         tuple(c.batch_size for c in cases),
     )
     if not cases:
@@ -239,7 +242,15 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     if batch_dynamic:
         _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
-    return _Reference(cases, _output_specs(source, cases), eval_inputs, eval_expected, labels)
+    outputs = _output_specs(source, cases)
+    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, _compute_dtype(source, outputs))
+
+
+def _compute_dtype(source: SourceModel, outputs: tuple[TensorSpec, ...]) -> str:
+    """The source's compute type, or the reduced float type of one of its inputs or outputs (an ONNX or a
+    TorchScript model with float16 tensors does not say what it computes in)."""
+    dtypes = [source.compute_dtype, *(s.dtype for s in (*source.inputs, *outputs))]
+    return next((d for d in dtypes if d in REDUCED_PRECISION), "float32")
 
 
 def _defined_case(source: SourceModel, rows: int, dynamic: int, rng: np.random.Generator) -> GoldenCase:

@@ -103,11 +103,23 @@ def stage(
     if len(fixed) == 1 and _batchable(ctx.source.inputs):  # a static-batch artifact returns that batch
         batch = fixed.pop()
         outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if _batched(o) else o for o in outputs)
+    if artifact.inputs and all(-1 not in s.shape for s in artifact.inputs):
+        outputs = tuple(_observed_shape(o, cases) for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
     if manifest.max_batch_size and not _rows_follow_batch(cases):
         manifest = manifest.model_copy(update={"max_batch_size": 0})
     write_manifest(manifest, directory)
     return Staged(directory, manifest, repository, artifact_bytes(directory))
+
+
+def _observed_shape(spec: TensorSpec, cases: list[GoldenCase]) -> TensorSpec:
+    """An artifact of static input shapes (litert-torch's) answers static outputs: the shape its golden cases
+    show, not the source's dynamic dims (a 1x8 token input answers 1x8x40 logits, not 1x-1x40)."""
+    shapes = {c.outputs[spec.name].shape for c in cases if spec.name in c.outputs}
+    if len(shapes) != 1:
+        return spec
+    (shape,) = shapes
+    return spec.model_copy(update={"shape": tuple(shape)}) if len(shape) == len(spec.shape) else spec
 
 
 def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Path:

@@ -15,6 +15,8 @@ from modelport.manifest import MANIFEST_FILE, ModelManifest, OutputParity, Parit
 __all__ = ["REJECTED_DIR", "failing_outputs", "publish_hint", "rejected_versions"]
 
 REJECTED_DIR = ".rejected"
+# |a - e| / (|e| + atol) from which an error is a wrong value, not float rounding (the hint says so)
+_WRONG = 10.0
 
 
 def failing_outputs(parity: ParityRecord) -> str:
@@ -34,7 +36,20 @@ def publish_hint(parity: ParityRecord, kept: Path) -> str:
     if errors:
         flags.append(f"looser --atol/--rtol (its max abs error is {max(errors):.3g})")
     flags.append("--allow-mismatch")
-    return f"kept in {kept}, not served; to publish it, export again with {' or '.join(flags)}"
+    where = f"kept in {kept}, not served; to publish it, export again with {' or '.join(flags)}"
+    return _wrong_values(failing, parity) + where
+
+
+def _wrong_values(failing: list[OutputParity], parity: ParityRecord) -> str:
+    """Errors many times the values themselves are no rounding: say so before offering looser tolerances."""
+    wrong = [o for o in failing if not o.detail and not _gated_on_agreement(o, parity) and o.max_rel_error >= _WRONG]
+    if not wrong:
+        return ""
+    worst = max(wrong, key=lambda o: o.max_rel_error)
+    return (
+        f"output {worst.name!r} is off by up to {worst.max_rel_error:.3g} times its own values: the artifact "
+        f"computes something else there (a converter's lowering of an op), which looser tolerances would only hide; "
+    )
 
 
 def rejected_versions(repository: Path) -> list[tuple[Path, ModelManifest]]:

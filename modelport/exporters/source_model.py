@@ -25,6 +25,7 @@ class SourceModel(Protocol):
     output_names: tuple[str, ...]
     output_keys: tuple[str, ...]
     vocabulary: tuple[str, ...]
+    compute_dtype: str
     model: Any
 
     def predict(self, inputs: Arrays) -> Arrays: ...
@@ -44,6 +45,8 @@ class LoadedModel:
     output_keys: tuple[str, ...] = ()
     # strings the model knows (a Keras StringLookup's or TextVectorization's): golden string inputs are drawn from them
     vocabulary: tuple[str, ...] = ()
+    # the float type the model computes in: float16 or bfloat16 for a half model or a Keras mixed-precision policy
+    compute_dtype: str = "float32"
 
 
 def check_input_specs(
@@ -83,7 +86,8 @@ def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:
         for s in dynamic
     )
     return (
-        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: {pins})"
+        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: "
+        f"{pins}; one that takes other sizes than these, golden inputs of sizes it takes: --dynamic-sizes N,M)"
     )
 
 

@@ -11,6 +11,7 @@ from modelport.errors import ConversionError
 from modelport.exporters.artifact import ARTIFACT_FILES, Artifact, ConvertContext, frameworks, map_native, run_tool
 from modelport.exporters.source_model import SourceModel
 from modelport.exporters.tf_source import recorded_inputs
+from modelport.exporters.tflite_limits import float16_failure
 from modelport.exporters.tflite_recipe import TFLiteRecipe, convert, convert_isolated
 from modelport.exporters.tflite_shapes import chosen_shapes, pinned_notes
 from modelport.manifest import TensorSpec
@@ -83,7 +84,10 @@ def tflite_artifact(ctx: ConvertContext, name: str, recipe: TFLiteRecipe) -> Art
         flatbuffer = _convert_tflite(saved, recipe, out)
     except Exception as exc:
         if _STATIC_ELEMENT_SHAPE not in str(exc) or ctx.source.kind != "keras":
-            raise
+            half = float16_failure(exc, ctx.source.compute_dtype, "the model built under the float32 policy")
+            if half is None:
+                raise
+            raise half from exc
         batch = ctx.options.batch_sizes[0]
         flatbuffer = _convert_tflite(_static_savedmodel(ctx, batch), recipe, out)
         inputs = tuple(_with_batch(s, batch) for s in inputs)

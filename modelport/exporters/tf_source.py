@@ -142,7 +142,24 @@ def _from_keras(model: Any, options: ExportOptions, location: str) -> TFSource:
     outputs = _structure(model, "output")
     keys = tuple(str(k) for k in outputs) if isinstance(outputs, dict) else ()
     names = options.output_names or keys or _keras_output_names(model, inputs, options)
-    return TFSource(model, "keras", location, inputs, tuple(names), output_keys=keys, vocabulary=_vocabulary(model))
+    return TFSource(
+        model,
+        "keras",
+        location,
+        inputs,
+        tuple(names),
+        output_keys=keys,
+        vocabulary=_vocabulary(model),
+        compute_dtype=_compute_dtype(model),
+    )
+
+
+def _compute_dtype(model: Any) -> str:
+    """The reduced float type a Keras model or one of its layers computes in (a ``mixed_float16`` policy), else
+    float32: its outputs may still be float32 (a final float32 layer), its values carry float16's rounding."""
+    dtypes = {str(getattr(getattr(m, "dtype_policy", None), "compute_dtype", "")) for m in (model, *model.layers)}
+    reduced = sorted(dtypes & {"float16", "bfloat16"})
+    return reduced[0] if reduced else "float32"
 
 
 _KERAS_NAMES = re.compile(r"(?:keras_tensor|input_layer)(?:_\d+)?")

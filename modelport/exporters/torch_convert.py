@@ -18,6 +18,7 @@ from modelport.exporters.artifact import (
     frameworks,
     map_native,
 )
+from modelport.exporters.tflite_limits import float16_failure, missing_kernel
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
@@ -241,6 +242,9 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     try:  # the model is already in eval mode (a .pt2 module has no eval())
         edge = litert_torch.convert(ctx.source.model, args, enable_x64=wide)
     except Exception as exc:
+        half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
+        if half is not None:
+            raise half from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]
         if not doubles and not any(a.dtype == torch.float64 for a in args):
             raise
@@ -253,7 +257,13 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     with torch.inference_mode():
         keys = tuple(output_keys(ctx.source.model(*args)))  # litert-torch names a returned dict's outputs by key
     litert = import_framework("ai_edge_litert.interpreter", "tflite")
-    signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
+    try:
+        signature = litert.Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
+    except ValueError as exc:
+        failure = missing_kernel(exc)
+        if failure is None:
+            raise
+        raise failure from exc
     native = {
         **map_native(static, signature["inputs"]),
         **map_native(tuple(_output_names(ctx)), signature["outputs"], keys),

@@ -120,7 +120,14 @@ def _make_source(
         )
     declared = getattr(model, "output_names", None)
     outputs = options.output_names or tuple(declared or ())
-    return TorchSource(model, kind, location, inputs, tuple(outputs), sha)
+    return TorchSource(model, kind, location, inputs, tuple(outputs), sha, compute_dtype=_compute_dtype(model))
+
+
+def _compute_dtype(model: Any) -> str:
+    """float16 or bfloat16 when a parameter or buffer holds one (a ``model.half()``), else float32."""
+    tensors = [*model.parameters(), *model.buffers()] if hasattr(model, "parameters") else []
+    reduced = sorted({str(t.dtype).removeprefix("torch.") for t in tensors} & {"float16", "bfloat16"})
+    return reduced[0] if reduced else "float32"
 
 
 def _load_weights(torch: Any, model: Any, path: Path) -> None:

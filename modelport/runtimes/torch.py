@@ -13,7 +13,7 @@ from modelport.errors import RejectedInputError
 from modelport.manifest import ModelManifest
 from modelport.runtimes.base import INDEX_FAULT, Arrays, RuntimeOptions, import_framework, map_outputs, rejected_input
 
-__all__ = ["ExportedProgramRuntime", "TorchScriptRuntime", "flatten_outputs", "index_fault"]
+__all__ = ["ExportedProgramRuntime", "TorchScriptRuntime", "flatten_outputs", "index_fault", "size_fault"]
 
 
 def flatten_outputs(result: Any) -> list[Any]:
@@ -31,11 +31,29 @@ def index_fault(exc: IndexError | RuntimeError) -> str | None:
     TorchScript wraps the op's error in a RuntimeError whose last line is the original one,
     after a traceback of the serialized code: only that line is kept.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    last = re.sub(r"^\w+(Error|Exception): ", "", lines[-1] if lines else "")
+    last = _last_line(exc)
     if isinstance(exc, IndexError) or INDEX_FAULT.search(last):
         return last or "index out of range"
     return None
+
+
+# an input too small for the model's kernels (a dynamic length shorter than a conv's kernel or a pooling's window):
+# the request's own fault, as onnxruntime's INVALID_ARGUMENT and a torch.export program's guards say of the same input
+_SIZE_FAULT = re.compile(
+    r"Kernel size can't be greater than actual input size|Output size is too small"
+    r"|Padding size should be less than the corresponding input dimension"
+)
+
+
+def size_fault(exc: RuntimeError) -> str | None:
+    """What a too-small-input error says (its last line, as :func:`index_fault` keeps it), or None."""
+    last = _last_line(exc)
+    return last if _SIZE_FAULT.search(last) else None
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return re.sub(r"^\w+(Error|Exception): ", "", lines[-1] if lines else "")
 
 
 class _TorchRuntime:
@@ -67,7 +85,7 @@ class _TorchRuntime:
             try:
                 result = self.module(*args)
             except (IndexError, RuntimeError) as exc:
-                detail = index_fault(exc)
+                detail = index_fault(exc) or (size_fault(exc) if isinstance(exc, RuntimeError) else None)
                 if detail is None:
                     raise
                 raise rejected_input(detail) from exc

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import modelport
+from modelport.exporters.rejection import publish_hint
 from modelport.manifest import OutputParity, TensorSpec, read_manifest
 from modelport.parity import Gate, compare, default_gate, verify_golden
 from modelport.runtimes import open_runtime
@@ -39,6 +40,22 @@ def test_shape_mismatch_fails_with_detail():
     expected = [{"logits": np.zeros((2, 3), np.float32)}]
     record = compare(LOGITS, expected, [{"logits": np.zeros((2, 4), np.float32)}], default_gate("onnx", None), (2,))
     assert not record.passed and "expected shape [2, 3], got shape [2, 4]" in (record.outputs[0].detail or "")
+
+
+def test_values_wrong_by_their_own_size_are_not_offered_looser_tolerances_alone(tmp_path):
+    """litert-torch lowers F.interpolate(scale_factor=0.5, mode="nearest") to a resize that samples the other
+    pixel of each pair: errors as large as the values, for which "looser --atol/--rtol" was the only advice."""
+    expected = [{"logits": np.array([[0.0, 2.0, 4.0]], np.float32)}]
+    wrong = compare(
+        LOGITS, expected, [{"logits": np.array([[1.0, 3.0, 5.0]], np.float32)}], default_gate("tflite", None), (1,)
+    )
+    hint = publish_hint(wrong, tmp_path)
+    assert hint.startswith("output 'logits' is off by up to 1e+04 times its own values: the artifact computes"), hint
+    assert "looser --atol/--rtol (its max abs error is 1)" in hint
+    rounded = compare(
+        LOGITS, expected, [{"logits": np.array([[0.0, 2.01, 4.0]], np.float32)}], default_gate("tflite", None), (1,)
+    )
+    assert not rounded.passed and publish_hint(rounded, tmp_path).startswith(f"kept in {tmp_path}, not served")
 
 
 def test_nan_where_the_source_has_a_number_fails():

@@ -139,3 +139,30 @@ def test_chosen_shapes_need_a_keras_or_torch_source(tmp_path):
         modelport.export(
             source=Double(), repository=tmp_path, name="d", formats=("tflite",), tflite_shapes=["x:1x3"], quiet=True
         )
+
+
+@pytest.mark.torch
+@pytest.mark.tflite
+@pytest.mark.parametrize(("chosen", "expected"), [({}, (1, 8, 3)), ({"ids": (2, 5)}, (2, 5, 3))])
+def test_a_static_tflite_artifact_declares_the_output_shape_it_answers(tmp_path, chosen, expected):
+    """Per-token logits of ids -1x-1: the artifact takes 1x8 (or the chosen shape) and answers 1x8x3, which its
+    manifest (and so the server's metadata) said was 1x-1x3."""
+    import torch
+
+    torch.manual_seed(0)
+    tagger = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)).eval()
+    report = modelport.export(
+        source=tagger,
+        repository=tmp_path,
+        name="tagger",
+        formats=("tflite", "onnx"),
+        inputs=["ids:int64:-1x-1:0..50"],
+        tflite_shapes=chosen,
+        quiet=True,
+    )
+    rows = {r.variant: r for r in report.rows}
+    assert {v: r.status for v, r in rows.items()} == {"tflite": "pass", "onnx": "pass"}, report.rows
+    (tflite,) = read_manifest(Path(rows["tflite"].path)).outputs
+    assert tflite.shape == expected
+    (onnx,) = read_manifest(Path(rows["onnx"].path)).outputs
+    assert onnx.shape == (-1, -1, 3)  # dynamic inputs keep dynamic outputs

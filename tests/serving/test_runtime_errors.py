@@ -181,3 +181,31 @@ def test_litert_gather_out_of_bounds_is_rejected_input(tmp_path: Path):
     runtime = TFLiteRuntime(tmp_path, _manifest("tflite", "model.tflite"), RuntimeOptions())
     runtime.load()
     _expect_rejected(runtime, "gather index out of bounds")
+
+
+@pytest.mark.torch
+def test_an_input_too_short_for_a_torchscript_conv_is_rejected_input(tmp_path: Path):
+    """A dynamic length shorter than a conv's kernel: onnxruntime and a torch.export program's guards answer
+    such an input with a 400; TorchScript's RuntimeError was a 500 "internal server error"."""
+    import torch
+
+    from modelport.runtimes.torch import TorchScriptRuntime, size_fault
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(1, 2, 40, stride=8).eval()
+    torch.jit.trace(conv, torch.zeros(1, 1, 100)).save(str(tmp_path / "model.pt"))
+    manifest = _manifest("torchscript", "model.pt").model_copy(
+        update={
+            "inputs": (TensorSpec(name="wave", dtype="float32", shape=(-1, 1, -1)),),
+            "outputs": (TensorSpec(name="features", dtype="float32", shape=(-1, 2, -1)),),
+        }
+    )
+    runtime = TorchScriptRuntime(tmp_path, manifest, RuntimeOptions())
+    runtime.load()
+    wave = np.ones((1, 1, 64), dtype=np.float32)
+    assert runtime.predict({"wave": wave})["features"].shape == (1, 2, 4)
+    with pytest.raises(RejectedInputError) as info:
+        runtime.predict({"wave": wave[:, :, :10]})
+    assert info.value.message.startswith("the model rejected the input values: Calculated padded input size per")
+    assert "Kernel size can't be greater than actual input size" in info.value.message
+    assert size_fault(RuntimeError("mat1 and mat2 shapes cannot be multiplied (3x4 and 5x6)")) is None

@@ -1,0 +1,42 @@
+"""TFLite conversions that fail for a reason the converter's message hides, said in the user's terms."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+from modelport.errors import ConversionError
+from modelport.exporters.artifact import describe_failure
+from modelport.parity import REDUCED_PRECISION
+
+__all__ = ["float16_failure", "missing_kernel"]
+
+_MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+# the PyTorch ops litert-torch lowers to an op LiteRT's interpreter has no kernel for
+_LOWERED_FROM = {"STABLEHLO_SORT": "torch.sort and torch.topk lower to it"}
+
+
+def float16_failure(exc: BaseException, compute_dtype: str, float32_copy: str) -> ConversionError | None:
+    """A model computing in float16 that failed to convert (TFLite's builtin ops mostly take float32: a Keras
+    ``mixed_float16`` Dense is a float16 ``tf.MatMul``); None for a float32 model."""
+    if compute_dtype not in REDUCED_PRECISION:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; the model computes in {compute_dtype}, which TFLite's builtin ops take in few "
+        f"places: convert a float32 copy ({float32_copy}), and add --quantize float16 for float16 weights"
+    )
+
+
+def missing_kernel(exc: BaseException) -> ConversionError | None:
+    """A converted model LiteRT cannot open because it has no kernel for one of its ops (LiteRT asks whether its
+    binary is too old, but no release has one); None for another failure."""
+    match = _MISSING_KERNEL.search(str(exc))
+    if match is None:
+        return None
+    op = match.group(1)
+    origin = f" ({_LOWERED_FROM[op]})" if op in _LOWERED_FROM else ""
+    version = importlib.metadata.version("ai-edge-litert")
+    return ConversionError(
+        f"the converter wrote the op {op}{origin}, which LiteRT's interpreter (ai-edge-litert {version}) has no "
+        f"kernel for: the model cannot run as TFLite (the other formats are not affected)"
+    )
