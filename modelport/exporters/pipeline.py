@@ -54,6 +54,7 @@ class _Reference:
     eval_expected: Arrays | None
     labels: np.ndarray[Any, Any] | None
     compute_dtype: str  # the source's, or float16 when its inputs or outputs are: the gate's tolerance follows it
+    notes: tuple[str, ...] = ()  # for every row: what the golden cases say of the source itself
 
 
 def export(options: ExportOptions) -> ExportReport:
@@ -157,7 +158,7 @@ def _export_variant(ctx: ConvertContext, variant: Variant, version: int, referen
         seconds=time.perf_counter() - started,
         path=str(row_path),
         message=message,
-        notes=(*artifact.notes, *_calibration_notes(variant, ctx.options)),
+        notes=(*artifact.notes, *_calibration_notes(variant, ctx.options), *reference.notes),
     )
 
 
@@ -243,7 +244,31 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
         _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
     outputs = _output_specs(source, cases)
-    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, _compute_dtype(source, outputs))
+    notes = _constant_notes(cases)
+    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, _compute_dtype(source, outputs), notes)
+
+
+def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:
+    """A note when every output of the source is the same for every golden input (each row of each case equal to
+    the first): the gate then compares constants and says nothing of the artifact's arithmetic (untrained weights,
+    saturated activations, a BatchNorm with random statistics). Outputs without rows (constants) tell nothing."""
+    rows: dict[str, list[np.ndarray[Any, Any]]] = {}
+    for case in cases:
+        for name, value in case.outputs.items():
+            if value.ndim and value.shape[0] == case.batch_size:
+                rows.setdefault(name, []).extend(value)
+    if not rows or sum(len(r) for r in rows.values()) < 2 * len(rows):
+        return ()
+    if any(not all(_same(row, found[0]) for row in found[1:]) for found in rows.values()):
+        return ()
+    return (
+        "the source answered the same outputs for every golden input: the parity gate compared constants (untrained "
+        "or saturated weights?); pass --eval-data FILE.npz with real inputs, or export trained weights",
+    )
+
+
+def _same(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _compute_dtype(source: SourceModel, outputs: tuple[TensorSpec, ...]) -> str:

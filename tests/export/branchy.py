@@ -72,3 +72,12 @@ class SmallVocab(nn.Module):
 
 def small_vocab() -> SmallVocab:
     return SmallVocab()
+
+
+def saturated() -> Small:
+    """Weights that make every input give the same logits (a ReLU that never fires): the gate compares constants."""
+    model = Small()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    return model

@@ -116,6 +116,18 @@ def test_tolerance_override_can_fail_a_float_artifact(tmp_path):
 
 
 @pytest.mark.torch
+def test_a_source_whose_outputs_ignore_its_inputs_is_noted_on_every_row(tmp_path):
+    report = modelport.export(
+        source="tests.export.branchy:saturated", repository=tmp_path, name="c", formats=("onnx", "pt2"), quiet=True
+    )
+    assert [r.status for r in report.rows] == ["pass", "pass"]  # constants agree: the gate says nothing
+    for row in report.rows:
+        assert any("the same outputs for every golden input" in note for note in row.notes), row.notes
+    report = modelport.export(source="tests.export.branchy:small", repository=tmp_path, name="s", formats=("onnx",))
+    assert not any("golden input" in note for note in report.rows[0].notes)
+
+
+@pytest.mark.torch
 def test_one_failing_converter_does_not_lose_the_others(tmp_path):
     report = modelport.export(
         source="tests.export.branchy:sign_branch",
