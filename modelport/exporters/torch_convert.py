@@ -19,7 +19,7 @@ from modelport.exporters.artifact import (
     map_native,
 )
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
-from modelport.exporters.torch_keywords import is_keyword_call
+from modelport.exporters.torch_call import plain_outputs, takes_args
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
@@ -32,10 +32,10 @@ def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in ctx.source.inputs)
 
 
-def _dynamic_shapes(ctx: ConvertContext, torch: Any) -> tuple[Any, ...]:
+def _dynamic_shapes(ctx: ConvertContext, torch: Any, model: Any) -> tuple[Any, ...]:
     auto = torch.export.Dim.AUTO
     shapes = tuple({i: auto for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs)
-    return (shapes,) if is_keyword_call(ctx.source.model) else shapes  # its forward(*args): one argument, nested
+    return (shapes,) if takes_args(model) else shapes  # its forward(*args) has one argument: the shapes nest
 
 
 @contextlib.contextmanager
@@ -165,7 +165,7 @@ def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, 
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
-    shapes = _dynamic_shapes(ctx, torch)
+    shapes = _dynamic_shapes(ctx, torch, ctx.source.model)
     with _rnn_loops(torch, ctx):
         program = torch.onnx.export(
             ctx.source.model, _args(ctx, torch), dynamo=True, dynamic_shapes=shapes, verbose=False, **common
@@ -194,10 +194,13 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
-    shapes = _dynamic_shapes(ctx, torch)
+    args = _args(ctx, torch)
+    with torch.inference_mode():  # the program must load without the modules that define its outputs' types
+        model = plain_outputs(ctx.source.model, ctx.source.model(*args))
+    shapes = _dynamic_shapes(ctx, torch, model)
     # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
     with _rnn_loops(torch, ctx), torch.backends.opt_einsum.flags(enabled=False):
-        program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
+        program = torch.export.export(model, args, dynamic_shapes=shapes)
     _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))

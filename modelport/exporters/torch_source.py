@@ -11,7 +11,7 @@ import numpy as np
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
-from modelport.exporters.torch_keywords import keyword_call
+from modelport.exporters.torch_call import keyword_call
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -105,7 +105,7 @@ def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
 
 def wrap_torch_module(model: Any, options: ExportOptions, kind: str, location: str) -> TorchSource:
     """Wrap an ``nn.Module``; input specs come from flags or a ``input_specs`` attribute. Inputs named after
-    ``forward``'s parameters are passed by keyword (``torch_keywords``)."""
+    ``forward``'s parameters are passed by keyword (``torch_call``)."""
     declared = getattr(model, "input_specs", None)
     found = tuple(s if isinstance(s, TensorSpec) else TensorSpec.parse(str(s)) for s in declared or ())
     inputs = check_input_specs(options.inputs, found, location)

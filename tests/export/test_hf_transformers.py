@@ -8,6 +8,9 @@ zeros masks every token, and the ONNX export answers it differently from PyTorch
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from modelport.manifest import TensorSpec, read_manifest
 from modelport.runtimes import open_runtime
 
 pytestmark = [pytest.mark.torch]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 VOCAB = 100
 
@@ -180,3 +185,45 @@ def test_other_integer_inputs_keep_their_range():
     spec = TensorSpec(name="mask", dtype="int64", shape=(-1, 6), value_range=(0.0, 2.0))
     values = random_inputs((spec,), 200, 6, np.random.default_rng(0))["mask"]
     assert (values[:, 0] == 0).any()  # a plain 0..2 input is not a padding mask
+
+
+_LOAD_WITHOUT_TRANSFORMERS = """
+import sys
+from pathlib import Path
+import numpy as np
+from modelport.manifest import read_manifest
+from modelport.runtimes import open_runtime
+directory = Path(sys.argv[1])
+runtime = open_runtime(directory, read_manifest(directory))
+inputs = dict(np.load(sys.argv[2]))
+np.save(sys.argv[3], runtime.predict(inputs)["logits"])
+assert "transformers" not in sys.modules
+"""
+
+
+def test_a_pt2_program_of_a_model_output_loads_where_transformers_is_not_imported(tmp_path):
+    """The program recorded ``SequenceClassifierOutput`` as its output type, and a server, which never imports
+    ``transformers``, could not load it ("... SequenceClassifierOutput in pytree is not registered")."""
+    model = _bert()
+    inputs = (f"input_ids:int64:-1x-1:0..{VOCAB}", "attention_mask:int64:-1x-1:0..2")
+    report = modelport.export(
+        source=model, repository=tmp_path / "repo", name="bert", formats=("pt2",), inputs=inputs, quiet=True
+    )
+    assert report.rows[0].status == "pass", report.rows[0].message
+    ids, mask = _ids(2, 9, np.random.default_rng(4)), _padded(2, 9)
+    np.savez(tmp_path / "inputs.npz", input_ids=ids, attention_mask=mask)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _LOAD_WITHOUT_TRANSFORMERS,
+            report.rows[0].path,
+            tmp_path / "inputs.npz",
+            tmp_path / "out.npy",
+        ],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    expected = _hf(model, input_ids=ids, attention_mask=mask).logits.numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4)
