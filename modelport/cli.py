@@ -91,6 +91,12 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--batch-sizes", default="1,3", help="golden batch sizes when the batch dim is dynamic (default 1,3)"
     )
+    p.add_argument(
+        "--dynamic-sizes",
+        default="8,5",
+        help="sizes of the other dynamic dims (a sequence length) in the golden inputs, one per batch size in turn "
+        "(default 8,5; a model that needs longer inputs, like audio, takes e.g. 400,320)",
+    )
     p.add_argument("--atol", type=float, help="absolute tolerance (default per format, see README)")
     p.add_argument("--rtol", type=float, help="relative tolerance (default per format)")
     p.add_argument(
@@ -270,6 +276,7 @@ def _run_export(args: argparse.Namespace) -> int:
         calibration_data=args.calibration_data,
         eval_data=args.eval_data,
         batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+        dynamic_sizes=_ints(args.dynamic_sizes, "--dynamic-sizes"),
         atol=args.atol,
         rtol=args.rtol,
         min_agreement=args.min_agreement,

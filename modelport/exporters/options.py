@@ -96,6 +96,8 @@ class ExportOptions:
             raise InvalidArgumentError(f"version must be a positive integer, got {self.version}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise InvalidArgumentError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
+        if not self.dynamic_sizes or any(d < 1 for d in self.dynamic_sizes):
+            raise InvalidArgumentError(f"dynamic sizes must be positive, got {list(self.dynamic_sizes)}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise InvalidArgumentError(f"min agreement must be in [0, 1], got {self.min_agreement}")
 

@@ -83,7 +83,8 @@ def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:
         for s in dynamic
     )
     return (
-        f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: {pins})"
+        f"{shapes} (their dynamic dims drawn at the sizes of --dynamic-sizes, default 8,5: a model that needs other "
+        f"sizes takes them there, one made for fixed sizes takes them pinned: {pins})"
     )
 
 

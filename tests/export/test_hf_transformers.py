@@ -22,6 +22,7 @@ from modelport.errors import SpecError
 from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec, read_manifest
 from modelport.runtimes import open_runtime
+from tests.user_cli import run_modelport
 
 pytestmark = [pytest.mark.torch]
 
@@ -193,6 +194,7 @@ from pathlib import Path
 import numpy as np
 from modelport.manifest import read_manifest
 from modelport.runtimes import open_runtime
+from tests.user_cli import run_modelport
 directory = Path(sys.argv[1])
 runtime = open_runtime(directory, read_manifest(directory))
 inputs = dict(np.load(sys.argv[2]))
@@ -227,3 +229,40 @@ def test_a_pt2_program_of_a_model_output_loads_where_transformers_is_not_importe
     )
     expected = _hf(model, input_ids=ids, attention_mask=mask).logits.numpy()
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4)
+
+
+_AUDIO_SOURCE = """
+import torch
+
+
+class Frames(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 4, kernel_size=16, stride=4)
+
+    def forward(self, input_values):
+        return self.conv(input_values.unsqueeze(1)).mean(-1)
+
+
+def make():
+    torch.manual_seed(0)
+    return Frames().eval()
+"""
+
+
+def test_dynamic_sizes_flag_draws_golden_inputs_long_enough_for_the_model(tmp_path):
+    """A model that needs at least 16 samples (wav2vec2 needs 400) failed on golden inputs of 8, and the CLI had
+    no way to draw longer ones: the error named only pinning the dim."""
+    (tmp_path / "audio.py").write_text(_AUDIO_SOURCE)
+    args = ("export", "audio.py:make", "--format", "onnx", "--repository", "repo", "--name", "audio", "--quiet")
+    spec = ("--input", "input_values:float32:-1x-1")
+    refused = run_modelport(*args, *spec, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "input_values[1, 8]" in refused.stderr and "--dynamic-sizes" in refused.stderr, refused.stderr
+    done = run_modelport(*args, *spec, "--dynamic-sizes", "40,24", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = read_manifest(tmp_path / "repo" / "audio-onnx" / "1")
+    assert [s.shape for s in manifest.inputs] == [(-1, -1)]
+    golden = np.load(tmp_path / "repo" / "audio-onnx" / "1" / "golden.npz")
+    assert golden["case0/inputs/input_values"].shape == (1, 40)
+    assert golden["case1/inputs/input_values"].shape == (3, 24)
