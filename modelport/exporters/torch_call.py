@@ -24,7 +24,7 @@ from modelport.errors import SpecError
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 
-__all__ = ["keyword_call", "plain_outputs", "takes_args"]
+__all__ = ["forward_parameters", "keyword_call", "plain_outputs", "takes_args"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -54,6 +54,15 @@ def keyword_call(model: Any, inputs: tuple[TensorSpec, ...], location: str) -> A
             f"({', '.join(keywords[:6])}, ...) and each is passed by keyword"
         )
     return model
+
+
+def forward_parameters(model: Any) -> list[str]:
+    """The names ``model.forward`` takes one tensor by (none of ``*args`` and ``**kwargs``), in order."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return []
+    return [n for n, p in parameters.items() if p.kind in (*_POSITIONAL, *_KEYWORD)]
 
 
 def plain_outputs(model: Any, result: Any) -> Any:

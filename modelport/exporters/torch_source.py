@@ -11,7 +11,7 @@ import numpy as np
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
-from modelport.exporters.torch_call import keyword_call
+from modelport.exporters.torch_call import forward_parameters, keyword_call
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -120,11 +120,22 @@ def _make_source(
     if not inputs:
         raise SpecError(
             f"{location}: PyTorch models do not carry input specs; pass --input NAME:DTYPE:SHAPE "
-            "(e.g. --input image:float32:-1x1x8x8) or give the module an input_specs attribute"
+            f"(e.g. --input image:float32:-1x1x8x8) or give the module an input_specs attribute{_forward_hint(model)}"
         )
     declared = getattr(model, "output_names", None)
     outputs = options.output_names or tuple(declared or ())
     return TorchSource(model, kind, location, inputs, tuple(outputs), sha)
+
+
+def _forward_hint(model: Any) -> str:
+    """What the module's ``forward`` takes, to name the ``--input`` flags after (they are passed by keyword)."""
+    names = forward_parameters(model)
+    more = ", ..." if len(names) > 6 else ""
+    return (
+        f"; its forward takes {', '.join(names[:6])}{more}: inputs named after them are passed by keyword"
+        if names
+        else ""
+    )
 
 
 def _load_weights(torch: Any, model: Any, path: Path) -> None:

@@ -147,6 +147,15 @@ def test_an_input_in_the_place_of_another_parameter_is_refused_with_the_fix():
     assert "name every input after a parameter of forward (input_ids, cache, attention_mask" in message
 
 
+def test_a_module_without_input_specs_is_told_what_its_forward_takes():
+    with pytest.raises(SpecError) as caught:
+        modelport.export(source=_bert(), repository=Path("unused"), name="bert", formats=("onnx",), quiet=True)
+    assert "pass --input NAME:DTYPE:SHAPE" in str(caught.value)
+    assert "its forward takes input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, labels:" in (
+        str(caught.value)
+    )
+
+
 def test_bert_onnx_parity_with_its_attention_mask(tmp_path):
     """BERT's ONNX export answers a fully masked row unlike PyTorch does: golden masks with such rows failed
     its parity gate (max abs error 2e-4 on the default seed), though it reproduces every real mask."""
