@@ -179,6 +179,31 @@ def test_bert_onnx_parity_with_its_attention_mask(tmp_path):
     np.testing.assert_allclose(answer["logits"], expected, atol=1e-4)
 
 
+@pytest.mark.tflite
+def test_bert_tflite_at_a_chosen_length_pins_its_mask_and_token_types_alike(tmp_path):
+    model = _bert()
+    report = modelport.export(
+        source=model,
+        repository=tmp_path,
+        name="bert",
+        formats=("tflite",),
+        inputs=(
+            f"input_ids:int64:-1x-1:0..{VOCAB}",
+            "attention_mask:int64:-1x-1:0..2",
+            "token_type_ids:int64:-1x-1:0..2",
+        ),
+        tflite_shapes={"input_ids": (2, 16)},
+        quiet=True,
+    )
+    assert report.rows[0].status == "pass", report.rows[0].message
+    manifest = read_manifest(Path(report.rows[0].path))
+    assert [s.shape for s in manifest.inputs] == [(2, 16)] * 3
+    ids, mask, types = _ids(2, 16, np.random.default_rng(5)), _padded(2, 16), np.ones((2, 16), np.int64)
+    expected = _hf(model, input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+    answer = _served(report.rows[0], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    np.testing.assert_allclose(answer["logits"], expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "bool", "float32"])
 def test_golden_attention_masks_are_padding_masks(dtype):
     spec = TensorSpec(name="attention_mask", dtype=dtype, shape=(-1, -1))
