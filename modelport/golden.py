@@ -49,13 +49,15 @@ def random_inputs(
     specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: np.random.Generator, words: tuple[str, ...] = ()
 ) -> Arrays:
     """Valid random inputs for ``specs`` (ints within the spec's value range, floats ~N(0,1), strings ``sN`` or,
-    given the model's vocabulary ``words``, mostly its words)."""
+    given the model's vocabulary ``words``, mostly its words; an ``attention_mask`` as a tokenizer pads)."""
     arrays: Arrays = {}
     for spec in specs:
         shape = concrete_shape(spec, batch, dynamic)
         dtype = lookup_dtype(spec.dtype)
         low, high = spec.value_range or ((0.0, 1.0) if dtype.is_float else (0.0, 10.0))
-        if dtype.name == "bool":
+        if _is_attention_mask(spec, dtype.is_float, low, high) and len(shape) == 2:
+            arrays[spec.name] = _padding_mask(shape, rng).astype(dtype.np_dtype())
+        elif dtype.name == "bool":
             arrays[spec.name] = rng.random(shape) < 0.5
         elif dtype.name == "string":
             arrays[spec.name] = _random_strings(shape, rng, words)
@@ -67,6 +69,22 @@ def random_inputs(
         else:
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype.np_dtype())
     return arrays
+
+
+def _is_attention_mask(spec: TensorSpec, is_float: bool, low: float, high: float) -> bool:
+    """An input named like Hugging Face's ``attention_mask`` (``decoder_attention_mask``...) whose range holds 0
+    and 1 (or that has none)."""
+    in_range = spec.value_range is None or (low <= 0 and high >= (1 if is_float else 2))
+    return spec.name.endswith("attention_mask") and spec.dtype != "string" and in_range
+
+
+def _padding_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    """Masks as a tokenizer pads: each row's first 1 to all positions are 1, the rest 0. A row of 0s, which a
+    tokenizer never makes, masks every token: models answer it with numbers that mean nothing and that each
+    format computes differently (BERT's ONNX export against PyTorch), which says nothing about parity."""
+    rows, width = shape
+    lengths = rng.integers(1, width + 1, rows) if width else np.zeros(rows, dtype=np.int64)
+    return np.arange(width)[None, :] < lengths[:, None]
 
 
 def _random_strings(shape: tuple[int, ...], rng: np.random.Generator, words: tuple[str, ...]) -> np.ndarray[Any, Any]:

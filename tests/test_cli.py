@@ -45,6 +45,8 @@ def _export(tmp_path, source: str, *extra: str) -> list[str]:
             "--input x:int64:-1x4 does not match tests.export.branchy:small, which takes x:float32",
         ),
         (["--batch-sizes", "1,a"], 2, "--batch-sizes takes a comma list of integers"),
+        (["--dynamic-sizes", "8,x"], 2, "--dynamic-sizes takes a comma list of integers"),
+        (["--dynamic-sizes", "8,0"], 2, "dynamic sizes must be positive, got [8, 0]"),
         (["--eval-data", "missing.npz"], 1, "--eval-data file missing.npz not found"),
     ],
 )

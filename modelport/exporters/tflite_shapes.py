@@ -51,8 +51,15 @@ def chosen_shapes(specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape]) ->
 def filled_shapes(
     specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape], batch: int, dynamic: int
 ) -> tuple[TensorSpec, ...]:
-    """Every input static: the chosen shapes, other dynamic dims filled with ``batch`` (dim 0) or ``dynamic``."""
-    fixed = chosen_shapes(specs, chosen)
+    """Every input static: the chosen shapes, other dynamic dims filled with ``batch`` (dim 0) or ``dynamic``.
+    An input not chosen that is declared with the shape of one chosen (a mask and token types beside their ids,
+    all ``-1x-1``) takes its shape: filled with the defaults, it would not fit the others in the model."""
+    declared = {s.name: s.shape for s in specs}
+    alike: dict[Shape, Shape] = {}
+    for name, shape in chosen.items():
+        alike.setdefault(declared.get(name, ()), shape)
+    following = {s.name: alike[s.shape] for s in specs if -1 in s.shape and s.shape in alike}
+    fixed = chosen_shapes(specs, {**following, **chosen})
     return tuple(s.model_copy(update={"shape": concrete_shape(s, batch, dynamic)}) for s in fixed)
 
 

@@ -20,6 +20,7 @@ from modelport.exporters.artifact import (
 )
 from modelport.exporters.tflite_limits import float16_failure, missing_kernel
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
+from modelport.exporters.torch_call import plain_outputs, takes_args
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
@@ -32,20 +33,21 @@ def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in ctx.source.inputs)
 
 
-def _dynamic_shapes(ctx: ConvertContext, torch: Any) -> tuple[dict[int, Any], ...]:
+def _dynamic_shapes(ctx: ConvertContext, torch: Any, model: Any) -> tuple[Any, ...]:
     auto = torch.export.Dim.AUTO
-    return tuple({i: auto for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs)
+    shapes = tuple({i: auto for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs)
+    return (shapes,) if takes_args(model) else shapes  # its forward(*args) has one argument: the shapes nest
 
 
 @contextlib.contextmanager
-def _rnn_loops(torch: Any, shapes: tuple[dict[int, Any], ...]) -> Iterator[None]:
+def _rnn_loops(torch: Any, ctx: ConvertContext) -> Iterator[None]:
     """Trace LSTM/GRU as ``while_loop`` (as ``torch.onnx`` does) so a dynamic sequence length stays dynamic.
 
     The default decomposition unrolls over the example's length and bakes it in. The patches swap the
     ops' Python kernels but not the ops' dispatch caches, which an earlier export may have filled with
     the unrolling kernel: the caches are cleared around the swap.
     """
-    if not any(shapes):
+    if not any(-1 in s.shape for s in ctx.source.inputs):
         yield
         return
     from torch.export._patches import register_gru_while_loop_decomposition, register_lstm_while_loop_decomposition
@@ -164,8 +166,8 @@ def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, 
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
-    shapes = _dynamic_shapes(ctx, torch)
-    with _rnn_loops(torch, shapes):
+    shapes = _dynamic_shapes(ctx, torch, ctx.source.model)
+    with _rnn_loops(torch, ctx):
         program = torch.onnx.export(
             ctx.source.model, _args(ctx, torch), dynamo=True, dynamic_shapes=shapes, verbose=False, **common
         )
@@ -193,10 +195,13 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
-    shapes = _dynamic_shapes(ctx, torch)
+    args = _args(ctx, torch)
+    with torch.inference_mode():  # the program must load without the modules that define its outputs' types
+        model = plain_outputs(ctx.source.model, ctx.source.model(*args))
+    shapes = _dynamic_shapes(ctx, torch, model)
     # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
-    with _rnn_loops(torch, shapes), torch.backends.opt_einsum.flags(enabled=False):
-        program = torch.export.export(ctx.source.model, _args(ctx, torch), dynamic_shapes=shapes)
+    with _rnn_loops(torch, ctx), torch.backends.opt_einsum.flags(enabled=False):
+        program = torch.export.export(model, args, dynamic_shapes=shapes)
     _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))

@@ -11,6 +11,7 @@ import numpy as np
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
+from modelport.exporters.torch_call import forward_parameters, keyword_call
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -103,11 +104,14 @@ def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
 
 
 def wrap_torch_module(model: Any, options: ExportOptions, kind: str, location: str) -> TorchSource:
-    """Wrap an ``nn.Module``; input specs come from flags or a ``input_specs`` attribute."""
+    """Wrap an ``nn.Module``; input specs come from flags or a ``input_specs`` attribute. Inputs named after
+    ``forward``'s parameters are passed by keyword (``torch_call``)."""
     declared = getattr(model, "input_specs", None)
     found = tuple(s if isinstance(s, TensorSpec) else TensorSpec.parse(str(s)) for s in declared or ())
     inputs = check_input_specs(options.inputs, found, location)
-    return _make_source(model.eval(), options, kind, location, inputs, None)
+    source = _make_source(model.eval(), options, kind, location, inputs, None)
+    source.model = keyword_call(source.model, inputs, location)
+    return source
 
 
 def _make_source(
@@ -116,7 +120,7 @@ def _make_source(
     if not inputs:
         raise SpecError(
             f"{location}: PyTorch models do not carry input specs; pass --input NAME:DTYPE:SHAPE "
-            "(e.g. --input image:float32:-1x1x8x8) or give the module an input_specs attribute"
+            f"(e.g. --input image:float32:-1x1x8x8) or give the module an input_specs attribute{_forward_hint(model)}"
         )
     declared = getattr(model, "output_names", None)
     outputs = options.output_names or tuple(declared or ())
@@ -128,6 +132,17 @@ def _compute_dtype(model: Any) -> str:
     tensors = [*model.parameters(), *model.buffers()] if hasattr(model, "parameters") else []
     reduced = sorted({str(t.dtype).removeprefix("torch.") for t in tensors} & {"float16", "bfloat16"})
     return reduced[0] if reduced else "float32"
+
+
+def _forward_hint(model: Any) -> str:
+    """What the module's ``forward`` takes, to name the ``--input`` flags after (they are passed by keyword)."""
+    names = forward_parameters(model)
+    more = ", ..." if len(names) > 6 else ""
+    return (
+        f"; its forward takes {', '.join(names[:6])}{more}: inputs named after them are passed by keyword"
+        if names
+        else ""
+    )
 
 
 def _load_weights(torch: Any, model: Any, path: Path) -> None:

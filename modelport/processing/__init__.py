@@ -16,7 +16,7 @@ the rest. Importing this package imports neither Pillow nor ``tokenizers``.
 from __future__ import annotations
 
 from modelport.processing.base import ProcessingContext, Processor
-from modelport.processing.pipeline import Processors, build_processors
+from modelport.processing.pipeline import Processors, build_processors, check_text_feeds
 from modelport.processing.spec import (
     ArgmaxStep,
     CustomStep,
@@ -47,5 +47,6 @@ __all__ = [
     "ThresholdStep",
     "TopKStep",
     "build_processors",
+    "check_text_feeds",
     "torchserve_equivalent",
 ]

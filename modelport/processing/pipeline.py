@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelport.errors import InferenceError, ModelportError
+from modelport.errors import InferenceError, ModelportError, SpecError
+from modelport.manifest import ModelManifest
 from modelport.processing.base import ProcessingContext, Processor, run_steps
 from modelport.processing.spec import (
     ArgmaxStep,
@@ -29,7 +30,7 @@ from modelport.processing.spec import (
     TopKStep,
 )
 
-__all__ = ["Processors", "build_processors", "build_step"]
+__all__ = ["Processors", "build_processors", "build_step", "check_text_feeds"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,31 @@ def build_processors(spec: ProcessingSpec, context: ProcessingContext) -> Proces
         pre=tuple(build_step(step, context) for step in spec.pre),
         post=tuple(build_step(step, context) for step in spec.post),
     )
+
+
+_TEXT_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def check_text_feeds(spec: ProcessingSpec, manifest: ModelManifest) -> None:
+    """A model whose last ``pre`` step is ``text`` gets exactly the tensors that step makes: refuse, when the
+    version loads, a model input it does not make or a tensor the model does not take (else every request
+    would be a 400 its client cannot fix)."""
+    if not spec.pre or not isinstance(spec.pre[-1], TextStep):
+        return
+    step = spec.pre[-1]
+    made = {getattr(step, field): field for field in _TEXT_FIELDS if getattr(step, field) is not None}
+    taken = [s.name for s in manifest.inputs]
+    missing = [name for name in taken if name not in made]
+    extra = [name for name in made if name not in taken]
+    problems = [
+        f"the model takes input {name!r}, which the text step does not make"
+        + (f" (set {name}: {name} in it)" if name in _TEXT_FIELDS else "")
+        for name in missing
+    ]
+    problems += [
+        f"the text step makes {made[name]} as {name!r}, which the model does not take (set {made[name]}: null, "
+        f"or name one of its inputs: {', '.join(taken)})"
+        for name in extra
+    ]
+    if problems:
+        raise SpecError(f"processors: {'; '.join(problems)}")

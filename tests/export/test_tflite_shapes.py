@@ -166,3 +166,18 @@ def test_a_static_tflite_artifact_declares_the_output_shape_it_answers(tmp_path,
     assert tflite.shape == expected
     (onnx,) = read_manifest(Path(rows["onnx"].path)).outputs
     assert onnx.shape == (-1, -1, 3)  # dynamic inputs keep dynamic outputs
+
+
+def test_inputs_declared_like_a_chosen_one_take_its_shape():
+    """A mask beside its ids (both -1x-1): given only the ids' shape, the mask kept the default 1x8 and the
+    conversion failed inside the model ("Attempting to broadcast a dimension of length 8")."""
+    from modelport.exporters.tflite_shapes import filled_shapes
+    from modelport.manifest import TensorSpec
+
+    specs = tuple(
+        TensorSpec.parse(s) for s in ("ids:int64:-1x-1", "mask:int64:-1x-1", "types:int64:-1x-1", "x:float32:-1x4")
+    )
+    shapes = {s.name: s.shape for s in filled_shapes(specs, {"ids": (2, 16)}, batch=1, dynamic=8)}
+    assert shapes == {"ids": (2, 16), "mask": (2, 16), "types": (2, 16), "x": (1, 4)}
+    shapes = {s.name: s.shape for s in filled_shapes(specs, {"ids": (2, 16), "mask": (3, 5)}, batch=1, dynamic=8)}
+    assert shapes == {"ids": (2, 16), "mask": (3, 5), "types": (2, 16), "x": (1, 4)}
