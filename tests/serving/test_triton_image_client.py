@@ -335,7 +335,7 @@ def test_a_model_exported_without_layout_says_format_none_as_triton_does(server:
 
     config = requests.get(f"http://{server[0]}/v2/models/{UNLAID}/config", timeout=60).json()
     assert config["input"][0]["format"] == "FORMAT_NONE"
-    assert "format" not in config["output"][0]
+    assert "format" not in config["output"][0] and "label_filename" not in config["output"][0]  # none beside it
     client = grpcclient.InferenceServerClient(url=server[1])
     assert client.get_model_config(UNLAID).config.input[0].format == mc.ModelInput.FORMAT_NONE
     with pytest.raises(ValueError, match="unexpected input format FORMAT_NONE"):
@@ -392,3 +392,17 @@ def test_grpc_image_client_flow_with_the_generated_stubs(
     order = [i % len(data) for i in range(len(batches) * batch_size)]
     assert [_split(row) for row in got] == [_split(expected[i]) for i in order]
     channel.close()
+
+
+@pytest.mark.parametrize("name", [DENSENET, INCEPTION])
+def test_the_configuration_names_the_labels_file_beside_the_model(server: tuple[str, str], name: str) -> None:
+    """Triton's ``label_filename``: the labels.txt the classification extension reads."""
+    import requests
+    import tritonclient.grpc as grpcclient
+
+    config = requests.get(f"http://{server[0]}/v2/models/{name}/config", timeout=60).json()
+    assert [o.get("label_filename") for o in config["output"]] == ["labels.txt"]
+    assert "label_filename" not in config["input"][0]
+    client = grpcclient.InferenceServerClient(url=server[1])
+    assert [o.label_filename for o in client.get_model_config(name).config.output] == ["labels.txt"]
+    client.close()
