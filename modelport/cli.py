@@ -80,6 +80,14 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="NAME:DTYPE:SHAPE[:LOW..HIGH]",
         help="input spec, repeatable, e.g. image:float32:-1x1x8x8 (-1 = dynamic)",
     )
+    p.add_argument(
+        "--layout",
+        action="append",
+        default=[],
+        metavar="NAME:LAYOUT",
+        help="an image input's layout, repeatable: NCHW, NHWC (NCW, NWC for sequences), e.g. data_0:NCHW; "
+        "recorded in the manifest, shown as the input's format in Triton's model configuration (none by default)",
+    )
     p.add_argument("--output", default="", help="comma list of output names (default: from the model, or output_N)")
     p.add_argument(
         "--quantize",
@@ -259,7 +267,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def _run_export(args: argparse.Namespace) -> int:
     from modelport.exporters import ExportOptions, export
-    from modelport.exporters.options import parse_formats, parse_quantizations, parse_tflite_shapes
+    from modelport.exporters.options import parse_formats, parse_layouts, parse_quantizations, parse_tflite_shapes
     from modelport.exporters.report import render_table
     from modelport.manifest import TensorSpec
 
@@ -288,6 +296,7 @@ def _run_export(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         quiet_converters=not args.verbose,
         tflite_shapes=parse_tflite_shapes(args.tflite_shape),
+        layouts=parse_layouts(args.layout),
     )
     report = export(options)
     print(render_table(report))

@@ -20,6 +20,7 @@ __all__ = [
     "Variant",
     "parse_formats",
     "parse_input_specs",
+    "parse_layouts",
     "parse_quantizations",
     "parse_tflite_shapes",
 ]
@@ -74,6 +75,7 @@ class ExportOptions:
     quiet: bool = False
     quiet_converters: bool = True
     tflite_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)  # input name -> NCHW, NHWC, NCW or NWC (--layout)
     extra: dict[str, str] = field(default_factory=dict)
     samples: tuple[Path, ...] = ()  # import-mar --sample: golden raw inputs (modelport.samples)
 
@@ -90,6 +92,7 @@ class ExportOptions:
         object.__setattr__(self, "inputs", parse_input_specs(self.inputs))
         object.__setattr__(self, "output_names", _names(self.output_names))
         object.__setattr__(self, "tflite_shapes", parse_tflite_shapes(self.tflite_shapes))
+        object.__setattr__(self, "layouts", parse_layouts(self.layouts))
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise InvalidArgumentError(f"model name {self.name!r} is not a valid repository name")
         if self.version is not None and self.version < 1:
@@ -189,3 +192,33 @@ def _static_dims(name: str, shape: Any) -> tuple[int, ...]:
             "give every dim as a positive integer (a TFLite shape is static), e.g. ids:1x128"
         )
     return dims
+
+
+LAYOUTS = ("NCHW", "NHWC", "NCW", "NWC")
+
+
+def parse_layouts(value: Any) -> dict[str, str]:
+    """Input layouts: ``["data_0:NCHW"]`` (the ``--layout`` flag's form) or ``{"data_0": "NCHW"}``."""
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = [_split_layout(value)]
+    elif isinstance(value, list | tuple | set):
+        pairs = [_split_layout(v) for v in value]
+    else:
+        raise SpecError(f"layouts takes ['data_0:NCHW', ...] or {{'data_0': 'NCHW'}}, got {value!r}")
+    layouts: dict[str, str] = {}
+    for name, layout in pairs:
+        if layout.upper() not in LAYOUTS:
+            raise SpecError(f"--layout {name}:{layout}: the layout is one of {', '.join(LAYOUTS)}")
+        if name in layouts and layouts[name] != layout.upper():
+            raise SpecError(f"--layout {name} is given twice: {layouts[name]} and {layout.upper()}")
+        layouts[name] = layout.upper()
+    return layouts
+
+
+def _split_layout(text: Any) -> tuple[str, str]:
+    name, sep, layout = str(text).rpartition(":")
+    if not sep or not name or not layout:
+        raise SpecError(f"--layout takes NAME:LAYOUT, e.g. data_0:NCHW or input:NHWC; got {text!r}")
+    return name, layout

@@ -8,13 +8,21 @@ from typing import Any
 from modelport.errors import InvalidArgumentError, NotFoundError, SourceError
 from modelport.exporters.factory import call_factory, is_factory, python_file_error
 from modelport.exporters.options import ExportOptions
-from modelport.exporters.source_model import SourceModel
+from modelport.exporters.source_model import SourceModel, laid_out
 
 __all__ = ["load_source"]
 
 
 def load_source(options: ExportOptions) -> SourceModel:
-    """Load the source named by ``options.source`` (a path, ``module:factory`` or object)."""
+    """Load the source named by ``options.source`` (a path, ``module:factory`` or object), its inputs laid out
+    as ``options.layouts`` says."""
+    source = _load(options)
+    if options.layouts:
+        source.inputs = laid_out(source.inputs, options.layouts, source.location)
+    return source
+
+
+def _load(options: ExportOptions) -> SourceModel:
     source = options.source
     if not isinstance(source, str | Path):
         return _load_object(source, options)

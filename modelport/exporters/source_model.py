@@ -11,7 +11,7 @@ from modelport.errors import SpecError
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays
 
-__all__ = ["LoadedModel", "SourceModel", "check_input_specs", "path_sha256"]
+__all__ = ["LoadedModel", "SourceModel", "check_input_specs", "laid_out", "path_sha256"]
 
 
 class SourceModel(Protocol):
@@ -72,6 +72,25 @@ def check_input_specs(
         ):
             raise SpecError(f"--input {spec.describe()} does not match {where}, which takes {model_spec.describe()}")
     return given
+
+
+def laid_out(specs: tuple[TensorSpec, ...], layouts: dict[str, str], where: str) -> tuple[TensorSpec, ...]:
+    """The inputs with the layouts ``--layout`` gives them (what Triton's model configuration reports as an
+    input's ``format``). A layout counts the batch dimension: the input has its rank, or one less for an input
+    without a batch dimension (Triton's ``max_batch_size: 0``: ``data_0`` 3x224x224 is NCHW)."""
+    by_name = {s.name: s for s in specs}
+    unknown = [name for name in layouts if name not in by_name]
+    if unknown:
+        raise SpecError(f"--layout names {unknown}, which {where} does not take: its inputs are {list(by_name)}")
+    for name, layout in layouts.items():
+        spec = by_name[name]
+        unbatched = not spec.shape or spec.shape[0] != -1
+        if len(spec.shape) != len(layout) and not (unbatched and len(spec.shape) == len(layout) - 1):
+            raise SpecError(
+                f"--layout {name}:{layout} does not fit {spec.describe()}: {layout} has {len(layout)} dims "
+                f"({len(layout) - 1} for an input without a batch dimension)"
+            )
+    return tuple(s.model_copy(update={"layout": layouts[s.name]}) if s.name in layouts else s for s in specs)
 
 
 def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ class Labels:
     """Class index -> name; an index without a name is written as its number, as TorchServe does."""
 
     names: dict[int, str] = field(default_factory=dict)
+    file: str = ""  # the labels file, relative to the version directory ("" when none was found)
 
     def __call__(self, index: int) -> str:
         """The name of class ``index``."""
@@ -65,5 +66,5 @@ def find_labels(explicit: str | None, context: ProcessingContext, output: str | 
     candidates = ((spec.labels,) if spec is not None and spec.labels else ()) + DEFAULT_LABEL_FILES
     for name in candidates:
         if (context.directory / name).is_file():
-            return read_labels(context.directory / name)
+            return replace(read_labels(context.directory / name), file=name)
     return Labels()

@@ -76,9 +76,16 @@ def _tensors(manifest: ModelManifest, execution: Execution, inputs: bool) -> tup
     """The tensors clients send and get, as the metadata shows them: a model with processors takes and answers
     BYTES payloads, its own tensors are hidden behind them."""
     if execution.processors is None:
-        return manifest.inputs if inputs else manifest.outputs
+        return manifest.inputs if inputs else tuple(_labelled(spec, execution) for spec in manifest.outputs)
     shown = external_tensors(execution.processors, manifest)[0 if inputs else 1]
     return tuple(TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape) for t in shown)
+
+
+def _labelled(spec: TensorSpec, execution: Execution) -> TensorSpec:
+    """An output with the labels file the version found for it (``labels.txt`` beside the model, as Triton's
+    ``label_filename`` names one), where the manifest names none."""
+    found = execution.labels.get(spec.name)
+    return spec.model_copy(update={"labels": found.file}) if found and found.file and not spec.labels else spec
 
 
 def _device(providers: tuple[str, ...], config: ModelConfig, settings: ServerSettings) -> str:

@@ -102,8 +102,8 @@ def _tensor(spec: TensorSpec, batched: bool, is_input: bool) -> dict[str, Any]:
     data: dict[str, Any] = {"name": spec.name, "data_type": _data_type(spec.dtype), "dims": dims or [1]}
     if not dims:
         data["reshape"] = {"shape": []}
-    if is_input and spec.layout in _FORMATS:
-        data["format"] = _FORMATS[spec.layout]
+    if is_input:  # as Triton writes every input's; export --layout records NCHW / NHWC
+        data["format"] = _FORMATS.get(spec.layout or "", "FORMAT_NONE")
     if not is_input and spec.labels:
         data["label_filename"] = spec.labels
     return data
