@@ -137,7 +137,7 @@ class HandlerRuntime:
         payloads = inputs[INPUT].ravel().tolist()
         requests = [decode_request(p) if isinstance(p, bytes) else None for p in payloads]
         encoded = np.empty(len(payloads), dtype=object)
-        for group in _groups(requests):  # a describe request alone, as TorchServe's worker gets it
+        for group in _groups(requests):  # describe alone, explanations apart
             encoded[group] = self._run([requests[i] for i in group], [payloads[i] for i in group])
         return {OUTPUT: encoded}
 
@@ -260,10 +260,12 @@ def _streamed(sent: list[Reply], final: Reply) -> Reply:
 def _groups(requests: list[TorchServeRequest | None]) -> list[list[int]]:
     """The handler calls a batch takes: the requests to describe the model (TorchServe's ``customized=true``
     describe, header ``describe: True``) one by one, as ``BaseHandler`` reads that header of request 0 only;
-    the others in one call."""
+    for the same reason the explanations (header ``explain: True``) in one call and the predictions in another
+    (TorchServe's batch may mix them, and ``BaseHandler`` then explains or predicts them all, by request 0)."""
     describe = [i for i, r in enumerate(requests) if r is not None and r.describes()]
-    rest = [i for i in range(len(requests)) if i not in describe]
-    return [[i] for i in describe] + ([rest] if rest else [])
+    explain = [i for i, r in enumerate(requests) if r is not None and r.explains() and i not in describe]
+    rest = [i for i in range(len(requests)) if i not in describe and i not in explain]
+    return [[i] for i in describe] + [group for group in (explain, rest) if group]
 
 
 def _row(request: TorchServeRequest | None, payload: object) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from modelport.errors import InvalidArgumentError
 
 __all__ = [
     "DESCRIBE_HEADER",
+    "EXPLAIN_HEADER",
     "Field",
     "Reply",
     "TorchServeRequest",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 DESCRIBE_HEADER = "describe"  # TorchServe's frontend sets it (value "True") on a describe request
+EXPLAIN_HEADER = "explain"  # TorchServe's frontend sets it: "True" on an explanation, "False" on a prediction
 REQUEST_MAGIC = b"\x00modelport-torchserve-request/1\x00"
 REPLY_MAGIC = b"\x00modelport-torchserve-reply/1\x00"
 
@@ -72,6 +74,10 @@ class TorchServeRequest(NamedTuple):
     def describes(self) -> bool:
         """Whether this is TorchServe's describe request (``GET /models/{m}?customized=true``)."""
         return any(name.lower() == DESCRIBE_HEADER and value == "True" for name, value in self.headers)
+
+    def explains(self) -> bool:
+        """Whether this is TorchServe's explanation request (``/explanations/{m}``, KServe's ``explain``)."""
+        return any(name.lower() == EXPLAIN_HEADER and value == "True" for name, value in self.headers)
 
     def properties(self) -> dict[str, Any]:
         """TorchServe's per-request properties (``context.get_request_header``): each input's content type

@@ -362,6 +362,10 @@ def _torchserve_read_paths() -> dict[str, Any]:
         "requestBody": {"required": True, "content": {JSON: {"schema": {}}, "application/octet-stream": {}}},
         "responses": {"200": _body({}), **errors},
     }
+    explanations = {
+        **predictions,
+        "summary": "A TorchServe handler's explanation (explain_handle) of the request, sent as to /predictions",
+    }
     models = {
         "type": "object",
         "required": ["models"],
@@ -383,6 +387,16 @@ def _torchserve_read_paths() -> dict[str, Any]:
             "post": {
                 **predictions,
                 "operationId": "torchserve_predict_version",
+                "parameters": [_path("model"), _path("version")],
+            }
+        },
+        "/explanations/{model}": {
+            "post": {**explanations, "operationId": "torchserve_explain", "parameters": [_path("model")]}
+        },
+        "/explanations/{model}/{version}": {
+            "post": {
+                **explanations,
+                "operationId": "torchserve_explain_version",
                 "parameters": [_path("model"), _path("version")],
             }
         },

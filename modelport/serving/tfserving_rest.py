@@ -139,9 +139,11 @@ TFSERVING_HOT_ROUTES = [
     HotRoute(prefix + f":{api}", frozenset({"POST"}), _predict if api == "predict" else _unimplemented(api))
     for prefix in _PREFIXES
     for api in ("predict", "classify", "regress", "explain")
+    if api != "explain" or "{label}" in prefix  # (the others: serving/torchserve_explain.py)
 ]
 """``:predict``, answered by the inference front; ``:classify``, ``:regress`` (TF Serving) and ``:explain``
-(KServe v1, whose ``:predict`` is TF Serving's) refused with 501."""
+(KServe v1, whose ``:predict`` is TF Serving's) refused with 501 (``:explain`` of a TorchServe handler's model
+by name or version: its explanation, ``serving/torchserve_explain.py``)."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -49,7 +50,14 @@ from modelport.errors import (
 from modelport.runtimes.base import Arrays
 from modelport.runtimes.handler import INPUT as HANDLER_INPUT
 from modelport.runtimes.handler import OUTPUT as HANDLER_OUTPUT
-from modelport.runtimes.handler_request import DESCRIBE_HEADER, Field, TorchServeRequest, decode_reply, encode_request
+from modelport.runtimes.handler_request import (
+    DESCRIBE_HEADER,
+    EXPLAIN_HEADER,
+    Field,
+    TorchServeRequest,
+    decode_reply,
+    encode_request,
+)
 from modelport.runtimes.handler_request import Reply as HandlerReply
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import public_message
@@ -63,10 +71,13 @@ from modelport.serving.torchserve_stream import streamed
 from modelport.serving.types import InferRequest, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "TORCHSERVE_HOT_ROUTES",
     "Payload",
     "describe_model",
+    "error_body",
     "error_kind",
     "handler_requests",
     "model_page",
@@ -95,7 +106,7 @@ _ROUTING = {
 }
 
 
-def _error_body(error: ModelportError, status: int) -> Reply:
+def error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
     routing = _ROUTING.get(type(error))
@@ -130,11 +141,11 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         return json_response(await describe_model(plane, model, wanted, customized))
 
     return [
-        ProtocolRoute("/ping", ping, methods=["GET"], render=_error_body),
-        ProtocolRoute("/models", models, methods=["GET"], render=_error_body),
-        ProtocolRoute("/models/{model}", describe, methods=["GET"], render=_error_body),
-        ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=_error_body),
-        *(ProtocolRoute(path, _no_route, methods=_ANY, render=_error_body) for path in _UNDER),
+        ProtocolRoute("/ping", ping, methods=["GET"], render=error_body),
+        ProtocolRoute("/models", models, methods=["GET"], render=error_body),
+        ProtocolRoute("/models/{model}", describe, methods=["GET"], render=error_body),
+        ProtocolRoute("/models/{model}/{version}", describe, methods=["GET"], render=error_body),
+        *(ProtocolRoute(path, _no_route, methods=_ANY, render=error_body) for path in _UNDER),
     ]
 
 
@@ -163,7 +174,14 @@ async def describe_model(plane: DataPlane, model: str, wanted: str | None, custo
 
 
 # paths under TorchServe's routes that name nothing: its 404, not the common one (after the routes above)
-_UNDER = ("/predictions", "/predictions/{rest:path}", "/ping/{rest:path}", "/models/{model}/{version}/{rest:path}")
+_UNDER = (
+    "/predictions",
+    "/predictions/{rest:path}",
+    "/explanations",
+    "/explanations/{rest:path}",
+    "/ping/{rest:path}",
+    "/models/{model}/{version}/{rest:path}",
+)
 _ANY = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
@@ -209,6 +227,7 @@ class Payload:
     headers: list[tuple[bytes, bytes]] = dataclass_field(default_factory=list)
     fields: tuple[Field, ...] | None = None
     sequence: str = ""  # TorchServe's gRPC sequence_id: a stateful handler's sequence (context.get_sequence_id)
+    explain: bool = False  # an explanation (/explanations, KServe's explain), not a prediction
 
 
 async def predict(
@@ -226,6 +245,9 @@ async def predict(
         raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
     if meta.format == "handler":
         return await _handler_predictions(plane, model, version, payload, stream)
+    if payload.explain:  # TorchServe's answer when the handler cannot explain (BaseHandler without captum)
+        log.warning("%s cannot explain: explanations run a TorchServe handler's explain_handle", model)
+        raise HandlerError("Prediction failed")
     parse = parse_payloads if _takes_payloads(meta) else parse_instance
     inputs, batched = parse(payload.body, payload.content_type, meta.inputs)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "torchserve")
@@ -248,7 +270,7 @@ async def _handler_predictions(
     if payload.fields is not None:
         requests = [TorchServeRequest(payload.fields, (), sequence=payload.sequence)]
     else:
-        requests = handler_requests(payload.body, payload.content_type, payload.headers)
+        requests = handler_requests(payload.body, payload.content_type, _marked(payload.headers, payload.explain))
     if len(requests) == 1 and stream:
         first, rest = await streamed(lambda r: _handler_infer(plane, model, version, r), requests[0])
         return _handler_reply(first)._replace(stream=rest)
@@ -292,6 +314,12 @@ def _version(plane: DataPlane, model: str, version: str | None) -> str | None:
         raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None
 
 
+def _marked(headers: list[tuple[bytes, bytes]], explain: bool) -> list[tuple[bytes, bytes]]:
+    """The headers with TorchServe's ``explain`` header, which its frontend sets whatever the client sent."""
+    kept = [(k, v) for k, v in headers if k.lower() != EXPLAIN_HEADER.encode()]
+    return [*kept, (EXPLAIN_HEADER.encode(), b"True" if explain else b"False")]
+
+
 def handler_requests(body: bytes, content_type: str, headers: list[tuple[bytes, bytes]]) -> list[TorchServeRequest]:
     """The request(s) TorchServe's frontend makes of a body: the raw or JSON body as input ``body``; each
     ``multipart/form-data`` part, or each ``application/x-www-form-urlencoded`` field, as an input of its own
@@ -331,7 +359,7 @@ def _decoded(answer: bytes) -> Any:
 
 
 TORCHSERVE_HOT_ROUTES = [
-    HotRoute(path, frozenset({"POST", "PUT"}), _predictions, render=_error_body)
+    HotRoute(path, frozenset({"POST", "PUT"}), _predictions, render=error_body)
     for path in ("/predictions/{model}", "/predictions/{model}/{version}")
 ]
 """Predictions, answered by the inference front in TorchServe's error body."""

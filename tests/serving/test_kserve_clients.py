@@ -83,6 +83,22 @@ async def test_v1_explain_is_a_clear_501(client):
     assert _error_message(answer) == "KServe v1's :explain API is not implemented; modelport serves :predict"
 
 
+async def test_explanations_of_a_model_without_a_torchserve_handler(client):
+    # a TorchServe handler's model explains (tests/serving/test_torchserve_handlers.py); any other model answers
+    # KServe v2's explain with the same clear 501, and TorchServe's /explanations as TorchServe answers a handler
+    # that cannot explain
+    body = b'{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}'
+    for path in ("/v2/models/echo/explain", "/v2/models/echo/versions/1/explain"):
+        answer = await client.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 501, answer.text
+        assert _error_message(answer) == "KServe v2's explain API is not implemented; modelport serves /infer"
+    answer = await client.post("/explanations/echo", content=b"[1, 2, 3]")
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}
+    missing = await client.post("/explanations/nope", content=b"[1, 2, 3]")
+    assert (missing.status_code, missing.json()["type"]) == (404, "ModelNotFoundException"), missing.text
+
+
 async def test_v2_binary_infer_as_the_kserve_client_sends_it(client):
     # InferInput("x", [1, 3], "FP32").set_data_from_numpy(...) (binary by default) in InferRequest("echo", ...,
     # request_id="r1"); InferResponse.from_bytes reads "model_name", "id", each output's "data" (JSON here)
