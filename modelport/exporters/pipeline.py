@@ -252,7 +252,7 @@ def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:
     """A note when every output of the source is the same for every golden input (each row of each case equal to
     the first): the gate then compares constants and says nothing of the artifact's arithmetic (untrained weights,
     saturated activations, a BatchNorm with random statistics). Outputs without rows (constants) tell nothing."""
-    rows: dict[str, list[np.ndarray[Any, Any]]] = {}
+    rows: dict[str, list[Any]] = {}
     for case in cases:
         for name, value in case.outputs.items():
             if value.ndim and value.shape[0] == case.batch_size:
@@ -267,7 +267,9 @@ def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:
     )
 
 
-def _same(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+def _same(a: Any, b: Any) -> bool:
+    """Whether two rows are equal (NaN equal to NaN); a row of a 1-d output is a scalar (bytes of a string)."""
+    a, b = np.asarray(a), np.asarray(b)
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 

@@ -170,7 +170,7 @@ _INFER_ROUTES = [
 
 def _json_options(body: bytes) -> Any:
     try:
-        return orjson.loads(body) if body.strip() else {}
+        return orjson.loads(body) if body else {}  # no body: no options; blanks are not JSON (Triton: 400)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgumentError(f"the request body is not valid JSON: {exc}") from None
 

@@ -168,6 +168,8 @@ async def test_repository_control(client):
     assert {"name": "echo", "version": "2", "state": "READY", "reason": ""} in index
     ready = (await client.post("/v2/repository/index", json={"ready": True})).json()
     assert {r["name"] for r in ready} == {"echo", "ints"}
+    assert (await client.post("/v2/repository/index", content=b"")).status_code == 200  # no body: no options
+    assert (await client.post("/v2/repository/index", content=b" \n")).status_code == 400  # blanks are not JSON
     assert (await client.post("/v2/repository/models/echo/unload")).status_code == 200
     assert (await client.post("/v2/models/echo/infer", json=_infer_body())).status_code == 404
     assert (await client.post("/v2/repository/models/echo/load")).status_code == 200
