@@ -174,6 +174,13 @@ def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
     directory.mkdir(parents=True)
     specs = tuple(TensorSpec(name=f"in_{d}", dtype=d, shape=(-1, 3)) for d in dtypes)
     outputs = tuple(TensorSpec(name=f"out_in_{d}", dtype=d, shape=(-1, 3)) for d in dtypes)
+    _write_fake(directory, specs, outputs, "IdentityRuntime")
+    return directory
+
+
+def _write_fake(directory: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], runtime: str) -> None:
+    """Version 1 of the model whose folder holds ``directory``, served by the fake ``runtime`` of this module."""
+    name = directory.parent.name
     manifest = ModelManifest(
         name=name,
         version=1,
@@ -181,14 +188,13 @@ def write_identity_model(repo: Path, name: str, dtypes: list[str]) -> Path:
         variant="onnx",
         format="onnx",
         artifact="model.onnx",
-        inputs=specs,
+        inputs=inputs,
         outputs=outputs,
         max_batch_size=8,
         source=SourceInfo(framework="torch", kind="factory", location="fake"),
     )
     write_manifest(manifest, directory)
-    (repo / name / "config.yaml").write_text(yaml.safe_dump({"runtime": "tests.serving.fakes:IdentityRuntime"}))
-    return directory
+    (directory.parent / "config.yaml").write_text(yaml.safe_dump({"runtime": f"tests.serving.fakes:{runtime}"}))
 
 
 class SimpleRuntime(EchoRuntime):
@@ -209,20 +215,10 @@ def write_simple_model(repo: Path, name: str = "simple") -> Path:
         directory / "golden.npz", [GoldenCase({"INPUT0": a, "INPUT1": b}, {"OUTPUT0": a + b, "OUTPUT1": a - b})]
     )
     spec = {"dtype": "int32", "shape": (-1, 16)}
-    manifest = ModelManifest(
-        name=name,
-        version=1,
-        family=name,
-        variant="onnx",
-        format="onnx",
-        artifact="model.onnx",
-        inputs=(TensorSpec(name="INPUT0", **spec), TensorSpec(name="INPUT1", **spec)),
-        outputs=(TensorSpec(name="OUTPUT0", **spec), TensorSpec(name="OUTPUT1", **spec)),
-        max_batch_size=8,
-        source=SourceInfo(framework="torch", kind="factory", location="fake"),
-    )
-    write_manifest(manifest, directory)
-    (repo / name / "config.yaml").write_text(yaml.safe_dump({"runtime": "tests.serving.fakes:SimpleRuntime"}))
+    inputs = (TensorSpec(name="INPUT0", **spec), TensorSpec(name="INPUT1", **spec))
+    outputs = (TensorSpec(name="OUTPUT0", **spec), TensorSpec(name="OUTPUT1", **spec))
+    _write_fake(directory, inputs, outputs, "SimpleRuntime")
+    return directory
     return directory
 
 
