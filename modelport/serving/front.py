@@ -56,10 +56,12 @@ BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 class RequestHead(NamedTuple):
-    """What an inference handler may read of the request besides its body: path parameters and headers."""
+    """What an inference handler may read of the request besides its body: path parameters, headers and the
+    client's host (None: a Unix socket)."""
 
     params: dict[str, str]
     headers: list[tuple[bytes, bytes]]
+    client: str | None = None
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header (``name`` lower case), or None."""
@@ -114,13 +116,15 @@ CLIENT_CLOSED_STATUS = http_status(ClientClosedError("the client went away"))
 
 
 class HotRequest(NamedTuple):
-    """A request for an inference route: the route, its path parameters, method, path and headers."""
+    """A request for an inference route: the route, its path parameters, method, path, headers and the client's
+    host (None: a Unix socket)."""
 
     route: HotRoute
     params: dict[str, str]
     method: str
     path: str
     headers: list[tuple[bytes, bytes]]
+    client: str | None
 
 
 class HttpFront:
@@ -148,7 +152,8 @@ class HttpFront:
             path, headers = scope["path"], scope["headers"]
             route, params, allowed = self._match(scope["method"], path)
             if route is not None:
-                request = HotRequest(route, params, scope["method"], path, headers)
+                client = scope.get("client")
+                request = HotRequest(route, params, scope["method"], path, headers, client[0] if client else None)
                 try:
                     reply = await self._reply_while_connected(request, receive)
                 except ClientClosedError:  # nobody to answer
@@ -208,7 +213,7 @@ class HttpFront:
         if tracing.ENABLED:
             tracing.http_route(route.template)
         try:
-            head = RequestHead(request.params, request.headers)
+            head = RequestHead(request.params, request.headers, request.client)
             return await route.handler(self.plane, head, decoding(request.headers, read))
         except DisconnectedError:
             return None

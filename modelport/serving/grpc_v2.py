@@ -29,7 +29,7 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, public_message
 from modelport.serving.grpc_shm import SharedMemoryMethods, encode_shared, plain_parameters
 from modelport.serving.grpc_status import DecodeGuard, Undecodable, abort, guard
-from modelport.serving.shm import SharedMemory
+from modelport.serving.shm import Locator
 from modelport.serving.torchserve_grpc import add_torchserve_service
 from modelport.serving.torchserve_grpc import descriptor_file as torchserve_descriptor_file
 from modelport.serving.torchserve_grpc_management import add_management_service, management_descriptor_file
@@ -122,10 +122,10 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
         return await guard(context, call)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await guard(context, lambda: self._infer(request, "v2-grpc"))
+        return await guard(context, lambda: self._infer(request, "v2-grpc", context.peer()))
 
-    async def _infer(self, request: Any, protocol: str) -> Any:
-        decoded = decode_grpc_request(request, self.plane.shared_memory)
+    async def _infer(self, request: Any, protocol: str, peer: str) -> Any:
+        decoded = decode_grpc_request(request, self.plane.shared_memory.seen_from(peer))
         response = await self.plane.infer(request.model_name, request.model_version or None, decoded, protocol)
         # typed contents answer typed inputs; inputs all in shared memory are answered raw, as Triton does
         typed = not request.raw_input_contents and not _all_shared(request)
@@ -135,29 +135,29 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
         """Each request of the stream answered as it completes (a stream's requests batch together); one that
         fails is answered with an ``error_message`` and the stream goes on, as Triton does."""
         answers: asyncio.Queue[Any] = asyncio.Queue()
-        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, answers))
+        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, answers, context.peer()))
         try:
             while (answer := await answers.get()) is not None:
                 yield answer
         finally:
             reader.cancel()
 
-    async def _read_stream(self, requests: Any, answers: asyncio.Queue[Any]) -> None:
+    async def _read_stream(self, requests: Any, answers: asyncio.Queue[Any], peer: str) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 async for request in requests:
-                    group.create_task(self._stream_answer(request, answers))
+                    group.create_task(self._stream_answer(request, answers, peer))
         except Exception as exc:  # the client went away mid-stream: nobody is left to answer
             log.debug("inference stream ended: %s", summarize(exc))
         finally:
             answers.put_nowait(None)
 
-    async def _stream_answer(self, request: Any, answers: asyncio.Queue[Any]) -> None:
+    async def _stream_answer(self, request: Any, answers: asyncio.Queue[Any], peer: str) -> None:
         if isinstance(request, Undecodable):
             answers.put_nowait(_stream_error(None, f"ModelStreamInfer: undecodable request ({request.error})"))
             return
         try:
-            reply = await self._infer(request, "v2-grpc-stream")
+            reply = await self._infer(request, "v2-grpc-stream", peer)
             answers.put_nowait(service_pb2.ModelStreamInferResponse(infer_response=reply))
         except ModelportError as exc:
             answers.put_nowait(_stream_error(request, public_message(exc)))
@@ -258,7 +258,7 @@ def _stream_error(request: Any, message: str) -> Any:
     return service_pb2.ModelStreamInferResponse(error_message=message, infer_response=reply)
 
 
-def decode_grpc_request(request: Any, regions: SharedMemory | None = None) -> InferRequest:
+def decode_grpc_request(request: Any, regions: Locator | None = None) -> InferRequest:
     """ModelInferRequest -> InferRequest: typed ``contents`` or ``raw_input_contents`` per input, or an input read
     from shared memory (``regions``)."""
     raw = list(request.raw_input_contents)
@@ -316,7 +316,7 @@ def _all_shared(request: Any) -> bool:
     return all("shared_memory_region" in t.parameters for t in request.inputs)
 
 
-def _decode_shared(request: Any, raw: list[bytes], regions: SharedMemory) -> InferRequest:
+def _decode_shared(request: Any, raw: list[bytes], regions: Locator) -> InferRequest:
     """A request with inputs in shared memory: those read from their regions, the others from their typed contents
     or, in order, from ``raw_input_contents`` (which holds only the inputs not in shared memory, as Triton reads it)."""
     inputs, unread = {}, iter(raw)
@@ -344,7 +344,7 @@ def _decode_shared(request: Any, raw: list[bytes], regions: SharedMemory) -> Inf
     return InferRequest(inputs=inputs, id=request.id or None, outputs=outputs, parameters=_parameters(request))
 
 
-def _requested(output: Any, regions: SharedMemory | None) -> RequestedOutput:
+def _requested(output: Any, regions: Locator | None) -> RequestedOutput:
     """A requested output, with the classification or shared memory its parameters ask for."""
     if not output.parameters:
         return RequestedOutput(output.name)

@@ -115,7 +115,8 @@ class FastHttpProtocol(HttpToolsProtocol):
         path = self.root_path + path
         method = self.parser.get_method().decode("ascii")
         hot = front.hot(method, path)
-        return None if hot is None else HotRequest(hot[0], hot[1], method, path, self.headers)
+        client = self.client[0] if self.client else None
+        return None if hot is None else HotRequest(hot[0], hot[1], method, path, self.headers, client)
 
     def _make_scope(self) -> None:
         """The ASGI scope uvicorn makes when a message begins, over this request's URL and headers."""

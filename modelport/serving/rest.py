@@ -153,7 +153,8 @@ async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply
     header_length = _header_length(head)
     # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
     # while the request waits for its batch
-    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length, plane.shared_memory)
+    regions = plane.shared_memory.seen_from(head.client)
+    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length, regions)
     protocol = "v2" if header_length is None else "v2-binary"
     response = await plane.infer(head.params["model"], head.params.get("version"), decoded, protocol)
     content, binary_header = encode_response(response, decoded)

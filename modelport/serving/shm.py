@@ -16,13 +16,14 @@ answers with INTERNAL (a key that does not exist, an output region too small) ar
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import mmap
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelport.errors import (
     InvalidArgumentError,
@@ -32,7 +33,7 @@ from modelport.errors import (
     UnimplementedError,
 )
 
-__all__ = ["SHM_ROOT", "Region", "RegionStatus", "SharedMemory", "SharedTensor", "local_peer", "shm_path"]
+__all__ = ["SHM_ROOT", "Locator", "Region", "RegionStatus", "SharedMemory", "SharedTensor", "local_peer", "shm_path"]
 
 SHM_ROOT = Path("/dev/shm")  # where Linux's shm_open keeps its objects
 _NAME_MAX = 255
@@ -46,6 +47,12 @@ class RegionStatus:
     key: str
     offset: int
     byte_size: int
+
+
+class Locator(Protocol):
+    """What a request decoder asks of the regions: where a tensor lies (:meth:`SharedMemory.locate`)."""
+
+    def locate(self, tensor: str, parameters: Any) -> SharedTensor | None: ...
 
 
 def local_peer(peer: str | None) -> bool:
@@ -162,6 +169,14 @@ class SharedMemory:
     def __init__(self, refusal: str = "") -> None:
         self.refusal = refusal
         self._regions: dict[str, Region] = {}
+        self._foreign = _ForeignRegions(self)
+
+    def seen_from(self, peer: str | None) -> Locator:
+        """The regions as an inference request from ``peer`` (as :func:`local_peer` takes it) may use them: all of
+        them from the server's host, none from elsewhere (naming one is a 403). Free while none is registered."""
+        if not self._regions or _local_cached(peer):
+            return self
+        return self._foreign
 
     def check_local(self, local: bool) -> None:
         """Refuse (403) a client on another host."""
@@ -262,6 +277,24 @@ class SharedMemory:
         if offset + byte_size > region.status.byte_size:
             raise InvalidArgumentError(f"Invalid offset + byte size for shared memory region: '{name}'")
         return SharedTensor(region, offset, byte_size)
+
+
+class _ForeignRegions:
+    """The regions as a client on another host sees them: a request that names one is refused (403), as its
+    registration would be; the other ``shared_memory_*`` parameters are checked as for anyone."""
+
+    def __init__(self, regions: SharedMemory) -> None:
+        self._regions = regions
+
+    def locate(self, tensor: str, parameters: Any) -> SharedTensor | None:
+        if parameters.get("shared_memory_region") is not None:
+            self._regions.check_local(False)
+        return self._regions.locate(tensor, parameters)
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_cached(peer: str | None) -> bool:
+    return local_peer(peer)
 
 
 def _integer(tensor: str, key: str, value: Any) -> int:

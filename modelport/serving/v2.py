@@ -18,7 +18,7 @@ import orjson
 from modelport.errors import InvalidArgumentError, SpecError
 from modelport.runtimes.base import Arrays
 from modelport.serving.httputil import finite, loads, non_finite_dumps
-from modelport.serving.shm import SharedMemory, SharedTensor
+from modelport.serving.shm import Locator, SharedTensor
 from modelport.serving.types import InferRequest, InferResponse, RequestedOutput
 from modelport.tensors import DTYPES, DataType, dtype_of_array, raw_bytes
 
@@ -45,7 +45,7 @@ _NO_BINARY = memoryview(b"")  # a JSON-only request's binary data
 _SHM_KEYS = frozenset({"shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"})
 
 
-def decode_request(body: bytes, header_length: int | None, regions: SharedMemory | None = None) -> InferRequest:
+def decode_request(body: bytes, header_length: int | None, regions: Locator | None = None) -> InferRequest:
     """Decode a v2 infer body (JSON, optionally followed by binary tensor data); tensors in shared memory are read
     from (inputs) or located in (outputs) ``regions``."""
     if header_length is not None and not 0 <= header_length <= len(body):
@@ -82,7 +82,7 @@ def decode_request(body: bytes, header_length: int | None, regions: SharedMemory
     )
 
 
-def _requested_outputs(value: Any, regions: SharedMemory | None) -> tuple[RequestedOutput, ...]:
+def _requested_outputs(value: Any, regions: Locator | None) -> tuple[RequestedOutput, ...]:
     return tuple(_requested(o, regions) for o in _list(value, "outputs"))
 
 
@@ -157,7 +157,7 @@ def _plain(value: Any) -> Any:
 
 
 def _decode_input(
-    item: Any, binary: memoryview, offset: int, regions: SharedMemory | None
+    item: Any, binary: memoryview, offset: int, regions: Locator | None
 ) -> tuple[str, np.ndarray[Any, Any], int]:
     if not isinstance(item, dict):
         raise InvalidArgumentError("each input must be an object with name, shape, datatype and data")
@@ -365,7 +365,7 @@ def encode_raw_tensor(value: np.ndarray[Any, Any]) -> tuple[str, list[int], byte
     return dtype.v2, list(value.shape), raw_bytes(value)
 
 
-def _requested(value: Any, regions: SharedMemory | None) -> RequestedOutput:
+def _requested(value: Any, regions: Locator | None) -> RequestedOutput:
     item = _object(value, "outputs entry")
     name = item.get("name")
     if not isinstance(name, str):

@@ -477,6 +477,47 @@ def test_a_client_on_another_host_cannot_map_list_or_unmap_regions(tmp_path, reg
     plane.shared_memory.close()
 
 
+def test_a_client_on_another_host_cannot_name_a_region_in_an_inference_request(tmp_path, regions):
+    # a local client's region holds its data: another host's request must neither read nor overwrite it
+    import asyncio
+
+    import httpx
+
+    from modelport.serving.grpc_v2 import decode_grpc_request
+    from modelport.serving.rest import create_app
+
+    _, key = regions(BYTE_SIZE)
+    plane = build(ServerSettings(repository=tmp_path))
+    plane.shared_memory.register("mine", key, 0, BYTE_SIZE)
+    inline = {"name": "x", "datatype": "INT32", "shape": [16], "data": list(range(16))}
+    in_region = {"name": "x", "datatype": "INT32", "shape": [16], "parameters": {"shared_memory_region": "mine",
+                 "shared_memory_byte_size": BYTE_SIZE}}  # fmt: skip
+    out_region = {"name": "y", "parameters": {"shared_memory_region": "mine", "shared_memory_byte_size": BYTE_SIZE}}
+
+    async def infer(client: tuple[str, int], body: dict[str, Any]) -> tuple[int, str]:
+        transport = httpx.ASGITransport(app=create_app(plane), client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+            answer = await http.post("/v2/models/absent/infer", json=body)
+        return answer.status_code, answer.json()["error"]
+
+    remote, local = ("10.0.0.7", 5000), ("127.0.0.1", 5000)
+    passed = (503, "the server is still loading its models")  # decoded: the (unstarted) plane answers next
+    for body in ({"inputs": [in_region]}, {"inputs": [inline], "outputs": [out_region]}):
+        status, error = asyncio.run(infer(remote, body))
+        assert status == 403 and "server's host" in error
+        assert asyncio.run(infer(local, body)) == passed, "a local client's request is decoded"
+    assert asyncio.run(infer(remote, {"inputs": [inline]})) == passed, "inline tensors are anyone's"
+
+    request = triton_grpc.service_pb2.ModelInferRequest(model_name="absent")
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[16])
+    tensor.parameters["shared_memory_region"].string_param = "mine"
+    tensor.parameters["shared_memory_byte_size"].int64_param = BYTE_SIZE
+    with pytest.raises(PermissionDeniedError, match="server's host"):
+        decode_grpc_request(request, plane.shared_memory.seen_from("ipv4:10.0.0.7:5000"))
+    assert decode_grpc_request(request, plane.shared_memory.seen_from("ipv4:127.0.0.1:5000")).inputs["x"].shape == (16,)
+    plane.shared_memory.close()
+
+
 def test_shared_memory_can_be_turned_off(tmp_path, regions):
     _, key = regions(BYTE_SIZE)
     plane = build(ServerSettings(repository=tmp_path, shared_memory=False))  # --no-shared-memory
