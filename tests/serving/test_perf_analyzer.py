@@ -158,6 +158,8 @@ def test_bytes_inputs_from_string_data_and_random_strings(server, protocol, tmp_
     perf_analyzer(server, protocol, "words", "-b", "2", "--string-data", "hello", cwd=tmp_path)
     flags = ("--string-length", "16", "--shared-memory", "system", "--output-shared-memory-size", "4096")
     perf_analyzer(server, protocol, "words", *flags, cwd=tmp_path)
+    (tmp_path / "words.json").write_text(json.dumps({"data": [{"text": ["ab", "cd"]}, {"text": ["", "é"]}]}))
+    perf_analyzer(server, protocol, "words", "--input-data", "words.json", cwd=tmp_path)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
