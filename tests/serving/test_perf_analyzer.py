@@ -203,3 +203,19 @@ def test_a_pipeline_is_profiled_as_an_ensemble_with_its_composing_models(server,
     assert "Composing models:" in printed
     assert "first, version: 1" in printed and "second, version: 1" in printed
     assert len(re.findall(r"Successful request count: \d+", printed)) == 3  # the pipeline's and its two models'
+
+
+def test_torchserve_service_kind_posts_the_instance_as_a_multipart_file(server, tmp_path):
+    """perf_analyzer's TorchServe kind uploads the file its input data names as the one part of a multipart
+    body (``curl -F data=@x.json``): a tensor model's /predictions took it as a body that is not JSON (400)."""
+    (tmp_path / "x.json").write_text("[1.5, 2.0, -3.0]")
+    (tmp_path / "data.json").write_text(json.dumps({"data": [{"TORCHSERVE_INPUT": [str(tmp_path / "x.json")]}]}))
+    command = [str(PERF_ANALYZER), "-m", "double", "-u", _url(server, "http"), "--service-kind", "torchserve"]
+    done = subprocess.run([*command, *SHORT, "--input-data", "data.json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0 and "Throughput:" in done.stdout, done.stdout + done.stderr
+    with (tmp_path / "x.json").open("rb") as f:
+        answer = requests.post(f"{server.url}/predictions/double", files={"data": f}, timeout=30)
+    assert answer.status_code == 200 and answer.json() == [3.0, 4.0, -6.0], answer.text
+    two = requests.post(f"{server.url}/predictions/double", files={"a": b"[1, 2, 3]", "b": b"[1, 2, 3]"}, timeout=30)
+    assert two.status_code == 400 and "one part" in two.json()["message"], two.text
