@@ -136,12 +136,15 @@ def test_grpc_streaming(server, tmp_path):
     assert "Throughput:" in printed
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_system_shared_memory_for_inputs_and_outputs(server, protocol, tmp_path):
+def test_system_shared_memory_for_inputs_and_outputs(server, tmp_path):
     """Over HTTP this failed: an output's entry carried the region's parameters, which Triton's C++ client reads
-    as binary data ('attempt to access non-existing object member binary_data_size')."""
-    flags = ("--shared-memory", "system", "--output-shared-memory-size", "1024", "-b", "4")
-    perf_analyzer(server, protocol, "double", *flags, cwd=tmp_path)
+    as binary data ('attempt to access non-existing object member binary_data_size'). perf_analyzer names its
+    regions' objects after the tensors (/dev/shm/x_0_0, /dev/shm/y): every run that uses them is here, one after
+    another, so that two never share one under pytest-xdist."""
+    shared = ("--shared-memory", "system", "--output-shared-memory-size", "4096")
+    for protocol in ("http", "grpc"):
+        perf_analyzer(server, protocol, "double", *shared, "-b", "4", cwd=tmp_path)
+        perf_analyzer(server, protocol, "words", *shared, "--string-length", "16", cwd=tmp_path)
     status = requests.get(f"{server.url}/v2/systemsharedmemory/status", timeout=30).json()
     assert status == [], status  # perf_analyzer unregistered its regions
 
@@ -156,8 +159,7 @@ def test_random_and_json_input_data(server, tmp_path):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bytes_inputs_from_string_data_and_random_strings(server, protocol, tmp_path):
     perf_analyzer(server, protocol, "words", "-b", "2", "--string-data", "hello", cwd=tmp_path)
-    flags = ("--string-length", "16", "--shared-memory", "system", "--output-shared-memory-size", "4096")
-    perf_analyzer(server, protocol, "words", *flags, cwd=tmp_path)
+    perf_analyzer(server, protocol, "words", "--string-length", "16", cwd=tmp_path)
     (tmp_path / "words.json").write_text(json.dumps({"data": [{"text": ["ab", "cd"]}, {"text": ["", "é"]}]}))
     perf_analyzer(server, protocol, "words", "--input-data", "words.json", cwd=tmp_path)
 
