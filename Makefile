@@ -10,8 +10,11 @@ SHELL  := /bin/bash
 # newest release that runs on node 20 (3.36 needs node 21, 3.37 node 22)
 AZURITE_VERSION := 3.35.0
 AZURITE := .tools/azurite-$(AZURITE_VERSION).installed
+# Triton's perf_analyzer, which tests/serving/test_perf_analyzer.py runs against the server: the binary of the
+# tritonclient 2.41.1 wheel with libcudart (PyPI, pinned with hashes) and libb64 (Debian) beside it
+PERF_ANALYZER := .tools/perf_analyzer/perf_analyzer
 
-.PHONY: install azurite demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
+.PHONY: install azurite perf-analyzer demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
 
 install: $(STAMP)
 
@@ -38,6 +41,12 @@ $(AZURITE): scripts/azurite/package.json scripts/azurite/package-lock.json
 	@mkdir -p .tools && cp scripts/azurite/package.json scripts/azurite/package-lock.json .tools/ && \
 		npm ci --prefix .tools --no-audit --no-fund > .tools/install.log 2>&1 || { tail -40 .tools/install.log; exit 1; }
 	@touch $@
+
+perf-analyzer: $(PERF_ANALYZER)
+
+$(PERF_ANALYZER): scripts/perf_analyzer/requirements.txt scripts/perf_analyzer/install.sh | $(STAMP)
+	@echo "==> installing Triton's perf_analyzer (tritonclient 2.41.1) into .tools/perf_analyzer/"
+	@bash scripts/perf_analyzer/install.sh $(PY) .tools/perf_analyzer
 
 demo: install
 	@$(PY) examples/digits/demo.py --out $(DEMO)
@@ -66,7 +75,7 @@ k8s-check: install
 # ~11 min on 2 cores, where it took ~26 one test at a time. `make test JOBS=0` runs it in one process.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
-test: lint k8s-check $(AZURITE)
+test: lint k8s-check $(AZURITE) $(PERF_ANALYZER)
 	@echo "==> pytest (the whole suite, $(JOBS) worker processes)"
 	@$(PY) -m pytest -n $(JOBS)
 

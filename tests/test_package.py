@@ -85,3 +85,12 @@ def test_azurite_is_pinned_alike_in_the_makefile_and_its_lock_file():
     assert lock["packages"]["node_modules/azurite"]["version"] == version[1]
     unpinned = [name for name, entry in lock["packages"].items() if name and "integrity" not in entry]
     assert not unpinned, f"lock entries without an integrity hash: {unpinned[:5]}"
+
+
+def test_perf_analyzer_wheels_are_pinned_with_their_hashes():
+    """`make perf-analyzer` downloads them with --require-hashes: each requirement is one version and its sha256."""
+    text = (ROOT / "scripts" / "perf_analyzer" / "requirements.txt").read_text().replace("\\\n", " ")
+    requirements = [" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert {r.split("==")[0] for r in requirements} == {"tritonclient", "nvidia-cuda-runtime-cu12"}
+    loose = [r for r in requirements if not re.fullmatch(r"[\w.-]+==[\w.]+ --hash=sha256:[0-9a-f]{64}", r)]
+    assert not loose, loose

@@ -215,6 +215,7 @@ class DataPlane:
         started = time.perf_counter()
         label = (name, version or "default", protocol)
         number: int | None = None  # the version served, once known
+        pipeline: Pipeline | None = None
         succeeded = False
         self.in_flight += 1
         self.metrics.request_started()
@@ -260,6 +261,8 @@ class DataPlane:
             self.metrics.request_finished(label, elapsed)
             if number is not None:
                 self.metrics.statistics.request(name, number, elapsed, succeeded)
+            if pipeline is not None and succeeded:
+                self.metrics.statistics.ensemble(name, VERSION, elapsed)
 
     async def _run(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """One model version's request: through its processors when it has them, else tensors in and out."""
@@ -348,7 +351,10 @@ class DataPlane:
         return model_configuration(served, self.manager.models[name].config, self.settings)
 
     def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
-        """Statistics of the ready versions of every model (``name`` empty), of one model, or of one version."""
+        """Statistics of the ready versions of every model (``name`` empty), of one model, or of one version.
+
+        Every model's include the ready pipelines', as Triton's include its ensembles' (perf_analyzer reads an
+        ensemble's and its composing models' from them)."""
         if version and not name:
             raise InvalidArgumentError("statistics of a version need the model's name")
         pipeline = self._pipeline(name, version or None) if name else None
@@ -364,7 +370,17 @@ class DataPlane:
             raise ModelNotReadyError(
                 f"model {name!r} " + (f"version {version} is not ready" if version else "has no ready version")
             )
-        return [self.metrics.statistics.snapshot(v.name, v.version) for v in ready]
+        found = [(v.name, v.version) for v in ready] + ([] if name else self._ready_pipelines())
+        return [self.metrics.statistics.snapshot(n, number) for n, number in sorted(found)]
+
+    def _ready_pipelines(self) -> list[tuple[str, int]]:
+        """The (name, version) of every pipeline that serves now."""
+        found = []
+        for name in list(self.manager.models):
+            pipeline = self._pipeline(name, None)
+            if pipeline is not None and pipeline.status(self).state is VersionState.READY:
+                found.append((name, VERSION))
+        return found
 
     def repository_index(self, ready_only: bool = False) -> list[RepositoryRow]:
         """Every model of the repository with each of its versions (``ready_only``: the READY versions)."""

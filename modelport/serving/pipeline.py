@@ -203,7 +203,7 @@ class Pipeline:
             instances=1,
             device="cpu",
             version_policy=VersionPolicy(),
-            ensemble=tuple(_ensemble_step(step) for step in self.spec.steps),
+            ensemble=tuple(_ensemble_step(step) for step in self.spec.steps if step.model is not None),
         )
 
     def details(self, plane: StepPlane) -> ModelDetails:
@@ -330,12 +330,10 @@ class Pipelines:
 
 
 def _ensemble_step(step: PipelineStep) -> EnsembleStep:
-    if step.model is not None:
-        name, version = step.model, step.version or -1
-    else:
-        assert step.processors is not None
-        name, version = ("preprocess" if step.processors.pre else "postprocess"), -1
-    return EnsembleStep(name, version, dict(step.input_map), dict(step.output_map))
+    """A model step as an ensemble's step. Processors steps are no models, so they are not listed: Triton's
+    clients (perf_analyzer, model_analyzer) ask every step's model for its configuration and statistics."""
+    assert step.model is not None
+    return EnsembleStep(step.model, step.version or -1, dict(step.input_map), dict(step.output_map))
 
 
 def _step_problem(plane: StepPlane, index: int, step: PipelineStep) -> str:

@@ -104,6 +104,17 @@ class Statistics:
             counters.fail_ns += int(seconds * 1e9)
         counters.last = time.time()
 
+    def ensemble(self, name: str, version: int, seconds: float) -> None:
+        """One request a pipeline answered, counted as Triton counts an ensemble's: one inference and one
+        execution, its time as compute, and a queue count without time (its steps queue in their models'
+        batchers). perf_analyzer reads an ensemble's statistics only for the version whose queue count grew."""
+        counters = self._counters(name, version)
+        counters.inferences += 1
+        counters.executions += 1
+        counters.queue_count += 1
+        counters.compute_count += 1
+        counters.compute_ns += int(seconds * 1e9)
+
     def batch(self, name: str, version: int, stats: BatchStats) -> None:
         """One executed batch (batcher callback); failed batches count only as failed requests."""
         if stats.failed:

@@ -1,7 +1,8 @@
 """TorchServe's inference API and the read side of its management API, on modelport's HTTP port.
 
 ``POST /predictions/{m}[/{v}]`` takes one instance as a JSON tensor (nested list, without the
-batch dimension) or a dict of named inputs, or raw bytes for a single string input, and answers
+batch dimension) or a dict of named inputs, or raw bytes for a single string input (the body, or the one part
+of a ``multipart/form-data`` body: ``curl -F data=@x.json``, perf_analyzer's ``--service-kind torchserve``), and answers
 with that instance's output as JSON, as TorchServe's default handlers do; a body that already has
 the batch dimension is a batch, answered row by row. Errors use TorchServe's shape
 ``{"code": ..., "type": ..., "message": ...}``, routing errors included: a method a path of these routes does not
@@ -367,6 +368,8 @@ TORCHSERVE_HOT_ROUTES = [
 
 def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
     """One instance (a batch of one) or, when the body has the batch dimension, a batch."""
+    if is_multipart(content_type):
+        body, content_type = _one_part(body, content_type)
     specs = {t.name: t for t in tensors}
     if "json" not in content_type and len(specs) == 1 and next(iter(specs.values())).dtype == "string":
         return {next(iter(specs)): np.array([body], dtype=object)}, False
@@ -383,6 +386,14 @@ def parse_instance(body: bytes, content_type: str, tensors: tuple[TensorMetadata
     arrays = {n: _tensor(values[n], specs[n]) for n in specs}
     batched = all(a.ndim == len(specs[n].shape) for n, a in arrays.items())
     return (arrays if batched else {n: a[None] for n, a in arrays.items()}), batched
+
+
+def _one_part(body: bytes, content_type: str) -> tuple[bytes, str]:
+    """The contents and Content-Type of a multipart body's one part: the instance, as a file or a form field."""
+    parts = multipart_fields(body, content_type)
+    if len(parts) != 1:
+        raise InvalidArgumentError(f"a multipart body holds one part, the instance; got {len(parts)}")
+    return parts[0].data, parts[0].content_type
 
 
 def _takes_payloads(meta: ModelMetadata) -> bool:

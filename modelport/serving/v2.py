@@ -442,11 +442,11 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
 
 
 def _to_shared(name: str, value: np.ndarray[Any, Any], shared: SharedTensor) -> dict[str, Any]:
-    """An output written into shared memory: its entry carries the region's parameters and no data."""
-    raw = raw_bytes(value)
-    shared.write(name, raw)
-    dtype = dtype_of_array(value)
-    return {"name": name, "datatype": dtype.v2, "shape": list(value.shape), "parameters": shared.parameters(len(raw))}
+    """An output written into shared memory: its entry is its name, datatype and shape, no data and no
+    ``parameters``, as Triton answers it: Triton's C++ client (perf_analyzer's) reads an output entry that has
+    ``parameters`` as binary data and fails without their ``binary_data_size``."""
+    shared.write(name, raw_bytes(value))
+    return {"name": name, "datatype": dtype_of_array(value).v2, "shape": list(value.shape)}
 
 
 def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tuple[dict[str, Any], bytes | None]:
