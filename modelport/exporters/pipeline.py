@@ -228,18 +228,23 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     elif needs_agreement:
         eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary)
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
-    sizes = options.batch_sizes if batch_dynamic else (None,)
+    other_dynamic = any(-1 in s.shape[1:] for s in source.inputs)
+    dynamic = options.dynamic_sizes
+    if batch_dynamic:  # each batch size, the other dynamic dims taking the sizes in turn
+        plan = [(batch, dynamic[i % len(dynamic)]) for i, batch in enumerate(dict.fromkeys(options.batch_sizes))]
+    else:  # no batch to vary: a case per dynamic size, so that the outputs' dims that follow them show it
+        plan = [(None, size) for size in (dict.fromkeys(dynamic) if other_dynamic else dynamic[:1])]
     # real rows make better golden inputs, unless other dims are dynamic: then vary them at random
-    real = eval_inputs if not any(-1 in s.shape[1:] for s in source.inputs) else None
+    real = eval_inputs if not other_dynamic else None
     cases, offset = [], 0
-    for i, batch in enumerate(dict.fromkeys(sizes)):
+    for batch, size in plan:
         rows = batch or 1
         if real is not None and batch and offset + rows <= _rows(real):
             inputs = take_rows(real, offset, offset + rows)
             offset += rows
             cases.append(GoldenCase(inputs, source.predict(inputs)))
         else:
-            cases.append(_defined_case(source, rows, options.dynamic_sizes[i % len(options.dynamic_sizes)], rng))
+            cases.append(_defined_case(source, rows, size, rng))
     if batch_dynamic:
         _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None

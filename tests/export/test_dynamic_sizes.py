@@ -82,3 +82,32 @@ def test_dynamic_sizes_must_be_positive(tmp_path):
     (tmp_path / "audio.py").write_text(AUDIO)
     code, output = _export(tmp_path, "--dynamic-sizes", "0")
     assert code == 2 and "dynamic sizes must be positive, got [0]" in output, output
+
+
+DOUBLE = """\
+import torch
+
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def make():
+    return Double().eval()
+"""
+
+
+def test_an_output_dim_that_follows_a_dynamic_dim_is_dynamic_without_a_batch(tmp_path):
+    # no batch to vary: the golden cases still vary the dynamic dim, or its output dim was recorded at the one size
+    # drawn (4x8) while the server answered 4xN
+    (tmp_path / "double.py").write_text(DOUBLE)
+    done = run_modelport(
+        "export", "double.py:make", "--input", "x:float32:4x-1", "--max-batch-size", "0", "--format", "onnx",
+        "--repository", "repo", "--name", "d", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    directory = tmp_path / "repo" / "d-onnx" / "1"
+    manifest = read_manifest(directory)
+    assert [s.describe() for s in manifest.outputs] == ["output_0:float32:4x-1"]
+    assert [c.inputs["x"].shape for c in load_golden(directory / "golden.npz")] == [(4, 8), (4, 5)]
