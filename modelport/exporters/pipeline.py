@@ -230,6 +230,7 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
     other_dynamic = any(-1 in s.shape[1:] for s in source.inputs)
     dynamic = options.dynamic_sizes
+    plan: list[tuple[int | None, int]]
     if batch_dynamic:  # each batch size, the other dynamic dims taking the sizes in turn
         plan = [(batch, dynamic[i % len(dynamic)]) for i, batch in enumerate(dict.fromkeys(options.batch_sizes))]
     else:  # no batch to vary: a case per dynamic size, so that the outputs' dims that follow them show it
