@@ -165,7 +165,10 @@ class ServedVersion:
                     want = lookup_dtype(spec.dtype).v2
                     raise SpecError(f"input {name!r}: datatype {got.v2} does not match the model's {want}")
             if not shape_matches(spec.shape, value.shape):
-                raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
+                if not (manifest.max_batch_size and spec.shape == (-1,) and value.shape[1:] == (1,)):
+                    raise SpecError(f"input {name!r}: shape {list(value.shape)} does not match {list(spec.shape)}")
+                # one value per row: Triton's configuration says dims [1] with reshape [], and its clients send [N, 1]
+                value = inputs[name] = value.reshape(-1)
             if self._value_checks:
                 self._check_values(spec, got, value)
             if manifest.max_batch_size and value.ndim:

@@ -7,7 +7,8 @@ and the server's request counts, which perf_analyzer reads from Triton's statist
 (``/v2/models/stats``, gRPC ``ModelStatistics``).
 
 The models: ``double`` (FP32 ``[-1, 3]``, y = 2x), ``words`` (a BYTES identity, ``[-1, 2]``), ``fixed`` (no batch
-dimension: ``max_batch_size: 0``, FP32 ``[4, -1]``) and the pipeline ``quadruple`` (``examples/pipeline``: ``first``
+dimension: ``max_batch_size: 0``, FP32 ``[4, -1]``), ``rows`` (FP32 ``[-1]``: one value per row) and the pipeline
+``quadruple`` (``examples/pipeline``: ``first``
 and ``second``, then a ``topk`` processors step), which perf_analyzer profiles as a Triton ensemble.
 """
 
@@ -78,6 +79,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     fixed = [helper.make_tensor_value_info(n, T.FLOAT, [4, "n"]) for n in ("x", "y")]
     _export(_save(work / "fixed.onnx", [helper.make_node("Neg", ["x"], ["y"])], fixed[:1], fixed[1:]), repo, "fixed", 0)
+    rows = [helper.make_tensor_value_info(n, T.FLOAT, ["batch"]) for n in ("x", "y")]  # one value per row
+    _export(_save(work / "rows.onnx", [helper.make_node("Neg", ["x"], ["y"])], rows[:1], rows[1:]), repo, "rows")
     (repo / "quadruple").mkdir()
     shutil.copy(PIPELINE_EXAMPLE, repo / "quadruple" / "config.yaml")
     return repo
@@ -162,6 +165,39 @@ def test_bytes_inputs_from_string_data_and_random_strings(server, protocol, tmp_
     perf_analyzer(server, protocol, "words", "--string-length", "16", cwd=tmp_path)
     (tmp_path / "words.json").write_text(json.dumps({"data": [{"text": ["ab", "cd"]}, {"text": ["", "é"]}]}))
     perf_analyzer(server, protocol, "words", "--input-data", "words.json", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_an_input_that_is_only_the_batch_dimension_takes_the_configurations_shape_too(server, protocol):
+    """``[-1]`` is Triton's ``dims: [1]`` with ``reshape: {shape: []}`` in the model configuration: a client that
+    builds its request from the configuration sends ``[N, 1]``, taken as ``[N]`` (Triton's reshape). perf_analyzer
+    builds it from the metadata (``[-1]``) and stops before sending anything (the README says so)."""
+    import tritonclient.grpc as grpc_client
+    import tritonclient.http as http_client
+
+    module = http_client if protocol == "http" else grpc_client
+    client = module.InferenceServerClient(_url(server, protocol))
+    config = client.get_model_config("rows")
+    config = config if protocol == "http" else json.loads(_json_format(config.config))
+    (spec,) = config["input"]
+    assert [int(d) for d in spec["dims"]] == [1] and spec["reshape"].get("shape", []) == []  # (JSON: no empty list)
+    x = module.InferInput("x", [4, *map(int, spec["dims"])], "FP32")
+    x.set_data_from_numpy(np.arange(4, dtype=np.float32).reshape(4, 1))
+    answer = client.infer("rows", [x]).as_numpy("y")
+    np.testing.assert_array_equal(answer, -np.arange(4, dtype=np.float32))
+    plain = module.InferInput("x", [4], "FP32")
+    plain.set_data_from_numpy(np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(client.infer("rows", [plain]).as_numpy("y"), answer)
+    wrong = module.InferInput("x", [4, 2], "FP32")
+    wrong.set_data_from_numpy(np.zeros((4, 2), dtype=np.float32))
+    with pytest.raises(Exception, match=r"shape \[4, 2\] does not match \[-1\]"):
+        client.infer("rows", [wrong])
+
+
+def _json_format(message: object) -> str:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
