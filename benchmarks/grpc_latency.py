@@ -55,7 +55,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from serving_config import add_run_arguments, pinned, run_config, run_meta  # noqa: E402
-from serving_procs import free_port  # noqa: E402
+
+from modelport.ports import free_port  # noqa: E402
 
 MODEL = "mlp16"
 SERVED = "mlp16-onnx"
@@ -241,8 +242,9 @@ def run_load(cmd: list[str], target: str, concurrency: int, duration: float) -> 
     return result
 
 
-def wait_answering(target: str, timeout: float) -> None:
-    """One checked ``ModelInfer`` every 0.1 s until one succeeds; exit after ``timeout`` seconds."""
+def wait_answering(target: str, timeout: float, log: Path) -> None:
+    """One checked ``ModelInfer`` every 0.1 s until one succeeds; exit with the end of the server's ``log`` after
+    ``timeout`` seconds."""
     from tritonclient.utils import InferenceServerException
 
     deadline = time.monotonic() + timeout
@@ -257,7 +259,8 @@ def wait_answering(target: str, timeout: float) -> None:
                 time.sleep(0.1)
     finally:
         client.close()
-    raise SystemExit(f"{target} did not answer within {timeout:g}s")
+    tail = log.read_text(errors="replace")[-2000:]
+    raise SystemExit(f"{target} did not answer within {timeout:g}s; its log ends:\n{tail}")
 
 
 def threads_snapshot(pid: int) -> dict[str, float]:
@@ -297,8 +300,8 @@ def started(kinds: list[str], server_cpu: int | None, repo: Path, work: Path) ->
             cmd, target = server_command(kind, free_port(), repo, model)
             with open(work / f"{kind}.log", "wb") as log:
                 procs[kind] = (subprocess.Popen(pinned(cmd, server_cpu), env=env, stdout=log, stderr=log), target)
-        for _, target in procs.values():
-            wait_answering(target, 120.0)
+        for kind, (_, target) in procs.items():
+            wait_answering(target, 120.0, work / f"{kind}.log")
         yield procs
     finally:
         for proc, _ in procs.values():
@@ -312,25 +315,32 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(kinds) - set(SERVERS)
     if unknown:
         raise SystemExit(f"unknown servers: {', '.join(sorted(unknown))} (known: {', '.join(SERVERS)})")
-    work = Path(tempfile.mkdtemp(prefix="modelport-grpc-latency-"))
-    repo = args.repo or work / "repo"
     client = pinned([sys.executable, __file__], cfg.client_cpu)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with started(kinds, cfg.server_cpu, repo, work) as procs:
+    with (
+        tempfile.TemporaryDirectory(prefix="modelport-grpc-latency-") as work,
+        started(kinds, cfg.server_cpu, args.repo or Path(work) / "repo", Path(work)) as procs,
+    ):
         for _ in range(cfg.rounds):
             for concurrency in cfg.concurrency:
                 for kind, (proc, target) in procs.items():
-                    before = threads_snapshot(proc.pid)
-                    result = run_load(client, target, concurrency, cfg.duration)
-                    after, requests = threads_snapshot(proc.pid), max(result["requests"], 1)
-                    for key in THREADS:
-                        result[f"cpu_us_{key}"] = 1e6 * (after[key] - before[key]) / requests
-                    result["cpu_us"] = sum(result[f"cpu_us_{key}"] for key in THREADS)
-                    result["switches"] = (after["switches"] - before["switches"]) / requests
-                    result["rps"] = result["requests"] / cfg.duration
+                    result = measure_cell(client, proc.pid, target, concurrency, cfg.duration)
                     runs.setdefault((kind, concurrency), []).append(result)
     cells = [cell(kind, c, runs) for c in cfg.concurrency for kind in kinds]
     return {"meta": run_meta(cfg, "grpc_latency.py", None), "cells": cells}
+
+
+def measure_cell(client: list[str], pid: int, target: str, concurrency: int, duration: float) -> dict[str, Any]:
+    """One load run against the server ``pid``: the load's result with the server's CPU per request by thread."""
+    before = threads_snapshot(pid)
+    result = run_load(client, target, concurrency, duration)
+    after, requests = threads_snapshot(pid), max(result["requests"], 1)
+    for key in THREADS:
+        result[f"cpu_us_{key}"] = 1e6 * (after[key] - before[key]) / requests
+    result["cpu_us"] = sum(result[f"cpu_us_{key}"] for key in THREADS)
+    result["switches"] = (after["switches"] - before["switches"]) / requests
+    result["rps"] = result["requests"] / duration
+    return result
 
 
 def cell(kind: str, concurrency: int, runs: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, Any]:
