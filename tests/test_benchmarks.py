@@ -367,3 +367,24 @@ def test_http_protocol_bound_measures_each_server_at_each_concurrency(tmp_path: 
     assert all(c["rps"] > 0 and c["cpu_us_per_request"] > 0 for c in cells.values()), cells
     assert report["meta"]["loadgen"] == loadgen
     assert all(cells[("asgi", c)]["saves_us_vs_asgi"] == 0 for c in (1, 4))
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.timeout(180)
+def test_grpc_latency_measures_modelport_against_the_grpc_floor(tmp_path: Path) -> None:
+    """The fixed-answer grpc.aio floor, modelport over gRPC and over HTTP all answer tritonclient's checked requests
+    (sync at c=1, aio at c=2), and the report holds each one's req/s, latency, server CPU per request and ratios."""
+    servers = ("floor-uvloop", "modelport", "modelport-http")
+    arguments = ["--servers", ",".join(servers), "--concurrency", "1,2", "--repo", str(tmp_path / "repo")]
+    report = quick_run("grpc_latency.py", arguments, tmp_path, timeout=170)
+    cells = {(c["server"], c["concurrency"]): c for c in report["cells"]}
+    assert set(cells) == {(s, c) for s in servers for c in (1, 2)}
+    for cell in cells.values():
+        assert cell["failures"] == 0, cell
+        assert cell["rps"] > 0 and cell["cpu_us"] > 0 and 0 < cell["p50_ms"] <= cell["p99_ms"], cell
+        assert cell["cpu_us_loop"] > 0 and cell["switches"] > 0, cell
+    for c in (1, 2):  # grpc's own threads work for the gRPC servers only
+        assert cells[("modelport", c)]["cpu_us_event_engine"] > 0 and cells[("floor-uvloop", c)]["cpu_us_other"] > 0
+        assert cells[("modelport-http", c)]["cpu_us_event_engine"] == 0
+    assert all(cells[("floor-uvloop", c)]["cpu_us_vs_floor-uvloop"] == 1.0 for c in (1, 2))
