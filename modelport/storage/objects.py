@@ -92,10 +92,14 @@ class ObjectRepository:
 
     def _missing_root(self) -> list[dict[str, Any]]:
         """An empty prefix is an empty repository; a missing bucket (or folder) is a store problem."""
-        container = posixpath.dirname(self.root) if "file" in self.fs.protocol else self.root.split("/")[0]
-        if container != self.root and container and self.fs.exists(container):
+        if self._container_exists():
             return []
         raise UnavailableError(f"{self.url}: the repository's bucket or folder does not exist")
+
+    def _container_exists(self) -> bool:
+        """Whether the bucket (container; a local store's parent folder) holding the repository still exists."""
+        container = posixpath.dirname(self.root) if "file" in self.fs.protocol else self.root.split("/")[0]
+        return bool(container != self.root and container and self.fs.exists(container)) or self.fs.exists(self.root)
 
     def versions(self, model: str) -> list[int]:
         prefix = f"{self.root}/{model}/"
@@ -103,7 +107,11 @@ class ObjectRepository:
             try:
                 keys = [str(k) for k in self.fs.find(prefix.rstrip("/"))]
             except FileNotFoundError:
-                return []
+                keys = []
+            # nothing, and the bucket gone since the repository was listed (deleted mid-poll): a store to wait for,
+            # not a model without versions (whose loaded versions would be unloaded)
+            if not keys and not self._container_exists():
+                raise UnavailableError(f"{self.url}: the repository's bucket or folder does not exist")
         numbers = []
         for key in keys:
             parts = key[len(prefix) :].split("/") if key.startswith(prefix) else []

@@ -177,6 +177,24 @@ def test_a_deleted_bucket_keeps_serving_and_its_return_is_picked_up(store, tmp_p
     _no_secret_in(tmp_path / "server.log", store)
 
 
+def test_a_bucket_deleted_mid_poll_is_a_store_to_wait_for_not_a_model_without_versions(store, tmp_path):
+    # the race the test above can lose: the poll listed the repository, then the bucket went; listing a model's
+    # versions found nothing, and the server unloaded what it was serving (404s while the store was gone)
+    from modelport.errors import UnavailableError
+    from modelport.storage.objects import ObjectRepository
+
+    local = tmp_path / "local"
+    fakes.seal(fakes.write_model(local, "m"))
+    store.put_tree(local)
+    repository = ObjectRepository(store.url(), tmp_path / "cache")
+    assert repository.models() == ["m"] and repository.versions("m") == [1]
+    store.delete_bucket()
+    with pytest.raises(UnavailableError, match="bucket or folder does not exist"):
+        repository.versions("m")
+    store.create_bucket()
+    assert repository.versions("m") == [], "a model folder emptied in a bucket that exists has no versions"
+
+
 def test_a_corrupt_object_fails_its_version_naming_the_file(store, tmp_path):
     local = tmp_path / "local"
     fakes.seal(fakes.write_model(local, "m"))
