@@ -137,8 +137,12 @@ async def test_liveness_answers_within_50ms_while_32_large_images_decode(fault_c
     answers = await asyncio.gather(*uploads)
     assert all(a.status_code == 200 for a in answers), answers[0].text
     assert len(delays) >= 10, "the decoding took long enough to be polled"
-    assert max(delays) < 0.05, (
-        f"slowest liveness answer {1000 * max(delays):.1f} ms (p50 {1000 * np.median(delays):.1f})"
+    # a decode on the event loop would hold up most polls (each waits for the decode running); a busy machine may
+    # stall the whole process now and then (a CI run beside other work saw one poll of 450 ms, p50 3 ms)
+    slow = [d for d in delays if d >= 0.05]
+    assert len(slow) <= len(delays) // 10, (
+        f"{len(slow)} of {len(delays)} liveness answers took 50 ms or more (slowest {1000 * max(delays):.1f} ms, "
+        f"p50 {1000 * np.median(delays):.1f})"
     )
     assert (
         'modelport_preprocess_duration_seconds_count{model="colors-onnx",version="1"} 32.0'
