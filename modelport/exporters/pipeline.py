@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidArgumentError, ModelportError, SpecError, UnsupportedError, summarize
+from modelport.errors import InvalidArgumentError, ModelportError, SourceError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.exporters.publish import (
@@ -288,10 +288,27 @@ def _defined_case(source: SourceModel, rows: int, dynamic: int, rng: np.random.G
     never finite keeps its last draw."""
     for _ in range(_DRAWS):
         inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary)
-        outputs = source.predict(inputs)
+        outputs = _predict_random(source, inputs)
         if all(_finite(value) for value in outputs.values()):
             break
     return GoldenCase(inputs, outputs)
+
+
+def _predict_random(source: SourceModel, inputs: Arrays) -> Arrays:
+    """The source's outputs for random inputs; a source that refuses random strings (it parses them: JPEG images,
+    serialized tf.Example protos) fails the export with what to pass instead."""
+    try:
+        return source.predict(inputs)
+    except SourceError as exc:
+        strings = [s.name for s in source.inputs if s.dtype == "string"]
+        if not strings:
+            raise
+        raise SourceError(
+            f"{exc.message}. Golden inputs for string inputs ({', '.join(strings)}) are random words, which this "
+            "model refuses (it decodes or parses them: JPEG images, serialized tf.Example protos?): pass --eval-data "
+            "FILE.npz with real inputs, one array per input named as the input (strings as np.bytes_ arrays), with "
+            "at least as many rows as --batch-sizes adds up to (4 by default)"
+        ) from exc
 
 
 def _finite(value: np.ndarray[Any, Any]) -> bool:

@@ -211,14 +211,25 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
     if not specs:
         args = signature.structured_input_signature[0]
         specs = {s.name: s for s in args}
-    found = tuple(
-        TensorSpec(name=name, dtype=spec.dtype.name, shape=tuple(-1 if d is None else int(d) for d in spec.shape))
-        for name, spec in sorted(specs.items())
-    )
+    given = {s.name: s for s in options.inputs}
+    found = tuple(_signature_input(name, spec, given, location) for name, spec in sorted(specs.items()))
     inputs = check_input_specs(options.inputs, found, location)
     outputs = sorted(signature.structured_outputs, key=natural_key)
     names = options.output_names or tuple(outputs)
     return TFSource(obj, kind, location, inputs, tuple(names), signature=signature)
+
+
+def _signature_input(name: str, spec: Any, given: dict[str, TensorSpec], location: str) -> TensorSpec:
+    """A signature input as a spec; one of unknown rank (a TF1 placeholder without a shape, like the serialized
+    tf.Example input of TF Serving's classification signatures) takes its shape from ``--input``."""
+    if spec.shape.rank is None:
+        if name not in given:
+            raise SpecError(
+                f"{location}: input {name!r} ({spec.dtype.name}) has an unknown rank in the signature; pass its shape "
+                f"with --input, e.g. --input {name}:{spec.dtype.name}:-1"
+            )
+        return given[name]
+    return TensorSpec(name=name, dtype=spec.dtype.name, shape=tuple(-1 if d is None else int(d) for d in spec.shape))
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
