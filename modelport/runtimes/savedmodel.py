@@ -16,6 +16,9 @@ from modelport.runtimes.base import Arrays, RuntimeOptions, import_framework, re
 __all__ = ["SavedModelRuntime", "SignatureDef", "op_message"]
 
 SERVING_SIGNATURE = "serving_default"
+# TensorFlow fails to decode an op's error message that quotes non-UTF-8 input bytes (a serialized tf.Example it
+# could not parse): the op refused the values, in words Python cannot read
+_UNDECODABLE = "an op could not read them (its error message quotes bytes that are not UTF-8)"
 
 SignatureTensor = tuple[str, str, tuple[int, ...] | None, str]
 """A signature's tensor: its key, dtype (``float32``, ``string``...), shape (None: unknown rank), graph name."""
@@ -63,6 +66,8 @@ class SavedModelRuntime:
             result = self.signature(**feed)
         except self.tf.errors.InvalidArgumentError as exc:  # a gather index out of range, among others
             raise rejected_input(op_message(exc.message)) from exc
+        except UnicodeDecodeError as exc:  # an op's error that quotes the request's bytes (ParseExample's)
+            raise rejected_input(_UNDECODABLE) from exc
         return {s.name: result[self.manifest.native(s.name)].numpy() for s in self.manifest.outputs}
 
     def signatures(self) -> tuple[SignatureDef, ...]:
@@ -78,6 +83,8 @@ class SavedModelRuntime:
         feed = {k: self.tf.constant(v) for k, v in inputs.items()}
         try:
             result = signature(**feed)
+        except UnicodeDecodeError as exc:  # (a ValueError)
+            raise rejected_input(_UNDECODABLE) from exc
         except (self.tf.errors.InvalidArgumentError, TypeError, ValueError) as exc:  # wrong values, keys or dtypes
             raise rejected_input(op_message(getattr(exc, "message", str(exc)))) from exc
         return {k: v.numpy() for k, v in result.items()}

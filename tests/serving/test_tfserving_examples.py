@@ -293,3 +293,14 @@ def test_exports_say_what_a_tf_serving_model_needs(sources: dict[str, Path], tmp
         modelport.export(source=sources["resnet"], repository=tmp_path, name="r", formats=("savedmodel",), quiet=True)
     with pytest.raises(SpecError, match="--input inputs:string:-1"):
         modelport.export(source=sources["mnist"], repository=tmp_path, name="m", formats=("savedmodel",), quiet=True)
+
+
+def test_bytes_an_op_cannot_parse_are_the_requests_400(served: Served) -> None:
+    # ParseExample quotes what it could not parse; bytes that are not UTF-8 made TensorFlow's error unreadable (500)
+    model = f"{served.url}/v1/models/mnist:predict"
+    for body in ({"instances": [{"b64": "z/8="}]}, {"signature_name": "serving_default", "inputs": [{"b64": "z/8="}]}):
+        answer = httpx.post(model, json=body, timeout=60)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith("the model rejected the input values"), answer.text
+    words = httpx.post(model, json={"instances": ["abc"]}).json()["error"]
+    assert words.endswith("Could not parse example input, value: 'abc'"), words
