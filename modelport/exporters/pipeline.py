@@ -178,7 +178,12 @@ def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
     options = ctx.options
     rng = np.random.default_rng(options.seed)
     inputs = random_inputs(
-        artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng, ctx.source.vocabulary
+        artifact.inputs,
+        options.batch_sizes[0],
+        options.dynamic_sizes[0],
+        rng,
+        ctx.source.vocabulary,
+        ctx.source.string_samples,
     )
     return GoldenCase(inputs, ctx.source.predict(inputs))
 
@@ -226,7 +231,9 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     elif needs_agreement and options.calibration_data is not None:  # agreement on the data the model will see
         eval_inputs, _ = load_npz_inputs(options.calibration_data, source.inputs, "--calibration-data")
     elif needs_agreement:
-        eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary)
+        eval_inputs = random_inputs(
+            source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary, source.string_samples
+        )
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
     sizes = options.batch_sizes if batch_dynamic else (None,)
     # real rows make better golden inputs, unless other dims are dynamic: then vary them at random
@@ -287,7 +294,7 @@ def _defined_case(source: SourceModel, rows: int, dynamic: int, rng: np.random.G
     (PyTorch's fused attention answers numbers where its reference path answers NaN). A model whose outputs are
     never finite keeps its last draw."""
     for _ in range(_DRAWS):
-        inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary)
+        inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary, source.string_samples)
         outputs = _predict_random(source, inputs)
         if all(_finite(value) for value in outputs.values()):
             break
