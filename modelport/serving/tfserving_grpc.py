@@ -32,7 +32,7 @@ from modelport.serving.tfserving_examples import (
     regress,
     regression_signature,
 )
-from modelport.serving.tfserving_rest import SIGNATURE, graph_name, missing_version
+from modelport.serving.tfserving_rest import SIGNATURE, graph_name, missing_version, squeezed, unsqueezed
 from modelport.serving.types import (
     InferRequest,
     RequestedOutput,
@@ -228,6 +228,7 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 meta = plane.serving_metadata(request.model_spec.name, version)
                 names, keys = _by_signature_key(meta.inputs), {t.name: t.tfserving_key for t in meta.outputs}
                 inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
+                inputs, added = unsqueezed(inputs, meta)
                 outputs = _by_signature_key(meta.outputs)
                 wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in request.output_filter)
                 answer = await plane.infer(
@@ -237,7 +238,7 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 reply.model_spec.name = answer.model_name
                 reply.model_spec.version.value = int(answer.model_version)
                 reply.model_spec.signature_name = SIGNATURE
-                for name, value in answer.outputs.items():  # keyed as the signature keys them, as TF Serving does
+                for name, value in squeezed(answer.outputs, added).items():  # keyed by the signature's keys
                     reply.outputs[keys.get(name, name)].CopyFrom(tensor_proto(tf, value))
                 return reply
 

@@ -33,7 +33,14 @@ from modelport.serving.tfserving_examples import (
     regression_signature,
     signature_name,
 )
-from modelport.serving.types import InferRequest, Signature, TensorMetadata, VersionState, VersionStatus
+from modelport.serving.types import (
+    InferRequest,
+    ModelMetadata,
+    Signature,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
 __all__ = [
@@ -45,8 +52,10 @@ __all__ = [
     "predict_response",
     "row_problem",
     "signature_json",
+    "squeezed",
     "tensor_info",
     "tfserving_routes",
+    "unsqueezed",
 ]
 
 SIGNATURE = "serving_default"
@@ -148,11 +157,12 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
         return json_reply(predict_response(answer.outputs, row_format))
     inputs, row_format = parse_predict(body, meta.inputs)
     del body
+    inputs, added = unsqueezed(inputs, meta)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
     keys = {t.name: t.tfserving_key for t in meta.outputs}  # the signature's keys, as TF Serving answers
-    outputs = {keys.get(name, name): value for name, value in response.outputs.items()}
+    outputs = {keys.get(name, name): value for name, value in squeezed(response.outputs, added).items()}
     body = predict_response(outputs, row_format, tuple(keys.get(n, n) for n in response.json_outputs))
     if all(finite(v) for v in outputs.values()):
         return json_reply(body)
@@ -160,6 +170,34 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
 
 
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
+
+
+def unsqueezed(inputs: Arrays, meta: ModelMetadata) -> tuple[Arrays, int]:
+    """A SavedModel's inputs given without trailing dims of size 1 of their shapes, with them, and how many.
+
+    TF Serving feeds TensorFlow the tensor a request shapes, and a TF1 graph takes ``[3]`` for its ``[-1, 1]`` x
+    (TF Serving's quickstart sends ``{"instances": [1.0, 2.0, 5.0]}`` to half_plus_two and reads ``[2.5, 3.0,
+    4.5]``): such inputs get the missing dims (as many for every input), so validation and batching apply, and
+    :func:`squeezed` takes as many off the outputs, as TensorFlow's element-wise answer would have them.
+    """
+    if meta.format != "savedmodel":
+        return inputs, 0
+    shapes = {t.name: t.shape for t in meta.inputs}
+    missing = {len(shapes[n]) - v.ndim for n, v in inputs.items() if n in shapes and v.ndim}
+    added = missing.pop() if len(missing) == 1 else 0
+    if added <= 0 or any(n not in shapes or shapes[n][v.ndim :] != (1,) * added for n, v in inputs.items()):
+        return inputs, 0
+    return {n: v.reshape(v.shape + (1,) * added) for n, v in inputs.items()}, added
+
+
+def squeezed(outputs: Arrays, added: int) -> Arrays:
+    """Outputs without the ``added`` trailing dims of size 1 that :func:`unsqueezed` gave the inputs."""
+    if not added:
+        return outputs
+    ones = (1,) * added
+    return {
+        n: v.reshape(v.shape[:-added]) if v.ndim > added and v.shape[-added:] == ones else v for n, v in outputs.items()
+    }
 
 
 def _other_signature(plane: DataPlane, model: str, version: str | None, body: Any) -> Signature | None:

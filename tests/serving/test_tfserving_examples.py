@@ -113,6 +113,11 @@ def test_resnet_client_grpc_sends_jpeg_bytes(served: Served, sources: dict[str, 
     expected = _reference(sources, "resnet", "serving_default", image_bytes=np.array([data], dtype=object))
     np.testing.assert_allclose(result.outputs["probabilities"].float_val, expected["probabilities"][0], atol=1e-5)
     assert list(result.outputs["classes"].int64_val) == [int(expected["classes"][0])]
+    half = predict_pb2.PredictRequest()
+    half.model_spec.name = "half_plus_two"
+    half.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0, 2.0, 5.0]))  # the quickstart's shape [3], over gRPC
+    y = _stub(served).Predict(half, 60.0).outputs["y"]
+    assert ([d.size for d in y.tensor_shape.dim], list(y.float_val)) == ([3], [2.5, 3.0, 4.5])
     request.model_spec.signature_name = "predict"  # the official model's second signature
     again = _stub(served).Predict(request, 60.0)
     assert again.model_spec.signature_name == "predict"
@@ -141,6 +146,10 @@ def test_mnist_client_predict_on_predict_images(served: Served, sources: dict[st
 
 def test_half_plus_two_rest_predict_rows_and_columns(served: Served) -> None:
     model = f"{served.url}/v1/models/half_plus_two"
+    # TF Serving's quickstart: x is [-1, 1] in the signature, TensorFlow takes [3] and answers y as [3]
+    quickstart = httpx.post(f"{model}:predict", content=b'{"instances": [1.0, 2.0, 5.0]}', timeout=60)
+    assert quickstart.json() == {"predictions": [2.5, 3.0, 4.5]}, quickstart.text
+    assert httpx.post(f"{model}:predict", json={"inputs": [1.0, 2.0]}).json() == {"outputs": [2.5, 3.0]}
     rows = httpx.post(f"{model}:predict", json={"instances": [[1.0], [2.0], [5.0]]}, timeout=60)
     assert rows.json() == {"predictions": [[2.5], [3.0], [4.5]]}, rows.text
     columns = httpx.post(f"{model}:predict", json={"signature_name": "serving_default", "inputs": {"x": [[1.0]]}})
