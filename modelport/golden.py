@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,16 @@ def concrete_shape(spec: TensorSpec, batch: int, dynamic: int) -> tuple[int, ...
 
 
 def random_inputs(
-    specs: tuple[TensorSpec, ...], batch: int, dynamic: int, rng: np.random.Generator, words: tuple[str, ...] = ()
+    specs: tuple[TensorSpec, ...],
+    batch: int,
+    dynamic: int,
+    rng: np.random.Generator,
+    words: tuple[str, ...] = (),
+    samples: Mapping[str, tuple[bytes, ...]] | None = None,
 ) -> Arrays:
     """Valid random inputs for ``specs`` (ints within the spec's value range, floats ~N(0,1), strings ``sN`` or,
-    given the model's vocabulary ``words``, mostly its words; an ``attention_mask`` as a tokenizer pads)."""
+    given the model's vocabulary ``words``, mostly its words; an ``attention_mask`` as a tokenizer pads). A string
+    input with ``samples`` (values the model parses: serialized tf.Example protos) is drawn from them only."""
     arrays: Arrays = {}
     for spec in specs:
         shape = concrete_shape(spec, batch, dynamic)
@@ -59,6 +66,9 @@ def random_inputs(
             arrays[spec.name] = _padding_mask(shape, rng).astype(dtype.np_dtype())
         elif dtype.name == "bool":
             arrays[spec.name] = rng.random(shape) < 0.5
+        elif dtype.name == "string" and samples and spec.name in samples:
+            picks = rng.integers(0, len(samples[spec.name]), math.prod(shape))
+            arrays[spec.name] = np.array([samples[spec.name][k] for k in picks], dtype=object).reshape(shape)
         elif dtype.name == "string":
             arrays[spec.name] = _random_strings(shape, rng, words)
         elif dtype.is_integer:

@@ -94,7 +94,7 @@ class ConvertContext:
         """Inputs to trace with: random, batch 2 (so the batch dim is not specialised to 1)."""
         rng = np.random.default_rng(self.options.seed)
         sizes = dynamic or self.options.dynamic_sizes[0]
-        return random_inputs(self.source.inputs, batch, sizes, rng, self.source.vocabulary)
+        return random_inputs(self.source.inputs, batch, sizes, rng, self.source.vocabulary, self.source.string_samples)
 
     def base(self, fmt: str) -> Artifact:
         """The float artifact of ``fmt``, converted once and reused by variants built on it."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidArgumentError, ModelportError, SpecError, UnsupportedError, summarize
+from modelport.errors import InvalidArgumentError, ModelportError, SourceError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
 from modelport.exporters.publish import (
@@ -178,7 +178,12 @@ def _case_for(ctx: ConvertContext, artifact: Artifact) -> GoldenCase:
     options = ctx.options
     rng = np.random.default_rng(options.seed)
     inputs = random_inputs(
-        artifact.inputs, options.batch_sizes[0], options.dynamic_sizes[0], rng, ctx.source.vocabulary
+        artifact.inputs,
+        options.batch_sizes[0],
+        options.dynamic_sizes[0],
+        rng,
+        ctx.source.vocabulary,
+        ctx.source.string_samples,
     )
     return GoldenCase(inputs, ctx.source.predict(inputs))
 
@@ -226,7 +231,9 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     elif needs_agreement and options.calibration_data is not None:  # agreement on the data the model will see
         eval_inputs, _ = load_npz_inputs(options.calibration_data, source.inputs, "--calibration-data")
     elif needs_agreement:
-        eval_inputs = random_inputs(source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary)
+        eval_inputs = random_inputs(
+            source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary, source.string_samples
+        )
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
     other_dynamic = any(-1 in s.shape[1:] for s in source.inputs)
     dynamic = options.dynamic_sizes
@@ -293,11 +300,28 @@ def _defined_case(source: SourceModel, rows: int, dynamic: int, rng: np.random.G
     (PyTorch's fused attention answers numbers where its reference path answers NaN). A model whose outputs are
     never finite keeps its last draw."""
     for _ in range(_DRAWS):
-        inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary)
-        outputs = source.predict(inputs)
+        inputs = random_inputs(source.inputs, rows, dynamic, rng, source.vocabulary, source.string_samples)
+        outputs = _predict_random(source, inputs)
         if all(_finite(value) for value in outputs.values()):
             break
     return GoldenCase(inputs, outputs)
+
+
+def _predict_random(source: SourceModel, inputs: Arrays) -> Arrays:
+    """The source's outputs for random inputs; a source that refuses random strings (it parses them: JPEG images,
+    serialized tf.Example protos) fails the export with what to pass instead."""
+    try:
+        return source.predict(inputs)
+    except SourceError as exc:
+        strings = [s.name for s in source.inputs if s.dtype == "string"]
+        if not strings:
+            raise
+        raise SourceError(
+            f"{exc.message}. Golden inputs for string inputs ({', '.join(strings)}) are random words, which this "
+            "model refuses (it decodes or parses them: JPEG images, serialized tf.Example protos?): pass --eval-data "
+            "FILE.npz with real inputs, one array per input named as the input (strings as np.bytes_ arrays), with "
+            "at least as many rows as --batch-sizes adds up to (4 by default)"
+        ) from exc
 
 
 def _finite(value: np.ndarray[Any, Any]) -> bool:

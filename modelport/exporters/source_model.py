@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -25,6 +25,7 @@ class SourceModel(Protocol):
     output_names: tuple[str, ...]
     output_keys: tuple[str, ...]
     vocabulary: tuple[str, ...]
+    string_samples: dict[str, tuple[bytes, ...]]
     compute_dtype: str
     model: Any
 
@@ -45,6 +46,8 @@ class LoadedModel:
     output_keys: tuple[str, ...] = ()
     # strings the model knows (a Keras StringLookup's or TextVectorization's): golden string inputs are drawn from them
     vocabulary: tuple[str, ...] = ()
+    # values a string input's golden inputs are drawn from (the tf.Example protos a SavedModel signature parses)
+    string_samples: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
     # the float type the model computes in: float16 or bfloat16 for a half model or a Keras mixed-precision policy
     compute_dtype: str = "float32"
 

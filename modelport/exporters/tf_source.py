@@ -13,6 +13,7 @@ import numpy as np
 from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
+from modelport.exporters.tf_examples import example_samples, parses_examples
 from modelport.golden import random_inputs
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
@@ -211,14 +212,30 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
     if not specs:
         args = signature.structured_input_signature[0]
         specs = {s.name: s for s in args}
-    found = tuple(
-        TensorSpec(name=name, dtype=spec.dtype.name, shape=tuple(-1 if d is None else int(d) for d in spec.shape))
-        for name, spec in sorted(specs.items())
-    )
+    given = {s.name: s for s in options.inputs}
+    parsed = parses_examples(signature) and sum(s.dtype == "string" for s in specs.values()) == 1
+    found = tuple(_signature_input(name, spec, given, location, parsed) for name, spec in sorted(specs.items()))
     inputs = check_input_specs(options.inputs, found, location)
     outputs = sorted(signature.structured_outputs, key=natural_key)
     names = options.output_names or tuple(outputs)
-    return TFSource(obj, kind, location, inputs, tuple(names), signature=signature)
+    examples = example_samples(signature, options.seed) if parsed else ()
+    samples = {s.name: examples for s in inputs if s.dtype == "string" and examples}
+    return TFSource(obj, kind, location, inputs, tuple(names), string_samples=samples, signature=signature)
+
+
+def _signature_input(name: str, spec: Any, given: dict[str, TensorSpec], location: str, parsed: bool) -> TensorSpec:
+    """A signature input as a spec; one of unknown rank (a TF1 placeholder without a shape) takes its shape from
+    ``--input``, or, the serialized tf.Example protos a signature parses (``parsed``), is a batch of them."""
+    if spec.shape.rank is None:
+        if parsed and spec.dtype.name == "string" and name not in given:
+            return TensorSpec(name=name, dtype="string", shape=(-1,))
+        if name not in given:
+            raise SpecError(
+                f"{location}: input {name!r} ({spec.dtype.name}) has an unknown rank in the signature; pass its shape "
+                f"with --input, e.g. --input {name}:{spec.dtype.name}:-1"
+            )
+        return given[name]
+    return TensorSpec(name=name, dtype=spec.dtype.name, shape=tuple(-1 if d is None else int(d) for d in spec.shape))
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

@@ -46,6 +46,7 @@ from modelport.serving.types import (
     Registered,
     RepositoryRow,
     ServerMetadata,
+    Signature,
     TensorMetadata,
     VersionState,
     VersionStatus,
@@ -233,6 +234,8 @@ class DataPlane:
             if served is None:
                 assert pipeline is not None
                 response = await pipeline.infer(self, request)
+            elif request.signature:
+                response = await _run_signature(served, request)
             elif served.execution is not None and served.execution.processors is not None:
                 response = await self.applications.infer(served, request)
             else:  # the usual request: awaited here, not through _run (one coroutine level less per request)
@@ -263,6 +266,16 @@ class DataPlane:
                 self.metrics.statistics.request(name, number, elapsed, succeeded)
             if pipeline is not None and succeeded:
                 self.metrics.statistics.ensemble(name, VERSION, elapsed)
+
+    def signatures(self, name: str, version: str | None = None) -> tuple[Signature, ...]:
+        """Every signature of a ready SavedModel version, by name (none for other formats and pipelines)."""
+        if self._pipeline(name, version) is not None:
+            return ()
+        served = self.manager.get(name, version)
+        served.require_ready()
+        execution = served.execution
+        read = getattr(execution.runtimes[0], "signatures", None) if execution is not None else None
+        return tuple(_signature(found) for found in read()) if read is not None else ()
 
     async def _run(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """One model version's request: through its processors when it has them, else tensors in and out."""
@@ -495,6 +508,27 @@ class DataPlane:
             for name, entry in self.manager.models.items()
             for v in entry.versions.values()
         ]
+
+
+async def _run_signature(served: ServedVersion, request: InferRequest) -> InferResponse:
+    """A request to one of a SavedModel's other signatures (``request.signature``), keyed by its keys: not batched
+    (the signature is not the manifest's), run on a worker thread by the first instance."""
+    execution = served.execution
+    run = getattr(execution.runtimes[0], "run_signature", None) if execution is not None else None
+    if run is None:
+        raise InvalidArgumentError(f'Serving signature name: "{request.signature}" not found in signature def')
+    outputs = await asyncio.to_thread(run, request.signature, request.inputs)
+    return InferResponse(served.name, str(served.version), outputs, request.id)
+
+
+def _signature(found: Any) -> Signature:
+    """A runtime's SignatureDef (``runtimes/savedmodel.py``) as the data plane's :class:`Signature`."""
+
+    def tensors(entries: Any) -> tuple[TensorMetadata, ...]:
+        return tuple(TensorMetadata(key, dtype, shape or (), name, key) for key, dtype, shape, name in entries)
+
+    unranked = frozenset(key for key, _, shape, _ in (*found.inputs, *found.outputs) if shape is None)
+    return Signature(found.name, found.method_name, tensors(found.inputs), tensors(found.outputs), unranked)
 
 
 def _status(served: ServedVersion) -> VersionStatus:

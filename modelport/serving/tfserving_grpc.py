@@ -1,7 +1,10 @@
-"""TF Serving gRPC: ``PredictionService`` (Predict, GetModelMetadata) and ``ModelService.GetModelStatus``.
+"""TF Serving gRPC: ``PredictionService`` (Predict, Classify, Regress, MultiInference, GetModelMetadata) and
+``ModelService.GetModelStatus``.
 
 Built on the message and servicer classes of ``tensorflow-serving-api``, with tensors converted by
-``tf.make_ndarray`` / ``tf.make_tensor_proto`` (every dtype, strings included). Those classes
+``tf.make_ndarray`` / ``tf.make_tensor_proto`` (every dtype, strings included); outputs carry their values in the
+typed fields (``float_val``, ``int64_val``...), as TF Serving answers (``AsProtoField``), which its example clients
+read (``result.outputs['scores'].float_val``). Those classes
 import TensorFlow, so this service is enabled with ``--tfserving-grpc``.
 """
 
@@ -18,11 +21,22 @@ from modelport.quiet import import_quietly
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.grpc_status import guard
-from modelport.serving.tfserving_rest import SIGNATURE, missing_version
+from modelport.serving.tfserving_examples import (
+    CLASSIFY,
+    PREDICT,
+    REGRESS,
+    Answer,
+    classification_signature,
+    classify,
+    merged_examples,
+    regress,
+    regression_signature,
+)
+from modelport.serving.tfserving_rest import SIGNATURE, graph_name, missing_version, squeezed, unsqueezed
 from modelport.serving.types import (
     InferRequest,
-    ModelMetadata,
     RequestedOutput,
+    Signature,
     TensorMetadata,
     VersionState,
     VersionStatus,
@@ -31,8 +45,26 @@ from modelport.tensors import TF_DTYPES
 
 __all__ = [
     "add_tfserving_services",
+    "tensor_proto",
     "tfserving_descriptor_files",
 ]
+
+# the TensorProto field TF Serving writes each dtype's values into (tensorflow::Tensor::AsProtoField)
+_FIELDS = {
+    "float32": "float_val",
+    "float64": "double_val",
+    "int8": "int_val",
+    "int16": "int_val",
+    "int32": "int_val",
+    "uint8": "int_val",
+    "uint16": "int_val",
+    "int64": "int64_val",
+    "uint32": "uint32_val",
+    "uint64": "uint64_val",
+    "bool": "bool_val",
+    "float16": "half_val",
+    "bfloat16": "half_val",
+}
 
 _STATES = {"READY": "AVAILABLE", "LOADING": "LOADING", "UNLOADING": "UNLOADING", "FAILED": "END"}
 
@@ -53,6 +85,19 @@ def tfserving_descriptor_files() -> list[Any]:
     """The proto files of both services (for reflection), once ``add_tfserving_services`` imported them."""
     names = ("prediction_service_pb2", "model_service_pb2")
     return [import_framework(f"tensorflow_serving.apis.{n}", "tfserving").DESCRIPTOR for n in names]
+
+
+def tensor_proto(tf: Any, value: np.ndarray[Any, Any]) -> Any:
+    """A TensorProto with the values in its typed field, not ``tensor_content`` (as TF Serving answers)."""
+    proto = tf.make_tensor_proto(value)
+    field = _FIELDS.get(value.dtype.name)
+    if field is None or not proto.tensor_content:
+        return proto
+    proto.ClearField("tensor_content")
+    flat = value.ravel()
+    values = flat.view(np.uint16) if field == "half_val" else flat  # half_val holds the 16-bit patterns
+    getattr(proto, field).extend(values.tolist())
+    return proto
 
 
 def _version(plane: DataPlane, spec: Any) -> str | None:
@@ -91,24 +136,99 @@ def _by_signature_key(tensors: tuple[TensorMetadata, ...]) -> dict[str, str]:
     return {t.tfserving_key: t.name for t in tensors if t.tfserving_key != t.name}
 
 
-def _check_signature(name: str) -> None:
-    if name not in ("", SIGNATURE):
+def _other_signature(plane: DataPlane, spec: Any, version: str | None) -> Signature | None:
+    """The SavedModel signature a PredictRequest names when it is not ``serving_default`` (None: the manifest's)."""
+    name = spec.signature_name
+    if name in ("", SIGNATURE):
+        return None
+    found = {s.name: s for s in plane.signatures(spec.name, version)}
+    if name not in found:
         raise InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
+    return found[name]
+
+
+def _examples(message: Any) -> list[bytes]:
+    """The serialized examples of a tensorflow.serving.Input, the context merged into each."""
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgumentError("Input is empty.")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in message.example_list.examples]
+    listed = message.example_list_with_context
+    return merged_examples(listed.context.SerializeToString(), [e.SerializeToString() for e in listed.examples])
+
+
+async def _infer_examples(plane: DataPlane, spec: Any, method: str, examples: list[bytes]) -> Answer:
+    """Classify (``method`` CLASSIFY) or Regress ``examples`` with the signature a ModelSpec names."""
+    version = _version(plane, spec)
+    if method == CLASSIFY:
+        found = classification_signature(plane, spec.name, version, spec.signature_name)
+        return await classify(plane, spec.name, version, found, examples, "tfserving-grpc")
+    found = regression_signature(plane, spec.name, version, spec.signature_name)
+    return await regress(plane, spec.name, version, found, examples, "tfserving-grpc")
+
+
+def _classification_result(answer: Answer, result: Any) -> None:
+    for row in answer.results:
+        classes = result.classifications.add()
+        for label, score in row:
+            entry = classes.classes.add()
+            if label is not None:
+                entry.label = label.decode(errors="replace")
+            if score is not None:
+                entry.score = score
+
+
+def _regression_result(answer: Answer, result: Any) -> None:
+    for value in answer.results:
+        result.regressions.add(value=value)
+
+
+def _spec(target: Any, name: str, answer: Answer) -> None:
+    target.name = name
+    target.version.value = int(answer.version)
+    target.signature_name = answer.signature
 
 
 def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
     tf = import_framework("tensorflow", "tf")
-    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        inference_pb2,
+        predict_pb2,
+        regression_pb2,
+    )
+
+    async def _predict_signature(signature: Signature, request: Any, version: str | None) -> Any:
+        """A Predict on another signature of a SavedModel: inputs and outputs by its keys, not batched."""
+        limit = plane.settings.max_body_bytes
+        inputs = {k: _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
+        _check_keys(signature, inputs)
+        name = request.model_spec.name
+        answer = await plane.infer(name, version, InferRequest(inputs, signature=signature.name), "tfserving-grpc")
+        reply = predict_pb2.PredictResponse()
+        reply.model_spec.name = name
+        reply.model_spec.version.value = int(answer.model_version)
+        reply.model_spec.signature_name = signature.name
+        wanted = set(request.output_filter) or set(answer.outputs)
+        for key, value in answer.outputs.items():
+            if key in wanted:
+                reply.outputs[key].CopyFrom(tensor_proto(tf, value))
+        return reply
 
     class PredictionServicer(apis.PredictionServiceServicer):  # type: ignore[misc]
         async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
             async def call() -> Any:
-                _check_signature(request.model_spec.signature_name)
                 version = _version(plane, request.model_spec)
+                other = _other_signature(plane, request.model_spec, version)
+                if other is not None:
+                    return await _predict_signature(other, request, version)
                 limit = plane.settings.max_body_bytes
                 meta = plane.serving_metadata(request.model_spec.name, version)
                 names, keys = _by_signature_key(meta.inputs), {t.name: t.tfserving_key for t in meta.outputs}
                 inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
+                inputs, added = unsqueezed(inputs, meta)
                 outputs = _by_signature_key(meta.outputs)
                 wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in request.output_filter)
                 answer = await plane.infer(
@@ -118,8 +238,45 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 reply.model_spec.name = answer.model_name
                 reply.model_spec.version.value = int(answer.model_version)
                 reply.model_spec.signature_name = SIGNATURE
-                for name, value in answer.outputs.items():  # keyed as the signature keys them, as TF Serving does
-                    reply.outputs[keys.get(name, name)].CopyFrom(tf.make_tensor_proto(value))
+                for name, value in squeezed(answer.outputs, added).items():  # keyed by the signature's keys
+                    reply.outputs[keys.get(name, name)].CopyFrom(tensor_proto(tf, value))
+                return reply
+
+            return await guard(context, call)
+
+        async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def call() -> Any:
+                reply = classification_pb2.ClassificationResponse()
+                answer = await _infer_examples(plane, request.model_spec, CLASSIFY, _examples(request.input))
+                _spec(reply.model_spec, request.model_spec.name, answer)
+                _classification_result(answer, reply.result)
+                return reply
+
+            return await guard(context, call)
+
+        async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def call() -> Any:
+                reply = regression_pb2.RegressionResponse()
+                answer = await _infer_examples(plane, request.model_spec, REGRESS, _examples(request.input))
+                _spec(reply.model_spec, request.model_spec.name, answer)
+                _regression_result(answer, reply.result)
+                return reply
+
+            return await guard(context, call)
+
+        async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
+            async def call() -> Any:
+                _check_tasks(request.tasks)
+                examples = _examples(request.input)
+                reply = inference_pb2.MultiInferenceResponse()
+                for task in request.tasks:
+                    answer = await _infer_examples(plane, task.model_spec, task.method_name, examples)
+                    result = reply.results.add()
+                    _spec(result.model_spec, task.model_spec.name, answer)
+                    if task.method_name == CLASSIFY:
+                        _classification_result(answer, result.classification_result)
+                    else:
+                        _regression_result(answer, result.regression_result)
                 return reply
 
             return await guard(context, call)
@@ -133,7 +290,9 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 reply = get_model_metadata_pb2.GetModelMetadataResponse()
                 reply.model_spec.name = spec.name
                 reply.model_spec.version.value = meta.status.version
-                reply.metadata["signature_def"].Pack(_signature_map(meta))
+                found = plane.signatures(spec.name, _version(plane, spec)) if meta.format is not None else ()
+                signatures = found or (Signature(SIGNATURE, PREDICT, meta.inputs, meta.outputs),)
+                reply.metadata["signature_def"].Pack(_signature_map(signatures))
                 return reply
 
             return await guard(context, call)
@@ -166,25 +325,49 @@ def _status_reply(versions: list[VersionStatus]) -> Any:
     return reply
 
 
-def _signature_map(meta: ModelMetadata) -> Any:
+def _check_keys(signature: Signature, inputs: dict[str, Any]) -> None:
+    expected = sorted(t.name for t in signature.inputs)
+    if sorted(inputs) != expected:
+        raise InvalidArgumentError(f"Expected inputs {expected} for signature {signature.name!r}, got {sorted(inputs)}")
+
+
+def _check_tasks(tasks: Any) -> None:
+    """MultiInference's rules, in TF Serving's words: tasks on one model, each signature once, classify or regress."""
+    if not tasks:
+        raise InvalidArgumentError("Found no tasks in MultiInferenceRequest.")
+    seen: set[str] = set()
+    for task in tasks:
+        if task.model_spec.name != tasks[0].model_spec.name:
+            raise InvalidArgumentError("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        name = task.model_spec.signature_name or SIGNATURE
+        if name in seen:
+            raise InvalidArgumentError(f"Duplicate evaluation of signature: {name}")
+        seen.add(name)
+        if task.method_name not in (CLASSIFY, REGRESS):
+            raise InvalidArgumentError(f"Unsupported signature method_name: {task.method_name}")
+
+
+def _signature_map(signatures: tuple[Signature, ...]) -> Any:
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
 
-    def info(tensor: TensorMetadata) -> Any:
+    def info(tensor: TensorMetadata, unranked: frozenset[str]) -> Any:
         message = meta_graph_pb2.TensorInfo(
-            name=f"{tensor.native_name}:0", dtype=types_pb2.DataType.Value(TF_DTYPES[tensor.dtype])
+            name=graph_name(tensor), dtype=types_pb2.DataType.Value(TF_DTYPES[tensor.dtype])
         )
+        if tensor.signature_key in unranked:
+            message.tensor_shape.unknown_rank = True
         for dim in tensor.shape:
             message.tensor_shape.dim.add(size=dim)
         return message
 
-    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    for tensor in meta.inputs:
-        signature.inputs[tensor.tfserving_key].CopyFrom(info(tensor))
-    for tensor in meta.outputs:
-        signature.outputs[tensor.tfserving_key].CopyFrom(info(tensor))
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
     signature_map = get_model_metadata_pb2.SignatureDefMap()
-    signature_map.signature_def[SIGNATURE].CopyFrom(signature)
+    for found in signatures:
+        signature = signature_map.signature_def[found.name]
+        signature.method_name = found.method_name
+        for tensor in found.inputs:
+            signature.inputs[tensor.tfserving_key].CopyFrom(info(tensor, found.unranked))
+        for tensor in found.outputs:
+            signature.outputs[tensor.tfserving_key].CopyFrom(info(tensor, found.unranked))
     return signature_map

@@ -1,4 +1,4 @@
-"""TF Serving REST API over the data plane: model status, metadata and ``:predict``.
+"""TF Serving REST API over the data plane: model status, metadata, ``:predict``, ``:classify``, ``:regress``.
 
 Row (``instances``) and columnar (``inputs``) requests, named or unnamed single inputs,
 ``{"b64": ...}`` strings, ``signature_name``, responses shaped as TF Serving shapes them
@@ -10,7 +10,6 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -25,18 +24,38 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import JSON, Reply, json_reply
 from modelport.serving.httputil import finite, json_tensor, loads, non_finite_dumps
-from modelport.serving.types import InferRequest, TensorMetadata, VersionState, VersionStatus
+from modelport.serving.tfserving_examples import (
+    PREDICT,
+    classification_signature,
+    classify,
+    examples_from_json,
+    regress,
+    regression_signature,
+    signature_name,
+)
+from modelport.serving.types import (
+    InferRequest,
+    ModelMetadata,
+    Signature,
+    TensorMetadata,
+    VersionState,
+    VersionStatus,
+)
 from modelport.tensors import TF_DTYPES, lookup_dtype
 
 __all__ = [
     "SIGNATURE",
     "TFSERVING_HOT_ROUTES",
+    "graph_name",
     "missing_version",
     "parse_predict",
     "predict_response",
     "row_problem",
+    "signature_json",
+    "squeezed",
     "tensor_info",
     "tfserving_routes",
+    "unsqueezed",
 ]
 
 SIGNATURE = "serving_default"
@@ -53,7 +72,28 @@ def tensor_info(tensor: TensorMetadata) -> dict[str, Any]:
     return {
         "dtype": TF_DTYPES[tensor.dtype],
         "tensor_shape": {"dim": dims, "unknown_rank": False},
-        "name": f"{tensor.native_name}:0",
+        "name": graph_name(tensor),
+    }
+
+
+def graph_name(tensor: TensorMetadata) -> str:
+    """The graph tensor's name, ``x:0`` (a signature's names carry their output index already)."""
+    return tensor.native_name if ":" in tensor.native_name else f"{tensor.native_name}:0"
+
+
+def signature_json(signature: Signature) -> dict[str, Any]:
+    """A SignatureDef as TF Serving's metadata JSON writes it."""
+
+    def info(tensor: TensorMetadata) -> dict[str, Any]:
+        found = tensor_info(tensor)
+        if tensor.signature_key in signature.unranked:
+            found["tensor_shape"] = {"dim": [], "unknown_rank": True}
+        return found
+
+    return {
+        "inputs": {t.tfserving_key: info(t) for t in signature.inputs},
+        "outputs": {t.tfserving_key: info(t) for t in signature.outputs},
+        "method_name": signature.method_name,
     }
 
 
@@ -84,16 +124,14 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
-        meta = plane.model_metadata(model, _version_for(plane, model, request.path_params), ready_only=True)
-        signature = {
-            "inputs": {t.tfserving_key: tensor_info(t) for t in meta.inputs},
-            "outputs": {t.tfserving_key: tensor_info(t) for t in meta.outputs},
-            "method_name": "tensorflow/serving/predict",
-        }
+        version = _version_for(plane, model, request.path_params)
+        meta = plane.model_metadata(model, version, ready_only=True)
+        found = plane.signatures(model, version) if meta.format is not None else ()
+        signatures = found or (Signature(SIGNATURE, PREDICT, meta.inputs, meta.outputs),)
         return _json(
             {
                 "model_spec": {"name": model, "signature_name": "", "version": str(meta.status.version)},
-                "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
+                "metadata": {"signature_def": {"signature_def": {s.name: signature_json(s) for s in signatures}}},
             }
         )
 
@@ -111,12 +149,20 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     model = head.params["model"]
     version = _version_for(plane, model, head.params)
     meta = plane.serving_metadata(model, version)
-    inputs, row_format = _decode_predict(await read(plane.settings.max_body_bytes), meta.inputs)
+    body = _body(await read(plane.settings.max_body_bytes))
+    signature = _other_signature(plane, model, version, body)
+    if signature is not None:
+        inputs, row_format = parse_predict(body, signature.inputs, signature.name)
+        answer = await plane.infer(model, version, InferRequest(inputs, signature=signature.name), "tfserving-rest")
+        return json_reply(predict_response(answer.outputs, row_format))
+    inputs, row_format = parse_predict(body, meta.inputs)
+    del body
+    inputs, added = unsqueezed(inputs, meta)
     response = await plane.infer(model, version, InferRequest(inputs=inputs), "tfserving-rest")
     if response.results is not None:
         return json_reply({"predictions" if row_format else "outputs": response.results})
     keys = {t.name: t.tfserving_key for t in meta.outputs}  # the signature's keys, as TF Serving answers
-    outputs = {keys.get(name, name): value for name, value in response.outputs.items()}
+    outputs = {keys.get(name, name): value for name, value in squeezed(response.outputs, added).items()}
     body = predict_response(outputs, row_format, tuple(keys.get(n, n) for n in response.json_outputs))
     if all(finite(v) for v in outputs.values()):
         return json_reply(body)
@@ -126,24 +172,81 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
 _PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
 
 
-def _unimplemented(api: str) -> Callable[[DataPlane, RequestHead, BodyReader], Awaitable[Reply]]:
-    owner = "KServe v1" if api == "explain" else "TF Serving"
+def unsqueezed(inputs: Arrays, meta: ModelMetadata) -> tuple[Arrays, int]:
+    """A SavedModel's inputs given without trailing dims of size 1 of their shapes, with them, and how many.
 
-    async def refuse(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
-        raise UnimplementedError(f"{owner}'s :{api} API is not implemented; modelport serves :predict")
+    TF Serving feeds TensorFlow the tensor a request shapes, and a TF1 graph takes ``[3]`` for its ``[-1, 1]`` x
+    (TF Serving's quickstart sends ``{"instances": [1.0, 2.0, 5.0]}`` to half_plus_two and reads ``[2.5, 3.0,
+    4.5]``): such inputs get the missing dims (as many for every input), so validation and batching apply, and
+    :func:`squeezed` takes as many off the outputs, as TensorFlow's element-wise answer would have them.
+    """
+    if meta.format != "savedmodel":
+        return inputs, 0
+    shapes = {t.name: t.shape for t in meta.inputs}
+    missing = {len(shapes[n]) - v.ndim for n, v in inputs.items() if n in shapes and v.ndim}
+    added = missing.pop() if len(missing) == 1 else 0
+    if added <= 0 or any(n not in shapes or shapes[n][v.ndim :] != (1,) * added for n, v in inputs.items()):
+        return inputs, 0
+    return {n: v.reshape(v.shape + (1,) * added) for n, v in inputs.items()}, added
 
-    return refuse
 
+def squeezed(outputs: Arrays, added: int) -> Arrays:
+    """Outputs without the ``added`` trailing dims of size 1 that :func:`unsqueezed` gave the inputs."""
+    if not added:
+        return outputs
+    ones = (1,) * added
+    return {
+        n: v.reshape(v.shape[:-added]) if v.ndim > added and v.shape[-added:] == ones else v for n, v in outputs.items()
+    }
+
+
+def _other_signature(plane: DataPlane, model: str, version: str | None, body: Any) -> Signature | None:
+    """The SavedModel signature a predict body names when it is not ``serving_default`` (None: the manifest's)."""
+    name = body.get("signature_name", "") if isinstance(body, dict) else ""
+    if not name or name == SIGNATURE or not isinstance(name, str):
+        return None
+    found = {s.name: s for s in plane.signatures(model, version)}
+    if name not in found:
+        raise InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
+    return found[name]
+
+
+async def _classify(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+    """``POST ...:classify``: ``{"results": [[[label, score], ...], ...]}``."""
+    model = head.params["model"]
+    version = _version_for(plane, model, head.params)
+    body = _body(await read(plane.settings.max_body_bytes))
+    signature = classification_signature(plane, model, version, signature_name(body))
+    answer = await classify(plane, model, version, signature, examples_from_json(body), "tfserving-rest")
+    rows = [[[_text(label or b""), score or 0.0] for label, score in row] for row in answer.results]
+    return json_reply({"results": rows})
+
+
+async def _regress(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+    """``POST ...:regress``: ``{"results": [value, ...]}``."""
+    model = head.params["model"]
+    version = _version_for(plane, model, head.params)
+    body = _body(await read(plane.settings.max_body_bytes))
+    signature = regression_signature(plane, model, version, signature_name(body))
+    answer = await regress(plane, model, version, signature, examples_from_json(body), "tfserving-rest")
+    return json_reply({"results": answer.results})
+
+
+async def _explain_refused(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
+    raise UnimplementedError("KServe v1's :explain API is not implemented; modelport serves :predict")
+
+
+_APIS = {"predict": _predict, "classify": _classify, "regress": _regress, "explain": _explain_refused}
 
 TFSERVING_HOT_ROUTES = [
-    HotRoute(prefix + f":{api}", frozenset({"POST"}), _predict if api == "predict" else _unimplemented(api))
+    HotRoute(prefix + f":{api}", frozenset({"POST"}), handler)
     for prefix in _PREFIXES
-    for api in ("predict", "classify", "regress", "explain")
+    for api, handler in _APIS.items()
     if api != "explain" or "{label}" in prefix  # (the others: serving/torchserve_explain.py)
 ]
-"""``:predict``, answered by the inference front; ``:classify``, ``:regress`` (TF Serving) and ``:explain``
-(KServe v1, whose ``:predict`` is TF Serving's) refused with 501 (``:explain`` of a TorchServe handler's model
-by name or version: its explanation, ``serving/torchserve_explain.py``)."""
+"""``:predict``, ``:classify`` and ``:regress``, answered by the inference front, and ``:explain`` (KServe v1,
+whose ``:predict`` is TF Serving's) refused with 501 (``:explain`` of a TorchServe handler's model by name or
+version: its explanation, ``serving/torchserve_explain.py``)."""
 
 
 def _status(status: VersionStatus) -> dict[str, Any]:
@@ -155,24 +258,23 @@ def _status(status: VersionStatus) -> dict[str, Any]:
     return {"version": str(status.version), "state": _STATES.get(status.state.value, "UNKNOWN"), "status": error}
 
 
-def _decode_predict(raw: bytes, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
-    """The body's tensors; the body and its parsed JSON (Python lists: ~30 bytes a number) are freed on return,
-    not held while the request waits for its batch."""
+def _body(raw: bytes) -> Any:
+    """The parsed JSON body (the caller drops it once decoded: Python lists take ~30 bytes a number)."""
     try:
-        body = loads(raw)
+        return loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgumentError(f"JSON Parse error: {exc}") from None
-    return parse_predict(body, tensors)
 
 
-def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...]) -> tuple[Arrays, bool]:
+def parse_predict(body: Any, tensors: tuple[TensorMetadata, ...], signature: str = SIGNATURE) -> tuple[Arrays, bool]:
     """Inputs of a predict request (by manifest name), and whether it used the row format. The request names
-    them by the SavedModel signature's keys, as TF Serving does (the manifest's names are taken too)."""
+    them by the SavedModel signature's keys, as TF Serving does (the manifest's names are taken too).
+    ``signature``: the signature ``tensors`` belong to, the one the body must name (or leave out)."""
     if not isinstance(body, dict):
         raise InvalidArgumentError("JSON Value: the request must be a JSON object with 'instances' or 'inputs'")
-    signature = body.get("signature_name", SIGNATURE) or SIGNATURE
-    if signature != SIGNATURE:
-        raise InvalidArgumentError(f'Serving signature name: "{signature}" not found in signature def')
+    named = body.get("signature_name", SIGNATURE) or SIGNATURE
+    if named != signature:
+        raise InvalidArgumentError(f'Serving signature name: "{named}" not found in signature def')
     if ("instances" in body) == ("inputs" in body):
         raise InvalidArgumentError(
             "Missing 'inputs' or 'instances' key"

@@ -27,6 +27,7 @@ __all__ = [
     "RepositoryRow",
     "RequestedOutput",
     "ServerMetadata",
+    "Signature",
     "TensorMetadata",
     "VersionState",
     "VersionStatus",
@@ -62,6 +63,7 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)
     binary_output: bool = False
+    signature: str = ""  # a SavedModel's other signature, by name (TF Serving's signature_name); "": the model's
 
 
 @dataclass
@@ -110,6 +112,22 @@ class TensorMetadata:
     def tfserving_key(self) -> str:
         """The name TF Serving answers the tensor by: the signature's key, else (no signature) the name."""
         return self.signature_key or self.name
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature of a SavedModel as its SignatureDef says it (TF Serving's metadata lists them all).
+
+    ``method_name``: ``tensorflow/serving/predict``, ``.../classify`` or ``.../regress``; tensors by their keys
+    (``name`` = ``signature_key`` = the key, ``native_name`` = the graph tensor's name); ``unranked``: the keys of
+    the tensors whose rank the SignatureDef leaves unknown (their ``shape`` is empty).
+    """
+
+    name: str
+    method_name: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+    unranked: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -313,11 +313,15 @@ async def test_compressed_bodies_that_are_bombs_corrupt_or_unknown_are_refused(c
     assert answer.status_code == 400 and answer.json()["type"] == "BadRequestException", answer.text
 
 
-@pytest.mark.parametrize("api", ["classify", "regress"])
-async def test_tfserving_classify_and_regress_are_a_clear_501(client, api):
+@pytest.mark.parametrize(("api", "kind"), [("classify", "classification"), ("regress", "regression")])
+async def test_tfserving_classify_and_regress_of_a_predict_model_answer_tf_servings_400(client, api, kind):
+    # a model that is not a SavedModel has one signature, serving_default, a predict one (TF Serving's answer to a
+    # SavedModel without a classification or regression signature); the examples are not even read
     answer = await client.post(f"/v1/models/echo/versions/1:{api}", json={"examples": [{"x": [1.0, 2.0, 3.0]}]})
-    assert answer.status_code == 501, answer.text  # was 405 Method Not Allowed: the status route took the path
-    assert answer.json()["error"] == f"TF Serving's :{api} API is not implemented; modelport serves :predict"
+    assert answer.status_code == 400, answer.text  # was 405 Method Not Allowed: the status route took the path
+    assert answer.json()["error"] == (
+        f"Expected {kind} signature method_name to be tensorflow/serving/{api}. Was: tensorflow/serving/predict"
+    )
 
 
 async def test_torchserve_names_a_missing_version_as_torchserve_does(client):
