@@ -1017,7 +1017,10 @@ def _parser() -> argparse.ArgumentParser:
         ("bench", _bench, "cold start, latency p50/p90/p99, image processing p50, peak RSS and size per variant"),
         ("_bench-child", _bench_child, None),  # bench's own subprocess: no help, so not listed
     ):
-        p = commands.add_parser(name, allow_abbrev=False, **({"help": help_text} if help_text else {}))
+        if help_text is None:
+            p = commands.add_parser(name, allow_abbrev=False)
+        else:
+            p = commands.add_parser(name, help=help_text, allow_abbrev=False)
         p.add_argument("bundle", type=Path, help="the bundle directory (holds bundle.json)")
         p.add_argument("--variant", help="variant name (comma list for verify/bench; default: all / the default)")
         p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's)")
