@@ -161,7 +161,8 @@ def _details(m: ModelManifest) -> list[str]:
         lines.append(f"quantization: {m.quantization.method}")
     if m.parity:
         p = m.parity
-        lines.append(f"parity gate: {p.gate} atol={p.atol:g} rtol={p.rtol:g} batch sizes {list(p.batch_sizes)}")
+        batches = f"batch sizes {list(p.batch_sizes)}" if p.batch_sizes else "no batch dimension"
+        lines.append(f"parity gate: {p.gate} atol={p.atol:g} rtol={p.rtol:g} {batches}")
         lines += [
             f"  {o.name}: max abs {o.max_abs_error:.3e}, max rel {o.max_rel_error:.3e}"
             + (f", top-1 agreement {100 * o.top1_agreement:.1f}%" if o.top1_agreement is not None else "")

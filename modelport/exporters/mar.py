@@ -22,6 +22,7 @@ from modelport.exporters.mar_handler import (
     default_inputs,
     import_handler_archive,
     keep_builtin_handler,
+    label_archive_version,
     update_config,
 )
 from modelport.exporters.options import ExportOptions
@@ -67,6 +68,8 @@ def import_mar(
         run = replace(options, source=str(source), formats=formats, name_template=template)
         report = export(run)
     for row in report.rows:
+        if row.published:  # TorchServe's /predictions/{m}/1.0 names the archive's version, as for a handler archive
+            label_archive_version(options.folder / row.model, row.version, files)
         if row.published and builtin is not None and not remote:
             model_dir = options.folder / row.model
             keep_builtin_handler(model_dir, model_dir / str(row.version), builtin, files, archive.serialized_file)

@@ -44,6 +44,7 @@ __all__ = [
     "default_inputs",
     "import_handler_archive",
     "keep_builtin_handler",
+    "label_archive_version",
 ]
 
 INPUT = "data"  # modelport.runtimes.handler.INPUT
@@ -124,7 +125,7 @@ def import_handler_archive(
     final.parent.mkdir(parents=True, exist_ok=True)
     size = artifact_bytes(staging)
     os.replace(staging, final)
-    _label_version(options.folder / options.name, version, files)
+    label_archive_version(options.folder / options.name, version, files)
     serving = archive_serving_config(files, options.max_batch_size)
     if serving:
         update_config(options.folder / options.name, serving)
@@ -138,7 +139,7 @@ def import_handler_archive(
     return report
 
 
-def _label_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
+def label_archive_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
     """The archive's ``modelVersion`` (``1.0``) as a version label of ``version`` in ``config.yaml``, so that
     TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version)."""
     label = str(_archive_model(files).get("modelVersion") or "")

@@ -55,6 +55,7 @@ class _Reference:
     labels: np.ndarray[Any, Any] | None
     compute_dtype: str  # the source's, or float16 when its inputs or outputs are: the gate's tolerance follows it
     notes: tuple[str, ...] = ()  # for every row: what the golden cases say of the source itself
+    batched: bool = True  # the source's inputs have a dynamic batch dimension (else a case's first dim is no batch)
 
 
 def export(options: ExportOptions) -> ExportReport:
@@ -210,7 +211,7 @@ def _validate(
         default_gate(
             variant.format, variant.quantization, options.atol, options.rtol, options.min_agreement, ref.compute_dtype
         ),
-        tuple(c.batch_size for c in cases),
+        tuple(c.batch_size for c in cases) if ref.batched else (),  # a model without batch dimension: none
     )
     if not cases:
         record = record.model_copy(update={"passed": False})
@@ -258,7 +259,8 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
     outputs = _output_specs(source, cases)
     notes = _constant_notes(cases)
-    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, _compute_dtype(source, outputs), notes)
+    compute_dtype = _compute_dtype(source, outputs)
+    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, compute_dtype, notes, batch_dynamic)
 
 
 def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:

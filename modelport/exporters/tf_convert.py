@@ -13,7 +13,7 @@ from modelport.exporters.source_model import SourceModel
 from modelport.exporters.tf_source import recorded_inputs
 from modelport.exporters.tflite_limits import float16_failure
 from modelport.exporters.tflite_recipe import TFLiteRecipe, convert, convert_isolated
-from modelport.exporters.tflite_shapes import chosen_shapes, pinned_notes
+from modelport.exporters.tflite_shapes import chosen_shapes, pinned_notes, with_followers
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import import_framework
 from modelport.runtimes.savedmodel import SERVING_SIGNATURE
@@ -76,10 +76,10 @@ def tflite_artifact(ctx: ConvertContext, name: str, recipe: TFLiteRecipe) -> Art
     dynamic), as the PyTorch TFLite export does, and the report row says so.
     """
     import_framework("tensorflow", "tf")
-    chosen = ctx.options.tflite_shapes
+    chosen = with_followers(ctx.source.inputs, ctx.options.tflite_shapes)
     inputs, platform = chosen_shapes(ctx.source.inputs, chosen), frameworks("tensorflow")
     out = ctx.subdir(name) / ARTIFACT_FILES["tflite"]
-    saved = _static_savedmodel(ctx, None) if chosen else ctx.base("savedmodel").path
+    saved = _static_savedmodel(ctx, chosen, None) if chosen else ctx.base("savedmodel").path
     try:
         flatbuffer = _convert_tflite(saved, recipe, out)
     except Exception as exc:
@@ -89,11 +89,11 @@ def tflite_artifact(ctx: ConvertContext, name: str, recipe: TFLiteRecipe) -> Art
                 raise
             raise half from exc
         batch = ctx.options.batch_sizes[0]
-        flatbuffer = _convert_tflite(_static_savedmodel(ctx, batch), recipe, out)
+        flatbuffer = _convert_tflite(_static_savedmodel(ctx, chosen, batch), recipe, out)
         inputs = tuple(_with_batch(s, batch) for s in inputs)
         platform = {**platform, "static_batch": str(batch)}
     out.write_bytes(flatbuffer)
-    notes = pinned_notes(ctx.source.inputs, inputs, chosen)
+    notes = pinned_notes(ctx.source.inputs, inputs, ctx.options.tflite_shapes)
     return Artifact(out, inputs, tflite_native_names(ctx, out), platform, notes)
 
 
@@ -104,11 +104,11 @@ def _convert_tflite(saved: Path, recipe: TFLiteRecipe, out: Path) -> bytes:
     return convert_isolated(saved, recipe, out) if recipe.isolated else convert(saved, recipe)
 
 
-def _static_savedmodel(ctx: ConvertContext, batch: int | None) -> Path:
+def _static_savedmodel(ctx: ConvertContext, chosen: Mapping[str, Shape], batch: int | None) -> Path:
     """The Keras source re-exported with the chosen input shapes and/or a fixed batch (once per export)."""
     path = ctx.workdir / ("savedmodel-static" + (f"-batch{batch}" if batch else ""))
     if not path.exists():
-        signature = keras_input_signature(ctx.source, ctx.options.tflite_shapes, batch)
+        signature = keras_input_signature(ctx.source, chosen, batch)
         ctx.source.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
     return path
 

@@ -16,7 +16,7 @@ from modelport.golden import concrete_shape
 from modelport.manifest import TensorSpec
 from modelport.tensors import Shape, format_shape, shape_matches
 
-__all__ = ["FLAG", "check_tflite_shapes", "chosen_shapes", "filled_shapes", "pinned_notes"]
+__all__ = ["FLAG", "check_tflite_shapes", "chosen_shapes", "filled_shapes", "pinned_notes", "with_followers"]
 
 FLAG = "--tflite-shape"
 
@@ -48,18 +48,24 @@ def chosen_shapes(specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape]) ->
     return tuple(s.model_copy(update={"shape": tuple(chosen[s.name])}) if s.name in chosen else s for s in specs)
 
 
-def filled_shapes(
-    specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape], batch: int, dynamic: int
-) -> tuple[TensorSpec, ...]:
-    """Every input static: the chosen shapes, other dynamic dims filled with ``batch`` (dim 0) or ``dynamic``.
-    An input not chosen that is declared with the shape of one chosen (a mask and token types beside their ids,
-    all ``-1x-1``) takes its shape: filled with the defaults, it would not fit the others in the model."""
+def with_followers(specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape]) -> dict[str, Shape]:
+    """The chosen shapes, plus the shape of each input not chosen that is declared with the shape of one chosen
+    (a mask and token types beside their ids, all ``-1x-1``): left dynamic or filled with the defaults, it would
+    not fit the others in the model."""
     declared = {s.name: s.shape for s in specs}
     alike: dict[Shape, Shape] = {}
     for name, shape in chosen.items():
         alike.setdefault(declared.get(name, ()), shape)
     following = {s.name: alike[s.shape] for s in specs if -1 in s.shape and s.shape in alike}
-    fixed = chosen_shapes(specs, {**following, **chosen})
+    return {**following, **chosen}
+
+
+def filled_shapes(
+    specs: tuple[TensorSpec, ...], chosen: Mapping[str, Shape], batch: int, dynamic: int
+) -> tuple[TensorSpec, ...]:
+    """Every input static: the chosen shapes (and their followers, :func:`with_followers`), other dynamic dims
+    filled with ``batch`` (dim 0) or ``dynamic``."""
+    fixed = chosen_shapes(specs, with_followers(specs, chosen))
     return tuple(s.model_copy(update={"shape": concrete_shape(s, batch, dynamic)}) for s in fixed)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from modelport.errors import ModelportError, NotFoundError
 from modelport.launcher import Launched, LaunchOptions, launched
 from modelport.loadtest.compare_report import render_table, write_compare
-from modelport.loadtest.compare_result import CompareResult, Variant, VariantResult
+from modelport.loadtest.compare_result import CompareResult, Variant, VariantResult, request_specs
 from modelport.loadtest.options import CompareOptions, LoadTestOptions
 from modelport.loadtest.runner import run_loadtest
 from modelport.loadtest.server_metrics import scrape
@@ -110,6 +110,7 @@ def _test_variant(options: CompareOptions, server: Launched, variant: Variant, s
         levels=options.levels,
         duration_s=options.duration_s,
         batch_size=options.batch_size,
+        inputs=request_specs(variant),  # value ranges and the sizes of dims past the batch, as tune sends them
         data=data,
         slos=options.slos,
         metrics_url=server.url + "/metrics",

@@ -6,13 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from modelport.golden import GOLDEN_FILE, load_golden
 from modelport.loadtest.options import CompareOptions
 from modelport.loadtest.report import LoadTestReport
 from modelport.loadtest.results import LevelResult
-from modelport.manifest import ModelManifest
+from modelport.manifest import ModelManifest, TensorSpec
 from modelport.sizes import artifact_bytes
 
-__all__ = ["CompareResult", "Variant", "VariantResult"]
+__all__ = ["CompareResult", "Variant", "VariantResult", "request_specs"]
+
+_CONFIG_FILE = "config.yaml"  # the model's serving config (modelport.serving.settings.CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,23 @@ class Variant:
     @property
     def size_bytes(self) -> int:
         return artifact_bytes(self.version_dir)
+
+
+def request_specs(variant: Variant) -> tuple[TensorSpec, ...]:
+    """The variant's inputs as its manifest knows them and the served metadata does not say: the value range
+    the server enforces (token ids, masks) and, for dims left dynamic past the batch, the golden inputs' sizes.
+    None for a model with processors (it takes payloads, not these tensors): its served metadata applies."""
+    config = variant.directory / _CONFIG_FILE
+    if config.is_file() and "processors" in (yaml.safe_load(config.read_text()) or {}):
+        return ()
+    golden = variant.version_dir / GOLDEN_FILE
+    first = load_golden(golden)[0].inputs if golden.is_file() else {}
+    specs = []
+    for spec in variant.manifest.inputs:
+        sizes = first[spec.name].shape if spec.name in first else spec.shape
+        shape = tuple(d if d != -1 or i == 0 else int(sizes[i]) for i, d in enumerate(spec.shape))
+        specs.append(spec.model_copy(update={"shape": shape}))
+    return tuple(specs)
 
 
 @dataclass

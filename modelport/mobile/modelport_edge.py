@@ -1009,14 +1009,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelport_edge.py", description="Verify, run and benchmark a bundle.", allow_abbrev=False
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    # the metavar lists the public commands: argparse prints a subcommand helped with SUPPRESS as "==SUPPRESS=="
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{verify,predict,bench}")
     for name, run, help_text in (
         ("verify", _verify, "check every file's sha256 and every variant's golden outputs"),
         ("predict", _predict, "run an .npy/.npz input (top-k with labels for classifiers)"),
         ("bench", _bench, "cold start, latency p50/p90/p99, image processing p50, peak RSS and size per variant"),
-        ("_bench-child", _bench_child, argparse.SUPPRESS),
+        ("_bench-child", _bench_child, None),  # bench's own subprocess: no help, so not listed
     ):
-        p = commands.add_parser(name, help=help_text, allow_abbrev=False)
+        if help_text is None:
+            p = commands.add_parser(name, allow_abbrev=False)
+        else:
+            p = commands.add_parser(name, help=help_text, allow_abbrev=False)
         p.add_argument("bundle", type=Path, help="the bundle directory (holds bundle.json)")
         p.add_argument("--variant", help="variant name (comma list for verify/bench; default: all / the default)")
         p.add_argument("--threads", type=int, help="interpreter threads (default: the runtime's)")

@@ -224,6 +224,12 @@ class Registry:
         return Path(self.settings.model_store) if self.settings.model_store else self._root()
 
 
+_INPUT_HINT = (  # the HTTP API's own parameter: TorchServe's gRPC RegisterModelRequest has no field for it
+    "input=NAME:DTYPE:SHAPE in the query of HTTP's POST /models (repeatable, one per input), "
+    "e.g. /models?url=m.mar&input=x:float32:-1x4"
+)
+
+
 def _missing(name: str, version: str) -> str:
     return f"Model version: {version} does not exist for model: {name}"
 
@@ -261,6 +267,8 @@ async def _import(path: Path, root: Path, name: str, request: ArchiveRegistratio
         lines = (err.strip() or out.strip()).decode(errors="replace").splitlines()
         log.error("import-mar %s exited with %s: %s", path, process.returncode, (err or out).decode(errors="replace"))
         reason = lines[-1].removeprefix("modelport import-mar: error: ") if lines else "import-mar failed"
+        if "--input" in reason:  # import-mar's advice names its flag: a registration gives the specs in its query
+            reason += f"; register it with {_INPUT_HINT}"
         raise InvalidArchiveError(f"the archive cannot be served: {reason}")
 
 

@@ -56,7 +56,10 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="threads per runtime (0: the CPUs the process may use if fewer than the host's, else framework's)",
+        description=(
+            "threads per runtime (0: the CPUs the process may use if fewer than the host's, else framework's; "
+            "TFLite: LiteRT's one thread)"
+        ),
     )
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
     providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")

@@ -237,6 +237,8 @@ async def predict(
     """TorchServe's prediction of ``model`` (``version_text``: a number, an archive's version label or None),
     answered as its HTTP API answers it; shared by the HTTP and gRPC APIs. With ``stream``, a streaming handler's
     responses after the first are the reply's ``stream``, sent as they come (``serving/torchserve_stream.py``)."""
+    if not _known(plane, model):  # TorchServe 0.12's words (InferenceRequestHandler.predict), not the v2 API's
+        raise NotFoundError(f"Model not found: {model}")
     version = _version(plane, model, version_text)
     try:
         meta = plane.serving_metadata(model, version)
@@ -294,6 +296,15 @@ async def _customized(plane: DataPlane, model: str, version: str) -> Any:
     reply = await _handler_infer(plane, model, version, TorchServeRequest((), ((DESCRIBE_HEADER, "True"),)))
     answer = _decoded(reply.body)
     return answer if isinstance(answer, dict) else {}
+
+
+def _known(plane: DataPlane, model: str) -> bool:
+    """Whether the repository serves ``model`` (whatever its versions' states)."""
+    try:
+        plane.model_versions(model)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _lacks_version(plane: DataPlane, model: str, version: str) -> bool:

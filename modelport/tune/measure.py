@@ -24,13 +24,11 @@ import numpy as np
 import yaml
 
 from modelport.errors import ModelportError
-from modelport.golden import GOLDEN_FILE, load_golden
 from modelport.launcher import Launched, LaunchOptions, launched
-from modelport.loadtest.compare_result import Variant
+from modelport.loadtest.compare_result import request_specs
 from modelport.loadtest.options import LoadTestOptions
 from modelport.loadtest.results import PERCENTILES
 from modelport.loadtest.runner import prepare
-from modelport.manifest import TensorSpec
 from modelport.ports import free_port
 from modelport.serving.settings import CONFIG_FILE, ModelConfig
 from modelport.tune.loadgen import LoadResult, LoadSpec, generate, request_bytes
@@ -143,22 +141,6 @@ def _requests(server: Launched, candidate: Candidate, bench: Bench) -> tuple[byt
         request_bytes("127.0.0.1", server.http_port, plan["path"], body, {**plan["headers"], **extra})
         for body, extra in zip(bodies, plan["payload_headers"], strict=True)
     )
-
-
-def request_specs(variant: Variant) -> tuple[TensorSpec, ...]:
-    """The variant's inputs as its manifest knows them and the served metadata does not say: the value range
-    the server enforces (token ids, masks) and, for dims left dynamic past the batch, the golden inputs' sizes.
-    None for a model with processors (it takes payloads, not these tensors): its served metadata applies."""
-    if "processors" in base_config(variant.directory):
-        return ()
-    golden = variant.version_dir / GOLDEN_FILE
-    first = load_golden(golden)[0].inputs if golden.is_file() else {}
-    specs = []
-    for spec in variant.manifest.inputs:
-        sizes = first[spec.name].shape if spec.name in first else spec.shape
-        shape = tuple(d if d != -1 or i == 0 else int(sizes[i]) for i, d in enumerate(spec.shape))
-        specs.append(spec.model_copy(update={"shape": shape}))
-    return tuple(specs)
 
 
 def _sweep(server: Launched, requests: tuple[bytes, ...], bench: Bench) -> tuple[list[LevelPoint], list[str]]:

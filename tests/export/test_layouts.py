@@ -9,7 +9,7 @@ import pytest
 from modelport.errors import SpecError
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import laid_out
-from modelport.manifest import TensorSpec
+from modelport.manifest import TensorSpec, read_manifest
 from tests.user_cli import run_modelport
 
 BATCHED = TensorSpec(name="input", dtype="float32", shape=(-1, 299, 299, 3))
@@ -79,3 +79,19 @@ def test_the_cli_refuses_a_layout_for_an_input_the_model_does_not_have(tmp_path)
     assert done.returncode != 0
     assert "--layout names ['image']" in done.stderr and "its inputs are ['x']" in done.stderr
     assert not (tmp_path / "repo" / "m-onnx").exists()
+
+
+@pytest.mark.torch
+def test_a_model_without_batch_dimension_records_no_golden_batch_sizes(tmp_path):
+    """densenet_onnx's data_0 3x224x224: the parity record said 'batch sizes [3]', the channels of its one case."""
+    (tmp_path / "model.py").write_text("import torch\n\ndef make():\n    return torch.nn.Conv2d(3, 4, 3).eval()\n")
+    done = run_modelport(
+        "export", "model.py:make", "--input", "data_0:float32:3x8x8", "--layout", "data_0:NCHW",
+        "--format", "onnx", "--repository", "repo", "--name", "m", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(tmp_path / "repo" / "m-onnx" / "1")
+    assert manifest.parity is not None and manifest.parity.passed and manifest.parity.batch_sizes == ()
+    shown = run_modelport("inspect", "repo/m-onnx/1", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "parity gate: tolerance atol=0.0001 rtol=0.001 no batch dimension" in shown.stdout.splitlines()

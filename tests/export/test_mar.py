@@ -76,7 +76,9 @@ def test_torchscript_archive_imports_with_golden_vectors(tmp_path, digits_repo):
     golden = load_golden(repo / "digits" / "1" / "golden.npz")
     reference = load_golden(served / "golden.npz")
     assert golden[0].inputs["image"].shape == reference[0].inputs["image"].shape
-    assert not (repo / "digits" / "config.yaml").exists(), "no remote: the model runs locally"
+    config = yaml.safe_load((repo / "digits" / "config.yaml").read_text())
+    # no remote (the model runs locally); the archive's version names it, as TorchServe's /predictions/digits/1.0
+    assert config == {"version_labels": {"1.0": 1}}
 
 
 @pytest.mark.torch
@@ -98,6 +100,10 @@ def test_onnx_archive_in_tgz_format_imports_and_records_remote(tmp_path, digits_
     version = repo / "onnx-digits" / "1"
     assert read_manifest(version).format == "onnx"
     config = yaml.safe_load((repo / "onnx-digits" / "config.yaml").read_text())
-    assert config == {"runtime": "torchserve", "remote": {"address": "http://127.0.0.1:8080", "model": "digits"}}
+    assert config == {
+        "version_labels": {"2.0": 1},
+        "runtime": "torchserve",
+        "remote": {"address": "http://127.0.0.1:8080", "model": "digits"},
+    }
     case = load_golden(version / "golden.npz")[0]
     assert np.isfinite(case.outputs[read_manifest(version).outputs[0].name]).all()

@@ -145,13 +145,16 @@ async def test_builtin_image_classifier_needs_no_input_and_answers_top5(tmp_path
     mar = _cnn_archive(tmp_path)
     repo = tmp_path / "repo"
     _import(mar, repo)
-    assert yaml.safe_load((repo / "cnn" / "config.yaml").read_text()) == {"processors": {"handler": "image_classifier"}}
+    config = yaml.safe_load((repo / "cnn" / "config.yaml").read_text())
+    assert config == {"version_labels": {"1.0": 1}, "processors": {"handler": "image_classifier"}}
     version = repo / "cnn" / "1"
     assert [s.describe() for s in read_manifest(version).inputs] == ["input:float32:-1x3x224x224"]
     assert (version / "index_to_name.json").is_file()
     async with _served(repo) as client:
         response = await client.post("/predictions/cnn", content=_jpeg())  # curl -T cat.jpg
+        labelled = await client.post("/predictions/cnn/1.0", content=_jpeg())  # the archive's --version
     assert response.status_code == 200, response.text
+    assert labelled.status_code == 200 and labelled.json() == response.json(), labelled.text
     top5 = response.json()
     assert len(top5) == 5
     assert set(top5) <= set(LABELS.values())

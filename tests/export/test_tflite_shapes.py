@@ -76,6 +76,36 @@ def test_keras_tflite_takes_a_chosen_shape(tmp_path):
     assert [s.describe() for s in read_manifest(Path(rows["savedmodel"].path)).inputs] == ["x:float32:-1x6"]
 
 
+@pytest.mark.tf
+@pytest.mark.tflite
+def test_keras_inputs_declared_like_a_chosen_one_take_its_shape(tmp_path):
+    """ids and a mask, both -1x-1, and --tflite-shape ids:1x12: the Keras model was re-exported with the mask
+    still dynamic, its golden inputs drew the mask at 1x8, and the source failed on them (incompatible shapes)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    mask = keras.Input((None,), dtype="int32", name="mask")
+    weights = keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+    pooled = keras.ops.sum(keras.layers.Embedding(50, 4)(ids) * weights, axis=1)
+    model = keras.Model([ids, mask], keras.layers.Dense(3)(pooled))
+    report = modelport.export(
+        source=model,
+        repository=tmp_path,
+        name="bag",
+        formats=("tflite",),
+        inputs=["ids:int32:-1x-1:0..50", "mask:int32:-1x-1:0..2"],
+        tflite_shapes={"ids": (1, 12)},
+        quiet=True,
+    )
+    (row,) = report.rows
+    assert row.status == "pass", row
+    assert [s.describe_range() for s in read_manifest(Path(row.path)).inputs] == [
+        "ids:int32:1x12:0..50",
+        "mask:int32:1x12:0..2",
+    ]
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize(
     ("formats", "shape", "error", "message"),

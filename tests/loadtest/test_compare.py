@@ -58,6 +58,21 @@ def test_families_side_by_side_in_one_table_and_plot(tmp_path):
     assert missing.returncode == 1 and "no model of family 'nope'" in missing.stderr
 
 
+def test_requests_take_the_value_ranges_and_dynamic_sizes_the_manifest_knows(tmp_path):
+    """Token ids (int64, -1x-1, range 0..5): the served metadata has neither the range nor the length, so every
+    variant failed with 'give them with --input', a flag compare does not have; tune's requests already took
+    both from the manifest and the golden inputs, and compare's now do too."""
+    directory = fakes.write_model(tmp_path / "repo", "ids-onnx", dtype="int64", value_range=(0, 5))
+    manifest = read_manifest(directory)
+    inputs = tuple(s.model_copy(update={"shape": (-1, -1)}) for s in manifest.inputs)
+    outputs = tuple(s.model_copy(update={"shape": (-1, -1)}) if s.name == "y" else s for s in manifest.outputs)
+    write_manifest(manifest.model_copy(update={"family": "ids", "inputs": inputs, "outputs": outputs}), directory)
+    done = modelport_in(tmp_path, "compare", "repo/ids", "--users", "1", "--duration", "1s", "--quiet", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = json.loads((tmp_path / "compare-out" / "compare.json").read_text())["variants"]
+    assert row["error"] == "" and row["levels"][0]["rps"] > 0, row
+
+
 def test_variants_that_fail_leave_a_clean_table_and_a_silent_stderr(tmp_path):
     """No variant can be load-tested: one line per variant (an error's first line), no plotting warnings."""
     runtimes = {"onnx": "tests.loadtest.fake_runtimes:WordyLoadFailure", "tflite": "tests.serving.fakes:FailingRuntime"}

@@ -141,3 +141,19 @@ def test_bench_prints_its_table_and_json_only_when_asked(bundles, tmp_path):
     saved = _edge(bundles.keras, *args, "--json", str(tmp_path / "bench.json"))
     assert saved.returncode == 0 and saved.stdout.splitlines()[:2] == [title, header], saved.stderr
     assert json.loads((tmp_path / "bench.json").read_text())["variants"][0]["runs"] == 5
+
+
+def test_the_help_lists_the_public_commands_only():
+    """``python modelport_edge.py --help`` on the device listed bench's own subprocess as '_bench-child
+    ==SUPPRESS=='."""
+    import subprocess
+    import sys
+
+    from modelport.mobile import modelport_edge
+
+    done = subprocess.run(
+        [sys.executable, modelport_edge.__file__, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "{verify,predict,bench}" in done.stdout
+    assert "SUPPRESS" not in done.stdout and "_bench-child" not in done.stdout

@@ -200,3 +200,62 @@ async def test_a_bad_payload_names_the_input_the_client_sent_and_the_models(http
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [{"b64": "/w=="}]}]}
     text = await http.post("/v2/models/sentiment-onnx/infer", json=body)
     assert text.status_code == 400 and "input 'text' (model input 'input_ids'): text is not valid UTF-8" in text.text
+
+
+def _unbatched_colors_onnx(path: Path) -> Path:
+    """``colors`` without a batch dimension (Triton's densenet_onnx kind): pixels 3x32x32 -> logits 4."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weights = np.array([[1, 0, 0, -1 / 3], [0, 1, 0, -1 / 3], [0, 0, 1, -1 / 3]], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["pixels", "zero"], ["batch"]),
+            helper.make_node("GlobalAveragePool", ["batch"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
+            helper.make_node("Gemm", ["means", "weights", "bias"], ["row"]),
+            helper.make_node("Reshape", ["row", "four"], ["logits"]),
+        ],
+        "colors",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4])],
+        [
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(np.array([0, 0, 0, 1], dtype=np.float32), "bias"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            numpy_helper.from_array(np.array([4], np.int64), "four"),
+        ],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+async def test_a_model_without_batch_dimension_takes_one_payload(tmp_path):
+    """An image step before data_0 3x224x224 (max_batch_size 0) made [1, 3, 224, 224]: every request was a 400
+    ('shape [1, 3, 224, 224] does not match [3, 224, 224]') although the version was ready."""
+    import modelport
+
+    repo = tmp_path / "repo"
+    report = modelport.export(
+        source=str(_unbatched_colors_onnx(tmp_path / "colors.onnx")),
+        formats=("onnx",),
+        repository=repo,
+        name="flat",
+        layouts={"pixels": "NCHW"},
+        quiet=True,
+    )
+    assert [row.status for row in report.rows] == ["pass"], report.rows
+    (repo / "flat-onnx" / "1" / "index_to_name.json").write_text(json.dumps(dict(enumerate(COLOR_LABELS))))
+    (repo / "flat-onnx" / "config.yaml").write_text(json.dumps({"processors": IMAGE_PROCESSORS}))
+    plane = build(ServerSettings(repository=repo))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.post("/predictions/flat-onnx", content=solid(RED))
+            assert answer.status_code == 200, answer.text
+            _close(answer.json(), expected_colors(RED))
+            two = await client.post("/predictions/flat-onnx", files=[("data", solid(RED)), ("data", solid(RED))])
+            assert two.status_code == 400, two.text
+            assert "the model has no batch dimension; send one payload per request, not 2" in two.json()["message"]
+    finally:
+        await plane.close()

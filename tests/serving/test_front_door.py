@@ -114,6 +114,14 @@ async def test_torchserve_errors_use_its_error_shape(client, path, body, status,
     assert (await client.get("/models/nope")).json()["type"] == "ModelNotFoundException"
 
 
+@pytest.mark.parametrize("path", ["/predictions/nope", "/predictions/nope/1.0", "/explanations/nope"])
+async def test_an_unknown_model_is_torchserves_model_not_found(client, path):
+    """TorchServe 0.12's words (InferenceRequestHandler.predict), not the KServe v2 API's Triton ones."""
+    response = await client.post(path, json=[1.0, 2.0, 3.0])
+    assert response.status_code == 404, response.text
+    assert response.json() == {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nope"}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [

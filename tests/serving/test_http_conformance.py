@@ -413,7 +413,7 @@ REFUSALS = [
         "POST",
         "/predictions/nope",
         404,
-        {"code": 404, "type": "ModelNotFoundException", "message": "Request for unknown model: 'nope' is not found"},
+        {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: nope"},  # TorchServe 0.12's
         body=CALLS[3].body,
     ),
     Refusal("v2-405", "GET", "/v2/models/echo/infer", 405, {"error": "Method Not Allowed"}, header=("allow", "POST")),
