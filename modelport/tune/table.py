@@ -90,7 +90,7 @@ def verdict(result: TuneResult) -> list[str]:
     if result.best is None:
         return [*lines, *_miss(result)]
     if result.default is not None and result.best.candidate == result.default.candidate:
-        lines.append("the default configuration won: nothing to change")
+        lines.append("the default configuration won: nothing to change (--apply writes nothing)")
     c = result.confirmation
     if c is not None:
         ratio = f"{c.ratio:.2f}x" if c.ratio is not None else "n/a (the default met the SLO at no level)"

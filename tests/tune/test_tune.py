@@ -46,10 +46,13 @@ def test_a_short_tune_measures_two_knobs_applies_the_winner_and_sizes_pods(tmp_p
     assert re.search(r"^\*D? +toy-onnx ", table, re.M) and re.search(r"^\*?D +toy-onnx ", table, re.M), table
     applied = tmp_path / "repo" / "toy-onnx" / "config.yaml"
     text = applied.read_text()
-    assert text.startswith("# written by `modelport tune`") and f"--workers {best['server_flags']['workers']}" in text
-    config = read_model_config(applied.parent)
-    assert config.runtime == "tests.serving.fakes:EchoRuntime", "the model's own keys are kept"
-    assert config.max_queue_delay_ms == best["config"]["max_queue_delay_ms"]
+    if best["key"] == default["key"]:  # the default won (a noisy machine may say so): nothing to change
+        assert "not applied: the default configuration won" in done.stdout and "# written by" not in text
+    else:
+        assert text.startswith("# written by `modelport tune`")
+        assert f"--workers {best['server_flags']['workers']}" in text
+        assert read_model_config(applied.parent).max_queue_delay_ms == best["config"]["max_queue_delay_ms"]
+    assert read_model_config(applied.parent).runtime == "tests.serving.fakes:EchoRuntime", "the model's own keys"
     patch = tmp_path / "tune-out" / "k8s"
     assert yaml.safe_load((patch / "kustomization.yaml").read_text())["kind"] == "Component"
     deployment = yaml.safe_load((patch / "deployment-patch.yaml").read_text())

@@ -251,6 +251,21 @@ def test_a_winner_that_loses_the_confirming_rounds_is_not_applied(tmp_path, spac
     assert json.loads((options.out / "tune.json").read_text())["confirmation"]["ratio"] == 1100 / 1200
 
 
+def test_when_the_default_wins_apply_leaves_the_models_config_alone(tmp_path, space):
+    options = TuneOptions(tmp_path / "repo", "toy", ("p99<20ms",), apply=True, out=tmp_path / "out")
+    measure, _ = _fake_measure(_separable)
+    default = measure(space.default())
+    config = tmp_path / "repo" / "toy-onnx" / "config.yaml"
+    before = config.read_text() if config.exists() else None
+    result = TuneResult(options, space, (default,), default, default, None, 10.0, "budget", ())
+    said: list[str] = []
+    options.out.mkdir()
+    write_outputs(result, said.append)
+    assert (config.read_text() if config.exists() else None) == before, "nothing to change, nothing written"
+    assert any(line.startswith("\nnot applied: the default configuration won") for line in said), said
+    assert "the default configuration won: nothing to change (--apply writes nothing)" in said[0]
+
+
 def test_a_busy_load_generator_marks_the_ceiling_as_its_own():
     candidate = Candidate((("variant", "a"),))
     calm = Measurement(candidate, (_level(8, 2000, 10.0),), 100.0)
