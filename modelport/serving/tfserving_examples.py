@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.types import InferRequest, Signature
+from modelport.serving.types import InferRequest, ModelMetadata, Signature, VersionStatus
 
 __all__ = [
     "CLASSIFY",
@@ -32,6 +32,8 @@ __all__ = [
     "merged_examples",
     "regress",
     "regression_signature",
+    "servable_metadata",
+    "served_versions",
     "signature_name",
 ]
 
@@ -53,13 +55,32 @@ class Answer:
     results: Any
 
 
+def served_versions(plane: DataPlane, model: str) -> list[VersionStatus]:
+    """A model's versions for GetModelStatus; a model not served is TF Serving's NOT_FOUND in its words."""
+    try:
+        return plane.model_versions(model)
+    except NotFoundError:
+        raise NotFoundError(f"Could not find any versions of model {model}") from None
+
+
+def servable_metadata(plane: DataPlane, model: str, version: str | None, serving: bool = True) -> ModelMetadata:
+    """The metadata of the version a Predict, Classify, Regress or GetModelMetadata names (``serving``: the
+    data plane's per-version copy, for requests); a model or version not served is TF Serving's NOT_FOUND, the
+    DebugString of its ServableRequest (clients and probes look for it: ``Latest(m)``, ``Specific(m, 7)``)."""
+    try:
+        return plane.serving_metadata(model, version) if serving else plane.model_metadata(model, version, True)
+    except NotFoundError:
+        request = f"Latest({model})" if version is None else f"Specific({model}, {version})"
+        raise NotFoundError(f"Servable not found for request: {request}") from None
+
+
 def find_signature(plane: DataPlane, model: str, version: str | None, name: str) -> Signature:
     """The signature ``name`` (empty: ``serving_default``) of a ready version, as TF Serving finds it. A model that
     is not a SavedModel has one predict signature, ``serving_default``."""
     name = name or _DEFAULT
+    meta = servable_metadata(plane, model, version)
     found = {s.name: s for s in plane.signatures(model, version)}
     if not found:
-        meta = plane.serving_metadata(model, version)
         found = {_DEFAULT: Signature(_DEFAULT, PREDICT, meta.inputs, meta.outputs)}
     if name not in found:
         raise InvalidArgumentError(f"No signature was found with the name: {name}")

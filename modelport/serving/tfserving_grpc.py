@@ -31,6 +31,8 @@ from modelport.serving.tfserving_examples import (
     merged_examples,
     regress,
     regression_signature,
+    servable_metadata,
+    served_versions,
 )
 from modelport.serving.tfserving_rest import SIGNATURE, graph_name, missing_version, squeezed, unsqueezed
 from modelport.serving.types import (
@@ -221,11 +223,11 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
         async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
             async def call() -> Any:
                 version = _version(plane, request.model_spec)
+                meta = servable_metadata(plane, request.model_spec.name, version)
                 other = _other_signature(plane, request.model_spec, version)
                 if other is not None:
                     return await _predict_signature(other, request, version)
                 limit = plane.settings.max_body_bytes
-                meta = plane.serving_metadata(request.model_spec.name, version)
                 names, keys = _by_signature_key(meta.inputs), {t.name: t.tfserving_key for t in meta.outputs}
                 inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
                 inputs, added = unsqueezed(inputs, meta)
@@ -286,7 +288,7 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 if list(request.metadata_field) != ["signature_def"]:
                     raise InvalidArgumentError("Metadata field signature_def is the only one supported")
                 spec = request.model_spec
-                meta = plane.model_metadata(spec.name, _version(plane, spec), ready_only=True)
+                meta = servable_metadata(plane, spec.name, _version(plane, spec), serving=False)
                 reply = get_model_metadata_pb2.GetModelMetadataResponse()
                 reply.model_spec.name = spec.name
                 reply.model_spec.version.value = meta.status.version
@@ -301,7 +303,7 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
         async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
             async def call() -> Any:
                 wanted = _version(plane, request.model_spec)
-                versions = plane.model_versions(request.model_spec.name)
+                versions = served_versions(plane, request.model_spec.name)
                 versions = [v for v in versions if wanted in (None, str(v.version))]
                 if not versions and wanted is not None:
                     raise missing_version(request.model_spec.name, wanted)

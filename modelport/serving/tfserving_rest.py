@@ -31,6 +31,8 @@ from modelport.serving.tfserving_examples import (
     examples_from_json,
     regress,
     regression_signature,
+    servable_metadata,
+    served_versions,
     signature_name,
 )
 from modelport.serving.types import (
@@ -113,7 +115,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
     async def status(request: Request) -> Response:
         model = request.path_params["model"]
         wanted = _version_for(plane, model, request.path_params)
-        versions = plane.model_versions(model)
+        versions = served_versions(plane, model)
         if wanted is not None:
             versions = [v for v in versions if str(v.version) == wanted]
             if not versions:
@@ -125,7 +127,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
         version = _version_for(plane, model, request.path_params)
-        meta = plane.model_metadata(model, version, ready_only=True)
+        meta = servable_metadata(plane, model, version, serving=False)
         found = plane.signatures(model, version) if meta.format is not None else ()
         signatures = found or (Signature(SIGNATURE, PREDICT, meta.inputs, meta.outputs),)
         return _json(
@@ -148,7 +150,7 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     """``POST .../{model}[/versions/{v}|/labels/{l}]:predict``."""
     model = head.params["model"]
     version = _version_for(plane, model, head.params)
-    meta = plane.serving_metadata(model, version)
+    meta = servable_metadata(plane, model, version)
     body = _body(await read(plane.settings.max_body_bytes))
     signature = _other_signature(plane, model, version, body)
     if signature is not None:

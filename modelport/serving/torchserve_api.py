@@ -237,12 +237,13 @@ async def predict(
     """TorchServe's prediction of ``model`` (``version_text``: a number, an archive's version label or None),
     answered as its HTTP API answers it; shared by the HTTP and gRPC APIs. With ``stream``, a streaming handler's
     responses after the first are the reply's ``stream``, sent as they come (``serving/torchserve_stream.py``)."""
-    if not _known(plane, model):  # TorchServe 0.12's words (InferenceRequestHandler.predict), not the v2 API's
-        raise NotFoundError(f"Model not found: {model}")
-    version = _version(plane, model, version_text)
     try:
+        version = _version(plane, model, version_text)
         meta = plane.serving_metadata(model, version)
-    except NotFoundError:
+    except NotFoundError:  # (looked up only when a lookup failed: nothing on the hot path)
+        if not _known(plane, model):  # TorchServe 0.12's words (InferenceRequestHandler.predict), not the v2 API's
+            raise NotFoundError(f"Model not found: {model}") from None
+        version = _version(plane, model, version_text)  # a label it does not have raises TorchServe's words
         if version is None or not _lacks_version(plane, model, version):
             raise
         raise VersionLabelError(f"Model version: {version} does not exist for model: {model}") from None

@@ -48,7 +48,14 @@ async def test_tfserving_row_and_columnar_predict(client):
         ("/v1/models/echo:predict", {"instances": X, "signature_name": "other"}, 400, '"other" not found'),
         ("/v1/models/echo:predict", {"instances": [[1, 2], [3, 4]]}, 400, "does not match"),
         ("/v1/models/echo:predict", {"instances": [["a", "b", "c"]]}, 400, "do not form a float32 tensor"),
-        ("/v1/models/nope:predict", {"instances": X}, 404, "Request for unknown model: 'nope' is not found"),
+        # TF Serving's words (its ServableRequest's DebugString): probes and clients look for them
+        ("/v1/models/nope:predict", {"instances": X}, 404, "Servable not found for request: Latest(nope)"),
+        (
+            "/v1/models/echo/versions/9:predict",
+            {"instances": X},
+            404,
+            "Servable not found for request: Specific(echo, 9)",
+        ),
         ("/v1/models/echo/labels/stable:predict", {"instances": X}, 404, "Unrecognized servable version label"),
     ],
 )

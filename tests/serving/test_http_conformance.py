@@ -405,7 +405,7 @@ REFUSALS = [
         "POST",
         "/v1/models/nope:predict",
         404,
-        {"error": "Request for unknown model: 'nope' is not found"},
+        {"error": "Servable not found for request: Latest(nope)"},
         body=CALLS[2].body,
     ),
     Refusal(

@@ -56,7 +56,7 @@ async def test_v1_model_readiness_answers_ready(client):
     one = (await client.get("/v1/models/echo/versions/1", headers=KSERVE_HEADERS)).json()
     assert one["ready"] is True and [v["version"] for v in one["model_version_status"]] == ["1"]
     unknown = await client.get("/v1/models/nope", headers=KSERVE_HEADERS)
-    assert unknown.status_code == 404 and _error_message(unknown) == "Request for unknown model: 'nope' is not found"
+    assert unknown.status_code == 404 and _error_message(unknown) == "Could not find any versions of model nope"
 
 
 async def test_v1_predict_answers_kserve_v1(client):
