@@ -109,7 +109,7 @@ def test_unknown_remote_model_is_not_ready_with_the_reason(tmp_path: Path) -> No
         assert _infer(front.url, "ghost").status_code == 503
         ready = httpx.get(f"{front.url}/v2/models/ghost/ready", timeout=5)
         assert ready.status_code == 503
-        assert "Request for unknown model: 'nope' is not found" in ready.text
+        assert "Model not found: nope" in ready.text  # the remote's words (TorchServe's)
 
 
 @pytest.mark.parametrize(
