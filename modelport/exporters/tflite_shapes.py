@@ -72,10 +72,20 @@ def filled_shapes(
 def pinned_notes(
     source: tuple[TensorSpec, ...], artifact: tuple[TensorSpec, ...], chosen: Mapping[str, Shape]
 ) -> tuple[str, ...]:
-    """One note per input whose dynamic dims the artifact fixed without the user choosing it."""
+    """One note per input whose dynamic dims the artifact fixed without the user choosing it (an input that took
+    the shape chosen for one declared alike says so: its own flag would have to agree with that one)."""
     notes = []
+    declared = {s.name: s.shape for s in source}
     for given, made in zip(source, artifact, strict=True):
         if given.name in chosen or given.shape == made.shape:
+            continue
+        leader = next((name for name in chosen if declared.get(name) == given.shape), None)
+        if leader is not None:
+            notes.append(
+                f"input {given.name!r} has the fixed shape {format_shape(made.shape)} in this artifact, the shape "
+                f"chosen for {leader!r} ({FLAG} {leader}:...), which is declared alike "
+                f"({format_shape(given.shape)}): other shapes are refused"
+            )
             continue
         notes.append(
             f"input {given.name!r} has the fixed shape {format_shape(made.shape)} in this artifact "

@@ -104,6 +104,10 @@ def test_keras_inputs_declared_like_a_chosen_one_take_its_shape(tmp_path):
         "ids:int32:1x12:0..50",
         "mask:int32:1x12:0..2",
     ]
+    assert row.notes == (
+        "input 'mask' has the fixed shape 1x12 in this artifact, the shape chosen for 'ids' (--tflite-shape ids:...), "
+        "which is declared alike (-1x-1): other shapes are refused",
+    ), row.notes
 
 
 @pytest.mark.torch
