@@ -215,6 +215,30 @@ SCHEMAS: dict[str, Any] = {
         "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
         "properties": {"predictions": {"type": "array"}, "outputs": {}},
     },
+    "TFExamplesRequest": {
+        "type": "object",
+        "required": ["examples"],
+        "properties": {
+            "signature_name": {"type": "string"},
+            "context": {"type": "object", "description": "features every example shares"},
+            "examples": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "object"},
+                "description": "tf.Example features: a value or a list of values each (b64 objects for bytes)",
+            },
+        },
+    },
+    "TFClassifyResponse": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "description": "per example: [[label, score], ...]"}},
+    },
+    "TFRegressResponse": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "items": {"type": "number"}}},
+    },
     "TFModelStatus": {
         "type": "object",
         "required": ["model_version_status", "name", "ready"],
@@ -307,6 +331,17 @@ def _tf_paths() -> dict[str, Any]:
                 "responses": {"200": _body(_ref("TFPredictResponse")), **_errors(*_INFER_ERRORS)},
             }
         }
+        for method, answer in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
+            paths[f"{base}:{method}"] = {
+                "post": {
+                    "operationId": f"tfserving_{method}_{key}",
+                    "tags": ["TF Serving"],
+                    "summary": f"{method.capitalize()} tf.Examples (a SavedModel's {method} signature)",
+                    "parameters": params,
+                    "requestBody": {"required": True, "content": {JSON: {"schema": _ref("TFExamplesRequest")}}},
+                    "responses": {"200": _body(_ref(answer)), **_errors(*_INFER_ERRORS)},
+                }
+            }
     return paths
 
 
