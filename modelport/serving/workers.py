@@ -13,10 +13,12 @@ Key *files* are passed as paths, and every worker watches the file for rotation 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,17 +50,14 @@ def worker_env(settings: ServerSettings, metrics_dir: str) -> dict[str, str]:
 
 def run_workers(settings: ServerSettings) -> int:
     """Start ``settings.workers`` processes and supervise them until a signal or a crash."""
-    if settings.http_port == 0 or settings.grpc_port == 0:
-        raise InvalidArgumentError(
-            "--workers needs fixed --http-port and --grpc-port: every worker binds the same ones"
-        )
     if settings.model_control:
         raise InvalidArgumentError(
             "--model-control with --workers: a load, unload or registration would change the models of the one "
             "worker that answers it, and the others would go on serving the old ones; use --workers 1 with "
             "--model-control, or change the repository and let --poll-interval-s load it into every worker"
         )
-    with tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
+    with contextlib.ExitStack() as reserved, tempfile.TemporaryDirectory(prefix="modelport-metrics-") as metrics_dir:
+        settings = _fixed_ports(settings, reserved)
         env, secrets = worker_env(settings, os.environ.get(METRICS_DIR_ENV) or metrics_dir), _secrets(settings)
         command = [sys.executable, "-m", "modelport.cli", "serve", str(settings.repository)]
         bound = [Path(metrics_dir) / f"ports-{i}.json" for i in range(settings.workers)]
@@ -84,6 +83,24 @@ def run_workers(settings: ServerSettings) -> int:
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
+
+
+def _fixed_ports(settings: ServerSettings, reserved: contextlib.ExitStack) -> ServerSettings:
+    """``settings`` with a free port chosen for each port given as 0: every worker binds the same one. The port
+    stays bound here (SO_REUSEPORT, never listening: the kernel sends no connection to it) until ``reserved``
+    closes, so no other process takes it between the choice and the workers' binds."""
+    update = {}
+    for name in ("http_port", "grpc_port"):
+        if getattr(settings, name) == 0:
+            family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+            holder = reserved.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                holder.bind((settings.host, 0))
+            except OSError as exc:
+                raise InvalidArgumentError(f"cannot bind {settings.host} to choose a free port: {exc}") from exc
+            update[name] = holder.getsockname()[1]
+    return settings.model_copy(update=update) if update else settings
 
 
 def _secrets(settings: ServerSettings) -> bytes | None:

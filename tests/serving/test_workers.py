@@ -14,18 +14,22 @@ from tests.serving.test_rest import _infer_body
 
 
 def _ports() -> tuple[int, int]:
-    """Workers share fixed ports (--workers refuses 0)."""
+    """Fixed ports (the tests without them check that the supervisor chooses free ones for port 0)."""
     return free_port(), free_port()
 
 
 def test_two_workers_share_a_port_and_their_metrics(tmp_path):
+    """With --http-port 0 --grpc-port 0 the supervisor chooses one free port of each for every worker."""
     repo = tmp_path / "repo"
     fakes.write_model(repo, "echo")
-    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60, ports=_ports()) as server:
+    with serving(repo, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}, timeout=60) as server:
         workers = psutil.Process(server.process.pid).children()
         assert len(workers) == 2
+        http_port, grpc_port = int(server.url.rsplit(":", 1)[1]), int(server.grpc.rsplit(":", 1)[1])
+        assert http_port != grpc_port
         for worker in workers:  # the supervisor's port file came after every worker had bound its ports
-            assert any(c.status == "LISTEN" for c in worker.net_connections())
+            listening = {c.laddr.port for c in worker.net_connections() if c.status == "LISTEN"}
+            assert {http_port, grpc_port} <= listening, listening
         with httpx.Client(base_url=server.url) as http:
             statuses = [
                 http.post("/v2/models/echo/infer", json=_infer_body(), headers={"Connection": "close"}).status_code
