@@ -309,7 +309,7 @@ def _tf_paths() -> dict[str, Any]:
                 "tags": ["TF Serving"],
                 "summary": "Model version status",
                 "parameters": params,
-                "responses": {"200": _body(_ref("TFModelStatus")), **_errors(401, 404)},
+                "responses": {"200": _body(_ref("TFModelStatus")), **_errors(400, 401, 404)},
             }
         }
         paths[base + "/metadata"] = {
@@ -318,7 +318,7 @@ def _tf_paths() -> dict[str, Any]:
                 "tags": ["TF Serving"],
                 "summary": "Signature metadata",
                 "parameters": params,
-                "responses": {"200": _body(_ref("TFModelMetadata")), **_errors(401, 404, 503)},
+                "responses": {"200": _body(_ref("TFModelMetadata")), **_errors(400, 401, 404, 503)},
             }
         }
         paths[base + ":predict"] = {

@@ -104,9 +104,18 @@ def missing_version(model: str, version: str) -> NotFoundError:
     return NotFoundError(f"Could not find version {version} of model {model}")
 
 
-def _version_for(plane: DataPlane, model: str, params: dict[str, str]) -> str | None:
-    """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default)."""
-    return plane.resolve_version(model, params.get("version"), params.get("label"))
+def _version_for(plane: DataPlane, model: str, params: dict[str, str], method: str, suffix: str) -> str | None:
+    """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default).
+
+    A version that is not a number is TF Serving's malformed request (its paths take ``versions/(\\d+)``), one
+    past int64 a version it cannot convert: both 400s in its words (``method`` and ``suffix`` rebuild the request
+    line it quotes)."""
+    version = params.get("version")
+    if version is not None and not (version.isascii() and version.isdigit()):
+        raise InvalidArgumentError(f"Malformed request: {method} /v1/models/{model}/versions/{version}{suffix}")
+    if version is not None and int(version) >= 2**63:
+        raise InvalidArgumentError(f"Failed to convert version: {version} to numeric.")
+    return plane.resolve_version(model, version, params.get("label"))
 
 
 def tfserving_routes(plane: DataPlane) -> list[Route]:
@@ -114,7 +123,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def status(request: Request) -> Response:
         model = request.path_params["model"]
-        wanted = _version_for(plane, model, request.path_params)
+        wanted = _version_for(plane, model, request.path_params, "GET", "")
         versions = served_versions(plane, model)
         if wanted is not None:
             versions = [v for v in versions if str(v.version) == wanted]
@@ -126,7 +135,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 
     async def metadata(request: Request) -> Response:
         model = request.path_params["model"]
-        version = _version_for(plane, model, request.path_params)
+        version = _version_for(plane, model, request.path_params, "GET", "/metadata")
         meta = servable_metadata(plane, model, version, serving=False)
         found = plane.signatures(model, version) if meta.format is not None else ()
         signatures = found or (Signature(SIGNATURE, PREDICT, meta.inputs, meta.outputs),)
@@ -149,7 +158,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
 async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST .../{model}[/versions/{v}|/labels/{l}]:predict``."""
     model = head.params["model"]
-    version = _version_for(plane, model, head.params)
+    version = _version_for(plane, model, head.params, "POST", ":predict")
     meta = servable_metadata(plane, model, version)
     body = _body(await read(plane.settings.max_body_bytes))
     signature = _other_signature(plane, model, version, body)
@@ -216,7 +225,7 @@ def _other_signature(plane: DataPlane, model: str, version: str | None, body: An
 async def _classify(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST ...:classify``: ``{"results": [[[label, score], ...], ...]}``."""
     model = head.params["model"]
-    version = _version_for(plane, model, head.params)
+    version = _version_for(plane, model, head.params, "POST", ":classify")
     body = _body(await read(plane.settings.max_body_bytes))
     signature = classification_signature(plane, model, version, signature_name(body))
     answer = await classify(plane, model, version, signature, examples_from_json(body), "tfserving-rest")
@@ -227,7 +236,7 @@ async def _classify(plane: DataPlane, head: RequestHead, read: BodyReader) -> Re
 async def _regress(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
     """``POST ...:regress``: ``{"results": [value, ...]}``."""
     model = head.params["model"]
-    version = _version_for(plane, model, head.params)
+    version = _version_for(plane, model, head.params, "POST", ":regress")
     body = _body(await read(plane.settings.max_body_bytes))
     signature = regression_signature(plane, model, version, signature_name(body))
     answer = await regress(plane, model, version, signature, examples_from_json(body), "tfserving-rest")

@@ -463,12 +463,41 @@ TF_REST = [
         ("Unrecognized servable version label",),
         {"instances": X},
     ),
+    # TF Serving's paths take versions/(\d+): anything else is its malformed request, one past int64 its failed conversion
     Http(
         "version-superscript",
         "/v1/models/echo/versions/%C2%B2:predict",
-        404,
-        ("Servable not found for request: Specific(echo, \u00b2)",),
+        400,
+        ("Malformed request: POST /v1/models/echo/versions/\u00b2:predict",),
         {"instances": X},
+    ),
+    Http(
+        "version-not-a-number",
+        "/v1/models/echo/versions/latest:regress",
+        400,
+        ("Malformed request: POST /v1/models/echo/versions/latest:regress",),
+        {"examples": [{"x": 1.0}]},
+    ),
+    Http(
+        "version-negative",
+        "/v1/models/echo/versions/-1:predict",
+        400,
+        ("Malformed request: POST /v1/models/echo/versions/-1:predict",),
+        {"instances": X},
+    ),
+    Http(
+        "version-past-int64",
+        "/v1/models/echo/versions/9223372036854775808:predict",
+        400,
+        ("Failed to convert version: 9223372036854775808 to numeric.",),
+        {"instances": X},
+    ),
+    Http(
+        "status-version-not-a-number",
+        "/v1/models/echo/versions/1.0",
+        400,
+        ("Malformed request: GET /v1/models/echo/versions/1.0",),
+        method="GET",
     ),
     Http(
         "name-encoded-dot-dot",
