@@ -244,8 +244,10 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
     # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
     wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
+    with torch.inference_mode():  # litert-torch flattens plain containers only (a named tuple: "'type' object ...")
+        model = plain_outputs(ctx.source.model, ctx.source.model(*args))
     try:  # the model is already in eval mode (a .pt2 module has no eval())
-        edge = litert_torch.convert(ctx.source.model, args, enable_x64=wide)
+        edge = litert_torch.convert(model, args, enable_x64=wide)
     except Exception as exc:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
