@@ -109,7 +109,8 @@ def stage(
     if artifact.inputs and all(-1 not in s.shape for s in artifact.inputs):
         outputs = tuple(_observed_shape(o, cases, varying) for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
-    if manifest.max_batch_size and (not _rows_follow_batch(cases) or any(dim == 0 for _, dim in varying)):
+    rows = _rows_follow_batch(cases) and ctx.rows_independent and all(dim for _, dim in varying)
+    if manifest.max_batch_size and not rows:
         manifest = manifest.model_copy(update={"max_batch_size": 0})
     write_manifest(manifest, directory)
     return Staged(directory, manifest, repository, artifact_bytes(directory))

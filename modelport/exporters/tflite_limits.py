@@ -9,9 +9,10 @@ from modelport.errors import ConversionError
 from modelport.exporters.artifact import describe_failure
 from modelport.parity import REDUCED_PRECISION
 
-__all__ = ["float16_failure", "missing_kernel"]
+__all__ = ["complex_failure", "float16_failure", "missing_kernel"]
 
 _MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+_COMPLEX = re.compile(r"element type: complex<")
 # the PyTorch ops litert-torch lowers to an op LiteRT's interpreter has no kernel for
 _LOWERED_FROM = {"STABLEHLO_SORT": "torch.sort and torch.topk lower to it"}
 
@@ -39,4 +40,16 @@ def missing_kernel(exc: BaseException) -> ConversionError | None:
     return ConversionError(
         f"the converter wrote the op {op}{origin}, which LiteRT's interpreter (ai-edge-litert {version}) has no "
         f"kernel for: the model cannot run as TFLite (the other formats are not affected)"
+    )
+
+
+def complex_failure(exc: BaseException) -> ConversionError | None:
+    """A model computing with complex tensors (``torch.stft``), which litert-torch fails to lower naming whichever
+    op met one first ("Unsupported ir element type: complex<f32>" on a permute); None for another failure."""
+    if _COMPLEX.search(describe_failure(exc)) is None:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; the model computes with complex tensors (torch.stft, torch.fft), which TFLite has "
+        f"no type for: compute such features before the model, or keep only real results right away "
+        f"(torch.fft.rfft(x).abs() converts); the other formats are not affected"
     )

@@ -10,6 +10,18 @@
 - a bidirectional LSTM taking its initial state ``(h0, c0)``, ``layers x batch x hidden``, as inputs: the batch is
   not their first dim, the golden draw failed, and the error told the user to pass ``--input h0:float32:-1xNx7``,
   which turned the state's fixed 2 into a dynamic dim; it keeps the 2 and says the batch is pinned in every input.
+- ``nn.EmbeddingBag`` over flat ids and the offsets into them: both inputs are ``-1``, so the export took their
+  first dims for a batch, published it with ``max_batch_size: 64``, and the ONNX runtime (which runs a CPU batch in
+  slices of rows) cut ids and offsets apart: its parity gate failed (max abs error 1.06) where onnxruntime itself
+  answers the source exactly, and the server would have batched two requests' ids together. A model whose batch
+  rows do not answer as they do alone is published with ``max_batch_size: 0``.
+- ``forward(x, mask=None, normalize=True)`` given ``normalize`` as an input: the ONNX exporter made the flag a
+  constant (Python branches on it) and left it out of the graph; the gate then failed with "the model rejected the
+  input values: Invalid input name: normalize", which blamed the values, and the TorchScript trace took the one
+  golden value's side of ``if normalize`` and was published answering it for every request. Both rows now say what
+  happened.
+- STFT features in the model (``torch.stft``, complex): the TFLite row blamed ``aten.permute`` ("Unsupported ir
+  element type: complex<f32>"); it now says the model computes with complex tensors and what converts.
 """
 
 from __future__ import annotations
@@ -205,3 +217,108 @@ def test_an_lstm_with_its_initial_state_as_inputs_is_told_to_pin_the_batch_then_
             runtime.unload()
         for name, value in (("output", output), ("h", h), ("c", c)):
             np.testing.assert_allclose(actual[name], value.numpy(), atol=1e-5, err_msg=f"{row.variant} {name}")
+
+
+def _bag() -> Any:
+    import torch
+    from torch import nn
+
+    class Bag(nn.Module):
+        input_specs = ("ids:int64:-1:0..20", "offsets:int64:-1:0..1")
+        output_names = ("pooled",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = nn.EmbeddingBag(20, 4, mode="mean")
+
+        def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+            return self.bag(ids, offsets)
+
+    torch.manual_seed(0)
+    return Bag().eval()
+
+
+def test_an_embedding_bag_over_offsets_is_not_batched_and_its_onnx_answers_the_source(tmp_path):
+    import torch
+
+    model = _bag()
+    report = modelport.export(source=model, repository=tmp_path, name="bag", formats=("onnx", "pt2"), quiet=True)
+    assert {r.variant: r.status for r in report.rows} == {"onnx": "pass", "pt2": "pass"}, report.rows
+    inputs = {"ids": np.array([1, 2, 3, 4, 5, 19]), "offsets": np.array([0, 2, 3])}
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs["ids"]), torch.from_numpy(inputs["offsets"])).numpy()
+    for row in report.rows:
+        manifest = read_manifest(Path(row.path))
+        assert manifest.max_batch_size == 0, row.variant
+        runtime = open_runtime(Path(row.path), manifest)
+        try:
+            actual = runtime.predict(inputs)
+        finally:
+            runtime.unload()
+        np.testing.assert_allclose(actual["pooled"], expected, atol=1e-5, err_msg=row.variant)
+
+
+def _flagged() -> Any:
+    import torch
+    from torch import nn
+
+    class Flagged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+            y = self.fc(x)
+            if mask is not None:
+                y = y * mask
+            return torch.softmax(y, -1) if normalize else y
+
+    torch.manual_seed(0)
+    return Flagged().eval()
+
+
+def test_optional_keyword_inputs_export_and_a_python_flag_given_as_an_input_is_named(tmp_path):
+    inputs = ("x:float32:-1x6", "mask:float32:-1x3")
+    report = modelport.export(
+        source=_flagged(), inputs=inputs, repository=tmp_path, name="m", formats=("onnx",), quiet=True
+    )
+    assert [r.status for r in report.rows] == ["pass"], report.rows
+    assert [s.name for s in read_manifest(Path(report.rows[0].path)).inputs] == ["x", "mask"]
+    flag = ("x:float32:-1x6", "normalize:bool:1")
+    formats = ("onnx", "torchscript")
+    report = modelport.export(
+        source=_flagged(), inputs=flag, repository=tmp_path, name="f", formats=formats, quiet=True
+    )
+    rows = {r.variant: r for r in report.rows}
+    assert [r.status for r in report.rows] == ["ERROR", "ERROR"], report.rows
+    assert "the exported ONNX graph has no input 'normalize': the exporter made it a constant" in rows["onnx"].message
+    # the trace took the golden input's side of `if normalize` and answered it whatever a request sent
+    assert "the TorchScript trace does not read input 'normalize'" in rows["torchscript"].message
+
+
+def _spectrogram() -> Any:
+    import torch
+    from torch import nn
+
+    class Spectrogram(nn.Module):
+        input_specs = ("wave:float32:-1x128",)
+        output_names = ("magnitude",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("window", torch.hann_window(32))
+
+        def forward(self, wave: torch.Tensor) -> torch.Tensor:
+            return torch.stft(wave, 32, hop_length=16, window=self.window, return_complex=True).abs()
+
+    return Spectrogram().eval()
+
+
+def test_an_stft_model_is_told_tflite_has_no_complex_type_and_its_other_formats_publish(tmp_path):
+    formats = ("pt2", "tflite")
+    report = modelport.export(source=_spectrogram(), repository=tmp_path, name="stft", formats=formats, quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert rows["pt2"].status == "pass", rows["pt2"]
+    assert [s.describe() for s in read_manifest(Path(rows["pt2"].path)).outputs] == ["magnitude:float32:-1x17x9"]
+    assert rows["tflite"].status == "ERROR"
+    assert "the model computes with complex tensors (torch.stft, torch.fft)" in rows["tflite"].message
