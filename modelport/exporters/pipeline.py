@@ -14,6 +14,7 @@ import numpy as np
 from modelport.errors import InvalidArgumentError, ModelportError, SourceError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
+from modelport.exporters.probes import data_dependent_dims, rows_independent
 from modelport.exporters.publish import (
     Staged,
     check_free,
@@ -42,7 +43,6 @@ __all__ = ["export", "plan_variants"]
 _CHUNK = 64
 _AGREEMENT_SAMPLES = 64
 _DRAWS = 8  # random golden inputs drawn at most this many times for finite outputs (_defined_case)
-_PROBES = 3  # inputs drawn again at the first golden case's shapes to find data-dependent output dims
 
 
 @dataclass
@@ -264,62 +264,14 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
         _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
     probe_rng = np.random.default_rng(options.seed + 1)  # apart from the golden draws, which stay as they were
-    varying = _data_dependent_dims(source, cases[0], plan[0][0] or 1, plan[0][1], probe_rng)
+    varying = data_dependent_dims(source, cases[0], plan[0][0] or 1, plan[0][1], probe_rng)
     outputs = _output_specs(source, cases, varying)
     notes = _constant_notes(cases)
     compute_dtype = _compute_dtype(source, outputs)
-    independent = not batch_dynamic or all(_rows_independent(source, case) for case in cases)
+    independent = not batch_dynamic or all(rows_independent(source, case) for case in cases)
     return _Reference(
         cases, outputs, eval_inputs, eval_expected, labels, compute_dtype, notes, batch_dynamic, varying, independent
     )
-
-
-def _rows_independent(source: SourceModel, case: GoldenCase) -> bool:
-    """Whether the first row of a golden batch answers alone as it does in the batch. The server batches requests
-    and splits the outputs by rows, which is right only for a model whose rows do not meet: inputs whose first dims
-    are no batch (an ``EmbeddingBag``'s flat ids and the offsets into them) or statistics over the batch answer
-    otherwise, and such a model is served one request a call. Float outputs may differ by a batch's rounding."""
-    if case.batch_size < 2:
-        return True
-    try:
-        alone = source.predict(take_rows(case.inputs, 0, 1))
-    except ModelportError:  # a model that refuses a row alone (say offsets past its one id) takes no batch either
-        return False
-    for name, value in case.outputs.items():
-        if value.ndim == 0 or value.shape[0] != case.batch_size:
-            continue
-        if not _same_rows(np.asarray(value[:1]), np.asarray(alone.get(name))):
-            return False
-    return True
-
-
-def _same_rows(batched: np.ndarray[Any, Any], alone: np.ndarray[Any, Any]) -> bool:
-    if batched.shape != alone.shape:
-        return False
-    if batched.dtype.kind in "fc":
-        return bool(np.allclose(alone, batched, rtol=1e-2, atol=1e-3, equal_nan=True))
-    return bool(np.array_equal(alone, batched))
-
-
-def _data_dependent_dims(
-    source: SourceModel, first: GoldenCase, rows: int, size: int, rng: np.random.Generator
-) -> frozenset[tuple[str, int]]:
-    """The output dims whose size the input's values choose, not its shape (the boxes a detector keeps above a score
-    threshold, ``torch.nonzero``, a boolean mask): inputs drawn again at the first golden case's shapes answer other
-    sizes there. The golden cases alone would record the one size they happened to answer (a model of static
-    inputs has a single case), and the manifest would declare it."""
-    varying: set[tuple[str, int]] = set()
-    for _ in range(_PROBES):
-        inputs = random_inputs(source.inputs, rows, size, rng, source.vocabulary, source.string_samples)
-        try:
-            outputs = source.predict(inputs)
-        except ModelportError:  # values the source refuses: the golden cases are what the export stands on
-            continue
-        for name, value in outputs.items():
-            seen = first.outputs[name].shape if name in first.outputs else value.shape
-            if len(seen) == value.ndim:
-                varying.update((name, i) for i, (a, b) in enumerate(zip(value.shape, seen, strict=True)) if a != b)
-    return frozenset(varying)
 
 
 def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:
