@@ -18,7 +18,12 @@ from modelport.exporters.artifact import (
     frameworks,
     map_native,
 )
-from modelport.exporters.tflite_limits import complex_failure, float16_failure, missing_kernel
+from modelport.exporters.tflite_limits import (
+    complex_failure,
+    data_dependent_failure,
+    float16_failure,
+    missing_kernel,
+)
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_call import plain_outputs, takes_args
 from modelport.exporters.torch_source import output_keys
@@ -295,9 +300,9 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
             raise half from exc
-        complex_ops = complex_failure(exc)
-        if complex_ops is not None:
-            raise complex_ops from exc
+        known = complex_failure(exc) or data_dependent_failure(exc)
+        if known is not None:
+            raise known from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]
         if not doubles and not any(a.dtype == torch.float64 for a in args):
             raise

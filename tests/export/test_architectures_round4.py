@@ -3,7 +3,8 @@
 - a detector head that keeps the boxes scoring above a threshold (boolean masking): how many rows it answers is
   chosen by the input's values, not its shape. A model of static inputs has one golden case, and the manifest
   declared the one count it happened to answer (``boxes`` 4x4) while the server answered 5x4 or 7x4 for other
-  inputs: Triton's configuration and every protocol's metadata said 4.
+  inputs: Triton's configuration and every protocol's metadata said 4. Its TFLite row said only
+  "NonConcreteBooleanIndexError: Array boolean indices must be concrete"; it says what TFLite cannot hold.
 - a module returning a ``NamedTuple``: litert-torch flattens only plain containers, and the TFLite row was an
   ERROR saying ``TypeError: 'type' object is not iterable``; its outputs were ``output_0``, ``output_1`` where
   the tuple's fields name them (as a dict's keys do).
@@ -68,6 +69,14 @@ def _detector(batched: bool) -> Any:
 
     torch.manual_seed(0)
     return Detector().eval()
+
+
+def test_a_detector_is_told_why_tflite_cannot_hold_its_box_count(tmp_path):
+    report = modelport.export(source=_detector(False), repository=tmp_path, name="d", formats=("tflite",), quiet=True)
+    (row,) = report.rows
+    assert row.status == "ERROR"
+    assert "the model needs its input's values to know its shapes or its path (boolean masking" in row.message
+    assert "return fixed-size outputs (all boxes and a keep mask, or the top k)" in row.message
 
 
 def _run(model: Any, feat: np.ndarray) -> list[np.ndarray]:
