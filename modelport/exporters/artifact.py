@@ -88,6 +88,10 @@ class ConvertContext:
     options: ExportOptions
     workdir: Path
     calibration: list[Arrays]
+    # (output, dim) pairs whose size the input's values choose (pipeline._data_dependent_dims): dynamic everywhere
+    data_dependent: frozenset[tuple[str, int]] = frozenset()
+    # whether a batch's rows answer as each row alone (pipeline._rows_independent): else served one request a call
+    rows_independent: bool = True
     _built: dict[str, Artifact] = field(default_factory=dict)
 
     def example_inputs(self, batch: int = 2, dynamic: int | None = None) -> Arrays:

@@ -14,6 +14,7 @@ import numpy as np
 from modelport.errors import InvalidArgumentError, ModelportError, SourceError, SpecError, UnsupportedError, summarize
 from modelport.exporters.artifact import Artifact, ConvertContext, convert_variant, quiet_output, supported_formats
 from modelport.exporters.options import FORMATS, QUANTIZATIONS, ExportOptions, Variant
+from modelport.exporters.probes import data_dependent_dims, rows_independent
 from modelport.exporters.publish import (
     Staged,
     check_free,
@@ -56,6 +57,8 @@ class _Reference:
     compute_dtype: str  # the source's, or float16 when its inputs or outputs are: the gate's tolerance follows it
     notes: tuple[str, ...] = ()  # for every row: what the golden cases say of the source itself
     batched: bool = True  # the source's inputs have a dynamic batch dimension (else a case's first dim is no batch)
+    data_dependent: frozenset[tuple[str, int]] = frozenset()  # (output, dim): sizes chosen by the input's values
+    rows_independent: bool = True  # each row of a batch answers as it does alone (the server may batch requests)
 
 
 def export(options: ExportOptions) -> ExportReport:
@@ -77,7 +80,10 @@ def export(options: ExportOptions) -> ExportReport:
     if reference.labels is not None and reference.eval_expected is not None:
         report.source_accuracy = accuracy(_first_classifier(reference), reference.labels)
     with tempfile.TemporaryDirectory(prefix="modelport-export-") as work:
-        ctx = ConvertContext(source, options, Path(work), _calibration(reference, options))
+        calibration = _calibration(reference, options)
+        ctx = ConvertContext(
+            source, options, Path(work), calibration, reference.data_dependent, reference.rows_independent
+        )
         for index, variant in enumerate(variants, 1):
             _progress(options, f"[{index}/{len(variants)}] {variant.name}: converting and validating ...")
             row = _export_variant(ctx, variant, version, reference)
@@ -257,10 +263,15 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
     if batch_dynamic:
         _check_batched_outputs(cases[0], source.inputs)
     eval_expected = _run_chunked(source.predict, eval_inputs, source.inputs) if eval_inputs is not None else None
-    outputs = _output_specs(source, cases)
+    probe_rng = np.random.default_rng(options.seed + 1)  # apart from the golden draws, which stay as they were
+    varying = data_dependent_dims(source, cases[0], plan[0][0] or 1, plan[0][1], probe_rng)
+    outputs = _output_specs(source, cases, varying)
     notes = _constant_notes(cases)
     compute_dtype = _compute_dtype(source, outputs)
-    return _Reference(cases, outputs, eval_inputs, eval_expected, labels, compute_dtype, notes, batch_dynamic)
+    independent = not batch_dynamic or all(rows_independent(source, case) for case in cases)
+    return _Reference(
+        cases, outputs, eval_inputs, eval_expected, labels, compute_dtype, notes, batch_dynamic, varying, independent
+    )
 
 
 def _constant_notes(cases: list[GoldenCase]) -> tuple[str, ...]:
@@ -343,14 +354,19 @@ def _check_batched_outputs(case: GoldenCase, inputs: tuple[TensorSpec, ...]) -> 
         )
 
 
-def _output_specs(source: SourceModel, cases: list[GoldenCase]) -> tuple[TensorSpec, ...]:
-    """Output specs from the source's outputs: dims that vary across golden cases are dynamic, and so is a first
-    dim that is the batch in every case (an output that does not follow the batch, a constant, keeps its size)."""
+def _output_specs(
+    source: SourceModel, cases: list[GoldenCase], varying: frozenset[tuple[str, int]]
+) -> tuple[TensorSpec, ...]:
+    """Output specs from the source's outputs: dims that vary across golden cases, or with the input's values
+    (``varying``), are dynamic, and so is a first dim that is the batch in every case (an output that does not
+    follow the batch, a constant, keeps its size)."""
     specs = []
     batched = len(cases) > 1 and all(s.shape and s.shape[0] == -1 for s in source.inputs)
     for name, first in cases[0].outputs.items():
         shapes = [c.outputs[name].shape for c in cases]
-        dims = tuple(-1 if len({s[i] for s in shapes}) > 1 else d for i, d in enumerate(first.shape))
+        dims = tuple(
+            -1 if len({s[i] for s in shapes}) > 1 or (name, i) in varying else d for i, d in enumerate(first.shape)
+        )
         if batched and dims and all(c.outputs[name].shape[:1] == (c.batch_size,) for c in cases):
             dims = (-1, *dims[1:])
         specs.append(TensorSpec(name=name, dtype=dtype_of_array(first).name, shape=dims))

@@ -100,26 +100,34 @@ def stage(
         shutil.copyfile(artifact.path, directory / ARTIFACT_FILES[variant.format])
     save_golden(directory / GOLDEN_FILE, cases)
     fixed = {s.shape[0] for s in artifact.inputs if s.shape and s.shape[0] != -1}
+    varying = ctx.data_dependent
     if len(fixed) == 1 and _batchable(ctx.source.inputs):  # a static-batch artifact returns that batch
         batch = fixed.pop()
-        outputs = tuple(o.model_copy(update={"shape": (batch, *o.shape[1:])}) if _batched(o) else o for o in outputs)
+        outputs = tuple(
+            o.model_copy(update={"shape": (batch, *o.shape[1:])}) if _batched(o, varying) else o for o in outputs
+        )
     if artifact.inputs and all(-1 not in s.shape for s in artifact.inputs):
-        outputs = tuple(_observed_shape(o, cases) for o in outputs)
+        outputs = tuple(_observed_shape(o, cases, varying) for o in outputs)
     manifest = _manifest(ctx, variant, artifact, model, version, outputs)
-    if manifest.max_batch_size and not _rows_follow_batch(cases):
+    rows = _rows_follow_batch(cases) and ctx.rows_independent and all(dim for _, dim in varying)
+    if manifest.max_batch_size and not rows:
         manifest = manifest.model_copy(update={"max_batch_size": 0})
     write_manifest(manifest, directory)
     return Staged(directory, manifest, repository, artifact_bytes(directory))
 
 
-def _observed_shape(spec: TensorSpec, cases: list[GoldenCase]) -> TensorSpec:
+def _observed_shape(spec: TensorSpec, cases: list[GoldenCase], varying: frozenset[tuple[str, int]]) -> TensorSpec:
     """An artifact of static input shapes (litert-torch's) answers static outputs: the shape its golden cases
-    show, not the source's dynamic dims (a 1x8 token input answers 1x8x40 logits, not 1x-1x40)."""
+    show, not the source's dynamic dims (a 1x8 token input answers 1x8x40 logits, not 1x-1x40), but for the dims
+    whose size the input's values choose (``varying``)."""
     shapes = {c.outputs[spec.name].shape for c in cases if spec.name in c.outputs}
     if len(shapes) != 1:
         return spec
     (shape,) = shapes
-    return spec.model_copy(update={"shape": tuple(shape)}) if len(shape) == len(spec.shape) else spec
+    if len(shape) != len(spec.shape):
+        return spec
+    dims = tuple(-1 if (spec.name, i) in varying else d for i, d in enumerate(shape))
+    return spec.model_copy(update={"shape": dims})
 
 
 def publish(staged: Staged, parity: ParityRecord, options: ExportOptions) -> Path:
@@ -181,8 +189,8 @@ def _batchable(inputs: tuple[TensorSpec, ...]) -> bool:
     return all(s.shape and s.shape[0] == -1 for s in inputs)
 
 
-def _batched(spec: TensorSpec) -> bool:
-    return bool(spec.shape) and spec.shape[0] == -1
+def _batched(spec: TensorSpec, varying: frozenset[tuple[str, int]]) -> bool:
+    return bool(spec.shape) and spec.shape[0] == -1 and (spec.name, 0) not in varying
 
 
 def _rows_follow_batch(cases: list[GoldenCase]) -> bool:

@@ -104,12 +104,19 @@ def failed_inputs(inputs: Arrays, specs: tuple[TensorSpec, ...]) -> str:
     if not dynamic:
         return shapes
     pins = " ".join(
-        f"--input {s.name}:{s.dtype}:{'x'.join(['-1', *('N' if d == -1 else str(d) for d in s.shape[1:])])}"
+        f"--input {s.name}:{s.dtype}:{'x'.join([str(s.shape[0]), *('N' if d == -1 else str(d) for d in s.shape[1:])])}"
         for s in dynamic
+    )
+    elsewhere = [s.name for s in dynamic if s.shape[0] != -1]
+    batch = (
+        f"; the batch is the first dim of every input: {', '.join(elsewhere)} with a dynamic dim after a fixed first "
+        f"one (an RNN's initial state, layers x batch x hidden?) takes the batch pinned, in every input"
+        if elsewhere and any(s.shape[:1] == (-1,) for s in specs)
+        else ""
     )
     return (
         f"{shapes} (their dynamic dims drawn at a default size; a model made for fixed sizes takes them pinned: "
-        f"{pins}; one that takes other sizes than these, golden inputs of sizes it takes: --dynamic-sizes N,M)"
+        f"{pins}; one that takes other sizes than these, golden inputs of sizes it takes: --dynamic-sizes N,M{batch})"
     )
 
 

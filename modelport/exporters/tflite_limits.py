@@ -9,9 +9,12 @@ from modelport.errors import ConversionError
 from modelport.exporters.artifact import describe_failure
 from modelport.parity import REDUCED_PRECISION
 
-__all__ = ["float16_failure", "missing_kernel"]
+__all__ = ["complex_failure", "data_dependent_failure", "float16_failure", "missing_kernel"]
 
 _MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+_COMPLEX = re.compile(r"element type: complex<")
+# JAX's words (litert-torch lowers through it) for a size or value it needs while converting at static shapes
+_DATA_DEPENDENT = re.compile(r"NonConcreteBooleanIndexError|ConcretizationTypeError")
 # the PyTorch ops litert-torch lowers to an op LiteRT's interpreter has no kernel for
 _LOWERED_FROM = {"STABLEHLO_SORT": "torch.sort and torch.topk lower to it"}
 
@@ -39,4 +42,29 @@ def missing_kernel(exc: BaseException) -> ConversionError | None:
     return ConversionError(
         f"the converter wrote the op {op}{origin}, which LiteRT's interpreter (ai-edge-litert {version}) has no "
         f"kernel for: the model cannot run as TFLite (the other formats are not affected)"
+    )
+
+
+def complex_failure(exc: BaseException) -> ConversionError | None:
+    """A model computing with complex tensors (``torch.stft``), which litert-torch fails to lower naming whichever
+    op met one first ("Unsupported ir element type: complex<f32>" on a permute); None for another failure."""
+    if _COMPLEX.search(describe_failure(exc)) is None:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; the model computes with complex tensors (torch.stft, torch.fft), which TFLite has "
+        f"no type for: compute such features before the model, or keep only real results right away "
+        f"(torch.fft.rfft(x).abs() converts); the other formats are not affected"
+    )
+
+
+def data_dependent_failure(exc: BaseException) -> ConversionError | None:
+    """A model whose shapes depend on its input's values (boolean masking, ``torch.nonzero``, ``.item()``), which
+    litert-torch cannot convert at static shapes; its error names JAX's abstract tracers. None for another failure."""
+    if _DATA_DEPENDENT.search(describe_failure(exc)) is None:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; the model needs its input's values to know its shapes or its path (boolean "
+        f"masking, torch.nonzero, .item(), a Python `if` on a value: a detector keeping the boxes above a threshold), "
+        f"which a TFLite conversion at static shapes cannot follow: return fixed-size outputs (all boxes and a keep "
+        f"mask, or the top k) for a TFLite variant; the other formats are not affected"
     )

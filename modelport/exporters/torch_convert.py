@@ -18,7 +18,12 @@ from modelport.exporters.artifact import (
     frameworks,
     map_native,
 )
-from modelport.exporters.tflite_limits import float16_failure, missing_kernel
+from modelport.exporters.tflite_limits import (
+    complex_failure,
+    data_dependent_failure,
+    float16_failure,
+    missing_kernel,
+)
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_call import plain_outputs, takes_args
 from modelport.exporters.torch_source import output_keys
@@ -141,7 +146,7 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
                 ) from exc
             legacy = True
             notes = (f"exported with the TorchScript-based ONNX exporter: the torch.export-based one failed ({why})",)
-    onnx = import_framework("onnx", "torch")
+    graph = _graph_with_inputs(path, input_names)
     return Artifact(
         path,
         ctx.source.inputs,
@@ -150,10 +155,26 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
             **frameworks("torch", "onnx"),
             "opset": str(ctx.options.opset),
             "exporter": "legacy" if legacy else "dynamo",
-            "ir_version": str(onnx.load(str(path), load_external_data=False).ir_version),
+            "ir_version": str(graph.ir_version),
         },
         notes,
     )
+
+
+def _graph_with_inputs(path: Path, names: list[str]) -> Any:
+    """The exported ONNX model, refused when an input is not in its graph: the exporter folded it into a constant
+    (the server would feed it and onnxruntime answer every request "Invalid input name")."""
+    onnx = import_framework("onnx", "torch")
+    model = onnx.load(str(path), load_external_data=False)
+    present = {value.name for value in model.graph.input}
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise ConversionError(
+            f"the exported ONNX graph has no input {', '.join(map(repr, missing))}: the exporter made it a constant, "
+            f"as the model reads its value in Python (a bool flag, an `if` on it) or does not use it; leave it out of "
+            f"the inputs (forward's default is used) or compute with it as a tensor (torch.where)"
+        )
+    return model
 
 
 def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
@@ -185,8 +206,35 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
         module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
     except Exception:
         module = torch.jit.script(ctx.source.model)
+    else:
+        unused = _unused_inputs(ctx, module)
+        if unused:
+            module = _scripted_instead(ctx, torch, unused)
     torch.jit.save(module, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _unused_inputs(ctx: ConvertContext, module: Any) -> list[str]:
+    """The inputs a trace does not read: the trace made them constants (a Python ``if`` on a flag's value takes the
+    example's side for every input) or the model ignores them."""
+    graph_inputs = list(module.graph.inputs())[1:]  # after self
+    if len(graph_inputs) != len(ctx.source.inputs):
+        return []
+    return [s.name for s, value in zip(ctx.source.inputs, graph_inputs, strict=True) if not value.uses()]
+
+
+def _scripted_instead(ctx: ConvertContext, torch: Any, unused: list[str]) -> Any:
+    """``torch.jit.script`` of a model whose trace dropped inputs, or an error naming them: the trace would answer the
+    golden inputs' side of a branch on their values whatever a request sends (one golden value passes its gate)."""
+    try:
+        return torch.jit.script(ctx.source.model)
+    except Exception as exc:
+        raise ConversionError(
+            f"the TorchScript trace does not read input {', '.join(map(repr, unused))}: it made it a constant, as the "
+            f"model reads its value in Python (a bool flag, an `if` on it) or does not use it, and torch.jit.script "
+            f"cannot compile the model; leave it out of the inputs (forward's default is used) or compute with it as "
+            f"a tensor (torch.where)"
+        ) from exc
 
 
 def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
@@ -244,12 +292,17 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     args = tuple(torch.from_numpy(inputs[s.name]) for s in ctx.source.inputs)
     # keep 64-bit inputs (int64 token ids) as the manifest declares them, instead of downcasting to int32
     wide = any(a.dtype in (torch.int64, torch.float64) for a in args)
+    with torch.inference_mode():  # litert-torch flattens plain containers only (a named tuple: "'type' object ...")
+        model = plain_outputs(ctx.source.model, ctx.source.model(*args))
     try:  # the model is already in eval mode (a .pt2 module has no eval())
-        edge = litert_torch.convert(ctx.source.model, args, enable_x64=wide)
+        edge = litert_torch.convert(model, args, enable_x64=wide)
     except Exception as exc:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
             raise half from exc
+        known = complex_failure(exc) or data_dependent_failure(exc)
+        if known is not None:
+            raise known from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]
         if not doubles and not any(a.dtype == torch.float64 for a in args):
             raise

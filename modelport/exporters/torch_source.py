@@ -69,8 +69,12 @@ def _leaf_names(prefix: str, value: Any) -> list[str]:
 
 
 def _dict_names(result: Any, count: int) -> tuple[str, ...]:
-    """A returned dict's keys name the outputs when no names were given (and they are unique)."""
+    """A returned dict's keys, or a returned named tuple's fields, name the outputs when no names were given (and
+    they are unique)."""
     names = output_keys(result) if isinstance(result, dict) else []
+    fields: Any = getattr(type(result), "_fields", None) if isinstance(result, tuple) else None
+    if fields:
+        names = [n for field, value in zip(fields, result, strict=False) for n in _leaf_names(str(field), value)]
     return tuple(names) if len(set(names)) == count == len(names) else ()
 
 
