@@ -133,6 +133,7 @@ def _add_variant(
         "variants": {source.name: entry},
         "inputs": inputs,
         "outputs": outputs,
+        "max_batch_size": manifest.max_batch_size,
         "labels": labels,
         "processing": shared.processing.spec or {},
         "samples": shared.processing.samples,
@@ -201,7 +202,7 @@ def _row(
         classifier = next((o["name"] for o in runner.outputs if o.get("classifier")), None)
         if classifier is not None:
             acc, samples = accuracy(runner.run(dict(eval_data[0]))[classifier], eval_data[1]), len(eval_data[1])
-    sample = {k: v[:1] for k, v in _first_inputs(entry).items()}
+    sample = {k: v[:1] if runner.batched else v for k, v in _first_inputs(entry).items()}
     return BundleRow(
         variant=source.name,
         file=file,
@@ -280,6 +281,7 @@ def _manifest(
         "source": source.model_dump(exclude_none=True),
         "inputs": shared.inputs,
         "outputs": shared.outputs,
+        "max_batch_size": first.manifest.max_batch_size,  # 0: processed tensors lose their batch dimension of 1
         "labels": shared.labels,
         **processing,
         **samples,

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.mobile.modelport_edge import channel_axis
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.tflite_metadata import AssociatedFile, ModelMetadata, TensorMetadata
 from modelport.parity import is_classifier
@@ -15,7 +16,6 @@ from modelport.processing.labels import read_labels as read_indexed_labels
 __all__ = ["LABELS_FILE", "bundle_inputs", "bundle_outputs", "model_metadata", "read_labels"]
 
 LABELS_FILE = "labels.txt"
-_CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
 
 
 def bundle_inputs(manifest: ModelManifest, options: BundleOptions) -> list[dict[str, Any]]:
@@ -43,7 +43,7 @@ def _default_layout(spec: TensorSpec, framework: str) -> str | None:
 def _check_channels(spec: TensorSpec, layout: str | None, count: int) -> None:
     if count == 1:
         return
-    axis = _CHANNEL_AXIS.get(layout or "", -1)
+    axis = channel_axis(layout, len(spec.shape))
     channels = spec.shape[axis] if spec.shape else 0
     if channels != count:
         raise InvalidArgumentError(

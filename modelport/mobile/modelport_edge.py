@@ -51,6 +51,7 @@ __all__ = [
     "EdgeModel",
     "MissingPillowError",
     "MissingTokenizersError",
+    "channel_axis",
     "content_digest",
     "decode_array",
     "encode_array",
@@ -70,7 +71,14 @@ __all__ = [
 BUNDLE_FILE = "bundle.json"
 CONTENT_KEY = "content_sha256"  # bundle.json's own checksum: the files list cannot hold it
 Array = np.ndarray[Any, Any]
-_CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
+
+
+def channel_axis(layout: str | None, rank: int) -> int:
+    """The channel axis of a tensor of ``rank`` in ``layout``, which counts the batch dimension: ``NCHW`` is
+    axis 1 of ``1x3x224x224`` but axis 0 of ``3x224x224`` (a model without one); the last axis otherwise."""
+    if layout not in ("NCHW", "NCW"):
+        return -1
+    return max(0, 1 - (len(layout) - rank))
 
 
 class BundleError(Exception):
@@ -345,6 +353,22 @@ class EdgeModel:
     def _variant_inputs(self) -> list[dict[str, Any]]:
         return list(self.spec.get("inputs", self.inputs))
 
+    @property
+    def batched(self) -> bool:
+        """Whether the model has a batch dimension (``max_batch_size`` 0 in bundle.json: it has none)."""
+        return bool(self.bundle.get("max_batch_size", 1))
+
+    def _as_model_takes(self, tensors: dict[str, Array]) -> dict[str, Array]:
+        """Processed tensors (one item, batch dimension of 1) for a model without a batch dimension lose it where
+        the model's input has one dimension less (``3x224x224``; ``1x3x224x224`` keeps it), as on the server."""
+        if self.batched:
+            return tensors
+        ranks = {s["name"]: len(s["shape"]) for s in self._variant_inputs()}
+        return {
+            name: value[0] if name in ranks and value.ndim == ranks[name] + 1 and len(value) == 1 else value
+            for name, value in tensors.items()
+        }
+
     def _run_once(self, inputs: dict[str, Array]) -> dict[str, Array]:
         self._check_shapes(inputs)
         native = self.spec.get("native_names", {})
@@ -399,14 +423,14 @@ class EdgeModel:
         return self._step("pre", ("image",))
 
     def preprocess_image(self, image: bytes | str | Path) -> dict[str, Array]:
-        """An image file or its bytes -> the model's input tensors (batch of 1)."""
+        """An image file or its bytes -> the model's input tensors (batch of 1, none for a model without one)."""
         step = self.image_step
         if step is None:
             raise EdgeInputError(
                 "the bundle has no image processing (bundle it with processors: an image step); "
                 "pass tensors to predict() instead"
             )
-        return preprocess_image(image, step)
+        return self._as_model_takes(preprocess_image(image, step))
 
     @property
     def text_step(self) -> dict[str, Any] | None:
@@ -414,7 +438,8 @@ class EdgeModel:
         return self._step("pre", ("text",))
 
     def preprocess_text(self, text: str | bytes) -> dict[str, Array]:
-        """A text (str or UTF-8 bytes) -> the model's input tensors (batch of 1). Needs ``tokenizers``."""
+        """A text (str or UTF-8 bytes) -> the model's input tensors (batch of 1, none for a model without one).
+        Needs ``tokenizers``."""
         step = self.text_step
         if step is None:
             raise EdgeInputError(
@@ -423,7 +448,7 @@ class EdgeModel:
             )
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.directory / step["tokenizer"], step)
-        return preprocess_text(text, step, self._tokenizer)
+        return self._as_model_takes(preprocess_text(text, step, self._tokenizer))
 
     def preprocess(self, raw: bytes) -> dict[str, Array]:
         """A raw input file's bytes -> model tensors through the bundle's image or text step."""
@@ -550,7 +575,7 @@ def _check_range(name: str, value: Array, value_range: list[float]) -> None:
 def _normalize(value: Array, spec: dict[str, Any]) -> Array:
     mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
     if mean.size > 1:
-        axis = _CHANNEL_AXIS.get(spec.get("layout") or "", -1)
+        axis = channel_axis(spec.get("layout"), value.ndim)
         view = [1] * value.ndim
         view[axis] = mean.size
         mean, std = mean.reshape(view), std.reshape(view)
@@ -862,7 +887,7 @@ def _bench_child(args: argparse.Namespace) -> int:
     imported = time.perf_counter()
     model = EdgeModel.open(args.bundle, args.variant, num_threads=args.threads, verify=False)
     case = model.spec["golden"][0]["inputs"]
-    inputs = {k: decode_array(v)[:1] for k, v in case.items()}
+    inputs = {k: decode_array(v)[:1] if model.batched else decode_array(v) for k, v in case.items()}
     model.run(inputs)
     loaded = time.perf_counter()
     model.check_golden()

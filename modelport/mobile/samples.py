@@ -27,6 +27,7 @@ from modelport.mobile.describe import LABELS_FILE
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.sources import VariantSource
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
+from modelport.processing.base import without_batch_dim
 from modelport.processing.config import expand_handler
 from modelport.processing.labels import DEFAULT_LABEL_FILES
 from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
@@ -223,7 +224,7 @@ def _server_answers(
     for name, result in zip(files, tensors, strict=True):
         if isinstance(result, ModelportError):
             raise InvalidArgumentError(f"--sample {name}: the server's processing refuses it: {result.message}")
-    arrays = [t for t in tensors if not isinstance(t, ModelportError)]
+    arrays = [_as_served(t, first) for t in tensors if not isinstance(t, ModelportError)]
     for name, sample in zip(files, arrays, strict=True):
         _check_tensors(name, sample, first)
     runtime = open_runtime(first.directory, first.manifest)
@@ -231,4 +232,12 @@ def _server_answers(
         outputs = [runtime.predict(dict(x)) for x in arrays]
     finally:
         runtime.unload()
+    if not first.manifest.max_batch_size:  # the server's rows: each output under a batch dimension of 1
+        outputs = [{k: v[None] for k, v in row.items()} for row in outputs]
     return arrays, processors.postprocess(outputs)
+
+
+def _as_served(tensors: Arrays, first: VariantSource) -> Arrays:
+    """The processors' tensors as the server runs them: a model without a batch dimension (``max_batch_size: 0``)
+    takes them without the batch dimension of 1 the processors made, where its input has one dimension less."""
+    return tensors if first.manifest.max_batch_size else without_batch_dim(tensors, first.manifest.inputs)
