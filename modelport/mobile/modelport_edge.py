@@ -448,7 +448,8 @@ class EdgeModel:
             )
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.directory / step["tokenizer"], step)
-        return self._as_model_takes(preprocess_text(text, step, self._tokenizer))
+        dtypes = {spec["name"]: spec["dtype"] for spec in self.inputs}
+        return self._as_model_takes(preprocess_text(text, step, self._tokenizer, dtypes))
 
     def preprocess(self, raw: bytes) -> dict[str, Array]:
         """A raw input file's bytes -> model tensors through the bundle's image or text step."""
@@ -741,9 +742,12 @@ def _text(text: str | bytes) -> str:
     return text
 
 
-def preprocess_text(text: str | bytes, step: dict[str, Any], tokenizer: Any) -> dict[str, Array]:
+def preprocess_text(
+    text: str | bytes, step: dict[str, Any], tokenizer: Any, dtypes: dict[str, str] | None = None
+) -> dict[str, Array]:
     """One text -> ``{input_ids, attention_mask, ...}`` of shape (1, width), as the server's text step
-    (``tokenizer`` from :func:`load_tokenizer`; padding ``longest`` pads a single text to its own length)."""
+    (``tokenizer`` from :func:`load_tokenizer`; padding ``longest`` pads a single text to its own length).
+    Without the step's ``dtype``, each tensor takes its model input's int32/int64 in ``dtypes``, else int64."""
     encoding = tokenizer.encode(_text(text), add_special_tokens=step["add_special_tokens"])
     ids, limit = list(encoding.ids), step["max_length"]
     if len(ids) > limit:
@@ -754,8 +758,13 @@ def preprocess_text(text: str | bytes, step: dict[str, Any], tokenizer: Any) -> 
         "attention_mask": list(encoding.attention_mask) + [0] * pad,
         "token_type_ids": list(encoding.type_ids) + [0] * pad,
     }
-    dtype = np.dtype(step["dtype"] or "int64")
-    return {step[field]: np.asarray([row], dtype=dtype) for field, row in values.items() if step.get(field)}
+
+    def dtype(name: str) -> str:
+        declared = (dtypes or {}).get(name)
+        return str(step["dtype"] or (declared if declared in ("int32", "int64") else "int64"))
+
+    made = {step[field]: row for field, row in values.items() if step.get(field)}
+    return {name: np.asarray([row], dtype=dtype(name)) for name, row in made.items()}
 
 
 def _activate(scores: Array, activation: str) -> Array:

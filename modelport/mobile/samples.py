@@ -152,7 +152,8 @@ def _resolve(
 
 def _text(step: TextStep, first: VariantSource, out: Path, beside: Path) -> TextStep:
     """The tokenizer copied into the bundle (from the version directory, else beside the processors
-    definition), with the pad id and dtype the server resolves."""
+    definition), with the pad id and dtype the server resolves (none where the model's inputs differ: int32 ids
+    and an int64 mask; the device then takes each input's, as the server does)."""
     from modelport.processing.text import TextProcessor
 
     found = next((d / step.tokenizer for d in (first.directory, beside) if (d / step.tokenizer).is_file()), None)
@@ -165,7 +166,8 @@ def _text(step: TextStep, first: VariantSource, out: Path, beside: Path) -> Text
     processor = TextProcessor(
         step.model_copy(update={"tokenizer": TOKENIZER_FILE}), ProcessingContext(out, first.manifest)
     )
-    dtype = processor.dtypes["ids"].name
+    resolved = {dtype.name for dtype in processor.dtypes.values()}
+    dtype = resolved.pop() if len(resolved) == 1 else None
     return step.model_copy(update={"tokenizer": TOKENIZER_FILE, "pad_id": processor.pad_id, "dtype": dtype})
 
 
