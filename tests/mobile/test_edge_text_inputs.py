@@ -1,8 +1,10 @@
-"""A text model whose inputs differ in dtype (int32 ids, an int64 mask) bundles and answers as the server does.
+"""Text steps against the inputs a TFLite text model takes: their dtypes and their pinned sequence length.
 
-The server's text step makes each tensor in its model input's dtype; the bundle recorded the ids' dtype as the
-step's and the device made every tensor int32: the bundle failed with LiteRT's 'Got value of type INT32 but
-expected type INT64' traceback.
+A model whose inputs differ in dtype (int32 ids, an int64 mask) bundles and answers as the server does: the server's
+text step makes each tensor in its model input's dtype; the bundle recorded the ids' dtype as the step's and the device
+made every tensor int32 (LiteRT's 'Got value of type INT32 but expected type INT64' traceback). A text step whose width
+is not the model's pinned length is refused when the bundle is built, saying what to set, samples or not (without
+samples the bundle was built and every text failed on the device).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 import modelport
+from modelport.errors import InvalidArgumentError
 from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
 from modelport.processing import ProcessingContext, TextStep
@@ -96,3 +99,20 @@ async def test_a_model_with_int32_ids_and_an_int64_mask_answers_as_the_server(mi
         assert isinstance(device, dict)
         assert list(device) == list(served.json())
         assert np.allclose(list(device.values()), list(served.json().values()), atol=1e-6)
+
+
+@pytest.mark.tflite
+@pytest.mark.torch
+@pytest.mark.parametrize("step", [{"max_length": 32}, {"max_length": MAX_LENGTH, "padding": "longest"}])
+def test_a_width_the_model_cannot_take_is_refused_when_bundling(mixed, tmp_path, step):
+    repo, _, samples = mixed
+    processors = tmp_path / "processors.yaml"
+    processors.write_text(yaml.safe_dump({"pre": [{"kind": "text", **step}], "post": [{"kind": "topk"}]}))
+    for given in ((), (samples[0],)):
+        options = BundleOptions(repo / "mixed", tmp_path / "bundle", processors=processors, samples=given, quiet=True)
+        with pytest.raises(
+            InvalidArgumentError, match=r"the processors make input 'input_ids' of shape 1x\d+, but"
+        ) as e:
+            build_bundle(options)
+        assert f"set the text step's max_length: {MAX_LENGTH} and padding: max_length" in str(e.value)
+        assert not (tmp_path / "bundle").exists()
