@@ -135,11 +135,13 @@ def model_metadata(
 
 def _with_image_step(spec: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     """The input as the image step makes it: ``pixel * scale`` then ``(x - mean) / std`` is
-    ``(pixel - mean / scale) / (std / scale)``, NormalizationOptions in pixel units."""
+    ``(pixel - mean / scale) / (std / scale)``, NormalizationOptions in pixel units; in the step's layout
+    (a uint8 input has none of its own: the step's NHWC makes it an image to the Task Library)."""
     scale = step["scale"]
     mean, std = step["mean"] or [0.0], step["std"] or [1.0]
     return {
         **spec,
+        "layout": step["layout"] or spec.get("layout"),
         "mean": [m / scale for m in mean],
         "std": [s / scale for s in std],
         "color_space": "GRAYSCALE" if step["mode"] in ("L", "LA") else "RGB",
