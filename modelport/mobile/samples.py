@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.mobile.describe import LABELS_FILE
@@ -117,6 +118,11 @@ def declared_processing(options: BundleOptions, first: VariantSource) -> Process
     value = data.get("processors", data)
     try:
         return ProcessingSpec.model_validate(expand_handler(value))
+    except ValidationError as exc:  # one line, in the server's words for the same config.yaml
+        error = exc.errors()[0]
+        loc = ("processors", *error["loc"]) if "processors" in data else error["loc"]
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        raise InvalidArgumentError(f"{path}: invalid at {where}: {error['msg']}") from None
     except ValueError as exc:
         raise InvalidArgumentError(f"{path}: invalid processors: {exc}") from None
 

@@ -175,3 +175,24 @@ def test_processors_that_do_not_make_the_models_input_are_one_line_and_leave_no_
     assert "the processors make input 'image' of shape 1x1x4x4, but digits-tflite takes" in err
     assert not (tmp_path / "b").exists()
     assert main([*bundle, "--processors", str(PROCESSORS), "--variants", "float32", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("processors:\n  pre: [{kind: image, mode: XYZ}]\n", "processors.pre.0.image.mode"),
+        ("pre: [{kind: image, resize: -1}]\n", "pre.0.image.resize"),
+    ],
+)
+def test_invalid_processors_are_one_line_naming_the_place_as_the_server_does(tmp_path, text, where):
+    """It was pydantic's multi-line report ending in 'For further information visit https://errors.pydantic.dev'."""
+    from modelport.errors import InvalidArgumentError
+    from modelport.mobile.options import BundleOptions
+    from modelport.mobile.samples import declared_processing
+
+    (tmp_path / "processors.yaml").write_text(text)
+    options = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out", processors=tmp_path / "processors.yaml")
+    with pytest.raises(InvalidArgumentError) as refused:
+        declared_processing(options, None)  # type: ignore[arg-type]  # --processors FILE: the source is not read
+    assert str(refused.value).startswith(f"{tmp_path / 'processors.yaml'}: invalid at {where}: ")
+    assert "\n" not in str(refused.value) and "pydantic" not in str(refused.value)
