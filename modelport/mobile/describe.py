@@ -70,7 +70,8 @@ def read_labels(
     options: BundleOptions, manifest: ModelManifest, directory: Path, processing: Path | None = None
 ) -> list[str]:
     """``--labels FILE``, else the processing's labels file (``labels.txt`` or TorchServe's
-    ``index_to_name.json``), else the manifest's, else class indices; checked against the classes."""
+    ``index_to_name.json``), else the manifest's, else class indices; checked against the classes (a file the
+    server reads may name fewer: it answers the others by their index, and so does the bundle)."""
     classifier = next((s for s in manifest.outputs if is_classifier(s)), None)
     declared = directory / classifier.labels if classifier and classifier.labels else None
     path = options.labels or processing or declared
@@ -85,12 +86,13 @@ def read_labels(
     if path.suffix == ".json":
         return _indexed_labels(path, classifier.shape[1])
     names = read_indexed_labels(path)  # line i names class i, as the server reads it
-    count = max(names.names, default=-1) + 1
-    if classifier.shape[1] > 0 and count != classifier.shape[1]:
+    count, classes = max(names.names, default=-1) + 1, classifier.shape[1]
+    served = options.labels is None and count < classes  # the server's own file: it answers the rest by index
+    if classes > 0 and count != classes and not served:
         raise InvalidArgumentError(
-            f"labels file {path} has {count} labels but output {classifier.name!r} has {classifier.shape[1]} classes"
+            f"labels file {path} has {count} labels but output {classifier.name!r} has {classes} classes"
         )
-    return [names(i) for i in range(count)]
+    return [names(i) for i in range(max(count, classes))]
 
 
 def _indexed_labels(path: Path, classes: int) -> list[str]:

@@ -196,3 +196,32 @@ def test_invalid_processors_are_one_line_naming_the_place_as_the_server_does(tmp
         declared_processing(options, None)  # type: ignore[arg-type]  # --processors FILE: the source is not read
     assert str(refused.value).startswith(f"{tmp_path / 'processors.yaml'}: invalid at {where}: ")
     assert "\n" not in str(refused.value) and "pydantic" not in str(refused.value)
+
+
+def test_a_labels_file_the_server_reads_may_name_fewer_classes_but_not_a_given_one(tmp_path):
+    """The server answers the classes a version's labels.txt leaves out by their index; the bundle refused the model
+    ('has 4 labels but output has 6 classes'). ``--labels FILE``, given for the bundle alone, must still fit."""
+    from modelport.errors import InvalidArgumentError
+    from modelport.manifest import ModelManifest, SourceInfo, TensorSpec
+    from modelport.mobile.describe import read_labels as bundle_labels
+    from modelport.mobile.options import BundleOptions
+
+    manifest = ModelManifest(
+        name="m-tflite",
+        version=1,
+        family="m",
+        variant="tflite",
+        format="tflite",
+        artifact="model.tflite",
+        inputs=(TensorSpec(name="x", dtype="float32", shape=(-1, 4)),),
+        outputs=(TensorSpec(name="probs", dtype="float32", shape=(-1, 6)),),
+        source=SourceInfo(framework="tf", kind="factory", location="m.py:f", sha256="ab" * 32),
+    )
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
+    options = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out")
+    served = bundle_labels(options, manifest, tmp_path, tmp_path / "labels.txt")
+    assert served == ["cat", "dog", "bird", "fish", "4", "5"]
+    assert served == [read_labels(tmp_path / "labels.txt")(i) for i in range(6)]  # the server's names
+    given = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out", labels=tmp_path / "labels.txt")
+    with pytest.raises(InvalidArgumentError, match="has 4 labels but output 'probs' has 6 classes"):
+        bundle_labels(given, manifest, tmp_path)
