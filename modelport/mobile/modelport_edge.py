@@ -13,7 +13,7 @@ so is Hugging Face ``tokenizers``, needed only for text (``classify_text``, ``pr
 
     model = EdgeModel.open("bundle", variant="float16")   # checks sha256, golden vectors and raw samples
     model.top_k(image)                                    # [[("3", 0.98), ...]]
-    model.classify_image("digit.png", k=3)                # {"3": 0.98, "8": 0.01, "5": 0.003}
+    model.classify_image("digit.png")                     # {"3": 0.98, "8": 0.01, "5": 0.003}: the top-k step
     model.classify_text("the cat sat", k=2)               # {"positive": 0.7, "neutral": 0.2}
 
 The image, text and postprocessing steps come from ``bundle.json`` (``processing``), written by the server's
@@ -467,16 +467,16 @@ class EdgeModel:
             raise EdgeInputError("the model has no classifier output ([batch, classes])")
         return postprocess(outputs[name], step, self.labels, k)
 
-    def classify_image(self, image: bytes | str | Path, k: int | None = 5) -> object:
+    def classify_image(self, image: bytes | str | Path, k: int | None = None) -> object:
         """Decode -> resize/crop/normalize -> model -> labels, as the server answers the same image.
 
-        ``k`` overrides the top-k step's (``None``: the bundle's). Needs Pillow."""
+        ``k`` overrides the top-k step's (default ``None``: the bundle's, the server's answer). Needs Pillow."""
         return self.answer(self.run(self.preprocess_image(image)), k)
 
-    def classify_text(self, text: str | bytes, k: int | None = 5) -> object:
+    def classify_text(self, text: str | bytes, k: int | None = None) -> object:
         """Tokenize -> model -> labels, as the server answers the same text.
 
-        ``k`` overrides the top-k step's (``None``: the bundle's). Needs ``tokenizers``."""
+        ``k`` overrides the top-k step's (default ``None``: the bundle's, the server's answer). Needs ``tokenizers``."""
         return self.answer(self.run(self.preprocess_text(text)), k)
 
     def check_samples(self) -> dict[str, Any]:

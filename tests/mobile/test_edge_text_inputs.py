@@ -95,7 +95,7 @@ async def test_a_model_with_int32_ids_and_an_int64_mask_answers_as_the_server(mi
     for sample in samples:
         served = await http.post("/predictions/mixed-tflite", content=sample.read_bytes())
         assert served.status_code == 200, served.text
-        device = model.classify_text(sample.read_bytes(), k=None)
+        device = model.classify_text(sample.read_bytes())  # the bundle's top-k, the server's answer
         assert isinstance(device, dict)
         assert list(device) == list(served.json())
         assert np.allclose(list(device.values()), list(served.json().values()), atol=1e-6)
