@@ -25,15 +25,14 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.mobile.describe import LABELS_FILE
+from modelport.mobile.fitting import as_served, check_tensors, probe
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.sources import VariantSource
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
-from modelport.processing.base import without_batch_dim
 from modelport.processing.config import expand_handler
 from modelport.processing.labels import DEFAULT_LABEL_FILES
 from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
 from modelport.runtimes.base import Arrays, open_runtime
-from modelport.tensors import format_shape, shape_matches
 
 __all__ = [
     "SAMPLES_DIR",
@@ -77,8 +76,7 @@ def bundle_processing(
     spec = _resolve(declared, first, inputs, out, _definition_path(options, first).parent)
     files = _copy_samples(options.samples, out)
     decoder = next((step.kind for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
-    if decoder == "text":
-        _probe_text(spec, first, out)
+    probe(spec, first.manifest, out)
     if not files:
         return BundleProcessing(spec.model_dump(mode="json"), notes=_unchecked(decoder))
     if decoder is None:
@@ -208,57 +206,20 @@ def _copy_samples(samples: tuple[Path, ...], out: Path) -> list[str]:
     return names
 
 
-def _check_tensors(label: str, tensors: Arrays, first: VariantSource, text: TextStep | None) -> None:
-    """What the processors made must be what the model takes (the server validates it before batching;
-    LiteRT would resize its input to anything it is given)."""
-    for spec in first.manifest.inputs:
-        value = tensors.get(spec.name)
-        if value is None:
-            raise InvalidArgumentError(
-                f"{label}: the processors make {sorted(tensors)}, not the model's input {spec.name!r}"
-            )
-        if not shape_matches(spec.shape, value.shape):
-            raise InvalidArgumentError(
-                f"{label}: the processors make input {spec.name!r} of shape {format_shape(value.shape)}, "
-                f"but {first.manifest.name} takes {spec.describe()}: "
-                + (_text_hint(text, spec.shape) or "do the processors belong to this model?")
-            )
-
-
-def _probe_text(spec: ProcessingSpec, first: VariantSource, out: Path) -> None:
-    """A text step must make the tensors the model takes, with or without ``--sample``: a width the model cannot
-    take (max_length over a TFLite model's pinned length, padding to the longest) fails every text on the device."""
-    processors = build_processors(spec, ProcessingContext(out, first.manifest))
-    [tensors] = processors.preprocess(["a probe text"])
-    if not isinstance(tensors, ModelportError):
-        text = next((step for step in spec.pre if isinstance(step, TextStep)), None)
-        _check_tensors("text step", _as_served(tensors, first), first, text)
-
-
-def _text_hint(text: TextStep | None, shape: tuple[int, ...]) -> str | None:
-    """What to set when a text step's width is not the model's fixed sequence length (a TFLite model's, pinned)."""
-    if text is None or not shape or shape[-1] == -1:
-        return None
-    return (
-        f"the model takes exactly {shape[-1]} tokens a text: set the text step's max_length: {shape[-1]} "
-        "and padding: max_length"
-    )
-
-
 def _server_answers(
     spec: ProcessingSpec, first: VariantSource, out: Path, files: list[str]
 ) -> tuple[list[Arrays], list[object]]:
     """The server's tensors and responses for each sample, each its own request (a text padded to the
     longest pads to its own length, as on the device): its processors around the reference model."""
     processors = build_processors(spec, ProcessingContext(out, first.manifest))
-    text = next((step for step in spec.pre if isinstance(step, TextStep)), None)
+    decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     tensors = [processors.preprocess([(out / name).read_bytes()])[0] for name in files]
     for name, result in zip(files, tensors, strict=True):
         if isinstance(result, ModelportError):
             raise InvalidArgumentError(f"--sample {name}: the server's processing refuses it: {result.message}")
-    arrays = [_as_served(t, first) for t in tensors if not isinstance(t, ModelportError)]
+    arrays = [as_served(t, first.manifest) for t in tensors if not isinstance(t, ModelportError)]
     for name, sample in zip(files, arrays, strict=True):
-        _check_tensors(f"--sample {name}", sample, first, text)
+        check_tensors(f"--sample {name}", sample, first.manifest, decoder)
     runtime = open_runtime(first.directory, first.manifest)
     try:
         outputs = [runtime.predict(dict(x)) for x in arrays]
@@ -267,9 +228,3 @@ def _server_answers(
     if not first.manifest.max_batch_size:  # the server's rows: each output under a batch dimension of 1
         outputs = [{k: v[None] for k, v in row.items()} for row in outputs]
     return arrays, processors.postprocess(outputs)
-
-
-def _as_served(tensors: Arrays, first: VariantSource) -> Arrays:
-    """The processors' tensors as the server runs them: a model without a batch dimension (``max_batch_size: 0``)
-    takes them without the batch dimension of 1 the processors made, where its input has one dimension less."""
-    return tensors if first.manifest.max_batch_size else without_batch_dim(tensors, first.manifest.inputs)

@@ -178,6 +178,28 @@ def test_processors_that_do_not_make_the_models_input_are_one_line_and_leave_no_
 
 
 @pytest.mark.parametrize(
+    ("model", "step", "hint"),
+    [
+        ("kdigits", "{kind: image, resize: [8, 8]}", "the model takes 1-channel images: set mode: L"),
+        ("kdigits", "{kind: image, mode: L, resize: [8, 8], layout: NCHW}", "input is NHWC: set layout: NHWC"),
+        ("digits", "{kind: image, mode: L, resize: [4, 8]}", "takes 8x8 images (height x width): resize"),
+        ("digits", "{kind: image, mode: L, resize: 16, center_crop: [8, 4]}", "to [8, 8]"),
+    ],
+)
+def test_an_image_step_that_fixes_a_size_the_model_cannot_take_is_refused_without_samples(
+    digits_repo, tmp_path, capsys, model, step, hint
+):
+    """Without --sample such a bundle was built, and every image failed on the device; the message says what to set."""
+    (tmp_path / "p.yaml").write_text(f"pre: [{step}]\n")
+    bundle = ["bundle", str(digits_repo.root / model), "--out", str(tmp_path / "b"), "--quiet"]
+    assert main([*bundle, "--processors", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelport bundle: error: image step: the processors make input 'image' of shape "), err
+    assert hint in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
     ("text", "where"),
     [
         ("processors:\n  pre: [{kind: image, mode: XYZ}]\n", "processors.pre.0.image.mode"),
