@@ -52,12 +52,18 @@ def _check_channels(spec: TensorSpec, layout: str | None, count: int) -> None:
         )
 
 
+def _scores(spec: TensorSpec, manifest: ModelManifest) -> bool:
+    """Class scores: ``[batch, classes]``, or ``[classes]`` from a model without a batch dimension."""
+    unbatched = not manifest.max_batch_size and len(spec.shape) == 1 and spec.dtype.startswith("float")
+    return is_classifier(spec) or (unbatched and spec.shape[0] > 1)
+
+
 def bundle_outputs(manifest: ModelManifest, labels: list[str]) -> list[dict[str, Any]]:
     """Output specs for bundle.json; the first classifier output carries the labels file."""
     specs, labelled = [], False
     for spec in manifest.outputs:
         entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
-        if is_classifier(spec):
+        if _scores(spec, manifest):
             entry["classifier"] = True
             if labels and not labelled:
                 entry["labels"] = LABELS_FILE
@@ -72,21 +78,22 @@ def read_labels(
     """``--labels FILE``, else the processing's labels file (``labels.txt`` or TorchServe's
     ``index_to_name.json``), else the manifest's, else class indices; checked against the classes (a file the
     server reads may name fewer: it answers the others by their index, and so does the bundle)."""
-    classifier = next((s for s in manifest.outputs if is_classifier(s)), None)
+    classifier = next((s for s in manifest.outputs if _scores(s, manifest)), None)
     declared = directory / classifier.labels if classifier and classifier.labels else None
     path = options.labels or processing or declared
     if path is None:
-        return [str(i) for i in range(classifier.shape[1])] if classifier and classifier.shape[1] > 0 else []
+        return [str(i) for i in range(classifier.shape[-1])] if classifier and classifier.shape[-1] > 0 else []
     if not path.is_file():
         raise NotFoundError(f"labels file {path} not found")
     if classifier is None:
         raise InvalidArgumentError(
-            f"labels file {path} given but {manifest.name} has no classifier output ([batch, classes])"
+            f"labels file {path} given but {manifest.name} has no classifier output ([batch, classes], or [classes] "
+            "without a batch dimension)"
         )
     if path.suffix == ".json":
-        return _indexed_labels(path, classifier.shape[1])
+        return _indexed_labels(path, classifier.shape[-1])
     names = read_indexed_labels(path)  # line i names class i, as the server reads it
-    count, classes = max(names.names, default=-1) + 1, classifier.shape[1]
+    count, classes = max(names.names, default=-1) + 1, classifier.shape[-1]
     served = options.labels is None and count < classes  # the server's own file: it answers the rest by index
     if classes > 0 and count != classes and not served:
         raise InvalidArgumentError(

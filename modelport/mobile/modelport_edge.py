@@ -409,6 +409,7 @@ class EdgeModel:
         if name is None:
             raise EdgeInputError("the model has no classifier output ([batch, classes])")
         scores = self.predict(inputs)[name]
+        scores = scores if self.batched else scores.reshape(1, -1)  # [classes]: a model without a batch dimension
         best = np.argsort(-scores, axis=-1)[:, :k]
         labels = self.labels or [str(i) for i in range(scores.shape[-1])]
         return [[(labels[int(c)], float(row[c])) for c in order] for row, order in zip(scores, best, strict=True)]

@@ -3,7 +3,8 @@
 The server serves an image model whose input is ``3xHxW`` (Triton's densenet_onnx kind) by dropping the batch
 dimension of 1 its image step makes; the bundle builder ran the step's ``1x3xHxW`` through the model's shape check
 and refused the bundle, and ``modelport_edge.py`` fed the model the batch dimension it does not have. A
-``1x3xHxW`` input keeps its batch dimension of 1 on both sides.
+``1x3xHxW`` input keeps its batch dimension of 1 on both sides. Its ``[classes]`` output is named by the version's
+labels.txt on the server; the bundle refused the file ('has no classifier output ([batch, classes])').
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.processing.images import encode
 pytestmark = [pytest.mark.tflite, pytest.mark.torch]
 
 SHAPES = {"fixed4": "1x3x8x8", "fixed3": "3x8x8"}
+LABELS = ["ant", "bee", "cat", "dog", "eel"]  # output [1, 5] and [5]: class scores with or without a batch dim
 PROCESSORS = {
     "pre": [{"kind": "image", "resize": 8, "center_crop": 8}],
     "post": [{"kind": "topk", "k": 3, "activation": "softmax"}],
@@ -94,6 +96,7 @@ def unbatched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path
         )
         assert [r.status for r in report.rows] == ["pass"], report.rows
         (root / "repo" / f"{name}-tflite" / "config.yaml").write_text(yaml.safe_dump({"processors": PROCESSORS}))
+        Path(report.rows[0].path, "labels.txt").write_text("".join(f"{label}\n" for label in LABELS))
         bundles[name] = root / f"bundle-{name}"
         build_bundle(BundleOptions(root / "repo" / name, bundles[name], samples=tuple(samples), quiet=True))
     return root / "repo", samples, bundles
@@ -125,6 +128,9 @@ async def test_the_device_answers_each_image_as_the_server_does(unbatched, http,
         assert np.allclose(list(device.values()), list(served.json().values()), atol=1e-6), sample.name
     tensors = model.preprocess_image(samples[0])
     assert list(tensors["image"].shape) == [int(d) for d in SHAPES[name].split("x")]
+    assert model.labels == LABELS
+    [best] = model.top_k(tensors["image"], k=2)
+    assert [label for label, _ in best] == list(model.classify_image(samples[0], k=2))
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
