@@ -153,3 +153,17 @@ def test_a_mean_per_channel_normalizes_the_channels_of_a_model_without_a_batch_d
     mean, std = np.array([0.5, 0.4, 0.3], np.float32), np.array([0.2, 0.25, 0.5], np.float32)
     direct = model.run({"image": (pixels - mean[:, None, None]) / std[:, None, None]})
     assert np.array_equal(model.predict(pixels)["output_0"], direct["output_0"])
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_eval_data_has_one_row_an_example(unbatched, tmp_path, name):
+    """``--eval-data`` of a 3x8x8 model is Nx3x8x8, as of a 1x3x8x8 one (it wanted Nx8x8 and refused it)."""
+    import torch
+
+    images = np.random.default_rng(1).random((7, 3, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        labels = tiny_cnn(batched=True)(torch.from_numpy(images)).argmax(dim=1).numpy()
+    np.savez(tmp_path / "eval.npz", image=images, labels=labels)
+    options = BundleOptions(unbatched[0] / name, tmp_path / "b", eval_data=tmp_path / "eval.npz", quiet=True)
+    [row] = build_bundle(options).rows
+    assert (row.accuracy, row.eval_samples) == (1.0, 7)
