@@ -16,7 +16,7 @@ from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
 from modelport.processing.base import without_batch_dim
 from modelport.processing.spec import ImageStep, TextStep
-from modelport.tensors import Arrays, format_shape, shape_matches
+from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
 
 __all__ = ["as_served", "check_tensors", "probe"]
 
@@ -43,6 +43,12 @@ def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder:
                 f"{label}: the processors make input {spec.name!r} of shape {format_shape(value.shape)}, "
                 f"but {manifest.name} takes {spec.describe()}: "
                 + (_hint(decoder, spec, value.shape) or "do the processors belong to this model?")
+            )
+        if value.dtype != lookup_dtype(spec.dtype).np_dtype():
+            step = f"set the {decoder.kind} step's dtype: {spec.dtype}" if decoder else "do they belong to this model?"
+            raise InvalidArgumentError(
+                f"{label}: the processors make input {spec.name!r} as {value.dtype}, but {manifest.name} takes "
+                f"{spec.describe()}: {step}"
             )
 
 

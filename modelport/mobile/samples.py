@@ -184,9 +184,8 @@ def _image(step: ImageStep, context: ProcessingContext, inputs: list[dict[str, A
     layout = step.layout or next((s.get("layout") for s in inputs if s["name"] == name), None)
     known = layout if layout in ("NCHW", "NHWC") else None
     processor = ImageProcessor(step.model_copy(update={"input": name, "layout": known}), context)
-    return step.model_copy(
-        update={"input": processor.name, "layout": processor.layout, "mean": processor.mean, "std": processor.std}
-    )
+    resolved = {"input": processor.name, "layout": processor.layout, "mean": processor.mean, "std": processor.std}
+    return step.model_copy(update={**resolved, "dtype": processor.step.dtype, "scale": processor.step.scale})
 
 
 def _classifier(step: TopKStep | ArgmaxStep | ThresholdStep, first: VariantSource, labels: bool) -> Any:
