@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -610,6 +611,35 @@ def has_pillow() -> bool:
     return True
 
 
+def _open_image(data: bytes, step: dict[str, Any], image_module: Any, encoded: bool = False) -> Any:
+    """The image's header, in the step's formats; an image's base64 text is read as the image, as the server reads
+    it (TorchServe's vision handlers take ``{"data": "<base64>"}``)."""
+    try:
+        return image_module.open(io.BytesIO(data), formats=list(step["formats"]))
+    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
+        unidentified = type(exc).__name__ == "UnidentifiedImageError"
+        decoded = _base64_text(data) if unidentified and not encoded else None
+        if decoded is not None:
+            return _open_image(decoded, step, image_module, encoded=True)
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
+        detail = ", nor the base64 text of one" if encoded else "" if unidentified else f": {exc}"
+        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
+
+
+def _base64_text(data: bytes) -> bytes | None:
+    """``data`` decoded when it is base64 text (standard alphabet, padded; surrounding whitespace allowed)."""
+    text = data.strip()
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error
+        return None
+
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+
+
 def _decode(data: bytes, step: dict[str, Any]) -> Any:
     """Bytes -> a loaded PIL image in the step's colour mode (first frame, EXIF orientation applied)."""
     image_module, ops = _pillow()
@@ -617,12 +647,7 @@ def _decode(data: bytes, step: dict[str, Any]) -> Any:
         raise EdgeInputError("empty image (0 bytes)")
     if len(data) > step["max_bytes"]:
         raise EdgeInputError(f"image of {len(data)} bytes is over the limit of {step['max_bytes']}")
-    try:
-        image = image_module.open(io.BytesIO(data), formats=list(step["formats"]))
-    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
-        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
-        detail = "" if type(exc).__name__ == "UnidentifiedImageError" else f": {exc}"
-        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
+    image = _open_image(data, step, image_module)
     width, height = image.size
     if width * height > step["max_pixels"]:
         raise EdgeInputError(f"image of {width}x{height} pixels is over the limit of {step['max_pixels']} pixels")

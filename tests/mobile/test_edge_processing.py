@@ -9,6 +9,7 @@ dtypes) and demand identical arrays and responses.
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,24 @@ def test_bad_images_are_edge_input_errors():
         with pytest.raises(edge.EdgeInputError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
             edge.preprocess_image(data, step)
         assert "object at 0x" not in str(refused.value), "no Python object address in a user's message"
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_an_images_base64_text_is_the_image_as_on_the_server(image):
+    """The server reads an image's base64 text as the image (TorchServe's vision handlers do): a --sample of it was
+    answered by the server, then the bundle crashed with an EdgeInputError traceback decoding it on the device."""
+    step = ImageStep(input="x", layout="NHWC", mode="RGB", resize=(6, 5))
+    text = base64.b64encode(IMAGES[image]) + b"\n"
+    device = edge.preprocess_image(text, step.model_dump(mode="json"))
+    np.testing.assert_array_equal(device["x"], _server(step, text)["x"])
+    np.testing.assert_array_equal(device["x"], _server(step, IMAGES[image])["x"])
+
+
+def test_base64_text_that_is_no_image_is_refused_as_on_the_server():
+    step = ImageStep(input="x", layout="NHWC")
+    assert "nor the base64 text of one" in str(_server(step, b"abcd"))
+    with pytest.raises(edge.EdgeInputError, match=r"not an image in an accepted format .*, nor the base64 text of one"):
+        edge.preprocess_image(b"abcd", step.model_dump(mode="json"))
 
 
 class _NeverRun:
