@@ -76,7 +76,8 @@ def _build(options: BundleOptions, family: str, sources: list[VariantSource], ou
     with quiet_output(enabled=options.quiet):
         processing = bundle_processing(options, first, declared, inputs, out)
     shared = _Shared(inputs, outputs, labels, processing, _eval_data(options, first))
-    report = BundleReport(family, str(out), str(_archive(out)), notes=list(processing.notes))
+    raw = "text" if any(step.get("kind") == "text" for step in (processing.spec or {}).get("pre", [])) else "image"
+    report = BundleReport(family, str(out), str(_archive(out)), notes=list(processing.notes), raw=raw)
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")

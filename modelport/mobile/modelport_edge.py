@@ -1015,6 +1015,7 @@ def _bench(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "threads": args.threads,
+        "raw": "text" if any(s.get("kind") == "text" for s in bundle.get("processing", {}).get("pre", [])) else "image",
         "variants": results,
     }
     text = json.dumps(report, indent=2)
@@ -1035,8 +1036,8 @@ def _bench_table(report: dict[str, Any]) -> str:
         "p50",
         "p90",
         "p99",
-        "image->tensor p50",
-        "image->label p50",
+        f"{report.get('raw', 'image')}->tensor p50",
+        f"{report.get('raw', 'image')}->label p50",
         "peak RSS",
     )
     rows = [head]

@@ -79,6 +79,7 @@ def test_text_bundle_carries_its_tokenizer_labels_and_samples(text_bundle):
         assert set(sample["response"]) <= set(NAMES.values()) and len(sample["response"]) == 2
     assert text_bundle.report.notes == []
     assert text_bundle.report.rows[0].end_to_end_p50_ms is not None
+    assert "text->label p50" in render_bundle_table(text_bundle.report)  # was image->label
 
 
 @pytest.mark.tflite
