@@ -429,8 +429,10 @@ class EdgeModel:
         step = self.image_step
         if step is None:
             raise EdgeInputError(
-                "the bundle has no image processing (bundle it with processors: an image step); "
-                "pass tensors to predict() instead"
+                "the bundle's processing takes text, not images: classify_text() (predict --text)"
+                if self.text_step is not None
+                else "the bundle has no image processing (bundle it with processors: an image step); "
+                "pass tensors to predict() instead (on the command line: predict --input x.npy)"
             )
         return self._as_model_takes(preprocess_image(image, step))
 
@@ -445,8 +447,10 @@ class EdgeModel:
         step = self.text_step
         if step is None:
             raise EdgeInputError(
-                "the bundle has no text processing (bundle it with processors: a text step); "
-                "pass token ids to predict() instead"
+                "the bundle's processing takes images, not text: classify_image() (predict --image)"
+                if self.image_step is not None
+                else "the bundle has no text processing (bundle it with processors: a text step); "
+                "pass token ids to predict() instead (on the command line: predict --input ids.npz)"
             )
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.directory / step["tokenizer"], step)

@@ -180,3 +180,15 @@ def test_token_ids_outside_the_value_range_are_refused_as_the_server_refuses_the
         model.predict(np.array([[0, 63, 64, -1]]))
     with pytest.raises(edge.EdgeInputError, match=r"value -1 at index \[0, 3\]"):
         model.predict(np.array([[0, 63, 1, -1]]))
+
+
+def test_an_image_for_a_text_bundle_or_a_text_for_an_image_bundle_says_which_it_takes():
+    """They said 'the bundle has no text processing (bundle it with processors: a text step)' of an image bundle."""
+    specs = [{"name": "x", "dtype": "float32", "shape": [1, 4, 4, 3]}]
+    for kind, wrong, message in (
+        ("image", "preprocess_text", r"takes images, not text: classify_image\(\) \(predict --image\)"),
+        ("text", "preprocess_image", r"takes text, not images: classify_text\(\) \(predict --text\)"),
+    ):
+        bundle = {"inputs": specs, "outputs": [], "processing": {"pre": [{"kind": kind}]}, "variants": {"f": {}}}
+        with pytest.raises(edge.EdgeInputError, match=message):
+            getattr(edge.EdgeModel(Path("."), bundle, "f", _NeverRun()), wrong)(b"data")
