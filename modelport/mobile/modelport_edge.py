@@ -832,10 +832,12 @@ _DEFAULT_POST: dict[str, Any] = {"kind": "topk", "k": 5, "activation": "none", "
 
 
 def _as_dict(response: object) -> dict[str, Any]:
-    """A top-1 response as ``{label: ...}`` (argmax's ``{"label": name}`` included)."""
+    """A top-1 response as ``{label: ...}`` (argmax's ``{"label": name}`` included); nothing for the tensors a
+    model without a postprocessing step answers (``{output: [[...]]}``)."""
     if isinstance(response, dict) and "label" in response and "index" in response:
         return {response["label"]: response.get("score")}
-    return response if isinstance(response, dict) else {}
+    labelled = isinstance(response, dict) and not any(isinstance(v, list) for v in response.values())
+    return response if labelled and isinstance(response, dict) else {}
 
 
 # ---- command line -------------------------------------------------------------------------------------------

@@ -226,4 +226,6 @@ def _server_answers(
         runtime.unload()
     if not first.manifest.max_batch_size:  # the server's rows: each output under a batch dimension of 1
         outputs = [{k: v[None] for k, v in row.items()} for row in outputs]
+    if not spec.post:  # the server answers the model's outputs: as JSON, {output: [[...]]}
+        return arrays, [{k: v.tolist() for k, v in row.items()} for row in outputs]
     return arrays, processors.postprocess(outputs)

@@ -93,3 +93,16 @@ def test_a_step_making_another_dtype_than_the_model_takes_says_which_to_set(uint
         options = BundleOptions(repo / "u8", tmp_path / "b", processors=processors, samples=given, quiet=True)
         with pytest.raises(InvalidArgumentError, match=r"as float32, but u8-tflite takes pixels:uint8:.*dtype: uint8"):
             build_bundle(options)
+
+
+def test_processors_without_a_post_step_record_the_models_outputs_as_the_servers_answer(uint8_repo, tmp_path):
+    """The server answers such a model's tensors; the bundle crashed writing them ('ndarray is not JSON
+    serializable')."""
+    repo, samples, _ = uint8_repo
+    processors = tmp_path / "pre.yaml"
+    processors.write_text(yaml.safe_dump({"pre": PROCESSORS["pre"]}))
+    build_bundle(BundleOptions(repo / "u8", tmp_path / "b", processors=processors, samples=(samples[0],), quiet=True))
+    model = edge.EdgeModel.open(tmp_path / "b")  # checks the sample on the device
+    [sample] = model.bundle["samples"]
+    device = model.run(model.preprocess_image(samples[0]))["logits"]
+    assert np.allclose(sample["response"]["logits"], device, atol=1e-6) and device.shape == (1, 4)
