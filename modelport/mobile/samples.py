@@ -142,6 +142,12 @@ def _resolve(
     """Every default the server would take from the manifest, made explicit for the device."""
     if any(isinstance(step, CustomStep) for step in (*spec.pre, *spec.post)):
         raise InvalidArgumentError("a custom processing step is server code: it cannot travel in an edge bundle")
+    server_only = next((step.kind for step in spec.post if not isinstance(step, _CLASSIFIERS)), None)
+    if server_only is not None:  # the device would answer top-k classes where the server answers this
+        raise InvalidArgumentError(
+            f"the {server_only} step runs on the server only (the device answers topk, argmax and threshold steps): "
+            "pass --processors FILE without it (EdgeModel.run() answers the model's tensors on the device)"
+        )
     context = ProcessingContext(first.directory, first.manifest)
     labels = (out / LABELS_FILE).is_file()
     pre = tuple(

@@ -106,3 +106,15 @@ def test_processors_without_a_post_step_record_the_models_outputs_as_the_servers
     [sample] = model.bundle["samples"]
     device = model.run(model.preprocess_image(samples[0]))["logits"]
     assert np.allclose(sample["response"]["logits"], device, atol=1e-6) and device.shape == (1, 4)
+
+
+@pytest.mark.parametrize("post", [{"kind": "identity"}, {"kind": "segmentation"}, {"kind": "detection"}])
+def test_a_post_step_the_device_does_not_run_is_refused(uint8_repo, tmp_path, post):
+    """The bundle was built and the device answered top-5 classes where the server answers this step's JSON."""
+    repo, samples, _ = uint8_repo
+    processors = tmp_path / "p.yaml"
+    processors.write_text(yaml.safe_dump({"pre": PROCESSORS["pre"], "post": [post]}))
+    options = BundleOptions(repo / "u8", tmp_path / "b", processors=processors, samples=(samples[0],), quiet=True)
+    with pytest.raises(InvalidArgumentError, match=f"the {post['kind']} step runs on the server only"):
+        build_bundle(options)
+    assert not (tmp_path / "b").exists()
