@@ -13,7 +13,7 @@ from pathlib import Path
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
-from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
+from modelport.processing import ProcessingContext, ProcessingSpec, build_processors, check_text_feeds
 from modelport.processing.base import without_batch_dim
 from modelport.processing.spec import ImageStep, TextStep
 from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
@@ -32,6 +32,12 @@ def as_served(tensors: Arrays, manifest: ModelManifest) -> Arrays:
 
 def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder: Decoder | None) -> None:
     """Refuse tensors the model does not take, naming the input, both shapes and (where it can tell) what to set."""
+    extra = sorted(set(tensors) - {spec.name for spec in manifest.inputs})
+    if extra:  # LiteRT's signature runner: "Invalid Input name"
+        takes = ", ".join(spec.name for spec in manifest.inputs)
+        raise InvalidArgumentError(
+            f"{label}: the processors make {extra}, which {manifest.name} does not take (it takes {takes})"
+        )
     for spec in manifest.inputs:
         value = tensors.get(spec.name)
         if value is None:
@@ -55,6 +61,7 @@ def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder:
 def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path) -> None:
     """Run a probe text, or a probe image when the image step alone fixes the size, through the server's
     processors and check what they make (with or without ``--sample``)."""
+    check_text_feeds(spec, manifest)  # the server fails the version at load for a tensor the model does not take
     decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     if decoder is None or (isinstance(decoder, ImageStep) and not _fixed_size(decoder)):
         return

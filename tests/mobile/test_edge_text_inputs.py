@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import modelport
-from modelport.errors import InvalidArgumentError
+from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
 from modelport.processing import ProcessingContext, TextStep
@@ -116,3 +116,19 @@ def test_a_width_the_model_cannot_take_is_refused_when_bundling(mixed, tmp_path,
             build_bundle(options)
         assert f"set the text step's max_length: {MAX_LENGTH} and padding: max_length" in str(e.value)
         assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.tflite
+@pytest.mark.torch
+def test_a_text_step_making_a_tensor_the_model_does_not_take_is_refused_as_the_server_refuses_it(mixed, tmp_path):
+    """The server fails such a version at load; the bundle was built and LiteRT refused every text on the device."""
+    repo, _, samples = mixed
+    processors = tmp_path / "processors.yaml"
+    step = {"kind": "text", "max_length": MAX_LENGTH, "token_type_ids": "token_type_ids"}
+    processors.write_text(yaml.safe_dump({"pre": [step], "post": [{"kind": "topk"}]}))
+    for given in ((), (samples[0],)):
+        options = BundleOptions(repo / "mixed", tmp_path / "bundle", processors=processors, samples=given, quiet=True)
+        with pytest.raises(
+            ModelportError, match="the text step makes token_type_ids as 'token_type_ids', which the model does not"
+        ):
+            build_bundle(options)
