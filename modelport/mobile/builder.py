@@ -76,7 +76,8 @@ def _build(options: BundleOptions, family: str, sources: list[VariantSource], ou
     with quiet_output(enabled=options.quiet):
         processing = bundle_processing(options, first, declared, inputs, out)
     shared = _Shared(inputs, outputs, labels, processing, _eval_data(options, first))
-    report = BundleReport(family, str(out), str(_archive(out)), notes=list(processing.notes))
+    raw = "text" if any(step.get("kind") == "text" for step in (processing.spec or {}).get("pre", [])) else "image"
+    report = BundleReport(family, str(out), str(_archive(out)), notes=list(processing.notes), raw=raw)
     variants = {}
     for source in sources:
         _progress(options, f"{source.name}: {source.directory} -> {out.name}/")
@@ -133,6 +134,7 @@ def _add_variant(
         "variants": {source.name: entry},
         "inputs": inputs,
         "outputs": outputs,
+        "max_batch_size": manifest.max_batch_size,
         "labels": labels,
         "processing": shared.processing.spec or {},
         "samples": shared.processing.samples,
@@ -200,8 +202,8 @@ def _row(
     if eval_data is not None and eval_data[1] is not None:
         classifier = next((o["name"] for o in runner.outputs if o.get("classifier")), None)
         if classifier is not None:
-            acc, samples = accuracy(runner.run(dict(eval_data[0]))[classifier], eval_data[1]), len(eval_data[1])
-    sample = {k: v[:1] for k, v in _first_inputs(entry).items()}
+            acc, samples = accuracy(_eval_scores(runner, eval_data[0], classifier), eval_data[1]), len(eval_data[1])
+    sample = {k: v[:1] if runner.batched else v for k, v in _first_inputs(entry).items()}
     return BundleRow(
         variant=source.name,
         file=file,
@@ -252,10 +254,25 @@ def _image_latency(runner: edge.EdgeModel, runs: int) -> dict[str, float]:
 
 
 def _eval_data(options: BundleOptions, first: VariantSource) -> EvalData | None:
+    """``--eval-data``: one row per example, each row one input of the model (``3x32x32`` without a batch dimension
+    is ``Nx3x32x32``; ``1x3x32x32`` is ``Nx3x32x32`` too)."""
     if options.eval_data is None:
         return None
-    specs = tuple(s.model_copy(update={"shape": (-1, *s.shape[1:])}) for s in first.manifest.inputs)
+    specs = tuple(s.model_copy(update={"shape": (-1, *_row_shape(s.shape, first))}) for s in first.manifest.inputs)
     return load_npz_inputs(options.eval_data, specs, "--eval-data")
+
+
+def _row_shape(shape: tuple[int, ...], first: VariantSource) -> tuple[int, ...]:
+    return shape[1:] if first.manifest.max_batch_size or (shape and shape[0] == 1) else shape
+
+
+def _eval_scores(runner: edge.EdgeModel, inputs: Arrays, classifier: str) -> np.ndarray[Any, Any]:
+    """The classifier's scores of every example: in batches, or one call an example for a model without a batch
+    dimension whose input has no leading 1 (its rows are the model's whole input)."""
+    if runner.batched or any(s["shape"][:1] == [1] for s in runner.inputs):
+        return runner.run(dict(inputs))[classifier]
+    rows = len(next(iter(inputs.values())))
+    return np.stack([runner.run({k: v[i] for k, v in inputs.items()})[classifier] for i in range(rows)])
 
 
 def _encode(arrays: Arrays) -> dict[str, Any]:
@@ -280,6 +297,7 @@ def _manifest(
         "source": source.model_dump(exclude_none=True),
         "inputs": shared.inputs,
         "outputs": shared.outputs,
+        "max_batch_size": first.manifest.max_batch_size,  # 0: processed tensors lose their batch dimension of 1
         "labels": shared.labels,
         **processing,
         **samples,

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.mobile.modelport_edge import channel_axis
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.tflite_metadata import AssociatedFile, ModelMetadata, TensorMetadata
 from modelport.parity import is_classifier
@@ -15,7 +16,6 @@ from modelport.processing.labels import read_labels as read_indexed_labels
 __all__ = ["LABELS_FILE", "bundle_inputs", "bundle_outputs", "model_metadata", "read_labels"]
 
 LABELS_FILE = "labels.txt"
-_CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
 
 
 def bundle_inputs(manifest: ModelManifest, options: BundleOptions) -> list[dict[str, Any]]:
@@ -43,7 +43,7 @@ def _default_layout(spec: TensorSpec, framework: str) -> str | None:
 def _check_channels(spec: TensorSpec, layout: str | None, count: int) -> None:
     if count == 1:
         return
-    axis = _CHANNEL_AXIS.get(layout or "", -1)
+    axis = channel_axis(layout, len(spec.shape))
     channels = spec.shape[axis] if spec.shape else 0
     if channels != count:
         raise InvalidArgumentError(
@@ -52,12 +52,18 @@ def _check_channels(spec: TensorSpec, layout: str | None, count: int) -> None:
         )
 
 
+def _scores(spec: TensorSpec, manifest: ModelManifest) -> bool:
+    """Class scores: ``[batch, classes]``, or ``[classes]`` from a model without a batch dimension."""
+    unbatched = not manifest.max_batch_size and len(spec.shape) == 1 and spec.dtype.startswith("float")
+    return is_classifier(spec) or (unbatched and spec.shape[0] > 1)
+
+
 def bundle_outputs(manifest: ModelManifest, labels: list[str]) -> list[dict[str, Any]]:
     """Output specs for bundle.json; the first classifier output carries the labels file."""
     specs, labelled = [], False
     for spec in manifest.outputs:
         entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
-        if is_classifier(spec):
+        if _scores(spec, manifest):
             entry["classifier"] = True
             if labels and not labelled:
                 entry["labels"] = LABELS_FILE
@@ -70,27 +76,30 @@ def read_labels(
     options: BundleOptions, manifest: ModelManifest, directory: Path, processing: Path | None = None
 ) -> list[str]:
     """``--labels FILE``, else the processing's labels file (``labels.txt`` or TorchServe's
-    ``index_to_name.json``), else the manifest's, else class indices; checked against the classes."""
-    classifier = next((s for s in manifest.outputs if is_classifier(s)), None)
+    ``index_to_name.json``), else the manifest's, else class indices; checked against the classes (a file the
+    server reads may name fewer: it answers the others by their index, and so does the bundle)."""
+    classifier = next((s for s in manifest.outputs if _scores(s, manifest)), None)
     declared = directory / classifier.labels if classifier and classifier.labels else None
     path = options.labels or processing or declared
     if path is None:
-        return [str(i) for i in range(classifier.shape[1])] if classifier and classifier.shape[1] > 0 else []
+        return [str(i) for i in range(classifier.shape[-1])] if classifier and classifier.shape[-1] > 0 else []
     if not path.is_file():
         raise NotFoundError(f"labels file {path} not found")
     if classifier is None:
         raise InvalidArgumentError(
-            f"labels file {path} given but {manifest.name} has no classifier output ([batch, classes])"
+            f"labels file {path} given but {manifest.name} has no classifier output ([batch, classes], or [classes] "
+            "without a batch dimension)"
         )
     if path.suffix == ".json":
-        return _indexed_labels(path, classifier.shape[1])
+        return _indexed_labels(path, classifier.shape[-1])
     names = read_indexed_labels(path)  # line i names class i, as the server reads it
-    count = max(names.names, default=-1) + 1
-    if classifier.shape[1] > 0 and count != classifier.shape[1]:
+    count, classes = max(names.names, default=-1) + 1, classifier.shape[-1]
+    served = options.labels is None and count < classes  # the server's own file: it answers the rest by index
+    if classes > 0 and count != classes and not served:
         raise InvalidArgumentError(
-            f"labels file {path} has {count} labels but output {classifier.name!r} has {classifier.shape[1]} classes"
+            f"labels file {path} has {count} labels but output {classifier.name!r} has {classes} classes"
         )
-    return [names(i) for i in range(count)]
+    return [names(i) for i in range(max(count, classes))]
 
 
 def _indexed_labels(path: Path, classes: int) -> list[str]:
@@ -135,11 +144,13 @@ def model_metadata(
 
 def _with_image_step(spec: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     """The input as the image step makes it: ``pixel * scale`` then ``(x - mean) / std`` is
-    ``(pixel - mean / scale) / (std / scale)``, NormalizationOptions in pixel units."""
+    ``(pixel - mean / scale) / (std / scale)``, NormalizationOptions in pixel units; in the step's layout
+    (a uint8 input has none of its own: the step's NHWC makes it an image to the Task Library)."""
     scale = step["scale"]
     mean, std = step["mean"] or [0.0], step["std"] or [1.0]
     return {
         **spec,
+        "layout": step["layout"] or spec.get("layout"),
         "mean": [m / scale for m in mean],
         "std": [s / scale for s in std],
         "color_space": "GRAYSCALE" if step["mode"] in ("L", "LA") else "RGB",

@@ -13,7 +13,7 @@ so is Hugging Face ``tokenizers``, needed only for text (``classify_text``, ``pr
 
     model = EdgeModel.open("bundle", variant="float16")   # checks sha256, golden vectors and raw samples
     model.top_k(image)                                    # [[("3", 0.98), ...]]
-    model.classify_image("digit.png", k=3)                # {"3": 0.98, "8": 0.01, "5": 0.003}
+    model.classify_image("digit.png")                     # {"3": 0.98, "8": 0.01, "5": 0.003}: the top-k step
     model.classify_text("the cat sat", k=2)               # {"positive": 0.7, "neutral": 0.2}
 
 The image, text and postprocessing steps come from ``bundle.json`` (``processing``), written by the server's
@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,6 +52,7 @@ __all__ = [
     "EdgeModel",
     "MissingPillowError",
     "MissingTokenizersError",
+    "channel_axis",
     "content_digest",
     "decode_array",
     "encode_array",
@@ -70,7 +72,14 @@ __all__ = [
 BUNDLE_FILE = "bundle.json"
 CONTENT_KEY = "content_sha256"  # bundle.json's own checksum: the files list cannot hold it
 Array = np.ndarray[Any, Any]
-_CHANNEL_AXIS = {"NHWC": -1, "NWC": -1, "NCHW": 1, "NCW": 1}
+
+
+def channel_axis(layout: str | None, rank: int) -> int:
+    """The channel axis of a tensor of ``rank`` in ``layout``, which counts the batch dimension: ``NCHW`` is
+    axis 1 of ``1x3x224x224`` but axis 0 of ``3x224x224`` (a model without one); the last axis otherwise."""
+    if layout not in ("NCHW", "NCW"):
+        return -1
+    return max(0, 1 - (len(layout) - rank))
 
 
 class BundleError(Exception):
@@ -345,6 +354,22 @@ class EdgeModel:
     def _variant_inputs(self) -> list[dict[str, Any]]:
         return list(self.spec.get("inputs", self.inputs))
 
+    @property
+    def batched(self) -> bool:
+        """Whether the model has a batch dimension (``max_batch_size`` 0 in bundle.json: it has none)."""
+        return bool(self.bundle.get("max_batch_size", 1))
+
+    def _as_model_takes(self, tensors: dict[str, Array]) -> dict[str, Array]:
+        """Processed tensors (one item, batch dimension of 1) for a model without a batch dimension lose it where
+        the model's input has one dimension less (``3x224x224``; ``1x3x224x224`` keeps it), as on the server."""
+        if self.batched:
+            return tensors
+        ranks = {s["name"]: len(s["shape"]) for s in self._variant_inputs()}
+        return {
+            name: value[0] if name in ranks and value.ndim == ranks[name] + 1 and len(value) == 1 else value
+            for name, value in tensors.items()
+        }
+
     def _run_once(self, inputs: dict[str, Array]) -> dict[str, Array]:
         self._check_shapes(inputs)
         native = self.spec.get("native_names", {})
@@ -385,6 +410,7 @@ class EdgeModel:
         if name is None:
             raise EdgeInputError("the model has no classifier output ([batch, classes])")
         scores = self.predict(inputs)[name]
+        scores = scores if self.batched else scores.reshape(1, -1)  # [classes]: a model without a batch dimension
         best = np.argsort(-scores, axis=-1)[:, :k]
         labels = self.labels or [str(i) for i in range(scores.shape[-1])]
         return [[(labels[int(c)], float(row[c])) for c in order] for row, order in zip(scores, best, strict=True)]
@@ -399,14 +425,16 @@ class EdgeModel:
         return self._step("pre", ("image",))
 
     def preprocess_image(self, image: bytes | str | Path) -> dict[str, Array]:
-        """An image file or its bytes -> the model's input tensors (batch of 1)."""
+        """An image file or its bytes -> the model's input tensors (batch of 1, none for a model without one)."""
         step = self.image_step
         if step is None:
             raise EdgeInputError(
-                "the bundle has no image processing (bundle it with processors: an image step); "
-                "pass tensors to predict() instead"
+                "the bundle's processing takes text, not images: classify_text() (predict --text)"
+                if self.text_step is not None
+                else "the bundle has no image processing (bundle it with processors: an image step); "
+                "pass tensors to predict() instead (on the command line: predict --input x.npy)"
             )
-        return preprocess_image(image, step)
+        return self._as_model_takes(preprocess_image(image, step))
 
     @property
     def text_step(self) -> dict[str, Any] | None:
@@ -414,16 +442,20 @@ class EdgeModel:
         return self._step("pre", ("text",))
 
     def preprocess_text(self, text: str | bytes) -> dict[str, Array]:
-        """A text (str or UTF-8 bytes) -> the model's input tensors (batch of 1). Needs ``tokenizers``."""
+        """A text (str or UTF-8 bytes) -> the model's input tensors (batch of 1, none for a model without one).
+        Needs ``tokenizers``."""
         step = self.text_step
         if step is None:
             raise EdgeInputError(
-                "the bundle has no text processing (bundle it with processors: a text step); "
-                "pass token ids to predict() instead"
+                "the bundle's processing takes images, not text: classify_image() (predict --image)"
+                if self.image_step is not None
+                else "the bundle has no text processing (bundle it with processors: a text step); "
+                "pass token ids to predict() instead (on the command line: predict --input ids.npz)"
             )
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.directory / step["tokenizer"], step)
-        return preprocess_text(text, step, self._tokenizer)
+        dtypes = {spec["name"]: spec["dtype"] for spec in self.inputs}
+        return self._as_model_takes(preprocess_text(text, step, self._tokenizer, dtypes))
 
     def preprocess(self, raw: bytes) -> dict[str, Array]:
         """A raw input file's bytes -> model tensors through the bundle's image or text step."""
@@ -441,16 +473,16 @@ class EdgeModel:
             raise EdgeInputError("the model has no classifier output ([batch, classes])")
         return postprocess(outputs[name], step, self.labels, k)
 
-    def classify_image(self, image: bytes | str | Path, k: int | None = 5) -> object:
+    def classify_image(self, image: bytes | str | Path, k: int | None = None) -> object:
         """Decode -> resize/crop/normalize -> model -> labels, as the server answers the same image.
 
-        ``k`` overrides the top-k step's (``None``: the bundle's). Needs Pillow."""
+        ``k`` overrides the top-k step's (default ``None``: the bundle's, the server's answer). Needs Pillow."""
         return self.answer(self.run(self.preprocess_image(image)), k)
 
-    def classify_text(self, text: str | bytes, k: int | None = 5) -> object:
+    def classify_text(self, text: str | bytes, k: int | None = None) -> object:
         """Tokenize -> model -> labels, as the server answers the same text.
 
-        ``k`` overrides the top-k step's (``None``: the bundle's). Needs ``tokenizers``."""
+        ``k`` overrides the top-k step's (default ``None``: the bundle's, the server's answer). Needs ``tokenizers``."""
         return self.answer(self.run(self.preprocess_text(text)), k)
 
     def check_samples(self) -> dict[str, Any]:
@@ -550,7 +582,7 @@ def _check_range(name: str, value: Array, value_range: list[float]) -> None:
 def _normalize(value: Array, spec: dict[str, Any]) -> Array:
     mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
     if mean.size > 1:
-        axis = _CHANNEL_AXIS.get(spec.get("layout") or "", -1)
+        axis = channel_axis(spec.get("layout"), value.ndim)
         view = [1] * value.ndim
         view[axis] = mean.size
         mean, std = mean.reshape(view), std.reshape(view)
@@ -583,6 +615,35 @@ def has_pillow() -> bool:
     return True
 
 
+def _open_image(data: bytes, step: dict[str, Any], image_module: Any, encoded: bool = False) -> Any:
+    """The image's header, in the step's formats; an image's base64 text is read as the image, as the server reads
+    it (TorchServe's vision handlers take ``{"data": "<base64>"}``)."""
+    try:
+        return image_module.open(io.BytesIO(data), formats=list(step["formats"]))
+    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
+        unidentified = type(exc).__name__ == "UnidentifiedImageError"
+        decoded = _base64_text(data) if unidentified and not encoded else None
+        if decoded is not None:
+            return _open_image(decoded, step, image_module, encoded=True)
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
+        detail = ", nor the base64 text of one" if encoded else "" if unidentified else f": {exc}"
+        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
+
+
+def _base64_text(data: bytes) -> bytes | None:
+    """``data`` decoded when it is base64 text (standard alphabet, padded; surrounding whitespace allowed)."""
+    text = data.strip()
+    if not text or len(text) % 4 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error
+        return None
+
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+
+
 def _decode(data: bytes, step: dict[str, Any]) -> Any:
     """Bytes -> a loaded PIL image in the step's colour mode (first frame, EXIF orientation applied)."""
     image_module, ops = _pillow()
@@ -590,12 +651,7 @@ def _decode(data: bytes, step: dict[str, Any]) -> Any:
         raise EdgeInputError("empty image (0 bytes)")
     if len(data) > step["max_bytes"]:
         raise EdgeInputError(f"image of {len(data)} bytes is over the limit of {step['max_bytes']}")
-    try:
-        image = image_module.open(io.BytesIO(data), formats=list(step["formats"]))
-    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, a bad header
-        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" adds nothing but an address
-        detail = "" if type(exc).__name__ == "UnidentifiedImageError" else f": {exc}"
-        raise EdgeInputError(f"not an image in an accepted format ({', '.join(step['formats'])}){detail}") from None
+    image = _open_image(data, step, image_module)
     width, height = image.size
     if width * height > step["max_pixels"]:
         raise EdgeInputError(f"image of {width}x{height} pixels is over the limit of {step['max_pixels']} pixels")
@@ -716,9 +772,12 @@ def _text(text: str | bytes) -> str:
     return text
 
 
-def preprocess_text(text: str | bytes, step: dict[str, Any], tokenizer: Any) -> dict[str, Array]:
+def preprocess_text(
+    text: str | bytes, step: dict[str, Any], tokenizer: Any, dtypes: dict[str, str] | None = None
+) -> dict[str, Array]:
     """One text -> ``{input_ids, attention_mask, ...}`` of shape (1, width), as the server's text step
-    (``tokenizer`` from :func:`load_tokenizer`; padding ``longest`` pads a single text to its own length)."""
+    (``tokenizer`` from :func:`load_tokenizer`; padding ``longest`` pads a single text to its own length).
+    Without the step's ``dtype``, each tensor takes its model input's int32/int64 in ``dtypes``, else int64."""
     encoding = tokenizer.encode(_text(text), add_special_tokens=step["add_special_tokens"])
     ids, limit = list(encoding.ids), step["max_length"]
     if len(ids) > limit:
@@ -729,8 +788,13 @@ def preprocess_text(text: str | bytes, step: dict[str, Any], tokenizer: Any) -> 
         "attention_mask": list(encoding.attention_mask) + [0] * pad,
         "token_type_ids": list(encoding.type_ids) + [0] * pad,
     }
-    dtype = np.dtype(step["dtype"] or "int64")
-    return {step[field]: np.asarray([row], dtype=dtype) for field, row in values.items() if step.get(field)}
+
+    def dtype(name: str) -> str:
+        declared = (dtypes or {}).get(name)
+        return str(step["dtype"] or (declared if declared in ("int32", "int64") else "int64"))
+
+    made = {step[field]: row for field, row in values.items() if step.get(field)}
+    return {name: np.asarray([row], dtype=dtype(name)) for name, row in made.items()}
 
 
 def _activate(scores: Array, activation: str) -> Array:
@@ -768,10 +832,12 @@ _DEFAULT_POST: dict[str, Any] = {"kind": "topk", "k": 5, "activation": "none", "
 
 
 def _as_dict(response: object) -> dict[str, Any]:
-    """A top-1 response as ``{label: ...}`` (argmax's ``{"label": name}`` included)."""
+    """A top-1 response as ``{label: ...}`` (argmax's ``{"label": name}`` included); nothing for the tensors a
+    model without a postprocessing step answers (``{output: [[...]]}``)."""
     if isinstance(response, dict) and "label" in response and "index" in response:
         return {response["label"]: response.get("score")}
-    return response if isinstance(response, dict) else {}
+    labelled = isinstance(response, dict) and not any(isinstance(v, list) for v in response.values())
+    return response if labelled and isinstance(response, dict) else {}
 
 
 # ---- command line -------------------------------------------------------------------------------------------
@@ -862,7 +928,7 @@ def _bench_child(args: argparse.Namespace) -> int:
     imported = time.perf_counter()
     model = EdgeModel.open(args.bundle, args.variant, num_threads=args.threads, verify=False)
     case = model.spec["golden"][0]["inputs"]
-    inputs = {k: decode_array(v)[:1] for k, v in case.items()}
+    inputs = {k: decode_array(v)[:1] if model.batched else decode_array(v) for k, v in case.items()}
     model.run(inputs)
     loaded = time.perf_counter()
     model.check_golden()
@@ -955,6 +1021,7 @@ def _bench(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "threads": args.threads,
+        "raw": "text" if any(s.get("kind") == "text" for s in bundle.get("processing", {}).get("pre", [])) else "image",
         "variants": results,
     }
     text = json.dumps(report, indent=2)
@@ -975,8 +1042,8 @@ def _bench_table(report: dict[str, Any]) -> str:
         "p50",
         "p90",
         "p99",
-        "image->tensor p50",
-        "image->label p50",
+        f"{report.get('raw', 'image')}->tensor p50",
+        f"{report.get('raw', 'image')}->label p50",
         "peak RSS",
     )
     rows = [head]

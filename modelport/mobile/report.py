@@ -1,4 +1,4 @@
-"""The bundle report: one row per variant (size, parity, agreement, accuracy, model and image->label p50)."""
+"""The bundle report: one row per variant (size, parity, agreement, accuracy, model and image/text->label p50)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class BundleReport:
     archive: str
     rows: list[BundleRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # warnings: what the bundle cannot check
+    raw: str = "image"  # what the raw samples are: image or text (the end-to-end column's name)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -56,7 +57,7 @@ def render_bundle_table(report: BundleReport) -> str:
         "top-1 agree",
         "accuracy",
         "model p50",
-        "image->label p50",
+        f"{report.raw}->label p50",
     )
     rows = [head]
     for r in report.rows:

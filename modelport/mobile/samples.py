@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.mobile.describe import LABELS_FILE
+from modelport.mobile.fitting import as_served, check_tensors, probe
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.sources import VariantSource
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
@@ -31,7 +33,6 @@ from modelport.processing.config import expand_handler
 from modelport.processing.labels import DEFAULT_LABEL_FILES
 from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
 from modelport.runtimes.base import Arrays, open_runtime
-from modelport.tensors import format_shape, shape_matches
 
 __all__ = [
     "SAMPLES_DIR",
@@ -75,6 +76,7 @@ def bundle_processing(
     spec = _resolve(declared, first, inputs, out, _definition_path(options, first).parent)
     files = _copy_samples(options.samples, out)
     decoder = next((step.kind for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
+    probe(spec, first.manifest, out)
     if not files:
         return BundleProcessing(spec.model_dump(mode="json"), notes=_unchecked(decoder))
     if decoder is None:
@@ -114,6 +116,11 @@ def declared_processing(options: BundleOptions, first: VariantSource) -> Process
     value = data.get("processors", data)
     try:
         return ProcessingSpec.model_validate(expand_handler(value))
+    except ValidationError as exc:  # one line, in the server's words for the same config.yaml
+        error = exc.errors()[0]
+        loc = ("processors", *error["loc"]) if "processors" in data else error["loc"]
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        raise InvalidArgumentError(f"{path}: invalid at {where}: {error['msg']}") from None
     except ValueError as exc:
         raise InvalidArgumentError(f"{path}: invalid processors: {exc}") from None
 
@@ -135,6 +142,12 @@ def _resolve(
     """Every default the server would take from the manifest, made explicit for the device."""
     if any(isinstance(step, CustomStep) for step in (*spec.pre, *spec.post)):
         raise InvalidArgumentError("a custom processing step is server code: it cannot travel in an edge bundle")
+    server_only = next((step.kind for step in spec.post if not isinstance(step, _CLASSIFIERS)), None)
+    if server_only is not None:  # the device would answer top-k classes where the server answers this
+        raise InvalidArgumentError(
+            f"the {server_only} step runs on the server only (the device answers topk, argmax and threshold steps): "
+            "pass --processors FILE without it (EdgeModel.run() answers the model's tensors on the device)"
+        )
     context = ProcessingContext(first.directory, first.manifest)
     labels = (out / LABELS_FILE).is_file()
     pre = tuple(
@@ -151,7 +164,8 @@ def _resolve(
 
 def _text(step: TextStep, first: VariantSource, out: Path, beside: Path) -> TextStep:
     """The tokenizer copied into the bundle (from the version directory, else beside the processors
-    definition), with the pad id and dtype the server resolves."""
+    definition), with the pad id and dtype the server resolves (none where the model's inputs differ: int32 ids
+    and an int64 mask; the device then takes each input's, as the server does)."""
     from modelport.processing.text import TextProcessor
 
     found = next((d / step.tokenizer for d in (first.directory, beside) if (d / step.tokenizer).is_file()), None)
@@ -164,7 +178,8 @@ def _text(step: TextStep, first: VariantSource, out: Path, beside: Path) -> Text
     processor = TextProcessor(
         step.model_copy(update={"tokenizer": TOKENIZER_FILE}), ProcessingContext(out, first.manifest)
     )
-    dtype = processor.dtypes["ids"].name
+    resolved = {dtype.name for dtype in processor.dtypes.values()}
+    dtype = resolved.pop() if len(resolved) == 1 else None
     return step.model_copy(update={"tokenizer": TOKENIZER_FILE, "pad_id": processor.pad_id, "dtype": dtype})
 
 
@@ -175,9 +190,8 @@ def _image(step: ImageStep, context: ProcessingContext, inputs: list[dict[str, A
     layout = step.layout or next((s.get("layout") for s in inputs if s["name"] == name), None)
     known = layout if layout in ("NCHW", "NHWC") else None
     processor = ImageProcessor(step.model_copy(update={"input": name, "layout": known}), context)
-    return step.model_copy(
-        update={"input": processor.name, "layout": processor.layout, "mean": processor.mean, "std": processor.std}
-    )
+    resolved = {"input": processor.name, "layout": processor.layout, "mean": processor.mean, "std": processor.std}
+    return step.model_copy(update={**resolved, "dtype": processor.step.dtype, "scale": processor.step.scale})
 
 
 def _classifier(step: TopKStep | ArgmaxStep | ThresholdStep, first: VariantSource, labels: bool) -> Any:
@@ -197,38 +211,27 @@ def _copy_samples(samples: tuple[Path, ...], out: Path) -> list[str]:
     return names
 
 
-def _check_tensors(name: str, tensors: Arrays, first: VariantSource) -> None:
-    """What the processors made must be what the model takes (the server validates it before batching;
-    LiteRT would resize its input to anything it is given)."""
-    for spec in first.manifest.inputs:
-        value = tensors.get(spec.name)
-        if value is None:
-            raise InvalidArgumentError(
-                f"--sample {name}: the processors make {sorted(tensors)}, not the model's input {spec.name!r}"
-            )
-        if not shape_matches(spec.shape, value.shape):
-            raise InvalidArgumentError(
-                f"--sample {name}: the processors make input {spec.name!r} of shape {format_shape(value.shape)}, "
-                f"but {first.manifest.name} takes {spec.describe()}: do the processors belong to this model?"
-            )
-
-
 def _server_answers(
     spec: ProcessingSpec, first: VariantSource, out: Path, files: list[str]
 ) -> tuple[list[Arrays], list[object]]:
     """The server's tensors and responses for each sample, each its own request (a text padded to the
     longest pads to its own length, as on the device): its processors around the reference model."""
     processors = build_processors(spec, ProcessingContext(out, first.manifest))
+    decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     tensors = [processors.preprocess([(out / name).read_bytes()])[0] for name in files]
     for name, result in zip(files, tensors, strict=True):
         if isinstance(result, ModelportError):
             raise InvalidArgumentError(f"--sample {name}: the server's processing refuses it: {result.message}")
-    arrays = [t for t in tensors if not isinstance(t, ModelportError)]
+    arrays = [as_served(t, first.manifest) for t in tensors if not isinstance(t, ModelportError)]
     for name, sample in zip(files, arrays, strict=True):
-        _check_tensors(name, sample, first)
+        check_tensors(f"--sample {name}", sample, first.manifest, decoder)
     runtime = open_runtime(first.directory, first.manifest)
     try:
         outputs = [runtime.predict(dict(x)) for x in arrays]
     finally:
         runtime.unload()
+    if not first.manifest.max_batch_size:  # the server's rows: each output under a batch dimension of 1
+        outputs = [{k: v[None] for k, v in row.items()} for row in outputs]
+    if not spec.post:  # the server answers the model's outputs: as JSON, {output: [[...]]}
+        return arrays, [{k: v.tolist() for k, v in row.items()} for row in outputs]
     return arrays, processors.postprocess(outputs)

@@ -15,8 +15,9 @@ from typing import Protocol, TypeVar
 
 from modelport.errors import InferenceError, ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
+from modelport.tensors import Arrays
 
-__all__ = ["ProcessingContext", "Processor", "map_items", "run_steps"]
+__all__ = ["ProcessingContext", "Processor", "map_items", "run_steps", "without_batch_dim"]
 
 T = TypeVar("T")
 
@@ -73,3 +74,14 @@ def run_steps(steps: Sequence[Processor], items: Sequence[object]) -> list[objec
         for index, output in zip(live, outputs, strict=True):
             results[index] = output
     return results
+
+
+def without_batch_dim(tensors: Arrays, specs: Sequence[TensorSpec]) -> Arrays:
+    """One request's tensors for a model without a batch dimension (``max_batch_size: 0``, Triton's
+    densenet_onnx: ``data_0`` 3x224x224): the batch dimension of 1 the processors made goes where the model's
+    input has one dimension less (an input of shape ``1x3x224x224`` keeps it)."""
+    ranks = {s.name: len(s.shape) for s in specs}
+    return {
+        name: value[0] if name in ranks and value.ndim == ranks[name] + 1 and len(value) == 1 else value
+        for name, value in tensors.items()
+    }

@@ -179,6 +179,7 @@ class ImageProcessor:
         if step.input is not None and context.manifest is not None and spec is None:
             names = ", ".join(s.name for s in context.manifest.inputs)
             raise SpecError(f"image step: the model has no input {step.input!r} (inputs: {names})")
+        step = _in_model_dtype(step, spec)
         self.step = step
         self.name = step.input or (spec.name if spec else "input")
         self.layout = step.layout or _default_layout(spec, context)
@@ -223,6 +224,18 @@ def _check_integer_values(processor: ImageProcessor, step: ImageStep) -> None:
             f"{' and mean/std' if mean is not None else ''}); an integer dtype takes whole values in "
             f"{info.min}..{info.max} (uint8 pixels: scale 1, normalize: false)"
         )
+
+
+def _in_model_dtype(step: ImageStep, spec: TensorSpec | None) -> ImageStep:
+    """A step that names no ``dtype`` makes the model input's (a uint8 model's pixels, ``scale`` 1 unless given):
+    float32 for a uint8 model made every request a 400 no client could fix."""
+    if "dtype" in step.model_fields_set or spec is None:
+        return step
+    dtype = lookup_dtype(spec.dtype)
+    if not (dtype.is_float or dtype.is_integer) or dtype.name == step.dtype:
+        return step
+    unscaled = dtype.is_integer and "scale" not in step.model_fields_set
+    return step.model_copy(update={"dtype": dtype.name, **({"scale": 1.0} if unscaled else {})})
 
 
 def _default_layout(spec: TensorSpec | None, context: ProcessingContext) -> str:

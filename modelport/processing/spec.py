@@ -97,6 +97,12 @@ class ImageStep(_Step):
     def _positive(cls, value: Size | None) -> Size | None:
         return _positive_size(value)
 
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _layout_in_any_case(cls, value: object) -> object:
+        """``nhwc`` is ``NHWC``, as ``modelport export --layout pixels:nhwc`` takes it."""
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("dtype")
     @classmethod
     def _numeric_dtype(cls, value: str) -> str:

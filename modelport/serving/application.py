@@ -37,8 +37,9 @@ from modelport.errors import (
     SpecError,
     summarize,
 )
-from modelport.manifest import ModelManifest, TensorSpec
+from modelport.manifest import ModelManifest
 from modelport.processing import Processors
+from modelport.processing.base import without_batch_dim
 from modelport.processing.labels import Labels
 from modelport.serving import tracing
 from modelport.serving.errors import http_status
@@ -148,7 +149,7 @@ class Applications:
                 raise naming_the_payload(exc, name, [s.name for s in manifest.inputs], also_made=True) from None
             tensors = _concatenate(preprocessed)
             if not manifest.max_batch_size:
-                tensors = _unbatched(tensors, manifest.inputs)
+                tensors = without_batch_dim(tensors, manifest.inputs)
         served.validate(tensors)
         outputs = await batcher.submit(tensors, execution.limits.timeout_s)
         version = str(served.version)
@@ -215,16 +216,6 @@ def _concatenate(rows: list[Any]) -> Arrays:
         raise SpecError(
             "the payloads of this request make tensors of different shapes; send them in separate requests"
         ) from None
-
-
-def _unbatched(tensors: Arrays, specs: tuple[TensorSpec, ...]) -> Arrays:
-    """A model without a batch dimension (``max_batch_size: 0``, Triton's densenet_onnx: ``data_0`` 3x224x224):
-    the processors' row loses the batch dimension they made where the model's input has one dim less."""
-    ranks = {s.name: len(s.shape) for s in specs}
-    return {
-        name: value[0] if name in ranks and value.ndim == ranks[name] + 1 and len(value) == 1 else value
-        for name, value in tensors.items()
-    }
 
 
 def _rows(outputs: Arrays, tensors: Arrays, batched: bool) -> list[Arrays]:

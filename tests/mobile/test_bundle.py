@@ -175,3 +175,75 @@ def test_processors_that_do_not_make_the_models_input_are_one_line_and_leave_no_
     assert "the processors make input 'image' of shape 1x1x4x4, but digits-tflite takes" in err
     assert not (tmp_path / "b").exists()
     assert main([*bundle, "--processors", str(PROCESSORS), "--variants", "float32", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "step", "hint"),
+    [
+        ("kdigits", "{kind: image, resize: [8, 8]}", "the model takes 1-channel images: set mode: L"),
+        ("kdigits", "{kind: image, mode: L, resize: [8, 8], layout: NCHW}", "input is NHWC: set layout: NHWC"),
+        ("digits", "{kind: image, mode: L, resize: [4, 8]}", "takes 8x8 images (height x width): resize"),
+        ("digits", "{kind: image, mode: L, resize: 16, center_crop: [8, 4]}", "to [8, 8]"),
+    ],
+)
+def test_an_image_step_that_fixes_a_size_the_model_cannot_take_is_refused_without_samples(
+    digits_repo, tmp_path, capsys, model, step, hint
+):
+    """Without --sample such a bundle was built, and every image failed on the device; the message says what to set."""
+    (tmp_path / "p.yaml").write_text(f"pre: [{step}]\n")
+    bundle = ["bundle", str(digits_repo.root / model), "--out", str(tmp_path / "b"), "--quiet"]
+    assert main([*bundle, "--processors", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelport bundle: error: image step: the processors make input 'image' of shape "), err
+    assert hint in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("processors:\n  pre: [{kind: image, mode: XYZ}]\n", "processors.pre.0.image.mode"),
+        ("pre: [{kind: image, resize: -1}]\n", "pre.0.image.resize"),
+    ],
+)
+def test_invalid_processors_are_one_line_naming_the_place_as_the_server_does(tmp_path, text, where):
+    """It was pydantic's multi-line report ending in 'For further information visit https://errors.pydantic.dev'."""
+    from modelport.errors import InvalidArgumentError
+    from modelport.mobile.options import BundleOptions
+    from modelport.mobile.samples import declared_processing
+
+    (tmp_path / "processors.yaml").write_text(text)
+    options = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out", processors=tmp_path / "processors.yaml")
+    with pytest.raises(InvalidArgumentError) as refused:
+        declared_processing(options, None)  # type: ignore[arg-type]  # --processors FILE: the source is not read
+    assert str(refused.value).startswith(f"{tmp_path / 'processors.yaml'}: invalid at {where}: ")
+    assert "\n" not in str(refused.value) and "pydantic" not in str(refused.value)
+
+
+def test_a_labels_file_the_server_reads_may_name_fewer_classes_but_not_a_given_one(tmp_path):
+    """The server answers the classes a version's labels.txt leaves out by their index; the bundle refused the model
+    ('has 4 labels but output has 6 classes'). ``--labels FILE``, given for the bundle alone, must still fit."""
+    from modelport.errors import InvalidArgumentError
+    from modelport.manifest import ModelManifest, SourceInfo, TensorSpec
+    from modelport.mobile.describe import read_labels as bundle_labels
+    from modelport.mobile.options import BundleOptions
+
+    manifest = ModelManifest(
+        name="m-tflite",
+        version=1,
+        family="m",
+        variant="tflite",
+        format="tflite",
+        artifact="model.tflite",
+        inputs=(TensorSpec(name="x", dtype="float32", shape=(-1, 4)),),
+        outputs=(TensorSpec(name="probs", dtype="float32", shape=(-1, 6)),),
+        source=SourceInfo(framework="tf", kind="factory", location="m.py:f", sha256="ab" * 32),
+    )
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
+    options = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out")
+    served = bundle_labels(options, manifest, tmp_path, tmp_path / "labels.txt")
+    assert served == ["cat", "dog", "bird", "fish", "4", "5"]
+    assert served == [read_labels(tmp_path / "labels.txt")(i) for i in range(6)]  # the server's names
+    given = BundleOptions(tmp_path / "repo" / "m", tmp_path / "out", labels=tmp_path / "labels.txt")
+    with pytest.raises(InvalidArgumentError, match="has 4 labels but output 'probs' has 6 classes"):
+        bundle_labels(given, manifest, tmp_path)

@@ -9,6 +9,7 @@ dtypes) and demand identical arrays and responses.
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,24 @@ def test_bad_images_are_edge_input_errors():
         assert "object at 0x" not in str(refused.value), "no Python object address in a user's message"
 
 
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_an_images_base64_text_is_the_image_as_on_the_server(image):
+    """The server reads an image's base64 text as the image (TorchServe's vision handlers do): a --sample of it was
+    answered by the server, then the bundle crashed with an EdgeInputError traceback decoding it on the device."""
+    step = ImageStep(input="x", layout="NHWC", mode="RGB", resize=(6, 5))
+    text = base64.b64encode(IMAGES[image]) + b"\n"
+    device = edge.preprocess_image(text, step.model_dump(mode="json"))
+    np.testing.assert_array_equal(device["x"], _server(step, text)["x"])
+    np.testing.assert_array_equal(device["x"], _server(step, IMAGES[image])["x"])
+
+
+def test_base64_text_that_is_no_image_is_refused_as_on_the_server():
+    step = ImageStep(input="x", layout="NHWC")
+    assert "nor the base64 text of one" in str(_server(step, b"abcd"))
+    with pytest.raises(edge.EdgeInputError, match=r"not an image in an accepted format .*, nor the base64 text of one"):
+        edge.preprocess_image(b"abcd", step.model_dump(mode="json"))
+
+
 class _NeverRun:
     def run(self, feed):
         raise AssertionError(f"the interpreter got { ({k: v.shape for k, v in feed.items()}) }")
@@ -161,3 +180,15 @@ def test_token_ids_outside_the_value_range_are_refused_as_the_server_refuses_the
         model.predict(np.array([[0, 63, 64, -1]]))
     with pytest.raises(edge.EdgeInputError, match=r"value -1 at index \[0, 3\]"):
         model.predict(np.array([[0, 63, 1, -1]]))
+
+
+def test_an_image_for_a_text_bundle_or_a_text_for_an_image_bundle_says_which_it_takes():
+    """They said 'the bundle has no text processing (bundle it with processors: a text step)' of an image bundle."""
+    specs = [{"name": "x", "dtype": "float32", "shape": [1, 4, 4, 3]}]
+    for kind, wrong, message in (
+        ("image", "preprocess_text", r"takes images, not text: classify_image\(\) \(predict --image\)"),
+        ("text", "preprocess_image", r"takes text, not images: classify_text\(\) \(predict --text\)"),
+    ):
+        bundle = {"inputs": specs, "outputs": [], "processing": {"pre": [{"kind": kind}]}, "variants": {"f": {}}}
+        with pytest.raises(edge.EdgeInputError, match=message):
+            getattr(edge.EdgeModel(Path("."), bundle, "f", _NeverRun()), wrong)(b"data")

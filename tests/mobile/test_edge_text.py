@@ -79,6 +79,7 @@ def test_text_bundle_carries_its_tokenizer_labels_and_samples(text_bundle):
         assert set(sample["response"]) <= set(NAMES.values()) and len(sample["response"]) == 2
     assert text_bundle.report.notes == []
     assert text_bundle.report.rows[0].end_to_end_p50_ms is not None
+    assert "text->label p50" in render_bundle_table(text_bundle.report)  # was image->label
 
 
 @pytest.mark.tflite
@@ -165,3 +166,59 @@ def test_the_top_k_steps_labels_file_names_the_classes_and_no_sample_is_a_warnin
     [note] = report.notes
     assert "no --sample" in note and "text processing" in note
     assert f"warning: {note}" in render_bundle_table(report)
+
+
+def _bpe_byte_level(path: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    tokenizer.save(str(path))
+
+
+def _unigram(path: Path) -> None:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.train_from_iterator(
+        SENTENCES, trainers.UnigramTrainer(vocab_size=80, unk_token="<unk>", special_tokens=["<unk>"])
+    )
+    tokenizer.save(str(path))
+
+
+def _word_level_padded(path: Path) -> None:
+    """WordLevel with padding (pad id 1) and truncation of its own in tokenizer.json: the step's win, both sides."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]"]))
+    tokenizer.enable_padding(pad_id=1, pad_token="[PAD]", length=30)
+    tokenizer.enable_truncation(max_length=3)
+    tokenizer.save(str(path))
+
+
+@pytest.mark.parametrize("train", [_bpe_byte_level, _unigram, _word_level_padded], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize("padding", ["max_length", "longest"])
+def test_other_tokenizer_kinds_tokenize_on_the_device_as_on_the_server(tmp_path, train, padding):
+    train(tmp_path / "tokenizer.json")
+    step = TextStep(max_length=10, padding=padding, token_type_ids="token_type_ids", dtype="int32")
+    server = TextProcessor(step, ProcessingContext(tmp_path, None))
+    resolved = step.model_copy(update={"pad_id": server.pad_id}).model_dump(mode="json")
+    tokenizer = edge.load_tokenizer(tmp_path / "tokenizer.json", resolved)
+    for text in SENTENCES:
+        [expected] = server([text])
+        device = edge.preprocess_text(text, resolved, tokenizer)
+        assert {k: v.tolist() for k, v in device.items()} == {k: v.tolist() for k, v in expected.items()}, text
+        assert {v.dtype.name for v in device.values()} == {"int32"}

@@ -100,3 +100,30 @@ def test_embedding_again_replaces_the_metadata_and_the_zip(digits_repo):
     assert read_metadata(twice) == FULL and associated_files(twice) == {"labels.txt": b"b\n"}
     with pytest.raises(InvalidArgumentError, match="do not match"):
         embed_metadata(original, FULL, {"other.txt": b""})
+
+
+def test_a_uint8_image_input_is_an_image_in_the_image_steps_layout():
+    """A Keras uint8 image model has no layout of its own in bundle.json (only float 4-D inputs get the framework's):
+    its metadata said 'feature', which the Task Library does not feed images to; the image step says NHWC."""
+    from modelport.manifest import ModelManifest, SourceInfo, TensorSpec
+    from modelport.mobile.describe import model_metadata
+
+    manifest = ModelManifest(
+        name="u8-tflite",
+        version=1,
+        family="u8",
+        variant="tflite",
+        format="tflite",
+        artifact="model.tflite",
+        inputs=(TensorSpec(name="pixels", dtype="uint8", shape=(-1, 24, 24, 3)),),
+        outputs=(TensorSpec(name="logits", dtype="float32", shape=(-1, 6)),),
+        source=SourceInfo(framework="tf", kind="factory", location="m.py:f", sha256="ab" * 32),
+    )
+    inputs = [{"name": "pixels", "dtype": "uint8", "shape": [-1, 24, 24, 3], "layout": None}]
+    outputs = [{"name": "logits", "dtype": "float32", "shape": [-1, 6]}]
+    step = {"kind": "image", "input": "pixels", "layout": "NHWC", "mode": "RGB", "scale": 1.0, "mean": None}
+    step["std"] = None
+    metadata = model_metadata(manifest, "float32", inputs, outputs, (["pixels"], ["logits"]), {"pre": [step]})
+    [tensor] = metadata.inputs
+    assert (tensor.content, tensor.color_space, tensor.mean, tensor.std) == ("image", "RGB", (0.0,), (1.0,))
+    assert tensor.description == "uint8 [-1, 24, 24, 3] NHWC"

@@ -206,6 +206,26 @@ def test_without_a_layout_a_keras_model_takes_nhwc_images(tmp_path, framework, s
     assert ImageProcessor(ImageStep(), pinned).layout == "NCHW"
 
 
+def _manifest_of(dtype: str) -> ModelManifest:
+    spec = TensorSpec(name="pixels", dtype=dtype, shape=(-1, 4, 4, 3), layout="NHWC")
+    return _manifest().model_copy(update={"inputs": (spec,)})
+
+
+def test_without_a_dtype_the_step_makes_the_model_inputs(tmp_path):
+    """A uint8 model's image step without ``dtype`` made float32 pixels / 255: every request was a 400
+    ('datatype FP32 does not match the model's UINT8') no client could fix."""
+    image = encode(Image.new("RGB", (4, 4), (255, 7, 0)))
+    uint8 = ProcessingContext(tmp_path, _manifest_of("uint8"))
+    pixels = ImageProcessor(ImageStep(), uint8).process(image)["pixels"]
+    assert pixels.dtype == np.uint8 and pixels[0, 0, 0].tolist() == [255, 7, 0]
+    doubled = ImageProcessor(ImageStep(scale=2), ProcessingContext(tmp_path, _manifest_of("int16")))  # its scale
+    assert doubled.process(image)["pixels"][0, 0, 0].tolist() == [510, 14, 0]
+    half = ImageProcessor(ImageStep(), ProcessingContext(tmp_path, _manifest_of("float16"))).process(image)["pixels"]
+    assert half.dtype == np.float16 and half[0, 0, 0].tolist() == pytest.approx([1.0, 7 / 255, 0.0], abs=1e-3)
+    forced = ImageProcessor(ImageStep(dtype="float32"), uint8)  # a dtype of its own wins
+    assert (forced.step.dtype, forced.step.scale) == ("float32", pytest.approx(1 / 255))
+
+
 def test_a_step_naming_an_unknown_input_or_mismatched_channels_fails_at_build(tmp_path):
     with pytest.raises(SpecError, match="no input 'image'"):
         ImageProcessor(ImageStep(input="image"), ProcessingContext(tmp_path, _manifest()))

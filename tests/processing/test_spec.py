@@ -100,3 +100,10 @@ def test_config_yaml_handler_shorthand(tmp_path):
 def test_config_yaml_errors_name_the_place(tmp_path, processors, message):
     with pytest.raises(InvalidArgumentError, match=message):
         _config(tmp_path, processors)
+
+
+def test_an_image_layout_is_read_in_any_case(tmp_path):
+    """``modelport export --layout pixels:nhwc`` takes lowercase; so does the image step (it failed the version)."""
+    assert ImageStep(layout="nhwc").layout == "NHWC"
+    config = _config(tmp_path, {"pre": [{"kind": "image", "layout": "nchw"}]})
+    assert config.processors is not None and config.processors.pre[0].layout == "NCHW"

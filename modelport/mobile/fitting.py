@@ -1,0 +1,120 @@
+"""Whether a bundle's processing makes the tensors its model takes, and what to set where it does not.
+
+The server validates every request's tensors against the manifest before batching; on the device LiteRT would
+resize the model's input to whatever it is given. So the bundle builder checks the server's tensors of each
+``--sample``, and of a probe where the step alone fixes the shape (a text step's width, an image step that resizes
+to ``[h, w]`` or crops): without samples a bundle whose every image or text fails on the device was built.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from modelport.errors import InvalidArgumentError, ModelportError
+from modelport.manifest import ModelManifest, TensorSpec
+from modelport.processing import ProcessingContext, ProcessingSpec, build_processors, check_text_feeds
+from modelport.processing.base import without_batch_dim
+from modelport.processing.spec import ImageStep, TextStep
+from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
+
+__all__ = ["as_served", "check_tensors", "probe"]
+
+Decoder = ImageStep | TextStep
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def as_served(tensors: Arrays, manifest: ModelManifest) -> Arrays:
+    """The processors' tensors as the server runs them: a model without a batch dimension (``max_batch_size: 0``)
+    takes them without the batch dimension of 1 the processors made, where its input has one dimension less."""
+    return tensors if manifest.max_batch_size else without_batch_dim(tensors, manifest.inputs)
+
+
+def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder: Decoder | None) -> None:
+    """Refuse tensors the model does not take, naming the input, both shapes and (where it can tell) what to set."""
+    extra = sorted(set(tensors) - {spec.name for spec in manifest.inputs})
+    if extra:  # LiteRT's signature runner: "Invalid Input name"
+        takes = ", ".join(spec.name for spec in manifest.inputs)
+        raise InvalidArgumentError(
+            f"{label}: the processors make {extra}, which {manifest.name} does not take (it takes {takes})"
+        )
+    for spec in manifest.inputs:
+        value = tensors.get(spec.name)
+        if value is None:
+            raise InvalidArgumentError(
+                f"{label}: the processors make {sorted(tensors)}, not the model's input {spec.name!r}"
+            )
+        if not shape_matches(spec.shape, value.shape):
+            raise InvalidArgumentError(
+                f"{label}: the processors make input {spec.name!r} of shape {format_shape(value.shape)}, "
+                f"but {manifest.name} takes {spec.describe()}: "
+                + (_hint(decoder, spec, value.shape) or "do the processors belong to this model?")
+            )
+        if value.dtype != lookup_dtype(spec.dtype).np_dtype():
+            step = f"set the {decoder.kind} step's dtype: {spec.dtype}" if decoder else "do they belong to this model?"
+            raise InvalidArgumentError(
+                f"{label}: the processors make input {spec.name!r} as {value.dtype}, but {manifest.name} takes "
+                f"{spec.describe()}: {step}"
+            )
+
+
+def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path) -> None:
+    """Run a probe text, or a probe image when the image step alone fixes the size, through the server's
+    processors and check what they make (with or without ``--sample``)."""
+    check_text_feeds(spec, manifest)  # the server fails the version at load for a tensor the model does not take
+    decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
+    if decoder is None or (isinstance(decoder, ImageStep) and not _fixed_size(decoder)):
+        return
+    payload = b"a probe text" if isinstance(decoder, TextStep) else _probe_image()
+    [tensors] = build_processors(spec, ProcessingContext(directory, manifest)).preprocess([payload])
+    if not isinstance(tensors, ModelportError):
+        check_tensors(f"{decoder.kind} step", as_served(tensors, manifest), manifest, decoder)
+
+
+def _fixed_size(step: ImageStep) -> bool:
+    return step.center_crop is not None or isinstance(step.resize, tuple)
+
+
+def _probe_image() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _hint(decoder: Decoder | None, spec: TensorSpec, made: tuple[int, ...]) -> str | None:
+    if isinstance(decoder, TextStep):
+        return _text_hint(spec.shape)
+    if isinstance(decoder, ImageStep):
+        return _image_hint(decoder, spec.shape, made)
+    return None
+
+
+def _text_hint(shape: tuple[int, ...]) -> str | None:
+    """What to set when a text step's width is not the model's fixed sequence length (a TFLite model's, pinned)."""
+    if not shape or shape[-1] == -1:
+        return None
+    return (
+        f"the model takes exactly {shape[-1]} tokens a text: set the text step's max_length: {shape[-1]} "
+        "and padding: max_length"
+    )
+
+
+def _image_hint(step: ImageStep, shape: tuple[int, ...], made: tuple[int, ...]) -> str | None:
+    """The layout, colour mode or size that would make the model's image input (axes counted from the end, so a
+    model without a batch dimension reads alike)."""
+    if len(shape) != len(made) or len(shape) < 3:
+        return None
+    channels, size = (-1, (-3, -2)) if step.layout == "NHWC" else (-3, (-2, -1))
+    other, other_size = (-3, (-2, -1)) if step.layout == "NHWC" else (-1, (-3, -2))
+    want_size, made_size = tuple(shape[a] for a in size), tuple(made[a] for a in size)
+    if shape[other] == made[channels] and tuple(shape[a] for a in other_size) == made_size:
+        flipped = "NCHW" if step.layout == "NHWC" else "NHWC"
+        return f"the image step makes {step.layout} but the model's input is {flipped}: set layout: {flipped}"
+    if shape[channels] != made[channels] and shape[channels] in _MODES:
+        return f"the model takes {shape[channels]}-channel images: set mode: {_MODES[shape[channels]]}"
+    if -1 not in want_size and want_size != made_size:
+        h, w = want_size
+        return f"the model takes {h}x{w} images (height x width): resize (and center_crop) to [{h}, {w}]"
+    return None
