@@ -72,6 +72,8 @@ class TorchServeOptions:
     timeout_s: float = 180.0  # until the model has a READY worker
     stop_timeout_s: float = 60.0  # SIGTERM to the group, then SIGKILL
     model_api: bool = False  # enable_model_api: register/scale/unregister on the management API (off by default)
+    properties: Mapping[str, str] = field(default_factory=dict)  # config.properties entries set last (load_models...)
+    ready: tuple[str, ...] = ()  # the model names to wait for (default: the archives' file names, less .mar)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def config_properties(model_archive: Path, ports: TorchServePorts, options: Torc
         "max_request_size": str(options.max_message_bytes),
         "max_response_size": str(options.max_message_bytes),
         **({"enable_model_api": "true"} if options.model_api else {}),
+        **options.properties,
     }
 
 
@@ -201,9 +204,8 @@ def running_torchserve(
     inference, management, metrics = (properties[f"{kind}_address"] for kind in ("inference", "management", "metrics"))
     served = TorchServe(model, inference, management, metrics, process, log)
     try:
-        for name in opts.also:
+        for name in opts.ready or (*opts.also, model_archive.name):
             _wait_ready(replace(served, model=name.removesuffix(".mar")), opts.timeout_s)
-        _wait_ready(served, opts.timeout_s)
         yield served
     finally:
         stop(served, opts.stop_timeout_s)

@@ -46,6 +46,7 @@ from modelport.errors import (
     ModelportError,
     NoRouteError,
     NotFoundError,
+    PayloadTooLargeError,
     VersionLabelError,
 )
 from modelport.runtimes.base import Arrays
@@ -110,6 +111,8 @@ _ROUTING = {
 def error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
+    if isinstance(error, PayloadTooLargeError):  # over max_request_size: TorchServe's 413 has no body
+        return Reply(status, b"", b"")
     routing = _ROUTING.get(type(error))
     if routing is not None and (not isinstance(error, MethodNotAllowedError) or error.allowed):  # (not a write API
         # the server was started without: its message says which flag turns it on)

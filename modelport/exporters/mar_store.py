@@ -1,0 +1,218 @@
+"""``modelport import-mar STORE [--ts-config config.properties]``: a TorchServe deployment, not one archive.
+
+TorchServe serves a model store (a folder of archives) as its ``config.properties`` says: ``load_models`` (``all``,
+or a list of ``file`` / ``name=file``), and per model and archive version the ``models`` JSON (``batchSize``,
+``maxBatchDelay``, ``responseTimeout``, ``minWorkers``...). Each archive is imported as ``import-mar`` imports it,
+into the model it serves (two archives of one model are two versions of it), and the model's ``config.yaml`` gets
+what TorchServe 0.12 does with them (checked against a real one):
+
+- an archive with its own model config (``--config-file``) is served by that config alone, TorchServe's defaults
+  for what it leaves out (``responseTimeout`` 120 s); else the ``models`` entry of its name and version, else the
+  defaults (``default_response_timeout``, batch size 1). ``batchSize`` becomes the version's batch size,
+  ``maxBatchDelay`` ``max_queue_delay_ms`` (with batches of more than one), ``responseTimeout`` ``timeout_ms``,
+  ``minWorkers`` above 1 ``instances``; ``config.yaml`` being per model, the default version's values win;
+- every version stays served (``version_policy: {specific: [...]}``) and the first archive loaded is the default
+  version (``default_version``): TorchServe 0.12 loads the archives in ``load_models`` order (``all``: the store's
+  listing, here by name) and does not apply ``defaultVersion`` at startup (the first one stays the default).
+
+Server-wide settings are ``modelport serve`` flags, not model config: :func:`serve_flags` names them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelport.errors import InvalidArgumentError, NotFoundError, SourceError
+from modelport.exporters.mar_handler import update_config
+from modelport.exporters.options import ExportOptions
+from modelport.exporters.report import ExportReport
+from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
+
+__all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
+
+_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
+_RESPONSE_TIMEOUT_S = 120  # TorchServe's default responseTimeout (default_response_timeout, a model config's)
+_BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
+
+
+@dataclass(frozen=True)
+class StoreArchive:
+    """One archive TorchServe would load from the store, with the settings it would serve it by."""
+
+    path: Path
+    archive: MarArchive
+    model: str  # the name it serves it by (``load_models`` ``name=file``, else the archive's modelName)
+    settings: dict[str, Any]  # the ``models`` entry of (model, version), or the archive's own model config
+
+
+def is_model_store(path: Path) -> bool:
+    """A folder that is not itself a (no-archive) model archive."""
+    return path.is_dir() and not (path / MANIFEST).is_file()
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java properties file as TorchServe reads ``config.properties``: ``key=value`` or ``key: value`` lines,
+    ``#``/``!`` comments, a trailing backslash continuing the value on the next line."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise NotFoundError(f"--ts-config {path}: {exc.strerror or exc}") from None
+    properties: dict[str, str] = {}
+    pending = ""
+    for raw in lines:
+        line = pending + raw.strip() if pending else raw.strip()
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending = line[:-1]
+            continue
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=len(line))
+        properties[line[:cut].strip()] = line[cut + 1 :].strip()
+    return properties
+
+
+def store_archives(store: Path, properties: dict[str, str]) -> list[StoreArchive]:
+    """The archives ``load_models`` names (``all`` when it is unset), in TorchServe's loading order."""
+    models = _models_json(properties.get("models", ""))
+    chosen = properties.get("load_models", "all").strip() or "all"
+    entries: list[tuple[str | None, Path]]
+    if chosen.lower() == "all":
+        entries = [(None, p) for p in sorted(store.iterdir(), key=lambda p: p.name) if _is_archive(p)]
+    else:
+        entries = [_entry(store, item.strip()) for item in chosen.split(",") if item.strip()]
+    found = []
+    for name, path in entries:
+        archive = read_manifest(path)
+        model = name or archive.name or path.name.split(".", 1)[0]
+        found.append(StoreArchive(path, archive, model, models.get(model, {}).get(archive.version) or {}))
+    if not found:
+        raise SourceError(f"{store}: no TorchServe model archive to import (load_models={chosen})")
+    return found
+
+
+def import_store(
+    store: Path, options: ExportOptions, properties: dict[str, str], batch_size: int | None = None
+) -> list[ExportReport]:
+    """Import every archive of the store ``properties`` loads (``import_mar`` each), then write each model's
+    serving settings, versions and default version into its ``config.yaml``."""
+    from modelport.exporters.mar import import_mar
+
+    options.folder  # noqa: B018 (a store URL is refused before any import: the config.yaml files are written here)
+    if options.version is not None:
+        raise InvalidArgumentError("--version names one archive's version: a model store's archives number theirs")
+    reports: list[ExportReport] = []
+    versions: dict[str, list[tuple[int, StoreArchive]]] = {}
+    for item in store_archives(store, properties):
+        settings = _serving(item, properties)
+        size = batch_size or int(settings.get("batchSize", 1))
+        report = import_mar(item.path, replace(options, name=item.model), handler_batch_size=size)
+        reports.append(report)
+        versions.setdefault(item.model, []).extend((row.version, item) for row in report.rows if row.published)
+    for model, served in versions.items():
+        _write_model_config(options.folder / model, served, properties, batch_size)
+    return reports
+
+
+def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The ``modelport serve`` flags for ``config.properties``'s server-wide settings, and notes on the ones
+    modelport answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC port)."""
+    flags, notes = [], []
+    address = properties.get("inference_address", "")
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    if host:
+        flags += ["--host", host.strip("[]"), "--http-port", port.strip("/")]
+    if properties.get("max_request_size", "").isdigit():
+        flags += ["--max-body-bytes", properties["max_request_size"]]
+    if properties.get("grpc_inference_port", "").isdigit():
+        flags += ["--grpc-port", properties["grpc_inference_port"]]
+    if "management_address" in properties or "grpc_management_port" in properties:
+        notes.append("TorchServe's management API answers on modelport's HTTP port (and gRPC port), beside inference")
+    if properties.get("enable_model_api", "").lower() == "true":
+        flags.append("--model-control")
+    if "max_response_size" in properties:
+        notes.append("max_response_size is not enforced: modelport does not limit a response's size")
+    return flags, notes
+
+
+def _serving(item: StoreArchive, properties: dict[str, str]) -> dict[str, Any]:
+    """What TorchServe serves the archive by: its own model config if it has one (TorchServe's defaults for the
+    rest), else its ``models`` entry with ``default_response_timeout``."""
+    own = _archive_config(item.path)
+    if own is not None:
+        return {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS, "responseTimeout": _RESPONSE_TIMEOUT_S, **own}
+    timeout = properties.get("default_response_timeout", "")
+    defaults = {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS}
+    defaults["responseTimeout"] = int(timeout) if timeout.isdigit() else _RESPONSE_TIMEOUT_S
+    workers = properties.get("default_workers_per_model", "")
+    if workers.isdigit():
+        defaults["minWorkers"] = int(workers)
+    return {**defaults, **item.settings}
+
+
+def _write_model_config(
+    model_dir: Path, served: list[tuple[int, StoreArchive]], properties: dict[str, str], batch_size: int | None
+) -> None:
+    """Serving values (the default version's last, so that they win), every version, the first as default."""
+    default = served[0][0]
+    for _, item in [*served[1:], served[0]]:
+        settings = _serving(item, properties)
+        size = batch_size or int(settings.get("batchSize", 1))
+        values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings["responseTimeout"])}
+        if size > 1:
+            values["max_queue_delay_ms"] = float(settings["maxBatchDelay"])
+        workers = settings.get("minWorkers")
+        if isinstance(workers, int) and workers > 1 and settings.get("sequenceBatching") is not True:
+            values["instances"] = workers
+        update_config(model_dir, values)
+    update_config(
+        model_dir, {"version_policy": {"specific": sorted({v for v, _ in served})}, "default_version": default}
+    )
+
+
+def _archive_config(path: Path) -> dict[str, Any] | None:
+    """The archive's own model config (``--config-file``), or None when it has none."""
+    _, files = read_mar(path)
+    manifest = json.loads(files[MANIFEST]).get("model", {})
+    name = manifest.get("configFile") if isinstance(manifest, dict) else None
+    if not name or name not in files:
+        return None
+    try:
+        config = yaml.safe_load(files[name]) or {}
+    except yaml.YAMLError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _models_json(text: str) -> dict[str, dict[str, dict[str, Any]]]:
+    if not text.strip():
+        return {}
+    try:
+        models = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"config.properties: models is not JSON ({exc})") from None
+    if not isinstance(models, dict):
+        raise InvalidArgumentError("config.properties: models must be a JSON object of model names")
+    return {str(k): v for k, v in models.items() if isinstance(v, dict)}
+
+
+def _entry(store: Path, item: str) -> tuple[str | None, Path]:
+    """A ``load_models`` entry: ``file`` or ``name=file``, a file of the store (URLs are not downloaded)."""
+    name, _, file = item.rpartition("=")
+    if "://" in file:
+        raise InvalidArgumentError(f"load_models {item}: modelport does not download archives; copy it into {store}")
+    path = store / file
+    if not path.exists():
+        raise NotFoundError(f"load_models {item}: {path} is not in the model store")
+    return name or None, path
+
+
+def _is_archive(path: Path) -> bool:
+    if path.is_dir():
+        return (path / MANIFEST).is_file()
+    return path.name.endswith(_SUFFIXES)

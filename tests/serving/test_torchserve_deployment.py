@@ -1,0 +1,240 @@
+"""A whole TorchServe deployment (a model store and its ``config.properties``) answers the same in modelport
+(``import-mar STORE --ts-config config.properties`` + ``serve``) as in a real TorchServe 0.12 serving it.
+
+The store, built with ``torch-model-archiver``: two versions of one model (``m_v1.mar`` ``--version 1.0`` and
+``m_v2.mar`` ``--version 2.0``: a module-level ``handle`` that describes each request and names its version), the
+same handler as ``--archive-format tgz``, ``no-archive`` and ``zip-store``, a ``module:function`` entry point
+(``--handler my_handler:entry``), a handler that imports sibling modules shipped with ``--extra-files`` (a module
+and a package), and an archive with ``--runtime python3`` and ``--requirements-file``. ``config.properties`` loads
+them all and gives ``m`` 1.0 its batch size, batch delay and response timeout in ``models``; ``max_request_size``
+is small. Each request goes to both servers, in order (management writes included), and the answers must agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
+import yaml
+
+from modelport.cli import main
+from modelport.exporters.mar_store import read_properties, serve_flags, store_archives
+from modelport.torchserve_process import BIN, TorchServeOptions, running_torchserve
+from tests.serving.processes import serving
+
+HANDLER = """
+VERSION = "{version}"
+
+
+def _show(value):
+    if isinstance(value, (bytes, bytearray)):
+        return ["bytes", bytes(value).decode("latin-1")]
+    return [type(value).__name__, value]
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    if data[0].get("body") in (b"short", bytearray(b"short")):  # fewer responses than requests
+        return [{{"n": len(data)}}][: len(data) - 1]
+    batch = context.system_properties["batch_size"]
+    return [{{"version": VERSION, "row": {{k: _show(v) for k, v in row.items()}}, "batch": batch}} for row in data]
+"""
+
+ENTRY = """
+def entry(data, context):
+    return None if data is None else [{"entry": True, "n": len(data)} for _ in data]
+
+
+def handle(data, context):
+    return [{"entry": False} for _ in data or []]
+"""
+
+PACKAGED = """
+from helper import shout
+from helpers import SUFFIX
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    return [shout(bytes(row.get("body") or b"").decode()) + SUFFIX for row in data]
+"""
+
+MODELS = {"m": {"1.0": {"marName": "m_v1.mar", "batchSize": 4, "maxBatchDelay": 200, "responseTimeout": 90}}}
+PROPERTIES = {
+    "load_models": "all",
+    "models": json.dumps(MODELS),
+    "default_response_timeout": "33",
+    "max_request_size": "4000",
+    "enable_model_api": "true",
+}
+
+
+class Servers(NamedTuple):
+    torchserve: str
+    management: str  # TorchServe's management API (modelport answers it on its one HTTP port)
+    modelport: str
+    repo: Path
+
+
+def _archive(store: Path, name: str, version: str, handler: Path, *flags: str) -> None:
+    command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", version, "--force"]
+    command += ["--serialized-file", str(handler.parent / "w.bin"), "--handler", str(handler), *flags]
+    done = subprocess.run([*command, "--export-path", str(store)], capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def _store(work: Path) -> Path:
+    src, store, staging = work / "src", work / "store", work / "staging"
+    for folder in (src / "pkg" / "helpers", store, staging):
+        folder.mkdir(parents=True)
+    files = {"w.bin": "x", "m1.py": HANDLER.format(version="1.0"), "m2.py": HANDLER.format(version="2.0")}
+    files |= {"my_handler.py": ENTRY, "packaged.py": PACKAGED, "requirements.txt": "numpy\n"}
+    files |= {
+        "pkg/helper.py": "def shout(text):\n    return text.upper()\n",
+        "pkg/helpers/__init__.py": "SUFFIX = '!'\n",
+    }
+    for name, text in files.items():
+        (src / name).write_text(text)
+    for version, handler in (("1.0", "m1.py"), ("2.0", "m2.py")):  # two versions of m, in files of their own
+        _archive(staging, "m", version, src / handler)
+        (staging / "m.mar").rename(store / f"m_v{version[0]}.mar")
+    for name, archive_format in (("tg", "tgz"), ("na", "no-archive"), ("zs", "zip-store")):
+        _archive(store, name, "1.0", src / "m1.py", "--archive-format", archive_format)
+    _archive(store, "ep", "1.0", src / "my_handler:entry")
+    _archive(store, "pk", "1.0", src / "packaged.py", "--extra-files", str(src / "pkg"))
+    _archive(
+        store, "p3", "1.0", src / "m1.py", "--runtime", "python3", "--requirements-file", str(src / "requirements.txt")
+    )
+    return store
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    work = tmp_path_factory.mktemp("deployment")
+    store, repo = _store(work), work / "repo"
+    config = work / "config.properties"
+    config.write_text("".join(f"{key}={value}\n" for key, value in PROPERTIES.items()))
+    assert main(["import-mar", str(store), "--ts-config", str(config), "--repository", str(repo), "--quiet"]) == 0
+    flags, _ = serve_flags(read_properties(config))
+    # --runtime python3: TorchServe starts the worker with the python3 on PATH (it must have TorchServe's ts)
+    env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    names = ("m", "tg", "na", "zs", "ep", "pk", "p3")
+    options = TorchServeOptions(properties=PROPERTIES, ready=names, env=env)
+    with contextlib.ExitStack() as stack:
+        ts = stack.enter_context(running_torchserve(store / "m_v1.mar", work / "ts", options))
+        mp = stack.enter_context(serving(repo, *flags, log=work / "server.log", ports=(0, -1)))
+        yield Servers(ts.inference, ts.management, mp.url, repo)
+
+
+JSON = {"content-type": "application/json"}
+# (method, path, request): each sent to TorchServe's inference API (management API: paths under /models)
+SEQUENCE: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/predictions/m", {"content": b"hello"}),
+    ("POST", "/predictions/m/1.0", {"content": b"hello"}),
+    ("POST", "/predictions/m/2.0", {"content": b"hello"}),
+    ("POST", "/predictions/m/3.0", {"content": b"hello"}),
+    ("POST", "/predictions/m?a=1&b=two", {"content": b"query"}),
+    ("POST", "/predictions/m", {"content": b"[1, 2, 3]", "headers": JSON}),
+    ("POST", "/predictions/m", {"content": b'[{"x": 1}, {"x": 2}]', "headers": JSON}),
+    ("POST", "/predictions/m", {"content": "plain", "headers": {"content-type": "text/plain"}}),
+    ("POST", "/predictions/m", {"content": b""}),
+    ("POST", "/predictions/m", {"content": b"x" * 5000}),
+    ("POST", "/predictions/m/1.0", {"content": b"short"}),
+    *(("POST", f"/predictions/{name}", {"content": b"hi"}) for name in ("tg", "na", "zs", "ep", "pk", "p3")),
+    ("PUT", "/models/m/2.0/set-default", {}),
+    ("POST", "/predictions/m", {"content": b"hello"}),
+    ("PUT", "/models/m/9.0/set-default", {}),
+    ("DELETE", "/models/m/2.0", {}),
+    ("PUT", "/models/m/1.0/set-default", {}),
+    ("DELETE", "/models/m/2.0", {}),
+    ("POST", "/predictions/m", {"content": b"hello"}),
+    ("POST", "/predictions/m/2.0", {"content": b"hello"}),
+]
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_model_store_answers_as_torchserve_serving_it(servers: Servers) -> None:
+    config = yaml.safe_load((servers.repo / "m" / "config.yaml").read_text())
+    assert config["version_policy"] == {"specific": [1, 2]}, "every version stays served, as in TorchServe"
+    assert config["default_version"] == 1 and config["version_labels"] == {"1.0": 1, "2.0": 2}
+    assert (config["timeout_ms"], config["max_queue_delay_ms"]) == (90_000, 200)
+    for method, path, request in SEQUENCE:
+        theirs_base = servers.management if path.startswith("/models") else servers.torchserve
+        theirs = httpx.request(method, theirs_base + path, timeout=120, **request)
+        mine = httpx.request(method, servers.modelport + path, timeout=120, **request)
+        what = f"{method} {path}: TorchServe {theirs.status_code} {theirs.text!r}, modelport {mine.text!r}"
+        assert mine.status_code == theirs.status_code, what
+        assert (_parsed(mine), mine.headers.get("content-type")) == (
+            _parsed(theirs),
+            theirs.headers.get("content-type"),
+        ), what
+
+
+def _parsed(answer: httpx.Response) -> Any:
+    try:
+        return answer.json()
+    except ValueError:
+        return answer.content
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+def test_every_version_is_described_with_the_settings_torchserve_serves_it_by(servers: Servers) -> None:
+    keys = ("modelName", "batchSize", "maxBatchDelay", "responseTimeout", "minWorkers")
+    theirs = httpx.get(f"{servers.management}/models/m/all", timeout=60).json()
+    mine = httpx.get(f"{servers.modelport}/models/m/all", timeout=60).json()
+    assert [v["modelVersion"] for v in theirs] == ["1.0", *(["2.0"] if len(theirs) > 1 else [])]
+    assert [v["modelVersion"] for v in mine] == [str(i + 1) for i in range(len(theirs))]
+    assert [{k: v[k] for k in keys} for v in mine[:1]] == [{k: v[k] for k in keys} for v in theirs[:1]]
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_batch_answered_with_fewer_responses_fails_as_in_torchserve(servers: Servers) -> None:
+    async def together(url: str) -> list[httpx.Response]:  # one batch of up to four rows, or several
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(client.post(f"{url}/predictions/m/1.0", content=b"short") for _ in range(4)))
+
+    for answers in (asyncio.run(together(servers.torchserve)), asyncio.run(together(servers.modelport))):
+        assert [(a.status_code, a.json()) for a in answers] == [(503, MISMATCH)] * 4
+
+
+MISMATCH = {"code": 503, "type": "InternalServerException", "message": "number of batch response mismatched"}
+
+
+def test_config_properties_are_read_as_torchserve_reads_them(tmp_path: Path) -> None:
+    config = tmp_path / "config.properties"
+    config.write_text(
+        "# comment\ninference_address=http://0.0.0.0:8080\nmax_request_size: 9000\n"
+        'models={"m": {"1.0": \\\n  {"batchSize": 2}}}\nload_models=x=m_v1.mar, m_v2.mar\n'
+    )
+    properties = read_properties(config)
+    assert properties["models"] == '{"m": {"1.0": {"batchSize": 2}}}'
+    assert serve_flags(properties)[0] == ["--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000"]
+    store = tmp_path / "store"
+    store.mkdir()
+    for file, version in (("m_v1.mar", "1.0"), ("m_v2.mar", "2.0")):
+        manifest = {"model": {"modelName": "m", "modelVersion": version, "handler": "h.py"}}
+        with zipfile.ZipFile(store / file, "w") as archive:
+            archive.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+    found = store_archives(store, properties)
+    assert [(a.path.name, a.model, a.archive.version, a.settings) for a in found] == [
+        ("m_v1.mar", "x", "1.0", {}),  # load_models name=file names the model
+        ("m_v2.mar", "m", "2.0", {}),
+    ]
+    assert [a.settings for a in store_archives(store, {**properties, "load_models": "all"})] == [{"batchSize": 2}, {}]
