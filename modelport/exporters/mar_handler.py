@@ -141,13 +141,23 @@ def import_handler_archive(
 
 def label_archive_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
     """The archive's ``modelVersion`` (``1.0``) as a version label of ``version`` in ``config.yaml``, so that
-    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version)."""
+    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version). An
+    archive of a model that already has archive versions joins them, as TorchServe serves every version it
+    registered: ``version_policy`` lists them all, and the first stays the default version."""
     label = str(_archive_model(files).get("modelVersion") or "")
     if not label or label.isdigit():
         return
     path = model_dir / "config.yaml"
     config: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
-    update_config(model_dir, {"version_labels": {**(config.get("version_labels") or {}), label: version}})
+    labels = {**(config.get("version_labels") or {}), label: version}
+    values: dict[str, Any] = {"version_labels": labels}
+    earlier = sorted({v for v in labels.values() if isinstance(v, int) and v != version})
+    policy = config.get("version_policy")
+    if earlier and (policy is None or (isinstance(policy, dict) and "specific" in policy)):
+        listed = (policy or {}).get("specific") or earlier
+        values["version_policy"] = {"specific": sorted({*listed, version})}
+        values["default_version"] = config.get("default_version") or earlier[0]
+    update_config(model_dir, values)
 
 
 def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:

@@ -38,6 +38,11 @@ __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", 
 _SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 _RESPONSE_TIMEOUT_S = 120  # TorchServe's default responseTimeout (default_response_timeout, a model config's)
 _BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
+_SERVER_DEFAULTS = {  # TorchServe 0.12's defaults of config.properties's server-wide settings
+    "inference_address": "http://127.0.0.1:8080",
+    "grpc_inference_port": "7070",
+    "max_request_size": "6553500",
+}
 
 
 @dataclass(frozen=True)
@@ -120,10 +125,12 @@ def import_store(
 
 
 def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The ``modelport serve`` flags for ``config.properties``'s server-wide settings, and notes on the ones
-    modelport answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC port)."""
+    """The ``modelport serve`` flags for ``config.properties``'s server-wide settings (TorchServe's defaults for
+    the ones it leaves out: 127.0.0.1:8080, gRPC 7070, 6553500 bytes a request), and notes on the ones modelport
+    answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC port)."""
     flags, notes = [], []
-    address = properties.get("inference_address", "")
+    properties = {**_SERVER_DEFAULTS, **properties}
+    address = properties["inference_address"]
     host, _, port = address.rpartition("://")[2].rpartition(":")
     if host:
         flags += ["--host", host.strip("[]"), "--http-port", port.strip("/")]
@@ -131,8 +138,7 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
         flags += ["--max-body-bytes", properties["max_request_size"]]
     if properties.get("grpc_inference_port", "").isdigit():
         flags += ["--grpc-port", properties["grpc_inference_port"]]
-    if "management_address" in properties or "grpc_management_port" in properties:
-        notes.append("TorchServe's management API answers on modelport's HTTP port (and gRPC port), beside inference")
+    notes.append("TorchServe's management API answers on modelport's HTTP port, and its gRPC one on the gRPC port")
     if properties.get("enable_model_api", "").lower() == "true":
         flags.append("--model-control")
     if "max_response_size" in properties:

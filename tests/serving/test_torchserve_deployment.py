@@ -126,7 +126,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     config = work / "config.properties"
     config.write_text("".join(f"{key}={value}\n" for key, value in PROPERTIES.items()))
     assert main(["import-mar", str(store), "--ts-config", str(config), "--repository", str(repo), "--quiet"]) == 0
-    flags, _ = serve_flags(read_properties(config))
+    flags, _ = serve_flags(read_properties(config))  # (on free ports here: the size limit and --model-control)
+    flags = [*flags[flags.index("--max-body-bytes") :][:2], *flags[-1:]]
+    assert flags == ["--max-body-bytes", "4000", "--model-control"]
     # --runtime python3: TorchServe starts the worker with the python3 on PATH (it must have TorchServe's ts)
     env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     names = ("m", "tg", "na", "zs", "ep", "pk", "p3")
@@ -225,7 +227,12 @@ def test_config_properties_are_read_as_torchserve_reads_them(tmp_path: Path) -> 
     )
     properties = read_properties(config)
     assert properties["models"] == '{"m": {"1.0": {"batchSize": 2}}}'
-    assert serve_flags(properties)[0] == ["--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000"]
+    assert serve_flags(properties)[0] == [
+        *("--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000", "--grpc-port", "7070")
+    ]
+    assert serve_flags({})[0] == [
+        *("--host", "127.0.0.1", "--http-port", "8080", "--max-body-bytes", "6553500", "--grpc-port", "7070")
+    ], "TorchServe's defaults"
     store = tmp_path / "store"
     store.mkdir()
     for file, version in (("m_v1.mar", "1.0"), ("m_v2.mar", "2.0")):
