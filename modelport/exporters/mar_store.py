@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from modelport.errors import InvalidArgumentError, NotFoundError, SourceError
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError
 from modelport.exporters.mar_handler import update_config
 from modelport.exporters.options import ExportOptions
-from modelport.exporters.report import ExportReport
+from modelport.exporters.report import ExportReport, ReportRow
 from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
 
 __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
@@ -116,11 +116,16 @@ def import_store(
     for item in store_archives(store, properties):
         settings = _serving(item, properties)
         size = batch_size or int(settings.get("batchSize", 1))
-        report = import_mar(item.path, replace(options, name=item.model), handler_batch_size=size)
+        try:
+            report = import_mar(item.path, replace(options, name=item.model), handler_batch_size=size)
+        except ModelportError as exc:  # the other archives are imported: one that fails is its own report's row
+            report = ExportReport(item.model, str(item.path), "torch", str(options.repository))
+            report.rows.append(ReportRow("archive", item.model, 0, "ERROR", message=f"{item.path.name}: {exc}"))
         reports.append(report)
         versions.setdefault(item.model, []).extend((row.version, item) for row in report.rows if row.published)
     for model, served in versions.items():
-        _write_model_config(options.folder / model, served, properties, batch_size)
+        if served:
+            _write_model_config(options.folder / model, served, properties, batch_size)
     return reports
 
 

@@ -245,3 +245,31 @@ def test_config_properties_are_read_as_torchserve_reads_them(tmp_path: Path) -> 
         ("m_v2.mar", "m", "2.0", {}),
     ]
     assert [a.settings for a in store_archives(store, {**properties, "load_models": "all"})] == [{"batchSize": 2}, {}]
+
+
+def _zip(path: Path, manifest: dict[str, str], files: dict[str, str]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"runtime": "python", "model": manifest}))
+        for name, text in files.items():
+            archive.writestr(name, text)
+
+
+def test_an_archive_that_fails_to_import_leaves_the_others_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, repo = tmp_path / "store", tmp_path / "repo"
+    store.mkdir()
+    handler = {"h.py": "def handle(data, context):\n    return None if data is None else ['ok' for _ in data]\n"}
+    for file, version in (("a_v1.mar", "1.0"), ("z_v2.mar", "2.0")):  # a and z: the broken one is loaded between
+        _zip(
+            store / file, {"modelName": "a", "modelVersion": version, "handler": "h.py", "serializedFile": ""}, handler
+        )
+    broken = {"modelName": "broken", "modelVersion": "1.0", "serializedFile": "w.pt", "handler": "nowhere.py"}
+    _zip(store / "broken.mar", broken, {"w.pt": "not a model"})
+    assert main(["import-mar", str(store), "--repository", str(repo), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "broken.mar: " in out and "neither TorchScript nor ONNX" in out, out
+    config = yaml.safe_load((repo / "a" / "config.yaml").read_text())
+    assert config["version_policy"] == {"specific": [1, 2]} and config["default_version"] == 1
+    assert config["timeout_ms"] == 120_000, "TorchServe's default responseTimeout (default_response_timeout)"
+    assert not (repo / "broken").exists() or not any((repo / "broken").glob("[0-9]*"))
