@@ -22,13 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import grpc
 import httpx
 import pytest
 import yaml
 
 from modelport.cli import main
 from modelport.exporters.mar_store import read_properties, serve_flags, store_archives
-from modelport.torchserve_process import BIN, TorchServeOptions, running_torchserve
+from modelport.serving.torchserve_grpc import SERVICE, messages
+from modelport.torchserve_process import BIN, TorchServeOptions, TorchServePorts, running_torchserve
 from tests.serving.processes import serving
 
 HANDLER = """
@@ -85,6 +87,7 @@ class Servers(NamedTuple):
     management: str  # TorchServe's management API (modelport answers it on its one HTTP port)
     modelport: str
     repo: Path
+    grpc: tuple[str, str]  # TorchServe's gRPC inference address, modelport's gRPC address
 
 
 def _archive(store: Path, name: str, version: str, handler: Path, *flags: str) -> None:
@@ -132,13 +135,50 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     # --runtime python3: TorchServe starts the worker with the python3 on PATH (it must have TorchServe's ts)
     env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     names = ("m", "tg", "na", "zs", "ep", "pk", "p3")
-    options = TorchServeOptions(properties=PROPERTIES, ready=names, env=env)
+    ports = TorchServePorts.free()
+    options = TorchServeOptions(properties=PROPERTIES, ready=names, env=env, ports=ports)
     with contextlib.ExitStack() as stack:
         ts = stack.enter_context(running_torchserve(store / "m_v1.mar", work / "ts", options))
-        mp = stack.enter_context(serving(repo, *flags, log=work / "server.log", ports=(0, -1)))
-        yield Servers(ts.inference, ts.management, mp.url, repo)
+        mp = stack.enter_context(serving(repo, *flags, log=work / "server.log"))
+        yield Servers(ts.inference, ts.management, mp.url, repo, (f"127.0.0.1:{ports.grpc_inference}", mp.grpc))
 
 
+GRPC_PREDICTIONS = [("m", ""), ("m", "1.0"), ("m", "2.0"), ("m", "3.0"), ("pk", ""), ("ep", "1.0")]
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "version"), GRPC_PREDICTIONS)
+def test_grpc_predictions_name_the_versions_as_torchserve(servers: Servers, model: str, version: str) -> None:
+    """TorchServe's gRPC inference API (its port 7070; modelport's one gRPC port): the same prediction, or the same
+    status and details, for the default version, each archive version and one that is not there."""
+    request = REQUEST(model_name=model, model_version=version, input={"body": b"hi"})
+    answers = []
+    for address in servers.grpc:
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary(
+                f"/{SERVICE}/Predictions",
+                request_serializer=REQUEST.SerializeToString,
+                response_deserializer=RESPONSE.FromString,
+            )
+            try:
+                answers.append((grpc.StatusCode.OK, call(request, timeout=120).prediction))
+            except grpc.RpcError as exc:
+                answers.append((exc.code(), exc.details()))
+    assert [_json(a) for a in answers[1]] == [_json(a) for a in answers[0]]
+
+
+def _json(value: Any) -> Any:
+    """JSON parsed (the same JSON, however indented), else as it is."""
+    try:
+        return json.loads(value) if isinstance(value, bytes) else value
+    except ValueError:
+        return value
+
+
+MESSAGES = messages()
+REQUEST, RESPONSE = MESSAGES["PredictionsRequest"], MESSAGES["PredictionResponse"]
 JSON = {"content-type": "application/json"}
 # (method, path, request): each sent to TorchServe's inference API (management API: paths under /models)
 SEQUENCE: list[tuple[str, str, dict[str, Any]]] = [
