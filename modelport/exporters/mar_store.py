@@ -10,7 +10,8 @@ what TorchServe 0.12 does with them (checked against a real one):
   for what it leaves out (``responseTimeout`` 120 s); else the ``models`` entry of its name and version, else the
   defaults (``default_response_timeout``, batch size 1). ``batchSize`` becomes the version's batch size,
   ``maxBatchDelay`` ``max_queue_delay_ms`` (with batches of more than one), ``responseTimeout`` ``timeout_ms``,
-  ``minWorkers`` above 1 ``instances``; ``config.yaml`` being per model, the default version's values win;
+  ``minWorkers`` above 1 ``instances`` (a built-in handler's model: ``batchSize`` its ``max_batch_size``);
+  ``config.yaml`` being per model, the default version's values win;
 - every version stays served (``version_policy: {specific: [...]}``) and the first archive loaded is the default
   version (``default_version``): TorchServe 0.12 loads the archives in ``load_models`` order (``all``: the store's
   listing, here by name) and does not apply ``defaultVersion`` at startup (the first one stays the default).
@@ -31,6 +32,7 @@ from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError
 from modelport.exporters.mar_handler import update_config
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
+from modelport.manifest import read_manifest as read_model_manifest
 from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
 
 __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
@@ -171,10 +173,12 @@ def _write_model_config(
 ) -> None:
     """Serving values (the default version's last, so that they win), every version, the first as default."""
     default = served[0][0]
-    for _, item in [*served[1:], served[0]]:
+    for version, item in [*served[1:], served[0]]:
         settings = _serving(item, properties)
         size = batch_size or int(settings.get("batchSize", 1))
         values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings["responseTimeout"])}
+        if read_model_manifest(model_dir / str(version)).format != "handler":  # (a handler's is its manifest's)
+            values["max_batch_size"] = size  # TorchServe's batches of a built-in handler's model
         if size > 1:
             values["max_queue_delay_ms"] = float(settings["maxBatchDelay"])
         workers = settings.get("minWorkers")
