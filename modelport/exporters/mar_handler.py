@@ -246,6 +246,7 @@ def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) ->
         variant="handler",
         format="handler",
         artifact="MAR-INF/MANIFEST.json",
+        platform=_archive_platform(mar, staging),
         inputs=(TensorSpec(name=INPUT, dtype="string", shape=(-1,)),),
         outputs=(TensorSpec(name="output", dtype="string", shape=(-1,)),),
         max_batch_size=options.max_batch_size,
@@ -256,6 +257,15 @@ def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) ->
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         modelport_version=__version__,
     )
+
+
+def _archive_platform(mar: Path, staging: Path) -> dict[str, str]:
+    """The archive's file name and runtime (``python``, ``python3``), as TorchServe's describe API shows them."""
+    try:
+        runtime = json.loads((staging / "MAR-INF" / "MANIFEST.json").read_text()).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        runtime = None
+    return {"mar": mar.name, "mar_runtime": runtime if isinstance(runtime, str) and runtime else "python"}
 
 
 def _next_version(folder: Path) -> int:

@@ -23,8 +23,8 @@ def described_version(details: ModelDetails, default_timeout_s: float) -> dict[s
     return {
         "modelName": details.name,
         "modelVersion": str(details.status.version),
-        "modelUrl": str(details.directory),
-        "runtime": details.format or "unknown",
+        "modelUrl": details.platform.get("mar") or str(details.directory),  # TorchServe's: the archive's file
+        "runtime": details.platform.get("mar_runtime") or details.format or "unknown",  # the archive's runtime
         "minWorkers": details.instances,
         "maxWorkers": details.instances,
         "batchSize": details.max_batch_size,

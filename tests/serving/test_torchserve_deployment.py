@@ -236,7 +236,12 @@ def _parsed(answer: httpx.Response) -> Any:
 @pytest.mark.torch
 @pytest.mark.slow
 def test_every_version_is_described_with_the_settings_torchserve_serves_it_by(servers: Servers) -> None:
-    keys = ("modelName", "batchSize", "maxBatchDelay", "responseTimeout", "minWorkers")
+    keys = ("modelName", "modelUrl", "runtime", "batchSize", "maxBatchDelay", "responseTimeout", "minWorkers")
+    alone = [k for k in keys if k != "maxBatchDelay"]  # (batches of one: modelport waits for none, TorchServe 100 ms)
+    for model in ("tg", "na", "zs", "p3"):  # the archive's file (or folder) and its runtime (p3: python3)
+        theirs = httpx.get(f"{servers.management}/models/{model}", timeout=60).json()
+        mine = httpx.get(f"{servers.modelport}/models/{model}", timeout=60).json()
+        assert [{k: v[k] for k in alone} for v in mine] == [{k: v[k] for k in alone} for v in theirs]
     theirs = httpx.get(f"{servers.management}/models/m/all", timeout=60).json()
     mine = httpx.get(f"{servers.modelport}/models/m/all", timeout=60).json()
     assert [v["modelVersion"] for v in theirs] == ["1.0", *(["2.0"] if len(theirs) > 1 else [])]
