@@ -141,7 +141,9 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument(
         "mar",
         type=Path,
-        help="model archive: .mar, .tar.gz, or a no-archive directory; or a TorchServe model store (a folder of them)",
+        nargs="?",
+        help="model archive: .mar, .tar.gz, or a no-archive directory; or a TorchServe model store (a folder of "
+        "them; default with --ts-config: its model_store)",
     )
     p.add_argument(
         "--ts-config",
@@ -323,7 +325,7 @@ def _run_import_mar(args: argparse.Namespace) -> int:
     from modelport.exporters.report import render_table
     from modelport.manifest import TensorSpec
 
-    if args.ts_config is not None or is_model_store(args.mar):
+    if args.ts_config is not None or args.mar is None or is_model_store(args.mar):
         return _run_import_store(args)
     remote = check_remote(args.remote) if args.remote else None
     archive, _ = read_mar(args.mar)
@@ -356,8 +358,11 @@ def _run_import_store(args: argparse.Namespace) -> int:
         if given:
             raise InvalidArgumentError(f"{flag} names one archive's import: a model store's archives name theirs")
     properties = read_properties(args.ts_config) if args.ts_config else {}
+    if args.mar is None and not properties.get("model_store"):
+        raise InvalidArgumentError("give the archive or model store to import (or --ts-config with a model_store)")
+    store = args.mar or Path(properties["model_store"])
     options = ExportOptions(
-        source=str(args.mar),
+        source=str(store),
         repository=args.repository,
         name="store",  # each archive's model name replaces it
         formats=parse_formats(args.format),
@@ -368,7 +373,7 @@ def _run_import_store(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         quiet_converters=not args.verbose,
     )
-    reports = import_store(args.mar, options, properties, batch_size=args.max_batch_size)
+    reports = import_store(store, options, properties, batch_size=args.max_batch_size)
     for report in reports:
         print(render_table(report))
     flags, notes = serve_flags(properties)

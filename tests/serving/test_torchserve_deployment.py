@@ -318,3 +318,15 @@ def test_an_archive_that_fails_to_import_leaves_the_others_imported(
     assert config["version_policy"] == {"specific": [1, 2]} and config["default_version"] == 1
     assert config["timeout_ms"] == 120_000, "TorchServe's default responseTimeout (default_response_timeout)"
     assert not (repo / "broken").exists() or not any((repo / "broken").glob("[0-9]*"))
+
+
+def test_the_model_store_may_be_the_one_config_properties_names(tmp_path: Path) -> None:
+    store, repo = tmp_path / "store", tmp_path / "repo"
+    store.mkdir()
+    handler = {"h.py": "def handle(data, context):\n    return None if data is None else ['ok' for _ in data]\n"}
+    _zip(store / "m.mar", {"modelName": "m", "modelVersion": "1.0", "handler": "h.py", "serializedFile": ""}, handler)
+    config = tmp_path / "config.properties"
+    config.write_text(f"model_store={store}\nload_models=m.mar\n")
+    assert main(["import-mar", "--ts-config", str(config), "--repository", str(repo), "--quiet"]) == 0
+    assert (repo / "m" / "1" / "h.py").is_file()
+    assert main(["import-mar", "--repository", str(repo), "--quiet"]) == 2, "no archive, no model_store: refused"
