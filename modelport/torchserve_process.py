@@ -74,6 +74,7 @@ class TorchServeOptions:
     model_api: bool = False  # enable_model_api: register/scale/unregister on the management API (off by default)
     properties: Mapping[str, str] = field(default_factory=dict)  # config.properties entries set last (load_models...)
     ready: tuple[str, ...] = ()  # the model names to wait for (default: the archives' file names, less .mar)
+    snapshots: bool = False  # TorchServe's config snapshots (logs/config/*-snapshot.cfg), off (--ncs) by default
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def running_torchserve(
     config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", **opts.env}
     env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
-    command = [*opts.command_prefix, str(BIN / "torchserve"), "--start", "--foreground", "--ncs"]
+    command = [*opts.command_prefix, str(BIN / "torchserve"), "--start", "--foreground"]
+    command += [] if opts.snapshots else ["--ncs"]
     command += ["--disable-token-auth", "--ts-config", str(config), "--model-store", str(model_archive.parent)]
     log = work / "torchserve.log"
     with log.open("ab") as sink:

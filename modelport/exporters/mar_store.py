@@ -63,29 +63,62 @@ def is_model_store(path: Path) -> bool:
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    """A Java properties file as TorchServe reads ``config.properties``: ``key=value`` or ``key: value`` lines,
-    ``#``/``!`` comments, a trailing backslash continuing the value on the next line."""
+    """A Java properties file as TorchServe reads ``config.properties`` (and writes its snapshots): ``key=value``,
+    ``key: value`` or ``key value`` lines, ``#``/``!`` comments, a trailing backslash continuing the value on the next
+    line, and the escapes (``\\:``, ``\\=``, ``\\n``, ``\\uXXXX``...) a snapshot's JSON values are written with."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="latin-1").splitlines()
     except OSError as exc:
         raise NotFoundError(f"--ts-config {path}: {exc.strerror or exc}") from None
     properties: dict[str, str] = {}
     pending = ""
     for raw in lines:
-        line = pending + raw.strip() if pending else raw.strip()
-        if line.endswith("\\") and not line.endswith("\\\\"):
+        line = pending + raw.lstrip() if pending else raw.lstrip()
+        if not pending and (not line or line[0] in "#!"):
+            continue
+        if (len(line) - len(line.rstrip("\\"))) % 2 == 1:  # an odd number of backslashes: the value goes on
             pending = line[:-1]
             continue
         pending = ""
-        if not line or line[0] in "#!":
-            continue
-        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=len(line))
-        properties[line[:cut].strip()] = line[cut + 1 :].strip()
+        key, value = _split(line)
+        properties[_unescape(key)] = _unescape(value).rstrip()
     return properties
 
 
+def _split(line: str) -> tuple[str, str]:
+    """The key (up to the first unescaped ``=``, ``:`` or blank) and the value (after it and its blanks)."""
+    i = 0
+    while i < len(line) and line[i] not in "=: \t\f":
+        i += 2 if line[i] == "\\" else 1
+    key, rest = line[:i], line[i:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return key, rest
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\" or i + 1 == len(text):
+            out.append(char)
+            i += 1
+            continue
+        code = text[i + 1]
+        if code == "u" and len(text) >= i + 6:
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
+            i += 6
+            continue
+        out.append({"n": "\n", "t": "\t", "r": "\r", "f": "\f"}.get(code, code))
+        i += 2
+    return "".join(out)
+
+
 def store_archives(store: Path, properties: dict[str, str]) -> list[StoreArchive]:
-    """The archives ``load_models`` names (``all`` when it is unset), in TorchServe's loading order."""
+    """The archives TorchServe loads: a snapshot's (``model_snapshot``: every model version it held), else those
+    ``load_models`` names (``all`` when it is unset), in TorchServe's loading order."""
+    if properties.get("model_snapshot", "").strip():
+        return _snapshot_archives(store, properties["model_snapshot"])
     models = _models_json(properties.get("models", ""))
     chosen = properties.get("load_models", "all").strip() or "all"
     entries: list[tuple[str | None, Path]]
@@ -100,6 +133,27 @@ def store_archives(store: Path, properties: dict[str, str]) -> list[StoreArchive
         found.append(StoreArchive(path, archive, model, models.get(model, {}).get(archive.version) or {}))
     if not found:
         raise SourceError(f"{store}: no TorchServe model archive to import (load_models={chosen})")
+    return found
+
+
+def _snapshot_archives(store: Path, text: str) -> list[StoreArchive]:
+    """A snapshot's models (TorchServe's ``logs/config/*-snapshot.cfg``): each version's ``marName`` in the store,
+    served by the snapshot's settings (its ``defaultVersion`` names the default version)."""
+    try:
+        models = json.loads(text)["models"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgumentError(f"config.properties: model_snapshot is not a TorchServe snapshot ({exc})") from None
+    found = []
+    for model, versions in _models_json(json.dumps(models)).items():
+        for version, settings in versions.items():
+            path = _entry(store, str(settings.get("marName") or ""))[1]
+            found.append(StoreArchive(path, read_manifest(path), model, {**settings, "snapshot": True}))
+            if found[-1].archive.version != version:
+                raise SourceError(
+                    f"{path}: the snapshot's {model} {version} is an archive of version {found[-1].archive.version}"
+                )
+    if not found:
+        raise SourceError("config.properties: the snapshot holds no model")
     return found
 
 
@@ -157,6 +211,13 @@ def _serving(item: StoreArchive, properties: dict[str, str]) -> dict[str, Any]:
     """What TorchServe serves the archive by: its own model config if it has one (TorchServe's defaults for the
     rest), else its ``models`` entry with ``default_response_timeout``."""
     own = _archive_config(item.path)
+    if item.settings.get("snapshot"):  # what the snapshot says wins (registration parameters, scaling included)
+        return {
+            "batchSize": 1,
+            "maxBatchDelay": _BATCH_DELAY_MS,
+            "responseTimeout": _RESPONSE_TIMEOUT_S,
+            **item.settings,
+        }
     if own is not None:
         return {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS, "responseTimeout": _RESPONSE_TIMEOUT_S, **own}
     timeout = properties.get("default_response_timeout", "")
@@ -171,23 +232,24 @@ def _serving(item: StoreArchive, properties: dict[str, str]) -> dict[str, Any]:
 def _write_model_config(
     model_dir: Path, served: list[tuple[int, StoreArchive]], properties: dict[str, str], batch_size: int | None
 ) -> None:
-    """Serving values (the default version's last, so that they win), every version, the first as default."""
-    default = served[0][0]
-    for version, item in [*served[1:], served[0]]:
-        settings = _serving(item, properties)
-        size = batch_size or int(settings.get("batchSize", 1))
-        values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings["responseTimeout"])}
-        if read_model_manifest(model_dir / str(version)).format != "handler":  # (a handler's is its manifest's)
-            values["max_batch_size"] = size  # TorchServe's batches of a built-in handler's model
-        if size > 1:
-            values["max_queue_delay_ms"] = float(settings["maxBatchDelay"])
-        workers = settings.get("minWorkers")
-        if isinstance(workers, int) and workers > 1 and settings.get("sequenceBatching") is not True:
-            values["instances"] = workers
-        update_config(model_dir, values)
-    update_config(
-        model_dir, {"version_policy": {"specific": sorted({v for v, _ in served})}, "default_version": default}
-    )
+    """``config.yaml`` is per model: the default version's serving values (a batch delay: the first batching
+    version's when the default does not batch), every version served, the default one (a snapshot's
+    ``defaultVersion``, else the first loaded)."""
+    chosen = [v for v, item in served if item.settings.get("snapshot") and item.settings.get("defaultVersion") is True]
+    default = chosen[0] if chosen else served[0][0]
+    settings = {v: _serving(item, properties) for v, item in served}
+    sizes = {v: batch_size or int(s.get("batchSize", 1)) for v, s in settings.items()}
+    values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings[default]["responseTimeout"])}
+    if read_model_manifest(model_dir / str(default)).format != "handler":  # (a handler's is its manifest's)
+        values["max_batch_size"] = sizes[default]  # TorchServe's batches of a built-in handler's model
+    batching = [v for v in (default, *settings) if sizes[v] > 1]
+    if batching:
+        values["max_queue_delay_ms"] = float(settings[batching[0]]["maxBatchDelay"])
+    workers = settings[default].get("minWorkers")
+    if isinstance(workers, int) and workers > 1 and settings[default].get("sequenceBatching") is not True:
+        values["instances"] = workers
+    values |= {"version_policy": {"specific": sorted(settings)}, "default_version": default}
+    update_config(model_dir, values)
 
 
 def _archive_config(path: Path) -> dict[str, Any] | None:

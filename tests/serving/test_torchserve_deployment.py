@@ -330,3 +330,47 @@ def test_the_model_store_may_be_the_one_config_properties_names(tmp_path: Path) 
     assert main(["import-mar", "--ts-config", str(config), "--repository", str(repo), "--quiet"]) == 0
     assert (repo / "m" / "1" / "h.py").is_file()
     assert main(["import-mar", "--repository", str(repo), "--quiet"]) == 2, "no archive, no model_store: refused"
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_torchserve_snapshot_is_imported_as_torchserve_restarts_from_it(tmp_path: Path) -> None:
+    """A deployment changed through the management API (a default version set, workers scaled, an archive
+    registered with its batch size) lives in TorchServe's config snapshot (``logs/config/*-snapshot.cfg``, its
+    ``model_snapshot``), which TorchServe restarts from: imported with ``--ts-config SNAPSHOT``, modelport serves
+    what the restarted TorchServe serves (its default version, its batch sizes)."""
+    store, env = _store(tmp_path), {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    loaded = {"load_models": "m_v1.mar,m_v2.mar", "enable_model_api": "true"}
+    first = TorchServeOptions(properties=loaded, ready=("m",), env=env, snapshots=True)
+    with running_torchserve(store / "m_v1.mar", tmp_path / "ts", first) as ts:
+        for method, path in [
+            ("PUT", "/models/m/2.0/set-default"),
+            ("PUT", "/models/m/1.0?min_worker=2&synchronous=true"),
+            ("POST", "/models?url=pk.mar&initial_workers=1&synchronous=true&batch_size=3&max_batch_delay=40"),
+        ]:
+            assert httpx.request(method, ts.management + path, timeout=120).status_code == 200
+    snapshot = max((tmp_path / "ts").rglob("*-snapshot.cfg"), key=lambda p: p.name)  # (named by the time)
+    properties = read_properties(snapshot)
+    repo = tmp_path / "repo"
+    assert main(["import-mar", str(store), "--ts-config", str(snapshot), "--repository", str(repo), "--quiet"]) == 0
+    snapshot_only = {"model_snapshot": properties["model_snapshot"].replace("\n", "\\n"), "load_models": "m_v1.mar"}
+    restarted = TorchServeOptions(properties=snapshot_only, ready=("m", "pk"), env=env)
+    with contextlib.ExitStack() as stack:
+        ts = stack.enter_context(running_torchserve(store / "m_v1.mar", tmp_path / "ts2", restarted))
+        mp = stack.enter_context(serving(repo, log=tmp_path / "server.log", ports=(0, -1)))
+        for path in ("/predictions/m", "/predictions/m/1.0", "/predictions/pk"):
+            theirs = httpx.post(ts.inference + path, content=b"hi", timeout=120)
+            mine = httpx.post(mp.url + path, content=b"hi", timeout=120)
+            assert (mine.status_code, _parsed(mine)) == (theirs.status_code, _parsed(theirs)), path
+        for path in ("/models/m/all", "/models/pk"):
+            theirs, mine = (httpx.get(url + path, timeout=60).json() for url in (ts.management, mp.url))
+            assert [_settings(v) for v in mine] == [_settings(v) for v in theirs], path
+        assert httpx.post(ts.inference + "/predictions/m", content=b"hi").json()["version"] == "2.0"
+
+
+def _settings(described: dict[str, Any]) -> dict[str, Any]:
+    """What a description says of how a version is served (its batch delay when it batches: for batches of one
+    TorchServe shows its default 100 ms, modelport 0; neither waits)."""
+    keys = ["modelName", "modelUrl", "batchSize", "responseTimeout"]
+    return {k: described[k] for k in [*keys, *(["maxBatchDelay"] if described["batchSize"] > 1 else [])]}
