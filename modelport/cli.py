@@ -135,7 +135,8 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="import a TorchServe .mar (TorchScript or ONNX inside) with manifest and golden vectors",
         epilog="example:\n  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8\n"
         "  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8 "
-        "--remote http://127.0.0.1:8080",
+        "--remote http://127.0.0.1:8080\n"
+        "  modelport import-mar model-store --ts-config config.properties --repository repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -149,8 +150,9 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--ts-config",
         type=Path,
         metavar="CONFIG_PROPERTIES",
-        help="TorchServe's config.properties for a model store: the archives load_models names, each model's "
-        "batchSize, maxBatchDelay, responseTimeout, minWorkers from models (default: every archive of the store)",
+        help="TorchServe's config.properties (or a config snapshot, logs/config/*-snapshot.cfg) for a model store: "
+        "the archives load_models (or model_snapshot) names, each model's batchSize, maxBatchDelay, "
+        "responseTimeout, minWorkers from models (default: every archive of the store)",
     )
     p.add_argument(
         "--repository",
