@@ -232,6 +232,7 @@ class Payload:
     fields: tuple[Field, ...] | None = None
     sequence: str = ""  # TorchServe's gRPC sequence_id: a stateful handler's sequence (context.get_sequence_id)
     explain: bool = False  # an explanation (/explanations, KServe's explain), not a prediction
+    params: tuple[Field, ...] = ()  # query parameters, a handler's fields ahead of the body's (torchserve_legacy)
 
 
 async def predict(
@@ -278,6 +279,7 @@ async def _handler_predictions(
         requests = [TorchServeRequest(payload.fields, (), sequence=payload.sequence)]
     else:
         requests = handler_requests(payload.body, payload.content_type, _marked(payload.headers, payload.explain))
+        requests = [r._replace(fields=(*payload.params, *r.fields)) for r in requests] if payload.params else requests
     if len(requests) == 1 and stream:
         first, rest = await streamed(lambda r: _handler_infer(plane, model, version, r), requests[0])
         return _handler_reply(first)._replace(stream=rest)

@@ -194,6 +194,21 @@ SEQUENCE: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/predictions/m", {"content": b"x" * 5000}),
     ("POST", "/predictions/m/1.0", {"content": b"short"}),
     *(("POST", f"/predictions/{name}", {"content": b"hi"}) for name in ("tg", "na", "zs", "ep", "pk", "p3")),
+    # TorchServe's legacy and SageMaker routes: the query parameters reach the handler (not on /predictions)
+    ("POST", "/m/predict?a=1&b=two", {"content": b"hi"}),
+    ("GET", "/m/predict?a=1&data=x", {}),
+    ("PUT", "/m/2.0/predict?a=1", {"content": b"hi"}),
+    ("DELETE", "/m/predict?a=1", {}),
+    ("POST", "/m/predict?a=1&a=2", {"content": b'{"x": 1}', "headers": JSON}),
+    ("POST", "/m/predict?body=q", {"content": b"hi"}),
+    ("POST", "/m/predict?data=q", {"files": {"data": ("x", b"hi", "text/plain")}}),
+    ("POST", "/m/x/predict", {"content": b"hi"}),
+    ("POST", "/nope/predict", {"content": b"hi"}),
+    ("POST", "/invocations", {"content": b"hi"}),
+    ("POST", "/invocations?model_name=m&a=1", {"content": b"hi"}),
+    ("POST", "/invocations?model_name=nope", {"content": b"hi"}),
+    ("POST", "/models/m/invoke?a=1", {"content": b"hi"}),
+    ("POST", "/models/nope/invoke", {"content": b"hi"}),
     ("PUT", "/models/m/2.0/set-default", {}),
     ("POST", "/predictions/m", {"content": b"hello"}),
     ("PUT", "/models/m/9.0/set-default", {}),
@@ -214,7 +229,8 @@ def test_a_model_store_answers_as_torchserve_serving_it(servers: Servers) -> Non
     assert config["default_version"] == 1 and config["version_labels"] == {"1.0": 1, "2.0": 2}
     assert (config["timeout_ms"], config["max_queue_delay_ms"]) == (90_000, 200)
     for method, path, request in SEQUENCE:
-        theirs_base = servers.management if path.startswith("/models") else servers.torchserve
+        management = path.startswith("/models") and "/invoke" not in path
+        theirs_base = servers.management if management else servers.torchserve
         theirs = httpx.request(method, theirs_base + path, timeout=120, **request)
         mine = httpx.request(method, servers.modelport + path, timeout=120, **request)
         what = f"{method} {path}: TorchServe {theirs.status_code} {theirs.text!r}, modelport {mine.text!r}"
@@ -374,3 +390,32 @@ def _settings(described: dict[str, Any]) -> dict[str, Any]:
     TorchServe shows its default 100 ms, modelport 0; neither waits)."""
     keys = ["modelName", "modelUrl", "batchSize", "responseTimeout"]
     return {k: described[k] for k in [*keys, *(["maxBatchDelay"] if described["batchSize"] > 1 else [])]}
+
+
+async def test_sagemakers_invocations_serve_the_one_model_without_model_name(tmp_path: Path) -> None:
+    """``POST /invocations`` names no model when the server serves one (SageMaker's single-model endpoint, as
+    TorchServe answers it), with the query parameters as the handler's fields; two models: TorchServe's 400."""
+    from modelport.serving.rest import create_app
+    from modelport.serving.server import build
+    from modelport.serving.settings import ServerSettings
+
+    store, repo = tmp_path / "store", tmp_path / "repo"
+    store.mkdir()
+    handler = {"h.py": "def handle(data, context):\n    return None if data is None else [sorted(r) for r in data]\n"}
+    _zip(store / "m.mar", {"modelName": "m", "modelVersion": "1.0", "handler": "h.py", "serializedFile": ""}, handler)
+    assert main(["import-mar", str(store), "--repository", str(repo), "--quiet"]) == 0
+    plane = build(ServerSettings(repository=repo))
+    await plane.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(plane)), base_url="http://t") as c:
+            answer = await c.post("/invocations?a=1", content=b"x")
+            assert (answer.status_code, answer.json()) == (200, ["a", "body"])
+            _zip(tmp_path / "other.mar", {"modelName": "other", "handler": "h.py", "serializedFile": ""}, handler)
+            assert main(["import-mar", str(tmp_path / "other.mar"), "--repository", str(repo), "--quiet"]) == 0
+            await plane.manager.load("other")
+            refused = await c.post("/invocations", content=b"x")
+            assert refused.status_code == 400
+            assert refused.json()["message"] == "Parameter model_name is required."
+            assert (await c.post("/invocations?model_name=m", content=b"x")).json() == ["body", "model_name"]
+    finally:
+        await plane.close()
