@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -68,7 +69,7 @@ from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response, row_problem
-from modelport.serving.torchserve_describe import described_version
+from modelport.serving.torchserve_describe import archive_url, described_version
 from modelport.serving.torchserve_stream import streamed
 from modelport.serving.types import InferRequest, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
@@ -137,7 +138,7 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 500)
 
     async def models(request: Request) -> Response:
-        return json_response(model_page(plane.model_names(), request.query_params))
+        return json_response(model_page(plane.model_names(), request.query_params, partial(archive_url, plane)))
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
@@ -193,16 +194,19 @@ async def _no_route(_: Request) -> Response:
     raise NoRouteError("Not Found")
 
 
-def model_page(names: list[str], params: Mapping[str, str]) -> dict[str, Any]:
+def model_page(
+    names: list[str], params: Mapping[str, str], url: Callable[[str], str] = lambda name: name
+) -> dict[str, Any]:
     """One page of ``GET /models?limit=N&next_page_token=T`` as TorchServe pages it: ``limit`` 1..100 (else 100),
-    the token an offset, ``nextPageToken`` whenever the page reaches ``limit`` (even on the last page)."""
+    the token an offset, ``nextPageToken`` whenever the page reaches ``limit`` (even on the last page); each
+    model's ``modelUrl`` is ``url(name)`` (:func:`archive_url`)."""
     limit, offset = _number(params.get("limit"), 100), max(0, _number(params.get("next_page_token"), 0))
     limit = limit if 0 <= limit <= 100 else 100
     last = offset + limit
     page: dict[str, Any] = {}
     if last <= len(names):
         page["nextPageToken"] = str(last)
-    page["models"] = [{"modelName": n, "modelUrl": n} for n in names[offset:last]]
+    page["models"] = [{"modelName": n, "modelUrl": url(n)} for n in names[offset:last]]
     return page
 
 

@@ -209,8 +209,10 @@ SEQUENCE: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/invocations?model_name=nope", {"content": b"hi"}),
     ("POST", "/models/m/invoke?a=1", {"content": b"hi"}),
     ("POST", "/models/nope/invoke", {"content": b"hi"}),
+    ("GET", "/models", {}),  # modelUrl: the default version's archive
     ("PUT", "/models/m/2.0/set-default", {}),
     ("POST", "/predictions/m", {"content": b"hello"}),
+    ("GET", "/models?limit=3", {}),
     ("PUT", "/models/m/9.0/set-default", {}),
     ("DELETE", "/models/m/2.0", {}),
     ("PUT", "/models/m/1.0/set-default", {}),
