@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError
-from modelport.exporters.mar_handler import update_config
+from modelport.exporters.mar_handler import RESPONSE_TIMEOUT_S, update_config
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.manifest import read_manifest as read_model_manifest
@@ -38,7 +38,6 @@ from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
 __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
 
 _SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
-_RESPONSE_TIMEOUT_S = 120  # TorchServe's default responseTimeout (default_response_timeout, a model config's)
 _BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
 _SERVER_DEFAULTS = {  # TorchServe 0.12's defaults of config.properties's server-wide settings
     "inference_address": "http://127.0.0.1:8080",
@@ -215,14 +214,14 @@ def _serving(item: StoreArchive, properties: dict[str, str]) -> dict[str, Any]:
         return {
             "batchSize": 1,
             "maxBatchDelay": _BATCH_DELAY_MS,
-            "responseTimeout": _RESPONSE_TIMEOUT_S,
+            "responseTimeout": RESPONSE_TIMEOUT_S,
             **item.settings,
         }
     if own is not None:
-        return {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS, "responseTimeout": _RESPONSE_TIMEOUT_S, **own}
+        return {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS, "responseTimeout": RESPONSE_TIMEOUT_S, **own}
     timeout = properties.get("default_response_timeout", "")
     defaults = {"batchSize": 1, "maxBatchDelay": _BATCH_DELAY_MS}
-    defaults["responseTimeout"] = int(timeout) if timeout.isdigit() else _RESPONSE_TIMEOUT_S
+    defaults["responseTimeout"] = int(timeout) if timeout.isdigit() else RESPONSE_TIMEOUT_S
     workers = properties.get("default_workers_per_model", "")
     if workers.isdigit():
         defaults["minWorkers"] = int(workers)

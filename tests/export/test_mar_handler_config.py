@@ -63,6 +63,7 @@ def test_a_second_archive_version_of_a_model_is_served_beside_the_first(tmp_path
         "version_labels": {"1.0": 1, "2.0": 2},
         "version_policy": {"specific": [1, 2]},
         "default_version": 1,
+        "timeout_ms": 120_000.0,  # TorchServe's default responseTimeout (the server's would be 30 s)
     }
     _import(archive(src / "w.bin", src / "h.py", "m", tmp_path / "3", version="3.0"), repo)
     config = yaml.safe_load((repo / "m" / "config.yaml").read_text())
