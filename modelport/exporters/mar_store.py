@@ -14,7 +14,10 @@ what TorchServe 0.12 does with them (checked against a real one):
   ``config.yaml`` being per model, the default version's values win;
 - every version stays served (``version_policy: {specific: [...]}``) and the first archive loaded is the default
   version (``default_version``): TorchServe 0.12 loads the archives in ``load_models`` order (``all``: the store's
-  listing, here by name) and does not apply ``defaultVersion`` at startup (the first one stays the default).
+  listing, here by name) and does not apply ``defaultVersion`` at startup (the first one stays the default);
+- a config snapshot (``model_snapshot``, TorchServe's ``logs/config/*-snapshot.cfg``: what its management API
+  registered, scaled and set as default) is what TorchServe restarts from: its models and versions, each served by
+  the snapshot's settings (over an archive's own model config), its ``defaultVersion`` the default version.
 
 Server-wide settings are ``modelport serve`` flags, not model config: :func:`serve_flags` names them.
 """
@@ -29,6 +32,7 @@ from typing import Any
 import yaml
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError
+from modelport.exporters.mar import import_mar
 from modelport.exporters.mar_handler import RESPONSE_TIMEOUT_S, update_config
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
@@ -161,8 +165,6 @@ def import_store(
 ) -> list[ExportReport]:
     """Import every archive of the store ``properties`` loads (``import_mar`` each), then write each model's
     serving settings, versions and default version into its ``config.yaml``."""
-    from modelport.exporters.mar import import_mar
-
     options.folder  # noqa: B018 (a store URL is refused before any import: the config.yaml files are written here)
     if options.version is not None:
         raise InvalidArgumentError("--version names one archive's version: a model store's archives number theirs")
@@ -170,17 +172,18 @@ def import_store(
     versions: dict[str, list[tuple[int, StoreArchive]]] = {}
     for item in store_archives(store, properties):
         settings = _serving(item, properties)
-        size = batch_size or int(settings.get("batchSize", 1))
+        size = batch_size or _count(settings.get("batchSize"))
         try:
             report = import_mar(item.path, replace(options, name=item.model), handler_batch_size=size)
         except ModelportError as exc:  # the other archives are imported: one that fails is its own report's row
             report = ExportReport(item.model, str(item.path), "torch", str(options.repository))
             report.rows.append(ReportRow("archive", item.model, 0, "ERROR", message=f"{item.path.name}: {exc}"))
         reports.append(report)
-        versions.setdefault(item.model, []).extend((row.version, item) for row in report.rows if row.published)
+        for row in report.rows:
+            if row.published:  # (under its own name: --format with several formats names one model each)
+                versions.setdefault(row.model, []).append((row.version, item))
     for model, served in versions.items():
-        if served:
-            _write_model_config(options.folder / model, served, properties, batch_size)
+        _write_model_config(options.folder / model, served, properties, batch_size)
     return reports
 
 
@@ -237,7 +240,7 @@ def _write_model_config(
     chosen = [v for v, item in served if item.settings.get("snapshot") and item.settings.get("defaultVersion") is True]
     default = chosen[0] if chosen else served[0][0]
     settings = {v: _serving(item, properties) for v, item in served}
-    sizes = {v: batch_size or int(s.get("batchSize", 1)) for v, s in settings.items()}
+    sizes = {v: batch_size or _count(s.get("batchSize")) for v, s in settings.items()}
     values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings[default]["responseTimeout"])}
     if read_model_manifest(model_dir / str(default)).format != "handler":  # (a handler's is its manifest's)
         values["max_batch_size"] = sizes[default]  # TorchServe's batches of a built-in handler's model
@@ -249,6 +252,11 @@ def _write_model_config(
         values["instances"] = workers
     values |= {"version_policy": {"specific": sorted(settings)}, "default_version": default}
     update_config(model_dir, values)
+
+
+def _count(value: object) -> int:
+    """A batch size as TorchServe reads one: a positive integer, else 1."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _archive_config(path: Path) -> dict[str, Any] | None:
