@@ -204,6 +204,11 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
     notes.append("TorchServe's management API answers on modelport's HTTP port, and its gRPC one on the gRPC port")
     if properties.get("enable_model_api", "").lower() == "true":
         flags.append("--model-control")
+    else:
+        notes.append(
+            "TorchServe takes set-default and scale-workers without enable_model_api; modelport takes them with "
+            "--model-control (which also lets register and unregister through)"
+        )
     if "max_response_size" in properties:
         notes.append("max_response_size is not enforced: modelport does not limit a response's size")
     return flags, notes
