@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -129,7 +130,9 @@ def archive(
     command += ["--requirements-file", str(requirements_file)] if requirements_file else []
     archive_format = "no-archive" if directory else "tgz" if tgz else "default"
     command += ["--archive-format", archive_format, "--force"]
-    done = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    with tempfile.TemporaryDirectory(prefix="modelport-archiver-") as staging:  # it stages in $TMPDIR/<name>:
+        env = {**os.environ, "TMPDIR": staging}  # two archives of one name at once (pytest-xdist) would collide
+        done = subprocess.run(command, capture_output=True, timeout=120, check=False, env=env)
     if done.returncode != 0:
         raise ModelportError(f"torch-model-archiver failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     return store / (name if directory else f"{name}.tar.gz" if tgz else f"{name}.mar")

@@ -93,7 +93,11 @@ class Servers(NamedTuple):
 def _archive(store: Path, name: str, version: str, handler: Path, *flags: str) -> None:
     command = [str(BIN / "torch-model-archiver"), "--model-name", name, "--version", version, "--force"]
     command += ["--serialized-file", str(handler.parent / "w.bin"), "--handler", str(handler), *flags]
-    done = subprocess.run([*command, "--export-path", str(store)], capture_output=True, timeout=120, check=False)
+    staging = handler.parent.parent / "archiver-tmp"  # (it stages in $TMPDIR/<name>: a private one, for xdist)
+    staging.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(staging)}
+    command += ["--export-path", str(store)]
+    done = subprocess.run(command, capture_output=True, timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr.decode()
 
 
