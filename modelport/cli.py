@@ -135,10 +135,25 @@ def _add_import_mar(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="import a TorchServe .mar (TorchScript or ONNX inside) with manifest and golden vectors",
         epilog="example:\n  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8\n"
         "  modelport import-mar digits.mar --repository repo --input image:float32:-1x1x8x8 "
-        "--remote http://127.0.0.1:8080",
+        "--remote http://127.0.0.1:8080\n"
+        "  modelport import-mar model-store --ts-config config.properties --repository repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("mar", type=Path, help="model archive: .mar, .tar.gz, or a no-archive directory")
+    p.add_argument(
+        "mar",
+        type=Path,
+        nargs="?",
+        help="model archive: .mar, .tar.gz, or a no-archive directory; or a TorchServe model store (a folder of "
+        "them; default with --ts-config: its model_store)",
+    )
+    p.add_argument(
+        "--ts-config",
+        type=Path,
+        metavar="CONFIG_PROPERTIES",
+        help="TorchServe's config.properties (or a config snapshot, logs/config/*-snapshot.cfg) for a model store: "
+        "the archives load_models (or model_snapshot) names, each model's batchSize, maxBatchDelay, "
+        "responseTimeout, minWorkers from models (default: every archive of the store)",
+    )
     p.add_argument(
         "--repository",
         required=True,
@@ -307,10 +322,13 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_import_mar(args: argparse.Namespace) -> int:
     from modelport.exporters import ExportOptions
     from modelport.exporters.mar import check_remote, import_mar, read_mar
+    from modelport.exporters.mar_store import is_model_store
     from modelport.exporters.options import parse_formats
     from modelport.exporters.report import render_table
     from modelport.manifest import TensorSpec
 
+    if args.ts_config is not None or args.mar is None or is_model_store(args.mar):
+        return _run_import_store(args)
     remote = check_remote(args.remote) if args.remote else None
     archive, _ = read_mar(args.mar)
     options = ExportOptions(
@@ -329,6 +347,42 @@ def _run_import_mar(args: argparse.Namespace) -> int:
     report = import_mar(args.mar, options, remote, handler_batch_size=args.max_batch_size)
     print(render_table(report))
     return 0 if report.ok else 1
+
+
+def _run_import_store(args: argparse.Namespace) -> int:
+    from modelport.exporters import ExportOptions
+    from modelport.exporters.mar_store import import_store, read_properties, serve_flags
+    from modelport.exporters.options import parse_formats
+    from modelport.exporters.report import render_table
+    from modelport.manifest import TensorSpec
+
+    for flag, given in (("--name", args.name), ("--sample", args.sample), ("--remote", args.remote)):
+        if given:
+            raise InvalidArgumentError(f"{flag} names one archive's import: a model store's archives name theirs")
+    properties = read_properties(args.ts_config) if args.ts_config else {}
+    if args.mar is None and not properties.get("model_store"):
+        raise InvalidArgumentError("give the archive or model store to import (or --ts-config with a model_store)")
+    store = args.mar or Path(properties["model_store"])
+    options = ExportOptions(
+        source=str(store),
+        repository=args.repository,
+        name="store",  # each archive's model name replaces it
+        formats=parse_formats(args.format),
+        version=args.model_version,
+        inputs=tuple(TensorSpec.parse(s) for s in args.input),
+        output_names=_csv(args.output),
+        max_batch_size=args.max_batch_size or 64,
+        quiet=args.quiet,
+        quiet_converters=not args.verbose,
+    )
+    reports = import_store(store, options, properties, batch_size=args.max_batch_size)
+    for report in reports:
+        print(render_table(report))
+    flags, notes = serve_flags(properties)
+    print(f"serve it as TorchServe served it: modelport serve {' '.join([str(args.repository), *flags])}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _run_inspect(args: argparse.Namespace) -> int:

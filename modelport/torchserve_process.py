@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -72,6 +73,9 @@ class TorchServeOptions:
     timeout_s: float = 180.0  # until the model has a READY worker
     stop_timeout_s: float = 60.0  # SIGTERM to the group, then SIGKILL
     model_api: bool = False  # enable_model_api: register/scale/unregister on the management API (off by default)
+    properties: Mapping[str, str] = field(default_factory=dict)  # config.properties entries set last (load_models...)
+    ready: tuple[str, ...] = ()  # the model names to wait for (default: the archives' file names, less .mar)
+    snapshots: bool = False  # TorchServe's config snapshots (logs/config/*-snapshot.cfg), off (--ncs) by default
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ def archive(
     command += ["--requirements-file", str(requirements_file)] if requirements_file else []
     archive_format = "no-archive" if directory else "tgz" if tgz else "default"
     command += ["--archive-format", archive_format, "--force"]
-    done = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    with tempfile.TemporaryDirectory(prefix="modelport-archiver-") as staging:  # it stages in $TMPDIR/<name>:
+        env = {**os.environ, "TMPDIR": staging}  # two archives of one name at once (pytest-xdist) would collide
+        done = subprocess.run(command, capture_output=True, timeout=120, check=False, env=env)
     if done.returncode != 0:
         raise ModelportError(f"torch-model-archiver failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     return store / (name if directory else f"{name}.tar.gz" if tgz else f"{name}.mar")
@@ -170,6 +176,7 @@ def config_properties(model_archive: Path, ports: TorchServePorts, options: Torc
         "max_request_size": str(options.max_message_bytes),
         "max_response_size": str(options.max_message_bytes),
         **({"enable_model_api": "true"} if options.model_api else {}),
+        **options.properties,
     }
 
 
@@ -190,7 +197,8 @@ def running_torchserve(
     config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", **opts.env}
     env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)})
-    command = [*opts.command_prefix, str(BIN / "torchserve"), "--start", "--foreground", "--ncs"]
+    command = [*opts.command_prefix, str(BIN / "torchserve"), "--start", "--foreground"]
+    command += [] if opts.snapshots else ["--ncs"]
     command += ["--disable-token-auth", "--ts-config", str(config), "--model-store", str(model_archive.parent)]
     log = work / "torchserve.log"
     with log.open("ab") as sink:
@@ -201,9 +209,8 @@ def running_torchserve(
     inference, management, metrics = (properties[f"{kind}_address"] for kind in ("inference", "management", "metrics"))
     served = TorchServe(model, inference, management, metrics, process, log)
     try:
-        for name in opts.also:
+        for name in opts.ready or (*opts.also, model_archive.name):
             _wait_ready(replace(served, model=name.removesuffix(".mar")), opts.timeout_s)
-        _wait_ready(served, opts.timeout_s)
         yield served
     finally:
         stop(served, opts.stop_timeout_s)

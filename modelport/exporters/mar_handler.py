@@ -38,6 +38,7 @@ from modelport.sizes import artifact_bytes
 
 __all__ = [
     "BUILTIN_INPUTS",
+    "RESPONSE_TIMEOUT_S",
     "archive_batch_size",
     "builtin_handler",
     "custom_handler_file",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 INPUT = "data"  # modelport.runtimes.handler.INPUT
+RESPONSE_TIMEOUT_S = 120  # TorchServe's default responseTimeout (its default_response_timeout)
 _IMAGE_224 = (TensorSpec(name="input", dtype="float32", shape=(-1, 3, 224, 224)),)
 BUILTIN_INPUTS: dict[str, tuple[TensorSpec, ...]] = {"image_classifier": _IMAGE_224, "image_segmenter": _IMAGE_224}
 
@@ -141,13 +143,23 @@ def import_handler_archive(
 
 def label_archive_version(model_dir: Path, version: int, files: dict[str, bytes]) -> None:
     """The archive's ``modelVersion`` (``1.0``) as a version label of ``version`` in ``config.yaml``, so that
-    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version)."""
+    TorchServe's ``/predictions/{m}/1.0`` keeps naming this archive (an integer names modelport's version). An
+    archive of a model that already has archive versions joins them, as TorchServe serves every version it
+    registered: ``version_policy`` lists them all, and the first stays the default version."""
     label = str(_archive_model(files).get("modelVersion") or "")
     if not label or label.isdigit():
         return
     path = model_dir / "config.yaml"
     config: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
-    update_config(model_dir, {"version_labels": {**(config.get("version_labels") or {}), label: version}})
+    labels = {**(config.get("version_labels") or {}), label: version}
+    values: dict[str, Any] = {"version_labels": labels}
+    earlier = sorted({v for v in labels.values() if isinstance(v, int) and v != version})
+    policy = config.get("version_policy")
+    if earlier and (policy is None or (isinstance(policy, dict) and "specific" in policy)):
+        listed = (policy or {}).get("specific") or earlier
+        values["version_policy"] = {"specific": sorted({*listed, version})}
+        values["default_version"] = config.get("default_version") or earlier[0]
+    update_config(model_dir, values)
 
 
 def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
@@ -181,7 +193,8 @@ def archive_batch_delay_ms(files: dict[str, bytes]) -> float | None:
 
 def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str, Any]:
     """What the archive's model config file says about serving, as ``config.yaml`` keys: ``maxBatchDelay`` (ms,
-    when batches hold more than one) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms``,
+    when batches hold more than one) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms`` (else
+    TorchServe's 120 s, not the server's shorter default: a handler TorchServe waited 2 minutes for is not cut short),
     ``minWorkers`` above 1 -> ``instances`` (``maxWorkers``: modelport does not scale up by itself), except for a
     stateful model (``sequenceBatching: true``): TorchServe keeps each sequence on one worker, modelport's batches go
     to any instance, so one instance holds every sequence's state."""
@@ -189,9 +202,8 @@ def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str
     delay_ms = archive_batch_delay_ms(files)
     if delay_ms is not None and batch_size > 1:  # TorchServe waits this long to fill a batch
         values["max_queue_delay_ms"] = delay_ms
-    timeout = _positive(config.get("responseTimeout"))
-    if timeout is not None:
-        values["timeout_ms"] = 1000.0 * timeout
+    timeout = _positive(config.get("responseTimeout"))  # else TorchServe's default (default_response_timeout)
+    values["timeout_ms"] = 1000.0 * (timeout if timeout is not None else RESPONSE_TIMEOUT_S)
     workers = _positive(config.get("minWorkers"))
     stateful = config.get("sequenceBatching") is True
     if workers is not None and workers > 1 and float(workers).is_integer() and not stateful:
@@ -236,6 +248,7 @@ def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) ->
         variant="handler",
         format="handler",
         artifact="MAR-INF/MANIFEST.json",
+        platform=_archive_platform(mar, staging),
         inputs=(TensorSpec(name=INPUT, dtype="string", shape=(-1,)),),
         outputs=(TensorSpec(name="output", dtype="string", shape=(-1,)),),
         max_batch_size=options.max_batch_size,
@@ -246,6 +259,15 @@ def _manifest(mar: Path, staging: Path, version: int, options: ExportOptions) ->
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         modelport_version=__version__,
     )
+
+
+def _archive_platform(mar: Path, staging: Path) -> dict[str, str]:
+    """The archive's file name and runtime (``python``, ``python3``), as TorchServe's describe API shows them."""
+    try:
+        runtime = json.loads((staging / "MAR-INF" / "MANIFEST.json").read_text()).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        runtime = None
+    return {"mar": mar.name, "mar_runtime": runtime if isinstance(runtime, str) and runtime else "python"}
 
 
 def _next_version(folder: Path) -> int:

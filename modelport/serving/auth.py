@@ -110,8 +110,8 @@ def http_scope(path: str, method: str = "GET") -> Scope | None:
         return "control"
     if path == "/v2/logging" and method in _WRITES:
         return "control"
-    if (path == "/models" or path.startswith("/models/")) and method in _WRITES:
-        return "control"
+    if (path == "/models" or path.startswith("/models/")) and method in _WRITES and not path.endswith("/invoke"):
+        return "control"  # (POST /models/{m}/invoke: SageMaker's prediction, torchserve_legacy)
     return "inference"
 
 

@@ -581,6 +581,7 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
         pending=served.batcher.depth if served.batcher is not None else 0,
         queue_capacity=served.batcher.policy.max_queue_size if served.batcher is not None else 0,
         timeout_s=execution.limits.timeout_s if execution is not None else 0.0,
+        platform=dict(manifest.platform) if manifest is not None else {},
     )
 
 

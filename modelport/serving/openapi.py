@@ -43,7 +43,10 @@ def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
         503: "model not ready, queue full or server draining (Retry-After)",
         504: "request timed out",
     }
-    return {str(c): _body(_ref(schema), reasons[c]) for c in codes}
+    answers = {str(c): _body(_ref(schema), reasons[c]) for c in codes}
+    if schema == "TorchServeError" and 413 in codes:  # TorchServe's 413 (over max_request_size) has no body
+        answers["413"] = {"description": reasons[413]}
+    return answers
 
 
 def _path(name: str, pattern: str | None = None) -> dict[str, Any]:
@@ -454,7 +457,29 @@ def _torchserve_read_paths() -> dict[str, Any]:
                 "parameters": [_path("model"), _path("version")],
             }
         },
+        **_torchserve_legacy_paths(predictions),
     }
+
+
+def _torchserve_legacy_paths(predictions: dict[str, Any]) -> dict[str, Any]:
+    """TorchServe's legacy and SageMaker inference routes (``serving/torchserve_legacy.py``): the query parameters
+    are the handler's request fields."""
+    legacy = {**predictions, "summary": "As /predictions, with the query parameters as the handler's request fields"}
+    optional = {**legacy, "requestBody": {**legacy["requestBody"], "required": False}}
+    model = _path("model")
+    paths: dict[str, Any] = {
+        "/invocations": {
+            "post": {**legacy, "operationId": "torchserve_invocations", "summary": "SageMaker's: ?model_name=m"}
+        },
+        "/models/{model}/invoke": {"post": {**legacy, "operationId": "torchserve_invoke", "parameters": [model]}},
+    }
+    for path, parameters in (("/{model}/predict", [model]), ("/{model}/{version}/predict", [model, _path("version")])):
+        name = "torchserve_legacy" + ("_version" if len(parameters) > 1 else "")
+        paths[path] = {
+            method: {**optional, "operationId": f"{name}_{method}", "parameters": parameters}
+            for method in ("get", "post", "put", "delete", "patch")
+        }
+    return paths
 
 
 # error responses of the FastAPI routes, which return them through the exception handlers

@@ -21,6 +21,7 @@ from modelport.serving.shm import RegionStatus, local_peer
 from modelport.serving.tfserving_rest import TFSERVING_HOT_ROUTES, tfserving_routes
 from modelport.serving.torchserve_api import TORCHSERVE_HOT_ROUTES, torchserve_routes
 from modelport.serving.torchserve_explain import EXPLAIN_HOT_ROUTES
+from modelport.serving.torchserve_legacy import legacy_routes
 from modelport.serving.torchserve_management import management_routes
 from modelport.serving.triton import config_json, statistics_json
 from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
@@ -64,6 +65,7 @@ def create_app(plane: DataPlane) -> HttpFront:
 
     # TorchServe's management routes before its others: those end with the 404s of the paths under them
     api.router.routes.extend([*tfserving_routes(plane), *management_routes(plane), *torchserve_routes(plane)])
+    api.router.routes.extend(legacy_routes(plane))  # (last: /{model}/predict names no other route)
     hot = [*_INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES, *EXPLAIN_HOT_ROUTES]
     return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
 

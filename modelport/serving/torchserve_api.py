@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -46,6 +47,7 @@ from modelport.errors import (
     ModelportError,
     NoRouteError,
     NotFoundError,
+    PayloadTooLargeError,
     VersionLabelError,
 )
 from modelport.runtimes.base import Arrays
@@ -67,7 +69,7 @@ from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
 from modelport.serving.tfserving_rest import predict_response, row_problem
-from modelport.serving.torchserve_describe import described_version
+from modelport.serving.torchserve_describe import archive_url, described_version
 from modelport.serving.torchserve_stream import streamed
 from modelport.serving.types import InferRequest, ModelMetadata, TensorMetadata, VersionState
 from modelport.tensors import lookup_dtype
@@ -110,6 +112,8 @@ _ROUTING = {
 def error_body(error: ModelportError, status: int) -> Reply:
     """TorchServe's error body; like TorchServe, no ``Retry-After`` on a 503. A handler's failure is, as in
     TorchServe, an ``InternalServerException`` whatever its status."""
+    if isinstance(error, PayloadTooLargeError):  # over max_request_size: TorchServe's 413 has no body
+        return Reply(status, b"", b"")
     routing = _ROUTING.get(type(error))
     if routing is not None and (not isinstance(error, MethodNotAllowedError) or error.allowed):  # (not a write API
         # the server was started without: its message says which flag turns it on)
@@ -134,7 +138,7 @@ def torchserve_routes(plane: DataPlane) -> list[ProtocolRoute]:
         return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 500)
 
     async def models(request: Request) -> Response:
-        return json_response(model_page(plane.model_names(), request.query_params))
+        return json_response(model_page(plane.model_names(), request.query_params, partial(archive_url, plane)))
 
     async def describe(request: Request) -> Response:
         model, wanted = request.path_params["model"], request.path_params.get("version")
@@ -190,16 +194,19 @@ async def _no_route(_: Request) -> Response:
     raise NoRouteError("Not Found")
 
 
-def model_page(names: list[str], params: Mapping[str, str]) -> dict[str, Any]:
+def model_page(
+    names: list[str], params: Mapping[str, str], url: Callable[[str], str] = lambda name: name
+) -> dict[str, Any]:
     """One page of ``GET /models?limit=N&next_page_token=T`` as TorchServe pages it: ``limit`` 1..100 (else 100),
-    the token an offset, ``nextPageToken`` whenever the page reaches ``limit`` (even on the last page)."""
+    the token an offset, ``nextPageToken`` whenever the page reaches ``limit`` (even on the last page); each
+    model's ``modelUrl`` is ``url(name)`` (:func:`archive_url`)."""
     limit, offset = _number(params.get("limit"), 100), max(0, _number(params.get("next_page_token"), 0))
     limit = limit if 0 <= limit <= 100 else 100
     last = offset + limit
     page: dict[str, Any] = {}
     if last <= len(names):
         page["nextPageToken"] = str(last)
-    page["models"] = [{"modelName": n, "modelUrl": n} for n in names[offset:last]]
+    page["models"] = [{"modelName": n, "modelUrl": url(n)} for n in names[offset:last]]
     return page
 
 
@@ -229,6 +236,7 @@ class Payload:
     fields: tuple[Field, ...] | None = None
     sequence: str = ""  # TorchServe's gRPC sequence_id: a stateful handler's sequence (context.get_sequence_id)
     explain: bool = False  # an explanation (/explanations, KServe's explain), not a prediction
+    params: tuple[Field, ...] = ()  # query parameters, a handler's fields ahead of the body's (torchserve_legacy)
 
 
 async def predict(
@@ -275,6 +283,7 @@ async def _handler_predictions(
         requests = [TorchServeRequest(payload.fields, (), sequence=payload.sequence)]
     else:
         requests = handler_requests(payload.body, payload.content_type, _marked(payload.headers, payload.explain))
+        requests = [r._replace(fields=(*payload.params, *r.fields)) for r in requests] if payload.params else requests
     if len(requests) == 1 and stream:
         first, rest = await streamed(lambda r: _handler_infer(plane, model, version, r), requests[0])
         return _handler_reply(first)._replace(stream=rest)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime
 from typing import Any
 
+from modelport.errors import ModelportError
+from modelport.serving.dataplane import DataPlane
 from modelport.serving.types import ModelDetails, VersionState
 
-__all__ = ["described_version"]
+__all__ = ["archive_url", "described_version"]
 
 
 def described_version(details: ModelDetails, default_timeout_s: float) -> dict[str, Any]:
@@ -23,8 +26,8 @@ def described_version(details: ModelDetails, default_timeout_s: float) -> dict[s
     return {
         "modelName": details.name,
         "modelVersion": str(details.status.version),
-        "modelUrl": str(details.directory),
-        "runtime": details.format or "unknown",
+        "modelUrl": details.platform.get("mar") or str(details.directory),  # TorchServe's: the archive's file
+        "runtime": details.platform.get("mar_runtime") or details.format or "unknown",  # the archive's runtime
         "minWorkers": details.instances,
         "maxWorkers": details.instances,
         "batchSize": details.max_batch_size,
@@ -78,3 +81,13 @@ def _timestamp(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def archive_url(plane: DataPlane, model: str) -> str:
+    """TorchServe's ``modelUrl`` of a model in its list: its default version's archive file, else its name."""
+    with contextlib.suppress(ModelportError):
+        default = plane.model_metadata(model).status.version
+        for details in plane.model_details(model):
+            if details.status.version == default and details.platform.get("mar"):
+                return details.platform["mar"]
+    return model

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from modelport.errors import InvalidArgumentError, MethodNotAllowedError, Modelp
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.errors import GENERIC_MESSAGE, http_status, public_message
 from modelport.serving.torchserve_api import describe_model, model_page
+from modelport.serving.torchserve_describe import archive_url
 from modelport.serving.torchserve_management import (
     exception_name,
     register_model,
@@ -167,7 +169,7 @@ async def _describe(plane: DataPlane, request: Any) -> str:
 
 async def _list(plane: DataPlane, request: Any) -> str:
     params = {"limit": str(request.limit), "next_page_token": str(request.next_page_token)}
-    return _pretty(model_page(plane.model_names(), params))
+    return _pretty(model_page(plane.model_names(), params, partial(archive_url, plane)))
 
 
 def _given(request: Any, *names: str) -> dict[str, str]:

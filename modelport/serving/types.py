@@ -168,7 +168,8 @@ class ModelDetails:
 
     ``instances`` is 0 and the batching fields are 0 for a version that did not load; ``gpu`` says
     whether the server's device is a GPU; ``started``: when it went into service; ``pending`` requests wait in
-    its queue of ``queue_capacity``; ``timeout_s``: its requests' timeout (0: the server's default).
+    its queue of ``queue_capacity``; ``timeout_s``: its requests' timeout (0: the server's default); ``platform``:
+    its manifest's platform details (a TorchServe archive's file name and runtime: ``mar``, ``mar_runtime``).
     """
 
     name: str
@@ -183,6 +184,7 @@ class ModelDetails:
     pending: int = 0
     queue_capacity: int = 0
     timeout_s: float = 0.0
+    platform: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,30 @@ def test_onnx_archive_in_tgz_format_imports_and_records_remote(tmp_path, digits_
     }
     case = load_golden(version / "golden.npz")[0]
     assert np.isfinite(case.outputs[read_manifest(version).outputs[0].name]).all()
+
+
+@pytest.mark.torch
+def test_a_model_store_of_torchscript_archives_imports_with_their_config_properties(tmp_path, digits_repo):
+    """Two versions of a TorchScript archive in a store (no custom handler: exported to tensors): both served, the
+    first the default; ``batchSize`` from ``models`` is the model's ``max_batch_size``, its manifest keeps 64."""
+    model = (digits_repo.root / "digits-torchscript" / "1" / "model.pt").read_bytes()
+    store = tmp_path / "store"
+    store.mkdir()
+    for version in ("1.0", "2.0"):
+        _mar(
+            store / f"d_v{version[0]}.mar", {"model.pt": model}, {"serializedFile": "model.pt", "modelVersion": version}
+        )
+    models = {"digits": {"1.0": {"batchSize": 4, "maxBatchDelay": 20, "responseTimeout": 10}}}
+    config = tmp_path / "config.properties"
+    config.write_text(f"load_models=d_v1.mar,d_v2.mar\nmodels={json.dumps(models)}\n")
+    command = ["import-mar", str(store), "--ts-config", str(config), "--repository", str(tmp_path / "repo")]
+    assert main([*command, "--input", SPEC, "--quiet"]) == 0
+    assert [read_manifest(tmp_path / "repo" / "digits" / v).max_batch_size for v in ("1", "2")] == [64, 64]
+    assert yaml.safe_load((tmp_path / "repo" / "digits" / "config.yaml").read_text()) == {
+        "version_labels": {"1.0": 1, "2.0": 2},
+        "version_policy": {"specific": [1, 2]},
+        "default_version": 1,
+        "timeout_ms": 10_000.0,
+        "max_batch_size": 4,
+        "max_queue_delay_ms": 20.0,
+    }

@@ -47,6 +47,29 @@ def test_the_model_config_becomes_the_models_serving_config(tmp_path: Path) -> N
     assert yaml.safe_load((tmp_path / "repo3" / "ctx" / "config.yaml").read_text())["instances"] == 3
 
 
+def test_a_second_archive_version_of_a_model_is_served_beside_the_first(tmp_path: Path) -> None:
+    """TorchServe serves every version registered, the first by default: ``import-mar`` of m 1.0, then of m 2.0,
+    lists both in ``version_policy`` (modelport's default policy would serve only the latest) and keeps 1.0 the
+    default; a third joins them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "h.py").write_text("def handle(data, context):\n    return None if data is None else ['v' for _ in data]\n")
+    (src / "w.bin").write_text("x")
+    repo = tmp_path / "repo"
+    for version in ("1.0", "2.0"):
+        _import(archive(src / "w.bin", src / "h.py", "m", tmp_path / version, version=version), repo)
+    config = yaml.safe_load((repo / "m" / "config.yaml").read_text())
+    assert config == {
+        "version_labels": {"1.0": 1, "2.0": 2},
+        "version_policy": {"specific": [1, 2]},
+        "default_version": 1,
+        "timeout_ms": 120_000.0,  # TorchServe's default responseTimeout (the server's would be 30 s)
+    }
+    _import(archive(src / "w.bin", src / "h.py", "m", tmp_path / "3", version="3.0"), repo)
+    config = yaml.safe_load((repo / "m" / "config.yaml").read_text())
+    assert (config["version_policy"], config["default_version"]) == ({"specific": [1, 2, 3]}, 1)
+
+
 def test_a_requirements_file_is_reported_as_not_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ctx, basic = build_archives(tmp_path)[:2]
     out = _import(ctx, tmp_path / "repo", capsys)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -103,7 +104,9 @@ def _archive(tmp_path: Path, name: str, files: dict[str, bytes], **flags: str) -
             ",".join(str(source / v) for v in value.split(",")) if flag != "handler" or value.endswith(".py") else value
         )
         command += [f"--{flag.replace('_', '-')}", value]
-    subprocess.run(command, check=True, capture_output=True)
+    staging = tmp_path / f"{name}-archiver-tmp"  # it stages in $TMPDIR/<name>: a private one (xdist runs "m" at once)
+    staging.mkdir()
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "TMPDIR": str(staging)})
     return tmp_path / f"{name}.mar"
 
 

@@ -274,11 +274,9 @@ def test_a_request_trickled_in_three_byte_pieces(connect, call):
 OVERSIZED = [c for c in CALLS if c.id != "v2-binary"]  # one per protocol
 
 
-def too_large(call: Call, message: str) -> dict[str, Any]:
-    """The 413 body of ``call``'s protocol."""
-    if call.id == "torchserve":
-        return {"code": 413, "type": "BadRequestException", "message": message}
-    return {"error": message}
+def too_large(call: Call, message: str) -> bytes:
+    """The 413 body of ``call``'s protocol (TorchServe's has none: its answer to a body over max_request_size)."""
+    return b"" if call.id == "torchserve" else orjson.dumps({"error": message})
 
 
 @pytest.mark.parametrize("call", OVERSIZED, ids=[c.id for c in OVERSIZED])
@@ -289,8 +287,9 @@ def test_a_declared_oversized_body_with_expect_gets_413_and_no_100_continue(conn
     assert sent.startswith(b"HTTP/1.1 413 "), "413 at once, no 100 Continue"
     response, body = Stream(io.BytesIO(sent)).response()
     expected = too_large(call, f"the request body ({LIMIT + 1} bytes) exceeds the limit of {LIMIT} bytes")
-    assert orjson.loads(body) == expected and sent.endswith(body), "nothing after the 413"
-    assert response.getheader("connection") == "close" and response.getheader("content-type") == "application/json"
+    assert body == expected and sent.endswith(body), "nothing after the 413"
+    content_type = None if call.id == "torchserve" else "application/json"
+    assert response.getheader("connection") == "close" and response.getheader("content-type") == content_type
 
 
 @pytest.mark.parametrize("call", OVERSIZED, ids=[c.id for c in OVERSIZED])
@@ -301,7 +300,7 @@ def test_a_chunked_body_over_the_limit_gets_413(connect, call):
     stream = Stream(sock)
     response, body = stream.response()
     assert response.status == 413
-    assert orjson.loads(body) == too_large(call, f"the request body exceeds the limit of {LIMIT} bytes")
+    assert body == too_large(call, f"the request body exceeds the limit of {LIMIT} bytes")
     assert response.getheader("connection") == "close"
     assert stream.closed_by_server()
 

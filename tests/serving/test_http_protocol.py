@@ -166,6 +166,7 @@ def _cases() -> list[Any]:
         pytest.param(post("/v2/models/nope/infer"), 404, True, id="404"),
         pytest.param(post("/predictions/nope", b"{}"), 404, True, id="torchserve-404"),
         pytest.param(post("/v2/models/echo/infer", big), 413, True, id="413-content-length"),
+        pytest.param(post("/predictions/echo", big), 413, True, id="torchserve-413"),
         pytest.param(b"GET /v2/models/echo/infer HTTP/1.1\r\nHost: t\r\nX-Request-ID: fixed-id\r\n\r\n", 405, False),
         pytest.param(post("/v2/models/echo/infer", version="1.0"), 200, True, id="http-1.0"),
         pytest.param(post("/v2/models/echo/infer", BODY, "Connection: close"), 200, True, id="connection-close"),

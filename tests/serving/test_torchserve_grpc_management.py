@@ -196,7 +196,7 @@ def test_writes_need_the_control_key_and_a_registered_model_serves(store: Store,
         registered = _call(channel, "RegisterModel", auth, **REGISTER_TINY)
         assert registered == (grpc.StatusCode.OK, 'Model "tiny" Version: 1.0 registered with 1 initial workers')
         listed = _call(channel, "ListModels", limit=10)  # the read side needs no control key
-        assert json.loads(listed[1]) == {"models": [{"modelName": "tiny", "modelUrl": "tiny"}]}
+        assert json.loads(listed[1]) == {"models": [{"modelName": "tiny", "modelUrl": "tiny.mar"}]}  # its archive
         described = json.loads(_call(channel, "DescribeModel", model_name="tiny", model_version="1.0")[1])
         assert [(d["modelVersion"], d["batchSize"], d["maxBatchDelay"]) for d in described] == [("1", 4, 50)]
 

@@ -289,3 +289,4 @@ def test_write_methods_on_models_need_the_control_token() -> None:
     assert http_scope("/models", "GET") == "inference"
     assert http_scope("/models/tiny", "GET") == "inference"
     assert http_scope("/predictions/tiny", "POST") == "inference"
+    assert http_scope("/models/tiny/invoke", "POST") == "inference", "SageMaker's prediction, not a registration"
