@@ -463,7 +463,7 @@ TF_REST = [
         ("Unrecognized servable version label",),
         {"instances": X},
     ),
-    # TF Serving's paths take versions/(\d+): anything else is its malformed request, one past int64 its failed conversion
+    # TF Serving's paths take versions/(\d+): anything else is its malformed request, past int64 a failed conversion
     Http(
         "version-superscript",
         "/v1/models/echo/versions/%C2%B2:predict",
