@@ -230,3 +230,37 @@ def test_full_int8_calibration_cannot_take_the_export_down(tmp_path):
     assert rows["tflite"].status == "pass" and rows["tflite-float16"].status == "pass"
     assert rows["tflite-full-int8"].status in ("pass", "FAIL", "ERROR"), rows["tflite-full-int8"]
     assert (tmp_path / ".reports" / "r.json").exists(), "the report is written whatever happened"
+
+
+@pytest.mark.torch
+def test_a_version_published_with_allow_mismatch_loads_when_it_does_as_at_export(tmp_path):
+    """The server's golden check holds such a version to what the export recorded, not to the gate it failed:
+    it serves; the same artifact against a record of a better export is not ready, saying both."""
+    from modelport.manifest import write_manifest
+    from modelport.serving.model import load_version
+    from modelport.serving.settings import ModelConfig, ServerSettings
+
+    modelport.export(
+        source="tests.export.branchy:sign_branch",
+        repository=tmp_path,
+        name="branchy",
+        formats=("torchscript",),
+        allow_mismatch=True,
+        quiet=True,
+    )
+    directory = tmp_path / "branchy-torchscript" / "1"
+    settings = ServerSettings(repository=tmp_path)
+    loaded = load_version("branchy-torchscript", 1, directory, "", settings, ModelConfig())
+    assert loaded.execution is not None, loaded.reason
+    for runtime in loaded.execution.runtimes:
+        runtime.unload()
+
+    manifest = read_manifest(directory)
+    assert manifest.parity is not None and not manifest.parity.passed
+    better = tuple(o.model_copy(update={"max_abs_error": 0.0}) for o in manifest.parity.outputs)
+    write_manifest(
+        manifest.model_copy(update={"parity": manifest.parity.model_copy(update={"outputs": better})}), directory
+    )
+    refused = load_version("branchy-torchscript", 1, directory, "", settings, ModelConfig())
+    assert refused.execution is None
+    assert "worse than at export (--allow-mismatch)" in refused.reason and "at export: " in refused.reason
