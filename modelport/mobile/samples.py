@@ -25,11 +25,11 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.mobile.describe import LABELS_FILE
-from modelport.mobile.fitting import as_served, check_tensors, probe
 from modelport.mobile.options import BundleOptions
 from modelport.mobile.sources import VariantSource
 from modelport.processing import ProcessingContext, ProcessingSpec, build_processors
 from modelport.processing.config import expand_handler
+from modelport.processing.fitting import as_served, check_tensors, probe
 from modelport.processing.labels import DEFAULT_LABEL_FILES
 from modelport.processing.spec import ArgmaxStep, CustomStep, ImageStep, TextStep, ThresholdStep, TopKStep
 from modelport.runtimes.base import Arrays, open_runtime

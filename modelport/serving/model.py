@@ -22,7 +22,8 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, OutputParity, TensorSpec, read_manifest
 from modelport.parity import verify_golden
-from modelport.processing import ProcessingContext, Processors, build_processors, check_text_feeds
+from modelport.processing import ProcessingContext, Processors, build_processors
+from modelport.processing.fitting import probe
 from modelport.processing.labels import Labels, find_labels
 from modelport.runtimes import Runtime, RuntimeOptions, open_runtime
 from modelport.runtimes.base import Arrays, runtime_health
@@ -251,7 +252,7 @@ def _open(
     spec = config.processors
     processors = build_processors(spec, context) if spec is not None and (spec.pre or spec.post) else None
     if spec is not None:
-        check_text_feeds(spec, manifest)
+        probe(spec, manifest, directory, processors)  # processors that make what the model cannot take: not ready
     runtimes: list[Runtime] = []
     try:
         for _ in range(config.workers or config.instances or settings.instances):

@@ -259,3 +259,25 @@ async def test_a_model_without_batch_dimension_takes_one_payload(tmp_path):
             assert "the model has no batch dimension; send one payload per request, not 2" in two.json()["message"]
     finally:
         await plane.close()
+
+
+async def test_processors_that_make_what_the_model_cannot_take_leave_the_version_not_ready(tmp_path):
+    """An image step cropping to 24x24 before a 32x32 model: the version loaded and every request was a 400;
+    now the load says what to set, and the repository's other models serve."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    add_colors(repo)
+    small = {**IMAGE_PROCESSORS, "pre": [{"kind": "image", "resize": 24, "center_crop": 24}]}
+    add_colors(repo, "cropped", processors=small)
+    plane = build(ServerSettings(repository=repo))
+    await plane.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(plane))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ready = await client.get("/v2/models/cropped-onnx/ready")
+            assert ready.status_code != 200
+            assert "resize (and center_crop) to [32, 32]" in ready.text, ready.text
+            answer = await client.post("/predictions/colors-onnx", content=solid(RED))
+            assert answer.status_code == 200, answer.text
+    finally:
+        await plane.close()

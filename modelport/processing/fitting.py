@@ -13,9 +13,9 @@ from pathlib import Path
 
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
-from modelport.processing import ProcessingContext, ProcessingSpec, build_processors, check_text_feeds
-from modelport.processing.base import without_batch_dim
-from modelport.processing.spec import ImageStep, TextStep
+from modelport.processing.base import ProcessingContext, without_batch_dim
+from modelport.processing.pipeline import Processors, build_processors, check_text_feeds
+from modelport.processing.spec import ImageStep, ProcessingSpec, TextStep
 from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
 
 __all__ = ["as_served", "check_tensors", "probe"]
@@ -58,15 +58,17 @@ def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder:
             )
 
 
-def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path) -> None:
-    """Run a probe text, or a probe image when the image step alone fixes the size, through the server's
-    processors and check what they make (with or without ``--sample``)."""
-    check_text_feeds(spec, manifest)  # the server fails the version at load for a tensor the model does not take
+def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path, built: Processors | None = None) -> None:
+    """Run a probe text, or a probe image when the image step alone fixes the size, through the processors
+    (``built``, else made from ``spec``) and check what they make: the bundle builder (with or without
+    ``--sample``) and the server when it loads the version (else every request would be a 400)."""
+    check_text_feeds(spec, manifest)
     decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     if decoder is None or (isinstance(decoder, ImageStep) and not _fixed_size(decoder)):
         return
     payload = b"a probe text" if isinstance(decoder, TextStep) else _probe_image()
-    [tensors] = build_processors(spec, ProcessingContext(directory, manifest)).preprocess([payload])
+    processors = built if built is not None else build_processors(spec, ProcessingContext(directory, manifest))
+    [tensors] = processors.preprocess([payload])
     if not isinstance(tensors, ModelportError):
         check_tensors(f"{decoder.kind} step", as_served(tensors, manifest), manifest, decoder)
 
