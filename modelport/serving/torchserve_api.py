@@ -266,7 +266,8 @@ async def predict(
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
     outputs, json_outputs = response.outputs, response.json_outputs
-    if batched and len(outputs) > 1 and row_problem(outputs):  # a model without a batch dimension
+    # a model without a batch dimension answers all its outputs (its first dims are no rows, even where they agree)
+    if batched and len(outputs) > 1 and (meta.max_batch_size == 0 or row_problem(outputs)):
         return json_reply(predict_response(outputs, row_format=False, json_outputs=json_outputs)["outputs"])
     if batched:
         return json_reply(predict_response(outputs, row_format=True, json_outputs=json_outputs)["predictions"])

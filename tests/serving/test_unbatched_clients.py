@@ -71,6 +71,28 @@ def _write_flat_onnx(path: Path) -> Path:
     return path
 
 
+def _write_pairs_onnx(path: Path) -> Path:
+    """x [4, 2] (no batch dimension) -> doubled [4, 2] and sums [4]: outputs whose first dims agree."""
+    from onnx import TensorProto as T
+    from onnx import helper, save
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "x"], ["doubled"]),
+            helper.make_node("ReduceSum", ["x", "axes"], ["sums"], keepdims=0),
+        ],
+        "pairs",
+        [helper.make_tensor_value_info("x", T.FLOAT, [4, 2])],
+        [
+            helper.make_tensor_value_info("doubled", T.FLOAT, [4, 2]),
+            helper.make_tensor_value_info("sums", T.FLOAT, [4]),
+        ],
+        [helper.make_tensor("axes", T.INT64, [1], [1])],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     """The repository and onnxruntime's outputs on (IMG, MASK)."""
@@ -83,6 +105,9 @@ def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     assert [row.status for row in report.rows] == ["pass"], report.rows
     flat = _write_flat_onnx(folder / "flat.onnx")
     report = modelport.export(source=str(flat), formats=("onnx",), repository=repo, name="flat", quiet=True)
+    assert [row.status for row in report.rows] == ["pass"], report.rows
+    pairs = _write_pairs_onnx(folder / "pairs.onnx")
+    report = modelport.export(source=str(pairs), formats=("onnx",), repository=repo, name="pairs", quiet=True)
     assert [row.status for row in report.rows] == ["pass"], report.rows
     session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     return repo, dict(zip(OUTPUTS, session.run(OUTPUTS, {"img": IMG, "mask": MASK}), strict=True))
@@ -164,6 +189,16 @@ def test_torchserve_answers_a_model_without_batch_dimension_with_all_its_outputs
     assert set(answer) == set(OUTPUTS)
     for name, value in exported[1].items():
         assert np.array_equal(np.array(answer[name], dtype=value.dtype), value), name
+
+
+def test_torchserve_answers_all_outputs_even_where_their_first_dims_agree(exported, server):
+    """``pairs`` has no batch dimension and outputs [4, 2] and [4]: they were answered as 4 row objects (an
+    answer whose form depended on whether the first dims happen to agree; a detector keeping 0 boxes got [])."""
+    assert read_manifest(exported[0] / "pairs-onnx" / "1").max_batch_size == 0
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    reply = requests.post(f"{server[0]}/predictions/pairs-onnx", json={"x": x.tolist()}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"doubled": (2 * x).tolist(), "sums": x.sum(axis=1).tolist()}
 
 
 def test_a_model_whose_output_is_not_split_by_rows_is_served_one_request_a_call(exported, server):
