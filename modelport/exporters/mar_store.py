@@ -120,6 +120,7 @@ def _unescape(text: str) -> str:
 def store_archives(store: Path, properties: dict[str, str]) -> list[StoreArchive]:
     """The archives TorchServe loads: a snapshot's (``model_snapshot``: every model version it held), else those
     ``load_models`` names (``all`` when it is unset), in TorchServe's loading order."""
+    _check_store(store)
     if properties.get("model_snapshot", "").strip():
         return _snapshot_archives(store, properties["model_snapshot"])
     models = _models_json(properties.get("models", ""))
@@ -137,6 +138,13 @@ def store_archives(store: Path, properties: dict[str, str]) -> list[StoreArchive
     if not found:
         raise SourceError(f"{store}: no TorchServe model archive to import (load_models={chosen})")
     return found
+
+
+def _check_store(store: Path) -> None:
+    if not store.exists():
+        raise NotFoundError(f"{store}: no such model store (a folder of TorchServe archives)")
+    if not is_model_store(store):
+        raise InvalidArgumentError(f"{store} is one archive, not a model store: --ts-config takes the store's folder")
 
 
 def _snapshot_archives(store: Path, text: str) -> list[StoreArchive]:

@@ -56,6 +56,16 @@ def test_not_an_archive(capsys, tmp_path):
     assert "no such model archive" in capsys.readouterr().err
 
 
+def test_a_missing_model_store_or_one_archive_with_ts_config_is_a_one_line_error(capsys, tmp_path):
+    mar = _mar(tmp_path / "m.mar", {"model.pt": b"PK"}, {"serializedFile": "model.pt"})
+    config = tmp_path / "config.properties"
+    config.write_text(f"model_store={tmp_path / 'missing'}\n")
+    assert main(["import-mar", "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 1
+    assert "missing: no such model store" in capsys.readouterr().err
+    assert main(["import-mar", str(mar), "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 2
+    assert "m.mar is one archive, not a model store" in capsys.readouterr().err
+
+
 def test_remote_must_be_a_url(capsys, tmp_path):
     mar = _mar(tmp_path / "m.mar", {"model.pt": b"PK"}, {"serializedFile": "model.pt"})
     assert main(["import-mar", str(mar), "--repository", str(tmp_path / "r"), "--remote", "localhost:8080"]) == 2
