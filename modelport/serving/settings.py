@@ -252,8 +252,16 @@ def read_model_config(model_dir: Path) -> ModelConfig:
         data: Any = yaml.safe_load(path.read_text()) or {}
         return ModelConfig.model_validate(data)
     except (yaml.YAMLError, OSError) as exc:
-        raise InvalidArgumentError(f"{path}: cannot read: {exc}") from None
+        raise InvalidArgumentError(f"{path}: cannot read: {_one_line(exc)}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise InvalidArgumentError(f"{path}: invalid at {where}: {first['msg']}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """A YAML syntax error as one line (where and what; PyYAML's text spans several, quoting the source)."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"YAML error at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return " ".join(str(exc).split())

@@ -30,6 +30,10 @@ def test_bad_config_yaml_names_the_field(tmp_path):
     (tmp_path / "config.yaml").write_text("max_batch_size: -3\n")
     with pytest.raises(Exception, match="invalid at max_batch_size"):
         read_model_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("processors:\n  pre: [{kind: image, resize: [8, 8]}\n")
+    with pytest.raises(Exception, match=r"cannot read: YAML error at line 3, column 1: expected ',' or ']'") as bad:
+        read_model_config(tmp_path)
+    assert "\n" not in str(bad.value)
     (tmp_path / "config.yaml").write_text("version_policy: {latest: 2}\ninstances: 2\n")
     assert read_model_config(tmp_path) == ModelConfig(version_policy=VersionPolicy(latest=2), instances=2)
 
