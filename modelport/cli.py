@@ -265,7 +265,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidArgumentError(f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        flag = "-".join(str(p) for p in first["loc"]).replace("_", "-")  # the flag the user typed
+        raise InvalidArgumentError(f"--{flag}: {first['msg']}") from None
     return serve(settings)
 
 

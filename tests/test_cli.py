@@ -398,6 +398,11 @@ def test_options_are_taken_by_their_full_names_only(capsys, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_a_serve_flag_out_of_range_is_named_as_typed(capsys, tmp_path):
+    assert main(["serve", str(tmp_path), "--max-body-bytes", "200"]) == 2
+    assert "error: --max-body-bytes: Input should be greater than or equal to 1024" in capsys.readouterr().err
+
+
 def test_the_edge_runtime_takes_options_by_their_full_names_only(capsys, tmp_path):
     from modelport.mobile import modelport_edge
 
