@@ -157,7 +157,8 @@ def _snapshot_archives(store: Path, text: str) -> list[StoreArchive]:
     found = []
     for model, versions in _models_json(json.dumps(models)).items():
         for version, settings in versions.items():
-            path = _entry(store, str(settings.get("marName") or ""))[1]
+            where = f"the snapshot's {model} {version} marName"
+            path = _entry(store, str(settings.get("marName") or ""), where)[1]
             found.append(StoreArchive(path, read_manifest(path), model, {**settings, "snapshot": True}))
             if found[-1].archive.version != version:
                 raise SourceError(
@@ -298,14 +299,14 @@ def _models_json(text: str) -> dict[str, dict[str, dict[str, Any]]]:
     return {str(k): v for k, v in models.items() if isinstance(v, dict)}
 
 
-def _entry(store: Path, item: str) -> tuple[str | None, Path]:
+def _entry(store: Path, item: str, where: str = "load_models") -> tuple[str | None, Path]:
     """A ``load_models`` entry: ``file`` or ``name=file``, a file of the store (URLs are not downloaded)."""
     name, _, file = item.rpartition("=")
     if "://" in file:
-        raise InvalidArgumentError(f"load_models {item}: modelport does not download archives; copy it into {store}")
+        raise InvalidArgumentError(f"{where} {item}: modelport does not download archives; copy it into {store}")
     path = store / file
     if not path.exists():
-        raise NotFoundError(f"load_models {item}: {path} is not in the model store")
+        raise NotFoundError(f"{where} {item}: {path} is not in the model store")
     return name or None, path
 
 

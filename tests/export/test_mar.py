@@ -56,7 +56,7 @@ def test_not_an_archive(capsys, tmp_path):
     assert "no such model archive" in capsys.readouterr().err
 
 
-def test_a_missing_model_store_or_one_archive_with_ts_config_is_a_one_line_error(capsys, tmp_path):
+def test_a_missing_model_store_or_archive_with_ts_config_is_a_one_line_error(capsys, tmp_path):
     mar = _mar(tmp_path / "m.mar", {"model.pt": b"PK"}, {"serializedFile": "model.pt"})
     config = tmp_path / "config.properties"
     config.write_text(f"model_store={tmp_path / 'missing'}\n")
@@ -64,6 +64,11 @@ def test_a_missing_model_store_or_one_archive_with_ts_config_is_a_one_line_error
     assert "missing: no such model store" in capsys.readouterr().err
     assert main(["import-mar", str(mar), "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 2
     assert "m.mar is one archive, not a model store" in capsys.readouterr().err
+    (tmp_path / "store").mkdir()
+    snapshot = {"models": {"m": {"1.0": {"marName": "m_v9.mar", "defaultVersion": True}}}}
+    config.write_text(f"model_store={tmp_path / 'store'}\nmodel_snapshot={json.dumps(snapshot)}\n")
+    assert main(["import-mar", "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 1
+    assert "error: the snapshot's m 1.0 marName m_v9.mar: " in capsys.readouterr().err  # was "load_models m_v9.mar"
 
 
 def test_remote_must_be_a_url(capsys, tmp_path):
