@@ -58,12 +58,17 @@ class _Shared:
 def build_bundle(options: BundleOptions) -> BundleReport:
     """Build the bundle directory and its zip; see ``modelport bundle --help``."""
     family, sources = find_sources(options)
-    out = _fresh_directory(options.out)
+    out, previous = _fresh_directory(options.out)
     try:
-        return _build(options, family, sources, out)
+        report = _build(options, family, sources, out)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # a half-built bundle would make every later --out refuse it
+        if previous is not None:  # a build that fails leaves the bundle (and zip) that were there
+            previous.rename(out)
         raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return report
 
 
 def _build(options: BundleOptions, family: str, sources: list[VariantSource], out: Path) -> BundleReport:
@@ -95,13 +100,18 @@ def _build(options: BundleOptions, family: str, sources: list[VariantSource], ou
     return report
 
 
-def _fresh_directory(out: Path) -> Path:
+def _fresh_directory(out: Path) -> tuple[Path, Path | None]:
+    """An empty ``out``, and where the bundle that was there is kept until the new one is built."""
     out = out.with_suffix("") if out.suffix == ".zip" else out
     if out.exists() and any(out.iterdir()) and not (out / edge.BUNDLE_FILE).exists():
         raise InvalidArgumentError(f"--out {out} is a non-empty directory that is not a bundle; choose another")
+    previous = out.with_name(f".{out.name}.previous") if (out / edge.BUNDLE_FILE).exists() else None
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    return out
+    return out, previous
 
 
 def _add_variant(

@@ -86,6 +86,20 @@ def test_cli_bundles_one_version_and_prints_the_table(digits_repo, tmp_path, cap
     assert (tmp_path / "b.zip").is_file()
 
 
+def test_a_failed_rebuild_leaves_the_bundle_that_was_there(digits_repo, tmp_path, capsys):
+    """A build into an existing bundle that fails (here: a labels file of the wrong size) deleted the bundle's
+    directory and left its zip, so the zip no longer matched anything and the device copy was gone."""
+    out = tmp_path / "b"
+    assert main(["bundle", str(digits_repo.root / "kdigits-tflite-float16" / "1"), "--out", str(out), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    args = ["--out", str(out), "--labels", str(tmp_path / "three.txt"), "--quiet"]
+    assert main(["bundle", str(digits_repo.root / "kdigits-tflite-float16" / "1"), *args]) == 2
+    assert "has 3 labels" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.zip", "three.txt"]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
