@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from modelport.errors import InvalidArgumentError, SourceError, UnsupportedError
+from modelport.errors import InvalidArgumentError, ModelportError, SourceError, UnsupportedError
 from modelport.exporters.mar_handler import (
     builtin_handler,
     custom_handler_file,
@@ -66,7 +66,7 @@ def import_mar(
         formats = options.formats if options.formats != ("all",) else (("torchscript",) if kind == "pt" else ("onnx",))
         template = options.name_template if len(formats) > 1 else "{name}"
         run = replace(options, source=str(source), formats=formats, name_template=template)
-        report = export(run)
+        report = _export(run, source, f"{mar} ({archive.serialized_file})")
     for row in report.rows:
         if row.published:  # TorchServe's /predictions/{m}/1.0 names the archive's version, as for a handler archive
             label_archive_version(options.folder / row.model, row.version, files)
@@ -76,6 +76,14 @@ def import_mar(
         if row.published and remote:
             update_config(options.folder / row.model, {"runtime": "torchserve", "remote": _remote(remote, archive)})
     return report
+
+
+def _export(options: ExportOptions, source: Path, named: str) -> ExportReport:
+    """``export`` of the model extracted to ``source``; an error names it in the archive (the file is gone)."""
+    try:
+        return export(options)
+    except ModelportError as exc:
+        raise type(exc)(str(exc).replace(str(source), named)) from None
 
 
 def _kind(archive: MarArchive, files: dict[str, bytes], mar: Path) -> str:

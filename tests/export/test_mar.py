@@ -71,6 +71,15 @@ def test_a_missing_model_store_or_archive_with_ts_config_is_a_one_line_error(cap
     assert "error: the snapshot's m 1.0 marName m_v9.mar: " in capsys.readouterr().err  # was "load_models m_v9.mar"
 
 
+@pytest.mark.torch
+def test_an_archive_model_that_fails_to_load_is_named_in_its_archive(capsys, tmp_path):
+    """The error named the temporary file the model was extracted to (/tmp/modelport-mar-xxxx/model.pt), gone."""
+    mar = _mar(tmp_path / "m.mar", {"weights.pt": b"PK not torchscript"}, {"serializedFile": "weights.pt"})
+    assert main(["import-mar", str(mar), "--repository", str(tmp_path / "r"), "--input", SPEC]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot load {mar} (weights.pt) as TorchScript" in err and "modelport-mar-" not in err
+
+
 def test_remote_must_be_a_url(capsys, tmp_path):
     mar = _mar(tmp_path / "m.mar", {"model.pt": b"PK"}, {"serializedFile": "model.pt"})
     assert main(["import-mar", str(mar), "--repository", str(tmp_path / "r"), "--remote", "localhost:8080"]) == 2
