@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError
+from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError, UnsupportedError
 from modelport.exporters.mar import import_mar
 from modelport.exporters.mar_handler import RESPONSE_TIMEOUT_S, update_config
 from modelport.exporters.options import ExportOptions
@@ -304,6 +304,8 @@ def _entry(store: Path, item: str, where: str = "load_models") -> tuple[str | No
     name, _, file = item.rpartition("=")
     if "://" in file:
         raise InvalidArgumentError(f"{where} {item}: modelport does not download archives; copy it into {store}")
+    if file.endswith(".war"):
+        raise UnsupportedError(f"{where} {item}: a workflow archive (.war) is not imported; import its models' .mar")
     path = store / file
     if not path.exists():
         raise NotFoundError(f"{where} {item}: {path} is not in the model store")

@@ -69,6 +69,10 @@ def test_a_missing_model_store_or_archive_with_ts_config_is_a_one_line_error(cap
     config.write_text(f"model_store={tmp_path / 'store'}\nmodel_snapshot={json.dumps(snapshot)}\n")
     assert main(["import-mar", "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 1
     assert "error: the snapshot's m 1.0 marName m_v9.mar: " in capsys.readouterr().err  # was "load_models m_v9.mar"
+    (tmp_path / "store" / "w.war").write_bytes(b"PK")
+    config.write_text(f"model_store={tmp_path / 'store'}\nload_models=w.war\n")
+    assert main(["import-mar", "--ts-config", str(config), "--repository", str(tmp_path / "r")]) == 2
+    assert "load_models w.war: a workflow archive (.war) is not imported" in capsys.readouterr().err
 
 
 @pytest.mark.torch
