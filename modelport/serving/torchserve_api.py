@@ -68,6 +68,7 @@ from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import ProtocolRoute, Reply, json_reply
 from modelport.serving.httputil import json_response, json_tensor
 from modelport.serving.multipart import is_multipart, multipart_fields, multipart_parts
+from modelport.serving.pipeline import FORMAT as PIPELINE_FORMAT
 from modelport.serving.tfserving_rest import predict_response, row_problem
 from modelport.serving.torchserve_describe import archive_url, described_version
 from modelport.serving.torchserve_stream import streamed
@@ -266,8 +267,10 @@ async def predict(
     if response.results is not None:  # a postprocessor's responses, as TorchServe's handlers answer
         return json_reply(response.results if batched else response.results[0])
     outputs, json_outputs = response.outputs, response.json_outputs
-    # a model without a batch dimension answers all its outputs (its first dims are no rows, even where they agree)
-    if batched and len(outputs) > 1 and (meta.max_batch_size == 0 or row_problem(outputs)):
+    # a model without a batch dimension answers all its outputs (its first dims are no rows, even where they agree;
+    # a pipeline has no max_batch_size of its own: its steps batch)
+    unbatched = meta.max_batch_size == 0 and meta.format != PIPELINE_FORMAT
+    if batched and len(outputs) > 1 and (unbatched or row_problem(outputs)):
         return json_reply(predict_response(outputs, row_format=False, json_outputs=json_outputs)["outputs"])
     if batched:
         return json_reply(predict_response(outputs, row_format=True, json_outputs=json_outputs)["predictions"])
