@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError, ModelportError, UnsupportedError
@@ -19,6 +19,9 @@ from modelport.mobile.command import add_bundle_command
 from modelport.quiet import quiet_frameworks
 from modelport.storage.base import RedactSecrets
 from modelport.tune.command import add_tune_command
+
+if TYPE_CHECKING:
+    from modelport.exporters import ExportOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -321,21 +324,32 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_import_mar(args: argparse.Namespace) -> int:
-    from modelport.exporters import ExportOptions
     from modelport.exporters.mar import check_remote, import_mar, read_mar
     from modelport.exporters.mar_store import is_model_store
-    from modelport.exporters.options import parse_formats
     from modelport.exporters.report import render_table
-    from modelport.manifest import TensorSpec
 
     if args.ts_config is not None or args.mar is None or is_model_store(args.mar):
         return _run_import_store(args)
     remote = check_remote(args.remote) if args.remote else None
     archive, _ = read_mar(args.mar)
-    options = ExportOptions(
-        source=str(args.mar),
+    options = _archive_options(args, args.mar, args.name or archive.name, samples=tuple(args.sample))
+    report = import_mar(args.mar, options, remote, handler_batch_size=args.max_batch_size)
+    print(render_table(report))
+    return 0 if report.ok else 1
+
+
+def _archive_options(
+    args: argparse.Namespace, source: Path, name: str, samples: tuple[Path, ...] = ()
+) -> ExportOptions:
+    """The export options ``import-mar``'s flags give an archive's (or a model store's) import."""
+    from modelport.exporters import ExportOptions  # (the CLI imports the exporters only when a command needs them)
+    from modelport.exporters.options import parse_formats
+    from modelport.manifest import TensorSpec
+
+    return ExportOptions(
+        source=str(source),
         repository=args.repository,
-        name=args.name or archive.name,
+        name=name,
         formats=parse_formats(args.format),
         version=args.model_version,
         inputs=tuple(TensorSpec.parse(s) for s in args.input),
@@ -343,19 +357,13 @@ def _run_import_mar(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size or 64,
         quiet=args.quiet,
         quiet_converters=not args.verbose,
-        samples=tuple(args.sample),
+        samples=samples,
     )
-    report = import_mar(args.mar, options, remote, handler_batch_size=args.max_batch_size)
-    print(render_table(report))
-    return 0 if report.ok else 1
 
 
 def _run_import_store(args: argparse.Namespace) -> int:
-    from modelport.exporters import ExportOptions
     from modelport.exporters.mar_store import import_store, read_properties, serve_flags
-    from modelport.exporters.options import parse_formats
     from modelport.exporters.report import render_table
-    from modelport.manifest import TensorSpec
 
     for flag, given in (("--name", args.name), ("--sample", args.sample), ("--remote", args.remote)):
         if given:
@@ -364,18 +372,7 @@ def _run_import_store(args: argparse.Namespace) -> int:
     if args.mar is None and not properties.get("model_store"):
         raise InvalidArgumentError("give the archive or model store to import (or --ts-config with a model_store)")
     store = args.mar or Path(properties["model_store"])
-    options = ExportOptions(
-        source=str(store),
-        repository=args.repository,
-        name="store",  # each archive's model name replaces it
-        formats=parse_formats(args.format),
-        version=args.model_version,
-        inputs=tuple(TensorSpec.parse(s) for s in args.input),
-        output_names=_csv(args.output),
-        max_batch_size=args.max_batch_size or 64,
-        quiet=args.quiet,
-        quiet_converters=not args.verbose,
-    )
+    options = _archive_options(args, store, "store")  # each archive's model name replaces "store"
     reports = import_store(store, options, properties, batch_size=args.max_batch_size)
     for report in reports:
         print(render_table(report))

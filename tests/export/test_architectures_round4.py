@@ -27,12 +27,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import httpx
 import numpy as np
 import pytest
 
@@ -40,9 +37,7 @@ import modelport
 from modelport.errors import ModelportError
 from modelport.manifest import read_manifest
 from modelport.runtimes import open_runtime
-from modelport.serving.rest import create_app
-from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
+from tests.serving.inprocess import served_in_process
 
 pytestmark = [pytest.mark.torch, pytest.mark.tflite]
 
@@ -86,18 +81,6 @@ def _run(model: Any, feat: np.ndarray) -> list[np.ndarray]:
         return [t.numpy() for t in model(torch.from_numpy(feat))]
 
 
-@asynccontextmanager
-async def _served(repo: Path) -> AsyncIterator[httpx.AsyncClient]:
-    plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-    finally:
-        await plane.close()
-
-
 @pytest.mark.parametrize("batched", [False, True])
 async def test_a_detectors_data_dependent_box_count_is_a_dynamic_dim(tmp_path, batched):
     model = _detector(batched)
@@ -111,7 +94,7 @@ async def test_a_detectors_data_dependent_box_count_is_a_dynamic_dim(tmp_path, b
     feats = [rng.standard_normal((2 if batched else 1, 16, 8)).astype(np.float32) for _ in range(4)]
     expected = [_run(model, f) for f in feats]
     assert len({len(e[1]) for e in expected}) > 1  # the inputs keep different numbers of boxes
-    async with _served(tmp_path) as client:
+    async with served_in_process(tmp_path, max_queue_delay_ms=0) as client:
         for name in ("det-onnx", "det-pt2"):
             meta = (await client.get(f"/v2/models/{name}")).json()
             assert [o["shape"] for o in meta["outputs"]] == [[-1, 4], [-1]], meta

@@ -23,11 +23,9 @@ from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
 from modelport.processing import ProcessingContext, TextStep
 from modelport.processing.text import TextProcessor
-from modelport.serving.rest import create_app
-from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
 from tests.mobile.text_model import MAX_LENGTH, SENTENCES, VOCAB, bag
 from tests.processing.tokenizer import build_tokenizer
+from tests.serving.inprocess import served_in_process
 
 INPUTS = [f"input_ids:int32:-1x-1:0..{VOCAB}", "attention_mask:int64:-1x-1:0..2"]
 DTYPES = {"input_ids": "int32", "attention_mask": "int64"}
@@ -76,14 +74,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Pa
 
 @pytest.fixture
 async def http(mixed) -> AsyncIterator[httpx.AsyncClient]:
-    plane = build(ServerSettings(repository=mixed[0], max_queue_delay_ms=2))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-    finally:
-        await plane.close()
+    async with served_in_process(mixed[0], max_queue_delay_ms=2) as client:
+        yield client
 
 
 @pytest.mark.tflite

@@ -21,10 +21,8 @@ from modelport.errors import InvalidArgumentError
 from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
 from modelport.mobile.tflite_metadata import read_metadata
-from modelport.serving.rest import create_app
-from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
 from tests.processing.images import encode, photo
+from tests.serving.inprocess import served_in_process
 
 pytestmark = [pytest.mark.tflite, pytest.mark.tf]
 
@@ -59,14 +57,8 @@ def uint8_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Pat
 
 @pytest.fixture
 async def http(uint8_repo) -> AsyncIterator[httpx.AsyncClient]:
-    plane = build(ServerSettings(repository=uint8_repo[0], max_queue_delay_ms=2))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-    finally:
-        await plane.close()
+    async with served_in_process(uint8_repo[0], max_queue_delay_ms=2) as client:
+        yield client
 
 
 async def test_a_uint8_model_answers_each_image_as_the_server_does(uint8_repo, http):

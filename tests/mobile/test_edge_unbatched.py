@@ -22,10 +22,8 @@ import yaml
 import modelport
 from modelport.mobile import BundleOptions, build_bundle
 from modelport.mobile import modelport_edge as edge
-from modelport.serving.rest import create_app
-from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
 from tests.processing.images import encode
+from tests.serving.inprocess import served_in_process
 
 pytestmark = [pytest.mark.tflite, pytest.mark.torch]
 
@@ -104,14 +102,8 @@ def unbatched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path
 
 @pytest.fixture
 async def http(unbatched) -> AsyncIterator[httpx.AsyncClient]:
-    plane = build(ServerSettings(repository=unbatched[0], max_queue_delay_ms=2))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-    finally:
-        await plane.close()
+    async with served_in_process(unbatched[0], max_queue_delay_ms=2) as client:
+        yield client
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

@@ -18,6 +18,7 @@ from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
 from tests.processing.images import encode
 from tests.serving.applications import COLOR_LABELS, IMAGE_PROCESSORS, add_colors, add_sentiment, expected_colors
+from tests.serving.inprocess import served_in_process
 
 RED = np.array([1.0, 0.0, 0.0])
 BLUE = np.array([0.0, 0.0, 1.0])
@@ -246,19 +247,13 @@ async def test_a_model_without_batch_dimension_takes_one_payload(tmp_path):
     assert [row.status for row in report.rows] == ["pass"], report.rows
     (repo / "flat-onnx" / "1" / "index_to_name.json").write_text(json.dumps(dict(enumerate(COLOR_LABELS))))
     (repo / "flat-onnx" / "config.yaml").write_text(json.dumps({"processors": IMAGE_PROCESSORS}))
-    plane = build(ServerSettings(repository=repo))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            answer = await client.post("/predictions/flat-onnx", content=solid(RED))
-            assert answer.status_code == 200, answer.text
-            _close(answer.json(), expected_colors(RED))
-            two = await client.post("/predictions/flat-onnx", files=[("data", solid(RED)), ("data", solid(RED))])
-            assert two.status_code == 400, two.text
-            assert "the model has no batch dimension; send one payload per request, not 2" in two.json()["message"]
-    finally:
-        await plane.close()
+    async with served_in_process(repo) as client:
+        answer = await client.post("/predictions/flat-onnx", content=solid(RED))
+        assert answer.status_code == 200, answer.text
+        _close(answer.json(), expected_colors(RED))
+        two = await client.post("/predictions/flat-onnx", files=[("data", solid(RED)), ("data", solid(RED))])
+        assert two.status_code == 400, two.text
+        assert "the model has no batch dimension; send one payload per request, not 2" in two.json()["message"]
 
 
 async def test_processors_that_make_what_the_model_cannot_take_leave_the_version_not_ready(tmp_path):
@@ -269,15 +264,9 @@ async def test_processors_that_make_what_the_model_cannot_take_leave_the_version
     add_colors(repo)
     small = {**IMAGE_PROCESSORS, "pre": [{"kind": "image", "resize": 24, "center_crop": 24}]}
     add_colors(repo, "cropped", processors=small)
-    plane = build(ServerSettings(repository=repo))
-    await plane.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            ready = await client.get("/v2/models/cropped-onnx/ready")
-            assert ready.status_code != 200
-            assert "resize (and center_crop) to [32, 32]" in ready.text, ready.text
-            answer = await client.post("/predictions/colors-onnx", content=solid(RED))
-            assert answer.status_code == 200, answer.text
-    finally:
-        await plane.close()
+    async with served_in_process(repo) as client:
+        ready = await client.get("/v2/models/cropped-onnx/ready")
+        assert ready.status_code != 200
+        assert "resize (and center_crop) to [32, 32]" in ready.text, ready.text
+        answer = await client.post("/predictions/colors-onnx", content=solid(RED))
+        assert answer.status_code == 200, answer.text
