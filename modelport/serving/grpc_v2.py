@@ -132,38 +132,42 @@ class KServeServicer(SharedMemoryMethods, _NotImplemented):
         return encode_grpc_response(response, request.id, typed=typed, requested=decoded.outputs)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        """Each request of the stream answered as it completes (a stream's requests batch together); one that
-        fails is answered with an ``error_message`` and the stream goes on, as Triton does."""
-        answers: asyncio.Queue[Any] = asyncio.Queue()
+        """Each request of the stream answered in the order the requests came (they run, and batch, together), as
+        Triton answers a model that is not decoupled (none of modelport's is): a client matches answers to requests
+        by their order, which is all it has for an error (tritonclient hands it no request id). One that fails is
+        answered with an ``error_message`` and the stream goes on, as Triton does."""
+        answers: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
         reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, answers, context.peer()))
         try:
             while (answer := await answers.get()) is not None:
-                yield answer
+                await asyncio.wait([answer])  # (its reader cancels it when the client goes away: then stop)
+                if answer.cancelled():
+                    return
+                yield answer.result()
         finally:
             reader.cancel()
 
-    async def _read_stream(self, requests: Any, answers: asyncio.Queue[Any], peer: str) -> None:
+    async def _read_stream(self, requests: Any, answers: asyncio.Queue[asyncio.Task[Any] | None], peer: str) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 async for request in requests:
-                    group.create_task(self._stream_answer(request, answers, peer))
+                    answers.put_nowait(group.create_task(self._stream_answer(request, peer)))
         except Exception as exc:  # the client went away mid-stream: nobody is left to answer
             log.debug("inference stream ended: %s", summarize(exc))
         finally:
             answers.put_nowait(None)
 
-    async def _stream_answer(self, request: Any, answers: asyncio.Queue[Any], peer: str) -> None:
+    async def _stream_answer(self, request: Any, peer: str) -> Any:
         if isinstance(request, Undecodable):
-            answers.put_nowait(_stream_error(None, f"ModelStreamInfer: undecodable request ({request.error})"))
-            return
+            return _stream_error(None, f"ModelStreamInfer: undecodable request ({request.error})")
         try:
             reply = await self._infer(request, "v2-grpc-stream", peer)
-            answers.put_nowait(service_pb2.ModelStreamInferResponse(infer_response=reply))
+            return service_pb2.ModelStreamInferResponse(infer_response=reply)
         except ModelportError as exc:
-            answers.put_nowait(_stream_error(request, public_message(exc)))
+            return _stream_error(request, public_message(exc))
         except Exception:
             log.exception("unhandled error in a gRPC stream request")
-            answers.put_nowait(_stream_error(request, GENERIC_MESSAGE))
+            return _stream_error(request, GENERIC_MESSAGE)
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
