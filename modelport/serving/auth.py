@@ -44,6 +44,7 @@ _CONTROL_GRPC = frozenset(
         "/inference.GRPCInferenceService/RepositoryModelLoad",
         "/inference.GRPCInferenceService/RepositoryModelUnload",
         "/inference.GRPCInferenceService/LogSettings",  # one method reads and changes them
+        "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
         *(f"/org.pytorch.serve.grpc.management.ManagementAPIsService/{m}" for m in _TORCHSERVE_WRITES),
     }
 )

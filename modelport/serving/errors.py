@@ -14,7 +14,7 @@ _HTTP = {
     "rejected_input": 400,
     "unsupported": 400,
     "not_found": 404,
-    "unknown_label": 404,
+    "unknown_label": 404,  # TorchServe's ModelVersionNotFoundException (TF Serving's REST routes raise their 400)
     "no_route": 404,
     "method_not_allowed": 405,
     "not_ready": 503,
@@ -40,7 +40,7 @@ _GRPC = {
     "not_found": "NOT_FOUND",
     "no_route": "UNIMPLEMENTED",
     "method_not_allowed": "UNIMPLEMENTED",
-    "unknown_label": "INVALID_ARGUMENT",  # TF Serving's gRPC answer; over REST the label is a path that names nothing
+    "unknown_label": "INVALID_ARGUMENT",  # TF Serving's gRPC answer (its REST one is the same InvalidArgument: 400)
     "not_ready": "UNAVAILABLE",
     "unavailable": "UNAVAILABLE",
     "deadline_exceeded": "DEADLINE_EXCEEDED",

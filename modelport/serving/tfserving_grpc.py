@@ -1,5 +1,5 @@
 """TF Serving gRPC: ``PredictionService`` (Predict, Classify, Regress, MultiInference, GetModelMetadata) and
-``ModelService.GetModelStatus``.
+``ModelService.GetModelStatus`` (its HandleReloadConfigRequest refused, saying why: the repository is the config).
 
 Built on the message and servicer classes of ``tensorflow-serving-api``, with tensors converted by
 ``tf.make_ndarray`` / ``tf.make_tensor_proto`` (every dtype, strings included); outputs carry their values in the
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidArgumentError, SpecError, summarize
+from modelport.errors import InvalidArgumentError, SpecError, UnimplementedError, summarize
 from modelport.quiet import import_quietly
 from modelport.runtimes.base import import_framework
 from modelport.serving.dataplane import DataPlane
@@ -207,15 +207,15 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
         limit = plane.settings.max_body_bytes
         inputs = {k: _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
         _check_keys(signature, inputs)
+        wanted = _output_filter(request.output_filter, [t.tfserving_key for t in signature.outputs])
         name = request.model_spec.name
         answer = await plane.infer(name, version, InferRequest(inputs, signature=signature.name), "tfserving-grpc")
         reply = predict_pb2.PredictResponse()
         reply.model_spec.name = name
         reply.model_spec.version.value = int(answer.model_version)
         reply.model_spec.signature_name = signature.name
-        wanted = set(request.output_filter) or set(answer.outputs)
         for key, value in answer.outputs.items():
-            if key in wanted:
+            if key in (wanted or answer.outputs):
                 reply.outputs[key].CopyFrom(tensor_proto(tf, value))
         return reply
 
@@ -232,7 +232,8 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
                 inputs, added = unsqueezed(inputs, meta)
                 outputs = _by_signature_key(meta.outputs)
-                wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in request.output_filter)
+                aliases = _output_filter(request.output_filter, keys.values())
+                wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in aliases)
                 answer = await plane.infer(
                     request.model_spec.name, version, InferRequest(inputs, outputs=wanted), "tfserving-grpc"
                 )
@@ -311,6 +312,24 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
 
             return await guard(context, call)
 
+        async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+            """TF Serving's answer to a config that is not a model_config_list; a list is UNIMPLEMENTED, said so
+            (the repository is the config: its folders and config.yaml, or v2's load/unload with model control)."""
+
+            async def call() -> Any:
+                if request.config.WhichOneof("config") != "model_config_list":
+                    raise InvalidArgumentError(
+                        "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                        "Only ModelConfigList is currently supported"
+                    )
+                raise UnimplementedError(
+                    "modelport does not implement HandleReloadConfigRequest: it serves the models of its repository "
+                    "(their folders and config.yaml, picked up with --poll-interval-s, or loaded and unloaded through "
+                    "the KServe v2 repository API with --model-control)"
+                )
+
+            return await guard(context, call)
+
     return PredictionServicer(), ModelServicer()
 
 
@@ -331,6 +350,23 @@ def _check_keys(signature: Signature, inputs: dict[str, Any]) -> None:
     expected = sorted(t.name for t in signature.inputs)
     if sorted(inputs) != expected:
         raise InvalidArgumentError(f"Expected inputs {expected} for signature {signature.name!r}, got {sorted(inputs)}")
+
+
+def _output_filter(aliases: Any, keys: Any) -> tuple[str, ...]:
+    """A PredictRequest's ``output_filter`` (signature keys), checked as TF Serving checks it and in its words: an
+    alias the signature does not have, or one named twice, is INVALID_ARGUMENT."""
+    known = sorted(keys)
+    seen: list[str] = []
+    for alias in aliases:
+        if alias not in known:
+            raise InvalidArgumentError(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(known)}}}."
+            )
+        if alias in seen:
+            raise InvalidArgumentError(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return tuple(seen)
 
 
 def _check_tasks(tasks: Any) -> None:

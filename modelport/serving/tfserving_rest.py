@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError
+from modelport.errors import InvalidArgumentError, NotFoundError, UnimplementedError, VersionLabelError
 from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
@@ -107,15 +107,22 @@ def missing_version(model: str, version: str) -> NotFoundError:
 def _version_for(plane: DataPlane, model: str, params: dict[str, str], method: str, suffix: str) -> str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (config.yaml) or none (the default).
 
-    A version that is not a number is TF Serving's malformed request (its paths take ``versions/(\\d+)``), one
-    past int64 a version it cannot convert: both 400s in its words (``method`` and ``suffix`` rebuild the request
-    line it quotes)."""
-    version = params.get("version")
-    if version is not None and not (version.isascii() and version.isdigit()):
-        raise InvalidArgumentError(f"Malformed request: {method} /v1/models/{model}/versions/{version}{suffix}")
+    A version that is not a number, or a path naming both a version and a label, is TF Serving's malformed request
+    (its paths take ``versions/(\\d+)`` or ``labels/...``, not both), one past int64 a version it cannot convert, a
+    label the model does not define its InvalidArgument: all 400s in its words (``method`` and ``suffix`` rebuild
+    the request line it quotes)."""
+    version, label = params.get("version"), params.get("label")
+    if version is not None and (label is not None or not (version.isascii() and version.isdigit())):
+        labelled = "" if label is None else f"/labels/{label}"
+        raise InvalidArgumentError(
+            f"Malformed request: {method} /v1/models/{model}/versions/{version}{labelled}{suffix}"
+        )
     if version is not None and int(version) >= 2**63:
         raise InvalidArgumentError(f"Failed to convert version: {version} to numeric.")
-    return plane.resolve_version(model, version, params.get("label"))
+    try:
+        return plane.resolve_version(model, version, label)
+    except VersionLabelError as exc:  # TF Serving's errors::InvalidArgument (a 404 on TorchServe's routes)
+        raise InvalidArgumentError(str(exc)) from None
 
 
 def tfserving_routes(plane: DataPlane) -> list[Route]:
@@ -147,7 +154,7 @@ def tfserving_routes(plane: DataPlane) -> list[Route]:
         )
 
     routes = []
-    for prefix in _PREFIXES:
+    for prefix in (*_PREFIXES, _BOTH):
         routes += [
             Route(prefix, status, methods=["GET"]),
             Route(prefix + "/metadata", metadata, methods=["GET"]),
@@ -180,7 +187,9 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
 
 
-_PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
+_LABEL = "/v1/models/{model}/labels/{label}"
+_PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", _LABEL)
+_BOTH = "/v1/models/{model}/versions/{version}/labels/{label}"  # TF Serving's malformed request: a 400, not a 404
 
 
 def unsqueezed(inputs: Arrays, meta: ModelMetadata) -> tuple[Arrays, int]:
@@ -251,9 +260,9 @@ _APIS = {"predict": _predict, "classify": _classify, "regress": _regress, "expla
 
 TFSERVING_HOT_ROUTES = [
     HotRoute(prefix + f":{api}", frozenset({"POST"}), handler)
-    for prefix in _PREFIXES
+    for prefix in (*_PREFIXES, _BOTH)
     for api, handler in _APIS.items()
-    if api != "explain" or "{label}" in prefix  # (the others: serving/torchserve_explain.py)
+    if api != "explain" or prefix == _LABEL  # (the others: serving/torchserve_explain.py)
 ]
 """``:predict``, ``:classify`` and ``:regress``, answered by the inference front, and ``:explain`` (KServe v1,
 whose ``:predict`` is TF Serving's) refused with 501 (``:explain`` of a TorchServe handler's model by name or

@@ -456,10 +456,10 @@ TF_REST = [
         ("Servable not found for request: Specific(echo, 7)",),
         {"instances": X},
     ),
-    Http(
+    Http(  # TF Serving's errors::InvalidArgument (its http_rest_api_handler_test.cc): a 400
         "unknown-label",
         "/v1/models/echo/labels/canary:predict",
-        404,
+        400,
         ("Unrecognized servable version label",),
         {"instances": X},
     ),

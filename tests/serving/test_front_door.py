@@ -56,7 +56,7 @@ async def test_tfserving_row_and_columnar_predict(client):
             404,
             "Servable not found for request: Specific(echo, 9)",
         ),
-        ("/v1/models/echo/labels/stable:predict", {"instances": X}, 404, "Unrecognized servable version label"),
+        ("/v1/models/echo/labels/stable:predict", {"instances": X}, 400, "Unrecognized servable version label"),
     ],
 )
 async def test_tfserving_errors_use_its_error_body(client, path, body, status, message):
