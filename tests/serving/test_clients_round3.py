@@ -219,3 +219,11 @@ def test_tfserving_handle_reload_config_request_is_answered_not_crashed(tf_serve
         assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "modelport does not implement HandleReloadConfigRequest" in refused.value.details()
         assert "NotImplementedError" not in refused.value.details()
+
+
+def test_handle_reload_config_request_takes_the_control_token():
+    """A change to what the server serves is model control, as v2's load/unload: the control token, not inference's."""
+    from modelport.serving.auth import grpc_scope
+
+    assert grpc_scope("/tensorflow.serving.ModelService/HandleReloadConfigRequest") == "control"
+    assert grpc_scope("/tensorflow.serving.ModelService/GetModelStatus") == "inference"
