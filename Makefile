@@ -14,7 +14,7 @@ AZURITE := .tools/azurite-$(AZURITE_VERSION).installed
 # tritonclient 2.41.1 wheel with libcudart (PyPI, pinned with hashes) and libb64 (Debian) beside it
 PERF_ANALYZER := .tools/perf_analyzer/perf_analyzer
 
-.PHONY: install azurite perf-analyzer demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
+.PHONY: install native azurite perf-analyzer demo test lint format bench profile clean k8s-check edge-arm64 gpu-check
 
 install: $(STAMP)
 
@@ -33,6 +33,17 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 	@echo "==> installed"
 
+# the serving hot path compiled with mypyc (modelport/serving/native.py): rebuilt when any source changes;
+# `make test` needs it (MODELPORT_NATIVE=require), elsewhere a machine without a C compiler runs the Python
+NATIVE := build/native/stamp.json
+
+native: $(NATIVE)
+
+$(NATIVE): $(STAMP) $(shell find modelport -name '*.py')
+	@echo "==> compiling the serving hot path with mypyc into build/native/ (about a minute; log: build/native.log)"
+	@mkdir -p build && $(PY) -c "from modelport.serving.native import main; raise SystemExit(main(['build']))" \
+		> build/native.log 2>&1 || { tail -20 build/native.log; echo "make: the hot path was not compiled (no C compiler?); modelport runs its Python sources"; exit 1; }
+
 azurite: $(AZURITE)
 
 $(AZURITE): scripts/azurite/package.json scripts/azurite/package-lock.json
@@ -49,6 +60,7 @@ $(PERF_ANALYZER): scripts/perf_analyzer/requirements.txt scripts/perf_analyzer/i
 	@bash scripts/perf_analyzer/install.sh $(PY) .tools/perf_analyzer
 
 demo: install
+	@$(MAKE) --no-print-directory native || true
 	@$(PY) examples/digits/demo.py --out $(DEMO)
 
 # the demo's edge bundles, verified and benchmarked in an emulated aarch64 Debian (root; ~10 min the first time)
@@ -75,11 +87,12 @@ k8s-check: install
 # ~11 min on 2 cores, where it took ~26 one test at a time. `make test JOBS=0` runs it in one process.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
-test: lint k8s-check $(AZURITE) $(PERF_ANALYZER)
-	@echo "==> pytest (the whole suite, $(JOBS) worker processes)"
-	@$(PY) -m pytest -n $(JOBS)
+test: lint k8s-check $(AZURITE) $(PERF_ANALYZER) $(NATIVE)
+	@echo "==> pytest (the whole suite, $(JOBS) worker processes, the compiled hot path)"
+	@MODELPORT_NATIVE=require $(PY) -m pytest -n $(JOBS)
 
 bench: install
+	@$(MAKE) --no-print-directory native || true
 	@$(PY) benchmarks/formats.py
 	@$(PY) benchmarks/serving.py
 
@@ -92,6 +105,7 @@ gpu-check:
 
 # py-spy profiles (speedscope + flamegraph SVG) of the server under the MLP at c=32, KServe v2 JSON
 profile: install
+	@$(MAKE) --no-print-directory native || true
 	@$(PY) benchmarks/serving.py --models mlp --concurrency 32 --systems v2-json --rounds 1 --no-workers-scaling \
 		--profile benchmarks/results/profile --out benchmarks/results/profile/serving.json
 

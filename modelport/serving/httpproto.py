@@ -26,6 +26,7 @@ from typing import Any
 
 import httptools
 import uvicorn
+from mypy_extensions import mypyc_attr
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -152,6 +153,7 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
+@mypyc_attr(native_class=False)  # compiled (serving/native.py), still a Python class: tests spy on its methods
 class _Exchange:
     """One simple inference request on a :class:`FastHttpProtocol` connection: its body as the parser delivers
     it, then the front's reply written whole. ``response_complete``, ``keep_alive`` and ``disconnected`` are the

@@ -26,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.serving import httpproto, tracing
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.front import HttpFront
 from modelport.serving.server import _uvicorn_config, build
 from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
@@ -378,11 +377,11 @@ async def test_the_span_of_a_request_whose_client_went_away_says_client_closed(r
 
 
 async def test_a_failure_outside_the_front_drops_the_connection_and_is_logged(repo, monkeypatch, caplog):
-    async def broken(self: Any, request: Any, read: Any) -> None:
+    async def broken(self: Any, status: int, headers: Any, body: bytes) -> None:
         raise RuntimeError("broken")
 
     async with running(repo) as server:
-        monkeypatch.setattr(HttpFront, "reply", broken)
+        monkeypatch.setattr(httpproto._Exchange, "write", broken)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(post("/v2/models/echo/infer"))
         assert await reader.read() == b"", "the connection is dropped"
