@@ -263,9 +263,11 @@ def meta(cfg: Config, argv: list[str] | None) -> dict[str, Any]:
     import torch
 
     import modelport
+    from modelport.serving import native
 
     return {
         **run_meta(cfg, "serving.py", argv),
+        "native": native.active(),  # this checkout's servers run the compiled hot path (make native)
         "torchserve": {"batch_size": cfg.ts_batch_size, "max_batch_delay_ms": cfg.ts_max_batch_delay_ms},
         "versions": {
             "modelport": modelport.__version__,
@@ -284,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping TorchServe: {missing}")
         cfg.systems.remove("torchserve")
     print(f"load generator: {cfg.loadgen}; servers on cpu {cfg.server_cpu}, client on cpu {cfg.client_cpu}")
+    from modelport.serving import native
+
+    print(f"modelport's hot path: {'compiled (build/native)' if native.active() else 'Python sources'}")
     results: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="modelport-serving-bench-"))
     try:
