@@ -403,6 +403,19 @@ def test_a_serve_flag_out_of_range_is_named_as_typed(capsys, tmp_path):
     assert "error: --max-body-bytes: Input should be greater than or equal to 1024" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-certfile", "cert.pem"], "error: --tls-certfile and --tls-keyfile go together"),
+        (["--api-key", "k", "--model-control"], "error: --model-control with an --api-key needs its own --control-key"),
+    ],
+)
+def test_a_check_across_serve_flags_is_its_own_message(capsys, tmp_path, argv, message):
+    """It was ``error: --: Value error, --tls-certfile and ...``: an empty flag name and pydantic's prefix."""
+    assert main(["serve", str(tmp_path), *argv]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+
+
 def test_the_edge_runtime_takes_options_by_their_full_names_only(capsys, tmp_path):
     from modelport.mobile import modelport_edge
 
