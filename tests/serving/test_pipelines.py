@@ -275,6 +275,8 @@ async def test_bad_pipelines_fail_with_their_reason_and_the_rest_serves(
     index = {row["name"]: row for row in (await client.post("/v2/repository/index", json={})).json()}
     assert index["cycle"]["state"] == "FAILED" and "cycle" in index["cycle"]["reason"]
     assert index["both"]["state"] == "UNAVAILABLE" and "invalid at pipeline.steps.0" in index["both"]["reason"]
+    ready = await client.get("/v2/models/both/ready")  # was only "model 'both' has no versions to serve"
+    assert ready.status_code == 404 and "invalid at pipeline.steps.0" in ready.json()["error"], ready.text
     assert (await client.post("/v2/models/quadruple/infer", json=_v2(X))).status_code == 200
 
 
