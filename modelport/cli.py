@@ -215,6 +215,8 @@ def _add_pipeline_golden(commands: argparse._SubParsersAction[argparse.ArgumentP
 def _run_pipeline_golden(args: argparse.Namespace) -> int:
     from modelport.serving.pipeline_golden import record_pipeline_samples
 
+    if not args.repository.is_dir():  # else every name is an "unknown model" of an empty repository
+        raise InvalidArgumentError(f"model repository {args.repository} is not a directory")
     samples = record_pipeline_samples(args.repository, args.name, args.sample)
     print(f"{len(samples)} golden samples recorded in {args.repository / args.name / 'samples.json'}")
     return 0
