@@ -443,3 +443,24 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "providers"),
+    [
+        ("CPUExecutionProvider", ("CPUExecutionProvider",)),  # was a pydantic_settings SettingsError traceback
+        ("CUDAExecutionProvider, CPUExecutionProvider", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+        ('["CUDAExecutionProvider","CPUExecutionProvider"]', ("CUDAExecutionProvider", "CPUExecutionProvider")),
+    ],
+)
+def test_modelport_providers_takes_the_flags_comma_list_or_json(monkeypatch, tmp_path, value, providers):
+    from modelport.serving.settings import ServerSettings
+
+    monkeypatch.setenv("MODELPORT_PROVIDERS", value)
+    assert ServerSettings(repository=tmp_path).providers == providers
+
+
+def test_a_malformed_modelport_providers_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MODELPORT_PROVIDERS", '["CPUExecutionProvider"')
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "error: --providers: not a JSON list" in capsys.readouterr().err

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
 from modelport.processing.config import expand_handler
@@ -62,7 +63,9 @@ class ServerSettings(BaseSettings):
         ),
     )
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
-    providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
+    providers: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="ONNX Runtime execution providers, in order"
+    )
     onnx_arena: OnnxArena = Field(
         "session",
         description="ONNX Runtime's CPU memory arena: session (onnxruntime's own, one per session), shared (one "
@@ -127,6 +130,20 @@ class ServerSettings(BaseSettings):
     tls_client_ca: str = Field(
         "", description="PEM CA certificate(s): both ports require a client certificate it signed (mTLS)"
     )
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``MODELPORT_PROVIDERS`` as the flag takes it (a comma list) or as a JSON list (was a SettingsError
+        traceback for ``MODELPORT_PROVIDERS=CPUExecutionProvider``)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return tuple(part.strip() for part in value.split(",") if part.strip())
 
     @field_validator("repository", mode="before")
     @classmethod
