@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
@@ -273,7 +274,18 @@ def read_model_config(model_dir: Path) -> ModelConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InvalidArgumentError(f"{path}: invalid at {where}: {first['msg']}") from None
+        raise InvalidArgumentError(f"{path}: invalid at {where}: {_message(first)}") from None
+
+
+def _message(error: ErrorDetails) -> str:
+    """pydantic's message in config.yaml's words: a check's own text without "Value error, ", and a YAML list
+    where pydantic says tuple (``pre: {kind: image}`` was "Input should be a valid tuple")."""
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
+    if error["type"] == "tuple_type":
+        given = {"dict": "a mapping", "str": "a string"}.get(type(error["input"]).__name__, "that")
+        return f"should be a list ([...] or '- ' items), not {given}"
+    return error["msg"]
 
 
 def _one_line(exc: Exception) -> str:
