@@ -20,7 +20,7 @@ from modelport.processing.pipeline import Processors, build_processors, check_te
 from modelport.processing.spec import ImageStep, ProcessingSpec, TextStep
 from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
 
-__all__ = ["as_served", "check_tensors", "probe"]
+__all__ = ["as_served", "check_tensors", "probe", "probe_feeds"]
 
 Decoder = ImageStep | TextStep
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -61,18 +61,30 @@ def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder:
 
 
 def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path, built: Processors | None = None) -> None:
-    """Run a probe text, or a probe image when the image step alone fixes the size, through the processors
-    (``built``, else made from ``spec``) and check what they make: the bundle builder (with or without
-    ``--sample``) and the server when it loads the version (else every request would be a 400)."""
+    """Run a probe text or image through the processors (``built``, else made from ``spec``) and check what they
+    make (an image's size where the step alone fixes it, its layout and mode always): the bundle builder (with or
+    without ``--sample``) and the server when it loads the version (else every request would be a 400)."""
     check_text_feeds(spec, manifest)
+    processors = built if built is not None else build_processors(spec, ProcessingContext(directory, manifest))
+    _probe(spec, manifest, processors, feeds_only=False)
+
+
+def probe_feeds(spec: ProcessingSpec, manifest: ModelManifest, built: Processors) -> None:
+    """:func:`probe` for a pipeline's ``pre`` step: ``manifest`` holds the model inputs it feeds, named as the step
+    names its tensors; what else it makes goes to other steps, so only those are checked."""
+    _probe(spec, manifest, built, feeds_only=True)
+
+
+def _probe(spec: ProcessingSpec, manifest: ModelManifest, processors: Processors, feeds_only: bool) -> None:
     decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
     if decoder is None:
         return
     payload = b"a probe text" if isinstance(decoder, TextStep) else _probe_image()
-    processors = built if built is not None else build_processors(spec, ProcessingContext(directory, manifest))
     [tensors] = processors.preprocess([payload])
     if isinstance(tensors, ModelportError):
         return
+    if feeds_only:
+        tensors = {fed.name: tensors[fed.name] for fed in manifest.inputs if fed.name in tensors}
     served = as_served(tensors, manifest)
     if isinstance(decoder, ImageStep) and not _fixed_size(decoder):
         _check_channels(served, manifest, decoder)  # the size follows each image; the layout and mode do not
