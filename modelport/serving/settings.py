@@ -258,6 +258,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"runtime: {' or '.join(REMOTE_RUNTIMES)} and a remote: section go together")
         if self.workers is not None and self.instances is not None:
             raise ValueError("workers: N already runs N instances (one per worker process); drop instances:")
+        if self.pipeline is not None and (self.processors is not None or self.runtime is not None):
+            # they were ignored: a pipeline's payloads go through its processors steps, its models are its steps
+            raise ValueError("a pipeline runs its own steps: put processors in a processors step, drop runtime:")
         return self
 
 
