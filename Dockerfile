@@ -43,7 +43,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/modelport
 EXPOSE 8000 8001
+# over https when MODELPORT_TLS_CERTFILE is set (unverified: the container's own loopback); a server that
+# requires client certificates (MODELPORT_TLS_CLIENT_CA) needs its own check: docker run --health-cmd ...
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('MODELPORT_HTTP_PORT', '8000'), timeout=4)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request; tls = os.environ.get('MODELPORT_TLS_CERTFILE') and ssl._create_unverified_context(); urllib.request.urlopen('%s://127.0.0.1:%s/v2/health/live' % ('https' if tls else 'http', os.environ.get('MODELPORT_HTTP_PORT', '8000')), timeout=4, context=tls or None)"]
 ENTRYPOINT ["modelport", "serve"]
 CMD ["/models"]

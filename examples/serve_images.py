@@ -55,6 +55,7 @@ def build_repository(work: Path) -> Path:
 
 
 def main(work: Path) -> int:
+    work.mkdir(parents=True, exist_ok=True)  # `python examples/X.py out/` makes out/
     repo = build_repository(work)
     red, blue = write_image(work / "red.png", (255, 0, 0)), write_image(work / "blue.png", (0, 0, 255))
     with launched(repo, "--log-level", "warning", options=LaunchOptions(timeout_s=120)) as server:

@@ -59,6 +59,7 @@ def by_hand(repo: Path, x: np.ndarray) -> dict[str, list[object]]:
 
 
 def main(work: Path) -> int:
+    work.mkdir(parents=True, exist_ok=True)  # `python examples/X.py out/` makes out/
     repo = build_repository(work)
     x = np.array([[1, 2, 3], [0.5, 4, -1]], dtype=np.float32)
     want = by_hand(repo, x)

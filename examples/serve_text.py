@@ -91,6 +91,7 @@ def expected(text: str, tokenizer: Tokenizer, table: np.ndarray) -> dict[str, fl
 
 
 def main(work: Path) -> int:
+    work.mkdir(parents=True, exist_ok=True)  # `python examples/X.py out/` makes out/
     repo, tokenizer, table = build_repository(work)
     texts = ["The server is great and fast!", "an awful, slow answer"]
     want = [expected(text, tokenizer, table) for text in texts]

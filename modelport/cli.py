@@ -21,6 +21,8 @@ from modelport.storage.base import RedactSecrets
 from modelport.tune.command import add_tune_command
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from modelport.exporters import ExportOptions
 
 __all__ = ["build_parser", "main"]
@@ -213,6 +215,8 @@ def _add_pipeline_golden(commands: argparse._SubParsersAction[argparse.ArgumentP
 def _run_pipeline_golden(args: argparse.Namespace) -> int:
     from modelport.serving.pipeline_golden import record_pipeline_samples
 
+    if not args.repository.is_dir():  # else every name is an "unknown model" of an empty repository
+        raise InvalidArgumentError(f"model repository {args.repository} is not a directory")
     samples = record_pipeline_samples(args.repository, args.name, args.sample)
     print(f"{len(samples)} golden samples recorded in {args.repository / args.name / 'samples.json'}")
     return 0
@@ -267,10 +271,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         settings = ServerSettings(**given)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        flag = "-".join(str(p) for p in first["loc"]).replace("_", "-")  # the flag the user typed
-        raise InvalidArgumentError(f"--{flag}: {first['msg']}") from None
+        raise InvalidArgumentError(_settings_error(exc)) from None
     return serve(settings)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """The first error as the user typed it: ``--flag: message``, or a check across flags' own message."""
+    first = exc.errors()[0]
+    flag = "-".join(str(p) for p in first["loc"]).replace("_", "-")  # the flag the user typed
+    error = first.get("ctx", {}).get("error")
+    message = str(error) if first["type"] == "value_error" and error is not None else first["msg"]
+    return f"--{flag}: {message}" if flag else message  # no flag: a model validator names its flags
 
 
 def _csv(text: str) -> tuple[str, ...]:

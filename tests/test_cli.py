@@ -403,6 +403,19 @@ def test_a_serve_flag_out_of_range_is_named_as_typed(capsys, tmp_path):
     assert "error: --max-body-bytes: Input should be greater than or equal to 1024" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-certfile", "cert.pem"], "error: --tls-certfile and --tls-keyfile go together"),
+        (["--api-key", "k", "--model-control"], "error: --model-control with an --api-key needs its own --control-key"),
+    ],
+)
+def test_a_check_across_serve_flags_is_its_own_message(capsys, tmp_path, argv, message):
+    """It was ``error: --: Value error, --tls-certfile and ...``: an empty flag name and pydantic's prefix."""
+    assert main(["serve", str(tmp_path), *argv]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+
+
 def test_the_edge_runtime_takes_options_by_their_full_names_only(capsys, tmp_path):
     from modelport.mobile import modelport_edge
 
@@ -430,3 +443,24 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "providers"),
+    [
+        ("CPUExecutionProvider", ("CPUExecutionProvider",)),  # was a pydantic_settings SettingsError traceback
+        ("CUDAExecutionProvider, CPUExecutionProvider", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+        ('["CUDAExecutionProvider","CPUExecutionProvider"]', ("CUDAExecutionProvider", "CPUExecutionProvider")),
+    ],
+)
+def test_modelport_providers_takes_the_flags_comma_list_or_json(monkeypatch, tmp_path, value, providers):
+    from modelport.serving.settings import ServerSettings
+
+    monkeypatch.setenv("MODELPORT_PROVIDERS", value)
+    assert ServerSettings(repository=tmp_path).providers == providers
+
+
+def test_a_malformed_modelport_providers_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MODELPORT_PROVIDERS", '["CPUExecutionProvider"')
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "error: --providers: not a JSON list" in capsys.readouterr().err

@@ -103,7 +103,8 @@ def test_custom_runtime_example(tmp_path):
 
 def test_serve_images_example(tmp_path):
     """An image classifier with processors answers curl -T, curl -F (one row per file) and tritonclient BYTES."""
-    done = _run(sys.executable, "examples/serve_images.py", str(tmp_path), timeout=300)
+    work = tmp_path / "out"  # as the README runs it: `python examples/serve_images.py out/`, a folder it makes
+    done = _run(sys.executable, "examples/serve_images.py", str(work), timeout=300)
     lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if line.startswith(("curl", "triton")))
     assert lines["curl -T     "].strip().startswith('{"red":')
     assert '[{"red":' in lines["curl -F     "] and '{"blue":' in lines["curl -F     "]
@@ -118,23 +119,25 @@ def _answers(stdout: str) -> dict[str, str]:
 
 def test_serve_text_example(tmp_path):
     """A text classifier with a tokenizer.json answers raw text, v2 JSON BYTES and tritonclient BYTES alike."""
-    done = _run(sys.executable, "examples/serve_text.py", str(tmp_path), timeout=300)
+    work = tmp_path / "out"  # as the README runs it: `python examples/serve_text.py out/`, a folder it makes
+    done = _run(sys.executable, "examples/serve_text.py", str(work), timeout=300)
     answers = _answers(done.stdout)
     assert "WRONG" not in done.stdout
     assert answers["curl raw text"].startswith("{'positive': 0.88")
     assert answers["v2 JSON BYTES"] == answers["tritonclient"]
     assert "{'negative': 0.88" in answers["tritonclient"]
-    assert (tmp_path / "repo" / "sentiment-onnx" / "1" / "tokenizer.json").is_file()
+    assert (work / "repo" / "sentiment-onnx" / "1" / "tokenizer.json").is_file()
 
 
 def test_serve_pipeline_example(tmp_path):
     """examples/pipeline/config.yaml serves two models in a row on v2 and /predictions, as running them by hand."""
-    done = _run(sys.executable, "examples/serve_pipeline.py", str(tmp_path), timeout=300)
+    work = tmp_path / "out"  # as the README runs it: `python examples/serve_pipeline.py out/`, a folder it makes
+    done = _run(sys.executable, "examples/serve_pipeline.py", str(work), timeout=300)
     answers = _answers(done.stdout)
     assert "WRONG" not in done.stdout
     assert answers["v2 quadrupled"] == "[[4.0, 8.0, 12.0], [2.0, 16.0, -4.0]]"
     assert answers["/predictions"] == "{'quadrupled': [4.0, 8.0, 12.0], 'top': {'2': 12.0, '1': 8.0}}"
-    served = (tmp_path / "repo" / "quadruple" / "config.yaml").read_text()
+    served = (work / "repo" / "quadruple" / "config.yaml").read_text()
     assert served == (ROOT / "examples" / "pipeline" / "config.yaml").read_text()
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+
 from modelport.errors import InvalidArgumentError, ModelportError
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing.base import ProcessingContext, without_batch_dim
@@ -18,7 +20,7 @@ from modelport.processing.pipeline import Processors, build_processors, check_te
 from modelport.processing.spec import ImageStep, ProcessingSpec, TextStep
 from modelport.tensors import Arrays, format_shape, lookup_dtype, shape_matches
 
-__all__ = ["as_served", "check_tensors", "probe"]
+__all__ = ["as_served", "check_tensors", "probe", "probe_feeds"]
 
 Decoder = ImageStep | TextStep
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -59,22 +61,75 @@ def check_tensors(label: str, tensors: Arrays, manifest: ModelManifest, decoder:
 
 
 def probe(spec: ProcessingSpec, manifest: ModelManifest, directory: Path, built: Processors | None = None) -> None:
-    """Run a probe text, or a probe image when the image step alone fixes the size, through the processors
-    (``built``, else made from ``spec``) and check what they make: the bundle builder (with or without
-    ``--sample``) and the server when it loads the version (else every request would be a 400)."""
+    """Run a probe text or image through the processors (``built``, else made from ``spec``) and check what they
+    make (an image's size where the step alone fixes it, its layout and mode always): the bundle builder (with or
+    without ``--sample``) and the server when it loads the version (else every request would be a 400)."""
     check_text_feeds(spec, manifest)
+    processors = built if built is not None else build_processors(spec, ProcessingContext(directory, manifest))
+    _probe(spec, manifest, processors, feeds_only=False)
+
+
+def probe_feeds(spec: ProcessingSpec, manifest: ModelManifest, built: Processors) -> None:
+    """:func:`probe` for a pipeline's ``pre`` step: ``manifest`` holds the model inputs it feeds, named as the step
+    names its tensors; what else it makes goes to other steps, so only those are checked."""
+    _probe(spec, manifest, built, feeds_only=True)
+
+
+def _probe(spec: ProcessingSpec, manifest: ModelManifest, processors: Processors, feeds_only: bool) -> None:
     decoder = next((step for step in spec.pre if isinstance(step, ImageStep | TextStep)), None)
-    if decoder is None or (isinstance(decoder, ImageStep) and not _fixed_size(decoder)):
+    if decoder is None:
         return
     payload = b"a probe text" if isinstance(decoder, TextStep) else _probe_image()
-    processors = built if built is not None else build_processors(spec, ProcessingContext(directory, manifest))
     [tensors] = processors.preprocess([payload])
-    if not isinstance(tensors, ModelportError):
-        check_tensors(f"{decoder.kind} step", as_served(tensors, manifest), manifest, decoder)
+    if isinstance(tensors, ModelportError):
+        return
+    if feeds_only:
+        tensors = {fed.name: tensors[fed.name] for fed in manifest.inputs if fed.name in tensors}
+    served = as_served(tensors, manifest)
+    if isinstance(decoder, ImageStep) and not _fixed_size(decoder):
+        _check_channels(served, manifest, decoder)  # the size follows each image; the layout and mode do not
+        served = _sized_as_the_model(served, manifest, decoder)
+    check_tensors(f"{decoder.kind} step", served, manifest, decoder)
 
 
 def _fixed_size(step: ImageStep) -> bool:
     return step.center_crop is not None or isinstance(step.resize, tuple)
+
+
+def _check_channels(tensors: Arrays, manifest: ModelManifest, step: ImageStep) -> None:
+    """An image step that keeps each image's size still fixes the channel axis: a model that takes another layout
+    or colour mode would refuse every image (an NHWC step before an NCHW model was ready, and every request a 400)."""
+    channels, other = (-1, -3) if step.layout == "NHWC" else (-3, -1)
+    for spec in manifest.inputs:
+        made = tensors.get(spec.name)
+        if made is None or made.ndim != len(spec.shape) or made.ndim < 3:
+            continue  # check_tensors names these
+        want, have = spec.shape[channels], made.shape[channels]
+        if want in (-1, have):
+            continue
+        if spec.shape[other] == have:
+            hint = f"set layout: {'NCHW' if step.layout == 'NHWC' else 'NHWC'}"
+        else:
+            hint = f"set mode: {_MODES[want]}" if want in _MODES else "do the processors belong to this model?"
+        raise InvalidArgumentError(
+            f"image step: the processors make input {spec.name!r} of shape {format_shape(made.shape)} ({step.layout}, "
+            f"{have} channels), but {manifest.name} takes {spec.describe()}: {hint}"
+        )
+
+
+def _sized_as_the_model(tensors: Arrays, manifest: ModelManifest, step: ImageStep) -> Arrays:
+    """The probe's tensors with the model's fixed height and width: clients may send images of that size."""
+    axes = (-3, -2) if step.layout == "NHWC" else (-2, -1)
+    sized = dict(tensors)
+    for spec in manifest.inputs:
+        made = tensors.get(spec.name)
+        if made is None or made.ndim != len(spec.shape) or made.ndim < 3:
+            continue
+        shape = list(made.shape)
+        for axis in axes:
+            shape[axis] = spec.shape[axis] if spec.shape[axis] > 0 else shape[axis]
+        sized[spec.name] = np.broadcast_to(np.zeros((), made.dtype), tuple(shape))
+    return sized
 
 
 def _probe_image() -> bytes:

@@ -46,8 +46,9 @@ class ModelEntry:
             return next(iter(self.versions.values()))
         ready = [v for v in self.versions.values() if v.state is VersionState.READY]
         pool = ready or list(self.versions.values())
-        if not pool:
-            raise NotFoundError(f"model {self.name!r} has no versions to serve")
+        if not pool:  # a config.yaml that does not parse: say why, not only that nothing serves
+            reason = f": {self.error}" if self.error else ""
+            raise NotFoundError(f"model {self.name!r} has no versions to serve{reason}")
         return max(pool, key=lambda v: v.version)
 
 

@@ -36,6 +36,7 @@ from modelport.errors import (
 )
 from modelport.manifest import ModelManifest, TensorSpec
 from modelport.processing import ProcessingContext, Processors, build_processors
+from modelport.processing.fitting import probe_feeds
 from modelport.serving.application import OUTPUT, Applications, classify
 from modelport.serving.modelconfig import EnsembleStep, ModelConfiguration
 from modelport.serving.pipeline_processors import (
@@ -134,6 +135,7 @@ class Pipeline:
         context = ProcessingContext(self.directory or Path("."), fed)
         try:
             self.processors[index] = build_processors(step.processors, context)
+            probe_feeds(step.processors, fed, self.processors[index])  # else every request would be a 400
         except ModelportError as exc:
             return f"{step.label(index)}: {exc.message}"
         except Exception as exc:  # a custom processor's import

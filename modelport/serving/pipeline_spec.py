@@ -70,7 +70,8 @@ class PipelineStep(BaseModel):
     @model_validator(mode="after")
     def _model_or_processors(self) -> PipelineStep:
         if (self.model is None) == (self.processors is None):
-            raise ValueError("a step names a model or holds processors, not both")
+            which = "neither" if self.model is None else "both"
+            raise ValueError(f"a step names a model or holds processors (this one: {which})")
         if self.version is not None and self.model is None:
             raise ValueError("version: goes with model:")
         if self.processors is not None and bool(self.processors.pre) == bool(self.processors.post):
@@ -96,6 +97,15 @@ class PipelineSpec(BaseModel):
     outputs: tuple[PipelineTensor, ...] = Field(min_length=1)
     steps: tuple[PipelineStep, ...] = Field(min_length=1)
     max_inflight: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineSpec:
+        for side, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in tensors]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:  # the last one was used and metadata listed both
+                raise ValueError(f"{side} {twice} named twice")
+        return self
 
 
 def plan(spec: PipelineSpec) -> tuple[tuple[int, ...], ...]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelport.errors import InvalidArgumentError
 from modelport.processing.config import expand_handler
@@ -62,7 +64,9 @@ class ServerSettings(BaseSettings):
         ),
     )
     instances: int = Field(1, ge=1, description="default runtime instances per model version")
-    providers: tuple[str, ...] = Field((), description="ONNX Runtime execution providers, in order")
+    providers: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="ONNX Runtime execution providers, in order"
+    )
     onnx_arena: OnnxArena = Field(
         "session",
         description="ONNX Runtime's CPU memory arena: session (onnxruntime's own, one per session), shared (one "
@@ -127,6 +131,20 @@ class ServerSettings(BaseSettings):
     tls_client_ca: str = Field(
         "", description="PEM CA certificate(s): both ports require a client certificate it signed (mTLS)"
     )
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``MODELPORT_PROVIDERS`` as the flag takes it (a comma list) or as a JSON list (was a SettingsError
+        traceback for ``MODELPORT_PROVIDERS=CPUExecutionProvider``)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return tuple(part.strip() for part in value.split(",") if part.strip())
 
     @field_validator("repository", mode="before")
     @classmethod
@@ -240,6 +258,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"runtime: {' or '.join(REMOTE_RUNTIMES)} and a remote: section go together")
         if self.workers is not None and self.instances is not None:
             raise ValueError("workers: N already runs N instances (one per worker process); drop instances:")
+        if self.pipeline is not None and (self.processors is not None or self.runtime is not None):
+            # they were ignored: a pipeline's payloads go through its processors steps, its models are its steps
+            raise ValueError("a pipeline runs its own steps: put processors in a processors step, drop runtime:")
         return self
 
 
@@ -256,7 +277,18 @@ def read_model_config(model_dir: Path) -> ModelConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InvalidArgumentError(f"{path}: invalid at {where}: {first['msg']}") from None
+        raise InvalidArgumentError(f"{path}: invalid at {where}: {_message(first)}") from None
+
+
+def _message(error: ErrorDetails) -> str:
+    """pydantic's message in config.yaml's words: a check's own text without "Value error, ", and a YAML list
+    where pydantic says tuple (``pre: {kind: image}`` was "Input should be a valid tuple")."""
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
+    if error["type"] == "tuple_type":
+        given = {"dict": "a mapping", "str": "a string"}.get(type(error["input"]).__name__, "that")
+        return f"should be a list ([...] or '- ' items), not {given}"
+    return error["msg"]
 
 
 def _one_line(exc: Exception) -> str:

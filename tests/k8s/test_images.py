@@ -17,7 +17,7 @@ from tests.k8s import dockerfiles, tools
 from tests.k8s.dockerfiles import Instruction, exec_form, final_stage
 from tests.k8s.manifests import effective_settings, pod_spec, unknown_settings
 from tests.k8s.tools import K8S, ROOT
-from tests.serving import fakes
+from tests.serving import certificates, fakes
 from tests.serving.processes import free_port, serving
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
@@ -144,3 +144,12 @@ def test_healthcheck_probes_a_real_server(name: str, tmp_path: Path) -> None:
     with serving(tmp_path / "repo") as server:
         assert check(int(server.url.rsplit(":", 1)[1])) == 0
     assert check(free_port()) != 0
+    # a server given its certificate through MODELPORT_TLS_*: the check spoke http to it and failed
+    ca = certificates.authority(tmp_path, "ca")
+    pair = certificates.issued(tmp_path, ca, "server", server=True)
+    tls = {"MODELPORT_TLS_CERTFILE": str(pair.cert), "MODELPORT_TLS_KEYFILE": str(pair.key)}
+    with serving(tmp_path / "repo", env=tls, tls_ca=ca.cert) as server:
+        port = server.url.rsplit(":", 1)[1]
+        env = {**os.environ, "MODELPORT_HTTP_PORT": port, **tls}
+        done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr

@@ -256,6 +256,31 @@ async def test_a_model_without_batch_dimension_takes_one_payload(tmp_path):
         assert "the model has no batch dimension; send one payload per request, not 2" in two.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ({"kind": "image", "resize": 32, "layout": "NHWC"}, "(NHWC, 3 channels), but cnhw-onnx takes pixels"),
+        ({"kind": "image", "mode": "L"}, "set mode: RGB"),
+    ],
+)
+async def test_an_image_step_that_keeps_the_size_is_checked_for_its_layout_and_mode(tmp_path, step, reason):
+    """Only a step that fixed the size was probed at load: an NHWC step before this NCHW model loaded READY and
+    every image was a 400 (``shape [1, 32, 42, 3] does not match [-1, 3, 32, 32]``)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    add_colors(repo, "cnhw", processors={**IMAGE_PROCESSORS, "pre": [step]})
+    add_colors(repo, "any", processors={**IMAGE_PROCESSORS, "pre": [{"kind": "image", "resize": 32}]})
+    async with served_in_process(repo) as client:
+        ready = await client.get("/v2/models/cnhw-onnx/ready")
+        assert ready.status_code == 503 and reason in ready.text, ready.text
+        if step.get("layout"):
+            assert "set layout: NCHW" in ready.text, ready.text
+        # resize: 32 without a crop keeps the aspect: a square image of the model's size fits, so it serves
+        assert (await client.get("/v2/models/any-onnx/ready")).status_code == 200
+        answer = await client.post("/predictions/any-onnx", content=solid(RED, size=(32, 32)))
+        assert answer.status_code == 200, answer.text
+
+
 async def test_processors_that_make_what_the_model_cannot_take_leave_the_version_not_ready(tmp_path):
     """An image step cropping to 24x24 before a 32x32 model: the version loaded and every request was a 400;
     now the load says what to set, and the repository's other models serve."""

@@ -169,6 +169,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "steps": [{**IMAGE_PIPELINE["steps"][0], "processors": {"pre": [grey]}}, IMAGE_PIPELINE["steps"][1]],
         },
     )
+    nchw = {"kind": "image", "resize": 6, "center_crop": [8, 6], "layout": "NCHW"}  # for an NHWC model
+    _pipeline(
+        repo,
+        "nchw",
+        {
+            **IMAGE_PIPELINE,
+            "steps": [{**IMAGE_PIPELINE["steps"][0], "processors": {"pre": [nchw]}}, IMAGE_PIPELINE["steps"][1]],
+        },
+    )
     return repo
 
 
@@ -259,6 +268,19 @@ async def test_a_pre_step_that_cannot_fit_the_model_it_feeds_leaves_the_pipeline
         assert "step 1 (processors): image step for 'input': 3 mean/std values for mode L" in ready.json()["reason"]
     refused = await client.post("/predictions/grey", content=encode(photo(8, 6)), headers={"content-type": "image/png"})
     assert refused.status_code == 503 and "mean/std" in refused.json()["message"], refused.text
+    assert (await client.get("/v2/models/tint/ready")).status_code == 200
+
+
+async def test_a_pre_step_making_what_the_model_it_feeds_cannot_take_leaves_the_pipeline_not_ready(
+    client: httpx.AsyncClient,
+) -> None:
+    """A probe image runs through a pre step when the pipeline is built, as through a model's own processors: an
+    NCHW step before an NHWC model was READY, and every image a 400 (shape [1, 3, 8, 6] does not match ...)."""
+    ready = await client.get("/v2/models/nchw/ready")
+    assert ready.status_code == 503, ready.text
+    reason = ready.json()["reason"]
+    assert reason.startswith("step 1 (processors): image step: the processors make input 'input'"), reason
+    assert "set layout: NHWC" in reason, reason
     assert (await client.get("/v2/models/tint/ready")).status_code == 200
 
 

@@ -112,3 +112,11 @@ def test_pipeline_golden_needs_a_pipeline_of_payloads(repo, tmp_path, capsys):
     sample.write_text("1,2,3")
     assert main(["pipeline-golden", str(repo), "first", "--sample", str(sample)]) == 2
     assert "'first' is a onnx model, not a pipeline" in capsys.readouterr().err
+
+
+def test_pipeline_golden_names_a_repository_that_is_not_a_folder(tmp_path, capsys):
+    sample = tmp_path / "x.txt"
+    sample.write_text("1,2,3")
+    assert main(["pipeline-golden", str(tmp_path / "nope"), "parsed", "--sample", str(sample)]) == 2
+    # was "Request for unknown model: 'parsed' is not found", the path's mistake blamed on the name
+    assert f"model repository {tmp_path / 'nope'} is not a directory" in capsys.readouterr().err

@@ -275,6 +275,8 @@ async def test_bad_pipelines_fail_with_their_reason_and_the_rest_serves(
     index = {row["name"]: row for row in (await client.post("/v2/repository/index", json={})).json()}
     assert index["cycle"]["state"] == "FAILED" and "cycle" in index["cycle"]["reason"]
     assert index["both"]["state"] == "UNAVAILABLE" and "invalid at pipeline.steps.0" in index["both"]["reason"]
+    ready = await client.get("/v2/models/both/ready")  # was only "model 'both' has no versions to serve"
+    assert ready.status_code == 404 and "invalid at pipeline.steps.0" in ready.json()["error"], ready.text
     assert (await client.post("/v2/models/quadruple/infer", json=_v2(X))).status_code == 200
 
 
@@ -354,3 +356,26 @@ async def test_a_custom_pre_step_turns_payloads_into_tensors(pipe_repo: Path, pl
 def test_the_readme_shows_the_example_pipeline() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert EXAMPLE.read_text() in readme
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # each was accepted: a duplicate input shadowed by the first, processors and runtime beside a pipeline ignored
+        ({"pipeline": {**_chain("first"), "inputs": [_chain("first")["inputs"][0]] * 2}}, "inputs ['x'] named twice"),
+        ({"pipeline": _chain("first"), "processors": {"handler": "image_classifier"}}, "a pipeline runs its own steps"),
+        ({"pipeline": _chain("first"), "runtime": "pkg.mod:Runtime"}, "a pipeline runs its own steps"),
+        (
+            {"pipeline": {**_chain("first"), "steps": [{"input_map": {"x": "x"}, "output_map": {"y": "out"}}]}},
+            "a step names a model or holds processors (this one: neither)",  # was "..., not both"
+        ),
+    ],
+)
+def test_a_config_a_pipeline_cannot_follow_is_refused_saying_why(tmp_path: Path, config: dict[str, Any], message: str):
+    from modelport.errors import InvalidArgumentError
+    from modelport.serving.settings import read_model_config
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(InvalidArgumentError) as refused:
+        read_model_config(tmp_path)
+    assert message in str(refused.value), str(refused.value)

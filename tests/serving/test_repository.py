@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.errors import NotFoundError
+from modelport.errors import InvalidArgumentError, NotFoundError
 from modelport.serving.server import build
 from modelport.serving.settings import ModelConfig, ServerSettings, VersionPolicy, read_model_config
 from tests.serving import fakes
@@ -24,6 +24,28 @@ def test_version_policies():
     assert VersionPolicy(specific=(1, 5, 9)).select(versions) == [1, 5]
     with pytest.raises(ValueError, match="choose one"):
         VersionPolicy(latest=1, all=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # were "Input should be a valid tuple" and "Value error, unknown TorchServe handler ..."
+        (
+            "processors:\n  pre: {kind: image}\n",
+            "invalid at processors.pre: should be a list ([...] or '- ' items), not a mapping",
+        ),
+        (
+            "processors: {handler: image_classifierr}\n",
+            "invalid at processors: unknown TorchServe handler 'image_classifierr'",
+        ),
+    ],
+)
+def test_bad_config_yaml_says_what_in_its_own_words(tmp_path, text, message):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(InvalidArgumentError) as bad:
+        read_model_config(tmp_path)
+    assert message in str(bad.value), str(bad.value)
+    assert "Value error" not in str(bad.value)
 
 
 def test_bad_config_yaml_names_the_field(tmp_path):
