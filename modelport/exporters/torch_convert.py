@@ -35,7 +35,8 @@ __all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
 
 def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
     inputs = ctx.example_inputs(batch)
-    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in ctx.source.inputs)
+    # np.require keeps a 0-d scalar input 0-d (np.ascontiguousarray makes it 1-d: the program would want rank 1)
+    return tuple(torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in ctx.source.inputs)
 
 
 def _dynamic_shapes(ctx: ConvertContext, torch: Any, model: Any) -> tuple[Any, ...]:

@@ -1,0 +1,117 @@
+"""Architectures nobody here wrote, exported and served as a user would (round 5).
+
+- a model of five inputs of mixed ranks, one a 0-d scale: the trace inputs were made with
+  ``np.ascontiguousarray``, which turns a 0-d array into a 1-d one, so the ONNX graph and the ``.pt2`` program
+  took the scale as rank 1 and their gates failed on the 0-d golden scale ("the model rejected the input values:
+  tuple index out of range", "Invalid rank for input: scale Got: 0 Expected: 1"). Without a batch (the scale has
+  none) the golden draw had one case of one row, and the manifest declared the output ``1x3`` where the server
+  answers ``Nx3``;
+- a ``torch.compile``-d module as the source: every format failed ("Detected that you are using FX to
+  torch.jit.trace a dynamo-optimized function", "Unknown type annotation: 'Callable[..., Any]'"); its code is what
+  the formats export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import modelport
+from modelport.manifest import read_manifest
+from tests.serving.inprocess import served_in_process
+
+pytestmark = [pytest.mark.torch]
+
+
+def _scaled() -> Any:
+    import torch
+    from torch import nn
+
+    class Scaled(nn.Module):
+        input_specs = ("a:float32:-1x4", "b:float32:-1x2x3", "ids:int64:-1x5:0..10", "flag:bool:-1", "scale:float32:")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.lin = nn.Linear(4 + 6 + 4, 3)
+
+        def forward(self, a: Any, b: Any, ids: Any, flag: Any, scale: Any) -> Any:
+            h = torch.cat([a, b.reshape(b.shape[0], -1), self.emb(ids).mean(1)], -1)
+            return self.lin(h) * scale * flag.unsqueeze(-1).float()
+
+    torch.manual_seed(0)
+    return Scaled().eval()
+
+
+def _v2(name: str, value: np.ndarray) -> dict[str, Any]:
+    datatype = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}[value.dtype.name]
+    return {"name": name, "shape": list(value.shape), "datatype": datatype, "data": value.ravel().tolist()}
+
+
+async def test_a_0d_scale_beside_inputs_of_a_dynamic_first_dim_exports_and_serves_any_row_count(tmp_path):
+    import torch
+
+    model = _scaled()
+    report = modelport.export(source=model, repository=tmp_path, name="s", formats=("onnx", "pt2"), quiet=True)
+    assert {r.variant: r.status for r in report.rows} == {"onnx": "pass", "pt2": "pass"}, report.rows
+    for row in report.rows:
+        manifest = read_manifest(Path(row.path))
+        assert [s.describe() for s in manifest.inputs][-1] == "scale:float32:scalar", row.variant
+        assert [s.describe() for s in manifest.outputs] == ["output_0:float32:-1x3"], row.variant
+        assert manifest.max_batch_size == 0  # the scale has no row per request
+    rng = np.random.default_rng(3)
+    inputs = {
+        "a": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": rng.standard_normal((3, 2, 3)).astype(np.float32),
+        "ids": rng.integers(0, 10, (3, 5)),
+        "flag": np.array([True, False, True]),
+        "scale": np.asarray(1.7, dtype=np.float32),
+    }
+    with torch.no_grad():
+        expected = model(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+    async with served_in_process(tmp_path, max_queue_delay_ms=0) as client:
+        for name in ("s-onnx", "s-pt2"):
+            meta = (await client.get(f"/v2/models/{name}")).json()
+            assert [i["shape"] for i in meta["inputs"]][-1] == [] and meta["outputs"][0]["shape"] == [-1, 3], meta
+            body = {"inputs": [_v2(k, v) for k, v in inputs.items()]}
+            reply = await client.post(f"/v2/models/{name}/infer", json=body)
+            assert reply.status_code == 200, reply.text
+            (output,) = reply.json()["outputs"]
+            assert output["shape"] == [3, 3]
+            np.testing.assert_allclose(np.reshape(output["data"], (3, 3)), expected, atol=1e-5, err_msg=name)
+
+
+def test_a_torch_compiled_module_exports_the_code_it_compiled(tmp_path):
+    import torch
+    from torch import nn
+
+    class Gated(nn.Module):
+        input_specs = ("x:float32:-1x6",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.lin(x)) * x[:, :4]
+
+    torch.manual_seed(0)
+    eager = Gated().eval()
+    compiled = torch.compile(eager)
+    formats = ("torchscript", "pt2")
+    report = modelport.export(source=compiled, repository=tmp_path, name="g", formats=formats, quiet=True)
+    assert {r.variant: (r.status, r.message) for r in report.rows} == dict.fromkeys(formats, ("pass", ""))
+    x = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = eager(torch.from_numpy(x)).numpy()
+    from modelport.runtimes import open_runtime
+
+    for row in report.rows:
+        runtime = open_runtime(Path(row.path), read_manifest(Path(row.path)))
+        try:
+            np.testing.assert_allclose(runtime.predict({"x": x})["output_0"], expected, atol=1e-6, err_msg=row.variant)
+        finally:
+            runtime.unload()
