@@ -8,7 +8,10 @@
   answers ``Nx3``;
 - a ``torch.compile``-d module as the source: every format failed ("Detected that you are using FX to
   torch.jit.trace a dynamo-optimized function", "Unknown type annotation: 'Callable[..., Any]'"); its code is what
-  the formats export.
+  the formats export;
+- a SavedModel whose ``serving_default`` takes a ``tf.RaggedTensor`` or ``tf.SparseTensor``: the SavedModel flattens it
+  into component inputs (``x``, ``x_1``), random golden components are no valid tensor, and the export said only
+  "the source model failed on inputs x[1], x_1[1]: InvalidArgumentError: Graph execution error".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import pytest
 
 import modelport
+from modelport.errors import ModelportError
 from modelport.manifest import read_manifest
 from tests.serving.inprocess import served_in_process
 
@@ -115,3 +119,27 @@ def test_a_torch_compiled_module_exports_the_code_it_compiled(tmp_path):
             np.testing.assert_allclose(runtime.predict({"x": x})["output_0"], expected, atol=1e-6, err_msg=row.variant)
         finally:
             runtime.unload()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(("kind", "components"), [("Ragged", "x, x_1"), ("Sparse", "x, x_1, x_2")])
+def test_a_savedmodel_signature_over_a_composite_tensor_is_refused_naming_it(tmp_path, kind, components):
+    import tensorflow as tf
+
+    spec = tf.RaggedTensorSpec([None, None], tf.float32) if kind == "Ragged" else tf.SparseTensorSpec([None, 5])
+    reduce_sum = tf.reduce_sum if kind == "Ragged" else tf.sparse.reduce_sum
+
+    class Totals(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"total": reduce_sum(x, axis=1)}
+
+    module = Totals()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    with pytest.raises(ModelportError) as caught:
+        modelport.export(source=tmp_path / "sm", repository=tmp_path / "repo", name="t", formats=("savedmodel",))
+    message = caught.value.message
+    assert f"its serving_default signature takes a {kind}Tensor" in message, message
+    assert f"component tensors ({components}: " in message, message
+    assert "export a signature of dense tensors instead" in message, message
+    assert not (tmp_path / "repo" / "t-savedmodel").exists()
