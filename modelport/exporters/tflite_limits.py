@@ -14,7 +14,10 @@ __all__ = ["complex_failure", "data_dependent_failure", "float16_failure", "miss
 _MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 _COMPLEX = re.compile(r"element type: complex<")
 # JAX's words (litert-torch lowers through it) for a size or value it needs while converting at static shapes
-_DATA_DEPENDENT = re.compile(r"NonConcreteBooleanIndexError|ConcretizationTypeError")
+_DATA_DEPENDENT = re.compile(
+    r"NonConcreteBooleanIndexError|ConcretizationTypeError"
+    r"|GuardOnDataDependentSymNode|Could not guard on data-dependent"  # torch.export's, before litert-torch lowers
+)
 # the PyTorch ops litert-torch lowers to an op LiteRT's interpreter has no kernel for
 _LOWERED_FROM = {"STABLEHLO_SORT": "torch.sort and torch.topk lower to it"}
 

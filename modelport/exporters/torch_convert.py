@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,13 @@ from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
 __all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
+
+# torch.export's words for a Python `if` (or .item(), bool()) on a tensor's value, which it cannot trace
+_VALUE_BRANCH = re.compile(r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression")
+_BRANCH_ADVICE = (
+    "the model branches on a tensor's value in Python (`if x.sum() > 0:`, `.item()`, `bool(t)`), which torch.export "
+    "cannot follow: write the branch with torch.cond (both sides are exported) or torch.where"
+)
 
 
 def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
@@ -139,14 +148,20 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
         except Exception as exc:  # the TorchScript-based exporter covers ops the dynamo one lacks; the gate checks it
             why = describe_failure(exc)
             try:
-                _legacy_onnx(ctx, torch, path, common)
+                scripted = _legacy_onnx_of_branches(ctx, torch, path, common, exc)
+                if not scripted:
+                    _legacy_onnx(ctx, torch, path, common)
             except Exception as second:
                 raise ConversionError(
                     f"the torch.export-based exporter failed: {why}; the TorchScript-based one (--legacy-onnx) "
                     f"too: {describe_failure(second)}"
                 ) from exc
             legacy = True
-            notes = (f"exported with the TorchScript-based ONNX exporter: the torch.export-based one failed ({why})",)
+            how = "from torch.jit.script, which keeps the branch as an ONNX If" if scripted else ""
+            notes = (
+                f"exported with the TorchScript-based ONNX exporter{' ' + how if how else ''}: the "
+                f"torch.export-based one failed ({why})",
+            )
     graph = _graph_with_inputs(path, input_names)
     return Artifact(
         path,
@@ -184,6 +199,23 @@ def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, 
     torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
 
 
+def _legacy_onnx_of_branches(
+    ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any], exc: BaseException
+) -> bool:
+    """For a model that branches on a tensor's value (the failure ``exc`` of torch.export says so), the
+    TorchScript-based export of its ``torch.jit.script``: an ONNX If with both sides, where a trace keeps the
+    example's side. False (nothing written) for another failure, or a model that does not script."""
+    if _VALUE_BRANCH.search(describe_failure(exc)) is None:
+        return False
+    try:
+        scripted = torch.jit.script(ctx.source.model)
+    except Exception:
+        return False
+    axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
+    torch.onnx.export(scripted, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+    return True
+
+
 def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
     _check_not_quantized(ctx, torch)
@@ -203,16 +235,33 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
     torch = import_framework("torch", "torch")
     path = ctx.subdir("torchscript") / ARTIFACT_FILES["torchscript"]
     try:
-        # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks the values)
-        module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks values)
+            module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
     except Exception:
         module = torch.jit.script(ctx.source.model)
     else:
         unused = _unused_inputs(ctx, module)
         if unused:
             module = _scripted_instead(ctx, torch, unused)
+        elif any("to a Python boolean" in str(w.message) for w in caught):
+            module = _scripted_branches(ctx, torch) or module
     torch.jit.save(module, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _scripted_branches(ctx: ConvertContext, torch: Any) -> Any:
+    """``torch.jit.script`` of a model whose trace turned a tensor into a Python bool (an ``if`` on its value: the
+    trace keeps the example's side for every input), when it compiles and runs; else None (the trace stays, and
+    the parity gate judges it)."""
+    try:
+        scripted = torch.jit.script(ctx.source.model)
+        with torch.inference_mode():
+            scripted(*_args(ctx, torch))
+    except Exception:
+        return None
+    return scripted
 
 
 def _unused_inputs(ctx: ConvertContext, module: Any) -> list[str]:
@@ -250,7 +299,12 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     shapes = _dynamic_shapes(ctx, torch, model)
     # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
     with _rnn_loops(torch, ctx), torch.backends.opt_einsum.flags(enabled=False):
-        program = torch.export.export(model, args, dynamic_shapes=shapes)
+        try:
+            program = torch.export.export(model, args, dynamic_shapes=shapes)
+        except Exception as exc:
+            if _VALUE_BRANCH.search(describe_failure(exc)) is None:
+                raise
+            raise ConversionError(f"{describe_failure(exc)}; {_BRANCH_ADVICE}") from exc
     _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))

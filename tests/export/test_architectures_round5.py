@@ -11,7 +11,12 @@
   the formats export;
 - a SavedModel whose ``serving_default`` takes a ``tf.RaggedTensor`` or ``tf.SparseTensor``: the SavedModel flattens it
   into component inputs (``x``, ``x_1``), random golden components are no valid tensor, and the export said only
-  "the source model failed on inputs x[1], x_1[1]: InvalidArgumentError: Graph execution error".
+  "the source model failed on inputs x[1], x_1[1]: InvalidArgumentError: Graph execution error";
+- a Python ``if`` on a tensor's value (``if x.sum() > 0``): the TorchScript trace took the golden input's side and
+  failed its gate (max abs error 1.5) although ``torch.jit.script`` compiles both sides, the ONNX export fell back to
+  the same trace and failed likewise, and the pt2 row said only "GuardOnDataDependentSymNode: Could not guard on
+  data-dependent expression Eq(u0, 1)". The scripted module is published (as TorchScript, and as ONNX with an If),
+  and the pt2 row says what torch.export cannot follow and to write torch.cond.
 """
 
 from __future__ import annotations
@@ -143,3 +148,48 @@ def test_a_savedmodel_signature_over_a_composite_tensor_is_refused_naming_it(tmp
     assert f"component tensors ({components}: " in message, message
     assert "export a signature of dense tensors instead" in message, message
     assert not (tmp_path / "repo" / "t-savedmodel").exists()
+
+
+def _branchy() -> Any:
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        input_specs = ("x:float32:-1x4",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.Linear(4, 3)
+            self.down = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:
+                return self.up(x)
+            return self.down(x) - 1.0
+
+    torch.manual_seed(0)
+    return Branchy().eval()
+
+
+async def test_a_python_if_on_a_tensor_value_publishes_both_branches_and_pt2_says_to_write_torch_cond(tmp_path):
+    import torch
+
+    model = _branchy()
+    formats = ("onnx", "torchscript", "pt2")
+    report = modelport.export(source=model, repository=tmp_path, name="b", formats=formats, quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert {v: r.status for v, r in rows.items()} == {"onnx": "pass", "torchscript": "pass", "pt2": "ERROR"}
+    assert "the model branches on a tensor's value in Python" in rows["pt2"].message, rows["pt2"].message
+    assert "write the branch with torch.cond" in rows["pt2"].message
+    assert any("from torch.jit.script, which keeps the branch as an ONNX If" in n for n in rows["onnx"].notes)
+    rng = np.random.default_rng(4)
+    sides = [np.abs(rng.standard_normal((2, 4))).astype(np.float32) * sign for sign in (1, -1)]
+    async with served_in_process(tmp_path, max_queue_delay_ms=0) as client:
+        for name in ("b-onnx", "b-torchscript"):
+            for x in sides:
+                with torch.no_grad():
+                    expected = model(torch.from_numpy(x)).numpy()
+                reply = await client.post(f"/v2/models/{name}/infer", json={"inputs": [_v2("x", x)]})
+                assert reply.status_code == 200, reply.text
+                (output,) = reply.json()["outputs"]
+                np.testing.assert_allclose(np.reshape(output["data"], (2, 3)), expected, atol=1e-5, err_msg=name)
