@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,18 +27,17 @@ from modelport.exporters.tflite_limits import (
 )
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_call import plain_outputs, takes_args
+from modelport.exporters.torch_scripted import (
+    BRANCH_ADVICE,
+    check_no_script_submodules,
+    script_submodules,
+    value_branch,
+)
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
 
 __all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
-
-# torch.export's words for a Python `if` (or .item(), bool()) on a tensor's value, which it cannot trace
-_VALUE_BRANCH = re.compile(r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression")
-_BRANCH_ADVICE = (
-    "the model branches on a tensor's value in Python (`if x.sum() > 0:`, `.item()`, `bool(t)`), which torch.export "
-    "cannot follow: write the branch with torch.cond (both sides are exported) or torch.where"
-)
 
 
 def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
@@ -194,9 +192,13 @@ def _graph_with_inputs(path: Path, names: list[str]) -> Any:
 
 
 def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
-    """The TorchScript-based ``torch.onnx`` exporter, every ``-1`` dim a named dynamic axis."""
+    """The TorchScript-based ``torch.onnx`` exporter, every ``-1`` dim a named dynamic axis. A model holding a
+    scripted submodule is traced first: torch.onnx's own trace refuses one ("not part of the active trace")."""
     axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
-    torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+    model = ctx.source.model
+    if script_submodules(torch, model):
+        model = torch.jit.trace(model, _args(ctx, torch), check_trace=False, strict=False)
+    torch.onnx.export(model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
 
 
 def _legacy_onnx_of_branches(
@@ -205,7 +207,7 @@ def _legacy_onnx_of_branches(
     """For a model that branches on a tensor's value (the failure ``exc`` of torch.export says so), the
     TorchScript-based export of its ``torch.jit.script``: an ONNX If with both sides, where a trace keeps the
     example's side. False (nothing written) for another failure, or a model that does not script."""
-    if _VALUE_BRANCH.search(describe_failure(exc)) is None:
+    if not value_branch(exc):
         return False
     try:
         scripted = torch.jit.script(ctx.source.model)
@@ -220,6 +222,7 @@ def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, 
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     shapes = _dynamic_shapes(ctx, torch, ctx.source.model)
     with _rnn_loops(torch, ctx):
         program = torch.onnx.export(
@@ -293,6 +296,7 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     args = _args(ctx, torch)
     with torch.inference_mode():  # the program must load without the modules that define its outputs' types
         model = plain_outputs(ctx.source.model, ctx.source.model(*args))
@@ -302,9 +306,9 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
         try:
             program = torch.export.export(model, args, dynamic_shapes=shapes)
         except Exception as exc:
-            if _VALUE_BRANCH.search(describe_failure(exc)) is None:
+            if not value_branch(exc):
                 raise
-            raise ConversionError(f"{describe_failure(exc)}; {_BRANCH_ADVICE}") from exc
+            raise ConversionError(f"{describe_failure(exc)}; {BRANCH_ADVICE}") from exc
     _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
@@ -341,6 +345,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     litert_torch = import_framework("litert_torch", "torch-tflite")
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
     static = filled_shapes(ctx.source.inputs, ctx.options.tflite_shapes, batch, dynamic)
     inputs = random_inputs(static, batch, dynamic, np.random.default_rng(ctx.options.seed))

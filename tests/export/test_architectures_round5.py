@@ -16,7 +16,10 @@
   failed its gate (max abs error 1.5) although ``torch.jit.script`` compiles both sides, the ONNX export fell back to
   the same trace and failed likewise, and the pt2 row said only "GuardOnDataDependentSymNode: Could not guard on
   data-dependent expression Eq(u0, 1)". The scripted module is published (as TorchScript, and as ONNX with an If),
-  and the pt2 row says what torch.export cannot follow and to write torch.cond.
+  and the pt2 row says what torch.export cannot follow and to write torch.cond;
+- a module holding a ``torch.jit.script``-ed submodule: torch.export failed calling it ("Inner.forward() takes 2
+  positional arguments but 3 were given", the pt2 and tflite rows), and torch.onnx's TorchScript-based fallback
+  refused it ("Tried to trace <Inner> but it is not part of the active trace") where ``torch.jit.trace`` takes it.
 """
 
 from __future__ import annotations
@@ -193,3 +196,51 @@ async def test_a_python_if_on_a_tensor_value_publishes_both_branches_and_pt2_say
                 assert reply.status_code == 200, reply.text
                 (output,) = reply.json()["outputs"]
                 np.testing.assert_allclose(np.reshape(output["data"], (2, 3)), expected, atol=1e-5, err_msg=name)
+
+
+def _with_scripted_part() -> Any:
+    import torch
+    from torch import nn
+
+    class Clamp(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(2):
+                x = torch.where(x > 1.0, x - 1.0, x * 2.0)
+            return x
+
+    class Outer(nn.Module):
+        input_specs = ("x:float32:-1x4",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.clamp = torch.jit.script(Clamp())
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.clamp(x))
+
+    torch.manual_seed(0)
+    return Outer().eval()
+
+
+def test_a_scripted_submodule_exports_to_onnx_and_torchscript_and_pt2_names_it(tmp_path):
+    import torch
+
+    from modelport.runtimes import open_runtime
+
+    model = _with_scripted_part()
+    formats = ("onnx", "torchscript", "pt2")
+    report = modelport.export(source=model, repository=tmp_path, name="m", formats=formats, quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    assert {v: r.status for v, r in rows.items()} == {"onnx": "pass", "torchscript": "pass", "pt2": "ERROR"}
+    assert "holds a torch.jit.script-ed submodule ('clamp'), which torch.export" in rows["pt2"].message
+    x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32) * 2
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    for variant in ("onnx", "torchscript"):
+        directory = Path(rows[variant].path)
+        runtime = open_runtime(directory, read_manifest(directory))
+        try:
+            np.testing.assert_allclose(runtime.predict({"x": x})["output_0"], expected, atol=1e-5, err_msg=variant)
+        finally:
+            runtime.unload()

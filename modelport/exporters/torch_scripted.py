@@ -1,0 +1,42 @@
+"""PyTorch models torch.export cannot trace because of TorchScript or Python control flow, said in the user's terms."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modelport.errors import ConversionError
+from modelport.exporters.artifact import describe_failure
+
+__all__ = ["BRANCH_ADVICE", "check_no_script_submodules", "script_submodules", "value_branch"]
+
+# torch.export's words for a Python `if` (or .item(), bool()) on a tensor's value, which it cannot trace
+_VALUE_BRANCH = re.compile(r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression")
+BRANCH_ADVICE = (
+    "the model branches on a tensor's value in Python (`if x.sum() > 0:`, `.item()`, `bool(t)`), which torch.export "
+    "cannot follow: write the branch with torch.cond (both sides are exported) or torch.where"
+)
+
+
+def value_branch(exc: BaseException) -> bool:
+    """Whether torch.export failed on a Python branch on a tensor's value."""
+    return _VALUE_BRANCH.search(describe_failure(exc)) is not None
+
+
+def script_submodules(torch: Any, model: Any) -> list[str]:
+    """The names of a Python module's ``torch.jit.script``-ed submodules (none for a ScriptModule itself)."""
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return []
+    return [name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+
+
+def check_no_script_submodules(torch: Any, model: Any) -> None:
+    """torch.export cannot trace into a scripted submodule; it fails calling it ("Inner.forward() takes 2
+    positional arguments but 3 were given")."""
+    scripted = script_submodules(torch, model)
+    if scripted:
+        raise ConversionError(
+            f"the model holds a torch.jit.script-ed submodule ({scripted[0]!r}), which torch.export (behind pt2, "
+            f"tflite and the default onnx exporter) cannot trace: keep it a Python module (drop torch.jit.script) "
+            f"for these formats; torchscript and onnx (--legacy-onnx) take it as it is"
+        )
