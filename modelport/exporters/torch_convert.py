@@ -30,6 +30,7 @@ from modelport.exporters.torch_call import plain_outputs, takes_args
 from modelport.exporters.torch_scripted import (
     BRANCH_ADVICE,
     check_no_script_submodules,
+    math_attention,
     script_submodules,
     value_branch,
 )
@@ -238,7 +239,7 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
     torch = import_framework("torch", "torch")
     path = ctx.subdir("torchscript") / ARTIFACT_FILES["torchscript"]
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, math_attention(torch):
             warnings.simplefilter("always", torch.jit.TracerWarning)
             # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks values)
             module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
@@ -248,10 +249,16 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
         unused = _unused_inputs(ctx, module)
         if unused:
             module = _scripted_instead(ctx, torch, unused)
-        elif any("to a Python boolean" in str(w.message) for w in caught):
+        elif any("to a Python boolean" in str(w.message) and _user_code(torch, w.filename) for w in caught):
             module = _scripted_branches(ctx, torch) or module
     torch.jit.save(module, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _user_code(torch: Any, filename: str) -> bool:
+    """Whether a trace warning comes from the model's code rather than PyTorch's own modules (nn.TransformerEncoder
+    tests its mask's values on its fast path, and traces right)."""
+    return not Path(filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
 
 
 def _scripted_branches(ctx: ConvertContext, torch: Any) -> Any:

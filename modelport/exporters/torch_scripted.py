@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from modelport.errors import ConversionError
 from modelport.exporters.artifact import describe_failure
 
-__all__ = ["BRANCH_ADVICE", "check_no_script_submodules", "script_submodules", "value_branch"]
+__all__ = ["BRANCH_ADVICE", "check_no_script_submodules", "math_attention", "script_submodules", "value_branch"]
 
 # torch.export's words for a Python `if` (or .item(), bool()) on a tensor's value, which it cannot trace
 _VALUE_BRANCH = re.compile(r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression")
@@ -40,3 +42,18 @@ def check_no_script_submodules(torch: Any, model: Any) -> None:
             f"tflite and the default onnx exporter) cannot trace: keep it a Python module (drop torch.jit.script) "
             f"for these formats; torchscript and onnx (--legacy-onnx) take it as it is"
         )
+
+
+@contextlib.contextmanager
+def math_attention(torch: Any) -> Iterator[None]:
+    """PyTorch's eval-mode fast path of ``nn.TransformerEncoder`` / ``nn.MultiheadAttention`` off, as torch.export
+    (behind onnx, pt2 and tflite) never takes it. With a ``src_key_padding_mask`` padded at the end, the fast path
+    computes on nested tensors and answers 0 at the padded positions, where every exported format answers the math
+    path's values: the gates failed them on padded golden or eval inputs, blaming a converter. The golden outputs and
+    the TorchScript trace take the math path; the unpadded positions are the same either way."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)

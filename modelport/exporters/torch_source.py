@@ -12,6 +12,7 @@ from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
 from modelport.exporters.torch_call import forward_parameters, keyword_call
+from modelport.exporters.torch_scripted import math_attention
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -30,7 +31,7 @@ class TorchSource(LoadedModel):
         torch = import_framework("torch", "torch")
         args = [torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in self.inputs]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), math_attention(torch):
                 result = self.model(*args)
         except Exception as exc:
             shapes = failed_inputs(inputs, self.inputs)

@@ -19,7 +19,11 @@
   and the pt2 row says what torch.export cannot follow and to write torch.cond;
 - a module holding a ``torch.jit.script``-ed submodule: torch.export failed calling it ("Inner.forward() takes 2
   positional arguments but 3 were given", the pt2 and tflite rows), and torch.onnx's TorchScript-based fallback
-  refused it ("Tried to trace <Inner> but it is not part of the active trace") where ``torch.jit.trace`` takes it.
+  refused it ("Tried to trace <Inner> but it is not part of the active trace") where ``torch.jit.trace`` takes it;
+- ``nn.TransformerEncoder`` with a ``src_key_padding_mask`` padded at the end (as real batches are, given as
+  ``--eval-data``): the source ran in eval mode without grad, PyTorch's fast path (nested tensors) answered 0 at
+  the padded positions, torch.export (onnx, pt2) computes them, and the onnx gate failed at 2.41 blaming "a
+  converter's lowering of an op". The golden outputs and the trace take the math path; unpadded positions agree.
 """
 
 from __future__ import annotations
@@ -244,3 +248,49 @@ def test_a_scripted_submodule_exports_to_onnx_and_torchscript_and_pt2_names_it(t
             np.testing.assert_allclose(runtime.predict({"x": x})["output_0"], expected, atol=1e-5, err_msg=variant)
         finally:
             runtime.unload()
+
+
+def _encoder() -> Any:
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        input_specs = ("x:float32:-1x-1x8", "pad:bool:-1x-1")
+
+        def __init__(self) -> None:
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 1)
+
+        def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x, src_key_padding_mask=pad)
+
+    torch.manual_seed(0)
+    return Encoder().eval()
+
+
+async def test_a_transformer_encoder_with_end_padded_masks_passes_every_gate_and_serves_its_tokens(tmp_path):
+    import torch
+
+    model = _encoder()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 7, 8)).astype(np.float32)
+    pad = np.arange(7)[None, :] >= rng.integers(2, 7, 6)[:, None]  # each row padded at its end
+    np.savez(tmp_path / "eval.npz", x=x, pad=pad)
+    formats = ("onnx", "torchscript")
+    report = modelport.export(
+        source=model, repository=tmp_path / "repo", name="e", formats=formats, eval_data=tmp_path / "eval.npz"
+    )
+    assert {r.variant: r.status for r in report.rows} == dict.fromkeys(formats, "pass"), report.rows
+    with torch.no_grad():  # the fast path: 0 at the padded positions
+        fast = model(torch.from_numpy(x[:2]), torch.from_numpy(pad[:2])).numpy()
+    assert np.all(fast[pad[:2]] == 0)
+    math = model(torch.from_numpy(x[:2]), torch.from_numpy(pad[:2])).detach().numpy()  # with grad: the math path
+    async with served_in_process(tmp_path / "repo", max_queue_delay_ms=0) as client:
+        for name in ("e-onnx", "e-torchscript"):
+            body = {"inputs": [_v2("x", x[:2]), _v2("pad", pad[:2])]}
+            reply = await client.post(f"/v2/models/{name}/infer", json=body)
+            assert reply.status_code == 200, reply.text
+            served = np.reshape(reply.json()["outputs"][0]["data"], (2, 7, 8))
+            np.testing.assert_allclose(served[~pad[:2]], fast[~pad[:2]], atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(served, math, atol=1e-5, err_msg=name)
