@@ -21,6 +21,7 @@ from modelport.exporters.artifact import (
 )
 from modelport.exporters.tflite_limits import (
     complex_failure,
+    cond_failure,
     data_dependent_failure,
     float16_failure,
     missing_kernel,
@@ -31,6 +32,7 @@ from modelport.exporters.torch_scripted import (
     BRANCH_ADVICE,
     check_no_script_submodules,
     math_attention,
+    script_after_trace,
     script_submodules,
     value_branch,
 )
@@ -243,8 +245,8 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
             warnings.simplefilter("always", torch.jit.TracerWarning)
             # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks values)
             module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
-    except Exception:
-        module = torch.jit.script(ctx.source.model)
+    except Exception as exc:
+        module = script_after_trace(torch, ctx.source.model, exc)
     else:
         unused = _unused_inputs(ctx, module)
         if unused:
@@ -367,7 +369,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
             raise half from exc
-        known = complex_failure(exc) or data_dependent_failure(exc)
+        known = complex_failure(exc) or data_dependent_failure(exc) or cond_failure(exc)
         if known is not None:
             raise known from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]

@@ -10,7 +10,14 @@ from typing import Any
 from modelport.errors import ConversionError
 from modelport.exporters.artifact import describe_failure
 
-__all__ = ["BRANCH_ADVICE", "check_no_script_submodules", "math_attention", "script_submodules", "value_branch"]
+__all__ = [
+    "BRANCH_ADVICE",
+    "check_no_script_submodules",
+    "math_attention",
+    "script_after_trace",
+    "script_submodules",
+    "value_branch",
+]
 
 # torch.export's words for a Python `if` (or .item(), bool()) on a tensor's value, which it cannot trace
 _VALUE_BRANCH = re.compile(r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression")
@@ -57,3 +64,18 @@ def math_attention(torch: Any) -> Iterator[None]:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+def script_after_trace(torch: Any, model: Any, traced: BaseException) -> Any:
+    """``torch.jit.script`` of a model ``torch.jit.trace`` failed on (``traced``). A model calling ``torch.cond`` (or
+    another torch.compile-based op) fails both ("a dynamo-optimized function", "Lambda aren't supported"): say so."""
+    try:
+        return torch.jit.script(model)
+    except Exception as exc:
+        if "dynamo-optimized function" not in str(traced):
+            raise
+        raise ConversionError(
+            f"{describe_failure(exc)}; the model calls torch.cond (or another op that runs through torch.compile), "
+            f"which TorchScript can neither trace nor script: the torchscript format cannot hold it (pt2 and onnx "
+            f"export torch.cond with both branches)"
+        ) from exc

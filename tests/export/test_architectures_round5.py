@@ -23,7 +23,9 @@
 - ``nn.TransformerEncoder`` with a ``src_key_padding_mask`` padded at the end (as real batches are, given as
   ``--eval-data``): the source ran in eval mode without grad, PyTorch's fast path (nested tensors) answered 0 at
   the padded positions, torch.export (onnx, pt2) computes them, and the onnx gate failed at 2.41 blaming "a
-  converter's lowering of an op". The golden outputs and the trace take the math path; unpadded positions agree.
+  converter's lowering of an op". The golden outputs and the trace take the math path; unpadded positions agree;
+- ``torch.cond``: onnx and pt2 export both branches, but the torchscript row said "UnsupportedNodeError: Lambda
+  aren't supported" and the tflite row "RuntimeError: Lowering not found: cond"; both say what they cannot hold.
 """
 
 from __future__ import annotations
@@ -294,3 +296,48 @@ async def test_a_transformer_encoder_with_end_padded_masks_passes_every_gate_and
             served = np.reshape(reply.json()["outputs"][0]["data"], (2, 7, 8))
             np.testing.assert_allclose(served[~pad[:2]], fast[~pad[:2]], atol=1e-5, err_msg=name)
             np.testing.assert_allclose(served, math, atol=1e-5, err_msg=name)
+
+
+def _cond() -> Any:
+    import torch
+    from torch import nn
+
+    class Cond(nn.Module):
+        input_specs = ("x:float32:-1x4",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.Linear(4, 3)
+            self.down = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cond(x.sum() > 0, lambda t: self.up(t), lambda t: self.down(t) - 1.0, (x,))
+
+    torch.manual_seed(0)
+    return Cond().eval()
+
+
+@pytest.mark.tflite
+async def test_torch_cond_exports_both_branches_and_torchscript_and_tflite_say_they_cannot_hold_it(tmp_path):
+    import torch
+
+    model = _cond()
+    formats = ("onnx", "pt2", "torchscript", "tflite")
+    report = modelport.export(source=model, repository=tmp_path, name="c", formats=formats, quiet=True)
+    rows = {r.variant: r for r in report.rows}
+    statuses = {v: r.status for v, r in rows.items()}
+    assert statuses == {"onnx": "pass", "pt2": "pass", "torchscript": "ERROR", "tflite": "ERROR"}, report.rows
+    assert "TorchScript can neither trace nor script" in rows["torchscript"].message, rows["torchscript"].message
+    assert "the model branches with torch.cond, which litert-torch cannot convert" in rows["tflite"].message
+    rng = np.random.default_rng(8)
+    sides = [np.abs(rng.standard_normal((2, 4))).astype(np.float32) * sign for sign in (1, -1)]
+    async with served_in_process(tmp_path, max_queue_delay_ms=0) as client:
+        for name in ("c-onnx", "c-pt2"):
+            for x in sides:
+                with torch.no_grad():
+                    expected = model(torch.from_numpy(x)).numpy()
+                reply = await client.post(f"/v2/models/{name}/infer", json={"inputs": [_v2("x", x)]})
+                assert reply.status_code == 200, reply.text
+                np.testing.assert_allclose(
+                    np.reshape(reply.json()["outputs"][0]["data"], (2, 3)), expected, atol=1e-5, err_msg=name
+                )
