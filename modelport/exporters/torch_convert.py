@@ -25,6 +25,7 @@ from modelport.exporters.tflite_limits import (
     data_dependent_failure,
     float16_failure,
     missing_kernel,
+    transposed_conv_failure,
 )
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_call import plain_outputs, takes_args
@@ -369,7 +370,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
             raise half from exc
-        known = complex_failure(exc) or data_dependent_failure(exc) or cond_failure(exc)
+        known = complex_failure(exc) or data_dependent_failure(exc) or cond_failure(exc) or transposed_conv_failure(exc)
         if known is not None:
             raise known from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]

@@ -25,7 +25,9 @@
   the padded positions, torch.export (onnx, pt2) computes them, and the onnx gate failed at 2.41 blaming "a
   converter's lowering of an op". The golden outputs and the trace take the math path; unpadded positions agree;
 - ``torch.cond``: onnx and pt2 export both branches, but the torchscript row said "UnsupportedNodeError: Lambda
-  aren't supported" and the tflite row "RuntimeError: Lowering not found: cond"; both say what they cannot hold.
+  aren't supported" and the tflite row "RuntimeError: Lowering not found: cond"; both say what they cannot hold;
+- ``nn.ConvTranspose2d(..., padding=1)`` (with or without ``output_padding``): the tflite row was litert-torch's
+  MLIR dump ("failed to legalize operation 'mhlo.convolution' ..."); it says what converts instead.
 """
 
 from __future__ import annotations
@@ -341,3 +343,26 @@ async def test_torch_cond_exports_both_branches_and_torchscript_and_tflite_say_t
                 np.testing.assert_allclose(
                     np.reshape(reply.json()["outputs"][0]["data"], (2, 3)), expected, atol=1e-5, err_msg=name
                 )
+
+
+@pytest.mark.tflite
+def test_a_padded_transposed_conv_tflite_row_says_to_crop_instead(tmp_path):
+    import torch
+    from torch import nn
+
+    class Up(nn.Module):
+        input_specs = ("x:float32:-1x4x6x6",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.up(x)
+
+    torch.manual_seed(0)
+    report = modelport.export(source=Up().eval(), repository=tmp_path, name="u", formats=("tflite",), quiet=True)
+    (row,) = report.rows
+    assert row.status == "ERROR"
+    assert "litert-torch cannot convert a transposed convolution with padding" in row.message, row.message
+    assert "give it padding=0 and crop the output instead" in row.message
