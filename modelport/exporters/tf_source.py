@@ -212,7 +212,9 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
     specs = signature.structured_input_signature[1]
     if not specs:
         args = signature.structured_input_signature[0]
+        _refuse_composite_specs(location, args)
         specs = {s.name: s for s in args}
+    _refuse_composite_specs(location, tuple(specs.values()))
     given = {s.name: s for s in options.inputs}
     parsed = parses_examples(signature) and sum(s.dtype == "string" for s in specs.values()) == 1
     found = tuple(_signature_input(name, spec, given, location, parsed) for name, spec in sorted(specs.items()))
@@ -226,6 +228,12 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
 
 _COMPOSITE = re.compile(r'type_spec_class_name: "(Ragged|Sparse)TensorSpec"')
 _COMPONENTS = {"Ragged": "the values and row splits", "Sparse": "the indices, values and dense shape"}
+_COMPOSITE_SPECS = ("RaggedTensorSpec", "SparseTensorSpec")
+_DENSE_ONLY = (
+    "modelport exports and serves dense tensors only (random components are no valid tensor, and a batch of requests "
+    "would join their components wrongly): export a signature of dense tensors instead, e.g. a padded tensor and its "
+    "lengths (tf.RaggedTensor.from_tensor(x, lengths=n) inside) or a SparseTensor's dense tensor"
+)
 
 
 def _refuse_composite(path: Path, loaded: Any) -> None:
@@ -249,11 +257,17 @@ def _refuse_composite(path: Path, loaded: Any) -> None:
     parts = " or ".join(_COMPONENTS[k] for k in sorted(found))
     raise SourceError(
         f"{path}: its {SERVING_SIGNATURE} signature takes {kind}, which the SavedModel flattens into its component "
-        f"tensors ({components}: {parts}); modelport exports and serves dense tensors only (random components are "
-        f"no valid tensor, and a batch of requests would join their components wrongly): export a signature of "
-        f"dense tensors instead, e.g. a padded tensor and its lengths (tf.RaggedTensor.from_tensor(x, lengths=n) "
-        f"inside) or a SparseTensor's dense tensor"
+        f"tensors ({components}: {parts}); {_DENSE_ONLY}"
     )
+
+
+def _refuse_composite_specs(location: str, specs: Any) -> None:
+    """A tf.function signature (of a tf.Module object) that takes a RaggedTensor or SparseTensor: said as for a
+    SavedModel, where it failed with "'RaggedTensorSpec' object has no attribute 'name'"."""
+    composite = sorted({type(s).__name__ for s in specs if type(s).__name__ in _COMPOSITE_SPECS})
+    if composite:
+        kind = " or ".join(f"a {name.removesuffix('Spec')}" for name in composite)
+        raise SourceError(f"{location}: its input signature takes {kind}; {_DENSE_ONLY}")
 
 
 def _signature_input(name: str, spec: Any, given: dict[str, TensorSpec], location: str, parsed: bool) -> TensorSpec:

@@ -161,6 +161,23 @@ def test_a_savedmodel_signature_over_a_composite_tensor_is_refused_naming_it(tmp
     assert not (tmp_path / "repo" / "t-savedmodel").exists()
 
 
+@pytest.mark.tf
+def test_a_tf_module_object_whose_signature_takes_a_ragged_tensor_is_refused_naming_it(tmp_path):
+    """The Python API's tf.Module: it crashed with "'RaggedTensorSpec' object has no attribute 'name'"."""
+    import tensorflow as tf
+
+    class Totals(tf.Module):
+        @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.float32)])
+        def __call__(self, x: Any) -> dict[str, Any]:
+            return {"total": tf.reduce_sum(x, axis=1)}
+
+    with pytest.raises(ModelportError) as caught:
+        modelport.export(source=Totals(), repository=tmp_path, name="t", formats=("savedmodel",), quiet=True)
+    assert "Totals: its input signature takes a RaggedTensor; modelport exports and serves dense tensors only" in str(
+        caught.value.message
+    )
+
+
 def _branchy() -> Any:
     import torch
     from torch import nn
