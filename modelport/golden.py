@@ -78,7 +78,8 @@ def random_inputs(
             arrays[spec.name] = rng.uniform(low, high, shape).astype(dtype.np_dtype())
         else:
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype.np_dtype())
-    return arrays
+    # numpy draws a number, not an array, for a 0-d shape (a scalar input): np.ascontiguousarray would make it 1-d
+    return {name: np.asarray(value) for name, value in arrays.items()}
 
 
 def _is_attention_mask(spec: TensorSpec, is_float: bool, low: float, high: float) -> bool:

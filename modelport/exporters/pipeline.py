@@ -242,15 +242,17 @@ def _reference(source: SourceModel, options: ExportOptions, needs_agreement: boo
             source.inputs, _AGREEMENT_SAMPLES, options.dynamic_sizes[0], rng, source.vocabulary, source.string_samples
         )
     batch_dynamic = all(s.shape and s.shape[0] == -1 for s in source.inputs)
+    # a first dim dynamic in some inputs only (beside a 0-d scale): no batch to serve, but a size to vary
+    leading = not batch_dynamic and any(s.shape and s.shape[0] == -1 for s in source.inputs)
     other_dynamic = any(-1 in s.shape[1:] for s in source.inputs)
     dynamic = options.dynamic_sizes
     plan: list[tuple[int | None, int]]
-    if batch_dynamic:  # each batch size, the other dynamic dims taking the sizes in turn
+    if batch_dynamic or leading:  # each batch size, the other dynamic dims taking the sizes in turn
         plan = [(batch, dynamic[i % len(dynamic)]) for i, batch in enumerate(dict.fromkeys(options.batch_sizes))]
     else:  # no batch to vary: a case per dynamic size, so that the outputs' dims that follow them show it
         plan = [(None, size) for size in (dict.fromkeys(dynamic) if other_dynamic else dynamic[:1])]
     # real rows make better golden inputs, unless other dims are dynamic: then vary them at random
-    real = eval_inputs if not other_dynamic else None
+    real = eval_inputs if batch_dynamic and not other_dynamic else None
     cases, offset = [], 0
     for batch, size in plan:
         rows = batch or 1

@@ -90,6 +90,7 @@ def load_tf_path(path: Path, options: ExportOptions) -> TFSource:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:
             raise SourceError(f"cannot load SavedModel {path}: {summarize(exc)}") from exc
+        _refuse_composite(path, loaded)
         source = _from_signature(loaded, options, "savedmodel", str(path))
     else:
         keras = import_framework("keras", "tf")
@@ -211,7 +212,9 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
     specs = signature.structured_input_signature[1]
     if not specs:
         args = signature.structured_input_signature[0]
+        _refuse_composite_specs(location, args)
         specs = {s.name: s for s in args}
+    _refuse_composite_specs(location, tuple(specs.values()))
     given = {s.name: s for s in options.inputs}
     parsed = parses_examples(signature) and sum(s.dtype == "string" for s in specs.values()) == 1
     found = tuple(_signature_input(name, spec, given, location, parsed) for name, spec in sorted(specs.items()))
@@ -221,6 +224,50 @@ def _from_signature(obj: Any, options: ExportOptions, kind: str, location: str) 
     examples = example_samples(signature, options.seed) if parsed else ()
     samples = {s.name: examples for s in inputs if s.dtype == "string" and examples}
     return TFSource(obj, kind, location, inputs, tuple(names), string_samples=samples, signature=signature)
+
+
+_COMPOSITE = re.compile(r'type_spec_class_name: "(Ragged|Sparse)TensorSpec"')
+_COMPONENTS = {"Ragged": "the values and row splits", "Sparse": "the indices, values and dense shape"}
+_COMPOSITE_SPECS = ("RaggedTensorSpec", "SparseTensorSpec")
+_DENSE_ONLY = (
+    "modelport exports and serves dense tensors only (random components are no valid tensor, and a batch of requests "
+    "would join their components wrongly): export a signature of dense tensors instead, e.g. a padded tensor and its "
+    "lengths (tf.RaggedTensor.from_tensor(x, lengths=n) inside) or a SparseTensor's dense tensor"
+)
+
+
+def _refuse_composite(path: Path, loaded: Any) -> None:
+    """A serving signature over a RaggedTensor or SparseTensor, which a SavedModel flattens into its component
+    tensors (``x``: the values, ``x_1``: the row splits...): random golden components are no valid tensor ("Graph
+    execution error"), and a batch of requests would concatenate row splits. Say so, and what to export instead."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    signature = getattr(loaded, "signatures", {}).get(SERVING_SIGNATURE)
+    names = set(signature.structured_input_signature[1]) if signature is not None else set()
+    flattened = sorted(n for n in names if f"{n}_1" in names)
+    if not flattened:
+        return
+    model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    functions = [f for g in model.meta_graphs for f in g.object_graph_def.concrete_functions.values()]
+    found = {m.group(1) for f in functions for m in _COMPOSITE.finditer(str(f.canonicalized_input_signature))}
+    if not found:
+        return
+    kind = " or ".join(f"a {k}Tensor" for k in sorted(found))
+    components = ", ".join(sorted(n for n in names if n == flattened[0] or n.startswith(f"{flattened[0]}_")))
+    parts = " or ".join(_COMPONENTS[k] for k in sorted(found))
+    raise SourceError(
+        f"{path}: its {SERVING_SIGNATURE} signature takes {kind}, which the SavedModel flattens into its component "
+        f"tensors ({components}: {parts}); {_DENSE_ONLY}"
+    )
+
+
+def _refuse_composite_specs(location: str, specs: Any) -> None:
+    """A tf.function signature (of a tf.Module object) that takes a RaggedTensor or SparseTensor: said as for a
+    SavedModel, where it failed with "'RaggedTensorSpec' object has no attribute 'name'"."""
+    composite = sorted({type(s).__name__ for s in specs if type(s).__name__ in _COMPOSITE_SPECS})
+    if composite:
+        kind = " or ".join(f"a {name.removesuffix('Spec')}" for name in composite)
+        raise SourceError(f"{location}: its input signature takes {kind}; {_DENSE_ONLY}")
 
 
 def _signature_input(name: str, spec: Any, given: dict[str, TensorSpec], location: str, parsed: bool) -> TensorSpec:

@@ -9,12 +9,26 @@ from modelport.errors import ConversionError
 from modelport.exporters.artifact import describe_failure
 from modelport.parity import REDUCED_PRECISION
 
-__all__ = ["complex_failure", "data_dependent_failure", "float16_failure", "missing_kernel"]
+__all__ = [
+    "complex_failure",
+    "cond_failure",
+    "data_dependent_failure",
+    "float16_failure",
+    "missing_kernel",
+    "transposed_conv_failure",
+]
 
 _MISSING_KERNEL = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 _COMPLEX = re.compile(r"element type: complex<")
 # JAX's words (litert-torch lowers through it) for a size or value it needs while converting at static shapes
-_DATA_DEPENDENT = re.compile(r"NonConcreteBooleanIndexError|ConcretizationTypeError")
+# litert-torch's words for a padded transposed convolution: a convolution with an input dilation it cannot legalize
+_TRANSPOSED_CONV = re.compile(r"failed to legalize operation 'mhlo\.convolution'.*lhs_dilation", re.DOTALL)
+# litert-torch's words for torch.cond, which it has no lowering for
+_COND = re.compile(r"Lowering not found: cond\b")
+_DATA_DEPENDENT = re.compile(
+    r"NonConcreteBooleanIndexError|ConcretizationTypeError"
+    r"|GuardOnDataDependentSymNode|Could not guard on data-dependent"  # torch.export's, before litert-torch lowers
+)
 # the PyTorch ops litert-torch lowers to an op LiteRT's interpreter has no kernel for
 _LOWERED_FROM = {"STABLEHLO_SORT": "torch.sort and torch.topk lower to it"}
 
@@ -54,6 +68,30 @@ def complex_failure(exc: BaseException) -> ConversionError | None:
         f"{describe_failure(exc)}; the model computes with complex tensors (torch.stft, torch.fft), which TFLite has "
         f"no type for: compute such features before the model, or keep only real results right away "
         f"(torch.fft.rfft(x).abs() converts); the other formats are not affected"
+    )
+
+
+def transposed_conv_failure(exc: BaseException) -> ConversionError | None:
+    """A padded ``nn.ConvTranspose2d`` (``padding=1``), which litert-torch lowers to a convolution with an input
+    dilation that it then fails to legalize; None for another failure."""
+    if _TRANSPOSED_CONV.search(describe_failure(exc)) is None:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; litert-torch cannot convert a transposed convolution with padding "
+        f"(nn.ConvTranspose2d(..., padding=p)): give it padding=0 and crop the output instead "
+        f"(y[..., p:-p, p:-p], and output_padding by keeping one more row and column), which converts; the other "
+        f"formats are not affected"
+    )
+
+
+def cond_failure(exc: BaseException) -> ConversionError | None:
+    """A model branching with ``torch.cond``, which litert-torch cannot lower ("Lowering not found: cond"); None for
+    another failure."""
+    if _COND.search(describe_failure(exc)) is None:
+        return None
+    return ConversionError(
+        f"{describe_failure(exc)}; the model branches with torch.cond, which litert-torch cannot convert to TFLite: "
+        f"compute both branches and pick with torch.where for a TFLite variant; the other formats are not affected"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,22 @@ from modelport.exporters.artifact import (
 )
 from modelport.exporters.tflite_limits import (
     complex_failure,
+    cond_failure,
     data_dependent_failure,
     float16_failure,
     missing_kernel,
+    transposed_conv_failure,
 )
 from modelport.exporters.tflite_shapes import filled_shapes, pinned_notes
 from modelport.exporters.torch_call import plain_outputs, takes_args
+from modelport.exporters.torch_scripted import (
+    BRANCH_ADVICE,
+    check_no_script_submodules,
+    math_attention,
+    script_after_trace,
+    script_submodules,
+    value_branch,
+)
 from modelport.exporters.torch_source import output_keys
 from modelport.golden import random_inputs
 from modelport.runtimes.base import import_framework
@@ -35,7 +46,8 @@ __all__ = ["to_onnx", "to_pt2", "to_tflite", "to_torchscript"]
 
 def _args(ctx: ConvertContext, torch: Any, batch: int = 2) -> tuple[Any, ...]:
     inputs = ctx.example_inputs(batch)
-    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in ctx.source.inputs)
+    # np.require keeps a 0-d scalar input 0-d (np.ascontiguousarray makes it 1-d: the program would want rank 1)
+    return tuple(torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in ctx.source.inputs)
 
 
 def _dynamic_shapes(ctx: ConvertContext, torch: Any, model: Any) -> tuple[Any, ...]:
@@ -138,14 +150,20 @@ def to_onnx(ctx: ConvertContext, _: str) -> Artifact:
         except Exception as exc:  # the TorchScript-based exporter covers ops the dynamo one lacks; the gate checks it
             why = describe_failure(exc)
             try:
-                _legacy_onnx(ctx, torch, path, common)
+                scripted = _legacy_onnx_of_branches(ctx, torch, path, common, exc)
+                if not scripted:
+                    _legacy_onnx(ctx, torch, path, common)
             except Exception as second:
                 raise ConversionError(
                     f"the torch.export-based exporter failed: {why}; the TorchScript-based one (--legacy-onnx) "
                     f"too: {describe_failure(second)}"
                 ) from exc
             legacy = True
-            notes = (f"exported with the TorchScript-based ONNX exporter: the torch.export-based one failed ({why})",)
+            how = "from torch.jit.script, which keeps the branch as an ONNX If" if scripted else ""
+            notes = (
+                f"exported with the TorchScript-based ONNX exporter{' ' + how if how else ''}: the "
+                f"torch.export-based one failed ({why})",
+            )
     graph = _graph_with_inputs(path, input_names)
     return Artifact(
         path,
@@ -178,15 +196,37 @@ def _graph_with_inputs(path: Path, names: list[str]) -> Any:
 
 
 def _legacy_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
-    """The TorchScript-based ``torch.onnx`` exporter, every ``-1`` dim a named dynamic axis."""
+    """The TorchScript-based ``torch.onnx`` exporter, every ``-1`` dim a named dynamic axis. A model holding a
+    scripted submodule is traced first: torch.onnx's own trace refuses one ("not part of the active trace")."""
     axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
-    torch.onnx.export(ctx.source.model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+    model = ctx.source.model
+    if script_submodules(torch, model):
+        model = torch.jit.trace(model, _args(ctx, torch), check_trace=False, strict=False)
+    torch.onnx.export(model, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+
+
+def _legacy_onnx_of_branches(
+    ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any], exc: BaseException
+) -> bool:
+    """For a model that branches on a tensor's value (the failure ``exc`` of torch.export says so), the
+    TorchScript-based export of its ``torch.jit.script``: an ONNX If with both sides, where a trace keeps the
+    example's side. False (nothing written) for another failure, or a model that does not script."""
+    if not value_branch(exc):
+        return False
+    try:
+        scripted = torch.jit.script(ctx.source.model)
+    except Exception:
+        return False
+    axes = {s.name: {i: f"{s.name}_d{i}" for i, d in enumerate(s.shape) if d == -1} for s in ctx.source.inputs}
+    torch.onnx.export(scripted, _args(ctx, torch), str(path), dynamo=False, dynamic_axes=axes, **common)
+    return True
 
 
 def _dynamo_onnx(ctx: ConvertContext, torch: Any, path: Path, common: dict[str, Any]) -> None:
     """The torch.export-based ``torch.onnx`` exporter (onnxscript), every ``-1`` dim dynamic."""
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     shapes = _dynamic_shapes(ctx, torch, ctx.source.model)
     with _rnn_loops(torch, ctx):
         program = torch.onnx.export(
@@ -202,16 +242,39 @@ def to_torchscript(ctx: ConvertContext, _: str) -> Artifact:
     torch = import_framework("torch", "torch")
     path = ctx.subdir("torchscript") / ARTIFACT_FILES["torchscript"]
     try:
-        # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks the values)
-        module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
-    except Exception:
-        module = torch.jit.script(ctx.source.model)
+        with warnings.catch_warnings(record=True) as caught, math_attention(torch):
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            # strict=False: a dict or list result (its structure is fixed by the code; the parity gate checks values)
+            module = torch.jit.trace(ctx.source.model, _args(ctx, torch), check_trace=False, strict=False)
+    except Exception as exc:
+        module = script_after_trace(torch, ctx.source.model, exc)
     else:
         unused = _unused_inputs(ctx, module)
         if unused:
             module = _scripted_instead(ctx, torch, unused)
+        elif any("to a Python boolean" in str(w.message) and _user_code(torch, w.filename) for w in caught):
+            module = _scripted_branches(ctx, torch) or module
     torch.jit.save(module, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
+
+
+def _user_code(torch: Any, filename: str) -> bool:
+    """Whether a trace warning comes from the model's code rather than PyTorch's own modules (nn.TransformerEncoder
+    tests its mask's values on its fast path, and traces right)."""
+    return not Path(filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
+
+
+def _scripted_branches(ctx: ConvertContext, torch: Any) -> Any:
+    """``torch.jit.script`` of a model whose trace turned a tensor into a Python bool (an ``if`` on its value: the
+    trace keeps the example's side for every input), when it compiles and runs; else None (the trace stays, and
+    the parity gate judges it)."""
+    try:
+        scripted = torch.jit.script(ctx.source.model)
+        with torch.inference_mode():
+            scripted(*_args(ctx, torch))
+    except Exception:
+        return None
+    return scripted
 
 
 def _unused_inputs(ctx: ConvertContext, module: Any) -> list[str]:
@@ -243,13 +306,19 @@ def to_pt2(ctx: ConvertContext, _: str) -> Artifact:
     path = ctx.subdir("pt2") / ARTIFACT_FILES["pt2"]
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     args = _args(ctx, torch)
     with torch.inference_mode():  # the program must load without the modules that define its outputs' types
         model = plain_outputs(ctx.source.model, ctx.source.model(*args))
     shapes = _dynamic_shapes(ctx, torch, model)
     # opt_einsum picks an einsum's contraction order from the example's sizes, and torch.export then fixes them
     with _rnn_loops(torch, ctx), torch.backends.opt_einsum.flags(enabled=False):
-        program = torch.export.export(model, args, dynamic_shapes=shapes)
+        try:
+            program = torch.export.export(model, args, dynamic_shapes=shapes)
+        except Exception as exc:
+            if not value_branch(exc):
+                raise
+            raise ConversionError(f"{describe_failure(exc)}; {BRANCH_ADVICE}") from exc
     _check_still_dynamic(ctx, program)
     torch.export.save(program, str(path))
     return Artifact(path, ctx.source.inputs, {}, frameworks("torch"))
@@ -286,6 +355,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
     litert_torch = import_framework("litert_torch", "torch-tflite")
     _check_not_quantized(ctx, torch)
     _check_fx_names(ctx, torch)
+    check_no_script_submodules(torch, ctx.source.model)
     batch, dynamic = ctx.options.batch_sizes[0], ctx.options.dynamic_sizes[0]
     static = filled_shapes(ctx.source.inputs, ctx.options.tflite_shapes, batch, dynamic)
     inputs = random_inputs(static, batch, dynamic, np.random.default_rng(ctx.options.seed))
@@ -300,7 +370,7 @@ def to_tflite(ctx: ConvertContext, _: str) -> Artifact:
         half = float16_failure(exc, ctx.source.compute_dtype, "model.float(), float32 inputs")
         if half is not None:
             raise half from exc
-        known = complex_failure(exc) or data_dependent_failure(exc)
+        known = complex_failure(exc) or data_dependent_failure(exc) or cond_failure(exc) or transposed_conv_failure(exc)
         if known is not None:
             raise known from exc
         doubles = [n for n, p in ctx.source.model.named_parameters() if p.dtype == torch.float64][:3]

@@ -12,6 +12,7 @@ from modelport.errors import SourceError, SpecError, summarize
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.source_model import LoadedModel, check_input_specs, failed_inputs, path_sha256
 from modelport.exporters.torch_call import forward_parameters, keyword_call
+from modelport.exporters.torch_scripted import math_attention
 from modelport.manifest import TensorSpec
 from modelport.runtimes.base import Arrays, import_framework
 from modelport.runtimes.torch import flatten_outputs, index_fault
@@ -30,7 +31,7 @@ class TorchSource(LoadedModel):
         torch = import_framework("torch", "torch")
         args = [torch.from_numpy(np.require(inputs[s.name], requirements=("C", "W"))) for s in self.inputs]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), math_attention(torch):
                 result = self.model(*args)
         except Exception as exc:
             shapes = failed_inputs(inputs, self.inputs)
@@ -110,12 +111,22 @@ def load_torch_file(path: Path, options: ExportOptions) -> TorchSource:
 def wrap_torch_module(model: Any, options: ExportOptions, kind: str, location: str) -> TorchSource:
     """Wrap an ``nn.Module``; input specs come from flags or a ``input_specs`` attribute. Inputs named after
     ``forward``'s parameters are passed by keyword (``torch_call``)."""
+    model = _uncompiled(model)
     declared = getattr(model, "input_specs", None)
     found = tuple(s if isinstance(s, TensorSpec) else TensorSpec.parse(str(s)) for s in declared or ())
     inputs = check_input_specs(options.inputs, found, location)
     source = _make_source(model.eval(), options, kind, location, inputs, None)
     source.model = keyword_call(source.model, inputs, location)
     return source
+
+
+def _uncompiled(model: Any) -> Any:
+    """The module a ``torch.compile`` wrapped: its code is what every format exports. Its ``OptimizedModule``
+    (a speed-up of eager calls) cannot be traced, scripted or exported ("Detected that you are using FX to
+    torch.jit.trace a dynamo-optimized function")."""
+    original = getattr(model, "_orig_mod", None)
+    compiled = type(model).__name__ == "OptimizedModule" and type(model).__module__.startswith("torch._dynamo")
+    return original if compiled and original is not None else model
 
 
 def _make_source(
