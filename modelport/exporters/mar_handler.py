@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import ConflictError, InvalidArgumentError
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.manifest import ModelManifest, SourceInfo, TensorSpec, file_sha256, write_manifest
@@ -160,6 +160,23 @@ def label_archive_version(model_dir: Path, version: int, files: dict[str, bytes]
         values["version_policy"] = {"specific": sorted({*listed, version})}
         values["default_version"] = config.get("default_version") or earlier[0]
     update_config(model_dir, values)
+
+
+def refuse_registered(model_dir: Path, files: dict[str, bytes]) -> None:
+    """An archive whose version (``1.0``) is already a version of the model is refused, as TorchServe answers a
+    second registration of it (409 ``Model version 1.0 is already registered for model m``): importing it again
+    would add a version and move the label to it."""
+    label = str(_archive_model(files).get("modelVersion") or "")
+    path = model_dir / "config.yaml"
+    if not label or label.isdigit() or not path.is_file():
+        return
+    config = yaml.safe_load(path.read_text()) or {}
+    number = (config.get("version_labels") or {}).get(label) if isinstance(config, dict) else None
+    if isinstance(number, int) and (model_dir / str(number)).is_dir():
+        raise ConflictError(
+            f"Model version {label} is already registered for model {model_dir.name} (as version {number}; "
+            f"remove {model_dir / str(number)} to import it again)"
+        )
 
 
 def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
