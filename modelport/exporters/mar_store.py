@@ -47,6 +47,7 @@ _SERVER_DEFAULTS = {  # TorchServe 0.12's defaults of config.properties's server
     "inference_address": "http://127.0.0.1:8080",
     "grpc_inference_port": "7070",
     "max_request_size": "6553500",
+    "max_response_size": "6553500",
 }
 
 
@@ -198,8 +199,9 @@ def import_store(
 
 def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
     """The ``modelport serve`` flags for ``config.properties``'s server-wide settings (TorchServe's defaults for
-    the ones it leaves out: 127.0.0.1:8080, gRPC 7070, 6553500 bytes a request), and notes on the ones modelport
-    answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC port)."""
+    the ones it leaves out: 127.0.0.1:8080, gRPC 7070, 6553500 bytes a request and a response), and notes on the
+    ones modelport answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC
+    port)."""
     flags, notes = [], []
     properties = {**_SERVER_DEFAULTS, **properties}
     address = properties["inference_address"]
@@ -208,6 +210,10 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
         flags += ["--host", host.strip("[]"), "--http-port", port.strip("/")]
     if properties.get("max_request_size", "").isdigit():
         flags += ["--max-body-bytes", properties["max_request_size"]]
+    if properties.get("max_response_size", "").isdigit():
+        flags += ["--max-response-bytes", properties["max_response_size"]]
+    if properties.get("service_envelope"):
+        flags += ["--service-envelope", properties["service_envelope"]]
     if properties.get("grpc_inference_port", "").isdigit():
         flags += ["--grpc-port", properties["grpc_inference_port"]]
     notes.append("TorchServe's management API answers on modelport's HTTP port, and its gRPC one on the gRPC port")
@@ -218,8 +224,6 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
             "TorchServe takes set-default and scale-workers without enable_model_api; modelport takes them with "
             "--model-control (which also lets register and unregister through)"
         )
-    if "max_response_size" in properties:
-        notes.append("max_response_size is not enforced: modelport does not limit a response's size")
     return flags, notes
 
 

@@ -45,10 +45,11 @@ class HandlerFaultError(RuntimeError):
 class HandlerWorker:
     """One worker process running the handler of the archive in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: Path, device: str, timeout_s: float) -> None:
+    def __init__(self, directory: Path, device: str, timeout_s: float, envelope: str = "") -> None:
         self.directory = directory
         self.device = device
         self.timeout_s = timeout_s
+        self.envelope = envelope  # TorchServe's service_envelope, if any
         self.restarts = 0
         self.process: Any = None
         self._pipe: Connection | None = None
@@ -66,7 +67,14 @@ class HandlerWorker:
         lifeline, held = context.Pipe(duplex=False)  # its end closes when this process dies, however it dies
         process = context.Process(
             target=serve,
-            args=(theirs, lifeline, str(self.directory), self.device, logging.getLogger().getEffectiveLevel()),
+            args=(
+                theirs,
+                lifeline,
+                str(self.directory),
+                self.device,
+                logging.getLogger().getEffectiveLevel(),
+                self.envelope,
+            ),
             name="modelport-handler",
         )
         process.start()
@@ -157,7 +165,12 @@ class HandlerWorker:
 
 
 def serve(
-    pipe: Connection, lifeline: Connection, directory: str, device: str, log_level: int = logging.WARNING
+    pipe: Connection,
+    lifeline: Connection,
+    directory: str,
+    device: str,
+    log_level: int = logging.WARNING,
+    envelope: str = "",
 ) -> None:
     """The worker process: initialize the handler, then answer batches until told to stop or orphaned. It logs
     to the server's stderr at the server's level (the handler's own logs, its ``[METRICS]`` lines)."""
@@ -171,7 +184,8 @@ def serve(
 
     directory = os.path.abspath(directory)
     manifest = read_manifest(Path(directory))
-    runtime = runtime_class(manifest.format)(Path(directory), manifest, RuntimeOptions(device=device))
+    options = RuntimeOptions(device=device, envelope=envelope)
+    runtime = runtime_class(manifest.format)(Path(directory), manifest, options)
     os.chdir(directory)  # TorchServe's worker runs in the model directory: handlers open files by relative path
     try:
         runtime.load()

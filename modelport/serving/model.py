@@ -243,6 +243,8 @@ def _open(
         onnx_arena=config.onnx_arena or settings.onnx_arena,
         worker_process=config.workers is not None,
         timeout_s=_timeout_s(settings, config),
+        max_response_bytes=settings.max_response_bytes,
+        envelope=settings.service_envelope,
     )
     if config.workers is not None and manifest.format != "handler":
         raise InvalidArgumentError(

@@ -87,6 +87,17 @@ class ServerSettings(BaseSettings):
         description="threads decoding payloads (images, text) off the event loop (0 = CPUs - 1, at most 8)",
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    service_envelope: Literal["", "body", "json", "kserve", "kservev2"] = Field(
+        "",
+        description="TorchServe's service_envelope: every TorchServe handler inside that envelope of "
+        'ts.torch_handler.request_envelope (json: {"instances": [...]} in, {"predictions": [...]} out)',
+    )
+    max_response_bytes: int = Field(
+        0,
+        ge=0,
+        description="largest response a TorchServe handler may answer one request with (TorchServe's "
+        "max_response_size; over it the batch fails, 500 Worker died., as in TorchServe; 0 = no limit)",
+    )
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
     model_control: bool = Field(

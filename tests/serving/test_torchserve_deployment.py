@@ -295,10 +295,12 @@ def test_config_properties_are_read_as_torchserve_reads_them(tmp_path: Path) -> 
     properties = read_properties(config)
     assert properties["models"] == '{"m": {"1.0": {"batchSize": 2}}}'
     assert serve_flags(properties)[0] == [
-        *("--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000", "--grpc-port", "7070")
+        *("--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000"),
+        *("--max-response-bytes", "6553500", "--grpc-port", "7070"),
     ]
     assert serve_flags({})[0] == [
-        *("--host", "127.0.0.1", "--http-port", "8080", "--max-body-bytes", "6553500", "--grpc-port", "7070")
+        *("--host", "127.0.0.1", "--http-port", "8080", "--max-body-bytes", "6553500"),
+        *("--max-response-bytes", "6553500", "--grpc-port", "7070"),
     ], "TorchServe's defaults"
     store = tmp_path / "store"
     store.mkdir()
