@@ -33,6 +33,7 @@ import yaml
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError, UnsupportedError
 from modelport.exporters.mar import import_mar
+from modelport.exporters.mar_handler import BATCH_DELAY_MS as _BATCH_DELAY_MS
 from modelport.exporters.mar_handler import RESPONSE_TIMEOUT_S, update_config
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
@@ -42,7 +43,6 @@ from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
 __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
 
 _SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
-_BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
 _SERVER_DEFAULTS = {  # TorchServe 0.12's defaults of config.properties's server-wide settings
     "inference_address": "http://127.0.0.1:8080",
     "grpc_inference_port": "7070",
@@ -262,9 +262,11 @@ def _write_model_config(
     values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings[default]["responseTimeout"])}
     if read_model_manifest(model_dir / str(default)).format != "handler":  # (a handler's is its manifest's)
         values["max_batch_size"] = sizes[default]  # TorchServe's batches of a built-in handler's model
-    batching = [v for v in (default, *settings) if sizes[v] > 1]
-    if batching:
-        values["max_queue_delay_ms"] = float(settings[batching[0]]["maxBatchDelay"])
+    batching = [v for v in (default, *settings) if sizes[v] > 1]  # (a batch of one waits for no delay)
+    values["max_queue_delay_ms"] = float(settings[(batching or [default])[0]]["maxBatchDelay"])
+    most = settings[default].get("maxWorkers")
+    if isinstance(most, int) and not isinstance(most, bool) and most >= 1:
+        values["max_workers"] = most  # what TorchServe's describe shows (modelport does not scale by itself)
     workers = settings[default].get("minWorkers")
     if isinstance(workers, int) and workers > 1 and settings[default].get("sequenceBatching") is not True:
         values["instances"] = workers

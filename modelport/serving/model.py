@@ -68,6 +68,7 @@ class Execution:
     limits: RequestLimits
     processors: Processors | None = None
     labels: dict[str, Labels] = field(default_factory=dict)
+    max_workers: int = 0  # TorchServe's maxWorkers (config.yaml), shown by its describe API
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,7 @@ def _open(
         ),
         processors=processors,
         labels={spec.name: _labels(context, spec.name) for spec in manifest.outputs},
+        max_workers=config.max_workers or 0,
     )
 
 

@@ -90,14 +90,16 @@ class Registry:
             raise NotFoundError(f"Model not found at: {url}")
         return path
 
-    async def scale(self, name: str, version: str | None, workers: int, synchronous: bool) -> None:
-        """Run ``workers`` instances of every version of ``name`` (config.yaml is per model)."""
+    async def scale(self, name: str, version: str | None, workers: tuple[int, int], synchronous: bool) -> None:
+        """Run ``workers[0]`` instances of every version of ``name`` (config.yaml is per model); ``workers[1]`` is
+        TorchServe's ``maxWorkers`` (``max_workers``, which its describe API shows)."""
         self._root()
         entry = self._entry(name)
         if version is not None:
             self._number(entry, version, f"Model version: {version} does not exist for model: {name}")
         key = "workers" if entry.config.workers is not None else "instances"
-        await asyncio.to_thread(_update_config, self._folder(name), {key: workers})
+        values = {key: workers[0], "max_workers": workers[1]}
+        await asyncio.to_thread(_update_config, self._folder(name), values)
         work = self._restart(name)
         if synchronous:
             await work

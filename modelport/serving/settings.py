@@ -222,6 +222,9 @@ class ModelConfig(BaseModel):
     workers: int | None = Field(
         None, ge=1, description="handler models: run the TorchServe handler in N worker processes (the instances)"
     )
+    max_workers: int | None = Field(
+        None, ge=1, description="TorchServe's maxWorkers, which its describe API shows (modelport does not scale)"
+    )
     version_policy: VersionPolicy = VersionPolicy()
     default_version: int | None = Field(None, ge=1)
     version_labels: dict[str, int] = Field(default_factory=dict, description="TF Serving labels, e.g. stable: 3")
