@@ -212,6 +212,8 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
         flags += ["--max-body-bytes", properties["max_request_size"]]
     if properties.get("max_response_size", "").isdigit():
         flags += ["--max-response-bytes", properties["max_response_size"]]
+    if properties.get("decode_input_request", "").strip().lower() == "false":
+        flags.append("--no-decode-input-request")
     if properties.get("service_envelope"):
         flags += ["--service-envelope", properties["service_envelope"]]
     if properties.get("grpc_inference_port", "").isdigit():

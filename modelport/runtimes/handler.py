@@ -103,8 +103,7 @@ class HandlerRuntime:
         if self.options.worker_process:
             from modelport.runtimes.handler_process import HandlerWorker
 
-            options = self.options
-            self.worker = HandlerWorker(self.directory, options.device, options.timeout_s, options.envelope)
+            self.worker = HandlerWorker(self.directory, self.options)
             self.worker.start()
             return
         context_module = self.ts_context = import_framework("ts.context", "torchserve")
@@ -146,7 +145,8 @@ class HandlerRuntime:
 
     def _run(self, requests: list[TorchServeRequest | None], payloads: list[object]) -> list[bytes]:
         """One call of the handler on ``requests`` (their ``payloads``): each one's encoded response."""
-        batch = [_row(request, payload) for request, payload in zip(requests, payloads, strict=True)]
+        decode = self.options.decode_input
+        batch = [_row(request, payload, decode) for request, payload in zip(requests, payloads, strict=True)]
         stream = self._prepare(requests)
         responses = self._handle(batch)
         encoded = []
@@ -285,10 +285,11 @@ def _groups(requests: list[TorchServeRequest | None]) -> list[list[int]]:
     return [[i] for i in describe] + [group for group in (explain, rest) if group]
 
 
-def _row(request: TorchServeRequest | None, payload: object) -> dict[str, Any]:
-    """What the handler gets for one request: TorchServe's named inputs, or a bare payload under both names."""
+def _row(request: TorchServeRequest | None, payload: object, decode: bool) -> dict[str, Any]:
+    """What the handler gets for one request: TorchServe's named inputs (decoded unless TorchServe's
+    ``decode_input_request=false``), or a bare payload under both names."""
     if request is not None:
-        return request.row()
+        return request.row(decode)
     value = request_value(payload)
     return {"data": value, "body": value}
 

@@ -22,12 +22,13 @@ import signal
 import threading
 import time
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import DeadlineExceededError, ModelportError, SourceError, UnavailableError, summarize
-from modelport.runtimes.base import Arrays
+from modelport.runtimes.base import Arrays, RuntimeOptions
 from modelport.runtimes.handler_request import Reply, decode_reply, deliver, encode_reply
 
 __all__ = ["HandlerFaultError", "HandlerWorker"]
@@ -45,11 +46,11 @@ class HandlerFaultError(RuntimeError):
 class HandlerWorker:
     """One worker process running the handler of the archive in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: Path, device: str, timeout_s: float, envelope: str = "") -> None:
+    def __init__(self, directory: Path, options: RuntimeOptions) -> None:
         self.directory = directory
-        self.device = device
-        self.timeout_s = timeout_s
-        self.envelope = envelope  # TorchServe's service_envelope, if any
+        # what the handler runs with in its process (this one checks the responses' size)
+        self.options = replace(options, worker_process=False, max_response_bytes=0)
+        self.timeout_s = options.timeout_s
         self.restarts = 0
         self.process: Any = None
         self._pipe: Connection | None = None
@@ -71,9 +72,8 @@ class HandlerWorker:
                 theirs,
                 lifeline,
                 str(self.directory),
-                self.device,
+                self.options,
                 logging.getLogger().getEffectiveLevel(),
-                self.envelope,
             ),
             name="modelport-handler",
         )
@@ -168,9 +168,8 @@ def serve(
     pipe: Connection,
     lifeline: Connection,
     directory: str,
-    device: str,
+    options: RuntimeOptions,
     log_level: int = logging.WARNING,
-    envelope: str = "",
 ) -> None:
     """The worker process: initialize the handler, then answer batches until told to stop or orphaned. It logs
     to the server's stderr at the server's level (the handler's own logs, its ``[METRICS]`` lines)."""
@@ -180,11 +179,10 @@ def serve(
     )
     threading.Thread(target=_exit_when_orphaned, args=(lifeline,), daemon=True).start()
     from modelport.manifest import read_manifest
-    from modelport.runtimes.base import RuntimeOptions, runtime_class
+    from modelport.runtimes.base import runtime_class
 
     directory = os.path.abspath(directory)
     manifest = read_manifest(Path(directory))
-    options = RuntimeOptions(device=device, envelope=envelope)
     runtime = runtime_class(manifest.format)(Path(directory), manifest, options)
     os.chdir(directory)  # TorchServe's worker runs in the model directory: handlers open files by relative path
     try:

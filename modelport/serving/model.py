@@ -246,6 +246,7 @@ def _open(
         timeout_s=_timeout_s(settings, config),
         max_response_bytes=settings.max_response_bytes,
         envelope=settings.service_envelope,
+        decode_input=settings.decode_input_request,
     )
     if config.workers is not None and manifest.format != "handler":
         raise InvalidArgumentError(

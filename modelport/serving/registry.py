@@ -41,6 +41,7 @@ from modelport.serving.types import ArchiveRegistration, Registered, VersionStat
 
 __all__ = ["Registry", "archive_identity"]
 
+_BATCH_DELAY_MS = 100.0  # TorchServe's default max_batch_delay of a registration
 log = logging.getLogger(__name__)
 
 _IMPORT_TIMEOUT_S = 900.0  # an export with its parity check; a hung one must not hold the registrations' lock
@@ -171,6 +172,8 @@ class Registry:
             values["version_labels"] = {**(config.get("version_labels") or {}), label: number}
         if request.max_batch_delay_ms is not None:
             values["max_queue_delay_ms"] = request.max_batch_delay_ms
+        elif config.get("max_queue_delay_ms") is None:  # TorchServe's default max_batch_delay (what describe shows)
+            values["max_queue_delay_ms"] = _BATCH_DELAY_MS
         if request.initial_workers is not None:
             values["workers" if config.get("workers") is not None else "instances"] = request.initial_workers
         return values

@@ -92,6 +92,11 @@ class ServerSettings(BaseSettings):
         description="TorchServe's service_envelope: every TorchServe handler inside that envelope of "
         'ts.torch_handler.request_envelope (json: {"instances": [...]} in, {"predictions": [...]} out)',
     )
+    decode_input_request: bool = Field(
+        True,
+        description="TorchServe's decode_input_request: a handler gets application/json inputs parsed and text/* "
+        "as str (false: every input as bytes)",
+    )
     max_response_bytes: int = Field(
         0,
         ge=0,

@@ -368,3 +368,77 @@ def test_a_handlers_unusual_answers_reach_the_client_as_from_torchserve(servers:
         shown = {k.lower(): v for k, v in answer.headers.items() if k.lower() in ("content-type", "x-extra")}
         answers.append((*_answer(answer), shown))
     assert answers[1] == answers[0]
+
+
+@pytest.fixture(scope="module")
+def undecoded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """TorchServe with ``decode_input_request=false`` and the modelport serving its import (the flag it prints)."""
+    work = tmp_path_factory.mktemp("undecoded")
+    src, store = work / "src", work / "store"
+    src.mkdir()
+    (src / "w.bin").write_text("x")
+    (src / "show.py").write_text(SHOW)
+    archive(src / "w.bin", src / "show.py", "show", store)
+    properties = {"decode_input_request": "false", "load_models": "show.mar"}
+    config = work / "config.properties"
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    repo = work / "repo"
+    assert main(["import-mar", str(store), "--ts-config", str(config), "--repository", str(repo), "--quiet"]) == 0
+    flags, _ = serve_flags(read_properties(config))
+    assert "--no-decode-input-request" in flags
+    options = TorchServeOptions(properties=properties, batch_size=1)
+    with (
+        running_torchserve(store / "show.mar", work / "ts", options) as ts,
+        serving(repo, "--no-decode-input-request") as mp,
+    ):
+        yield ts.inference, mp.url
+
+
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "Application/JSON", "text/plain"]
+CONTENT_TYPES += ["text/plain; charset=latin-1", "TEXT/csv", "application/x-ndjson", "image/png", ""]
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize("decode", [True, False])
+def test_inputs_are_decoded_by_their_content_type_as_in_torchserve(
+    servers: Servers, undecoded: tuple[str, str], decode: bool
+) -> None:
+    """TorchServe's worker parses ``application/json`` and decodes ``text...`` (the media type as the client wrote
+    it: ``Application/JSON`` and ``TEXT/csv`` stay bytes; parameters dropped), in the body and in multipart parts;
+    with ``decode_input_request=false`` (``--no-decode-input-request``) every input stays bytes."""
+    torchserve_url, modelport_url = (servers.torchserve, servers.modelport) if decode else undecoded
+    requests: list[dict[str, Any]] = [
+        {"content": body, "headers": {"content-type": content_type} if content_type else {}}
+        for content_type in CONTENT_TYPES
+        for body in (b'{"a": 1}', "h\u00e9".encode("latin-1"))
+    ]
+    parts = {"a": ("a.json", b'{"x": 1}', "application/json; charset=utf-8"), "b": ("b.txt", b"hi", "text/plain")}
+    requests.append({"files": {**parts, "c": ("c", b"zz", "")}})
+    for request in requests:
+        torchserve = _answer(httpx.post(f"{torchserve_url}/predictions/show", timeout=60, **request))
+        modelport = _answer(httpx.post(f"{modelport_url}/predictions/show", timeout=60, **request))
+        assert modelport == torchserve, request
+    parsed = _answer(httpx.post(f"{modelport_url}/predictions/show", json={"a": 1}, timeout=60))
+    assert parsed == (200, {"body": ["dict", {"a": 1}] if decode else ["bytes", '{"a":1}']})
+
+
+@pytest.mark.torchserve
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["initial_workers=1", "initial_workers=2&batch_size=2&max_batch_delay=30"])
+def test_a_registered_version_is_described_as_torchserve_describes_it(servers: Servers, query: str) -> None:
+    """``POST /models?url=...``: TorchServe's defaults (``max_batch_delay`` 100) and ``initial_workers`` as
+    ``minWorkers`` and ``maxWorkers``."""
+    path = f"/models?url=big.mar&model_name=again&synchronous=true&{query}"
+    for base in (servers.management, servers.modelport):
+        registered = httpx.post(base + path, timeout=180)
+        assert registered.status_code == 200, registered.text
+    try:
+        torchserve = httpx.get(f"{servers.management}/models/again", timeout=30).json()[0]
+        modelport = httpx.get(f"{servers.modelport}/models/again", timeout=30).json()[0]
+        assert {k: modelport[k] for k in SHOWN} == {k: torchserve[k] for k in SHOWN}
+    finally:
+        for base in (servers.management, servers.modelport):
+            httpx.delete(f"{base}/models/again", timeout=120)
