@@ -23,6 +23,7 @@ from modelport.exporters.mar_handler import (
     import_handler_archive,
     keep_builtin_handler,
     label_archive_version,
+    refuse_registered,
     update_config,
 )
 from modelport.exporters.options import ExportOptions
@@ -43,6 +44,7 @@ def import_mar(
     if not isinstance(options.repository, Path):
         return export_to_store(options, lambda local: import_mar(mar, local, remote, handler_batch_size))
     archive, files = read_mar(mar)
+    refuse_registered(options.folder / options.name, files)
     handler_file = custom_handler_file(archive.handler, files)
     if handler_file is not None and not remote:
         return import_handler_archive(mar, archive.handler, files, options, handler_batch_size)

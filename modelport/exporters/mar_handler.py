@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from modelport.errors import InvalidArgumentError
+from modelport.errors import ConflictError, InvalidArgumentError
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
 from modelport.manifest import ModelManifest, SourceInfo, TensorSpec, file_sha256, write_manifest
@@ -37,6 +37,7 @@ from modelport.samples import payload_batch, record_samples
 from modelport.sizes import artifact_bytes
 
 __all__ = [
+    "BATCH_DELAY_MS",
     "BUILTIN_INPUTS",
     "RESPONSE_TIMEOUT_S",
     "archive_batch_size",
@@ -50,6 +51,7 @@ __all__ = [
 
 INPUT = "data"  # modelport.runtimes.handler.INPUT
 RESPONSE_TIMEOUT_S = 120  # TorchServe's default responseTimeout (its default_response_timeout)
+BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
 _IMAGE_224 = (TensorSpec(name="input", dtype="float32", shape=(-1, 3, 224, 224)),)
 BUILTIN_INPUTS: dict[str, tuple[TensorSpec, ...]] = {"image_classifier": _IMAGE_224, "image_segmenter": _IMAGE_224}
 
@@ -162,6 +164,23 @@ def label_archive_version(model_dir: Path, version: int, files: dict[str, bytes]
     update_config(model_dir, values)
 
 
+def refuse_registered(model_dir: Path, files: dict[str, bytes]) -> None:
+    """An archive whose version (``1.0``) is already a version of the model is refused, as TorchServe answers a
+    second registration of it (409 ``Model version 1.0 is already registered for model m``): importing it again
+    would add a version and move the label to it."""
+    label = str(_archive_model(files).get("modelVersion") or "")
+    path = model_dir / "config.yaml"
+    if not label or label.isdigit() or not path.is_file():
+        return
+    config = yaml.safe_load(path.read_text()) or {}
+    number = (config.get("version_labels") or {}).get(label) if isinstance(config, dict) else None
+    if isinstance(number, int) and (model_dir / str(number)).is_dir():
+        raise ConflictError(
+            f"Model version {label} is already registered for model {model_dir.name} (as version {number}; "
+            f"remove {model_dir / str(number)} to import it again)"
+        )
+
+
 def _archive_model(files: dict[str, bytes]) -> dict[str, Any]:
     try:
         model = json.loads(files.get("MAR-INF/MANIFEST.json", b"{}")).get("model", {})
@@ -192,16 +211,21 @@ def archive_batch_delay_ms(files: dict[str, bytes]) -> float | None:
 
 
 def archive_serving_config(files: dict[str, bytes], batch_size: int) -> dict[str, Any]:
-    """What the archive's model config file says about serving, as ``config.yaml`` keys: ``maxBatchDelay`` (ms,
-    when batches hold more than one) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms`` (else
-    TorchServe's 120 s, not the server's shorter default: a handler TorchServe waited 2 minutes for is not cut short),
-    ``minWorkers`` above 1 -> ``instances`` (``maxWorkers``: modelport does not scale up by itself), except for a
+    """What the archive's model config file says about serving, as ``config.yaml`` keys: ``maxBatchDelay`` (ms;
+    with batches of one TorchServe's default 100 without one, which TorchServe's describe shows and nothing waits
+    for) -> ``max_queue_delay_ms``, ``responseTimeout`` (s) -> ``timeout_ms`` (else TorchServe's 120 s, not the
+    server's shorter default: a handler TorchServe waited 2 minutes for is not cut short), ``maxWorkers`` ->
+    ``max_workers`` (shown by describe: modelport does not scale up by itself), ``minWorkers`` above 1 ->
+    ``instances``, except for a
     stateful model (``sequenceBatching: true``): TorchServe keeps each sequence on one worker, modelport's batches go
     to any instance, so one instance holds every sequence's state."""
     config, values = _archive_config(files), {}
     delay_ms = archive_batch_delay_ms(files)
-    if delay_ms is not None and batch_size > 1:  # TorchServe waits this long to fill a batch
-        values["max_queue_delay_ms"] = delay_ms
+    if delay_ms is not None or batch_size == 1:  # TorchServe waits this long to fill a batch
+        values["max_queue_delay_ms"] = delay_ms if delay_ms is not None else float(BATCH_DELAY_MS)
+    most = _positive(config.get("maxWorkers"))
+    if most is not None and most.is_integer():
+        values["max_workers"] = int(most)
     timeout = _positive(config.get("responseTimeout"))  # else TorchServe's default (default_response_timeout)
     values["timeout_ms"] = 1000.0 * (timeout if timeout is not None else RESPONSE_TIMEOUT_S)
     workers = _positive(config.get("minWorkers"))

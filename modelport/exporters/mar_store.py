@@ -33,6 +33,7 @@ import yaml
 
 from modelport.errors import InvalidArgumentError, ModelportError, NotFoundError, SourceError, UnsupportedError
 from modelport.exporters.mar import import_mar
+from modelport.exporters.mar_handler import BATCH_DELAY_MS as _BATCH_DELAY_MS
 from modelport.exporters.mar_handler import RESPONSE_TIMEOUT_S, update_config
 from modelport.exporters.options import ExportOptions
 from modelport.exporters.report import ExportReport, ReportRow
@@ -42,11 +43,11 @@ from modelport.mar_archive import MANIFEST, MarArchive, read_manifest, read_mar
 __all__ = ["StoreArchive", "import_store", "is_model_store", "read_properties", "serve_flags", "store_archives"]
 
 _SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
-_BATCH_DELAY_MS = 100  # TorchServe's default maxBatchDelay
 _SERVER_DEFAULTS = {  # TorchServe 0.12's defaults of config.properties's server-wide settings
     "inference_address": "http://127.0.0.1:8080",
     "grpc_inference_port": "7070",
     "max_request_size": "6553500",
+    "max_response_size": "6553500",
 }
 
 
@@ -198,8 +199,9 @@ def import_store(
 
 def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
     """The ``modelport serve`` flags for ``config.properties``'s server-wide settings (TorchServe's defaults for
-    the ones it leaves out: 127.0.0.1:8080, gRPC 7070, 6553500 bytes a request), and notes on the ones modelport
-    answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC port)."""
+    the ones it leaves out: 127.0.0.1:8080, gRPC 7070, 6553500 bytes a request and a response), and notes on the
+    ones modelport answers differently (one HTTP port for TorchServe's inference and management APIs, one gRPC
+    port)."""
     flags, notes = [], []
     properties = {**_SERVER_DEFAULTS, **properties}
     address = properties["inference_address"]
@@ -208,6 +210,12 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
         flags += ["--host", host.strip("[]"), "--http-port", port.strip("/")]
     if properties.get("max_request_size", "").isdigit():
         flags += ["--max-body-bytes", properties["max_request_size"]]
+    if properties.get("max_response_size", "").isdigit():
+        flags += ["--max-response-bytes", properties["max_response_size"]]
+    if properties.get("decode_input_request", "").strip().lower() == "false":
+        flags.append("--no-decode-input-request")
+    if properties.get("service_envelope"):
+        flags += ["--service-envelope", properties["service_envelope"]]
     if properties.get("grpc_inference_port", "").isdigit():
         flags += ["--grpc-port", properties["grpc_inference_port"]]
     notes.append("TorchServe's management API answers on modelport's HTTP port, and its gRPC one on the gRPC port")
@@ -218,8 +226,6 @@ def serve_flags(properties: dict[str, str]) -> tuple[list[str], list[str]]:
             "TorchServe takes set-default and scale-workers without enable_model_api; modelport takes them with "
             "--model-control (which also lets register and unregister through)"
         )
-    if "max_response_size" in properties:
-        notes.append("max_response_size is not enforced: modelport does not limit a response's size")
     return flags, notes
 
 
@@ -258,9 +264,11 @@ def _write_model_config(
     values: dict[str, Any] = {"timeout_ms": 1000.0 * float(settings[default]["responseTimeout"])}
     if read_model_manifest(model_dir / str(default)).format != "handler":  # (a handler's is its manifest's)
         values["max_batch_size"] = sizes[default]  # TorchServe's batches of a built-in handler's model
-    batching = [v for v in (default, *settings) if sizes[v] > 1]
-    if batching:
-        values["max_queue_delay_ms"] = float(settings[batching[0]]["maxBatchDelay"])
+    batching = [v for v in (default, *settings) if sizes[v] > 1]  # (a batch of one waits for no delay)
+    values["max_queue_delay_ms"] = float(settings[(batching or [default])[0]]["maxBatchDelay"])
+    most = settings[default].get("maxWorkers")
+    if isinstance(most, int) and not isinstance(most, bool) and most >= 1:
+        values["max_workers"] = most  # what TorchServe's describe shows (modelport does not scale by itself)
     workers = settings[default].get("minWorkers")
     if isinstance(workers, int) and workers > 1 and settings[default].get("sequenceBatching") is not True:
         values["instances"] = workers

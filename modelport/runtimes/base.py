@@ -72,7 +72,9 @@ class RuntimeOptions:
     """How a runtime should execute: device, threads, ONNX execution providers and arena, or a remote server.
 
     ``worker_process``: run the model in a worker process of its own (handler models' ``workers: N``), which
-    is killed and restarted when a batch runs past ``timeout_s``.
+    is killed and restarted when a batch runs past ``timeout_s``. ``max_response_bytes``: TorchServe's
+    ``max_response_size`` for a handler's responses (0: none); ``envelope``: its ``service_envelope``;
+    ``decode_input``: its ``decode_input_request``.
     """
 
     device: str = "cpu"
@@ -82,6 +84,9 @@ class RuntimeOptions:
     onnx_arena: OnnxArena = "session"
     worker_process: bool = False
     timeout_s: float = 60.0
+    max_response_bytes: int = 0  # a TorchServe handler's largest response to one request (0: no limit)
+    envelope: str = ""  # TorchServe's service_envelope around a handler (ts.torch_handler.request_envelope), if any
+    decode_input: bool = True  # TorchServe's decode_input_request: JSON and text inputs decoded for the handler
 
 
 class Runtime(Protocol):

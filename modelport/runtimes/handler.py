@@ -54,9 +54,11 @@ from modelport.runtimes.handler_request import (
     Reply,
     TorchServeRequest,
     decode_predict_response,
+    decode_reply,
     decode_request,
     deliver,
     encode_reply,
+    split_chunks,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +103,7 @@ class HandlerRuntime:
         if self.options.worker_process:
             from modelport.runtimes.handler_process import HandlerWorker
 
-            self.worker = HandlerWorker(self.directory, self.options.device, self.options.timeout_s)
+            self.worker = HandlerWorker(self.directory, self.options)
             self.worker.start()
             return
         context_module = self.ts_context = import_framework("ts.context", "torchserve")
@@ -126,24 +128,25 @@ class HandlerRuntime:
             self.module_name = module.__name__
             entry, initialize = _entry_point(module, handler)
             initialize(self.context)
-        self.entry = entry
+        self.entry = _enveloped(entry, self.options.envelope) if self.options.envelope else entry
 
     def predict(self, inputs: Arrays) -> Arrays:
         """One batch: each element of ``data`` is one request (a bare payload, or a framed TorchServe request,
         ``runtimes/handler_request.py``); one response per request, framed when its request was."""
         if self.worker is not None:
-            return self.worker.predict(inputs)
+            return _within(self.worker.predict(inputs), self.options.max_response_bytes)
         assert self.entry is not None, "load() first"
         payloads = inputs[INPUT].ravel().tolist()
         requests = [decode_request(p) if isinstance(p, bytes) else None for p in payloads]
         encoded = np.empty(len(payloads), dtype=object)
         for group in _groups(requests):  # describe alone, explanations apart
             encoded[group] = self._run([requests[i] for i in group], [payloads[i] for i in group])
-        return {OUTPUT: encoded}
+        return _within({OUTPUT: encoded}, self.options.max_response_bytes)
 
     def _run(self, requests: list[TorchServeRequest | None], payloads: list[object]) -> list[bytes]:
         """One call of the handler on ``requests`` (their ``payloads``): each one's encoded response."""
-        batch = [_row(request, payload) for request, payload in zip(requests, payloads, strict=True)]
+        decode = self.options.decode_input
+        batch = [_row(request, payload, decode) for request, payload in zip(requests, payloads, strict=True)]
         stream = self._prepare(requests)
         responses = self._handle(batch)
         encoded = []
@@ -221,6 +224,20 @@ class HandlerRuntime:
         return properties
 
 
+def _within(outputs: Arrays, limit: int) -> Arrays:
+    """The batch's responses, unless one (a streamed one's message) is over ``limit`` bytes (TorchServe's
+    ``max_response_size``): TorchServe's frontend then drops the worker's connection and fails the whole batch,
+    500 ``Worker died.`` (the worker restarts; here the handler keeps serving)."""
+    if limit <= 0:
+        return outputs
+    for element in outputs[OUTPUT].ravel().tolist():
+        reply = decode_reply(bytes(element))
+        if any(len(body) > limit for body in split_chunks(reply.body, reply.chunks)):
+            log.warning("a response is over max_response_bytes %d: the batch fails, as in TorchServe", limit)
+            raise HandlerError("Worker died.", 500)
+    return outputs
+
+
 def _stateful(config: dict[str, Any]) -> bool:
     """Whether TorchServe 0.12 serves the model with sequence batching (``sequenceBatching: true``)."""
     return config.get("sequenceBatching") is True
@@ -268,10 +285,11 @@ def _groups(requests: list[TorchServeRequest | None]) -> list[list[int]]:
     return [[i] for i in describe] + [group for group in (explain, rest) if group]
 
 
-def _row(request: TorchServeRequest | None, payload: object) -> dict[str, Any]:
-    """What the handler gets for one request: TorchServe's named inputs, or a bare payload under both names."""
+def _row(request: TorchServeRequest | None, payload: object, decode: bool) -> dict[str, Any]:
+    """What the handler gets for one request: TorchServe's named inputs (decoded unless TorchServe's
+    ``decode_input_request=false``), or a bare payload under both names."""
     if request is not None:
-        return request.row()
+        return request.row(decode)
     value = request_value(payload)
     return {"data": value, "body": value}
 
@@ -412,6 +430,17 @@ def _entry_point(module: ModuleType, handler: str) -> tuple[EntryPoint, Callable
     if not hasattr(service, "handle"):
         raise SourceError(f"handler {handler}: class {classes[0].__name__} has no handle method")
     return service.handle, service.initialize
+
+
+def _enveloped(entry: EntryPoint, envelope: str) -> EntryPoint:
+    """The entry point inside TorchServe's ``service_envelope`` (``json``, ``kservev2``...), as its model loader
+    wraps it: the envelope class of ``ts.torch_handler.request_envelope.<envelope>`` unpacks each batch for the
+    handler and packs its responses (``initialize`` ran on the handler itself, as in TorchServe)."""
+    module = import_framework(f"ts.torch_handler.request_envelope.{envelope}", "torchserve")
+    util = import_framework("ts.utils.util", "torchserve")
+    envelope_class = util.list_classes_from_module(module)[0]
+    handle: EntryPoint = envelope_class(entry).handle
+    return handle
 
 
 def _metrics_cache(directory: Path) -> Any:

@@ -22,12 +22,13 @@ import signal
 import threading
 import time
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import DeadlineExceededError, ModelportError, SourceError, UnavailableError, summarize
-from modelport.runtimes.base import Arrays
+from modelport.runtimes.base import Arrays, RuntimeOptions
 from modelport.runtimes.handler_request import Reply, decode_reply, deliver, encode_reply
 
 __all__ = ["HandlerFaultError", "HandlerWorker"]
@@ -45,10 +46,11 @@ class HandlerFaultError(RuntimeError):
 class HandlerWorker:
     """One worker process running the handler of the archive in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: Path, device: str, timeout_s: float) -> None:
+    def __init__(self, directory: Path, options: RuntimeOptions) -> None:
         self.directory = directory
-        self.device = device
-        self.timeout_s = timeout_s
+        # what the handler runs with in its process (this one checks the responses' size)
+        self.options = replace(options, worker_process=False, max_response_bytes=0)
+        self.timeout_s = options.timeout_s
         self.restarts = 0
         self.process: Any = None
         self._pipe: Connection | None = None
@@ -66,7 +68,13 @@ class HandlerWorker:
         lifeline, held = context.Pipe(duplex=False)  # its end closes when this process dies, however it dies
         process = context.Process(
             target=serve,
-            args=(theirs, lifeline, str(self.directory), self.device, logging.getLogger().getEffectiveLevel()),
+            args=(
+                theirs,
+                lifeline,
+                str(self.directory),
+                self.options,
+                logging.getLogger().getEffectiveLevel(),
+            ),
             name="modelport-handler",
         )
         process.start()
@@ -157,7 +165,11 @@ class HandlerWorker:
 
 
 def serve(
-    pipe: Connection, lifeline: Connection, directory: str, device: str, log_level: int = logging.WARNING
+    pipe: Connection,
+    lifeline: Connection,
+    directory: str,
+    options: RuntimeOptions,
+    log_level: int = logging.WARNING,
 ) -> None:
     """The worker process: initialize the handler, then answer batches until told to stop or orphaned. It logs
     to the server's stderr at the server's level (the handler's own logs, its ``[METRICS]`` lines)."""
@@ -167,11 +179,11 @@ def serve(
     )
     threading.Thread(target=_exit_when_orphaned, args=(lifeline,), daemon=True).start()
     from modelport.manifest import read_manifest
-    from modelport.runtimes.base import RuntimeOptions, runtime_class
+    from modelport.runtimes.base import runtime_class
 
     directory = os.path.abspath(directory)
     manifest = read_manifest(Path(directory))
-    runtime = runtime_class(manifest.format)(Path(directory), manifest, RuntimeOptions(device=device))
+    runtime = runtime_class(manifest.format)(Path(directory), manifest, options)
     os.chdir(directory)  # TorchServe's worker runs in the model directory: handlers open files by relative path
     try:
         runtime.load()

@@ -67,9 +67,10 @@ class TorchServeRequest(NamedTuple):
     stream: str = ""  # the stream its intermediate responses go to as they are sent (open_stream), if any
     sequence: str = ""  # its sequence as TorchServe's gRPC names it (sequence_id), if any
 
-    def row(self) -> dict[str, Any]:
-        """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it."""
-        return {f.name: field_value(f) for f in self.fields}
+    def row(self, decode: bool = True) -> dict[str, Any]:
+        """The dict the handler gets for this request, each value decoded as TorchServe's worker decodes it (with
+        ``decode`` false, as its ``decode_input_request=false``: every value as bytes)."""
+        return {f.name: field_value(f) if decode else f.value for f in self.fields}
 
     def describes(self) -> bool:
         """Whether this is TorchServe's describe request (``GET /models/{m}?customized=true``)."""
@@ -135,8 +136,9 @@ def split_chunks(body: bytes, chunks: tuple[int, ...]) -> list[bytes]:
 
 
 def field_value(field: Field) -> Any:
-    """TorchServe's decoding: ``application/json`` parsed (bytes if it is not JSON), ``text/*`` as str."""
-    media = field.content_type.split(";", 1)[0].strip().lower()
+    """TorchServe's decoding: ``application/json`` parsed (bytes if it is not JSON), ``text/*`` as str. Its worker
+    compares the media type (its frontend drops the parameters) as written: ``Application/JSON`` stays bytes."""
+    media = field.content_type.split(";", 1)[0].strip()
     try:
         if media == "application/json":
             return json.loads(field.value.decode("utf-8"))

@@ -212,12 +212,13 @@ class Batcher:
                 self._leave(pending)
 
     def _idle(self) -> bool:
-        """Whether a request may run at once, inline: greedy batching (no delay to wait out), one instance
+        """Whether a request may run at once, inline: greedy batching (no delay to wait out; a batch of one has
+        none), one instance
         and inline-cheap compute, nothing queued or running, and no request ran this way earlier in the
         same pass of the event loop (requests that arrive together still batch: the loop gathers them)."""
         return (
             not self._hot
-            and self.policy.max_queue_delay_s == 0
+            and (self.policy.max_queue_delay_s == 0 or self.policy.max_batch_size == 1)
             and len(self._instances) == 1
             and self._compute_ewma < self.policy.inline_below_s
             and not self._running

@@ -481,8 +481,8 @@ class DataPlane:
         """Import a model archive as the model's next version and serve it (model control)."""
         return await self.registry.register(request)
 
-    async def scale_model(self, name: str, version: str | None, workers: int, synchronous: bool) -> None:
-        """Run ``workers`` instances of the model (model control)."""
+    async def scale_model(self, name: str, version: str | None, workers: tuple[int, int], synchronous: bool) -> None:
+        """Run ``workers[0]`` instances of the model, ``workers[1]`` its TorchServe ``maxWorkers`` (model control)."""
         await self.registry.scale(name, version, workers, synchronous)
 
     async def set_default_version(self, name: str, version: str) -> None:
@@ -582,6 +582,7 @@ def _details(served: ServedVersion, gpu: bool) -> ModelDetails:
         queue_capacity=served.batcher.policy.max_queue_size if served.batcher is not None else 0,
         timeout_s=execution.limits.timeout_s if execution is not None else 0.0,
         platform=dict(manifest.platform) if manifest is not None else {},
+        max_workers=execution.max_workers if execution is not None else 0,
     )
 
 

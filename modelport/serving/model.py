@@ -68,6 +68,7 @@ class Execution:
     limits: RequestLimits
     processors: Processors | None = None
     labels: dict[str, Labels] = field(default_factory=dict)
+    max_workers: int = 0  # TorchServe's maxWorkers (config.yaml), shown by its describe API
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,9 @@ def _open(
         onnx_arena=config.onnx_arena or settings.onnx_arena,
         worker_process=config.workers is not None,
         timeout_s=_timeout_s(settings, config),
+        max_response_bytes=settings.max_response_bytes,
+        envelope=settings.service_envelope,
+        decode_input=settings.decode_input_request,
     )
     if config.workers is not None and manifest.format != "handler":
         raise InvalidArgumentError(
@@ -275,6 +279,7 @@ def _open(
         ),
         processors=processors,
         labels={spec.name: _labels(context, spec.name) for spec in manifest.outputs},
+        max_workers=config.max_workers or 0,
     )
 
 

@@ -41,6 +41,7 @@ from modelport.serving.types import ArchiveRegistration, Registered, VersionStat
 
 __all__ = ["Registry", "archive_identity"]
 
+_BATCH_DELAY_MS = 100.0  # TorchServe's default max_batch_delay of a registration
 log = logging.getLogger(__name__)
 
 _IMPORT_TIMEOUT_S = 900.0  # an export with its parity check; a hung one must not hold the registrations' lock
@@ -90,14 +91,16 @@ class Registry:
             raise NotFoundError(f"Model not found at: {url}")
         return path
 
-    async def scale(self, name: str, version: str | None, workers: int, synchronous: bool) -> None:
-        """Run ``workers`` instances of every version of ``name`` (config.yaml is per model)."""
+    async def scale(self, name: str, version: str | None, workers: tuple[int, int], synchronous: bool) -> None:
+        """Run ``workers[0]`` instances of every version of ``name`` (config.yaml is per model); ``workers[1]`` is
+        TorchServe's ``maxWorkers`` (``max_workers``, which its describe API shows)."""
         self._root()
         entry = self._entry(name)
         if version is not None:
             self._number(entry, version, f"Model version: {version} does not exist for model: {name}")
         key = "workers" if entry.config.workers is not None else "instances"
-        await asyncio.to_thread(_update_config, self._folder(name), {key: workers})
+        values = {key: workers[0], "max_workers": workers[1]}
+        await asyncio.to_thread(_update_config, self._folder(name), values)
         work = self._restart(name)
         if synchronous:
             await work
@@ -169,6 +172,8 @@ class Registry:
             values["version_labels"] = {**(config.get("version_labels") or {}), label: number}
         if request.max_batch_delay_ms is not None:
             values["max_queue_delay_ms"] = request.max_batch_delay_ms
+        elif config.get("max_queue_delay_ms") is None:  # TorchServe's default max_batch_delay (what describe shows)
+            values["max_queue_delay_ms"] = _BATCH_DELAY_MS
         if request.initial_workers is not None:
             values["workers" if config.get("workers") is not None else "instances"] = request.initial_workers
         return values

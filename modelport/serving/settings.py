@@ -91,6 +91,22 @@ class ServerSettings(BaseSettings):
         description="threads decoding payloads (images, text) off the event loop (0 = CPUs - 1, at most 8)",
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    service_envelope: Literal["", "body", "json", "kserve", "kservev2"] = Field(
+        "",
+        description="TorchServe's service_envelope: every TorchServe handler inside that envelope of "
+        'ts.torch_handler.request_envelope (json: {"instances": [...]} in, {"predictions": [...]} out)',
+    )
+    decode_input_request: bool = Field(
+        True,
+        description="TorchServe's decode_input_request: a handler gets application/json inputs parsed and text/* "
+        "as str (false: every input as bytes)",
+    )
+    max_response_bytes: int = Field(
+        0,
+        ge=0,
+        description="largest response a TorchServe handler may answer one request with (TorchServe's "
+        "max_response_size; over it the batch fails, 500 Worker died., as in TorchServe; 0 = no limit)",
+    )
     poll_interval_s: float = Field(0.0, ge=0, description="repository polling for hot reload (0 = off)")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
     model_control: bool = Field(
@@ -228,6 +244,9 @@ class ModelConfig(BaseModel):
     instances: int | None = Field(None, ge=1)
     workers: int | None = Field(
         None, ge=1, description="handler models: run the TorchServe handler in N worker processes (the instances)"
+    )
+    max_workers: int | None = Field(
+        None, ge=1, description="TorchServe's maxWorkers, which its describe API shows (modelport does not scale)"
     )
     version_policy: VersionPolicy = VersionPolicy()
     default_version: int | None = Field(None, ge=1)

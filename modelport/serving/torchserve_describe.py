@@ -16,10 +16,12 @@ __all__ = ["archive_url", "described_version"]
 
 def described_version(details: ModelDetails, default_timeout_s: float) -> dict[str, Any]:
     """One version as TorchServe 0.12's describe API shows a model, with all its keys: workers are the version's
-    runtime instances (``pid`` the server's), ``responseTimeout`` its request timeout (the model's ``timeout_ms``,
-    else ``default_timeout_s``), ``jobQueueStatus`` its batch queue; what modelport does not have (sequences, job
-    tickets, venvs, parallelism, continuous batching) is off, as TorchServe shows it off, and ``startupTimeout``
-    and ``maxRetryTimeoutInSec`` are TorchServe's defaults (modelport has no such limits)."""
+    runtime instances (``pid`` the server's), ``maxWorkers`` TorchServe's (``max_workers`` in ``config.yaml``) when
+    above them, ``maxBatchDelay`` the configured delay (a batch of one waits for none), ``responseTimeout`` its
+    request timeout (the model's ``timeout_ms``, else ``default_timeout_s``), ``jobQueueStatus`` its batch queue;
+    what modelport does not have (sequences, job tickets, venvs, parallelism, continuous batching) is off, as
+    TorchServe shows it off, and ``startupTimeout`` and ``maxRetryTimeoutInSec`` are TorchServe's defaults
+    (modelport has no such limits)."""
     state = details.status.state
     status = state.value if state in (VersionState.READY, VersionState.UNLOADING) else "FAILED"
     started = _timestamp(details.started)
@@ -29,7 +31,7 @@ def described_version(details: ModelDetails, default_timeout_s: float) -> dict[s
         "modelUrl": details.platform.get("mar") or str(details.directory),  # TorchServe's: the archive's file
         "runtime": details.platform.get("mar_runtime") or details.format or "unknown",  # the archive's runtime
         "minWorkers": details.instances,
-        "maxWorkers": details.instances,
+        "maxWorkers": max(details.instances, details.max_workers),
         "batchSize": details.max_batch_size,
         "maxBatchDelay": round(1000 * details.max_queue_delay_s),
         "responseTimeout": max(1, round(details.timeout_s or default_timeout_s)),

@@ -94,7 +94,8 @@ async def scale_workers(plane: DataPlane, model: str, version: str | None, param
     plane.require_model_api()
     workers = _workers(params)
     synchronous = _bool(params, "synchronous", default=False)
-    await plane.scale_model(model, version, workers, synchronous)
+    most = max(workers, _int(params, "max_worker") or 0)  # TorchServe's maxWorkers: max_worker, else min_worker
+    await plane.scale_model(model, version, (workers, most), synchronous)
     if not synchronous:
         return Answer(PROCESSING, 202)
     which = f", version: {version}" if version is not None else ""

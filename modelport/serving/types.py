@@ -169,7 +169,8 @@ class ModelDetails:
     ``instances`` is 0 and the batching fields are 0 for a version that did not load; ``gpu`` says
     whether the server's device is a GPU; ``started``: when it went into service; ``pending`` requests wait in
     its queue of ``queue_capacity``; ``timeout_s``: its requests' timeout (0: the server's default); ``platform``:
-    its manifest's platform details (a TorchServe archive's file name and runtime: ``mar``, ``mar_runtime``).
+    its manifest's platform details (a TorchServe archive's file name and runtime: ``mar``, ``mar_runtime``);
+    ``max_workers``: TorchServe's ``maxWorkers`` from its ``config.yaml``, if any.
     """
 
     name: str
@@ -185,6 +186,7 @@ class ModelDetails:
     queue_capacity: int = 0
     timeout_s: float = 0.0
     platform: dict[str, str] = field(default_factory=dict)
+    max_workers: int = 0  # TorchServe's maxWorkers (config.yaml's max_workers), else 0
 
 
 @dataclass(frozen=True)

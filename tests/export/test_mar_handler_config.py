@@ -35,13 +35,14 @@ def _import(mar: Path, repo: Path, capsys: pytest.CaptureFixture[str] | None = N
 
 
 def test_the_model_config_becomes_the_models_serving_config(tmp_path: Path) -> None:
-    """batchSize 2 -> max_batch_size, maxBatchDelay 50 ms, responseTimeout 30 s -> timeout_ms; minWorkers 1 leaves
-    the instances alone; a minWorkers above 1 becomes instances."""
+    """batchSize 2 -> max_batch_size, maxBatchDelay 50 ms, responseTimeout 30 s -> timeout_ms, maxWorkers
+    max_workers; minWorkers 1 leaves the instances alone; a minWorkers above 1 becomes instances."""
     ctx = build_archives(tmp_path)[0]
     _import(ctx, tmp_path / "repo")
     assert read_manifest(tmp_path / "repo" / "ctx" / "1").max_batch_size == 2
     config = yaml.safe_load((tmp_path / "repo" / "ctx" / "config.yaml").read_text())
-    assert config == {"version_labels": {"1.0": 1}, "max_queue_delay_ms": 50.0, "timeout_ms": 30000.0}
+    expected = {"version_labels": {"1.0": 1}, "max_queue_delay_ms": 50.0, "timeout_ms": 30000.0, "max_workers": 1}
+    assert config == expected, "maxWorkers: what TorchServe's describe shows"
     again = build_archives(tmp_path / "again", MODEL_CONFIG.replace("minWorkers: 1", "minWorkers: 3"))[0]
     _import(again, tmp_path / "repo3")
     assert yaml.safe_load((tmp_path / "repo3" / "ctx" / "config.yaml").read_text())["instances"] == 3
@@ -64,6 +65,7 @@ def test_a_second_archive_version_of_a_model_is_served_beside_the_first(tmp_path
         "version_policy": {"specific": [1, 2]},
         "default_version": 1,
         "timeout_ms": 120_000.0,  # TorchServe's default responseTimeout (the server's would be 30 s)
+        "max_queue_delay_ms": 100.0,  # TorchServe's default maxBatchDelay, which its describe shows
     }
     _import(archive(src / "w.bin", src / "h.py", "m", tmp_path / "3", version="3.0"), repo)
     config = yaml.safe_load((repo / "m" / "config.yaml").read_text())

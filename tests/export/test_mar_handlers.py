@@ -345,7 +345,11 @@ def test_the_batch_size_comes_from_the_archive_config_or_the_flag(tmp_path):
     (tmp_path / "c").mkdir()
     _import(_first_only_archive(tmp_path / "c", config="maxBatchDelay: 50\n"), tmp_path / "c" / "repo")
     config = yaml.safe_load((tmp_path / "c" / "repo" / "first" / "config.yaml").read_text())
-    assert "max_queue_delay_ms" not in config, "no delay to wait out in batches of one"
+    assert config["max_queue_delay_ms"] == 50, "TorchServe's describe shows it (a batch of one waits for none)"
+    (tmp_path / "d").mkdir()
+    _import(_first_only_archive(tmp_path / "d"), tmp_path / "d" / "repo")
+    config = yaml.safe_load((tmp_path / "d" / "repo" / "first" / "config.yaml").read_text())
+    assert config["max_queue_delay_ms"] == 100, "TorchServe's default maxBatchDelay"
 
 
 async def test_several_files_under_one_name_are_several_requests_even_in_batches_of_one(tmp_path):

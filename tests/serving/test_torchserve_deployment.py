@@ -259,11 +259,10 @@ def _parsed(answer: httpx.Response) -> Any:
 @pytest.mark.slow
 def test_every_version_is_described_with_the_settings_torchserve_serves_it_by(servers: Servers) -> None:
     keys = ("modelName", "modelUrl", "runtime", "batchSize", "maxBatchDelay", "responseTimeout", "minWorkers")
-    alone = [k for k in keys if k != "maxBatchDelay"]  # (batches of one: modelport waits for none, TorchServe 100 ms)
     for model in ("tg", "na", "zs", "p3"):  # the archive's file (or folder) and its runtime (p3: python3)
         theirs = httpx.get(f"{servers.management}/models/{model}", timeout=60).json()
         mine = httpx.get(f"{servers.modelport}/models/{model}", timeout=60).json()
-        assert [{k: v[k] for k in alone} for v in mine] == [{k: v[k] for k in alone} for v in theirs]
+        assert [{k: v[k] for k in keys} for v in mine] == [{k: v[k] for k in keys} for v in theirs]
     theirs = httpx.get(f"{servers.management}/models/m/all", timeout=60).json()
     mine = httpx.get(f"{servers.modelport}/models/m/all", timeout=60).json()
     assert [v["modelVersion"] for v in theirs] == ["1.0", *(["2.0"] if len(theirs) > 1 else [])]
@@ -295,10 +294,12 @@ def test_config_properties_are_read_as_torchserve_reads_them(tmp_path: Path) -> 
     properties = read_properties(config)
     assert properties["models"] == '{"m": {"1.0": {"batchSize": 2}}}'
     assert serve_flags(properties)[0] == [
-        *("--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000", "--grpc-port", "7070")
+        *("--host", "0.0.0.0", "--http-port", "8080", "--max-body-bytes", "9000"),
+        *("--max-response-bytes", "6553500", "--grpc-port", "7070"),
     ]
     assert serve_flags({})[0] == [
-        *("--host", "127.0.0.1", "--http-port", "8080", "--max-body-bytes", "6553500", "--grpc-port", "7070")
+        *("--host", "127.0.0.1", "--http-port", "8080", "--max-body-bytes", "6553500"),
+        *("--max-response-bytes", "6553500", "--grpc-port", "7070"),
     ], "TorchServe's defaults"
     store = tmp_path / "store"
     store.mkdir()
@@ -392,10 +393,9 @@ def test_a_torchserve_snapshot_is_imported_as_torchserve_restarts_from_it(tmp_pa
 
 
 def _settings(described: dict[str, Any]) -> dict[str, Any]:
-    """What a description says of how a version is served (its batch delay when it batches: for batches of one
-    TorchServe shows its default 100 ms, modelport 0; neither waits)."""
-    keys = ["modelName", "modelUrl", "batchSize", "responseTimeout"]
-    return {k: described[k] for k in [*keys, *(["maxBatchDelay"] if described["batchSize"] > 1 else [])]}
+    """What a description says of how a version is served."""
+    keys = ["modelName", "modelUrl", "batchSize", "maxBatchDelay", "responseTimeout"]
+    return {k: described[k] for k in keys}
 
 
 async def test_sagemakers_invocations_serve_the_one_model_without_model_name(tmp_path: Path) -> None:
