@@ -243,12 +243,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             continue
         flag = "--" + name.replace("_", "-")
         default = field.default
-        if isinstance(default, bool):
+        if isinstance(default, bool) or field.annotation == (bool | None):
             p.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=f"{field.description} (default {default})",
+                help=field.description if default is None else f"{field.description} (default {default})",
             )
         elif name == "providers":
             p.add_argument(flag, type=_csv, default=argparse.SUPPRESS, help=f"{field.description}, comma list")

@@ -120,10 +120,11 @@ class ServerSettings(BaseSettings):
         True, description="Triton's system shared memory extension, for clients on the server's host only"
     )
     log_json: bool = Field(False, description="structured JSON logs")
-    tracing: bool = Field(
-        False,
-        description="OpenTelemetry traces, exported as the OTEL_* variables say (also on when OTEL_TRACES_EXPORTER "
-        "or OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set; off with OTEL_SDK_DISABLED=true)",
+    tracing: bool | None = Field(
+        None,
+        description="OpenTelemetry traces, exported as the OTEL_* variables say (unset: on when OTEL_TRACES_EXPORTER "
+        "or OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set; --no-tracing: off whatever they say; off with "
+        "OTEL_SDK_DISABLED=true)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     reuse_port: bool = Field(False, description="bind with SO_REUSEPORT (set for each --workers process)")

@@ -2,7 +2,8 @@
 
 Tracing is on when the server is started with ``--tracing`` (``MODELPORT_TRACING=true``), or when the
 standard variables ask for traces: ``OTEL_TRACES_EXPORTER`` set to anything but ``none``, or an OTLP endpoint
-(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``). ``OTEL_SDK_DISABLED=true`` turns it
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), unless started with ``--no-tracing``
+(``MODELPORT_TRACING=false``). ``OTEL_SDK_DISABLED=true`` turns it
 off whatever else is set. When it is off, ``ENABLED`` is False, neither the OpenTelemetry SDK nor an exporter is
 imported, and the hooks below return at once: callers on the hot path test ``tracing.ENABLED`` first.
 
@@ -83,8 +84,8 @@ def wanted(settings: ServerSettings, environ: Mapping[str, str] = os.environ) ->
     """Whether ``settings`` and the ``OTEL_*`` variables ask for traces (the rule in this module's docstring)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
         return False
-    if settings.tracing:
-        return True
+    if settings.tracing is not None:  # --tracing / --no-tracing (MODELPORT_TRACING) decide
+        return settings.tracing
     exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter:
         return exporter != "none"

@@ -102,18 +102,30 @@ def only(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 @pytest.mark.parametrize(
     ("flag", "environ", "on"),
     [
-        (False, {}, False),
+        (None, {}, False),
         (True, {}, True),
-        (False, {"OTEL_TRACES_EXPORTER": "otlp"}, True),
-        (False, {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
-        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
-        (False, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
-        (False, {"OTEL_SERVICE_NAME": "alone-it-asks-for-nothing"}, False),
+        (None, {"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        (None, {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        (None, {"OTEL_SERVICE_NAME": "alone-it-asks-for-nothing"}, False),
         (True, {"OTEL_SDK_DISABLED": "true"}, False),
+        (False, {"OTEL_TRACES_EXPORTER": "console"}, False),  # --no-tracing wins over the variables
+        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
     ],
 )
 def test_tracing_is_on_with_the_flag_or_the_otel_variables_that_ask_for_traces(tmp_path, flag, environ, on):
-    assert tracing.wanted(ServerSettings(repository=tmp_path, tracing=flag), environ) is on
+    given = {} if flag is None else {"tracing": flag}
+    assert tracing.wanted(ServerSettings(repository=tmp_path, **given), environ) is on
+
+
+def test_the_serve_flags_leave_tracing_to_the_variables_unless_given(tmp_path):
+    from modelport.cli import build_parser
+
+    parser = build_parser()
+    assert "tracing" not in vars(parser.parse_args(["serve", str(tmp_path)]))
+    assert vars(parser.parse_args(["serve", str(tmp_path), "--no-tracing"]))["tracing"] is False
+    assert vars(parser.parse_args(["serve", str(tmp_path), "--tracing"]))["tracing"] is True
 
 
 async def test_an_http_inference_is_one_server_span_under_the_callers_traceparent_with_its_children(client, exported):
