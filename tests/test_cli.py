@@ -181,7 +181,7 @@ def test_export_then_inspect(capsys, tmp_path):
 
 @pytest.mark.torch
 def test_failed_gate_exits_non_zero(capsys, tmp_path):
-    code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:sign_branch", "--format", "torchscript"))
+    code, out, _ = _run(capsys, *_export(tmp_path, "tests.export.branchy:frozen_scale", "--format", "torchscript"))
     assert code == 1 and "FAIL" in out and "max abs error" in out
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class SignBranch(nn.Module):
-    """Data-dependent control flow: tracing bakes in one branch (the classic TorchScript trap)."""
+    """Data-dependent control flow: a trace bakes in one branch (export scripts it instead; torch.export refuses)."""
 
     input_specs = ("x:float32:-1x4",)
 
@@ -81,3 +81,17 @@ def saturated() -> Small:
         model.fc.weight.zero_()
         model.fc.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
     return model
+
+
+class FrozenScale(nn.Module):
+    """A tensor read as a Python number: tracing bakes in the traced input's value as a constant (the
+    TorchScript trap export does not script its way around, unlike an ``if`` on a tensor)."""
+
+    input_specs = ("x:float32:-1x4",)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / float(x.abs().max())
+
+
+def frozen_scale() -> FrozenScale:
+    return FrozenScale()
