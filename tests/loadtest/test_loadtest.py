@@ -192,10 +192,20 @@ def test_failed_requests_exit_1_without_any_slo(echo_server, tmp_path):
             2,
             "--metrics-url: cannot reach",
         ),
+        # an HTTP protocol sent to the gRPC port, and a --metrics-url that answers something else than metrics
+        ("http-to-grpc", [], 1, "/v2/models/echo: the answer is not HTTP/1.1 (BadStatusLine)"),
+        ("server", ["--model", "echo", "--metrics-url", "{url}/v2/models/echo"], 2, "echo: not Prometheus metrics"),
+        ("server", ["--model", "echo", "--metrics-url", "http://{grpc}/metrics"], 2, "is not HTTP/1.1"),
     ],
 )
 def test_errors_are_clear_and_come_before_any_load(echo_server, tmp_path, target, extra, code, message):
-    url = {"bad-url": f"http://127.0.0.1:{free_port()}", "grpc": echo_server.grpc}.get(target, echo_server.url)
+    urls = {
+        "bad-url": f"http://127.0.0.1:{free_port()}",
+        "grpc": echo_server.grpc,
+        "http-to-grpc": f"http://{echo_server.grpc}",
+    }
+    url = urls.get(target, echo_server.url)
+    extra = [arg.format(url=echo_server.url, grpc=echo_server.grpc) for arg in extra]
     run = modelport(tmp_path, "loadtest", url, *(extra or ["--model", "echo"]))
     assert run.code == code, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
