@@ -193,6 +193,9 @@ def test_bad_input_is_one_line(tmp_path):
     assert "--slo 'p99 under 20ms' does not parse" in malformed.stderr
     small = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--budget", "3s")
     assert small.returncode == 2 and "--budget 3s is too small for one candidate" in small.stderr
+    remote = _tune(tmp_path, "s3://bucket/repo/toy", "--slo", "p99<20ms")
+    assert remote.returncode == 2 and len(remote.stderr.splitlines()) == 1, remote.stderr
+    assert "s3://bucket/repo/toy: tune measures a local repository" in remote.stderr, remote.stderr
     missing = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--data", "images")
     assert missing.returncode == 2 and "--data images: no such file or directory" in missing.stderr
     assert not (tmp_path / "tune-out" / "tune.json").exists()
