@@ -85,8 +85,16 @@ def prepare(options: LoadTestOptions) -> Prepared:
     payloads = [codec.encode(arrays) for arrays in sample_inputs(specs, options.data, options.samples, options.seed)]
     why = codec.check(payloads[0])
     if why:
-        raise InvalidArgumentError(f"the first request to {options.model!r} failed, so no load was sent: {why}")
+        hint = _payload_hint(specs, options.data)
+        raise InvalidArgumentError(f"the first request to {options.model!r} failed, so no load was sent: {why}{hint}")
     return Prepared(codec.endpoint(), specs, _write_plan(options, codec, payloads), len(payloads))
+
+
+def _payload_hint(specs: tuple[TensorSpec, ...], data: str) -> str:
+    """What to do when random bytes went to a model that takes payloads (an image or text step decodes them)."""
+    if data != "random" or len(specs) != 1 or specs[0].dtype != "string":
+        return ""
+    return f" (random bytes are no payload {specs[0].name!r} takes: give --data DIR, a directory of files it does)"
 
 
 def _write_plan(options: LoadTestOptions, codec: Codec, payloads: list[Any]) -> Path:

@@ -103,7 +103,9 @@ def test_data_files_golden_and_named(tmp_path):
     save_golden(tmp_path / "golden.npz", cases)
     golden = sample_inputs(specs, str(tmp_path / "golden.npz"), 16, 0)
     assert [g["x"].shape for g in golden] == [(1, 3), (3, 3)]
-    with pytest.raises(InvalidArgumentError, match=r"expected 'random' or an existing \.npz"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"expected 'random', an existing \.npz file or a directory of files"
+    ):
         sample_inputs(specs, "nothing.npz", 4, 0)
 
 
