@@ -286,9 +286,14 @@ class TorchServeCodec(Codec):
         try:
             return super().specs()
         except NotFoundError as exc:
+            if self._speaks_v2():  # the server has v2 metadata: the model is not there, --input would not help
+                raise
             raise NotFoundError(
                 f"{exc.message} (TorchServe's API has no tensor metadata: pass --input NAME:DTYPE:SHAPE)"
             ) from None
+
+    def _speaks_v2(self) -> bool:
+        return self.target.get(self.target.url + "/v2/health/live").status == 200
 
     def encode(self, arrays: Arrays) -> Payload:
         if len(arrays) == 1 and next(iter(arrays.values())).dtype.kind in ("O", "S", "U"):

@@ -243,3 +243,33 @@ def test_the_failed_request_gate_joins_the_slos_unless_an_error_rate_slo_decides
     for bad in ("x", "150%", "-0.1"):
         with pytest.raises(InvalidArgumentError, match="--max-error-rate takes a fraction"):
             parse_rate(bad)
+
+
+def test_torchserve_suggests_input_only_where_the_server_has_no_v2_metadata(echo_server):
+    """A model missing from a server that speaks v2 is missing: '--input' would not help (it said so before)."""
+    import http.server
+    import threading
+
+    from modelport.errors import NotFoundError
+
+    missing = codec_for("torchserve", Target(echo_server.url, "nope"))
+    with pytest.raises(NotFoundError, match=r"model 'nope' not found at .*is not found\)$"):
+        missing.specs()
+
+    class TorchServeLike(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # TorchServe answers 404 to every /v2 path
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TorchServeLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        plain = codec_for("torchserve", Target(f"http://127.0.0.1:{server.server_address[1]}", "colors"))
+        with pytest.raises(NotFoundError, match=r"no tensor metadata: pass --input NAME:DTYPE:SHAPE"):
+            plain.specs()
+    finally:
+        server.shutdown()
+        server.server_close()
