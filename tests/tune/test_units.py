@@ -251,6 +251,23 @@ def test_a_winner_that_loses_the_confirming_rounds_is_not_applied(tmp_path, spac
     assert json.loads((options.out / "tune.json").read_text())["confirmation"]["ratio"] == 1100 / 1200
 
 
+@pytest.mark.parametrize("default_wins", [True, False])
+def test_without_apply_a_winner_that_is_not_kept_is_not_offered_for_apply(tmp_path, space, default_wins):
+    """It printed "the winner's config.yaml (--apply writes it)" under "keep the default (--apply writes nothing)"."""
+    options = TuneOptions(tmp_path / "repo", "toy", ("p99<20ms",), out=tmp_path / "out")
+    measure, _ = _fake_measure(_separable)
+    default, tuned = measure(space.default()), measure(space.with_value(space.default(), "workers", 2))
+    lost = Confirmation((dataclasses.replace(default, levels=(_level(8, 1200, 10.0),)),), (default,))
+    best, confirmation = (default, None) if default_wins else (tuned, lost)
+    result = TuneResult(options, space, (default, tuned), best, default, confirmation, 10.0, "budget", ())
+    said: list[str] = []
+    options.out.mkdir()
+    write_outputs(result, said.append)
+    why = "the default configuration won" if default_wins else "the winner lost to the default in the confirming"
+    assert any(line.startswith(f"\nnothing to apply (--apply writes nothing): {why}") for line in said), said
+    assert not any("(--apply writes it)" in line for line in said), said
+
+
 def test_when_the_default_wins_apply_leaves_the_models_config_alone(tmp_path, space):
     options = TuneOptions(tmp_path / "repo", "toy", ("p99<20ms",), apply=True, out=tmp_path / "out")
     measure, _ = _fake_measure(_separable)
