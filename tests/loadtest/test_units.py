@@ -273,3 +273,21 @@ def test_torchserve_suggests_input_only_where_the_server_has_no_v2_metadata(echo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_torchserve_input_overrides_the_served_metadata_where_the_server_has_it(echo_server, tmp_path):
+    """--input with --protocol torchserve replaced the whole metadata of a server that has it: overriding one
+    input of a two-input model sent only that one (a 400), and a misspelt name went to the server unchecked."""
+    from modelport.errors import SpecError
+    from modelport.loadtest.options import LoadTestOptions
+    from modelport.loadtest.runner import prepare
+
+    for name in ("ok", "typo"):
+        (tmp_path / name).mkdir()
+    given = (TensorSpec.parse("x:float32:-1x3:0..4"),)
+    options = LoadTestOptions(echo_server.url, "echo", protocol="torchserve", inputs=given, out=tmp_path / "ok")
+    assert prepare(options).specs == (TensorSpec.parse("x:float32:1x3:0..4"),)
+    typo = (TensorSpec.parse("z:float32:-1x3"),)
+    options = LoadTestOptions(echo_server.url, "echo", protocol="torchserve", inputs=typo, out=tmp_path / "typo")
+    with pytest.raises(SpecError, match=r"--input names \['z'\] are not inputs of the model \(it has \['x'\]\)"):
+        prepare(options)
