@@ -288,9 +288,10 @@ class TorchServeCodec(Codec):
         except NotFoundError as exc:
             if self._speaks_v2():  # the server has v2 metadata: the model is not there, --input would not help
                 raise
-            raise NotFoundError(
-                f"{exc.message} (TorchServe's API has no tensor metadata: pass --input NAME:DTYPE:SHAPE)"
-            ) from None
+            raise NotFoundError(  # a real TorchServe: "not found" would read as if the model were missing
+                f"no tensor metadata for {self._who()}: the server does not speak KServe v2 and TorchServe's API has "
+                "none: pass --input NAME:DTYPE:SHAPE for each input"
+            ) from exc
 
     def _speaks_v2(self) -> bool:
         return self.target.get(self.target.url + "/v2/health/live").status == 200

@@ -268,7 +268,7 @@ def test_torchserve_suggests_input_only_where_the_server_has_no_v2_metadata(echo
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         plain = codec_for("torchserve", Target(f"http://127.0.0.1:{server.server_address[1]}", "colors"))
-        with pytest.raises(NotFoundError, match=r"no tensor metadata: pass --input NAME:DTYPE:SHAPE"):
+        with pytest.raises(NotFoundError, match=r"^no tensor metadata for 'colors' at .*: pass --input NAME:DTYPE"):
             plain.specs()
     finally:
         server.shutdown()
