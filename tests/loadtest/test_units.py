@@ -131,6 +131,8 @@ def test_encodings_decode_with_the_server_codecs():
     assert np.array_equal(raw, arrays["x"])
     assert codec_for("torchserve", target).endpoint().path == "/predictions/m/2"
     assert codec_for("tfserving", target).endpoint().path == "/v1/models/m/versions/2:predict"
+    labelled = Target("http://127.0.0.1:1", "m", "stable")  # TF Serving's version labels (it was /versions/stable)
+    assert codec_for("tfserving", labelled).endpoint().path == "/v1/models/m/labels/stable:predict"
 
 
 def test_protocol_and_url_must_agree():
