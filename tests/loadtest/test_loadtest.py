@@ -61,10 +61,17 @@ _TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|cudart_stub|on
 @pytest.mark.tf
 def test_tfserving_grpc_protocol(tmp_path):
     repo = tmp_path / "repo"
-    fakes.write_model(repo, "echo")
+    fakes.write_model(repo, "echo", config={"version_labels": {"stable": 1}})
     log = tmp_path / "server.log"
     inherited = {"TF_CPP_MIN_LOG_LEVEL": "1"}  # what a parent that imported TensorFlow passes on (TF sets it)
     with serving(repo, "--tfserving-grpc", "--log-level", "warning", env=inherited, log=log, timeout=120) as server:
+        # a version label (TF Serving's ModelSpec.version_label): int("stable") was a ValueError traceback
+        labelled = modelport(
+            tmp_path / "labelled",
+            "loadtest",
+            *_address(server, "tfserving-grpc"),
+            *("--model", "echo", "--version", "stable", "--protocol", "tfserving-grpc", "--duration", "1s"),
+        )
         run = modelport(
             tmp_path / "out",
             "loadtest",
@@ -82,6 +89,7 @@ def test_tfserving_grpc_protocol(tmp_path):
     level = run.report()["levels"][0]
     assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
     assert level["server"]["requests_by_outcome"]
+    assert labelled.code == 0 and labelled.report()["levels"][0]["requests"] > 0, labelled.stderr
     assert not _TF_NOISE.search(run.stderr), run.stderr
     assert not _TF_NOISE.search(log.read_text()), log.read_text()
 
