@@ -297,6 +297,17 @@ class TorchServeCodec(Codec):
                 "none: pass --input NAME:DTYPE:SHAPE for each input"
             ) from exc
 
+    def _version_path(self, prefix: str) -> str:
+        """The v2 metadata of a TorchServe version string (``1.0``) is its version number's, which the
+        management API's ``GET /models/{m}/{version}`` says (modelport serves it on the same port)."""
+        version = self.target.version
+        if not version or version.isdigit():
+            return super()._version_path(prefix)
+        reply = self.target.get(f"{self.target.url}/models/{self.target.model}/{version}")
+        described = reply_json(reply) if reply.status == 200 else None
+        number = described[0].get("modelVersion") if isinstance(described, list) and described else None
+        return f"{prefix}/{self.target.model}/versions/{number or version}"
+
     def _speaks_v2(self) -> bool:
         return self.target.get(self.target.url + "/v2/health/live").status == 200
 

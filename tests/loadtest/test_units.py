@@ -293,3 +293,20 @@ def test_torchserve_input_overrides_the_served_metadata_where_the_server_has_it(
     options = LoadTestOptions(echo_server.url, "echo", protocol="torchserve", inputs=typo, out=tmp_path / "typo")
     with pytest.raises(SpecError, match=r"--input names \['z'\] are not inputs of the model \(it has \['x'\]\)"):
         prepare(options)
+
+
+def test_torchserve_version_strings_read_the_metadata_of_their_version(tmp_path):
+    """``--version 1.0`` (a TorchServe version, as import-mar keeps them): /predictions/m/1.0 answers, but the
+    metadata was read from /v2/models/m/versions/1.0, a 404 ('version should be an integral value')."""
+    from modelport.loadtest.options import LoadTestOptions
+    from modelport.loadtest.runner import prepare
+    from tests.serving import fakes
+    from tests.serving.processes import serving
+
+    fakes.write_model(tmp_path / "repo", "echo", config={"version_labels": {"1.0": 1}})
+    (tmp_path / "out").mkdir()
+    with serving(tmp_path / "repo", "--log-level", "warning", timeout=60) as served:
+        options = LoadTestOptions(served.url, "echo", "torchserve", version="1.0", out=tmp_path / "out")
+        prepared = prepare(options)
+    assert prepared.endpoint.path == "/predictions/echo/1.0"
+    assert prepared.specs == (TensorSpec.parse("x:float32:1x3"),)
