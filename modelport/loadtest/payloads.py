@@ -3,6 +3,7 @@ directory of files (images, texts) for a model that takes payloads (one BYTES in
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,13 @@ def sample_inputs(specs: tuple[TensorSpec, ...], data: str, samples: int, seed: 
         return [random_inputs(specs, specs[0].shape[0] if specs[0].shape else 1, 1, rng) for _ in range(samples)]
     path = Path(data)
     if not path.exists():
-        raise InvalidArgumentError(f"--data {data!r}: expected 'random' or an existing .npz file")
+        raise InvalidArgumentError(
+            f"--data {data!r}: expected 'random', an existing .npz file or a directory of files (images, texts)"
+        )
+    if not zipfile.is_zipfile(path):  # np.load would call a JPEG "pickled (object) data"
+        raise InvalidArgumentError(
+            f"--data {data}: not an .npz; to send files (images, texts) as payloads, give their directory"
+        )
     if _is_golden(path):
         cases = [case.inputs for case in load_golden(path)]
         missing = {s.name for s in specs} - set(cases[0]) if cases else set()

@@ -189,9 +189,15 @@ class GrpcCodec(Codec):
 
 
 class TfServingCodec(Codec):
-    """TF Serving REST ``:predict`` with columnar ``inputs``."""
+    """TF Serving REST ``:predict`` with columnar ``inputs``; a ``--version`` that is no number is a label."""
 
     protocol: Protocol = "tfserving"
+
+    def _version_path(self, prefix: str) -> str:
+        version = self.target.version
+        if version and not version.isdigit():
+            return f"{prefix}/{self.target.model}/labels/{version}"
+        return super()._version_path(prefix)
 
     def endpoint(self) -> Endpoint:
         path = self._version_path("/v1/models") + ":predict"
@@ -230,8 +236,7 @@ class TfServingGrpcCodec(GrpcCodec):
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self.target.model
-        if self.target.version:
-            request.model_spec.version.value = int(self.target.version)
+        _tf_version(request.model_spec, self.target.version)
         try:
             method = "/tensorflow.serving.PredictionService/GetModelMetadata"
             raw = self.target.grpc(method, request.SerializeToString())
@@ -261,8 +266,7 @@ class TfServingGrpcCodec(GrpcCodec):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.target.model
         request.model_spec.signature_name = "serving_default"
-        if self.target.version:
-            request.model_spec.version.value = int(self.target.version)
+        _tf_version(request.model_spec, self.target.version)
         for name, array in arrays.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
         return Payload(bytes(request.SerializeToString()), {})
@@ -286,9 +290,26 @@ class TorchServeCodec(Codec):
         try:
             return super().specs()
         except NotFoundError as exc:
-            raise NotFoundError(
-                f"{exc.message} (TorchServe's API has no tensor metadata: pass --input NAME:DTYPE:SHAPE)"
-            ) from None
+            if self._speaks_v2():  # the server has v2 metadata: the model is not there, --input would not help
+                raise
+            raise NotFoundError(  # a real TorchServe: "not found" would read as if the model were missing
+                f"no tensor metadata for {self._who()}: the server does not speak KServe v2 and TorchServe's API has "
+                "none: pass --input NAME:DTYPE:SHAPE for each input"
+            ) from exc
+
+    def _version_path(self, prefix: str) -> str:
+        """The v2 metadata of a TorchServe version string (``1.0``) is its version number's, which the
+        management API's ``GET /models/{m}/{version}`` says (modelport serves it on the same port)."""
+        version = self.target.version
+        if not version or version.isdigit():
+            return super()._version_path(prefix)
+        reply = self.target.get(f"{self.target.url}/models/{self.target.model}/{version}")
+        described = reply_json(reply) if reply.status == 200 else None
+        number = described[0].get("modelVersion") if isinstance(described, list) and described else None
+        return f"{prefix}/{self.target.model}/versions/{number or version}"
+
+    def _speaks_v2(self) -> bool:
+        return self.target.get(self.target.url + "/v2/health/live").status == 200
 
     def encode(self, arrays: Arrays) -> Payload:
         if len(arrays) == 1 and next(iter(arrays.values())).dtype.kind in ("O", "S", "U"):
@@ -334,6 +355,14 @@ def _get_json(url: str, target: Target) -> Any:
     if reply.status != 200 or not isinstance(body, dict):
         raise InvalidArgumentError(f"GET {url}: HTTP {reply.status}: {reply.text()}")
     return body
+
+
+def _tf_version(spec: Any, version: str | None) -> None:
+    """TF Serving's ``ModelSpec``: a number is its ``version``, anything else its ``version_label``."""
+    if version and version.isdigit():
+        spec.version.value = int(version)
+    elif version:
+        spec.version_label = version
 
 
 def _grpc_error(exc: Any, who: str) -> Exception:

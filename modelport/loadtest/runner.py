@@ -80,13 +80,32 @@ def prepare(options: LoadTestOptions) -> Prepared:
         return Prepared(Endpoint("http", options.url, "", {}, ""), options.inputs, None, 0)
     target = Target(options.url.rstrip("/"), options.model, options.version, options.timeout_s, options.api_key)
     codec = codec_for(options.protocol, target)
-    served = None if options.protocol == "torchserve" and options.inputs else codec.specs()
+    served = _served_specs(codec, options)
     specs = resolve_specs(merge_specs(served, options.inputs), options.batch_size)
     payloads = [codec.encode(arrays) for arrays in sample_inputs(specs, options.data, options.samples, options.seed)]
     why = codec.check(payloads[0])
     if why:
-        raise InvalidArgumentError(f"the first request to {options.model!r} failed, so no load was sent: {why}")
+        hint = _payload_hint(specs, options.data)
+        raise InvalidArgumentError(f"the first request to {options.model!r} failed, so no load was sent: {why}{hint}")
     return Prepared(codec.endpoint(), specs, _write_plan(options, codec, payloads), len(payloads))
+
+
+def _served_specs(codec: Codec, options: LoadTestOptions) -> tuple[TensorSpec, ...] | None:
+    """The served metadata's inputs; None for a TorchServe without v2 metadata, where ``--input`` declares them
+    all (a server that has it, such as modelport, keeps its other inputs where ``--input`` overrides one)."""
+    if options.protocol != "torchserve" or not options.inputs:
+        return codec.specs()
+    try:
+        return codec.specs()
+    except (NotFoundError, InvalidArgumentError):
+        return None
+
+
+def _payload_hint(specs: tuple[TensorSpec, ...], data: str) -> str:
+    """What to do when random bytes went to a model that takes payloads (an image or text step decodes them)."""
+    if data != "random" or len(specs) != 1 or specs[0].dtype != "string":
+        return ""
+    return f" (random bytes are no payload {specs[0].name!r} takes: give --data DIR, a directory of files it does)"
 
 
 def _write_plan(options: LoadTestOptions, codec: Codec, payloads: list[Any]) -> Path:

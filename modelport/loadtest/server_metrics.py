@@ -47,9 +47,12 @@ def scrape(url: str, timeout: float = 10) -> Scrape:
     if reply.status != 200:
         raise ModelportError(f"GET {url}: HTTP {reply.status}")
     samples = {}
-    for family in text_string_to_metric_families(reply.body.decode("utf-8", "replace")):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    try:
+        for family in text_string_to_metric_families(reply.body.decode("utf-8", "replace")):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    except ValueError as exc:  # the parser's only complaint about text that is not the exposition format
+        raise ModelportError(f"GET {url}: not Prometheus metrics ({str(exc)[:80]})") from None
     return Scrape(samples)
 
 

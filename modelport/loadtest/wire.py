@@ -6,6 +6,7 @@ is sent by locust in its own process.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -38,6 +39,8 @@ def http_call(
             return HttpReply(response.status, response.read())
     except urllib.error.HTTPError as exc:
         return HttpReply(exc.code, exc.read())
+    except http.client.HTTPException as exc:  # a peer that does not speak HTTP/1.x: a gRPC (HTTP/2) port
+        raise UnavailableError(f"cannot reach {url}: the answer is not HTTP/1.1 ({type(exc).__name__})") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UnavailableError(f"cannot reach {url}: {reason}") from None

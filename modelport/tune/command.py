@@ -36,7 +36,7 @@ def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="REPO/NAME: the export family NAME in repository REPO")
+    p.add_argument("model", help="REPO/NAME: the export family NAME in repository REPO")
     p.add_argument("--slo", action="append", default=[], metavar="OBJECTIVE", help="e.g. 'p99<20ms'; repeatable")
     p.add_argument(
         "--max-error-rate",
@@ -84,11 +84,18 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
+    from modelport.storage.base import is_url
     from modelport.tune.run import run_tune
 
+    if is_url(args.model):  # Path() would fold s3://bucket/repo/NAME into s3:/bucket/..., a folder of the cwd
+        raise InvalidArgumentError(
+            f"{args.model}: tune measures a local repository (it stages each candidate and --apply writes its "
+            "config.yaml there); copy the family's model folders to a local REPO and tune REPO/NAME"
+        )
+    model = Path(args.model)
     options = TuneOptions(
-        repository=args.model.parent,
-        family=args.model.name,
+        repository=model.parent,
+        family=model.name,
         slos=tuple(args.slo),
         objective=args.objective,
         min_accuracy=args.min_accuracy,

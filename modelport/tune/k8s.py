@@ -27,9 +27,12 @@ MIN_REPLICAS = 2  # k8s/base/hpa.yaml: two pods at least, for availability (with
 
 def pod_plan(result: TuneResult) -> dict[str, Any]:
     """Per-pod resources, the per-pod rate they were measured at, and the replicas for the target rate."""
-    best, options = result.best, result.options
+    best, options, c = result.best, result.options, result.confirmation
     assert best is not None and options.target_rps is not None
-    per_pod = result.confirmation.best_rps if result.confirmation else (best.max_rps_under_slo or 0.0)
+    if result.confirmed_loss and result.default is not None and c is not None:  # the default is what to deploy
+        best, per_pod = result.default, c.default_rps
+    else:
+        per_pod = c.best_rps if c else (best.max_rps_under_slo or 0.0)
     rss = best.rss_mb or 256.0
     cpus = len(options.cpus)
     return {

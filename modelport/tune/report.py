@@ -61,10 +61,11 @@ def write_outputs(result: TuneResult, say: Callable[[str], None]) -> None:
     if result.best is not None:
         text = config_yaml(result)
         default_won = result.default is not None and result.best.candidate == result.default.candidate
-        if o.apply and default_won:  # nothing to change: the model's own config.yaml stays as the user wrote it
-            say(f"\nnot applied: the default configuration won; its YAML is:\n{text}")
-        elif o.apply and result.confirmed_loss:
-            say(f"\nnot applied: the winner lost to the default in the confirming rounds; the YAML was:\n{text}")
+        kept = "not applied" if o.apply else "nothing to apply (--apply writes nothing)"
+        if default_won:  # nothing to change: the model's own config.yaml stays as the user wrote it
+            say(f"\n{kept}: the default configuration won; its YAML is:\n{text}")
+        elif result.confirmed_loss:
+            say(f"\n{kept}: the winner lost to the default in the confirming rounds; the YAML was:\n{text}")
         elif o.apply:
             say(f"\nwrote {apply_config(result, text)} (the winner's variant {result.best.candidate.variant})")
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from modelport.tune.result import Confirmation, Measurement, TuneResult, closest_miss
 from modelport.tune.space import accuracy_of
 
@@ -112,7 +114,11 @@ def verdict(result: TuneResult) -> list[str]:
 def _miss(result: TuneResult) -> list[str]:
     found = closest_miss(list(result.measurements), result.options.parsed_slos)
     if found is None:
-        return ["no candidate met the SLO, and none could be measured"]
+        errors = Counter(m.error for m in result.measurements if m.error)
+        if not errors:
+            return ["no candidate met the SLO, and none could be measured"]
+        (error, count), total = errors.most_common(1)[0], len(result.measurements)
+        return [f"no candidate met the SLO, and none could be measured ({count} of {total} failed): {error}"]
     m, level = found
     missed = "; ".join(r.detail for r in level.slos if not r.passed)
     return [

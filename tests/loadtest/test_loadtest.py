@@ -61,10 +61,17 @@ _TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|cudart_stub|on
 @pytest.mark.tf
 def test_tfserving_grpc_protocol(tmp_path):
     repo = tmp_path / "repo"
-    fakes.write_model(repo, "echo")
+    fakes.write_model(repo, "echo", config={"version_labels": {"stable": 1}})
     log = tmp_path / "server.log"
     inherited = {"TF_CPP_MIN_LOG_LEVEL": "1"}  # what a parent that imported TensorFlow passes on (TF sets it)
     with serving(repo, "--tfserving-grpc", "--log-level", "warning", env=inherited, log=log, timeout=120) as server:
+        # a version label (TF Serving's ModelSpec.version_label): int("stable") was a ValueError traceback
+        labelled = modelport(
+            tmp_path / "labelled",
+            "loadtest",
+            *_address(server, "tfserving-grpc"),
+            *("--model", "echo", "--version", "stable", "--protocol", "tfserving-grpc", "--duration", "1s"),
+        )
         run = modelport(
             tmp_path / "out",
             "loadtest",
@@ -82,6 +89,7 @@ def test_tfserving_grpc_protocol(tmp_path):
     level = run.report()["levels"][0]
     assert level["requests"] > 50 and level["failures"] == 0, level["errors"]
     assert level["server"]["requests_by_outcome"]
+    assert labelled.code == 0 and labelled.report()["levels"][0]["requests"] > 0, labelled.stderr
     assert not _TF_NOISE.search(run.stderr), run.stderr
     assert not _TF_NOISE.search(log.read_text()), log.read_text()
 
@@ -192,10 +200,20 @@ def test_failed_requests_exit_1_without_any_slo(echo_server, tmp_path):
             2,
             "--metrics-url: cannot reach",
         ),
+        # an HTTP protocol sent to the gRPC port, and a --metrics-url that answers something else than metrics
+        ("http-to-grpc", [], 1, "/v2/models/echo: the answer is not HTTP/1.1 (BadStatusLine)"),
+        ("server", ["--model", "echo", "--metrics-url", "{url}/v2/models/echo"], 2, "echo: not Prometheus metrics"),
+        ("server", ["--model", "echo", "--metrics-url", "http://{grpc}/metrics"], 2, "is not HTTP/1.1"),
     ],
 )
 def test_errors_are_clear_and_come_before_any_load(echo_server, tmp_path, target, extra, code, message):
-    url = {"bad-url": f"http://127.0.0.1:{free_port()}", "grpc": echo_server.grpc}.get(target, echo_server.url)
+    urls = {
+        "bad-url": f"http://127.0.0.1:{free_port()}",
+        "grpc": echo_server.grpc,
+        "http-to-grpc": f"http://{echo_server.grpc}",
+    }
+    url = urls.get(target, echo_server.url)
+    extra = [arg.format(url=echo_server.url, grpc=echo_server.grpc) for arg in extra]
     run = modelport(tmp_path, "loadtest", url, *(extra or ["--model", "echo"]))
     assert run.code == code, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -52,3 +52,22 @@ def test_files_need_a_model_that_takes_payloads(files_server, tmp_path):
     options = LoadTestOptions(served.url, "colors-onnx", data=str(tmp_path), out=tmp_path / "out")
     with pytest.raises(InvalidArgumentError, match="no files"):
         prepare(options)
+
+
+@pytest.mark.parametrize(("protocol", "model"), [("v2", "colors-onnx"), ("torchserve", "colors-onnx")])
+def test_random_bytes_to_a_model_that_takes_files_say_to_give_data(files_server, tmp_path, protocol, model):
+    served, _ = files_server
+    options = LoadTestOptions(served.url, model, protocol=protocol, out=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"not an image .*give --data DIR, a directory of files"):
+        prepare(options)
+
+
+def test_a_file_that_is_no_npz_says_to_give_its_directory(files_server, tmp_path):
+    served, root = files_server
+    image = root / "images" / "red.png"
+    options = LoadTestOptions(served.url, "colors-onnx", data=str(image), out=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"not an \.npz; to send files .* give their directory"):
+        prepare(options)
+    missing = LoadTestOptions(served.url, "colors-onnx", data=str(root / "nope"), out=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"an existing \.npz file or a directory of files"):
+        prepare(missing)

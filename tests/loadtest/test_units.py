@@ -103,7 +103,9 @@ def test_data_files_golden_and_named(tmp_path):
     save_golden(tmp_path / "golden.npz", cases)
     golden = sample_inputs(specs, str(tmp_path / "golden.npz"), 16, 0)
     assert [g["x"].shape for g in golden] == [(1, 3), (3, 3)]
-    with pytest.raises(InvalidArgumentError, match=r"expected 'random' or an existing \.npz"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"expected 'random', an existing \.npz file or a directory of files"
+    ):
         sample_inputs(specs, "nothing.npz", 4, 0)
 
 
@@ -129,6 +131,8 @@ def test_encodings_decode_with_the_server_codecs():
     assert np.array_equal(raw, arrays["x"])
     assert codec_for("torchserve", target).endpoint().path == "/predictions/m/2"
     assert codec_for("tfserving", target).endpoint().path == "/v1/models/m/versions/2:predict"
+    labelled = Target("http://127.0.0.1:1", "m", "stable")  # TF Serving's version labels (it was /versions/stable)
+    assert codec_for("tfserving", labelled).endpoint().path == "/v1/models/m/labels/stable:predict"
 
 
 def test_protocol_and_url_must_agree():
@@ -241,3 +245,68 @@ def test_the_failed_request_gate_joins_the_slos_unless_an_error_rate_slo_decides
     for bad in ("x", "150%", "-0.1"):
         with pytest.raises(InvalidArgumentError, match="--max-error-rate takes a fraction"):
             parse_rate(bad)
+
+
+def test_torchserve_suggests_input_only_where_the_server_has_no_v2_metadata(echo_server):
+    """A model missing from a server that speaks v2 is missing: '--input' would not help (it said so before)."""
+    import http.server
+    import threading
+
+    from modelport.errors import NotFoundError
+
+    missing = codec_for("torchserve", Target(echo_server.url, "nope"))
+    with pytest.raises(NotFoundError, match=r"model 'nope' not found at .*is not found\)$"):
+        missing.specs()
+
+    class TorchServeLike(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # TorchServe answers 404 to every /v2 path
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TorchServeLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        plain = codec_for("torchserve", Target(f"http://127.0.0.1:{server.server_address[1]}", "colors"))
+        with pytest.raises(NotFoundError, match=r"^no tensor metadata for 'colors' at .*: pass --input NAME:DTYPE"):
+            plain.specs()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_torchserve_input_overrides_the_served_metadata_where_the_server_has_it(echo_server, tmp_path):
+    """--input with --protocol torchserve replaced the whole metadata of a server that has it: overriding one
+    input of a two-input model sent only that one (a 400), and a misspelt name went to the server unchecked."""
+    from modelport.errors import SpecError
+    from modelport.loadtest.options import LoadTestOptions
+    from modelport.loadtest.runner import prepare
+
+    for name in ("ok", "typo"):
+        (tmp_path / name).mkdir()
+    given = (TensorSpec.parse("x:float32:-1x3:0..4"),)
+    options = LoadTestOptions(echo_server.url, "echo", protocol="torchserve", inputs=given, out=tmp_path / "ok")
+    assert prepare(options).specs == (TensorSpec.parse("x:float32:1x3:0..4"),)
+    typo = (TensorSpec.parse("z:float32:-1x3"),)
+    options = LoadTestOptions(echo_server.url, "echo", protocol="torchserve", inputs=typo, out=tmp_path / "typo")
+    with pytest.raises(SpecError, match=r"--input names \['z'\] are not inputs of the model \(it has \['x'\]\)"):
+        prepare(options)
+
+
+def test_torchserve_version_strings_read_the_metadata_of_their_version(tmp_path):
+    """``--version 1.0`` (a TorchServe version, as import-mar keeps them): /predictions/m/1.0 answers, but the
+    metadata was read from /v2/models/m/versions/1.0, a 404 ('version should be an integral value')."""
+    from modelport.loadtest.options import LoadTestOptions
+    from modelport.loadtest.runner import prepare
+    from tests.serving import fakes
+    from tests.serving.processes import serving
+
+    fakes.write_model(tmp_path / "repo", "echo", config={"version_labels": {"1.0": 1}})
+    (tmp_path / "out").mkdir()
+    with serving(tmp_path / "repo", "--log-level", "warning", timeout=60) as served:
+        options = LoadTestOptions(served.url, "echo", "torchserve", version="1.0", out=tmp_path / "out")
+        prepared = prepare(options)
+    assert prepared.endpoint.path == "/predictions/echo/1.0"
+    assert prepared.specs == (TensorSpec.parse("x:float32:1x3"),)

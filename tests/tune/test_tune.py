@@ -120,6 +120,22 @@ def test_an_slo_no_candidate_meets_exits_1_with_the_closest_miss(tmp_path):
     assert re.search(r"objective < 0\.001 ms: \d+(\.\d)?% over$", line), line
 
 
+def test_requests_no_candidate_can_take_exit_1_naming_why(tmp_path):
+    """Files for a model that takes tensors: each candidate failed before any load, and the verdict said only
+    'none could be measured' (the reason was in tune.json alone)."""
+    toy_family(tmp_path / "repo", {"onnx": 0.97})
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "red.png").write_bytes(solid(RED))
+    args = ("repo/toy", "--slo", "p99<2s", "--knobs", "variant", "--budget", "1m", "--data", "images")
+    done = _tune(tmp_path, *args)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("modelport tune: no candidate met the SLO, and none could be measured (1 of 1 failed): "), (
+        line
+    )
+    assert line.endswith("files need a model with one BYTES input (payloads); it takes x:float32:1x3"), line
+
+
 def test_token_ids_are_sent_within_their_range_at_the_golden_inputs_sizes(tmp_path):
     """The served metadata says neither the value range the server enforces nor a size for a dynamic
     sequence dim: tune takes both from the variant's manifest and golden inputs (random ids 0..9 were a 400)."""
@@ -177,6 +193,9 @@ def test_bad_input_is_one_line(tmp_path):
     assert "--slo 'p99 under 20ms' does not parse" in malformed.stderr
     small = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--budget", "3s")
     assert small.returncode == 2 and "--budget 3s is too small for one candidate" in small.stderr
+    remote = _tune(tmp_path, "s3://bucket/repo/toy", "--slo", "p99<20ms")
+    assert remote.returncode == 2 and len(remote.stderr.splitlines()) == 1, remote.stderr
+    assert "s3://bucket/repo/toy: tune measures a local repository" in remote.stderr, remote.stderr
     missing = _tune(tmp_path, "repo/toy", "--slo", "p99<20ms", "--data", "images")
     assert missing.returncode == 2 and "--data images: no such file or directory" in missing.stderr
     assert not (tmp_path / "tune-out" / "tune.json").exists()
