@@ -76,7 +76,7 @@ def build_repository(work: Path) -> tuple[Path, Tokenizer, np.ndarray]:
     """WORKDIR/repo/sentiment-onnx with tokenizer.json and labels.txt beside the model, and processors."""
     tokenizer = train_tokenizer()
     table = word_table(tokenizer)
-    spec = f"input_ids:int64:-1x{MAX_LENGTH}:0..{len(table) - 1}"
+    spec = f"input_ids:int64:-1x{MAX_LENGTH}:0..{len(table)}"  # integer ranges exclude their end
     model = export_onnx(write_onnx(work / "sentiment.onnx", table), spec, work / "repo", "sentiment")
     tokenizer.save(str(model / "1" / "tokenizer.json"))
     (model / "1" / "labels.txt").write_text("\n".join(LABELS) + "\n")
