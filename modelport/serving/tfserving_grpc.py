@@ -232,7 +232,7 @@ def _servicers(plane: DataPlane, apis: Any, models: Any) -> tuple[Any, Any]:
                 inputs = {names.get(k, k): _to_array(tf, k, v, limit) for k, v in request.inputs.items()}
                 inputs, added = unsqueezed(inputs, meta)
                 outputs = _by_signature_key(meta.outputs)
-                aliases = _output_filter(request.output_filter, keys.values())
+                aliases = _output_filter(request.output_filter, keys.values(), keys)
                 wanted = tuple(RequestedOutput(outputs.get(n, n)) for n in aliases)
                 answer = await plane.infer(
                     request.model_spec.name, version, InferRequest(inputs, outputs=wanted), "tfserving-grpc"
@@ -352,13 +352,15 @@ def _check_keys(signature: Signature, inputs: dict[str, Any]) -> None:
         raise InvalidArgumentError(f"Expected inputs {expected} for signature {signature.name!r}, got {sorted(inputs)}")
 
 
-def _output_filter(aliases: Any, keys: Any) -> tuple[str, ...]:
-    """A PredictRequest's ``output_filter`` (signature keys), checked as TF Serving checks it and in its words: an
-    alias the signature does not have, or one named twice, is INVALID_ARGUMENT."""
+def _output_filter(aliases: Any, keys: Any, names: Any = ()) -> tuple[str, ...]:
+    """A PredictRequest's ``output_filter`` (signature keys; also the outputs' modelport ``names``, as the inputs
+    are taken by either), checked as TF Serving checks it and in its words: an alias that is neither, or one named
+    twice, is INVALID_ARGUMENT."""
     known = sorted(keys)
+    accepted = {*known, *names}
     seen: list[str] = []
     for alias in aliases:
-        if alias not in known:
+        if alias not in accepted:
             raise InvalidArgumentError(
                 f"output tensor alias not found in signature: {alias} "
                 f"Outputs expected to be in the set {{{','.join(known)}}}."
