@@ -213,9 +213,9 @@ class Batcher:
 
     def _idle(self) -> bool:
         """Whether a request may run at once, inline: greedy batching (no delay to wait out; a batch of one has
-        none), one instance
-        and inline-cheap compute, nothing queued or running, and no request ran this way earlier in the
-        same pass of the event loop (requests that arrive together still batch: the loop gathers them)."""
+        none), one instance and inline-cheap compute, nothing queued or running, and no request ran this way
+        earlier in the same pass of the event loop (requests that arrive together still batch: the loop gathers
+        them)."""
         return (
             not self._hot
             and (self.policy.max_queue_delay_s == 0 or self.policy.max_batch_size == 1)

@@ -11,9 +11,7 @@ Triton 2.x and TF Serving 2.x answer them.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,27 +23,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.grpc_v2 import build_grpc_server
-from modelport.serving.server import build
-from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
+from tests.serving.inprocess import grpc_served_in_process
 from tests.serving.processes import Served, serving, until
-
-
-@contextlib.asynccontextmanager
-async def _served_in_process(repo: Path) -> AsyncIterator[tuple[DataPlane, str]]:
-    """A data plane whose batches never run on the event loop (``fakes.GATE`` may hold echo), and its gRPC address."""
-    plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0, inline_below_ms=0))
-    await plane.start()
-    server, _ = build_grpc_server(plane)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield plane, f"127.0.0.1:{port}"
-    finally:
-        fakes.GATE.set()
-        await server.stop(grace=None)
-        await plane.close()
 
 
 def _failed(plane: DataPlane, model: str) -> float:
@@ -72,7 +52,7 @@ async def test_a_stream_answers_in_the_order_of_its_requests_errors_included(rep
     """The first request waits for its batch (echo held) while the ones after it fail at once and one more runs on
     another model: the answers still come first to last, each with its request id where it has one, as Triton
     answers (tritonclient hands a stream error over without its request id: the order is all a client has)."""
-    async with _served_in_process(repo) as (plane, address):
+    async with grpc_served_in_process(repo) as (plane, address):
         client = triton_aio.InferenceServerClient(address)
         fakes.GATE.clear()
         held = False

@@ -24,10 +24,9 @@ from tritonclient.utils import InferenceServerException
 
 from modelport.serving import tracing
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.grpc_v2 import build_grpc_server
-from modelport.serving.server import build
 from modelport.serving.settings import ServerSettings
 from tests.serving import fakes
+from tests.serving.inprocess import grpc_served_in_process
 from tests.serving.processes import until
 
 
@@ -39,19 +38,10 @@ async def served(repo: Path) -> AsyncIterator[tuple[DataPlane, str]]:
 
 @contextlib.asynccontextmanager
 async def _served(repo: Path) -> AsyncIterator[tuple[DataPlane, str]]:
-    """A data plane whose batches never run on the event loop (the model may be held), and its gRPC address."""
-    plane = build(ServerSettings(repository=repo, max_queue_delay_ms=0, inline_below_ms=0))
-    await plane.start()
-    server, _ = build_grpc_server(plane)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    fakes.BATCH_LOG.clear()
-    try:
-        yield plane, f"127.0.0.1:{port}"
-    finally:
-        fakes.GATE.set()
-        await server.stop(grace=None)
-        await plane.close()
+    """The repository served over gRPC in this process, with the fakes' batch log cleared."""
+    async with grpc_served_in_process(repo) as both:
+        fakes.BATCH_LOG.clear()
+        yield both
 
 
 def _request(value: float) -> service_pb2.ModelInferRequest:
