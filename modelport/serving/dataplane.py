@@ -287,7 +287,7 @@ class DataPlane:
     def _admit(self, served: ServedVersion, request: InferRequest) -> tuple[Batcher, float, list[str]]:
         """A model without processors: its request validated, with its batcher, timeout and the outputs wanted."""
         if tracing.ENABLED:
-            with tracing.span("validate"):
+            with tracing.validation():
                 served.validate(request.inputs)
         else:
             served.validate(request.inputs)

@@ -1,7 +1,8 @@
 """The serving hot path compiled to C with mypyc, when it has been built and matches the sources.
 
 The modules of :data:`HOT_MODULES` (the HTTP protocol, the inference front, the KServe v2 codec, the data
-plane, the batcher and the metrics they observe per request) are plain, strictly typed Python; mypyc (part
+plane, the batcher and the metrics they observe per request; with tracing on, a request's span and, in the
+exporter process, its OTLP encoding) are plain, strictly typed Python; mypyc (part
 of mypy, the type checker the project already runs) compiles them to C extension modules that do the same
 work in about a third less CPU a request (``benchmarks/hotpath_inprocess.py --checkout``). Nothing else
 changes: the Python sources stay the reference and run wherever no build is present.
@@ -36,6 +37,11 @@ HOT_MODULES = (
     "modelport.serving.metrics",
     "modelport.serving.histograms",
     "modelport.serving.requestid",
+    "modelport.serving.tracing",
+    "modelport.serving.tracing_otel",
+    "modelport.serving.tracing_sampling",
+    "modelport.serving.tracing_otlp",
+    "modelport.serving.tracing_records",
 )
 GROUP = "modelport_native"  # the shared library every compiled module links: ``modelport_native__mypyc``
 STAMP = "stamp.json"

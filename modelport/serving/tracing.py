@@ -65,6 +65,7 @@ __all__ = [
     "record_batch",
     "shutdown",
     "span",
+    "validation",
     "wanted",
 ]
 
@@ -152,6 +153,14 @@ def span(name: str, **attributes: str | int | float | bool) -> contextlib.Abstra
     return _active.span(name, attributes) or _NULL
 
 
+def validation() -> contextlib.AbstractContextManager[object]:
+    """The current request's ``validate`` span, around its validation: ``with tracing.validation():`` (a no-op
+    when tracing is off or the request is not sampled; a second one is a span like :func:`span`'s)."""
+    if _active is None:
+        return _NULL
+    return _active.validation() or _active.span("validate", {}) or _NULL
+
+
 def annotate(model: str, version: str, protocol: str) -> None:
     """Name the model version and protocol on the current request's span."""
     if _active is not None:
@@ -194,7 +203,11 @@ def http_route(template: str) -> None:
 def grpc_interceptor() -> Any:
     """The gRPC server interceptor that opens each unary call's SERVER span, but for the services
     ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES`` names (None when off)."""
-    return _active.interceptor(_excluded_services) if _active is not None else None
+    if _active is None:
+        return None
+    from modelport.serving.tracing_grpc import Interceptor
+
+    return Interceptor(_active, _excluded_services)
 
 
 class TraceIdFilter(logging.Filter):

@@ -11,7 +11,7 @@ to make and as much again to encode): the configured sampler decides once per re
 (a standard sampler and W3C propagation without the SDK's objects: :mod:`~modelport.serving.tracing_sampling`);
 an unsampled request is an :class:`UnsampledSpan`: its ids as the sampler saw them (a new trace id stays an int),
 formatted only into its response's ``traceparent`` (flags as the SDK would set them), and nothing else. A
-sampled request's spans are plain tuples (:data:`~modelport.serving.tracing_spans.Record`, ids as hex strings)
+sampled request's spans are plain tuples (:mod:`~modelport.serving.tracing_records`, ids as hex strings)
 made when each ends, with explicit times; the exporter process encodes and exports them. The request in
 flight is this module's own context variable, not the OpenTelemetry context: spans made by other
 instrumentation do not nest under it.
@@ -19,7 +19,6 @@ instrumentation do not nest under it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,7 +27,6 @@ from functools import partial
 from random import getrandbits
 from typing import Any
 
-import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -38,12 +36,9 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from modelport.serving.requestid import REQUEST_ID
+from modelport.serving.tracing_records import COMPACT, Attributes, ChildRecord, Compact, EventRecord, Record
 from modelport.serving.tracing_sampling import LOW_BITS, parse_traceparent, reads_w3c_only, standard
 from modelport.serving.tracing_spans import (
-    Attributes,
-    ChildRecord,
-    EventRecord,
-    Record,
     Recorder,
     Sink,
     SpanProcessors,
@@ -52,19 +47,17 @@ from modelport.serving.tracing_spans import (
     resource,
 )
 
-__all__ = ["CURRENT", "HttpSpan", "OtelTracing", "RequestSpan", "RequestTrace", "UnsampledSpan", "start"]
+__all__ = ["CURRENT", "ERROR", "OK", "HttpSpan", "OtelTracing", "RequestSpan", "RequestTrace", "UnsampledSpan", "start"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-# gRPC codes that are the server's failure, not the client's (the semantic conventions' list for SERVER spans)
-_GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 CURRENT: ContextVar[RequestSpan | UnsampledSpan | None] = ContextVar("modelport_request_span", default=None)
 """The request being served (its span), set by :meth:`OtelTracing.http_request` and the gRPC interceptor."""
 _NO_PARENT = otel_context.Context()
 _SERVER, _INTERNAL = SpanKind.SERVER.value, SpanKind.INTERNAL.value
-_ERROR = StatusCode.ERROR.value
+ERROR = StatusCode.ERROR.value  # a span status code: StatusCode's value
 _SAMPLED, _RANDOM = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
 Status = tuple[int, str]  # a span's status: StatusCode's value, description
-_OK: Status = (StatusCode.UNSET.value, "")
+OK: Status = (StatusCode.UNSET.value, "")
 _NO_ATTRIBUTES: Attributes = {}
 
 
@@ -113,20 +106,38 @@ class UnsampledSpan(_Propagated):
 class RequestSpan(_Propagated):
     """A sampled request's SERVER span while it is served: its ids, and what its span will say.
 
-    Mutable by nature: the route, model and outcome are learnt while the request runs."""
+    Mutable by nature: the route, model and outcome are learnt while the request runs. What every request has
+    (the attributes of :data:`~modelport.serving.tracing_records.Compact`, its ``validate`` and first ``queue``
+    span) is kept in slots, recorded as one flat tuple when it ends; ``attributes`` and ``children`` hold the rest.
+    It is also the context manager of its own ``validate`` span (:meth:`OtelTracing.validation`)."""
 
     __slots__ = (
         "attributes",
+        "batch_requests",
+        "batch_rows",
+        "batch_start",
         "children",
         "ended",
+        "enqueued",
         "flags",
         "kind",
+        "method",
+        "model",
         "name",
+        "outcome",
         "parent_id",
+        "path",
+        "protocol",
+        "request_id",
+        "route",
         "span_id",
         "start_ns",
+        "status",
         "trace_id",
         "trace_state",
+        "validate_end",
+        "validate_start",
+        "version",
     )
 
     def __init__(
@@ -139,12 +150,23 @@ class RequestSpan(_Propagated):
         name: str,
         kind: int,
         start_ns: int,
-        attributes: Attributes,  # its own dict
+        attributes: Attributes,  # its own dict: the attributes that are not slots
     ) -> None:
         self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
         self.parent_id, self.name, self.kind, self.start_ns = parent_id, name, kind, start_ns
         self.attributes, self.ended = attributes, False
-        self.children: list[ChildRecord] = []  # its INTERNAL spans, recorded with it
+        self.children: list[ChildRecord] = []  # its INTERNAL spans but validate and the first queue
+        self.method: str | None = None
+        self.path: str | None = None
+        self.request_id: str | None = None
+        self.route: str | None = None
+        self.model: str | None = None
+        self.version: str | None = None
+        self.protocol: str | None = None
+        self.outcome: str | None = None
+        self.status = 0  # the HTTP status answered (0: none)
+        self.validate_start = self.validate_end = 0
+        self.enqueued = self.batch_start = self.batch_rows = self.batch_requests = 0  # its queue span (0: none)
 
     @property
     def context(self) -> SpanContext:
@@ -154,6 +176,50 @@ class RequestSpan(_Propagated):
 
     def traceparent(self) -> bytes:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}".encode()
+
+    def compact(self, end_ns: int, status: Status) -> Compact:
+        """Its record, ending at ``end_ns`` with ``status``."""
+        return (
+            COMPACT,
+            self.name,
+            self.kind,
+            self.trace_id,
+            self.span_id,
+            self.flags,
+            self.trace_state,
+            self.parent_id,
+            self.start_ns,
+            end_ns,
+            status[0],
+            status[1],
+            self.attributes or None,
+            self.method,
+            self.path,
+            self.request_id,
+            self.route,
+            self.model,
+            self.version,
+            self.protocol,
+            self.outcome,
+            self.status,
+            self.validate_start,
+            self.validate_end,
+            self.enqueued,
+            self.batch_start,
+            self.batch_rows,
+            self.batch_requests,
+            self.children or None,
+        )
+
+    def __enter__(self) -> RequestSpan:
+        self.validate_start = time.time_ns()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        if error is None:
+            self.validate_end = time.time_ns()
+        else:  # a failed validation: a span of its own, with its exception (as any child's)
+            self.children.append(_failed("validate", self.validate_start, {}, kind, error))
 
 
 RequestTrace = tuple[RequestSpan, int]
@@ -184,7 +250,7 @@ class OtelTracing:
         self.sampler, self.ids = provider.sampler, provider.id_generator
         self.random = _RANDOM if self.ids.is_trace_id_random() else 0
         self.recorder = recorder
-        self.record: Callable[[Record], None] = recorder.append
+        self.record: Callable[[Record | Compact], None] = recorder.append
         # the headers the configured propagators read (OTEL_PROPAGATORS): only those are decoded and extracted
         names = propagate.get_global_textmap().fields
         self.fields: frozenset[str | bytes] = frozenset({*names, *(name.encode("latin-1") for name in names)})
@@ -234,7 +300,7 @@ class OtelTracing:
             if not sampled:
                 return UnsampledSpan(trace_id, self.span_ids(), flags, state)
         span_id, start_ns = f"{self.span_ids():016x}", time.time_ns()
-        own = dict(attributes)
+        own = dict(attributes) if attributes else {}
         return RequestSpan(trace_id, span_id, _SAMPLED | flags, state, parent_id, name, kind, start_ns, own)
 
     def _begin_sdk(
@@ -258,13 +324,11 @@ class OtelTracing:
         start_ns, parent_hex = time.time_ns(), f"{parent_id:016x}" if parent_id else ""
         return RequestSpan(*ids, _SAMPLED | random, state, parent_hex, name, kind.value, start_ns, attributes)
 
-    def end(self, request: RequestSpan | UnsampledSpan, status: Status = _OK) -> None:
+    def end(self, request: RequestSpan | UnsampledSpan, status: Status = OK) -> None:
         """Record ``request``'s span (and its children) if it is sampled, ending now."""
         if isinstance(request, RequestSpan):
             request.ended = True
-            r = request  # one flat tuple: no intermediate ones to make and unpack (a sampled request's every span)
-            record = (r.name, r.kind, r.trace_id, r.span_id, r.flags, r.trace_state, r.parent_id, True, r.start_ns)
-            self.record((*record, time.time_ns(), r.attributes, status[0], status[1], (), (), r.children))
+            self.record(request.compact(time.time_ns(), status))
 
     def child(self, parent: RequestSpan, child: ChildRecord) -> None:
         """Record a span under ``parent`` (sampled): with it, or on its own once ``parent`` has ended."""
@@ -282,19 +346,25 @@ class OtelTracing:
             return None
         return _Child(self, current, name, dict(attributes))
 
+    def validation(self) -> RequestSpan | None:
+        """The current request's ``validate`` span while a block runs (the request itself: it keeps the times),
+        when that request is sampled and has none yet; else None."""
+        current = CURRENT.get()
+        if not isinstance(current, RequestSpan) or current.validate_start:
+            return None
+        return current
+
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""
         current = CURRENT.get()
         if isinstance(current, RequestSpan):
-            attributes = current.attributes
-            attributes["modelport.model"], attributes["modelport.version"] = model, version
-            attributes["modelport.protocol"] = protocol
+            current.model, current.version, current.protocol = model, version, protocol
 
     def outcome(self, code: str) -> None:
         """``success`` or the error code, on the current span."""
         current = CURRENT.get()
         if isinstance(current, RequestSpan):
-            current.attributes["modelport.outcome"] = code
+            current.outcome = code
 
     def trace_id(self) -> str:
         """The current trace id as 32 hex digits, or ``-``."""
@@ -311,28 +381,36 @@ class OtelTracing:
     def record_batch(
         self, traces: Sequence[RequestTrace | None], rows: int, seconds: float, runs: int, failed: bool
     ) -> None:
-        """The ``queue`` span of each sampled request, and the ``batch`` span (the child of the first, linked to
-        all of them); nothing when none of its requests is sampled."""
+        """The ``queue`` span of each sampled request (enqueued until the batch started: kept on the request, or
+        a child of its own after the first), and the ``batch`` span (the child of the first, linked to all of
+        them); nothing when none of its requests is sampled."""
         sampled = [t for t in traces if t is not None]
         if not sampled:
             return
         end = time.time_ns()
         start = end - int(seconds * 1e9)
-        sizes: Attributes = {"modelport.batch.size": rows, "modelport.batch.requests": len(traces)}
+        count = len(traces)
         for request, enqueued in sampled:
-            queue: ChildRecord = ("queue", enqueued, start if start > enqueued else enqueued, sizes, *_OK, (), ())
-            if request.ended:  # (a request whose client went away before its batch ran)
-                self.child(request, queue)
+            started = start if start > enqueued else enqueued
+            if request.enqueued or request.ended:  # a second model's queue (a pipeline), or a request gone
+                sizes: Attributes = {"modelport.batch.size": rows, "modelport.batch.requests": count}
+                self.child(request, ("queue", enqueued, started, sizes, *OK, (), ()))
             else:
-                request.children.append(queue)
+                request.enqueued, request.batch_start = enqueued, started
+                request.batch_rows, request.batch_requests = rows, count
         first = sampled[0][0]
-        attributes: Attributes = {**sizes, "modelport.batch.runs": runs, "modelport.batch.failed": failed}
-        model, version = first.attributes.get("modelport.model"), first.attributes.get("modelport.version")
-        if model is not None and version is not None:
-            attributes.update({"modelport.model": model, "modelport.version": version})
-        links = tuple((r.trace_id, r.span_id, r.flags, r.trace_state) for r, _ in sampled)
-        status = (_ERROR, "a request of the batch failed") if failed else _OK
-        self.child(first, ("batch", start, end, attributes, *status, (), links))
+        attributes: Attributes = {
+            "modelport.batch.size": rows,
+            "modelport.batch.requests": count,
+            "modelport.batch.runs": runs,
+            "modelport.batch.failed": failed,
+        }
+        if first.model is not None and first.version is not None:
+            attributes["modelport.model"], attributes["modelport.version"] = first.model, first.version
+        links = tuple([(r.trace_id, r.span_id, r.flags, r.trace_state) for r, _ in sampled])
+        code, description = (ERROR, "a request of the batch failed") if failed else OK
+        ids = (first.trace_id, "", first.flags, first.trace_state, first.span_id, False)
+        self.record(("batch", _INTERNAL, *ids, start, end, attributes, code, description, (), links, ()))
 
     def http_request(self, scope: dict[str, Any], send: Send | None) -> HttpSpan:
         """The HTTP request's SERVER span, current until it ends; named by its route once known."""
@@ -343,8 +421,12 @@ class OtelTracing:
             base: Attributes = {"http.request.method": method, "url.path": scope["path"]}
             request = self.begin(method, SpanKind.SERVER, carrier, base)
         else:
-            headers = dict(scope["headers"])
-            traceparent, tracestate = headers.get(b"traceparent"), headers.get(b"tracestate")
+            traceparent = tracestate = None
+            for key, value in scope["headers"]:  # (the last of each, as a dict of them would keep)
+                if key == b"traceparent":
+                    traceparent = value
+                elif key == b"tracestate":
+                    tracestate = value
             request = self._begin(
                 method,
                 _SERVER,
@@ -353,47 +435,15 @@ class OtelTracing:
                 _NO_ATTRIBUTES,
             )
         if isinstance(request, RequestSpan):
-            attributes = request.attributes
-            attributes["http.request.method"], attributes["url.path"] = method, scope["path"]
-            attributes["modelport.request_id"] = REQUEST_ID.get()
+            request.method, request.path, request.request_id = method, scope["path"], REQUEST_ID.get()
         return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
         current = CURRENT.get()
         if isinstance(current, RequestSpan):
-            current.name = f"{current.attributes.get('http.request.method', '')} {template}"
-            current.attributes["http.route"] = template
-
-    def interceptor(self, excluded: frozenset[str] = frozenset()) -> grpc.aio.ServerInterceptor:
-        """The gRPC interceptor of this tracer; the calls of the ``excluded`` services (full names, e.g.
-        ``grpc.health.v1.Health``) are left untraced."""
-        return _Interceptor(self, excluded)
-
-    def traced_unary(self, behaviour: Callable[[Any, Any], Awaitable[Any]], method: str) -> Callable[..., Any]:
-        """``behaviour`` inside a SERVER span, whose ``traceparent`` goes out in the trailing metadata."""
-        name = method.lstrip("/")
-        service, _, rpc = name.rpartition("/")
-        base: Attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-
-        async def call(request: Any, context: Any) -> Any:
-            fields = self.fields
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in fields and isinstance(v, str)}
-            span = self.begin(name, SpanKind.SERVER, carrier, base)
-            token = CURRENT.set(span)
-            context.set_trailing_metadata(span.metadata())
-            cancelled = False
-            try:  # an abort raises: _grpc_finished judges its code
-                return await behaviour(request, context)
-            except asyncio.CancelledError:  # the client cancelled the call (or its deadline passed): no status set
-                cancelled = True
-                raise
-            finally:
-                CURRENT.reset(token)
-                if isinstance(span, RequestSpan):
-                    self.end(span, _grpc_finished(span, context, cancelled))
-
-        return call
+            current.name = f"{current.method or ''} {template}"
+            current.route = template
 
 
 class HttpSpan:
@@ -432,32 +482,6 @@ class HttpSpan:
             self.tracing.end(request, _http_finished(request, self.scope, self.status))
 
 
-class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps each unary-unary handler in :meth:`OtelTracing.traced_unary` (streams, and the methods of the
-    ``excluded`` services, are left as they are)."""
-
-    def __init__(self, tracing: OtelTracing, excluded: frozenset[str] = frozenset()) -> None:
-        self._tracing = tracing
-        self._excluded = excluded
-        self._last: dict[str, tuple[Any, Any]] = {}  # per method: the handler last wrapped, and its wrapper
-
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
-            return handler
-        if self._excluded and details.method.lstrip("/").rpartition("/")[0] in self._excluded:
-            return handler
-        last = self._last.get(details.method)
-        if last is None or last[0] is not handler:  # the handler differs for a refused call (authentication)
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._tracing.traced_unary(handler.unary_unary, details.method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            last = self._last[details.method] = (handler, wrapped)
-        return last[1]
-
-
 class _Child:
     """A span under ``parent`` for the duration of a block, recorded when the block ends (an exception marks it
     failed). Not current itself: what runs inside is still the request's."""
@@ -473,12 +497,20 @@ class _Child:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
-        end, status = time.time_ns(), _OK
-        events: tuple[EventRecord, ...] = ()
-        if error is not None:
-            status = (_ERROR, f"{kind.__name__ if kind else ''}: {error}")
-            events = (_exception_event(error, end),)
-        self.tracing.child(self.parent, (self.name, self.start_ns, end, self.attributes, *status, events, ()))
+        if error is None:
+            child: ChildRecord = (self.name, self.start_ns, time.time_ns(), self.attributes, *OK, (), ())
+        else:
+            child = _failed(self.name, self.start_ns, self.attributes, kind, error)
+        self.tracing.child(self.parent, child)
+
+
+def _failed(
+    name: str, start: int, attributes: Attributes, kind: type[BaseException] | None, error: BaseException
+) -> ChildRecord:
+    """A span that ends now with ``error``: failed, with its ``exception`` event."""
+    end = time.time_ns()
+    status = f"{kind.__name__ if kind else ''}: {error}"
+    return (name, start, end, attributes, ERROR, status, (_exception_event(error, end),), ())
 
 
 def _exception_event(error: BaseException, when: int) -> EventRecord:
@@ -497,20 +529,8 @@ def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> 
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         request.name = f"{scope['method']} {path}"
-        request.attributes["http.route"] = path
-    if status:
-        request.attributes["http.response.status_code"] = status
+        request.route = path
+    request.status = status
     if status >= 500 or not status:
-        return (_ERROR, f"HTTP {status}" if status else "no response")
-    return _OK
-
-
-def _grpc_finished(request: RequestSpan, context: Any, cancelled: bool = False) -> Status:
-    """The call's status code (an abort has set it; None means OK, or CANCELLED for a ``cancelled`` call); the
-    span's status."""
-    found = context.code()
-    if found is None and cancelled:
-        found = grpc.StatusCode.CANCELLED
-    code = 0 if found is None else int(found.value[0] if isinstance(found, grpc.StatusCode) else found)
-    request.attributes["rpc.grpc.status_code"] = code
-    return (_ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else _OK
+        return (ERROR, f"HTTP {status}" if status else "no response")
+    return OK

@@ -33,7 +33,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-from modelport.serving.tracing_spans import SCOPE, Attributes, EventRecord, LinkRecord, Record
+from modelport.serving.tracing_records import Attributes, Received, expand
+from modelport.serving.tracing_spans import SCOPE
 
 __all__ = ["Batches", "Encoder", "Payload", "Sender", "senders"]
 
@@ -130,7 +131,7 @@ class Encoder:
         scope = InstrumentationScope(name=SCOPE.name, version=SCOPE.version or "").SerializeToString()
         self.scope = _field(b"\x0a", scope)
 
-    def spans(self, record: Record) -> list[SpanParts]:
+    def spans(self, record: Received) -> list[SpanParts]:
         """The spans of ``record``: its own, then its children's, under it (their ids made, not yet bytes)."""
         name, kind, trace_hex, span_hex, _, state, parent_hex, remote, start, end, attributes = record[:11]
         code, description, events, links, children = record[11:]
@@ -181,7 +182,7 @@ def _status(code: int, description: str) -> bytes:
     return _field(b"\x7a", message + (b"\x18" + _varint(code) if code else b""))
 
 
-def _event(event: EventRecord) -> Span.Event:
+def _event(event: Received) -> Span.Event:
     name, attributes, when = event
     return Span.Event(name=name, time_unix_nano=when, attributes=_attributes(attributes))
 
@@ -189,7 +190,7 @@ def _event(event: EventRecord) -> Span.Event:
 _LINK_FLAGS = b"\x35" + _FIXED32(_LOCAL)  # Link.flags (6)
 
 
-def _link(link: LinkRecord) -> bytes:
+def _link(link: Received) -> bytes:
     """A ``Span.links`` field (13): trace id, span id, flags (the SDK's encoder writes no trace state on links)."""
     trace_hex, span_hex, _, _ = link
     return b"\x6a\x21\x0a\x10" + bytes.fromhex(trace_hex) + b"\x12\x08" + bytes.fromhex(span_hex) + _LINK_FLAGS
@@ -289,11 +290,11 @@ class Batches:
         self._ready = threading.Condition()
         self._sending = threading.Lock()  # one batch at a time: the thread's, or a flush's
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="modelport-otlp", daemon=True)
-        self._thread.start()
+        self._sender = threading.Thread(target=self._run, name="modelport-otlp", daemon=True)
+        self._sender.start()
 
-    def write(self, records: Sequence[Record]) -> None:
-        spans = [span for record in records for span in self.encoder.spans(record)]
+    def write(self, records: Sequence[Received]) -> None:
+        spans = [span for record in records for span in self.encoder.spans(expand(record))]
         with self._ready:
             room = self.limit - len(self._queue)
             if len(spans) > room:
@@ -354,7 +355,7 @@ class Batches:
         with self._ready:
             self._stop = True
             self._ready.notify()
-        self._thread.join()
+        self._sender.join()
         with self._sending:
             self._send()
         for target in self.targets:

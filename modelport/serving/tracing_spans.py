@@ -1,12 +1,13 @@
 """Where a sampled request's spans go once made: compact records, shipped in batches to where they are encoded and
 exported, configured by the standard variables.
 
-The serving process only makes records (:data:`Record`: plain tuples of ints, hex-string ids, strings and the
-attribute dict) and appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of
-its own to a :class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests; the SDK's
-spans, made from the records), or the exporter process of :mod:`modelport.serving.tracing_process` (the
-exporters the variables name), where OTLP is encoded from the records (:mod:`modelport.serving.tracing_otlp`),
-off the event loop's core.
+The serving process only makes records (:mod:`~modelport.serving.tracing_records`: plain tuples of ints,
+hex-string ids, strings and attribute dicts; a sampled request's own span one flat :data:`Compact` tuple) and
+appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of its own to a
+:class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests; the SDK's spans, made
+from the records), or the exporter process of :mod:`modelport.serving.tracing_process` (the exporters the
+variables name), where OTLP is encoded from the records (:mod:`modelport.serving.tracing_otlp`), off the event
+loop's core.
 """
 
 from __future__ import annotations
@@ -22,17 +23,28 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-from opentelemetry.util.types import AttributeValue
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError
+from modelport.serving.tracing_records import (
+    Attributes,
+    ChildRecord,
+    Compact,
+    EventRecord,
+    LinkRecord,
+    Received,
+    Record,
+    expand,
+)
 
 __all__ = [
     "SCOPE",
     "Attributes",
     "ChildRecord",
+    "Compact",
     "EventRecord",
     "LinkRecord",
+    "Received",
     "Record",
     "Recorder",
     "Sink",
@@ -43,41 +55,6 @@ __all__ = [
     "resource",
 ]
 
-Attributes = dict[str, AttributeValue]
-EventRecord = tuple[str, Attributes, int]  # name, attributes, time (ns)
-LinkRecord = tuple[str, str, int, str]  # trace id, span id (hex), trace flags, trace state (its header, "" for none)
-ChildRecord = tuple[
-    str,  # 0 name
-    int,  # 1 start (ns since the epoch)
-    int,  # 2 end
-    Attributes,  # 3
-    int,  # 4 status code (StatusCode's value)
-    str,  # 5 status description
-    tuple[EventRecord, ...],  # 6
-    tuple[LinkRecord, ...],  # 7
-]
-"""A span under a record's own (INTERNAL; its id is made where it is exported: nothing here refers to it)."""
-Record = tuple[
-    str,  # 0 name
-    int,  # 1 kind (SpanKind's value)
-    str,  # 2 trace id (32 hex digits)
-    str,  # 3 span id (16 hex digits; "": made where it is exported)
-    int,  # 4 trace flags
-    str,  # 5 trace state (its header, "" for none)
-    str,  # 6 parent span id (16 hex digits; "": a root span)
-    bool,  # 7 whether the parent is remote (the caller's)
-    int,  # 8 start (ns since the epoch)
-    int,  # 9 end
-    Attributes,  # 10
-    int,  # 11 status code (StatusCode's value)
-    str,  # 12 status description
-    tuple[EventRecord, ...],  # 13
-    tuple[LinkRecord, ...],  # 14
-    Sequence[ChildRecord],  # 15 its children
-]
-"""A finished span and its children as the serving process makes them: plain values only (JSON carries
-them to the exporter process)."""
-
 SCOPE = InstrumentationScope("modelport", __version__)
 SHIP_EVERY_S = 0.05
 CHUNK = 256  # records per shipment: bounds how long one holds the GIL
@@ -87,7 +64,7 @@ _log = logging.getLogger(__name__)
 
 
 def readable(
-    record: Record, resource: Resource, ids: IdGenerator, scope: InstrumentationScope = SCOPE
+    record: Received, resource: Resource, ids: IdGenerator, scope: InstrumentationScope = SCOPE
 ) -> list[ReadableSpan]:
     """The SDK spans ``record`` describes: its own, then its children's (new span ids from ``ids``)."""
     name, kind, trace_id, span_id, flags, state, parent_id, remote, start, end, attributes = record[:11]
@@ -120,7 +97,7 @@ def _span(
     parent: SpanContext | None,
     resource: Resource,
     scope: InstrumentationScope,
-    body: tuple[int, int, Attributes, int, str, tuple[EventRecord, ...], tuple[LinkRecord, ...]],
+    body: Received,
 ) -> ReadableSpan:
     start, end, attributes, code, description, events, links = body
     return ReadableSpan(
@@ -141,11 +118,6 @@ def _span(
     )
 
 
-def _context(link: LinkRecord) -> SpanContext:
-    trace_id, span_id, flags, state = link
-    return SpanContext(int(trace_id, 16), int(span_id, 16), False, TraceFlags(flags), _trace_state(state))
-
-
 def _trace_state(header: str) -> TraceState | None:
     return TraceState.from_header([header]) if header else None
 
@@ -153,7 +125,7 @@ def _trace_state(header: str) -> TraceState | None:
 class Sink(Protocol):
     """Where shipped records go."""
 
-    def write(self, records: Sequence[Record]) -> None: ...
+    def write(self, records: Sequence[Received]) -> None: ...
 
     def flush(self, timeout_s: float) -> bool:
         """Export what it has been given within ``timeout_s``: whether it all went."""
@@ -168,11 +140,11 @@ class SpanProcessors:
     def __init__(self, targets: Sequence[SpanProcessor], resource: Resource, ids: IdGenerator) -> None:
         self.targets, self.resource, self.ids = tuple(targets), resource, ids
 
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Received]) -> None:
         if not self.targets:  # OTEL_TRACES_EXPORTER=none: nothing to make
             return
         for record in records:
-            for span in readable(record, self.resource, self.ids):
+            for span in readable(expand(record), self.resource, self.ids):
                 for target in self.targets:
                     target.on_end(span)
 
@@ -191,13 +163,13 @@ class Recorder:
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
-        self._waiting: list[Record] = []
+        self._waiting: list[Record | Compact] = []
         self.append = self._waiting.append
         self.dropped = 0
         self._lock = threading.Lock()  # one shipment at a time: the records reach the sink in order
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modelport-spans", daemon=True)
-        self._thread.start()
+        self._shipper = threading.Thread(target=self._run, name="modelport-spans", daemon=True)
+        self._shipper.start()
 
     def _run(self) -> None:
         while not self._stop.wait(SHIP_EVERY_S):
@@ -236,7 +208,7 @@ class Recorder:
     def close(self) -> None:
         """Stop shipping: the records still waiting are shipped, then the sink is closed."""
         self._stop.set()
-        self._thread.join()
+        self._shipper.join()
         self.ship()
         self.sink.close()
 

@@ -47,6 +47,15 @@ def repo(tmp_path: Path) -> Path:
     fakes.write_model(root, "echo")
     # a batch runs once it holds two rows: two concurrent requests always share one
     fakes.write_model(root, "pair", config={"max_batch_size": 2, "max_queue_delay_ms": 10_000})
+    # a pipeline through echo twice: one request, two queues and two batches
+    steps = [
+        {"model": "echo", "input_map": {"x": "x"}, "output_map": {"y": "mid"}},
+        {"model": "echo", "input_map": {"x": "mid"}, "output_map": {"y": "out"}},
+    ]
+    tensors = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]}
+    tensors["outputs"] = [{"name": "out", "datatype": "FP32", "shape": [-1, 3]}]
+    (root / "twice").mkdir(parents=True)
+    (root / "twice" / "config.yaml").write_text(json.dumps({"pipeline": {**tensors, "steps": steps}}))
     fakes.GATE.set()
     return root
 
@@ -167,6 +176,22 @@ async def test_a_batch_span_links_to_every_request_it_served(client, exported):
     assert sorted(q.parent.span_id for q in queues if q.parent) == sorted(
         s.context.span_id for s in servers if s.context
     )
+
+
+async def test_a_pipeline_request_has_a_queue_and_a_batch_span_for_each_model_step(client, exported):
+    reply = await client.post("/v2/models/twice/infer", json=BODY, headers={"traceparent": TRACEPARENT})
+    assert reply.status_code == 200, reply.text
+    spans = finished(exported)
+    server = only(spans, INFER_ROUTE)
+    assert server.context is not None
+    under = [s for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id]
+    named = sorted(s.name for s in under)
+    assert named.count("queue") == 2 and named.count("batch") == 2, named
+    queues = sorted((s for s in under if s.name == "queue"), key=lambda s: s.start_time or 0)
+    assert queues[0].end_time is not None and queues[1].start_time is not None
+    assert queues[0].end_time <= queues[1].start_time, "the second step queued after the first one's batch began"
+    assert all(q.attributes["modelport.batch.requests"] == 1 for q in queues)
+    assert all(format(s.context.trace_id, "032x") == TRACE_ID for s in under if s.context is not None)
 
 
 async def test_a_request_refused_by_validation_has_a_failed_validate_span_and_no_batch(client, exported):

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import orjson
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from modelport.serving import tracing_spans
 from modelport.serving.tracing_otlp import Batches, Encoder, Payload
 from modelport.serving.tracing_process import FLUSH_MARGIN_S, ExporterProcess
+from modelport.serving.tracing_records import COMPACT, expand
 from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, exporter_kinds, readable, resource
 from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
 
@@ -69,6 +71,99 @@ class _Listed:
         pass
 
 
+def compact_record(**named: object) -> tuple[object, ...]:
+    """A sampled HTTP request as the serving process records it (tracing_records.Compact)."""
+    values = {
+        "extra": {"sampler.rule": "all"},
+        "method": "POST",
+        "path": "/v2/models/echo/infer",
+        "request_id": "r-1",
+        "route": "/v2/models/{model}/infer",
+        "model": "echo",
+        "version": "1",
+        "protocol": "v2",
+        "outcome": "success",
+        "status": 200,
+        "validate": (10, 20),
+        "queue": (21, 30, 4, 2),
+        "others": [("preprocess", 8, 9, {"items": 1}, 0, "", (), ())],
+        **named,
+    }
+    ids = (COMPACT, "POST /v2/models/{model}/infer", SpanKind.SERVER.value, TRACE, SERVER, 1, "k=v", CALLER)
+    named_values = [values[k] for k in ("method", "path", "request_id", "route", "model", "version", "protocol")]
+    return (
+        *ids,
+        5,
+        50,
+        0,
+        "",
+        values["extra"],
+        *named_values,
+        values["outcome"],
+        values["status"],
+        *values["validate"],
+        *values["queue"],
+        values["others"],
+    )
+
+
+def test_a_compact_record_expands_to_the_record_of_its_span_and_children():
+    expanded = expand(compact_record())
+    name, kind, trace, span, flags, state, parent, remote, start, end, attributes = expanded[:11]
+    assert (name, kind, trace, span, flags, state, parent, remote, start, end) == (
+        "POST /v2/models/{model}/infer",
+        SpanKind.SERVER.value,
+        TRACE,
+        SERVER,
+        1,
+        "k=v",
+        CALLER,
+        True,
+        5,
+        50,
+    )
+    assert attributes == {
+        "sampler.rule": "all",
+        "http.request.method": "POST",
+        "url.path": "/v2/models/echo/infer",
+        "modelport.request_id": "r-1",
+        "http.route": "/v2/models/{model}/infer",
+        "modelport.model": "echo",
+        "modelport.version": "1",
+        "modelport.protocol": "v2",
+        "modelport.outcome": "success",
+        "http.response.status_code": 200,
+    }
+    assert expanded[11:15] == (0, "", (), ())
+    assert list(expanded[15]) == [
+        ("validate", 10, 20, {}, 0, "", (), ()),
+        ("preprocess", 8, 9, {"items": 1}, 0, "", (), ()),
+        ("queue", 21, 30, {"modelport.batch.size": 4, "modelport.batch.requests": 2}, 0, "", (), ()),
+    ]
+
+
+def test_what_a_compact_record_leaves_unset_is_not_an_attribute_or_a_span():
+    bare = compact_record(extra=None, route=None, model=None, version=None, protocol=None, outcome=None, status=0)
+    expanded = expand(bare)
+    assert set(expanded[10]) == {"http.request.method", "url.path", "modelport.request_id"}
+    assert list(expand(compact_record(validate=(0, 0), queue=(0, 0, 0, 0), others=None))[15]) == []
+
+
+def test_a_compact_record_through_json_expands_as_it_was_and_a_record_is_left_as_it_is():
+    through = orjson.loads(orjson.dumps([compact_record()]))[0]  # the exporter process's pipe: lists for tuples
+    assert orjson.dumps(expand(through)) == orjson.dumps(expand(compact_record()))
+    record = request_record()
+    assert expand(record) is record
+    exporter = InMemorySpanExporter()
+    SpanProcessors([SimpleSpanProcessor(exporter)], resource(), RandomIdGenerator()).write([through])
+    assert sorted(s.name for s in exporter.get_finished_spans()) == [
+        "POST /v2/models/{model}/infer",
+        "preprocess",
+        "queue",
+        "validate",
+    ]
+
+
 def test_the_recorder_ships_in_order_on_flush_and_on_close():
     sink = _Listed()
     recorder = Recorder(sink)
@@ -89,7 +184,7 @@ def test_the_recorder_drops_what_its_sink_cannot_take_and_never_raises(monkeypat
     sink = _Listed()
     recorder = Recorder(sink)
     recorder._stop.set()  # no shipping but ours
-    recorder._thread.join()
+    recorder._shipper.join()
     for _ in range(25):
         recorder.append(request_record())
     recorder.ship()
