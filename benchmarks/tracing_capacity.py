@@ -1,7 +1,7 @@
 """What tracing costs a real server's core, over HTTP, checkout against checkout.
 
     python benchmarks/tracing_capacity.py REPOSITORY MODEL [--checkout DIR]... [--modes off,0.01,1]
-                                          [--rounds 3] [--duration 8] [--concurrency 32]
+                                          [--rounds 3] [--duration 8] [--concurrency 32] [--no-export]
 
 For each round, each checkout (default: this one) and each mode (tracing ``off``, or on at that sampling ratio
 with ``parentbased_traceidratio``, exporting over OTLP/HTTP to ``otlp_sink.py``), a fresh ``modelport serve
@@ -10,8 +10,12 @@ sink and ``wrk`` (``--concurrency`` connections posting one v2 JSON item of ``MO
 2 s warm-up). Printed per mode and checkout, medians over the interleaved rounds: req/s, the server process's own
 CPU time per request (every thread, its exporter process left out) and the exporter's. The server's CPU per
 request is what its core allows: on a 2-core machine the other core carries wrk, the sink and the exporter,
-and can be what limits req/s. ``serving.py --systems v2-json,v2-json-trace100,...`` measures one checkout
-against the floors; ``tracing_cost.py`` in process; ``instructions.py`` counts instructions.
+and can be what limits req/s: a server not kept busy spends more CPU a request (fewer requests share each pass
+of its event loop and each batch). ``--no-export`` records the spans but exports none (no exporter process), so
+that the server is saturated and its own cost measured alone. The first lines say whether each checkout's
+servers run its compiled hot path (``make native``) or its Python sources.
+``serving.py --systems v2-json,v2-json-trace100,...`` measures one checkout against the floors;
+``tracing_cost.py`` in process; ``instructions.py`` counts instructions.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, bod
     command += ["--grpc-port", "-1", "--intra-op-threads", "1", "--log-level", "warning"]
     if mode != "off":
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        if args.no_export:
+            env.update(OTEL_TRACES_EXPORTER="none")
         env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=mode)
         command.append("--tracing")
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,6 +79,14 @@ def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, bod
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=90)
+
+
+def _hot_path(checkout: Path) -> str:
+    """Whether ``checkout``'s servers run its compiled hot path (``make native``) or its Python sources."""
+    env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONSAFEPATH="1")
+    probe = "import modelport.serving; from modelport.serving import native; print(native.active())"
+    found = subprocess.run([PY, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    return "compiled (build/native)" if found.strip() == "True" else "as Python sources (no current build/native)"
 
 
 def _body(repository: str, model: str, folder: Path) -> Path:
@@ -98,10 +112,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--no-export",
+        action="store_true",
+        help="traced modes record their spans but export none (OTEL_TRACES_EXPORTER=none: no exporter process), so"
+        " that wrk alone loads the other core and the server's own cost is measured at saturation",
+    )
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two cores (0 and 1)")
     checkouts = [c.resolve() for c in args.checkout or [HERE.parent]]
+    for checkout in checkouts:
+        print(f"{checkout}: its hot path runs {_hot_path(checkout)}", flush=True)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     runs: dict[tuple[Path, str], list[tuple[float, float, float]]] = {(c, m): [] for c in checkouts for m in modes}
     sink_command = ["taskset", "-c", "1", PY, str(HERE / "otlp_sink.py")]
