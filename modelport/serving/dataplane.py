@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,7 +101,6 @@ class DataPlane:
         self._draining = False
         self._idle = asyncio.Event()  # set when the last request in flight finishes while draining
         # serving_metadata's, per loaded version (an unloaded one's goes with it)
-        self._serving_metadata: weakref.WeakKeyDictionary[ServedVersion, ModelMetadata] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
         """Load every model of the repository (one that fails is recorded, not fatal), then become ready."""
@@ -203,9 +201,9 @@ class DataPlane:
             return self.model_metadata(name, version, ready_only=True)
         served = self.manager.get(name, version)
         served.require_ready()
-        meta = self._serving_metadata.get(served)
+        meta = served.serving_metadata
         if meta is None:
-            meta = self._serving_metadata[served] = _metadata(served, tuple(sorted(self.manager.models[name].versions)))
+            meta = served.serving_metadata = _metadata(served, tuple(sorted(self.manager.models[name].versions)))
         return meta
 
     async def infer(self, name: str, version: str | None, request: InferRequest, protocol: str) -> InferResponse:

@@ -78,6 +78,51 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         # the app uvicorn runs is the front unless uvicorn wrapped it (trace logging): then all goes through ASGI
         self.front = self.app if isinstance(self.app, HttpFront) else None
+        self.idle_since: float | None = None  # when its last response ended, no request since (keep-alive)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, but for the keep-alive timer: a request no longer cancels it (see :meth:`_keep_alive_due`)."""
+        self.idle_since = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive timer is armed only when none is: uvicorn cancels it on every request
+        and makes a new one after every response (a timer made and cancelled per request on a busy connection);
+        this one, when it fires, closes the connection only if it has been idle for the whole timeout."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        """The keep-alive timer: the connection is closed once idle for ``timeout_keep_alive`` since its last
+        response; not while a request is in (the next response arms the timer again)."""
+        self.timeout_keep_alive_task = None
+        idle_since = self.idle_since
+        if idle_since is None:
+            return
+        left = idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_message_begin(self) -> None:
         self.url = b""

@@ -30,7 +30,7 @@ from modelport.runtimes.base import Arrays, runtime_health
 from modelport.samples import SAMPLES_FILE, check_samples, payload_batch
 from modelport.serving.batching import Batcher, BatchPolicy, BatchStats, inline_threshold_s
 from modelport.serving.settings import ModelConfig, ServerSettings
-from modelport.serving.types import VersionState
+from modelport.serving.types import ModelMetadata, VersionState
 from modelport.tensors import DataType, dtype_of_array, format_range, lookup_dtype, shape_matches, value_outside
 
 __all__ = [
@@ -110,6 +110,8 @@ class ServedVersion:
         self.output_names = [spec.name for spec in loaded.manifest.outputs] if loaded.manifest is not None else []
         finite_only = loaded.execution is not None and loaded.execution.limits.finite_only
         self._value_checks = finite_only or any(spec.value_range is not None for spec in inputs)
+        # its metadata as the inference adapters read it on every request (DataPlane.serving_metadata), made once
+        self.serving_metadata: ModelMetadata | None = None
 
     @property
     def name(self) -> str:

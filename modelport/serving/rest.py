@@ -13,8 +13,8 @@ from modelport._version import __version__
 from modelport.errors import InvalidArgumentError, UnimplementedError
 from modelport.serving.auth import Tokens
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.front import BodyReader, HotRoute, HttpFront, RequestHead
-from modelport.serving.httperrors import ERROR_HANDLERS, Reply
+from modelport.serving.front import HttpFront
+from modelport.serving.httperrors import ERROR_HANDLERS
 from modelport.serving.httputil import json_response, read_body
 from modelport.serving.openapi import install_openapi
 from modelport.serving.shm import RegionStatus, local_peer
@@ -24,21 +24,10 @@ from modelport.serving.torchserve_explain import EXPLAIN_HOT_ROUTES
 from modelport.serving.torchserve_legacy import legacy_routes
 from modelport.serving.torchserve_management import management_routes
 from modelport.serving.triton import config_json, statistics_json
-from modelport.serving.v2 import HEADER_LENGTH, decode_request, encode_response
+from modelport.serving.v2_http import INFER_ROUTES
 from modelport.serving.v2_metadata import model_metadata_json, repository_index_json, server_metadata_json
 
 __all__ = ["create_app"]
-
-HEADER_LENGTH_KEY = HEADER_LENGTH.encode()
-
-
-def _header_length(head: RequestHead) -> int | None:
-    value = head.header(HEADER_LENGTH_KEY)
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise InvalidArgumentError(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def create_app(plane: DataPlane) -> HttpFront:
@@ -66,7 +55,7 @@ def create_app(plane: DataPlane) -> HttpFront:
     # TorchServe's management routes before its others: those end with the 404s of the paths under them
     api.router.routes.extend([*tfserving_routes(plane), *management_routes(plane), *torchserve_routes(plane)])
     api.router.routes.extend(legacy_routes(plane))  # (last: /{model}/predict names no other route)
-    hot = [*_INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES, *EXPLAIN_HOT_ROUTES]
+    hot = [*INFER_ROUTES, *TFSERVING_HOT_ROUTES, *TORCHSERVE_HOT_ROUTES, *EXPLAIN_HOT_ROUTES]
     return HttpFront(plane, api, hot, Tokens.from_settings(plane.settings))
 
 
@@ -148,27 +137,6 @@ def _add_triton_extensions(app: FastAPI, plane: DataPlane) -> None:
             "modelport does not implement trace settings (its traces are OpenTelemetry's, set by --tracing and the "
             "OTEL_* variables); GET /v2 lists its extensions"
         )
-
-
-async def _infer(plane: DataPlane, head: RequestHead, read: BodyReader) -> Reply:
-    """``POST /v2/models/{model}[/versions/{version}]/infer``: JSON or the binary tensor extension."""
-    header_length = _header_length(head)
-    # no name for the body: a JSON body (several times its tensors' size) is freed once decoded, not held
-    # while the request waits for its batch
-    regions = plane.shared_memory.seen_from(head.client)
-    decoded = decode_request(await read(plane.settings.max_body_bytes), header_length, regions)
-    protocol = "v2" if header_length is None else "v2-binary"
-    response = await plane.infer(head.params["model"], head.params.get("version"), decoded, protocol)
-    content, binary_header = encode_response(response, decoded)
-    if binary_header is None:
-        return Reply(200, content)
-    return Reply(200, content, b"application/octet-stream", ((HEADER_LENGTH_KEY, str(binary_header).encode()),))
-
-
-_INFER_ROUTES = [
-    HotRoute(path, frozenset({"POST"}), _infer)
-    for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer")
-]
 
 
 def _json_options(body: bytes) -> Any:

@@ -184,7 +184,7 @@ async def test_an_unexpected_fault_on_an_inference_route_is_a_generic_500(client
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr("modelport.serving.rest.decode_request", broken)
+    monkeypatch.setattr(plane.shared_memory, "seen_from", broken)  # (Python: patchable from a compiled caller)
     body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
     answer = await client.post("/v2/models/echo/infer", json=body)
     assert answer.status_code == 500

@@ -222,6 +222,24 @@ async def test_keep_alive_answers_many_requests_on_one_connection(repo, answered
     assert len(answered) == 5
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "asgi"])
+async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_busy_one_is_not(repo, fast):
+    async with running(repo, fast=fast) as server:
+        server.server.config.timeout_keep_alive = 1  # what each new connection's protocol reads (uvicorn: an int)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        last = started
+        while last - started < 2.0:  # busy for twice the timeout, never idle for a tenth of it
+            await asyncio.sleep(0.05)
+            writer.write(post("/v2/models/echo/infer"))
+            assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
+            last = loop.time()  # (the server's response ended a little before)
+        assert await asyncio.wait_for(reader.read(), 10) == b"", "closed once idle"
+        assert loop.time() - last >= 0.9, "not before the timeout"
+        writer.close()
+
+
 async def test_pipelined_requests_are_answered_in_order_across_both_paths(repo, answered):
     inputs = [[float(i), 0.0, 0.0] for i in range(4)]
     raw = b""
