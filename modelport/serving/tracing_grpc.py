@@ -13,7 +13,7 @@ import grpc
 from opentelemetry.trace import SpanKind
 
 from modelport.serving.tracing_otel import CURRENT, ERROR, OK, OtelTracing, RequestSpan, Status
-from modelport.serving.tracing_spans import Attributes
+from modelport.serving.tracing_records import Attributes
 
 __all__ = ["Interceptor", "traced_unary"]
 

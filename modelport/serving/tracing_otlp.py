@@ -1,5 +1,5 @@
 """OTLP straight from span records, in the exporter process: the serialized ``ExportTraceServiceRequest`` of
-:data:`~modelport.serving.tracing_spans.Record` s, batched as the SDK's ``BatchSpanProcessor`` batches
+:data:`~modelport.serving.tracing_records.Record` s, batched as the SDK's ``BatchSpanProcessor`` batches
 (``OTEL_BSP_*``), and sent by the SDK's OTLP exporters' own transports, configured by the
 ``OTEL_EXPORTER_OTLP_*`` variables (endpoint, headers, timeout, compression, certificates; retries).
 

@@ -6,7 +6,7 @@ core and never under its GIL.
     python -m modelport.serving.tracing_process REPLY_FD KIND...   # started by ExporterProcess, nothing else
 
 Its stdin carries frames: a 4-byte little-endian length, then the JSON of either a list of
-:data:`~modelport.serving.tracing_spans.Record` (export them) or a float (flush, taking at most that many
+:data:`~modelport.serving.tracing_records.Record` (export them) or a float (flush, taking at most that many
 seconds). One byte on ``REPLY_FD`` says it has started, and then how each flush ended: done, or failed (an
 export failed, or the time was up: the server stops waiting at once, not at its timeout). It exits once its stdin
 closes (the server stopped, or died), after exporting what is left. It runs in a session of its own, so that a
@@ -36,7 +36,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from modelport.errors import DependencyError
 from modelport.serving.tracing_otlp import Batches, Encoder, senders
-from modelport.serving.tracing_spans import Received, Sink, SpanProcessors, processors, resource
+from modelport.serving.tracing_records import Received
+from modelport.serving.tracing_spans import Sink, SpanProcessors, processors, resource
 
 __all__ = ["ExporterProcess", "main"]
 

@@ -26,26 +26,10 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from modelport._version import __version__
 from modelport.errors import InvalidArgumentError
-from modelport.serving.tracing_records import (
-    Attributes,
-    ChildRecord,
-    Compact,
-    EventRecord,
-    LinkRecord,
-    Received,
-    Record,
-    expand,
-)
+from modelport.serving.tracing_records import Attributes, Compact, Received, Record, expand
 
 __all__ = [
     "SCOPE",
-    "Attributes",
-    "ChildRecord",
-    "Compact",
-    "EventRecord",
-    "LinkRecord",
-    "Received",
-    "Record",
     "Recorder",
     "Sink",
     "SpanProcessors",

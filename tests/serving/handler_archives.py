@@ -16,6 +16,14 @@ from pathlib import Path
 
 from modelport.torchserve_process import archive
 
+SHOW_VALUE = """
+def _show(value):
+    if isinstance(value, (bytes, bytearray)):
+        return ["bytes", bytes(value).decode("latin-1")]
+    return [type(value).__name__, value]
+"""
+"""Handler source: ``_show(value)``, a request row's value as JSON can carry it (bytes as latin-1, with its type)."""
+
 CTX = """
 import json
 import os

@@ -231,7 +231,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_a_b
         started = loop.time()
         last = started
         while last - started < 2.0:  # busy for twice the timeout, never idle for a tenth of it
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # paces the requests on purpose: idle gaps, each far shorter than the timeout
             writer.write(post("/v2/models/echo/infer"))
             assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
             last = loop.time()  # (the server's response ended a little before)

@@ -31,17 +31,13 @@ from modelport.cli import main
 from modelport.exporters.mar_store import read_properties, serve_flags, store_archives
 from modelport.serving.torchserve_grpc import SERVICE, messages
 from modelport.torchserve_process import BIN, TorchServeOptions, TorchServePorts, running_torchserve
+from tests.serving.handler_archives import SHOW_VALUE
 from tests.serving.processes import serving
 
-HANDLER = """
-VERSION = "{version}"
-
-
-def _show(value):
-    if isinstance(value, (bytes, bytearray)):
-        return ["bytes", bytes(value).decode("latin-1")]
-    return [type(value).__name__, value]
-
+HANDLER = (
+    '\nVERSION = "{version}"\n'
+    + SHOW_VALUE
+    + """
 
 def handle(data, context):
     if data is None:
@@ -51,6 +47,7 @@ def handle(data, context):
     batch = context.system_properties["batch_size"]
     return [{{"version": VERSION, "row": {{k: _show(v) for k, v in row.items()}}, "batch": batch}} for row in data]
 """
+)
 
 ENTRY = """
 def entry(data, context):

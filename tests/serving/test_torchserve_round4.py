@@ -28,20 +28,19 @@ import yaml
 from modelport.cli import main
 from modelport.exporters.mar_store import read_properties, serve_flags
 from modelport.torchserve_process import TorchServeOptions, archive, running_torchserve
+from tests.serving.handler_archives import SHOW_VALUE
 from tests.serving.processes import serving
 
-SHOW = """
-def _show(value):
-    if isinstance(value, (bytes, bytearray)):
-        return ["bytes", bytes(value).decode("latin-1")]
-    return [type(value).__name__, value]
-
+SHOW = (
+    SHOW_VALUE
+    + """
 
 def handle(data, context):
     if data is None:
         return None
     return [{k: _show(v) for k, v in row.items()} for row in data]
 """
+)
 
 BIG = """
 def handle(data, context):

@@ -19,8 +19,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from modelport.serving import tracing_spans
 from modelport.serving.tracing_otlp import Batches, Encoder, Payload
 from modelport.serving.tracing_process import FLUSH_MARGIN_S, ExporterProcess
-from modelport.serving.tracing_records import COMPACT, expand
-from modelport.serving.tracing_spans import Record, Recorder, SpanProcessors, exporter_kinds, readable, resource
+from modelport.serving.tracing_records import COMPACT, ChildRecord, Record, expand
+from modelport.serving.tracing_spans import Recorder, SpanProcessors, exporter_kinds, readable, resource
 from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
 
 TRACE, SERVER, CALLER = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "0000000000001234"
@@ -29,7 +29,7 @@ VALIDATE = ("validate", 10, 20, {}, 0, "", (), ())
 BATCH = ("batch", 30, 40, {"modelport.batch.size": 2}, 2, "a request of the batch failed", (), (LINK,))
 
 
-def request_record(children: Sequence[tracing_spans.ChildRecord] = (VALIDATE, BATCH)) -> Record:
+def request_record(children: Sequence[ChildRecord] = (VALIDATE, BATCH)) -> Record:
     ids = (TRACE, SERVER, 1, "k=v", CALLER, True)
     return ("POST /x", SpanKind.SERVER.value, *ids, 5, 50, {"modelport.model": "echo"}, 0, "", (), (), list(children))
 
