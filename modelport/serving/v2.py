@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import orjson
@@ -141,10 +141,15 @@ def _large_data(data: Any, datatype: Any) -> Any:
     kind: Literal["d", "i", "u"] = "d"
     if dtype.is_integer:
         kind = "u" if dtype.name == "uint64" else "i"
+    # Any, not simdjson's stub: its ``as_buffer`` says ``bytes`` and returns an ArrayBuffer. Compiled (mypyc), the
+    # stub's type was checked at run time: a TypeError sent every large body down the as_list path, and the
+    # failed check kept a reference to the buffer (~8 bytes a value leaked per request: benchmarks/serving.py's
+    # ResNet-18 JSON cells grew the server past 1.8 GB).
+    array = cast(Any, data)
     try:
-        return np.frombuffer(data.as_buffer(of_type=kind), dtype=_BUFFER_TYPES[kind])
+        return np.frombuffer(array.as_buffer(of_type=kind), dtype=_BUFFER_TYPES[kind])
     except (TypeError, ValueError):  # mixed or mistyped values: the checked path explains
-        return data.as_list()
+        return array.as_list()
 
 
 def _plain(value: Any) -> Any:
