@@ -10,6 +10,7 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -172,7 +173,7 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     if signature is not None:
         inputs, row_format = parse_predict(body, signature.inputs, signature.name)
         answer = await plane.infer(model, version, InferRequest(inputs, signature=signature.name), "tfserving-rest")
-        return json_reply(predict_response(answer.outputs, row_format))
+        return _numbers_reply(predict_response(answer.outputs, row_format), answer.outputs.values())
     inputs, row_format = parse_predict(body, meta.inputs)
     del body
     inputs, added = unsqueezed(inputs, meta)
@@ -182,9 +183,17 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     keys = {t.name: t.tfserving_key for t in meta.outputs}  # the signature's keys, as TF Serving answers
     outputs = {keys.get(name, name): value for name, value in squeezed(response.outputs, added).items()}
     body = predict_response(outputs, row_format, tuple(keys.get(n, n) for n in response.json_outputs))
-    if all(finite(v) for v in outputs.values()):
-        return json_reply(body)
-    return Reply(200, non_finite_dumps(body), JSON)  # TF Serving's "JSON conformance"
+    return _numbers_reply(body, outputs.values())
+
+
+def _numbers_reply(body: dict[str, Any], arrays: Iterable[np.ndarray[Any, Any]]) -> Reply:
+    """``body``, the outputs ``arrays`` as plain values, as JSON: NaN and infinities written as the tokens NaN,
+    Infinity and -Infinity, as TF Serving's "JSON conformance" does. orjson writes them as null, so only a body
+    with a null pays for the finiteness check."""
+    content = orjson.dumps(body)
+    if b"null" in content and not all(finite(v) for v in arrays):
+        content = non_finite_dumps(body)
+    return Reply(200, content, JSON)
 
 
 _LABEL = "/v1/models/{model}/labels/{label}"

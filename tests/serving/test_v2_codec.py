@@ -169,3 +169,22 @@ def test_large_json_bodies_keep_their_errors(datatype, values, message):
     short = orjson.dumps({"inputs": [{"name": "x", "shape": [7], "datatype": "FP32", "data": [0.5] * 30000}]})
     with pytest.raises(SpecError, match="needs 7 elements, the data has 30000"):
         decode_request(short, None)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.1, 2.5], b'"data":[0.1,2.5]'),  # orjson's float32 text, though the header holds a null elsewhere
+        ([0.1, float("nan")], b'"data":[0.10000000149011612,NaN]'),  # the tokens, as Triton writes them
+        ([float("inf"), -float("inf")], b'"data":[Infinity,-Infinity]'),
+    ],
+)
+def test_only_non_finite_outputs_change_how_the_json_header_is_written(values, expected):
+    """orjson writes NaN and infinities as null: a header with a null (here a parameter's) is checked, and only
+    non-finite outputs switch to the encoder that writes them as tokens."""
+    request = decode_request(
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}), None
+    )
+    response = InferResponse("m", "1", {"y": np.array(values, dtype=np.float32)}, parameters={"note": None})
+    encoded, length = encode_response(response, request)
+    assert length is None and expected in encoded and b'"parameters":{"note":null}' in encoded
