@@ -290,6 +290,9 @@ def _numeric_fast_path(
     """Well-formed float data in one C-speed conversion; anything unusual takes the checked path."""
     if not dtype.is_float or type(data) is not list:
         return None
+    if len(data) == count and _all_floats(data):  # flat JSON floats (what tritonclient sends): one conversion
+        flat = np.array(data, dtype=dtype.np_dtype())
+        return flat if len(shape) == 1 else flat.reshape(shape)
     try:
         raw = np.asarray(data)
     except (ValueError, RecursionError, TypeError):  # ragged or absurdly deep: let the slow path explain
@@ -300,6 +303,12 @@ def _numeric_fast_path(
     if raw.shape != shape:
         raw = raw.reshape(shape)
     return raw if raw.dtype == wanted else raw.astype(wanted)
+
+
+def _all_floats(data: list[Any]) -> bool:
+    """Every element a JSON float (not an int, a bool, a string, null or a list): ``np.array(data, dtype=...)``
+    would convert strings and nulls silently, and ints beyond 64 bits differently from the checked path."""
+    return all(type(x) is float for x in data)
 
 
 def _to_bytes(name: str, value: Any) -> bytes:
@@ -467,7 +476,7 @@ def _encode_output(name: str, value: np.ndarray[Any, Any], binary: bool) -> tupl
     elif dtype.name in ("float16", "bfloat16"):
         entry["data"] = value.astype(np.float32).ravel()
     else:
-        entry["data"] = np.ascontiguousarray(value).ravel()
+        entry["data"] = value.ravel()  # C order: a view of a C-contiguous array, else a contiguous copy (orjson's need)
     return entry, None
 
 

@@ -188,3 +188,24 @@ def test_only_non_finite_outputs_change_how_the_json_header_is_written(values, e
     response = InferResponse("m", "1", {"y": np.array(values, dtype=np.float32)}, parameters={"note": None})
     encoded, length = encode_response(response, request)
     assert length is None and expected in encoded and b'"parameters":{"note":null}' in encoded
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "BF16"])
+def test_flat_float_data_takes_one_conversion_with_the_checked_paths_values(datatype):
+    values = [0.1, -2.5, 6.0e4, -0.0, 1e-8, 7.0]
+    body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": datatype, "data": values}]}
+    got = decode_request(orjson.dumps(body), None).inputs["x"]
+    mixed = decode_request(orjson.dumps({"inputs": [{**body["inputs"][0], "data": [*values[:5], 7]}]}), None)
+    wanted = np.asarray(values).astype(got.dtype).reshape(2, 3)  # the checked path: float64, then the type
+    assert got.shape == (2, 3) and np.array_equal(got, wanted)
+    assert np.array_equal(mixed.inputs["x"], wanted), "an int among the floats: the checked path"
+
+
+@pytest.mark.parametrize("odd", ["0.5", None, True], ids=["string", "null", "bool"])
+def test_a_non_float_among_flat_floats_is_refused_as_before(odd):
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [0.5, odd, 1.5]}]})
+    if odd is True:  # a bool among numbers is a number to numpy, as it always was here
+        assert decode_request(body, None).inputs["x"].tolist() == [0.5, 1.0, 1.5]
+        return
+    with pytest.raises(SpecError):
+        decode_request(body, None)
