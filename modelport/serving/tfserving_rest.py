@@ -10,7 +10,6 @@ row's response (``{"predictions": [{"tabby": 0.71, ...}]}``).
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from modelport.runtimes.base import Arrays
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.front import BodyReader, HotRoute, RequestHead
 from modelport.serving.httperrors import JSON, Reply, json_reply
-from modelport.serving.httputil import finite, json_tensor, loads, non_finite_dumps
+from modelport.serving.httputil import json_tensor, loads, numbers_dumps
 from modelport.serving.tfserving_examples import (
     PREDICT,
     classification_signature,
@@ -173,7 +172,8 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     if signature is not None:
         inputs, row_format = parse_predict(body, signature.inputs, signature.name)
         answer = await plane.infer(model, version, InferRequest(inputs, signature=signature.name), "tfserving-rest")
-        return _numbers_reply(predict_response(answer.outputs, row_format), answer.outputs.values())
+        content = numbers_dumps(predict_response(answer.outputs, row_format), answer.outputs.values())
+        return Reply(200, content, JSON)  # TF Serving's "JSON conformance": NaN and Infinity as tokens
     inputs, row_format = parse_predict(body, meta.inputs)
     del body
     inputs, added = unsqueezed(inputs, meta)
@@ -183,17 +183,7 @@ async def _predict(plane: DataPlane, head: RequestHead, read: BodyReader) -> Rep
     keys = {t.name: t.tfserving_key for t in meta.outputs}  # the signature's keys, as TF Serving answers
     outputs = {keys.get(name, name): value for name, value in squeezed(response.outputs, added).items()}
     body = predict_response(outputs, row_format, tuple(keys.get(n, n) for n in response.json_outputs))
-    return _numbers_reply(body, outputs.values())
-
-
-def _numbers_reply(body: dict[str, Any], arrays: Iterable[np.ndarray[Any, Any]]) -> Reply:
-    """``body``, the outputs ``arrays`` as plain values, as JSON: NaN and infinities written as the tokens NaN,
-    Infinity and -Infinity, as TF Serving's "JSON conformance" does. orjson writes them as null, so only a body
-    with a null pays for the finiteness check."""
-    content = orjson.dumps(body)
-    if b"null" in content and not all(finite(v) for v in arrays):
-        content = non_finite_dumps(body)
-    return Reply(200, content, JSON)
+    return Reply(200, numbers_dumps(body, outputs.values()), JSON)
 
 
 _LABEL = "/v1/models/{model}/labels/{label}"
