@@ -82,5 +82,5 @@ def _finished(request: RequestSpan, context: Any, cancelled: bool = False) -> St
     if found is None and cancelled:
         found = grpc.StatusCode.CANCELLED
     code = 0 if found is None else int(found.value[0] if isinstance(found, grpc.StatusCode) else found)
-    request.attributes["rpc.grpc.status_code"] = code
+    request.set_attribute("rpc.grpc.status_code", code)
     return (ERROR, f"gRPC status {code}") if code in _GRPC_SERVER_ERRORS else OK

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
+from opentelemetry.util.types import AttributeValue
 
 from modelport.serving.requestid import REQUEST_ID
 from modelport.serving.tracing_records import COMPACT, Attributes, ChildRecord, Compact, EventRecord, Record
@@ -56,9 +57,19 @@ _NO_PARENT = otel_context.Context()
 _SERVER, _INTERNAL = SpanKind.SERVER.value, SpanKind.INTERNAL.value
 ERROR = StatusCode.ERROR.value  # a span status code: StatusCode's value
 _SAMPLED, _RANDOM = int(TraceFlags.SAMPLED), int(TraceFlags.RANDOM_TRACE_ID)
+_FLAGS = tuple(f"-{flags:02x}" for flags in range(256))  # a traceparent's end, by its flags (one byte)
 Status = tuple[int, str]  # a span's status: StatusCode's value, description
 OK: Status = (StatusCode.UNSET.value, "")
 _NO_ATTRIBUTES: Attributes = {}
+
+
+def hex_id(number: int, digits: int) -> str:
+    """``number`` as ``digits`` hex digits, zero-padded (a trace id: 32, a span id: 16). ``f"{number:032x}"``
+    in the compiled module is a ``str.format`` call that parses its template each time (~4x the CPU)."""
+    try:
+        return number.to_bytes(digits // 2, "big").hex()
+    except OverflowError:  # a custom id generator's id outside W3C's range: written whole, as format would
+        return f"{number:0{digits}x}"
 
 
 class _Propagated:
@@ -94,13 +105,10 @@ class UnsampledSpan(_Propagated):
     def trace_id(self) -> str:
         """32 hex digits."""
         trace = self.trace
-        return trace if isinstance(trace, str) else f"{trace:032x}"
+        return trace if isinstance(trace, str) else hex_id(trace, 32)
 
     def traceparent(self) -> bytes:
-        trace = self.trace
-        if isinstance(trace, str):
-            return b"00-%s-%016x-%02x" % (trace.encode(), self.span, self.flags)
-        return b"00-%032x-%016x-%02x" % (trace, self.span, self.flags)
+        return f"00-{self.trace_id}-{hex_id(self.span, 16)}{_FLAGS[self.flags]}".encode()
 
 
 class RequestSpan(_Propagated):
@@ -150,12 +158,14 @@ class RequestSpan(_Propagated):
         name: str,
         kind: int,
         start_ns: int,
-        attributes: Attributes,  # its own dict: the attributes that are not slots
+        attributes: Attributes | None,  # its own dict: the attributes that are not slots (None: none yet)
     ) -> None:
         self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
         self.parent_id, self.name, self.kind, self.start_ns = parent_id, name, kind, start_ns
         self.attributes, self.ended = attributes, False
-        self.children: list[ChildRecord] = []  # its INTERNAL spans but validate and the first queue
+        # its INTERNAL spans but validate and the first queue (None: none; made when needed, as ``attributes``:
+        # each container made per request costs its allocation and the collector's visits)
+        self.children: list[ChildRecord] | None = None
         self.method: str | None = None
         self.path: str | None = None
         self.request_id: str | None = None
@@ -175,7 +185,7 @@ class RequestSpan(_Propagated):
         return SpanContext(int(self.trace_id, 16), int(self.span_id, 16), False, TraceFlags(self.flags), state)
 
     def traceparent(self) -> bytes:
-        return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}".encode()
+        return f"00-{self.trace_id}-{self.span_id}{_FLAGS[self.flags]}".encode()
 
     def compact(self, end_ns: int, status: Status) -> Compact:
         """Its record, ending at ``end_ns`` with ``status``."""
@@ -211,6 +221,18 @@ class RequestSpan(_Propagated):
             self.children or None,
         )
 
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """An attribute beyond the slots'."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
+
+    def add_child(self, child: ChildRecord) -> None:
+        """A span under this one, recorded with it."""
+        if self.children is None:
+            self.children = []
+        self.children.append(child)
+
     def __enter__(self) -> RequestSpan:
         self.validate_start = time.time_ns()
         return self
@@ -219,7 +241,7 @@ class RequestSpan(_Propagated):
         if error is None:
             self.validate_end = time.time_ns()
         else:  # a failed validation: a span of its own, with its exception (as any child's)
-            self.children.append(_failed("validate", self.validate_start, {}, kind, error))
+            self.add_child(_failed("validate", self.validate_start, {}, kind, error))
 
 
 RequestTrace = tuple[RequestSpan, int]
@@ -292,15 +314,15 @@ class OtelTracing:
             number = self.trace_ids()
             if number & LOW_BITS >= self.bound:
                 return UnsampledSpan(number, self.span_ids(), self.random)
-            trace_id, parent_id, flags, state = f"{number:032x}", "", self.random, ""
+            trace_id, parent_id, flags, state = hex_id(number, 32), "", self.random, ""
         else:
             trace_id, parent_id, flags, state = parent
             sampled = flags & 1 == 1 if self.parent_based else int(trace_id[16:], 16) < self.bound
             flags &= _RANDOM
             if not sampled:
                 return UnsampledSpan(trace_id, self.span_ids(), flags, state)
-        span_id, start_ns = f"{self.span_ids():016x}", time.time_ns()
-        own = dict(attributes) if attributes else {}
+        span_id, start_ns = hex_id(self.span_ids(), 16), time.time_ns()
+        own = dict(attributes) if attributes else None
         return RequestSpan(trace_id, span_id, _SAMPLED | flags, state, parent_id, name, kind, start_ns, own)
 
     def _begin_sdk(
@@ -319,9 +341,9 @@ class OtelTracing:
         state = decision.trace_state.to_header() if decision.trace_state else ""
         span_id = self.ids.generate_span_id()
         if decision.decision is not Decision.RECORD_AND_SAMPLE:
-            return UnsampledSpan(f"{trace_id:032x}", span_id, random, state)
-        ids, attributes = (f"{trace_id:032x}", f"{span_id:016x}"), {**attributes, **decision.attributes}
-        start_ns, parent_hex = time.time_ns(), f"{parent_id:016x}" if parent_id else ""
+            return UnsampledSpan(hex_id(trace_id, 32), span_id, random, state)
+        ids, attributes = (hex_id(trace_id, 32), hex_id(span_id, 16)), {**attributes, **decision.attributes}
+        start_ns, parent_hex = time.time_ns(), hex_id(parent_id, 16) if parent_id else ""
         return RequestSpan(*ids, _SAMPLED | random, state, parent_hex, name, kind.value, start_ns, attributes)
 
     def end(self, request: RequestSpan | UnsampledSpan, status: Status = OK) -> None:
@@ -333,7 +355,7 @@ class OtelTracing:
     def child(self, parent: RequestSpan, child: ChildRecord) -> None:
         """Record a span under ``parent`` (sampled): with it, or on its own once ``parent`` has ended."""
         if not parent.ended:
-            parent.children.append(child)
+            parent.add_child(child)
             return
         name, start, end, attributes, code, description, events, links = child
         ids = (parent.trace_id, "", parent.flags, parent.trace_state, parent.span_id, False)
@@ -526,7 +548,8 @@ def _exception_event(error: BaseException, when: int) -> EventRecord:
 
 def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> Status:
     """Status code, route of the routed app (Starlette leaves it in the scope); the span's status."""
-    path = getattr(scope.get("route"), "path", None)
+    route = scope.get("route")  # (a getattr on None raises and catches an AttributeError: ~4k instructions)
+    path = getattr(route, "path", None) if route is not None else None
     if isinstance(path, str):
         request.name = f"{scope['method']} {path}"
         request.route = path

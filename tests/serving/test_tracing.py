@@ -29,7 +29,7 @@ from modelport.serving.grpc_v2 import build_grpc_server
 from modelport.serving.rest import create_app
 from modelport.serving.server import build, configure_logging
 from modelport.serving.settings import ServerSettings
-from modelport.serving.tracing_otel import CURRENT, RequestSpan
+from modelport.serving.tracing_otel import CURRENT, RequestSpan, UnsampledSpan, hex_id
 from tests.serving import fakes
 from tests.serving.otlp import ReceivedSpan, otlp_receiver
 from tests.serving.processes import ROOT, serving, until
@@ -553,3 +553,23 @@ def test_spans_still_queued_at_shutdown_are_exported_before_the_process_exits(re
             assert receiver.spans == []
         spans = receiver.wait_for(_one_trace(TRACE_ID, {INFER_ROUTE, "batch"}), timeout=5)
     assert {s.service for s in spans} == {"modelport"}
+
+
+def test_ids_are_written_as_the_format_spec_writes_them_and_an_id_out_of_range_whole() -> None:
+    numbers = [0, 1, 0xAB, 2**63, 2**64 - 1, 2**64, 2**127 + 5, 2**128 - 1, *(7**k for k in range(1, 45))]
+    for number in numbers:
+        if number < 2**64:
+            assert hex_id(number, 16) == f"{number:016x}"
+        assert hex_id(number, 32) == f"{number:032x}"
+    assert hex_id(2**64 + 3, 16) == f"{2**64 + 3:016x}"  # a custom id generator's: not cut, as format did
+    assert hex_id(-5, 16) == f"{-5:016x}"
+
+
+def test_a_traceparent_ends_with_its_flags_as_two_hex_digits() -> None:
+    trace, span = 0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7
+    for flags in (0, 1, 2, 3, 0x0F, 0xFF):
+        expected = f"00-{trace:032x}-{span:016x}-{flags:02x}".encode()
+        assert UnsampledSpan(trace, span, flags).traceparent() == expected
+        assert UnsampledSpan(f"{trace:032x}", span, flags).traceparent() == expected
+        sampled = RequestSpan(f"{trace:032x}", f"{span:016x}", flags, "", "", "GET", 2, 0, None)
+        assert sampled.traceparent() == expected
