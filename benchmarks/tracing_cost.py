@@ -62,8 +62,7 @@ async def _drive(plane: Any, create_app: Any, model: str, rounds: int) -> None:
     for _ in range(50):  # warm up
         await asyncio.gather(*(request.send() for _ in range(32)))
     tracing.flush()
-    gc.collect()
-    gc.freeze()  # as the server does once loaded
+    _settle_heap()  # as the server does once loaded
     spans, children = _received(), _children_cpu()
     started = time.process_time()
     for _ in range(rounds):
@@ -189,6 +188,17 @@ def _report(name: str, runs: dict[str, list[tuple[float, float, float]]]) -> Non
             line += f" off/traced x{off / core:.2f}{' (server+exporter)' if shared else ''},"
             line += f" {spans:.2f} spans/request"
         print(line, f" [server runs: {' '.join(f'{r[0]:.1f}' for r in found)}]")
+
+
+def _settle_heap() -> None:
+    """What the server does to its heap once loaded (a checkout from before ``settle_heap``: what it did)."""
+    try:
+        from modelport.serving.server import settle_heap
+    except ImportError:
+        gc.collect()
+        gc.freeze()
+        return
+    settle_heap()
 
 
 if __name__ == "__main__":

@@ -162,3 +162,23 @@ def test_an_unknown_onnx_arena_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("onnx_arena: pooled\n")
     with pytest.raises(InvalidArgumentError, match="onnx_arena"):
         read_model_config(tmp_path)
+
+
+def test_a_loaded_server_freezes_its_heap_and_collects_young_cycles_every_ten_thousand_allocations() -> None:
+    script = """
+import gc, weakref
+from modelport.serving.server import GC_YOUNG, settle_heap
+settle_heap()
+assert gc.get_threshold()[0] == GC_YOUNG == 10_000, gc.get_threshold()
+assert gc.get_freeze_count() > 0
+class Node:
+    pass
+first = Node(); first.self = first; alive = weakref.ref(first); del first
+for _ in range(3 * GC_YOUNG):  # cycles keep coming: each young collection frees the ones before it
+    node = Node(); node.self = node
+assert alive() is None, "a young collection has freed the first cycle"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
