@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import re
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _measure(repository: str, model: str, concurrency: int, rounds: int) -> None:
     """One mode in this process (under callgrind): tracing as the OTEL_* variables say."""
-    from tracing_cost import _Request
+    from tracing_cost import _Request, _settle_heap
 
     from modelport.serving import tracing
     from modelport.serving.rest import create_app
@@ -123,17 +122,6 @@ def main() -> None:
             reference = reference or per_request
             label = "tracing off" if mode == "off" else f"tracing {float(mode):.0%}"
             print(f"{checkout}: {label:13} {per_request:10,.0f} instructions/request  x{per_request / reference:.3f}")
-
-
-def _settle_heap() -> None:
-    """What the server does to its heap once loaded (a checkout from before ``settle_heap``: what it did)."""
-    try:
-        from modelport.serving.server import settle_heap
-    except ImportError:
-        gc.collect()
-        gc.freeze()
-        return
-    settle_heap()
 
 
 if __name__ == "__main__":

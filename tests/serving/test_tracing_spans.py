@@ -179,6 +179,28 @@ def test_the_recorder_ships_in_order_on_flush_and_on_close():
     assert sink.records == records
 
 
+def test_the_recorder_ships_on_its_own_while_spans_come_and_again_after_an_idle_while():
+    written = threading.Event()
+
+    class Signalled(_Listed):
+        def write(self, records: Sequence[Record]) -> None:
+            super().write(records)
+            written.set()
+
+    sink = Signalled()
+    recorder = Recorder(sink)
+    try:
+        for i in range(3):  # each a tick with a record, then ticks with none (the shipper's longer wait)
+            written.clear()
+            record = request_record([("validate", i, i, {}, 0, "", (), ())])
+            recorder.append(record)
+            assert written.wait(10.0), f"record {i} was not shipped without a flush"
+            assert sink.records[-1] == record
+    finally:
+        recorder.close()
+    assert len(sink.records) == 3
+
+
 def test_the_recorder_drops_what_its_sink_cannot_take_and_never_raises(monkeypatch, caplog):
     monkeypatch.setattr(tracing_spans, "MAX_WAITING", 10)
     sink = _Listed()
