@@ -193,7 +193,7 @@ def _report(name: str, runs: dict[str, list[tuple[float, float, float]]]) -> Non
 def _settle_heap() -> None:
     """What the server does to its heap once loaded (a checkout from before ``settle_heap``: what it did)."""
     try:
-        from modelport.serving.server import settle_heap
+        from modelport.serving.memory import settle_heap
     except ImportError:
         gc.collect()
         gc.freeze()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import signal
@@ -21,6 +20,7 @@ from modelport.launcher import write_port_file
 from modelport.serving import logsettings, tracing
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.httpproto import http_protocol
+from modelport.serving.memory import settle_heap
 from modelport.serving.metrics import Metrics
 from modelport.serving.requestid import RequestIdFilter
 from modelport.serving.rest import create_app
@@ -31,7 +31,6 @@ from modelport.storage import RedactSecrets
 __all__ = ["build", "configure_logging", "serve"]
 
 log = logging.getLogger("modelport.server")
-GC_YOUNG = 10_000  # allocations between young collections once loaded (settle_heap); Python's default: 700
 
 
 class _JsonFormatter(logging.Formatter):
@@ -177,17 +176,6 @@ async def _start_grpc(settings: ServerSettings, plane: DataPlane) -> tuple[Any, 
     await server.start()
     log.info("gRPC listening on %s:%s%s", settings.host, port, " (TLS)" if credentials else "")
     return server, health, port
-
-
-def settle_heap(young: int = GC_YOUNG) -> None:
-    """Once the models are loaded: freeze what is there (frameworks and models are long-lived: full collections
-    never rescan them), and collect the young generation every ``young`` allocations instead of Python's 700
-    (a request makes a few dozen container objects, nearly all freed by their reference counts: each young
-    collection mostly re-walks the requests in flight, so fewer of them cost less; the exporter process does
-    the same)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(young, *gc.get_threshold()[1:])
 
 
 async def _load(settings: ServerSettings, plane: DataPlane) -> None:

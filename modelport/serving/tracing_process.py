@@ -18,7 +18,6 @@ no format that can build arbitrary objects, even from its own child's pipe (Pyth
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import select
@@ -35,6 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from modelport.errors import DependencyError
+from modelport.serving.memory import settle_heap
 from modelport.serving.tracing_otlp import Batches, Encoder, senders
 from modelport.serving.tracing_records import Received
 from modelport.serving.tracing_spans import Sink, SpanProcessors, processors, resource
@@ -137,9 +137,7 @@ def main(argv: Sequence[str]) -> int:
     replies, kinds = int(argv[0]), argv[1:]
     ids = TracerProvider(shutdown_on_exit=False).id_generator  # as the server's: OTEL_PYTHON_ID_GENERATOR
     sink = _sinks(kinds, ids)
-    gc.collect()
-    gc.freeze()  # the SDK, the exporters' clients: long-lived, never rescanned
-    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
+    settle_heap(_GC_YOUNG)  # the SDK, the exporters' clients: long-lived, never rescanned
     os.write(replies, _DONE)
     stream = sys.stdin.buffer
     while (message := _receive(stream)) is not None:

@@ -167,7 +167,7 @@ def test_an_unknown_onnx_arena_is_refused(tmp_path: Path) -> None:
 def test_a_loaded_server_freezes_its_heap_and_collects_young_cycles_every_ten_thousand_allocations() -> None:
     script = """
 import gc, weakref
-from modelport.serving.server import GC_YOUNG, settle_heap
+from modelport.serving.memory import GC_YOUNG, settle_heap
 settle_heap()
 assert gc.get_threshold()[0] == GC_YOUNG == 10_000, gc.get_threshold()
 assert gc.get_freeze_count() > 0

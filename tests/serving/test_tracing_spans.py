@@ -187,10 +187,26 @@ def test_the_recorder_ships_on_its_own_while_spans_come_and_again_after_an_idle_
             super().write(records)
             written.set()
 
+    class Watched:  # the shipper's stop event, noting when it takes the longer wait of a tick with nothing
+        def __init__(self, inner: threading.Event) -> None:
+            self.inner, self.idle = inner, threading.Event()
+
+        def wait(self, delay: float) -> bool:
+            if delay == tracing_spans.SHIP_IDLE_S:
+                self.idle.set()
+            return self.inner.wait(delay)
+
+        def set(self) -> None:
+            self.inner.set()
+
     sink = Signalled()
     recorder = Recorder(sink)
+    watched = Watched(recorder._stop)
+    recorder._stop = watched  # type: ignore[assignment]  # read again at each tick
     try:
-        for i in range(3):  # each a tick with a record, then ticks with none (the shipper's longer wait)
+        for i in range(3):  # each after a tick with none (the shipper's longer wait), then one with a record
+            assert watched.idle.wait(10.0), "the shipper took no idle wait"
+            watched.idle.clear()
             written.clear()
             record = request_record([("validate", i, i, {}, 0, "", (), ())])
             recorder.append(record)
