@@ -17,6 +17,7 @@ from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "COMPACT",
+    "NAMED",
     "Attributes",
     "ChildRecord",
     "Compact",
@@ -99,7 +100,7 @@ Received = Sequence[Any]
 tuples lists. What reads records takes this type, so that the compiled modules (``native.py``) check no tuple
 type."""
 
-_NAMED = (
+NAMED = (
     (13, "http.request.method"),
     (14, "url.path"),
     (15, "modelport.request_id"),
@@ -109,6 +110,8 @@ _NAMED = (
     (19, "modelport.protocol"),
     (20, "modelport.outcome"),
 )
+"""The string attributes a :data:`Compact` record keeps by position: (index, key), in the order
+:func:`expand` adds them (after its extra ones, before ``http.response.status_code``)."""
 
 
 def expand(received: Received) -> Received:
@@ -117,7 +120,7 @@ def expand(received: Received) -> Received:
         return received
     extra: Attributes | None = received[12]
     attributes: Attributes = dict(extra) if extra else {}
-    for index, key in _NAMED:
+    for index, key in NAMED:
         value = received[index]
         if value is not None:
             attributes[key] = value

@@ -297,6 +297,25 @@ def test_the_otlp_encoding_of_records_is_the_sdks_encoding_of_their_spans():
     assert len(expected.resource_spans[0].scope_spans[0].spans) == 410  # equal values of other types kept apart
 
 
+def test_compact_records_are_encoded_as_the_sdk_encodes_the_spans_they_expand_to():
+    through_pipe = orjson.loads(orjson.dumps([compact_record(extra=None)]))[0]  # lists for tuples, as it arrives
+    records = [
+        compact_record(extra=None),  # written straight from its places
+        compact_record(),  # with extra attributes: through its expanded record
+        compact_record(extra=None, route=None, outcome=None, status=0, others=None, queue=(0, 0, 0, 0)),
+        compact_record(extra=None, validate=(0, 0), path="", request_id="é" * 200, status=503, others=[]),
+        through_pipe,
+        compact_record(extra=None, queue=(21, 30, 64, 3)),
+        compact_record(extra=None, request_id="r-2"),  # fields made for the first ones, reused
+    ]
+    found = Encoder(resource(), _Counting())
+    spans = [span for record in records for span in found.spans(record)]
+    ids = _Counting()
+    expected = encode_spans([s for record in records for s in readable(expand(record), resource(), ids)])
+    assert found.request(spans) == expected.SerializeToString()
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 24  # 4 + 4 + 2 + 2 + 4 + 4 + 4
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_the_exporter_process_sends_otlp_as_the_otel_variables_configure_it(protocol):
     receiver_of = otlp_grpc_receiver if protocol == "grpc" else otlp_receiver
