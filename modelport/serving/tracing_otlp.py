@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from random import getrandbits
 from typing import Any, Protocol
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -34,7 +35,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMes
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from modelport.serving.tracing_records import COMPACT, NAMED, Attributes, Received, expand
 from modelport.serving.tracing_spans import SCOPE
@@ -171,6 +172,7 @@ class Encoder:
 
     def __init__(self, resource: Resource, ids: IdGenerator) -> None:
         self.ids, self.attributes = ids, _Known()
+        self.random_ids = type(ids) is RandomIdGenerator
         self.named = tuple(_Named(index, key) for index, key in NAMED)
         self._statuses: dict[int, bytes] = {}  # http.response.status_code's field, by status
         self._sizes: dict[tuple[int, int], bytes] = {}  # a queue span's attribute fields, by rows and requests
@@ -239,6 +241,10 @@ class Encoder:
         return found
 
     def _span_id(self) -> bytes:
+        if self.random_ids:  # what RandomIdGenerator does, without its frames
+            while not (found := getrandbits(64)):
+                pass
+            return found.to_bytes(8, "big")
         return self.ids.generate_span_id().to_bytes(8, "big")
 
     def request(self, spans: Sequence[SpanParts]) -> bytes:

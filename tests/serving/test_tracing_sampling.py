@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -17,10 +20,12 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState, set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from modelport.serving.tracing_otel import OtelTracing, RequestSpan, UnsampledSpan, hex_id
 from modelport.serving.tracing_sampling import parse_traceparent, reads_w3c_only, standard
+from modelport.serving.tracing_spans import Recorder, SpanProcessors, resource
 
 STANDARD = [
     ALWAYS_ON,
@@ -136,3 +141,64 @@ def test_the_samplers_the_otel_variables_name_take_the_fast_path(monkeypatch, na
     found = standard(TracerProvider(shutdown_on_exit=False).sampler)
     assert found is not None
     assert found.parent_based is name.startswith("parentbased_")
+
+
+class _Listed(IdGenerator):
+    """Ids from a list: what a custom OTEL_PYTHON_ID_GENERATOR gives is what the spans carry."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+    def generate_span_id(self) -> int:
+        return self.ids.pop(0)
+
+    def generate_trace_id(self) -> int:
+        return self.ids.pop(0)
+
+
+@contextmanager
+def _tracing(provider: TracerProvider) -> Iterator[OtelTracing]:
+    found = OtelTracing(provider, Recorder(SpanProcessors([], resource(), provider.id_generator)))
+    try:
+        yield found
+    finally:
+        found.shutdown()
+
+
+def test_a_new_requests_random_ids_are_sampled_by_their_trace_id_as_the_sdk_samples_them():
+    sdk = TraceIdRatioBased(0.5)
+    seen: set[str] = set()
+    with _tracing(TracerProvider(sampler=sdk, shutdown_on_exit=False)) as tracing:
+        spans = [tracing.begin("GET", SpanKind.SERVER, {}, {}) for _ in range(2000)]
+    for span in spans:
+        if isinstance(span, RequestSpan):
+            trace_id, span_id = span.trace_id, span.span_id
+        else:
+            assert isinstance(span, UnsampledSpan)
+            trace_id, span_id = span.trace_id, hex_id(span.span, 16)
+        assert len(trace_id) == 32 and len(span_id) == 16 and int(trace_id, 16) and int(span_id, 16)
+        decision = sdk.should_sample(Context(), int(trace_id, 16), "GET").decision.is_sampled()
+        assert isinstance(span, RequestSpan) is decision
+        seen |= {trace_id, span_id}
+    assert len(seen) == 4000  # every id its own
+    assert 800 < sum(isinstance(span, RequestSpan) for span in spans) < 1200
+
+
+def test_a_custom_id_generators_ids_are_the_ones_the_spans_carry():
+    ids = _Listed([0xAB << 64 | 5, 7, 0xCD, 9, 2**80, 11])
+    with _tracing(TracerProvider(sampler=ALWAYS_ON, id_generator=ids, shutdown_on_exit=False)) as tracing:
+        new = tracing.begin("GET", SpanKind.SERVER, {}, {})
+        caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        under = tracing.begin("GET", SpanKind.SERVER, caller, {})
+    with _tracing(TracerProvider(sampler=ALWAYS_OFF, id_generator=ids, shutdown_on_exit=False)) as tracing:
+        left_out = tracing.begin("GET", SpanKind.SERVER, {}, {})
+    assert isinstance(new, RequestSpan) and isinstance(under, RequestSpan)
+    assert (new.trace_id, new.span_id) == (f"{0xAB << 64 | 5:032x}", f"{7:016x}")
+    assert (under.trace_id, under.span_id, under.parent_id) == (
+        caller["traceparent"][3:35],
+        f"{0xCD:016x}",
+        "00f067aa0ba902b7",
+    )
+    assert isinstance(left_out, UnsampledSpan)
+    assert (left_out.trace, left_out.span) == (9, 2**80)  # formatted only when asked
+    assert left_out.traceparent() == f"00-{9:032x}-{2**80:020x}-00".encode()
