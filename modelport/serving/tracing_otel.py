@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from functools import partial
 from random import getrandbits
 from typing import Any
 
@@ -279,9 +280,8 @@ class OtelTracing:
         self.fast = standard(self.sampler) if reads_w3c_only(frozenset(names)) else None
         self.bound, self.parent_based = (self.fast.bound, self.fast.parent_based) if self.fast else (0, False)
         self.trace_ids, self.span_ids = self.ids.generate_trace_id, self.ids.generate_span_id
-        # what RandomIdGenerator does, without its frames: a new request's two ids from one draw of 192 bits
-        # (a zero id: one in 2**64)
-        self.random_ids = type(self.ids) is RandomIdGenerator
+        if type(self.ids) is RandomIdGenerator:  # what it does, without its frame (a zero id: one in 2**64)
+            self.trace_ids, self.span_ids = partial(getrandbits, 128), partial(getrandbits, 64)
 
     def flush(self, timeout_s: float) -> bool:
         """Export the finished spans now: whether they were, within ``timeout_s``."""
@@ -311,22 +311,17 @@ class OtelTracing:
         if traceparent is not None:
             parent = parse_traceparent(traceparent, () if tracestate is None else (tracestate,))
         if parent is None:
-            if self.random_ids:
-                both = getrandbits(192)
-                number, span = both >> 64, both & LOW_BITS
-            else:
-                number, span = self.trace_ids(), self.span_ids()
+            number = self.trace_ids()
             if number & LOW_BITS >= self.bound:
-                return UnsampledSpan(number, span, self.random)
+                return UnsampledSpan(number, self.span_ids(), self.random)
             trace_id, parent_id, flags, state = hex_id(number, 32), "", self.random, ""
         else:
             trace_id, parent_id, flags, state = parent
             sampled = flags & 1 == 1 if self.parent_based else int(trace_id[16:], 16) < self.bound
             flags &= _RANDOM
-            span = getrandbits(64) if self.random_ids else self.span_ids()
             if not sampled:
-                return UnsampledSpan(trace_id, span, flags, state)
-        span_id, start_ns = hex_id(span, 16), time.time_ns()
+                return UnsampledSpan(trace_id, self.span_ids(), flags, state)
+        span_id, start_ns = hex_id(self.span_ids(), 16), time.time_ns()
         own = dict(attributes) if attributes else None
         return RequestSpan(trace_id, span_id, _SAMPLED | flags, state, parent_id, name, kind, start_ns, own)
 
