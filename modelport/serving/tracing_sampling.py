@@ -15,6 +15,7 @@ import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -28,7 +29,7 @@ from opentelemetry.trace import TraceState
 
 __all__ = ["LOW_BITS", "Parent", "StandardSampler", "parse_traceparent", "reads_w3c_only", "standard"]
 
-LOW_BITS = (1 << 64) - 1  # the trace id bits the ratio samplers compare
+LOW_BITS: Final = (1 << 64) - 1  # the trace id bits the ratio samplers compare
 # the SDK propagator's own pattern (TraceContextTextMapPropagator), and its limits
 _TRACEPARENT = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$")
 _MAX_TRACEPARENT = 512
