@@ -75,6 +75,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def move_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus``: ``os.sched_setaffinity(pid, ...)`` moves only the thread whose id
+    is ``pid``, so threads already started stay where they were (the tracing exporter process's sender thread,
+    which encodes and posts the spans, kept running on the traced server's core)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of ``pid`` plus all its descendants, in MiB."""
     total = 0
@@ -226,7 +235,7 @@ def modelport_server(
     with repository_server(cfg, served, work, name, workers, wrapper, checkout, sampling) as server:
         if exporter_own_core and server.proc is not None and cfg.client_cpu is not None:
             for child in descendants(server.proc.pid):  # the exporter process (tracing_process.py)
-                os.sched_setaffinity(child, {cfg.client_cpu})
+                move_process(child, {cfg.client_cpu})
         yield server
 
 

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serving_procs import cpu_seconds, descendants, free_port, wait_answering  # noqa: E402
+from serving_procs import cpu_seconds, descendants, free_port, move_process, wait_answering  # noqa: E402
 
 PY = sys.executable
 
@@ -68,8 +68,8 @@ def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, bod
     try:
         url = f"http://127.0.0.1:{port}/v2/models/{args.model}/infer"
         wait_answering(url, body.read_bytes(), 120)
-        for child in descendants(server.pid):  # the exporter process
-            os.sched_setaffinity(child, {1})
+        for child in descendants(server.pid):  # the exporter process, every thread of it
+            move_process(child, {1})
         _wrk(url, body, 2, args.concurrency)
         before, all_before = cpu_seconds(server.pid, tree=False), cpu_seconds(server.pid)
         requests = _wrk(url, body, args.duration, args.concurrency)

@@ -46,8 +46,9 @@ def _measure(repository: str, model: str, rounds: int, exporter_cpu: int | None)
     settings = ServerSettings(repository=repository, intra_op_threads=1)
     tracing.configure(settings)
     if exporter_cpu is not None:
-        for child in _children():
-            os.sched_setaffinity(child, {exporter_cpu})
+        for child in _children():  # every thread of it (sched_setaffinity moves one)
+            for task in Path(f"/proc/{child}/task").iterdir():
+                os.sched_setaffinity(int(task.name), {exporter_cpu})
     asyncio.run(_drive(build(settings), create_app, model, rounds))
     tracing.shutdown()
 
