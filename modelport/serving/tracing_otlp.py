@@ -52,9 +52,6 @@ _NO_STATUS = b"\x7a\x00"  # Span.status (15), present and empty: UNSET, no messa
 _TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64 each
 _KINDS = [b"\x30" + bytes((kind,)) for kind in range(6)]  # Span.kind (6): SpanKind's value + 1
 _UNSET_ENDS = {flags: _NO_STATUS + b"\x85\x01" + _FIXED32(flags) for flags in (_LOCAL, _REMOTE)}  # then flags (16)
-SpanParts = tuple[bytes, bytes, bytes, str, Any, int, Sequence[Any]]
-"""A span to be encoded: trace id, span id, parent span id, trace state, kind, flags, and the rest of its record
-(name, start, end, attributes, status code and description, events, links)."""
 
 
 def _value(value: Any) -> AnyValue:
@@ -185,8 +182,9 @@ class Encoder:
         scope = InstrumentationScope(name=SCOPE.name, version=SCOPE.version or "").SerializeToString()
         self.scope = _field(b"\x0a", scope)
 
-    def spans(self, record: Received) -> list[SpanParts]:
-        """The spans of ``record``: its own, then its children's, under it (their ids made, not yet bytes)."""
+    def spans(self, record: Received) -> list[bytes]:
+        """The spans of ``record``, each a ``ScopeSpans.spans`` field: its own, then its children's, under it
+        (their ids made here)."""
         if record[0] == COMPACT:
             if record[12] is None:  # no attribute beyond its named ones
                 return self._compact(record)
@@ -195,33 +193,116 @@ class Encoder:
         code, description, events, links, children = record[11:]
         trace_id = bytes.fromhex(trace_hex)
         span_id = bytes.fromhex(span_hex) if span_hex else self._span_id()
-        parent = bytes.fromhex(parent_hex) if parent_hex else b""
-        own = (name, start, end, attributes, code, description, events, links)
-        spans: list[SpanParts] = [(trace_id, span_id, parent, state, kind + 1, _REMOTE if remote else _LOCAL, own)]
-        for child in children:
-            spans.append((trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, child))
+        parent, flags = bytes.fromhex(parent_hex) if parent_hex else b"", _REMOTE if remote else _LOCAL
+        spans = [
+            self._span(
+                trace_id,
+                span_id,
+                parent,
+                state,
+                kind + 1,
+                flags,
+                name,
+                start,
+                end,
+                attributes,
+                code,
+                description,
+                events,
+                links,
+            )
+        ]
+        spans += [self._child(trace_id, span_id, state, child) for child in children]
         return spans
 
-    def _compact(self, record: Received) -> list[SpanParts]:
+    def _child(self, trace_id: bytes, parent: bytes, state: str, child: Received) -> bytes:
+        """The span of a :data:`~modelport.serving.tracing_records.ChildRecord` under ``parent``."""
+        name, start, end, attributes, code, description, events, links = child
+        span_id = self._span_id()
+        return self._span(
+            trace_id,
+            span_id,
+            parent,
+            state,
+            _INTERNAL,
+            _LOCAL,
+            name,
+            start,
+            end,
+            attributes,
+            code,
+            description,
+            events,
+            links,
+        )
+
+    def _compact(self, record: Received) -> list[bytes]:
         """The spans of a :data:`~modelport.serving.tracing_records.Compact` record with no extra attributes, as
-        those of its :func:`~modelport.serving.tracing_records.expand` ed record, with no dict or record made: its
-        attribute fields are written here, already bytes (in :meth:`spans` the exporter's CPU went ~30% to
-        expanding compact records and making their attributes' fields, the request id's through a message)."""
+        those of its :func:`~modelport.serving.tracing_records.expand` ed record, with no dict, record or tuple
+        made: its attribute fields are written here, already bytes (in :meth:`spans` the exporter's CPU went ~30%
+        to expanding compact records and making their attributes' fields, the request id's through a message)."""
         trace_id, span_id = bytes.fromhex(record[3]), bytes.fromhex(record[4])
         parent, state = bytes.fromhex(record[7]) if record[7] else b"", record[6]
         fields = [named.field(value) for named in self.named if (value := record[named.index]) is not None]
         if status := record[21]:
             fields.append(self._status(status))
-        own = (record[1], record[8], record[9], b"".join(fields), record[10], record[11], (), ())
-        spans: list[SpanParts] = [(trace_id, span_id, parent, state, record[2] + 1, _REMOTE, own)]
+        attributes = b"".join(fields)
+        name, kind, start, end, code, description = (
+            record[1],
+            record[2] + 1,
+            record[8],
+            record[9],
+            record[10],
+            record[11],
+        )
+        spans = [
+            self._span(
+                trace_id, span_id, parent, state, kind, _REMOTE, name, start, end, attributes, code, description, (), ()
+            )
+        ]
         if record[23]:
-            validate = ("validate", record[22], record[23], b"", 0, "", (), ())
-            spans.append((trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, validate))
-        for child in record[28] or ():
-            spans.append((trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, child))
+            child_id = self._span_id()
+            validate_start, validate_end = record[22], record[23]
+            spans.append(
+                self._span(
+                    trace_id,
+                    child_id,
+                    span_id,
+                    state,
+                    _INTERNAL,
+                    _LOCAL,
+                    "validate",
+                    validate_start,
+                    validate_end,
+                    b"",
+                    0,
+                    "",
+                    (),
+                    (),
+                )
+            )
+        spans += [self._child(trace_id, span_id, state, child) for child in record[28] or ()]
         if record[24]:
-            queue = ("queue", record[24], record[25], self._queue_sizes(record[26], record[27]), 0, "", (), ())
-            spans.append((trace_id, self._span_id(), span_id, state, _INTERNAL, _LOCAL, queue))
+            child_id, sizes = self._span_id(), self._queue_sizes(record[26], record[27])
+            queue_start, queue_end = record[24], record[25]
+            spans.append(
+                self._span(
+                    trace_id,
+                    child_id,
+                    span_id,
+                    state,
+                    _INTERNAL,
+                    _LOCAL,
+                    "queue",
+                    queue_start,
+                    queue_end,
+                    sizes,
+                    0,
+                    "",
+                    (),
+                    (),
+                )
+            )
         return spans
 
     def _status(self, status: int) -> bytes:
@@ -247,16 +328,30 @@ class Encoder:
             return found.to_bytes(8, "big")
         return self.ids.generate_span_id().to_bytes(8, "big")
 
-    def request(self, spans: Sequence[SpanParts]) -> bytes:
-        """One serialized export request of ``spans``: one resource, one scope."""
-        scope_spans = self.scope + b"".join([self._span(span) for span in spans])
+    def request(self, spans: Sequence[bytes]) -> bytes:
+        """One serialized export request of ``spans`` (:meth:`spans`' fields): one resource, one scope."""
+        scope_spans = self.scope + b"".join(spans)
         return _field(b"\x0a", self.resource + _field(b"\x12", scope_spans) + self.resource_schema)
 
-    def _span(self, span: SpanParts) -> bytes:
-        """``span`` as a ``ScopeSpans.spans`` field (2): the fields it has, in field-number order (the name, the
+    def _span(
+        self,
+        trace_id: bytes,
+        span_id: bytes,
+        parent: bytes,  # b"": a root span
+        state: str,
+        kind: int,  # SpanKind's value + 1: the protocol's 0 is "unspecified"
+        flags: int,
+        name: str,
+        start: int,
+        end: int,
+        attributes: Any,  # a dict, or its fields written already (bytes: a compact record's)
+        code: int,
+        description: str,
+        events: Sequence[Any],
+        links: Sequence[Any],
+    ) -> bytes:
+        """A span as a ``ScopeSpans.spans`` field (2): the fields it has, in field-number order (the name, the
         trace state and the end of an unset status kept as bytes: they repeat)."""
-        trace_id, span_id, parent, state, kind, flags, body = span
-        name, start, end, attributes, code, description, events, links = body
         out = [b"\x0a\x10", trace_id, b"\x12\x08", span_id]  # trace_id (1), span_id (2): 16 and 8 bytes
         if state:
             out.append(_known_field(self._states, b"\x1a", state))
@@ -264,7 +359,7 @@ class Encoder:
             out += (b"\x22\x08", parent)
         if name:
             out.append(_known_field(self._names, b"\x2a", name))
-        out.append(_KINDS[kind])  # SpanKind's value + 1: the protocol's 0 is "unspecified"
+        out.append(_KINDS[kind])
         if start and end:
             out.append(_TIMES(0x39, start, 0x41, end))
         elif start:
@@ -404,7 +499,7 @@ class Batches:
         self.limit = max(_setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048), self.size)
         self.export_timeout_s = (_setting(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30000) or 30000) / 1000
         self.dropped = 0
-        self._queue: list[SpanParts] = []
+        self._queue: list[bytes] = []  # spans, encoded
         self._ready = threading.Condition()
         self._sending = threading.Lock()  # one batch at a time: the thread's, or a flush's
         self._stop = False
