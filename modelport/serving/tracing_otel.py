@@ -63,9 +63,13 @@ _FLAGS: Final = tuple(f"-{flags:02x}" for flags in range(256))  # a traceparent'
 Status = tuple[int, str]  # a span's status: StatusCode's value, description
 OK: Final[Status] = (StatusCode.UNSET.value, "")
 _NO_ATTRIBUTES: Final[Attributes] = {}
-_REQUEST_ID: Final = REQUEST_ID
-_now: Final = time.time_ns  # the names the hot path reads: Final, so the compiled module reads them as C
-# statics, not from its globals dict (~150 instructions a name each time)
+# the names the hot path reads are Final, so the compiled module reads them as C statics, not from its globals
+# dict (~150 instructions a name each time); the context variables' methods bound once (no method lookup a call)
+_request_id: Final = REQUEST_ID.get
+_current: Final = CURRENT.get
+_set_current: Final = CURRENT.set
+_reset_current: Final = CURRENT.reset
+_now: Final = time.time_ns
 
 
 def hex_id(number: int, digits: int) -> str:
@@ -368,7 +372,7 @@ class OtelTracing:
 
     def span(self, name: str, attributes: Mapping[str, Any]) -> _Child | None:
         """A span under the current request while a block runs, when that request is sampled."""
-        current = CURRENT.get()
+        current = _current()
         if not isinstance(current, RequestSpan):
             return None
         return _Child(self, current, name, dict(attributes))
@@ -376,31 +380,31 @@ class OtelTracing:
     def validation(self) -> RequestSpan | None:
         """The current request's ``validate`` span while a block runs (the request itself: it keeps the times),
         when that request is sampled and has none yet; else None."""
-        current = CURRENT.get()
+        current = _current()
         if not isinstance(current, RequestSpan) or current.validate_start:
             return None
         return current
 
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""
-        current = CURRENT.get()
+        current = _current()
         if isinstance(current, RequestSpan):
             current.model, current.version, current.protocol = model, version, protocol
 
     def outcome(self, code: str) -> None:
         """``success`` or the error code, on the current span."""
-        current = CURRENT.get()
+        current = _current()
         if isinstance(current, RequestSpan):
             current.outcome = code
 
     def trace_id(self) -> str:
         """The current trace id as 32 hex digits, or ``-``."""
-        current = CURRENT.get()
+        current = _current()
         return current.trace_id if current is not None else "-"
 
     def enqueued(self) -> RequestTrace | None:
         """The current request as its batch will see it (None when it is not sampled)."""
-        current = CURRENT.get()
+        current = _current()
         if not isinstance(current, RequestSpan):
             return None
         return (current, _now())
@@ -462,12 +466,12 @@ class OtelTracing:
                 _NO_ATTRIBUTES,
             )
         if isinstance(request, RequestSpan):
-            request.method, request.path, request.request_id = method, scope["path"], _REQUEST_ID.get()
+            request.method, request.path, request.request_id = method, scope["path"], _request_id()
         return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:
         """Name the current SERVER span ``METHOD template``."""
-        current = CURRENT.get()
+        current = _current()
         if isinstance(current, RequestSpan):
             current.name = f"{current.method or ''} {template}"
             current.route = template
@@ -484,7 +488,7 @@ class HttpSpan:
     ) -> None:
         self.tracing, self.request, self.scope, self._send = tracing, request, scope, send
         self.status = 0
-        self._token = CURRENT.set(request)
+        self._token = _set_current(request)
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
         """The ASGI ``send`` of the response: the wrapped one's awaitable (no coroutine of its own to make and
@@ -503,7 +507,7 @@ class HttpSpan:
 
     def end(self) -> None:
         """End the span (in the context it began in): its status from the response sent, or none."""
-        CURRENT.reset(self._token)
+        _reset_current(self._token)
         request = self.request
         if isinstance(request, RequestSpan):
             self.tracing.end(request, _http_finished(request, self.scope, self.status))
