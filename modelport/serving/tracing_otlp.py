@@ -194,30 +194,44 @@ class Encoder:
         trace_id = bytes.fromhex(trace_hex)
         span_id = bytes.fromhex(span_hex) if span_hex else self._span_id()
         parent, flags = bytes.fromhex(parent_hex) if parent_hex else b"", _REMOTE if remote else _LOCAL
-        spans = [
-            self._span(
-                trace_id,
-                span_id,
-                parent,
-                state,
-                kind + 1,
-                flags,
-                name,
-                start,
-                end,
-                attributes,
-                code,
-                description,
-                events,
-                links,
-            )
-        ]
-        spans += [self._child(trace_id, span_id, state, child) for child in children]
-        return spans
+        own = self._span(
+            trace_id,
+            span_id,
+            parent,
+            state,
+            kind + 1,
+            flags,
+            name,
+            start,
+            end,
+            attributes,
+            code,
+            description,
+            events,
+            links,
+        )
+        return [own, *[self._child(trace_id, span_id, state, child) for child in children]]
 
     def _child(self, trace_id: bytes, parent: bytes, state: str, child: Received) -> bytes:
         """The span of a :data:`~modelport.serving.tracing_records.ChildRecord` under ``parent``."""
         name, start, end, attributes, code, description, events, links = child
+        return self._under(trace_id, parent, state, name, start, end, attributes, code, description, events, links)
+
+    def _under(
+        self,
+        trace_id: bytes,
+        parent: bytes,
+        state: str,
+        name: str,
+        start: int,
+        end: int,
+        attributes: Any,
+        code: int = 0,
+        description: str = "",
+        events: Sequence[Any] = (),
+        links: Sequence[Any] = (),
+    ) -> bytes:
+        """An INTERNAL span under ``parent`` (its id made here)."""
         span_id = self._span_id()
         return self._span(
             trace_id,
@@ -246,7 +260,6 @@ class Encoder:
         fields = [named.field(value) for named in self.named if (value := record[named.index]) is not None]
         if status := record[21]:
             fields.append(self._status(status))
-        attributes = b"".join(fields)
         name, kind, start, end, code, description = (
             record[1],
             record[2] + 1,
@@ -255,54 +268,29 @@ class Encoder:
             record[10],
             record[11],
         )
-        spans = [
-            self._span(
-                trace_id, span_id, parent, state, kind, _REMOTE, name, start, end, attributes, code, description, (), ()
-            )
-        ]
+        own = self._span(
+            trace_id,
+            span_id,
+            parent,
+            state,
+            kind,
+            _REMOTE,
+            name,
+            start,
+            end,
+            b"".join(fields),
+            code,
+            description,
+            (),
+            (),
+        )
+        spans = [own]
         if record[23]:
-            child_id = self._span_id()
-            validate_start, validate_end = record[22], record[23]
-            spans.append(
-                self._span(
-                    trace_id,
-                    child_id,
-                    span_id,
-                    state,
-                    _INTERNAL,
-                    _LOCAL,
-                    "validate",
-                    validate_start,
-                    validate_end,
-                    b"",
-                    0,
-                    "",
-                    (),
-                    (),
-                )
-            )
+            spans.append(self._under(trace_id, span_id, state, "validate", record[22], record[23], b""))
         spans += [self._child(trace_id, span_id, state, child) for child in record[28] or ()]
         if record[24]:
-            child_id, sizes = self._span_id(), self._queue_sizes(record[26], record[27])
-            queue_start, queue_end = record[24], record[25]
-            spans.append(
-                self._span(
-                    trace_id,
-                    child_id,
-                    span_id,
-                    state,
-                    _INTERNAL,
-                    _LOCAL,
-                    "queue",
-                    queue_start,
-                    queue_end,
-                    sizes,
-                    0,
-                    "",
-                    (),
-                    (),
-                )
-            )
+            sizes = self._queue_sizes(record[26], record[27])
+            spans.append(self._under(trace_id, span_id, state, "queue", record[24], record[25], sizes))
         return spans
 
     def _status(self, status: int) -> bytes:
