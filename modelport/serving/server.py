@@ -104,6 +104,14 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(settings: ServerSettings) -> int:
+    tracing.attach(asyncio.get_running_loop())  # its spans shipped from this loop, not a thread of their own
+    try:
+        return await _serving(settings)
+    finally:
+        tracing.detach()
+
+
+async def _serving(settings: ServerSettings) -> int:
     plane = build(settings)
     # A lone server listens while it loads, so liveness answers and readiness says "not yet". A worker
     # of --workers binds its port at once (a busy port is still a clear error) but listens only once

@@ -36,6 +36,7 @@ conventions' ``http.*`` / ``rpc.*``. Log records get ``trace_id`` (:class:`Trace
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -55,7 +56,9 @@ __all__ = [
     "ENABLED",
     "TraceIdFilter",
     "annotate",
+    "attach",
     "configure",
+    "detach",
     "enqueued",
     "flush",
     "grpc_interceptor",
@@ -142,6 +145,19 @@ def shutdown() -> None:
     active, _active, ENABLED = _active, None, False
     if active is not None:
         active.shutdown()
+
+
+def attach(loop: asyncio.AbstractEventLoop) -> None:
+    """Ship the spans from ``loop`` (the server's event loop; called on it) instead of a thread of their own, until
+    :func:`detach` (called on it before it stops); a no-op when off."""
+    if (active := _active) is not None:
+        active.recorder.attach(loop)
+
+
+def detach() -> None:
+    """Stop shipping the spans from the event loop :func:`attach` named (what is left goes at :func:`shutdown`)."""
+    if (active := _active) is not None:
+        active.recorder.detach()
 
 
 def span(name: str, **attributes: str | int | float | bool) -> contextlib.AbstractContextManager[object]:

@@ -18,6 +18,7 @@ no format that can build arbitrary objects, even from its own child's pipe (Pyth
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import select
@@ -25,6 +26,7 @@ import site
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +41,7 @@ from modelport.serving.tracing_otlp import Batches, Encoder, senders
 from modelport.serving.tracing_records import Received
 from modelport.serving.tracing_spans import Sink, SpanProcessors, processors, resource
 
-__all__ = ["ExporterProcess", "main"]
+__all__ = ["BacklogError", "ExporterProcess", "main"]
 
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 60.0  # the export of what is left: the exporters' own timeouts (OTEL_EXPORTER_OTLP_TIMEOUT) first
@@ -50,13 +52,24 @@ _LENGTH = struct.Struct("<I")
 _GC_YOUNG = 20_000
 _DONE, _FAILED = b".", b"!"
 FLUSH_MARGIN_S = 1.0  # beyond its timeout, how long a flush waits for the exporter process's word
+PIPE_BYTES = 1 << 20  # the pipe's buffer, asked of Linux (F_SETPIPE_SZ; at most /proc/sys/fs/pipe-max-size)
+MAX_PENDING = 16 << 20  # bytes the pipe has not taken yet beyond which frames are refused (BacklogError)
 _ROOT = str(Path(__file__).resolve().parents[2])  # where this modelport is imported from: the child imports it too
 _log = logging.getLogger(__name__)
 
 
+class BacklogError(Exception):
+    """The exporter process has not read :data:`MAX_PENDING` bytes of its frames: the newest are refused."""
+
+
 class ExporterProcess:
     """The exporter process of the exporters ``kinds`` (:func:`~modelport.serving.tracing_spans.exporter_kinds`),
-    configured by ``environ``: a :class:`~modelport.serving.tracing_spans.Sink` of this process's records."""
+    configured by ``environ``: a :class:`~modelport.serving.tracing_spans.Sink` of this process's records.
+
+    Writing never blocks (the event loop ships records: :meth:`~modelport.serving.tracing_spans.Recorder.attach`):
+    what its pipe does not take at once waits here, written first at the next write or :meth:`pump`; past
+    :data:`MAX_PENDING` a write raises :class:`BacklogError` (the recorder drops those records). :meth:`flush` and
+    :meth:`close` wait for the pipe to take everything."""
 
     def __init__(self, kinds: Sequence[str], environ: Mapping[str, str]) -> None:
         env = {**os.environ, **environ}
@@ -75,6 +88,11 @@ class ExporterProcess:
             os.close(theirs)
         assert self.process.stdin is not None
         self._pipe: IO[bytes] = self.process.stdin
+        self._fd = self._pipe.fileno()
+        self._pending = bytearray()  # the frames' bytes its pipe has not taken yet
+        os.set_blocking(self._fd, False)
+        with contextlib.suppress(OSError):  # Linux only, and limited: the default (64 KiB) then
+            fcntl.fcntl(self._fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
         if not self._replied(START_TIMEOUT_S):
             self.close()
             raise DependencyError(f"the tracing exporter process did not start ({self.process.returncode=})")
@@ -86,8 +104,8 @@ class ExporterProcess:
         """Have the exporter process export what it has within ``timeout_s`` (it bounds each export by that and
         by its exporters' timeouts), returning as soon as it says it is done or failed, or has died."""
         self._forget_replies()  # of an earlier flush that was given up on
-        self._send(orjson.dumps(float(timeout_s)))
-        reply = self._reply(timeout_s + FLUSH_MARGIN_S)
+        self._send(orjson.dumps(float(timeout_s)), force=True)
+        reply = self._reply(timeout_s + FLUSH_MARGIN_S) if self._drain(timeout_s) else None
         if reply != _DONE:
             why = {_FAILED: "an export failed or ran out of time", b"": "it has exited", None: "no answer"}[reply]
             _log.warning("tracing: the exporter process did not flush its spans within %.1f s (%s)", timeout_s, why)
@@ -95,6 +113,10 @@ class ExporterProcess:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # it died: nothing to tell it
+            if not self._drain(CLOSE_TIMEOUT_S):
+                _log.warning(
+                    "tracing: the exporter process took no spans for %.0f s; the rest dropped", CLOSE_TIMEOUT_S
+                )
             self._pipe.close()
         try:
             self.process.wait(CLOSE_NOTICE_S)
@@ -112,10 +134,40 @@ class ExporterProcess:
             self.process.wait()
         os.close(self._replies)
 
-    def _send(self, payload: bytes) -> None:
-        self._pipe.write(_LENGTH.pack(len(payload)))
-        self._pipe.write(payload)
-        self._pipe.flush()
+    def pump(self) -> None:
+        """Write what the pipe takes now of the bytes waiting (raises OSError once the process has died)."""
+        if self._pending:
+            try:
+                written = os.write(self._fd, self._pending)
+            except BlockingIOError:
+                return
+            del self._pending[:written]
+
+    def _send(self, payload: bytes, force: bool = False) -> None:
+        """Write one frame, or what the pipe takes of it (the rest waits), after the frames waiting."""
+        frame = _LENGTH.pack(len(payload)) + payload
+        self.pump()
+        if self._pending:
+            if not force and len(self._pending) + len(frame) > MAX_PENDING:
+                raise BacklogError(f"the exporter process has not read {len(self._pending) >> 20} MiB of spans")
+            self._pending += frame
+            return
+        try:
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        if written < len(frame):
+            self._pending += memoryview(frame)[written:]
+
+    def _drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the pipe to take every byte waiting: whether it did."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.pump()
+            left = deadline - time.monotonic()
+            if not self._pending or left <= 0:
+                return not self._pending
+            select.select([], [self._fd], [], left)
 
     def _replied(self, timeout_s: float) -> bool:
         return self._reply(timeout_s) == _DONE

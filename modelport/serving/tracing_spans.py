@@ -12,9 +12,11 @@ loop's core.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from opentelemetry.sdk.resources import Resource
@@ -144,20 +146,27 @@ class SpanProcessors:
 
 class Recorder:
     """Takes records from any thread (``append``: a list's own, the cheapest call there is) and ships them to its
-    sink every :data:`SHIP_EVERY_S` from a thread of its own, in chunks of :data:`CHUNK` (every
-    :data:`SHIP_IDLE_S` after a tick with none). Shipping often is cheaper for the serving core than shipping in
-    bulk: the records made in the last few milliseconds (a sampled request's span, its batch's) are still in its
-    caches when they are encoded and freed, and their memory is reused hot (``tracing_capacity.py``, MLP at c=32,
-    100% sampling: 65.5 -> 60.4 us of CPU a request against shipping every 50 ms)."""
+    sink every :data:`SHIP_EVERY_S` (every :data:`SHIP_IDLE_S` after a tick with none), in chunks of
+    :data:`CHUNK`: from a thread of its own, or, once :meth:`attach` ed to the server's event loop, from a timer
+    on that loop (no thread to wake and no GIL to hand over every tick: ``perf`` of the server at 100% sampling
+    put ~5% of tracing's cost in those switches). Shipping often is cheaper for the serving core than shipping
+    in bulk: the records made in the last few milliseconds (a sampled request's span, its batch's) are still in
+    its caches when they are encoded and freed, and their memory is reused hot (``tracing_capacity.py``, MLP at
+    c=32, 100% sampling: 65.5 -> 60.4 us of CPU a request against shipping every 50 ms). A sink written to from
+    the loop must not block (:class:`~modelport.serving.tracing_process.ExporterProcess` does not)."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        # a sink's writes that may leave bytes waiting (the exporter process's pipe): pumped at every tick
+        self._pump: Callable[[], None] | None = getattr(sink, "pump", None)
         self._waiting: list[Record | Compact] = []
         self.append = self._waiting.append
         self.dropped = 0
         self._lock = threading.Lock()  # one shipment at a time: the records reach the sink in order
         self._stop = threading.Event()
-        self._shipper = threading.Thread(target=self._run, name="modelport-spans", daemon=True)
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._shipper: threading.Thread | None = threading.Thread(target=self._run, name="modelport-spans", daemon=True)
         self._shipper.start()
 
     def _run(self) -> None:
@@ -166,21 +175,53 @@ class Recorder:
             delay = SHIP_EVERY_S if self._waiting else SHIP_IDLE_S
             self.ship()
 
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ship from ``loop`` (called on its thread) instead of the shipping thread, until :meth:`detach`."""
+        self._end_thread()
+        if self._timer is None:
+            self._timer = loop.call_later(SHIP_EVERY_S, self._tick, loop)
+
+    def detach(self) -> None:
+        """Stop shipping from the event loop (called on its thread, before it stops): what is recorded after is
+        shipped by :meth:`flush` or :meth:`close`."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._closed:  # closed from another thread while attached
+            return
+        delay = SHIP_EVERY_S if self._waiting else SHIP_IDLE_S
+        if self._lock.acquire(blocking=False):  # else a flush on another thread is shipping: the next tick
+            try:
+                self._ship()
+            finally:
+                self._lock.release()
+        self._timer = loop.call_later(delay, self._tick, loop)
+
     def ship(self) -> None:
         """Hand every waiting record to the sink now (what is beyond :data:`MAX_WAITING` is dropped)."""
-        waiting = self._waiting
         with self._lock:
-            excess = len(waiting) - MAX_WAITING
-            if excess > 0:
-                del waiting[:excess]  # each list operation is atomic: appends meanwhile are kept
-                self._drop(excess, "the exporter does not keep up")
-            while waiting:
-                chunk = waiting[:CHUNK]
-                del waiting[: len(chunk)]
-                try:
-                    self.sink.write(chunk)
-                except Exception as exc:  # a broken exporter never fails the requests it traces
-                    self._drop(len(chunk), f"the exporter failed: {exc!r}")
+            self._ship()
+
+    def _ship(self) -> None:
+        waiting = self._waiting
+        if not waiting:
+            if self._pump is not None:
+                with contextlib.suppress(OSError):  # a dead exporter process: its next write says so
+                    self._pump()
+            return
+        excess = len(waiting) - MAX_WAITING
+        if excess > 0:
+            del waiting[:excess]  # each list operation is atomic: appends meanwhile are kept
+            self._drop(excess, "the exporter does not keep up")
+        while waiting:
+            chunk = waiting[:CHUNK]
+            del waiting[: len(chunk)]
+            try:
+                self.sink.write(chunk)
+            except Exception as exc:  # a broken exporter never fails the requests it traces
+                self._drop(len(chunk), f"the exporter failed: {exc!r}")
 
     def _drop(self, count: int, why: str) -> None:
         if not self.dropped:  # once: the exporter's own errors are logged where it runs
@@ -189,19 +230,26 @@ class Recorder:
 
     def flush(self, timeout_s: float) -> bool:
         """Ship the waiting records and have the sink export them: whether it did, within ``timeout_s``."""
-        self.ship()
-        try:
-            return self.sink.flush(timeout_s)
-        except Exception:  # tracing never fails what it traces
-            _log.warning("tracing: the exporter could not flush", exc_info=True)
-            return False
+        with self._lock:  # nothing shipped meanwhile: the sink's flush follows the last records
+            self._ship()
+            try:
+                return self.sink.flush(timeout_s)
+            except Exception:  # tracing never fails what it traces
+                _log.warning("tracing: the exporter could not flush", exc_info=True)
+                return False
 
     def close(self) -> None:
         """Stop shipping: the records still waiting are shipped, then the sink is closed."""
-        self._stop.set()
-        self._shipper.join()
+        self._closed = True
+        self._end_thread()
         self.ship()
         self.sink.close()
+
+    def _end_thread(self) -> None:
+        if self._shipper is not None:
+            self._stop.set()
+            self._shipper.join()
+            self._shipper = None
 
 
 def exporter_kinds(environ: Mapping[str, str]) -> list[str]:

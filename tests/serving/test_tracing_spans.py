@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
 import threading
 import time
@@ -16,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
-from modelport.serving import tracing_spans
+from modelport.serving import tracing_process, tracing_spans
 from modelport.serving.tracing_otlp import Batches, Encoder, Payload
 from modelport.serving.tracing_process import FLUSH_MARGIN_S, ExporterProcess
 from modelport.serving.tracing_records import COMPACT, ChildRecord, Record, expand
@@ -215,6 +218,61 @@ def test_the_recorder_ships_on_its_own_while_spans_come_and_again_after_an_idle_
     finally:
         recorder.close()
     assert len(sink.records) == 3
+
+
+def test_an_attached_recorder_ships_from_its_event_loop_with_no_thread_of_its_own():
+    class Timed(_Listed):  # notes the thread of each write, and wakes the test
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[int] = set()
+            self.written = asyncio.Event()
+
+        def write(self, records: Sequence[Record]) -> None:
+            super().write(records)
+            self.threads.add(threading.get_ident())
+            self.written.set()
+
+    sink = Timed()
+    recorder = Recorder(sink)
+    records = [request_record([("validate", i, i, {}, 0, "", (), ())]) for i in range(3)]
+
+    async def serve() -> None:
+        recorder.attach(asyncio.get_running_loop())
+        assert recorder._shipper is None, "the shipping thread has ended"
+        recorder.append(records[0])
+        await asyncio.wait_for(sink.written.wait(), 10.0)  # shipped by a tick of this loop, without a flush
+        assert sink.threads == {threading.get_ident()}
+        recorder.append(records[1])
+        recorder.flush(1.0)
+        assert sink.flushed.is_set()
+        recorder.detach()
+        recorder.append(records[2])  # after the loop: shipped when the recorder closes
+
+    asyncio.run(serve())
+    recorder.close()
+    assert sink.records == records
+
+
+def test_the_exporter_process_never_blocks_a_write_and_delivers_what_waited_once_it_reads(monkeypatch, capfd):
+    monkeypatch.setattr(tracing_process, "PIPE_BYTES", 4096)  # a page: filled at once
+    process = ExporterProcess(["console"], {"OTEL_SERVICE_NAME": "stalled", "OTEL_BSP_SCHEDULE_DELAY": "10"})
+    os.kill(process.process.pid, signal.SIGSTOP)  # it reads nothing until SIGCONT
+    try:
+        chunk, writes = [request_record((VALIDATE,))] * 20, 0
+        while not process._pending:  # every write returns at once, the pipe full or not
+            process.write(chunk)
+            writes += 1
+        monkeypatch.setattr(tracing_process, "MAX_PENDING", len(process._pending) + 1)
+        with pytest.raises(tracing_process.BacklogError):
+            process.write(chunk)  # refused whole: none of it reaches the exporter
+        process.pump()  # still nothing taken: nothing lost either
+    finally:
+        os.kill(process.process.pid, signal.SIGCONT)
+    assert process.flush(30.0)  # the waiting frames first, then the flush's
+    process.close()
+    assert process.process.returncode == 0
+    out = capfd.readouterr().out
+    assert out.count('"name": "validate"') == out.count('"name": "POST /x"') == writes * len(chunk)
 
 
 def test_the_recorder_drops_what_its_sink_cannot_take_and_never_raises(monkeypatch, caplog):
