@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from modelport.serving.tracing_otel import OtelTracing, RequestSpan, UnsampledSpan, hex_id
+from modelport.serving.tracing_otel import HexIds, OtelTracing, RequestSpan, UnsampledSpan
 from modelport.serving.tracing_sampling import parse_traceparent, reads_w3c_only, standard
 from modelport.serving.tracing_spans import Recorder, SpanProcessors, resource
 
@@ -175,7 +176,7 @@ def test_a_new_requests_random_ids_are_sampled_by_their_trace_id_as_the_sdk_samp
             trace_id, span_id = span.trace_id, span.span_id
         else:
             assert isinstance(span, UnsampledSpan)
-            trace_id, span_id = span.trace_id, hex_id(span.span, 16)
+            trace_id, span_id = span.trace_id, span.span_id
         assert len(trace_id) == 32 and len(span_id) == 16 and int(trace_id, 16) and int(span_id, 16)
         decision = sdk.should_sample(Context(), int(trace_id, 16), "GET").decision.is_sampled()
         assert isinstance(span, RequestSpan) is decision
@@ -200,5 +201,32 @@ def test_a_custom_id_generators_ids_are_the_ones_the_spans_carry():
         "00f067aa0ba902b7",
     )
     assert isinstance(left_out, UnsampledSpan)
-    assert (left_out.trace, left_out.span) == (9, 2**80)  # formatted only when asked
+    assert (left_out.trace_id, left_out.span_id) == (f"{9:032x}", f"{2**80:020x}")  # not cut, as format did
     assert left_out.traceparent() == f"00-{9:032x}-{2**80:020x}-00".encode()
+
+
+def test_pooled_ids_are_slices_of_one_random_draw_and_never_all_zeros():
+    pool = HexIds()
+    ids = [pool.take(32 if i % 3 == 0 else 16) for i in range(3000)]  # across many draws
+    assert all(len(found) == (32 if i % 3 == 0 else 16) and int(found, 16) for i, found in enumerate(ids))
+    assert len(set(ids)) == len(ids)
+    pool.digits, pool.at = "0" * 48 + "12" * 16 + "0" * 16, 0
+    assert pool.take(32) == "0" * 16 + "12" * 8  # the zero id skipped
+    assert pool.take(16) == "12" * 8
+    redrawn = pool.take(16)  # zeros at the end: a new draw
+    assert len(redrawn) == 16 and int(redrawn, 16) and pool.at == 16
+
+
+def test_a_forked_child_draws_ids_of_its_own():
+    pool = HexIds()
+    pool.take(16)
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next id, to the parent
+        os.write(writing, pool.take(16).encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    theirs = os.read(reading, 64).decode()
+    os.close(reading)
+    assert len(theirs) == 16 and theirs != pool.take(16)  # not the parent's next slice
