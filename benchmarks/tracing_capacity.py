@@ -1,7 +1,7 @@
 """What tracing costs a real server's core, over HTTP, checkout against checkout.
 
     python benchmarks/tracing_capacity.py REPOSITORY MODEL [--checkout DIR]... [--modes off,0.01,1]
-                                          [--rounds 3] [--duration 8] [--concurrency 32] [--no-export]
+                                          [--rounds 3] [--duration 8] [--concurrency 32] [--no-export] [--kept]
 
 For each round, each checkout (default: this one) and each mode (tracing ``off``, or on at that sampling ratio
 with ``parentbased_traceidratio``, exporting over OTLP/HTTP to ``otlp_sink.py``), a fresh ``modelport serve
@@ -12,7 +12,10 @@ CPU time per request (every thread, its exporter process left out) and the expor
 request is what its core allows: on a 2-core machine the other core carries wrk, the sink and the exporter,
 and can be what limits req/s: a server not kept busy spends more CPU a request (fewer requests share each pass
 of its event loop and each batch). ``--no-export`` records the spans but exports none (no exporter process), so
-that the server is saturated and its own cost measured alone. The first lines say whether each checkout's
+that the server is saturated and its own cost measured alone. ``--kept`` starts each server once and loads them in
+turn: a round's runs then follow each other within seconds, and the last lines, each traced mode against off
+round by round (the median of the rounds' ratios), carry over a host whose speed drifts from minute to minute
+(a shared machine's off runs spread 129-228 us a request in one run of fresh servers). The first lines say whether each checkout's
 servers run its compiled hot path (``make native``) or its Python sources.
 ``serving.py --systems v2-json,v2-json-trace100,...`` measures one checkout against the floors;
 ``tracing_cost.py`` in process; ``instructions.py`` counts instructions.
@@ -21,6 +24,7 @@ servers run its compiled hot path (``make native``) or its Python sources.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,8 +56,9 @@ def _wrk(url: str, body: Path, seconds: float, concurrency: int) -> int:
     return int(found.group(1))
 
 
-def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, body: Path) -> tuple[float, float, float]:
-    """(req/s, server us/request, exporter us/request) of one fresh server."""
+@contextlib.contextmanager
+def _server(args: argparse.Namespace, checkout: Path, mode: str, sink: str, body: Path) -> Iterator[tuple[str, int]]:
+    """A fresh server of ``checkout`` in ``mode``, answering and warmed up: (its URL, its pid)."""
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(checkout), PYTHONSAFEPATH="1")
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
@@ -71,14 +77,19 @@ def _measure(args: argparse.Namespace, checkout: Path, mode: str, sink: str, bod
         for child in descendants(server.pid):  # the exporter process, every thread of it
             move_process(child, {1})
         _wrk(url, body, 2, args.concurrency)
-        before, all_before = cpu_seconds(server.pid, tree=False), cpu_seconds(server.pid)
-        requests = _wrk(url, body, args.duration, args.concurrency)
-        spent = cpu_seconds(server.pid, tree=False) - before
-        exporter = cpu_seconds(server.pid) - all_before - spent
-        return requests / args.duration, spent / requests * 1e6, exporter / requests * 1e6
+        yield url, server.pid
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=90)
+
+
+def _load(args: argparse.Namespace, url: str, pid: int, body: Path) -> tuple[float, float, float]:
+    """(req/s, server us/request, exporter us/request) of ``args.duration`` seconds of wrk on the server ``pid``."""
+    before, all_before = cpu_seconds(pid, tree=False), cpu_seconds(pid)
+    requests = _wrk(url, body, args.duration, args.concurrency)
+    spent = cpu_seconds(pid, tree=False) - before
+    exporter = cpu_seconds(pid) - all_before - spent
+    return requests / args.duration, spent / requests * 1e6, exporter / requests * 1e6
 
 
 def _hot_path(checkout: Path) -> str:
@@ -113,6 +124,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--kept",
+        action="store_true",
+        help="start each checkout's server of each mode once and load them in turn each round, instead of a fresh"
+        " server per run: the runs of a round follow each other within seconds (steadier ratios on a noisy host)",
+    )
+    parser.add_argument(
         "--no-export",
         action="store_true",
         help="traced modes record their spans but export none (OTEL_TRACES_EXPORTER=none: no exporter process), so"
@@ -135,14 +152,24 @@ def main() -> None:
         endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
         body = _body(args.repository, args.model, Path(work))
         try:
-            for round_ in range(args.rounds):
-                for checkout in checkouts:
-                    for mode in modes:
-                        found = _measure(args, checkout, mode, endpoint, body)
-                        runs[(checkout, mode)].append(found)
-                        print(
-                            f"round {round_ + 1} {checkout} {mode}: {found[0]:.0f} req/s, {found[1]:.1f} us", flush=True
-                        )
+            with contextlib.ExitStack() as kept:
+                servers = {}
+                if args.kept:  # every server started once, loaded in turn (the others idle)
+                    for key in runs:
+                        servers[key] = kept.enter_context(_server(args, *key, endpoint, body))
+                for round_ in range(args.rounds):
+                    for checkout in checkouts:
+                        for mode in modes:
+                            if args.kept:
+                                found = _load(args, *servers[(checkout, mode)], body)
+                            else:
+                                with _server(args, checkout, mode, endpoint, body) as (url, pid):
+                                    found = _load(args, url, pid, body)
+                            runs[(checkout, mode)].append(found)
+                            print(
+                                f"round {round_ + 1} {checkout} {mode}: {found[0]:.0f} req/s, {found[1]:.1f} us",
+                                flush=True,
+                            )
         finally:
             sink.terminate()
     for (checkout, mode), found in runs.items():
@@ -152,6 +179,15 @@ def main() -> None:
             f"{checkout}: {label:13} {rps:8.0f} req/s, server process {server:6.1f} CPU us/request,"
             f" its exporter {exporter:5.1f}  [server runs: {' '.join(f'{r[1]:.1f}' for r in found)}]"
         )
+    for (checkout, mode), found in runs.items():  # each round's traced server against its off one, run beside it
+        if mode != "off" and (checkout, "off") in runs:
+            off = runs[(checkout, "off")]
+            ratios = [o[1] / r[1] for o, r in zip(off, found, strict=True)]
+            print(
+                f"{checkout}: tracing {float(mode):.0%} against off, round by round: CPU a request off/traced median"
+                f" {statistics.median(ratios):.3f} [{' '.join(f'{r:.3f}' for r in ratios)}], req/s traced/off median"
+                f" {statistics.median(r[0] / o[0] for o, r in zip(off, found, strict=True)):.3f}"
+            )
 
 
 if __name__ == "__main__":
