@@ -15,8 +15,8 @@ of its event loop and each batch). ``--no-export`` records the spans but exports
 that the server is saturated and its own cost measured alone. ``--kept`` starts each server once and loads them in
 turn: a round's runs then follow each other within seconds, and the last lines, each traced mode against off
 round by round (the median of the rounds' ratios), carry over a host whose speed drifts from minute to minute
-(a shared machine's off runs spread 129-228 us a request in one run of fresh servers). The first lines say whether each checkout's
-servers run its compiled hot path (``make native``) or its Python sources.
+(a shared machine's off runs spread 129-228 us a request in one run of fresh servers). The first lines say
+whether each checkout's servers run its compiled hot path (``make native``) or its Python sources.
 ``serving.py --systems v2-json,v2-json-trace100,...`` measures one checkout against the floors;
 ``tracing_cost.py`` in process; ``instructions.py`` counts instructions.
 """
