@@ -3,11 +3,11 @@ exported, configured by the standard variables.
 
 The serving process only makes records (:mod:`~modelport.serving.tracing_records`: plain tuples of ints,
 hex-string ids, strings and attribute dicts; a sampled request's own span one flat :data:`Compact` tuple) and
-appends them to a :class:`Recorder`, which ships them every few milliseconds from a thread of its own to a
-:class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given: tests; the SDK's spans, made
-from the records), or the exporter process of :mod:`modelport.serving.tracing_process` (the exporters the
-variables name), where OTLP is encoded from the records (:mod:`modelport.serving.tracing_otlp`), off the event
-loop's core.
+appends them to a :class:`Recorder`, which ships them every few milliseconds (from the server's event loop, or
+else a thread of its own) to a :class:`Sink`: :class:`SpanProcessors` in this process (an exporter object given:
+tests; the SDK's spans, made from the records), or the exporter process of
+:mod:`modelport.serving.tracing_process` (the exporters the variables name), where OTLP is encoded from the
+records (:mod:`modelport.serving.tracing_otlp`), off the event loop's core.
 """
 
 from __future__ import annotations
