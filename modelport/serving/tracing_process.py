@@ -117,6 +117,7 @@ class ExporterProcess:
                 _log.warning(
                     "tracing: the exporter process took no spans for %.0f s; the rest dropped", CLOSE_TIMEOUT_S
                 )
+        with contextlib.suppress(OSError):
             self._pipe.close()
         try:
             self.process.wait(CLOSE_NOTICE_S)

@@ -275,6 +275,17 @@ def test_the_exporter_process_never_blocks_a_write_and_delivers_what_waited_once
     assert out.count('"name": "validate"') == out.count('"name": "POST /x"') == writes * len(chunk)
 
 
+def test_an_exporter_process_that_dies_with_spans_waiting_is_closed_without_raising():
+    process = ExporterProcess([], {})
+    os.kill(process.process.pid, signal.SIGSTOP)
+    while not process._pending:
+        process.write([request_record()] * 50)
+    process.process.kill()
+    process.process.wait()
+    process.close()  # the waiting bytes cannot go: the pipe is closed all the same
+    assert process._pipe.closed
+
+
 def test_the_recorder_drops_what_its_sink_cannot_take_and_never_raises(monkeypatch, caplog):
     monkeypatch.setattr(tracing_spans, "MAX_WAITING", 10)
     sink = _Listed()
