@@ -37,7 +37,14 @@ from opentelemetry.util.types import AttributeValue
 
 from modelport.serving.requestid import REQUEST_ID
 from modelport.serving.tracing_records import COMPACT, Attributes, ChildRecord, Compact, EventRecord, Record
-from modelport.serving.tracing_sampling import LOW_BITS, parse_traceparent, reads_w3c_only, standard
+from modelport.serving.tracing_sampling import (
+    LOW_BITS,
+    ZERO_SPAN,
+    ZERO_TRACE,
+    parse_traceparent,
+    reads_w3c_only,
+    standard,
+)
 from modelport.serving.tracing_spans import (
     Recorder,
     Sink,
@@ -62,8 +69,6 @@ _FLAGS: Final = tuple(f"-{flags:02x}" for flags in range(256))  # a traceparent'
 Status = tuple[int, str]  # a span's status: StatusCode's value, description
 OK: Final[Status] = (StatusCode.UNSET.value, "")
 _NO_ATTRIBUTES: Final[Attributes] = {}
-_ZERO_SPAN: Final = "0" * 16
-_ZERO_TRACE: Final = "0" * 32
 _POOL_BYTES: Final = 4096  # random bytes drawn at once by HexIds: 8192 hex digits, the ids of 170 requests
 # the names the hot path reads are Final, so the compiled module reads them as C statics, not from its globals
 # dict (~150 instructions a name each time); the context variables' methods bound once (no method lookup a call)
@@ -142,7 +147,7 @@ class HexIds:
             at, end = 0, count
         self.at = end
         found = self.digits[at:end]
-        if found in (_ZERO_SPAN, _ZERO_TRACE):  # (a span id: one in 2**64) redrawn, as the SDK does
+        if found in (ZERO_SPAN, ZERO_TRACE):  # (a span id: one in 2**64) redrawn, as the SDK does
             return self.take(count)
         return found
 

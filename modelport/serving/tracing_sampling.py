@@ -27,14 +27,24 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import TraceState
 
-__all__ = ["LOW_BITS", "Parent", "StandardSampler", "parse_traceparent", "reads_w3c_only", "standard"]
+__all__ = [
+    "LOW_BITS",
+    "ZERO_SPAN",
+    "ZERO_TRACE",
+    "Parent",
+    "StandardSampler",
+    "parse_traceparent",
+    "reads_w3c_only",
+    "standard",
+]
 
 LOW_BITS: Final = (1 << 64) - 1  # the trace id bits the ratio samplers compare
 # the SDK propagator's own pattern (TraceContextTextMapPropagator), and its limits
 _TRACEPARENT = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$")
 _MAX_TRACEPARENT = 512
 _MAX_TRACESTATE = 512
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+ZERO_TRACE: Final = "0" * 32  # an invalid trace id, as W3C and the SDK have it
+ZERO_SPAN: Final = "0" * 16  # an invalid span id
 _W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})  # tracecontext and baggage: the default
 
 
@@ -52,7 +62,7 @@ def parse_traceparent(traceparent: str, tracestate: Sequence[str] = ()) -> Paren
     if match is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN or version == "ff" or (version == "00" and rest):
+    if trace_id == ZERO_TRACE or span_id == ZERO_SPAN or version == "ff" or (version == "00" and rest):
         return None
     return trace_id, span_id, int(flags, 16), _trace_state(tracestate) if tracestate else ""
 
