@@ -34,7 +34,10 @@ Systems, measured side by side in one run (servers pinned to one core, the load 
 Every request carries one item. All servers are started (one at a time, so each startup is timed alone)
 before any load, then the cells run in ``--rounds`` interleaved rounds (for each round, for each
 concurrency, every system in turn) so machine noise hits them alike; each cell reports its median req/s,
-p50 and p99 over the rounds, and keeps every round. HTTP load comes from ``wrk`` (``-t1 --latency`` with
+p50 and p99 over the rounds, and keeps every round. A target between two servers (req/s, p99) is judged round
+by round when every round of both ran: the median of each round's ratio, its two runs seconds apart, which a
+host whose speed drifts from minute to minute moves less than the medians of runs minutes apart; the traced
+lines give both. HTTP load comes from ``wrk`` (``-t1 --latency`` with
 ``post.lua``) or, when wrk is not installed, from the built-in asyncio generator ``loadgen.py``; every
 cell's JSON says which (``loadgen``). Results are printed as a table and written as JSON; the project's
 targets are printed as PASS/FAIL lines (informational: the exit status is non-zero only when a system

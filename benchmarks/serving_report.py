@@ -156,27 +156,53 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for t in TARGETS:
         entry: dict[str, Any] = {"model": t.model, "concurrency": t.concurrency, "system": t.system}
         entry.update(baseline=t.baseline, metric=t.metric, comparison=t.comparison, threshold=t.threshold)
-        entry.update(ratio=None, passed=None)
+        entry.update(ratio=None, passed=None, round_by_round=False)
         result = results.get(t.model)
         if result is not None:
-            entry["ratio"] = _ratio(result, t)
+            entry["ratio"], entry["round_by_round"] = _ratio(result, t)
         if entry["ratio"] is not None:
             entry["passed"] = entry["ratio"] <= t.threshold if t.comparison == "<=" else entry["ratio"] >= t.threshold
         out.append(entry)
     return out
 
 
-def _ratio(result: dict[str, Any], target: Target) -> float | None:
+def _ratio(result: dict[str, Any], target: Target) -> tuple[float | None, bool]:
+    """``target.system``'s metric over its baseline's, and whether round by round (:func:`paired_ratio`, where
+    both are servers measured in the same rounds) or from the cells' medians (memory: their highest samples)."""
     cells = {c["system"]: c for c in result["cells"] if c["concurrency"] == target.concurrency and not c.get("error")}
     metric = "rps" if target.metric == "items_per_s" else target.metric
     if target.baseline == "raw-b32":
         base = result["raw"].get("32", {}).get(target.metric)
     else:
         base = cells.get(target.baseline, {}).get(metric)
+        if metric in _MEDIAN and target.system in cells and target.baseline in cells:
+            paired = paired_ratio(cells[target.system], cells[target.baseline], metric)
+            if paired is not None:
+                return paired, True
     value = cells.get(target.system, {}).get(metric)
     if value is None or not base or value != value or base != base:
+        return None, False
+    return float(value / base), False
+
+
+def paired_ratio(cell: dict[str, Any], base: dict[str, Any], key: str) -> float | None:
+    """The median, over the rounds, of ``cell``'s ``key`` over ``base``'s in the same round; None unless every
+    round of both ran and measured it.
+
+    The rounds interleave the systems, so a round's two runs follow each other within seconds: a shared host
+    whose speed drifts from minute to minute moves both alike, and their ratio keeps what the medians of
+    separate runs lose (on a host whose tracing-off runs spread 129-228 us a request, the cells' medians read
+    tracing's cost at 0.76x while the rounds' ratios and an instruction count agreed on 0.89x-0.90x)."""
+    rounds, bases = cell.get("rounds"), base.get("rounds")
+    if not rounds or not bases or len(rounds) != len(bases):
         return None
-    return float(value / base)
+    ratios = []
+    for run, reference in zip(rounds, bases, strict=True):
+        value, against = run.get(key), reference.get(key)
+        if run.get("error") or reference.get("error") or value is None or not against:
+            return None
+        ratios.append(value / against)
+    return float(statistics.median(ratios))
 
 
 def target_lines(entries: list[dict[str, Any]]) -> str:
@@ -185,6 +211,7 @@ def target_lines(entries: list[dict[str, Any]]) -> str:
     for t in entries:
         verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[t["passed"]]
         measured = "not measured" if t["ratio"] is None else f"{t['ratio']:.3f}x"
+        measured += " (the median of the rounds' ratios)" if t.get("round_by_round") else ""
         base = "(a) batch-32" if t["baseline"] == "raw-b32" else LABELS[t["baseline"]]
         what = _LOWER_IS_BETTER.get(t["metric"], "items/s")
         lines.append(
@@ -226,12 +253,16 @@ def tracing_lines(results: dict[str, Any]) -> str:
             ratios = [_ratio_of(traced, off, key) for key in ("rps", "p50_ms", "p99_ms")]
             # the server process's own CPU per request (not its exporter's): the throughput its core allows
             own, capacity = traced.get("own_cpu_us"), _ratio_of(off, traced, "own_cpu_us")
-            lines.append(
+            line = (
                 f"{name} c={concurrency}: {LABELS[system]} / {LABELS['v2-json']}: req/s x{fmt(ratios[0], '.3f')},"
                 f" p50 x{fmt(ratios[1], '.3f')}, p99 x{fmt(ratios[2], '.3f')}; server process alone"
                 f" {fmt(own, '.1f')} CPU us/request (off {fmt(off.get('own_cpu_us'), '.1f')}):"
                 f" x{fmt(capacity, '.3f')} of off's capacity on its core"
             )
+            paired_rps, paired_capacity = paired_ratio(traced, off, "rps"), paired_ratio(off, traced, "own_cpu_us")
+            if paired_rps is not None:  # each round's traced run over the off run beside it, the median
+                line += f"; round by round: req/s x{paired_rps:.3f}, capacity x{fmt(paired_capacity, '.3f')}"
+            lines.append(line)
         for server, info in result.get("servers", {}).items():
             if "spans_exported" in info:
                 lines.append(f"{name} {server}: {fmt(info['spans_exported'], 'd')} spans received by its OTLP sink")

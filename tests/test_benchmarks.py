@@ -88,8 +88,9 @@ def test_serving_report_takes_medians_over_rounds_and_judges_both_directions(mon
     judged = targets({"mlp": result})
     verdicts = {(t["system"], t["metric"]): t for t in judged if t["model"] == "mlp" and t["concurrency"] == 32}
     assert verdicts["v2-json", "items_per_s"]["passed"] is True  # 1.55 >= 1.5
-    assert verdicts["v2-json", "p99_ms"]["ratio"] == 4.0 / 5.0
-    assert verdicts["v2-json", "p99_ms"]["passed"] is True  # 0.8 <= 1.0
+    assert verdicts["v2-json", "items_per_s"]["ratio"] == 3.1  # judged round by round: 3.1, 0.967, 4.5
+    assert verdicts["v2-json", "p99_ms"]["ratio"] == 4.0 / 9.0  # 4/9, 6/1, 2/5 (the cells' medians: 4/5)
+    assert verdicts["v2-json", "p99_ms"]["passed"] is True and verdicts["v2-json", "p99_ms"]["round_by_round"]
     assert verdicts["v2-binary", "items_per_s"]["passed"] is None  # a cell with a failed round is not judged
 
 
@@ -338,6 +339,39 @@ def test_serving_report_prints_the_traced_systems_as_ratios_to_tracing_off(monke
     ]
     judged = [t for t in targets({"mlp": result}) if t["system"] == "v2-json-trace100"]
     assert [(t["ratio"], t["passed"]) for t in judged] == [(0.9, True)]
+
+
+def test_serving_report_judges_servers_round_by_round_when_every_round_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers measured in the same rounds: a target is the median of the rounds' ratios, not the ratio of
+    the medians (a host that slows down between rounds moves both of a round's runs); a failed round falls back
+    to the cells' medians."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from serving_report import median_cell, paired_ratio, targets, tracing_lines
+
+    def cell(system: str, rps: list[float], own: list[float], error: str | None = None) -> dict[str, Any]:
+        counts = {"requests": 10, "seconds": 1.0, "non_2xx": 0, "socket_errors": 0, "errors": 0, "loadgen": "wrk"}
+        runs = [
+            {"system": system, "concurrency": 32, "rps": r, "p50_ms": 1.0, "p99_ms": 5.0, "own_cpu_us": o, **counts}
+            for r, o in zip(rps, own, strict=True)
+        ]
+        if error is not None:
+            runs[-1]["error"] = error
+        return median_cell(runs)
+
+    # the host runs round 2's off run fast and everything after it at half speed; each round's traced run does
+    # 0.9x the requests of the off run beside it at 1.1x its CPU a request
+    off = cell("v2-json", [1000.0, 1000.0, 500.0], [100.0, 100.0, 200.0])
+    traced = cell("v2-json-trace100", [900.0, 450.0, 450.0], [110.0, 220.0, 220.0])
+    assert traced["rps"] / off["rps"] == pytest.approx(0.45)  # the medians of separate runs
+    assert paired_ratio(traced, off, "rps") == pytest.approx(0.9)
+    assert paired_ratio(off, traced, "own_cpu_us") == pytest.approx(1 / 1.1)
+    result = {"raw": {}, "cells": [off, traced], "servers": {}}
+    judged = [t for t in targets({"mlp": result}) if t["system"] == "v2-json-trace100"]
+    assert [(round(t["ratio"], 3), t["passed"]) for t in judged] == [(0.9, True)]
+    assert tracing_lines({"mlp": result}).endswith("; round by round: req/s x0.900, capacity x0.909")
+    # a round that failed on one side: nothing to pair, so the cells' medians judge
+    failed = cell("v2-json-trace100", [900.0, 450.0, 450.0], [110.0, 220.0, 220.0], error="load generator failed")
+    assert paired_ratio(failed, off, "rps") is None
 
 
 @pytest.mark.torch
