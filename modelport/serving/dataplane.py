@@ -228,7 +228,7 @@ class DataPlane:
             if request.parameters:
                 _refuse_sequence(name, request.parameters)
             if tracing.ENABLED:
-                tracing.annotate(*label)
+                tracing.annotate(name, label[1], protocol)  # (not *label: a star call is a generic call)
             if served is None:
                 assert pipeline is not None
                 response = await pipeline.infer(self, request)
@@ -284,11 +284,12 @@ class DataPlane:
 
     def _admit(self, served: ServedVersion, request: InferRequest) -> tuple[Batcher, float, list[str]]:
         """A model without processors: its request validated, with its batcher, timeout and the outputs wanted."""
-        if tracing.ENABLED:
-            with tracing.validation():
-                served.validate(request.inputs)
-        else:
+        validating = tracing.validation() if tracing.ENABLED else None  # (None: not sampled)
+        if validating is None:
             served.validate(request.inputs)
+        else:
+            with validating:
+                served.validate(request.inputs)
         wanted = _requested_names(served, request)
         batcher, execution = served.batcher, served.execution
         if batcher is None or execution is None:

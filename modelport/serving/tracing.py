@@ -169,12 +169,12 @@ def span(name: str, **attributes: str | int | float | bool) -> contextlib.Abstra
     return active.span(name, attributes) or _NULL
 
 
-def validation() -> contextlib.AbstractContextManager[object]:
-    """The current request's ``validate`` span, around its validation: ``with tracing.validation():`` (a no-op
-    when tracing is off or the request is not sampled; a second one is a span like :func:`span`'s)."""
-    if (active := _active) is None:
-        return _NULL
-    return active.validation() or active.span("validate", {}) or _NULL
+def validation() -> contextlib.AbstractContextManager[object] | None:
+    """The current request's ``validate`` span, to run its validation in (``with``; a second one is a span like
+    :func:`span`'s), or None when tracing is off or the request is not sampled: the caller then validates
+    without one (a no-op context manager's ``__enter__`` and ``__exit__`` ran as Python code on every request
+    that was not sampled: ~2.5k of the ~20k instructions 1% sampling added to a request)."""
+    return active.validation() if (active := _active) is not None else None
 
 
 def annotate(model: str, version: str, protocol: str) -> None:

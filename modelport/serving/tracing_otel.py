@@ -414,13 +414,14 @@ class OtelTracing:
             return None
         return _Child(self, current, name, dict(attributes))
 
-    def validation(self) -> RequestSpan | None:
-        """The current request's ``validate`` span while a block runs (the request itself: it keeps the times),
-        when that request is sampled and has none yet; else None."""
+    def validation(self) -> RequestSpan | _Child | None:
+        """The current request's ``validate`` span while a block runs (the request itself: it keeps the times; a
+        second validation, a pipeline's next model, is a span of its own), when that request is sampled; else
+        None."""
         current = _current()
-        if not isinstance(current, RequestSpan) or current.validate_start:
+        if not isinstance(current, RequestSpan):
             return None
-        return current
+        return _Child(self, current, "validate", {}) if current.validate_start else current
 
     def annotate(self, model: str, version: str, protocol: str) -> None:
         """The model version and protocol, on the current span."""

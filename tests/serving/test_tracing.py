@@ -187,6 +187,7 @@ async def test_a_pipeline_request_has_a_queue_and_a_batch_span_for_each_model_st
     under = [s for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id]
     named = sorted(s.name for s in under)
     assert named.count("queue") == 2 and named.count("batch") == 2, named
+    assert named.count("validate") == 2, named  # each step's: the request's own, then a span of its own
     queues = sorted((s for s in under if s.name == "queue"), key=lambda s: s.start_time or 0)
     assert queues[0].end_time is not None and queues[1].start_time is not None
     assert queues[0].end_time <= queues[1].start_time, "the second step queued after the first one's batch began"
