@@ -271,16 +271,16 @@ class _Exchange:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def answer(self) -> None:
-        """Answer the request (its task): the front's reply, under the request's id and tracing span."""
+        """Answer the request (its task): the front's reply, under the request's id and tracing span. Both are set
+        in the task's own context and left there: it ends with the task (no reset to pay for)."""
         request = self.request
         request_id = request_id_of(request.headers)
-        token = REQUEST_ID.set(request_id)
+        REQUEST_ID.set(request_id)
         stamp = (b"x-request-id", request_id.encode())
         traced = None
         try:
-            if tracing.ENABLED:  # the span reads the scope's method, path and headers
-                scope = {"type": "http", "method": request.method, "path": request.path, "headers": request.headers}
-                traced = tracing.http_request(scope, None)  # the reply is written whole
+            if tracing.ENABLED:  # the reply is written whole
+                traced = tracing.http_exchange(request.method, request.path, request.headers)
             reply = await self.front.reply(request, self.read)
             if reply is None:
                 return
@@ -300,8 +300,7 @@ class _Exchange:
             self.protocol.transport.close()
         finally:
             if traced is not None:
-                traced.end()
-            REQUEST_ID.reset(token)
+                traced.finish()
 
     async def write_streamed(self, reply: Reply, headers: list[tuple[bytes, bytes]]) -> None:
         """A reply whose bodies come one after another (a streaming TorchServe handler's): chunked on a connection

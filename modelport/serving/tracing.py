@@ -62,6 +62,7 @@ __all__ = [
     "enqueued",
     "flush",
     "grpc_interceptor",
+    "http_exchange",
     "http_request",
     "http_route",
     "outcome",
@@ -208,6 +209,15 @@ def http_request(scope: dict[str, Any], send: Send | None) -> HttpSpan | None:
     if (active := _active) is None or (_excluded is not None and _excluded.search(scope["path"])):
         return None
     return active.http_request(scope, send)
+
+
+def http_exchange(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> HttpSpan | None:
+    """:func:`http_request` for a request read without an ASGI scope and answered whole in an asyncio task of its
+    own (``serving/httpproto.py``): add its ``answered(status)`` headers to the response, then call its
+    ``finish()`` (the span stays current in the task's context, which ends with the task)."""
+    if (active := _active) is None or (_excluded is not None and _excluded.search(path)):
+        return None
+    return active.http_exchange(method, path, headers, None, None)
 
 
 def http_route(template: str) -> None:

@@ -483,15 +483,26 @@ class OtelTracing:
 
     def http_request(self, scope: dict[str, Any], send: Send | None) -> HttpSpan:
         """The HTTP request's SERVER span, current until it ends; named by its route once known."""
-        method = scope["method"]
+        return self.http_exchange(scope["method"], scope["path"], scope["headers"], scope, send)
+
+    def http_exchange(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        scope: dict[str, Any] | None,
+        send: Send | None,
+    ) -> HttpSpan:
+        """:meth:`http_request` from the request line and headers; ``scope`` None: no ASGI scope to read its
+        route from when it ends (``serving/httpproto.py`` names the route with :meth:`http_route`)."""
         if self.fast is None:
             fields = self.fields
-            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in fields}
-            base: Attributes = {"http.request.method": method, "url.path": scope["path"]}
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in fields}
+            base: Attributes = {"http.request.method": method, "url.path": path}
             request = self.begin(method, SpanKind.SERVER, carrier, base)
         else:
             traceparent = tracestate = None
-            for key, value in scope["headers"]:  # (the last of each, as a dict of them would keep)
+            for key, value in headers:  # (the last of each, as a dict of them would keep)
                 if key == b"traceparent":
                     traceparent = value
                 elif key == b"tracestate":
@@ -504,7 +515,7 @@ class OtelTracing:
                 _NO_ATTRIBUTES,
             )
         if isinstance(request, RequestSpan):
-            request.method, request.path, request.request_id = method, scope["path"], _request_id()
+            request.method, request.path, request.request_id = method, path, _request_id()
         return HttpSpan(self, request, scope, send)
 
     def http_route(self, template: str) -> None:
@@ -522,7 +533,11 @@ class HttpSpan:
     __slots__ = ("_send", "_token", "request", "scope", "status", "tracing")
 
     def __init__(
-        self, tracing: OtelTracing, request: RequestSpan | UnsampledSpan, scope: dict[str, Any], send: Send | None
+        self,
+        tracing: OtelTracing,
+        request: RequestSpan | UnsampledSpan,
+        scope: dict[str, Any] | None,
+        send: Send | None,
     ) -> None:
         self.tracing, self.request, self.scope, self._send = tracing, request, scope, send
         self.status = 0
@@ -546,6 +561,11 @@ class HttpSpan:
     def end(self) -> None:
         """End the span (in the context it began in): its status from the response sent, or none."""
         _reset_current(self._token)
+        self.finish()
+
+    def finish(self) -> None:
+        """:meth:`end`, for a request answered in an asyncio task of its own: the context the span was made
+        current in ends with the task, so it is left as it is (a context variable's reset: ~1.3k instructions)."""
         request = self.request
         if isinstance(request, RequestSpan):
             self.tracing.end(request, _http_finished(request, self.scope, self.status))
@@ -593,11 +613,11 @@ def _exception_event(error: BaseException, when: int) -> EventRecord:
     return ("exception", attributes, when)
 
 
-def _http_finished(request: RequestSpan, scope: dict[str, Any], status: int) -> Status:
+def _http_finished(request: RequestSpan, scope: dict[str, Any] | None, status: int) -> Status:
     """Status code, route of the routed app (Starlette leaves it in the scope); the span's status."""
-    route = scope.get("route")  # (a getattr on None raises and catches an AttributeError: ~4k instructions)
+    route = scope.get("route") if scope is not None else None  # (a getattr on None raises and catches: ~4k)
     path = getattr(route, "path", None) if route is not None else None
-    if isinstance(path, str):
+    if isinstance(path, str) and scope is not None:
         request.name = f"{scope['method']} {path}"
         request.route = path
     request.status = status
