@@ -208,7 +208,7 @@ def http_request(scope: dict[str, Any], send: Send | None) -> HttpSpan | None:
     then call its ``end()``, in the same context (a ``finally``)."""
     if (active := _active) is None or (_excluded is not None and _excluded.search(scope["path"])):
         return None
-    return active.http_request(scope, send)
+    return active.http_exchange(scope["method"], scope["path"], scope["headers"], scope, send)
 
 
 def http_exchange(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> HttpSpan | None:

@@ -58,7 +58,7 @@ __all__ = ["CURRENT", "ERROR", "OK", "HttpSpan", "OtelTracing", "RequestSpan", "
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 CURRENT: Final[ContextVar[RequestSpan | UnsampledSpan | None]] = ContextVar("modelport_request_span", default=None)
-"""The request being served (its span), set by :meth:`OtelTracing.http_request` and the gRPC interceptor."""
+"""The request being served (its span), set by :meth:`OtelTracing.http_exchange` and the gRPC interceptor."""
 _NO_PARENT = otel_context.Context()
 _SERVER: Final = SpanKind.SERVER.value
 _INTERNAL: Final = SpanKind.INTERNAL.value
@@ -481,10 +481,6 @@ class OtelTracing:
         ids = (first.trace_id, "", first.flags, first.trace_state, first.span_id, False)
         self.record(("batch", _INTERNAL, *ids, start, end, attributes, code, description, (), links, ()))
 
-    def http_request(self, scope: dict[str, Any], send: Send | None) -> HttpSpan:
-        """The HTTP request's SERVER span, current until it ends; named by its route once known."""
-        return self.http_exchange(scope["method"], scope["path"], scope["headers"], scope, send)
-
     def http_exchange(
         self,
         method: str,
@@ -493,8 +489,9 @@ class OtelTracing:
         scope: dict[str, Any] | None,
         send: Send | None,
     ) -> HttpSpan:
-        """:meth:`http_request` from the request line and headers; ``scope`` None: no ASGI scope to read its
-        route from when it ends (``serving/httpproto.py`` names the route with :meth:`http_route`)."""
+        """The HTTP request's SERVER span, current until it ends; named by its route once known: by
+        :meth:`http_route`, or from the ASGI ``scope`` the routed app leaves it in (None: no scope, as for
+        ``serving/httpproto.py``'s requests)."""
         if self.fast is None:
             fields = self.fields
             carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in fields}
@@ -615,11 +612,12 @@ def _exception_event(error: BaseException, when: int) -> EventRecord:
 
 def _http_finished(request: RequestSpan, scope: dict[str, Any] | None, status: int) -> Status:
     """Status code, route of the routed app (Starlette leaves it in the scope); the span's status."""
-    route = scope.get("route") if scope is not None else None  # (a getattr on None raises and catches: ~4k)
-    path = getattr(route, "path", None) if route is not None else None
-    if isinstance(path, str) and scope is not None:
-        request.name = f"{scope['method']} {path}"
-        request.route = path
+    if scope is not None:
+        route = scope.get("route")  # (a getattr on None raises and catches an AttributeError: ~4k instructions)
+        path = getattr(route, "path", None) if route is not None else None
+        if isinstance(path, str):
+            request.name = f"{scope['method']} {path}"
+            request.route = path
     request.status = status
     if status >= 500 or not status:
         return (ERROR, f"HTTP {status}" if status else "no response")
