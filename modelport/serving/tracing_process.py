@@ -51,6 +51,7 @@ _LENGTH = struct.Struct("<I")
 # every 700 allocations (Python's default) rescanned them over and over (~10% of this process's CPU)
 _GC_YOUNG = 20_000
 _DONE, _FAILED = b".", b"!"
+LINGER_S = 0.05  # the longest pause between the exporter process's reads of its pipe (_Pacer)
 FLUSH_MARGIN_S = 1.0  # beyond its timeout, how long a flush waits for the exporter process's word
 PIPE_BYTES = 1 << 20  # the pipe's buffer, asked of Linux (F_SETPIPE_SZ; at most /proc/sys/fs/pipe-max-size)
 MAX_PENDING = 16 << 20  # bytes the pipe has not taken yet beyond which frames are refused (BacklogError)
@@ -193,8 +194,14 @@ def main(argv: Sequence[str]) -> int:
     settle_heap(_GC_YOUNG)  # the SDK, the exporters' clients: long-lived, never rescanned
     os.write(replies, _DONE)
     stream = sys.stdin.buffer
-    while (message := _receive(stream)) is not None:
+    pacer = _Pacer(stream.fileno())
+    while True:
+        pacer.wait()
+        message = _receive(stream, pacer)
+        if message is None:
+            break
         if isinstance(message, float):
+            pacer.reset()  # a flush waits for its reply: what follows it is read at once
             os.write(replies, _DONE if sink.flush(message) else _FAILED)
         else:
             sink.write(message)
@@ -229,12 +236,49 @@ class _All:
             sink.close()
 
 
-def _receive(stream: IO[bytes]) -> Any:
+class _Pacer:
+    """When the pipe holds nothing more to read, waits before the next read, so that the frames (the server ships
+    every few milliseconds) are read, encoded and sent in bursts: a wake-up of this process after the serving core
+    or the load ran on its core finds its caches cold, and each cost it ~0.3 ms (frames at 7,000 records/s fed
+    through a real pipe: 32 us of this process's CPU a record read as they come, 25-28 with a 50 ms pause). The
+    pause is at most :data:`LINGER_S`, and shorter when the frames, at the rate they came in the last pause and
+    burst, would fill more than a quarter of the pipe's buffer (the server then keeps the rest itself)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        try:  # the server asks Linux for PIPE_BYTES (Linux only; the default, 64 KiB, where refused)
+            size = fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        except OSError:
+            size = 1 << 16
+        self.room = max(size, 1 << 12) // 4
+        self.since, self.read = time.monotonic(), 0
+        self.sleep = time.sleep
+        self.reset()
+
+    def reset(self) -> None:
+        """No pause before the next read."""
+        self.skip = True
+
+    def wait(self) -> None:
+        if self.skip:
+            self.skip = False
+            return
+        if select.select([self.fd], [], [], 0)[0]:  # more waiting already
+            return
+        now = time.monotonic()
+        rate = self.read / max(now - self.since, 1e-3)  # bytes a second, over the last pause and burst
+        self.since, self.read = now, 0
+        self.sleep(min(LINGER_S, self.room / rate) if rate else LINGER_S)
+
+
+def _receive(stream: IO[bytes], pacer: _Pacer) -> Any:
     """The next frame's value; None once the stream has ended."""
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
-    return orjson.loads(stream.read(_LENGTH.unpack(head)[0]))
+    size = _LENGTH.unpack(head)[0]
+    pacer.read += size
+    return orjson.loads(stream.read(size))
 
 
 if __name__ == "__main__":

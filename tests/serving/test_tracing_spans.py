@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import orjson
 import pytest
+import requests
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +21,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelport.serving import tracing_process, tracing_spans
-from modelport.serving.tracing_otlp import Batches, Encoder, Payload
-from modelport.serving.tracing_process import FLUSH_MARGIN_S, ExporterProcess
+from modelport.serving.tracing_otlp import Batches, Encoder, Payload, senders, settle_environment
+from modelport.serving.tracing_process import FLUSH_MARGIN_S, LINGER_S, ExporterProcess, _Pacer
 from modelport.serving.tracing_records import COMPACT, ChildRecord, Record, expand
 from modelport.serving.tracing_spans import Recorder, SpanProcessors, exporter_kinds, readable, resource
 from tests.serving.otlp import otlp_grpc_receiver, otlp_receiver
@@ -410,6 +411,63 @@ def test_the_exporter_process_sends_otlp_as_the_otel_variables_configure_it(prot
     assert receiver.headers[0]["x-api-key"] == "secret"
     if protocol != "grpc":
         assert receiver.headers[0]["content-encoding"] == "gzip"
+
+
+def test_the_otlp_http_senders_session_reads_the_environment_once_as_requests_reads_it_per_request(
+    monkeypatch, tmp_path
+):
+    url = "http://collector.example:4318/v1/traces"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine collector.example login user password secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "bundle.pem"))
+    for no_proxy, verify in [("", True), ("collector.example", True), ("", str(tmp_path / "collector.pem"))]:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        trusting, settled = requests.Session(), requests.Session()
+        trusting.verify = settled.verify = verify
+        settle_environment(settled, url)
+        assert settled.trust_env is False  # nothing read from the environment per request any more
+        request = requests.Request("POST", url, data=b"spans")
+        expected = trusting.merge_environment_settings(url, {}, None, None, None)
+        found = settled.merge_environment_settings(url, {}, None, None, None)
+        assert found["proxies"] == expected["proxies"] == ({} if no_proxy else {"http": "http://proxy.example:3128"})
+        # the CA bundle of the environment where the exporter names no certificate; requests would let it
+        # override the exporter's OTEL_EXPORTER_OTLP_CERTIFICATE too (psf/requests#3829): here that one stays
+        assert found["verify"] == (expected["verify"] if verify is True else verify)
+        sent_by, sent = trusting.prepare_request(request), settled.prepare_request(request)
+        assert sent.headers["Authorization"] == sent_by.headers["Authorization"]  # the .netrc login
+        assert requests.utils.resolve_proxies(sent, settled.proxies, False) == requests.utils.resolve_proxies(
+            sent_by, trusting.proxies, True
+        )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318")
+    (sender,) = senders(["otlp-http"])
+    session = sender.exporter._client._transport._session  # type: ignore[attr-defined]
+    assert (session.trust_env, session.proxies) == (False, {"http": "http://proxy.example:3128"})
+    sender.close()
+
+
+def test_the_exporter_process_pauses_its_reads_only_on_an_empty_pipe_and_less_when_frames_come_fast():
+    read, write = os.pipe()
+    try:
+        pacer, paused = _Pacer(read), []
+        pacer.sleep = paused.append
+        pacer.wait()  # the first read: at once
+        os.write(write, b"x")
+        pacer.wait()  # a frame waiting: read at once
+        assert paused == []
+        os.read(read, 1)
+        pacer.since, pacer.read = time.monotonic() - 1.0, 100  # 100 bytes a second: the longest pause
+        pacer.wait()
+        pacer.since, pacer.read = time.monotonic() - 1.0, pacer.room * 100  # a quarter of its pipe in 10 ms
+        pacer.wait()
+        assert paused[0] == LINGER_S and paused[1] == pytest.approx(0.01, rel=0.05)
+        pacer.reset()  # after a flush: the next read at once
+        pacer.wait()
+        assert len(paused) == 2
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 class _Timed:
