@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import getrandbits
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import requests
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -44,16 +44,19 @@ from modelport.serving.tracing_spans import SCOPE
 
 __all__ = ["Batches", "Encoder", "Payload", "Sender", "senders", "settle_environment"]
 
-_LOCAL = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
-_REMOTE = _LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
+# Final: the compiled module (native.py) keeps these in C statics, not in its globals' dict, looked up each use
+_LOCAL: Final = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+_REMOTE: Final = _LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_INTERNAL: Final = int(Span.SpanKind.SPAN_KIND_INTERNAL)
 _log = logging.getLogger(__name__)
-_FIXED32, _FIXED64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]  # the varints of 0-127
-_NO_STATUS = b"\x7a\x00"  # Span.status (15), present and empty: UNSET, no message
-_TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64 each
-_KINDS = [b"\x30" + bytes((kind,)) for kind in range(6)]  # Span.kind (6): SpanKind's value + 1
-_UNSET_ENDS = {flags: _NO_STATUS + b"\x85\x01" + _FIXED32(flags) for flags in (_LOCAL, _REMOTE)}  # then flags (16)
+_FIXED32: Final = struct.Struct("<I").pack
+_FIXED64: Final = struct.Struct("<Q").pack
+_ONE_BYTE: Final = [bytes((n,)) for n in range(0x80)]  # the varints of 0-127
+_TWO_BYTES: Final[dict[int, bytes]] = {}  # those of 128-16383 met so far (a span's length, mostly)
+_NO_STATUS: Final = b"\x7a\x00"  # Span.status (15), present and empty: UNSET, no message
+_TIMES: Final = struct.Struct("<BQBQ").pack  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64 each
+_KINDS: Final = [b"\x30" + bytes((kind,)) for kind in range(6)]  # Span.kind (6): SpanKind's value + 1
+_UNSET_ENDS: Final = {flags: _NO_STATUS + b"\x85\x01" + _FIXED32(flags) for flags in (_LOCAL, _REMOTE)}  # flags (16)
 
 
 def _value(value: Any) -> AnyValue:
@@ -79,6 +82,11 @@ def _varint(value: int) -> bytes:
     """A protobuf varint (unsigned)."""
     if value < 0x80:
         return _ONE_BYTE[value]
+    if value < 0x4000:  # two bytes: kept (at most 16,256)
+        found = _TWO_BYTES.get(value)
+        if found is None:
+            found = _TWO_BYTES[value] = bytes((value & 0x7F | 0x80, value >> 7))
+        return found
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -92,7 +100,7 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-_KNOWN_MAX = 4096  # attribute fields kept for reuse; all forgotten at once beyond this
+_KNOWN_MAX: Final = 4096  # attribute fields kept for reuse; all forgotten at once beyond this
 
 
 class _Known:
@@ -173,10 +181,13 @@ class Encoder:
         self.ids, self.attributes = ids, _Known()
         self.random_ids = type(ids) is RandomIdGenerator
         self.named = tuple(_Named(index, key) for index, key in NAMED)
+        self.head, self.request_id, self.tail = self.named[:2], self.named[2], self.named[3:]
         self._statuses: dict[int, bytes] = {}  # http.response.status_code's field, by status
         self._sizes: dict[tuple[int, int], bytes] = {}  # a queue span's attribute fields, by rows and requests
         self._names: dict[str, bytes] = {}  # Span.name's field (5), by name
         self._states: dict[str, bytes] = {}  # Span.trace_state's (3)
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # a compact record's attributes before its request id's
+        self._tails: dict[tuple[Any, ...], bytes] = {}  # and after it (_run)
         # ResourceSpans.resource (1) and .schema_url (3), ScopeSpans.scope (1): the same in every request
         message = ResourceMessage(attributes=_attributes(dict(resource.attributes))).SerializeToString()
         self.resource = _field(b"\x0a", message)
@@ -257,18 +268,21 @@ class Encoder:
         those of its :func:`~modelport.serving.tracing_records.expand` ed record, with no dict, record or tuple
         made: its attribute fields are written here, already bytes (in :meth:`spans` the exporter's CPU went ~30%
         to expanding compact records and making their attributes' fields, the request id's through a message)."""
-        trace_id, span_id = bytes.fromhex(record[3]), bytes.fromhex(record[4])
-        parent, state = bytes.fromhex(record[7]) if record[7] else b"", record[6]
-        fields = [named.field(value) for named in self.named if (value := record[named.index]) is not None]
-        if status := record[21]:
-            fields.append(self._status(status))
+        at: list[Any] = record if type(record) is list else list(record)  # (JSON's lists: read as lists)
+        trace_id, span_id = bytes.fromhex(at[3]), bytes.fromhex(at[4])
+        parent, state = bytes.fromhex(at[7]) if at[7] else b"", at[6]
+        # NAMED's order: method and path, the request id, then route ... outcome (the SDK's encoding, tested)
+        fields = self._run(self._heads, self.head, (at[13], at[14]))
+        if (request_id := at[15]) is not None:
+            fields += self.request_id.field(request_id)
+        fields += self._run(self._tails, self.tail, (at[16], at[17], at[18], at[19], at[20], at[21]))
         name, kind, start, end, code, description = (
-            record[1],
-            record[2] + 1,
-            record[8],
-            record[9],
-            record[10],
-            record[11],
+            at[1],
+            at[2] + 1,
+            at[8],
+            at[9],
+            at[10],
+            at[11],
         )
         own = self._span(
             trace_id,
@@ -280,20 +294,41 @@ class Encoder:
             name,
             start,
             end,
-            b"".join(fields),
+            fields,
             code,
             description,
             (),
             (),
         )
         spans = [own]
-        if record[23]:
-            spans.append(self._under(trace_id, span_id, state, "validate", record[22], record[23], b""))
-        spans += [self._child(trace_id, span_id, state, child) for child in record[28] or ()]
-        if record[24]:
-            sizes = self._queue_sizes(record[26], record[27])
-            spans.append(self._under(trace_id, span_id, state, "queue", record[24], record[25], sizes))
+        if at[23]:
+            spans.append(self._under(trace_id, span_id, state, "validate", at[22], at[23], b""))
+        spans += [self._child(trace_id, span_id, state, child) for child in at[28] or ()]
+        if at[24]:
+            sizes = self._queue_sizes(at[26], at[27])
+            spans.append(self._under(trace_id, span_id, state, "queue", at[24], at[25], sizes))
         return spans
+
+    def _run(self, made: dict[tuple[Any, ...], bytes], named: tuple[_Named, ...], values: tuple[Any, ...]) -> bytes:
+        """The attribute fields of a run of a compact record's named attributes, ``values`` (then, for the last
+        run, ``http.response.status_code``, 0 for none), kept for reuse by ``values``: they repeat together
+        (method and path; route, model, version, protocol, outcome and status)."""
+        try:
+            found = made.get(values)
+        except TypeError:  # an unhashable value (not from the serving process's own slots)
+            found = None
+        if found is None:
+            fields = [one.field(value) for one, value in zip(named, values, strict=False) if value is not None]
+            if len(values) > len(named) and (status := values[-1]):
+                fields.append(self._status(status))
+            found = b"".join(fields)
+            # kept only for strings (and an int status): 1, 1.0 and True are one key, written three ways
+            kept = all(v is None or type(v) is str for v in values[: len(named)])
+            if kept and (len(values) == len(named) or type(values[-1]) is int):
+                if len(made) >= _KNOWN_MAX:
+                    made.clear()
+                made[values] = found
+        return found
 
     def _status(self, status: int) -> bytes:
         found = self._statuses.get(status)
@@ -342,7 +377,7 @@ class Encoder:
     ) -> bytes:
         """A span as a ``ScopeSpans.spans`` field (2): the fields it has, in field-number order (the name, the
         trace state and the end of an unset status kept as bytes: they repeat)."""
-        out = [b"\x0a\x10", trace_id, b"\x12\x08", span_id]  # trace_id (1), span_id (2): 16 and 8 bytes
+        out = [b"", b"\x0a\x10", trace_id, b"\x12\x08", span_id]  # its tag, then trace_id (1), span_id (2)
         if state:
             out.append(_known_field(self._states, b"\x1a", state))
         if parent:
@@ -366,7 +401,11 @@ class Encoder:
             out += (_status(code, description), b"\x85\x01", _FIXED32(flags))
         else:  # flags (16): never 0 (whether the parent is remote is known)
             out.append(_UNSET_ENDS[flags] if flags in _UNSET_ENDS else _NO_STATUS + b"\x85\x01" + _FIXED32(flags))
-        return _field(b"\x12", b"".join(out))
+        size = 0
+        for part in out:
+            size += len(part)
+        out[0] = b"\x12" + _varint(size)  # ScopeSpans.spans (2): its tag and length, then it, in one copy
+        return b"".join(out)
 
 
 def _known_field(made: dict[str, bytes], tag: bytes, value: str) -> bytes:
@@ -390,13 +429,16 @@ def _event(event: Received) -> Span.Event:
     return Span.Event(name=name, time_unix_nano=when, attributes=_attributes(attributes))
 
 
-_LINK_FLAGS = b"\x35" + _FIXED32(_LOCAL)  # Link.flags (6)
+_LINK_HEAD: Final = b"\x6a\x21\x0a\x10".hex()  # Span.links (13), 33 bytes; its trace_id (1), 16 bytes
+_LINK_SPAN: Final = b"\x12\x08".hex()  # its span_id (2), 8 bytes
+_LINK_FLAGS: Final = (b"\x35" + _FIXED32(_LOCAL)).hex()  # its flags (6)
 
 
 def _link(link: Received) -> bytes:
     """A ``Span.links`` field (13): trace id, span id, flags (the SDK's encoder writes no trace state on links)."""
-    trace_hex, span_hex, _, _ = link
-    return b"\x6a\x21\x0a\x10" + bytes.fromhex(trace_hex) + b"\x12\x08" + bytes.fromhex(span_hex) + _LINK_FLAGS
+    trace_hex: str = link[0]
+    span_hex: str = link[1]
+    return bytes.fromhex(f"{_LINK_HEAD}{trace_hex}{_LINK_SPAN}{span_hex}{_LINK_FLAGS}")  # one call, one copy
 
 
 @dataclass(frozen=True, slots=True)

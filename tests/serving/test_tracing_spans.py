@@ -377,13 +377,17 @@ def test_compact_records_are_encoded_as_the_sdk_encodes_the_spans_they_expand_to
         through_pipe,
         compact_record(extra=None, queue=(21, 30, 64, 3)),
         compact_record(extra=None, request_id="r-2"),  # fields made for the first ones, reused
+        compact_record(extra=None, request_id=None, version=1),  # none; not a string: not kept, as
+        compact_record(extra=None, version=True),  # 1 == True: a key of a dict kept for one would be the other's
+        compact_record(extra=None, model=["a", "b"]),  # an array: no run kept for it
+        compact_record(extra=None, model=["a", "b"]),
     ]
     found = Encoder(resource(), _Counting())
     spans = [span for record in records for span in found.spans(record)]
     ids = _Counting()
     expected = encode_spans([s for record in records for s in readable(expand(record), resource(), ids)])
     assert found.request(spans) == expected.SerializeToString()
-    assert len(expected.resource_spans[0].scope_spans[0].spans) == 24  # 4 + 4 + 2 + 2 + 4 + 4 + 4
+    assert len(expected.resource_spans[0].scope_spans[0].spans) == 40  # 4 + 4 + 2 + 2 + 4 * 7
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
