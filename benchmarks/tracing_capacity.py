@@ -2,14 +2,16 @@
 
     python benchmarks/tracing_capacity.py REPOSITORY MODEL [--checkout DIR]... [--modes off,0.01,1]
                                           [--rounds 3] [--duration 8] [--concurrency 32] [--no-export] [--kept]
+                                          [--exporter-core client|server]
 
 For each round, each checkout (default: this one) and each mode (tracing ``off``, or on at that sampling ratio
 with ``parentbased_traceidratio``, exporting over OTLP/HTTP to ``otlp_sink.py``), a fresh ``modelport serve
 REPOSITORY`` of that checkout is pinned to core 0, its exporter process (when tracing) moved to core 1 beside the
 sink and ``wrk`` (``--concurrency`` connections posting one v2 JSON item of ``MODEL``'s only FP32 input, after a
-2 s warm-up). Printed per mode and checkout, medians over the interleaved rounds: req/s, the server process's own
-CPU time per request (every thread, its exporter process left out) and the exporter's. The server's CPU per
-request is what its core allows: on a 2-core machine the other core carries wrk, the sink and the exporter,
+2 s warm-up; ``--exporter-core server`` leaves the exporter process on core 0, sharing the server's core, as
+``serving.py``'s (c1)). Printed per mode and checkout, medians over the interleaved rounds: req/s, the server
+process's own CPU time per request (every thread, its exporter process left out) and the exporter's. The server's
+CPU per request is what its core allows: on a 2-core machine the other core carries wrk, the sink and the exporter,
 and can be what limits req/s: a server not kept busy spends more CPU a request (fewer requests share each pass
 of its event loop and each batch). ``--no-export`` records the spans but exports none (no exporter process), so
 that the server is saturated and its own cost measured alone. ``--kept`` starts each server once and loads them in
@@ -74,7 +76,7 @@ def _server(args: argparse.Namespace, checkout: Path, mode: str, sink: str, body
     try:
         url = f"http://127.0.0.1:{port}/v2/models/{args.model}/infer"
         wait_answering(url, body.read_bytes(), 120)
-        for child in descendants(server.pid):  # the exporter process, every thread of it
+        for child in descendants(server.pid) if args.exporter_core == "client" else ():  # every thread of it
             move_process(child, {1})
         _wrk(url, body, 2, args.concurrency)
         yield url, server.pid
@@ -135,6 +137,13 @@ def main() -> None:
         help="traced modes record their spans but export none (OTEL_TRACES_EXPORTER=none: no exporter process), so"
         " that wrk alone loads the other core and the server's own cost is measured at saturation",
     )
+    parser.add_argument(
+        "--exporter-core",
+        choices=("client", "server"),
+        default="client",
+        help="where the exporter process runs: beside wrk and the sink (core 1, the default), or on the server's"
+        " core 0, sharing it (what serving.py's (c1) measures: req/s then counts the exporter's CPU too)",
+    )
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two cores (0 and 1)")
@@ -167,7 +176,8 @@ def main() -> None:
                                     found = _load(args, url, pid, body)
                             runs[(checkout, mode)].append(found)
                             print(
-                                f"round {round_ + 1} {checkout} {mode}: {found[0]:.0f} req/s, {found[1]:.1f} us",
+                                f"round {round_ + 1} {checkout} {mode}: {found[0]:.0f} req/s, {found[1]:.1f} us,"
+                                f" exporter {found[2]:.1f} us",
                                 flush=True,
                             )
         finally:
