@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs.values():
             proc.kill()
             proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
     cells = []
     for concurrency in cfg.concurrency:
         base = statistics.median(us for _, us in runs[("asgi", concurrency)])
