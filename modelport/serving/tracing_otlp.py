@@ -152,10 +152,10 @@ class _Named:
     written straight from their places in it (no dict made); each key's fields kept for reuse but the request
     id's (one per request)."""
 
-    __slots__ = ("index", "key", "made", "prefix")
+    __slots__ = ("key", "made", "prefix")
 
-    def __init__(self, index: int, key: str) -> None:
-        self.index, self.key, self.prefix = index, key, _string_prefix(key)
+    def __init__(self, key: str) -> None:
+        self.key, self.prefix = key, _string_prefix(key)
         self.made: dict[str, bytes] | None = None if key == "modelport.request_id" else {}
 
     def field(self, value: Any) -> bytes:
@@ -180,8 +180,8 @@ class Encoder:
     def __init__(self, resource: Resource, ids: IdGenerator) -> None:
         self.ids, self.attributes = ids, _Known()
         self.random_ids = type(ids) is RandomIdGenerator
-        self.named = tuple(_Named(index, key) for index, key in NAMED)
-        self.head, self.request_id, self.tail = self.named[:2], self.named[2], self.named[3:]
+        named = tuple(_Named(key) for _, key in NAMED)  # read at NAMED's places by _compact
+        self.head, self.request_id, self.tail = named[:2], named[2], named[3:]
         self._statuses: dict[int, bytes] = {}  # http.response.status_code's field, by status
         self._sizes: dict[tuple[int, int], bytes] = {}  # a queue span's attribute fields, by rows and requests
         self._names: dict[str, bytes] = {}  # Span.name's field (5), by name
